@@ -1,0 +1,164 @@
+//! Address lists as the connector writes them: `Ann <a@x>; b@y, "Doe, John" <j@z>`.
+//!
+//! A list splits on `;` or `,` outside quotes and angle brackets. Each item is parsed
+//! by lettre; the domain is then turned into its A-label (punycode) so an IDN domain
+//! needs no SMTPUTF8. A non-ASCII local part stays as it is (the server must offer
+//! SMTPUTF8, checked at send time).
+
+use lettre::message::Mailbox;
+use lettre::{Address, message::Mailboxes};
+
+use crate::error::{Error, Result, reject_line_breaks};
+
+/// Parses every list in `values` (each may hold several addresses) into mailboxes.
+///
+/// `what` names the flag or property for error messages, e.g. `--to` or `To`.
+pub fn parse_lists<S: AsRef<str>>(what: &str, values: &[S]) -> Result<Vec<Mailbox>> {
+    let mut mailboxes = Vec::new();
+    for value in values {
+        let value = value.as_ref();
+        reject_line_breaks(what, value)?;
+        for item in split_list(value) {
+            mailboxes.push(parse_mailbox(what, item)?);
+        }
+    }
+    Ok(mailboxes)
+}
+
+/// Parses exactly one address (for `--from`).
+pub fn parse_single(what: &str, value: &str) -> Result<Mailbox> {
+    let mut all = parse_lists(what, &[value])?;
+    match all.len() {
+        1 => Ok(all.remove(0)),
+        0 => Err(Error::invalid(format!("{what}: no address given"))),
+        n => Err(Error::invalid(format!(
+            "{what}: expected one address, found {n} in {value:?}"
+        ))),
+    }
+}
+
+/// Splits on `;` and `,` that are outside a quoted string and outside `<…>`.
+/// Empty items (a trailing `;`, say) are dropped.
+fn split_list(list: &str) -> Vec<&str> {
+    let mut items = Vec::new();
+    let (mut in_quotes, mut in_angle, mut escaped) = (false, false, false);
+    let mut start = 0;
+    for (i, c) in list.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if in_quotes => escaped = true,
+            '"' => in_quotes = !in_quotes,
+            '<' if !in_quotes => in_angle = true,
+            '>' if !in_quotes => in_angle = false,
+            ';' | ',' if !in_quotes && !in_angle => {
+                items.push(&list[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    items.push(&list[start..]);
+    items
+        .into_iter()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn parse_mailbox(what: &str, item: &str) -> Result<Mailbox> {
+    let invalid = || Error::invalid(format!("{what}: {item:?} is not a valid address"));
+    // lettre parses comma-separated lists; one item must give exactly one mailbox.
+    let parsed: Mailboxes = item.parse().map_err(|_| invalid())?;
+    let mut iter = parsed.into_iter();
+    let (Some(mailbox), None) = (iter.next(), iter.next()) else {
+        return Err(invalid());
+    };
+    let ascii_domain = idna::domain_to_ascii(mailbox.email.domain()).map_err(|_| {
+        Error::invalid(format!(
+            "{what}: {item:?} has a domain that is not a valid international domain name"
+        ))
+    })?;
+    let address = Address::new(mailbox.email.user(), ascii_domain).map_err(|_| invalid())?;
+    Ok(Mailbox::new(mailbox.name, address))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn emails(values: &[&str]) -> Vec<String> {
+        parse_lists("--to", values)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.email.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn splits_on_semicolons_and_commas() {
+        assert_eq!(
+            emails(&["a@x.com;b@y.com, c@z.com ;"]),
+            ["a@x.com", "b@y.com", "c@z.com"]
+        );
+    }
+
+    #[test]
+    fn repeated_values_are_concatenated() {
+        assert_eq!(emails(&["a@x.com", "b@y.com"]), ["a@x.com", "b@y.com"]);
+    }
+
+    #[test]
+    fn separators_inside_quotes_do_not_split() {
+        let list =
+            parse_lists("--to", &[r#""Doe, John" <j@x.com>; "Lee; Ann" <a@x.com>"#]).unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].name.as_deref(), Some("Doe, John"));
+        assert_eq!(list[0].email.to_string(), "j@x.com");
+        assert_eq!(list[1].name.as_deref(), Some("Lee; Ann"));
+    }
+
+    #[test]
+    fn display_names_are_kept() {
+        let list = parse_lists("--to", &["Ann Lee <ann@example.com>"]).unwrap();
+        assert_eq!(list[0].name.as_deref(), Some("Ann Lee"));
+        assert_eq!(list[0].email.to_string(), "ann@example.com");
+    }
+
+    #[test]
+    fn idn_domains_become_a_labels() {
+        assert_eq!(
+            emails(&["Zoë <zoe@bücher.example>"]),
+            ["zoe@xn--bcher-kva.example"]
+        );
+    }
+
+    #[test]
+    fn non_ascii_local_parts_are_kept_for_smtputf8() {
+        assert_eq!(emails(&["usér@example.com"]), ["usér@example.com"]);
+    }
+
+    #[test]
+    fn invalid_addresses_name_the_flag_and_value() {
+        let err = parse_lists("--to", &["bob@"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData);
+        assert_eq!(err.message(), r#"--to: "bob@" is not a valid address"#);
+        assert!(parse_lists("--cc", &["not an address"]).is_err());
+    }
+
+    #[test]
+    fn line_breaks_are_refused() {
+        let err = parse_lists("--to", &["a@x.com\r\nRCPT TO:<evil@x.com>"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn single_address_must_be_one() {
+        assert!(parse_single("--from", "a@x.com").is_ok());
+        assert!(parse_single("--from", "a@x.com; b@x.com").is_err());
+        assert!(parse_single("--from", " ; ").is_err());
+    }
+}

@@ -1,0 +1,63 @@
+//! The process entry point: parse, run, report, exit with the documented code.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches};
+
+use crate::cli::{Cli, Command};
+use crate::error::{Error, ErrorKind};
+use crate::output::{print_error, print_outcome};
+
+/// Runs envoi with `args` (program name first) and returns the exit code.
+pub fn main(args: Vec<OsString>) -> ExitCode {
+    let wants_json = args.iter().any(|a| a == "--json");
+    let matches = match Cli::command().try_get_matches_from(&args) {
+        Ok(m) => m,
+        Err(e) => return clap_exit(e, wants_json),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => return clap_exit(e, wants_json),
+    };
+    match cli.command {
+        Command::Send(send) => {
+            // The `send` subcommand matched, so its matches exist.
+            let Some(send_matches) = matches.subcommand_matches("send") else {
+                return ExitCode::from(ErrorKind::Internal.exit_code());
+            };
+            match crate::send::run(&send, send_matches) {
+                Ok(outcome) => {
+                    print_outcome(&outcome, send.json);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    print_error(&e, send.json);
+                    ExitCode::from(e.kind().exit_code())
+                }
+            }
+        }
+    }
+}
+
+/// Help and version exit 0; every other clap error is a usage error (64, not clap's 2).
+fn clap_exit(e: clap::Error, wants_json: bool) -> ExitCode {
+    use clap::error::ErrorKind as K;
+    if matches!(e.kind(), K::DisplayHelp | K::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    if matches!(e.kind(), K::DisplayHelpOnMissingArgumentOrSubcommand) {
+        let _ = e.print();
+        return ExitCode::from(ErrorKind::Usage.exit_code());
+    }
+    if wants_json {
+        let text = e.render().to_string();
+        let first = text.lines().next().unwrap_or("invalid arguments");
+        let message = first.trim_start_matches("error: ");
+        print_error(&Error::usage(message), true);
+    } else {
+        let _ = e.print();
+    }
+    ExitCode::from(ErrorKind::Usage.exit_code())
+}

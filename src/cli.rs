@@ -1,0 +1,360 @@
+//! The command line: clap types, and their translation into a [`Draft`].
+//!
+//! House rules: doc comments are the help text; this module does no I/O and opens
+//! nothing; it only turns argument strings into typed values.
+
+use std::path::PathBuf;
+
+use clap::{ArgMatches, Args, Parser, Subcommand};
+
+use crate::draft::{AttachmentDraft, AttachmentSource, DataEncoding, Draft, Sourced, Text};
+use crate::error::{Error, Result};
+
+const EXIT_CODES: &str = "\
+Exit codes (connector status in brackets):
+  0  sent [200]                     64 usage error [400]
+  65 invalid data [400]             66 input file missing [404]
+  67 recipient refused [404]        69 server failed permanently [500]
+  70 internal error [500]           75 temporary failure, retry later [500]
+  77 login or certificate refused [401/403]
+  78 configuration error [400]";
+
+/// Send email from scripts, cron jobs and CI pipelines.
+#[derive(Debug, Parser)]
+#[command(name = "envoi", version, propagate_version = true, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// envoi's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send one email (the connector's Send Email action).
+    #[command(after_help = EXIT_CODES)]
+    Send(Box<SendArgs>),
+}
+
+/// Flags of `envoi send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Recipients; repeatable; a value may hold several, separated by ';' or ','.
+    #[arg(long, value_name = "LIST", help_heading = "Message")]
+    pub to: Vec<String>,
+    /// Copy recipients; like --to.
+    #[arg(long, value_name = "LIST", help_heading = "Message")]
+    pub cc: Vec<String>,
+    /// Blind copies: in the envelope only, never in a header; like --to.
+    #[arg(long, value_name = "LIST", help_heading = "Message")]
+    pub bcc: Vec<String>,
+    /// Sender; defaults to the profile's `from`.
+    #[arg(long, value_name = "ADDRESS", help_heading = "Message")]
+    pub from: Option<String>,
+    /// Reply-To addresses; like --to.
+    #[arg(long, value_name = "LIST", help_heading = "Message")]
+    pub reply_to: Vec<String>,
+    /// Subject line (any Unicode; encoded as RFC 2047).
+    #[arg(long, value_name = "TEXT", help_heading = "Message")]
+    pub subject: Option<String>,
+    /// Body text.
+    #[arg(
+        long,
+        value_name = "TEXT",
+        conflicts_with = "body_file",
+        help_heading = "Message"
+    )]
+    pub body: Option<String>,
+    /// Read the body from a file ('-' = standard input).
+    #[arg(long, value_name = "PATH", help_heading = "Message")]
+    pub body_file: Option<PathBuf>,
+    /// The body is HTML (the connector's IsHtml).
+    #[arg(long, help_heading = "Message")]
+    pub html: bool,
+    /// Plain-text alternative of an HTML body (multipart/alternative).
+    #[arg(
+        long,
+        value_name = "TEXT",
+        conflicts_with = "text_file",
+        help_heading = "Message"
+    )]
+    pub text: Option<String>,
+    /// Read the plain-text alternative from a file ('-' = standard input).
+    #[arg(long, value_name = "PATH", help_heading = "Message")]
+    pub text_file: Option<PathBuf>,
+    /// high, normal or low (any case).
+    #[arg(long, value_name = "LEVEL", value_parser = ["high", "normal", "low"],
+          ignore_case = true, help_heading = "Message")]
+    pub importance: Option<String>,
+    /// Extra header "Name: value"; repeatable.
+    #[arg(long = "header", value_name = "NAME: VALUE", help_heading = "Message")]
+    pub headers: Vec<String>,
+    /// Read the message from a connector JSON payload ('-' = standard input); flags override it.
+    #[arg(long, value_name = "PATH", help_heading = "Message")]
+    pub input: Option<PathBuf>,
+
+    /// Attach a file; repeatable. Append ';type=MIME' to set its content type.
+    #[arg(long, value_name = "PATH", help_heading = "Attachments")]
+    pub attach: Vec<String>,
+    /// Attach base64 data (ContentData); '@FILE' reads the text from a file.
+    #[arg(long, value_name = "BASE64|@FILE", help_heading = "Attachments")]
+    pub attach_data: Vec<String>,
+    /// FileName of the attachment given just before.
+    #[arg(long, value_name = "NAME", help_heading = "Attachments")]
+    pub attach_name: Vec<String>,
+    /// ContentType of the attachment given just before.
+    #[arg(long, value_name = "MIME", help_heading = "Attachments")]
+    pub attach_type: Vec<String>,
+    /// ContentTransferEncoding of the --attach-data just before: base64 or none.
+    #[arg(long, value_name = "ENCODING", value_parser = ["base64", "none"],
+          ignore_case = true, help_heading = "Attachments")]
+    pub attach_encoding: Vec<String>,
+    /// ContentId of the attachment given just before: makes it inline, for cid: in HTML.
+    #[arg(long, value_name = "ID", help_heading = "Attachments")]
+    pub attach_id: Vec<String>,
+
+    /// Profile from the config file (else the file's `default`).
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "ENVOI_PROFILE",
+        help_heading = "Connection"
+    )]
+    pub profile: Option<String>,
+    /// Config file (else $ENVOI_CONFIG, else the platform config dir's envoi/config.toml).
+    #[arg(long, value_name = "PATH", help_heading = "Connection")]
+    pub config: Option<PathBuf>,
+    /// Connect without a config file: smtps://user@host:465, smtp://user@host:587 (STARTTLS),
+    /// smtp://host:25?security=none; the password comes from $ENVOI_PASSWORD.
+    #[arg(long, value_name = "URL", help_heading = "Connection")]
+    pub smtp_url: Option<String>,
+
+    /// Print the message that would be sent and exit without connecting.
+    #[arg(long, help_heading = "Output")]
+    pub dry_run: bool,
+    /// Print one JSON object with the result on standard output.
+    #[arg(long, help_heading = "Output")]
+    pub json: bool,
+}
+
+/// Flags that describe the attachment given just before them.
+const MODIFIERS: [&str; 4] = ["attach_name", "attach_type", "attach_encoding", "attach_id"];
+
+impl SendArgs {
+    /// The message as given by flags. `matches` are the `send` subcommand's matches;
+    /// their positions tie each --attach-name/-type/-encoding/-id to the attachment
+    /// flag before it.
+    pub fn draft(&self, matches: &ArgMatches) -> Result<Draft> {
+        let list = |label: &str, values: &[String]| {
+            (!values.is_empty()).then(|| Sourced::new(label, values.to_vec()))
+        };
+        let text =
+            |label: &str, inline: &Option<String>, file: &Option<PathBuf>| match (inline, file) {
+                (Some(t), _) => Some(Sourced::new(label, Text::Inline(t.clone()))),
+                (None, Some(p)) => {
+                    Some(Sourced::new(format!("{label}-file"), Text::File(p.clone())))
+                }
+                (None, None) => None,
+            };
+        let has_attachments = [
+            &self.attach,
+            &self.attach_data,
+            &self.attach_name,
+            &self.attach_type,
+            &self.attach_encoding,
+            &self.attach_id,
+        ]
+        .iter()
+        .any(|values| !values.is_empty());
+        Ok(Draft {
+            from: self.from.clone().map(|v| Sourced::new("--from", v)),
+            to: list("--to", &self.to),
+            cc: list("--cc", &self.cc),
+            bcc: list("--bcc", &self.bcc),
+            reply_to: list("--reply-to", &self.reply_to),
+            subject: self.subject.clone().map(|v| Sourced::new("--subject", v)),
+            body: text("--body", &self.body, &self.body_file),
+            is_html: self.html.then_some(true),
+            text: text("--text", &self.text, &self.text_file),
+            importance: self
+                .importance
+                .clone()
+                .map(|v| Sourced::new("--importance", v)),
+            attachments: has_attachments
+                .then(|| self.attachments(matches))
+                .transpose()?,
+            headers: list("--header", &self.headers),
+        })
+    }
+
+    fn attachments(&self, matches: &ArgMatches) -> Result<Vec<AttachmentDraft>> {
+        // Every occurrence of an attachment flag, as (position on the command line, id, n-th value).
+        let mut events: Vec<(usize, &str, usize)> = Vec::new();
+        for id in ["attach", "attach_data"].iter().chain(MODIFIERS.iter()) {
+            if let Some(indices) = matches.indices_of(id) {
+                events.extend(indices.enumerate().map(|(n, pos)| (pos, *id, n)));
+            }
+        }
+        events.sort_unstable();
+
+        let mut drafts: Vec<AttachmentDraft> = Vec::new();
+        for (_, id, n) in events {
+            match id {
+                "attach" => {
+                    let (path, content_type) = split_type(&self.attach[n]);
+                    drafts.push(AttachmentDraft {
+                        label: format!("--attach {path:?}"),
+                        source: AttachmentSource::Path(PathBuf::from(path)),
+                        file_name: None,
+                        content_type,
+                        content_id: None,
+                    });
+                }
+                "attach_data" => {
+                    let value = &self.attach_data[n];
+                    let text = match value.strip_prefix('@') {
+                        Some(path) => Text::File(PathBuf::from(path)),
+                        None => Text::Inline(value.clone()),
+                    };
+                    drafts.push(AttachmentDraft {
+                        label: format!("--attach-data #{}", n + 1),
+                        source: AttachmentSource::Data(text, DataEncoding::Base64),
+                        file_name: None,
+                        content_type: None,
+                        content_id: None,
+                    });
+                }
+                modifier => {
+                    let flag = format!("--{}", modifier.replace('_', "-"));
+                    let Some(draft) = drafts.last_mut() else {
+                        return Err(Error::usage(format!(
+                            "{flag} must come after the --attach or --attach-data it describes"
+                        )));
+                    };
+                    let value = match modifier {
+                        "attach_name" => &self.attach_name[n],
+                        "attach_type" => &self.attach_type[n],
+                        "attach_encoding" => &self.attach_encoding[n],
+                        _ => &self.attach_id[n],
+                    };
+                    set_modifier(draft, &flag, value)?;
+                }
+            }
+        }
+        Ok(drafts)
+    }
+}
+
+fn set_modifier(draft: &mut AttachmentDraft, flag: &str, value: &str) -> Result<()> {
+    let twice = || {
+        Error::usage(format!(
+            "{flag} is given twice for {}; give each attachment its own",
+            draft.label
+        ))
+    };
+    let slot = match flag {
+        "--attach-name" => &mut draft.file_name,
+        "--attach-type" => &mut draft.content_type,
+        "--attach-id" => &mut draft.content_id,
+        _ => {
+            // --attach-encoding: only the connector's data form has an encoding.
+            let AttachmentSource::Data(_, encoding) = &mut draft.source else {
+                return Err(Error::usage(format!(
+                    "--attach-encoding applies to --attach-data, not to {}",
+                    draft.label
+                )));
+            };
+            *encoding = DataEncoding::parse(flag, value)?;
+            return Ok(());
+        }
+    };
+    if slot.is_some() {
+        return Err(twice());
+    }
+    *slot = Some(value.to_owned());
+    Ok(())
+}
+
+/// `report.bin;type=application/x-thing` → (`report.bin`, Some(type)).
+fn split_type(value: &str) -> (&str, Option<String>) {
+    match value.rsplit_once(";type=") {
+        Some((path, mime)) => (path, Some(mime.to_owned())),
+        None => (value, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches};
+
+    fn draft(args: &[&str]) -> Result<Draft> {
+        let mut argv = vec!["envoi", "send", "--to", "a@example.com"];
+        argv.extend_from_slice(args);
+        let matches = Cli::command().try_get_matches_from(argv).unwrap();
+        let cli = Cli::from_arg_matches(&matches).unwrap();
+        let Command::Send(send) = cli.command;
+        send.draft(matches.subcommand_matches("send").unwrap())
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn modifiers_attach_to_the_preceding_attachment() {
+        let d = draft(&[
+            "--attach",
+            "build.log",
+            "--attach-data",
+            "aGk=",
+            "--attach-name",
+            "logo.png",
+            "--attach-id",
+            "logo",
+            "--attach",
+            "x.bin;type=application/x-thing",
+            "--attach-name",
+            "renamed.bin",
+            "--attach-data",
+            "plain",
+            "--attach-encoding",
+            "NONE",
+        ])
+        .unwrap();
+        let a = d.attachments.unwrap();
+        assert_eq!(a.len(), 4);
+        assert_eq!(a[0].source, AttachmentSource::Path("build.log".into()));
+        assert_eq!(a[0].file_name, None);
+        assert_eq!(a[1].file_name.as_deref(), Some("logo.png"));
+        assert_eq!(a[1].content_id.as_deref(), Some("logo"));
+        assert_eq!(a[2].content_type.as_deref(), Some("application/x-thing"));
+        assert_eq!(a[2].file_name.as_deref(), Some("renamed.bin"));
+        assert_eq!(
+            a[3].source,
+            AttachmentSource::Data(Text::Inline("plain".into()), DataEncoding::None)
+        );
+        assert_eq!(
+            a[1].source,
+            AttachmentSource::Data(Text::Inline("aGk=".into()), DataEncoding::Base64)
+        );
+    }
+
+    #[test]
+    fn misplaced_modifiers_are_usage_errors() {
+        assert!(draft(&["--attach-name", "x"]).is_err());
+        assert!(draft(&["--attach", "a", "--attach-name", "x", "--attach-name", "y"]).is_err());
+        assert!(draft(&["--attach", "a", "--attach-encoding", "none"]).is_err());
+    }
+
+    #[test]
+    fn data_from_a_file_and_body_from_stdin() {
+        let d = draft(&["--attach-data", "@logo.b64", "--body-file", "-"]).unwrap();
+        assert_eq!(
+            d.attachments.unwrap()[0].source,
+            AttachmentSource::Data(Text::File("logo.b64".into()), DataEncoding::Base64)
+        );
+        assert_eq!(d.body.unwrap().value, Text::File("-".into()));
+    }
+}

@@ -1,0 +1,515 @@
+//! [`Draft`]: an email as untrusted text, before validation.
+//!
+//! The command line and the connector's JSON payload both produce a `Draft`; each value
+//! carries the label of where it came from (`--to`, `Attachments[1].ContentData`) so an
+//! error can name it. [`Draft::overlay`] applies "flags override the payload", and
+//! [`Draft::into_email`] reads files, decodes base64 and checks every value, giving a
+//! validated [`Email`] or the first error. Nothing here touches the network.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use lettre::message::header::ContentType;
+
+use crate::address;
+use crate::email::{Attachment, Body, Email, Importance};
+use crate::error::{Error, ErrorKind, Result, reject_line_breaks};
+
+/// A value and the flag or property it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sourced<T> {
+    /// `--to`, `To`, `Attachments[0].FileName`…
+    pub label: String,
+    /// The value as given.
+    pub value: T,
+}
+
+impl<T> Sourced<T> {
+    /// Pairs a value with its label.
+    pub fn new(label: impl Into<String>, value: T) -> Sourced<T> {
+        Sourced {
+            label: label.into(),
+            value,
+        }
+    }
+}
+
+/// Where a text comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Text {
+    /// Given inline.
+    Inline(String),
+    /// Read from a file; `-` is standard input.
+    File(PathBuf),
+}
+
+/// How an attachment's data is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataEncoding {
+    /// ContentTransferEncoding `base64`: the text is base64 of the bytes.
+    Base64,
+    /// ContentTransferEncoding `none`: the text is the content itself.
+    None,
+}
+
+impl DataEncoding {
+    /// Parses `base64` or `none` (any case).
+    pub fn parse(what: &str, value: &str) -> Result<DataEncoding> {
+        match value.to_ascii_lowercase().as_str() {
+            "base64" => Ok(DataEncoding::Base64),
+            "none" => Ok(DataEncoding::None),
+            _ => Err(Error::invalid(format!(
+                "{what}: {value:?} is not a transfer encoding (expected base64 or none)"
+            ))),
+        }
+    }
+}
+
+/// Where an attachment's bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachmentSource {
+    /// A file to attach as it is (`--attach PATH`).
+    Path(PathBuf),
+    /// The connector's ContentData, inline or from `@FILE`, in the given encoding.
+    Data(Text, DataEncoding),
+}
+
+/// One attachment as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentDraft {
+    /// Names the attachment in errors: `--attach #2`, `Attachments[0]`.
+    pub label: String,
+    /// The bytes.
+    pub source: AttachmentSource,
+    /// FileName; for a path, defaults to the path's file name.
+    pub file_name: Option<String>,
+    /// ContentType; defaults to a guess from the file name.
+    pub content_type: Option<String>,
+    /// ContentId: makes the part inline.
+    pub content_id: Option<String>,
+}
+
+/// An email as untrusted text, each value labelled with its origin.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Draft {
+    /// From.
+    pub from: Option<Sourced<String>>,
+    /// To (each value may hold several addresses).
+    pub to: Option<Sourced<Vec<String>>>,
+    /// CC.
+    pub cc: Option<Sourced<Vec<String>>>,
+    /// Bcc.
+    pub bcc: Option<Sourced<Vec<String>>>,
+    /// Reply-To.
+    pub reply_to: Option<Sourced<Vec<String>>>,
+    /// Subject.
+    pub subject: Option<Sourced<String>>,
+    /// Body.
+    pub body: Option<Sourced<Text>>,
+    /// IsHtml.
+    pub is_html: Option<bool>,
+    /// Plain-text alternative of an HTML body.
+    pub text: Option<Sourced<Text>>,
+    /// Importance.
+    pub importance: Option<Sourced<String>>,
+    /// Attachments; `Some` replaces the other source's list as a whole.
+    pub attachments: Option<Vec<AttachmentDraft>>,
+    /// Extra headers as `Name: value`.
+    pub headers: Option<Sourced<Vec<String>>>,
+}
+
+/// Headers envoi writes itself; `--header` may not replace them.
+const RESERVED_HEADERS: &[&str] = &[
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "reply-to",
+    "subject",
+    "date",
+    "message-id",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "content-disposition",
+    "content-id",
+    "importance",
+    "x-priority",
+    "x-msmail-priority",
+];
+
+impl Draft {
+    /// Every property set in `over` replaces the one here ("flags override the payload").
+    pub fn overlay(self, over: Draft) -> Draft {
+        Draft {
+            from: over.from.or(self.from),
+            to: over.to.or(self.to),
+            cc: over.cc.or(self.cc),
+            bcc: over.bcc.or(self.bcc),
+            reply_to: over.reply_to.or(self.reply_to),
+            subject: over.subject.or(self.subject),
+            body: over.body.or(self.body),
+            is_html: over.is_html.or(self.is_html),
+            text: over.text.or(self.text),
+            importance: over.importance.or(self.importance),
+            attachments: over.attachments.or(self.attachments),
+            headers: over.headers.or(self.headers),
+        }
+    }
+
+    /// Reads files, decodes data and checks every value.
+    ///
+    /// Errors: 64 when no recipient is given, 65 for a bad value, 66 for an unreadable file.
+    pub fn into_email(self) -> Result<Email> {
+        if [&self.body, &self.text]
+            .iter()
+            .filter(
+                |t| matches!(t, Some(Sourced { value: Text::File(p), .. }) if p == Path::new("-")),
+            )
+            .count()
+            > 1
+        {
+            return Err(Error::usage(
+                "standard input (-) can feed only one of --body-file and --text-file",
+            ));
+        }
+        let list = |field: Option<Sourced<Vec<String>>>| match field {
+            Some(s) => address::parse_lists(&s.label, &s.value),
+            None => Ok(Vec::new()),
+        };
+        let to = list(self.to)?;
+        let cc = list(self.cc)?;
+        let bcc = list(self.bcc)?;
+        let reply_to = list(self.reply_to)?;
+        if to.is_empty() && cc.is_empty() && bcc.is_empty() {
+            return Err(Error::usage(
+                "no recipient: give at least one of --to, --cc or --bcc",
+            ));
+        }
+        let from = self
+            .from
+            .map(|s| address::parse_single(&s.label, &s.value))
+            .transpose()?;
+        let subject = match self.subject {
+            Some(s) => {
+                reject_line_breaks(&s.label, &s.value)?;
+                s.value
+            }
+            None => String::new(),
+        };
+        let is_html = self.is_html.unwrap_or(false);
+        let text_alternative = self.text.map(read_text).transpose()?;
+        if text_alternative.is_some() && !is_html {
+            return Err(Error::usage(
+                "--text/--text-file is the plain alternative of an HTML body: add --html",
+            ));
+        }
+        let body = Body {
+            content: self.body.map(read_text).transpose()?.unwrap_or_default(),
+            is_html,
+            text_alternative,
+        };
+        let importance = match self.importance {
+            Some(s) => Importance::parse(&s.label, &s.value)?,
+            None => Importance::Normal,
+        };
+        let attachments = self
+            .attachments
+            .unwrap_or_default()
+            .into_iter()
+            .map(load_attachment)
+            .collect::<Result<Vec<_>>>()?;
+        let headers = match self.headers {
+            Some(s) => parse_headers(&s.label, &s.value)?,
+            None => Vec::new(),
+        };
+        Ok(Email {
+            from,
+            to,
+            cc,
+            bcc,
+            reply_to,
+            subject,
+            body,
+            importance,
+            attachments,
+            headers,
+        })
+    }
+}
+
+/// Reads a path, naming the flag on failure (exit 66). `-` is standard input.
+pub fn read_bytes(label: &str, path: &Path) -> Result<Vec<u8>> {
+    let result = if path == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf).map(|_| buf)
+    } else if path.is_dir() {
+        Err(std::io::Error::other("it is a directory"))
+    } else {
+        std::fs::read(path)
+    };
+    result.map_err(|e| {
+        Error::new(
+            ErrorKind::NoInput,
+            format!("{label}: cannot read {:?}: {e}", path.display().to_string()),
+        )
+    })
+}
+
+fn read_text(text: Sourced<Text>) -> Result<String> {
+    match text.value {
+        Text::Inline(s) => Ok(s),
+        Text::File(path) => String::from_utf8(read_bytes(&text.label, &path)?).map_err(|_| {
+            Error::invalid(format!(
+                "{}: {:?} is not UTF-8 text",
+                text.label,
+                path.display().to_string()
+            ))
+        }),
+    }
+}
+
+fn load_attachment(draft: AttachmentDraft) -> Result<Attachment> {
+    let label = &draft.label;
+    let (data, default_name) = match &draft.source {
+        AttachmentSource::Path(path) => {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .ok_or_else(|| Error::invalid(format!("{label}: {path:?} names no file")))?;
+            (read_bytes(label, path)?, name)
+        }
+        AttachmentSource::Data(text, encoding) => {
+            let raw = match text {
+                Text::Inline(s) => s.clone().into_bytes(),
+                Text::File(path) => read_bytes(label, path)?,
+            };
+            let data = match encoding {
+                DataEncoding::None => raw,
+                DataEncoding::Base64 => decode_base64(label, &raw)?,
+            };
+            (data, "attachment.bin".to_owned())
+        }
+    };
+    let file_name = draft.file_name.unwrap_or(default_name);
+    reject_line_breaks(&format!("{label} file name"), &file_name)?;
+    let content_type = match &draft.content_type {
+        Some(t) => parse_content_type(label, t)?,
+        // mime_guess yields well-formed types (octet-stream when it knows none).
+        None => parse_content_type(
+            label,
+            mime_guess::from_path(&file_name)
+                .first_or_octet_stream()
+                .as_ref(),
+        )?,
+    };
+    let content_id = draft
+        .content_id
+        .map(|id| check_content_id(label, &id))
+        .transpose()?;
+    Ok(Attachment {
+        file_name,
+        content_type,
+        data,
+        content_id,
+    })
+}
+
+/// Decodes standard base64; line breaks and spaces (as `base64` wraps its output) are ignored.
+fn decode_base64(label: &str, raw: &[u8]) -> Result<Vec<u8>> {
+    let compact: Vec<u8> = raw
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(&compact)
+        .map_err(|e| Error::invalid(format!("{label}: the data is not valid base64 ({e})")))
+}
+
+fn parse_content_type(label: &str, value: &str) -> Result<ContentType> {
+    reject_line_breaks(&format!("{label} content type"), value)?;
+    ContentType::parse(value.trim()).map_err(|_| {
+        Error::invalid(format!(
+            "{label}: {value:?} is not a valid MIME type (like text/plain or image/png)"
+        ))
+    })
+}
+
+/// Content-ID without the angle brackets; no whitespace, brackets or line breaks.
+fn check_content_id(label: &str, id: &str) -> Result<String> {
+    let id = id.trim();
+    let bare = id
+        .strip_prefix('<')
+        .and_then(|s| s.strip_suffix('>'))
+        .unwrap_or(id);
+    let bad = |c: char| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"');
+    if bare.is_empty() || bare.chars().any(bad) || !bare.is_ascii() {
+        return Err(Error::invalid(format!(
+            "{label}: {id:?} is not a valid content id (printable ASCII, no spaces or brackets)"
+        )));
+    }
+    Ok(bare.to_owned())
+}
+
+/// Parses `Name: value` pairs. Names must be RFC 5322 field names (printable ASCII,
+/// no colon); envoi's own headers cannot be replaced, and a name may appear once.
+fn parse_headers(label: &str, values: &[String]) -> Result<Vec<(String, String)>> {
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for raw in values {
+        reject_line_breaks(label, raw)?;
+        let Some((name, value)) = raw.split_once(':') else {
+            return Err(Error::usage(format!(
+                "{label}: {raw:?} is not of the form \"Name: value\""
+            )));
+        };
+        let name = name.trim();
+        if name.is_empty() || name.len() > 76 || !name.bytes().all(|b| (33..=126).contains(&b)) {
+            return Err(Error::invalid(format!(
+                "{label}: {name:?} is not a valid header name (printable ASCII, no spaces or colons)"
+            )));
+        }
+        let lower = name.to_ascii_lowercase();
+        if RESERVED_HEADERS.contains(&lower.as_str()) {
+            return Err(Error::usage(format!(
+                "{label}: {name} is set by envoi itself; use its own flag instead"
+            )));
+        }
+        if headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            return Err(Error::usage(format!(
+                "{label}: {name} is given twice; a header can be set once"
+            )));
+        }
+        headers.push((name.to_owned(), value.trim().to_owned()));
+    }
+    Ok(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal() -> Draft {
+        Draft {
+            to: Some(Sourced::new("--to", vec!["a@example.com".into()])),
+            ..Draft::default()
+        }
+    }
+
+    fn data_attachment(data: &str, encoding: DataEncoding) -> AttachmentDraft {
+        AttachmentDraft {
+            label: "--attach-data #1".into(),
+            source: AttachmentSource::Data(Text::Inline(data.into()), encoding),
+            file_name: Some("logo.png".into()),
+            content_type: None,
+            content_id: Some("<logo>".into()),
+        }
+    }
+
+    #[test]
+    fn flags_override_payload_properties() {
+        let payload = Draft {
+            subject: Some(Sourced::new("Subject", "from payload".into())),
+            to: Some(Sourced::new("To", vec!["p@example.com".into()])),
+            ..Draft::default()
+        };
+        let flags = Draft {
+            subject: Some(Sourced::new("--subject", "from flag".into())),
+            ..Draft::default()
+        };
+        let merged = payload.overlay(flags);
+        assert_eq!(merged.subject.unwrap().value, "from flag");
+        assert_eq!(merged.to.unwrap().value, ["p@example.com"]);
+    }
+
+    #[test]
+    fn no_recipient_is_a_usage_error() {
+        let err = Draft::default().into_email().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Usage);
+    }
+
+    #[test]
+    fn base64_attachment_is_decoded_with_guessed_type_and_bare_cid() {
+        let mut draft = minimal();
+        draft.attachments = Some(vec![data_attachment("aGVs\nbG8=", DataEncoding::Base64)]);
+        let email = draft.into_email().unwrap();
+        let att = &email.attachments[0];
+        assert_eq!(att.data, b"hello");
+        assert_eq!(att.content_type, ContentType::parse("image/png").unwrap());
+        assert_eq!(att.content_id.as_deref(), Some("logo"));
+    }
+
+    #[test]
+    fn encoding_none_keeps_the_text() {
+        let mut draft = minimal();
+        draft.attachments = Some(vec![data_attachment("aGVsbG8=", DataEncoding::None)]);
+        assert_eq!(draft.into_email().unwrap().attachments[0].data, b"aGVsbG8=");
+    }
+
+    #[test]
+    fn bad_base64_names_the_attachment() {
+        let mut draft = minimal();
+        draft.attachments = Some(vec![data_attachment("not base64!", DataEncoding::Base64)]);
+        let err = draft.into_email().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData);
+        assert!(err.message().starts_with("--attach-data #1:"), "{err}");
+    }
+
+    #[test]
+    fn missing_attachment_file_is_no_input() {
+        let mut draft = minimal();
+        draft.attachments = Some(vec![AttachmentDraft {
+            label: "--attach".into(),
+            source: AttachmentSource::Path("/nonexistent/report.pdf".into()),
+            file_name: None,
+            content_type: None,
+            content_id: None,
+        }]);
+        let err = draft.into_email().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NoInput);
+        assert!(err.message().contains("report.pdf"), "{err}");
+    }
+
+    #[test]
+    fn bad_content_type_and_cid_are_refused() {
+        let mut att = data_attachment("aGk=", DataEncoding::Base64);
+        att.content_type = Some("not a type".into());
+        let mut draft = minimal();
+        draft.attachments = Some(vec![att]);
+        assert_eq!(
+            draft.into_email().unwrap_err().kind(),
+            ErrorKind::InvalidData
+        );
+
+        let mut att = data_attachment("aGk=", DataEncoding::Base64);
+        att.content_id = Some("a b".into());
+        let mut draft = minimal();
+        draft.attachments = Some(vec![att]);
+        assert_eq!(
+            draft.into_email().unwrap_err().kind(),
+            ErrorKind::InvalidData
+        );
+    }
+
+    #[test]
+    fn headers_are_checked() {
+        let ok = parse_headers("--header", &["X-Job: nightly".into()]).unwrap();
+        assert_eq!(ok, [("X-Job".to_owned(), "nightly".to_owned())]);
+        let bad_name = parse_headers("--header", &["X Job: 1".into()]).unwrap_err();
+        assert_eq!(bad_name.kind(), ErrorKind::InvalidData);
+        let reserved = parse_headers("--header", &["bcc: x@y.z".into()]).unwrap_err();
+        assert_eq!(reserved.kind(), ErrorKind::Usage);
+        let twice = parse_headers("--header", &["X-A: 1".into(), "x-a: 2".into()]).unwrap_err();
+        assert_eq!(twice.kind(), ErrorKind::Usage);
+        let injected = parse_headers("--header", &["X-A: 1\r\nBcc: e@x.y".into()]).unwrap_err();
+        assert_eq!(injected.kind(), ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn text_alternative_needs_html() {
+        let mut draft = minimal();
+        draft.text = Some(Sourced::new("--text", Text::Inline("plain".into())));
+        assert_eq!(draft.into_email().unwrap_err().kind(), ErrorKind::Usage);
+    }
+}

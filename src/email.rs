@@ -1,0 +1,130 @@
+//! [`Email`]: one email to send, already validated.
+//!
+//! The command line, a connector JSON payload and (later) a batch row all become an
+//! `Email`; everything after that — MIME building, delivery — sees only this type.
+
+use lettre::message::Mailbox;
+use lettre::message::header::ContentType;
+
+/// One email to send. Build it with [`crate::draft::Draft`] from untrusted text, or
+/// fill it in directly from Rust (see `examples/send.rs`).
+#[derive(Debug, Clone)]
+pub struct Email {
+    /// Sender. When `None`, the profile's `from` is used.
+    pub from: Option<Mailbox>,
+    /// Visible recipients.
+    pub to: Vec<Mailbox>,
+    /// Visible copies.
+    pub cc: Vec<Mailbox>,
+    /// Blind copies: in the envelope only, never in a header.
+    pub bcc: Vec<Mailbox>,
+    /// Where replies should go.
+    pub reply_to: Vec<Mailbox>,
+    /// Subject line (non-ASCII is RFC 2047-encoded when the message is built).
+    pub subject: String,
+    /// Main body.
+    pub body: Body,
+    /// `High` / `Normal` / `Low`.
+    pub importance: Importance,
+    /// Attachments and inline parts.
+    pub attachments: Vec<Attachment>,
+    /// Extra headers, names already checked against RFC 5322.
+    pub headers: Vec<(String, String)>,
+}
+
+/// The body of an email.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Body {
+    /// The main text (HTML when `is_html`).
+    pub content: String,
+    /// The connector's IsHtml.
+    pub is_html: bool,
+    /// A plain-text alternative to an HTML body (multipart/alternative).
+    pub text_alternative: Option<String>,
+}
+
+/// The connector's Importance property.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Importance {
+    /// `Importance: High`, `X-Priority: 1 (Highest)`, `X-MSMail-Priority: High`.
+    High,
+    /// No header at all.
+    #[default]
+    Normal,
+    /// `Importance: Low`, `X-Priority: 5 (Lowest)`, `X-MSMail-Priority: Low`.
+    Low,
+}
+
+impl Importance {
+    /// Parses `high`, `normal` or `low`, in any case.
+    pub fn parse(what: &str, value: &str) -> crate::error::Result<Importance> {
+        match value.to_ascii_lowercase().as_str() {
+            "high" => Ok(Importance::High),
+            "normal" => Ok(Importance::Normal),
+            "low" => Ok(Importance::Low),
+            _ => Err(crate::error::Error::invalid(format!(
+                "{what}: {value:?} is not an importance (expected high, normal or low)"
+            ))),
+        }
+    }
+
+    /// The headers this importance adds, in order.
+    pub fn headers(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Importance::High => &[
+                ("Importance", "High"),
+                ("X-Priority", "1 (Highest)"),
+                ("X-MSMail-Priority", "High"),
+            ],
+            Importance::Normal => &[],
+            Importance::Low => &[
+                ("Importance", "Low"),
+                ("X-Priority", "5 (Lowest)"),
+                ("X-MSMail-Priority", "Low"),
+            ],
+        }
+    }
+}
+
+/// One attachment: the connector's FileName, ContentType, ContentData and ContentId.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    /// File name shown to the recipient (non-ASCII is RFC 2231-encoded).
+    pub file_name: String,
+    /// MIME type.
+    pub content_type: ContentType,
+    /// The decoded bytes.
+    pub data: Vec<u8>,
+    /// With a Content-ID the part is inline (multipart/related), for `cid:` in HTML.
+    pub content_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn importance_is_case_insensitive() {
+        assert_eq!(
+            Importance::parse("--importance", "HIGH").unwrap(),
+            Importance::High
+        );
+        assert_eq!(
+            Importance::parse("Importance", "Low").unwrap(),
+            Importance::Low
+        );
+        assert_eq!(
+            Importance::parse("Importance", "normal").unwrap(),
+            Importance::Normal
+        );
+        assert!(Importance::parse("--importance", "urgent").is_err());
+    }
+
+    #[test]
+    fn importance_headers_mirror_each_other() {
+        assert!(Importance::Normal.headers().is_empty());
+        assert_eq!(Importance::High.headers()[1], ("X-Priority", "1 (Highest)"));
+        assert_eq!(Importance::Low.headers()[1], ("X-Priority", "5 (Lowest)"));
+        assert_eq!(Importance::Low.headers()[2], ("X-MSMail-Priority", "Low"));
+    }
+}

@@ -1,0 +1,35 @@
+//! envoi: the connector's "Send Email" action as a command-line tool and a library.
+//!
+//! How a send flows through the modules:
+//!
+//! 1. [`cli`] parses flags; [`payload`] parses a connector JSON payload. Both give a
+//!    [`draft::Draft`]: untrusted text, each value labelled with the flag it came from.
+//! 2. [`draft::Draft::into_email`] reads files, decodes data and checks every value
+//!    ([`address`] parses address lists), giving a validated [`email::Email`].
+//! 3. [`message::build`] turns it into exact RFC 5322 bytes plus an envelope.
+//! 4. [`config`] finds the connection profile; [`password`] fetches its secret.
+//! 5. [`transport`] delivers over SMTP (framing DATA with [`wire`]) or to a directory.
+//! 6. [`output`] prints the result; [`error`] maps failures to documented exit codes.
+//!
+//! [`send`] wires these together for `envoi send`; [`app`] is the process entry point.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod address;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod draft;
+pub mod email;
+pub mod error;
+pub mod message;
+pub mod output;
+pub mod password;
+pub mod payload;
+pub mod send;
+pub mod transport;
+pub mod wire;
+
+pub use email::{Attachment, Body, Email, Importance};
+pub use error::{Error, ErrorKind};
+pub use lettre::message::Mailbox;

@@ -1,0 +1,280 @@
+//! Turns an [`Email`] into the exact RFC 5322 bytes and the SMTP envelope.
+//!
+//! MIME shape: the body is text/plain, text/html, or multipart/alternative (text +
+//! HTML); inline parts (with a Content-ID) wrap it in multipart/related; attachments
+//! wrap that in multipart/mixed. Text is 7bit or quoted-printable and attachments are
+//! base64, so the message is plain ASCII unless an address needs SMTPUTF8.
+//! Every message gets a Date and a Message-ID on the sender's domain.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use lettre::address::Envelope;
+use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+
+use crate::email::{Attachment, Body, Email};
+use crate::error::{Error, ErrorKind, Result};
+use crate::wire::normalize_line_endings;
+
+/// A message ready to go: its bytes, its envelope and its Message-ID.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// `<…@domain>`, as written in the Message-ID header.
+    pub message_id: String,
+    /// MAIL FROM and every RCPT TO (To, Cc and Bcc, each address once).
+    pub envelope: Envelope,
+    /// The RFC 5322 message with CRLF line endings.
+    pub bytes: Vec<u8>,
+}
+
+/// Builds the message for `email` sent by `from` at `now`.
+pub fn build(email: &Email, from: &Mailbox, now: SystemTime) -> Result<Prepared> {
+    let message_id = new_message_id(from, now);
+    let envelope = envelope(email, from)?;
+
+    let mut builder = lettre::Message::builder()
+        .from(from.clone())
+        .date(now)
+        .message_id(Some(message_id.clone()))
+        .subject(email.subject.clone())
+        .envelope(envelope.clone());
+    for m in &email.to {
+        builder = builder.to(m.clone());
+    }
+    for m in &email.cc {
+        builder = builder.cc(m.clone());
+    }
+    for m in &email.reply_to {
+        builder = builder.reply_to(m.clone());
+    }
+    let importance = email.importance.headers().iter().map(|(n, v)| (*n, *v));
+    let custom = email.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+    for (name, value) in importance.chain(custom) {
+        let name = HeaderName::new_from_ascii(name.to_owned()).map_err(|_| {
+            Error::invalid(format!("--header: {name:?} is not a valid header name"))
+        })?;
+        builder = builder.raw_header(HeaderValue::new(name, value.to_owned()));
+    }
+
+    let message = match mime_tree(email) {
+        Part::Single(part) => builder.singlepart(part),
+        Part::Multi(part) => builder.multipart(part),
+    }
+    .map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("cannot build the message: {e}"),
+        )
+    })?;
+
+    Ok(Prepared {
+        message_id,
+        envelope,
+        bytes: message.formatted(),
+    })
+}
+
+/// From, and each of To, Cc and Bcc once (the first spelling wins).
+fn envelope(email: &Email, from: &Mailbox) -> Result<Envelope> {
+    let mut recipients: Vec<lettre::Address> = Vec::new();
+    for m in email.to.iter().chain(&email.cc).chain(&email.bcc) {
+        if !recipients.iter().any(|r: &lettre::Address| {
+            AsRef::<str>::as_ref(r).eq_ignore_ascii_case(m.email.as_ref())
+        }) {
+            recipients.push(m.email.clone());
+        }
+    }
+    Envelope::new(Some(from.email.clone()), recipients)
+        .map_err(|e| Error::usage(format!("cannot make the envelope: {e}")))
+}
+
+/// `<time.random@domain>`: unique without coordination, on the sender's (A-label) domain.
+fn new_message_id(from: &Mailbox, now: SystemTime) -> String {
+    let micros = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros();
+    let random: String = std::iter::repeat_with(fastrand::alphanumeric)
+        .take(20)
+        .collect();
+    format!("<{micros:x}.{random}@{}>", from.email.domain())
+}
+
+enum Part {
+    Single(SinglePart),
+    Multi(MultiPart),
+}
+
+fn mime_tree(email: &Email) -> Part {
+    let mut part = body_part(&email.body);
+    let (inline, attached): (Vec<&Attachment>, Vec<&Attachment>) = email
+        .attachments
+        .iter()
+        .partition(|a| a.content_id.is_some());
+    if !inline.is_empty() {
+        part = Part::Multi(wrap(MultiPart::related(), part, &inline));
+    }
+    if !attached.is_empty() {
+        part = Part::Multi(wrap(MultiPart::mixed(), part, &attached));
+    }
+    part
+}
+
+fn body_part(body: &Body) -> Part {
+    let text = |content: &str, kind: ContentType| {
+        SinglePart::builder()
+            .header(kind)
+            .body(normalize_line_endings(content))
+    };
+    match (&body.text_alternative, body.is_html) {
+        (Some(plain), true) => Part::Multi(
+            MultiPart::alternative()
+                .singlepart(text(plain, ContentType::TEXT_PLAIN))
+                .singlepart(text(&body.content, ContentType::TEXT_HTML)),
+        ),
+        (_, true) => Part::Single(text(&body.content, ContentType::TEXT_HTML)),
+        (_, false) => Part::Single(text(&body.content, ContentType::TEXT_PLAIN)),
+    }
+}
+
+fn wrap(
+    builder: lettre::message::MultiPartBuilder,
+    inner: Part,
+    parts: &[&Attachment],
+) -> MultiPart {
+    let mut multi = match inner {
+        Part::Single(p) => builder.singlepart(p),
+        Part::Multi(p) => builder.multipart(p),
+    };
+    for a in parts {
+        multi = multi.singlepart(attachment_part(a));
+    }
+    multi
+}
+
+fn attachment_part(a: &Attachment) -> SinglePart {
+    let attachment = match &a.content_id {
+        Some(cid) => {
+            lettre::message::Attachment::new_inline_with_name(cid.clone(), a.file_name.clone())
+        }
+        None => lettre::message::Attachment::new(a.file_name.clone()),
+    };
+    // Always base64: binary-safe, and no bare line ending of the data reaches the wire.
+    // Base64 accepts any bytes, so the error branch (which hands the bytes back) is moot.
+    let body =
+        lettre::message::Body::new_with_encoding(a.data.clone(), ContentTransferEncoding::Base64)
+            .unwrap_or_else(lettre::message::Body::new);
+    attachment.body(body, a.content_type.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::email::Importance;
+
+    fn mailbox(s: &str) -> Mailbox {
+        s.parse().unwrap()
+    }
+
+    fn email() -> Email {
+        Email {
+            from: None,
+            to: vec![mailbox("Ann <ann@example.com>")],
+            cc: vec![mailbox("carl@example.com")],
+            bcc: vec![mailbox("audit@example.com"), mailbox("ANN@example.com")],
+            reply_to: vec![],
+            subject: "Nightly build failed ✗".into(),
+            body: Body {
+                content: "line one\nline two".into(),
+                is_html: false,
+                text_alternative: None,
+            },
+            importance: Importance::High,
+            attachments: vec![],
+            headers: vec![("X-Job".into(), "nightly".into())],
+        }
+    }
+
+    fn text(p: &Prepared) -> String {
+        String::from_utf8(p.bytes.clone()).unwrap()
+    }
+
+    #[test]
+    fn headers_envelope_and_ids() {
+        let p = build(
+            &email(),
+            &mailbox("Me <me@sender.example>"),
+            SystemTime::now(),
+        )
+        .unwrap();
+        let t = text(&p);
+        assert!(
+            p.message_id.ends_with("@sender.example>"),
+            "{}",
+            p.message_id
+        );
+        assert!(
+            t.contains(&format!("Message-ID: {}\r\n", p.message_id)),
+            "{t}"
+        );
+        assert!(t.contains("\r\nDate: "), "{t}");
+        assert!(
+            t.contains("Subject: Nightly build failed =?utf-8?b?"),
+            "{t}"
+        );
+        assert!(t.contains("Importance: High\r\n"), "{t}");
+        assert!(t.contains("X-Priority: 1 (Highest)\r\n"), "{t}");
+        assert!(t.contains("X-MSMail-Priority: High\r\n"), "{t}");
+        assert!(t.contains("X-Job: nightly\r\n"), "{t}");
+        assert!(
+            !t.to_ascii_lowercase().contains("audit@"),
+            "Bcc leaked: {t}"
+        );
+        assert!(t.contains("line one\r\nline two"), "{t}");
+        let rcpts: Vec<String> = p.envelope.to().iter().map(|a| a.to_string()).collect();
+        assert_eq!(
+            rcpts,
+            ["ann@example.com", "carl@example.com", "audit@example.com"]
+        );
+        assert_eq!(p.envelope.from().unwrap().to_string(), "me@sender.example");
+    }
+
+    #[test]
+    fn mime_shape_follows_the_parts() {
+        let mut e = email();
+        e.body = Body {
+            content: "<img src=\"cid:logo\">".into(),
+            is_html: true,
+            text_alternative: Some("plain".into()),
+        };
+        e.attachments = vec![
+            Attachment {
+                file_name: "logo.png".into(),
+                content_type: "image/png".parse().unwrap(),
+                data: vec![0, 1, 2],
+                content_id: Some("logo".into()),
+            },
+            Attachment {
+                file_name: "résumé.pdf".into(),
+                content_type: "application/pdf".parse().unwrap(),
+                data: vec![3, 4],
+                content_id: None,
+            },
+        ];
+        let t = text(&build(&e, &mailbox("me@x.example"), SystemTime::now()).unwrap());
+        let pos = |needle: &str| {
+            t.find(needle)
+                .unwrap_or_else(|| panic!("{needle} missing: {t}"))
+        };
+        assert!(pos("multipart/mixed") < pos("multipart/related"));
+        assert!(pos("multipart/related") < pos("multipart/alternative"));
+        assert!(t.contains("Content-ID: <logo>"), "{t}");
+        assert!(t.contains("filename*0*=utf-8''r%C3%A9sum%C3%A9.pdf"), "{t}");
+        assert_eq!(
+            t.matches("Content-Transfer-Encoding: base64").count(),
+            2,
+            "{t}"
+        );
+        assert!(t.is_ascii());
+    }
+}

@@ -1,0 +1,115 @@
+//! Where a password comes from, and a type that cannot print it.
+
+use std::fmt;
+use std::process::{Command, Stdio};
+
+use crate::error::{Error, Result};
+
+/// A password. `Debug` and `Display` print `[redacted]`; only [`Password::expose`]
+/// gives the text, and only the transport calls it, to hand it to lettre.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl Password {
+    /// Wraps a password.
+    pub fn new(secret: String) -> Password {
+        Password(secret)
+    }
+
+    /// The secret itself; call only where it goes to the server.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A profile's password setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// `password_env`: the name of an environment variable.
+    Env(String),
+    /// `password_command`: run with `sh -c`; its standard output is the password.
+    Command(String),
+    /// `password`: written in the file.
+    Inline(String),
+}
+
+impl PasswordSource {
+    /// Fetches the password. Failures are configuration errors (exit 78); a failing
+    /// command's standard error is shown, never its standard output.
+    pub fn fetch(&self) -> Result<Password> {
+        match self {
+            PasswordSource::Env(var) => match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Ok(Password::new(v)),
+                _ => Err(Error::config(format!(
+                    "password_env: the environment variable {var} is not set or empty"
+                ))),
+            },
+            PasswordSource::Inline(p) => Ok(Password::new(p.clone())),
+            PasswordSource::Command(cmd) => run_command(cmd),
+        }
+    }
+}
+
+fn run_command(cmd: &str) -> Result<Password> {
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::config(format!("password_command: cannot run sh: {e}")))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(Error::config(format!(
+            "password_command failed ({}): {}",
+            output.status,
+            stderr.trim()
+        )));
+    }
+    let mut secret = String::from_utf8(output.stdout)
+        .map_err(|_| Error::config("password_command: its output is not UTF-8"))?;
+    // `pass` and friends end the secret with a newline; the newline is not part of it.
+    while secret.ends_with(['\n', '\r']) {
+        secret.pop();
+    }
+    if secret.is_empty() {
+        return Err(Error::config("password_command printed nothing"));
+    }
+    Ok(Password::new(secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_prints_the_secret() {
+        let p = Password::new("Canary-P4ss-7d3f".into());
+        assert_eq!(format!("{p} {p:?}"), "[redacted] [redacted]");
+        assert_eq!(p.expose(), "Canary-P4ss-7d3f");
+    }
+
+    #[test]
+    fn command_output_is_trimmed_and_failures_show_stderr_only() {
+        let p = PasswordSource::Command("printf 'pw\\n'".into())
+            .fetch()
+            .unwrap();
+        assert_eq!(p.expose(), "pw");
+        let err = PasswordSource::Command("echo secret-out; echo oops >&2; exit 3".into())
+            .fetch()
+            .unwrap_err();
+        assert!(err.message().contains("oops"), "{err}");
+        assert!(!err.message().contains("secret-out"), "{err}");
+    }
+}

@@ -1,0 +1,147 @@
+//! `envoi send`: resolve the connection, build the message, deliver it.
+//!
+//! Every input is read and checked before any connection is opened, so bad input
+//! never leaves half a message behind.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use clap::ArgMatches;
+
+use crate::address;
+use crate::cli::SendArgs;
+use crate::config::{self, Profile, TransportKind};
+use crate::draft::{Draft, read_bytes};
+use crate::error::{Error, Result};
+use crate::message::{self, Prepared};
+use crate::output::Outcome;
+use crate::payload;
+use crate::transport::{SmtpSession, SmtpSettings, save_to_dir};
+
+/// The profile in use and its name (`--smtp-url` for a URL).
+struct Connection {
+    name: String,
+    profile: Profile,
+}
+
+/// Runs `envoi send` with its parsed flags and their matches.
+pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome> {
+    let connection = resolve_connection(args)?;
+
+    let from_flags = args.draft(matches)?;
+    let draft = match &args.input {
+        Some(path) => {
+            let label = path.display().to_string();
+            let json = read_bytes("--input", path)?;
+            payload::parse(&label, &json)?.overlay(from_flags)
+        }
+        None => from_flags,
+    };
+    if args.input.as_deref() == Some(Path::new("-")) && reads_stdin(&draft) {
+        return Err(Error::usage(
+            "standard input (-) can feed only one of --input, --body-file and --text-file",
+        ));
+    }
+    let email = draft.into_email()?;
+
+    let from = match email.from.clone() {
+        Some(from) => from,
+        None => {
+            let profile_from = connection
+                .as_ref()
+                .and_then(|c| c.profile.from.as_deref().map(|f| (&c.name, f)));
+            let Some((name, from)) = profile_from else {
+                return Err(Error::usage(
+                    "no sender: give --from or set `from` in the profile",
+                ));
+            };
+            address::parse_single(&format!("profile {name:?}: from"), from)?
+        }
+    };
+    let prepared = message::build(&email, &from, SystemTime::now())?;
+
+    if args.dry_run {
+        return Ok(Outcome::DryRun { prepared });
+    }
+    let Some(connection) = connection else {
+        return Err(Error::config(
+            "no connection: give --profile or --smtp-url (or $ENVOI_SMTP_URL), or set \
+             `default` in the config file",
+        ));
+    };
+    deliver(&connection, prepared)
+}
+
+fn reads_stdin(draft: &Draft) -> bool {
+    use crate::draft::Text;
+    [&draft.body, &draft.text]
+        .into_iter()
+        .flatten()
+        .any(|t| t.value == Text::File("-".into()))
+}
+
+/// `--smtp-url`/`$ENVOI_SMTP_URL` when given, else the profile from the config file.
+fn resolve_connection(args: &SendArgs) -> Result<Option<Connection>> {
+    let url = args.smtp_url.clone().or_else(|| {
+        std::env::var("ENVOI_SMTP_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+    });
+    if let Some(url) = url {
+        if args.profile.is_some() {
+            return Err(Error::usage(
+                "--profile and --smtp-url (or $ENVOI_SMTP_URL) both name a connection; give one",
+            ));
+        }
+        let profile = config::profile_from_url(&url)?;
+        profile.check("--smtp-url")?;
+        return Ok(Some(Connection {
+            name: "--smtp-url".into(),
+            profile,
+        }));
+    }
+    let env = std::env::var("ENVOI_CONFIG").ok();
+    let Some((path, explicit)) = config::locate(args.config.as_deref(), env.as_deref()) else {
+        return Ok(None);
+    };
+    let file = config::load(&path, explicit)?;
+    Ok(file
+        .select(args.profile.as_deref())?
+        .map(|(name, profile)| Connection { name, profile }))
+}
+
+fn deliver(connection: &Connection, prepared: Prepared) -> Result<Outcome> {
+    let Connection { name, profile } = connection;
+    if profile.transport == TransportKind::File {
+        // check() guarantees `dir` for the file transport.
+        let dir = profile.dir.as_deref().unwrap_or(Path::new("."));
+        let path = save_to_dir(dir, &prepared)?;
+        return Ok(Outcome::Saved { prepared, path });
+    }
+    let credentials = match profile.password_source(name)? {
+        Some(source) => Some((
+            profile.username.clone().unwrap_or_default(),
+            source.fetch()?,
+        )),
+        None => None,
+    };
+    let settings = SmtpSettings {
+        host: profile.host.clone().unwrap_or_default(),
+        port: profile.port.unwrap_or(profile.security.default_port()),
+        security: profile.security,
+        credentials,
+        hello_name: profile.hello_name.clone(),
+        timeout: profile.timeout(),
+        ca_file: profile.ca_file.clone(),
+        allow_plaintext_auth: profile.allow_plaintext_auth,
+    };
+    let mut session = SmtpSession::open(&settings)?;
+    let delivery = session.send(&prepared)?;
+    session.close();
+    Ok(Outcome::Sent {
+        prepared,
+        accepted: delivery.accepted,
+        code: delivery.code,
+        reply: delivery.reply,
+    })
+}
