@@ -1,0 +1,549 @@
+//! `envoi send` end to end against the in-process SMTP server (mailin + rustls):
+//! every property checked on the bytes that arrived, and every failure path with its
+//! exit code and "nothing delivered" read off the server.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use mail_parser::{MessageParser, MimeHeaders};
+use sha2::{Digest, Sha256};
+use support::certs::TestPki;
+use support::envoi::{
+    PASSWORD, USER, assert_no_secret, envoi, login, outputs, trust, write_config,
+};
+use support::smtp_server::{Received, Security, ServerOptions, TestServer};
+use tempfile::TempDir;
+
+struct Setup {
+    dir: TempDir,
+    server: TestServer,
+    config: std::path::PathBuf,
+}
+
+/// A server of the given kind with the canary login, and a config trusting its CA.
+fn setup(security: Security, opts: ServerOptions) -> Setup {
+    let dir = TempDir::new().expect("temp dir");
+    let pki = Arc::new(TestPki::new());
+    let ca = pki.write_ca(dir.path());
+    let server = TestServer::start(ServerOptions {
+        security,
+        auth: Some((USER.into(), PASSWORD.into())),
+        pki: Some(pki),
+        ..opts
+    });
+    let profile_security = match security {
+        Security::Plain => "none",
+        Security::StartTls => "starttls",
+        Security::ImplicitTls => "tls",
+    };
+    let extra = format!("{}{}", login(), trust(&ca));
+    let config = write_config(dir.path(), server.port(), profile_security, &extra);
+    Setup {
+        dir,
+        server,
+        config,
+    }
+}
+
+impl Setup {
+    fn envoi(&self) -> assert_cmd::Command {
+        let mut cmd = envoi(self.dir.path());
+        cmd.env("ENVOI_TEST_PASSWORD", PASSWORD)
+            .arg("send")
+            .arg("--config")
+            .arg(&self.config);
+        cmd
+    }
+
+    fn only_message(&self) -> Received {
+        let mut messages = self.server.messages();
+        assert_eq!(messages.len(), 1, "expected exactly one message");
+        messages.remove(0)
+    }
+
+    fn assert_nothing_delivered(&self) {
+        assert!(self.server.messages().is_empty(), "a message was delivered");
+    }
+}
+
+fn sha256(bytes: &[u8]) -> Vec<u8> {
+    Sha256::digest(bytes).to_vec()
+}
+
+#[test]
+fn every_property_arrives_over_starttls_with_auth() {
+    let s = setup(Security::StartTls, ServerOptions::default());
+    let log: Vec<u8> = (0..5000u32).flat_map(|i| i.to_le_bytes()).collect();
+    let log_path = s.dir.path().join("build.log.gz");
+    std::fs::write(&log_path, &log).unwrap();
+    let logo = b"\x89PNG\r\n\x1a\n fake logo bytes \x00\xff".to_vec();
+    let logo_b64 = base64::engine::general_purpose::STANDARD.encode(&logo);
+    let html = "<p>Build <b>failed</b></p>\n<img src=\"cid:logo\">\n.\n";
+
+    let out = s
+        .envoi()
+        .args(["--to", "Ann Lee <ann@example.com>;bob@example.com"])
+        .args(["--to", r#""Doe, John" <john@example.com>"#])
+        .args(["--cc", "carl@example.com", "--bcc", "audit@example.com"])
+        .args(["--subject", "Nightly build failed ✗ — ünïcödé"])
+        .args(["--body", html, "--html", "--text", "Build failed"])
+        .args(["--importance", "HIGH", "--reply-to", "ops@example.com"])
+        .args(["--header", "X-Job: nightly-42"])
+        .arg("--attach")
+        .arg(&log_path)
+        .args([
+            "--attach-data",
+            &logo_b64,
+            "--attach-name",
+            "logo.png",
+            "--attach-id",
+            "logo",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = outputs(&out);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+
+    let m = s.only_message();
+    assert!(m.tls, "delivered without TLS");
+    assert_eq!(m.authenticated_as.as_deref(), Some(USER));
+    assert_eq!(m.mail_from, "sender@example.com");
+    assert_eq!(
+        m.rcpt_to,
+        [
+            "ann@example.com",
+            "bob@example.com",
+            "john@example.com",
+            "carl@example.com",
+            "audit@example.com"
+        ]
+    );
+
+    let parsed = MessageParser::default()
+        .parse(&m.data)
+        .expect("a parsable message");
+    let message_id = parsed.message_id().expect("a Message-ID");
+    assert!(message_id.ends_with("@example.com"), "{message_id}");
+    assert!(stdout.contains(message_id), "stdout: {stdout}");
+    assert_eq!(stdout.lines().count(), 1, "stdout: {stdout}");
+    assert!(parsed.date().is_some());
+    assert_eq!(parsed.subject(), Some("Nightly build failed ✗ — ünïcödé"));
+    let to: Vec<_> = parsed
+        .to()
+        .unwrap()
+        .iter()
+        .map(|a| a.address().unwrap())
+        .collect();
+    assert_eq!(
+        to,
+        ["ann@example.com", "bob@example.com", "john@example.com"]
+    );
+    let john = parsed.to().unwrap().iter().nth(2).unwrap();
+    assert_eq!(john.name(), Some("Doe, John"));
+    assert_eq!(
+        parsed.cc().unwrap().first().unwrap().address(),
+        Some("carl@example.com")
+    );
+    assert!(parsed.bcc().is_none());
+    let raw = String::from_utf8_lossy(&m.data).to_ascii_lowercase();
+    assert!(
+        !raw.contains("bcc:") && !raw.contains("audit@"),
+        "Bcc leaked"
+    );
+    assert_eq!(parsed.header_raw("Importance").map(str::trim), Some("High"));
+    assert_eq!(
+        parsed.header_raw("X-Priority").map(str::trim),
+        Some("1 (Highest)")
+    );
+    assert_eq!(
+        parsed.header_raw("X-MSMail-Priority").map(str::trim),
+        Some("High")
+    );
+    assert_eq!(
+        parsed.header_raw("X-Job").map(str::trim),
+        Some("nightly-42")
+    );
+    assert_eq!(
+        parsed.reply_to().unwrap().first().unwrap().address(),
+        Some("ops@example.com")
+    );
+    assert_eq!(
+        parsed.body_html(0).unwrap().replace("\r\n", "\n"),
+        html.replace("\r\n", "\n").trim_end_matches('\n').to_owned() + "\n"
+    );
+    assert_eq!(parsed.body_text(0).unwrap().trim_end(), "Build failed");
+
+    let attachments: Vec<_> = parsed.attachments().collect();
+    assert_eq!(attachments.len(), 2);
+    let inline = attachments
+        .iter()
+        .find(|a| a.content_id().is_some())
+        .expect("the inline part");
+    assert_eq!(inline.content_id(), Some("logo"));
+    assert_eq!(inline.attachment_name(), Some("logo.png"));
+    assert_eq!(sha256(inline.contents()), sha256(&logo));
+    let file = attachments
+        .iter()
+        .find(|a| a.attachment_name() == Some("build.log.gz"))
+        .expect("the file attachment");
+    assert_eq!(file.content_type().unwrap().ctype(), "application");
+    assert_eq!(sha256(file.contents()), sha256(&log));
+    assert_no_secret(&format!("{stdout}{stderr}"));
+}
+
+#[test]
+fn implicit_tls_with_auth_and_json_output() {
+    let s = setup(Security::ImplicitTls, ServerOptions::default());
+    let out = s
+        .envoi()
+        .args([
+            "--to",
+            "a@example.com",
+            "--bcc",
+            "b@example.com",
+            "--subject",
+            "hi",
+        ])
+        .args(["--body", "hello", "--json"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = outputs(&out);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    let m = s.only_message();
+    assert!(m.tls);
+    assert_eq!(m.authenticated_as.as_deref(), Some(USER));
+
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
+    assert_eq!(json["status"], "sent");
+    assert_eq!(json["envelope"]["from"], "sender@example.com");
+    assert_eq!(
+        json["envelope"]["to"],
+        serde_json::json!(["a@example.com", "b@example.com"])
+    );
+    assert_eq!(json["server"]["code"], 250);
+    let parsed = MessageParser::default().parse(&m.data).unwrap();
+    assert_eq!(
+        json["message_id"],
+        format!("<{}>", parsed.message_id().unwrap())
+    );
+}
+
+#[test]
+fn lines_are_crlf_and_dot_stuffed_on_the_wire() {
+    let s = setup(Security::StartTls, ServerOptions::default());
+    let body = "first\n.\n..two dots\rbare cr\nlast";
+    let out = s
+        .envoi()
+        .args(["--to", "a@example.com", "--subject", "dots", "--body", body])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{:?}", outputs(&out));
+    let m = s.only_message();
+    for (i, pair) in m.raw_data.windows(2).enumerate() {
+        assert!(!(pair[1] == b'\n' && pair[0] != b'\r'), "bare LF at {i}");
+        assert!(!(pair[0] == b'\r' && pair[1] != b'\n'), "bare CR at {i}");
+    }
+    let raw = String::from_utf8_lossy(&m.raw_data);
+    assert!(raw.contains("\r\n..\r\n...two dots\r\n"), "{raw}");
+    let parsed = MessageParser::default().parse(&m.data).unwrap();
+    assert_eq!(
+        parsed.body_text(0).unwrap(),
+        "first\r\n.\r\n..two dots\r\nbare cr\r\nlast\r\n"
+    );
+}
+
+#[test]
+fn connector_payload_on_stdin_with_flag_override() {
+    let s = setup(Security::StartTls, ServerOptions::default());
+    let payload = serde_json::json!({
+        "To": "payload@example.com", "Subject": "from payload", "Body": "<i>hi</i>",
+        "IsHtml": true, "Importance": "low",
+        "Attachments": [{"ContentData": "aGVsbG8=", "ContentType": "text/plain",
+                         "FileName": "hello.txt", "ContentTransferEncoding": "base64"}]
+    });
+    let out = s
+        .envoi()
+        .args(["--input", "-", "--subject", "from flag"])
+        .write_stdin(payload.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{:?}", outputs(&out));
+    let m = s.only_message();
+    assert_eq!(m.rcpt_to, ["payload@example.com"]);
+    let parsed = MessageParser::default().parse(&m.data).unwrap();
+    assert_eq!(parsed.subject(), Some("from flag"));
+    assert_eq!(
+        parsed.header_raw("X-Priority").map(str::trim),
+        Some("5 (Lowest)")
+    );
+    assert_eq!(parsed.body_html(0).unwrap().trim(), "<i>hi</i>");
+    let att = parsed.attachments().next().unwrap();
+    assert_eq!(att.attachment_name(), Some("hello.txt"));
+    assert_eq!(att.contents(), b"hello");
+}
+
+#[test]
+fn wrong_password_is_77_and_never_printed() {
+    let s = setup(Security::StartTls, ServerOptions::default());
+    let out = s
+        .envoi()
+        .env("ENVOI_TEST_PASSWORD", "Canary-Wrong-9x")
+        .args([
+            "--to",
+            "a@example.com",
+            "--subject",
+            "x",
+            "--body",
+            "y",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = outputs(&out);
+    assert_eq!(out.status.code(), Some(77), "stderr: {stderr}");
+    assert!(stderr.contains(USER), "{stderr}");
+    assert!(!stdout.contains("Canary-Wrong-9x") && !stderr.contains("Canary-Wrong-9x"));
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["kind"], "auth_refused");
+    assert_eq!(json["http_status"], 401);
+    s.assert_nothing_delivered();
+}
+
+#[test]
+fn refused_recipient_sends_nothing_and_names_it() {
+    let s = setup(
+        Security::StartTls,
+        ServerOptions {
+            refuse_rcpt: vec![("nobody@example.com".into(), 550)],
+            ..ServerOptions::default()
+        },
+    );
+    let out = s
+        .envoi()
+        .args([
+            "--to",
+            "ok@example.com; nobody@example.com",
+            "--subject",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    let (_, stderr) = outputs(&out);
+    assert_eq!(out.status.code(), Some(67), "stderr: {stderr}");
+    assert!(stderr.contains("nobody@example.com (550"), "{stderr}");
+    s.assert_nothing_delivered();
+    assert!(s.server.wait_idle(Duration::from_secs(5)));
+    assert!(s.server.transcript().iter().any(|l| l == "RSET"));
+}
+
+#[test]
+fn temporarily_refused_recipient_is_75() {
+    let s = setup(
+        Security::StartTls,
+        ServerOptions {
+            refuse_rcpt: vec![("later@example.com".into(), 450)],
+            ..ServerOptions::default()
+        },
+    );
+    let out = s
+        .envoi()
+        .args(["--to", "later@example.com", "--subject", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(75), "{:?}", outputs(&out));
+    s.assert_nothing_delivered();
+}
+
+#[test]
+fn untrusted_certificate_is_77() {
+    let s = setup(Security::ImplicitTls, ServerOptions::default());
+    // A config without ca_file: the test CA is not trusted.
+    let config = write_config(s.dir.path(), s.server.port(), "tls", &login());
+    let out = envoi(s.dir.path())
+        .env("ENVOI_TEST_PASSWORD", PASSWORD)
+        .args(["send", "--config"])
+        .arg(&config)
+        .args(["--to", "a@example.com", "--json"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = outputs(&out);
+    assert_eq!(out.status.code(), Some(77), "stderr: {stderr}");
+    assert!(stderr.contains("certificate is not trusted"), "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["kind"], "certificate");
+    s.assert_nothing_delivered();
+    assert!(!s.server.transcript().iter().any(|l| l.starts_with("AUTH")));
+}
+
+#[test]
+fn starttls_not_offered_is_75_without_auth() {
+    let s = setup(
+        Security::StartTls,
+        ServerOptions {
+            advertise_starttls: false,
+            ..ServerOptions::default()
+        },
+    );
+    let out = s
+        .envoi()
+        .args(["--to", "a@example.com", "--subject", "x"])
+        .output()
+        .unwrap();
+    let (_, stderr) = outputs(&out);
+    assert_eq!(out.status.code(), Some(75), "stderr: {stderr}");
+    assert!(stderr.contains("does not offer STARTTLS"), "{stderr}");
+    assert!(s.server.wait_idle(Duration::from_secs(5)));
+    let transcript = s.server.transcript();
+    assert!(
+        transcript
+            .iter()
+            .all(|l| !l.starts_with("AUTH") && !l.starts_with("MAIL")),
+        "{transcript:?}"
+    );
+    s.assert_nothing_delivered();
+}
+
+#[test]
+fn server_not_listening_is_75() {
+    let dir = TempDir::new().unwrap();
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let out = envoi(dir.path())
+        .args(["send", "--smtp-url"])
+        .arg(format!("smtp://127.0.0.1:{port}?security=none"))
+        .args(["--from", "a@example.com", "--to", "b@example.com"])
+        .output()
+        .unwrap();
+    let (_, stderr) = outputs(&out);
+    assert_eq!(out.status.code(), Some(75), "stderr: {stderr}");
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+}
+
+#[test]
+fn bad_input_is_refused_before_connecting() {
+    let s = setup(Security::StartTls, ServerOptions::default());
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &[
+                "--to",
+                "a@example.com",
+                "--subject",
+                "a\r\nBcc: evil@example.com",
+            ],
+            65,
+            "--subject",
+        ),
+        (
+            &["--to", "bob@"],
+            65,
+            r#"--to: "bob@" is not a valid address"#,
+        ),
+        (
+            &["--to", "a@example.com", "--attach", "/nonexistent/x.pdf"],
+            66,
+            "x.pdf",
+        ),
+        (
+            &["--to", "a@example.com", "--attach-data", "%%%"],
+            65,
+            "--attach-data #1",
+        ),
+        (
+            &[
+                "--to",
+                "a@example.com",
+                "--header",
+                "X-A: 1\nBcc: e@example.com",
+            ],
+            65,
+            "--header",
+        ),
+        (
+            &["--to", "a@example.com", "--importance", "urgent"],
+            64,
+            "urgent",
+        ),
+        (&["--subject", "no recipient"], 64, "no recipient"),
+        (
+            &["--to", "a@example.com", "--no-such-flag"],
+            64,
+            "--no-such-flag",
+        ),
+    ];
+    for (args, code, needle) in cases {
+        let out = s.envoi().args(*args).output().unwrap();
+        let (_, stderr) = outputs(&out);
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+    assert_eq!(s.server.connections(), 0, "a connection was opened");
+}
+
+#[test]
+fn no_password_over_plaintext_unless_allowed() {
+    let s = setup(Security::Plain, ServerOptions::default());
+    let out = s.envoi().args(["--to", "a@example.com"]).output().unwrap();
+    let (_, stderr) = outputs(&out);
+    assert_eq!(out.status.code(), Some(78), "stderr: {stderr}");
+    assert!(stderr.contains("allow_plaintext_auth"), "{stderr}");
+    assert_eq!(s.server.connections(), 0);
+
+    let config = std::fs::read_to_string(&s.config).unwrap() + "allow_plaintext_auth = true\n";
+    std::fs::write(&s.config, config).unwrap();
+    let out = s.envoi().args(["--to", "a@example.com"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{:?}", outputs(&out));
+    assert_eq!(s.only_message().authenticated_as.as_deref(), Some(USER));
+}
+
+#[test]
+fn smtp_url_without_config_file() {
+    let dir = TempDir::new().unwrap();
+    let server = TestServer::start(ServerOptions::default());
+    let out = envoi(dir.path())
+        .env(
+            "ENVOI_SMTP_URL",
+            format!("smtp://127.0.0.1:{}?security=none", server.port()),
+        )
+        .args([
+            "send",
+            "--from",
+            "ci@example.com",
+            "--to",
+            "dev@bücher.example",
+        ])
+        .args(["--subject", "from CI"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{:?}", outputs(&out));
+    let messages = server.messages();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].rcpt_to, ["dev@xn--bcher-kva.example"]);
+}
+
+#[test]
+fn password_in_a_group_readable_config_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new().unwrap();
+    let config = write_config(
+        dir.path(),
+        25,
+        "starttls",
+        &format!("username = \"{USER}\"\npassword = \"{PASSWORD}\"\n"),
+    );
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = envoi(dir.path())
+        .args(["send", "--config"])
+        .arg(&config)
+        .args(["--to", "a@example.com", "--dry-run"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = outputs(&out);
+    assert_eq!(out.status.code(), Some(78), "stderr: {stderr}");
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+    assert_no_secret(&format!("{stdout}{stderr}"));
+}

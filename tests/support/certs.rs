@@ -1,0 +1,129 @@
+//! A throw-away PKI for TLS tests: a CA and a "localhost"/127.0.0.1 leaf signed by it,
+//! generated at run time with rcgen so nothing with an expiry date is ever committed.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// A fresh certificate authority plus a server certificate for `localhost` and `127.0.0.1`.
+///
+/// Validity uses rcgen's defaults (1975-01-01 to 4096-01-01), so a certificate made now is
+/// valid now and never expires during a test run.
+pub struct TestPki {
+    ca_der: CertificateDer<'static>,
+    ca_pem: String,
+    leaf_der: CertificateDer<'static>,
+    leaf_pem: String,
+    leaf_key_der: Vec<u8>,
+    leaf_key_pem: String,
+}
+
+impl TestPki {
+    /// Generates a new CA and a leaf certificate signed by it (ECDSA P-256).
+    pub fn new() -> TestPki {
+        let ca_key = KeyPair::generate().expect("generate CA key");
+        let mut ca_params = CertificateParams::default();
+        ca_params.distinguished_name = rcgen::DistinguishedName::new();
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "envoi test CA");
+        ca_params
+            .distinguished_name
+            .push(DnType::OrganizationName, "envoi tests");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca_params.self_signed(&ca_key).expect("self-sign CA");
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let leaf_key = KeyPair::generate().expect("generate leaf key");
+        let mut leaf_params = CertificateParams::default();
+        leaf_params.distinguished_name = rcgen::DistinguishedName::new();
+        leaf_params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        leaf_params.subject_alt_names = vec![
+            SanType::DnsName("localhost".try_into().expect("valid DNS name")),
+            SanType::IpAddress([127, 0, 0, 1].into()),
+        ];
+        leaf_params.is_ca = IsCa::ExplicitNoCa;
+        leaf_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        leaf_params.use_authority_key_identifier_extension = true;
+        let leaf_cert = leaf_params
+            .signed_by(&leaf_key, &issuer)
+            .expect("sign leaf certificate");
+
+        TestPki {
+            ca_der: ca_cert.der().clone(),
+            ca_pem: ca_cert.pem(),
+            leaf_der: leaf_cert.der().clone(),
+            leaf_pem: leaf_cert.pem(),
+            leaf_key_der: leaf_key.serialize_der(),
+            leaf_key_pem: leaf_key.serialize_pem(),
+        }
+    }
+
+    /// The CA certificate in PEM form: what a client should trust.
+    pub fn ca_pem(&self) -> String {
+        self.ca_pem.clone()
+    }
+
+    /// Writes the CA certificate to `dir/ca.pem` and returns that path.
+    pub fn write_ca(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("ca.pem");
+        fs::write(&path, &self.ca_pem).expect("write ca.pem");
+        path
+    }
+
+    /// The leaf (server) certificate alone, in PEM form.
+    pub fn leaf_cert_pem(&self) -> String {
+        self.leaf_pem.clone()
+    }
+
+    /// The leaf's private key, PKCS#8 PEM.
+    pub fn leaf_key_pem(&self) -> String {
+        self.leaf_key_pem.clone()
+    }
+
+    /// Writes `dir/cert.pem` (leaf followed by the CA) and `dir/key.pem` for external servers
+    /// such as aiosmtpd; returns `(cert_path, key_path)`.
+    pub fn write_leaf(&self, dir: &Path) -> (PathBuf, PathBuf) {
+        let cert_path = dir.join("cert.pem");
+        let key_path = dir.join("key.pem");
+        fs::write(&cert_path, format!("{}{}", self.leaf_pem, self.ca_pem)).expect("write cert.pem");
+        fs::write(&key_path, &self.leaf_key_pem).expect("write key.pem");
+        (cert_path, key_path)
+    }
+
+    /// A rustls server configuration serving the leaf (plus CA) with the ring provider passed
+    /// explicitly, so no process-wide default provider is needed.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain = vec![self.leaf_der.clone(), self.ca_der.clone()];
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.leaf_key_der.clone()));
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("leaf certificate and key match");
+        Arc::new(config)
+    }
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
