@@ -69,7 +69,7 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome> {
              `default` in the config file",
         ));
     };
-    deliver(&connection, prepared)
+    deliver(&connection.name, &connection.profile, prepared)
 }
 
 fn reads_stdin(draft: &Draft) -> bool {
@@ -110,8 +110,9 @@ fn resolve_connection(args: &SendArgs) -> Result<Option<Connection>> {
         .map(|(name, profile)| Connection { name, profile }))
 }
 
-fn deliver(connection: &Connection, prepared: Prepared) -> Result<Outcome> {
-    let Connection { name, profile } = connection;
+/// Delivers a prepared message through `profile` (named `name` in errors): writes it
+/// to the profile's directory, or opens an SMTP session, sends it and says QUIT.
+pub fn deliver(name: &str, profile: &Profile, prepared: Prepared) -> Result<Outcome> {
     if profile.transport == TransportKind::File {
         // check() guarantees `dir` for the file transport.
         let dir = profile.dir.as_deref().unwrap_or(Path::new("."));
