@@ -1,0 +1,205 @@
+//! Cross-checks against independent, out-of-process SMTP servers: Python's aiosmtpd
+//! (STARTTLS, implicit TLS, AUTH PLAIN/LOGIN) and Postfix's smtp-sink (the peer lettre's
+//! own CI uses). Skipped with a note when they are not installed, unless CI is set.
+
+mod support;
+
+use std::sync::Arc;
+
+use mail_parser::{MessageParser, MimeHeaders};
+use sha2::{Digest, Sha256};
+use support::certs::TestPki;
+use support::envoi::{
+    PASSWORD, USER, assert_no_secret, envoi, login, outputs, trust, write_config,
+};
+use support::external::{Aiosmtpd, AiosmtpdOptions, SinkDump, SmtpSink};
+use tempfile::TempDir;
+
+/// An aiosmtpd server with the canary login and a config trusting its certificate.
+fn aiosmtpd(
+    dir: &TempDir,
+    security: &'static str,
+    refuse_rcpt: Vec<(String, u16)>,
+) -> Option<(Aiosmtpd, std::path::PathBuf)> {
+    let pki = Arc::new(TestPki::new());
+    let ca = pki.write_ca(dir.path());
+    let server = Aiosmtpd::start(AiosmtpdOptions {
+        security,
+        auth: Some((USER.into(), PASSWORD.into())),
+        refuse_rcpt,
+        cert_key: Some(pki.write_leaf(dir.path())),
+    })?;
+    let profile_security = if security == "tls" { "tls" } else { "starttls" };
+    let extra = format!("{}{}", login(), trust(&ca));
+    let config = write_config(dir.path(), server.port(), profile_security, &extra);
+    Some((server, config))
+}
+
+fn send(dir: &TempDir, config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    envoi(dir.path())
+        .env("ENVOI_TEST_PASSWORD", PASSWORD)
+        .args(["send", "--config"])
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run envoi")
+}
+
+#[test]
+fn aiosmtpd_starttls_and_implicit_tls_with_auth() {
+    for security in ["starttls", "tls"] {
+        let dir = TempDir::new().unwrap();
+        let Some((server, config)) = aiosmtpd(&dir, security, vec![]) else {
+            return;
+        };
+        let pdf: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+        let pdf_path = dir.path().join("résumé.pdf");
+        std::fs::write(&pdf_path, &pdf).unwrap();
+        let out = send(
+            &dir,
+            &config,
+            &[
+                "--to",
+                "Zoë <zoe@example.com>",
+                "--bcc",
+                "hidden@example.com",
+                "--subject",
+                "Grüße über TLS",
+                "--body",
+                "hello\n.\nbye",
+                "--importance",
+                "low",
+                "--attach",
+                pdf_path.to_str().unwrap(),
+            ],
+        );
+        let (stdout, stderr) = outputs(&out);
+        assert_eq!(out.status.code(), Some(0), "{security}: {stderr}");
+        assert_no_secret(&format!("{stdout}{stderr}{}", server.log()));
+
+        let messages = server.messages();
+        assert_eq!(messages.len(), 1, "{security}");
+        let m = &messages[0];
+        assert!(m.tls, "{security}: not over TLS");
+        assert_eq!(m.auth_user.as_deref(), Some(USER));
+        assert_eq!(m.mail_from, "sender@example.com");
+        assert_eq!(m.rcpt_tos, ["zoe@example.com", "hidden@example.com"]);
+        let parsed = MessageParser::default().parse(&m.data).unwrap();
+        assert_eq!(parsed.subject(), Some("Grüße über TLS"));
+        assert_eq!(parsed.to().unwrap().first().unwrap().name(), Some("Zoë"));
+        assert!(!String::from_utf8_lossy(&m.data).contains("hidden@"));
+        assert_eq!(parsed.header_raw("Importance").map(str::trim), Some("Low"));
+        assert_eq!(parsed.body_text(0).unwrap(), "hello\r\n.\r\nbye");
+        let att = parsed.attachments().next().expect("the attachment");
+        assert_eq!(att.attachment_name(), Some("résumé.pdf"));
+        assert_eq!(Sha256::digest(att.contents()), Sha256::digest(&pdf));
+        let transcript = server.transcript();
+        if security == "starttls" {
+            let starttls = transcript.find("STARTTLS").expect("STARTTLS sent");
+            let auth = transcript.find("AUTH").expect("AUTH sent");
+            assert!(starttls < auth, "AUTH before STARTTLS: {transcript}");
+        }
+    }
+}
+
+#[test]
+fn aiosmtpd_refused_recipient_and_wrong_password() {
+    let dir = TempDir::new().unwrap();
+    let refuse = vec![("gone@example.com".to_owned(), 550)];
+    let Some((server, config)) = aiosmtpd(&dir, "starttls", refuse) else {
+        return;
+    };
+    let out = send(&dir, &config, &["--to", "ok@example.com,gone@example.com"]);
+    let (_, stderr) = outputs(&out);
+    assert_eq!(out.status.code(), Some(67), "{stderr}");
+    assert!(stderr.contains("gone@example.com (550"), "{stderr}");
+
+    let out = envoi(dir.path())
+        .env("ENVOI_TEST_PASSWORD", "wrong-password")
+        .args(["send", "--config"])
+        .arg(&config)
+        .args(["--to", "ok@example.com"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(77), "{:?}", outputs(&out));
+    assert!(server.messages().is_empty(), "something was delivered");
+}
+
+#[test]
+fn smtp_sink_receives_the_exact_envelope_and_message() {
+    let Some(sink) = SmtpSink::start(&[]) else {
+        return;
+    };
+    let dir = TempDir::new().unwrap();
+    let out = envoi(dir.path())
+        .env(
+            "ENVOI_SMTP_URL",
+            format!("smtp://127.0.0.1:{}?security=none", sink.port()),
+        )
+        .args(["send", "--from", "s@example.test", "--to", "r@example.test"])
+        .args(["--cc", "c@example.test", "--bcc", "b@example.test"])
+        .args(["--subject", "sink check", "--body", ".starts with a dot"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{:?}", outputs(&out));
+    let dumps = sink.parsed_dumps();
+    assert_eq!(dumps.len(), 1);
+    let SinkDump {
+        mail_args,
+        rcpt_args,
+        message,
+        ..
+    } = &dumps[0];
+    assert_eq!(mail_args, "<s@example.test>");
+    assert_eq!(
+        rcpt_args,
+        &["<r@example.test>", "<c@example.test>", "<b@example.test>"]
+    );
+    let parsed = MessageParser::default().parse(message).unwrap();
+    assert_eq!(parsed.subject(), Some("sink check"));
+    assert!(parsed.bcc().is_none());
+    assert_eq!(
+        parsed.body_text(0).unwrap().trim_end(),
+        ".starts with a dot"
+    );
+}
+
+#[test]
+fn smtp_sink_faults_map_to_exit_codes() {
+    // (smtp-sink option, expected exit code): -f = hard 5xx, -r = soft 4xx reject.
+    for (option, command, code) in [
+        ("-f", "RCPT", 67),
+        ("-r", "RCPT", 75),
+        ("-f", "MAIL", 69),
+        ("-r", "DATA", 75),
+    ] {
+        let Some(sink) = SmtpSink::start(&[option, command]) else {
+            return;
+        };
+        let dir = TempDir::new().unwrap();
+        let out = envoi(dir.path())
+            .args(["send", "--smtp-url"])
+            .arg(format!("smtp://127.0.0.1:{}?security=none", sink.port()))
+            .args([
+                "--from",
+                "s@example.test",
+                "--to",
+                "r@example.test",
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = outputs(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{option} {command}: {stderr}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(json["exit_code"], code);
+        assert!(
+            sink.dumps().is_empty(),
+            "{option} {command}: a message was delivered"
+        );
+    }
+}
