@@ -35,7 +35,7 @@ fn main() -> anyhow::Result<()> {
         headers: vec![("X-Job".into(), "nightly".into())],
     };
 
-    let prepared = message::build(&email, &from, SystemTime::now())?;
+    let prepared = message::build(email, &from, SystemTime::now())?;
     let (name, profile) = match std::env::var("ENVOI_SMTP_URL") {
         Ok(url) => ("ENVOI_SMTP_URL", profile_from_url(&url)?),
         Err(_) => (

@@ -12,6 +12,31 @@
 //! 6. [`output`] prints the result; [`error`] maps failures to documented exit codes.
 //!
 //! [`send`] wires these together for `envoi send`; [`app`] is the process entry point.
+//!
+//! Building a message from Rust (`examples/send.rs` also delivers it):
+//!
+//! ```
+//! use std::time::SystemTime;
+//! use envoi::draft::{Draft, Sourced};
+//!
+//! let draft = Draft {
+//!     to: Some(Sourced::new("to", vec!["Ann <ann@example.com>; bob@example.com".to_owned()])),
+//!     bcc: Some(Sourced::new("bcc", vec!["audit@example.com".to_owned()])),
+//!     subject: Some(Sourced::new("subject", "Nightly build ✓".to_owned())),
+//!     importance: Some(Sourced::new("importance", "high".to_owned())),
+//!     ..Draft::default()
+//! };
+//! let email = draft.into_email()?;
+//! let from: envoi::Mailbox = "Bot <bot@example.com>".parse()?;
+//! let prepared = envoi::message::build(email, &from, SystemTime::now())?;
+//!
+//! let text = String::from_utf8(prepared.bytes)?;
+//! assert!(text.contains("X-Priority: 1 (Highest)\r\n"));
+//! assert!(!text.contains("audit@")); // Bcc: envelope only
+//! assert_eq!(prepared.envelope.to().len(), 3);
+//! assert!(prepared.message_id.ends_with("@example.com>"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

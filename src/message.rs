@@ -27,10 +27,11 @@ pub struct Prepared {
     pub bytes: Vec<u8>,
 }
 
-/// Builds the message for `email` sent by `from` at `now`.
-pub fn build(email: &Email, from: &Mailbox, now: SystemTime) -> Result<Prepared> {
+/// Builds the message for `email` sent by `from` at `now`. Takes the email by value so
+/// attachment bytes move into the message instead of being copied.
+pub fn build(email: Email, from: &Mailbox, now: SystemTime) -> Result<Prepared> {
     let message_id = new_message_id(from, now);
-    let envelope = envelope(email, from)?;
+    let envelope = envelope(&email, from)?;
 
     let mut builder = lettre::Message::builder()
         .from(from.clone())
@@ -56,7 +57,7 @@ pub fn build(email: &Email, from: &Mailbox, now: SystemTime) -> Result<Prepared>
         builder = builder.raw_header(HeaderValue::new(name, value.to_owned()));
     }
 
-    let message = match mime_tree(email) {
+    let message = match mime_tree(email.body, email.attachments) {
         Part::Single(part) => builder.singlepart(part),
         Part::Multi(part) => builder.multipart(part),
     }
@@ -105,17 +106,16 @@ enum Part {
     Multi(MultiPart),
 }
 
-fn mime_tree(email: &Email) -> Part {
-    let mut part = body_part(&email.body);
-    let (inline, attached): (Vec<&Attachment>, Vec<&Attachment>) = email
-        .attachments
-        .iter()
+fn mime_tree(body: Body, attachments: Vec<Attachment>) -> Part {
+    let mut part = body_part(&body);
+    let (inline, attached): (Vec<Attachment>, Vec<Attachment>) = attachments
+        .into_iter()
         .partition(|a| a.content_id.is_some());
     if !inline.is_empty() {
-        part = Part::Multi(wrap(MultiPart::related(), part, &inline));
+        part = Part::Multi(wrap(MultiPart::related(), part, inline));
     }
     if !attached.is_empty() {
-        part = Part::Multi(wrap(MultiPart::mixed(), part, &attached));
+        part = Part::Multi(wrap(MultiPart::mixed(), part, attached));
     }
     part
 }
@@ -140,7 +140,7 @@ fn body_part(body: &Body) -> Part {
 fn wrap(
     builder: lettre::message::MultiPartBuilder,
     inner: Part,
-    parts: &[&Attachment],
+    parts: Vec<Attachment>,
 ) -> MultiPart {
     let mut multi = match inner {
         Part::Single(p) => builder.singlepart(p),
@@ -152,19 +152,16 @@ fn wrap(
     multi
 }
 
-fn attachment_part(a: &Attachment) -> SinglePart {
-    let attachment = match &a.content_id {
-        Some(cid) => {
-            lettre::message::Attachment::new_inline_with_name(cid.clone(), a.file_name.clone())
-        }
-        None => lettre::message::Attachment::new(a.file_name.clone()),
+fn attachment_part(a: Attachment) -> SinglePart {
+    let attachment = match a.content_id {
+        Some(cid) => lettre::message::Attachment::new_inline_with_name(cid, a.file_name),
+        None => lettre::message::Attachment::new(a.file_name),
     };
     // Always base64: binary-safe, and no bare line ending of the data reaches the wire.
     // Base64 accepts any bytes, so the error branch (which hands the bytes back) is moot.
-    let body =
-        lettre::message::Body::new_with_encoding(a.data.clone(), ContentTransferEncoding::Base64)
-            .unwrap_or_else(lettre::message::Body::new);
-    attachment.body(body, a.content_type.clone())
+    let body = lettre::message::Body::new_with_encoding(a.data, ContentTransferEncoding::Base64)
+        .unwrap_or_else(lettre::message::Body::new);
+    attachment.body(body, a.content_type)
 }
 
 #[cfg(test)]
@@ -202,7 +199,7 @@ mod tests {
     #[test]
     fn headers_envelope_and_ids() {
         let p = build(
-            &email(),
+            email(),
             &mailbox("Me <me@sender.example>"),
             SystemTime::now(),
         )
@@ -261,7 +258,7 @@ mod tests {
                 content_id: None,
             },
         ];
-        let t = text(&build(&e, &mailbox("me@x.example"), SystemTime::now()).unwrap());
+        let t = text(&build(e, &mailbox("me@x.example"), SystemTime::now()).unwrap());
         let pos = |needle: &str| {
             t.find(needle)
                 .unwrap_or_else(|| panic!("{needle} missing: {t}"))

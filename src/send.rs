@@ -58,7 +58,7 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome> {
             address::parse_single(&format!("profile {name:?}: from"), from)?
         }
     };
-    let prepared = message::build(&email, &from, SystemTime::now())?;
+    let prepared = message::build(email, &from, SystemTime::now())?;
 
     if args.dry_run {
         return Ok(Outcome::DryRun { prepared });
