@@ -8,7 +8,8 @@
 use lettre::message::Mailbox;
 use lettre::{Address, message::Mailboxes};
 
-use crate::error::{Error, Result, reject_line_breaks};
+use crate::check;
+use crate::error::{Error, Result};
 
 /// Parses every list in `values` (each may hold several addresses) into mailboxes.
 ///
@@ -17,7 +18,7 @@ pub fn parse_lists<S: AsRef<str>>(what: &str, values: &[S]) -> Result<Vec<Mailbo
     let mut mailboxes = Vec::new();
     for value in values {
         let value = value.as_ref();
-        reject_line_breaks(what, value)?;
+        check::header_text(what, value)?;
         for item in split_list(value) {
             mailboxes.push(parse_mailbox(what, item)?);
         }

@@ -83,8 +83,7 @@ pub struct SendArgs {
     #[arg(long, value_name = "PATH", help_heading = "Message")]
     pub text_file: Option<PathBuf>,
     /// high, normal or low (any case).
-    #[arg(long, value_name = "LEVEL", value_parser = ["high", "normal", "low"],
-          ignore_case = true, help_heading = "Message")]
+    #[arg(long, value_name = "LEVEL", help_heading = "Message")]
     pub importance: Option<String>,
     /// Extra header "Name: value"; repeatable.
     #[arg(long = "header", value_name = "NAME: VALUE", help_heading = "Message")]
@@ -106,8 +105,7 @@ pub struct SendArgs {
     #[arg(long, value_name = "MIME", help_heading = "Attachments")]
     pub attach_type: Vec<String>,
     /// ContentTransferEncoding of the --attach-data just before: base64 or none.
-    #[arg(long, value_name = "ENCODING", value_parser = ["base64", "none"],
-          ignore_case = true, help_heading = "Attachments")]
+    #[arg(long, value_name = "ENCODING", help_heading = "Attachments")]
     pub attach_encoding: Vec<String>,
     /// ContentId of the attachment given just before: makes it inline, for cid: in HTML.
     #[arg(long, value_name = "ID", help_heading = "Attachments")]

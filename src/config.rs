@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::error::{Error, ErrorKind, Result, reject_line_breaks};
-use crate::password::PasswordSource;
+use crate::check::no_line_breaks;
+use crate::error::{Error, Result};
+use crate::password::{Password, PasswordSource};
 
 /// The whole config file.
 #[derive(Debug, Default, Deserialize)]
@@ -81,7 +82,7 @@ pub struct Profile {
     /// A shell command whose standard output is the password.
     pub password_command: Option<String>,
     /// The password itself (the file must then be private: chmod 600).
-    pub password: Option<String>,
+    pub password: Option<Password>,
     /// Default sender, used when `--from` is not given.
     pub from: Option<String>,
     /// Seconds allowed for the connection and for each command.
@@ -101,9 +102,9 @@ pub struct Profile {
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Profile {
-    /// Password source, or `None` when the profile has no username.
-    /// `profile` names the profile in errors.
-    pub fn password_source(&self, profile: &str) -> Result<Option<PasswordSource>> {
+    /// The user name and its password source, or `None` when the profile logs in as
+    /// nobody. `profile` names the profile in errors.
+    pub fn login(&self, profile: &str) -> Result<Option<(String, PasswordSource)>> {
         let sources = [
             self.password_env.clone().map(PasswordSource::Env),
             self.password_command.clone().map(PasswordSource::Command),
@@ -118,7 +119,7 @@ impl Profile {
         }
         match (&self.username, first) {
             (None, None) => Ok(None),
-            (Some(_), Some(source)) => Ok(Some(source)),
+            (Some(user), Some(source)) => Ok(Some((user.clone(), source))),
             (Some(_), None) => Err(Error::config(format!(
                 "profile {profile:?}: username is set but no password_env, password_command or password"
             ))),
@@ -143,7 +144,7 @@ impl Profile {
             ("hello_name", &self.hello_name),
         ] {
             if let Some(v) = value {
-                reject_line_breaks(&format!("profile {profile:?}: {key}"), v)?;
+                no_line_breaks(&format!("profile {profile:?}: {key}"), v)?;
             }
         }
         if let Some(name) = &self.hello_name
@@ -198,9 +199,14 @@ pub fn load(path: &Path, explicit: bool) -> Result<ConfigFile> {
             )));
         }
     };
+    // e.message() rather than e's Display, which quotes the offending line (maybe a password).
     let file: ConfigFile = toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|span| format!(" (line {})", text[..span.start].matches('\n').count() + 1))
+            .unwrap_or_default();
         Error::config(format!(
-            "the config file {} is not valid: {}",
+            "the config file {} is not valid{line}: {}",
             path.display(),
             e.message()
         ))
@@ -266,19 +272,28 @@ impl ConfigFile {
 /// `smtp://host:25?security=none`. The password comes from `$ENVOI_PASSWORD`; a password
 /// inside the URL is refused, since command lines are visible to other users.
 pub fn profile_from_url(raw: &str) -> Result<Profile> {
-    let bad = |why: &str| Error::new(ErrorKind::Config, format!("--smtp-url: {why}"));
-    reject_line_breaks("--smtp-url", raw)?;
-    let url = url::Url::parse(raw).map_err(|e| bad(&format!("{raw:?} is not a URL ({e})")))?;
+    // The raw URL is never echoed: it might hold a password.
+    let bad = |why: &str| Error::config(format!("--smtp-url: {why}"));
+    let userinfo = raw
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split(['/', '?', '#']).next())
+        .and_then(|authority| authority.rsplit_once('@'))
+        .map(|(userinfo, _)| userinfo);
+    if userinfo.is_some_and(|u| u.contains(':')) {
+        return Err(bad(
+            "a password in the URL is refused (command lines are visible to other users); \
+             put it in ENVOI_PASSWORD",
+        ));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(bad("the URL contains a control character (CR, LF, NUL…)"));
+    }
+    let url = url::Url::parse(raw).map_err(|e| bad(&format!("not a valid URL ({e})")))?;
     let mut security = match url.scheme() {
         "smtps" => Security::Tls,
         "smtp" => Security::Starttls,
         other => return Err(bad(&format!("scheme {other:?} is not smtp or smtps"))),
     };
-    if url.password().is_some() {
-        return Err(bad(
-            "a password in the URL is refused; put it in ENVOI_PASSWORD",
-        ));
-    }
     for (key, value) in url.query_pairs() {
         match (key.as_ref(), value.as_ref()) {
             ("security", "tls") => security = Security::Tls,
@@ -320,6 +335,7 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
 
     #[test]
     fn parses_the_documented_example() {
@@ -331,8 +347,8 @@ mod tests {
         assert_eq!(name, "work");
         assert_eq!(work.security, Security::Starttls);
         assert!(matches!(
-            work.password_source("work").unwrap(),
-            Some(PasswordSource::Env(_))
+            work.login("work").unwrap(),
+            Some((_, PasswordSource::Env(_)))
         ));
         let (_, outbox) = file.select(Some("outbox")).unwrap().unwrap();
         assert_eq!(outbox.transport, TransportKind::File);
@@ -349,19 +365,28 @@ mod tests {
     }
 
     #[test]
+    fn a_password_of_the_wrong_type_is_not_echoed() {
+        let text = "[profiles.a]\nhost = \"h\"\nusername = \"u\"\npassword = 31415926535\n";
+        let err = toml::from_str::<ConfigFile>(text).unwrap_err();
+        assert!(!err.message().contains("31415926535"), "{}", err.message());
+        let file: ConfigFile = toml::from_str("[profiles.a]\npassword = \"s3cr3t\"\n").unwrap();
+        assert!(!format!("{file:?}").contains("s3cr3t"));
+    }
+
+    #[test]
     fn password_rules() {
         let p = Profile {
             username: Some("u".into()),
             ..Profile::default()
         };
-        assert!(p.password_source("p").is_err());
+        assert!(p.login("p").is_err());
         let p = Profile {
             username: Some("u".into()),
             password_env: Some("X".into()),
-            password: Some("y".into()),
+            password: Some(Password::new("y".into())),
             ..Profile::default()
         };
-        assert!(p.password_source("p").is_err());
+        assert!(p.login("p").is_err());
     }
 
     #[test]
@@ -378,7 +403,16 @@ mod tests {
             profile_from_url("smtp://h").unwrap().security,
             Security::Starttls
         );
-        assert!(profile_from_url("smtps://u:secret@h").is_err());
+        for leaky in [
+            "smtps://u:secret@h",
+            "smtps://u:secret@h:99999",
+            "smtp://u:secret@h\n",
+        ] {
+            let err = profile_from_url(leaky).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config);
+            assert!(!err.message().contains("secret"), "{err}");
+        }
+        assert!(profile_from_url("smtp://h\r\n").is_err());
         assert!(profile_from_url("http://h").is_err());
         assert!(profile_from_url("smtp://h?tls=none").is_err());
     }

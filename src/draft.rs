@@ -6,15 +6,16 @@
 //! [`Draft::into_email`] reads files, decodes base64 and checks every value, giving a
 //! validated [`Email`] or the first error. Nothing here touches the network.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use base64::Engine;
 use lettre::message::header::ContentType;
 
 use crate::address;
+use crate::check;
 use crate::email::{Attachment, Body, Email, Importance};
-use crate::error::{Error, ErrorKind, Result, reject_line_breaks};
+use crate::error::{Error, Result};
+use crate::input::{is_stdin, read_bytes};
 
 /// A value and the flag or property it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,20 +159,26 @@ impl Draft {
         }
     }
 
+    /// How many values would read standard input (`-`).
+    pub fn stdin_readers(&self) -> usize {
+        let texts = [&self.body, &self.text]
+            .into_iter()
+            .flatten()
+            .filter(|t| matches!(&t.value, Text::File(p) if is_stdin(p)));
+        let attachments = self.attachments.iter().flatten().filter(|a| {
+            matches!(&a.source,
+                AttachmentSource::Path(p) | AttachmentSource::Data(Text::File(p), _) if is_stdin(p))
+        });
+        texts.count() + attachments.count()
+    }
+
     /// Reads files, decodes data and checks every value.
     ///
     /// Errors: 64 when no recipient is given, 65 for a bad value, 66 for an unreadable file.
     pub fn into_email(self) -> Result<Email> {
-        if [&self.body, &self.text]
-            .iter()
-            .filter(
-                |t| matches!(t, Some(Sourced { value: Text::File(p), .. }) if p == Path::new("-")),
-            )
-            .count()
-            > 1
-        {
+        if self.stdin_readers() > 1 {
             return Err(Error::usage(
-                "standard input (-) can feed only one of --body-file and --text-file",
+                "standard input (-) can feed only one of the body, the text and the attachments",
             ));
         }
         let list = |field: Option<Sourced<Vec<String>>>| match field {
@@ -193,7 +200,7 @@ impl Draft {
             .transpose()?;
         let subject = match self.subject {
             Some(s) => {
-                reject_line_breaks(&s.label, &s.value)?;
+                check::header_text(&s.label, &s.value)?;
                 s.value
             }
             None => String::new(),
@@ -239,46 +246,37 @@ impl Draft {
     }
 }
 
-/// Reads a path, naming the flag on failure (exit 66). `-` is standard input.
-pub fn read_bytes(label: &str, path: &Path) -> Result<Vec<u8>> {
-    let result = if path == Path::new("-") {
-        let mut buf = Vec::new();
-        std::io::stdin().read_to_end(&mut buf).map(|_| buf)
-    } else if path.is_dir() {
-        Err(std::io::Error::other("it is a directory"))
-    } else {
-        std::fs::read(path)
-    };
-    result.map_err(|e| {
-        Error::new(
-            ErrorKind::NoInput,
-            format!("{label}: cannot read {:?}: {e}", path.display().to_string()),
-        )
-    })
-}
-
+/// Reads a body or text; it must be UTF-8 without NUL (a NUL cannot go in a text part).
 fn read_text(text: Sourced<Text>) -> Result<String> {
-    match text.value {
-        Text::Inline(s) => Ok(s),
+    let content = match text.value {
+        Text::Inline(s) => s,
         Text::File(path) => String::from_utf8(read_bytes(&text.label, &path)?).map_err(|_| {
             Error::invalid(format!(
                 "{}: {:?} is not UTF-8 text",
                 text.label,
                 path.display().to_string()
             ))
-        }),
+        })?,
+    };
+    if content.contains('\0') {
+        return Err(Error::invalid(format!(
+            "{}: the text contains a NUL byte; send binary data as an attachment",
+            text.label
+        )));
     }
+    Ok(content)
 }
 
 fn load_attachment(draft: AttachmentDraft) -> Result<Attachment> {
     let label = &draft.label;
     let (data, default_name) = match &draft.source {
         AttachmentSource::Path(path) => {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .ok_or_else(|| Error::invalid(format!("{label}: {path:?} names no file")))?;
-            (read_bytes(label, path)?, name)
+            let data = read_bytes(label, path)?;
+            let name = match path.file_name() {
+                Some(name) if !is_stdin(path) => name.to_string_lossy().into_owned(),
+                _ => "attachment.bin".to_owned(),
+            };
+            (data, name)
         }
         AttachmentSource::Data(text, encoding) => {
             let raw = match text {
@@ -293,7 +291,7 @@ fn load_attachment(draft: AttachmentDraft) -> Result<Attachment> {
         }
     };
     let file_name = draft.file_name.unwrap_or(default_name);
-    reject_line_breaks(&format!("{label} file name"), &file_name)?;
+    check::header_text(&format!("{label} file name"), &file_name)?;
     let content_type = match &draft.content_type {
         Some(t) => parse_content_type(label, t)?,
         // mime_guess yields well-formed types (octet-stream when it knows none).
@@ -329,7 +327,7 @@ fn decode_base64(label: &str, raw: &[u8]) -> Result<Vec<u8>> {
 }
 
 fn parse_content_type(label: &str, value: &str) -> Result<ContentType> {
-    reject_line_breaks(&format!("{label} content type"), value)?;
+    check::header_text(&format!("{label} content type"), value)?;
     ContentType::parse(value.trim()).map_err(|_| {
         Error::invalid(format!(
             "{label}: {value:?} is not a valid MIME type (like text/plain or image/png)"
@@ -345,9 +343,10 @@ fn check_content_id(label: &str, id: &str) -> Result<String> {
         .and_then(|s| s.strip_suffix('>'))
         .unwrap_or(id);
     let bad = |c: char| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"');
-    if bare.is_empty() || bare.chars().any(bad) || !bare.is_ascii() {
+    if bare.is_empty() || bare.len() > 250 || bare.chars().any(bad) || !bare.is_ascii() {
         return Err(Error::invalid(format!(
-            "{label}: {id:?} is not a valid content id (printable ASCII, no spaces or brackets)"
+            "{label}: {id:?} is not a valid content id (up to 250 printable ASCII characters, \
+             no spaces or brackets)"
         )));
     }
     Ok(bare.to_owned())
@@ -358,18 +357,19 @@ fn check_content_id(label: &str, id: &str) -> Result<String> {
 fn parse_headers(label: &str, values: &[String]) -> Result<Vec<(String, String)>> {
     let mut headers: Vec<(String, String)> = Vec::new();
     for raw in values {
-        reject_line_breaks(label, raw)?;
+        check::no_line_breaks(label, raw)?;
         let Some((name, value)) = raw.split_once(':') else {
             return Err(Error::usage(format!(
                 "{label}: {raw:?} is not of the form \"Name: value\""
             )));
         };
-        let name = name.trim();
-        if name.is_empty() || name.len() > 76 || !name.bytes().all(|b| (33..=126).contains(&b)) {
+        let (name, value) = (name.trim(), value.trim());
+        if !check::is_header_name(name) {
             return Err(Error::invalid(format!(
                 "{label}: {name:?} is not a valid header name (printable ASCII, no spaces or colons)"
             )));
         }
+        check::header_text(&format!("{label} {name}"), value)?;
         let lower = name.to_ascii_lowercase();
         if RESERVED_HEADERS.contains(&lower.as_str()) {
             return Err(Error::usage(format!(
@@ -381,7 +381,7 @@ fn parse_headers(label: &str, values: &[String]) -> Result<Vec<(String, String)>
                 "{label}: {name} is given twice; a header can be set once"
             )));
         }
-        headers.push((name.to_owned(), value.trim().to_owned()));
+        headers.push((name.to_owned(), value.to_owned()));
     }
     Ok(headers)
 }
@@ -389,6 +389,7 @@ fn parse_headers(label: &str, values: &[String]) -> Result<Vec<(String, String)>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
 
     fn minimal() -> Draft {
         Draft {

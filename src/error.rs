@@ -145,24 +145,6 @@ impl std::error::Error for Error {}
 /// Result with envoi's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Refuses CR, LF and NUL, which could smuggle a header line or an SMTP command.
-///
-/// `what` names the flag or key, e.g. `--subject`.
-pub fn reject_line_breaks(what: &str, value: &str) -> Result<()> {
-    if let Some(c) = value.chars().find(|c| matches!(c, '\r' | '\n' | '\0')) {
-        let shown = match c {
-            '\r' => "CR",
-            '\n' => "LF",
-            _ => "NUL",
-        };
-        return Err(Error::invalid(format!(
-            "{what}: the value contains a {shown} character, which is not allowed here: {:?}",
-            value
-        )));
-    }
-    Ok(())
-}
-
 /// Text from outside (a server reply) made safe for a terminal: control characters
 /// become `?` so they cannot move the cursor or fake output.
 pub fn printable(text: impl AsRef<str>) -> String {
@@ -197,15 +179,6 @@ mod tests {
                 (78, 400, "config"),
             ]
         );
-    }
-
-    #[test]
-    fn line_breaks_are_refused_with_the_flag_named() {
-        let err = reject_line_breaks("--subject", "hi\r\nBcc: x@y").unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidData);
-        assert!(err.message().starts_with("--subject:"), "{err}");
-        assert!(reject_line_breaks("--subject", "a\0b").is_err());
-        assert!(reject_line_breaks("--subject", "fine ✓").is_ok());
     }
 
     #[test]

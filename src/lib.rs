@@ -42,11 +42,13 @@
 
 pub mod address;
 pub mod app;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod draft;
 pub mod email;
 pub mod error;
+pub mod input;
 pub mod message;
 pub mod output;
 pub mod password;

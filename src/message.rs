@@ -12,6 +12,7 @@ use lettre::address::Envelope;
 use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 
+use crate::check;
 use crate::email::{Attachment, Body, Email};
 use crate::error::{Error, ErrorKind, Result};
 use crate::wire::normalize_line_endings;
@@ -51,9 +52,12 @@ pub fn build(email: Email, from: &Mailbox, now: SystemTime) -> Result<Prepared> 
     let importance = email.importance.headers().iter().map(|(n, v)| (*n, *v));
     let custom = email.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
     for (name, value) in importance.chain(custom) {
-        let name = HeaderName::new_from_ascii(name.to_owned()).map_err(|_| {
-            Error::invalid(format!("--header: {name:?} is not a valid header name"))
-        })?;
+        // Draft checks user input with flag names; this guards library callers too.
+        let invalid = || Error::invalid(format!("header name {name:?} is not valid"));
+        if !check::is_header_name(name) {
+            return Err(invalid());
+        }
+        let name = HeaderName::new_from_ascii(name.to_owned()).map_err(|_| invalid())?;
         builder = builder.raw_header(HeaderValue::new(name, value.to_owned()));
     }
 

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::process::{Command, Stdio};
 
+use serde::de::{self, Deserialize, Deserializer, Visitor};
+
 use crate::error::{Error, Result};
 
 /// A password. `Debug` and `Display` print `[redacted]`; only [`Password::expose`]
@@ -34,15 +36,51 @@ impl fmt::Display for Password {
     }
 }
 
+/// Reads a password from the config file. A value of the wrong type is refused
+/// without repeating it in the error (serde's message would quote it).
+impl<'de> Deserialize<'de> for Password {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Password, D::Error> {
+        struct StringOnly;
+        fn refuse<E: de::Error>() -> E {
+            E::custom("password must be a string (the value is not shown)")
+        }
+        impl Visitor<'_> for StringOnly {
+            type Value = Password;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Password, E> {
+                Ok(Password::new(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Password, E> {
+                Ok(Password::new(v))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Password, E> {
+                Err(refuse())
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Password, E> {
+                Err(refuse())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Password, E> {
+                Err(refuse())
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Password, E> {
+                Err(refuse())
+            }
+        }
+        deserializer.deserialize_string(StringOnly)
+    }
+}
+
 /// A profile's password setting.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum PasswordSource {
     /// `password_env`: the name of an environment variable.
     Env(String),
     /// `password_command`: run with `sh -c`; its standard output is the password.
     Command(String),
     /// `password`: written in the file.
-    Inline(String),
+    Inline(Password),
 }
 
 impl PasswordSource {
@@ -56,7 +94,7 @@ impl PasswordSource {
                     "password_env: the environment variable {var} is not set or empty"
                 ))),
             },
-            PasswordSource::Inline(p) => Ok(Password::new(p.clone())),
+            PasswordSource::Inline(p) => Ok(p.clone()),
             PasswordSource::Command(cmd) => run_command(cmd),
         }
     }

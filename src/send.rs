@@ -3,7 +3,6 @@
 //! Every input is read and checked before any connection is opened, so bad input
 //! never leaves half a message behind.
 
-use std::path::Path;
 use std::time::SystemTime;
 
 use clap::ArgMatches;
@@ -11,8 +10,8 @@ use clap::ArgMatches;
 use crate::address;
 use crate::cli::SendArgs;
 use crate::config::{self, Profile, TransportKind};
-use crate::draft::{Draft, read_bytes};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
+use crate::input::{is_stdin, read_bytes};
 use crate::message::{self, Prepared};
 use crate::output::Outcome;
 use crate::payload;
@@ -29,6 +28,11 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome> {
     let connection = resolve_connection(args)?;
 
     let from_flags = args.draft(matches)?;
+    if args.input.as_deref().is_some_and(is_stdin) && from_flags.stdin_readers() > 0 {
+        return Err(Error::usage(
+            "standard input (-) can feed only one of --input, the body, the text and the attachments",
+        ));
+    }
     let draft = match &args.input {
         Some(path) => {
             let label = path.display().to_string();
@@ -37,11 +41,6 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome> {
         }
         None => from_flags,
     };
-    if args.input.as_deref() == Some(Path::new("-")) && reads_stdin(&draft) {
-        return Err(Error::usage(
-            "standard input (-) can feed only one of --input, --body-file and --text-file",
-        ));
-    }
     let email = draft.into_email()?;
 
     let from = match email.from.clone() {
@@ -70,14 +69,6 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome> {
         ));
     };
     deliver(&connection.name, &connection.profile, prepared)
-}
-
-fn reads_stdin(draft: &Draft) -> bool {
-    use crate::draft::Text;
-    [&draft.body, &draft.text]
-        .into_iter()
-        .flatten()
-        .any(|t| t.value == Text::File("-".into()))
 }
 
 /// `--smtp-url`/`$ENVOI_SMTP_URL` when given, else the profile from the config file.
@@ -113,21 +104,26 @@ fn resolve_connection(args: &SendArgs) -> Result<Option<Connection>> {
 /// Delivers a prepared message through `profile` (named `name` in errors): writes it
 /// to the profile's directory, or opens an SMTP session, sends it and says QUIT.
 pub fn deliver(name: &str, profile: &Profile, prepared: Prepared) -> Result<Outcome> {
-    if profile.transport == TransportKind::File {
-        // check() guarantees `dir` for the file transport.
-        let dir = profile.dir.as_deref().unwrap_or(Path::new("."));
-        let path = save_to_dir(dir, &prepared)?;
-        return Ok(Outcome::Saved { prepared, path });
-    }
-    let credentials = match profile.password_source(name)? {
-        Some(source) => Some((
-            profile.username.clone().unwrap_or_default(),
-            source.fetch()?,
-        )),
+    profile.check(name)?;
+    let host = match (profile.transport, &profile.dir, &profile.host) {
+        (TransportKind::File, Some(dir), _) => {
+            let path = save_to_dir(dir, &prepared)?;
+            return Ok(Outcome::Saved { prepared, path });
+        }
+        (TransportKind::Smtp, _, Some(host)) => host.clone(),
+        _ => {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                format!("profile {name:?} passed its check without a host or dir (a bug)"),
+            ));
+        }
+    };
+    let credentials = match profile.login(name)? {
+        Some((user, source)) => Some((user, source.fetch()?)),
         None => None,
     };
     let settings = SmtpSettings {
-        host: profile.host.clone().unwrap_or_default(),
+        host,
         port: profile.port.unwrap_or(profile.security.default_port()),
         security: profile.security,
         credentials,
@@ -137,8 +133,9 @@ pub fn deliver(name: &str, profile: &Profile, prepared: Prepared) -> Result<Outc
         allow_plaintext_auth: profile.allow_plaintext_auth,
     };
     let mut session = SmtpSession::open(&settings)?;
-    let delivery = session.send(&prepared)?;
+    let sent = session.send(&prepared);
     session.close();
+    let delivery = sent?;
     Ok(Outcome::Sent {
         prepared,
         accepted: delivery.accepted,

@@ -15,6 +15,7 @@ use lettre::transport::smtp::client::{Certificate, SmtpConnection, TlsParameters
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 
+use crate::check::no_line_breaks;
 use crate::config::Security;
 use crate::error::{Error, ErrorKind, Result, printable};
 use crate::message::Prepared;
@@ -63,6 +64,17 @@ pub struct SmtpSession {
 impl SmtpSession {
     /// Connects, secures the connection as `settings.security` demands, and logs in.
     pub fn open(settings: &SmtpSettings) -> Result<SmtpSession> {
+        // These go into SMTP commands; the CLI checked them, library callers may not have.
+        no_line_breaks("host", &settings.host)?;
+        for (what, value) in [
+            ("hello_name", settings.hello_name.as_deref()),
+            (
+                "username",
+                settings.credentials.as_ref().map(|(user, _)| user.as_str()),
+            ),
+        ] {
+            no_line_breaks(what, value.unwrap_or_default())?;
+        }
         if settings.credentials.is_some()
             && settings.security == Security::None
             && !settings.allow_plaintext_auth
@@ -102,10 +114,15 @@ impl SmtpSession {
                     ),
                 ));
             }
-            if let Some(tls) = &tls {
-                conn.starttls(tls, &hello)
-                    .map_err(|e| classify(&format!("STARTTLS with {server}"), e))?;
-            }
+            let Some(tls) = &tls else {
+                conn.abort();
+                return Err(Error::new(
+                    ErrorKind::Internal,
+                    "STARTTLS without TLS parameters (a bug); nothing was sent",
+                ));
+            };
+            conn.starttls(tls, &hello)
+                .map_err(|e| classify(&format!("STARTTLS with {server}"), e))?;
         }
 
         if let Some((user, password)) = &settings.credentials {
@@ -232,6 +249,12 @@ fn tls_parameters(settings: &SmtpSettings) -> Result<TlsParameters> {
     if let Some(path) = &settings.ca_file {
         let pem = std::fs::read(path)
             .map_err(|e| Error::config(format!("ca_file: cannot read {}: {e}", path.display())))?;
+        if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+            return Err(Error::config(format!(
+                "ca_file: {} holds no PEM certificate",
+                path.display()
+            )));
+        }
         let cert = Certificate::from_pem(&pem).map_err(|e| {
             Error::config(format!(
                 "ca_file: {} is not a PEM certificate: {e}",

@@ -427,53 +427,18 @@ fn server_not_listening_is_75() {
 #[test]
 fn bad_input_is_refused_before_connecting() {
     let s = setup(Security::StartTls, ServerOptions::default());
+    #[rustfmt::skip]
     let cases: &[(&[&str], i32, &str)] = &[
-        (
-            &[
-                "--to",
-                "a@example.com",
-                "--subject",
-                "a\r\nBcc: evil@example.com",
-            ],
-            65,
-            "--subject",
-        ),
-        (
-            &["--to", "bob@"],
-            65,
-            r#"--to: "bob@" is not a valid address"#,
-        ),
-        (
-            &["--to", "a@example.com", "--attach", "/nonexistent/x.pdf"],
-            66,
-            "x.pdf",
-        ),
-        (
-            &["--to", "a@example.com", "--attach-data", "%%%"],
-            65,
-            "--attach-data #1",
-        ),
-        (
-            &[
-                "--to",
-                "a@example.com",
-                "--header",
-                "X-A: 1\nBcc: e@example.com",
-            ],
-            65,
-            "--header",
-        ),
-        (
-            &["--to", "a@example.com", "--importance", "urgent"],
-            64,
-            "urgent",
-        ),
+        (&["--to", "a@example.com", "--subject", "a\r\nBcc: evil@example.com"], 65, "--subject"),
+        (&["--to", "bob@"], 65, r#"--to: "bob@" is not a valid address"#),
+        (&["--to", "a@example.com", "--attach", "/nonexistent/x.pdf"], 66, "x.pdf"),
+        (&["--to", "a@example.com", "--attach-data", "%%%"], 65, "--attach-data #1"),
+        (&["--to", "a@example.com", "--header", "X-A: 1\nBcc: e@example.com"], 65, "--header"),
+        (&["--to", "a@example.com", "--importance", "urgent"], 65, "urgent"),
+        (&["--to", "a@example.com", "--subject", "a\x1b[2Jb"], 65, "U+001B"),
+        (&["--to", "a@example.com", "--body-file", "-", "--attach-data", "@-"], 64, "standard input"),
         (&["--subject", "no recipient"], 64, "no recipient"),
-        (
-            &["--to", "a@example.com", "--no-such-flag"],
-            64,
-            "--no-such-flag",
-        ),
+        (&["--to", "a@example.com", "--no-such-flag"], 64, "--no-such-flag"),
     ];
     for (args, code, needle) in cases {
         let out = s.envoi().args(*args).output().unwrap();
@@ -481,6 +446,16 @@ fn bad_input_is_refused_before_connecting() {
         assert_eq!(out.status.code(), Some(*code), "{args:?}: {stderr}");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
+    let nul = s.dir.path().join("nul.txt");
+    std::fs::write(&nul, b"a\0b").unwrap();
+    let out = s
+        .envoi()
+        .args(["--to", "a@example.com", "--body-file"])
+        .arg(&nul)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(65), "{:?}", outputs(&out));
+    assert!(outputs(&out).1.contains("NUL"));
     assert_eq!(s.server.connections(), 0, "a connection was opened");
 }
 
