@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches};
 
 use crate::cli::{Cli, Command};
+use crate::dispatch::Report;
 use crate::error::{Error, ErrorKind};
 use crate::output::{print_error, print_outcome};
 
@@ -31,9 +32,9 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
                     print_outcome(&outcome, send.json);
                     ExitCode::SUCCESS
                 }
-                Err(e) => {
-                    print_error(&e, send.json);
-                    ExitCode::from(e.kind().exit_code())
+                Err(failure) => {
+                    print_error(&failure.error, &failure.report, send.json);
+                    ExitCode::from(failure.error.kind().exit_code())
                 }
             }
         }
@@ -55,7 +56,7 @@ fn clap_exit(e: clap::Error, wants_json: bool) -> ExitCode {
         let text = e.render().to_string();
         let first = text.lines().next().unwrap_or("invalid arguments");
         let message = first.trim_start_matches("error: ");
-        print_error(&Error::usage(message), true);
+        print_error(&Error::usage(message), &Report::default(), true);
     } else {
         let _ = e.print();
     }

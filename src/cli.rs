@@ -127,6 +127,28 @@ pub struct SendArgs {
     #[arg(long, value_name = "URL", help_heading = "Connection")]
     pub smtp_url: Option<String>,
 
+    /// Further attempts after a temporary failure (4xx, connection refused, timeout).
+    #[arg(long, value_name = "N", default_value_t = 3, help_heading = "Delivery")]
+    pub retries: u32,
+    /// Longest wait between two attempts, in seconds (waits grow 1, 2, 4… with jitter).
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 8,
+        help_heading = "Delivery"
+    )]
+    pub retry_max_secs: u64,
+    /// Deadline for the whole send, retries included, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..), help_heading = "Delivery")]
+    pub timeout: u64,
+    /// Send to the accepted recipients even if others are refused (exit 0; refused ones reported).
+    #[arg(long, help_heading = "Delivery")]
+    pub allow_partial: bool,
+
+    /// Print the SMTP dialogue on stderr (AUTH data redacted).
+    #[arg(short, long, help_heading = "Output")]
+    pub verbose: bool,
     /// Print the message that would be sent and exit without connecting.
     #[arg(long, help_heading = "Output")]
     pub dry_run: bool,

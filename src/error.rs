@@ -24,6 +24,9 @@ pub enum ErrorKind {
     Internal,
     /// Try again later: 4xx, connection refused, timeout, TLS not offered (EX_TEMPFAIL).
     Temporary,
+    /// The connection broke after the whole message was sent and before the server's
+    /// answer: it may or may not have been delivered (EX_TEMPFAIL, never retried blindly).
+    OutcomeUnknown,
     /// The server refused the credentials (EX_NOPERM).
     AuthRefused,
     /// The server's certificate is not trusted (EX_NOPERM).
@@ -34,7 +37,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in the order of the README's table.
-    pub const ALL: [ErrorKind; 10] = [
+    pub const ALL: [ErrorKind; 11] = [
         ErrorKind::Usage,
         ErrorKind::InvalidData,
         ErrorKind::NoInput,
@@ -42,6 +45,7 @@ impl ErrorKind {
         ErrorKind::Unavailable,
         ErrorKind::Internal,
         ErrorKind::Temporary,
+        ErrorKind::OutcomeUnknown,
         ErrorKind::AuthRefused,
         ErrorKind::Certificate,
         ErrorKind::Config,
@@ -56,7 +60,7 @@ impl ErrorKind {
             ErrorKind::RecipientRefused => 67,
             ErrorKind::Unavailable => 69,
             ErrorKind::Internal => 70,
-            ErrorKind::Temporary => 75,
+            ErrorKind::Temporary | ErrorKind::OutcomeUnknown => 75,
             ErrorKind::AuthRefused | ErrorKind::Certificate => 77,
             ErrorKind::Config => 78,
         }
@@ -69,7 +73,10 @@ impl ErrorKind {
             ErrorKind::AuthRefused => 401,
             ErrorKind::Certificate => 403,
             ErrorKind::NoInput | ErrorKind::RecipientRefused => 404,
-            ErrorKind::Unavailable | ErrorKind::Internal | ErrorKind::Temporary => 500,
+            ErrorKind::Unavailable
+            | ErrorKind::Internal
+            | ErrorKind::Temporary
+            | ErrorKind::OutcomeUnknown => 500,
         }
     }
 
@@ -83,6 +90,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Internal => "internal",
             ErrorKind::Temporary => "temporary",
+            ErrorKind::OutcomeUnknown => "outcome_unknown",
             ErrorKind::AuthRefused => "auth_refused",
             ErrorKind::Certificate => "certificate",
             ErrorKind::Config => "config",
@@ -174,6 +182,7 @@ mod tests {
                 (69, 500, "unavailable"),
                 (70, 500, "internal"),
                 (75, 500, "temporary"),
+                (75, 500, "outcome_unknown"),
                 (77, 401, "auth_refused"),
                 (77, 403, "certificate"),
                 (78, 400, "config"),

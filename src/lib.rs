@@ -45,6 +45,7 @@ pub mod app;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod dispatch;
 pub mod draft;
 pub mod email;
 pub mod error;

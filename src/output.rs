@@ -6,8 +6,10 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
+use crate::dispatch::Report;
 use crate::error::Error;
 use crate::message::Prepared;
+use crate::transport::RcptReply;
 
 /// How a send ended well.
 #[derive(Debug)]
@@ -16,12 +18,8 @@ pub enum Outcome {
     Sent {
         /// The message.
         prepared: Prepared,
-        /// Accepted recipients.
-        accepted: Vec<String>,
-        /// Reply code to the final dot.
-        code: u16,
-        /// Reply text to the final dot.
-        reply: String,
+        /// Each recipient's fate.
+        report: Report,
     },
     /// The file transport wrote the message.
     Saved {
@@ -49,34 +47,35 @@ pub fn print_outcome(outcome: &Outcome, as_json: bool) {
 
 fn write_outcome(out: &mut impl Write, outcome: &Outcome, as_json: bool) -> io::Result<()> {
     match (outcome, as_json) {
-        (
-            Outcome::Sent {
-                prepared,
-                accepted,
-                code,
-                reply,
-            },
-            false,
-        ) => writeln!(
-            out,
-            "sent {} to {} ({code} {reply})",
-            prepared.message_id,
-            accepted.join(", ")
-        ),
-        (
-            Outcome::Sent {
-                prepared,
-                code,
-                reply,
-                ..
-            },
-            true,
-        ) => {
+        (Outcome::Sent { prepared, report }, false) => {
+            for r in &report.refused {
+                eprintln!(
+                    "envoi: warning: not delivered to {} ({} {})",
+                    r.address, r.code, r.message
+                );
+            }
+            let to: Vec<&str> = report
+                .delivered
+                .iter()
+                .map(|r| r.address.as_str())
+                .collect();
+            let (code, reply) = report.data_reply.clone().unwrap_or_default();
+            writeln!(
+                out,
+                "sent {} to {} ({code} {reply})",
+                prepared.message_id,
+                to.join(", ")
+            )
+        }
+        (Outcome::Sent { prepared, report }, true) => {
+            let (code, reply) = report.data_reply.clone().unwrap_or_default();
             let value = json!({
-                "status": "sent",
+                "status": if report.refused.is_empty() { "sent" } else { "partial" },
                 "message_id": prepared.message_id,
                 "envelope": envelope(prepared),
                 "server": {"code": code, "message": reply},
+                "recipients": recipients(report),
+                "attempts": report.attempts,
             });
             writeln!(out, "{value}")
         }
@@ -125,18 +124,31 @@ fn envelope(prepared: &Prepared) -> serde_json::Value {
     })
 }
 
+/// Each recipient as `{"address", "status", "code", "message"}`.
+fn recipients(report: &Report) -> serde_json::Value {
+    let entry = |status: &str, r: &RcptReply| json!({"address": r.address, "status": status, "code": r.code, "message": r.message});
+    let delivered = report.delivered.iter().map(|r| entry("delivered", r));
+    let refused = report.refused.iter().map(|r| entry("refused", r));
+    serde_json::Value::Array(delivered.chain(refused).collect())
+}
+
 /// Prints an error on standard error and, with `--json`, as an object on standard output.
-pub fn print_error(err: &Error, as_json: bool) {
+/// `report` tells what happened to each recipient before the failure.
+pub fn print_error(err: &Error, report: &Report, as_json: bool) {
     eprintln!("envoi: error: {err}");
     if as_json {
         let kind = err.kind();
-        let value = json!({
+        let mut value = json!({
             "status": "error",
             "exit_code": kind.exit_code(),
             "http_status": kind.http_status(),
             "kind": kind.name(),
             "message": err.message(),
         });
+        if report.attempts > 0 {
+            value["recipients"] = recipients(report);
+            value["attempts"] = json!(report.attempts);
+        }
         let _ = writeln!(io::stdout().lock(), "{value}");
     }
 }

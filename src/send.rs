@@ -3,19 +3,20 @@
 //! Every input is read and checked before any connection is opened, so bad input
 //! never leaves half a message behind.
 
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use clap::ArgMatches;
 
 use crate::address;
 use crate::cli::SendArgs;
 use crate::config::{self, Profile, TransportKind};
+use crate::dispatch::{self, Failure, Policy};
 use crate::error::{Error, ErrorKind, Result};
 use crate::input::{is_stdin, read_bytes};
 use crate::message::{self, Prepared};
 use crate::output::Outcome;
 use crate::payload;
-use crate::transport::{SmtpSession, SmtpSettings, save_to_dir};
+use crate::transport::{SmtpSettings, save_to_dir};
 
 /// The profile in use and its name (`--smtp-url` for a URL).
 struct Connection {
@@ -24,14 +25,16 @@ struct Connection {
 }
 
 /// Runs `envoi send` with its parsed flags and their matches.
-pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome> {
+pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
+    let started = Instant::now();
     let connection = resolve_connection(args)?;
 
     let from_flags = args.draft(matches)?;
     if args.input.as_deref().is_some_and(is_stdin) && from_flags.stdin_readers() > 0 {
         return Err(Error::usage(
             "standard input (-) can feed only one of --input, the body, the text and the attachments",
-        ));
+        )
+        .into());
     }
     let draft = match &args.input {
         Some(path) => {
@@ -50,9 +53,9 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome> {
                 .as_ref()
                 .and_then(|c| c.profile.from.as_deref().map(|f| (&c.name, f)));
             let Some((name, from)) = profile_from else {
-                return Err(Error::usage(
-                    "no sender: give --from or set `from` in the profile",
-                ));
+                return Err(
+                    Error::usage("no sender: give --from or set `from` in the profile").into(),
+                );
             };
             address::parse_single(&format!("profile {name:?}: from"), from)?
         }
@@ -66,9 +69,19 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome> {
         return Err(Error::config(
             "no connection: give --profile or --smtp-url (or $ENVOI_SMTP_URL), or set \
              `default` in the config file",
-        ));
+        )
+        .into());
     };
-    deliver(&connection.name, &connection.profile, prepared)
+    let options = DeliveryOptions {
+        policy: Policy {
+            retries: args.retries,
+            retry_max: Duration::from_secs(args.retry_max_secs),
+            deadline: Some(started + Duration::from_secs(args.timeout)),
+            allow_partial: args.allow_partial,
+        },
+        verbose: args.verbose,
+    };
+    deliver(&connection.name, &connection.profile, prepared, &options)
 }
 
 /// `--smtp-url`/`$ENVOI_SMTP_URL` when given, else the profile from the config file.
@@ -101,9 +114,23 @@ fn resolve_connection(args: &SendArgs) -> Result<Option<Connection>> {
         .map(|(name, profile)| Connection { name, profile }))
 }
 
+/// How to deliver, beyond the profile: the retry policy and `-v`.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryOptions {
+    /// Retries, deadline and partial delivery.
+    pub policy: Policy,
+    /// Print the SMTP dialogue on stderr.
+    pub verbose: bool,
+}
+
 /// Delivers a prepared message through `profile` (named `name` in errors): writes it
-/// to the profile's directory, or opens an SMTP session, sends it and says QUIT.
-pub fn deliver(name: &str, profile: &Profile, prepared: Prepared) -> Result<Outcome> {
+/// to the profile's directory, or sends it over SMTP with retries as `options` say.
+pub fn deliver(
+    name: &str,
+    profile: &Profile,
+    prepared: Prepared,
+    options: &DeliveryOptions,
+) -> Result<Outcome, Failure> {
     profile.check(name)?;
     let host = match (profile.transport, &profile.dir, &profile.host) {
         (TransportKind::File, Some(dir), _) => {
@@ -115,7 +142,8 @@ pub fn deliver(name: &str, profile: &Profile, prepared: Prepared) -> Result<Outc
             return Err(Error::new(
                 ErrorKind::Internal,
                 format!("profile {name:?} passed its check without a host or dir (a bug)"),
-            ));
+            )
+            .into());
         }
     };
     let credentials = match profile.login(name)? {
@@ -131,15 +159,8 @@ pub fn deliver(name: &str, profile: &Profile, prepared: Prepared) -> Result<Outc
         timeout: profile.timeout(),
         ca_file: profile.ca_file.clone(),
         allow_plaintext_auth: profile.allow_plaintext_auth,
+        verbose: options.verbose,
     };
-    let mut session = SmtpSession::open(&settings)?;
-    let sent = session.send(&prepared);
-    session.close();
-    let delivery = sent?;
-    Ok(Outcome::Sent {
-        prepared,
-        accepted: delivery.accepted,
-        code: delivery.code,
-        reply: delivery.reply,
-    })
+    let report = dispatch::send(&settings, &prepared, &options.policy)?;
+    Ok(Outcome::Sent { prepared, report })
 }

@@ -6,14 +6,17 @@
 //! allows it. An [`SmtpSession`] can send many messages over one connection.
 
 use std::error::Error as StdError;
+use std::fmt::Display;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use lettre::Address;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, SmtpConnection, TlsParameters};
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
+use lettre::transport::smtp::commands::{Data, Mail, Noop, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use lettre::transport::smtp::response::Response;
 
 use crate::check::no_line_breaks;
 use crate::config::Security;
@@ -43,22 +46,53 @@ pub struct SmtpSettings {
     pub ca_file: Option<PathBuf>,
     /// Allow AUTH without TLS.
     pub allow_plaintext_auth: bool,
+    /// Print the SMTP dialogue on stderr (`-v`), AUTH data redacted.
+    pub verbose: bool,
 }
 
-/// What the server said to a message it took.
+/// The server's answer to one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
-    /// Every envelope recipient the server accepted.
-    pub accepted: Vec<String>,
-    /// The reply code to the final dot (250).
+pub struct RcptReply {
+    /// The envelope address.
+    pub address: String,
+    /// The reply code to RCPT TO.
     pub code: u16,
-    /// The reply text to the final dot, made printable.
-    pub reply: String,
+    /// The reply text, made printable.
+    pub message: String,
+}
+
+impl RcptReply {
+    fn new(address: &Address, code: u16, message: String) -> RcptReply {
+        RcptReply {
+            address: address.to_string(),
+            code,
+            message,
+        }
+    }
+
+    /// True for a 5xx refusal, which no retry will change.
+    pub fn is_permanent(&self) -> bool {
+        self.code >= 500
+    }
+}
+
+/// What one SMTP transaction did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Transaction {
+    /// Recipients accepted at RCPT; they got the message when `data_reply` is set.
+    pub accepted: Vec<RcptReply>,
+    /// Recipients refused at RCPT (4xx or 5xx, but not 452).
+    pub refused: Vec<RcptReply>,
+    /// Recipients not tried because the server answered 452 (too many recipients).
+    pub deferred: Vec<Address>,
+    /// The reply to the final dot, when the message was sent.
+    pub data_reply: Option<(u16, String)>,
 }
 
 /// An open, logged-in SMTP connection.
 pub struct SmtpSession {
     conn: SmtpConnection,
+    verbose: bool,
 }
 
 impl SmtpSession {
@@ -94,7 +128,19 @@ impl SmtpSession {
         };
         let server = format!("{}:{}", settings.host, settings.port);
         let implicit = tls.as_ref().filter(|_| settings.security == Security::Tls);
-        let mut conn = SmtpConnection::connect(
+        trace(
+            settings.verbose,
+            "*",
+            &format!(
+                "connecting to {server} ({}), EHLO {hello}",
+                match settings.security {
+                    Security::Tls => "implicit TLS",
+                    Security::Starttls => "STARTTLS required",
+                    Security::None => "no TLS",
+                }
+            ),
+        );
+        let conn = SmtpConnection::connect(
             (settings.host.as_str(), settings.port),
             Some(settings.timeout),
             &hello,
@@ -102,6 +148,12 @@ impl SmtpSession {
             None,
         )
         .map_err(|e| classify(&format!("connecting to {server}"), e))?;
+        let mut session = SmtpSession {
+            conn,
+            verbose: settings.verbose,
+        };
+        session.trace("S", &format!("{}", session.conn.server_info()));
+        let conn = &mut session.conn;
 
         if settings.security == Security::Starttls {
             if !conn.server_info().supports_feature(Extension::StartTls) {
@@ -123,36 +175,135 @@ impl SmtpSession {
             };
             conn.starttls(tls, &hello)
                 .map_err(|e| classify(&format!("STARTTLS with {server}"), e))?;
+            session.trace(
+                "*",
+                &format!(
+                    "TLS established; after EHLO: {}",
+                    session.conn.server_info()
+                ),
+            );
+            session.check_nothing_pipelined(&server)?;
         }
 
         if let Some((user, password)) = &settings.credentials {
             let credentials = Credentials::new(user.clone(), password.expose().to_owned());
-            if let Err(e) = conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials) {
-                conn.abort();
+            session.trace(
+                "C",
+                &format!("AUTH (PLAIN or LOGIN) as {user:?} [redacted]"),
+            );
+            let result = session
+                .conn
+                .auth(&[Mechanism::Plain, Mechanism::Login], &credentials);
+            session.trace_reply(&result);
+            if let Err(e) = result {
+                session.conn.abort();
                 return Err(classify_auth(&server, user, e));
             }
         }
-        Ok(SmtpSession { conn })
+        Ok(session)
     }
 
-    /// Sends one message. If any recipient is refused nothing is sent (RSET) and the
-    /// error names each refused address: 67 when all refusals are permanent, else 75.
-    pub fn send(&mut self, prepared: &Prepared) -> Result<Delivery> {
+    /// lettre keeps reading from the same buffer after the TLS handshake, so bytes a
+    /// server (or an attacker) sent right after STARTTLS's 220 would be taken as the
+    /// encrypted EHLO's answer (the CVE-2021-22947 class). Then the real EHLO answer is
+    /// still unread, and a NOOP gets it instead of its own one-line 250. Refuse that.
+    fn check_nothing_pipelined(&mut self, server: &str) -> Result<()> {
+        let reply = self.conn.command(Noop);
+        self.trace_reply(&reply);
+        match reply {
+            Ok(r) if u16::from(r.code()) == 250 && r.message().count() <= 1 => Ok(()),
+            _ => {
+                self.conn.abort();
+                Err(Error::new(
+                    ErrorKind::Temporary,
+                    format!(
+                        "{server} sent data before the TLS handshake that envoi did not ask \
+                         for (a STARTTLS injection?); nothing was sent"
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// Runs one SMTP transaction of `prepared` to `recipients`: MAIL, one RCPT each, then
+    /// DATA — unless a recipient was refused and `allow_partial` is off, or none was
+    /// accepted, in which case the transaction is abandoned (RSET) and nothing is sent.
+    /// A `452` (too many recipients) stops the RCPTs; the rest come back as `deferred`
+    /// for a further transaction.
+    pub fn transaction(
+        &mut self,
+        prepared: &Prepared,
+        recipients: &[Address],
+        allow_partial: bool,
+    ) -> Result<Transaction> {
         let text = std::str::from_utf8(&prepared.bytes).map_err(|_| {
             Error::new(
                 ErrorKind::Internal,
                 "the built message is not UTF-8 (a bug)",
             )
         })?;
-        let envelope = &prepared.envelope;
+        let from = prepared.envelope.from();
+        let params = self.mail_parameters(from.into_iter().chain(recipients), text)?;
+        let mail = Mail::new(from.cloned(), params);
+        self.command(&mail).map_err(|e| classify("MAIL FROM", e))?;
+
+        let mut t = Transaction::default();
+        for (i, rcpt) in recipients.iter().enumerate() {
+            match self.command(&Rcpt::new(rcpt.clone(), vec![])) {
+                Ok(reply) => t.accepted.push(RcptReply::new(rcpt, reply.0, reply.1)),
+                Err(e) if code_of(&e) == Some(452) && !t.accepted.is_empty() => {
+                    t.deferred = recipients[i..].to_vec();
+                    break;
+                }
+                Err(e) => match code_of(&e) {
+                    Some(code) => t.refused.push(RcptReply::new(rcpt, code, text_of(&e))),
+                    None => return Err(classify(&format!("RCPT TO:<{rcpt}>"), e)),
+                },
+            }
+        }
+        if t.accepted.is_empty() || (!t.refused.is_empty() && !allow_partial) {
+            // Abandoned; the session stays usable for the next transaction.
+            let _ = self.command(&Rset);
+            t.deferred.clear();
+            return Ok(t);
+        }
+
+        self.command(&Data).map_err(|e| classify("DATA", e))?;
+        self.trace(
+            "C",
+            &format!(
+                "[message {}, {} bytes, then .]",
+                prepared.message_id,
+                text.len()
+            ),
+        );
+        let result = self.conn.command(DataPayload(text));
+        self.trace_reply(&result);
+        let reply = result.map(|r| (u16::from(r.code()), printable(joined(&r))));
+        let reply = reply.map_err(|e| match code_of(&e) {
+            Some(_) => classify("the message", e),
+            None => Error::new(
+                ErrorKind::OutcomeUnknown,
+                format!(
+                    "the connection failed after the message {} was sent and before the server \
+                     answered; it may or may not have been delivered: {}",
+                    prepared.message_id,
+                    printable(chain(&e))
+                ),
+            ),
+        })?;
+        t.data_reply = Some(reply);
+        Ok(t)
+    }
+
+    /// SMTPUTF8 when an address needs it, else BODY=8BITMIME when the text needs it.
+    fn mail_parameters<'a>(
+        &self,
+        mut addresses: impl Iterator<Item = &'a Address>,
+        text: &str,
+    ) -> Result<Vec<MailParameter>> {
         let info = self.conn.server_info();
-        let mut params = Vec::new();
-        let non_ascii_address = envelope
-            .from()
-            .into_iter()
-            .chain(envelope.to())
-            .find(|a| !a.to_string().is_ascii());
-        if let Some(address) = non_ascii_address {
+        if let Some(address) = addresses.find(|a| !AsRef::<str>::as_ref(*a).is_ascii()) {
             if !info.supports_feature(Extension::SmtpUtfEight) {
                 return Err(Error::new(
                     ErrorKind::Unavailable,
@@ -162,57 +313,39 @@ impl SmtpSession {
                     ),
                 ));
             }
-            params.push(MailParameter::SmtpUtfEight);
-        } else if !text.is_ascii() {
-            if !info.supports_feature(Extension::EightBitMime) {
-                return Err(Error::new(
-                    ErrorKind::Unavailable,
-                    "the message is not ASCII and the server does not offer 8BITMIME",
-                ));
-            }
-            params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+            return Ok(vec![MailParameter::SmtpUtfEight]);
         }
-
-        self.conn
-            .command(Mail::new(envelope.from().cloned(), params))
-            .map_err(|e| classify("MAIL FROM", e))?;
-
-        let mut accepted = Vec::new();
-        let mut refused = Vec::new();
-        for rcpt in envelope.to() {
-            match self.conn.command(Rcpt::new(rcpt.clone(), vec![])) {
-                Ok(_) => accepted.push(rcpt.to_string()),
-                Err(e) if e.status().is_some() => refused.push((rcpt.to_string(), reply_of(&e))),
-                Err(e) => return Err(classify(&format!("RCPT TO:<{rcpt}>"), e)),
-            }
+        if text.is_ascii() {
+            return Ok(Vec::new());
         }
-        if !refused.is_empty() {
-            // The transaction is abandoned; the session stays usable for the next message.
-            let _ = self.conn.command(Rset);
-            return Err(refusal(&refused));
+        if !info.supports_feature(Extension::EightBitMime) {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                "the message is not ASCII and the server does not offer 8BITMIME",
+            ));
         }
+        Ok(vec![MailParameter::Body(MailBodyParameter::EightBitMime)])
+    }
 
-        self.conn.command(Data).map_err(|e| classify("DATA", e))?;
-        let response = self
-            .conn
-            .command(DataPayload(text))
-            .map_err(|e| match e.status() {
-                Some(_) => classify("the message", e),
-                None => Error::new(
-                    ErrorKind::Temporary,
-                    format!(
-                        "the connection failed while the message {} was being sent; it may or \
-                         may not have been delivered: {}",
-                        prepared.message_id,
-                        printable(e.to_string())
-                    ),
-                ),
-            })?;
-        Ok(Delivery {
-            accepted,
-            code: u16::from(response.code()),
-            reply: printable(response.message().collect::<Vec<_>>().join(" ")),
-        })
+    /// Sends a short command, tracing both sides with `-v`; a positive reply is `(code, text)`.
+    fn command(&mut self, command: &dyn Display) -> Result<(u16, String), SmtpError> {
+        if self.verbose {
+            self.trace("C", command.to_string().trim_end());
+        }
+        let result = self.conn.command(command);
+        self.trace_reply(&result);
+        result.map(|r| (u16::from(r.code()), printable(joined(&r))))
+    }
+
+    fn trace_reply(&self, result: &Result<Response, SmtpError>) {
+        match result {
+            Ok(r) => self.trace("S", &format!("{} {}", u16::from(r.code()), joined(r))),
+            Err(e) => self.trace("S", &e.to_string()),
+        }
+    }
+
+    fn trace(&self, side: &str, line: &str) {
+        trace(self.verbose, side, line);
     }
 
     /// Says QUIT and closes the connection.
@@ -268,36 +401,32 @@ fn tls_parameters(settings: &SmtpSettings) -> Result<TlsParameters> {
         .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot set up TLS: {e}")))
 }
 
-/// The server's reply text carried by a negative-reply error, made printable.
-fn reply_of(e: &SmtpError) -> String {
-    let code = e.status().map(|c| c.to_string()).unwrap_or_default();
-    let text = e.source().map(|s| s.to_string()).unwrap_or_default();
-    printable(format!("{code} {text}").trim())
+/// With `-v`, one line of the dialogue on stderr (`C` client, `S` server, `*` envoi),
+/// control characters made visible.
+fn trace(verbose: bool, side: &str, line: &str) {
+    if verbose {
+        eprintln!("envoi: {side}: {}", printable(line));
+    }
 }
 
-fn refusal(refused: &[(String, String)]) -> Error {
-    let all_permanent = refused.iter().all(|(_, reply)| reply.starts_with('5'));
-    let list: Vec<String> = refused
-        .iter()
-        .map(|(addr, reply)| format!("{addr} ({reply})"))
-        .collect();
-    let (kind, note) = if all_permanent {
-        (ErrorKind::RecipientRefused, "")
-    } else {
-        (ErrorKind::Temporary, "; try again later")
-    };
-    Error::new(
-        kind,
-        format!(
-            "the server refused {}: {}; nothing was sent{note}",
-            if refused.len() == 1 {
-                "a recipient"
-            } else {
-                "recipients"
-            },
-            list.join(", ")
-        ),
-    )
+/// The reply code of a negative reply.
+fn code_of(e: &SmtpError) -> Option<u16> {
+    e.status().map(u16::from)
+}
+
+/// The reply text of a negative reply, made printable.
+fn text_of(e: &SmtpError) -> String {
+    printable(e.source().map(|s| s.to_string()).unwrap_or_default())
+}
+
+/// `code text` of a negative reply, for messages.
+fn reply_of(e: &SmtpError) -> String {
+    let code = code_of(e).map(|c| c.to_string()).unwrap_or_default();
+    format!("{code} {}", text_of(e)).trim().to_owned()
+}
+
+fn joined(response: &Response) -> String {
+    response.message().collect::<Vec<_>>().join(" ")
 }
 
 fn classify_auth(server: &str, user: &str, e: SmtpError) -> Error {

@@ -186,6 +186,8 @@ fn smtp_sink_faults_map_to_exit_codes() {
                 "--to",
                 "r@example.test",
                 "--json",
+                "--retries",
+                "0",
             ])
             .output()
             .unwrap();

@@ -350,7 +350,14 @@ fn temporarily_refused_recipient_is_75() {
     );
     let out = s
         .envoi()
-        .args(["--to", "later@example.com", "--subject", "x"])
+        .args([
+            "--to",
+            "later@example.com",
+            "--subject",
+            "x",
+            "--retries",
+            "0",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(75), "{:?}", outputs(&out));
@@ -389,7 +396,7 @@ fn starttls_not_offered_is_75_without_auth() {
     );
     let out = s
         .envoi()
-        .args(["--to", "a@example.com", "--subject", "x"])
+        .args(["--to", "a@example.com", "--subject", "x", "--retries", "0"])
         .output()
         .unwrap();
     let (_, stderr) = outputs(&out);
@@ -416,12 +423,23 @@ fn server_not_listening_is_75() {
     let out = envoi(dir.path())
         .args(["send", "--smtp-url"])
         .arg(format!("smtp://127.0.0.1:{port}?security=none"))
-        .args(["--from", "a@example.com", "--to", "b@example.com"])
+        .args([
+            "--from",
+            "a@example.com",
+            "--to",
+            "b@example.com",
+            "--retries",
+            "1",
+            "--retry-max-secs",
+            "1",
+        ])
         .output()
         .unwrap();
     let (_, stderr) = outputs(&out);
     assert_eq!(out.status.code(), Some(75), "stderr: {stderr}");
     assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    assert!(stderr.contains("retrying in"), "{stderr}");
+    assert_eq!(stderr.matches("Connection refused").count(), 2, "{stderr}");
 }
 
 #[test]
