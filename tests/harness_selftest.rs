@@ -2,16 +2,20 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use lettre::address::Envelope;
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
-use lettre::transport::smtp::extension::ClientId;
-use lettre::{Message, SmtpTransport, Transport};
+use lettre::transport::smtp::client::{
+    Certificate, CertificateStore, SmtpConnection, Tls, TlsParameters,
+};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension};
+use lettre::{Address, Message, SmtpTransport, Transport};
 
 use support::certs::TestPki;
 use support::smtp_server::{Security, ServerOptions, TestServer};
@@ -391,4 +395,383 @@ fn dropping_the_server_stops_accepting() {
     let (_idle_client, _) = RawClient::connect(&server);
     drop(server);
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+//----- Fault injection -----------------------------------------------------------------------
+
+/// Short client timeout for the fault tests, so hangs cost little.
+const SHORT: Duration = Duration::from_millis(400);
+
+/// A lettre low-level connection (greeting read, EHLO sent) with the given read/write timeout.
+fn smtp_connect(
+    server: &TestServer,
+    timeout: Duration,
+) -> Result<SmtpConnection, lettre::transport::smtp::Error> {
+    SmtpConnection::connect(
+        ("127.0.0.1", server.port()),
+        Some(timeout),
+        &ClientId::Domain("client.test".into()),
+        None,
+        None,
+    )
+}
+
+fn addr(s: &str) -> Address {
+    s.parse().unwrap()
+}
+
+fn mail(from: &str) -> Mail {
+    Mail::new(Some(addr(from)), vec![])
+}
+
+fn rcpt(to: &str) -> Rcpt {
+    Rcpt::new(addr(to), vec![])
+}
+
+const BODY: &[u8] = b"Subject: fault\r\n\r\nHello.\r\n";
+
+/// Runs MAIL, RCPT (each), DATA and the message on `conn`, returning the reply to the final
+/// dot (as lettre reports it: Ok for 2xx/3xx, Err otherwise).
+fn transaction(
+    conn: &mut SmtpConnection,
+    to: &[&str],
+) -> Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error> {
+    conn.command(mail("alice@example.com"))?;
+    for addr in to {
+        conn.command(rcpt(addr))?;
+    }
+    conn.command(Data)?;
+    conn.message(BODY)
+}
+
+fn code(
+    result: Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error>,
+) -> Option<String> {
+    match result {
+        Ok(response) => Some(response.code().to_string()),
+        Err(err) => status(&err),
+    }
+}
+
+#[test]
+fn fault_tempfail_transactions_counts_mail_across_connections() {
+    let server = TestServer::start(ServerOptions {
+        tempfail_transactions: 2,
+        ..ServerOptions::default()
+    });
+    let client = transport(&server, None, None);
+    for attempt in 1..=2 {
+        let err = client
+            .send(&message(&["bob@example.com"]))
+            .expect_err("tempfailed attempt");
+        assert_eq!(
+            status(&err).as_deref(),
+            Some("451"),
+            "attempt {attempt}: {err}"
+        );
+        assert!(err.is_transient());
+    }
+    client
+        .send(&message(&["bob@example.com"]))
+        .expect("third attempt is accepted");
+    assert!(server.wait_idle(IDLE));
+    assert_eq!(server.messages().len(), 1);
+    assert_eq!(server.connections(), 3);
+    let mails = server
+        .transcript()
+        .into_iter()
+        .filter(|l| l.starts_with("MAIL"))
+        .count();
+    assert_eq!(mails, 3);
+}
+
+#[test]
+fn fault_tempfail_data_answers_the_final_dot_with_451() {
+    let server = TestServer::start(ServerOptions {
+        tempfail_data_transactions: 1,
+        ..ServerOptions::default()
+    });
+    let mut conn = smtp_connect(&server, IDLE).expect("connect");
+    let first = transaction(&mut conn, &["bob@example.com"]);
+    assert_eq!(code(first).as_deref(), Some("451"));
+    assert!(server.messages().is_empty());
+    // The session is back in its idle state: a second transaction on the same connection works.
+    let second = transaction(&mut conn, &["bob@example.com"]);
+    assert_eq!(code(second).as_deref(), Some("250"));
+    conn.quit().expect("QUIT");
+    assert!(server.wait_idle(IDLE));
+    let messages = server.messages();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(
+        messages[0].data,
+        BODY.iter().chain(b"\r\n").copied().collect::<Vec<_>>()
+    );
+    assert!(server.unacknowledged().is_empty());
+}
+
+#[test]
+fn fault_max_rcpts_per_transaction_answers_452() {
+    let server = TestServer::start(ServerOptions {
+        max_rcpts_per_transaction: Some(2),
+        ..ServerOptions::default()
+    });
+    let mut conn = smtp_connect(&server, IDLE).expect("connect");
+    conn.command(mail("alice@example.com")).expect("MAIL");
+    conn.command(rcpt("a@example.com")).expect("RCPT 1");
+    conn.command(rcpt("b@example.com")).expect("RCPT 2");
+    let err = conn.command(rcpt("c@example.com")).expect_err("RCPT 3");
+    assert_eq!(status(&err).as_deref(), Some("452"), "{err}");
+    conn.command(Data).expect("DATA");
+    conn.message(BODY).expect("final dot");
+    // The limit is per transaction.
+    let next = transaction(&mut conn, &["c@example.com"]);
+    assert_eq!(code(next).as_deref(), Some("250"));
+    conn.quit().expect("QUIT");
+    assert!(server.wait_idle(IDLE));
+    let messages = server.messages();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0].rcpt_to, ["a@example.com", "b@example.com"]);
+    assert_eq!(messages[1].rcpt_to, ["c@example.com"]);
+}
+
+#[test]
+fn fault_silent_greeting_makes_the_client_time_out() {
+    let server = TestServer::start(ServerOptions {
+        silent_greeting: true,
+        ..ServerOptions::default()
+    });
+    let started = Instant::now();
+    let err = smtp_connect(&server, SHORT)
+        .err()
+        .expect("no greeting, no connection");
+    assert!(started.elapsed() >= SHORT, "{err}");
+    assert!(status(&err).is_none(), "{err}");
+    // The client gave up and closed; the server notices and ends the connection.
+    assert!(server.wait_idle(IDLE));
+    assert_eq!(server.connections(), 1);
+    assert!(server.transcript().is_empty());
+}
+
+#[test]
+fn fault_hang_after_data_records_the_message_as_unacknowledged() {
+    let server = TestServer::start(ServerOptions {
+        hang_after_data: true,
+        ..ServerOptions::default()
+    });
+    let mut conn = smtp_connect(&server, SHORT).expect("connect");
+    let started = Instant::now();
+    let result = transaction(&mut conn, &["bob@example.com"]);
+    assert!(started.elapsed() >= SHORT);
+    assert_eq!(code(result), None, "no reply to the final dot");
+    drop(conn);
+    assert!(server.wait_idle(IDLE));
+    assert!(server.messages().is_empty());
+    let unacked = server.unacknowledged();
+    assert_eq!(unacked.len(), 1);
+    assert_eq!(unacked[0].rcpt_to, ["bob@example.com"]);
+    assert!(contains(&unacked[0].data, b"Hello.\r\n"));
+}
+
+#[test]
+fn fault_drop_during_data_closes_without_delivering() {
+    let server = TestServer::start(ServerOptions {
+        drop_during_data: true,
+        ..ServerOptions::default()
+    });
+    let err = transport(&server, None, None)
+        .send(&message(&["bob@example.com"]))
+        .expect_err("connection dropped mid-DATA");
+    assert!(status(&err).is_none(), "{err}");
+    assert!(server.wait_idle(IDLE));
+    assert!(server.messages().is_empty());
+    assert!(server.unacknowledged().is_empty());
+    assert_eq!(server.transcript().last().map(String::as_str), Some("DATA"));
+}
+
+#[test]
+fn fault_drop_after_final_dot_keeps_the_message_as_unacknowledged() {
+    let server = TestServer::start(ServerOptions {
+        drop_after_final_dot: true,
+        ..ServerOptions::default()
+    });
+    let mut conn = smtp_connect(&server, IDLE).expect("connect");
+    let started = Instant::now();
+    let result = transaction(&mut conn, &["bob@example.com", "carol@example.com"]);
+    assert_eq!(code(result), None, "no reply to the final dot");
+    assert!(started.elapsed() < SHORT, "closed at once, not a hang");
+    assert!(server.wait_idle(IDLE));
+    assert!(server.messages().is_empty());
+    let unacked = server.unacknowledged();
+    assert_eq!(unacked.len(), 1);
+    assert_eq!(unacked[0].mail_from, "alice@example.com");
+    assert_eq!(unacked[0].rcpt_to, ["bob@example.com", "carol@example.com"]);
+    assert!(contains(&unacked[0].data, b"Hello.\r\n"));
+}
+
+#[test]
+fn fault_reply_421_at_a_command_closes_the_connection() {
+    for verb in ["MAIL", "RCPT", "DATA"] {
+        let server = TestServer::start(ServerOptions {
+            reply_421_at: Some(verb),
+            ..ServerOptions::default()
+        });
+        let err = transport(&server, None, None)
+            .send(&message(&["bob@example.com"]))
+            .expect_err("421");
+        assert_eq!(status(&err).as_deref(), Some("421"), "{verb}: {err}");
+        assert!(server.wait_idle(IDLE), "{verb}: connection closed");
+        assert!(server.messages().is_empty());
+        let transcript = server.transcript();
+        let last = transcript.last().expect("transcript");
+        assert!(last.starts_with(verb), "{verb}: {transcript:?}");
+    }
+    // Raw: the exact reply, then EOF.
+    let server = TestServer::start(ServerOptions {
+        reply_421_at: Some("ehlo"),
+        ..ServerOptions::default()
+    });
+    let (mut c, _) = RawClient::connect(&server);
+    assert_eq!(c.send("EHLO raw.test\r\n"), "421 4.3.2 shutting down");
+    let mut rest = Vec::new();
+    c.reader.read_to_end(&mut rest).expect("EOF after 421");
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
+#[test]
+fn fault_inject_after_starttls_arrives_with_the_220() {
+    let pki = Arc::new(TestPki::new());
+    let injected = b"250-evil\r\n250 AUTH PLAIN\r\n";
+    let server = TestServer::start(ServerOptions {
+        security: Security::StartTls,
+        pki: Some(pki),
+        inject_after_starttls: Some(injected.to_vec()),
+        ..ServerOptions::default()
+    });
+    let (mut c, _) = RawClient::connect(&server);
+    assert!(c.send("EHLO raw.test\r\n").contains("STARTTLS"));
+    // The client's own pipelined bytes after STARTTLS are still discarded by the server.
+    c.reader
+        .get_mut()
+        .write_all(b"STARTTLS\r\nNOOP\r\n")
+        .unwrap();
+    let expected = [b"220 Ready to start TLS\r\n".as_slice(), injected].concat();
+    let mut got = vec![0u8; expected.len()];
+    c.reader
+        .read_exact(&mut got)
+        .expect("220 plus injected bytes");
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&expected)
+    );
+    drop(c);
+    assert!(server.wait_idle(IDLE));
+    assert_eq!(server.transcript(), ["EHLO raw.test", "STARTTLS"]);
+}
+
+#[test]
+fn ehlo_extra_advertises_keywords_and_accepts_smtputf8() {
+    let server = TestServer::start(ServerOptions {
+        ehlo_extra: vec!["SMTPUTF8".into(), "SIZE 1000".into()],
+        ..ServerOptions::default()
+    });
+    let (mut c, _) = RawClient::connect(&server);
+    let ehlo = c.send("EHLO raw.test\r\n");
+    // mailin's first EHLO line is "server offers extensions:", not the server name.
+    assert!(
+        ehlo.starts_with("250-server offers extensions:\n"),
+        "{ehlo}"
+    );
+    assert!(ehlo.contains("\n250-8BITMIME\n"), "{ehlo}");
+    assert!(ehlo.ends_with("\n250-SMTPUTF8\n250 SIZE 1000"), "{ehlo}");
+    let mail_reply = c.send("MAIL FROM:<a@example.com> SIZE=10 BODY=8BITMIME\r\n");
+    assert!(mail_reply.starts_with("250 "), "{mail_reply}");
+    assert!(c.send("RSET\r\n").starts_with("250 "));
+    // Parameters the server does not advertise are still mailin's 500.
+    assert!(
+        c.send("MAIL FROM:<a@example.com> RET=HDRS\r\n")
+            .starts_with("500 ")
+    );
+    assert!(c.send("QUIT\r\n").starts_with("221 "));
+
+    // lettre sees SMTPUTF8 and sends the parameters it implies.
+    let mut conn = smtp_connect(&server, IDLE).expect("connect");
+    assert!(conn.server_info().supports_feature(Extension::SmtpUtfEight));
+    let envelope = Envelope::new(
+        Some(addr("jösé@example.com")),
+        vec![addr("bob@example.com")],
+    )
+    .unwrap();
+    conn.send(&envelope, "Subject: ü\r\n\r\nGrüße\r\n".as_bytes())
+        .expect("SMTPUTF8 + 8BITMIME send");
+    conn.quit().expect("QUIT");
+    assert!(server.wait_idle(IDLE));
+    let messages = server.messages();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].mail_from, "jösé@example.com");
+    assert_eq!(messages[0].mail_params, ["SMTPUTF8", "BODY=8BITMIME"]);
+    assert!(
+        server
+            .transcript()
+            .contains(&"MAIL FROM:<jösé@example.com> SMTPUTF8 BODY=8BITMIME".to_owned())
+    );
+
+    // Without SMTPUTF8 advertised, mailin's behaviour is unchanged.
+    let plain = TestServer::start(ServerOptions::default());
+    let (mut c, _) = RawClient::connect(&plain);
+    assert!(!c.send("EHLO raw.test\r\n").contains("SMTPUTF8"));
+    assert!(
+        c.send("MAIL FROM:<a@example.com> SMTPUTF8\r\n")
+            .starts_with("500 ")
+    );
+    assert!(
+        c.send("MAIL FROM:<a@example.com> BODY=8BITMIME\r\n")
+            .starts_with("250 ")
+    );
+}
+
+#[test]
+fn fault_delay_replies_slows_every_reply() {
+    let delay = Duration::from_millis(150);
+    let server = TestServer::start(ServerOptions {
+        delay_replies: Some(delay),
+        ..ServerOptions::default()
+    });
+    let started = Instant::now();
+    let mut conn = smtp_connect(&server, IDLE).expect("connect");
+    // Greeting + EHLO.
+    assert!(started.elapsed() >= 2 * delay);
+    conn.quit().expect("QUIT");
+    assert!(started.elapsed() >= 3 * delay);
+
+    let err = smtp_connect(&server, Duration::from_millis(50))
+        .err()
+        .expect("greeting slower than the client timeout");
+    assert!(status(&err).is_none(), "{err}");
+    assert!(server.wait_idle(IDLE));
+}
+
+#[test]
+fn dropping_the_server_ends_hangs_and_delays() {
+    for opts in [
+        ServerOptions {
+            silent_greeting: true,
+            ..ServerOptions::default()
+        },
+        ServerOptions {
+            delay_replies: Some(Duration::from_secs(20)),
+            ..ServerOptions::default()
+        },
+    ] {
+        let server = TestServer::start(opts);
+        let stream = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+        stream.set_read_timeout(Some(IDLE)).unwrap();
+        // Let the server start waiting.
+        std::thread::sleep(Duration::from_millis(50));
+        let started = Instant::now();
+        drop(server);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let mut buf = [0u8; 16];
+        let n = (&stream).read(&mut buf).expect("EOF, not a timeout");
+        assert_eq!(n, 0, "nothing sent: {:?}", &buf[..n]);
+    }
 }

@@ -34,10 +34,21 @@
 //! - In the post-EHLO state of an AUTH-enabled session mailin answers STARTTLS with "220 Ready
 //!   to start TLS" even when STARTTLS was never offered (or TLS is already active). The harness
 //!   overrides that one case with `454 4.7.0 TLS not available` instead of upgrading.
+//! - A handler error at the final dot leaves mailin in its DATA state (every later line would be
+//!   message content), so the DATA tempfail fault lets mailin accept and rewrites the reply.
+//!
+//! Fault injection (the `ServerOptions` fields from `tempfail_transactions` on, all off by
+//! default) is kept apart from the protocol: mailin still parses every line, and the faults only
+//! replace, delay or withhold replies, or close the socket. The settings live in [`Faults`];
+//! the hooks are marked `Fault:` in the code. `ehlo_extra` is not a fault but a reply rewrite:
+//! the extra keywords are appended to mailin's EHLO reply, and the MAIL FROM parameters the
+//! server then advertises (`SMTPUTF8`, `SIZE=`, plus `BODY=`) are stripped before mailin sees the
+//! line and recorded in [`Received::mail_params`].
 #![allow(dead_code)]
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
@@ -57,6 +68,11 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_LINE: usize = 1024 * 1024;
 /// Name used in the greeting.
 const SERVER_NAME: &str = "localhost";
+/// Longest time a connection is kept open without replies (silent greeting, hang after DATA)
+/// when neither the client closes it nor the server is dropped.
+const HANG_LIMIT: Duration = Duration::from_secs(30);
+/// How often waits (hangs, reply delays) check whether the server was dropped.
+const POLL: Duration = Duration::from_millis(20);
 
 /// How the client must reach the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +105,45 @@ pub struct ServerOptions {
     pub refuse_rcpt: Vec<(String, u16)>,
     /// Certificate to serve; required for StartTls and ImplicitTls.
     pub pki: Option<Arc<TestPki>>,
+    /// Extra EHLO keywords, appended to mailin's list in order (e.g. `"SMTPUTF8"`,
+    /// `"SIZE 1000"`). Advertising `SMTPUTF8` (or `SIZE`) also makes the server accept that
+    /// MAIL FROM parameter; see [`Received::mail_params`]. `SIZE` is advertised, not enforced.
+    pub ehlo_extra: Vec<String>,
+
+    // ----- Fault injection (all off by default) -----
+    /// Fault: the first N MAIL FROM commands that would be accepted (counted across all
+    /// connections) are answered `451 4.3.0 try again later`; later ones behave normally.
+    pub tempfail_transactions: usize,
+    /// Fault: the final dot of the first N transactions (across all connections) is answered
+    /// `451 4.3.0 try again later` and the message is not recorded anywhere.
+    pub tempfail_data_transactions: usize,
+    /// Fault: after N accepted RCPTs in one transaction, further RCPTs are answered
+    /// `452 4.5.3 too many recipients` (RFC 5321 §4.5.3.1.10) and are not accepted.
+    pub max_rcpts_per_transaction: Option<usize>,
+    /// Fault: accept the connection (and, for implicit TLS, complete the handshake) but never
+    /// send the greeting.
+    pub silent_greeting: bool,
+    /// Fault: after the final dot, never answer. The message is recorded in
+    /// [`TestServer::unacknowledged`]; the socket stays open until the client closes it, the
+    /// server is dropped, or 30 s pass.
+    pub hang_after_data: bool,
+    /// Fault: close the connection right after the first line following `354` (nothing is
+    /// recorded as delivered).
+    pub drop_during_data: bool,
+    /// Fault: read the whole message and the final dot, record it in
+    /// [`TestServer::unacknowledged`] (not `messages()`), then close without replying.
+    /// Takes precedence over `hang_after_data`.
+    pub drop_after_final_dot: bool,
+    /// Fault: a command with this verb (ASCII case-insensitive, e.g. `"MAIL"`, `"RCPT"`,
+    /// `"DATA"`, `"EHLO"`) is answered `421 4.3.2 shutting down` and the connection is closed,
+    /// on every connection. The command is recorded in the transcript but not processed.
+    pub reply_421_at: Option<&'static str>,
+    /// Fault: when STARTTLS is answered with 220, these bytes are written in the same write
+    /// right after the 220 line, before the handshake (STARTTLS response injection,
+    /// CVE-2021-22947 class), e.g. `b"250-evil\r\n250 AUTH PLAIN\r\n"`.
+    pub inject_after_starttls: Option<Vec<u8>>,
+    /// Fault: wait this long before every reply, greeting included.
+    pub delay_replies: Option<Duration>,
 }
 
 impl Default for ServerOptions {
@@ -99,11 +154,23 @@ impl Default for ServerOptions {
             advertise_starttls: true,
             refuse_rcpt: Vec::new(),
             pki: None,
+            ehlo_extra: Vec::new(),
+            tempfail_transactions: 0,
+            tempfail_data_transactions: 0,
+            max_rcpts_per_transaction: None,
+            silent_greeting: false,
+            hang_after_data: false,
+            drop_during_data: false,
+            drop_after_final_dot: false,
+            reply_421_at: None,
+            inject_after_starttls: None,
+            delay_replies: None,
         }
     }
 }
 
-/// One completed mail transaction (the final dot was answered with 250).
+/// One mail transaction: in [`TestServer::messages`] the final dot was answered with 250; in
+/// [`TestServer::unacknowledged`] the server got the final dot but never replied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Received {
     /// Reverse-path as the client gave it, without `<>`.
@@ -118,6 +185,8 @@ pub struct Received {
     pub authenticated_as: Option<String>,
     /// Whether the transaction happened over TLS.
     pub tls: bool,
+    /// MAIL FROM parameters as sent (e.g. `"SMTPUTF8"`, `"BODY=8BITMIME"`), in order.
+    pub mail_params: Vec<String>,
 }
 
 /// A running in-process SMTP server on `127.0.0.1`; stops accepting when dropped.
@@ -138,13 +207,36 @@ impl TestServer {
             (security, None) => panic!("ServerOptions::pki is required for {security:?}"),
         };
         let starttls_offered = opts.security == Security::StartTls && opts.advertise_starttls;
+        let advertised = |keyword: &str| {
+            opts.ehlo_extra.iter().any(|extra| {
+                extra
+                    .split_whitespace()
+                    .next()
+                    .is_some_and(|k| k.eq_ignore_ascii_case(keyword))
+            })
+        };
         let config = Arc::new(Config {
             implicit_tls: opts.security == Security::ImplicitTls,
             starttls_offered,
             plaintext_auth: opts.security == Security::Plain || !starttls_offered,
+            accept_smtputf8_param: advertised("SMTPUTF8"),
+            accept_size_param: advertised("SIZE"),
             auth: opts.auth,
             refuse_rcpt: opts.refuse_rcpt,
+            ehlo_extra: opts.ehlo_extra,
             tls_config,
+            faults: Faults {
+                tempfail_transactions: opts.tempfail_transactions,
+                tempfail_data_transactions: opts.tempfail_data_transactions,
+                max_rcpts_per_transaction: opts.max_rcpts_per_transaction,
+                silent_greeting: opts.silent_greeting,
+                hang_after_data: opts.hang_after_data,
+                drop_during_data: opts.drop_during_data,
+                drop_after_final_dot: opts.drop_after_final_dot,
+                reply_421_at: opts.reply_421_at,
+                inject_after_starttls: opts.inject_after_starttls,
+                delay_replies: opts.delay_replies,
+            },
         });
 
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
@@ -167,16 +259,24 @@ impl TestServer {
         self.addr.port()
     }
 
-    /// Completed DATA transactions, in completion order.
+    /// Completed DATA transactions (final dot answered 250), in completion order.
     pub fn messages(&self) -> Vec<Received> {
         self.shared.records().messages.clone()
+    }
+
+    /// Transactions whose final dot the server received but never answered
+    /// (`drop_after_final_dot`, `hang_after_data`), in arrival order. The client cannot know
+    /// whether these were delivered.
+    pub fn unacknowledged(&self) -> Vec<Received> {
+        self.shared.records().unacknowledged.clone()
     }
 
     /// Every command line the client sent, in arrival order across connections, with the
     /// trailing CRLF removed (a line that ended in a bare LF keeps its `\n`). DATA content and
     /// its terminating `.` are excluded; AUTH commands and SASL continuation lines (base64) are
     /// included verbatim. Bytes a client pipelined after STARTTLS are discarded unread (and
-    /// noted in [`errors`](Self::errors)).
+    /// noted in [`errors`](Self::errors)); so is whatever a client sends while the server hangs
+    /// (`silent_greeting`, `hang_after_data`).
     pub fn transcript(&self) -> Vec<String> {
         self.shared.records().transcript.clone()
     }
@@ -239,14 +339,55 @@ struct Config {
     implicit_tls: bool,
     starttls_offered: bool,
     plaintext_auth: bool,
+    /// `SMTPUTF8` is in `ehlo_extra`, so the MAIL parameter is accepted.
+    accept_smtputf8_param: bool,
+    /// `SIZE` is in `ehlo_extra`, so the MAIL parameter `SIZE=<n>` is accepted.
+    accept_size_param: bool,
     auth: Option<(String, String)>,
     refuse_rcpt: Vec<(String, u16)>,
+    ehlo_extra: Vec<String>,
     tls_config: Option<Arc<ServerConfig>>,
+    faults: Faults,
+}
+
+/// Deliberate misbehaviour; see the same-named fields of [`ServerOptions`].
+#[derive(Clone, Debug, Default)]
+struct Faults {
+    tempfail_transactions: usize,
+    tempfail_data_transactions: usize,
+    max_rcpts_per_transaction: Option<usize>,
+    silent_greeting: bool,
+    hang_after_data: bool,
+    drop_during_data: bool,
+    drop_after_final_dot: bool,
+    reply_421_at: Option<&'static str>,
+    inject_after_starttls: Option<Vec<u8>>,
+    delay_replies: Option<Duration>,
+}
+
+impl Faults {
+    fn tempfail() -> Response {
+        Response::custom(451, "4.3.0 try again later".to_owned())
+    }
+
+    fn too_many_recipients() -> Response {
+        Response::custom(452, "4.5.3 too many recipients".to_owned())
+    }
+
+    fn shutting_down() -> Response {
+        Response::custom(421, "4.3.2 shutting down".to_owned())
+    }
+
+    /// Whether the final dot goes unanswered (the message is then "unacknowledged").
+    fn withholds_data_reply(&self) -> bool {
+        self.drop_after_final_dot || self.hang_after_data
+    }
 }
 
 #[derive(Default)]
 struct Records {
     messages: Vec<Received>,
+    unacknowledged: Vec<Received>,
     transcript: Vec<String>,
     errors: Vec<String>,
 }
@@ -255,6 +396,10 @@ struct Records {
 struct Shared {
     records: Mutex<Records>,
     connections: AtomicUsize,
+    /// MAIL commands that reached the handler, across connections (for the tempfail fault).
+    mail_commands: AtomicUsize,
+    /// Final dots that reached the handler, across connections (for the DATA tempfail fault).
+    data_ends: AtomicUsize,
     next_id: AtomicU64,
     stop: AtomicBool,
     /// Clones of open sockets, to shut them down when the server is dropped.
@@ -377,6 +522,30 @@ impl Stream {
             let _ = s.flush();
         }
     }
+
+    /// The underlying TCP socket.
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+
+    /// Closes the TCP connection abruptly (no reply, no TLS close_notify).
+    fn abort(&self) {
+        let _ = self.tcp().shutdown(Shutdown::Both);
+    }
+}
+
+/// What the handler decided at the final dot, for the read loop to act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DataOutcome {
+    /// Recorded in `messages`; reply normally.
+    Delivered,
+    /// Fault: recorded nowhere; reply 451 instead of mailin's 250.
+    TempFailed,
+    /// Fault: recorded in `unacknowledged`; do not reply.
+    Unacknowledged,
 }
 
 /// Per-connection state shared between the read loop and the mailin handler.
@@ -384,10 +553,16 @@ impl Stream {
 struct ConnState {
     tls: bool,
     authenticated_as: Option<String>,
+    /// Parameters stripped from the MAIL line being processed; committed by `Handler::mail`.
+    pending_mail_params: Vec<String>,
+    mail_params: Vec<String>,
+    /// RCPTs accepted in the current transaction.
+    rcpts_accepted: usize,
     mail_from: String,
     rcpt_to: Vec<String>,
     data: Vec<u8>,
     raw_data: Vec<u8>,
+    data_outcome: Option<DataOutcome>,
 }
 
 /// The mailin handler: checks credentials, injects refusals, records transactions.
@@ -410,7 +585,26 @@ impl ConnHandler {
 }
 
 impl Handler for ConnHandler {
+    fn mail(&mut self, _ip: IpAddr, _domain: &str, _from: &str) -> Response {
+        let faults = &self.config.faults;
+        // Fault: tempfail the first N transactions at MAIL.
+        if self.shared.mail_commands.fetch_add(1, Ordering::SeqCst) < faults.tempfail_transactions {
+            return Faults::tempfail();
+        }
+        let mut conn = self.conn.borrow_mut();
+        conn.mail_params = std::mem::take(&mut conn.pending_mail_params);
+        conn.rcpts_accepted = 0;
+        response::OK
+    }
+
     fn rcpt(&mut self, to: &str) -> Response {
+        let mut conn = self.conn.borrow_mut();
+        // Fault: recipient limit per transaction.
+        if let Some(max) = self.config.faults.max_rcpts_per_transaction
+            && conn.rcpts_accepted >= max
+        {
+            return Faults::too_many_recipients();
+        }
         let refusal = self
             .config
             .refuse_rcpt
@@ -420,7 +614,10 @@ impl Handler for ConnHandler {
             Some((_, code)) => {
                 Response::custom(*code, format!("<{to}> refused by test server (configured)"))
             }
-            None => response::OK,
+            None => {
+                conn.rcpts_accepted += 1;
+                response::OK
+            }
         }
     }
 
@@ -449,8 +646,23 @@ impl Handler for ConnHandler {
             raw_data: std::mem::take(&mut conn.raw_data),
             authenticated_as: conn.authenticated_as.clone(),
             tls: conn.tls,
+            mail_params: std::mem::take(&mut conn.mail_params),
         };
-        self.shared.records().messages.push(received);
+        let faults = &self.config.faults;
+        // Always OK to mailin (an error would leave it in the DATA state); the read loop
+        // replaces or withholds the reply according to the outcome.
+        let outcome = if self.shared.data_ends.fetch_add(1, Ordering::SeqCst)
+            < faults.tempfail_data_transactions
+        {
+            DataOutcome::TempFailed
+        } else if faults.withholds_data_reply() {
+            self.shared.records().unacknowledged.push(received);
+            DataOutcome::Unacknowledged
+        } else {
+            self.shared.records().messages.push(received);
+            DataOutcome::Delivered
+        };
+        conn.data_outcome = Some(outcome);
         response::OK
     }
 
@@ -520,12 +732,82 @@ fn read_line(reader: &mut BufReader<Stream>) -> Result<Option<Vec<u8>>, String> 
 }
 
 /// Writes a reply in one piece (mailin's `write_to` issues many small writes, which would
-/// interact badly with Nagle's algorithm and delayed ACKs).
-fn write_response(stream: &mut Stream, res: &Response) -> Result<(), String> {
-    res.buffer()
-        .and_then(|bytes| stream.write_all(&bytes))
+/// interact badly with Nagle's algorithm and delayed ACKs), after the `delay_replies` fault.
+fn write_reply(
+    stream: &mut Stream,
+    bytes: &[u8],
+    config: &Config,
+    shared: &Shared,
+) -> Result<(), String> {
+    // Fault: slow server.
+    if let Some(delay) = config.faults.delay_replies
+        && !pause(shared, delay)
+    {
+        return Err("server dropped while a reply was delayed".to_owned());
+    }
+    stream
+        .write_all(bytes)
         .and_then(|()| stream.flush())
         .map_err(|e| format!("write failed: {e}"))
+}
+
+/// Writes a mailin response; see [`write_reply`].
+fn write_response(
+    stream: &mut Stream,
+    res: &Response,
+    config: &Config,
+    shared: &Shared,
+) -> Result<(), String> {
+    let bytes = res.buffer().map_err(|e| format!("format reply: {e}"))?;
+    write_reply(stream, &bytes, config, shared)
+}
+
+/// Sleeps for `duration` unless the server is dropped first; returns whether it slept fully.
+fn pause(shared: &Shared, duration: Duration) -> bool {
+    let deadline = Instant::now() + duration;
+    loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return true;
+        }
+        thread::sleep((deadline - now).min(POLL));
+    }
+}
+
+/// Fault: keeps the connection open without ever replying, discarding whatever the client
+/// sends, until the client closes it, the server is dropped, or [`HANG_LIMIT`] passes.
+fn hang(stream: &Stream, shared: &Shared) {
+    let deadline = Instant::now() + HANG_LIMIT;
+    let mut tcp = stream.tcp();
+    let mut buf = [0u8; 4096];
+    while !shared.stop.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        // Raw TCP even under TLS: the bytes are thrown away anyway.
+        if tcp
+            .set_read_timeout(Some((deadline - now).min(POLL * 5)))
+            .is_err()
+        {
+            break;
+        }
+        match tcp.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => break,
+        }
+    }
 }
 
 /// Strips one trailing CRLF for the transcript (a bare LF is kept so tests can see it).
@@ -534,7 +816,72 @@ fn transcript_line(line: &[u8]) -> String {
     String::from_utf8_lossy(line).into_owned()
 }
 
-/// Serves one client until QUIT, disconnect, timeout or error.
+/// The command verb of a line (first word, ASCII upper-cased).
+fn verb(line: &[u8]) -> String {
+    let end = line
+        .iter()
+        .position(|b| matches!(b, b' ' | b'\r' | b'\n'))
+        .unwrap_or(line.len());
+    String::from_utf8_lossy(&line[..end]).to_ascii_uppercase()
+}
+
+/// Appends `extra` keywords to a (multi-line) 250 EHLO reply.
+fn ehlo_with_extras(reply: &[u8], extra: &[String]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(reply);
+    let mut lines: Vec<&str> = text.lines().map(|l| l.get(4..).unwrap_or("")).collect();
+    lines.extend(extra.iter().map(String::as_str));
+    let mut out = String::new();
+    for (i, line) in lines.iter().enumerate() {
+        let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+        let _ = write!(out, "250{sep}{line}\r\n");
+    }
+    out.into_bytes()
+}
+
+/// Splits the parameters off a `MAIL FROM:<path> params...\r\n` line when the server accepts
+/// all of them: `BODY=7BIT|8BITMIME` always (mailin advertises 8BITMIME), `SMTPUTF8` and
+/// `SIZE=<n>` when advertised through `ehlo_extra`. Returns the line mailin should see and the
+/// parameters, or `None` to pass the line on unchanged (no parameters, or one mailin should
+/// reject).
+fn split_mail_params(line: &[u8], config: &Config) -> Option<(Vec<u8>, Vec<String>)> {
+    const PREFIX: &[u8] = b"MAIL FROM:<";
+    let body = line.strip_suffix(b"\r\n")?;
+    if body.len() < PREFIX.len() || !body[..PREFIX.len()].eq_ignore_ascii_case(PREFIX) {
+        return None;
+    }
+    let close = PREFIX.len() + body[PREFIX.len()..].iter().position(|&b| b == b'>')?;
+    let rest = std::str::from_utf8(&body[close + 1..]).ok()?;
+    if rest.is_empty() || !rest.starts_with(' ') {
+        return None;
+    }
+    let params: Vec<String> = rest
+        .split(' ')
+        .filter(|p| !p.is_empty())
+        .map(String::from)
+        .collect();
+    let accepted = |param: &str| {
+        let (keyword, value) = param.split_once('=').unwrap_or((param, ""));
+        if keyword.eq_ignore_ascii_case("BODY") {
+            value.eq_ignore_ascii_case("7BIT") || value.eq_ignore_ascii_case("8BITMIME")
+        } else if keyword.eq_ignore_ascii_case("SMTPUTF8") {
+            config.accept_smtputf8_param && !param.contains('=')
+        } else if keyword.eq_ignore_ascii_case("SIZE") {
+            config.accept_size_param
+                && !value.is_empty()
+                && value.bytes().all(|b| b.is_ascii_digit())
+        } else {
+            false
+        }
+    };
+    if params.is_empty() || !params.iter().all(|p| accepted(p)) {
+        return None;
+    }
+    let mut stripped = body[..=close].to_vec();
+    stripped.extend_from_slice(b"\r\n");
+    Some((stripped, params))
+}
+
+/// Serves one client until QUIT, disconnect, timeout, error or a fault that ends it.
 fn serve(tcp: TcpStream, config: &Arc<Config>, shared: &Arc<Shared>) -> Result<(), String> {
     tcp.set_read_timeout(Some(IO_TIMEOUT))
         .and_then(|()| tcp.set_write_timeout(Some(IO_TIMEOUT)))
@@ -544,6 +891,7 @@ fn serve(tcp: TcpStream, config: &Arc<Config>, shared: &Arc<Shared>) -> Result<(
         .peer_addr()
         .map(|a| a.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let faults = &config.faults;
 
     let conn = Rc::new(RefCell::new(ConnState::default()));
     let mut builder = SessionBuilder::new(SERVER_NAME);
@@ -574,16 +922,47 @@ fn serve(tcp: TcpStream, config: &Arc<Config>, shared: &Arc<Shared>) -> Result<(
         Stream::Plain(tcp)
     };
     let mut reader = BufReader::new(stream);
-    write_response(reader.get_mut(), &session.greeting())?;
+    // Fault: no greeting.
+    if faults.silent_greeting {
+        hang(reader.get_ref(), shared);
+        return Ok(());
+    }
+    write_response(reader.get_mut(), &session.greeting(), config, shared)?;
 
     let mut in_data = false;
     loop {
-        let Some(line) = read_line(&mut reader)? else {
+        let Some(mut line) = read_line(&mut reader)? else {
             return Ok(());
         };
+        // Fault: connection lost in the middle of the message.
+        if in_data && faults.drop_during_data {
+            reader.get_ref().abort();
+            return Ok(());
+        }
         let data_end = in_data && line == b".\r\n";
+        let verb = if in_data { String::new() } else { verb(&line) };
         if !in_data {
             shared.records().transcript.push(transcript_line(&line));
+            // Fault: 421 and close at a given command.
+            if faults
+                .reply_421_at
+                .is_some_and(|v| v.eq_ignore_ascii_case(&verb))
+            {
+                let result =
+                    write_response(reader.get_mut(), &Faults::shutting_down(), config, shared);
+                reader.get_mut().close();
+                return result;
+            }
+            if verb == "MAIL" {
+                let params = match split_mail_params(&line, config) {
+                    Some((stripped, params)) => {
+                        line = stripped;
+                        params
+                    }
+                    None => Vec::new(),
+                };
+                conn.borrow_mut().pending_mail_params = params;
+            }
         } else if !data_end {
             conn.borrow_mut().raw_data.extend_from_slice(&line);
         }
@@ -592,15 +971,37 @@ fn serve(tcp: TcpStream, config: &Arc<Config>, shared: &Arc<Shared>) -> Result<(
 
         if data_end {
             in_data = false;
+            match conn.borrow_mut().data_outcome.take() {
+                // Fault: tempfail at the final dot (mailin itself accepted it).
+                Some(DataOutcome::TempFailed) => {
+                    write_response(reader.get_mut(), &Faults::tempfail(), config, shared)?;
+                    continue;
+                }
+                // Fault: the final dot is never answered.
+                Some(DataOutcome::Unacknowledged) => {
+                    if faults.drop_after_final_dot {
+                        reader.get_ref().abort();
+                    } else {
+                        hang(reader.get_ref(), shared);
+                    }
+                    return Ok(());
+                }
+                Some(DataOutcome::Delivered) | None => {}
+            }
         } else if !in_data && res.code == 354 {
             in_data = true;
         }
 
         match res.action {
             Action::NoReply => {}
-            Action::Reply => write_response(reader.get_mut(), &res)?,
+            Action::Reply if verb == "EHLO" && res.code == 250 && !config.ehlo_extra.is_empty() => {
+                let bytes = res.buffer().map_err(|e| format!("format reply: {e}"))?;
+                let bytes = ehlo_with_extras(&bytes, &config.ehlo_extra);
+                write_reply(reader.get_mut(), &bytes, config, shared)?;
+            }
+            Action::Reply => write_response(reader.get_mut(), &res, config, shared)?,
             Action::Close => {
-                let result = write_response(reader.get_mut(), &res);
+                let result = write_response(reader.get_mut(), &res, config, shared);
                 reader.get_mut().close();
                 return result;
             }
@@ -608,10 +1009,15 @@ fn serve(tcp: TcpStream, config: &Arc<Config>, shared: &Arc<Shared>) -> Result<(
                 if !config.starttls_offered || conn.borrow().tls {
                     // mailin bug workaround, see the module documentation.
                     let refusal = Response::custom(454, "4.7.0 TLS not available".to_owned());
-                    write_response(reader.get_mut(), &refusal)?;
+                    write_response(reader.get_mut(), &refusal, config, shared)?;
                     continue;
                 }
-                write_response(reader.get_mut(), &res)?;
+                let mut bytes = res.buffer().map_err(|e| format!("format reply: {e}"))?;
+                // Fault: STARTTLS response injection, in the same write as the 220.
+                if let Some(injected) = &faults.inject_after_starttls {
+                    bytes.extend_from_slice(injected);
+                }
+                write_reply(reader.get_mut(), &bytes, config, shared)?;
                 let pipelined = reader.buffer().len();
                 if pipelined > 0 {
                     shared.error(format!(
