@@ -50,7 +50,7 @@ fn main() -> anyhow::Result<()> {
     match send::deliver(name, &profile, prepared, &send::DeliveryOptions::default())? {
         Outcome::Sent { prepared, .. } => println!("sent {}", prepared.message_id),
         Outcome::Saved { path, .. } => println!("saved {}", path.display()),
-        Outcome::DryRun { .. } => {}
+        other => println!("{other:?}"),
     }
     Ok(())
 }

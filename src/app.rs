@@ -2,13 +2,17 @@
 
 use std::ffi::OsString;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, OutboxArgs, OutboxCommand};
+use crate::config;
 use crate::dispatch::Report;
-use crate::error::{Error, ErrorKind};
-use crate::output::{print_error, print_outcome};
+use crate::error::{Error, ErrorKind, Result};
+use crate::flush::{self, FlushOptions};
+use crate::outbox::{Folder, Outbox};
+use crate::output::{print_entries, print_error, print_flush, print_outcome};
 
 /// Runs envoi with `args` (program name first) and returns the exit code.
 pub fn main(args: Vec<OsString>) -> ExitCode {
@@ -38,7 +42,75 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
                 }
             }
         }
+        Command::Outbox(command) => {
+            let json = match &command {
+                OutboxCommand::List { common, .. }
+                | OutboxCommand::Flush { common, .. }
+                | OutboxCommand::Drop { common, .. } => common.json,
+            };
+            match outbox(command) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    print_error(&e, &Report::default(), json);
+                    ExitCode::from(e.kind().exit_code())
+                }
+            }
+        }
     }
+}
+
+/// `envoi outbox list|flush|drop`.
+fn outbox(command: OutboxCommand) -> Result<()> {
+    let open = |common: &OutboxArgs| {
+        let dir = config::outbox_dir(common.outbox_dir.as_deref(), None)?;
+        Outbox::open(&dir)
+    };
+    match command {
+        OutboxCommand::List { failed, common } => {
+            let outbox = open(&common)?;
+            let folder = if failed {
+                Folder::Failed
+            } else {
+                Folder::Queue
+            };
+            let entries = outbox
+                .ids(folder)?
+                .into_iter()
+                .filter_map(|id| match outbox.peek(folder, &id) {
+                    Ok(Some(state)) => Some(Ok((id, state))),
+                    Ok(None) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            print_entries(&entries, common.json);
+        }
+        OutboxCommand::Flush {
+            all,
+            lifetime_days,
+            config,
+            verbose,
+            common,
+        } => {
+            let outbox = open(&common)?;
+            let options = FlushOptions {
+                all,
+                lifetime: Duration::from_secs(lifetime_days * 86_400),
+                config,
+                verbose,
+            };
+            print_flush(&flush::flush(&outbox, &options)?, common.json);
+        }
+        OutboxCommand::Drop { id, common } => {
+            let outbox = open(&common)?;
+            flush::drop_entry(&outbox, &id)?;
+            if !common.json {
+                println!("dropped {id}");
+            } else {
+                println!("{}", serde_json::json!({"status": "dropped", "id": id}));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Help and version exit 0; every other clap error is a usage error (64, not clap's 2).

@@ -34,6 +34,60 @@ pub enum Command {
     /// Send one email (the connector's Send Email action).
     #[command(after_help = EXIT_CODES)]
     Send(Box<SendArgs>),
+    /// Look after the outbox of `send --queue`: list, flush, drop.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+}
+
+/// `envoi outbox …`.
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// List the queued entries (id, age, attempts, recipients, last error).
+    List {
+        /// List `failed/` instead: refused for good or given up.
+        #[arg(long)]
+        failed: bool,
+        /// The outbox and the output format.
+        #[command(flatten)]
+        common: OutboxArgs,
+    },
+    /// Send every due entry once; safe to run from cron every minute, even overlapping.
+    Flush {
+        /// Also send entries whose next attempt is not due yet.
+        #[arg(long)]
+        all: bool,
+        /// Give up on an entry (move it to failed/) this many days after it was queued.
+        #[arg(long, value_name = "DAYS", default_value_t = 5)]
+        lifetime_days: u64,
+        /// Config file for entries queued with a profile (else the one used when queueing).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Print the SMTP dialogue on stderr (AUTH data redacted).
+        #[arg(short, long)]
+        verbose: bool,
+        /// The outbox and the output format.
+        #[command(flatten)]
+        common: OutboxArgs,
+    },
+    /// Remove an entry without sending it.
+    Drop {
+        /// The entry's id, as `envoi outbox list` shows it.
+        id: String,
+        /// The outbox and the output format.
+        #[command(flatten)]
+        common: OutboxArgs,
+    },
+}
+
+/// Flags every outbox command takes.
+#[derive(Debug, Args)]
+pub struct OutboxArgs {
+    /// The outbox directory (else $ENVOI_OUTBOX_DIR, else the platform data dir's envoi/outbox).
+    #[arg(long, value_name = "PATH", env = "ENVOI_OUTBOX_DIR")]
+    pub outbox_dir: Option<PathBuf>,
+    /// Print JSON on standard output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `envoi send`.
@@ -145,6 +199,27 @@ pub struct SendArgs {
     /// Send to the accepted recipients even if others are refused (exit 0; refused ones reported).
     #[arg(long, help_heading = "Delivery")]
     pub allow_partial: bool,
+    /// Write the message to the outbox first; on a temporary failure exit 0 (queued) and let
+    /// `envoi outbox flush` retry it. Also on with the profile key `outbox = true`.
+    #[arg(long, help_heading = "Delivery")]
+    pub queue: bool,
+    /// The outbox directory (else $ENVOI_OUTBOX_DIR, the profile's outbox_dir, or the platform
+    /// data dir's envoi/outbox). The idempotency ledger lives there too.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "ENVOI_OUTBOX_DIR",
+        help_heading = "Delivery"
+    )]
+    pub outbox_dir: Option<PathBuf>,
+    /// Send at most once per KEY within 7 days; a repeat exits 0 with status duplicate.
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "ENVOI_IDEMPOTENCY_KEY",
+        help_heading = "Delivery"
+    )]
+    pub idempotency_key: Option<String>,
 
     /// Print the SMTP dialogue on stderr (AUTH data redacted).
     #[arg(short, long, help_heading = "Output")]
@@ -313,7 +388,9 @@ mod tests {
         argv.extend_from_slice(args);
         let matches = Cli::command().try_get_matches_from(argv).unwrap();
         let cli = Cli::from_arg_matches(&matches).unwrap();
-        let Command::Send(send) = cli.command;
+        let Command::Send(send) = cli.command else {
+            panic!("not a send command");
+        };
         send.draft(matches.subcommand_matches("send").unwrap())
     }
 

@@ -96,6 +96,26 @@ pub struct Profile {
     pub allow_plaintext_auth: bool,
     /// Directory for the `file` transport.
     pub dir: Option<PathBuf>,
+    /// Queue every send in the outbox first (like `--queue`).
+    #[serde(default)]
+    pub outbox: bool,
+    /// The outbox directory for this profile's sends.
+    pub outbox_dir: Option<PathBuf>,
+}
+
+/// The outbox directory: `flag` (or `$ENVOI_OUTBOX_DIR`, which clap folds into it), else
+/// the profile's `outbox_dir`, else the platform data directory's `envoi/outbox`.
+pub fn outbox_dir(flag: Option<&Path>, profile: Option<&Profile>) -> Result<PathBuf> {
+    if let Some(dir) = flag.or_else(|| profile.and_then(|p| p.outbox_dir.as_deref())) {
+        return Ok(dir.to_path_buf());
+    }
+    use etcetera::BaseStrategy;
+    let base = etcetera::choose_base_strategy().map_err(|e| {
+        Error::config(format!(
+            "no data directory for the outbox ({e}); give --outbox-dir"
+        ))
+    })?;
+    Ok(base.data_dir().join("envoi").join("outbox"))
 }
 
 /// Default for `timeout_secs`.

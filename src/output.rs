@@ -8,7 +8,9 @@ use serde_json::json;
 
 use crate::dispatch::Report;
 use crate::error::Error;
+use crate::flush::{EntryOutcome, FlushSummary};
 use crate::message::Prepared;
+use crate::outbox::{EntryState, now};
 use crate::transport::RcptReply;
 
 /// How a send ended well.
@@ -27,6 +29,23 @@ pub enum Outcome {
         prepared: Prepared,
         /// Where it was written.
         path: PathBuf,
+    },
+    /// `--queue`: written to the outbox; the first attempt failed temporarily, so envoi
+    /// owns the retry (`envoi outbox flush`).
+    Queued {
+        /// The message.
+        prepared: Prepared,
+        /// The outbox entry.
+        id: String,
+        /// Why the first attempt did not deliver it.
+        reason: String,
+    },
+    /// `--idempotency-key` seen before: nothing was sent this time.
+    Duplicate {
+        /// The first send's Message-ID.
+        message_id: String,
+        /// The first send's status (`sent`, `queued`, `saved`).
+        first_status: String,
     },
     /// `--dry-run`: built, not sent.
     DryRun {
@@ -91,6 +110,58 @@ fn write_outcome(out: &mut impl Write, outcome: &Outcome, as_json: bool) -> io::
             });
             writeln!(out, "{value}")
         }
+        (
+            Outcome::Queued {
+                prepared,
+                id,
+                reason,
+            },
+            false,
+        ) => {
+            eprintln!("envoi: not sent yet: {reason}");
+            writeln!(out, "queued {} as outbox entry {id}", prepared.message_id)
+        }
+        (
+            Outcome::Queued {
+                prepared,
+                id,
+                reason,
+            },
+            true,
+        ) => {
+            let value = json!({
+                "status": "queued",
+                "message_id": prepared.message_id,
+                "envelope": envelope(prepared),
+                "outbox_id": id,
+                "reason": reason,
+            });
+            writeln!(out, "{value}")
+        }
+        (
+            Outcome::Duplicate {
+                message_id,
+                first_status,
+            },
+            false,
+        ) => writeln!(
+            out,
+            "duplicate: already {first_status} as {message_id}; nothing sent"
+        ),
+        (
+            Outcome::Duplicate {
+                message_id,
+                first_status,
+            },
+            true,
+        ) => {
+            let value = json!({
+                "status": "duplicate",
+                "message_id": message_id,
+                "first_status": first_status,
+            });
+            writeln!(out, "{value}")
+        }
         (Outcome::DryRun { prepared }, false) => {
             let env = envelope(prepared);
             eprintln!(
@@ -151,4 +222,75 @@ pub fn print_error(err: &Error, report: &Report, as_json: bool) {
         }
         let _ = writeln!(io::stdout().lock(), "{value}");
     }
+}
+
+/// `envoi outbox list`: one line per entry, or a JSON array.
+pub fn print_entries(entries: &[(String, EntryState)], as_json: bool) {
+    let mut out = io::stdout().lock();
+    if as_json {
+        let list: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|(id, s)| {
+                let mut value = serde_json::to_value(s).unwrap_or_default();
+                value["id"] = json!(id);
+                value
+            })
+            .collect();
+        let _ = writeln!(out, "{}", serde_json::Value::Array(list));
+        return;
+    }
+    let now = now();
+    for (id, s) in entries {
+        let _ = writeln!(
+            out,
+            "{id}  age {}  attempts {}  to {}  {}",
+            human_age(now.saturating_sub(s.queued_at)),
+            s.attempts,
+            s.pending.join(", "),
+            s.last_error.as_deref().unwrap_or("not tried yet")
+        );
+    }
+}
+
+fn human_age(secs: u64) -> String {
+    match secs {
+        0..120 => format!("{secs}s"),
+        120..7200 => format!("{}m", secs / 60),
+        7200..172_800 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
+    }
+}
+
+/// `envoi outbox flush`: one line per entry attempted and a summary, or one JSON object.
+pub fn print_flush(summary: &FlushSummary, as_json: bool) {
+    let mut out = io::stdout().lock();
+    let (mut sent, mut deferred, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, outcome) in &summary.entries {
+        match outcome {
+            EntryOutcome::Sent(_) => sent.push(json!({"id": id})),
+            EntryOutcome::Deferred(e) => deferred.push(json!({"id": id, "reason": e.message()})),
+            EntryOutcome::Failed(e) => failed.push(json!({"id": id, "reason": e.message()})),
+        }
+        if !as_json {
+            let _ = match outcome {
+                EntryOutcome::Sent(_) => writeln!(out, "sent {id}"),
+                EntryOutcome::Deferred(e) => writeln!(out, "deferred {id}: {e}"),
+                EntryOutcome::Failed(e) => writeln!(out, "failed {id}: {e} (kept in failed/)"),
+            };
+        }
+    }
+    let _ = if as_json {
+        let value = json!({"sent": sent, "deferred": deferred, "failed": failed,
+                           "skipped": summary.skipped});
+        writeln!(out, "{value}")
+    } else {
+        writeln!(
+            out,
+            "flush: {} sent, {} deferred, {} failed, {} skipped (locked or not due)",
+            sent.len(),
+            deferred.len(),
+            failed.len(),
+            summary.skipped
+        )
+    };
 }

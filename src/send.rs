@@ -3,6 +3,7 @@
 //! Every input is read and checked before any connection is opened, so bad input
 //! never leaves half a message behind.
 
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::ArgMatches;
@@ -12,16 +13,20 @@ use crate::cli::SendArgs;
 use crate::config::{self, Profile, TransportKind};
 use crate::dispatch::{self, Failure, Policy};
 use crate::error::{Error, ErrorKind, Result};
+use crate::flush;
+use crate::idempotency::{self, Ledger};
 use crate::input::{is_stdin, read_bytes};
 use crate::message::{self, Prepared};
+use crate::outbox::{Outbox, Route};
 use crate::output::Outcome;
 use crate::payload;
 use crate::transport::{SmtpSettings, save_to_dir};
 
-/// The profile in use and its name (`--smtp-url` for a URL).
+/// The profile in use, its name (`--smtp-url` for a URL), and how to find it again.
 struct Connection {
     name: String,
     profile: Profile,
+    route: Route,
 }
 
 /// Runs `envoi send` with its parsed flags and their matches.
@@ -81,7 +86,46 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
         },
         verbose: args.verbose,
     };
-    deliver(&connection.name, &connection.profile, prepared, &options)
+    let outbox_dir = config::outbox_dir(args.outbox_dir.as_deref(), Some(&connection.profile))?;
+    let mut ledger = match &args.idempotency_key {
+        Some(key) => {
+            idempotency::check_key(key)?;
+            let ledger = Ledger::open(&outbox_dir)?;
+            if let Some(first) = ledger.get(key) {
+                return Ok(Outcome::Duplicate {
+                    message_id: first.message_id.clone(),
+                    first_status: first.status.clone(),
+                });
+            }
+            Some(ledger)
+        }
+        None => None,
+    };
+    let Connection {
+        name,
+        profile,
+        route,
+    } = connection;
+    let outcome = if args.queue || profile.outbox {
+        let outbox = Outbox::open(&outbox_dir)?;
+        flush::queue_and_send(&outbox, prepared, (&name, &profile, route), &options)?
+    } else {
+        deliver(&name, &profile, prepared, &options)?
+    };
+    if let (Some(ledger), Some(key)) = (&mut ledger, &args.idempotency_key) {
+        let recorded = match &outcome {
+            Outcome::Sent { prepared, report } if report.refused.is_empty() => {
+                Some((prepared, "sent"))
+            }
+            Outcome::Queued { prepared, .. } => Some((prepared, "queued")),
+            Outcome::Saved { prepared, .. } => Some((prepared, "saved")),
+            _ => None,
+        };
+        if let Some((prepared, status)) = recorded {
+            ledger.record(key, &prepared.message_id, status)?;
+        }
+    }
+    Ok(outcome)
 }
 
 /// `--smtp-url`/`$ENVOI_SMTP_URL` when given, else the profile from the config file.
@@ -102,6 +146,10 @@ fn resolve_connection(args: &SendArgs) -> Result<Option<Connection>> {
         return Ok(Some(Connection {
             name: "--smtp-url".into(),
             profile,
+            route: Route {
+                smtp_url: Some(url),
+                ..Route::default()
+            },
         }));
     }
     let env = std::env::var("ENVOI_CONFIG").ok();
@@ -109,9 +157,39 @@ fn resolve_connection(args: &SendArgs) -> Result<Option<Connection>> {
         return Ok(None);
     };
     let file = config::load(&path, explicit)?;
+    let config = std::path::absolute(&path).unwrap_or(path);
     Ok(file
         .select(args.profile.as_deref())?
-        .map(|(name, profile)| Connection { name, profile }))
+        .map(|(name, profile)| Connection {
+            route: Route {
+                config: Some(config),
+                profile: Some(name.clone()),
+                smtp_url: None,
+            },
+            name,
+            profile,
+        }))
+}
+
+/// The profile an outbox entry was queued with; `config` overrides the recorded file.
+pub fn connection_for(route: &Route, config: Option<&Path>) -> Result<(String, Profile)> {
+    if let Some(url) = &route.smtp_url {
+        let profile = config::profile_from_url(url)?;
+        return Ok(("--smtp-url".into(), profile));
+    }
+    let env = std::env::var("ENVOI_CONFIG").ok();
+    let (path, explicit) = match config.or(route.config.as_deref()) {
+        Some(path) => (path.to_path_buf(), true),
+        None => config::locate(None, env.as_deref())
+            .ok_or_else(|| Error::config("no config file for the queued profile"))?,
+    };
+    let file = config::load(&path, explicit)?;
+    file.select(route.profile.as_deref())?.ok_or_else(|| {
+        Error::config(format!(
+            "{} names no default profile for the queued message",
+            path.display()
+        ))
+    })
 }
 
 /// How to deliver, beyond the profile: the retry policy and `-v`.

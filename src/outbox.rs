@@ -1,0 +1,408 @@
+//! The crash-safe outbox: messages written to disk before the first attempt, sent
+//! later by `envoi outbox flush`, never lost and never silently deleted.
+//!
+//! Layout under the outbox directory:
+//! - `tmp/`: entries being written; anything here is incomplete and ignored.
+//! - `queue/<id>/`: one entry: `message.eml` (the exact bytes, written once), `state.json`
+//!   (envelope and progress, replaced atomically) and `lock` (an advisory lock file).
+//! - `failed/<id>/`: entries refused permanently or given up, with the last server reply.
+//!
+//! Every write is temp file → fsync → rename → fsync of the directory, so a crash at
+//! any point leaves either the old or the new state. An entry is taken by locking its
+//! `lock` file (released by the kernel when a process dies) and re-checking that it is
+//! still queued, so overlapping flushes never send one entry twice. An entry leaves the
+//! queue only after the server's 250 to the final dot: a crash between that 250 and the
+//! removal sends it once more (the documented duplicate window; the Message-ID is the
+//! same, so receivers can tell).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// How the entry reaches its server: a profile of a config file, or a URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// The config file the profile came from, when a file was used.
+    pub config: Option<PathBuf>,
+    /// The profile name.
+    pub profile: Option<String>,
+    /// An `--smtp-url` (never with a password; that comes from `$ENVOI_PASSWORD`).
+    pub smtp_url: Option<String>,
+}
+
+/// One recipient the server refused for good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// The address.
+    pub address: String,
+    /// The server's reply, `code text`.
+    pub reply: String,
+}
+
+/// What the outbox knows about an entry (`state.json`). Never holds a password.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryState {
+    /// The Message-ID, fixed at enqueue; every retry sends the same bytes.
+    pub message_id: String,
+    /// MAIL FROM.
+    pub from: Option<String>,
+    /// Recipients still to deliver.
+    pub pending: Vec<String>,
+    /// Recipients the server accepted the message for.
+    pub delivered: Vec<String>,
+    /// Recipients refused for good.
+    pub refused: Vec<Refusal>,
+    /// Send to the accepted recipients even when others are refused.
+    pub allow_partial: bool,
+    /// How to reach the server.
+    pub route: Route,
+    /// When the entry was queued (seconds since the epoch).
+    pub queued_at: u64,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Not before this time (seconds since the epoch).
+    pub next_attempt_at: u64,
+    /// What went wrong last, for `envoi outbox list` and `failed/`.
+    pub last_error: Option<String>,
+}
+
+/// An outbox directory.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    root: PathBuf,
+}
+
+/// An entry locked by this process: only the holder sends, updates or removes it.
+#[derive(Debug)]
+pub struct Locked {
+    dir: PathBuf,
+    id: String,
+    _lock: File,
+}
+
+/// Where an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Folder {
+    /// Waiting to be sent.
+    Queue,
+    /// Refused for good or given up.
+    Failed,
+}
+
+impl Folder {
+    fn name(self) -> &'static str {
+        match self {
+            Folder::Queue => "queue",
+            Folder::Failed => "failed",
+        }
+    }
+}
+
+const MESSAGE: &str = "message.eml";
+const STATE: &str = "state.json";
+const LOCK: &str = "lock";
+
+fn io_error(what: &str, path: &Path, e: io::Error) -> Error {
+    // A full disk or a read-only directory: nothing was queued, the caller must retry.
+    Error::new(
+        ErrorKind::Temporary,
+        format!("outbox: cannot {what} {}: {e}", path.display()),
+    )
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+impl Outbox {
+    /// Opens (and creates) the outbox at `root`.
+    pub fn open(root: &Path) -> Result<Outbox> {
+        for sub in ["tmp", "queue", "failed"] {
+            let dir = root.join(sub);
+            fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, e))?;
+        }
+        Ok(Outbox {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// The outbox directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Writes a new entry durably and returns it locked, ready for its first attempt.
+    pub fn enqueue(&self, message: &[u8], state: &EntryState) -> Result<Locked> {
+        let id = new_id();
+        let tmp = self.root.join("tmp").join(&id);
+        fs::create_dir(&tmp).map_err(|e| io_error("create", &tmp, e))?;
+        write_synced(&tmp.join(MESSAGE), message)?;
+        write_synced(&tmp.join(STATE), &state_json(state)?)?;
+        write_synced(&tmp.join(LOCK), b"")?;
+        sync_dir(&tmp)?;
+        let lock = lock_file(&tmp.join(LOCK))?.ok_or_else(|| {
+            Error::new(ErrorKind::Internal, "outbox: a new entry is locked already")
+        })?;
+        let queued = self.dir(Folder::Queue, &id);
+        fs::rename(&tmp, &queued).map_err(|e| io_error("queue", &queued, e))?;
+        sync_dir(&self.root.join("queue"))?;
+        Ok(Locked {
+            dir: queued,
+            id,
+            _lock: lock,
+        })
+    }
+
+    /// The ids in a folder, oldest first.
+    pub fn ids(&self, folder: Folder) -> Result<Vec<String>> {
+        let dir = self.root.join(folder.name());
+        let mut ids: Vec<String> = fs::read_dir(&dir)
+            .map_err(|e| io_error("read", &dir, e))?
+            .filter_map(|entry| entry.ok())
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .filter(|name| !name.starts_with('.'))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// An entry's state, without locking (for listing). `None` if it is gone.
+    pub fn peek(&self, folder: Folder, id: &str) -> Result<Option<EntryState>> {
+        read_state(&self.dir(folder, id))
+    }
+
+    /// Locks a queued entry. `None` when another process holds it or it is gone.
+    pub fn lock(&self, id: &str) -> Result<Option<Locked>> {
+        check_id(id)?;
+        let dir = self.dir(Folder::Queue, id);
+        let Some(lock) = lock_file(&dir.join(LOCK))? else {
+            return Ok(None);
+        };
+        // The holder before us may have finished and moved the entry away.
+        if !dir.join(STATE).exists() {
+            return Ok(None);
+        }
+        Ok(Some(Locked {
+            dir,
+            id: id.to_owned(),
+            _lock: lock,
+        }))
+    }
+
+    fn dir(&self, folder: Folder, id: &str) -> PathBuf {
+        self.root.join(folder.name()).join(id)
+    }
+
+    /// Removes a delivered (or dropped) entry: out of the queue atomically, then deleted.
+    pub fn remove(&self, entry: Locked) -> Result<()> {
+        let gone = self.root.join("tmp").join(format!("{}.removed", entry.id));
+        fs::rename(&entry.dir, &gone).map_err(|e| io_error("remove", &entry.dir, e))?;
+        sync_dir(&self.root.join("queue"))?;
+        // The entry is out of the queue; failing to delete the leftovers loses nothing.
+        let _ = fs::remove_dir_all(&gone);
+        Ok(())
+    }
+
+    /// Moves an entry to `failed/`, keeping its message and last state.
+    pub fn fail(&self, entry: Locked, state: &EntryState) -> Result<PathBuf> {
+        entry.save(state)?;
+        let failed = self.dir(Folder::Failed, &entry.id);
+        fs::rename(&entry.dir, &failed).map_err(|e| io_error("move", &entry.dir, e))?;
+        sync_dir(&self.root.join("queue"))?;
+        sync_dir(&self.root.join("failed"))?;
+        Ok(failed)
+    }
+}
+
+impl Locked {
+    /// The entry's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The stored message bytes.
+    pub fn message(&self) -> Result<Vec<u8>> {
+        let path = self.dir.join(MESSAGE);
+        fs::read(&path).map_err(|e| io_error("read", &path, e))
+    }
+
+    /// The stored state.
+    pub fn state(&self) -> Result<EntryState> {
+        read_state(&self.dir)?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("outbox: entry {} lost its state", self.id),
+            )
+        })
+    }
+
+    /// Replaces the state atomically.
+    pub fn save(&self, state: &EntryState) -> Result<()> {
+        let temp = self.dir.join(".state.json.tmp");
+        write_synced(&temp, &state_json(state)?)?;
+        let path = self.dir.join(STATE);
+        fs::rename(&temp, &path).map_err(|e| io_error("update", &path, e))?;
+        sync_dir(&self.dir)
+    }
+}
+
+fn state_json(state: &EntryState) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(state).map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("outbox: cannot encode the state: {e}"),
+        )
+    })
+}
+
+fn read_state(dir: &Path) -> Result<Option<EntryState>> {
+    let path = dir.join(STATE);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error("read", &path, e)),
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("outbox: {} is damaged: {e}", path.display()),
+        )
+    })
+}
+
+/// Writes a whole file and flushes it to disk.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = File::create(path).map_err(|e| io_error("create", path, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| io_error("write", path, e))
+}
+
+/// Flushes a directory's entries (a rename is durable only after this).
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error("sync", dir, e))
+}
+
+/// Takes the exclusive lock on `path` without waiting. `None` when it is held or gone.
+fn lock_file(path: &Path) -> Result<Option<File>> {
+    let file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error("open", path, e)),
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(io_error("lock", path, e)),
+    }
+}
+
+/// `<milliseconds>-<random>`: sorts by age, unique without coordination.
+fn new_id() -> String {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    let random: String = std::iter::repeat_with(fastrand::alphanumeric)
+        .take(10)
+        .collect();
+    format!("{millis:013}-{random}")
+}
+
+/// An id names a directory: refuse anything that could climb out of the outbox.
+fn check_id(id: &str) -> Result<()> {
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(Error::usage(format!("{id:?} is not an outbox id")));
+    }
+    Ok(())
+}
+
+/// The wait before the next attempt after `attempts` failures: 1 minute doubling to
+/// 1 hour (Postfix's queue uses 5 minutes to about 67 minutes).
+pub fn retry_delay(attempts: u32) -> Duration {
+    let minutes = 1u64 << attempts.saturating_sub(1).min(6);
+    Duration::from_secs(60 * minutes.min(60))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> EntryState {
+        EntryState {
+            message_id: "<1@example.com>".into(),
+            from: Some("a@example.com".into()),
+            pending: vec!["b@example.com".into()],
+            delivered: vec![],
+            refused: vec![],
+            allow_partial: false,
+            route: Route::default(),
+            queued_at: now(),
+            attempts: 0,
+            next_attempt_at: 0,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn enqueue_lock_update_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        let entry = outbox
+            .enqueue(b"Subject: x\r\n\r\nhi\r\n", &state())
+            .unwrap();
+        let id = entry.id().to_owned();
+        assert_eq!(outbox.ids(Folder::Queue).unwrap(), std::slice::from_ref(&id));
+        assert!(outbox.lock(&id).unwrap().is_none(), "locked twice");
+        let mut s = entry.state().unwrap();
+        s.attempts = 1;
+        entry.save(&s).unwrap();
+        assert_eq!(
+            outbox.peek(Folder::Queue, &id).unwrap().unwrap().attempts,
+            1
+        );
+        outbox.remove(entry).unwrap();
+        assert!(outbox.ids(Folder::Queue).unwrap().is_empty());
+        assert!(outbox.lock(&id).unwrap().is_none());
+    }
+
+    #[test]
+    fn failed_entries_keep_message_and_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        let entry = outbox.enqueue(b"m", &state()).unwrap();
+        let id = entry.id().to_owned();
+        let mut s = state();
+        s.last_error = Some("550 no such user".into());
+        let path = outbox.fail(entry, &s).unwrap();
+        assert_eq!(fs::read(path.join(MESSAGE)).unwrap(), b"m");
+        let kept = outbox.peek(Folder::Failed, &id).unwrap().unwrap();
+        assert_eq!(kept.last_error.as_deref(), Some("550 no such user"));
+    }
+
+    #[test]
+    fn ids_cannot_escape() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        assert!(outbox.lock("../x").is_err());
+        assert!(outbox.lock("").is_err());
+    }
+
+    #[test]
+    fn retry_delay_grows_to_an_hour() {
+        assert_eq!(retry_delay(1), Duration::from_secs(60));
+        assert_eq!(retry_delay(2), Duration::from_secs(120));
+        assert_eq!(retry_delay(20), Duration::from_secs(3600));
+    }
+}
