@@ -363,7 +363,10 @@ mod tests {
             .enqueue(b"Subject: x\r\n\r\nhi\r\n", &state())
             .unwrap();
         let id = entry.id().to_owned();
-        assert_eq!(outbox.ids(Folder::Queue).unwrap(), std::slice::from_ref(&id));
+        assert_eq!(
+            outbox.ids(Folder::Queue).unwrap(),
+            std::slice::from_ref(&id)
+        );
         assert!(outbox.lock(&id).unwrap().is_none(), "locked twice");
         let mut s = entry.state().unwrap();
         s.attempts = 1;

@@ -238,6 +238,7 @@ pub fn deliver(
         ca_file: profile.ca_file.clone(),
         allow_plaintext_auth: profile.allow_plaintext_auth,
         verbose: options.verbose,
+        deadline: options.policy.deadline,
     };
     let report = dispatch::send(&settings, &prepared, &options.policy)?;
     Ok(Outcome::Sent { prepared, report })

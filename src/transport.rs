@@ -9,7 +9,7 @@ use std::error::Error as StdError;
 use std::fmt::Display;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lettre::Address;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
@@ -48,6 +48,8 @@ pub struct SmtpSettings {
     pub allow_plaintext_auth: bool,
     /// Print the SMTP dialogue on stderr (`-v`), AUTH data redacted.
     pub verbose: bool,
+    /// When the whole send must be over: each command's timeout is cut to fit.
+    pub deadline: Option<Instant>,
 }
 
 /// The server's answer to one recipient.
@@ -93,6 +95,8 @@ pub struct Transaction {
 pub struct SmtpSession {
     conn: SmtpConnection,
     verbose: bool,
+    timeout: Duration,
+    deadline: Option<Instant>,
 }
 
 impl SmtpSession {
@@ -151,6 +155,8 @@ impl SmtpSession {
         let mut session = SmtpSession {
             conn,
             verbose: settings.verbose,
+            timeout: settings.timeout,
+            deadline: settings.deadline,
         };
         session.trace("S", &format!("{}", session.conn.server_info()));
         let conn = &mut session.conn;
@@ -242,6 +248,7 @@ impl SmtpSession {
                 "the built message is not UTF-8 (a bug)",
             )
         })?;
+        self.arm_timeout()?;
         let from = prepared.envelope.from();
         let params = self.mail_parameters(from.into_iter().chain(recipients), text)?;
         let mail = Mail::new(from.cloned(), params);
@@ -269,6 +276,7 @@ impl SmtpSession {
         }
 
         self.command(&Data).map_err(|e| classify("DATA", e))?;
+        self.arm_timeout()?;
         self.trace(
             "C",
             &format!(
@@ -329,12 +337,32 @@ impl SmtpSession {
 
     /// Sends a short command, tracing both sides with `-v`; a positive reply is `(code, text)`.
     fn command(&mut self, command: &dyn Display) -> Result<(u16, String), SmtpError> {
+        // Past the deadline the timeout is 1 ms: the command fails as timed out.
+        let _ = self.arm_timeout();
         if self.verbose {
             self.trace("C", command.to_string().trim_end());
         }
         let result = self.conn.command(command);
         self.trace_reply(&result);
         result.map(|r| (u16::from(r.code()), printable(joined(&r))))
+    }
+
+    /// Cuts the next command's timeout to what is left before the deadline.
+    fn arm_timeout(&mut self) -> Result<()> {
+        let Some(deadline) = self.deadline else {
+            return Ok(());
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let _ = self
+            .conn
+            .set_timeout(Some(self.timeout.min(left).max(Duration::from_millis(1))));
+        if left.is_zero() {
+            return Err(Error::new(
+                ErrorKind::Temporary,
+                "the deadline for the whole send (--timeout) has passed",
+            ));
+        }
+        Ok(())
     }
 
     fn trace_reply(&self, result: &Result<Response, SmtpError>) {

@@ -1,0 +1,422 @@
+//! Direct mode under faults, against the in-process server with injected failures:
+//! who retries what, per-recipient results, deadlines, and STARTTLS safety. Each test
+//! reads the outcome off the server (messages, unacknowledged bytes, connections).
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mail_parser::MessageParser;
+use support::certs::TestPki;
+use support::envoi::{
+    PASSWORD, USER, assert_no_secret, envoi, login, outputs, trust, write_config,
+};
+use support::smtp_server::{Security, ServerOptions, TestServer};
+use tempfile::TempDir;
+
+/// A plain server with `opts` and a config whose per-command timeout is `timeout_secs`.
+fn plain(opts: ServerOptions, timeout_secs: u64) -> (TempDir, TestServer, std::path::PathBuf) {
+    let dir = TempDir::new().unwrap();
+    let server = TestServer::start(opts);
+    let config = write_config(dir.path(), server.port(), "none", "");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "timeout_secs = 10",
+        &format!("timeout_secs = {timeout_secs}"),
+    );
+    std::fs::write(&config, text).unwrap();
+    (dir, server, config)
+}
+
+fn run(dir: &TempDir, config: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = envoi(dir.path())
+        .args(["send", "--config"])
+        .arg(config)
+        .args(["--subject", "reliability"])
+        .args(args)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = outputs(&out);
+    (out.status.code(), stdout, stderr)
+}
+
+fn json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+#[test]
+fn tempfail_twice_then_one_copy_delivered() {
+    let (dir, server, config) = plain(
+        ServerOptions {
+            tempfail_transactions: 2,
+            ..ServerOptions::default()
+        },
+        10,
+    );
+    let (code, stdout, stderr) = run(
+        &dir,
+        &config,
+        &["--to", "a@example.com", "--retry-max-secs", "1", "--json"],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stderr.matches("retrying in").count(), 2, "{stderr}");
+    let j = json(&stdout);
+    assert_eq!(j["status"], "sent");
+    assert_eq!(j["attempts"], 3);
+    assert_eq!(server.messages().len(), 1, "exactly one copy");
+    assert_eq!(server.connections(), 3);
+}
+
+#[test]
+fn retries_exhausted_is_75_and_nothing_delivered() {
+    let (dir, server, config) = plain(
+        ServerOptions {
+            tempfail_transactions: 10,
+            ..ServerOptions::default()
+        },
+        10,
+    );
+    let (code, _, stderr) = run(
+        &dir,
+        &config,
+        &[
+            "--to",
+            "a@example.com",
+            "--retries",
+            "1",
+            "--retry-max-secs",
+            "1",
+        ],
+    );
+    assert_eq!(code, Some(75), "{stderr}");
+    assert!(stderr.contains("451"), "{stderr}");
+    assert_eq!(server.connections(), 2);
+    assert!(server.messages().is_empty());
+}
+
+#[test]
+fn permanent_failure_is_never_retried() {
+    let (dir, server, config) = plain(
+        ServerOptions {
+            refuse_rcpt: vec![("gone@example.com".into(), 550)],
+            ..ServerOptions::default()
+        },
+        10,
+    );
+    let (code, stdout, stderr) = run(&dir, &config, &["--to", "gone@example.com", "--json"]);
+    assert_eq!(code, Some(67), "{stderr}");
+    assert_eq!(server.connections(), 1, "a permanent refusal was retried");
+    let j = json(&stdout);
+    assert_eq!(j["recipients"][0]["address"], "gone@example.com");
+    assert_eq!(j["recipients"][0]["status"], "refused");
+    assert_eq!(j["recipients"][0]["code"], 550);
+}
+
+#[test]
+fn too_many_recipients_go_in_further_transactions() {
+    let (dir, server, config) = plain(
+        ServerOptions {
+            max_rcpts_per_transaction: Some(2),
+            ..ServerOptions::default()
+        },
+        10,
+    );
+    let (code, stdout, stderr) = run(
+        &dir,
+        &config,
+        &[
+            "--to",
+            "r1@example.com;r2@example.com;r3@example.com",
+            "--cc",
+            "r4@example.com",
+            "--bcc",
+            "r5@example.com;R1@example.com",
+            "--json",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let messages = server.messages();
+    let sets: Vec<Vec<String>> = messages.iter().map(|m| m.rcpt_to.clone()).collect();
+    assert_eq!(
+        sets,
+        [
+            vec!["r1@example.com", "r2@example.com"],
+            vec!["r3@example.com", "r4@example.com"],
+            vec!["r5@example.com"],
+        ]
+    );
+    let ids: Vec<String> = messages
+        .iter()
+        .map(|m| {
+            MessageParser::default()
+                .parse(&m.data)
+                .unwrap()
+                .message_id()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        ids.iter().all(|id| id == &ids[0]),
+        "one message, one Message-ID"
+    );
+    assert_eq!(json(&stdout)["recipients"].as_array().unwrap().len(), 5);
+}
+
+#[test]
+fn allow_partial_sends_to_the_accepted_and_reports_the_refused() {
+    let (dir, server, config) = plain(
+        ServerOptions {
+            refuse_rcpt: vec![("gone@example.com".into(), 550)],
+            ..ServerOptions::default()
+        },
+        10,
+    );
+    let (code, stdout, stderr) = run(
+        &dir,
+        &config,
+        &[
+            "--to",
+            "ok@example.com;gone@example.com",
+            "--allow-partial",
+            "--json",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(server.messages().len(), 1);
+    assert_eq!(server.messages()[0].rcpt_to, ["ok@example.com"]);
+    let j = json(&stdout);
+    assert_eq!(j["status"], "partial");
+    let statuses: Vec<(String, String)> = j["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["address"].as_str().unwrap().into(),
+                r["status"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("ok@example.com".into(), "delivered".into()),
+            ("gone@example.com".into(), "refused".into())
+        ]
+    );
+
+    // Without --allow-partial the same refusal sends nothing at all.
+    let (code, _, _) = run(&dir, &config, &["--to", "ok@example.com;gone@example.com"]);
+    assert_eq!(code, Some(67));
+    assert_eq!(server.messages().len(), 1);
+}
+
+#[test]
+fn silent_greeting_ends_in_bounded_time_with_75() {
+    let (dir, server, config) = plain(
+        ServerOptions {
+            silent_greeting: true,
+            ..ServerOptions::default()
+        },
+        1,
+    );
+    let (code, _, stderr) = run(&dir, &config, &["--to", "a@example.com", "--retries", "0"]);
+    assert_eq!(code, Some(75), "{stderr}");
+    assert!(
+        stderr.contains("timed out") || stderr.contains("Resource temporarily"),
+        "{stderr}"
+    );
+    assert!(server.messages().is_empty());
+}
+
+#[test]
+fn no_answer_after_the_final_dot_is_outcome_unknown_and_not_retried() {
+    for opts in [
+        ServerOptions {
+            hang_after_data: true,
+            ..ServerOptions::default()
+        },
+        ServerOptions {
+            drop_after_final_dot: true,
+            ..ServerOptions::default()
+        },
+    ] {
+        let (dir, server, config) = plain(opts, 1);
+        let (code, stdout, stderr) = run(&dir, &config, &["--to", "a@example.com", "--json"]);
+        assert_eq!(code, Some(75), "{stderr}");
+        let j = json(&stdout);
+        assert_eq!(j["kind"], "outcome_unknown");
+        assert!(
+            j["message"].as_str().unwrap().contains("may or may not"),
+            "{j}"
+        );
+        assert_eq!(
+            server.connections(),
+            1,
+            "retried a message that may have arrived"
+        );
+        assert_eq!(server.unacknowledged().len(), 1);
+        let sent = MessageParser::default()
+            .parse(&server.unacknowledged()[0].data)
+            .unwrap()
+            .message_id()
+            .unwrap()
+            .to_owned();
+        assert!(stderr.contains(&sent), "the Message-ID is named: {stderr}");
+    }
+}
+
+/// Whether the server read the final dot cannot be known once the payload is written:
+/// a drop during DATA is an unknown outcome too, and never retried blindly.
+#[test]
+fn connection_lost_during_data_is_not_retried_blindly() {
+    let (dir, server, config) = plain(
+        ServerOptions {
+            drop_during_data: true,
+            ..ServerOptions::default()
+        },
+        5,
+    );
+    let (code, stdout, stderr) = run(
+        &dir,
+        &config,
+        &["--to", "a@example.com", "--retries", "1", "--json"],
+    );
+    assert_eq!(code, Some(75), "{stderr}");
+    assert_eq!(json(&stdout)["kind"], "outcome_unknown");
+    assert_eq!(server.connections(), 1);
+    assert!(server.messages().is_empty());
+}
+
+#[test]
+fn shutdown_421_is_temporary() {
+    let (dir, server, config) = plain(
+        ServerOptions {
+            reply_421_at: Some("MAIL"),
+            ..ServerOptions::default()
+        },
+        5,
+    );
+    let (code, _, stderr) = run(&dir, &config, &["--to", "a@example.com", "--retries", "0"]);
+    assert_eq!(code, Some(75), "{stderr}");
+    assert!(stderr.contains("421"), "{stderr}");
+    assert!(server.messages().is_empty());
+}
+
+#[test]
+fn whole_send_deadline() {
+    let (dir, server, config) = plain(
+        ServerOptions {
+            delay_replies: Some(Duration::from_millis(700)),
+            ..ServerOptions::default()
+        },
+        10,
+    );
+    let (code, _, stderr) = run(&dir, &config, &["--to", "a@example.com", "--timeout", "1"]);
+    assert_eq!(code, Some(75), "{stderr}");
+    assert!(server.messages().is_empty());
+}
+
+#[test]
+fn bytes_injected_after_starttls_abort_before_auth() {
+    let dir = TempDir::new().unwrap();
+    let pki = Arc::new(TestPki::new());
+    let ca = pki.write_ca(dir.path());
+    let server = TestServer::start(ServerOptions {
+        security: Security::StartTls,
+        auth: Some((USER.into(), PASSWORD.into())),
+        pki: Some(pki),
+        inject_after_starttls: Some(b"250-evil.example\r\n250 AUTH PLAIN\r\n".to_vec()),
+        ..ServerOptions::default()
+    });
+    let config = write_config(
+        dir.path(),
+        server.port(),
+        "starttls",
+        &format!("{}{}", login(), trust(&ca)),
+    );
+    let out = envoi(dir.path())
+        .env("ENVOI_TEST_PASSWORD", PASSWORD)
+        .args(["send", "--config"])
+        .arg(&config)
+        .args(["--to", "a@example.com", "--retries", "0"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = outputs(&out);
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    assert!(stderr.contains("before the TLS handshake"), "{stderr}");
+    assert!(server.wait_idle(Duration::from_secs(5)));
+    let transcript = server.transcript();
+    assert!(
+        transcript
+            .iter()
+            .all(|l| !l.starts_with("AUTH") && !l.starts_with("MAIL")),
+        "{transcript:?}"
+    );
+    assert_no_secret(&format!("{stdout}{stderr}"));
+}
+
+#[test]
+fn verbose_transcript_redacts_auth() {
+    let dir = TempDir::new().unwrap();
+    let pki = Arc::new(TestPki::new());
+    let ca = pki.write_ca(dir.path());
+    let server = TestServer::start(ServerOptions {
+        security: Security::StartTls,
+        auth: Some((USER.into(), PASSWORD.into())),
+        pki: Some(pki),
+        ..ServerOptions::default()
+    });
+    let config = write_config(
+        dir.path(),
+        server.port(),
+        "starttls",
+        &format!("{}{}", login(), trust(&ca)),
+    );
+    let out = envoi(dir.path())
+        .env("ENVOI_TEST_PASSWORD", PASSWORD)
+        .args(["send", "--config"])
+        .arg(&config)
+        .args(["--to", "a@example.com", "-v"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = outputs(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    for needle in [
+        "C: MAIL FROM:<sender@example.com>",
+        "C: RCPT TO:<a@example.com>",
+        "[redacted]",
+        "S: 250",
+    ] {
+        assert!(stderr.contains(needle), "{needle} missing: {stderr}");
+    }
+    assert_no_secret(&format!("{stdout}{stderr}"));
+    assert_eq!(server.messages().len(), 1);
+}
+
+#[test]
+fn smtputf8_local_parts() {
+    let (dir, server, config) = plain(
+        ServerOptions {
+            ehlo_extra: vec!["SMTPUTF8".into()],
+            ..ServerOptions::default()
+        },
+        10,
+    );
+    let (code, _, stderr) = run(&dir, &config, &["--to", "jösé@bücher.example"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let m = &server.messages()[0];
+    assert_eq!(m.rcpt_to, ["jösé@xn--bcher-kva.example"]);
+    assert!(
+        m.mail_params.iter().any(|p| p == "SMTPUTF8"),
+        "{:?}",
+        m.mail_params
+    );
+
+    let (dir, server, config) = plain(ServerOptions::default(), 10);
+    let (code, _, stderr) = run(&dir, &config, &["--to", "jösé@example.com"]);
+    assert_eq!(code, Some(69), "{stderr}");
+    assert!(stderr.contains("SMTPUTF8"), "{stderr}");
+    assert!(server.messages().is_empty());
+}
