@@ -145,13 +145,14 @@ impl Outbox {
         let id = new_id();
         let tmp = self.root.join("tmp").join(&id);
         fs::create_dir(&tmp).map_err(|e| io_error("create", &tmp, e))?;
-        write_synced(&tmp.join(MESSAGE), message)?;
-        write_synced(&tmp.join(STATE), &state_json(state)?)?;
-        write_synced(&tmp.join(LOCK), b"")?;
-        sync_dir(&tmp)?;
-        let lock = lock_file(&tmp.join(LOCK))?.ok_or_else(|| {
-            Error::new(ErrorKind::Internal, "outbox: a new entry is locked already")
-        })?;
+        let lock = match fill(&tmp, message, state) {
+            Ok(lock) => lock,
+            Err(e) => {
+                // Not queued (a full disk, say): leave no half entry behind.
+                let _ = fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+        };
         let queued = self.dir(Folder::Queue, &id);
         fs::rename(&tmp, &queued).map_err(|e| io_error("queue", &queued, e))?;
         sync_dir(&self.root.join("queue"))?;
@@ -253,6 +254,16 @@ impl Locked {
         fs::rename(&temp, &path).map_err(|e| io_error("update", &path, e))?;
         sync_dir(&self.dir)
     }
+}
+
+/// Writes a new entry's files into `dir`, durably, and locks it.
+fn fill(dir: &Path, message: &[u8], state: &EntryState) -> Result<File> {
+    write_synced(&dir.join(MESSAGE), message)?;
+    write_synced(&dir.join(STATE), &state_json(state)?)?;
+    write_synced(&dir.join(LOCK), b"")?;
+    sync_dir(dir)?;
+    lock_file(&dir.join(LOCK))?
+        .ok_or_else(|| Error::new(ErrorKind::Internal, "outbox: a new entry is locked already"))
 }
 
 fn state_json(state: &EntryState) -> Result<Vec<u8>> {

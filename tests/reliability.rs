@@ -420,3 +420,60 @@ fn smtputf8_local_parts() {
     assert!(stderr.contains("SMTPUTF8"), "{stderr}");
     assert!(server.messages().is_empty());
 }
+
+/// A full disk under the outbox: a clear error (75), nothing half-written, nothing sent.
+/// Needs root to mount a small tmpfs (CI runs as root); skipped with a note otherwise.
+#[test]
+fn outbox_on_a_full_disk() {
+    let dir = TempDir::new().unwrap();
+    let outbox = dir.path().join("tiny");
+    std::fs::create_dir(&outbox).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&outbox)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("note: skipping the full-disk test: cannot mount a tmpfs (not root?)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(outbox.clone());
+
+    let server = TestServer::start(ServerOptions::default());
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, vec![7u8; 1 << 20]).unwrap();
+    let out = envoi(dir.path())
+        .args(["send", "--smtp-url"])
+        .arg(format!("smtp://127.0.0.1:{}?security=none", server.port()))
+        .args([
+            "--from",
+            "a@example.com",
+            "--to",
+            "b@example.com",
+            "--queue",
+            "--outbox-dir",
+        ])
+        .arg(&outbox)
+        .arg("--attach")
+        .arg(&big)
+        .output()
+        .unwrap();
+    let (_, stderr) = outputs(&out);
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert_eq!(
+        server.connections(),
+        0,
+        "sent although it could not be queued"
+    );
+    for sub in ["tmp", "queue"] {
+        let left: Vec<_> = std::fs::read_dir(outbox.join(sub)).unwrap().collect();
+        assert!(left.is_empty(), "{sub}/ keeps a half entry: {left:?}");
+    }
+}

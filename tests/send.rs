@@ -365,24 +365,48 @@ fn temporarily_refused_recipient_is_75() {
 }
 
 #[test]
-fn untrusted_certificate_is_77() {
-    let s = setup(Security::ImplicitTls, ServerOptions::default());
-    // A config without ca_file: the test CA is not trusted.
-    let config = write_config(s.dir.path(), s.server.port(), "tls", &login());
-    let out = envoi(s.dir.path())
-        .env("ENVOI_TEST_PASSWORD", PASSWORD)
-        .args(["send", "--config"])
-        .arg(&config)
-        .args(["--to", "a@example.com", "--json"])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = outputs(&out);
-    assert_eq!(out.status.code(), Some(77), "stderr: {stderr}");
-    assert!(stderr.contains("certificate is not trusted"), "{stderr}");
-    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(json["kind"], "certificate");
-    s.assert_nothing_delivered();
-    assert!(!s.server.transcript().iter().any(|l| l.starts_with("AUTH")));
+fn certificate_problems_are_77_and_named() {
+    use support::certs::Leaf;
+    // (leaf, trust the test CA?, what the message says)
+    let cases = [
+        (Leaf::Good, false, "unknown issuer"),
+        (Leaf::WrongHost, true, "issued for another host name"),
+        (Leaf::Expired, true, "expired"),
+    ];
+    for (leaf, trusted, reason) in cases {
+        let dir = TempDir::new().unwrap();
+        let pki = Arc::new(TestPki::with_leaf(leaf));
+        let ca = pki.write_ca(dir.path());
+        let server = TestServer::start(ServerOptions {
+            security: Security::ImplicitTls,
+            auth: Some((USER.into(), PASSWORD.into())),
+            pki: Some(pki),
+            ..ServerOptions::default()
+        });
+        let extra = if trusted {
+            format!("{}{}", login(), trust(&ca))
+        } else {
+            login()
+        };
+        let config = write_config(dir.path(), server.port(), "tls", &extra);
+        let out = envoi(dir.path())
+            .env("ENVOI_TEST_PASSWORD", PASSWORD)
+            .args(["send", "--config"])
+            .arg(&config)
+            .args(["--to", "a@example.com", "--json"])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = outputs(&out);
+        assert_eq!(out.status.code(), Some(77), "{leaf:?}: {stderr}");
+        assert!(stderr.contains("certificate is not trusted"), "{stderr}");
+        assert!(stderr.contains(reason), "{leaf:?}: {stderr}");
+        let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(json["kind"], "certificate");
+        assert_eq!(json["http_status"], 403);
+        assert!(server.messages().is_empty());
+        assert_eq!(server.connections(), 1, "a certificate failure was retried");
+        assert!(!server.transcript().iter().any(|l| l.starts_with("AUTH")));
+    }
 }
 
 #[test]

@@ -25,9 +25,25 @@ pub struct TestPki {
     leaf_key_pem: String,
 }
 
+/// What is wrong with the leaf certificate, for certificate-failure tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leaf {
+    /// Valid for `localhost` and `127.0.0.1`.
+    Good,
+    /// Valid only for `wrong.example`.
+    WrongHost,
+    /// Expired in 2001.
+    Expired,
+}
+
 impl TestPki {
     /// Generates a new CA and a leaf certificate signed by it (ECDSA P-256).
     pub fn new() -> TestPki {
+        TestPki::with_leaf(Leaf::Good)
+    }
+
+    /// Like [`TestPki::new`], with a leaf that is wrong in the given way.
+    pub fn with_leaf(kind: Leaf) -> TestPki {
         let ca_key = KeyPair::generate().expect("generate CA key");
         let mut ca_params = CertificateParams::default();
         ca_params.distinguished_name = rcgen::DistinguishedName::new();
@@ -52,10 +68,19 @@ impl TestPki {
         leaf_params
             .distinguished_name
             .push(DnType::CommonName, "localhost");
-        leaf_params.subject_alt_names = vec![
-            SanType::DnsName("localhost".try_into().expect("valid DNS name")),
-            SanType::IpAddress([127, 0, 0, 1].into()),
-        ];
+        leaf_params.subject_alt_names = match kind {
+            Leaf::WrongHost => vec![SanType::DnsName(
+                "wrong.example".try_into().expect("valid DNS name"),
+            )],
+            Leaf::Good | Leaf::Expired => vec![
+                SanType::DnsName("localhost".try_into().expect("valid DNS name")),
+                SanType::IpAddress([127, 0, 0, 1].into()),
+            ],
+        };
+        if kind == Leaf::Expired {
+            leaf_params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            leaf_params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        }
         leaf_params.is_ca = IsCa::ExplicitNoCa;
         leaf_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
