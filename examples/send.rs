@@ -47,7 +47,8 @@ fn main() -> anyhow::Result<()> {
             },
         ),
     };
-    match send::deliver(name, &profile, prepared, &send::DeliveryOptions::default())? {
+    let options = send::DeliveryOptions::default();
+    match send::deliver(name, &profile, prepared, &options, &mut |_| Ok(()))? {
         Outcome::Sent { prepared, .. } => println!("sent {}", prepared.message_id),
         Outcome::Saved { path, .. } => println!("saved {}", path.display()),
         other => println!("{other:?}"),

@@ -77,11 +77,13 @@ fn outbox(command: OutboxCommand) -> Result<()> {
                 .ids(folder)?
                 .into_iter()
                 .filter_map(|id| match outbox.peek(folder, &id) {
-                    Ok(Some(state)) => Some(Ok((id, state))),
-                    Ok(None) => None,
-                    Err(e) => Some(Err(e)),
+                    Ok(state) => state.map(|s| (id, s)),
+                    Err(e) => {
+                        eprintln!("envoi: warning: skipping outbox entry {id}: {e}");
+                        None
+                    }
                 })
-                .collect::<Result<Vec<_>>>()?;
+                .collect::<Vec<_>>();
             print_entries(&entries, common.json);
         }
         OutboxCommand::Flush {

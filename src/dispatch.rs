@@ -78,11 +78,16 @@ impl From<Error> for Failure {
     }
 }
 
+/// Called after every transaction the server accepted, before anything else is said to
+/// it (even QUIT), so the caller can record who has the message while it is certain.
+pub type Progress<'a> = &'a mut dyn FnMut(&Report) -> Result<()>;
+
 /// Sends `prepared` to every envelope recipient according to `policy`.
 pub fn send(
     settings: &SmtpSettings,
     prepared: &Prepared,
     policy: &Policy,
+    progress: Progress<'_>,
 ) -> Result<Report, Failure> {
     let mut state = State {
         pending: prepared.envelope.to().to_vec(),
@@ -90,7 +95,7 @@ pub fn send(
     };
     loop {
         state.report.attempts += 1;
-        let (error, deferred) = match state.attempt(settings, prepared, policy) {
+        let (error, deferred) = match state.attempt(settings, prepared, policy, progress) {
             Ok(Step::Done) => return Ok(state.report),
             Ok(Step::Deferred(error)) => (error, true),
             Err(error) => (error, false),
@@ -148,6 +153,7 @@ impl State {
         settings: &SmtpSettings,
         prepared: &Prepared,
         policy: &Policy,
+        progress: Progress<'_>,
     ) -> Result<Step> {
         let mut settings = settings.clone();
         if let Some(deadline) = policy.deadline {
@@ -161,7 +167,7 @@ impl State {
             settings.timeout = settings.timeout.min(left);
         }
         let mut session = SmtpSession::open(&settings)?;
-        let result = self.transactions(&mut session, prepared, policy);
+        let result = self.transactions(&mut session, prepared, policy, progress);
         session.close();
         result
     }
@@ -171,6 +177,7 @@ impl State {
         session: &mut SmtpSession,
         prepared: &Prepared,
         policy: &Policy,
+        progress: Progress<'_>,
     ) -> Result<Step> {
         while !self.pending.is_empty() {
             let t = session.transaction(prepared, &self.pending, policy.allow_partial)?;
@@ -185,6 +192,7 @@ impl State {
             }
             self.report.data_reply = t.data_reply;
             self.report.delivered.extend(t.accepted);
+            progress(&self.report)?;
             self.pending.retain(|a| {
                 let a = a.to_string();
                 !self.report.delivered.iter().any(|d| d.address == a)

@@ -23,9 +23,10 @@ use crate::send::{DeliveryOptions, connection_for, deliver};
 /// What became of one entry.
 #[derive(Debug)]
 pub enum EntryOutcome {
-    /// The server took it; the entry is gone.
-    Sent(Box<Outcome>),
-    /// A temporary failure; the entry waits for the next flush.
+    /// The server took it for every recipient; the entry is gone. `None` when an earlier,
+    /// interrupted run had already delivered it and only the removal was left.
+    Sent(Option<Box<Outcome>>),
+    /// A temporary failure (or recipients deferred); the entry waits for the next flush.
     Deferred(Error),
     /// Refused for good or given up; the entry is in `failed/`.
     Failed(Error),
@@ -53,13 +54,14 @@ pub struct FlushOptions {
     pub verbose: bool,
 }
 
-/// Queues `prepared` durably, then makes the first attempt at once.
-pub fn queue_and_send(
+/// Writes `prepared` to the outbox durably and returns the entry, locked.
+pub fn enqueue(
     outbox: &Outbox,
-    prepared: Prepared,
-    (name, profile, route): (&str, &Profile, Route),
-    options: &DeliveryOptions,
-) -> Result<Outcome, Failure> {
+    prepared: &Prepared,
+    route: Route,
+    allow_partial: bool,
+    idempotency_key: Option<&str>,
+) -> Result<Locked> {
     let state = EntryState {
         message_id: prepared.message_id.clone(),
         from: prepared.envelope.from().map(ToString::to_string),
@@ -71,17 +73,33 @@ pub fn queue_and_send(
             .collect(),
         delivered: Vec::new(),
         refused: Vec::new(),
-        allow_partial: options.policy.allow_partial,
+        allow_partial,
         route,
         queued_at: now(),
         attempts: 0,
         next_attempt_at: 0,
         last_error: None,
+        idempotency_key: idempotency_key.map(str::to_owned),
     };
-    let entry = outbox.enqueue(&prepared.bytes, &state)?;
+    outbox.enqueue(&prepared.bytes, &state)
+}
+
+/// The first attempt of `send --queue`, right after [`enqueue`].
+pub fn first_attempt(
+    outbox: &Outbox,
+    entry: Locked,
+    prepared: Prepared,
+    (name, profile): (&str, &Profile),
+    verbose: bool,
+) -> Result<Outcome, Failure> {
     let id = entry.id().to_owned();
-    match attempt(outbox, entry, name, profile, options.verbose)? {
-        EntryOutcome::Sent(outcome) => Ok(*outcome),
+    match attempt(outbox, entry, name, profile, verbose)? {
+        EntryOutcome::Sent(Some(outcome)) => Ok(*outcome),
+        EntryOutcome::Sent(None) => Err(Error::new(
+            ErrorKind::Internal,
+            "a new outbox entry had no recipient (a bug)",
+        )
+        .into()),
         EntryOutcome::Deferred(error) => Ok(Outcome::Queued {
             prepared,
             id,
@@ -99,12 +117,21 @@ pub fn queue_and_send(
 pub fn flush(outbox: &Outbox, options: &FlushOptions) -> Result<FlushSummary> {
     let mut summary = FlushSummary::default();
     let mut routes: HashMap<String, Result<(String, Profile)>> = HashMap::new();
+    outbox.clean_tmp(Duration::from_secs(3600));
     for id in outbox.ids(crate::outbox::Folder::Queue)? {
         let Some(entry) = outbox.lock(&id)? else {
             summary.skipped += 1;
             continue;
         };
-        let mut state = entry.state()?;
+        let mut state = match entry.state() {
+            Ok(state) => state,
+            Err(e) => {
+                // One damaged entry must not hold up the others.
+                eprintln!("envoi: warning: skipping outbox entry {id}: {e}");
+                summary.skipped += 1;
+                continue;
+            }
+        };
         if now().saturating_sub(state.queued_at) > options.lifetime.as_secs() {
             let error = Error::new(
                 ErrorKind::Unavailable,
@@ -136,7 +163,9 @@ pub fn flush(outbox: &Outbox, options: &FlushOptions) -> Result<FlushSummary> {
     Ok(summary)
 }
 
-/// One attempt at a locked entry; the entry's state is updated before returning.
+/// One attempt at a locked entry. Who got the message is saved in the entry right
+/// after each transaction the server accepted, before QUIT: a process killed after a 250
+/// does not send it to them again.
 pub fn attempt(
     outbox: &Outbox,
     entry: Locked,
@@ -145,6 +174,10 @@ pub fn attempt(
     verbose: bool,
 ) -> Result<EntryOutcome> {
     let mut state = entry.state()?;
+    if state.pending.is_empty() {
+        outbox.remove(&entry)?;
+        return Ok(EntryOutcome::Sent(None));
+    }
     let prepared = Prepared {
         message_id: state.message_id.clone(),
         envelope: stored_envelope(&state)?,
@@ -159,10 +192,35 @@ pub fn attempt(
         },
         verbose,
     };
-    match deliver(name, profile, prepared, &options) {
+    let mut progress = |report: &Report| {
+        record_progress(&mut state, report);
+        if state.pending.is_empty() {
+            // Everyone has it: out of the queue at once, before QUIT.
+            outbox.remove(&entry)
+        } else {
+            entry.save(&state)
+        }
+    };
+    let result = deliver(name, profile, prepared, &options, &mut progress);
+    match result {
         Ok(outcome) => {
-            outbox.remove(entry)?;
-            Ok(EntryOutcome::Sent(Box::new(outcome)))
+            match &outcome {
+                Outcome::Sent { report, .. } => record_progress(&mut state, report),
+                // The file transport wrote it for everyone.
+                _ => state.pending.clear(),
+            }
+            if state.pending.is_empty() {
+                if entry.is_queued() {
+                    outbox.remove(&entry)?;
+                }
+                return Ok(EntryOutcome::Sent(Some(Box::new(outcome))));
+            }
+            // --allow-partial: delivered to some; the deferred (4xx) ones stay queued.
+            let error = Error::new(
+                ErrorKind::Temporary,
+                format!("still to deliver to {}", state.pending.join(", ")),
+            );
+            defer(entry, state, error)
         }
         Err(Failure { error, report }) => {
             record_progress(&mut state, &report);
@@ -197,16 +255,21 @@ fn defer(entry: Locked, mut state: EntryState, error: Error) -> Result<EntryOutc
     Ok(EntryOutcome::Deferred(error))
 }
 
-/// Moves delivered and permanently refused recipients out of `pending`.
+/// Moves delivered and permanently refused recipients out of `pending`. Idempotent:
+/// the report is cumulative and may be recorded several times.
 fn record_progress(state: &mut EntryState, report: &Report) {
     for d in &report.delivered {
-        state.delivered.push(d.address.clone());
+        if !state.delivered.contains(&d.address) {
+            state.delivered.push(d.address.clone());
+        }
     }
     for r in report.refused.iter().filter(|r| r.is_permanent()) {
-        state.refused.push(Refusal {
-            address: r.address.clone(),
-            reply: format!("{} {}", r.code, r.message),
-        });
+        if !state.refused.iter().any(|x| x.address == r.address) {
+            state.refused.push(Refusal {
+                address: r.address.clone(),
+                reply: format!("{} {}", r.code, r.message),
+            });
+        }
     }
     let done =
         |a: &String| state.delivered.contains(a) || state.refused.iter().any(|r| &r.address == a);
@@ -237,7 +300,7 @@ fn stored_envelope(state: &EntryState) -> Result<Envelope> {
 /// `outbox drop ID`: removes a queued entry unless a flush is sending it.
 pub fn drop_entry(outbox: &Outbox, id: &str) -> Result<()> {
     match outbox.lock(id)? {
-        Some(entry) => outbox.remove(entry),
+        Some(entry) => outbox.remove(&entry),
         None if outbox.peek(crate::outbox::Folder::Queue, id)?.is_some() => Err(Error::new(
             ErrorKind::Temporary,
             format!("outbox entry {id} is being sent by another envoi; try again"),

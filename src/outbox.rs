@@ -69,6 +69,9 @@ pub struct EntryState {
     pub next_attempt_at: u64,
     /// What went wrong last, for `envoi outbox list` and `failed/`.
     pub last_error: Option<String>,
+    /// The `--idempotency-key` it was queued with: while it is queued, the key is taken.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
 }
 
 /// An outbox directory.
@@ -163,6 +166,24 @@ impl Outbox {
         })
     }
 
+    /// Deletes what interrupted runs left in `tmp/` (half-written entries, removals
+    /// cut short) once it is older than `age`, so a write in progress is never touched.
+    pub fn clean_tmp(&self, age: Duration) {
+        let Ok(entries) = fs::read_dir(self.root.join("tmp")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|e| e > age));
+            if old {
+                // Best effort: whatever stays is retried by the next flush.
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+
     /// The ids in a folder, oldest first.
     pub fn ids(&self, folder: Folder) -> Result<Vec<String>> {
         let dir = self.root.join(folder.name());
@@ -203,8 +224,21 @@ impl Outbox {
         self.root.join(folder.name()).join(id)
     }
 
+    /// The queued entry that carries `key`, if any.
+    pub fn find_key(&self, key: &str) -> Result<Option<EntryState>> {
+        for id in self.ids(Folder::Queue)? {
+            if let Ok(Some(state)) = self.peek(Folder::Queue, &id)
+                && state.idempotency_key.as_deref() == Some(key)
+            {
+                return Ok(Some(state));
+            }
+        }
+        Ok(None)
+    }
+
     /// Removes a delivered (or dropped) entry: out of the queue atomically, then deleted.
-    pub fn remove(&self, entry: Locked) -> Result<()> {
+    /// The caller keeps the lock until it drops `entry`.
+    pub fn remove(&self, entry: &Locked) -> Result<()> {
         let gone = self.root.join("tmp").join(format!("{}.removed", entry.id));
         fs::rename(&entry.dir, &gone).map_err(|e| io_error("remove", &entry.dir, e))?;
         sync_dir(&self.root.join("queue"))?;
@@ -228,6 +262,11 @@ impl Locked {
     /// The entry's id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// False once the entry has been removed or moved to `failed/`.
+    pub fn is_queued(&self) -> bool {
+        self.dir.join(STATE).exists()
     }
 
     /// The stored message bytes.
@@ -363,6 +402,7 @@ mod tests {
             attempts: 0,
             next_attempt_at: 0,
             last_error: None,
+            idempotency_key: None,
         }
     }
 
@@ -386,7 +426,7 @@ mod tests {
             outbox.peek(Folder::Queue, &id).unwrap().unwrap().attempts,
             1
         );
-        outbox.remove(entry).unwrap();
+        outbox.remove(&entry).unwrap();
         assert!(outbox.ids(Folder::Queue).unwrap().is_empty());
         assert!(outbox.lock(&id).unwrap().is_none());
     }

@@ -11,7 +11,7 @@ use clap::ArgMatches;
 use crate::address;
 use crate::cli::SendArgs;
 use crate::config::{self, Profile, TransportKind};
-use crate::dispatch::{self, Failure, Policy};
+use crate::dispatch::{self, Failure, Policy, Progress, Report};
 use crate::error::{Error, ErrorKind, Result};
 use crate::flush;
 use crate::idempotency::{self, Ledger};
@@ -97,6 +97,14 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
                     first_status: first.status.clone(),
                 });
             }
+            // A run killed right after queueing may not have recorded its key yet; the
+            // entry carries it.
+            if let Some(queued) = Outbox::open(&outbox_dir)?.find_key(key)? {
+                return Ok(Outcome::Duplicate {
+                    message_id: queued.message_id,
+                    first_status: "queued".into(),
+                });
+            }
             Some(ledger)
         }
         None => None,
@@ -106,24 +114,31 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
         profile,
         route,
     } = connection;
+    let key = args.idempotency_key.as_deref();
+    let message_id = prepared.message_id.clone();
+    // Records the key once the message is certain to be the server's or the outbox's.
+    let mut record = |status: &str| match (&mut ledger, key) {
+        (Some(ledger), Some(key)) => ledger.record(key, &message_id, status),
+        _ => Ok(()),
+    };
     let outcome = if args.queue || profile.outbox {
         let outbox = Outbox::open(&outbox_dir)?;
-        flush::queue_and_send(&outbox, prepared, (&name, &profile, route), &options)?
+        let entry = flush::enqueue(&outbox, &prepared, route, options.policy.allow_partial, key)?;
+        record("queued")?;
+        flush::first_attempt(&outbox, entry, prepared, (&name, &profile), options.verbose)?
     } else {
-        deliver(&name, &profile, prepared, &options)?
-    };
-    if let (Some(ledger), Some(key)) = (&mut ledger, &args.idempotency_key) {
-        let recorded = match &outcome {
-            Outcome::Sent { prepared, report } if report.refused.is_empty() => {
-                Some((prepared, "sent"))
+        let mut recorded = false;
+        let mut progress = |_: &Report| {
+            if !recorded {
+                record("sent")?;
+                recorded = true;
             }
-            Outcome::Queued { prepared, .. } => Some((prepared, "queued")),
-            Outcome::Saved { prepared, .. } => Some((prepared, "saved")),
-            _ => None,
+            Ok(())
         };
-        if let Some((prepared, status)) = recorded {
-            ledger.record(key, &prepared.message_id, status)?;
-        }
+        deliver(&name, &profile, prepared, &options, &mut progress)?
+    };
+    if let Outcome::Saved { .. } = outcome {
+        record("saved")?;
     }
     Ok(outcome)
 }
@@ -203,11 +218,14 @@ pub struct DeliveryOptions {
 
 /// Delivers a prepared message through `profile` (named `name` in errors): writes it
 /// to the profile's directory, or sends it over SMTP with retries as `options` say.
+/// `progress` is told after every transaction the server accepted (see
+/// [`dispatch::Progress`]).
 pub fn deliver(
     name: &str,
     profile: &Profile,
     prepared: Prepared,
     options: &DeliveryOptions,
+    progress: Progress<'_>,
 ) -> Result<Outcome, Failure> {
     profile.check(name)?;
     let host = match (profile.transport, &profile.dir, &profile.host) {
@@ -240,6 +258,6 @@ pub fn deliver(
         verbose: options.verbose,
         deadline: options.policy.deadline,
     };
-    let report = dispatch::send(&settings, &prepared, &options.policy)?;
+    let report = dispatch::send(&settings, &prepared, &options.policy, progress)?;
     Ok(Outcome::Sent { prepared, report })
 }
