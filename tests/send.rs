@@ -564,3 +564,76 @@ fn password_in_a_group_readable_config_is_refused() {
     assert!(stderr.contains("chmod 600"), "{stderr}");
     assert_no_secret(&format!("{stdout}{stderr}"));
 }
+
+/// The catalogue's injection vectors: every value that becomes a header or an SMTP command
+/// is refused with 65 before any connection; the body's smuggling attempts are framed away.
+#[test]
+fn injection_vectors_are_refused_or_neutralised() {
+    let s = setup(Security::StartTls, ServerOptions::default());
+    #[rustfmt::skip]
+    let refused: &[&[&str]] = &[
+        &["--to", "a@example.com>\r\nRCPT TO:<victim@example.net"],
+        &["--to", "a@example.com", "--from", "e@example.com\nDATA"],
+        &["--to", "a@example.com", "--bcc", "b@example.com\rx"],
+        &["--to", "\"Eve\r\nBcc: x@example.net\" <eve@example.com>"],
+        &["--to", "a@example.com", "--reply-to", "r@example.com\r\nX: y"],
+        &["--to", "a@example.com", "--header", "X-A\r\nBcc: c@example.net: v"],
+        &["--to", "a@example.com", "--attach-data", "aGk=", "--attach-name", "x\r\nBcc: y.txt"],
+        &["--to", "a@example.com", "--attach-data", "aGk=", "--attach-type", "text/plain\r\nX: y"],
+        &["--to", "a@example.com", "--attach-data", "aGk=", "--attach-id", "id\r\nX: y"],
+    ];
+    for args in refused {
+        let out = s.envoi().args(*args).output().unwrap();
+        assert_eq!(out.status.code(), Some(65), "{args:?}: {:?}", outputs(&out));
+    }
+    let payload = r#"{"To": "a@example.com", "Subject": "hi\r\nBcc: victim@example.net"}"#;
+    let out = s
+        .envoi()
+        .args(["--input", "-"])
+        .write_stdin(payload)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(65), "{:?}", outputs(&out));
+    let hello = std::fs::read_to_string(&s.config).unwrap()
+        + "hello_name = \"host\\r\\nMAIL FROM:<evil@example.net>\"\n";
+    let bad_config = s.dir.path().join("hello.toml");
+    std::fs::write(&bad_config, hello).unwrap();
+    let out = envoi(s.dir.path())
+        .args(["send", "--config"])
+        .arg(&bad_config)
+        .args(["--to", "a@example.com"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(65), "{:?}", outputs(&out));
+    assert_eq!(s.server.connections(), 0, "a connection was opened");
+
+    // RUSTSEC-2021-0069's vector and bare-LF smuggling go out as body text, and a 2000-octet
+    // line is encoded: one transaction, nothing the server could read as a command.
+    let body = format!(
+        "x\r\n\r\n.\r\nMAIL FROM:<evil@example.net>\n.\nRCPT TO:<victim@example.net>\r.\r{}",
+        "y".repeat(2000)
+    );
+    let out = s
+        .envoi()
+        .args(["--to", "a@example.com", "--body", &body])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{:?}", outputs(&out));
+    assert!(s.server.wait_idle(Duration::from_secs(5)));
+    let m = s.only_message();
+    assert_eq!(m.rcpt_to, ["a@example.com"]);
+    let transcript = s.server.transcript();
+    assert!(
+        !transcript
+            .iter()
+            .any(|l| l.contains("evil@") || l.contains("victim@")),
+        "{transcript:?}"
+    );
+    let longest = m
+        .raw_data
+        .split(|b| *b == b'\n')
+        .map(<[u8]>::len)
+        .max()
+        .unwrap();
+    assert!(longest <= 1000, "a line of {longest} octets went out");
+}
