@@ -80,6 +80,8 @@ impl From<Error> for Failure {
 
 /// Called after every transaction the server accepted, before anything else is said to
 /// it (even QUIT), so the caller can record who has the message while it is certain.
+/// A failure to record is a warning: the message is delivered all the same, and retrying
+/// it would send it again.
 pub type Progress<'a> = &'a mut dyn FnMut(&Report) -> Result<()>;
 
 /// Sends `prepared` to every envelope recipient according to `policy`.
@@ -107,8 +109,24 @@ pub fn send(
             || !in_time
         {
             if deferred && policy.allow_partial {
-                // The still-deferred recipients are reported as refused; the rest got it.
-                return Ok(state.report);
+                // Some got it; the caller owns the retry of the still-deferred ones.
+                let error = Error::new(
+                    ErrorKind::Temporary,
+                    format!(
+                        "{error}; delivered to {}: retry only the others",
+                        state
+                            .report
+                            .delivered
+                            .iter()
+                            .map(|r| r.address.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+                return Err(Failure {
+                    error,
+                    report: state.report,
+                });
             }
             return Err(Failure {
                 error,
@@ -191,8 +209,13 @@ impl State {
                 return Err(refusal(&t.refused, &self.report));
             }
             self.report.data_reply = t.data_reply;
+            for accepted in &t.accepted {
+                // Delivered now after an earlier 4xx: no longer refused.
+                self.report
+                    .refused
+                    .retain(|r| r.address != accepted.address);
+            }
             self.report.delivered.extend(t.accepted);
-            progress(&self.report)?;
             self.pending.retain(|a| {
                 let a = a.to_string();
                 !self.report.delivered.iter().any(|d| d.address == a)
@@ -202,6 +225,9 @@ impl State {
                         .iter()
                         .any(|r| r.address == a && r.is_permanent())
             });
+            if let Err(e) = progress(&self.report) {
+                eprintln!("envoi: warning: delivered, but could not record it: {e}");
+            }
             let retry_later: Vec<&RcptReply> =
                 t.refused.iter().filter(|r| !r.is_permanent()).collect();
             if t.deferred.is_empty() && !retry_later.is_empty() {
@@ -218,16 +244,19 @@ impl State {
 /// Why a transaction sent nothing: recipients refused (67 when all refusals are
 /// permanent, else 75), or none accepted at all.
 fn refusal(refused: &[RcptReply], report: &Report) -> Error {
-    let already = if report.delivered.is_empty() {
-        String::new()
+    let done: Vec<&RcptReply> = report.delivered.iter().collect();
+    let outcome = if done.is_empty() {
+        "nothing was sent".to_owned()
     } else {
-        let done: Vec<&RcptReply> = report.delivered.iter().collect();
-        format!(" (already delivered to {})", list(&done))
+        format!(
+            "this transaction was abandoned; already delivered to {}",
+            list(&done)
+        )
     };
     if refused.is_empty() {
         return Error::new(
             ErrorKind::Temporary,
-            format!("the server accepted no recipient (too many recipients){already}"),
+            format!("the server accepted no recipient (too many recipients); {outcome}"),
         );
     }
     let kind = if refused.iter().all(RcptReply::is_permanent) {
@@ -238,10 +267,7 @@ fn refusal(refused: &[RcptReply], report: &Report) -> Error {
     let refused: Vec<&RcptReply> = refused.iter().collect();
     Error::new(
         kind,
-        format!(
-            "the server refused {}; nothing was sent to anyone in this message{already}",
-            list(&refused)
-        ),
+        format!("the server refused {}; {outcome}", list(&refused)),
     )
 }
 

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lettre::Address;
 use lettre::address::Envelope;
@@ -15,6 +15,7 @@ use lettre::address::Envelope;
 use crate::config::Profile;
 use crate::dispatch::{Failure, Policy, Report};
 use crate::error::{Error, ErrorKind, Result};
+use crate::idempotency;
 use crate::message::Prepared;
 use crate::outbox::{EntryState, Locked, Outbox, Refusal, Route, now, retry_delay};
 use crate::output::Outcome;
@@ -40,6 +41,9 @@ pub struct FlushSummary {
     /// Entries left alone: locked by another flush, or not due yet.
     pub skipped: usize,
 }
+
+/// How long one entry's attempt may take during a flush.
+const ENTRY_DEADLINE: Duration = Duration::from_secs(120);
 
 /// What `flush` needs besides the outbox.
 #[derive(Debug, Clone)]
@@ -84,16 +88,16 @@ pub fn enqueue(
     outbox.enqueue(&prepared.bytes, &state)
 }
 
-/// The first attempt of `send --queue`, right after [`enqueue`].
+/// The first attempt of `send --queue`, right after [`enqueue`], within `deadline`.
 pub fn first_attempt(
     outbox: &Outbox,
     entry: Locked,
     prepared: Prepared,
     (name, profile): (&str, &Profile),
-    verbose: bool,
+    (verbose, deadline): (bool, Option<Instant>),
 ) -> Result<Outcome, Failure> {
     let id = entry.id().to_owned();
-    match attempt(outbox, entry, name, profile, verbose)? {
+    match attempt(outbox, entry, (name, profile), verbose, deadline)? {
         EntryOutcome::Sent(Some(outcome)) => Ok(*outcome),
         EntryOutcome::Sent(None) => Err(Error::new(
             ErrorKind::Internal,
@@ -154,10 +158,18 @@ pub fn flush(outbox: &Outbox, options: &FlushOptions) -> Result<FlushSummary> {
         let connection = routes
             .entry(key)
             .or_insert_with(|| connection_for(&state.route, options.config.as_deref()));
+        let deadline = Some(Instant::now() + ENTRY_DEADLINE);
         let outcome = match connection {
-            Ok((name, profile)) => attempt(outbox, entry, name, profile, options.verbose)?,
-            Err(error) => defer(entry, state, error.clone())?,
+            Ok((name, profile)) => {
+                attempt(outbox, entry, (name, profile), options.verbose, deadline)
+            }
+            Err(error) => defer(entry, state, error.clone()),
         };
+        let outcome = outcome.unwrap_or_else(|e| {
+            // One entry that cannot be handled must not hold up the others.
+            eprintln!("envoi: warning: outbox entry {id}: {e}");
+            EntryOutcome::Deferred(e)
+        });
         summary.entries.push((id, outcome));
     }
     Ok(summary)
@@ -169,13 +181,13 @@ pub fn flush(outbox: &Outbox, options: &FlushOptions) -> Result<FlushSummary> {
 pub fn attempt(
     outbox: &Outbox,
     entry: Locked,
-    name: &str,
-    profile: &Profile,
+    (name, profile): (&str, &Profile),
     verbose: bool,
+    deadline: Option<Instant>,
 ) -> Result<EntryOutcome> {
     let mut state = entry.state()?;
     if state.pending.is_empty() {
-        outbox.remove(&entry)?;
+        finish(outbox, &entry, &state)?;
         return Ok(EntryOutcome::Sent(None));
     }
     let prepared = Prepared {
@@ -188,6 +200,7 @@ pub fn attempt(
         policy: Policy {
             retries: 0,
             allow_partial: state.allow_partial,
+            deadline,
             ..Policy::default()
         },
         verbose,
@@ -196,7 +209,7 @@ pub fn attempt(
         record_progress(&mut state, report);
         if state.pending.is_empty() {
             // Everyone has it: out of the queue at once, before QUIT.
-            outbox.remove(&entry)
+            finish(outbox, &entry, &state)
         } else {
             entry.save(&state)
         }
@@ -211,7 +224,7 @@ pub fn attempt(
             }
             if state.pending.is_empty() {
                 if entry.is_queued() {
-                    outbox.remove(&entry)?;
+                    finish(outbox, &entry, &state)?;
                 }
                 return Ok(EntryOutcome::Sent(Some(Box::new(outcome))));
             }
@@ -246,6 +259,16 @@ pub fn attempt(
             }
         }
     }
+}
+
+/// Everyone has the message: its idempotency key (if any) goes to the ledger, then the
+/// entry leaves the queue. A crash in between leaves an entry with nobody pending, which
+/// the next flush finishes without sending.
+fn finish(outbox: &Outbox, entry: &Locked, state: &EntryState) -> Result<()> {
+    if let Some(key) = &state.idempotency_key {
+        idempotency::record(outbox.root(), key, &state.message_id, "sent")?;
+    }
+    outbox.remove(entry)
 }
 
 fn defer(entry: Locked, mut state: EntryState, error: Error) -> Result<EntryOutcome> {

@@ -1,17 +1,19 @@
 //! `--idempotency-key`: a second send with the same key within the retention window is
 //! not sent again; envoi answers `duplicate` with the first Message-ID.
 //!
-//! The ledger is `idempotency.json` in the outbox directory. A run with a key holds an
-//! exclusive lock on `idempotency.lock` from the check until the outcome is recorded,
-//! so two overlapping runs with one key cannot both send. The ledger is replaced
-//! atomically (temp file, fsync, rename), and a key is recorded only once its message
-//! was accepted by the server or durably queued: a failed send can be run again.
+//! The ledger is `idempotency.json` in the outbox directory, read and replaced under a
+//! short lock on `idempotency.lock` (temp file, fsync, rename, fsync of the directory).
+//! A run with a key also holds that key's own lock (`idempotency-keys/<hash>.lock`) from
+//! its check until its outcome is recorded, so two overlapping runs with one key cannot
+//! both send, while runs with other keys are not held up. A key is recorded once the
+//! message was accepted: a failed send can be run again with the same key. While a
+//! message waits in the outbox, its entry carries the key instead.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -29,16 +31,8 @@ pub struct Record {
     pub message_id: String,
     /// When it was recorded (seconds since the epoch).
     pub at: u64,
-    /// `sent` or `queued`.
+    /// `sent` or `saved`.
     pub status: String,
-}
-
-/// The ledger, locked for this process until dropped.
-#[derive(Debug)]
-pub struct Ledger {
-    path: PathBuf,
-    records: BTreeMap<String, Record>,
-    _lock: File,
 }
 
 fn io_error(what: &str, path: &Path, e: io::Error) -> Error {
@@ -57,17 +51,78 @@ pub fn check_key(key: &str) -> Result<()> {
     Ok(())
 }
 
+/// One key's lock, held by the run that may send with it.
+#[derive(Debug)]
+pub struct KeyGuard {
+    _lock: File,
+}
+
+impl KeyGuard {
+    /// Takes `key`'s lock in `dir`, waiting for another run with the same key until
+    /// `deadline` (then 75: that run is still sending).
+    pub fn acquire(dir: &Path, key: &str, deadline: Instant) -> Result<KeyGuard> {
+        let keys = dir.join("idempotency-keys");
+        fs::create_dir_all(&keys).map_err(|e| io_error("create", &keys, e))?;
+        let path = keys.join(format!("{:016x}.lock", fnv1a(key.as_bytes())));
+        let file = open_lock_file(&path)?;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(KeyGuard { _lock: file }),
+                Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(Error::new(
+                        ErrorKind::Temporary,
+                        "another envoi is still sending with this --idempotency-key",
+                    ));
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(io_error("lock", &path, e)),
+            }
+        }
+    }
+}
+
+/// The record of `key` in the ledger in `dir`, if it is within the retention window.
+pub fn lookup(dir: &Path, key: &str) -> Result<Option<Record>> {
+    let ledger = Ledger::open(dir)?;
+    Ok(ledger
+        .records
+        .get(key)
+        .filter(|r| now().saturating_sub(r.at) < RETENTION.as_secs())
+        .cloned())
+}
+
+/// Records `key` in the ledger in `dir`, dropping records past the retention window.
+pub fn record(dir: &Path, key: &str, message_id: &str, status: &str) -> Result<()> {
+    let mut ledger = Ledger::open(dir)?;
+    let now = now();
+    ledger
+        .records
+        .retain(|_, r| now.saturating_sub(r.at) < RETENTION.as_secs());
+    ledger.records.insert(
+        key.to_owned(),
+        Record {
+            message_id: message_id.to_owned(),
+            at: now,
+            status: status.to_owned(),
+        },
+    );
+    ledger.write()
+}
+
+/// The ledger file, read under its lock (held until dropped).
+struct Ledger {
+    path: PathBuf,
+    records: BTreeMap<String, Record>,
+    _lock: File,
+}
+
 impl Ledger {
-    /// Locks and reads the ledger in `dir` (waiting for another run that holds it).
-    pub fn open(dir: &Path) -> Result<Ledger> {
+    fn open(dir: &Path) -> Result<Ledger> {
         fs::create_dir_all(dir).map_err(|e| io_error("create", dir, e))?;
         let lock_path = dir.join("idempotency.lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| io_error("open", &lock_path, e))?;
+        let lock = open_lock_file(&lock_path)?;
         lock.lock().map_err(|e| io_error("lock", &lock_path, e))?;
         let path = dir.join("idempotency.json");
         let records = match fs::read(&path) {
@@ -87,26 +142,7 @@ impl Ledger {
         })
     }
 
-    /// The record of `key` if it is within the retention window.
-    pub fn get(&self, key: &str) -> Option<&Record> {
-        self.records
-            .get(key)
-            .filter(|r| now().saturating_sub(r.at) < RETENTION.as_secs())
-    }
-
-    /// Records `key` and writes the ledger, dropping records past the retention window.
-    pub fn record(&mut self, key: &str, message_id: &str, status: &str) -> Result<()> {
-        let now = now();
-        self.records
-            .retain(|_, r| now.saturating_sub(r.at) < RETENTION.as_secs());
-        self.records.insert(
-            key.to_owned(),
-            Record {
-                message_id: message_id.to_owned(),
-                at: now,
-                status: status.to_owned(),
-            },
-        );
+    fn write(&self) -> Result<()> {
         let json = serde_json::to_vec_pretty(&self.records).map_err(|e| {
             Error::new(
                 ErrorKind::Internal,
@@ -128,21 +164,47 @@ impl Ledger {
     }
 }
 
+fn open_lock_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| io_error("open", path, e))
+}
+
+/// FNV-1a: a stable file name for a key of any length (a collision only makes two keys
+/// share a lock, never a record).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_recorded_key_is_found_again_after_reopening() {
+    fn a_recorded_key_is_found_again() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let mut ledger = Ledger::open(dir.path()).unwrap();
-            assert!(ledger.get("job-42").is_none());
-            ledger.record("job-42", "<1@example.com>", "sent").unwrap();
-        }
-        let ledger = Ledger::open(dir.path()).unwrap();
-        assert_eq!(ledger.get("job-42").unwrap().message_id, "<1@example.com>");
-        assert!(ledger.get("job-43").is_none());
+        assert!(lookup(dir.path(), "job-42").unwrap().is_none());
+        record(dir.path(), "job-42", "<1@example.com>", "sent").unwrap();
+        let found = lookup(dir.path(), "job-42").unwrap().unwrap();
+        assert_eq!(found.message_id, "<1@example.com>");
+        assert!(lookup(dir.path(), "job-43").unwrap().is_none());
+    }
+
+    #[test]
+    fn one_key_one_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let soon = Instant::now() + Duration::from_millis(200);
+        let held = KeyGuard::acquire(dir.path(), "k", soon).unwrap();
+        let err = KeyGuard::acquire(dir.path(), "k", soon).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Temporary);
+        assert!(KeyGuard::acquire(dir.path(), "other", soon).is_ok());
+        drop(held);
+        assert!(KeyGuard::acquire(dir.path(), "k", soon).is_ok());
     }
 
     #[test]

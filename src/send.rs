@@ -14,12 +14,14 @@ use crate::config::{self, Profile, TransportKind};
 use crate::dispatch::{self, Failure, Policy, Progress, Report};
 use crate::error::{Error, ErrorKind, Result};
 use crate::flush;
-use crate::idempotency::{self, Ledger};
+use crate::idempotency::{self, KeyGuard};
 use crate::input::{is_stdin, read_bytes};
 use crate::message::{self, Prepared};
 use crate::outbox::{Outbox, Route};
 use crate::output::Outcome;
+use crate::output::print_error;
 use crate::payload;
+use crate::transport::payload_in_flight;
 use crate::transport::{SmtpSettings, save_to_dir};
 
 /// The profile in use, its name (`--smtp-url` for a URL), and how to find it again.
@@ -77,35 +79,27 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
         )
         .into());
     };
+    let deadline = started + Duration::from_secs(args.timeout);
     let options = DeliveryOptions {
         policy: Policy {
             retries: args.retries,
             retry_max: Duration::from_secs(args.retry_max_secs),
-            deadline: Some(started + Duration::from_secs(args.timeout)),
+            deadline: Some(deadline),
             allow_partial: args.allow_partial,
         },
         verbose: args.verbose,
     };
     let outbox_dir = config::outbox_dir(args.outbox_dir.as_deref(), Some(&connection.profile))?;
-    let mut ledger = match &args.idempotency_key {
+    let key = args.idempotency_key.as_deref();
+    // Held until the outcome is recorded: a second run with this key waits, then sees it.
+    let _key_guard = match key {
         Some(key) => {
             idempotency::check_key(key)?;
-            let ledger = Ledger::open(&outbox_dir)?;
-            if let Some(first) = ledger.get(key) {
-                return Ok(Outcome::Duplicate {
-                    message_id: first.message_id.clone(),
-                    first_status: first.status.clone(),
-                });
+            let guard = KeyGuard::acquire(&outbox_dir, key, deadline)?;
+            if let Some(first) = first_send(&outbox_dir, key)? {
+                return Ok(first);
             }
-            // A run killed right after queueing may not have recorded its key yet; the
-            // entry carries it.
-            if let Some(queued) = Outbox::open(&outbox_dir)?.find_key(key)? {
-                return Ok(Outcome::Duplicate {
-                    message_id: queued.message_id,
-                    first_status: "queued".into(),
-                });
-            }
-            Some(ledger)
+            Some(guard)
         }
         None => None,
     };
@@ -114,33 +108,74 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
         profile,
         route,
     } = connection;
-    let key = args.idempotency_key.as_deref();
-    let message_id = prepared.message_id.clone();
-    // Records the key once the message is certain to be the server's or the outbox's.
-    let mut record = |status: &str| match (&mut ledger, key) {
-        (Some(ledger), Some(key)) => ledger.record(key, &message_id, status),
-        _ => Ok(()),
-    };
-    let outcome = if args.queue || profile.outbox {
+    if args.queue || profile.outbox {
+        // The entry carries the key; it goes to the ledger when the entry is delivered.
         let outbox = Outbox::open(&outbox_dir)?;
         let entry = flush::enqueue(&outbox, &prepared, route, options.policy.allow_partial, key)?;
-        record("queued")?;
-        flush::first_attempt(&outbox, entry, prepared, (&name, &profile), options.verbose)?
-    } else {
-        let mut recorded = false;
-        let mut progress = |_: &Report| {
-            if !recorded {
-                record("sent")?;
-                recorded = true;
-            }
-            Ok(())
+        let first = (options.verbose, options.policy.deadline);
+        return flush::first_attempt(&outbox, entry, prepared, (&name, &profile), first);
+    }
+    watchdog(deadline, args.json);
+    let outcome = deliver(&name, &profile, prepared, &options, &mut |_| Ok(()))?;
+    if let Some(key) = key {
+        let recorded = match &outcome {
+            Outcome::Sent { prepared, .. } => Some((prepared, "sent")),
+            Outcome::Saved { prepared, .. } => Some((prepared, "saved")),
+            _ => None,
         };
-        deliver(&name, &profile, prepared, &options, &mut progress)?
-    };
-    if let Outcome::Saved { .. } = outcome {
-        record("saved")?;
+        if let Some((prepared, status)) = recorded
+            && let Err(e) = idempotency::record(&outbox_dir, key, &prepared.message_id, status)
+        {
+            eprintln!("envoi: warning: sent, but the idempotency key was not recorded: {e}");
+        }
     }
     Ok(outcome)
+}
+
+/// Ends a direct send (75) shortly after `deadline` whatever it is doing: socket timeouts
+/// bound each read, but a server that drips a byte at a time could outlast them. Ending
+/// here is like a kill, which the ledger is built to survive. (In outbox mode the message
+/// is already queued; there only the per-command timeouts apply.)
+fn watchdog(deadline: Instant, json: bool) {
+    std::thread::spawn(move || {
+        std::thread::sleep(deadline.saturating_duration_since(Instant::now()) + WATCHDOG_GRACE);
+        let error = if payload_in_flight() {
+            Error::new(
+                ErrorKind::OutcomeUnknown,
+                "the deadline (--timeout) passed after the message was sent and before the \
+                 server answered; it may or may not have been delivered",
+            )
+        } else {
+            Error::new(
+                ErrorKind::Temporary,
+                "the deadline (--timeout) passed while the server was still answering",
+            )
+        };
+        print_error(&error, &Report::default(), json);
+        std::process::exit(i32::from(error.kind().exit_code()));
+    });
+}
+
+/// How long after the deadline the watchdog waits for the regular timeouts to act.
+const WATCHDOG_GRACE: Duration = Duration::from_secs(2);
+
+/// The outcome of an earlier send with `key`: recorded in the ledger, or still queued.
+fn first_send(outbox_dir: &Path, key: &str) -> Result<Option<Outcome>> {
+    if let Some(first) = idempotency::lookup(outbox_dir, key)? {
+        return Ok(Some(Outcome::Duplicate {
+            message_id: first.message_id,
+            first_status: first.status,
+        }));
+    }
+    if !outbox_dir.join("queue").is_dir() {
+        return Ok(None);
+    }
+    Ok(Outbox::open(outbox_dir)?
+        .find_key(key)?
+        .map(|queued| Outcome::Duplicate {
+            message_id: queued.message_id,
+            first_status: "queued".into(),
+        }))
 }
 
 /// `--smtp-url`/`$ENVOI_SMTP_URL` when given, else the profile from the config file.

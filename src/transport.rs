@@ -7,8 +7,9 @@
 
 use std::error::Error as StdError;
 use std::fmt::Display;
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use lettre::Address;
@@ -26,6 +27,15 @@ use crate::password::Password;
 use crate::wire::DataPayload;
 
 type SmtpError = lettre::transport::smtp::Error;
+
+/// True from the moment a message's bytes start going out until the server's answer to
+/// them is read: a process ended in between cannot know whether it was delivered.
+static PAYLOAD_IN_FLIGHT: AtomicBool = AtomicBool::new(false);
+
+/// Whether a message is on its way and unanswered (see [`crate::send`]'s watchdog).
+pub fn payload_in_flight() -> bool {
+    PAYLOAD_IN_FLIGHT.load(Ordering::SeqCst)
+}
 
 /// Everything needed to reach and log in to an SMTP server.
 #[derive(Debug, Clone)]
@@ -159,9 +169,10 @@ impl SmtpSession {
             deadline: settings.deadline,
         };
         session.trace("S", &format!("{}", session.conn.server_info()));
-        let conn = &mut session.conn;
 
         if settings.security == Security::Starttls {
+            session.arm_timeout()?;
+            let conn = &mut session.conn;
             if !conn.server_info().supports_feature(Extension::StartTls) {
                 conn.abort();
                 return Err(Error::new(
@@ -188,10 +199,12 @@ impl SmtpSession {
                     session.conn.server_info()
                 ),
             );
+            session.arm_timeout()?;
             session.check_nothing_pipelined(&server)?;
         }
 
         if let Some((user, password)) = &settings.credentials {
+            session.arm_timeout()?;
             let credentials = Credentials::new(user.clone(), password.expose().to_owned());
             session.trace(
                 "C",
@@ -285,7 +298,9 @@ impl SmtpSession {
                 text.len()
             ),
         );
+        PAYLOAD_IN_FLIGHT.store(true, Ordering::SeqCst);
         let result = self.conn.command(DataPayload(text));
+        PAYLOAD_IN_FLIGHT.store(false, Ordering::SeqCst);
         self.trace_reply(&result);
         let reply = result.map(|r| (u16::from(r.code()), printable(joined(&r))));
         let reply = reply.map_err(|e| match code_of(&e) {
@@ -382,7 +397,8 @@ impl SmtpSession {
     }
 }
 
-/// Writes the message as `<dir>/<id>.eml` (temp file, then rename) and returns the path.
+/// Writes the message as `<dir>/<id>.eml` (temp file, fsync, rename, fsync of the
+/// directory) and returns the path.
 pub fn save_to_dir(dir: &Path, prepared: &Prepared) -> Result<PathBuf> {
     let fail = |e: io::Error| Error::config(format!("dir {}: cannot write: {e}", dir.display()));
     std::fs::create_dir_all(dir).map_err(fail)?;
@@ -400,8 +416,14 @@ pub fn save_to_dir(dir: &Path, prepared: &Prepared) -> Result<PathBuf> {
         .collect();
     let path = dir.join(format!("{name}.eml"));
     let temp = dir.join(format!(".{name}.eml.tmp"));
-    std::fs::write(&temp, &prepared.bytes).map_err(fail)?;
+    let mut file = std::fs::File::create(&temp).map_err(fail)?;
+    file.write_all(&prepared.bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(fail)?;
     std::fs::rename(&temp, &path).map_err(fail)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(fail)?;
     Ok(path)
 }
 
@@ -500,12 +522,28 @@ fn classify(what: &str, e: SmtpError) -> Error {
             ErrorKind::Unavailable,
             format!("{what}: the server answered {}", reply_of(&e)),
         ),
-        None if e.is_timeout() => Error::new(ErrorKind::Temporary, format!("{what}: timed out")),
+        None if timed_out(&e) => Error::new(ErrorKind::Temporary, format!("{what}: timed out")),
         None => Error::new(
             ErrorKind::Temporary,
             format!("{what}: {}", printable(chain(&e))),
         ),
     }
+}
+
+/// A socket timeout: std reports an expired read timeout as `WouldBlock` on Unix, which
+/// lettre's `is_timeout` does not recognise.
+fn timed_out(e: &SmtpError) -> bool {
+    let mut current: Option<&(dyn StdError + 'static)> = e.source();
+    while let Some(err) = current {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            return matches!(
+                io.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            );
+        }
+        current = err.source();
+    }
+    false
 }
 
 /// The error and its sources, joined with `: ` (lettre's Display already includes one level).

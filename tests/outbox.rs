@@ -1136,3 +1136,116 @@ fn idempotency_key_survives_a_kill_after_enqueue() {
         counts.values().sum::<usize>()
     );
 }
+
+/// A ledger that cannot be written after the server's 250 is a warning, never a reason
+/// to send again.
+#[test]
+fn an_unwritable_ledger_does_not_resend() {
+    let env = Env::new();
+    let server = TestServer::start(ServerOptions::default());
+    // A directory where the ledger's temp file must go makes every ledger write fail.
+    fs::create_dir_all(env.outbox.join("idempotency.json.tmp")).unwrap();
+    let out = env
+        .send(&url(server.port()), "ledger trouble")
+        .args(["--idempotency-key", "k1", "--retry-max-secs", "1"])
+        .output()
+        .unwrap();
+    let json = expect_json(&out, 0);
+    assert_eq!(text(&json, "status"), "sent", "{json}");
+    assert!(
+        outputs(&out).1.contains("not recorded"),
+        "{:?}",
+        outputs(&out)
+    );
+    assert_eq!(
+        server.messages().len(),
+        1,
+        "sent again after a ledger failure"
+    );
+}
+
+/// A key only counts once the whole send succeeded: after a 75 that reached some
+/// recipients, the caller's retry is sent (the report names who already has it).
+#[test]
+fn a_key_is_not_taken_by_a_failed_send() {
+    let env = Env::new();
+    let server = TestServer::start(ServerOptions {
+        max_rcpts_per_transaction: Some(1),
+        refuse_rcpt: vec![("later@example.com".into(), 450)],
+        ..ServerOptions::default()
+    });
+    let run = || {
+        env.send(&url(server.port()), "split")
+            .args([
+                "--to",
+                "later@example.com",
+                "--idempotency-key",
+                "k2",
+                "--retries",
+                "0",
+            ])
+            .output()
+            .unwrap()
+    };
+    let first = expect_json(&run(), 75);
+    assert!(
+        text(&first, "message").contains(&format!("already delivered to {TO}")),
+        "{first}"
+    );
+    let second = expect_json(&run(), 75);
+    assert_ne!(text(&second, "status"), "duplicate", "{second}");
+}
+
+/// Runs with different keys do not wait for each other.
+#[test]
+fn different_keys_do_not_block_each_other() {
+    let env = Env::new();
+    let silent = TestServer::start(ServerOptions {
+        silent_greeting: true,
+        ..ServerOptions::default()
+    });
+    let mut args = env.send_args(&url(silent.port()), "hangs");
+    args.extend(
+        [
+            "--idempotency-key",
+            "job-A",
+            "--timeout",
+            "20",
+            "--retries",
+            "0",
+        ]
+        .map(OsString::from),
+    );
+    let mut hung = env.spawn(&args, "hung");
+    // Let the hung run take its key before the other starts.
+    thread::sleep(Duration::from_millis(300));
+    let server = TestServer::start(ServerOptions::default());
+    let out = env
+        .send(&url(server.port()), "free")
+        .args(["--idempotency-key", "job-B", "--timeout", "10"])
+        .output()
+        .unwrap();
+    kill(&mut hung);
+    let json = expect_json(&out, 0);
+    assert_eq!(text(&json, "status"), "sent", "{json}");
+    assert_eq!(server.messages().len(), 1);
+}
+
+/// One entry whose state cannot be used does not hold up the queue behind it.
+#[test]
+fn a_damaged_entry_does_not_block_the_flush() {
+    let env = Env::new();
+    let dead = env.config("dead", dead_port());
+    let queued = queue_many(&env, &profile(&dead), 2, 1);
+    let oldest = queued.keys().next().unwrap().clone();
+    let state_path = env.outbox.join("queue").join(&oldest).join("state.json");
+    let state = fs::read_to_string(&state_path).unwrap();
+    fs::write(&state_path, state.replace(TO, "not an address")).unwrap();
+
+    let server = TestServer::start(ServerOptions::default());
+    let live = env.config("live", server.port());
+    let summary = env.flush(&[&"--all".into(), &"--config".into(), &live.into()]);
+    let other = queued.keys().nth(1).unwrap();
+    assert_eq!(summary_ids(&summary, "sent"), [other.clone()], "{summary}");
+    assert_eq!(server.messages().len(), 1);
+}
