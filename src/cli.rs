@@ -196,7 +196,7 @@ pub struct SendArgs {
     #[arg(long, value_name = "SECS", default_value_t = 120,
           value_parser = clap::value_parser!(u64).range(1..), help_heading = "Delivery")]
     pub timeout: u64,
-    /// Send to the accepted recipients even if others are refused (exit 0; refused ones reported).
+    /// Send to the accepted recipients even if others are refused (refused ones reported).
     #[arg(long, help_heading = "Delivery")]
     pub allow_partial: bool,
     /// Write the message to the outbox first; on a temporary failure exit 0 (queued) and let
