@@ -11,13 +11,14 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::check;
+use crate::durable;
 use crate::error::{Error, ErrorKind, Result};
 use crate::outbox::now;
 
@@ -149,18 +150,8 @@ impl Ledger {
                 format!("cannot encode the ledger: {e}"),
             )
         })?;
-        let temp = self.path.with_extension("json.tmp");
-        let mut file = File::create(&temp).map_err(|e| io_error("create", &temp, e))?;
-        file.write_all(&json)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| io_error("write", &temp, e))?;
-        fs::rename(&temp, &self.path).map_err(|e| io_error("replace", &self.path, e))?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| io_error("sync", dir, e))?;
-        }
-        Ok(())
+        durable::replace_file(&self.path, &self.path.with_extension("json.tmp"), &json)
+            .map_err(|e| io_error("write", &self.path, e))
     }
 }
 

@@ -47,6 +47,7 @@ pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod draft;
+pub mod durable;
 pub mod email;
 pub mod error;
 pub mod flush;

@@ -16,12 +16,13 @@
 //! same, so receivers can tell).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::durable;
 use crate::error::{Error, ErrorKind, Result};
 
 /// How the entry reaches its server: a profile of a config file, or a URL.
@@ -287,11 +288,13 @@ impl Locked {
 
     /// Replaces the state atomically.
     pub fn save(&self, state: &EntryState) -> Result<()> {
-        let temp = self.dir.join(".state.json.tmp");
-        write_synced(&temp, &state_json(state)?)?;
         let path = self.dir.join(STATE);
-        fs::rename(&temp, &path).map_err(|e| io_error("update", &path, e))?;
-        sync_dir(&self.dir)
+        durable::replace_file(
+            &path,
+            &self.dir.join(".state.json.tmp"),
+            &state_json(state)?,
+        )
+        .map_err(|e| io_error("update", &path, e))
     }
 }
 
@@ -329,19 +332,12 @@ fn read_state(dir: &Path) -> Result<Option<EntryState>> {
     })
 }
 
-/// Writes a whole file and flushes it to disk.
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = File::create(path).map_err(|e| io_error("create", path, e))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| io_error("write", path, e))
+    durable::write_file(path, bytes).map_err(|e| io_error("write", path, e))
 }
 
-/// Flushes a directory's entries (a rename is durable only after this).
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_error("sync", dir, e))
+    durable::sync_dir(dir).map_err(|e| io_error("sync", dir, e))
 }
 
 /// Takes the exclusive lock on `path` without waiting. `None` when it is held or gone.

@@ -7,7 +7,7 @@
 
 use std::error::Error as StdError;
 use std::fmt::Display;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ use lettre::transport::smtp::response::Response;
 
 use crate::check::no_line_breaks;
 use crate::config::Security;
+use crate::durable;
 use crate::error::{Error, ErrorKind, Result, printable};
 use crate::message::Prepared;
 use crate::password::Password;
@@ -416,14 +417,7 @@ pub fn save_to_dir(dir: &Path, prepared: &Prepared) -> Result<PathBuf> {
         .collect();
     let path = dir.join(format!("{name}.eml"));
     let temp = dir.join(format!(".{name}.eml.tmp"));
-    let mut file = std::fs::File::create(&temp).map_err(fail)?;
-    file.write_all(&prepared.bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(fail)?;
-    std::fs::rename(&temp, &path).map_err(fail)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(fail)?;
+    durable::replace_file(&path, &temp, &prepared.bytes).map_err(fail)?;
     Ok(path)
 }
 
