@@ -33,8 +33,9 @@ pub fn header_text(what: &str, value: &str) -> Result<()> {
             control_name(c)
         )));
     }
+    // lettre folds at spaces only, so a tab does not end a word here.
     let longest = value
-        .split([' ', '\t'])
+        .split(' ')
         .filter(|word| word.is_ascii())
         .map(str::len)
         .max()

@@ -328,6 +328,12 @@ fn decode_base64(label: &str, raw: &[u8]) -> Result<Vec<u8>> {
 
 fn parse_content_type(label: &str, value: &str) -> Result<ContentType> {
     check::header_text(&format!("{label} content type"), value)?;
+    // Encoded words are not allowed in Content-Type parameters (RFC 2047 §5).
+    if !value.is_ascii() {
+        return Err(Error::invalid(format!(
+            "{label}: {value:?} is not a valid MIME type (it must be ASCII)"
+        )));
+    }
     ContentType::parse(value.trim()).map_err(|_| {
         Error::invalid(format!(
             "{label}: {value:?} is not a valid MIME type (like text/plain or image/png)"
@@ -476,6 +482,15 @@ mod tests {
     fn bad_content_type_and_cid_are_refused() {
         let mut att = data_attachment("aGk=", DataEncoding::Base64);
         att.content_type = Some("not a type".into());
+        let mut draft = minimal();
+        draft.attachments = Some(vec![att]);
+        assert_eq!(
+            draft.into_email().unwrap_err().kind(),
+            ErrorKind::InvalidData
+        );
+
+        let mut att = data_attachment("aGk=", DataEncoding::Base64);
+        att.content_type = Some("text/plain; name=\"é\"".into());
         let mut draft = minimal();
         draft.attachments = Some(vec![att]);
         assert_eq!(

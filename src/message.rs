@@ -9,8 +9,10 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use lettre::address::Envelope;
-use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::message::header::{
+    self, ContentTransferEncoding, ContentType, HeaderName, HeaderValue, Headers,
+};
+use lettre::message::{Mailbox, Mailboxes, MultiPart, SinglePart};
 
 use crate::check;
 use crate::email::{Attachment, Body, Email};
@@ -40,14 +42,14 @@ pub fn build(email: Email, from: &Mailbox, now: SystemTime) -> Result<Prepared> 
         .message_id(Some(message_id.clone()))
         .subject(email.subject.clone())
         .envelope(envelope.clone());
-    for m in &email.to {
-        builder = builder.to(m.clone());
-    }
-    for m in &email.cc {
-        builder = builder.cc(m.clone());
-    }
-    for m in &email.reply_to {
-        builder = builder.reply_to(m.clone());
+    for (name, list) in [
+        ("To", &email.to),
+        ("Cc", &email.cc),
+        ("Reply-To", &email.reply_to),
+    ] {
+        if !list.is_empty() {
+            builder = builder.raw_header(address_header(name, list)?);
+        }
     }
     let importance = email.importance.headers().iter().map(|(n, v)| (*n, *v));
     let custom = email.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
@@ -77,6 +79,39 @@ pub fn build(email: Email, from: &Mailbox, now: SystemTime) -> Result<Prepared> 
         envelope,
         bytes: message.formatted(),
     })
+}
+
+/// An address-list header with one mailbox per line. lettre 0.11.23 cannot fold between
+/// bare addresses (70 of them made a 1182-octet To line, over RFC 5322's 998) and
+/// re-parses the header on every added mailbox (quadratic); so each mailbox is encoded
+/// by lettre alone and the list is folded here, after each comma.
+fn address_header(name: &str, list: &[Mailbox]) -> Result<HeaderValue> {
+    let encoded: Vec<String> = list
+        .iter()
+        .map(|m| {
+            let mut one = Headers::new();
+            one.set(header::To::from(Mailboxes::new().with(m.clone())));
+            let line = one.to_string();
+            line.strip_prefix("To: ")
+                .unwrap_or(&line)
+                .trim_end_matches("\r\n")
+                .to_owned()
+        })
+        .collect();
+    let raw: Vec<String> = list.iter().map(ToString::to_string).collect();
+    let name = HeaderName::new_from_ascii(name.to_owned()).map_err(|_| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("{name} is not a header name (a bug)"),
+        )
+    })?;
+    // Pre-encoded: lettre's own encoding of each mailbox (ASCII, with its own folds),
+    // joined by commas and folding whitespace.
+    Ok(HeaderValue::dangerous_new_pre_encoded(
+        name,
+        raw.join(", "),
+        encoded.join(",\r\n "),
+    ))
 }
 
 /// From, and each of To, Cc and Bcc once (the first spelling wins).
@@ -277,5 +312,27 @@ mod tests {
             "{t}"
         );
         assert!(t.is_ascii());
+    }
+
+    #[test]
+    fn long_recipient_lists_are_folded() {
+        let mut e = email();
+        e.to = (0..70)
+            .map(|i| mailbox(&format!("r{i}@example.org")))
+            .chain([mailbox("Zoë Ünïcode <zoe@example.org>")])
+            .collect();
+        let t = text(&build(e, &mailbox("me@x.example"), SystemTime::now()).unwrap());
+        let head = &t[..t.find("\r\n\r\n").unwrap()];
+        assert!(head.lines().all(|l| l.len() <= 998), "{head}");
+        let to_start = head.find("\r\nTo: ").unwrap();
+        assert!(
+            head[to_start..].contains("r0@example.org,\r\n r1@example.org,"),
+            "{head}"
+        );
+        assert!(
+            head.contains("=?utf-8?b?"),
+            "non-ASCII name not encoded: {head}"
+        );
+        assert!(head.is_ascii());
     }
 }
