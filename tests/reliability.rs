@@ -474,3 +474,36 @@ fn outbox_on_a_full_disk() {
         assert!(left.is_empty(), "{sub}/ keeps a half entry: {left:?}");
     }
 }
+
+/// A "server" that drips one byte at a time never lets a socket timeout fire; the
+/// watchdog still ends the send after --timeout. (Fault injection on a raw socket: the
+/// point is a peer that never completes a reply.)
+#[test]
+fn watchdog_ends_a_send_against_a_dripping_server() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((mut socket, _)) = listener.accept() {
+            let _ = socket.write_all(b"220-");
+            for _ in 0..100 {
+                std::thread::sleep(Duration::from_millis(200));
+                if socket.write_all(b"x").is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let dir = TempDir::new().unwrap();
+    let out = envoi(dir.path())
+        .args(["send", "--smtp-url"])
+        .arg(format!("smtp://127.0.0.1:{port}?security=none"))
+        .args(["--from", "a@example.com", "--to", "b@example.com"])
+        .args(["--timeout", "1", "--retries", "0", "--json"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = outputs(&out);
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    assert!(stderr.contains("deadline (--timeout) passed"), "{stderr}");
+    assert_eq!(json(&stdout)["kind"], "temporary");
+}
