@@ -185,31 +185,52 @@ fn resolve_connection(args: &SendArgs) -> Result<Option<Connection>> {
             .ok()
             .filter(|u| !u.is_empty())
     });
-    if let Some(url) = url {
-        if args.profile.is_some() {
-            return Err(Error::usage(
-                "--profile and --smtp-url (or $ENVOI_SMTP_URL) both name a connection; give one",
-            ));
-        }
-        let profile = config::profile_from_url(&url)?;
+    if url.is_some() && args.profile.is_some() {
+        return Err(Error::usage(
+            "--profile and --smtp-url (or $ENVOI_SMTP_URL) both name a connection; give one",
+        ));
+    }
+    open_route(&Route {
+        config: args.config.clone(),
+        profile: args.profile.clone(),
+        smtp_url: url,
+    })
+}
+
+/// The profile an outbox entry was queued with; `config` overrides the recorded file.
+pub fn connection_for(route: &Route, config: Option<&Path>) -> Result<(String, Profile)> {
+    let route = Route {
+        config: config
+            .map(Path::to_path_buf)
+            .or_else(|| route.config.clone()),
+        ..route.clone()
+    };
+    open_route(&route)?
+        .map(|c| (c.name, c.profile))
+        .ok_or_else(|| Error::config("no config file or default profile for the queued message"))
+}
+
+/// The connection a route names: its URL, or its profile (else `default`) of its config
+/// file (else `$ENVOI_CONFIG`, else the platform path). `None` when no file exists and
+/// none was named. The returned route names the file and profile actually used.
+fn open_route(route: &Route) -> Result<Option<Connection>> {
+    if let Some(url) = &route.smtp_url {
+        let profile = config::profile_from_url(url)?;
         profile.check("--smtp-url")?;
         return Ok(Some(Connection {
             name: "--smtp-url".into(),
             profile,
-            route: Route {
-                smtp_url: Some(url),
-                ..Route::default()
-            },
+            route: route.clone(),
         }));
     }
     let env = std::env::var("ENVOI_CONFIG").ok();
-    let Some((path, explicit)) = config::locate(args.config.as_deref(), env.as_deref()) else {
+    let Some((path, explicit)) = config::locate(route.config.as_deref(), env.as_deref()) else {
         return Ok(None);
     };
     let file = config::load(&path, explicit)?;
     let config = std::path::absolute(&path).unwrap_or(path);
     Ok(file
-        .select(args.profile.as_deref())?
+        .select(route.profile.as_deref())?
         .map(|(name, profile)| Connection {
             route: Route {
                 config: Some(config),
@@ -219,27 +240,6 @@ fn resolve_connection(args: &SendArgs) -> Result<Option<Connection>> {
             name,
             profile,
         }))
-}
-
-/// The profile an outbox entry was queued with; `config` overrides the recorded file.
-pub fn connection_for(route: &Route, config: Option<&Path>) -> Result<(String, Profile)> {
-    if let Some(url) = &route.smtp_url {
-        let profile = config::profile_from_url(url)?;
-        return Ok(("--smtp-url".into(), profile));
-    }
-    let env = std::env::var("ENVOI_CONFIG").ok();
-    let (path, explicit) = match config.or(route.config.as_deref()) {
-        Some(path) => (path.to_path_buf(), true),
-        None => config::locate(None, env.as_deref())
-            .ok_or_else(|| Error::config("no config file for the queued profile"))?,
-    };
-    let file = config::load(&path, explicit)?;
-    file.select(route.profile.as_deref())?.ok_or_else(|| {
-        Error::config(format!(
-            "{} names no default profile for the queued message",
-            path.display()
-        ))
-    })
 }
 
 /// How to deliver, beyond the profile: the retry policy and `-v`.

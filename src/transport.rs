@@ -481,7 +481,7 @@ fn classify_auth(server: &str, user: &str, e: SmtpError) -> Error {
         );
     }
     match e.status() {
-        Some(code) if code.to_string().starts_with('5') => Error::new(
+        Some(code) if u16::from(code) >= 500 => Error::new(
             ErrorKind::AuthRefused,
             format!(
                 "{server} refused the login for user {user:?}: {}",
@@ -508,7 +508,7 @@ fn classify(what: &str, e: SmtpError) -> Error {
         };
     }
     match e.status() {
-        Some(code) if code.to_string().starts_with('4') => Error::new(
+        Some(code) if u16::from(code) < 500 => Error::new(
             ErrorKind::Temporary,
             format!("{what}: the server answered {}", reply_of(&e)),
         ),
