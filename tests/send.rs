@@ -637,3 +637,42 @@ fn injection_vectors_are_refused_or_neutralised() {
         .unwrap();
     assert!(longest <= 1000, "a line of {longest} octets went out");
 }
+
+/// The README promises no password in any outbox file: queue a message with the canary
+/// login, keep it queued (451), and read every file the outbox holds.
+#[test]
+fn the_outbox_never_stores_the_password() {
+    let s = setup(
+        Security::StartTls,
+        ServerOptions {
+            tempfail_transactions: 1,
+            ..ServerOptions::default()
+        },
+    );
+    let outbox = s.dir.path().join("outbox");
+    let out = s
+        .envoi()
+        .args(["--to", "a@example.com", "--queue", "--json", "--outbox-dir"])
+        .arg(&outbox)
+        .args(["--idempotency-key", "canary-job"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = outputs(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("\"queued\""), "{stdout}");
+    let mut files = vec![outbox.clone()];
+    let mut read = 0;
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            assert_no_secret(&String::from_utf8_lossy(&std::fs::read(&path).unwrap()));
+            read += 1;
+        }
+    }
+    assert!(
+        read >= 3,
+        "expected message, state and lock files, read {read}"
+    );
+    assert_no_secret(&format!("{stdout}{stderr}"));
+}
