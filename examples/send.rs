@@ -7,9 +7,18 @@
 
 use std::time::SystemTime;
 
-use envoi::config::{Profile, TransportKind, profile_from_url};
-use envoi::output::Outcome;
-use envoi::{Attachment, Body, Email, Importance, Mailbox, message, send};
+use envoi::deliver::{Delivery, DeliveryOptions, Notice, Observer, deliver};
+use envoi::profile::{Profile, profile_from_url};
+use envoi::{Attachment, Body, Email, Importance, Mailbox, message};
+
+/// Says on stderr what the delivery layer reports (retries, mostly).
+struct Stderr;
+
+impl Observer for Stderr {
+    fn notice(&mut self, notice: Notice) {
+        eprintln!("{notice:?}");
+    }
+}
 
 fn main() -> anyhow::Result<()> {
     let from: Mailbox = "Build Bot <bot@example.com>".parse()?;
@@ -38,20 +47,12 @@ fn main() -> anyhow::Result<()> {
     let prepared = message::build(email, &from, SystemTime::now())?;
     let (name, profile) = match std::env::var("ENVOI_SMTP_URL") {
         Ok(url) => ("ENVOI_SMTP_URL", profile_from_url(&url)?),
-        Err(_) => (
-            "example-outbox",
-            Profile {
-                transport: TransportKind::File,
-                dir: Some("outbox".into()),
-                ..Profile::default()
-            },
-        ),
+        Err(_) => ("example-outbox", Profile::file("outbox")),
     };
-    let options = send::DeliveryOptions::default();
-    match send::deliver(name, &profile, prepared, &options, &mut |_| Ok(()))? {
-        Outcome::Sent { prepared, .. } => println!("sent {}", prepared.message_id),
-        Outcome::Saved { path, .. } => println!("saved {}", path.display()),
-        other => println!("{other:?}"),
+    let options = DeliveryOptions::default();
+    match deliver(&profile, prepared, &options, &mut Stderr)? {
+        Delivery::Sent { prepared, .. } => println!("sent {} via {name}", prepared.message_id),
+        Delivery::Saved { path, .. } => println!("saved {} ({name})", path.display()),
     }
     Ok(())
 }

@@ -2,8 +2,9 @@
 //!
 //! Exit codes are public API: scripts branch on them. Each [`ErrorKind`] owns its
 //! sysexits.h code, the connector's HTTP status for that outcome and a stable
-//! machine-readable name (used by `--json`). The README's exit-code table mirrors
-//! [`ErrorKind::ALL`]; a unit test keeps the numbers from drifting.
+//! machine-readable name (used by `--json`). This file is the one source of the table:
+//! `--help` is written from [`ErrorKind::ALL`], and a unit test checks the README's
+//! table against it.
 
 use std::fmt;
 
@@ -80,6 +81,23 @@ impl ErrorKind {
         }
     }
 
+    /// A few words for `--help`.
+    pub fn summary(self) -> &'static str {
+        match self {
+            ErrorKind::Usage => "usage error",
+            ErrorKind::InvalidData => "invalid data",
+            ErrorKind::NoInput => "input file missing",
+            ErrorKind::RecipientRefused => "recipient refused",
+            ErrorKind::Unavailable => "server failed permanently",
+            ErrorKind::Internal => "internal error",
+            ErrorKind::Temporary => "temporary failure, retry later",
+            ErrorKind::OutcomeUnknown => "outcome unknown: check before retrying",
+            ErrorKind::AuthRefused => "login refused",
+            ErrorKind::Certificate => "certificate not trusted",
+            ErrorKind::Config => "configuration error",
+        }
+    }
+
     /// A stable name for `--json` output.
     pub fn name(self) -> &'static str {
         match self {
@@ -153,15 +171,6 @@ impl std::error::Error for Error {}
 /// Result with envoi's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Text from outside (a server reply) made safe for a terminal: control characters
-/// become `?` so they cannot move the cursor or fake output.
-pub fn printable(text: impl AsRef<str>) -> String {
-    text.as_ref()
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,8 +199,49 @@ mod tests {
         );
     }
 
+    /// The README's "Exit codes" table lists each kind's code with its connector
+    /// status, and nothing else; its `--json` paragraph names every kind.
     #[test]
-    fn printable_strips_control_characters() {
-        assert_eq!(printable("ok\x1b[2J\r\nfake"), "ok?[2J??fake");
+    fn readme_exit_code_table_matches_the_kinds() {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("## Exit codes")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("README has an Exit codes section");
+        let rows: Vec<(u8, String)> = section
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let code = cells.get(1)?.parse().ok()?;
+                Some((code, cells.get(3)?.to_string()))
+            })
+            .collect();
+        assert_eq!(
+            rows.first().map(|r| r.0),
+            Some(0),
+            "the table starts with 0"
+        );
+        for kind in ErrorKind::ALL {
+            let status = kind.http_status().to_string();
+            assert!(
+                rows.iter()
+                    .any(|(code, http)| *code == kind.exit_code() && http.contains(&status)),
+                "README lacks a row for {} ({} / {status})",
+                kind.name(),
+                kind.exit_code()
+            );
+            assert!(
+                readme.contains(&format!("`{}`", kind.name())),
+                "{}",
+                kind.name()
+            );
+        }
+        for (code, _) in &rows[1..] {
+            assert!(
+                ErrorKind::ALL.iter().any(|k| k.exit_code() == *code),
+                "README lists {code}, which no kind has"
+            );
+        }
     }
 }

@@ -1,17 +1,18 @@
-//! envoi: the connector's "Send Email" action as a command-line tool and a library.
+//! envoi: the connector's "Send Email" action as a command-line tool, and the library
+//! under it.
 //!
-//! How a send flows through the modules:
+//! The library is four layers; each uses only the ones below it:
 //!
-//! 1. [`cli`] parses flags; [`payload`] parses a connector JSON payload. Both give a
-//!    [`draft::Draft`]: untrusted text, each value labelled with the flag it came from.
-//! 2. [`draft::Draft::into_email`] reads files, decodes data and checks every value
-//!    ([`address`] parses address lists), giving a validated [`email::Email`].
-//! 3. [`message::build`] turns it into exact RFC 5322 bytes plus an envelope.
-//! 4. [`config`] finds the connection profile; [`password`] fetches its secret.
-//! 5. [`transport`] delivers over SMTP (framing DATA with [`wire`]) or to a directory.
-//! 6. [`output`] prints the result; [`error`] maps failures to documented exit codes.
+//! | layer | job |
+//! | --- | --- |
+//! | [`outbox`] | durable state: the crash-safe queue, flushing it, the idempotency ledger |
+//! | [`deliver`] | one prepared message → delivered: retries, SMTP, the file transport |
+//! | [`profile`] | where to send: config file, secrets, routes, and one [`profile::resolve`] |
+//! | [`message`] | untrusted text → [`Email`] → exact RFC 5322 bytes |
 //!
-//! [`send`] wires these together for `envoi send`; [`app`] is the process entry point.
+//! with [`error`] (the exit-code contract) and [`durable`] (crash-safe writes) beneath
+//! them all. The command line (`src/cli/`) is part of the binary only: no library code
+//! can reach it, and it is the only code that prints or exits.
 //!
 //! Building a message from Rust (`examples/send.rs` also delivers it):
 //!
@@ -38,30 +39,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub)]
 
-pub mod address;
-pub mod app;
-pub mod check;
-pub mod cli;
-pub mod config;
-pub mod dispatch;
-pub mod draft;
+pub mod deliver;
 pub mod durable;
-pub mod email;
 pub mod error;
-pub mod flush;
-pub mod idempotency;
-pub mod input;
 pub mod message;
 pub mod outbox;
-pub mod output;
-pub mod password;
-pub mod payload;
-pub mod send;
-pub mod transport;
-pub mod wire;
+pub mod profile;
 
-pub use email::{Attachment, Body, Email, Importance};
 pub use error::{Error, ErrorKind};
 pub use lettre::message::Mailbox;
+pub use message::{Attachment, Body, Email, Importance, address, draft, payload};

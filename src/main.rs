@@ -1,5 +1,7 @@
-//! The `envoi` binary; everything lives in the library (see `src/lib.rs`).
+//! The `envoi` binary: the command line (`cli/`) over the library (`src/lib.rs`).
+
+mod cli;
 
 fn main() -> std::process::ExitCode {
-    envoi::app::main(std::env::args_os().collect())
+    cli::main(std::env::args_os().collect())
 }

@@ -24,17 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::durable;
 use crate::error::{Error, ErrorKind, Result};
-
-/// How the entry reaches its server: a profile of a config file, or a URL.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Route {
-    /// The config file the profile came from, when a file was used.
-    pub config: Option<PathBuf>,
-    /// The profile name.
-    pub profile: Option<String>,
-    /// An `--smtp-url` (never with a password; that comes from `$ENVOI_PASSWORD`).
-    pub smtp_url: Option<String>,
-}
+use crate::profile::Route;
 
 /// One recipient the server refused for good.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,14 +107,6 @@ fn io_error(what: &str, path: &Path, e: io::Error) -> Error {
         ErrorKind::Temporary,
         format!("outbox: cannot {what} {}: {e}", path.display()),
     )
-}
-
-/// Seconds since the epoch.
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
 }
 
 impl Outbox {
@@ -226,7 +208,16 @@ impl Outbox {
     }
 
     /// The queued entry that carries `key`, if any.
-    pub fn find_key(&self, key: &str) -> Result<Option<EntryState>> {
+    /// The queued entry of the outbox at `root` that carries `key`, without creating
+    /// the outbox when there is none.
+    pub(crate) fn find_key_in(root: &Path, key: &str) -> Result<Option<EntryState>> {
+        if !root.join(Folder::Queue.name()).is_dir() {
+            return Ok(None);
+        }
+        Outbox::open(root)?.find_key(key)
+    }
+
+    fn find_key(&self, key: &str) -> Result<Option<EntryState>> {
         for id in self.ids(Folder::Queue)? {
             if let Ok(Some(state)) = self.peek(Folder::Queue, &id)
                 && state.idempotency_key.as_deref() == Some(key)
@@ -376,7 +367,7 @@ fn check_id(id: &str) -> Result<()> {
 
 /// The wait before the next attempt after `attempts` failures: 1 minute doubling to
 /// 1 hour (Postfix's queue uses 5 minutes to about 67 minutes).
-pub fn retry_delay(attempts: u32) -> Duration {
+pub(crate) fn retry_delay(attempts: u32) -> Duration {
     let minutes = 1u64 << attempts.saturating_sub(1).min(6);
     Duration::from_secs(60 * minutes.min(60))
 }
@@ -384,6 +375,7 @@ pub fn retry_delay(attempts: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::now;
 
     fn state() -> EntryState {
         EntryState {

@@ -11,11 +11,11 @@ use std::path::PathBuf;
 use base64::Engine;
 use lettre::message::header::ContentType;
 
-use crate::address;
-use crate::check;
-use crate::email::{Attachment, Body, Email, Importance};
 use crate::error::{Error, Result};
-use crate::input::{is_stdin, read_bytes};
+use crate::message::address;
+use crate::message::check;
+use crate::message::email::{Attachment, Body, Email, Importance};
+use crate::message::input::{is_stdin, read_bytes};
 
 /// A value and the flag or property it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,27 +1,35 @@
 //! The command line: clap types, and their translation into a [`Draft`].
 //!
 //! House rules: doc comments are the help text; this module does no I/O and opens
-//! nothing; it only turns argument strings into typed values.
+//! nothing; it only turns argument strings into typed values. Environment variables
+//! are read by [`envoi::profile::resolve`], not by clap, so that precedence has one home.
 
 use std::path::PathBuf;
 
 use clap::{ArgMatches, Args, Parser, Subcommand};
+use envoi::draft::{AttachmentDraft, AttachmentSource, DataEncoding, Draft, Sourced, Text};
+use envoi::error::{Error, ErrorKind, Result};
+use envoi::profile::Flags;
 
-use crate::draft::{AttachmentDraft, AttachmentSource, DataEncoding, Draft, Sourced, Text};
-use crate::error::{Error, Result};
-
-const EXIT_CODES: &str = "\
-Exit codes (connector status in brackets):
-  0  sent [200]                     64 usage error [400]
-  65 invalid data [400]             66 input file missing [404]
-  67 recipient refused [404]        69 server failed permanently [500]
-  70 internal error [500]           75 temporary failure, retry later [500]
-  77 login or certificate refused [401/403]
-  78 configuration error [400]";
+/// The exit-code part of `--help`, written from [`ErrorKind::ALL`].
+fn exit_codes_help() -> String {
+    let mut text = String::from(
+        "Exit codes (connector status in brackets):\n  0  sent, saved or dry run [200]",
+    );
+    for kind in ErrorKind::ALL {
+        text.push_str(&format!(
+            "\n  {} {} [{}]",
+            kind.exit_code(),
+            kind.summary(),
+            kind.http_status()
+        ));
+    }
+    text
+}
 
 /// Send email from scripts, cron jobs and CI pipelines.
 #[derive(Debug, Parser)]
-#[command(name = "envoi", version, propagate_version = true, after_help = EXIT_CODES)]
+#[command(name = "envoi", version, propagate_version = true, after_help = exit_codes_help())]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -32,7 +40,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Send one email (the connector's Send Email action).
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = exit_codes_help())]
     Send(Box<SendArgs>),
     /// Look after the outbox of `send --queue`: list, flush, drop.
     #[command(subcommand)]
@@ -59,9 +67,6 @@ pub enum OutboxCommand {
         /// Give up on an entry (move it to failed/) this many days after it was queued.
         #[arg(long, value_name = "DAYS", default_value_t = 5)]
         lifetime_days: u64,
-        /// Config file for entries queued with a profile (else the one used when queueing).
-        #[arg(long, value_name = "PATH")]
-        config: Option<PathBuf>,
         /// Print the SMTP dialogue on stderr (AUTH data redacted).
         #[arg(short, long)]
         verbose: bool,
@@ -82,12 +87,40 @@ pub enum OutboxCommand {
 /// Flags every outbox command takes.
 #[derive(Debug, Args)]
 pub struct OutboxArgs {
-    /// The outbox directory (else $ENVOI_OUTBOX_DIR, else the platform data dir's envoi/outbox).
-    #[arg(long, value_name = "PATH", env = "ENVOI_OUTBOX_DIR")]
+    /// The profile whose `outbox_dir` is meant.
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// The outbox directory (else $ENVOI_OUTBOX_DIR, the profile's outbox_dir, or the platform
+    /// data dir's envoi/outbox).
+    #[arg(long, value_name = "PATH")]
     pub outbox_dir: Option<PathBuf>,
     /// Print JSON on standard output.
     #[arg(long)]
     pub json: bool,
+}
+
+impl OutboxArgs {
+    /// What the flags say about where things are.
+    pub fn flags(&self) -> Flags {
+        Flags {
+            config: self.connection.config.clone(),
+            profile: self.connection.profile.clone(),
+            outbox_dir: self.outbox_dir.clone(),
+            ..Flags::default()
+        }
+    }
+}
+
+/// The profile and its file, for `send` and every `outbox` command.
+#[derive(Debug, Args)]
+pub struct ConnectionArgs {
+    /// Profile from the config file (else $ENVOI_PROFILE, else the file's `default`).
+    #[arg(long, value_name = "NAME", help_heading = "Connection")]
+    pub profile: Option<String>,
+    /// Config file (else $ENVOI_CONFIG, else the platform config dir's envoi/config.toml).
+    /// For `outbox flush` it also replaces the file recorded with each queued entry.
+    #[arg(long, value_name = "PATH", help_heading = "Connection")]
+    pub config: Option<PathBuf>,
 }
 
 /// Flags of `envoi send`.
@@ -165,19 +198,12 @@ pub struct SendArgs {
     #[arg(long, value_name = "ID", help_heading = "Attachments")]
     pub attach_id: Vec<String>,
 
-    /// Profile from the config file (else the file's `default`).
-    #[arg(
-        long,
-        value_name = "NAME",
-        env = "ENVOI_PROFILE",
-        help_heading = "Connection"
-    )]
-    pub profile: Option<String>,
-    /// Config file (else $ENVOI_CONFIG, else the platform config dir's envoi/config.toml).
-    #[arg(long, value_name = "PATH", help_heading = "Connection")]
-    pub config: Option<PathBuf>,
-    /// Connect without a config file: smtps://user@host:465, smtp://user@host:587 (STARTTLS),
-    /// smtp://host:25?security=none; the password comes from $ENVOI_PASSWORD.
+    /// The profile and its file.
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// Connect without a config file (else $ENVOI_SMTP_URL): smtps://user@host:465,
+    /// smtp://user@host:587 (STARTTLS), smtp://host:25?security=none; the password comes from
+    /// $ENVOI_PASSWORD.
     #[arg(long, value_name = "URL", help_heading = "Connection")]
     pub smtp_url: Option<String>,
 
@@ -205,20 +231,11 @@ pub struct SendArgs {
     pub queue: bool,
     /// The outbox directory (else $ENVOI_OUTBOX_DIR, the profile's outbox_dir, or the platform
     /// data dir's envoi/outbox). The idempotency ledger lives there too.
-    #[arg(
-        long,
-        value_name = "PATH",
-        env = "ENVOI_OUTBOX_DIR",
-        help_heading = "Delivery"
-    )]
+    #[arg(long, value_name = "PATH", help_heading = "Delivery")]
     pub outbox_dir: Option<PathBuf>,
-    /// Send at most once per KEY within 7 days; a repeat exits 0 with status duplicate.
-    #[arg(
-        long,
-        value_name = "KEY",
-        env = "ENVOI_IDEMPOTENCY_KEY",
-        help_heading = "Delivery"
-    )]
+    /// Send at most once per KEY within 7 days (else $ENVOI_IDEMPOTENCY_KEY); a repeat exits 0
+    /// with status duplicate.
+    #[arg(long, value_name = "KEY", help_heading = "Delivery")]
     pub idempotency_key: Option<String>,
 
     /// Print the SMTP dialogue on stderr (AUTH data redacted).
@@ -236,6 +253,17 @@ pub struct SendArgs {
 const MODIFIERS: [&str; 4] = ["attach_name", "attach_type", "attach_encoding", "attach_id"];
 
 impl SendArgs {
+    /// What the flags say about where to send.
+    pub fn flags(&self) -> Flags {
+        Flags {
+            config: self.connection.config.clone(),
+            profile: self.connection.profile.clone(),
+            smtp_url: self.smtp_url.clone(),
+            outbox_dir: self.outbox_dir.clone(),
+            idempotency_key: self.idempotency_key.clone(),
+        }
+    }
+
     /// The message as given by flags. `matches` are the `send` subcommand's matches;
     /// their positions tie each --attach-name/-type/-encoding/-id to the attachment
     /// flag before it.

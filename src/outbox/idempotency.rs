@@ -17,23 +17,75 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::check;
 use crate::durable;
 use crate::error::{Error, ErrorKind, Result};
+use crate::message::check;
 use crate::outbox::now;
+use crate::outbox::queue::Outbox;
 
 /// How long a key is remembered.
 pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// How the first send with a key ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FirstStatus {
+    /// The server accepted it.
+    Sent,
+    /// The file transport wrote it.
+    Saved,
+    /// It waits in the outbox (never in the ledger: the entry carries the key).
+    Queued,
+}
+
+/// The first send with a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirstSend {
+    /// Its Message-ID.
+    pub message_id: String,
+    /// How it ended.
+    pub status: FirstStatus,
+}
+
+/// What [`claim`] found.
+#[derive(Debug)]
+pub enum Claim {
+    /// The key is new: this run may send, holding the key until it has recorded it.
+    Fresh(KeyGuard),
+    /// The key was used within the retention window: send nothing.
+    Duplicate(FirstSend),
+}
+
+/// Takes `key` for a send in the outbox directory `dir`: checks it, waits (until
+/// `deadline`) for another run that holds it, then looks for an earlier send with it in
+/// the ledger and among the queued entries.
+pub fn claim(dir: &Path, key: &str, deadline: Instant) -> Result<Claim> {
+    check_key(key)?;
+    let guard = KeyGuard::acquire(dir, key, deadline)?;
+    if let Some(first) = lookup(dir, key)? {
+        return Ok(Claim::Duplicate(FirstSend {
+            message_id: first.message_id,
+            status: first.status,
+        }));
+    }
+    if let Some(queued) = Outbox::find_key_in(dir, key)? {
+        return Ok(Claim::Duplicate(FirstSend {
+            message_id: queued.message_id,
+            status: FirstStatus::Queued,
+        }));
+    }
+    Ok(Claim::Fresh(guard))
+}
+
 /// What the ledger remembers of a key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
+struct Record {
     /// The Message-ID of the first send.
-    pub message_id: String,
+    message_id: String,
     /// When it was recorded (seconds since the epoch).
-    pub at: u64,
+    at: u64,
     /// `sent` or `saved`.
-    pub status: String,
+    status: FirstStatus,
 }
 
 fn io_error(what: &str, path: &Path, e: io::Error) -> Error {
@@ -44,7 +96,7 @@ fn io_error(what: &str, path: &Path, e: io::Error) -> Error {
 }
 
 /// Checks a key: printable, without line breaks, at most 200 characters.
-pub fn check_key(key: &str) -> Result<()> {
+fn check_key(key: &str) -> Result<()> {
     check::header_text("--idempotency-key", key)?;
     if key.is_empty() || key.chars().count() > 200 {
         return Err(Error::usage("--idempotency-key: give 1 to 200 characters"));
@@ -61,7 +113,7 @@ pub struct KeyGuard {
 impl KeyGuard {
     /// Takes `key`'s lock in `dir`, waiting for another run with the same key until
     /// `deadline` (then 75: that run is still sending).
-    pub fn acquire(dir: &Path, key: &str, deadline: Instant) -> Result<KeyGuard> {
+    fn acquire(dir: &Path, key: &str, deadline: Instant) -> Result<KeyGuard> {
         let keys = dir.join("idempotency-keys");
         fs::create_dir_all(&keys).map_err(|e| io_error("create", &keys, e))?;
         let path = keys.join(format!("{:016x}.lock", fnv1a(key.as_bytes())));
@@ -85,7 +137,7 @@ impl KeyGuard {
 }
 
 /// The record of `key` in the ledger in `dir`, if it is within the retention window.
-pub fn lookup(dir: &Path, key: &str) -> Result<Option<Record>> {
+fn lookup(dir: &Path, key: &str) -> Result<Option<Record>> {
     let ledger = Ledger::open(dir)?;
     Ok(ledger
         .records
@@ -95,7 +147,7 @@ pub fn lookup(dir: &Path, key: &str) -> Result<Option<Record>> {
 }
 
 /// Records `key` in the ledger in `dir`, dropping records past the retention window.
-pub fn record(dir: &Path, key: &str, message_id: &str, status: &str) -> Result<()> {
+pub fn record(dir: &Path, key: &str, message_id: &str, status: FirstStatus) -> Result<()> {
     let mut ledger = Ledger::open(dir)?;
     let now = now();
     ledger
@@ -106,7 +158,7 @@ pub fn record(dir: &Path, key: &str, message_id: &str, status: &str) -> Result<(
         Record {
             message_id: message_id.to_owned(),
             at: now,
-            status: status.to_owned(),
+            status,
         },
     );
     ledger.write()
@@ -180,7 +232,7 @@ mod tests {
     fn a_recorded_key_is_found_again() {
         let dir = tempfile::tempdir().unwrap();
         assert!(lookup(dir.path(), "job-42").unwrap().is_none());
-        record(dir.path(), "job-42", "<1@example.com>", "sent").unwrap();
+        record(dir.path(), "job-42", "<1@example.com>", FirstStatus::Sent).unwrap();
         let found = lookup(dir.path(), "job-42").unwrap().unwrap();
         assert_eq!(found.message_id, "<1@example.com>");
         assert!(lookup(dir.path(), "job-43").unwrap().is_none());
@@ -196,6 +248,27 @@ mod tests {
         assert!(KeyGuard::acquire(dir.path(), "other", soon).is_ok());
         drop(held);
         assert!(KeyGuard::acquire(dir.path(), "k", soon).is_ok());
+    }
+
+    #[test]
+    fn a_claimed_key_is_a_duplicate_once_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let soon = Instant::now() + Duration::from_millis(200);
+        let Claim::Fresh(guard) = claim(dir.path(), "k", soon).unwrap() else {
+            panic!("a new key is fresh");
+        };
+        record(dir.path(), "k", "<1@example.com>", FirstStatus::Saved).unwrap();
+        drop(guard);
+        match claim(dir.path(), "k", soon).unwrap() {
+            Claim::Duplicate(first) => assert_eq!(
+                first,
+                FirstSend {
+                    message_id: "<1@example.com>".into(),
+                    status: FirstStatus::Saved
+                }
+            ),
+            Claim::Fresh(_) => panic!("a recorded key is a duplicate"),
+        }
     }
 
     #[test]

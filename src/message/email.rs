@@ -6,7 +6,7 @@
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
 
-/// One email to send. Build it with [`crate::draft::Draft`] from untrusted text, or
+/// One email to send. Build it with [`crate::message::draft::Draft`] from untrusted text, or
 /// fill it in directly from Rust (see `examples/send.rs`).
 #[derive(Debug, Clone)]
 pub struct Email {

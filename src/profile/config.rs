@@ -11,34 +11,60 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::check::no_line_breaks;
 use crate::error::{Error, Result};
-use crate::password::{Password, PasswordSource};
+use crate::message::check::no_line_breaks;
+use crate::profile::password::{Password, PasswordSource};
 
 /// The whole config file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConfigFile {
+pub(crate) struct ConfigFile {
     /// The profile used when `--profile` is not given.
-    pub default: Option<String>,
-    /// Named connections.
+    default: Option<String>,
+    /// Named connections, as written; one becomes a [`Profile`] when selected, so a
+    /// broken profile the run does not use does not stop it.
     #[serde(default)]
-    pub profiles: BTreeMap<String, Profile>,
+    profiles: BTreeMap<String, ProfileEntry>,
 }
 
-/// How a profile delivers.
+/// A `[profiles.NAME]` table exactly as the file spells it; `config.example.toml`
+/// documents each key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileEntry {
+    #[serde(default)]
+    transport: TransportKey,
+    host: Option<String>,
+    port: Option<u16>,
+    #[serde(default)]
+    security: Security,
+    username: Option<String>,
+    password_env: Option<String>,
+    password_command: Option<String>,
+    password: Option<Password>,
+    from: Option<String>,
+    timeout_secs: Option<u64>,
+    ca_file: Option<PathBuf>,
+    hello_name: Option<String>,
+    #[serde(default)]
+    allow_plaintext_auth: bool,
+    dir: Option<PathBuf>,
+    #[serde(default)]
+    outbox: bool,
+    outbox_dir: Option<PathBuf>,
+}
+
+/// The `transport` key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum TransportKind {
-    /// Over SMTP (the default).
+enum TransportKey {
     #[default]
     Smtp,
-    /// Write `.eml` files into `dir` instead of sending.
     File,
 }
 
 /// How the SMTP connection is protected.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Security {
     /// Implicit TLS from the first byte (port 465).
@@ -61,70 +87,128 @@ impl Security {
     }
 }
 
-/// One named connection: the connector's server, port, user name, password and TLS.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One named connection, checked: the connector's server, port, user name, password and
+/// TLS, or a directory to write messages into. A profile without a host or a directory
+/// cannot be built.
+#[derive(Debug, Clone)]
 pub struct Profile {
-    /// `smtp` (default) or `file`.
-    #[serde(default)]
-    pub transport: TransportKind,
-    /// SMTP server host name.
-    pub host: Option<String>,
-    /// SMTP port; defaults from `security`.
-    pub port: Option<u16>,
-    /// `tls`, `starttls` (default) or `none`.
-    #[serde(default)]
-    pub security: Security,
-    /// User name for AUTH.
-    pub username: Option<String>,
-    /// Name of an environment variable holding the password.
-    pub password_env: Option<String>,
-    /// A shell command whose standard output is the password.
-    pub password_command: Option<String>,
-    /// The password itself (the file must then be private: chmod 600).
-    pub password: Option<Password>,
+    /// How it delivers.
+    pub transport: Transport,
     /// Default sender, used when `--from` is not given.
     pub from: Option<String>,
-    /// Seconds allowed for the connection and for each command.
-    pub timeout_secs: Option<u64>,
-    /// A PEM file with extra trusted root certificates (a private CA).
-    pub ca_file: Option<PathBuf>,
-    /// The name sent in EHLO (default: this machine's host name).
-    pub hello_name: Option<String>,
-    /// Allow AUTH on a connection without TLS (off by default).
-    #[serde(default)]
-    pub allow_plaintext_auth: bool,
-    /// Directory for the `file` transport.
-    pub dir: Option<PathBuf>,
     /// Queue every send in the outbox first (like `--queue`).
-    #[serde(default)]
     pub outbox: bool,
     /// The outbox directory for this profile's sends.
     pub outbox_dir: Option<PathBuf>,
 }
 
-/// The outbox directory: `flag` (or `$ENVOI_OUTBOX_DIR`, which clap folds into it), else
-/// the profile's `outbox_dir`, else the platform data directory's `envoi/outbox`.
-pub fn outbox_dir(flag: Option<&Path>, profile: Option<&Profile>) -> Result<PathBuf> {
-    if let Some(dir) = flag.or_else(|| profile.and_then(|p| p.outbox_dir.as_deref())) {
-        return Ok(dir.to_path_buf());
+/// Where a profile delivers.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// Over SMTP.
+    Smtp(SmtpProfile),
+    /// Into a directory of `.eml` files (`transport = "file"`).
+    File {
+        /// The directory.
+        dir: PathBuf,
+    },
+}
+
+/// An SMTP server and how to log in to it.
+#[derive(Debug, Clone)]
+pub struct SmtpProfile {
+    /// Host name or IP address.
+    pub host: String,
+    /// Port (the profile's, else the usual one for `security`).
+    pub port: u16,
+    /// Implicit TLS, required STARTTLS, or none.
+    pub security: Security,
+    /// User name and where its password comes from; `None` logs in as nobody.
+    pub login: Option<(String, PasswordSource)>,
+    /// For connecting and for each command.
+    pub timeout: Duration,
+    /// A PEM file with extra trusted root certificates (a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// The name sent in EHLO (`None`: this machine's host name).
+    pub hello_name: Option<String>,
+    /// Allow AUTH on a connection without TLS.
+    pub allow_plaintext_auth: bool,
+}
+
+impl Profile {
+    /// A profile that writes `.eml` files into `dir`.
+    pub fn file(dir: impl Into<PathBuf>) -> Profile {
+        Profile {
+            transport: Transport::File { dir: dir.into() },
+            from: None,
+            outbox: false,
+            outbox_dir: None,
+        }
     }
-    use etcetera::BaseStrategy;
-    let base = etcetera::choose_base_strategy().map_err(|e| {
-        Error::config(format!(
-            "no data directory for the outbox ({e}); give --outbox-dir"
-        ))
-    })?;
-    Ok(base.data_dir().join("envoi").join("outbox"))
 }
 
 /// Default for `timeout_secs`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-impl Profile {
-    /// The user name and its password source, or `None` when the profile logs in as
-    /// nobody. `profile` names the profile in errors.
-    pub fn login(&self, profile: &str) -> Result<Option<(String, PasswordSource)>> {
+impl ProfileEntry {
+    /// Checks the entry called `name` and turns it into a [`Profile`].
+    fn into_profile(self, name: &str) -> Result<Profile> {
+        let bad = |what: String| Error::config(format!("profile {name:?}: {what}"));
+        for (key, value) in [
+            ("host", &self.host),
+            ("username", &self.username),
+            ("hello_name", &self.hello_name),
+        ] {
+            if let Some(v) = value {
+                no_line_breaks(&format!("profile {name:?}: {key}"), v)?;
+            }
+        }
+        if let Some(hello) = &self.hello_name
+            && (hello.is_empty() || hello.contains(char::is_whitespace))
+        {
+            return Err(bad(format!(
+                "hello_name {hello:?} must be one word (a host name)"
+            )));
+        }
+        if self.timeout_secs == Some(0) {
+            return Err(bad("timeout_secs must be at least 1".into()));
+        }
+        let transport = match self.transport {
+            TransportKey::File => Transport::File {
+                dir: self
+                    .dir
+                    .ok_or_else(|| bad("transport = \"file\" needs dir".into()))?,
+            },
+            TransportKey::Smtp => {
+                let host = self
+                    .host
+                    .clone()
+                    .ok_or_else(|| bad("host is missing".into()))?;
+                Transport::Smtp(SmtpProfile {
+                    login: self.login(name)?,
+                    host,
+                    port: self.port.unwrap_or(self.security.default_port()),
+                    security: self.security,
+                    timeout: self
+                        .timeout_secs
+                        .map(Duration::from_secs)
+                        .unwrap_or(DEFAULT_TIMEOUT),
+                    ca_file: self.ca_file,
+                    hello_name: self.hello_name,
+                    allow_plaintext_auth: self.allow_plaintext_auth,
+                })
+            }
+        };
+        Ok(Profile {
+            transport,
+            from: self.from,
+            outbox: self.outbox,
+            outbox_dir: self.outbox_dir,
+        })
+    }
+
+    /// The user name and its password source: exactly one source with a user name.
+    fn login(&self, name: &str) -> Result<Option<(String, PasswordSource)>> {
         let sources = [
             self.password_env.clone().map(PasswordSource::Env),
             self.password_command.clone().map(PasswordSource::Command),
@@ -134,79 +218,40 @@ impl Profile {
         let (first, second) = (given.next(), given.next());
         if second.is_some() {
             return Err(Error::config(format!(
-                "profile {profile:?}: give only one of password_env, password_command and password"
+                "profile {name:?}: give only one of password_env, password_command and password"
             )));
         }
         match (&self.username, first) {
             (None, None) => Ok(None),
             (Some(user), Some(source)) => Ok(Some((user.clone(), source))),
             (Some(_), None) => Err(Error::config(format!(
-                "profile {profile:?}: username is set but no password_env, password_command or password"
+                "profile {name:?}: username is set but no password_env, password_command or password"
             ))),
             (None, Some(_)) => Err(Error::config(format!(
-                "profile {profile:?}: a password is set but no username"
+                "profile {name:?}: a password is set but no username"
             ))),
-        }
-    }
-
-    /// The per-operation timeout.
-    pub fn timeout(&self) -> Duration {
-        self.timeout_secs
-            .map(Duration::from_secs)
-            .unwrap_or(DEFAULT_TIMEOUT)
-    }
-
-    /// Checks the values that end up in SMTP commands.
-    pub fn check(&self, profile: &str) -> Result<()> {
-        for (key, value) in [
-            ("host", &self.host),
-            ("username", &self.username),
-            ("hello_name", &self.hello_name),
-        ] {
-            if let Some(v) = value {
-                no_line_breaks(&format!("profile {profile:?}: {key}"), v)?;
-            }
-        }
-        if let Some(name) = &self.hello_name
-            && (name.is_empty() || name.contains(char::is_whitespace))
-        {
-            return Err(Error::config(format!(
-                "profile {profile:?}: hello_name {name:?} must be one word (a host name)"
-            )));
-        }
-        if self.timeout_secs == Some(0) {
-            return Err(Error::config(format!(
-                "profile {profile:?}: timeout_secs must be at least 1"
-            )));
-        }
-        match self.transport {
-            TransportKind::Smtp if self.host.is_none() => Err(Error::config(format!(
-                "profile {profile:?}: host is missing"
-            ))),
-            TransportKind::File if self.dir.is_none() => Err(Error::config(format!(
-                "profile {profile:?}: transport = \"file\" needs dir"
-            ))),
-            _ => Ok(()),
         }
     }
 }
 
 /// Where the config file is: `--config`, else `$ENVOI_CONFIG`, else the platform path.
 /// The bool says whether it was named explicitly (then it must exist).
-pub fn locate(flag: Option<&Path>, env: Option<&str>) -> Option<(PathBuf, bool)> {
+pub(crate) fn locate(
+    flag: Option<&Path>,
+    env: Option<&str>,
+    platform: Option<&Path>,
+) -> Option<(PathBuf, bool)> {
     if let Some(p) = flag {
         return Some((p.to_path_buf(), true));
     }
     if let Some(p) = env.filter(|p| !p.is_empty()) {
         return Some((PathBuf::from(p), true));
     }
-    use etcetera::BaseStrategy;
-    let base = etcetera::choose_base_strategy().ok()?;
-    Some((base.config_dir().join("envoi").join("config.toml"), false))
+    platform.map(|p| (p.to_path_buf(), false))
 }
 
 /// Reads and parses the file. A missing file that was not named explicitly is empty.
-pub fn load(path: &Path, explicit: bool) -> Result<ConfigFile> {
+pub(crate) fn load(path: &Path, explicit: bool) -> Result<ConfigFile> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
@@ -264,15 +309,12 @@ fn check_private(_path: &Path) -> Result<()> {
 impl ConfigFile {
     /// The profile called `name`, else the `default` one. `None` when neither exists
     /// and no name was asked for.
-    pub fn select(&self, name: Option<&str>) -> Result<Option<(String, Profile)>> {
+    pub(crate) fn select(&self, name: Option<&str>) -> Result<Option<(String, Profile)>> {
         let Some(name) = name.or(self.default.as_deref()) else {
             return Ok(None);
         };
         match self.profiles.get(name) {
-            Some(p) => {
-                p.check(name)?;
-                Ok(Some((name.to_owned(), p.clone())))
-            }
+            Some(entry) => Ok(Some((name.to_owned(), entry.clone().into_profile(name)?))),
             None => {
                 let known: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
                 Err(Error::config(format!(
@@ -287,6 +329,9 @@ impl ConfigFile {
         }
     }
 }
+
+/// Where an `--smtp-url` connection's password comes from.
+const PASSWORD_VAR: &str = "ENVOI_PASSWORD";
 
 /// Builds a profile from `smtps://user@host:465`, `smtp://host` (STARTTLS) or
 /// `smtp://host:25?security=none`. The password comes from `$ENVOI_PASSWORD`; a password
@@ -343,12 +388,19 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
         ),
     };
     Ok(Profile {
-        password_env: username.as_ref().map(|_| "ENVOI_PASSWORD".to_owned()),
-        host: Some(host),
-        port: url.port(),
-        security,
-        username,
-        ..Profile::default()
+        transport: Transport::Smtp(SmtpProfile {
+            login: username.map(|user| (user, PasswordSource::Env(PASSWORD_VAR.into()))),
+            host,
+            port: url.port().unwrap_or(security.default_port()),
+            security,
+            timeout: DEFAULT_TIMEOUT,
+            ca_file: None,
+            hello_name: None,
+            allow_plaintext_auth: false,
+        }),
+        from: None,
+        outbox: false,
+        outbox_dir: None,
     })
 }
 
@@ -357,31 +409,49 @@ mod tests {
     use super::*;
     use crate::error::ErrorKind;
 
+    fn parse(text: &str) -> ConfigFile {
+        toml::from_str(text).unwrap()
+    }
+
+    fn smtp(profile: Profile) -> SmtpProfile {
+        match profile.transport {
+            Transport::Smtp(smtp) => smtp,
+            Transport::File { dir } => panic!("a file profile ({})", dir.display()),
+        }
+    }
+
     #[test]
     fn parses_the_documented_example() {
         let text =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
                 .unwrap();
-        let file: ConfigFile = toml::from_str(&text).unwrap();
+        let file = parse(&text);
         let (name, work) = file.select(None).unwrap().unwrap();
         assert_eq!(name, "work");
+        let work = smtp(work);
         assert_eq!(work.security, Security::Starttls);
-        assert!(matches!(
-            work.login("work").unwrap(),
-            Some((_, PasswordSource::Env(_)))
-        ));
+        assert!(matches!(work.login, Some((_, PasswordSource::Env(_)))));
         let (_, outbox) = file.select(Some("outbox")).unwrap().unwrap();
-        assert_eq!(outbox.transport, TransportKind::File);
+        assert!(matches!(outbox.transport, Transport::File { .. }));
     }
 
     #[test]
     fn unknown_keys_and_profiles_are_config_errors() {
         let err = toml::from_str::<ConfigFile>("[profiles.a]\nhots = \"x\"\n").unwrap_err();
         assert!(err.message().contains("hots"), "{err}");
-        let file: ConfigFile = toml::from_str("[profiles.a]\nhost = \"x\"\n").unwrap();
+        let file = parse("[profiles.a]\nhost = \"x\"\n");
         let err = file.select(Some("b")).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
         assert!(err.message().contains("\"b\""), "{err}");
+    }
+
+    #[test]
+    fn a_profile_without_host_or_dir_cannot_be_selected() {
+        let file = parse("[profiles.a]\nport = 25\n[profiles.f]\ntransport = \"file\"\n");
+        let err = file.select(Some("a")).unwrap_err();
+        assert!(err.message().contains("host is missing"), "{err}");
+        let err = file.select(Some("f")).unwrap_err();
+        assert!(err.message().contains("needs dir"), "{err}");
     }
 
     #[test]
@@ -389,38 +459,32 @@ mod tests {
         let text = "[profiles.a]\nhost = \"h\"\nusername = \"u\"\npassword = 31415926535\n";
         let err = toml::from_str::<ConfigFile>(text).unwrap_err();
         assert!(!err.message().contains("31415926535"), "{}", err.message());
-        let file: ConfigFile = toml::from_str("[profiles.a]\npassword = \"s3cr3t\"\n").unwrap();
+        let file = parse("[profiles.a]\npassword = \"s3cr3t\"\n");
         assert!(!format!("{file:?}").contains("s3cr3t"));
     }
 
     #[test]
     fn password_rules() {
-        let p = Profile {
-            username: Some("u".into()),
-            ..Profile::default()
-        };
-        assert!(p.login("p").is_err());
-        let p = Profile {
-            username: Some("u".into()),
-            password_env: Some("X".into()),
-            password: Some(Password::new("y".into())),
-            ..Profile::default()
-        };
-        assert!(p.login("p").is_err());
+        let file = parse(
+            "[profiles.p]\nhost = \"h\"\nusername = \"u\"\n\
+             [profiles.q]\nhost = \"h\"\nusername = \"u\"\npassword_env = \"X\"\npassword = \"y\"\n",
+        );
+        assert!(file.select(Some("p")).is_err());
+        assert!(file.select(Some("q")).is_err());
     }
 
     #[test]
     fn smtp_urls() {
-        let p = profile_from_url("smtps://me%40x.com@mail.example.com").unwrap();
+        let p = smtp(profile_from_url("smtps://me%40x.com@mail.example.com").unwrap());
         assert_eq!(p.security, Security::Tls);
-        assert_eq!(p.username.as_deref(), Some("me@x.com"));
-        assert_eq!(p.host.as_deref(), Some("mail.example.com"));
-        assert_eq!(p.port, None);
-        let p = profile_from_url("smtp://127.0.0.1:2525?security=none").unwrap();
-        assert_eq!((p.security, p.port), (Security::None, Some(2525)));
-        assert!(p.username.is_none());
+        assert_eq!(p.login.as_ref().map(|l| l.0.as_str()), Some("me@x.com"));
+        assert_eq!(p.host, "mail.example.com");
+        assert_eq!(p.port, 465);
+        let p = smtp(profile_from_url("smtp://127.0.0.1:2525?security=none").unwrap());
+        assert_eq!((p.security, p.port), (Security::None, 2525));
+        assert!(p.login.is_none());
         assert_eq!(
-            profile_from_url("smtp://h").unwrap().security,
+            smtp(profile_from_url("smtp://h").unwrap()).security,
             Security::Starttls
         );
         for leaky in [

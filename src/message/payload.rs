@@ -7,8 +7,10 @@
 
 use serde::Deserialize;
 
-use crate::draft::{AttachmentDraft, AttachmentSource, DataEncoding, Draft, Sourced, Text};
 use crate::error::{Error, Result};
+use crate::message::draft::{
+    AttachmentDraft, AttachmentSource, DataEncoding, Draft, Sourced, Text,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "PascalCase")]
@@ -102,7 +104,7 @@ mod tests {
         assert_eq!(email.cc[0].email.to_string(), "c@example.com");
         assert_eq!(email.bcc[0].email.to_string(), "d@example.com");
         assert!(email.body.is_html);
-        assert_eq!(email.importance, crate::email::Importance::High);
+        assert_eq!(email.importance, crate::message::email::Importance::High);
         assert_eq!(email.attachments[0].data, b"hi");
         assert_eq!(email.attachments[0].content_id.as_deref(), Some("hi"));
         assert_eq!(email.attachments[1].data, b"plain text");

@@ -1,18 +1,24 @@
-//! The process entry point: parse, run, report, exit with the documented code.
+//! The face: the only code that knows clap, standard output and error, and exit codes.
+//! It belongs to the binary alone (declared in `main.rs`), so no library code can
+//! reach it.
+//!
+//! [`args`] defines the flags; [`send`] and [`outbox`] run the commands on the library;
+//! [`render`] prints their results as text or `--json`.
+
+mod args;
+mod outbox;
+mod render;
+mod send;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches};
+use envoi::deliver::Report;
+use envoi::error::{Error, ErrorKind};
 
-use crate::cli::{Cli, Command, OutboxArgs, OutboxCommand};
-use crate::config;
-use crate::dispatch::Report;
-use crate::error::{Error, ErrorKind, Result};
-use crate::flush::{self, FlushOptions};
-use crate::outbox::{Folder, Outbox};
-use crate::output::{print_entries, print_error, print_flush, print_outcome};
+use args::{Cli, Command, OutboxCommand};
+use render::{print_error, print_outcome};
 
 /// Runs envoi with `args` (program name first) and returns the exit code.
 pub fn main(args: Vec<OsString>) -> ExitCode {
@@ -31,7 +37,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             let Some(send_matches) = matches.subcommand_matches("send") else {
                 return ExitCode::from(ErrorKind::Internal.exit_code());
             };
-            match crate::send::run(&send, send_matches) {
+            match send::run(&send, send_matches) {
                 Ok(outcome) => {
                     print_outcome(&outcome, send.json);
                     ExitCode::SUCCESS
@@ -48,7 +54,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
                 | OutboxCommand::Flush { common, .. }
                 | OutboxCommand::Drop { common, .. } => common.json,
             };
-            match outbox(command) {
+            match outbox::run(command) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     print_error(&e, &Report::default(), json);
@@ -57,62 +63,6 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             }
         }
     }
-}
-
-/// `envoi outbox list|flush|drop`.
-fn outbox(command: OutboxCommand) -> Result<()> {
-    let open = |common: &OutboxArgs| {
-        let dir = config::outbox_dir(common.outbox_dir.as_deref(), None)?;
-        Outbox::open(&dir)
-    };
-    match command {
-        OutboxCommand::List { failed, common } => {
-            let outbox = open(&common)?;
-            let folder = if failed {
-                Folder::Failed
-            } else {
-                Folder::Queue
-            };
-            let entries = outbox
-                .ids(folder)?
-                .into_iter()
-                .filter_map(|id| match outbox.peek(folder, &id) {
-                    Ok(state) => state.map(|s| (id, s)),
-                    Err(e) => {
-                        eprintln!("envoi: warning: skipping outbox entry {id}: {e}");
-                        None
-                    }
-                })
-                .collect::<Vec<_>>();
-            print_entries(&entries, common.json);
-        }
-        OutboxCommand::Flush {
-            all,
-            lifetime_days,
-            config,
-            verbose,
-            common,
-        } => {
-            let outbox = open(&common)?;
-            let options = FlushOptions {
-                all,
-                lifetime: Duration::from_secs(lifetime_days * 86_400),
-                config,
-                verbose,
-            };
-            print_flush(&flush::flush(&outbox, &options)?, common.json);
-        }
-        OutboxCommand::Drop { id, common } => {
-            let outbox = open(&common)?;
-            flush::drop_entry(&outbox, &id)?;
-            if !common.json {
-                println!("dropped {id}");
-            } else {
-                println!("{}", serde_json::json!({"status": "dropped", "id": id}));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Help and version exit 0; every other clap error is a usage error (64, not clap's 2).

@@ -14,10 +14,10 @@ use lettre::message::header::{
 };
 use lettre::message::{Mailbox, Mailboxes, MultiPart, SinglePart};
 
-use crate::check;
-use crate::email::{Attachment, Body, Email};
 use crate::error::{Error, ErrorKind, Result};
-use crate::wire::normalize_line_endings;
+use crate::message::check;
+use crate::message::email::{Attachment, Body, Email};
+use crate::message::wire::normalize_line_endings;
 
 /// A message ready to go: its bytes, its envelope and its Message-ID.
 #[derive(Debug, Clone)]
@@ -206,7 +206,7 @@ fn attachment_part(a: Attachment) -> SinglePart {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::email::Importance;
+    use crate::message::email::Importance;
 
     fn mailbox(s: &str) -> Mailbox {
         s.parse().unwrap()

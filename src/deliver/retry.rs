@@ -1,4 +1,5 @@
-//! Who owns a retry, and what counts as sent: the delivery policy over [`SmtpSession`].
+//! Who owns a retry, and what counts as sent: the delivery policy over any [`Connector`]
+//! (SMTP in envoi; a scripted server in the unit tests below).
 //!
 //! A message goes to its recipients in one or more transactions (more when the server
 //! answers 452, too many recipients). Transient failures (4xx, connection refused or
@@ -11,9 +12,79 @@ use std::time::{Duration, Instant};
 
 use lettre::Address;
 
+use crate::deliver::smtp::RcptReply;
+use crate::deliver::{Notice, Observer, deadline_passed};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Prepared;
-use crate::transport::{RcptReply, SmtpSession, SmtpSettings};
+
+/// Opens sessions with one server. The seam between the policy here and the wire.
+pub(crate) trait Connector {
+    /// An open, logged-in session.
+    type Session: Session;
+    /// Connects and logs in (or fails with a classified error).
+    fn open(&mut self) -> Result<Self::Session>;
+}
+
+/// The commands of a transaction, with the server's answers already classified: an
+/// `Err` is a failure of the whole session, a refused recipient is an `Ok` reply with
+/// its 4xx or 5xx code.
+pub(crate) trait Session {
+    /// MAIL FROM, with the parameters `prepared` needs for these recipients.
+    fn mail(&mut self, prepared: &Prepared, recipients: &[Address]) -> Result<()>;
+    /// RCPT TO: the server's answer, positive or not.
+    fn rcpt(&mut self, recipient: &Address) -> Result<RcptReply>;
+    /// Abandons the transaction; the session stays usable.
+    fn rset(&mut self);
+    /// DATA, the message and the final dot: the reply to the dot.
+    fn data(&mut self, prepared: &Prepared) -> Result<(u16, String)>;
+    /// QUIT.
+    fn close(self);
+}
+
+/// What one transaction did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Transaction {
+    /// Recipients accepted at RCPT; they got the message when `data_reply` is set.
+    accepted: Vec<RcptReply>,
+    /// Recipients refused at RCPT (4xx or 5xx, but not 452).
+    refused: Vec<RcptReply>,
+    /// Recipients not tried because the server answered 452 (too many recipients).
+    deferred: Vec<Address>,
+    /// The reply to the final dot, when the message was sent.
+    data_reply: Option<(u16, String)>,
+}
+
+/// One transaction of `prepared` to `recipients`: MAIL, one RCPT each, then DATA —
+/// unless a recipient was refused and `allow_partial` is off, or none was accepted, in
+/// which case it is abandoned (RSET) and nothing is sent. A `452` (too many recipients)
+/// stops the RCPTs; the rest come back as `deferred` for a further transaction.
+fn transaction(
+    session: &mut impl Session,
+    prepared: &Prepared,
+    recipients: &[Address],
+    allow_partial: bool,
+) -> Result<Transaction> {
+    session.mail(prepared, recipients)?;
+    let mut t = Transaction::default();
+    for (i, rcpt) in recipients.iter().enumerate() {
+        let reply = session.rcpt(rcpt)?;
+        if reply.code < 400 {
+            t.accepted.push(reply);
+        } else if reply.code == 452 && !t.accepted.is_empty() {
+            t.deferred = recipients[i..].to_vec();
+            break;
+        } else {
+            t.refused.push(reply);
+        }
+    }
+    if t.accepted.is_empty() || (!t.refused.is_empty() && !allow_partial) {
+        session.rset();
+        t.deferred.clear();
+        return Ok(t);
+    }
+    t.data_reply = Some(session.data(prepared)?);
+    Ok(t)
+}
 
 /// How hard to try.
 #[derive(Debug, Clone)]
@@ -78,18 +149,13 @@ impl From<Error> for Failure {
     }
 }
 
-/// Called after every transaction the server accepted, before anything else is said to
-/// it (even QUIT), so the caller can record who has the message while it is certain.
-/// A failure to record is a warning: the message is delivered all the same, and retrying
-/// it would send it again.
-pub type Progress<'a> = &'a mut dyn FnMut(&Report) -> Result<()>;
-
 /// Sends `prepared` to every envelope recipient according to `policy`.
-pub fn send(
-    settings: &SmtpSettings,
+/// `observer` is told after every transaction the server accepted, and of each retry.
+pub(crate) fn send(
+    connector: &mut impl Connector,
     prepared: &Prepared,
     policy: &Policy,
-    progress: Progress<'_>,
+    observer: &mut dyn Observer,
 ) -> Result<Report, Failure> {
     let mut state = State {
         pending: prepared.envelope.to().to_vec(),
@@ -97,7 +163,7 @@ pub fn send(
     };
     loop {
         state.report.attempts += 1;
-        let (error, deferred) = match state.attempt(settings, prepared, policy, progress) {
+        let (error, deferred) = match state.attempt(connector, prepared, policy, observer) {
             Ok(Step::Done) => return Ok(state.report),
             Ok(Step::Deferred(error)) => (error, true),
             Err(error) => (error, false),
@@ -133,12 +199,12 @@ pub fn send(
                 report: state.report,
             });
         }
-        eprintln!(
-            "envoi: {error}; retrying in {:.1} s (attempt {} of {})",
-            wait.as_secs_f64(),
-            state.report.attempts + 1,
-            policy.retries + 1
-        );
+        observer.notice(Notice::Retrying {
+            reason: error,
+            wait,
+            next_attempt: state.report.attempts + 1,
+            attempts: policy.retries + 1,
+        });
         std::thread::sleep(wait);
     }
 }
@@ -168,37 +234,29 @@ impl State {
     /// One session: transactions until no recipient is pending.
     fn attempt(
         &mut self,
-        settings: &SmtpSettings,
+        connector: &mut impl Connector,
         prepared: &Prepared,
         policy: &Policy,
-        progress: Progress<'_>,
+        observer: &mut dyn Observer,
     ) -> Result<Step> {
-        let mut settings = settings.clone();
-        if let Some(deadline) = policy.deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Error::new(
-                    ErrorKind::Temporary,
-                    "the deadline (--timeout) has passed",
-                ));
-            }
-            settings.timeout = settings.timeout.min(left);
+        if policy.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(deadline_passed());
         }
-        let mut session = SmtpSession::open(&settings)?;
-        let result = self.transactions(&mut session, prepared, policy, progress);
+        let mut session = connector.open()?;
+        let result = self.transactions(&mut session, prepared, policy, observer);
         session.close();
         result
     }
 
     fn transactions(
         &mut self,
-        session: &mut SmtpSession,
+        session: &mut impl Session,
         prepared: &Prepared,
         policy: &Policy,
-        progress: Progress<'_>,
+        observer: &mut dyn Observer,
     ) -> Result<Step> {
         while !self.pending.is_empty() {
-            let t = session.transaction(prepared, &self.pending, policy.allow_partial)?;
+            let t = transaction(session, prepared, &self.pending, policy.allow_partial)?;
             let sent = t.data_reply.is_some();
             // Keep the latest answer per refused address (a retry may change it).
             for reply in &t.refused {
@@ -225,8 +283,9 @@ impl State {
                         .iter()
                         .any(|r| r.address == a && r.is_permanent())
             });
-            if let Err(e) = progress(&self.report) {
-                eprintln!("envoi: warning: delivered, but could not record it: {e}");
+            if let Err(e) = observer.accepted(&self.report) {
+                // Delivered all the same: retrying would send it again.
+                observer.notice(Notice::NotRecorded(e));
             }
             let retry_later: Vec<&RcptReply> =
                 t.refused.iter().filter(|r| !r.is_permanent()).collect();

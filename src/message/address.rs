@@ -8,8 +8,8 @@
 use lettre::message::Mailbox;
 use lettre::{Address, message::Mailboxes};
 
-use crate::check;
 use crate::error::{Error, Result};
+use crate::message::check;
 
 /// Parses every list in `values` (each may hold several addresses) into mailboxes.
 ///

@@ -1,14 +1,15 @@
-//! Delivery: over SMTP with lettre's `SmtpConnection`, or into a directory of `.eml` files.
+//! One SMTP session over lettre's `SmtpConnection`: connect, TLS, AUTH, and the
+//! commands of a transaction as the [`Session`] seam that [`super::retry`] drives.
 //!
 //! envoi drives the SMTP transaction itself so that it knows each RCPT's answer, frames
-//! DATA itself (see [`crate::wire`]), and enforces its TLS policy: implicit TLS or
+//! DATA itself (see [`crate::message::wire`]), and enforces its TLS policy: implicit TLS or
 //! required STARTTLS, verified certificates, no AUTH without TLS unless the profile
 //! allows it. An [`SmtpSession`] can send many messages over one connection.
 
 use std::error::Error as StdError;
 use std::fmt::Display;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -19,13 +20,13 @@ use lettre::transport::smtp::commands::{Data, Mail, Noop, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
 
-use crate::check::no_line_breaks;
-use crate::config::Security;
-use crate::durable;
-use crate::error::{Error, ErrorKind, Result, printable};
+use crate::deliver::deadline_passed;
+use crate::deliver::retry::{Connector, Session};
+use crate::error::{Error, ErrorKind, Result};
 use crate::message::Prepared;
-use crate::password::Password;
-use crate::wire::DataPayload;
+use crate::message::check::no_line_breaks;
+use crate::message::wire::DataPayload;
+use crate::profile::{Password, Security, SmtpProfile};
 
 type SmtpError = lettre::transport::smtp::Error;
 
@@ -33,14 +34,15 @@ type SmtpError = lettre::transport::smtp::Error;
 /// them is read: a process ended in between cannot know whether it was delivered.
 static PAYLOAD_IN_FLIGHT: AtomicBool = AtomicBool::new(false);
 
-/// Whether a message is on its way and unanswered (see [`crate::send`]'s watchdog).
+/// Whether a message is on its way and unanswered: a process stopped now (the command
+/// line's watchdog) must report the outcome as unknown.
 pub fn payload_in_flight() -> bool {
     PAYLOAD_IN_FLIGHT.load(Ordering::SeqCst)
 }
 
 /// Everything needed to reach and log in to an SMTP server.
 #[derive(Debug, Clone)]
-pub struct SmtpSettings {
+pub(crate) struct SmtpSettings {
     /// Server host name or IP address.
     pub host: String,
     /// Server port.
@@ -75,7 +77,7 @@ pub struct RcptReply {
 }
 
 impl RcptReply {
-    fn new(address: &Address, code: u16, message: String) -> RcptReply {
+    pub(crate) fn new(address: &Address, code: u16, message: String) -> RcptReply {
         RcptReply {
             address: address.to_string(),
             code,
@@ -89,21 +91,35 @@ impl RcptReply {
     }
 }
 
-/// What one SMTP transaction did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Transaction {
-    /// Recipients accepted at RCPT; they got the message when `data_reply` is set.
-    pub accepted: Vec<RcptReply>,
-    /// Recipients refused at RCPT (4xx or 5xx, but not 452).
-    pub refused: Vec<RcptReply>,
-    /// Recipients not tried because the server answered 452 (too many recipients).
-    pub deferred: Vec<Address>,
-    /// The reply to the final dot, when the message was sent.
-    pub data_reply: Option<(u16, String)>,
+impl SmtpSettings {
+    /// The settings of `profile`, logging in with `password` (already fetched).
+    pub(crate) fn new(
+        profile: &SmtpProfile,
+        password: Option<Password>,
+        verbose: bool,
+        deadline: Option<Instant>,
+    ) -> SmtpSettings {
+        SmtpSettings {
+            host: profile.host.clone(),
+            port: profile.port,
+            security: profile.security,
+            credentials: profile
+                .login
+                .as_ref()
+                .zip(password)
+                .map(|((user, _), password)| (user.clone(), password)),
+            hello_name: profile.hello_name.clone(),
+            timeout: profile.timeout,
+            ca_file: profile.ca_file.clone(),
+            allow_plaintext_auth: profile.allow_plaintext_auth,
+            verbose,
+            deadline,
+        }
+    }
 }
 
 /// An open, logged-in SMTP connection.
-pub struct SmtpSession {
+pub(crate) struct SmtpSession {
     conn: SmtpConnection,
     verbose: bool,
     timeout: Duration,
@@ -111,8 +127,18 @@ pub struct SmtpSession {
 }
 
 impl SmtpSession {
-    /// Connects, secures the connection as `settings.security` demands, and logs in.
-    pub fn open(settings: &SmtpSettings) -> Result<SmtpSession> {
+    /// Connects, secures the connection as `settings.security` demands, and logs in,
+    /// each step within what is left before the deadline.
+    fn open(settings: &SmtpSettings) -> Result<SmtpSession> {
+        let mut settings = settings.clone();
+        if let Some(deadline) = settings.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(deadline_passed());
+            }
+            settings.timeout = settings.timeout.min(left);
+        }
+        let settings = &settings;
         // These go into SMTP commands; the CLI checked them, library callers may not have.
         no_line_breaks("host", &settings.host)?;
         for (what, value) in [
@@ -245,81 +271,6 @@ impl SmtpSession {
         }
     }
 
-    /// Runs one SMTP transaction of `prepared` to `recipients`: MAIL, one RCPT each, then
-    /// DATA — unless a recipient was refused and `allow_partial` is off, or none was
-    /// accepted, in which case the transaction is abandoned (RSET) and nothing is sent.
-    /// A `452` (too many recipients) stops the RCPTs; the rest come back as `deferred`
-    /// for a further transaction.
-    pub fn transaction(
-        &mut self,
-        prepared: &Prepared,
-        recipients: &[Address],
-        allow_partial: bool,
-    ) -> Result<Transaction> {
-        let text = std::str::from_utf8(&prepared.bytes).map_err(|_| {
-            Error::new(
-                ErrorKind::Internal,
-                "the built message is not UTF-8 (a bug)",
-            )
-        })?;
-        self.arm_timeout()?;
-        let from = prepared.envelope.from();
-        let params = self.mail_parameters(from.into_iter().chain(recipients), text)?;
-        let mail = Mail::new(from.cloned(), params);
-        self.command(&mail).map_err(|e| classify("MAIL FROM", e))?;
-
-        let mut t = Transaction::default();
-        for (i, rcpt) in recipients.iter().enumerate() {
-            match self.command(&Rcpt::new(rcpt.clone(), vec![])) {
-                Ok(reply) => t.accepted.push(RcptReply::new(rcpt, reply.0, reply.1)),
-                Err(e) if code_of(&e) == Some(452) && !t.accepted.is_empty() => {
-                    t.deferred = recipients[i..].to_vec();
-                    break;
-                }
-                Err(e) => match code_of(&e) {
-                    Some(code) => t.refused.push(RcptReply::new(rcpt, code, text_of(&e))),
-                    None => return Err(classify(&format!("RCPT TO:<{rcpt}>"), e)),
-                },
-            }
-        }
-        if t.accepted.is_empty() || (!t.refused.is_empty() && !allow_partial) {
-            // Abandoned; the session stays usable for the next transaction.
-            let _ = self.command(&Rset);
-            t.deferred.clear();
-            return Ok(t);
-        }
-
-        self.command(&Data).map_err(|e| classify("DATA", e))?;
-        self.arm_timeout()?;
-        self.trace(
-            "C",
-            &format!(
-                "[message {}, {} bytes, then .]",
-                prepared.message_id,
-                text.len()
-            ),
-        );
-        PAYLOAD_IN_FLIGHT.store(true, Ordering::SeqCst);
-        let result = self.conn.command(DataPayload(text));
-        PAYLOAD_IN_FLIGHT.store(false, Ordering::SeqCst);
-        self.trace_reply(&result);
-        let reply = result.map(|r| (u16::from(r.code()), printable(joined(&r))));
-        let reply = reply.map_err(|e| match code_of(&e) {
-            Some(_) => classify("the message", e),
-            None => Error::new(
-                ErrorKind::OutcomeUnknown,
-                format!(
-                    "the connection failed after the message {} was sent and before the server \
-                     answered; it may or may not have been delivered: {}",
-                    prepared.message_id,
-                    printable(chain(&e))
-                ),
-            ),
-        })?;
-        t.data_reply = Some(reply);
-        Ok(t)
-    }
-
     /// SMTPUTF8 when an address needs it, else BODY=8BITMIME when the text needs it.
     fn mail_parameters<'a>(
         &self,
@@ -373,10 +324,7 @@ impl SmtpSession {
             .conn
             .set_timeout(Some(self.timeout.min(left).max(Duration::from_millis(1))));
         if left.is_zero() {
-            return Err(Error::new(
-                ErrorKind::Temporary,
-                "the deadline for the whole send (--timeout) has passed",
-            ));
+            return Err(deadline_passed());
         }
         Ok(())
     }
@@ -391,34 +339,90 @@ impl SmtpSession {
     fn trace(&self, side: &str, line: &str) {
         trace(self.verbose, side, line);
     }
+}
+
+impl Session for SmtpSession {
+    fn mail(&mut self, prepared: &Prepared, recipients: &[Address]) -> Result<()> {
+        let text = message_text(prepared)?;
+        self.arm_timeout()?;
+        let from = prepared.envelope.from();
+        let params = self.mail_parameters(from.into_iter().chain(recipients), text)?;
+        let mail = Mail::new(from.cloned(), params);
+        self.command(&mail).map_err(|e| classify("MAIL FROM", e))?;
+        Ok(())
+    }
+
+    fn rcpt(&mut self, rcpt: &Address) -> Result<RcptReply> {
+        match self.command(&Rcpt::new(rcpt.clone(), vec![])) {
+            Ok((code, text)) => Ok(RcptReply::new(rcpt, code, text)),
+            Err(e) => match code_of(&e) {
+                Some(code) => Ok(RcptReply::new(rcpt, code, text_of(&e))),
+                None => Err(classify(&format!("RCPT TO:<{rcpt}>"), e)),
+            },
+        }
+    }
+
+    fn rset(&mut self) {
+        let _ = self.command(&Rset);
+    }
+
+    fn data(&mut self, prepared: &Prepared) -> Result<(u16, String)> {
+        let text = message_text(prepared)?;
+        self.command(&Data).map_err(|e| classify("DATA", e))?;
+        self.arm_timeout()?;
+        self.trace(
+            "C",
+            &format!(
+                "[message {}, {} bytes, then .]",
+                prepared.message_id,
+                text.len()
+            ),
+        );
+        PAYLOAD_IN_FLIGHT.store(true, Ordering::SeqCst);
+        let result = self.conn.command(DataPayload(text));
+        PAYLOAD_IN_FLIGHT.store(false, Ordering::SeqCst);
+        self.trace_reply(&result);
+        let reply = result.map(|r| (u16::from(r.code()), printable(joined(&r))));
+        reply.map_err(|e| match code_of(&e) {
+            Some(_) => classify("the message", e),
+            None => Error::new(
+                ErrorKind::OutcomeUnknown,
+                format!(
+                    "the connection failed after the message {} was sent and before the server \
+                     answered; it may or may not have been delivered: {}",
+                    prepared.message_id,
+                    printable(chain(&e))
+                ),
+            ),
+        })
+    }
 
     /// Says QUIT and closes the connection.
-    pub fn close(mut self) {
+    fn close(mut self) {
         let _ = self.conn.quit();
     }
 }
 
-/// Writes the message as `<dir>/<id>.eml` (temp file, fsync, rename, fsync of the
-/// directory) and returns the path.
-pub fn save_to_dir(dir: &Path, prepared: &Prepared) -> Result<PathBuf> {
-    let fail = |e: io::Error| Error::config(format!("dir {}: cannot write: {e}", dir.display()));
-    std::fs::create_dir_all(dir).map_err(fail)?;
-    let name: String = prepared
-        .message_id
-        .trim_matches(['<', '>'])
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let path = dir.join(format!("{name}.eml"));
-    let temp = dir.join(format!(".{name}.eml.tmp"));
-    durable::replace_file(&path, &temp, &prepared.bytes).map_err(fail)?;
-    Ok(path)
+/// Opens SMTP sessions with one set of settings, each within what is left of the
+/// deadline.
+pub(crate) struct SmtpConnector(pub(crate) SmtpSettings);
+
+impl Connector for SmtpConnector {
+    type Session = SmtpSession;
+
+    fn open(&mut self) -> Result<SmtpSession> {
+        SmtpSession::open(&self.0)
+    }
+}
+
+/// The built message as text (it is ASCII or UTF-8 by construction).
+fn message_text(prepared: &Prepared) -> Result<&str> {
+    std::str::from_utf8(&prepared.bytes).map_err(|_| {
+        Error::new(
+            ErrorKind::Internal,
+            "the built message is not UTF-8 (a bug)",
+        )
+    })
 }
 
 fn tls_parameters(settings: &SmtpSettings) -> Result<TlsParameters> {
@@ -443,6 +447,15 @@ fn tls_parameters(settings: &SmtpSettings) -> Result<TlsParameters> {
     builder
         .build_rustls()
         .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot set up TLS: {e}")))
+}
+
+/// Text from outside (a server reply) made safe for a terminal: control characters
+/// become `?` so they cannot move the cursor or fake output.
+pub(crate) fn printable(text: impl AsRef<str>) -> String {
+    text.as_ref()
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// With `-v`, one line of the dialogue on stderr (`C` client, `S` server, `*` envoi),
@@ -585,5 +598,15 @@ fn describe_certificate_error(reason: &rustls::CertificateError) -> String {
         }
         C::Revoked => "revoked".into(),
         other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_strips_control_characters() {
+        assert_eq!(printable("ok\x1b[2J\r\nfake"), "ok?[2J??fake");
     }
 }

@@ -1,0 +1,60 @@
+//! `envoi outbox list|flush|drop`: the outbox is found exactly as `send` finds it.
+
+use std::time::Duration;
+
+use envoi::error::Result;
+use envoi::outbox::{FlushOptions, Folder, Outbox, drop_entry, flush};
+use envoi::profile::{Env, Resolved, resolve};
+
+use crate::cli::args::{OutboxArgs, OutboxCommand};
+use crate::cli::render::{Notices, print_dropped, print_entries, print_flush, warning};
+
+/// Runs one outbox command.
+pub fn run(command: OutboxCommand) -> Result<()> {
+    match command {
+        OutboxCommand::List { failed, common } => {
+            let (outbox, _) = open(&common)?;
+            let folder = if failed {
+                Folder::Failed
+            } else {
+                Folder::Queue
+            };
+            let mut entries = Vec::new();
+            for id in outbox.ids(folder)? {
+                match outbox.peek(folder, &id) {
+                    Ok(Some(state)) => entries.push((id, state)),
+                    Ok(None) => {}
+                    Err(e) => warning(&format!("skipping outbox entry {id}: {e}")),
+                }
+            }
+            print_entries(&entries, common.json);
+        }
+        OutboxCommand::Flush {
+            all,
+            lifetime_days,
+            verbose,
+            common,
+        } => {
+            let (outbox, resolved) = open(&common)?;
+            let options = FlushOptions {
+                all,
+                lifetime: Duration::from_secs(lifetime_days * 86_400),
+                verbose,
+            };
+            let summary = flush(&outbox, &resolved, &options, &mut Notices)?;
+            print_flush(&summary, common.json);
+        }
+        OutboxCommand::Drop { id, common } => {
+            let (outbox, _) = open(&common)?;
+            drop_entry(&outbox, &id)?;
+            print_dropped(&id, common.json);
+        }
+    }
+    Ok(())
+}
+
+/// The outbox the flags, the environment and the profile name.
+fn open(common: &OutboxArgs) -> Result<(Outbox, Resolved)> {
+    let resolved = resolve(&common.flags(), &Env::from_process())?;
+    Ok((Outbox::open(resolved.outbox_dir()?)?, resolved))
+}

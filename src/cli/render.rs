@@ -1,0 +1,553 @@
+//! What envoi prints: one result line (or `--json` object) on standard output, notices
+//! and errors on standard error as `envoi: …`.
+//!
+//! The `--json` shapes are the report types below (like ripgrep's `jsont.rs`): every
+//! object has a `status` from [`Status`], and a test pins the README's examples to them.
+
+use std::borrow::Cow;
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use envoi::deliver::{Delivery, Notice, Observer, RcptReply, Report};
+use envoi::error::Error;
+use envoi::message::Prepared;
+use envoi::outbox::idempotency::{FirstSend, FirstStatus};
+use envoi::outbox::{EntryOutcome, EntryState, FlushSummary};
+use serde::Serialize;
+
+use crate::cli::send::Outcome;
+
+/// The `status` of every JSON object envoi prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Status {
+    Sent,
+    Partial,
+    Saved,
+    Queued,
+    Duplicate,
+    DryRun,
+    Error,
+    Dropped,
+}
+
+/// The result of `envoi send --json`.
+#[derive(Debug, Serialize)]
+struct SendReport<'a> {
+    status: Status,
+    message_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    envelope: Option<EnvelopeReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server: Option<ServerReply<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recipients: Option<Vec<RecipientReport<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outbox_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_status: Option<FirstStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<Cow<'a, str>>,
+}
+
+impl<'a> SendReport<'a> {
+    fn new(status: Status, message_id: &'a str) -> SendReport<'a> {
+        SendReport {
+            status,
+            message_id,
+            envelope: None,
+            server: None,
+            recipients: None,
+            attempts: None,
+            path: None,
+            outbox_id: None,
+            reason: None,
+            first_status: None,
+            message: None,
+        }
+    }
+
+    fn of(status: Status, prepared: &'a Prepared) -> SendReport<'a> {
+        SendReport {
+            envelope: Some(EnvelopeReport::of(prepared)),
+            ..SendReport::new(status, &prepared.message_id)
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct EnvelopeReport {
+    from: Option<String>,
+    to: Vec<String>,
+}
+
+impl EnvelopeReport {
+    fn of(prepared: &Prepared) -> EnvelopeReport {
+        EnvelopeReport {
+            from: prepared.envelope.from().map(ToString::to_string),
+            to: prepared
+                .envelope
+                .to()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ServerReply<'a> {
+    code: u16,
+    message: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum RecipientStatus {
+    Delivered,
+    Refused,
+}
+
+#[derive(Debug, Serialize)]
+struct RecipientReport<'a> {
+    address: &'a str,
+    status: RecipientStatus,
+    code: u16,
+    message: &'a str,
+}
+
+/// Each recipient of `report`, delivered ones first.
+fn recipients(report: &Report) -> Vec<RecipientReport<'_>> {
+    let delivered = report
+        .delivered
+        .iter()
+        .map(|r| RecipientReport::of(RecipientStatus::Delivered, r));
+    let refused = report
+        .refused
+        .iter()
+        .map(|r| RecipientReport::of(RecipientStatus::Refused, r));
+    delivered.chain(refused).collect()
+}
+
+impl RecipientReport<'_> {
+    fn of(status: RecipientStatus, reply: &RcptReply) -> RecipientReport<'_> {
+        RecipientReport {
+            address: &reply.address,
+            status,
+            code: reply.code,
+            message: &reply.message,
+        }
+    }
+}
+
+/// The error object of `--json`.
+#[derive(Debug, Serialize)]
+struct ErrorReport<'a> {
+    status: Status,
+    exit_code: u8,
+    http_status: u16,
+    kind: &'static str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recipients: Option<Vec<RecipientReport<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts: Option<u32>,
+}
+
+fn error_report<'a>(err: &'a Error, report: &'a Report) -> ErrorReport<'a> {
+    let kind = err.kind();
+    let tried = report.attempts > 0;
+    ErrorReport {
+        status: Status::Error,
+        exit_code: kind.exit_code(),
+        http_status: kind.http_status(),
+        kind: kind.name(),
+        message: err.message(),
+        recipients: tried.then(|| recipients(report)),
+        attempts: tried.then_some(report.attempts),
+    }
+}
+
+fn send_report(outcome: &Outcome) -> SendReport<'_> {
+    match outcome {
+        Outcome::Delivered(Delivery::Sent { prepared, report }) => {
+            let status = if report.refused.is_empty() {
+                Status::Sent
+            } else {
+                Status::Partial
+            };
+            let (code, message) = report
+                .data_reply
+                .as_ref()
+                .map_or((0, ""), |(code, text)| (*code, text.as_str()));
+            SendReport {
+                server: Some(ServerReply { code, message }),
+                recipients: Some(recipients(report)),
+                attempts: Some(report.attempts),
+                ..SendReport::of(status, prepared)
+            }
+        }
+        Outcome::Delivered(Delivery::Saved { prepared, path }) => SendReport {
+            path: Some(path),
+            ..SendReport::of(Status::Saved, prepared)
+        },
+        Outcome::Queued {
+            prepared,
+            id,
+            reason,
+        } => SendReport {
+            outbox_id: Some(id),
+            reason: Some(reason),
+            ..SendReport::of(Status::Queued, prepared)
+        },
+        Outcome::Duplicate(first) => SendReport {
+            first_status: Some(first.status),
+            ..SendReport::new(Status::Duplicate, &first.message_id)
+        },
+        Outcome::DryRun(prepared) => SendReport {
+            message: Some(String::from_utf8_lossy(&prepared.bytes)),
+            ..SendReport::of(Status::DryRun, prepared)
+        },
+    }
+}
+
+/// Prints a success. A closed standard output (`| head`) is not an error.
+pub fn print_outcome(outcome: &Outcome, as_json: bool) {
+    let mut out = io::stdout().lock();
+    let result = if as_json {
+        write_json(&mut out, &send_report(outcome))
+    } else {
+        write_human(&mut out, outcome)
+    };
+    if let Err(e) = result
+        && e.kind() != io::ErrorKind::BrokenPipe
+    {
+        warning(&format!("cannot write the result: {e}"));
+    }
+}
+
+fn write_human(out: &mut impl Write, outcome: &Outcome) -> io::Result<()> {
+    match outcome {
+        Outcome::Delivered(Delivery::Sent { prepared, report }) => {
+            for r in &report.refused {
+                warning(&format!(
+                    "not delivered to {} ({} {})",
+                    r.address, r.code, r.message
+                ));
+            }
+            let to: Vec<&str> = report
+                .delivered
+                .iter()
+                .map(|r| r.address.as_str())
+                .collect();
+            let (code, reply) = report.data_reply.clone().unwrap_or_default();
+            writeln!(
+                out,
+                "sent {} to {} ({code} {reply})",
+                prepared.message_id,
+                to.join(", ")
+            )
+        }
+        Outcome::Delivered(Delivery::Saved { prepared, path }) => {
+            writeln!(out, "saved {} to {}", prepared.message_id, path.display())
+        }
+        Outcome::Queued {
+            prepared,
+            id,
+            reason,
+        } => {
+            eprintln!("envoi: not sent yet: {reason}");
+            writeln!(out, "queued {} as outbox entry {id}", prepared.message_id)
+        }
+        Outcome::Duplicate(FirstSend { message_id, status }) => {
+            let status = match status {
+                FirstStatus::Sent => "sent",
+                FirstStatus::Saved => "saved",
+                FirstStatus::Queued => "queued",
+            };
+            writeln!(
+                out,
+                "duplicate: already {status} as {message_id}; nothing sent"
+            )
+        }
+        Outcome::DryRun(prepared) => {
+            // The envelope as JSON values: `"a@x"` or `null`, then `["b@y"]`.
+            let envelope = EnvelopeReport::of(prepared);
+            eprintln!(
+                "envoi: dry run: from {} to {}; nothing was sent",
+                serde_json::to_string(&envelope.from).unwrap_or_default(),
+                serde_json::to_string(&envelope.to).unwrap_or_default()
+            );
+            out.write_all(&prepared.bytes)
+        }
+    }
+}
+
+fn write_json(out: &mut impl Write, value: &impl Serialize) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, value)?;
+    writeln!(out)
+}
+
+/// Prints an error on standard error and, with `--json`, as an object on standard output.
+/// `report` tells what happened to each recipient before the failure.
+pub fn print_error(err: &Error, report: &Report, as_json: bool) {
+    eprintln!("envoi: error: {err}");
+    if as_json {
+        let _ = write_json(&mut io::stdout().lock(), &error_report(err, report));
+    }
+}
+
+/// A warning on standard error.
+pub fn warning(text: &str) {
+    eprintln!("envoi: warning: {text}");
+}
+
+/// Prints delivery notices on standard error as they happen.
+pub struct Notices;
+
+impl Observer for Notices {
+    fn notice(&mut self, notice: Notice) {
+        match notice {
+            Notice::Retrying {
+                reason,
+                wait,
+                next_attempt,
+                attempts,
+            } => eprintln!(
+                "envoi: {reason}; retrying in {:.1} s (attempt {next_attempt} of {attempts})",
+                wait.as_secs_f64()
+            ),
+            Notice::NotRecorded(e) => warning(&format!("delivered, but could not record it: {e}")),
+        }
+    }
+}
+
+/// One entry of `envoi outbox list --json`: its id and its state.
+#[derive(Debug, Serialize)]
+struct ListedEntry<'a> {
+    id: &'a str,
+    #[serde(flatten)]
+    state: &'a EntryState,
+}
+
+/// `envoi outbox list`: one line per entry, or a JSON array.
+pub fn print_entries(entries: &[(String, EntryState)], as_json: bool) {
+    let mut out = io::stdout().lock();
+    if as_json {
+        let list: Vec<ListedEntry> = entries
+            .iter()
+            .map(|(id, state)| ListedEntry { id, state })
+            .collect();
+        let _ = write_json(&mut out, &list);
+        return;
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    for (id, s) in entries {
+        let _ = writeln!(
+            out,
+            "{id}  age {}  attempts {}  to {}  {}",
+            human_age(now.saturating_sub(s.queued_at)),
+            s.attempts,
+            s.pending.join(", "),
+            s.last_error.as_deref().unwrap_or("not tried yet")
+        );
+    }
+}
+
+fn human_age(secs: u64) -> String {
+    match secs {
+        0..120 => format!("{secs}s"),
+        120..7200 => format!("{}m", secs / 60),
+        7200..172_800 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
+    }
+}
+
+/// The result of `envoi outbox flush --json`.
+#[derive(Debug, Default, Serialize)]
+struct FlushReport<'a> {
+    sent: Vec<FlushedEntry<'a>>,
+    deferred: Vec<FlushedEntry<'a>>,
+    failed: Vec<FlushedEntry<'a>>,
+    skipped: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct FlushedEntry<'a> {
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+/// `envoi outbox flush`: one line per entry attempted and a summary, or one JSON object.
+pub fn print_flush(summary: &FlushSummary, as_json: bool) {
+    for (id, e) in &summary.damaged {
+        warning(&format!("skipping outbox entry {id}: {e}"));
+    }
+    let mut out = io::stdout().lock();
+    let mut report = FlushReport {
+        skipped: summary.skipped,
+        ..FlushReport::default()
+    };
+    for (id, outcome) in &summary.entries {
+        let (list, reason) = match outcome {
+            EntryOutcome::Sent => (&mut report.sent, None),
+            EntryOutcome::Deferred(e) => (&mut report.deferred, Some(e.message())),
+            EntryOutcome::Failed(e) => (&mut report.failed, Some(e.message())),
+        };
+        list.push(FlushedEntry { id, reason });
+        if !as_json {
+            let _ = match outcome {
+                EntryOutcome::Sent => writeln!(out, "sent {id}"),
+                EntryOutcome::Deferred(e) => writeln!(out, "deferred {id}: {e}"),
+                EntryOutcome::Failed(e) => writeln!(out, "failed {id}: {e} (kept in failed/)"),
+            };
+        }
+    }
+    let _ = if as_json {
+        write_json(&mut out, &report)
+    } else {
+        writeln!(
+            out,
+            "flush: {} sent, {} deferred, {} failed, {} skipped (locked or not due)",
+            report.sent.len(),
+            report.deferred.len(),
+            report.failed.len(),
+            report.skipped
+        )
+    };
+}
+
+/// The result of `envoi outbox drop ID`.
+pub fn print_dropped(id: &str, as_json: bool) {
+    #[derive(Serialize)]
+    struct Dropped<'a> {
+        status: Status,
+        id: &'a str,
+    }
+    let mut out = io::stdout().lock();
+    let _ = if as_json {
+        write_json(
+            &mut out,
+            &Dropped {
+                status: Status::Dropped,
+                id,
+            },
+        )
+    } else {
+        writeln!(out, "dropped {id}")
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoi::ErrorKind;
+    use lettre::Address;
+    use lettre::address::Envelope;
+
+    /// The README's `--json` examples, in order.
+    fn readme_examples() -> Vec<serde_json::Value> {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("### `--json`")
+            .nth(1)
+            .and_then(|rest| rest.split("```json\n").nth(1))
+            .and_then(|rest| rest.split("```").next())
+            .expect("README has a --json example block");
+        section
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("each example is JSON"))
+            .collect()
+    }
+
+    fn reply(address: &str, code: u16, message: &str) -> RcptReply {
+        RcptReply {
+            address: address.into(),
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn prepared(from: &str, to: &str) -> Prepared {
+        let address = |a: &str| a.parse::<Address>().unwrap();
+        Prepared {
+            message_id: "<…@example.com>".into(),
+            envelope: Envelope::new(Some(address(from)), vec![address(to)]).unwrap(),
+            bytes: b"Subject: x\r\n\r\nhi\r\n".to_vec(),
+        }
+    }
+
+    #[test]
+    fn readme_json_examples_are_what_envoi_prints() {
+        let examples = readme_examples();
+        assert_eq!(examples.len(), 2);
+
+        let sent = Outcome::Delivered(Delivery::Sent {
+            prepared: prepared("bot@example.com", "ann@example.com"),
+            report: Report {
+                delivered: vec![reply("ann@example.com", 250, "OK")],
+                refused: vec![],
+                data_reply: Some((250, "OK".into())),
+                attempts: 1,
+            },
+        });
+        assert_eq!(
+            serde_json::to_value(send_report(&sent)).unwrap(),
+            examples[0]
+        );
+
+        let error = Error::new(
+            ErrorKind::RecipientRefused,
+            "the server refused nobody@example.com (550 …); nothing was sent",
+        );
+        let report = Report {
+            refused: vec![reply("nobody@example.com", 550, "…")],
+            attempts: 1,
+            ..Report::default()
+        };
+        assert_eq!(
+            serde_json::to_value(error_report(&error, &report)).unwrap(),
+            examples[1]
+        );
+    }
+
+    #[test]
+    fn every_status_is_named_in_the_readme() {
+        let readme = include_str!("../../README.md");
+        for status in [
+            Status::Sent,
+            Status::Partial,
+            Status::Saved,
+            Status::Queued,
+            Status::Duplicate,
+            Status::DryRun,
+            Status::Error,
+        ] {
+            let name = serde_json::to_string(&status).unwrap();
+            let name = name.trim_matches('"');
+            assert!(
+                readme.contains(&format!("`{name}`")) || readme.contains(&format!("\"{name}\"")),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_error_before_any_attempt_has_no_recipient_list() {
+        let error = Error::usage("no recipient");
+        let value = serde_json::to_value(error_report(&error, &Report::default())).unwrap();
+        assert_eq!(value["exit_code"], 64);
+        assert!(value.get("recipients").is_none() && value.get("attempts").is_none());
+    }
+}

@@ -1,0 +1,181 @@
+//! `envoi send`: resolve the connection, build the message, deliver it.
+//!
+//! Every input is read and checked before any connection is opened, so bad input
+//! never leaves half a message behind.
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use clap::ArgMatches;
+use envoi::deliver::{
+    Delivery, DeliveryOptions, Failure, Policy, Report, deliver, payload_in_flight,
+};
+use envoi::error::{Error, ErrorKind, Result};
+use envoi::message::input::{is_stdin, read_bytes};
+use envoi::message::{self, Prepared, address, draft::Draft, payload};
+use envoi::outbox::idempotency::{self, Claim, FirstSend, FirstStatus};
+use envoi::outbox::{FirstAttempt, Outbox, send_queued};
+use envoi::profile::{Connection, Env, resolve};
+
+use crate::cli::args::SendArgs;
+use crate::cli::render::{Notices, print_error, warning};
+
+/// How `envoi send` ended well.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Sent or saved.
+    Delivered(Delivery),
+    /// `--queue`: written to the outbox; the first attempt failed temporarily, so envoi
+    /// owns the retry (`envoi outbox flush`).
+    Queued {
+        prepared: Prepared,
+        id: String,
+        reason: String,
+    },
+    /// `--idempotency-key` seen before: nothing was sent this time.
+    Duplicate(FirstSend),
+    /// `--dry-run`: built, not sent.
+    DryRun(Prepared),
+}
+
+/// Runs `envoi send` with its parsed flags and their matches.
+pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
+    let started = Instant::now();
+    let resolved = resolve(&args.flags(), &Env::from_process())?;
+    let draft = read_draft(args, matches)?;
+    let email = draft.into_email()?;
+    let from = match email.from.clone() {
+        Some(from) => from,
+        None => profile_from(resolved.connection.as_ref())?,
+    };
+    let prepared = message::build(email, &from, SystemTime::now())?;
+    if args.dry_run {
+        return Ok(Outcome::DryRun(prepared));
+    }
+    let Some(connection) = &resolved.connection else {
+        return Err(Error::config(
+            "no connection: give --profile or --smtp-url (or $ENVOI_SMTP_URL), or set \
+             `default` in the config file",
+        )
+        .into());
+    };
+    let deadline = started + Duration::from_secs(args.timeout);
+    let options = DeliveryOptions {
+        policy: Policy {
+            retries: args.retries,
+            retry_max: Duration::from_secs(args.retry_max_secs),
+            deadline: Some(deadline),
+            allow_partial: args.allow_partial,
+        },
+        verbose: args.verbose,
+    };
+    let key = resolved.idempotency_key.as_deref();
+    // Held until the outcome is recorded: a second run with this key waits, then sees it.
+    let _key_guard = match key {
+        Some(key) => match idempotency::claim(resolved.outbox_dir()?, key, deadline)? {
+            Claim::Duplicate(first) => return Ok(Outcome::Duplicate(first)),
+            Claim::Fresh(guard) => Some(guard),
+        },
+        None => None,
+    };
+    if args.queue || connection.profile.outbox {
+        return queued(connection, resolved.outbox_dir()?, prepared, &options, key);
+    }
+    watchdog(deadline, args.json);
+    let delivery = deliver(&connection.profile, prepared, &options, &mut Notices)?;
+    if let Some(key) = key {
+        let (prepared, status) = match &delivery {
+            Delivery::Sent { prepared, .. } => (prepared, FirstStatus::Sent),
+            Delivery::Saved { prepared, .. } => (prepared, FirstStatus::Saved),
+        };
+        let outbox_dir = resolved.outbox_dir()?;
+        if let Err(e) = idempotency::record(outbox_dir, key, &prepared.message_id, status) {
+            warning(&format!(
+                "sent, but the idempotency key was not recorded: {e}"
+            ));
+        }
+    }
+    Ok(Outcome::Delivered(delivery))
+}
+
+/// The message as flags and `--input` give it: the payload first, flags over it.
+fn read_draft(args: &SendArgs, matches: &ArgMatches) -> Result<Draft> {
+    let from_flags = args.draft(matches)?;
+    if args.input.as_deref().is_some_and(is_stdin) && from_flags.stdin_readers() > 0 {
+        return Err(Error::usage(
+            "standard input (-) can feed only one of --input, the body, the text and the attachments",
+        ));
+    }
+    Ok(match &args.input {
+        Some(path) => {
+            let label = path.display().to_string();
+            let json = read_bytes("--input", path)?;
+            payload::parse(&label, &json)?.overlay(from_flags)
+        }
+        None => from_flags,
+    })
+}
+
+/// The sender when `--from` is not given: the profile's `from`.
+fn profile_from(connection: Option<&Connection>) -> Result<envoi::Mailbox> {
+    let profile_from = connection.and_then(|c| c.profile.from.as_deref().map(|f| (&c.name, f)));
+    let Some((name, from)) = profile_from else {
+        return Err(Error::usage(
+            "no sender: give --from or set `from` in the profile",
+        ));
+    };
+    address::parse_single(&format!("profile {name:?}: from"), from)
+}
+
+/// Outbox mode: the entry carries the key; it goes to the ledger when the entry is
+/// delivered.
+fn queued(
+    connection: &Connection,
+    outbox_dir: &Path,
+    prepared: Prepared,
+    options: &DeliveryOptions,
+    key: Option<&str>,
+) -> Result<Outcome, Failure> {
+    let outbox = Outbox::open(outbox_dir)?;
+    Ok(
+        match send_queued(&outbox, prepared, connection, options, key, &mut Notices)? {
+            FirstAttempt::Delivered(delivery) => Outcome::Delivered(delivery),
+            FirstAttempt::Queued {
+                prepared,
+                id,
+                reason,
+            } => Outcome::Queued {
+                prepared,
+                id,
+                reason,
+            },
+        },
+    )
+}
+
+/// Ends a direct send (75) shortly after `deadline` whatever it is doing: socket timeouts
+/// bound each read, but a server that drips a byte at a time could outlast them. Ending
+/// here is like a kill, which the ledger is built to survive. (In outbox mode the message
+/// is already queued; there only the per-command timeouts apply.)
+fn watchdog(deadline: Instant, json: bool) {
+    std::thread::spawn(move || {
+        std::thread::sleep(deadline.saturating_duration_since(Instant::now()) + WATCHDOG_GRACE);
+        let error = if payload_in_flight() {
+            Error::new(
+                ErrorKind::OutcomeUnknown,
+                "the deadline (--timeout) passed after the message was sent and before the \
+                 server answered; it may or may not have been delivered",
+            )
+        } else {
+            Error::new(
+                ErrorKind::Temporary,
+                "the deadline (--timeout) passed while the server was still answering",
+            )
+        };
+        print_error(&error, &Report::default(), json);
+        std::process::exit(i32::from(error.kind().exit_code()));
+    });
+}
+
+/// How long after the deadline the watchdog waits for the regular timeouts to act.
+const WATCHDOG_GRACE: Duration = Duration::from_secs(2);

@@ -1,0 +1,112 @@
+//! One prepared message → its delivery: over SMTP with retries ([`retry`] over
+//! [`smtp`]), or into a directory ([`file`]). This layer owns who retries and what counts
+//! as sent; it prints nothing — what the user should hear goes to an [`Observer`].
+
+mod file;
+mod retry;
+mod smtp;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::message::Prepared;
+use crate::profile::{Profile, Transport};
+
+pub use retry::{Failure, Policy, Report};
+pub use smtp::{RcptReply, payload_in_flight};
+
+/// How a delivery ended well.
+#[derive(Debug)]
+pub enum Delivery {
+    /// The server answered the final dot with 2xx (for some recipients, with
+    /// `allow_partial`: see the report).
+    Sent {
+        /// What was sent.
+        prepared: Prepared,
+        /// Each recipient's fate.
+        report: Report,
+    },
+    /// The file transport wrote the message.
+    Saved {
+        /// What was written.
+        prepared: Prepared,
+        /// Where.
+        path: PathBuf,
+    },
+}
+
+/// How to deliver, beyond the profile: the retry policy and `-v`.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryOptions {
+    /// Retries, deadline and partial delivery.
+    pub policy: Policy,
+    /// Print the SMTP dialogue on stderr.
+    pub verbose: bool,
+}
+
+/// Something the user should hear about while a delivery goes on.
+#[derive(Debug)]
+pub enum Notice {
+    /// A temporary failure; the next attempt starts after `wait`.
+    Retrying {
+        /// What failed.
+        reason: Error,
+        /// The backoff.
+        wait: Duration,
+        /// The number of the next attempt…
+        next_attempt: u32,
+        /// …of this many at most.
+        attempts: u32,
+    },
+    /// The server accepted a transaction but the observer could not record it.
+    NotRecorded(Error),
+}
+
+/// Told what happens during a delivery.
+pub trait Observer {
+    /// After every transaction the server accepted, before anything else is said to it
+    /// (even QUIT), so the caller can record who has the message while it is certain.
+    /// An error here is reported as [`Notice::NotRecorded`]: the message is delivered
+    /// all the same, and retrying it would send it again.
+    fn accepted(&mut self, _report: &Report) -> Result<()> {
+        Ok(())
+    }
+
+    /// A notice for the user.
+    fn notice(&mut self, notice: Notice);
+}
+
+/// Delivers `prepared` through `profile`: writes it to the profile's directory, or
+/// sends it over SMTP with retries as `options` say.
+pub fn deliver(
+    profile: &Profile,
+    prepared: Prepared,
+    options: &DeliveryOptions,
+    observer: &mut dyn Observer,
+) -> Result<Delivery, Failure> {
+    let smtp = match &profile.transport {
+        Transport::File { dir } => {
+            let path = file::save_to_dir(dir, &prepared)?;
+            return Ok(Delivery::Saved { prepared, path });
+        }
+        Transport::Smtp(smtp) => smtp,
+    };
+    let password = match &smtp.login {
+        Some((_, source)) => Some(source.fetch()?),
+        None => None,
+    };
+    let settings =
+        smtp::SmtpSettings::new(smtp, password, options.verbose, options.policy.deadline);
+    let mut connector = smtp::SmtpConnector(settings);
+    let report = retry::send(&mut connector, &prepared, &options.policy, observer)?;
+    Ok(Delivery::Sent { prepared, report })
+}
+
+/// The one wording of "out of time" for every step of a send.
+fn deadline_passed() -> Error {
+    Error::new(
+        ErrorKind::Temporary,
+        "the deadline for the whole send (--timeout) has passed",
+    )
+}

@@ -1,0 +1,20 @@
+//! Untrusted text → [`Email`] → exact bytes: the lowest layer, which knows nothing of
+//! profiles, servers or the command line.
+//!
+//! [`payload`] (the connector's JSON) and the command line both give a [`draft::Draft`]:
+//! text labelled with where it came from. [`draft::Draft::into_email`] reads files
+//! ([`input`]), parses addresses ([`address`]) and checks every value ([`check`]), giving
+//! a validated [`Email`]. [`build`] turns that into RFC 5322 bytes and an envelope, with
+//! line endings owned by [`wire`], which also frames them for SMTP DATA.
+
+pub mod address;
+mod build;
+pub mod check;
+pub mod draft;
+mod email;
+pub mod input;
+pub mod payload;
+pub mod wire;
+
+pub use build::{Prepared, build};
+pub use email::{Attachment, Body, Email, Importance};

@@ -1,0 +1,411 @@
+//! Sending outbox entries: `send --queue` and `envoi outbox flush`.
+//!
+//! Each attempt sends the stored bytes unchanged to the recipients still pending, then
+//! records the outcome in the entry before anything else happens: delivered → the entry
+//! is removed; temporary failure → it stays, with the error and the time of the next
+//! attempt (1 minute doubling to 1 hour); permanent refusal or too old → `failed/`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use lettre::Address;
+use lettre::address::Envelope;
+
+use crate::deliver::{
+    Delivery, DeliveryOptions, Failure, Notice, Observer, Policy, Report, deliver,
+};
+use crate::error::{Error, ErrorKind, Result};
+use crate::message::Prepared;
+use crate::outbox::idempotency::{self, FirstStatus};
+use crate::outbox::now;
+use crate::outbox::queue::{EntryState, Folder, Locked, Outbox, Refusal, retry_delay};
+use crate::profile::{Connection, Profile, Resolved, Route};
+
+/// What became of one entry in a flush.
+#[derive(Debug)]
+pub enum EntryOutcome {
+    /// Every recipient has it (now, or in an interrupted earlier run); the entry is gone.
+    Sent,
+    /// A temporary failure (or recipients deferred); the entry waits for the next flush.
+    Deferred(Error),
+    /// Refused for good or given up; the entry is in `failed/`.
+    Failed(Error),
+}
+
+/// One flush's work, entry by entry.
+#[derive(Debug, Default)]
+pub struct FlushSummary {
+    /// `(id, outcome)` for each entry attempted.
+    pub entries: Vec<(String, EntryOutcome)>,
+    /// Entries left alone: locked by another flush, not due yet, or damaged.
+    pub skipped: usize,
+    /// The damaged entries among the skipped ones, with what is wrong; one damaged entry
+    /// must not hold up the others.
+    pub damaged: Vec<(String, Error)>,
+}
+
+/// How long one entry's attempt may take during a flush.
+const ENTRY_DEADLINE: Duration = Duration::from_secs(120);
+
+/// What `flush` needs besides the outbox and the connections.
+#[derive(Debug, Clone)]
+pub struct FlushOptions {
+    /// Send entries even if their next attempt is not due.
+    pub all: bool,
+    /// Entries older than this go to `failed/`.
+    pub lifetime: Duration,
+    /// Print the SMTP dialogue.
+    pub verbose: bool,
+}
+
+/// How the first attempt of `send --queue` ended without an error.
+#[derive(Debug)]
+pub enum FirstAttempt {
+    /// Delivered right away; nothing stays in the outbox.
+    Delivered(Delivery),
+    /// A temporary failure: the entry waits for `envoi outbox flush`.
+    Queued {
+        /// The message.
+        prepared: Prepared,
+        /// The outbox entry.
+        id: String,
+        /// Why the first attempt did not deliver it.
+        reason: String,
+    },
+}
+
+/// `send --queue`: writes `prepared` to the outbox durably (with the idempotency key it
+/// takes, if any), then makes the first attempt within `deadline`.
+pub fn send_queued(
+    outbox: &Outbox,
+    prepared: Prepared,
+    connection: &Connection,
+    options: &DeliveryOptions,
+    idempotency_key: Option<&str>,
+    observer: &mut dyn Observer,
+) -> Result<FirstAttempt, Failure> {
+    let entry = enqueue(
+        outbox,
+        &prepared,
+        connection.route.clone(),
+        options.policy.allow_partial,
+        idempotency_key,
+    )?;
+    let id = entry.id().to_owned();
+    let state = entry.state()?;
+    let attempt = Attempt {
+        profile: &connection.profile,
+        verbose: options.verbose,
+        deadline: options.policy.deadline,
+    };
+    match attempt.run(outbox, entry, state, observer)? {
+        Attempted::Delivered(delivery) => Ok(FirstAttempt::Delivered(delivery)),
+        Attempted::Deferred(error) => Ok(FirstAttempt::Queued {
+            prepared,
+            id,
+            reason: error.message().to_owned(),
+        }),
+        Attempted::Failed(error) => Err(Error::new(
+            error.kind(),
+            format!("{error} (the message is kept in the outbox's failed/{id})"),
+        )
+        .into()),
+    }
+}
+
+/// Writes `prepared` to the outbox durably and returns the entry, locked.
+fn enqueue(
+    outbox: &Outbox,
+    prepared: &Prepared,
+    route: Route,
+    allow_partial: bool,
+    idempotency_key: Option<&str>,
+) -> Result<Locked> {
+    let state = EntryState {
+        message_id: prepared.message_id.clone(),
+        from: prepared.envelope.from().map(ToString::to_string),
+        pending: prepared
+            .envelope
+            .to()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        delivered: Vec::new(),
+        refused: Vec::new(),
+        allow_partial,
+        route,
+        queued_at: now(),
+        attempts: 0,
+        next_attempt_at: 0,
+        last_error: None,
+        idempotency_key: idempotency_key.map(str::to_owned),
+    };
+    outbox.enqueue(&prepared.bytes, &state)
+}
+
+/// Sends every due entry once, each through the connection its route names now.
+pub fn flush(
+    outbox: &Outbox,
+    connections: &Resolved,
+    options: &FlushOptions,
+    observer: &mut dyn Observer,
+) -> Result<FlushSummary> {
+    let mut summary = FlushSummary::default();
+    let mut routes: HashMap<Route, Result<Connection>> = HashMap::new();
+    outbox.clean_tmp(Duration::from_secs(3600));
+    for id in outbox.ids(Folder::Queue)? {
+        let Some(entry) = outbox.lock(&id)? else {
+            summary.skipped += 1;
+            continue;
+        };
+        let mut state = match entry.state() {
+            Ok(state) => state,
+            Err(e) => {
+                summary.skipped += 1;
+                summary.damaged.push((id, e));
+                continue;
+            }
+        };
+        if state.pending.is_empty() {
+            // An earlier run delivered it and was stopped before removing it.
+            let outcome = match finish(outbox, &entry, &state) {
+                Ok(()) => EntryOutcome::Sent,
+                Err(e) => EntryOutcome::Deferred(e),
+            };
+            summary.entries.push((id, outcome));
+            continue;
+        }
+        if now().saturating_sub(state.queued_at) > options.lifetime.as_secs() {
+            let error = Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "gave up after {} days; last error: {}",
+                    options.lifetime.as_secs() / 86_400,
+                    state.last_error.as_deref().unwrap_or("none")
+                ),
+            );
+            state.last_error = Some(error.message().to_owned());
+            outbox.fail(entry, &state)?;
+            summary.entries.push((id, EntryOutcome::Failed(error)));
+            continue;
+        }
+        if !options.all && state.next_attempt_at > now() {
+            summary.skipped += 1;
+            continue;
+        }
+        let connection = routes
+            .entry(state.route.clone())
+            .or_insert_with(|| connections.connection_for(&state.route));
+        let outcome = match connection {
+            Ok(connection) => {
+                let attempt = Attempt {
+                    profile: &connection.profile,
+                    verbose: options.verbose,
+                    deadline: Some(Instant::now() + ENTRY_DEADLINE),
+                };
+                attempt.run(outbox, entry, state, observer)
+            }
+            Err(error) => defer(entry, state, error.clone()),
+        };
+        // One entry that cannot be handled must not hold up the others.
+        let outcome = match outcome {
+            Ok(Attempted::Delivered(_)) => EntryOutcome::Sent,
+            Ok(Attempted::Deferred(e)) | Err(e) => EntryOutcome::Deferred(e),
+            Ok(Attempted::Failed(e)) => EntryOutcome::Failed(e),
+        };
+        summary.entries.push((id, outcome));
+    }
+    Ok(summary)
+}
+
+/// How one attempt at an entry ended.
+enum Attempted {
+    Delivered(Delivery),
+    Deferred(Error),
+    Failed(Error),
+}
+
+/// One attempt at a locked entry with recipients pending.
+struct Attempt<'a> {
+    profile: &'a Profile,
+    verbose: bool,
+    deadline: Option<Instant>,
+}
+
+/// Records each accepted transaction in the entry before QUIT, and passes notices on.
+struct Recorder<'a> {
+    outbox: &'a Outbox,
+    entry: &'a Locked,
+    state: &'a mut EntryState,
+    notices: &'a mut dyn Observer,
+}
+
+impl Observer for Recorder<'_> {
+    fn accepted(&mut self, report: &Report) -> Result<()> {
+        record_progress(self.state, report);
+        if self.state.pending.is_empty() {
+            // Everyone has it: out of the queue at once, before QUIT.
+            finish(self.outbox, self.entry, self.state)
+        } else {
+            self.entry.save(self.state)
+        }
+    }
+
+    fn notice(&mut self, notice: Notice) {
+        self.notices.notice(notice);
+    }
+}
+
+impl Attempt<'_> {
+    /// Sends the entry to its pending recipients. Who got the message is saved in the
+    /// entry right after each transaction the server accepted, before QUIT: a process
+    /// killed after a 250 does not send it to them again.
+    fn run(
+        &self,
+        outbox: &Outbox,
+        entry: Locked,
+        mut state: EntryState,
+        observer: &mut dyn Observer,
+    ) -> Result<Attempted> {
+        let prepared = Prepared {
+            message_id: state.message_id.clone(),
+            envelope: stored_envelope(&state)?,
+            bytes: entry.message()?,
+        };
+        state.attempts += 1;
+        let options = DeliveryOptions {
+            policy: Policy {
+                retries: 0,
+                allow_partial: state.allow_partial,
+                deadline: self.deadline,
+                ..Policy::default()
+            },
+            verbose: self.verbose,
+        };
+        let mut recorder = Recorder {
+            outbox,
+            entry: &entry,
+            state: &mut state,
+            notices: observer,
+        };
+        let result = deliver(self.profile, prepared, &options, &mut recorder);
+        match result {
+            Ok(delivery) => {
+                match &delivery {
+                    Delivery::Sent { report, .. } => record_progress(&mut state, report),
+                    // The file transport wrote it for everyone.
+                    Delivery::Saved { .. } => state.pending.clear(),
+                }
+                if state.pending.is_empty() {
+                    if entry.is_queued() {
+                        finish(outbox, &entry, &state)?;
+                    }
+                    return Ok(Attempted::Delivered(delivery));
+                }
+                // --allow-partial: delivered to some; the deferred (4xx) ones stay queued.
+                let error = Error::new(
+                    ErrorKind::Temporary,
+                    format!("still to deliver to {}", state.pending.join(", ")),
+                );
+                defer(entry, state, error)
+            }
+            Err(Failure { error, report }) => {
+                record_progress(&mut state, &report);
+                match error.kind() {
+                    // The server refused the message or every recipient for good.
+                    ErrorKind::RecipientRefused
+                    | ErrorKind::Unavailable
+                    | ErrorKind::InvalidData
+                    | ErrorKind::Usage
+                    | ErrorKind::NoInput
+                    | ErrorKind::Internal => {
+                        state.last_error = Some(error.message().to_owned());
+                        outbox.fail(entry, &state)?;
+                        Ok(Attempted::Failed(error))
+                    }
+                    // Network trouble, 4xx, an unknown outcome, or credentials and settings
+                    // the user can fix: keep it for a later flush.
+                    ErrorKind::Temporary
+                    | ErrorKind::OutcomeUnknown
+                    | ErrorKind::AuthRefused
+                    | ErrorKind::Certificate
+                    | ErrorKind::Config => defer(entry, state, error),
+                }
+            }
+        }
+    }
+}
+
+/// Everyone has the message: its idempotency key (if any) goes to the ledger, then the
+/// entry leaves the queue. A crash in between leaves an entry with nobody pending, which
+/// the next flush finishes without sending.
+fn finish(outbox: &Outbox, entry: &Locked, state: &EntryState) -> Result<()> {
+    if let Some(key) = &state.idempotency_key {
+        idempotency::record(outbox.root(), key, &state.message_id, FirstStatus::Sent)?;
+    }
+    outbox.remove(entry)
+}
+
+fn defer(entry: Locked, mut state: EntryState, error: Error) -> Result<Attempted> {
+    state.last_error = Some(error.message().to_owned());
+    state.next_attempt_at = now() + retry_delay(state.attempts.max(1)).as_secs();
+    entry.save(&state)?;
+    Ok(Attempted::Deferred(error))
+}
+
+/// Moves delivered and permanently refused recipients out of `pending`. Idempotent:
+/// the report is cumulative and may be recorded several times.
+fn record_progress(state: &mut EntryState, report: &Report) {
+    for d in &report.delivered {
+        if !state.delivered.contains(&d.address) {
+            state.delivered.push(d.address.clone());
+        }
+    }
+    for r in report.refused.iter().filter(|r| r.is_permanent()) {
+        if !state.refused.iter().any(|x| x.address == r.address) {
+            state.refused.push(Refusal {
+                address: r.address.clone(),
+                reply: format!("{} {}", r.code, r.message),
+            });
+        }
+    }
+    let done =
+        |a: &String| state.delivered.contains(a) || state.refused.iter().any(|r| &r.address == a);
+    let pending: Vec<String> = state.pending.iter().filter(|a| !done(a)).cloned().collect();
+    state.pending = pending;
+}
+
+fn stored_envelope(state: &EntryState) -> Result<Envelope> {
+    let damaged = || {
+        Error::new(
+            ErrorKind::Internal,
+            format!("outbox entry {} has a damaged envelope", state.message_id),
+        )
+    };
+    let from = state
+        .from
+        .as_deref()
+        .map(|f| f.parse::<Address>().map_err(|_| damaged()))
+        .transpose()?;
+    let to = state
+        .pending
+        .iter()
+        .map(|a| a.parse::<Address>().map_err(|_| damaged()))
+        .collect::<Result<Vec<_>>>()?;
+    Envelope::new(from, to).map_err(|_| damaged())
+}
+
+/// `outbox drop ID`: removes a queued entry unless a flush is sending it.
+pub fn drop_entry(outbox: &Outbox, id: &str) -> Result<()> {
+    match outbox.lock(id)? {
+        Some(entry) => outbox.remove(&entry),
+        None if outbox.peek(Folder::Queue, id)?.is_some() => Err(Error::new(
+            ErrorKind::Temporary,
+            format!("outbox entry {id} is being sent by another envoi; try again"),
+        )),
+        None => Err(Error::new(
+            ErrorKind::NoInput,
+            format!("no queued outbox entry {id} in {}", outbox.root().display()),
+        )),
+    }
+}

@@ -1,0 +1,16 @@
+//! Where to send: profiles in the config file, their secrets, the `--smtp-url`
+//! shortcut, and the one place that decides which of them applies.
+//!
+//! Precedence lives in [`resolve`] alone: flags, then `ENVOI_*` variables, then the
+//! profile, then the platform defaults. `send` and every `outbox` subcommand call it, so
+//! they cannot disagree about the connection or the outbox directory.
+
+mod config;
+mod password;
+mod resolve;
+mod route;
+
+pub use config::{DEFAULT_TIMEOUT, Profile, Security, SmtpProfile, Transport, profile_from_url};
+pub use password::{Password, PasswordSource};
+pub use resolve::{Env, Flags, Resolved, resolve};
+pub use route::{Connection, Route};
