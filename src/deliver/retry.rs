@@ -340,6 +340,12 @@ fn list(replies: &[&RcptReply]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+    use std::collections::{HashMap, VecDeque};
+    use std::rc::Rc;
+
+    use lettre::address::Envelope;
+
     use super::*;
 
     #[test]
@@ -352,5 +358,325 @@ mod tests {
             assert!(third >= Duration::from_secs(2) && third <= Duration::from_secs(4));
             assert!(backoff(30, max) <= max);
         }
+    }
+
+    /// How one scripted session answers.
+    #[derive(Clone, Default)]
+    struct Server {
+        /// RCPT reply code per address; 250 for any other.
+        rcpt: HashMap<&'static str, u16>,
+        /// Answer 452 to RCPTs past this many in one transaction.
+        max_rcpt: Option<usize>,
+        /// The failure of the final dot, if any (else 250).
+        data_error: Option<ErrorKind>,
+    }
+
+    /// Opens the scripted sessions in order: `Err` for a failed connection. Every command
+    /// is logged, so tests can assert on the dialogue.
+    struct Script {
+        sessions: VecDeque<std::result::Result<Server, ErrorKind>>,
+        log: Rc<RefCell<Vec<String>>>,
+    }
+
+    struct Scripted {
+        server: Server,
+        rcpts: usize,
+        log: Rc<RefCell<Vec<String>>>,
+    }
+
+    impl Script {
+        fn new(sessions: Vec<std::result::Result<Server, ErrorKind>>) -> Script {
+            Script {
+                sessions: sessions.into(),
+                log: Rc::default(),
+            }
+        }
+
+        fn log(&self) -> Vec<String> {
+            self.log.borrow().clone()
+        }
+
+        fn count(&self, command: &str) -> usize {
+            self.log().iter().filter(|l| *l == command).count()
+        }
+    }
+
+    impl Connector for Script {
+        type Session = Scripted;
+
+        fn open(&mut self) -> Result<Scripted> {
+            match self.sessions.pop_front().expect("a session is scripted") {
+                Ok(server) => Ok(Scripted {
+                    server,
+                    rcpts: 0,
+                    log: Rc::clone(&self.log),
+                }),
+                Err(kind) => {
+                    self.log.borrow_mut().push("connect failed".into());
+                    Err(Error::new(kind, "scripted connection failure"))
+                }
+            }
+        }
+    }
+
+    impl Session for Scripted {
+        fn mail(&mut self, _: &Prepared, _: &[Address]) -> Result<()> {
+            self.rcpts = 0;
+            self.log.borrow_mut().push("MAIL".into());
+            Ok(())
+        }
+
+        fn rcpt(&mut self, recipient: &Address) -> Result<RcptReply> {
+            self.rcpts += 1;
+            let code = match self.server.max_rcpt {
+                Some(max) if self.rcpts > max => 452,
+                _ => {
+                    let address: &str = recipient.as_ref();
+                    self.server.rcpt.get(address).copied().unwrap_or(250)
+                }
+            };
+            self.log
+                .borrow_mut()
+                .push(format!("RCPT {recipient} {code}"));
+            Ok(RcptReply::new(recipient, code, format!("scripted {code}")))
+        }
+
+        fn rset(&mut self) {
+            self.log.borrow_mut().push("RSET".into());
+        }
+
+        fn data(&mut self, _: &Prepared) -> Result<(u16, String)> {
+            self.log.borrow_mut().push("DATA".into());
+            match self.server.data_error {
+                Some(kind) => Err(Error::new(kind, "scripted data failure")),
+                None => Ok((250, "queued".into())),
+            }
+        }
+
+        fn close(self) {
+            self.log.borrow_mut().push("QUIT".into());
+        }
+    }
+
+    /// Collects what the policy reports.
+    #[derive(Default)]
+    struct Seen {
+        accepted: Vec<Report>,
+        retries: u32,
+    }
+
+    impl Observer for Seen {
+        fn accepted(&mut self, report: &Report) -> Result<()> {
+            self.accepted.push(report.clone());
+            Ok(())
+        }
+
+        fn notice(&mut self, notice: Notice) {
+            if let Notice::Retrying { .. } = notice {
+                self.retries += 1;
+            }
+        }
+    }
+
+    fn message(to: &[&str]) -> Prepared {
+        let address = |a: &str| a.parse::<Address>().unwrap();
+        Prepared {
+            message_id: "<1@example.com>".into(),
+            envelope: Envelope::new(
+                Some(address("from@example.com")),
+                to.iter().map(|a| address(a)).collect(),
+            )
+            .unwrap(),
+            bytes: b"Subject: x\r\n\r\nhi\r\n".to_vec(),
+        }
+    }
+
+    fn policy(retries: u32, allow_partial: bool) -> Policy {
+        Policy {
+            retries,
+            retry_max: Duration::from_millis(1),
+            deadline: None,
+            allow_partial,
+        }
+    }
+
+    fn run(script: &mut Script, to: &[&str], policy: &Policy) -> (Result<Report, Failure>, Seen) {
+        let mut seen = Seen::default();
+        let result = send(script, &message(to), policy, &mut seen);
+        (result, seen)
+    }
+
+    fn addresses(replies: &[RcptReply]) -> Vec<&str> {
+        replies.iter().map(|r| r.address.as_str()).collect()
+    }
+
+    const FIVE: [&str; 5] = [
+        "a@example.com",
+        "b@example.com",
+        "c@example.com",
+        "d@example.com",
+        "e@example.com",
+    ];
+
+    #[test]
+    fn a_452_splits_the_recipients_into_transactions_of_one_session() {
+        let server = Server {
+            max_rcpt: Some(2),
+            ..Server::default()
+        };
+        let mut script = Script::new(vec![Ok(server)]);
+        let (result, seen) = run(&mut script, &FIVE, &policy(3, false));
+        let report = result.unwrap();
+        assert_eq!(addresses(&report.delivered), FIVE);
+        assert_eq!(report.attempts, 1);
+        assert_eq!(seen.accepted.len(), 3, "progress after each transaction");
+        assert_eq!(script.count("DATA"), 3);
+        assert_eq!(script.count("QUIT"), 1);
+    }
+
+    #[test]
+    fn one_refused_recipient_sends_nothing_without_allow_partial() {
+        let server = Server {
+            rcpt: HashMap::from([("b@example.com", 550)]),
+            ..Server::default()
+        };
+        let mut script = Script::new(vec![Ok(server)]);
+        let (result, seen) = run(&mut script, &FIVE[..3], &policy(3, false));
+        let failure = result.unwrap_err();
+        assert_eq!(failure.error.kind(), ErrorKind::RecipientRefused);
+        assert_eq!(addresses(&failure.report.refused), ["b@example.com"]);
+        assert!(failure.report.delivered.is_empty());
+        assert_eq!(script.count("RSET"), 1);
+        assert_eq!(script.count("DATA"), 0, "{:?}", script.log());
+        assert!(seen.accepted.is_empty());
+    }
+
+    #[test]
+    fn allow_partial_delivers_to_the_others_and_reports_the_refused() {
+        let server = Server {
+            rcpt: HashMap::from([("b@example.com", 550)]),
+            ..Server::default()
+        };
+        let mut script = Script::new(vec![Ok(server)]);
+        let (result, _) = run(&mut script, &FIVE[..3], &policy(3, true));
+        let report = result.unwrap();
+        assert_eq!(
+            addresses(&report.delivered),
+            ["a@example.com", "c@example.com"]
+        );
+        assert_eq!(addresses(&report.refused), ["b@example.com"]);
+        assert_eq!(report.attempts, 1, "a 5xx is never retried");
+    }
+
+    #[test]
+    fn a_deferred_recipient_is_retried_alone_and_then_no_longer_refused() {
+        let first = Server {
+            rcpt: HashMap::from([("b@example.com", 451)]),
+            ..Server::default()
+        };
+        let mut script = Script::new(vec![Ok(first), Ok(Server::default())]);
+        let (result, seen) = run(&mut script, &FIVE[..2], &policy(3, true));
+        let report = result.unwrap();
+        assert_eq!(
+            addresses(&report.delivered),
+            ["a@example.com", "b@example.com"]
+        );
+        assert!(report.refused.is_empty(), "delivered after its 451");
+        assert_eq!((report.attempts, seen.retries), (2, 1));
+        let log = script.log();
+        let second_session = log.iter().skip_while(|l| *l != "QUIT").skip(1);
+        let rcpts: Vec<&String> = second_session.filter(|l| l.starts_with("RCPT")).collect();
+        assert_eq!(rcpts, ["RCPT b@example.com 250"], "a@ is not sent to again");
+    }
+
+    #[test]
+    fn deferred_past_the_retries_names_who_already_has_it() {
+        let deferring = Server {
+            rcpt: HashMap::from([("b@example.com", 451)]),
+            ..Server::default()
+        };
+        let mut script = Script::new(vec![Ok(deferring.clone()), Ok(deferring.clone())]);
+        let (result, _) = run(&mut script, &FIVE[..2], &policy(1, true));
+        let failure = result.unwrap_err();
+        assert_eq!(failure.error.kind(), ErrorKind::Temporary);
+        assert!(
+            failure
+                .error
+                .message()
+                .contains("already delivered to a@example.com"),
+            "{}",
+            failure.error
+        );
+        assert_eq!(failure.report.attempts, 2);
+
+        // With no retry left after the first session, the deferral itself is the error.
+        let mut script = Script::new(vec![Ok(deferring)]);
+        let (result, _) = run(&mut script, &FIVE[..2], &policy(0, true));
+        let failure = result.unwrap_err();
+        assert_eq!(failure.error.kind(), ErrorKind::Temporary);
+        assert!(
+            failure
+                .error
+                .message()
+                .contains("delivered to a@example.com: retry only the others"),
+            "{}",
+            failure.error
+        );
+        assert_eq!(failure.report.attempts, 1);
+    }
+
+    #[test]
+    fn temporary_failures_are_retried_up_to_the_limit() {
+        let mut script = Script::new(vec![
+            Err(ErrorKind::Temporary),
+            Err(ErrorKind::Temporary),
+            Ok(Server::default()),
+        ]);
+        let (result, seen) = run(&mut script, &FIVE[..1], &policy(3, false));
+        assert_eq!(result.unwrap().attempts, 3);
+        assert_eq!(seen.retries, 2);
+
+        let mut script = Script::new(vec![Err(ErrorKind::Temporary); 3]);
+        let (result, seen) = run(&mut script, &FIVE[..1], &policy(2, false));
+        let failure = result.unwrap_err();
+        assert_eq!(failure.error.kind(), ErrorKind::Temporary);
+        assert_eq!((failure.report.attempts, seen.retries), (3, 2));
+    }
+
+    #[test]
+    fn permanent_failures_and_unknown_outcomes_are_never_retried() {
+        for kind in [
+            ErrorKind::Unavailable,
+            ErrorKind::AuthRefused,
+            ErrorKind::Certificate,
+            ErrorKind::Config,
+        ] {
+            let mut script = Script::new(vec![Err(kind), Ok(Server::default())]);
+            let (result, seen) = run(&mut script, &FIVE[..1], &policy(3, false));
+            assert_eq!(result.unwrap_err().error.kind(), kind);
+            assert_eq!(seen.retries, 0, "{kind:?}");
+        }
+        let lost = Server {
+            data_error: Some(ErrorKind::OutcomeUnknown),
+            ..Server::default()
+        };
+        let mut script = Script::new(vec![Ok(lost), Ok(Server::default())]);
+        let (result, _) = run(&mut script, &FIVE[..1], &policy(3, false));
+        let failure = result.unwrap_err();
+        assert_eq!(failure.error.kind(), ErrorKind::OutcomeUnknown);
+        assert_eq!(failure.report.attempts, 1);
+        assert_eq!(script.sessions.len(), 1, "no second session was opened");
+    }
+
+    #[test]
+    fn a_passed_deadline_opens_no_session() {
+        let mut script = Script::new(vec![Ok(Server::default())]);
+        let policy = Policy {
+            deadline: Some(Instant::now()),
+            ..policy(3, false)
+        };
+        let (result, _) = run(&mut script, &FIVE[..1], &policy);
+        assert_eq!(result.unwrap_err().error.kind(), ErrorKind::Temporary);
+        assert!(script.log().is_empty(), "{:?}", script.log());
     }
 }
