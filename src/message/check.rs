@@ -10,10 +10,10 @@ use crate::error::{Error, Result};
 
 /// Longest ASCII word accepted in a header value; with the name and folding whitespace
 /// the line stays under RFC 5322's 998 octets.
-pub const MAX_HEADER_WORD: usize = 900;
+pub(crate) const MAX_HEADER_WORD: usize = 900;
 
 /// Refuses CR, LF and NUL. `what` names the flag or key, e.g. `--to`.
-pub fn no_line_breaks(what: &str, value: &str) -> Result<()> {
+pub(crate) fn no_line_breaks(what: &str, value: &str) -> Result<()> {
     match value.chars().find(|c| matches!(c, '\r' | '\n' | '\0')) {
         Some(c) => Err(Error::invalid(format!(
             "{what}: the value contains a {} character, which is not allowed here: {value:?}",
@@ -24,7 +24,7 @@ pub fn no_line_breaks(what: &str, value: &str) -> Result<()> {
 }
 
 /// A header value: no control character but tab, and no unfoldable ASCII word.
-pub fn header_text(what: &str, value: &str) -> Result<()> {
+pub(crate) fn header_text(what: &str, value: &str) -> Result<()> {
     no_line_breaks(what, value)?;
     if let Some(c) = value.chars().find(|c| c.is_control() && *c != '\t') {
         return Err(Error::invalid(format!(
@@ -50,7 +50,7 @@ pub fn header_text(what: &str, value: &str) -> Result<()> {
 }
 
 /// An RFC 5322 field name: 1 to 76 printable ASCII characters, no colon.
-pub fn is_header_name(name: &str) -> bool {
+pub(crate) fn is_header_name(name: &str) -> bool {
     (1..=76).contains(&name.len()) && name.bytes().all(|b| (33..=126).contains(&b) && b != b':')
 }
 

@@ -9,12 +9,12 @@
 
 pub mod address;
 mod build;
-pub mod check;
+pub(crate) mod check;
 pub mod draft;
 mod email;
 pub mod input;
 pub mod payload;
-pub mod wire;
+pub(crate) mod wire;
 
 pub use build::{Prepared, build};
 pub use email::{Attachment, Body, Email, Importance};

@@ -7,7 +7,7 @@
 use std::fmt;
 
 /// Turns every CRLF, bare LF and bare CR into CRLF.
-pub fn normalize_line_endings(text: &str) -> String {
+pub(crate) fn normalize_line_endings(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + text.len() / 32);
     let mut lines = Lines::new(text);
     while let Some((line, ended)) = lines.next_line() {
@@ -24,7 +24,7 @@ pub fn normalize_line_endings(text: &str) -> String {
 /// Formatting it yields the exact bytes to write after the server's 354, terminator
 /// included, so the whole payload goes out in one write (no Nagle stall on a small
 /// trailing write).
-pub struct DataPayload<'a>(pub &'a str);
+pub(crate) struct DataPayload<'a>(pub &'a str);
 
 impl fmt::Display for DataPayload<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

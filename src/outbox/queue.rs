@@ -73,7 +73,7 @@ pub struct Outbox {
 
 /// An entry locked by this process: only the holder sends, updates or removes it.
 #[derive(Debug)]
-pub struct Locked {
+pub(crate) struct Locked {
     dir: PathBuf,
     id: String,
     _lock: File,
@@ -122,12 +122,12 @@ impl Outbox {
     }
 
     /// The outbox directory.
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
     /// Writes a new entry durably and returns it locked, ready for its first attempt.
-    pub fn enqueue(&self, message: &[u8], state: &EntryState) -> Result<Locked> {
+    pub(crate) fn enqueue(&self, message: &[u8], state: &EntryState) -> Result<Locked> {
         let id = new_id();
         let tmp = self.root.join("tmp").join(&id);
         fs::create_dir(&tmp).map_err(|e| io_error("create", &tmp, e))?;
@@ -151,7 +151,7 @@ impl Outbox {
 
     /// Deletes what interrupted runs left in `tmp/` (half-written entries, removals
     /// cut short) once it is older than `age`, so a write in progress is never touched.
-    pub fn clean_tmp(&self, age: Duration) {
+    pub(crate) fn clean_tmp(&self, age: Duration) {
         let Ok(entries) = fs::read_dir(self.root.join("tmp")) else {
             return;
         };
@@ -186,7 +186,7 @@ impl Outbox {
     }
 
     /// Locks a queued entry. `None` when another process holds it or it is gone.
-    pub fn lock(&self, id: &str) -> Result<Option<Locked>> {
+    pub(crate) fn lock(&self, id: &str) -> Result<Option<Locked>> {
         check_id(id)?;
         let dir = self.dir(Folder::Queue, id);
         let Some(lock) = lock_file(&dir.join(LOCK))? else {
@@ -230,7 +230,7 @@ impl Outbox {
 
     /// Removes a delivered (or dropped) entry: out of the queue atomically, then deleted.
     /// The caller keeps the lock until it drops `entry`.
-    pub fn remove(&self, entry: &Locked) -> Result<()> {
+    pub(crate) fn remove(&self, entry: &Locked) -> Result<()> {
         let gone = self.root.join("tmp").join(format!("{}.removed", entry.id));
         fs::rename(&entry.dir, &gone).map_err(|e| io_error("remove", &entry.dir, e))?;
         sync_dir(&self.root.join("queue"))?;
@@ -240,7 +240,7 @@ impl Outbox {
     }
 
     /// Moves an entry to `failed/`, keeping its message and last state.
-    pub fn fail(&self, entry: Locked, state: &EntryState) -> Result<PathBuf> {
+    pub(crate) fn fail(&self, entry: Locked, state: &EntryState) -> Result<PathBuf> {
         entry.save(state)?;
         let failed = self.dir(Folder::Failed, &entry.id);
         fs::rename(&entry.dir, &failed).map_err(|e| io_error("move", &entry.dir, e))?;
@@ -252,23 +252,23 @@ impl Outbox {
 
 impl Locked {
     /// The entry's id.
-    pub fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         &self.id
     }
 
     /// False once the entry has been removed or moved to `failed/`.
-    pub fn is_queued(&self) -> bool {
+    pub(crate) fn is_queued(&self) -> bool {
         self.dir.join(STATE).exists()
     }
 
     /// The stored message bytes.
-    pub fn message(&self) -> Result<Vec<u8>> {
+    pub(crate) fn message(&self) -> Result<Vec<u8>> {
         let path = self.dir.join(MESSAGE);
         fs::read(&path).map_err(|e| io_error("read", &path, e))
     }
 
     /// The stored state.
-    pub fn state(&self) -> Result<EntryState> {
+    pub(crate) fn state(&self) -> Result<EntryState> {
         read_state(&self.dir)?.ok_or_else(|| {
             Error::new(
                 ErrorKind::Internal,
@@ -278,7 +278,7 @@ impl Locked {
     }
 
     /// Replaces the state atomically.
-    pub fn save(&self, state: &EntryState) -> Result<()> {
+    pub(crate) fn save(&self, state: &EntryState) -> Result<()> {
         let path = self.dir.join(STATE);
         durable::replace_file(
             &path,
