@@ -11,8 +11,9 @@ use envoi::deliver::{
     Delivery, DeliveryOptions, Failure, Policy, Report, deliver, payload_in_flight,
 };
 use envoi::error::{Error, ErrorKind, Result};
+use envoi::message::draft::{self, Draft};
 use envoi::message::input::{is_stdin, read_bytes};
-use envoi::message::{self, Prepared, address, draft::Draft, payload};
+use envoi::message::{self, Prepared, address, payload};
 use envoi::outbox::idempotency::{self, Claim, FirstSend, FirstStatus};
 use envoi::outbox::{FirstAttempt, Outbox, send_queued};
 use envoi::profile::{Connection, Env, resolve};
@@ -102,9 +103,7 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
 fn read_draft(args: &SendArgs, matches: &ArgMatches) -> Result<Draft> {
     let from_flags = args.draft(matches)?;
     if args.input.as_deref().is_some_and(is_stdin) && from_flags.stdin_readers() > 0 {
-        return Err(Error::usage(
-            "standard input (-) can feed only one of --input, the body, the text and the attachments",
-        ));
+        return Err(draft::stdin_read_twice());
     }
     Ok(match &args.input {
         Some(path) => {

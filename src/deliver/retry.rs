@@ -123,6 +123,17 @@ pub struct Report {
     pub attempts: u32,
 }
 
+impl Report {
+    /// True once `address` needs nothing more: delivered, or refused for good.
+    pub fn settled(&self, address: &str) -> bool {
+        self.delivered.iter().any(|d| d.address == address)
+            || self
+                .refused
+                .iter()
+                .any(|r| r.address == address && r.is_permanent())
+    }
+}
+
 /// A send that did not fully succeed: why, and what was done before.
 #[derive(Debug)]
 pub struct Failure {
@@ -274,15 +285,7 @@ impl State {
                     .retain(|r| r.address != accepted.address);
             }
             self.report.delivered.extend(t.accepted);
-            self.pending.retain(|a| {
-                let a = a.to_string();
-                !self.report.delivered.iter().any(|d| d.address == a)
-                    && !self
-                        .report
-                        .refused
-                        .iter()
-                        .any(|r| r.address == a && r.is_permanent())
-            });
+            self.pending.retain(|a| !self.report.settled(a.as_ref()));
             if let Err(e) = observer.accepted(&self.report) {
                 // Delivered all the same: retrying would send it again.
                 observer.notice(Notice::NotRecorded(e));

@@ -159,7 +159,8 @@ impl Draft {
         }
     }
 
-    /// How many values would read standard input (`-`).
+    /// How many values would read standard input (`-`); more than one is
+    /// [`stdin_read_twice`].
     pub fn stdin_readers(&self) -> usize {
         let texts = [&self.body, &self.text]
             .into_iter()
@@ -177,9 +178,7 @@ impl Draft {
     /// Errors: 64 when no recipient is given, 65 for a bad value, 66 for an unreadable file.
     pub fn into_email(self) -> Result<Email> {
         if self.stdin_readers() > 1 {
-            return Err(Error::usage(
-                "standard input (-) can feed only one of the body, the text and the attachments",
-            ));
+            return Err(stdin_read_twice());
         }
         let list = |field: Option<Sourced<Vec<String>>>| match field {
             Some(s) => address::parse_lists(&s.label, &s.value),
@@ -390,6 +389,13 @@ fn parse_headers(label: &str, values: &[String]) -> Result<Vec<(String, String)>
         headers.push((name.to_owned(), value.to_owned()));
     }
     Ok(headers)
+}
+
+/// The error for a second reader of standard input (exit 64).
+pub fn stdin_read_twice() -> Error {
+    Error::usage(
+        "standard input (-) can feed only one of --input, the body, the text and the attachments",
+    )
 }
 
 #[cfg(test)]

@@ -369,10 +369,7 @@ fn record_progress(state: &mut EntryState, report: &Report) {
             });
         }
     }
-    let done =
-        |a: &String| state.delivered.contains(a) || state.refused.iter().any(|r| &r.address == a);
-    let pending: Vec<String> = state.pending.iter().filter(|a| !done(a)).cloned().collect();
-    state.pending = pending;
+    state.pending.retain(|a| !report.settled(a));
 }
 
 fn stored_envelope(state: &EntryState) -> Result<Envelope> {
