@@ -138,30 +138,10 @@ impl SmtpSession {
             }
             settings.timeout = settings.timeout.min(left);
         }
-        let settings = &settings;
-        // These go into SMTP commands; the CLI checked them, library callers may not have.
-        no_line_breaks("host", &settings.host)?;
-        for (what, value) in [
-            ("hello_name", settings.hello_name.as_deref()),
-            (
-                "username",
-                settings.credentials.as_ref().map(|(user, _)| user.as_str()),
-            ),
-        ] {
-            no_line_breaks(what, value.unwrap_or_default())?;
-        }
-        if settings.credentials.is_some()
-            && settings.security == Security::None
-            && !settings.allow_plaintext_auth
-        {
-            return Err(Error::config(
-                "refusing to send a password over a connection without TLS: use security = \
-                 \"tls\" or \"starttls\", or set allow_plaintext_auth = true in the profile",
-            ));
-        }
+        check_settings(&settings)?;
         let tls = match settings.security {
             Security::None => None,
-            Security::Tls | Security::Starttls => Some(tls_parameters(settings)?),
+            Security::Tls | Security::Starttls => Some(tls_parameters(&settings)?),
         };
         let hello = match &settings.hello_name {
             Some(name) => ClientId::Domain(name.clone()),
@@ -196,57 +176,69 @@ impl SmtpSession {
             deadline: settings.deadline,
         };
         session.trace("S", &format!("{}", session.conn.server_info()));
-
         if settings.security == Security::Starttls {
-            session.arm_timeout()?;
-            let conn = &mut session.conn;
-            if !conn.server_info().supports_feature(Extension::StartTls) {
-                conn.abort();
-                return Err(Error::new(
-                    ErrorKind::Temporary,
-                    format!(
-                        "{server} does not offer STARTTLS; security = \"starttls\" never \
-                         continues without TLS (nothing was sent)"
-                    ),
-                ));
-            }
-            let Some(tls) = &tls else {
-                conn.abort();
-                return Err(Error::new(
-                    ErrorKind::Internal,
-                    "STARTTLS without TLS parameters (a bug); nothing was sent",
-                ));
-            };
-            conn.starttls(tls, &hello)
-                .map_err(|e| classify(&format!("STARTTLS with {server}"), e))?;
-            session.trace(
-                "*",
-                &format!(
-                    "TLS established; after EHLO: {}",
-                    session.conn.server_info()
-                ),
-            );
-            session.arm_timeout()?;
-            session.check_nothing_pipelined(&server)?;
+            session.starttls(&server, tls.as_ref(), &hello)?;
         }
-
         if let Some((user, password)) = &settings.credentials {
-            session.arm_timeout()?;
-            let credentials = Credentials::new(user.clone(), password.expose().to_owned());
-            session.trace(
-                "C",
-                &format!("AUTH (PLAIN or LOGIN) as {user:?} [redacted]"),
-            );
-            let result = session
-                .conn
-                .auth(&[Mechanism::Plain, Mechanism::Login], &credentials);
-            session.trace_reply(&result);
-            if let Err(e) = result {
-                session.conn.abort();
-                return Err(classify_auth(&server, user, e));
-            }
+            session.login(&server, user, password)?;
         }
         Ok(session)
+    }
+
+    /// Upgrades to TLS, or ends the session when the server does not offer it: STARTTLS
+    /// is never optional.
+    fn starttls(
+        &mut self,
+        server: &str,
+        tls: Option<&TlsParameters>,
+        hello: &ClientId,
+    ) -> Result<()> {
+        self.arm_timeout()?;
+        let conn = &mut self.conn;
+        if !conn.server_info().supports_feature(Extension::StartTls) {
+            conn.abort();
+            return Err(Error::new(
+                ErrorKind::Temporary,
+                format!(
+                    "{server} does not offer STARTTLS; security = \"starttls\" never \
+                     continues without TLS (nothing was sent)"
+                ),
+            ));
+        }
+        let Some(tls) = tls else {
+            conn.abort();
+            return Err(Error::new(
+                ErrorKind::Internal,
+                "STARTTLS without TLS parameters (a bug); nothing was sent",
+            ));
+        };
+        conn.starttls(tls, hello)
+            .map_err(|e| classify(&format!("STARTTLS with {server}"), e))?;
+        self.trace(
+            "*",
+            &format!("TLS established; after EHLO: {}", self.conn.server_info()),
+        );
+        self.arm_timeout()?;
+        self.check_nothing_pipelined(server)
+    }
+
+    /// AUTH PLAIN or LOGIN, as the server offers.
+    fn login(&mut self, server: &str, user: &str, password: &Password) -> Result<()> {
+        self.arm_timeout()?;
+        let credentials = Credentials::new(user.to_owned(), password.expose().to_owned());
+        self.trace(
+            "C",
+            &format!("AUTH (PLAIN or LOGIN) as {user:?} [redacted]"),
+        );
+        let result = self
+            .conn
+            .auth(&[Mechanism::Plain, Mechanism::Login], &credentials);
+        self.trace_reply(&result);
+        if let Err(e) = result {
+            self.conn.abort();
+            return Err(classify_auth(server, user, e));
+        }
+        Ok(())
     }
 
     /// lettre keeps reading from the same buffer after the TLS handshake, so bytes a
@@ -423,6 +415,31 @@ fn message_text(prepared: &Prepared) -> Result<&str> {
             "the built message is not UTF-8 (a bug)",
         )
     })
+}
+
+/// Refuses settings that could inject an SMTP command, or send a password in clear.
+/// The command line checked them already; library callers may not have.
+fn check_settings(settings: &SmtpSettings) -> Result<()> {
+    no_line_breaks("host", &settings.host)?;
+    for (what, value) in [
+        ("hello_name", settings.hello_name.as_deref()),
+        (
+            "username",
+            settings.credentials.as_ref().map(|(user, _)| user.as_str()),
+        ),
+    ] {
+        no_line_breaks(what, value.unwrap_or_default())?;
+    }
+    if settings.credentials.is_some()
+        && settings.security == Security::None
+        && !settings.allow_plaintext_auth
+    {
+        return Err(Error::config(
+            "refusing to send a password over a connection without TLS: use security = \
+             \"tls\" or \"starttls\", or set allow_plaintext_auth = true in the profile",
+        ));
+    }
+    Ok(())
 }
 
 fn tls_parameters(settings: &SmtpSettings) -> Result<TlsParameters> {

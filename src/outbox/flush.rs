@@ -151,71 +151,99 @@ pub fn flush(
     observer: &mut dyn Observer,
 ) -> Result<FlushSummary> {
     let mut summary = FlushSummary::default();
-    let mut routes: HashMap<Route, Result<Connection>> = HashMap::new();
+    let mut flusher = Flusher {
+        outbox,
+        connections,
+        routes: HashMap::new(),
+        options,
+    };
     outbox.clean_tmp(Duration::from_secs(3600));
     for id in outbox.ids(Folder::Queue)? {
         let Some(entry) = outbox.lock(&id)? else {
             summary.skipped += 1;
             continue;
         };
-        let mut state = match entry.state() {
-            Ok(state) => state,
+        let outcome = match entry.state() {
+            Ok(state) => flusher.entry(entry, state, observer),
             Err(e) => {
-                summary.skipped += 1;
                 summary.damaged.push((id, e));
+                summary.skipped += 1;
                 continue;
             }
         };
+        match outcome {
+            Some(outcome) => summary.entries.push((id, outcome)),
+            None => summary.skipped += 1,
+        }
+    }
+    Ok(summary)
+}
+
+/// One flush: the connections it has opened so far, by route.
+struct Flusher<'a> {
+    outbox: &'a Outbox,
+    connections: &'a Resolved,
+    routes: HashMap<Route, Result<Connection>>,
+    options: &'a FlushOptions,
+}
+
+impl Flusher<'_> {
+    /// Handles one locked entry; `None` when it is not due. An error is the entry's
+    /// deferral: one entry that cannot be handled must not hold up the others.
+    fn entry(
+        &mut self,
+        entry: Locked,
+        mut state: EntryState,
+        observer: &mut dyn Observer,
+    ) -> Option<EntryOutcome> {
         if state.pending.is_empty() {
             // An earlier run delivered it and was stopped before removing it.
-            let outcome = match finish(outbox, &entry, &state) {
+            return Some(match finish(self.outbox, &entry, &state) {
                 Ok(()) => EntryOutcome::Sent,
                 Err(e) => EntryOutcome::Deferred(e),
-            };
-            summary.entries.push((id, outcome));
-            continue;
+            });
         }
-        if now().saturating_sub(state.queued_at) > options.lifetime.as_secs() {
+        let lifetime = self.options.lifetime.as_secs();
+        if now().saturating_sub(state.queued_at) > lifetime {
             let error = Error::new(
                 ErrorKind::Unavailable,
                 format!(
                     "gave up after {} days; last error: {}",
-                    options.lifetime.as_secs() / 86_400,
+                    lifetime / 86_400,
                     state.last_error.as_deref().unwrap_or("none")
                 ),
             );
             state.last_error = Some(error.message().to_owned());
-            outbox.fail(entry, &state)?;
-            summary.entries.push((id, EntryOutcome::Failed(error)));
-            continue;
+            return Some(match self.outbox.fail(entry, &state) {
+                Ok(_) => EntryOutcome::Failed(error),
+                Err(e) => EntryOutcome::Deferred(e),
+            });
         }
-        if !options.all && state.next_attempt_at > now() {
-            summary.skipped += 1;
-            continue;
+        if !self.options.all && state.next_attempt_at > now() {
+            return None;
         }
-        let connection = routes
+        let connections = self.connections;
+        let connection = self
+            .routes
             .entry(state.route.clone())
             .or_insert_with(|| connections.connection_for(&state.route));
         let outcome = match connection {
             Ok(connection) => {
                 let attempt = Attempt {
                     profile: &connection.profile,
-                    verbose: options.verbose,
+                    verbose: self.options.verbose,
                     deadline: Some(Instant::now() + ENTRY_DEADLINE),
                 };
-                attempt.run(outbox, entry, state, observer)
+                attempt.run(self.outbox, entry, state, observer)
             }
             Err(error) => defer(entry, state, error.clone()),
         };
-        // One entry that cannot be handled must not hold up the others.
-        let outcome = match outcome {
+        Some(match outcome {
             Ok(Attempted::Delivered(_)) => EntryOutcome::Sent,
             Ok(Attempted::Deferred(e)) | Err(e) => EntryOutcome::Deferred(e),
             Ok(Attempted::Failed(e)) => EntryOutcome::Failed(e),
-        };
-        summary.entries.push((id, outcome));
+        })
     }
-    Ok(summary)
 }
 
 /// How one attempt at an entry ended.
