@@ -339,28 +339,39 @@ impl Attempt<'_> {
             }
             Err(Failure { error, report }) => {
                 record_progress(&mut state, &report);
-                match error.kind() {
-                    // The server refused the message or every recipient for good.
-                    ErrorKind::RecipientRefused
-                    | ErrorKind::Unavailable
-                    | ErrorKind::InvalidData
-                    | ErrorKind::Usage
-                    | ErrorKind::NoInput
-                    | ErrorKind::Internal => {
-                        state.last_error = Some(error.message().to_owned());
-                        outbox.fail(entry, &state)?;
-                        Ok(Attempted::Failed(error))
-                    }
-                    // Network trouble, 4xx, an unknown outcome, or credentials and settings
-                    // the user can fix: keep it for a later flush.
-                    ErrorKind::Temporary
-                    | ErrorKind::OutcomeUnknown
-                    | ErrorKind::AuthRefused
-                    | ErrorKind::Certificate
-                    | ErrorKind::Config => defer(entry, state, error),
-                }
+                settle_failure(outbox, entry, state, error)
             }
         }
+    }
+}
+
+/// After a failed attempt: a permanent refusal moves the entry to `failed/`; anything the
+/// next flush may cure keeps it queued.
+fn settle_failure(
+    outbox: &Outbox,
+    entry: Locked,
+    mut state: EntryState,
+    error: Error,
+) -> Result<Attempted> {
+    match error.kind() {
+        // The server refused the message or every recipient for good.
+        ErrorKind::RecipientRefused
+        | ErrorKind::Unavailable
+        | ErrorKind::InvalidData
+        | ErrorKind::Usage
+        | ErrorKind::NoInput
+        | ErrorKind::Internal => {
+            state.last_error = Some(error.message().to_owned());
+            outbox.fail(entry, &state)?;
+            Ok(Attempted::Failed(error))
+        }
+        // Network trouble, 4xx, an unknown outcome, or credentials and settings the
+        // user can fix: keep it for a later flush.
+        ErrorKind::Temporary
+        | ErrorKind::OutcomeUnknown
+        | ErrorKind::AuthRefused
+        | ErrorKind::Certificate
+        | ErrorKind::Config => defer(entry, state, error),
     }
 }
 
