@@ -1,5 +1,5 @@
-//! One prepared message → its delivery: over SMTP with retries ([`retry`] over
-//! [`smtp`]), or into a directory ([`file`]). This layer owns who retries and what counts
+//! One prepared message → its delivery: over SMTP with retries (`retry` over
+//! `smtp`), or into a directory (`file`). This layer owns who retries and what counts
 //! as sent; it prints nothing — what the user should hear goes to an [`Observer`].
 
 mod file;

@@ -3,9 +3,9 @@
 //!
 //! [`payload`] (the connector's JSON) and the command line both give a [`draft::Draft`]:
 //! text labelled with where it came from. [`draft::Draft::into_email`] reads files
-//! ([`input`]), parses addresses ([`address`]) and checks every value ([`check`]), giving
+//! ([`input`]), parses addresses ([`address`]) and checks every value (`check`), giving
 //! a validated [`Email`]. [`build`] turns that into RFC 5322 bytes and an envelope, with
-//! line endings owned by [`wire`], which also frames them for SMTP DATA.
+//! line endings owned by `wire`, which also frames them for SMTP DATA.
 
 pub mod address;
 mod build;
