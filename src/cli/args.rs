@@ -249,8 +249,67 @@ pub struct SendArgs {
     pub json: bool,
 }
 
-/// Flags that describe the attachment given just before them.
-const MODIFIERS: [&str; 4] = ["attach_name", "attach_type", "attach_encoding", "attach_id"];
+/// The attachment flags. Their order on the command line matters: each modifier
+/// describes the `--attach` or `--attach-data` given just before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum AttachFlag {
+    Attach,
+    Data,
+    Modifier(Modifier),
+}
+
+/// The flags that describe an attachment rather than add one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Modifier {
+    Name,
+    Type,
+    Encoding,
+    Id,
+}
+
+impl AttachFlag {
+    const ALL: [AttachFlag; 6] = [
+        AttachFlag::Attach,
+        AttachFlag::Data,
+        AttachFlag::Modifier(Modifier::Name),
+        AttachFlag::Modifier(Modifier::Type),
+        AttachFlag::Modifier(Modifier::Encoding),
+        AttachFlag::Modifier(Modifier::Id),
+    ];
+
+    /// clap's id of the flag (its field name in [`SendArgs`]).
+    fn id(self) -> &'static str {
+        match self {
+            AttachFlag::Attach => "attach",
+            AttachFlag::Data => "attach_data",
+            AttachFlag::Modifier(Modifier::Name) => "attach_name",
+            AttachFlag::Modifier(Modifier::Type) => "attach_type",
+            AttachFlag::Modifier(Modifier::Encoding) => "attach_encoding",
+            AttachFlag::Modifier(Modifier::Id) => "attach_id",
+        }
+    }
+}
+
+impl Modifier {
+    /// The flag as the user types it.
+    fn flag(self) -> &'static str {
+        match self {
+            Modifier::Name => "--attach-name",
+            Modifier::Type => "--attach-type",
+            Modifier::Encoding => "--attach-encoding",
+            Modifier::Id => "--attach-id",
+        }
+    }
+}
+
+/// One attachment flag on the command line: where it stood, which, and which of its
+/// values it gave.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Occurrence {
+    position: usize,
+    flag: AttachFlag,
+    nth: usize,
+}
 
 impl SendArgs {
     /// What the flags say about where to send.
@@ -311,20 +370,31 @@ impl SendArgs {
     }
 
     fn attachments(&self, matches: &ArgMatches) -> Result<Vec<AttachmentDraft>> {
-        // Every occurrence of an attachment flag, as (position on the command line, id, n-th value).
-        let mut events: Vec<(usize, &str, usize)> = Vec::new();
-        for id in ["attach", "attach_data"].iter().chain(MODIFIERS.iter()) {
-            if let Some(indices) = matches.indices_of(id) {
-                events.extend(indices.enumerate().map(|(n, pos)| (pos, *id, n)));
+        let mut occurrences: Vec<Occurrence> = Vec::new();
+        for flag in AttachFlag::ALL {
+            if let Some(indices) = matches.indices_of(flag.id()) {
+                occurrences.extend(indices.enumerate().map(|(nth, position)| Occurrence {
+                    position,
+                    flag,
+                    nth,
+                }));
             }
         }
-        events.sort_unstable();
+        occurrences.sort_unstable();
 
         let mut drafts: Vec<AttachmentDraft> = Vec::new();
-        for (_, id, n) in events {
-            match id {
-                "attach" => {
-                    let (path, content_type) = split_type(&self.attach[n]);
+        for Occurrence { flag, nth, .. } in occurrences {
+            let value = match flag {
+                AttachFlag::Attach => &self.attach[nth],
+                AttachFlag::Data => &self.attach_data[nth],
+                AttachFlag::Modifier(Modifier::Name) => &self.attach_name[nth],
+                AttachFlag::Modifier(Modifier::Type) => &self.attach_type[nth],
+                AttachFlag::Modifier(Modifier::Encoding) => &self.attach_encoding[nth],
+                AttachFlag::Modifier(Modifier::Id) => &self.attach_id[nth],
+            };
+            match flag {
+                AttachFlag::Attach => {
+                    let (path, content_type) = split_type(value);
                     drafts.push(AttachmentDraft {
                         label: format!("--attach {path:?}"),
                         source: AttachmentSource::Path(PathBuf::from(path)),
@@ -333,34 +403,27 @@ impl SendArgs {
                         content_id: None,
                     });
                 }
-                "attach_data" => {
-                    let value = &self.attach_data[n];
+                AttachFlag::Data => {
                     let text = match value.strip_prefix('@') {
                         Some(path) => Text::File(PathBuf::from(path)),
                         None => Text::Inline(value.clone()),
                     };
                     drafts.push(AttachmentDraft {
-                        label: format!("--attach-data #{}", n + 1),
+                        label: format!("--attach-data #{}", nth + 1),
                         source: AttachmentSource::Data(text, DataEncoding::Base64),
                         file_name: None,
                         content_type: None,
                         content_id: None,
                     });
                 }
-                modifier => {
-                    let flag = format!("--{}", modifier.replace('_', "-"));
+                AttachFlag::Modifier(modifier) => {
                     let Some(draft) = drafts.last_mut() else {
                         return Err(Error::usage(format!(
-                            "{flag} must come after the --attach or --attach-data it describes"
+                            "{} must come after the --attach or --attach-data it describes",
+                            modifier.flag()
                         )));
                     };
-                    let value = match modifier {
-                        "attach_name" => &self.attach_name[n],
-                        "attach_type" => &self.attach_type[n],
-                        "attach_encoding" => &self.attach_encoding[n],
-                        _ => &self.attach_id[n],
-                    };
-                    set_modifier(draft, &flag, value)?;
+                    set_modifier(draft, modifier, value)?;
                 }
             }
         }
@@ -368,31 +431,29 @@ impl SendArgs {
     }
 }
 
-fn set_modifier(draft: &mut AttachmentDraft, flag: &str, value: &str) -> Result<()> {
-    let twice = || {
-        Error::usage(format!(
-            "{flag} is given twice for {}; give each attachment its own",
-            draft.label
-        ))
-    };
-    let slot = match flag {
-        "--attach-name" => &mut draft.file_name,
-        "--attach-type" => &mut draft.content_type,
-        "--attach-id" => &mut draft.content_id,
-        _ => {
-            // --attach-encoding: only the connector's data form has an encoding.
+fn set_modifier(draft: &mut AttachmentDraft, modifier: Modifier, value: &str) -> Result<()> {
+    let slot = match modifier {
+        Modifier::Name => &mut draft.file_name,
+        Modifier::Type => &mut draft.content_type,
+        Modifier::Id => &mut draft.content_id,
+        Modifier::Encoding => {
+            // Only the connector's data form has an encoding.
             let AttachmentSource::Data(_, encoding) = &mut draft.source else {
                 return Err(Error::usage(format!(
                     "--attach-encoding applies to --attach-data, not to {}",
                     draft.label
                 )));
             };
-            *encoding = DataEncoding::parse(flag, value)?;
+            *encoding = DataEncoding::parse(modifier.flag(), value)?;
             return Ok(());
         }
     };
     if slot.is_some() {
-        return Err(twice());
+        return Err(Error::usage(format!(
+            "{} is given twice for {}; give each attachment its own",
+            modifier.flag(),
+            draft.label
+        )));
     }
     *slot = Some(value.to_owned());
     Ok(())
