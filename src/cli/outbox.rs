@@ -2,12 +2,13 @@
 
 use std::time::Duration;
 
+use envoi::deliver::Transcript;
 use envoi::error::Result;
 use envoi::outbox::{FlushOptions, Folder, Outbox, drop_entry, flush};
 use envoi::profile::{Env, Resolved, resolve};
 
 use crate::cli::args::{OutboxArgs, OutboxCommand};
-use crate::cli::render::{Notices, print_dropped, print_entries, print_flush, warning};
+use crate::cli::render::{Notices, print_dropped, print_entries, print_flush, transcript, warning};
 
 /// Runs one outbox command.
 pub fn run(command: OutboxCommand) -> Result<()> {
@@ -39,7 +40,7 @@ pub fn run(command: OutboxCommand) -> Result<()> {
             let options = FlushOptions {
                 all,
                 lifetime: Duration::from_secs(lifetime_days * 86_400),
-                verbose,
+                transcript: verbose.then_some(transcript as Transcript),
             };
             let summary = flush(&outbox, &resolved, &options, &mut Notices)?;
             print_flush(&summary, common.json);

@@ -309,6 +309,11 @@ pub fn warning(text: &str) {
     eprintln!("envoi: warning: {text}");
 }
 
+/// One line of the `-v` SMTP dialogue on standard error.
+pub fn transcript(side: &str, line: &str) {
+    eprintln!("envoi: {side}: {line}");
+}
+
 /// Prints delivery notices on standard error as they happen.
 pub struct Notices;
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::ArgMatches;
 use envoi::deliver::{
-    Delivery, DeliveryOptions, Failure, Policy, Report, deliver, payload_in_flight,
+    Delivery, DeliveryOptions, Failure, Policy, Report, Transcript, deliver, payload_in_flight,
 };
 use envoi::error::{Error, ErrorKind, Result};
 use envoi::message::draft::{self, Draft};
@@ -19,7 +19,7 @@ use envoi::outbox::{FirstAttempt, Outbox, send_queued};
 use envoi::profile::{Connection, Env, resolve};
 
 use crate::cli::args::SendArgs;
-use crate::cli::render::{Notices, print_error, warning};
+use crate::cli::render::{Notices, print_error, transcript, warning};
 
 /// How `envoi send` ended well.
 #[derive(Debug)]
@@ -68,7 +68,7 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
             deadline: Some(deadline),
             allow_partial: args.allow_partial,
         },
-        verbose: args.verbose,
+        transcript: args.verbose.then_some(transcript as Transcript),
     };
     let key = resolved.idempotency_key.as_deref();
     // Held until the outcome is recorded: a second run with this key waits, then sees it.

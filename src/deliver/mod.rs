@@ -1,6 +1,7 @@
 //! One prepared message → its delivery: over SMTP with retries (`retry` over
 //! `smtp`), or into a directory (`file`). This layer owns who retries and what counts
-//! as sent; it prints nothing — what the user should hear goes to an [`Observer`].
+//! as sent; it prints nothing — what the user should hear goes to an [`Observer`], and
+//! the `-v` dialogue to a [`Transcript`].
 
 mod file;
 mod retry;
@@ -41,9 +42,14 @@ pub enum Delivery {
 pub struct DeliveryOptions {
     /// Retries, deadline and partial delivery.
     pub policy: Policy,
-    /// Print the SMTP dialogue on stderr.
-    pub verbose: bool,
+    /// Where the SMTP dialogue goes, line by line, as it happens (`-v`).
+    pub transcript: Option<Transcript>,
 }
+
+/// Receives the SMTP dialogue: the side (`C` client, `S` server, `*` envoi) and one
+/// line, already made printable, with AUTH data redacted. A plain function, called
+/// while the dialogue goes on, so a stall shows while it stalls.
+pub type Transcript = fn(side: &str, line: &str);
 
 /// Something the user should hear about while a delivery goes on.
 #[derive(Debug)]
@@ -97,7 +103,7 @@ pub fn deliver(
         None => None,
     };
     let settings =
-        smtp::SmtpSettings::new(smtp, password, options.verbose, options.policy.deadline);
+        smtp::SmtpSettings::new(smtp, password, options.transcript, options.policy.deadline);
     let mut connector = smtp::SmtpConnector(settings);
     let report = retry::send(&mut connector, &prepared, &options.policy, observer)?;
     Ok(Delivery::Sent { prepared, report })

@@ -20,8 +20,8 @@ use lettre::transport::smtp::commands::{Data, Mail, Noop, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
 
-use crate::deliver::deadline_passed;
 use crate::deliver::retry::{Connector, Session};
+use crate::deliver::{Transcript, deadline_passed};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Prepared;
 use crate::message::check::no_line_breaks;
@@ -59,8 +59,8 @@ pub(crate) struct SmtpSettings {
     pub ca_file: Option<PathBuf>,
     /// Allow AUTH without TLS.
     pub allow_plaintext_auth: bool,
-    /// Print the SMTP dialogue on stderr (`-v`), AUTH data redacted.
-    pub verbose: bool,
+    /// Where the dialogue goes (`-v`), AUTH data redacted.
+    pub transcript: Option<Transcript>,
     /// When the whole send must be over: each command's timeout is cut to fit.
     pub deadline: Option<Instant>,
 }
@@ -96,7 +96,7 @@ impl SmtpSettings {
     pub(crate) fn new(
         profile: &SmtpProfile,
         password: Option<Password>,
-        verbose: bool,
+        transcript: Option<Transcript>,
         deadline: Option<Instant>,
     ) -> SmtpSettings {
         SmtpSettings {
@@ -112,7 +112,7 @@ impl SmtpSettings {
             timeout: profile.timeout,
             ca_file: profile.ca_file.clone(),
             allow_plaintext_auth: profile.allow_plaintext_auth,
-            verbose,
+            transcript,
             deadline,
         }
     }
@@ -121,7 +121,7 @@ impl SmtpSettings {
 /// An open, logged-in SMTP connection.
 pub(crate) struct SmtpSession {
     conn: SmtpConnection,
-    verbose: bool,
+    transcript: Option<Transcript>,
     timeout: Duration,
     deadline: Option<Instant>,
 }
@@ -150,7 +150,7 @@ impl SmtpSession {
         let server = format!("{}:{}", settings.host, settings.port);
         let implicit = tls.as_ref().filter(|_| settings.security == Security::Tls);
         trace(
-            settings.verbose,
+            settings.transcript,
             "*",
             &format!(
                 "connecting to {server} ({}), EHLO {hello}",
@@ -171,7 +171,7 @@ impl SmtpSession {
         .map_err(|e| classify(&format!("connecting to {server}"), e))?;
         let mut session = SmtpSession {
             conn,
-            verbose: settings.verbose,
+            transcript: settings.transcript,
             timeout: settings.timeout,
             deadline: settings.deadline,
         };
@@ -298,7 +298,7 @@ impl SmtpSession {
     fn command(&mut self, command: &dyn Display) -> Result<(u16, String), SmtpError> {
         // Past the deadline the timeout is 1 ms: the command fails as timed out.
         let _ = self.arm_timeout();
-        if self.verbose {
+        if self.transcript.is_some() {
             self.trace("C", command.to_string().trim_end());
         }
         let result = self.conn.command(command);
@@ -329,7 +329,7 @@ impl SmtpSession {
     }
 
     fn trace(&self, side: &str, line: &str) {
-        trace(self.verbose, side, line);
+        trace(self.transcript, side, line);
     }
 }
 
@@ -477,9 +477,9 @@ pub(crate) fn printable(text: impl AsRef<str>) -> String {
 
 /// With `-v`, one line of the dialogue on stderr (`C` client, `S` server, `*` envoi),
 /// control characters made visible.
-fn trace(verbose: bool, side: &str, line: &str) {
-    if verbose {
-        eprintln!("envoi: {side}: {}", printable(line));
+fn trace(transcript: Option<Transcript>, side: &str, line: &str) {
+    if let Some(transcript) = transcript {
+        transcript(side, &printable(line));
     }
 }
 

@@ -12,7 +12,7 @@ use lettre::Address;
 use lettre::address::Envelope;
 
 use crate::deliver::{
-    Delivery, DeliveryOptions, Failure, Notice, Observer, Policy, Report, deliver,
+    Delivery, DeliveryOptions, Failure, Notice, Observer, Policy, Report, Transcript, deliver,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Prepared;
@@ -54,8 +54,8 @@ pub struct FlushOptions {
     pub all: bool,
     /// Entries older than this go to `failed/`.
     pub lifetime: Duration,
-    /// Print the SMTP dialogue.
-    pub verbose: bool,
+    /// Where the SMTP dialogue goes (`-v`).
+    pub transcript: Option<Transcript>,
 }
 
 /// How the first attempt of `send --queue` ended without an error.
@@ -95,7 +95,7 @@ pub fn send_queued(
     let state = entry.state()?;
     let attempt = Attempt {
         profile: &connection.profile,
-        verbose: options.verbose,
+        transcript: options.transcript,
         deadline: options.policy.deadline,
     };
     match attempt.run(outbox, entry, state, observer)? {
@@ -231,7 +231,7 @@ impl Flusher<'_> {
             Ok(connection) => {
                 let attempt = Attempt {
                     profile: &connection.profile,
-                    verbose: self.options.verbose,
+                    transcript: self.options.transcript,
                     deadline: Some(Instant::now() + ENTRY_DEADLINE),
                 };
                 attempt.run(self.outbox, entry, state, observer)
@@ -256,7 +256,7 @@ enum Attempted {
 /// One attempt at a locked entry with recipients pending.
 struct Attempt<'a> {
     profile: &'a Profile,
-    verbose: bool,
+    transcript: Option<Transcript>,
     deadline: Option<Instant>,
 }
 
@@ -308,7 +308,7 @@ impl Attempt<'_> {
                 deadline: self.deadline,
                 ..Policy::default()
             },
-            verbose: self.verbose,
+            transcript: self.transcript,
         };
         let mut recorder = Recorder {
             outbox,
