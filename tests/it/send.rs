@@ -2,7 +2,6 @@
 //! every property checked on the bytes that arrived, and every failure path with its
 //! exit code and "nothing delivered" read off the server.
 
-mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,11 +9,11 @@ use std::time::Duration;
 use base64::Engine;
 use mail_parser::{MessageParser, MimeHeaders};
 use sha2::{Digest, Sha256};
-use support::certs::TestPki;
-use support::envoi::{
+use crate::support::certs::TestPki;
+use crate::support::envoi::{
     PASSWORD, USER, assert_no_secret, envoi, login, outputs, trust, write_config,
 };
-use support::smtp_server::{Received, Security, ServerOptions, TestServer};
+use crate::support::smtp_server::{Received, Security, ServerOptions, TestServer};
 use tempfile::TempDir;
 
 struct Setup {
@@ -366,7 +365,7 @@ fn temporarily_refused_recipient_is_75() {
 
 #[test]
 fn certificate_problems_are_77_and_named() {
-    use support::certs::Leaf;
+    use crate::support::certs::Leaf;
     // (leaf, trust the test CA?, what the message says)
     let cases = [
         (Leaf::Good, false, "unknown issuer"),

@@ -2,11 +2,6 @@
 //! `--idempotency-key`, against the in-process SMTP server (mailin). Every claim is read
 //! off what the server received (messages counted by their Message-ID header), including
 //! overlapping flushes and processes killed with SIGKILL mid-flush and mid-enqueue.
-//!
-//! Unix only: the crash tests rely on SIGKILL (`Child::kill`) and on `ExitStatusExt`.
-#![cfg(unix)]
-
-mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -20,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use mail_parser::{MessageParser, MimeHeaders};
 use serde_json::Value;
-use support::envoi::{envoi, outputs, write_config};
-use support::smtp_server::{Received, ServerOptions, TestServer};
+use crate::support::envoi::{envoi, outputs, write_config};
+use crate::support::smtp_server::{Received, ServerOptions, TestServer};
 use tempfile::TempDir;
 
 const FROM: &str = "sender@example.com";

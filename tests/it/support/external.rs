@@ -2,7 +2,7 @@
 //! Out-of-process SMTP peers for the integration tests: independent server implementations
 //! that envoi's bytes are checked against.
 //!
-//! * [`Aiosmtpd`]: Python's aiosmtpd through `tests/support/aiosmtpd_capture.py`: plain,
+//! * [`Aiosmtpd`]: Python's aiosmtpd through `tests/it/support/aiosmtpd_capture.py`: plain,
 //!   STARTTLS or implicit TLS, AUTH PLAIN/LOGIN, per-recipient refusals; stores each accepted
 //!   message (envelope + exact bytes) and a transcript of the client's command lines.
 //! * [`SmtpSink`]: Postfix's `smtp-sink`, with its fault knobs (`-f`, `-r`, `-q`, `-Q`, `-w`, …)
@@ -111,7 +111,7 @@ struct CapturedJson {
     tls: bool,
 }
 
-/// A running `tests/support/aiosmtpd_capture.py`.
+/// A running `tests/it/support/aiosmtpd_capture.py`.
 pub struct Aiosmtpd {
     child: Child,
     /// Closing it tells the script to exit even if this process dies without dropping us.
@@ -121,7 +121,7 @@ pub struct Aiosmtpd {
 }
 
 fn script_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/aiosmtpd_capture.py")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/aiosmtpd_capture.py")
 }
 
 /// `Ok` when `python3` can import aiosmtpd; checked once per test binary.

@@ -1,6 +1,6 @@
 //! Shared test support: an in-process SMTP server, a run-time test PKI, out-of-process
-//! peers (aiosmtpd, smtp-sink), and helpers to run the built binary. Each integration
-//! test binary uses it with `mod support;`.
+//! peers (aiosmtpd, smtp-sink), and helpers to run the built binary. Built once, as a
+//! module of the single integration test crate `tests/it`.
 
 pub mod certs;
 pub mod envoi;

@@ -1,6 +1,5 @@
-//! Self-test of the in-process SMTP harness (`tests/support`), using lettre as the client.
+//! Self-test of the in-process SMTP harness (`tests/it/support`), using lettre as the client.
 
-mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -17,8 +16,8 @@ use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension};
 use lettre::{Address, Message, SmtpTransport, Transport};
 
-use support::certs::TestPki;
-use support::smtp_server::{Security, ServerOptions, TestServer};
+use crate::support::certs::TestPki;
+use crate::support::smtp_server::{Security, ServerOptions, TestServer};
 
 const USER: &str = "harness-user";
 const PASSWORD: &str = "canary-pw-7Qx2";
