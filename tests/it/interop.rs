@@ -142,7 +142,7 @@ fn smtp_sink_receives_the_exact_envelope_and_message() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{:?}", outputs(&out));
     let dumps = sink.parsed_dumps();
-    assert_eq!(dumps.len(), 1);
+    assert_eq!(dumps.len(), 1, "smtp-sink log:\n{}", sink.log());
     let SinkDump {
         mail_args,
         rcpt_args,
@@ -200,7 +200,8 @@ fn smtp_sink_faults_map_to_exit_codes() {
         assert_eq!(json["exit_code"], code);
         assert!(
             sink.dumps().is_empty(),
-            "{option} {command}: a message was delivered"
+            "{option} {command}: a message was delivered; smtp-sink log:\n{}",
+            sink.log()
         );
     }
 }

@@ -1,5 +1,4 @@
 //! Running the built `envoi` binary hermetically, and reading what it delivered.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 

@@ -1,4 +1,3 @@
-#![allow(dead_code)]
 //! Out-of-process SMTP peers for the integration tests: independent server implementations
 //! that envoi's bytes are checked against.
 //!
@@ -76,17 +75,6 @@ pub struct AiosmtpdOptions {
     pub refuse_rcpt: Vec<(String, u16)>,
     /// PEM certificate (leaf, optionally followed by its chain) and PEM key; needed for TLS.
     pub cert_key: Option<(PathBuf, PathBuf)>,
-}
-
-impl Default for AiosmtpdOptions {
-    fn default() -> Self {
-        AiosmtpdOptions {
-            security: "none",
-            auth: None,
-            refuse_rcpt: Vec::new(),
-            cert_key: None,
-        }
-    }
 }
 
 /// One message accepted by [`Aiosmtpd`].
@@ -222,11 +210,6 @@ impl Aiosmtpd {
 
     pub fn port(&self) -> u16 {
         self.port
-    }
-
-    /// Where the JSON files, transcript.log and stderr.log are written.
-    pub fn out_dir(&self) -> &Path {
-        self.out.path()
     }
 
     /// Every message accepted so far, in order of acceptance. A message is stored before the
@@ -570,19 +553,6 @@ impl SmtpSink {
     /// arguments verbatim), plus any warnings.
     pub fn log(&self) -> String {
         read_or_empty(&self.dir.path().join("smtp-sink.log"))
-    }
-
-    /// The client command lines from [`Self::log`], e.g. `EHLO host`, `MAIL FROM:<a@b>`, `.`.
-    pub fn commands(&self) -> Vec<String> {
-        self.log()
-            .lines()
-            .filter_map(|l| l.split_once(": ").map(|(_, rest)| rest))
-            .filter(|rest| {
-                let verb = rest.split(' ').next().unwrap_or("");
-                verb == "." || (verb.len() >= 4 && verb.bytes().all(|b| b.is_ascii_uppercase()))
-            })
-            .map(str::to_string)
-            .collect()
     }
 }
 

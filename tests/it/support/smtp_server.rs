@@ -42,7 +42,6 @@
 //! the extra keywords are appended to mailin's EHLO reply, and the MAIL FROM parameters the
 //! server then advertises (`SMTPUTF8`, `SIZE=`, plus `BODY=`) are stripped before mailin sees the
 //! line and recorded in [`Received::mail_params`].
-#![allow(dead_code)]
 
 use std::cell::RefCell;
 use std::collections::HashMap;
