@@ -1,6 +1,5 @@
 //! Self-test of the in-process SMTP harness (`tests/it/support`), using lettre as the client.
 
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;

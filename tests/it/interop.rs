@@ -2,16 +2,15 @@
 //! (STARTTLS, implicit TLS, AUTH PLAIN/LOGIN) and Postfix's smtp-sink (the peer lettre's
 //! own CI uses). Skipped with a note when they are not installed, unless CI is set.
 
-
 use std::sync::Arc;
 
-use mail_parser::{MessageParser, MimeHeaders};
-use sha2::{Digest, Sha256};
 use crate::support::certs::TestPki;
 use crate::support::envoi::{
     PASSWORD, USER, assert_no_secret, envoi, login, outputs, trust, write_config,
 };
 use crate::support::external::{Aiosmtpd, AiosmtpdOptions, SinkDump, SmtpSink};
+use mail_parser::{MessageParser, MimeHeaders};
+use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
 /// An aiosmtpd server with the canary login and a config trusting its certificate.

@@ -2,16 +2,15 @@
 //! who retries what, per-recipient results, deadlines, and STARTTLS safety. Each test
 //! reads the outcome off the server (messages, unacknowledged bytes, connections).
 
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use mail_parser::MessageParser;
 use crate::support::certs::TestPki;
 use crate::support::envoi::{
     PASSWORD, USER, assert_no_secret, envoi, login, outputs, trust, write_config,
 };
 use crate::support::smtp_server::{Security, ServerOptions, TestServer};
+use mail_parser::MessageParser;
 use tempfile::TempDir;
 
 /// A plain server with `opts` and a config whose per-command timeout is `timeout_secs`.

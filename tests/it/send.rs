@@ -2,18 +2,17 @@
 //! every property checked on the bytes that arrived, and every failure path with its
 //! exit code and "nothing delivered" read off the server.
 
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
-use mail_parser::{MessageParser, MimeHeaders};
-use sha2::{Digest, Sha256};
 use crate::support::certs::TestPki;
 use crate::support::envoi::{
     PASSWORD, USER, assert_no_secret, envoi, login, outputs, trust, write_config,
 };
 use crate::support::smtp_server::{Received, Security, ServerOptions, TestServer};
+use base64::Engine;
+use mail_parser::{MessageParser, MimeHeaders};
+use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
 struct Setup {
