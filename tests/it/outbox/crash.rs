@@ -1,7 +1,20 @@
 //! Overlapping flushes and envoi processes SIGKILLed mid-flush and mid-enqueue: nothing lost,
 //! nothing sent twice beyond the at-least-once window.
 
-use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::process::Child;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mail_parser::{MessageParser, MimeHeaders};
+
+use super::{
+    Env, PROCESS_LIMIT, dead_port, kill, killed, queue_many, summary_ids, tally, text,
+    wait_bounded, wait_for_new,
+};
+use crate::support::envoi::Route;
+use crate::support::smtp_server::{ServerOptions, TestServer};
 
 /// 200 entries, four `flush --all` at once against a slowish server: each entry is
 /// taken by exactly one flush and every Message-ID arrives exactly once.
@@ -10,7 +23,7 @@ fn concurrent_flushes_never_duplicate() {
     const N: usize = 200;
     let env = Env::new();
     let dead = env.config("dead", dead_port());
-    let queued = queue_many(&env, &profile(&dead), N, 4);
+    let queued = queue_many(&env, Route::Config(&dead), N, 4);
     let listed = env.list(false);
     assert_eq!(listed.len(), N);
     assert!(listed.iter().all(|e| e["attempts"] == 1), "{listed:?}");
@@ -29,9 +42,7 @@ fn concurrent_flushes_never_duplicate() {
     for (i, child) in flushes.iter_mut().enumerate() {
         let name = format!("flush-{i}");
         let status = wait_bounded(child, &name);
-        let (stdout, stderr) = env.logs(&name);
-        assert_eq!(status.code(), Some(0), "{name}: {stdout}\n{stderr}");
-        let summary: Value = serde_json::from_str(stdout.trim()).expect("flush JSON");
+        let summary = env.finished(&name, status).expect(0).json();
         assert!(summary_ids(&summary, "deferred").is_empty(), "{summary}");
         assert!(summary_ids(&summary, "failed").is_empty(), "{summary}");
         for id in summary_ids(&summary, "sent") {
@@ -78,7 +89,7 @@ fn sigkill_during_flush_loses_nothing() {
 
     let env = Env::new();
     let dead = env.config("dead", dead_port());
-    let queued = queue_many(&env, &profile(&dead), N, 2);
+    let queued = queue_many(&env, Route::Config(&dead), N, 2);
     let server = TestServer::start(ServerOptions {
         delay_replies: Some(Duration::from_millis(20)),
         ..ServerOptions::default()
@@ -95,8 +106,7 @@ fn sigkill_during_flush_loses_nothing() {
         if killed(status) {
             kills += 1;
         } else {
-            let (stdout, stderr) = env.logs(&name);
-            assert_eq!(status.code(), Some(0), "{name}: {stdout}\n{stderr}");
+            env.finished(&name, status).expect(0);
         }
         // Whatever the kill interrupted, the outbox still reads.
         let left = env.list(false);
@@ -161,7 +171,7 @@ fn sigkill_during_enqueue_loses_nothing() {
         ..ServerOptions::default()
     });
     let hung = env.config("hung", silent.port());
-    let mut args = env.send_args(&profile(&hung), "a big one");
+    let mut args = env.send_args(Route::Config(&hung), "a big one");
     args.extend([
         "--queue".into(),
         "--attach".into(),
@@ -285,7 +295,7 @@ fn sigkill_during_enqueue_loses_nothing() {
 fn a_flush_killed_after_the_final_250_does_not_resend() {
     let env = Env::new();
     let dead = env.config("dead", dead_port());
-    let queued = queue_many(&env, &profile(&dead), 1, 1);
+    let queued = queue_many(&env, Route::Config(&dead), 1, 1);
     let mid = queued.values().next().unwrap().clone();
     // Every reply comes 300 ms late, QUIT's 221 included.
     let server = TestServer::start(ServerOptions {

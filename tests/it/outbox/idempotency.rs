@@ -1,6 +1,17 @@
 //! `--idempotency-key`: one delivery per key, across repeats, overlaps, kills and failures.
 
-use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::fs;
+use std::process::Child;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{
+    Env, PROCESS_LIMIT, TO, dead_port, kill, killed, tally, text, wait_bounded, wait_for_new,
+};
+use crate::support::envoi::{ExpectExit, Route};
+use crate::support::smtp_server::{ServerOptions, TestServer};
 
 /// A second send with the same key is a `duplicate` of the first (one delivery); a send
 /// that failed is not recorded, so the same key then sends.
@@ -8,23 +19,19 @@ use super::*;
 fn idempotency() {
     let env = Env::new();
     let server = TestServer::start(ServerOptions::default());
-    let live = url(server.port());
+    let live = Route::Url(server.port());
 
-    let first = expect_json(
-        &env.send(&live, "once")
-            .args(["--idempotency-key", "job-1"])
-            .output()
-            .unwrap(),
-        0,
-    );
+    let first = env
+        .send(live, "once")
+        .args(["--idempotency-key", "job-1"])
+        .expect_exit(0)
+        .json();
     assert_eq!(text(&first, "status"), "sent", "{first}");
-    let second = expect_json(
-        &env.send(&live, "once")
-            .args(["--idempotency-key", "job-1"])
-            .output()
-            .unwrap(),
-        0,
-    );
+    let second = env
+        .send(live, "once")
+        .args(["--idempotency-key", "job-1"])
+        .expect_exit(0)
+        .json();
     assert_eq!(text(&second, "status"), "duplicate", "{second}");
     assert_eq!(text(&second, "message_id"), text(&first, "message_id"));
     assert_eq!(text(&second, "first_status"), "sent", "{second}");
@@ -37,32 +44,27 @@ fn idempotency() {
     );
 
     // The server is down: exit 75, and the key stays free.
-    let out = env
-        .send(&url(dead_port()), "after a failure")
+    let failed = env
+        .send(Route::Url(dead_port()), "after a failure")
         .args(["--idempotency-key", "job-2", "--retries", "0"])
-        .output()
-        .unwrap();
-    let failed = expect_json(&out, 75);
+        .expect_exit(75)
+        .json();
     assert_eq!(text(&failed, "status"), "error", "{failed}");
-    let retry = expect_json(
-        &env.send(&live, "after a failure")
-            .args(["--idempotency-key", "job-2"])
-            .output()
-            .unwrap(),
-        0,
-    );
+    let retry = env
+        .send(live, "after a failure")
+        .args(["--idempotency-key", "job-2"])
+        .expect_exit(0)
+        .json();
     assert_eq!(
         text(&retry, "status"),
         "sent",
         "the failed send was recorded: {retry}"
     );
-    let third = expect_json(
-        &env.send(&live, "after a failure")
-            .args(["--idempotency-key", "job-2"])
-            .output()
-            .unwrap(),
-        0,
-    );
+    let third = env
+        .send(live, "after a failure")
+        .args(["--idempotency-key", "job-2"])
+        .expect_exit(0)
+        .json();
     assert_eq!(text(&third, "status"), "duplicate", "{third}");
     assert_eq!(text(&third, "message_id"), text(&retry, "message_id"));
 
@@ -84,8 +86,8 @@ fn idempotency_overlapping_runs_send_once() {
         delay_replies: Some(Duration::from_millis(5)),
         ..ServerOptions::default()
     });
-    let live = url(server.port());
-    let mut args = env.send_args(&live, "at most once");
+    let live = Route::Url(server.port());
+    let mut args = env.send_args(live, "at most once");
     args.extend(["--idempotency-key", "nightly-7"].map(OsString::from));
     let mut children: Vec<Child> = (0..6)
         .map(|i| env.spawn(&args, &format!("same-key-{i}")))
@@ -95,9 +97,7 @@ fn idempotency_overlapping_runs_send_once() {
     for (i, child) in children.iter_mut().enumerate() {
         let name = format!("same-key-{i}");
         let status = wait_bounded(child, &name);
-        let (stdout, stderr) = env.logs(&name);
-        assert_eq!(status.code(), Some(0), "{name}: {stdout} {stderr}");
-        let json: Value = serde_json::from_str(stdout.trim()).expect("JSON");
+        let json = env.finished(&name, status).expect(0).json();
         *statuses
             .entry(text(&json, "status").to_owned())
             .or_insert(0) += 1;
@@ -126,7 +126,7 @@ fn idempotency_key_is_recorded_for_a_partial_send() {
         ..ServerOptions::default()
     });
     let run = || {
-        env.send(&url(server.port()), "partial")
+        env.send(Route::Url(server.port()), "partial")
             .args([
                 "--allow-partial",
                 "--to",
@@ -134,12 +134,12 @@ fn idempotency_key_is_recorded_for_a_partial_send() {
                 "--idempotency-key",
                 "report-9",
             ])
-            .output()
-            .unwrap()
+            .expect_exit(0)
+            .json()
     };
-    let first = expect_json(&run(), 0);
+    let first = run();
     assert_eq!(text(&first, "status"), "partial", "{first}");
-    let second = expect_json(&run(), 0);
+    let second = run();
     let delivered: Vec<_> = server.messages().into_iter().map(|m| m.rcpt_to).collect();
     assert_eq!(
         (text(&second, "status"), delivered.len()),
@@ -159,7 +159,7 @@ fn idempotency_key_survives_a_kill_after_enqueue() {
         ..ServerOptions::default()
     });
     let hung = env.config("hung", silent.port());
-    let mut args = env.send_args(&profile(&hung), "once per key");
+    let mut args = env.send_args(Route::Config(&hung), "once per key");
     args.extend(["--queue", "--idempotency-key", "deploy-5"].map(OsString::from));
     let mut child = env.spawn(&args, "killed-send");
     let queued = wait_for_new(&env, "queue", &[], &mut child);
@@ -167,13 +167,11 @@ fn idempotency_key_survives_a_kill_after_enqueue() {
 
     let server = TestServer::start(ServerOptions::default());
     let live = env.config("live", server.port());
-    let again = expect_json(
-        &env.send(&profile(&live), "once per key")
-            .args(["--queue", "--idempotency-key", "deploy-5"])
-            .output()
-            .unwrap(),
-        0,
-    );
+    let again = env
+        .send(Route::Config(&live), "once per key")
+        .args(["--queue", "--idempotency-key", "deploy-5"])
+        .expect_exit(0)
+        .json();
     env.flush(&[&"--all".into(), &"--config".into(), &live.into()]);
     let counts = tally(&server.messages());
     assert_eq!(
@@ -193,18 +191,13 @@ fn an_unwritable_ledger_does_not_resend() {
     let server = TestServer::start(ServerOptions::default());
     // A directory where the ledger's temp file must go makes every ledger write fail.
     fs::create_dir_all(env.outbox.join("idempotency.json.tmp")).unwrap();
-    let out = env
-        .send(&url(server.port()), "ledger trouble")
+    let run = env
+        .send(Route::Url(server.port()), "ledger trouble")
         .args(["--idempotency-key", "k1", "--retry-max-secs", "1"])
-        .output()
-        .unwrap();
-    let json = expect_json(&out, 0);
+        .expect_exit(0);
+    let json = run.json();
     assert_eq!(text(&json, "status"), "sent", "{json}");
-    assert!(
-        outputs(&out).1.contains("not recorded"),
-        "{:?}",
-        outputs(&out)
-    );
+    assert!(run.stderr.contains("not recorded"), "{run}");
     assert_eq!(
         server.messages().len(),
         1,
@@ -223,7 +216,7 @@ fn a_key_is_not_taken_by_a_failed_send() {
         ..ServerOptions::default()
     });
     let run = || {
-        env.send(&url(server.port()), "split")
+        env.send(Route::Url(server.port()), "split")
             .args([
                 "--to",
                 "later@example.com",
@@ -232,15 +225,15 @@ fn a_key_is_not_taken_by_a_failed_send() {
                 "--retries",
                 "0",
             ])
-            .output()
-            .unwrap()
+            .expect_exit(75)
+            .json()
     };
-    let first = expect_json(&run(), 75);
+    let first = run();
     assert!(
         text(&first, "message").contains(&format!("already delivered to {TO}")),
         "{first}"
     );
-    let second = expect_json(&run(), 75);
+    let second = run();
     assert_ne!(text(&second, "status"), "duplicate", "{second}");
 }
 
@@ -252,7 +245,7 @@ fn different_keys_do_not_block_each_other() {
         silent_greeting: true,
         ..ServerOptions::default()
     });
-    let mut args = env.send_args(&url(silent.port()), "hangs");
+    let mut args = env.send_args(Route::Url(silent.port()), "hangs");
     args.extend(
         [
             "--idempotency-key",
@@ -265,16 +258,24 @@ fn different_keys_do_not_block_each_other() {
         .map(OsString::from),
     );
     let mut hung = env.spawn(&args, "hung");
-    // Let the hung run take its key before the other starts.
-    thread::sleep(Duration::from_millis(300));
+    // The hung run holds its key by the time it has connected.
+    let deadline = Instant::now() + PROCESS_LIMIT;
+    while silent.connections() == 0 {
+        assert!(
+            Instant::now() < deadline && hung.try_wait().expect("try_wait").is_none(),
+            "the hung run never connected: {:?}",
+            env.logs("hung")
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
     let server = TestServer::start(ServerOptions::default());
-    let out = env
-        .send(&url(server.port()), "free")
+    // Should this fail, the hung run still ends by itself after its --timeout.
+    let json = env
+        .send(Route::Url(server.port()), "free")
         .args(["--idempotency-key", "job-B", "--timeout", "10"])
-        .output()
-        .unwrap();
+        .expect_exit(0)
+        .json();
     kill(&mut hung);
-    let json = expect_json(&out, 0);
     assert_eq!(text(&json, "status"), "sent", "{json}");
     assert_eq!(server.messages().len(), 1);
 }

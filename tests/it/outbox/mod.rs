@@ -13,15 +13,16 @@ use std::fs::{self, File};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Output, Stdio};
+use std::process::{Child, ExitStatus};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::envoi::{envoi, outputs, write_config};
-use crate::support::smtp_server::{Received, ServerOptions, TestServer};
-use mail_parser::{MessageParser, MimeHeaders};
+use assert_cmd::Command;
 use serde_json::Value;
 use tempfile::TempDir;
+
+use crate::support::envoi::{Config, ExpectExit, Route, Run, envoi, send, spawn_envoi};
+use crate::support::smtp_server::Received;
 
 const FROM: &str = "sender@example.com";
 const TO: &str = "rcpt@example.com";
@@ -49,15 +50,13 @@ impl Env {
     fn config(&self, name: &str, port: u16) -> PathBuf {
         let dir = self.home().join(name);
         fs::create_dir_all(&dir).expect("config dir");
-        write_config(&dir, port, "none", "")
+        Config::new(port, "none").write(&dir)
     }
 
-    /// Arguments of `envoi send … --json` with this outbox, sender, one recipient and
-    /// `connection` (see [`url`] and [`profile`]).
-    fn send_args(&self, connection: &[OsString], subject: &str) -> Vec<OsString> {
-        let mut args: Vec<OsString> = vec!["send".into(), "--outbox-dir".into()];
-        args.push(self.outbox.clone().into());
-        args.extend(connection.iter().cloned());
+    /// What every `envoi send` here adds to its route: this outbox, the sender, one
+    /// recipient, `subject`, a body and `--json`.
+    fn message_args(&self, subject: &str) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec!["--outbox-dir".into(), self.outbox.clone().into()];
         for a in ["--from", FROM, "--to", TO, "--subject", subject] {
             args.push(a.into());
         }
@@ -67,15 +66,22 @@ impl Env {
         args
     }
 
-    /// `envoi send … --json` (add `--queue`, `--retries 0`… as needed).
-    fn send(&self, connection: &[OsString], subject: &str) -> assert_cmd::Command {
-        let mut cmd = envoi(self.home());
-        cmd.args(self.send_args(connection, subject));
+    /// The arguments of [`Env::send`], for [`Env::spawn`].
+    fn send_args(&self, route: Route, subject: &str) -> Vec<OsString> {
+        [route.send_args(), self.message_args(subject)].concat()
+    }
+
+    /// `envoi send … --json` along `route` (add `--queue`, `--retries 0`… as needed). A
+    /// [`Route::Config`] entry is routed by the profile, which a flush can re-point; a
+    /// [`Route::Url`] entry keeps its URL.
+    fn send(&self, route: Route, subject: &str) -> Command {
+        let mut cmd = send(self.home(), route);
+        cmd.args(self.message_args(subject));
         cmd
     }
 
     /// `envoi outbox <sub> --outbox-dir <outbox> --json`.
-    fn outbox_cmd(&self, sub: &str) -> assert_cmd::Command {
+    fn outbox_cmd(&self, sub: &str) -> Command {
         let mut cmd = envoi(self.home());
         cmd.args(["outbox", sub, "--json", "--outbox-dir"])
             .arg(&self.outbox);
@@ -88,11 +94,7 @@ impl Env {
         if failed {
             cmd.arg("--failed");
         }
-        let out = cmd.output().expect("run envoi outbox list");
-        let (stdout, stderr) = outputs(&out);
-        assert_eq!(out.status.code(), Some(0), "outbox list: {stderr}");
-        let value: Value = serde_json::from_str(stdout.trim())
-            .unwrap_or_else(|e| panic!("outbox list printed no JSON ({e}): {stdout:?} {stderr}"));
+        let value = cmd.expect_exit(0).json();
         value
             .as_array()
             .unwrap_or_else(|| panic!("outbox list is not an array: {value}"))
@@ -101,12 +103,7 @@ impl Env {
 
     /// `envoi outbox flush --json` with `extra` flags: must exit 0; returns its summary.
     fn flush(&self, extra: &[&OsString]) -> Value {
-        let out = self
-            .outbox_cmd("flush")
-            .args(extra)
-            .output()
-            .expect("run envoi outbox flush");
-        expect_json(&out, 0)
+        self.outbox_cmd("flush").args(extra).expect_exit(0).json()
     }
 
     /// The names in `<outbox>/<folder>` (an absent folder is empty).
@@ -123,23 +120,13 @@ impl Env {
         }
     }
 
-    /// Starts envoi with the hermetic environment of `support::envoi::envoi`, output
-    /// going to `<home>/logs/<name>.out` and `.err`, so that it can be killed.
+    /// Starts `envoi <args>` so that it can be killed (see [`spawn_envoi`]), its output
+    /// going to `<home>/logs/<name>.out` and `.err`.
     fn spawn(&self, args: &[OsString], name: &str) -> Child {
         let logs = self.home().join("logs");
         fs::create_dir_all(&logs).expect("logs dir");
         let file = |ext: &str| File::create(logs.join(format!("{name}.{ext}"))).expect("log file");
-        std::process::Command::new(assert_cmd::cargo::cargo_bin("envoi"))
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.home())
-            .env("XDG_CONFIG_HOME", self.home().join(".config"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(file("out"))
-            .stderr(file("err"))
-            .spawn()
-            .expect("spawn envoi")
+        spawn_envoi(self.home(), args, file("out"), file("err"))
     }
 
     /// What a spawned process printed: (stdout, stderr).
@@ -149,6 +136,12 @@ impl Env {
                 .unwrap_or_default()
         };
         (read("out"), read("err"))
+    }
+
+    /// Spawned process `name`, ended with `status`, and what it printed.
+    fn finished(&self, name: &str, status: ExitStatus) -> Run {
+        let (stdout, stderr) = self.logs(name);
+        Run::new(format!("spawned envoi {name:?}"), status, stdout, stderr)
     }
 
     /// Arguments of `envoi outbox flush --all --json --config <config>`.
@@ -163,19 +156,6 @@ impl Env {
     }
 }
 
-/// `--smtp-url smtp://127.0.0.1:<port>?security=none`.
-fn url(port: u16) -> Vec<OsString> {
-    vec![
-        "--smtp-url".into(),
-        format!("smtp://127.0.0.1:{port}?security=none").into(),
-    ]
-}
-
-/// `--config <path>`: the entry's route is then the profile, which flush can re-point.
-fn profile(config: &Path) -> Vec<OsString> {
-    vec!["--config".into(), config.into()]
-}
-
 /// A loopback port where nothing listens: connecting is refused at once.
 fn dead_port() -> u16 {
     // Binding port 1 needs privileges, so no test server can take it meanwhile.
@@ -184,18 +164,6 @@ fn dead_port() -> u16 {
     }
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
     listener.local_addr().expect("address").port()
-}
-
-/// Asserts the exit code and parses the single JSON line on stdout.
-fn expect_json(out: &Output, code: i32) -> Value {
-    let (stdout, stderr) = outputs(out);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "stdout: {stdout}\nstderr: {stderr}"
-    );
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("no JSON on stdout ({e}): {stdout:?}\nstderr: {stderr}"))
 }
 
 fn text<'a>(value: &'a Value, key: &str) -> &'a str {
@@ -268,12 +236,7 @@ fn killed(status: ExitStatus) -> bool {
 
 /// Queues `n` messages through `connection` (each first attempt must fail temporarily),
 /// from `threads` concurrent runs; returns outbox id → Message-ID.
-fn queue_many(
-    env: &Env,
-    connection: &[OsString],
-    n: usize,
-    threads: usize,
-) -> BTreeMap<String, String> {
+fn queue_many(env: &Env, route: Route, n: usize, threads: usize) -> BTreeMap<String, String> {
     let queued: Vec<(String, String)> = thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
@@ -281,12 +244,11 @@ fn queue_many(
                     (t..n)
                         .step_by(threads)
                         .map(|i| {
-                            let out = env
-                                .send(connection, &format!("queued #{i}"))
+                            let json = env
+                                .send(route, &format!("queued #{i}"))
                                 .arg("--queue")
-                                .output()
-                                .expect("run envoi send --queue");
-                            let json = expect_json(&out, 0);
+                                .expect_exit(0)
+                                .json();
                             assert_eq!(text(&json, "status"), "queued", "{json}");
                             (
                                 text(&json, "outbox_id").to_owned(),

@@ -1,18 +1,24 @@
 //! `send --queue`, `outbox list|flush|drop`: what is queued, kept, sent once and dropped.
 
-use super::*;
+use std::fs;
+
+use super::{
+    Env, TO, dead_port, message_id, queue_many, same_message, stored_message, summary_ids, tally,
+    text,
+};
+use crate::support::envoi::{ExpectExit, Route};
+use crate::support::smtp_server::{ServerOptions, TestServer};
 
 /// `send --queue` to a working server sends at once and leaves nothing behind.
 #[test]
 fn queue_success() {
     let env = Env::new();
     let server = TestServer::start(ServerOptions::default());
-    let out = env
-        .send(&url(server.port()), "queued and sent")
+    let json = env
+        .send(Route::Url(server.port()), "queued and sent")
         .arg("--queue")
-        .output()
-        .unwrap();
-    let json = expect_json(&out, 0);
+        .expect_exit(0)
+        .json();
     assert_eq!(text(&json, "status"), "sent", "{json}");
 
     let messages = server.messages();
@@ -44,12 +50,11 @@ fn queue_tempfail_then_flush() {
         tempfail_transactions: 1,
         ..ServerOptions::default()
     });
-    let out = env
-        .send(&url(server.port()), "deferred once")
+    let json = env
+        .send(Route::Url(server.port()), "deferred once")
         .arg("--queue")
-        .output()
-        .unwrap();
-    let json = expect_json(&out, 0);
+        .expect_exit(0)
+        .json();
     assert_eq!(text(&json, "status"), "queued", "{json}");
     let id = text(&json, "outbox_id").to_owned();
     let mid = text(&json, "message_id").to_owned();
@@ -105,12 +110,11 @@ fn queue_permanent_refusal_goes_to_failed() {
         refuse_rcpt: vec![(TO.into(), 550)],
         ..ServerOptions::default()
     });
-    let out = env
-        .send(&url(server.port()), "refused for good")
+    let json = env
+        .send(Route::Url(server.port()), "refused for good")
         .arg("--queue")
-        .output()
-        .unwrap();
-    let json = expect_json(&out, 67);
+        .expect_exit(67)
+        .json();
     assert_eq!(text(&json, "status"), "error", "{json}");
     assert_eq!(text(&json, "kind"), "recipient_refused", "{json}");
     let message = text(&json, "message");
@@ -162,29 +166,28 @@ fn outbox_drop() {
         tempfail_transactions: 1,
         ..ServerOptions::default()
     });
-    let out = env
-        .send(&url(server.port()), "to be dropped")
+    let json = env
+        .send(Route::Url(server.port()), "to be dropped")
         .arg("--queue")
-        .output()
-        .unwrap();
-    let json = expect_json(&out, 0);
+        .expect_exit(0)
+        .json();
     assert_eq!(text(&json, "status"), "queued", "{json}");
     let id = text(&json, "outbox_id").to_owned();
     assert_eq!(env.list(false).len(), 1);
 
-    let out = env.outbox_cmd("drop").arg(&id).output().unwrap();
-    let dropped = expect_json(&out, 0);
+    let dropped = env.outbox_cmd("drop").arg(&id).expect_exit(0).json();
     assert_eq!(text(&dropped, "status"), "dropped", "{dropped}");
     assert_eq!(text(&dropped, "id"), id);
     assert!(env.list(false).is_empty(), "still listed after drop");
     assert!(env.list(true).is_empty(), "a dropped entry went to failed/");
 
-    let out = env.outbox_cmd("drop").arg(&id).output().unwrap();
-    let again = expect_json(&out, 66);
+    let again = env.outbox_cmd("drop").arg(&id).expect_exit(66).json();
     assert_eq!(text(&again, "kind"), "no_input", "{again}");
 
-    let out = env.outbox_cmd("drop").arg("../queue").output().unwrap();
-    expect_json(&out, 64);
+    env.outbox_cmd("drop")
+        .arg("../queue")
+        .expect_exit(64)
+        .json();
 
     // Nothing is left to send, even though the server now accepts everything.
     let summary = env.flush(&[&"--all".into()]);
@@ -203,12 +206,11 @@ fn outcome_unknown_stays_queued_and_resends_the_same_message() {
         ..ServerOptions::default()
     });
     let config = env.config("dropping", dropping.port());
-    let out = env
-        .send(&profile(&config), "did it arrive?")
+    let json = env
+        .send(Route::Config(&config), "did it arrive?")
         .arg("--queue")
-        .output()
-        .unwrap();
-    let json = expect_json(&out, 0);
+        .expect_exit(0)
+        .json();
     assert_eq!(text(&json, "status"), "queued", "{json}");
     let mid = text(&json, "message_id");
     assert!(text(&json, "reason").contains("may or may not"), "{json}");
@@ -249,12 +251,11 @@ fn queue_allow_partial_keeps_deferred_recipients() {
         ..ServerOptions::default()
     });
     let first = env.config("busy", busy.port());
-    let out = env
-        .send(&profile(&first), "one now, one later")
+    let json = env
+        .send(Route::Config(&first), "one now, one later")
         .args(["--queue", "--allow-partial", "--to", LATER])
-        .output()
-        .unwrap();
-    let json = expect_json(&out, 0);
+        .expect_exit(0)
+        .json();
     let mid = text(&json, "message_id").to_owned();
     let now = busy.messages();
     assert_eq!(now.len(), 1, "{json}");
@@ -282,7 +283,7 @@ fn queue_allow_partial_keeps_deferred_recipients() {
 fn a_damaged_entry_does_not_block_the_flush() {
     let env = Env::new();
     let dead = env.config("dead", dead_port());
-    let queued = queue_many(&env, &profile(&dead), 2, 1);
+    let queued = queue_many(&env, Route::Config(&dead), 2, 1);
     let oldest = queued.keys().next().unwrap().clone();
     let state_path = env.outbox.join("queue").join(&oldest).join("state.json");
     let state = fs::read_to_string(&state_path).unwrap();

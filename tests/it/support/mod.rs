@@ -6,3 +6,8 @@ pub mod certs;
 pub mod envoi;
 pub mod external;
 pub mod smtp_server;
+
+/// The canary login, shared by every test that authenticates: a password unique enough that
+/// finding it in any output means it leaked (see [`envoi::assert_no_secret`]).
+pub const USER: &str = "envoi-canary";
+pub const PASSWORD: &str = "Canary-P4ss-7d3f";
