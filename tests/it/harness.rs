@@ -395,7 +395,7 @@ fn dropping_the_server_stops_accepting() {
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
 }
 
-//----- Fault injection -----------------------------------------------------------------------
+// The fault injection knobs of `ServerOptions`, driven with lettre's low-level connection.
 
 /// Short client timeout for the fault tests, so hangs cost little.
 const SHORT: Duration = Duration::from_millis(400);

@@ -152,7 +152,8 @@ fn smtp_sink_receives_the_exact_envelope_and_message() {
 
 #[test]
 fn smtp_sink_faults_map_to_exit_codes() {
-    // (smtp-sink option, expected exit code): -f = hard 5xx, -r = soft 4xx reject.
+    // (smtp-sink option, the command it rejects, expected exit code): -f = hard 5xx,
+    // -r = soft 4xx.
     for (option, command, code) in [
         ("-f", "RCPT", 67),
         ("-r", "RCPT", 75),

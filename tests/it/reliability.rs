@@ -270,8 +270,11 @@ fn shutdown_421_is_temporary() {
     assert!(s.server.messages().is_empty());
 }
 
+/// Every reply is slow (0.7 s, under the 10 s per-command timeout) and --timeout is 1 s: the
+/// whole send gives up with 75. Pins each command's timeout being cut to what is left of
+/// --timeout, so a slow server cannot stretch a send past its deadline.
 #[test]
-fn whole_send_deadline() {
+fn slow_replies_cannot_stretch_a_send_past_its_deadline() {
     let s = Setup::plain(
         ServerOptions {
             delay_replies: Some(Duration::from_millis(700)),

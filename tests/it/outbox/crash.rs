@@ -291,6 +291,8 @@ fn sigkill_during_enqueue_loses_nothing() {
 
 /// Once the server has answered 250 to the final dot, the entry is delivered: a flush
 /// killed while it waits for the reply to QUIT must not leave it queued for a resend.
+/// Regression: a flush recorded the delivery only after QUIT's reply, so a kill (or a slow
+/// QUIT) after the 250 sent the message again.
 #[test]
 fn a_flush_killed_after_the_final_250_does_not_resend() {
     let env = Env::new();

@@ -16,7 +16,7 @@ use crate::support::smtp_server::{ServerOptions, TestServer};
 /// A second send with the same key is a `duplicate` of the first (one delivery); a send
 /// that failed is not recorded, so the same key then sends.
 #[test]
-fn idempotency() {
+fn a_repeated_key_is_a_duplicate_and_a_failed_send_frees_it() {
     let env = Env::new();
     let server = TestServer::start(ServerOptions::default());
     let live = Route::Url(server.port());
@@ -117,6 +117,7 @@ fn idempotency_overlapping_runs_send_once() {
 
 /// `--allow-partial` with a key: a send that reached some recipients (exit 0) records the
 /// key, so a repeat does not send the message to them again.
+/// Regression: only complete sends recorded their key, so the repeat went out again.
 #[test]
 fn idempotency_key_is_recorded_for_a_partial_send() {
     const BAD: &str = "nobody@example.com";
@@ -151,6 +152,7 @@ fn idempotency_key_is_recorded_for_a_partial_send() {
 /// `send --queue --idempotency-key` killed after its entry is durably queued (the first
 /// attempt hanging): the key must already count, or a re-run queues a second message and
 /// both are delivered.
+/// Regression: a queued entry did not carry its key, and the re-run's message went out too.
 #[test]
 fn idempotency_key_survives_a_kill_after_enqueue() {
     let env = Env::new();
@@ -185,6 +187,7 @@ fn idempotency_key_survives_a_kill_after_enqueue() {
 
 /// A ledger that cannot be written after the server's 250 is a warning, never a reason
 /// to send again.
+/// Regression: the ledger failure failed the attempt, which was retried (4 copies seen).
 #[test]
 fn an_unwritable_ledger_does_not_resend() {
     let env = Env::new();
@@ -207,6 +210,8 @@ fn an_unwritable_ledger_does_not_resend() {
 
 /// A key only counts once the whole send succeeded: after a 75 that reached some
 /// recipients, the caller's retry is sent (the report names who already has it).
+/// Regression: the key was taken at the first accepted transaction, so the retry of a send
+/// that failed was answered `duplicate` and never sent.
 #[test]
 fn a_key_is_not_taken_by_a_failed_send() {
     let env = Env::new();
@@ -238,6 +243,7 @@ fn a_key_is_not_taken_by_a_failed_send() {
 }
 
 /// Runs with different keys do not wait for each other.
+/// Regression: one lock over the whole ledger made every run wait behind a hung send.
 #[test]
 fn different_keys_do_not_block_each_other() {
     let env = Env::new();

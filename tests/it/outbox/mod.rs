@@ -158,7 +158,7 @@ impl Env {
 
 /// A loopback port where nothing listens: connecting is refused at once.
 fn dead_port() -> u16 {
-    // Binding port 1 needs privileges, so no test server can take it meanwhile.
+    // Test servers bind port 0 (any free port), so none of them can take port 1 meanwhile.
     if TcpStream::connect((Ipv4Addr::LOCALHOST, 1)).is_err() {
         return 1;
     }
@@ -234,7 +234,7 @@ fn killed(status: ExitStatus) -> bool {
     status.signal() == Some(9)
 }
 
-/// Queues `n` messages through `connection` (each first attempt must fail temporarily),
+/// Queues `n` messages along `route` (each first attempt must fail temporarily),
 /// from `threads` concurrent runs; returns outbox id → Message-ID.
 fn queue_many(env: &Env, route: Route, n: usize, threads: usize) -> BTreeMap<String, String> {
     let queued: Vec<(String, String)> = thread::scope(|scope| {

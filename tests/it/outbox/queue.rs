@@ -11,7 +11,7 @@ use crate::support::smtp_server::{ServerOptions, TestServer};
 
 /// `send --queue` to a working server sends at once and leaves nothing behind.
 #[test]
-fn queue_success() {
+fn queue_to_a_working_server_sends_at_once() {
     let env = Env::new();
     let server = TestServer::start(ServerOptions::default());
     let json = env
@@ -242,6 +242,7 @@ fn outcome_unknown_stays_queued_and_resends_the_same_message() {
 
 /// `--queue --allow-partial`: a recipient answered 450 (try later) is kept for a later
 /// flush; only the recipient that got the message leaves the entry.
+/// Regression: the 450 recipient was dropped from the outbox and never retried.
 #[test]
 fn queue_allow_partial_keeps_deferred_recipients() {
     const LATER: &str = "later@example.com";
@@ -279,6 +280,7 @@ fn queue_allow_partial_keeps_deferred_recipients() {
 }
 
 /// One entry whose state cannot be used does not hold up the queue behind it.
+/// Regression: such an entry stopped the whole flush.
 #[test]
 fn a_damaged_entry_does_not_block_the_flush() {
     let env = Env::new();
