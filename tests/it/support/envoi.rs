@@ -255,6 +255,7 @@ impl Run {
     }
 
     /// Asserts the run exited with `code`; the failure message shows the run whole.
+    #[track_caller]
     pub fn expect(self, code: i32) -> Run {
         assert_eq!(
             self.status.code(),
@@ -265,6 +266,7 @@ impl Run {
     }
 
     /// Stdout as the one JSON document that `--json` prints.
+    #[track_caller]
     pub fn json(&self) -> Value {
         serde_json::from_str(self.stdout.trim())
             .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e})\n{self}"))
@@ -293,6 +295,7 @@ pub trait ExpectExit {
 }
 
 impl ExpectExit for Command {
+    #[track_caller]
     fn expect_exit(&mut self, code: i32) -> Run {
         let argv = std::iter::once(self.get_program())
             .chain(self.get_args())
