@@ -2,83 +2,60 @@
 //! who retries what, per-recipient results, deadlines, and STARTTLS safety. Each test
 //! reads the outcome off the server (messages, unacknowledged bytes, connections).
 
-mod support;
-
-use std::sync::Arc;
 use std::time::Duration;
 
+use assert_cmd::Command;
 use mail_parser::MessageParser;
-use support::certs::TestPki;
-use support::envoi::{
-    PASSWORD, USER, assert_no_secret, envoi, login, outputs, trust, write_config,
-};
-use support::smtp_server::{Security, ServerOptions, TestServer};
 use tempfile::TempDir;
 
-/// A plain server with `opts` and a config whose per-command timeout is `timeout_secs`.
-fn plain(opts: ServerOptions, timeout_secs: u64) -> (TempDir, TestServer, std::path::PathBuf) {
-    let dir = TempDir::new().unwrap();
-    let server = TestServer::start(opts);
-    let config = write_config(dir.path(), server.port(), "none", "");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "timeout_secs = 10",
-        &format!("timeout_secs = {timeout_secs}"),
-    );
-    std::fs::write(&config, text).unwrap();
-    (dir, server, config)
-}
+use crate::support::envoi::{ExpectExit, Route, Setup, assert_no_secret, send};
+use crate::support::smtp_server::{Security, ServerOptions, TestServer};
 
-fn run(dir: &TempDir, config: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = envoi(dir.path())
-        .args(["send", "--config"])
-        .arg(config)
-        .args(["--subject", "reliability"])
-        .args(args)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = outputs(&out);
-    (out.status.code(), stdout, stderr)
-}
-
-fn json(stdout: &str) -> serde_json::Value {
-    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+/// `envoi send --subject reliability <args>` with the setup's config.
+fn send_with(s: &Setup, args: &[&str]) -> Command {
+    let mut cmd = s.send();
+    cmd.args(["--subject", "reliability"]).args(args);
+    cmd
 }
 
 #[test]
 fn tempfail_twice_then_one_copy_delivered() {
-    let (dir, server, config) = plain(
+    let s = Setup::plain(
         ServerOptions {
             tempfail_transactions: 2,
             ..ServerOptions::default()
         },
         10,
     );
-    let (code, stdout, stderr) = run(
-        &dir,
-        &config,
+    let run = send_with(
+        &s,
         &["--to", "a@example.com", "--retry-max-secs", "1", "--json"],
+    )
+    .expect_exit(0);
+    assert_eq!(
+        run.stderr.matches("retrying in").count(),
+        2,
+        "{}",
+        run.stderr
     );
-    assert_eq!(code, Some(0), "{stderr}");
-    assert_eq!(stderr.matches("retrying in").count(), 2, "{stderr}");
-    let j = json(&stdout);
+    let j = run.json();
     assert_eq!(j["status"], "sent");
     assert_eq!(j["attempts"], 3);
-    assert_eq!(server.messages().len(), 1, "exactly one copy");
-    assert_eq!(server.connections(), 3);
+    assert_eq!(s.server.messages().len(), 1, "exactly one copy");
+    assert_eq!(s.server.connections(), 3);
 }
 
 #[test]
 fn retries_exhausted_is_75_and_nothing_delivered() {
-    let (dir, server, config) = plain(
+    let s = Setup::plain(
         ServerOptions {
             tempfail_transactions: 10,
             ..ServerOptions::default()
         },
         10,
     );
-    let (code, _, stderr) = run(
-        &dir,
-        &config,
+    let run = send_with(
+        &s,
         &[
             "--to",
             "a@example.com",
@@ -87,26 +64,25 @@ fn retries_exhausted_is_75_and_nothing_delivered() {
             "--retry-max-secs",
             "1",
         ],
-    );
-    assert_eq!(code, Some(75), "{stderr}");
-    assert!(stderr.contains("451"), "{stderr}");
-    assert_eq!(server.connections(), 2);
-    assert!(server.messages().is_empty());
+    )
+    .expect_exit(75);
+    assert!(run.stderr.contains("451"), "{}", run.stderr);
+    assert_eq!(s.server.connections(), 2);
+    assert!(s.server.messages().is_empty());
 }
 
 #[test]
 fn permanent_failure_is_never_retried() {
-    let (dir, server, config) = plain(
+    let s = Setup::plain(
         ServerOptions {
             refuse_rcpt: vec![("gone@example.com".into(), 550)],
             ..ServerOptions::default()
         },
         10,
     );
-    let (code, stdout, stderr) = run(&dir, &config, &["--to", "gone@example.com", "--json"]);
-    assert_eq!(code, Some(67), "{stderr}");
-    assert_eq!(server.connections(), 1, "a permanent refusal was retried");
-    let j = json(&stdout);
+    let run = send_with(&s, &["--to", "gone@example.com", "--json"]).expect_exit(67);
+    assert_eq!(s.server.connections(), 1, "a permanent refusal was retried");
+    let j = run.json();
     assert_eq!(j["recipients"][0]["address"], "gone@example.com");
     assert_eq!(j["recipients"][0]["status"], "refused");
     assert_eq!(j["recipients"][0]["code"], 550);
@@ -114,16 +90,15 @@ fn permanent_failure_is_never_retried() {
 
 #[test]
 fn too_many_recipients_go_in_further_transactions() {
-    let (dir, server, config) = plain(
+    let s = Setup::plain(
         ServerOptions {
             max_rcpts_per_transaction: Some(2),
             ..ServerOptions::default()
         },
         10,
     );
-    let (code, stdout, stderr) = run(
-        &dir,
-        &config,
+    let run = send_with(
+        &s,
         &[
             "--to",
             "r1@example.com;r2@example.com;r3@example.com",
@@ -133,9 +108,9 @@ fn too_many_recipients_go_in_further_transactions() {
             "r5@example.com;R1@example.com",
             "--json",
         ],
-    );
-    assert_eq!(code, Some(0), "{stderr}");
-    let messages = server.messages();
+    )
+    .expect_exit(0);
+    let messages = s.server.messages();
     let sets: Vec<Vec<String>> = messages.iter().map(|m| m.rcpt_to.clone()).collect();
     assert_eq!(
         sets,
@@ -160,32 +135,31 @@ fn too_many_recipients_go_in_further_transactions() {
         ids.iter().all(|id| id == &ids[0]),
         "one message, one Message-ID"
     );
-    assert_eq!(json(&stdout)["recipients"].as_array().unwrap().len(), 5);
+    assert_eq!(run.json()["recipients"].as_array().unwrap().len(), 5);
 }
 
 #[test]
 fn allow_partial_sends_to_the_accepted_and_reports_the_refused() {
-    let (dir, server, config) = plain(
+    let s = Setup::plain(
         ServerOptions {
             refuse_rcpt: vec![("gone@example.com".into(), 550)],
             ..ServerOptions::default()
         },
         10,
     );
-    let (code, stdout, stderr) = run(
-        &dir,
-        &config,
+    let run = send_with(
+        &s,
         &[
             "--to",
             "ok@example.com;gone@example.com",
             "--allow-partial",
             "--json",
         ],
-    );
-    assert_eq!(code, Some(0), "{stderr}");
-    assert_eq!(server.messages().len(), 1);
-    assert_eq!(server.messages()[0].rcpt_to, ["ok@example.com"]);
-    let j = json(&stdout);
+    )
+    .expect_exit(0);
+    assert_eq!(s.server.messages().len(), 1);
+    assert_eq!(s.server.messages()[0].rcpt_to, ["ok@example.com"]);
+    let j = run.json();
     assert_eq!(j["status"], "partial");
     let statuses: Vec<(String, String)> = j["recipients"]
         .as_array()
@@ -207,24 +181,22 @@ fn allow_partial_sends_to_the_accepted_and_reports_the_refused() {
     );
 
     // Without --allow-partial the same refusal sends nothing at all.
-    let (code, _, _) = run(&dir, &config, &["--to", "ok@example.com;gone@example.com"]);
-    assert_eq!(code, Some(67));
-    assert_eq!(server.messages().len(), 1);
+    send_with(&s, &["--to", "ok@example.com;gone@example.com"]).expect_exit(67);
+    assert_eq!(s.server.messages().len(), 1);
 }
 
 #[test]
 fn silent_greeting_ends_in_bounded_time_with_75() {
-    let (dir, server, config) = plain(
+    let s = Setup::plain(
         ServerOptions {
             silent_greeting: true,
             ..ServerOptions::default()
         },
         1,
     );
-    let (code, _, stderr) = run(&dir, &config, &["--to", "a@example.com", "--retries", "0"]);
-    assert_eq!(code, Some(75), "{stderr}");
-    assert!(stderr.contains("timed out"), "{stderr}");
-    assert!(server.messages().is_empty());
+    let run = send_with(&s, &["--to", "a@example.com", "--retries", "0"]).expect_exit(75);
+    assert!(run.stderr.contains("timed out"), "{}", run.stderr);
+    assert!(s.server.messages().is_empty());
 }
 
 #[test]
@@ -239,28 +211,31 @@ fn no_answer_after_the_final_dot_is_outcome_unknown_and_not_retried() {
             ..ServerOptions::default()
         },
     ] {
-        let (dir, server, config) = plain(opts, 1);
-        let (code, stdout, stderr) = run(&dir, &config, &["--to", "a@example.com", "--json"]);
-        assert_eq!(code, Some(75), "{stderr}");
-        let j = json(&stdout);
+        let s = Setup::plain(opts, 1);
+        let run = send_with(&s, &["--to", "a@example.com", "--json"]).expect_exit(75);
+        let j = run.json();
         assert_eq!(j["kind"], "outcome_unknown");
         assert!(
             j["message"].as_str().unwrap().contains("may or may not"),
             "{j}"
         );
         assert_eq!(
-            server.connections(),
+            s.server.connections(),
             1,
             "retried a message that may have arrived"
         );
-        assert_eq!(server.unacknowledged().len(), 1);
+        assert_eq!(s.server.unacknowledged().len(), 1);
         let sent = MessageParser::default()
-            .parse(&server.unacknowledged()[0].data)
+            .parse(&s.server.unacknowledged()[0].data)
             .unwrap()
             .message_id()
             .unwrap()
             .to_owned();
-        assert!(stderr.contains(&sent), "the Message-ID is named: {stderr}");
+        assert!(
+            run.stderr.contains(&sent),
+            "the Message-ID is named: {}",
+            run.stderr
+        );
     }
 }
 
@@ -268,142 +243,112 @@ fn no_answer_after_the_final_dot_is_outcome_unknown_and_not_retried() {
 /// a drop during DATA is an unknown outcome too, and never retried blindly.
 #[test]
 fn connection_lost_during_data_is_not_retried_blindly() {
-    let (dir, server, config) = plain(
+    let s = Setup::plain(
         ServerOptions {
             drop_during_data: true,
             ..ServerOptions::default()
         },
         5,
     );
-    let (code, stdout, stderr) = run(
-        &dir,
-        &config,
-        &["--to", "a@example.com", "--retries", "1", "--json"],
-    );
-    assert_eq!(code, Some(75), "{stderr}");
-    assert_eq!(json(&stdout)["kind"], "outcome_unknown");
-    assert_eq!(server.connections(), 1);
-    assert!(server.messages().is_empty());
+    let run = send_with(&s, &["--to", "a@example.com", "--retries", "1", "--json"]).expect_exit(75);
+    assert_eq!(run.json()["kind"], "outcome_unknown");
+    assert_eq!(s.server.connections(), 1);
+    assert!(s.server.messages().is_empty());
 }
 
 #[test]
 fn shutdown_421_is_temporary() {
-    let (dir, server, config) = plain(
+    let s = Setup::plain(
         ServerOptions {
             reply_421_at: Some("MAIL"),
             ..ServerOptions::default()
         },
         5,
     );
-    let (code, _, stderr) = run(&dir, &config, &["--to", "a@example.com", "--retries", "0"]);
-    assert_eq!(code, Some(75), "{stderr}");
-    assert!(stderr.contains("421"), "{stderr}");
-    assert!(server.messages().is_empty());
+    let run = send_with(&s, &["--to", "a@example.com", "--retries", "0"]).expect_exit(75);
+    assert!(run.stderr.contains("421"), "{}", run.stderr);
+    assert!(s.server.messages().is_empty());
 }
 
+/// Every reply is slow (0.7 s, under the 10 s per-command timeout) and --timeout is 1 s: the
+/// whole send gives up with 75. Pins each command's timeout being cut to what is left of
+/// --timeout, so a slow server cannot stretch a send past its deadline.
 #[test]
-fn whole_send_deadline() {
-    let (dir, server, config) = plain(
+fn slow_replies_cannot_stretch_a_send_past_its_deadline() {
+    let s = Setup::plain(
         ServerOptions {
             delay_replies: Some(Duration::from_millis(700)),
             ..ServerOptions::default()
         },
         10,
     );
-    let (code, _, stderr) = run(&dir, &config, &["--to", "a@example.com", "--timeout", "1"]);
-    assert_eq!(code, Some(75), "{stderr}");
-    assert!(server.messages().is_empty());
+    send_with(&s, &["--to", "a@example.com", "--timeout", "1"]).expect_exit(75);
+    assert!(s.server.messages().is_empty());
 }
 
 #[test]
 fn bytes_injected_after_starttls_abort_before_auth() {
-    let dir = TempDir::new().unwrap();
-    let pki = Arc::new(TestPki::new());
-    let ca = pki.write_ca(dir.path());
-    let server = TestServer::start(ServerOptions {
-        security: Security::StartTls,
-        auth: Some((USER.into(), PASSWORD.into())),
-        pki: Some(pki),
-        inject_after_starttls: Some(b"250-evil.example\r\n250 AUTH PLAIN\r\n".to_vec()),
-        ..ServerOptions::default()
-    });
-    let config = write_config(
-        dir.path(),
-        server.port(),
-        "starttls",
-        &format!("{}{}", login(), trust(&ca)),
+    let s = Setup::new(
+        Security::StartTls,
+        ServerOptions {
+            inject_after_starttls: Some(b"250-evil.example\r\n250 AUTH PLAIN\r\n".to_vec()),
+            ..ServerOptions::default()
+        },
     );
-    let out = envoi(dir.path())
-        .env("ENVOI_TEST_PASSWORD", PASSWORD)
-        .args(["send", "--config"])
-        .arg(&config)
+    let run = s
+        .send()
         .args(["--to", "a@example.com", "--retries", "0"])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = outputs(&out);
-    assert_eq!(out.status.code(), Some(75), "{stderr}");
-    assert!(stderr.contains("before the TLS handshake"), "{stderr}");
-    assert!(server.wait_idle(Duration::from_secs(5)));
-    let transcript = server.transcript();
+        .expect_exit(75);
+    assert!(
+        run.stderr.contains("before the TLS handshake"),
+        "{}",
+        run.stderr
+    );
+    assert!(s.server.wait_idle(Duration::from_secs(5)));
+    let transcript = s.server.transcript();
     assert!(
         transcript
             .iter()
             .all(|l| !l.starts_with("AUTH") && !l.starts_with("MAIL")),
         "{transcript:?}"
     );
-    assert_no_secret(&format!("{stdout}{stderr}"));
+    assert_no_secret(&run.output());
 }
 
 #[test]
 fn verbose_transcript_redacts_auth() {
-    let dir = TempDir::new().unwrap();
-    let pki = Arc::new(TestPki::new());
-    let ca = pki.write_ca(dir.path());
-    let server = TestServer::start(ServerOptions {
-        security: Security::StartTls,
-        auth: Some((USER.into(), PASSWORD.into())),
-        pki: Some(pki),
-        ..ServerOptions::default()
-    });
-    let config = write_config(
-        dir.path(),
-        server.port(),
-        "starttls",
-        &format!("{}{}", login(), trust(&ca)),
-    );
-    let out = envoi(dir.path())
-        .env("ENVOI_TEST_PASSWORD", PASSWORD)
-        .args(["send", "--config"])
-        .arg(&config)
+    let s = Setup::new(Security::StartTls, ServerOptions::default());
+    let run = s
+        .send()
         .args(["--to", "a@example.com", "-v"])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = outputs(&out);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+        .expect_exit(0);
     for needle in [
         "C: MAIL FROM:<sender@example.com>",
         "C: RCPT TO:<a@example.com>",
         "[redacted]",
         "S: 250",
     ] {
-        assert!(stderr.contains(needle), "{needle} missing: {stderr}");
+        assert!(
+            run.stderr.contains(needle),
+            "{needle} missing: {}",
+            run.stderr
+        );
     }
-    assert_no_secret(&format!("{stdout}{stderr}"));
-    assert_eq!(server.messages().len(), 1);
+    assert_no_secret(&run.output());
+    assert_eq!(s.server.messages().len(), 1);
 }
 
 #[test]
 fn smtputf8_local_parts() {
-    let (dir, server, config) = plain(
+    let s = Setup::plain(
         ServerOptions {
             ehlo_extra: vec!["SMTPUTF8".into()],
             ..ServerOptions::default()
         },
         10,
     );
-    let (code, _, stderr) = run(&dir, &config, &["--to", "jösé@bücher.example"]);
-    assert_eq!(code, Some(0), "{stderr}");
-    let m = &server.messages()[0];
+    send_with(&s, &["--to", "jösé@bücher.example"]).expect_exit(0);
+    let m = &s.server.messages()[0];
     assert_eq!(m.rcpt_to, ["jösé@xn--bcher-kva.example"]);
     assert!(
         m.mail_params.iter().any(|p| p == "SMTPUTF8"),
@@ -411,11 +356,10 @@ fn smtputf8_local_parts() {
         m.mail_params
     );
 
-    let (dir, server, config) = plain(ServerOptions::default(), 10);
-    let (code, _, stderr) = run(&dir, &config, &["--to", "jösé@example.com"]);
-    assert_eq!(code, Some(69), "{stderr}");
-    assert!(stderr.contains("SMTPUTF8"), "{stderr}");
-    assert!(server.messages().is_empty());
+    let s = Setup::plain(ServerOptions::default(), 10);
+    let run = send_with(&s, &["--to", "jösé@example.com"]).expect_exit(69);
+    assert!(run.stderr.contains("SMTPUTF8"), "{}", run.stderr);
+    assert!(s.server.messages().is_empty());
 }
 
 /// A full disk under the outbox: a clear error (75), nothing half-written, nothing sent.
@@ -445,9 +389,7 @@ fn outbox_on_a_full_disk() {
     let server = TestServer::start(ServerOptions::default());
     let big = dir.path().join("big.bin");
     std::fs::write(&big, vec![7u8; 1 << 20]).unwrap();
-    let out = envoi(dir.path())
-        .args(["send", "--smtp-url"])
-        .arg(format!("smtp://127.0.0.1:{}?security=none", server.port()))
+    let run = send(dir.path(), Route::Url(server.port()))
         .args([
             "--from",
             "a@example.com",
@@ -459,11 +401,12 @@ fn outbox_on_a_full_disk() {
         .arg(&outbox)
         .arg("--attach")
         .arg(&big)
-        .output()
-        .unwrap();
-    let (_, stderr) = outputs(&out);
-    assert_eq!(out.status.code(), Some(75), "{stderr}");
-    assert!(stderr.contains("No space left on device"), "{stderr}");
+        .expect_exit(75);
+    assert!(
+        run.stderr.contains("No space left on device"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(
         server.connections(),
         0,
@@ -495,15 +438,14 @@ fn watchdog_ends_a_send_against_a_dripping_server() {
         }
     });
     let dir = TempDir::new().unwrap();
-    let out = envoi(dir.path())
-        .args(["send", "--smtp-url"])
-        .arg(format!("smtp://127.0.0.1:{port}?security=none"))
+    let run = send(dir.path(), Route::Url(port))
         .args(["--from", "a@example.com", "--to", "b@example.com"])
         .args(["--timeout", "1", "--retries", "0", "--json"])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = outputs(&out);
-    assert_eq!(out.status.code(), Some(75), "{stderr}");
-    assert!(stderr.contains("deadline (--timeout) passed"), "{stderr}");
-    assert_eq!(json(&stdout)["kind"], "temporary");
+        .expect_exit(75);
+    assert!(
+        run.stderr.contains("deadline (--timeout) passed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.json()["kind"], "temporary");
 }

@@ -1,12 +1,11 @@
-//! Self-test of the in-process SMTP harness (`tests/support`), using lettre as the client.
-
-mod support;
+//! Self-test of the in-process SMTP harness (`tests/it/support`), using lettre as the client.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use lettre::address::Envelope;
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
@@ -17,11 +16,10 @@ use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension};
 use lettre::{Address, Message, SmtpTransport, Transport};
 
-use support::certs::TestPki;
-use support::smtp_server::{Security, ServerOptions, TestServer};
+use crate::support::certs::TestPki;
+use crate::support::smtp_server::{Security, ServerOptions, TestServer};
+use crate::support::{PASSWORD, USER};
 
-const USER: &str = "harness-user";
-const PASSWORD: &str = "canary-pw-7Qx2";
 const IDLE: Duration = Duration::from_secs(5);
 
 fn tls_params(pki: &TestPki) -> TlsParameters {
@@ -355,9 +353,9 @@ fn raw_protocol_details() {
     assert!(c.send("EHLO raw.test\r\n").starts_with("250"));
     assert!(c.send("MAIL FROM:<a@example.com>\r\n").starts_with("503 "));
     assert!(c.send("NOOP\n").starts_with("500 "));
-    // "\0harness-user\0canary-pw-7Qx2"
+    let plain = base64::engine::general_purpose::STANDARD.encode(format!("\0{USER}\0{PASSWORD}"));
     assert!(
-        c.send("AUTH PLAIN AGhhcm5lc3MtdXNlcgBjYW5hcnktcHctN1F4Mg==\r\n")
+        c.send(&format!("AUTH PLAIN {plain}\r\n"))
             .starts_with("235 ")
     );
     assert!(c.send("MAIL FROM:<a@example.com>\r\n").starts_with("250 "));
@@ -397,7 +395,7 @@ fn dropping_the_server_stops_accepting() {
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
 }
 
-//----- Fault injection -----------------------------------------------------------------------
+// The fault injection knobs of `ServerOptions`, driven with lettre's low-level connection.
 
 /// Short client timeout for the fault tests, so hangs cost little.
 const SHORT: Duration = Duration::from_millis(400);

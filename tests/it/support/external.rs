@@ -1,8 +1,7 @@
-#![allow(dead_code)]
 //! Out-of-process SMTP peers for the integration tests: independent server implementations
 //! that envoi's bytes are checked against.
 //!
-//! * [`Aiosmtpd`]: Python's aiosmtpd through `tests/support/aiosmtpd_capture.py`: plain,
+//! * [`Aiosmtpd`]: Python's aiosmtpd through `tests/it/support/aiosmtpd_capture.py`: plain,
 //!   STARTTLS or implicit TLS, AUTH PLAIN/LOGIN, per-recipient refusals; stores each accepted
 //!   message (envelope + exact bytes) and a transcript of the client's command lines.
 //! * [`SmtpSink`]: Postfix's `smtp-sink`, with its fault knobs (`-f`, `-r`, `-q`, `-Q`, `-w`, …)
@@ -78,17 +77,6 @@ pub struct AiosmtpdOptions {
     pub cert_key: Option<(PathBuf, PathBuf)>,
 }
 
-impl Default for AiosmtpdOptions {
-    fn default() -> Self {
-        AiosmtpdOptions {
-            security: "none",
-            auth: None,
-            refuse_rcpt: Vec::new(),
-            cert_key: None,
-        }
-    }
-}
-
 /// One message accepted by [`Aiosmtpd`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CapturedMessage {
@@ -111,7 +99,7 @@ struct CapturedJson {
     tls: bool,
 }
 
-/// A running `tests/support/aiosmtpd_capture.py`.
+/// A running `tests/it/support/aiosmtpd_capture.py`.
 pub struct Aiosmtpd {
     child: Child,
     /// Closing it tells the script to exit even if this process dies without dropping us.
@@ -121,7 +109,7 @@ pub struct Aiosmtpd {
 }
 
 fn script_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/aiosmtpd_capture.py")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/aiosmtpd_capture.py")
 }
 
 /// `Ok` when `python3` can import aiosmtpd; checked once per test binary.
@@ -222,11 +210,6 @@ impl Aiosmtpd {
 
     pub fn port(&self) -> u16 {
         self.port
-    }
-
-    /// Where the JSON files, transcript.log and stderr.log are written.
-    pub fn out_dir(&self) -> &Path {
-        self.out.path()
     }
 
     /// Every message accepted so far, in order of acceptance. A message is stored before the
@@ -570,19 +553,6 @@ impl SmtpSink {
     /// arguments verbatim), plus any warnings.
     pub fn log(&self) -> String {
         read_or_empty(&self.dir.path().join("smtp-sink.log"))
-    }
-
-    /// The client command lines from [`Self::log`], e.g. `EHLO host`, `MAIL FROM:<a@b>`, `.`.
-    pub fn commands(&self) -> Vec<String> {
-        self.log()
-            .lines()
-            .filter_map(|l| l.split_once(": ").map(|(_, rest)| rest))
-            .filter(|rest| {
-                let verb = rest.split(' ').next().unwrap_or("");
-                verb == "." || (verb.len() >= 4 && verb.bytes().all(|b| b.is_ascii_uppercase()))
-            })
-            .map(str::to_string)
-            .collect()
     }
 }
 

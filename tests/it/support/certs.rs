@@ -1,6 +1,5 @@
 //! A throw-away PKI for TLS tests: a CA and a "localhost"/127.0.0.1 leaf signed by it,
 //! generated at run time with rcgen so nothing with an expiry date is ever committed.
-#![allow(dead_code)]
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -109,16 +108,6 @@ impl TestPki {
         let path = dir.join("ca.pem");
         fs::write(&path, &self.ca_pem).expect("write ca.pem");
         path
-    }
-
-    /// The leaf (server) certificate alone, in PEM form.
-    pub fn leaf_cert_pem(&self) -> String {
-        self.leaf_pem.clone()
-    }
-
-    /// The leaf's private key, PKCS#8 PEM.
-    pub fn leaf_key_pem(&self) -> String {
-        self.leaf_key_pem.clone()
     }
 
     /// Writes `dir/cert.pem` (leaf followed by the CA) and `dir/key.pem` for external servers

@@ -2,72 +2,18 @@
 //! every property checked on the bytes that arrived, and every failure path with its
 //! exit code and "nothing delivered" read off the server.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use mail_parser::{MessageParser, MimeHeaders};
 use sha2::{Digest, Sha256};
-use support::certs::TestPki;
-use support::envoi::{
-    PASSWORD, USER, assert_no_secret, envoi, login, outputs, trust, write_config,
-};
-use support::smtp_server::{Received, Security, ServerOptions, TestServer};
 use tempfile::TempDir;
 
-struct Setup {
-    dir: TempDir,
-    server: TestServer,
-    config: std::path::PathBuf,
-}
-
-/// A server of the given kind with the canary login, and a config trusting its CA.
-fn setup(security: Security, opts: ServerOptions) -> Setup {
-    let dir = TempDir::new().expect("temp dir");
-    let pki = Arc::new(TestPki::new());
-    let ca = pki.write_ca(dir.path());
-    let server = TestServer::start(ServerOptions {
-        security,
-        auth: Some((USER.into(), PASSWORD.into())),
-        pki: Some(pki),
-        ..opts
-    });
-    let profile_security = match security {
-        Security::Plain => "none",
-        Security::StartTls => "starttls",
-        Security::ImplicitTls => "tls",
-    };
-    let extra = format!("{}{}", login(), trust(&ca));
-    let config = write_config(dir.path(), server.port(), profile_security, &extra);
-    Setup {
-        dir,
-        server,
-        config,
-    }
-}
-
-impl Setup {
-    fn envoi(&self) -> assert_cmd::Command {
-        let mut cmd = envoi(self.dir.path());
-        cmd.env("ENVOI_TEST_PASSWORD", PASSWORD)
-            .arg("send")
-            .arg("--config")
-            .arg(&self.config);
-        cmd
-    }
-
-    fn only_message(&self) -> Received {
-        let mut messages = self.server.messages();
-        assert_eq!(messages.len(), 1, "expected exactly one message");
-        messages.remove(0)
-    }
-
-    fn assert_nothing_delivered(&self) {
-        assert!(self.server.messages().is_empty(), "a message was delivered");
-    }
-}
+use crate::support::certs::{Leaf, TestPki};
+use crate::support::envoi::{Config, ExpectExit, Route, Setup, assert_no_secret, envoi, send};
+use crate::support::smtp_server::{Security, ServerOptions, TestServer};
+use crate::support::{PASSWORD, USER};
 
 fn sha256(bytes: &[u8]) -> Vec<u8> {
     Sha256::digest(bytes).to_vec()
@@ -75,16 +21,16 @@ fn sha256(bytes: &[u8]) -> Vec<u8> {
 
 #[test]
 fn every_property_arrives_over_starttls_with_auth() {
-    let s = setup(Security::StartTls, ServerOptions::default());
+    let s = Setup::new(Security::StartTls, ServerOptions::default());
     let log: Vec<u8> = (0..5000u32).flat_map(|i| i.to_le_bytes()).collect();
-    let log_path = s.dir.path().join("build.log.gz");
+    let log_path = s.home().join("build.log.gz");
     std::fs::write(&log_path, &log).unwrap();
     let logo = b"\x89PNG\r\n\x1a\n fake logo bytes \x00\xff".to_vec();
     let logo_b64 = base64::engine::general_purpose::STANDARD.encode(&logo);
     let html = "<p>Build <b>failed</b></p>\n<img src=\"cid:logo\">\n.\n";
 
-    let out = s
-        .envoi()
+    let run = s
+        .send()
         .args(["--to", "Ann Lee <ann@example.com>;bob@example.com"])
         .args(["--to", r#""Doe, John" <john@example.com>"#])
         .args(["--cc", "carl@example.com", "--bcc", "audit@example.com"])
@@ -102,10 +48,8 @@ fn every_property_arrives_over_starttls_with_auth() {
             "--attach-id",
             "logo",
         ])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = outputs(&out);
-    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+        .expect_exit(0);
+    let stdout = &run.stdout;
 
     let m = s.only_message();
     assert!(m.tls, "delivered without TLS");
@@ -191,14 +135,14 @@ fn every_property_arrives_over_starttls_with_auth() {
         .expect("the file attachment");
     assert_eq!(file.content_type().unwrap().ctype(), "application");
     assert_eq!(sha256(file.contents()), sha256(&log));
-    assert_no_secret(&format!("{stdout}{stderr}"));
+    assert_no_secret(&run.output());
 }
 
 #[test]
 fn implicit_tls_with_auth_and_json_output() {
-    let s = setup(Security::ImplicitTls, ServerOptions::default());
-    let out = s
-        .envoi()
+    let s = Setup::new(Security::ImplicitTls, ServerOptions::default());
+    let run = s
+        .send()
         .args([
             "--to",
             "a@example.com",
@@ -208,15 +152,12 @@ fn implicit_tls_with_auth_and_json_output() {
             "hi",
         ])
         .args(["--body", "hello", "--json"])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = outputs(&out);
-    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+        .expect_exit(0);
     let m = s.only_message();
     assert!(m.tls);
     assert_eq!(m.authenticated_as.as_deref(), Some(USER));
 
-    let json: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
+    let json = run.json();
     assert_eq!(json["status"], "sent");
     assert_eq!(json["envelope"]["from"], "sender@example.com");
     assert_eq!(
@@ -233,14 +174,11 @@ fn implicit_tls_with_auth_and_json_output() {
 
 #[test]
 fn lines_are_crlf_and_dot_stuffed_on_the_wire() {
-    let s = setup(Security::StartTls, ServerOptions::default());
+    let s = Setup::new(Security::StartTls, ServerOptions::default());
     let body = "first\n.\n..two dots\rbare cr\nlast";
-    let out = s
-        .envoi()
+    s.send()
         .args(["--to", "a@example.com", "--subject", "dots", "--body", body])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{:?}", outputs(&out));
+        .expect_exit(0);
     let m = s.only_message();
     for (i, pair) in m.raw_data.windows(2).enumerate() {
         assert!(!(pair[1] == b'\n' && pair[0] != b'\r'), "bare LF at {i}");
@@ -257,20 +195,17 @@ fn lines_are_crlf_and_dot_stuffed_on_the_wire() {
 
 #[test]
 fn connector_payload_on_stdin_with_flag_override() {
-    let s = setup(Security::StartTls, ServerOptions::default());
+    let s = Setup::new(Security::StartTls, ServerOptions::default());
     let payload = serde_json::json!({
         "To": "payload@example.com", "Subject": "from payload", "Body": "<i>hi</i>",
         "IsHtml": true, "Importance": "low",
         "Attachments": [{"ContentData": "aGVsbG8=", "ContentType": "text/plain",
                          "FileName": "hello.txt", "ContentTransferEncoding": "base64"}]
     });
-    let out = s
-        .envoi()
+    s.send()
         .args(["--input", "-", "--subject", "from flag"])
         .write_stdin(payload.to_string())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{:?}", outputs(&out));
+        .expect_exit(0);
     let m = s.only_message();
     assert_eq!(m.rcpt_to, ["payload@example.com"]);
     let parsed = MessageParser::default().parse(&m.data).unwrap();
@@ -287,9 +222,9 @@ fn connector_payload_on_stdin_with_flag_override() {
 
 #[test]
 fn wrong_password_is_77_and_never_printed() {
-    let s = setup(Security::StartTls, ServerOptions::default());
-    let out = s
-        .envoi()
+    let s = Setup::new(Security::StartTls, ServerOptions::default());
+    let run = s
+        .send()
         .env("ENVOI_TEST_PASSWORD", "Canary-Wrong-9x")
         .args([
             "--to",
@@ -300,13 +235,11 @@ fn wrong_password_is_77_and_never_printed() {
             "y",
             "--json",
         ])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = outputs(&out);
-    assert_eq!(out.status.code(), Some(77), "stderr: {stderr}");
+        .expect_exit(77);
+    let (stdout, stderr) = (&run.stdout, &run.stderr);
     assert!(stderr.contains(USER), "{stderr}");
     assert!(!stdout.contains("Canary-Wrong-9x") && !stderr.contains("Canary-Wrong-9x"));
-    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let json = run.json();
     assert_eq!(json["kind"], "auth_refused");
     assert_eq!(json["http_status"], 401);
     s.assert_nothing_delivered();
@@ -314,25 +247,23 @@ fn wrong_password_is_77_and_never_printed() {
 
 #[test]
 fn refused_recipient_sends_nothing_and_names_it() {
-    let s = setup(
+    let s = Setup::new(
         Security::StartTls,
         ServerOptions {
             refuse_rcpt: vec![("nobody@example.com".into(), 550)],
             ..ServerOptions::default()
         },
     );
-    let out = s
-        .envoi()
+    let run = s
+        .send()
         .args([
             "--to",
             "ok@example.com; nobody@example.com",
             "--subject",
             "x",
         ])
-        .output()
-        .unwrap();
-    let (_, stderr) = outputs(&out);
-    assert_eq!(out.status.code(), Some(67), "stderr: {stderr}");
+        .expect_exit(67);
+    let stderr = &run.stderr;
     assert!(stderr.contains("nobody@example.com (550"), "{stderr}");
     s.assert_nothing_delivered();
     assert!(s.server.wait_idle(Duration::from_secs(5)));
@@ -341,15 +272,14 @@ fn refused_recipient_sends_nothing_and_names_it() {
 
 #[test]
 fn temporarily_refused_recipient_is_75() {
-    let s = setup(
+    let s = Setup::new(
         Security::StartTls,
         ServerOptions {
             refuse_rcpt: vec![("later@example.com".into(), 450)],
             ..ServerOptions::default()
         },
     );
-    let out = s
-        .envoi()
+    s.send()
         .args([
             "--to",
             "later@example.com",
@@ -358,15 +288,12 @@ fn temporarily_refused_recipient_is_75() {
             "--retries",
             "0",
         ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(75), "{:?}", outputs(&out));
+        .expect_exit(75);
     s.assert_nothing_delivered();
 }
 
 #[test]
 fn certificate_problems_are_77_and_named() {
-    use support::certs::Leaf;
     // (leaf, trust the test CA?, what the message says)
     let cases = [
         (Leaf::Good, false, "unknown issuer"),
@@ -383,24 +310,17 @@ fn certificate_problems_are_77_and_named() {
             pki: Some(pki),
             ..ServerOptions::default()
         });
-        let extra = if trusted {
-            format!("{}{}", login(), trust(&ca))
-        } else {
-            login()
-        };
-        let config = write_config(dir.path(), server.port(), "tls", &extra);
-        let out = envoi(dir.path())
-            .env("ENVOI_TEST_PASSWORD", PASSWORD)
-            .args(["send", "--config"])
-            .arg(&config)
+        let config = Config::new(server.port(), "tls").login();
+        let config = if trusted { config.trust(&ca) } else { config };
+        let config = config.write(dir.path());
+        eprintln!("case: {leaf:?}, test CA trusted: {trusted}");
+        let run = send(dir.path(), Route::Config(&config))
             .args(["--to", "a@example.com", "--json"])
-            .output()
-            .unwrap();
-        let (stdout, stderr) = outputs(&out);
-        assert_eq!(out.status.code(), Some(77), "{leaf:?}: {stderr}");
+            .expect_exit(77);
+        let stderr = &run.stderr;
         assert!(stderr.contains("certificate is not trusted"), "{stderr}");
         assert!(stderr.contains(reason), "{leaf:?}: {stderr}");
-        let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let json = run.json();
         assert_eq!(json["kind"], "certificate");
         assert_eq!(json["http_status"], 403);
         assert!(server.messages().is_empty());
@@ -411,20 +331,18 @@ fn certificate_problems_are_77_and_named() {
 
 #[test]
 fn starttls_not_offered_is_75_without_auth() {
-    let s = setup(
+    let s = Setup::new(
         Security::StartTls,
         ServerOptions {
             advertise_starttls: false,
             ..ServerOptions::default()
         },
     );
-    let out = s
-        .envoi()
+    let run = s
+        .send()
         .args(["--to", "a@example.com", "--subject", "x", "--retries", "0"])
-        .output()
-        .unwrap();
-    let (_, stderr) = outputs(&out);
-    assert_eq!(out.status.code(), Some(75), "stderr: {stderr}");
+        .expect_exit(75);
+    let stderr = &run.stderr;
     assert!(stderr.contains("does not offer STARTTLS"), "{stderr}");
     assert!(s.server.wait_idle(Duration::from_secs(5)));
     let transcript = s.server.transcript();
@@ -444,9 +362,7 @@ fn server_not_listening_is_75() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let out = envoi(dir.path())
-        .args(["send", "--smtp-url"])
-        .arg(format!("smtp://127.0.0.1:{port}?security=none"))
+    let run = send(dir.path(), Route::Url(port))
         .args([
             "--from",
             "a@example.com",
@@ -457,10 +373,8 @@ fn server_not_listening_is_75() {
             "--retry-max-secs",
             "1",
         ])
-        .output()
-        .unwrap();
-    let (_, stderr) = outputs(&out);
-    assert_eq!(out.status.code(), Some(75), "stderr: {stderr}");
+        .expect_exit(75);
+    let stderr = &run.stderr;
     assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
     assert!(stderr.contains("retrying in"), "{stderr}");
     assert_eq!(stderr.matches("Connection refused").count(), 2, "{stderr}");
@@ -468,7 +382,7 @@ fn server_not_listening_is_75() {
 
 #[test]
 fn bad_input_is_refused_before_connecting() {
-    let s = setup(Security::StartTls, ServerOptions::default());
+    let s = Setup::new(Security::StartTls, ServerOptions::default());
     #[rustfmt::skip]
     let cases: &[(&[&str], i32, &str)] = &[
         (&["--to", "a@example.com", "--subject", "a\r\nBcc: evil@example.com"], 65, "--subject"),
@@ -483,37 +397,31 @@ fn bad_input_is_refused_before_connecting() {
         (&["--to", "a@example.com", "--no-such-flag"], 64, "--no-such-flag"),
     ];
     for (args, code, needle) in cases {
-        let out = s.envoi().args(*args).output().unwrap();
-        let (_, stderr) = outputs(&out);
-        assert_eq!(out.status.code(), Some(*code), "{args:?}: {stderr}");
-        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        let run = s.send().args(*args).expect_exit(*code);
+        assert!(run.stderr.contains(needle), "{args:?}: {}", run.stderr);
     }
-    let nul = s.dir.path().join("nul.txt");
+    let nul = s.home().join("nul.txt");
     std::fs::write(&nul, b"a\0b").unwrap();
-    let out = s
-        .envoi()
+    let run = s
+        .send()
         .args(["--to", "a@example.com", "--body-file"])
         .arg(&nul)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(65), "{:?}", outputs(&out));
-    assert!(outputs(&out).1.contains("NUL"));
+        .expect_exit(65);
+    assert!(run.stderr.contains("NUL"), "{}", run.stderr);
     assert_eq!(s.server.connections(), 0, "a connection was opened");
 }
 
 #[test]
 fn no_password_over_plaintext_unless_allowed() {
-    let s = setup(Security::Plain, ServerOptions::default());
-    let out = s.envoi().args(["--to", "a@example.com"]).output().unwrap();
-    let (_, stderr) = outputs(&out);
-    assert_eq!(out.status.code(), Some(78), "stderr: {stderr}");
+    let s = Setup::new(Security::Plain, ServerOptions::default());
+    let run = s.send().args(["--to", "a@example.com"]).expect_exit(78);
+    let stderr = &run.stderr;
     assert!(stderr.contains("allow_plaintext_auth"), "{stderr}");
     assert_eq!(s.server.connections(), 0);
 
     let config = std::fs::read_to_string(&s.config).unwrap() + "allow_plaintext_auth = true\n";
     std::fs::write(&s.config, config).unwrap();
-    let out = s.envoi().args(["--to", "a@example.com"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{:?}", outputs(&out));
+    s.send().args(["--to", "a@example.com"]).expect_exit(0);
     assert_eq!(s.only_message().authenticated_as.as_deref(), Some(USER));
 }
 
@@ -521,7 +429,7 @@ fn no_password_over_plaintext_unless_allowed() {
 fn smtp_url_without_config_file() {
     let dir = TempDir::new().unwrap();
     let server = TestServer::start(ServerOptions::default());
-    let out = envoi(dir.path())
+    envoi(dir.path())
         .env(
             "ENVOI_SMTP_URL",
             format!("smtp://127.0.0.1:{}?security=none", server.port()),
@@ -534,9 +442,7 @@ fn smtp_url_without_config_file() {
             "dev@bücher.example",
         ])
         .args(["--subject", "from CI"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{:?}", outputs(&out));
+        .expect_exit(0);
     let messages = server.messages();
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].rcpt_to, ["dev@xn--bcher-kva.example"]);
@@ -546,30 +452,22 @@ fn smtp_url_without_config_file() {
 fn password_in_a_group_readable_config_is_refused() {
     use std::os::unix::fs::PermissionsExt;
     let dir = TempDir::new().unwrap();
-    let config = write_config(
-        dir.path(),
-        25,
-        "starttls",
-        &format!("username = \"{USER}\"\npassword = \"{PASSWORD}\"\n"),
-    );
+    let config = Config::new(25, "starttls")
+        .line(&format!("username = \"{USER}\"\npassword = \"{PASSWORD}\""))
+        .write(dir.path());
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = envoi(dir.path())
-        .args(["send", "--config"])
-        .arg(&config)
+    let run = send(dir.path(), Route::Config(&config))
         .args(["--to", "a@example.com", "--dry-run"])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = outputs(&out);
-    assert_eq!(out.status.code(), Some(78), "stderr: {stderr}");
-    assert!(stderr.contains("chmod 600"), "{stderr}");
-    assert_no_secret(&format!("{stdout}{stderr}"));
+        .expect_exit(78);
+    assert!(run.stderr.contains("chmod 600"), "{}", run.stderr);
+    assert_no_secret(&run.output());
 }
 
 /// The catalogue's injection vectors: every value that becomes a header or an SMTP command
 /// is refused with 65 before any connection; the body's smuggling attempts are framed away.
 #[test]
 fn injection_vectors_are_refused_or_neutralised() {
-    let s = setup(Security::StartTls, ServerOptions::default());
+    let s = Setup::new(Security::StartTls, ServerOptions::default());
     #[rustfmt::skip]
     let refused: &[&[&str]] = &[
         &["--to", "a@example.com>\r\nRCPT TO:<victim@example.net"],
@@ -583,28 +481,20 @@ fn injection_vectors_are_refused_or_neutralised() {
         &["--to", "a@example.com", "--attach-data", "aGk=", "--attach-id", "id\r\nX: y"],
     ];
     for args in refused {
-        let out = s.envoi().args(*args).output().unwrap();
-        assert_eq!(out.status.code(), Some(65), "{args:?}: {:?}", outputs(&out));
+        s.send().args(*args).expect_exit(65);
     }
     let payload = r#"{"To": "a@example.com", "Subject": "hi\r\nBcc: victim@example.net"}"#;
-    let out = s
-        .envoi()
+    s.send()
         .args(["--input", "-"])
         .write_stdin(payload)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(65), "{:?}", outputs(&out));
+        .expect_exit(65);
     let hello = std::fs::read_to_string(&s.config).unwrap()
         + "hello_name = \"host\\r\\nMAIL FROM:<evil@example.net>\"\n";
-    let bad_config = s.dir.path().join("hello.toml");
+    let bad_config = s.home().join("hello.toml");
     std::fs::write(&bad_config, hello).unwrap();
-    let out = envoi(s.dir.path())
-        .args(["send", "--config"])
-        .arg(&bad_config)
+    send(s.home(), Route::Config(&bad_config))
         .args(["--to", "a@example.com"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(65), "{:?}", outputs(&out));
+        .expect_exit(65);
     assert_eq!(s.server.connections(), 0, "a connection was opened");
 
     // RUSTSEC-2021-0069's vector and bare-LF smuggling go out as body text, and a 2000-octet
@@ -613,12 +503,9 @@ fn injection_vectors_are_refused_or_neutralised() {
         "x\r\n\r\n.\r\nMAIL FROM:<evil@example.net>\n.\nRCPT TO:<victim@example.net>\r.\r{}",
         "y".repeat(2000)
     );
-    let out = s
-        .envoi()
+    s.send()
         .args(["--to", "a@example.com", "--body", &body])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{:?}", outputs(&out));
+        .expect_exit(0);
     assert!(s.server.wait_idle(Duration::from_secs(5)));
     let m = s.only_message();
     assert_eq!(m.rcpt_to, ["a@example.com"]);
@@ -642,24 +529,21 @@ fn injection_vectors_are_refused_or_neutralised() {
 /// login, keep it queued (451), and read every file the outbox holds.
 #[test]
 fn the_outbox_never_stores_the_password() {
-    let s = setup(
+    let s = Setup::new(
         Security::StartTls,
         ServerOptions {
             tempfail_transactions: 1,
             ..ServerOptions::default()
         },
     );
-    let outbox = s.dir.path().join("outbox");
-    let out = s
-        .envoi()
+    let outbox = s.home().join("outbox");
+    let run = s
+        .send()
         .args(["--to", "a@example.com", "--queue", "--json", "--outbox-dir"])
         .arg(&outbox)
         .args(["--idempotency-key", "canary-job"])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = outputs(&out);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stdout.contains("\"queued\""), "{stdout}");
+        .expect_exit(0);
+    assert!(run.stdout.contains("\"queued\""), "{}", run.stdout);
     let mut files = vec![outbox.clone()];
     let mut read = 0;
     while let Some(path) = files.pop() {
@@ -674,5 +558,5 @@ fn the_outbox_never_stores_the_password() {
         read >= 3,
         "expected message, state and lock files, read {read}"
     );
-    assert_no_secret(&format!("{stdout}{stderr}"));
+    assert_no_secret(&run.output());
 }

@@ -5,9 +5,7 @@
 //! supplies the `mailin::Handler` (credential check, configured RCPT refusals, recording), and
 //! records what the client sent. Blocking std threads: one accept thread, one per connection.
 //!
-//! Use it from a test binary with `mod support;` (`tests/support/mod.rs` declares `certs` and
-//! `smtp_server`), or with `#[path]` declarations of both files side by side at the crate root
-//! (this file refers to `super::certs`):
+//! `tests/it/support/mod.rs` declares it next to `certs` (this file refers to `super::certs`):
 //!
 //! ```ignore
 //! let server = TestServer::start(ServerOptions::default());
@@ -44,7 +42,6 @@
 //! the extra keywords are appended to mailin's EHLO reply, and the MAIL FROM parameters the
 //! server then advertises (`SMTPUTF8`, `SIZE=`, plus `BODY=`) are stripped before mailin sees the
 //! line and recorded in [`Received::mail_params`].
-#![allow(dead_code)]
 
 use std::cell::RefCell;
 use std::collections::HashMap;

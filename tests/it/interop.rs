@@ -2,63 +2,53 @@
 //! (STARTTLS, implicit TLS, AUTH PLAIN/LOGIN) and Postfix's smtp-sink (the peer lettre's
 //! own CI uses). Skipped with a note when they are not installed, unless CI is set.
 
-mod support;
-
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mail_parser::{MessageParser, MimeHeaders};
 use sha2::{Digest, Sha256};
-use support::certs::TestPki;
-use support::envoi::{
-    PASSWORD, USER, assert_no_secret, envoi, login, outputs, trust, write_config,
-};
-use support::external::{Aiosmtpd, AiosmtpdOptions, SinkDump, SmtpSink};
 use tempfile::TempDir;
+
+use crate::support::certs::TestPki;
+use crate::support::envoi::{Config, ExpectExit, Route, assert_no_secret, envoi, send};
+use crate::support::external::{Aiosmtpd, AiosmtpdOptions, SinkDump, SmtpSink};
+use crate::support::{PASSWORD, USER};
 
 /// An aiosmtpd server with the canary login and a config trusting its certificate.
 fn aiosmtpd(
-    dir: &TempDir,
+    dir: &Path,
     security: &'static str,
     refuse_rcpt: Vec<(String, u16)>,
-) -> Option<(Aiosmtpd, std::path::PathBuf)> {
+) -> Option<(Aiosmtpd, PathBuf)> {
     let pki = Arc::new(TestPki::new());
-    let ca = pki.write_ca(dir.path());
+    let ca = pki.write_ca(dir);
     let server = Aiosmtpd::start(AiosmtpdOptions {
         security,
         auth: Some((USER.into(), PASSWORD.into())),
         refuse_rcpt,
-        cert_key: Some(pki.write_leaf(dir.path())),
+        cert_key: Some(pki.write_leaf(dir)),
     })?;
     let profile_security = if security == "tls" { "tls" } else { "starttls" };
-    let extra = format!("{}{}", login(), trust(&ca));
-    let config = write_config(dir.path(), server.port(), profile_security, &extra);
+    let config = Config::new(server.port(), profile_security)
+        .login()
+        .trust(&ca)
+        .write(dir);
     Some((server, config))
-}
-
-fn send(dir: &TempDir, config: &std::path::Path, args: &[&str]) -> std::process::Output {
-    envoi(dir.path())
-        .env("ENVOI_TEST_PASSWORD", PASSWORD)
-        .args(["send", "--config"])
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run envoi")
 }
 
 #[test]
 fn aiosmtpd_starttls_and_implicit_tls_with_auth() {
     for security in ["starttls", "tls"] {
+        eprintln!("case: aiosmtpd with security {security}");
         let dir = TempDir::new().unwrap();
-        let Some((server, config)) = aiosmtpd(&dir, security, vec![]) else {
+        let Some((server, config)) = aiosmtpd(dir.path(), security, vec![]) else {
             return;
         };
         let pdf: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
         let pdf_path = dir.path().join("résumé.pdf");
         std::fs::write(&pdf_path, &pdf).unwrap();
-        let out = send(
-            &dir,
-            &config,
-            &[
+        let run = send(dir.path(), Route::Config(&config))
+            .args([
                 "--to",
                 "Zoë <zoe@example.com>",
                 "--bcc",
@@ -71,11 +61,9 @@ fn aiosmtpd_starttls_and_implicit_tls_with_auth() {
                 "low",
                 "--attach",
                 pdf_path.to_str().unwrap(),
-            ],
-        );
-        let (stdout, stderr) = outputs(&out);
-        assert_eq!(out.status.code(), Some(0), "{security}: {stderr}");
-        assert_no_secret(&format!("{stdout}{stderr}{}", server.log()));
+            ])
+            .expect_exit(0);
+        assert_no_secret(&format!("{}{}", run.output(), server.log()));
 
         let messages = server.messages();
         assert_eq!(messages.len(), 1, "{security}");
@@ -106,22 +94,22 @@ fn aiosmtpd_starttls_and_implicit_tls_with_auth() {
 fn aiosmtpd_refused_recipient_and_wrong_password() {
     let dir = TempDir::new().unwrap();
     let refuse = vec![("gone@example.com".to_owned(), 550)];
-    let Some((server, config)) = aiosmtpd(&dir, "starttls", refuse) else {
+    let Some((server, config)) = aiosmtpd(dir.path(), "starttls", refuse) else {
         return;
     };
-    let out = send(&dir, &config, &["--to", "ok@example.com,gone@example.com"]);
-    let (_, stderr) = outputs(&out);
-    assert_eq!(out.status.code(), Some(67), "{stderr}");
-    assert!(stderr.contains("gone@example.com (550"), "{stderr}");
+    let run = send(dir.path(), Route::Config(&config))
+        .args(["--to", "ok@example.com,gone@example.com"])
+        .expect_exit(67);
+    assert!(
+        run.stderr.contains("gone@example.com (550"),
+        "{}",
+        run.stderr
+    );
 
-    let out = envoi(dir.path())
+    send(dir.path(), Route::Config(&config))
         .env("ENVOI_TEST_PASSWORD", "wrong-password")
-        .args(["send", "--config"])
-        .arg(&config)
         .args(["--to", "ok@example.com"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(77), "{:?}", outputs(&out));
+        .expect_exit(77);
     assert!(server.messages().is_empty(), "something was delivered");
 }
 
@@ -131,7 +119,7 @@ fn smtp_sink_receives_the_exact_envelope_and_message() {
         return;
     };
     let dir = TempDir::new().unwrap();
-    let out = envoi(dir.path())
+    envoi(dir.path())
         .env(
             "ENVOI_SMTP_URL",
             format!("smtp://127.0.0.1:{}?security=none", sink.port()),
@@ -139,11 +127,9 @@ fn smtp_sink_receives_the_exact_envelope_and_message() {
         .args(["send", "--from", "s@example.test", "--to", "r@example.test"])
         .args(["--cc", "c@example.test", "--bcc", "b@example.test"])
         .args(["--subject", "sink check", "--body", ".starts with a dot"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{:?}", outputs(&out));
+        .expect_exit(0);
     let dumps = sink.parsed_dumps();
-    assert_eq!(dumps.len(), 1);
+    assert_eq!(dumps.len(), 1, "smtp-sink log:\n{}", sink.log());
     let SinkDump {
         mail_args,
         rcpt_args,
@@ -166,7 +152,8 @@ fn smtp_sink_receives_the_exact_envelope_and_message() {
 
 #[test]
 fn smtp_sink_faults_map_to_exit_codes() {
-    // (smtp-sink option, expected exit code): -f = hard 5xx, -r = soft 4xx reject.
+    // (smtp-sink option, the command it rejects, expected exit code): -f = hard 5xx,
+    // -r = soft 4xx.
     for (option, command, code) in [
         ("-f", "RCPT", 67),
         ("-r", "RCPT", 75),
@@ -177,9 +164,8 @@ fn smtp_sink_faults_map_to_exit_codes() {
             return;
         };
         let dir = TempDir::new().unwrap();
-        let out = envoi(dir.path())
-            .args(["send", "--smtp-url"])
-            .arg(format!("smtp://127.0.0.1:{}?security=none", sink.port()))
+        eprintln!("case: smtp-sink {option} {command}");
+        let run = send(dir.path(), Route::Url(sink.port()))
             .args([
                 "--from",
                 "s@example.test",
@@ -189,19 +175,12 @@ fn smtp_sink_faults_map_to_exit_codes() {
                 "--retries",
                 "0",
             ])
-            .output()
-            .unwrap();
-        let (stdout, stderr) = outputs(&out);
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "{option} {command}: {stderr}"
-        );
-        let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-        assert_eq!(json["exit_code"], code);
+            .expect_exit(code);
+        assert_eq!(run.json()["exit_code"], code);
         assert!(
             sink.dumps().is_empty(),
-            "{option} {command}: a message was delivered"
+            "{option} {command}: a message was delivered; smtp-sink log:\n{}",
+            sink.log()
         );
     }
 }

@@ -1,0 +1,12 @@
+//! envoi's integration tests, one crate (`cargo test --test it`) so that `support/` is built
+//! once. Unix only: the outbox crash tests SIGKILL envoi, and the out-of-process peers are
+//! found through /proc and unix permissions.
+#![cfg(unix)]
+
+mod support;
+
+mod harness;
+mod interop;
+mod outbox;
+mod reliability;
+mod send;
