@@ -1,0 +1,24 @@
+//! Durable state: the crash-safe queue on disk (`queue`), sending what it holds
+//! (`flush`), and the idempotency ledger beside it ([`idempotency`]).
+//!
+//! Everything here survives a crash: it is written with [`crate::durable`] before it is
+//! relied upon, and every entry is sent with the delivery layer below.
+
+mod flush;
+pub mod idempotency;
+mod queue;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use flush::{
+    EntryOutcome, FirstAttempt, FlushOptions, FlushSummary, drop_entry, flush, send_queued,
+};
+pub use queue::{EntryState, Folder, Outbox, Refusal};
+
+/// Seconds since the epoch: the outbox's and the ledger's clock.
+pub(crate) fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
