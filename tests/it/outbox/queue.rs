@@ -2,11 +2,13 @@
 
 use std::fs;
 
+use serde_json::Value;
+
 use super::{
-    Env, TO, dead_port, message_id, queue_many, same_message, stored_message, summary_ids, tally,
-    text,
+    Env, FROM, TO, dead_port, message_id, queue_many, same_message, stored_message, summary_ids,
+    tally, text,
 };
-use crate::support::envoi::{ExpectExit, Route};
+use crate::support::envoi::{Config, ExpectExit, Route, envoi, send};
 use crate::support::smtp_server::{ServerOptions, TestServer};
 
 /// `send --queue` to a working server sends at once and leaves nothing behind.
@@ -301,4 +303,74 @@ fn a_damaged_entry_does_not_block_the_flush() {
         "{summary}"
     );
     assert_eq!(server.messages().len(), 1);
+}
+
+/// Regression: `envoi outbox list|flush` ignored a profile's `outbox_dir`, which `send`
+/// honoured, so a message queued through the profile was never flushed unless
+/// `--outbox-dir` was given again. Now every command finds the outbox the same way.
+#[test]
+fn outbox_commands_find_the_profiles_outbox_dir() {
+    let env = Env::new();
+    let server = TestServer::start(ServerOptions {
+        tempfail_transactions: 1,
+        ..ServerOptions::default()
+    });
+    let outbox = env.home().join("reports-outbox");
+    let other = env.home().join("other-outbox");
+    let config = Config::new(server.port(), "none")
+        .line(&format!("outbox_dir = \"{}\"", outbox.display()))
+        .line(&format!(
+            "[profiles.other]\nhost = \"localhost\"\nport = {}\nsecurity = \"none\"\n\
+             outbox_dir = \"{}\"",
+            server.port(),
+            other.display()
+        ))
+        .write(env.home());
+    let json = send(env.home(), Route::Config(&config))
+        .args(["--queue", "--from", FROM, "--to", TO, "--json"])
+        .args([
+            "--subject",
+            "through the profile's outbox",
+            "--body",
+            "queued",
+        ])
+        .expect_exit(0)
+        .json();
+    assert_eq!(text(&json, "status"), "queued", "{json}");
+    let id = text(&json, "outbox_id").to_owned();
+    let mid = text(&json, "message_id").to_owned();
+    assert!(outbox.join("queue").join(&id).is_dir(), "not in outbox_dir");
+    let platform = env.home().join(".local/share/envoi/outbox");
+    assert!(!platform.exists(), "the platform outbox was used");
+
+    let outbox_cmd = |sub: &str| {
+        let mut cmd = envoi(env.home());
+        cmd.args(["outbox", sub, "--json", "--config"]).arg(&config);
+        cmd
+    };
+    let ids = |list: Value| -> Vec<String> {
+        let entries = list.as_array().cloned().unwrap_or_default();
+        entries.iter().map(|e| text(e, "id").to_owned()).collect()
+    };
+    assert_eq!(
+        ids(outbox_cmd("list").expect_exit(0).json()),
+        std::slice::from_ref(&id)
+    );
+    let elsewhere = outbox_cmd("list")
+        .env("ENVOI_PROFILE", "other")
+        .expect_exit(0)
+        .json();
+    assert_eq!(
+        ids(elsewhere),
+        Vec::<String>::new(),
+        "$ENVOI_PROFILE's outbox"
+    );
+
+    let summary = outbox_cmd("flush").arg("--all").expect_exit(0).json();
+    assert_eq!(summary_ids(&summary, "sent"), [id], "{summary}");
+    assert_eq!(tally(&server.messages()).get(&mid), Some(&1));
+    assert_eq!(
+        ids(outbox_cmd("list").expect_exit(0).json()),
+        Vec::<String>::new()
+    );
 }
