@@ -374,6 +374,16 @@ mod tests {
         data_error: Option<ErrorKind>,
     }
 
+    impl Server {
+        /// Answers `code` to RCPT for `address`, 250 to the others.
+        fn refusing(address: &'static str, code: u16) -> Server {
+            Server {
+                rcpt: HashMap::from([(address, code)]),
+                ..Server::default()
+            }
+        }
+    }
+
     /// Opens the scripted sessions in order: `Err` for a failed connection. Every command
     /// is logged, so tests can assert on the dialogue.
     struct Script {
@@ -539,10 +549,7 @@ mod tests {
 
     #[test]
     fn one_refused_recipient_sends_nothing_without_allow_partial() {
-        let server = Server {
-            rcpt: HashMap::from([("b@example.com", 550)]),
-            ..Server::default()
-        };
+        let server = Server::refusing("b@example.com", 550);
         let mut script = Script::new(vec![Ok(server)]);
         let (result, seen) = run(&mut script, &FIVE[..3], &policy(3, false));
         let failure = result.unwrap_err();
@@ -556,10 +563,7 @@ mod tests {
 
     #[test]
     fn allow_partial_delivers_to_the_others_and_reports_the_refused() {
-        let server = Server {
-            rcpt: HashMap::from([("b@example.com", 550)]),
-            ..Server::default()
-        };
+        let server = Server::refusing("b@example.com", 550);
         let mut script = Script::new(vec![Ok(server)]);
         let (result, _) = run(&mut script, &FIVE[..3], &policy(3, true));
         let report = result.unwrap();
@@ -573,10 +577,7 @@ mod tests {
 
     #[test]
     fn a_deferred_recipient_is_retried_alone_and_then_no_longer_refused() {
-        let first = Server {
-            rcpt: HashMap::from([("b@example.com", 451)]),
-            ..Server::default()
-        };
+        let first = Server::refusing("b@example.com", 451);
         let mut script = Script::new(vec![Ok(first), Ok(Server::default())]);
         let (result, seen) = run(&mut script, &FIVE[..2], &policy(3, true));
         let report = result.unwrap();
@@ -594,10 +595,7 @@ mod tests {
 
     #[test]
     fn deferred_past_the_retries_names_who_already_has_it() {
-        let deferring = Server {
-            rcpt: HashMap::from([("b@example.com", 451)]),
-            ..Server::default()
-        };
+        let deferring = Server::refusing("b@example.com", 451);
         let mut script = Script::new(vec![Ok(deferring.clone()), Ok(deferring.clone())]);
         let (result, _) = run(&mut script, &FIVE[..2], &policy(1, true));
         let failure = result.unwrap_err();
