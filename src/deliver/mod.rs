@@ -104,7 +104,7 @@ pub fn deliver(
     };
     let settings =
         smtp::SmtpSettings::new(smtp, password, options.transcript, options.policy.deadline);
-    let mut connector = smtp::SmtpConnector(settings);
+    let mut connector = smtp::SmtpConnector::new(settings);
     let report = retry::send(&mut connector, &prepared, &options.policy, observer)?;
     Ok(Delivery::Sent { prepared, report })
 }

@@ -1,0 +1,723 @@
+//! envoi's own SMTP client (RFC 5321, 3207, 4954, 1870, 6152, 6531): connect, TLS, AUTH,
+//! and the commands of a transaction as the [`Session`] that [`super::retry`] drives.
+//!
+//! lettre builds the message; envoi owns the wire, because safety lives there: the
+//! read buffer must be empty when STARTTLS upgrades (`conn`), every reply line is
+//! bounded (`reply`), every command waits at most its timeout and a failed session is
+//! shut down rather than asked to QUIT, the server's SIZE is honoured, and DATA is
+//! written through the dot-stuffing framing in large writes without a second copy.
+//! An [`SmtpSession`] can send many messages over one connection.
+
+mod conn;
+mod reply;
+mod tls;
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use lettre::Address;
+use rustls::ClientConfig;
+
+use crate::deliver::retry::{Connector, Session};
+use crate::deliver::{Transcript, deadline_passed};
+use crate::error::{Error, ErrorKind, Result};
+use crate::message::Prepared;
+use crate::message::check::no_line_breaks;
+use crate::message::wire::DataPayload;
+use crate::profile::{Password, Security, SmtpProfile};
+
+use conn::{Conn, WireError};
+use reply::Reply;
+
+/// True from the moment a message's bytes start going out until the server's answer to
+/// them is read: a process ended in between cannot know whether it was delivered.
+static PAYLOAD_IN_FLIGHT: AtomicBool = AtomicBool::new(false);
+
+/// Whether a message is on its way and unanswered: a process stopped now (the command
+/// line's watchdog) must report the outcome as unknown.
+pub fn payload_in_flight() -> bool {
+    PAYLOAD_IN_FLIGHT.load(Ordering::SeqCst)
+}
+
+/// Everything needed to reach and log in to an SMTP server.
+#[derive(Debug, Clone)]
+pub(crate) struct SmtpSettings {
+    /// Server host name or IP address.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// Implicit TLS, required STARTTLS, or none.
+    pub security: Security,
+    /// User name and password for AUTH PLAIN/LOGIN.
+    pub credentials: Option<(String, Password)>,
+    /// EHLO name; `None` means this machine's host name.
+    pub hello_name: Option<String>,
+    /// Timeout for connecting and for each command.
+    pub timeout: Duration,
+    /// Extra trusted root certificates (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// Allow AUTH without TLS.
+    pub allow_plaintext_auth: bool,
+    /// Where the dialogue goes (`-v`), AUTH data redacted.
+    pub transcript: Option<Transcript>,
+    /// When the whole send must be over: each command's timeout is cut to fit.
+    pub deadline: Option<Instant>,
+}
+
+/// The server's answer to one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RcptReply {
+    /// The envelope address.
+    pub address: String,
+    /// The reply code to RCPT TO.
+    pub code: u16,
+    /// The reply text, made printable.
+    pub message: String,
+}
+
+impl RcptReply {
+    pub(crate) fn new(address: &Address, code: u16, message: String) -> RcptReply {
+        RcptReply {
+            address: address.to_string(),
+            code,
+            message,
+        }
+    }
+
+    /// True for a 5xx refusal, which no retry will change.
+    pub fn is_permanent(&self) -> bool {
+        self.code >= 500
+    }
+}
+
+impl SmtpSettings {
+    /// The settings of `profile`, logging in with `password` (already fetched).
+    pub(crate) fn new(
+        profile: &SmtpProfile,
+        password: Option<Password>,
+        transcript: Option<Transcript>,
+        deadline: Option<Instant>,
+    ) -> SmtpSettings {
+        SmtpSettings {
+            host: profile.host.clone(),
+            port: profile.port,
+            security: profile.security,
+            credentials: profile
+                .login
+                .as_ref()
+                .zip(password)
+                .map(|((user, _), password)| (user.clone(), password)),
+            hello_name: profile.hello_name.clone(),
+            timeout: profile.timeout,
+            ca_file: profile.ca_file.clone(),
+            allow_plaintext_auth: profile.allow_plaintext_auth,
+            transcript,
+            deadline,
+        }
+    }
+}
+
+/// What the server said it supports, from its EHLO reply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Capabilities {
+    starttls: bool,
+    /// SASL mechanisms, upper case.
+    auth: Vec<String>,
+    /// The largest message it takes (RFC 1870); `None` or 0: no limit given.
+    size: Option<u64>,
+    eight_bit_mime: bool,
+    smtputf8: bool,
+}
+
+impl Capabilities {
+    /// Reads the keywords of an EHLO reply (its first line is the server's name).
+    fn parse(reply: &Reply) -> Capabilities {
+        let mut caps = Capabilities::default();
+        for line in reply.lines.iter().skip(1) {
+            let mut words = line.split_ascii_whitespace();
+            let Some(keyword) = words.next() else {
+                continue;
+            };
+            match keyword.to_ascii_uppercase().as_str() {
+                "STARTTLS" => caps.starttls = true,
+                "AUTH" => caps.auth.extend(words.map(|w| w.to_ascii_uppercase())),
+                "SIZE" => caps.size = words.next().and_then(|n| n.parse().ok()),
+                "8BITMIME" => caps.eight_bit_mime = true,
+                "SMTPUTF8" => caps.smtputf8 = true,
+                _ => {}
+            }
+        }
+        caps
+    }
+
+    fn offers_auth(&self, mechanism: &str) -> bool {
+        self.auth.iter().any(|m| m == mechanism)
+    }
+}
+
+/// An open, logged-in SMTP connection.
+pub(crate) struct SmtpSession {
+    conn: Conn,
+    caps: Capabilities,
+    server: String,
+    transcript: Option<Transcript>,
+    timeout: Duration,
+    deadline: Option<Instant>,
+    /// Set once the connection failed: it is then shut down, never asked to QUIT.
+    broken: bool,
+}
+
+impl SmtpSession {
+    /// Connects, secures the connection as `settings.security` demands, and logs in,
+    /// each step within what is left before the deadline.
+    fn open(settings: &SmtpSettings, tls: Option<Arc<ClientConfig>>) -> Result<SmtpSession> {
+        let mut settings = settings.clone();
+        if let Some(deadline) = settings.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(deadline_passed());
+            }
+            settings.timeout = settings.timeout.min(left);
+        }
+        check_settings(&settings)?;
+        let hello = settings
+            .hello_name
+            .clone()
+            .unwrap_or_else(default_hello_name);
+        let server = format!("{}:{}", settings.host, settings.port);
+        trace(
+            settings.transcript,
+            "*",
+            &format!(
+                "connecting to {server} ({}), EHLO {hello}",
+                match settings.security {
+                    Security::Tls => "implicit TLS",
+                    Security::Starttls => "STARTTLS required",
+                    Security::None => "no TLS",
+                }
+            ),
+        );
+        let connecting = format!("connecting to {server}");
+        let mut conn = Conn::connect(&settings.host, settings.port, settings.timeout)
+            .map_err(|e| io_failure(&connecting, &e))?;
+        conn.set_timeout(settings.timeout)
+            .map_err(|e| io_failure(&connecting, &e))?;
+        if let (Security::Tls, Some(config)) = (settings.security, &tls) {
+            let name = tls::server_name(&settings.host)?;
+            let upgraded = conn.upgrade(Arc::clone(config), name);
+            if let Err(e) = upgraded {
+                conn.shutdown();
+                return Err(wire_failure(&connecting, e));
+            }
+        }
+        let mut session = SmtpSession {
+            conn,
+            caps: Capabilities::default(),
+            server,
+            transcript: settings.transcript,
+            timeout: settings.timeout,
+            deadline: settings.deadline,
+            broken: false,
+        };
+        let result = session.greet_and_login(&settings, tls, &hello);
+        if result.is_err() {
+            session.conn.shutdown();
+        }
+        result.map(|()| session)
+    }
+
+    fn greet_and_login(
+        &mut self,
+        settings: &SmtpSettings,
+        tls: Option<Arc<ClientConfig>>,
+        hello: &str,
+    ) -> Result<()> {
+        let connecting = format!("connecting to {}", self.server);
+        let greeting = self.read(&connecting)?;
+        self.expect(&greeting, &connecting, |c| c == 220)?;
+        self.ehlo(hello)?;
+        if settings.security == Security::Starttls {
+            let Some(config) = tls else {
+                return Err(Error::new(
+                    ErrorKind::Internal,
+                    "STARTTLS without TLS parameters (a bug); nothing was sent",
+                ));
+            };
+            self.starttls(config, &settings.host, hello)?;
+        }
+        if let Some((user, password)) = &settings.credentials {
+            self.login(user, password)?;
+        }
+        Ok(())
+    }
+
+    /// EHLO, and what it offers.
+    fn ehlo(&mut self, hello: &str) -> Result<()> {
+        let reply = self.command(&format!("EHLO {hello}"), "EHLO")?;
+        self.expect(&reply, "EHLO", |c| c == 250)?;
+        self.caps = Capabilities::parse(&reply);
+        Ok(())
+    }
+
+    /// Upgrades to TLS, or ends the session when the server does not offer it: STARTTLS
+    /// is never optional. Nothing the server sent before the handshake is trusted: a
+    /// byte after the `220` ends the session (the CVE-2021-22947 class), and the
+    /// capabilities are read again over TLS.
+    fn starttls(&mut self, config: Arc<ClientConfig>, host: &str, hello: &str) -> Result<()> {
+        if !self.caps.starttls {
+            return Err(Error::new(
+                ErrorKind::Temporary,
+                format!(
+                    "{} does not offer STARTTLS; security = \"starttls\" never \
+                     continues without TLS (nothing was sent)",
+                    self.server
+                ),
+            ));
+        }
+        let reply = self.command("STARTTLS", "STARTTLS")?;
+        self.expect(&reply, "STARTTLS", |c| c == 220)?;
+        if self.conn.has_unread() {
+            return Err(Error::new(
+                ErrorKind::Temporary,
+                format!(
+                    "{} sent data after agreeing to STARTTLS, before the TLS handshake \
+                     (possible tampering); nothing was sent",
+                    self.server
+                ),
+            ));
+        }
+        let name = tls::server_name(host)?;
+        if let Err(e) = self.conn.upgrade(config, name) {
+            self.broken = true;
+            return Err(wire_failure(&format!("STARTTLS with {}", self.server), e));
+        }
+        self.trace("*", "TLS established");
+        self.caps = Capabilities::default();
+        self.ehlo(hello)
+    }
+
+    /// AUTH PLAIN, else LOGIN, as the server offers (RFC 4954).
+    fn login(&mut self, user: &str, password: &Password) -> Result<()> {
+        let refused = |reply: &Reply, server: &str| {
+            if reply.code >= 500 {
+                Error::new(
+                    ErrorKind::AuthRefused,
+                    format!(
+                        "{server} refused the login for user {user:?}: {} {}",
+                        reply.code,
+                        printable(reply.text())
+                    ),
+                )
+            } else {
+                negative("AUTH", reply)
+            }
+        };
+        let reply = if self.caps.offers_auth("PLAIN") {
+            let token = BASE64.encode(format!("\0{user}\0{}", password.expose()));
+            self.secret_command(&format!("AUTH PLAIN {token}"), "AUTH PLAIN [redacted]")?
+        } else if self.caps.offers_auth("LOGIN") {
+            let reply = self.command("AUTH LOGIN", "AUTH")?;
+            if reply.code != 334 {
+                return Err(refused(&reply, &self.server));
+            }
+            let reply = self.secret_command(&BASE64.encode(user), "[redacted: user name]")?;
+            if reply.code != 334 {
+                return Err(refused(&reply, &self.server));
+            }
+            self.secret_command(&BASE64.encode(password.expose()), "[redacted]")?
+        } else {
+            return Err(Error::new(
+                ErrorKind::AuthRefused,
+                format!(
+                    "{} offers no login method envoi supports (PLAIN, LOGIN); it offers: {}",
+                    self.server,
+                    if self.caps.auth.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        self.caps.auth.join(" ")
+                    }
+                ),
+            ));
+        };
+        if reply.code != 235 {
+            return Err(refused(&reply, &self.server));
+        }
+        Ok(())
+    }
+
+    /// The MAIL parameters `prepared` needs: SMTPUTF8 when an address needs it, else
+    /// BODY=8BITMIME when the text needs it; SIZE when the server takes it, after
+    /// checking the message fits.
+    fn mail_parameters(&self, prepared: &Prepared, recipients: &[Address]) -> Result<String> {
+        let mut params = String::new();
+        let size = prepared.bytes.len() as u64;
+        if let Some(limit) = self.caps.size.filter(|l| *l > 0) {
+            if size > limit {
+                return Err(Error::invalid(format!(
+                    "the message is {size} octets and {} takes at most {limit} (SIZE); \
+                     nothing was sent",
+                    self.server
+                )));
+            }
+            params.push_str(&format!(" SIZE={size}"));
+        }
+        let from = prepared.envelope.from();
+        let mut addresses = from.into_iter().chain(recipients);
+        if let Some(address) = addresses.find(|a| !AsRef::<str>::as_ref(*a).is_ascii()) {
+            if !self.caps.smtputf8 {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "{address} has a non-ASCII local part, which needs SMTPUTF8, and \
+                         the server does not offer it"
+                    ),
+                ));
+            }
+            params.push_str(" SMTPUTF8");
+        } else if !prepared.bytes.is_ascii() {
+            if !self.caps.eight_bit_mime {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    "the message is not ASCII and the server does not offer 8BITMIME",
+                ));
+            }
+            params.push_str(" BODY=8BITMIME");
+        }
+        Ok(params)
+    }
+
+    /// Sends one command line and reads its reply, positive or not. A failure of the
+    /// connection marks the session broken.
+    fn command(&mut self, line: &str, what: &str) -> Result<Reply> {
+        self.trace("C", line);
+        self.send_and_read(line, what)
+    }
+
+    /// Like [`SmtpSession::command`], with `shown` in the transcript instead of `line`.
+    fn secret_command(&mut self, line: &str, shown: &str) -> Result<Reply> {
+        self.trace("C", shown);
+        self.send_and_read(line, "AUTH")
+    }
+
+    fn send_and_read(&mut self, line: &str, what: &str) -> Result<Reply> {
+        self.arm_timeout()?;
+        if let Err(e) = self.conn.send(format!("{line}\r\n").as_bytes()) {
+            self.broken = true;
+            return Err(io_failure(what, &e));
+        }
+        self.read(what)
+    }
+
+    /// Reads one reply (traced); a failure marks the session broken.
+    fn read(&mut self, what: &str) -> Result<Reply> {
+        match self.conn.read_reply() {
+            Ok(reply) => {
+                self.trace("S", &format!("{} {}", reply.code, reply.lines.join(" | ")));
+                Ok(reply)
+            }
+            Err(e) => {
+                self.broken = true;
+                self.trace("*", "the connection failed");
+                Err(wire_failure(what, e))
+            }
+        }
+    }
+
+    /// `reply` if its code is one `ok` accepts, else the error for it.
+    fn expect(&self, reply: &Reply, what: &str, ok: impl Fn(u16) -> bool) -> Result<()> {
+        if ok(reply.code) {
+            Ok(())
+        } else {
+            Err(negative(what, reply))
+        }
+    }
+
+    /// Cuts the next command's timeout to what is left before the deadline.
+    fn arm_timeout(&mut self) -> Result<()> {
+        let left = self
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        if left.is_some_and(|l| l.is_zero()) {
+            self.broken = true;
+            return Err(deadline_passed());
+        }
+        let timeout = left.map_or(self.timeout, |l| self.timeout.min(l));
+        self.conn
+            .set_timeout(timeout)
+            .map_err(|e| io_failure("setting the timeout", &e))
+    }
+
+    fn trace(&self, side: &str, line: &str) {
+        trace(self.transcript, side, line);
+    }
+}
+
+impl Session for SmtpSession {
+    fn mail(&mut self, prepared: &Prepared, recipients: &[Address]) -> Result<()> {
+        let params = self.mail_parameters(prepared, recipients)?;
+        let from = prepared
+            .envelope
+            .from()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let reply = self.command(&format!("MAIL FROM:<{from}>{params}"), "MAIL FROM")?;
+        self.expect(&reply, "MAIL FROM", |c| c == 250)
+    }
+
+    fn rcpt(&mut self, rcpt: &Address) -> Result<RcptReply> {
+        let reply = self.command(&format!("RCPT TO:<{rcpt}>"), &format!("RCPT TO:<{rcpt}>"))?;
+        Ok(RcptReply::new(rcpt, reply.code, printable(reply.text())))
+    }
+
+    fn rset(&mut self) {
+        let _ = self.command("RSET", "RSET");
+    }
+
+    fn data(&mut self, prepared: &Prepared) -> Result<(u16, String)> {
+        let text = std::str::from_utf8(&prepared.bytes).map_err(|_| {
+            Error::new(
+                ErrorKind::Internal,
+                "the built message is not UTF-8 (a bug)",
+            )
+        })?;
+        let reply = self.command("DATA", "DATA")?;
+        self.expect(&reply, "DATA", |c| c == 354)?;
+        self.arm_timeout()?;
+        self.trace(
+            "C",
+            &format!(
+                "[message {}, {} bytes, then .]",
+                prepared.message_id,
+                text.len()
+            ),
+        );
+        PAYLOAD_IN_FLIGHT.store(true, Ordering::SeqCst);
+        let result = self
+            .write_payload(text)
+            .map_err(WireError::Io)
+            .and_then(|()| self.conn.read_reply());
+        PAYLOAD_IN_FLIGHT.store(false, Ordering::SeqCst);
+        let reply = match result {
+            Ok(reply) => reply,
+            Err(e) => {
+                self.broken = true;
+                let why = match &e {
+                    WireError::Io(io) => describe_io(io),
+                    WireError::Protocol(why) => why.clone(),
+                };
+                return Err(Error::new(
+                    ErrorKind::OutcomeUnknown,
+                    format!(
+                        "the connection failed after the message {} was sent and before the \
+                         server answered; it may or may not have been delivered: {}",
+                        prepared.message_id,
+                        printable(why)
+                    ),
+                ));
+            }
+        };
+        self.trace("S", &format!("{} {}", reply.code, reply.text()));
+        self.expect(&reply, "the message", |c| (200..300).contains(&c))?;
+        Ok((reply.code, printable(reply.text())))
+    }
+
+    /// Says QUIT when the connection is sound; otherwise shuts it down at once.
+    fn close(mut self) {
+        if !self.broken {
+            let _ = self.command("QUIT", "QUIT");
+        }
+        self.conn.shutdown();
+    }
+}
+
+impl SmtpSession {
+    /// The dot-stuffed payload and the final dot, in large writes, the last one carrying
+    /// the terminator.
+    fn write_payload(&mut self, text: &str) -> io::Result<()> {
+        let mut writer = self.conn.writer();
+        write!(writer, "{}", DataPayload(text))?;
+        writer.flush()
+    }
+}
+
+/// Opens SMTP sessions with one set of settings, each within what is left of the
+/// deadline. The TLS configuration (system roots read once) is shared by its sessions.
+pub(crate) struct SmtpConnector {
+    settings: SmtpSettings,
+    tls: Option<Arc<ClientConfig>>,
+}
+
+impl SmtpConnector {
+    pub(crate) fn new(settings: SmtpSettings) -> SmtpConnector {
+        SmtpConnector {
+            settings,
+            tls: None,
+        }
+    }
+}
+
+impl Connector for SmtpConnector {
+    type Session = SmtpSession;
+
+    fn open(&mut self) -> Result<SmtpSession> {
+        if self.settings.security != Security::None && self.tls.is_none() {
+            self.tls = Some(tls::client_config(self.settings.ca_file.as_deref())?);
+        }
+        SmtpSession::open(&self.settings, self.tls.clone())
+    }
+}
+
+/// This machine's name for EHLO, else an address literal.
+fn default_hello_name() -> String {
+    hostname::get()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .filter(|name| {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        })
+        .unwrap_or_else(|| "[127.0.0.1]".to_owned())
+}
+
+/// Refuses settings that could inject an SMTP command, or send a password in clear.
+/// The command line checked them already; library callers may not have.
+fn check_settings(settings: &SmtpSettings) -> Result<()> {
+    no_line_breaks("host", &settings.host)?;
+    for (what, value) in [
+        ("hello_name", settings.hello_name.as_deref()),
+        (
+            "username",
+            settings.credentials.as_ref().map(|(user, _)| user.as_str()),
+        ),
+    ] {
+        no_line_breaks(what, value.unwrap_or_default())?;
+    }
+    if settings.credentials.is_some()
+        && settings.security == Security::None
+        && !settings.allow_plaintext_auth
+    {
+        return Err(Error::config(
+            "refusing to send a password over a connection without TLS: use security = \
+             \"tls\" or \"starttls\", or set allow_plaintext_auth = true in the profile",
+        ));
+    }
+    Ok(())
+}
+
+/// A negative reply to `what`: 4xx is temporary, 5xx permanent.
+fn negative(what: &str, reply: &Reply) -> Error {
+    let kind = if reply.code < 500 {
+        ErrorKind::Temporary
+    } else {
+        ErrorKind::Unavailable
+    };
+    Error::new(
+        kind,
+        format!(
+            "{what}: the server answered {} {}",
+            reply.code,
+            printable(reply.text())
+        )
+        .trim_end()
+        .to_owned(),
+    )
+}
+
+/// A failure of the connection during `what`.
+fn wire_failure(what: &str, e: WireError) -> Error {
+    match e {
+        WireError::Io(io) => io_failure(what, &io),
+        WireError::Protocol(why) => Error::new(
+            ErrorKind::Temporary,
+            format!(
+                "{what}: the server broke the SMTP protocol: {}",
+                printable(why)
+            ),
+        ),
+    }
+}
+
+/// An I/O failure during `what`: a certificate problem (77), else temporary (75).
+fn io_failure(what: &str, e: &io::Error) -> Error {
+    if let Some(tls) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        return match tls {
+            rustls::Error::InvalidCertificate(reason) => Error::new(
+                ErrorKind::Certificate,
+                format!(
+                    "{what}: the server's certificate is not trusted: {}",
+                    tls::describe_certificate_error(reason)
+                ),
+            ),
+            other => Error::new(ErrorKind::Temporary, format!("{what}: TLS failed: {other}")),
+        };
+    }
+    Error::new(ErrorKind::Temporary, format!("{what}: {}", describe_io(e)))
+}
+
+/// An I/O error in words; a read timeout is "timed out" (std reports it as
+/// `WouldBlock` on Unix).
+fn describe_io(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => "timed out".to_owned(),
+        _ => e.to_string(),
+    }
+}
+
+/// Text from outside (a server reply) made safe for a terminal: control characters
+/// become `?` so they cannot move the cursor or fake output.
+pub(crate) fn printable(text: impl AsRef<str>) -> String {
+    text.as_ref()
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// With `-v`, one line of the dialogue (`C` client, `S` server, `*` envoi), control
+/// characters made visible.
+fn trace(transcript: Option<Transcript>, side: &str, line: &str) {
+    if let Some(transcript) = transcript {
+        transcript(side, &printable(line));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_strips_control_characters() {
+        assert_eq!(printable("ok\x1b[2J\r\nfake"), "ok?[2J??fake");
+    }
+
+    #[test]
+    fn capabilities_from_an_ehlo_reply() {
+        let reply = Reply {
+            code: 250,
+            lines: [
+                "mail.example",
+                "PIPELINING",
+                "SIZE 1048576",
+                "auth plain LOGIN",
+                "STARTTLS",
+                "8BITMIME",
+            ]
+            .map(String::from)
+            .to_vec(),
+        };
+        let caps = Capabilities::parse(&reply);
+        assert!(caps.starttls && caps.eight_bit_mime && !caps.smtputf8);
+        assert_eq!(caps.size, Some(1_048_576));
+        assert!(caps.offers_auth("PLAIN") && caps.offers_auth("LOGIN"));
+        assert!(!caps.offers_auth("XOAUTH2"));
+    }
+}
