@@ -10,3 +10,4 @@ mod interop;
 mod outbox;
 mod reliability;
 mod send;
+mod wire;

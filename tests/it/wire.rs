@@ -1,0 +1,203 @@
+//! envoi's SMTP client against hostile peers: replies injected before the TLS handshake,
+//! endless reply lines, a stall after the message, a server's SIZE limit. Each test is
+//! named after its case in the reliability catalogue (shared/notes, §8) and reads the
+//! outcome off what the peer saw.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::support::envoi::{Config, ExpectExit, Route, Setup, send};
+use crate::support::smtp_server::{Security, ServerOptions};
+
+/// A loopback peer for one connection, run by `script`; its result comes back on join.
+fn peer<T: Send + 'static>(
+    script: impl FnOnce(TcpStream) -> T + Send + 'static,
+) -> (u16, JoinHandle<T>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let handle = thread::spawn(move || {
+        let (socket, _) = listener.accept().expect("accept");
+        script(socket)
+    });
+    (port, handle)
+}
+
+/// The next line from the client without its CRLF; `None` at end of stream.
+fn read_line(reader: &mut BufReader<TcpStream>) -> Option<String> {
+    let mut line = String::new();
+    match reader.read_line(&mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(line.trim_end_matches(['\r', '\n']).to_owned()),
+    }
+}
+
+/// T15 ★: a man in the middle answers STARTTLS with `220` and two forged replies in the
+/// same write. They must never be read as the server's answers over TLS: the session
+/// ends with 75 before the handshake, before any AUTH or MAIL.
+/// Regression: lettre kept the bytes and a NOOP check caught only one forged reply.
+#[test]
+fn t15_two_replies_injected_after_starttls_end_the_session() {
+    let s = Setup::new(
+        Security::StartTls,
+        ServerOptions {
+            inject_after_starttls: Some(b"250 AUTH PLAIN\r\n250 ok\r\n".to_vec()),
+            ..ServerOptions::default()
+        },
+    );
+    let run = s
+        .send()
+        .args(["--to", "a@example.com", "--retries", "0", "--json"])
+        .expect_exit(75);
+    assert!(run.stderr.contains("before the TLS handshake"), "{run}");
+    assert_eq!(run.json()["kind"], "temporary");
+    assert!(s.server.wait_idle(Duration::from_secs(5)));
+    let transcript = s.server.transcript();
+    assert!(
+        transcript
+            .iter()
+            .all(|l| !l.starts_with("AUTH") && !l.starts_with("MAIL")),
+        "{transcript:?}"
+    );
+    s.assert_nothing_delivered();
+}
+
+/// T22: a greeting that never ends its line. envoi stops reading at its cap (4 KiB) and
+/// says so; the peer cannot push more than the socket buffers hold.
+#[test]
+fn t22_an_endless_reply_line_is_refused_without_reading_it_all() {
+    const OFFERED: usize = 256 << 20;
+    let (port, written) = peer(|mut socket| {
+        let chunk = vec![b'a'; 64 << 10];
+        let mut written = socket.write(b"220 ").unwrap_or(0);
+        while written < OFFERED {
+            match socket.write(&chunk) {
+                Ok(n) => written += n,
+                Err(_) => break,
+            }
+        }
+        written
+    });
+    let home = TempDir::new().expect("temp dir");
+    let run = send(home.path(), Route::Url(port))
+        .args(["--from", "a@example.com", "--to", "b@example.com"])
+        .args(["--retries", "0", "--json"])
+        .expect_exit(75);
+    assert!(run.stderr.contains("longer than 4096 octets"), "{run}");
+    let written = written.join().expect("peer");
+    assert!(written < OFFERED, "envoi read all {written} bytes");
+}
+
+/// T22: a multiline reply that never ends (`250-` forever) is refused at 128 lines.
+#[test]
+fn t22_an_endless_multiline_reply_is_refused() {
+    let (port, peer) = peer(|mut socket| {
+        let mut reader = BufReader::new(socket.try_clone().expect("clone"));
+        let _ = socket.write_all(b"220 hostile.example\r\n");
+        let ehlo = read_line(&mut reader);
+        for _ in 0..10_000 {
+            if socket.write_all(b"250-AGAIN\r\n").is_err() {
+                break;
+            }
+        }
+        ehlo
+    });
+    let home = TempDir::new().expect("temp dir");
+    let run = send(home.path(), Route::Url(port))
+        .args([
+            "--from",
+            "a@example.com",
+            "--to",
+            "b@example.com",
+            "--retries",
+            "0",
+        ])
+        .expect_exit(75);
+    assert!(run.stderr.contains("more than 128 lines"), "{run}");
+    let ehlo = peer.join().expect("peer");
+    assert!(ehlo.is_some_and(|l| l.starts_with("EHLO ")));
+}
+
+/// T34: a server that takes the message and never answers the final dot costs one
+/// timeout, not three: envoi reports the outcome as unknown and closes the socket
+/// without a QUIT that would wait again.
+/// Regression: after the timeout lettre sent QUIT, waited, aborted and sent QUIT again.
+#[test]
+fn t34_a_stall_after_the_final_dot_closes_without_quit() {
+    let (port, peer) = peer(|mut socket| {
+        let mut reader = BufReader::new(socket.try_clone().expect("clone"));
+        let mut say = |text: &str| {
+            let _ = socket.write_all(text.as_bytes());
+        };
+        say("220 stall.example\r\n");
+        let mut after_dot = Vec::new();
+        let mut in_data = false;
+        let mut dot_seen = false;
+        while let Some(line) = read_line(&mut reader) {
+            if dot_seen {
+                after_dot.push(line);
+            } else if in_data {
+                dot_seen = line == ".";
+            } else if line.starts_with("EHLO") {
+                say("250-stall.example\r\n250 8BITMIME\r\n");
+            } else if line == "DATA" {
+                in_data = true;
+                say("354 go on\r\n");
+            } else {
+                say("250 ok\r\n");
+            }
+        }
+        (dot_seen, after_dot)
+    });
+    let home = TempDir::new().expect("temp dir");
+    let config = Config::new(port, "none").timeout_secs(1).write(home.path());
+    let run = send(home.path(), Route::Config(&config))
+        .args(["--to", "b@example.com", "--body", "hello", "--json"])
+        .expect_exit(75);
+    assert_eq!(run.json()["kind"], "outcome_unknown", "{run}");
+    assert!(run.stderr.contains("timed out"), "{run}");
+    let (dot_seen, after_dot) = peer.join().expect("peer");
+    assert!(dot_seen, "the message was not sent");
+    assert!(after_dot.is_empty(), "sent after the stall: {after_dot:?}");
+}
+
+/// T37: a message larger than the server's SIZE is refused before MAIL (65, naming both
+/// sizes); one that fits carries `SIZE=` on MAIL FROM (RFC 1870).
+/// Regression: 6.8 MB went up to a server that advertised `SIZE 1048576`.
+#[test]
+fn t37_the_servers_size_limit_is_honoured() {
+    let s = Setup::plain(
+        ServerOptions {
+            ehlo_extra: vec!["SIZE 2000".into()],
+            ..ServerOptions::default()
+        },
+        10,
+    );
+    let big = "x".repeat(3000);
+    let run = s
+        .send()
+        .args(["--to", "a@example.com", "--body", &big, "--retries", "0"])
+        .expect_exit(65);
+    assert!(run.stderr.contains("takes at most 2000 (SIZE)"), "{run}");
+    assert!(s.server.wait_idle(Duration::from_secs(5)));
+    assert!(
+        s.server.transcript().iter().all(|l| !l.starts_with("MAIL")),
+        "{:?}",
+        s.server.transcript()
+    );
+    s.assert_nothing_delivered();
+
+    s.send()
+        .args(["--to", "a@example.com", "--body", "small"])
+        .expect_exit(0);
+    let message = s.only_message();
+    let declared: Vec<usize> = message
+        .mail_params
+        .iter()
+        .filter_map(|p| p.strip_prefix("SIZE=")?.parse().ok())
+        .collect();
+    assert_eq!(declared, [message.data.len()], "{:?}", message.mail_params);
+}
