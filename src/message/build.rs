@@ -114,18 +114,34 @@ fn address_header(name: &str, list: &[Mailbox]) -> Result<HeaderValue> {
     ))
 }
 
-/// From, and each of To, Cc and Bcc once (the first spelling wins).
+/// From, and each of To, Cc and Bcc once (the first spelling wins). Two addresses are
+/// the same mailbox when their domains match in any case and their local parts match
+/// exactly: only the receiving server may decide that `Ann` and `ann` are one mailbox.
 fn envelope(email: &Email, from: &Mailbox) -> Result<Envelope> {
     let mut recipients: Vec<lettre::Address> = Vec::new();
     for m in email.to.iter().chain(&email.cc).chain(&email.bcc) {
-        if !recipients.iter().any(|r: &lettre::Address| {
-            AsRef::<str>::as_ref(r).eq_ignore_ascii_case(m.email.as_ref())
-        }) {
+        if !recipients.iter().any(|r| same_mailbox(r, &m.email)) {
             recipients.push(m.email.clone());
+        }
+    }
+    for address in std::iter::once(&from.email).chain(&recipients) {
+        let path = AsRef::<str>::as_ref(address).len() + 2;
+        if path > MAX_PATH {
+            return Err(Error::invalid(format!(
+                "{address} makes an SMTP path of {path} octets; at most {MAX_PATH} are allowed \
+                 (RFC 5321 4.5.3.1.3)"
+            )));
         }
     }
     Envelope::new(Some(from.email.clone()), recipients)
         .map_err(|e| Error::usage(format!("cannot make the envelope: {e}")))
+}
+
+/// Longest reverse- or forward-path, `<` and `>` included (RFC 5321 §4.5.3.1.3).
+const MAX_PATH: usize = 256;
+
+fn same_mailbox(a: &lettre::Address, b: &lettre::Address) -> bool {
+    a.user() == b.user() && a.domain().eq_ignore_ascii_case(b.domain())
 }
 
 /// `<time.random@domain>`: unique without coordination, on the sender's (A-label) domain.
@@ -134,9 +150,7 @@ fn new_message_id(from: &Mailbox, now: SystemTime) -> String {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_micros();
-    let random: String = std::iter::repeat_with(fastrand::alphanumeric)
-        .take(20)
-        .collect();
+    let random = crate::token::alphanumeric(20);
     format!("<{micros:x}.{random}@{}>", from.email.domain())
 }
 
@@ -217,7 +231,7 @@ mod tests {
             from: None,
             to: vec![mailbox("Ann <ann@example.com>")],
             cc: vec![mailbox("carl@example.com")],
-            bcc: vec![mailbox("audit@example.com"), mailbox("ANN@example.com")],
+            bcc: vec![mailbox("audit@example.com"), mailbox("ann@EXAMPLE.com")],
             reply_to: vec![],
             subject: "Nightly build failed ✗".into(),
             body: Body {
@@ -273,6 +287,48 @@ mod tests {
             ["ann@example.com", "carl@example.com", "audit@example.com"]
         );
         assert_eq!(p.envelope.from().unwrap().to_string(), "me@sender.example");
+    }
+
+    /// T56: local parts are case-sensitive (RFC 5321 §2.4); only domains are folded.
+    #[test]
+    fn t56_local_parts_that_differ_in_case_are_two_recipients() {
+        let mut e = email();
+        e.bcc = vec![mailbox("ANN@example.com")];
+        let p = build(e, &mailbox("me@sender.example"), SystemTime::UNIX_EPOCH).unwrap();
+        let rcpts: Vec<String> = p.envelope.to().iter().map(|a| a.to_string()).collect();
+        assert_eq!(
+            rcpts,
+            ["ann@example.com", "carl@example.com", "ANN@example.com"]
+        );
+    }
+
+    /// T54: a path over 256 octets is refused before connecting.
+    #[test]
+    fn t54_an_overlong_path_is_invalid_data() {
+        let mut e = email();
+        e.cc = vec![mailbox(&format!("{}@example.com", "a".repeat(64)))];
+        assert!(
+            build(
+                e.clone(),
+                &mailbox("me@sender.example"),
+                SystemTime::UNIX_EPOCH
+            )
+            .is_ok()
+        );
+        let long_domain = [
+            "d".repeat(60),
+            "e".repeat(60),
+            "f".repeat(60),
+            "g".repeat(60),
+        ]
+        .join(".");
+        e.cc = vec![mailbox(&format!(
+            "{}@{long_domain}.example",
+            "a".repeat(20)
+        ))];
+        let err = build(e, &mailbox("me@sender.example"), SystemTime::UNIX_EPOCH).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData);
+        assert!(err.message().contains("at most 256"), "{err}");
     }
 
     #[test]

@@ -226,6 +226,7 @@ impl Draft {
             .into_iter()
             .map(load_attachment)
             .collect::<Result<Vec<_>>>()?;
+        check_content_ids_unique(&attachments)?;
         let headers = match self.headers {
             Some(s) => parse_headers(&s.label, &s.value)?,
             None => Vec::new(),
@@ -289,7 +290,11 @@ fn load_attachment(draft: AttachmentDraft) -> Result<Attachment> {
             (data, "attachment.bin".to_owned())
         }
     };
-    let file_name = draft.file_name.unwrap_or(default_name);
+    let file_name = draft
+        .file_name
+        .map(|name| base_name(&name))
+        .filter(|name| !name.is_empty())
+        .unwrap_or(default_name);
     check::header_text(&format!("{label} file name"), &file_name)?;
     let content_type = match &draft.content_type {
         Some(t) => parse_content_type(label, t)?,
@@ -311,6 +316,32 @@ fn load_attachment(draft: AttachmentDraft) -> Result<Attachment> {
         data,
         content_id,
     })
+}
+
+/// The last part of a path in either spelling (`a/b/c.txt`, `C:\\x\\c.txt` → `c.txt`):
+/// a receiving client must never be handed a directory to write into.
+fn base_name(name: &str) -> String {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
+    if last.chars().all(|c| c == '.') {
+        return String::new();
+    }
+    last.to_owned()
+}
+
+/// Two parts with one Content-ID would make `cid:` links ambiguous (RFC 2392).
+fn check_content_ids_unique(attachments: &[Attachment]) -> Result<()> {
+    let mut seen: Vec<&str> = Vec::new();
+    for attachment in attachments {
+        if let Some(id) = attachment.content_id.as_deref() {
+            if seen.contains(&id) {
+                return Err(Error::invalid(format!(
+                    "two attachments have the content id {id:?}; give each its own"
+                )));
+            }
+            seen.push(id);
+        }
+    }
+    Ok(())
 }
 
 /// Decodes standard base64; line breaks and spaces (as `base64` wraps its output) are ignored.
@@ -451,6 +482,37 @@ mod tests {
         assert_eq!(att.data, b"hello");
         assert_eq!(att.content_type, ContentType::parse("image/png").unwrap());
         assert_eq!(att.content_id.as_deref(), Some("logo"));
+    }
+
+    /// T11: a file name from the command line or payload never carries directories.
+    #[test]
+    fn t11_directory_parts_are_stripped_from_attachment_names() {
+        for (given, kept) in [
+            ("../../etc/cron.d/evil", "evil"),
+            ("C:\\Users\\x\\report.pdf", "report.pdf"),
+            ("..", "attachment.bin"),
+            (".profile", ".profile"),
+        ] {
+            let mut attachment = data_attachment("aGk=", DataEncoding::Base64);
+            attachment.file_name = Some(given.into());
+            attachment.content_id = None;
+            let mut draft = minimal();
+            draft.attachments = Some(vec![attachment]);
+            assert_eq!(draft.into_email().unwrap().attachments[0].file_name, kept);
+        }
+    }
+
+    /// T64: two parts with one Content-ID are refused.
+    #[test]
+    fn t64_duplicate_content_ids_are_invalid_data() {
+        let mut draft = minimal();
+        draft.attachments = Some(vec![
+            data_attachment("aGk=", DataEncoding::Base64),
+            data_attachment("aGk=", DataEncoding::Base64),
+        ]);
+        let err = draft.into_email().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData);
+        assert!(err.message().contains("\"logo\""), "{err}");
     }
 
     #[test]

@@ -1,30 +1,79 @@
 //! Reading the files a send needs: body, payload, attachments. `-` is standard input,
 //! which can feed only one of them.
+//!
+//! Only regular files are read: a FIFO, a device (`/dev/zero`) or a directory could hang
+//! a cron job forever or fill its memory. Standard input is read up to [`MAX_STDIN`].
 
 use std::io::Read;
 use std::path::Path;
 
 use crate::error::{Error, ErrorKind, Result};
 
+/// The most envoi reads from standard input: 64 MiB, more than any mail server takes.
+pub const MAX_STDIN: u64 = 64 << 20;
+
 /// True for the path `-`, which means standard input.
 pub fn is_stdin(path: &Path) -> bool {
     path == Path::new("-")
 }
 
-/// Reads a whole file (or standard input for `-`), naming the flag on failure (exit 66).
+/// Reads a whole regular file (or standard input for `-`), naming the flag on failure
+/// (exit 66; 65 when standard input is over [`MAX_STDIN`]).
 pub fn read_bytes(label: &str, path: &Path) -> Result<Vec<u8>> {
-    let result = if is_stdin(path) {
-        let mut buf = Vec::new();
-        std::io::stdin().read_to_end(&mut buf).map(|_| buf)
-    } else if path.is_dir() {
-        Err(std::io::Error::other("it is a directory"))
-    } else {
-        std::fs::read(path)
-    };
-    result.map_err(|e| {
+    let shown = path.display().to_string();
+    let no_input = |e: std::io::Error| {
         Error::new(
             ErrorKind::NoInput,
-            format!("{label}: cannot read {:?}: {e}", path.display().to_string()),
+            format!("{label}: cannot read {shown:?}: {e}"),
         )
-    })
+    };
+    if is_stdin(path) {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .take(MAX_STDIN + 1)
+            .read_to_end(&mut buf)
+            .map_err(no_input)?;
+        if buf.len() as u64 > MAX_STDIN {
+            return Err(Error::invalid(format!(
+                "{label}: standard input holds more than {} MiB",
+                MAX_STDIN >> 20
+            )));
+        }
+        return Ok(buf);
+    }
+    let kind = std::fs::metadata(path).map_err(no_input)?.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a FIFO, socket or device)"
+        };
+        return Err(Error::new(
+            ErrorKind::NoInput,
+            format!("{label}: cannot read {shown:?}: it is {what}"),
+        ));
+    }
+    std::fs::read(path).map_err(no_input)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// T12: devices and FIFOs are refused before a byte is read.
+    #[test]
+    fn t12_only_regular_files_are_read() {
+        for path in ["/dev/zero", "/dev/null", "/"] {
+            let err = read_bytes("--body-file", Path::new(path)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::NoInput, "{path}");
+            assert!(
+                err.message().starts_with("--body-file: cannot read"),
+                "{err}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("body.txt");
+        std::fs::write(&file, "hi").unwrap();
+        assert_eq!(read_bytes("--body-file", &file).unwrap(), b"hi");
+    }
 }

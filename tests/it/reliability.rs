@@ -105,7 +105,7 @@ fn too_many_recipients_go_in_further_transactions() {
             "--cc",
             "r4@example.com",
             "--bcc",
-            "r5@example.com;R1@example.com",
+            "r5@example.com;r1@EXAMPLE.com",
             "--json",
         ],
     )
