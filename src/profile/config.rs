@@ -147,6 +147,24 @@ impl Profile {
     }
 }
 
+/// What EHLO may carry (RFC 5321 §4.1.1.1): a domain of letters, digits and hyphens in
+/// dot-separated labels of 1–63 characters, or an address literal in brackets.
+fn is_hello_name(name: &str) -> bool {
+    if let Some(literal) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        return match literal.strip_prefix("IPv6:") {
+            Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => literal.parse::<std::net::Ipv4Addr>().is_ok(),
+        };
+    }
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    name.len() <= 253 && name.split('.').all(label_ok)
+}
+
 /// Default for `timeout_secs`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -164,10 +182,11 @@ impl ProfileEntry {
             }
         }
         if let Some(hello) = &self.hello_name
-            && (hello.is_empty() || hello.contains(char::is_whitespace))
+            && !is_hello_name(hello)
         {
             return Err(bad(format!(
-                "hello_name {hello:?} must be one word (a host name)"
+                "hello_name {hello:?} must be a host name (like mail.example.com) or an address \
+                 literal (like [192.0.2.1])"
             )));
         }
         if self.timeout_secs == Some(0) {
@@ -452,6 +471,35 @@ mod tests {
         assert!(err.message().contains("host is missing"), "{err}");
         let err = file.select(Some("f")).unwrap_err();
         assert!(err.message().contains("needs dir"), "{err}");
+    }
+
+    /// T08: hello_name is a host name or an address literal, nothing else.
+    #[test]
+    fn t08_hello_name_must_be_a_host_name() {
+        for good in [
+            "mail.example.com",
+            "host-1",
+            "[192.0.2.1]",
+            "[IPv6:2001:db8::1]",
+        ] {
+            assert!(is_hello_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "two words",
+            "a..b",
+            "-x.example",
+            "x_y.example",
+            "[300.1.1.1]",
+            "é.example",
+        ] {
+            assert!(!is_hello_name(bad), "{bad}");
+        }
+        let file = parse("[profiles.a]\nhost = \"h\"\nhello_name = \"bad_name\"\n");
+        assert_eq!(
+            file.select(Some("a")).unwrap_err().kind(),
+            ErrorKind::Config
+        );
     }
 
     #[test]
