@@ -4,16 +4,34 @@
 //! A new file is written and flushed to disk before it is renamed into place, and the
 //! directory is flushed after the rename, so a reader sees the old file or the new one,
 //! never a part of it (POSIX rename is atomic; fsync makes it durable).
+//!
+//! What is written here is mail and its envelope: files are created readable by their
+//! owner only (0600) and folders made here are 0700.
 
-use std::fs::File;
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
 
-/// Creates (or truncates) `path`, writes `bytes` and flushes them to disk.
+/// Creates (or truncates) `path`, private to its owner, writes `bytes` and flushes them
+/// to disk.
 pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = File::create(path)?;
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file: File = options.open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
+}
+
+/// Creates `dir` private to its owner; with `parents`, also its missing parents (and an
+/// existing `dir` is fine), else an existing `dir` is an error.
+pub fn create_private_dir(dir: &Path, parents: bool) -> io::Result<()> {
+    let mut builder = DirBuilder::new();
+    builder.recursive(parents);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
 }
 
 /// Flushes a directory's entries to disk: a rename into it is durable only after this.

@@ -10,8 +10,8 @@
 //! | [`profile`] | where to send: config file, secrets, routes, and one [`profile::resolve`] |
 //! | [`message`] | untrusted text → [`Email`] → exact RFC 5322 bytes |
 //!
-//! with [`error`] (the exit-code contract) and [`durable`] (crash-safe writes) beneath
-//! them all. The command line (`src/cli/`) is part of the binary only: no library code
+//! with [`error`] (the exit-code contract), [`durable`] (crash-safe writes) and `token`
+//! (ids unique without coordination) beneath them all. The command line (`src/cli/`) is part of the binary only: no library code
 //! can reach it, and it is the only code that prints or exits.
 //!
 //! Building a message from Rust (`examples/send.rs` also delivers it):
@@ -47,6 +47,7 @@ pub mod error;
 pub mod message;
 pub mod outbox;
 pub mod profile;
+mod token;
 
 pub use error::{Error, ErrorKind};
 pub use lettre::message::Mailbox;

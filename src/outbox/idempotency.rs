@@ -115,7 +115,7 @@ impl KeyGuard {
     /// `deadline` (then 75: that run is still sending).
     fn acquire(dir: &Path, key: &str, deadline: Instant) -> Result<KeyGuard> {
         let keys = dir.join("idempotency-keys");
-        fs::create_dir_all(&keys).map_err(|e| io_error("create", &keys, e))?;
+        durable::create_private_dir(&keys, true).map_err(|e| io_error("create", &keys, e))?;
         let path = keys.join(format!("{:016x}.lock", fnv1a(key.as_bytes())));
         let file = open_lock_file(&path)?;
         loop {
@@ -173,7 +173,7 @@ struct Ledger {
 
 impl Ledger {
     fn open(dir: &Path) -> Result<Ledger> {
-        fs::create_dir_all(dir).map_err(|e| io_error("create", dir, e))?;
+        durable::create_private_dir(dir, true).map_err(|e| io_error("create", dir, e))?;
         let lock_path = dir.join("idempotency.lock");
         let lock = open_lock_file(&lock_path)?;
         lock.lock().map_err(|e| io_error("lock", &lock_path, e))?;

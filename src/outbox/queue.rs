@@ -110,11 +110,18 @@ fn io_error(what: &str, path: &Path, e: io::Error) -> Error {
 }
 
 impl Outbox {
-    /// Opens (and creates) the outbox at `root`.
+    /// Opens (and creates) the outbox at `root`. Its folders hold mail: they are made
+    /// private (0700), also when an older envoi made them readable by others.
     pub fn open(root: &Path) -> Result<Outbox> {
         for sub in ["tmp", "queue", "failed"] {
             let dir = root.join(sub);
-            fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, e))?;
+            durable::create_private_dir(&dir, true).map_err(|e| io_error("create", &dir, e))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                    .map_err(|e| io_error("protect", &dir, e))?;
+            }
         }
         Ok(Outbox {
             root: root.to_path_buf(),
@@ -130,7 +137,8 @@ impl Outbox {
     pub(crate) fn enqueue(&self, message: &[u8], state: &EntryState) -> Result<Locked> {
         let id = new_id();
         let tmp = self.root.join("tmp").join(&id);
-        fs::create_dir(&tmp).map_err(|e| io_error("create", &tmp, e))?;
+        // Not create_dir_all: an existing folder means another process drew this id.
+        durable::create_private_dir(&tmp, false).map_err(|e| io_error("create", &tmp, e))?;
         let lock = match fill(&tmp, message, state) {
             Ok(lock) => lock,
             Err(e) => {
@@ -351,9 +359,7 @@ fn new_id() -> String {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis();
-    let random: String = std::iter::repeat_with(fastrand::alphanumeric)
-        .take(10)
-        .collect();
+    let random = crate::token::alphanumeric(10);
     format!("{millis:013}-{random}")
 }
 
@@ -417,6 +423,26 @@ mod tests {
         outbox.remove(&entry).unwrap();
         assert!(outbox.ids(Folder::Queue).unwrap().is_empty());
         assert!(outbox.lock(&id).unwrap().is_none());
+    }
+
+    /// The audit found the outbox world-readable (0755 folders, 0644 files).
+    #[cfg(unix)]
+    #[test]
+    fn entries_are_private_to_their_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("outbox");
+        fs::create_dir_all(root.join("queue")).unwrap();
+        fs::set_permissions(root.join("queue"), fs::Permissions::from_mode(0o755)).unwrap();
+        let outbox = Outbox::open(&root).unwrap();
+        let entry = outbox.enqueue(b"m", &state()).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        for folder in ["tmp", "queue", "failed"] {
+            assert_eq!(mode(&root.join(folder)), 0o700, "{folder}");
+        }
+        assert_eq!(mode(&entry.dir), 0o700);
+        assert_eq!(mode(&entry.dir.join(MESSAGE)), 0o600);
+        assert_eq!(mode(&entry.dir.join(STATE)), 0o600);
     }
 
     #[test]

@@ -1,0 +1,58 @@
+//! Random tokens for names that must be unique without coordination: Message-IDs and
+//! outbox entry ids.
+//!
+//! fastrand's own global generator seeds from the clock and the thread id only, so two
+//! envoi processes started in the same instant could draw the same "random" ids. Each
+//! thread's generator here is seeded from the operating system's randomness (the keys
+//! std draws for `RandomState`), the process id and the time.
+
+use std::cell::RefCell;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+thread_local! {
+    static RNG: RefCell<fastrand::Rng> = RefCell::new(seeded());
+}
+
+fn seeded() -> fastrand::Rng {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    hasher.write_u128(nanos);
+    fastrand::Rng::with_seed(hasher.finish())
+}
+
+/// `len` random ASCII letters and digits.
+pub(crate) fn alphanumeric(len: usize) -> String {
+    RNG.with(|rng| {
+        let mut rng = rng.borrow_mut();
+        std::iter::repeat_with(|| rng.alphanumeric())
+            .take(len)
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_differ_between_generators_seeded_at_once() {
+        let a: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| alphanumeric(20))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut unique = a.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), a.len(), "{a:?}");
+        assert!(
+            a.iter()
+                .all(|t| t.len() == 20 && t.chars().all(|c| c.is_ascii_alphanumeric()))
+        );
+    }
+}
