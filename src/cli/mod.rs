@@ -22,6 +22,18 @@ use render::{print_error, print_outcome};
 
 /// Runs envoi with `args` (program name first) and returns the exit code.
 pub fn main(args: Vec<OsString>) -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("envoi: error: internal error (a bug in envoi; please report it): {info}");
+    }));
+    exit_70_on_panic(|| run(args))
+}
+
+/// A panic is a bug: it exits 70 (EX_SOFTWARE, like every internal error), not Rust's 101.
+fn exit_70_on_panic(run: impl FnOnce() -> ExitCode + std::panic::UnwindSafe) -> ExitCode {
+    std::panic::catch_unwind(run).unwrap_or(ExitCode::from(ErrorKind::Internal.exit_code()))
+}
+
+fn run(args: Vec<OsString>) -> ExitCode {
     let wants_json = args.iter().any(|a| a == "--json");
     let matches = match Cli::command().try_get_matches_from(&args) {
         Ok(m) => m,
@@ -85,4 +97,16 @@ fn clap_exit(e: clap::Error, wants_json: bool) -> ExitCode {
         let _ = e.print();
     }
     ExitCode::from(ErrorKind::Usage.exit_code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_exits_70() {
+        // The default hook prints this panic's message to the test's stderr.
+        assert_eq!(exit_70_on_panic(|| panic!("boom")), ExitCode::from(70));
+        assert_eq!(exit_70_on_panic(|| ExitCode::SUCCESS), ExitCode::SUCCESS);
+    }
 }
