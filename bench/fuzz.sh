@@ -6,6 +6,15 @@
 #
 #   bash bench/fuzz.sh                          # every target, 60 s each
 #   FUZZ_SECONDS=600 bash bench/fuzz.sh payload # one target, 10 minutes
+#   bash bench/fuzz.sh --check [target...]      # CI: build and replay only (no fuzzing)
+#
+# --check builds the targets with plain `cargo build --locked` (stable Rust, no cargo-fuzz, no
+# sanitizer, no RUSTC_BOOTSTRAP), which proves they compile against envoi's current API, then
+# runs each file of fuzz/regressions/<target>/ and fuzz/corpus/<target>/ through its target
+# once (a fraction of a second). It builds into $CARGO_TARGET_DIR, else the root target/, so it
+# shares compiled dependencies with the main crate's builds. Without coverage instrumentation
+# libFuzzer only executes the given inputs, which is all a replay needs; the targets'
+# assertions and debug assertions are on, as under cargo fuzz.
 #
 # Settings (environment):
 #   FUZZ_SECONDS    time per target, in seconds (default 60)
@@ -34,11 +43,62 @@ FUZZ_SANITIZER=${FUZZ_SANITIZER:-address}
 FUZZ_MAX_LEN=${FUZZ_MAX_LEN:-4096}
 FUZZ_TIMEOUT=${FUZZ_TIMEOUT:-10}
 CARGO_FUZZ_VERSION=0.13.2
-ALL_TARGETS=(address_list payload)
+CHECK_ONLY=0
+if [ "${1:-}" = --check ]; then CHECK_ONLY=1; shift; fi
+# Every fuzz/fuzz_targets/<name>.rs is the [[bin]] <name> in fuzz/Cargo.toml (cargo fuzz add
+# writes both).
+ALL_TARGETS=()
+for f in "$ROOT"/fuzz/fuzz_targets/*.rs; do
+  if [ -f "$f" ]; then ALL_TARGETS+=("$(basename "$f" .rs)"); fi
+done
 if [ "$#" -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL_TARGETS[@]}"); fi
+for t in "${TARGETS[@]}"; do
+  if [ ! -f "$ROOT/fuzz/fuzz_targets/$t.rs" ]; then
+    echo "no fuzz target named $t (targets: ${ALL_TARGETS[*]})" >&2
+    exit 2
+  fi
+done
+
+say() { printf '\n== %s ==\n' "$*"; }
+
+# Inputs a target must survive in any mode: known crashers first, then the seeds.
+replay_inputs() {
+  local d
+  for d in "$ROOT/fuzz/regressions/$1" "$ROOT/fuzz/corpus/$1"; do
+    if [ -d "$d" ]; then find "$d" -type f | LC_ALL=C sort; fi
+  done
+}
+
+if [ "$CHECK_ONLY" = 1 ]; then
+  target_dir=${CARGO_TARGET_DIR:-$ROOT/target}
+  say "build (plain cargo build, all targets)"
+  cargo build --manifest-path "$ROOT/fuzz/Cargo.toml" --locked --target-dir "$target_dir"
+  replay_log=$(mktemp -t envoi-fuzz-replay.XXXXXX)
+  trap 'rm -f "$replay_log"' EXIT
+  failed=()
+  for t in "${TARGETS[@]}"; do
+    bin=$target_dir/debug/$t
+    mapfile -t inputs < <(replay_inputs "$t")
+    if [ "${#inputs[@]}" -eq 0 ]; then
+      echo "$t: no inputs to replay"
+      continue
+    fi
+    # libFuzzer runs each file once and stops at the first crash (exit 77 for a panic).
+    if timeout 300 "$bin" "${inputs[@]}" >"$replay_log" 2>&1; then
+      echo "$t: ${#inputs[@]} inputs replayed, no crash"
+    else
+      grep -m1 -A1 'panicked at' "$replay_log" | cut -c1-300 || true
+      input=$(sed -n 's/^Running: //p' "$replay_log" | tail -1)
+      echo "CRASH in $t on ${input#"$ROOT"/}"
+      echo "reproduce: ${bin#"$ROOT"/} ${input#"$ROOT"/}   (or: RUSTC_BOOTSTRAP=1 cargo fuzz run $t ${input#"$ROOT"/})"
+      failed+=("$t")
+    fi
+  done
+  if [ "${#failed[@]}" -gt 0 ]; then exit 1; fi
+  exit 0
+fi
 
 export RUSTC_BOOTSTRAP=1
-say() { printf '\n== %s ==\n' "$*"; }
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   say "installing cargo-fuzz $CARGO_FUZZ_VERSION"
