@@ -160,10 +160,11 @@ enum Part {
 }
 
 fn mime_tree(body: Body, attachments: Vec<Attachment>) -> Part {
-    let mut part = body_part(&body);
     let (inline, attached): (Vec<Attachment>, Vec<Attachment>) = attachments
         .into_iter()
         .partition(|a| a.content_id.is_some());
+    let whole_message = inline.is_empty() && attached.is_empty();
+    let mut part = body_part(&body, whole_message);
     if !inline.is_empty() {
         part = Part::Multi(wrap(MultiPart::related(), part, inline));
     }
@@ -173,11 +174,16 @@ fn mime_tree(body: Body, attachments: Vec<Attachment>) -> Part {
     part
 }
 
-fn body_part(body: &Body) -> Part {
+/// The text part(s). lettre ends every part with CRLF: inside a multipart that CRLF
+/// belongs to the boundary, but when the text is the whole message it would add an empty
+/// line to a body that already ends in one (T58), so it is taken off first.
+fn body_part(body: &Body, whole_message: bool) -> Part {
     let text = |content: &str, kind: ContentType| {
-        SinglePart::builder()
-            .header(kind)
-            .body(normalize_line_endings(content))
+        let mut content = normalize_line_endings(content);
+        if whole_message && content.ends_with("\r\n") {
+            content.truncate(content.len() - 2);
+        }
+        SinglePart::builder().header(kind).body(content)
     };
     match (&body.text_alternative, body.is_html) {
         (Some(plain), true) => Part::Multi(
@@ -329,6 +335,33 @@ mod tests {
         let err = build(e, &mailbox("me@sender.example"), SystemTime::UNIX_EPOCH).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidData);
         assert!(err.message().contains("at most 256"), "{err}");
+    }
+
+    /// T58: `hello\n` arrives as `hello` CRLF, not followed by an empty line; in a
+    /// multipart the part's content is kept to the octet as well.
+    #[test]
+    fn t58_a_final_newline_is_not_doubled() {
+        let from = mailbox("me@sender.example");
+        for (given, ending) in [
+            ("hello\n", "\r\n\r\nhello\r\n"),
+            ("hello", "\r\n\r\nhello\r\n"),
+            ("hello\n\n", "\r\n\r\nhello\r\n\r\n"),
+        ] {
+            let mut e = email();
+            e.body.content = given.into();
+            let t = text(&build(e, &from, SystemTime::UNIX_EPOCH).unwrap());
+            assert!(t.ends_with(ending), "{given:?}: {t:?}");
+        }
+        let mut e = email();
+        e.body.content = "hello\n".into();
+        e.attachments = vec![Attachment {
+            file_name: "a.txt".into(),
+            content_type: ContentType::TEXT_PLAIN,
+            data: b"x".to_vec(),
+            content_id: None,
+        }];
+        let t = text(&build(e, &from, SystemTime::UNIX_EPOCH).unwrap());
+        assert!(t.contains("\r\n\r\nhello\r\n\r\n--"), "{t}");
     }
 
     #[test]
