@@ -155,6 +155,9 @@ pub struct SendArgs {
     /// Read the body from a file ('-' = standard input).
     #[arg(long, value_name = "PATH", help_heading = "Message")]
     pub body_file: Option<PathBuf>,
+    /// Send a --body-file (or stdin) that is empty (else 66: its producer probably failed).
+    #[arg(long, help_heading = "Message")]
+    pub allow_empty: bool,
     /// The body is HTML (the connector's IsHtml).
     #[arg(long, help_heading = "Message")]
     pub html: bool,
@@ -366,6 +369,7 @@ impl SendArgs {
                 .then(|| self.attachments(matches))
                 .transpose()?,
             headers: list("--header", &self.headers),
+            allow_empty_body: self.allow_empty,
         })
     }
 

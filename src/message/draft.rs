@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use base64::Engine;
 use lettre::message::header::ContentType;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::message::address;
 use crate::message::check;
 use crate::message::email::{Attachment, Body, Email, Importance};
@@ -118,6 +118,10 @@ pub struct Draft {
     pub attachments: Option<Vec<AttachmentDraft>>,
     /// Extra headers as `Name: value`.
     pub headers: Option<Sourced<Vec<String>>>,
+    /// Send a body read from a file or standard input even when it is empty
+    /// (`--allow-empty`); otherwise that is an error (66), since it usually means the
+    /// program feeding it failed.
+    pub allow_empty_body: bool,
 }
 
 /// Headers envoi writes itself; `--header` may not replace them.
@@ -156,6 +160,7 @@ impl Draft {
             importance: over.importance.or(self.importance),
             attachments: over.attachments.or(self.attachments),
             headers: over.headers.or(self.headers),
+            allow_empty_body: over.allow_empty_body || self.allow_empty_body,
         }
     }
 
@@ -211,8 +216,26 @@ impl Draft {
                 "--text/--text-file is the plain alternative of an HTML body: add --html",
             ));
         }
+        let body_label = self
+            .body
+            .as_ref()
+            .filter(|b| matches!(b.value, Text::File(_)))
+            .map(|b| b.label.clone());
+        let content = self.body.map(read_text).transpose()?.unwrap_or_default();
+        if let Some(label) = body_label
+            && content.is_empty()
+            && !self.allow_empty_body
+        {
+            return Err(Error::new(
+                ErrorKind::NoInput,
+                format!(
+                    "{label}: the body is empty (did the program that writes it fail?); give \
+                     --allow-empty to send it anyway"
+                ),
+            ));
+        }
         let body = Body {
-            content: self.body.map(read_text).transpose()?.unwrap_or_default(),
+            content,
             is_html,
             text_alternative,
         };
@@ -513,6 +536,27 @@ mod tests {
         let err = draft.into_email().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidData);
         assert!(err.message().contains("\"logo\""), "{err}");
+    }
+
+    /// T49: an empty body file (a failed producer in a pipe) is not sent silently.
+    #[test]
+    fn t49_an_empty_body_file_needs_allow_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("report.txt");
+        std::fs::write(&empty, "").unwrap();
+        let mut draft = minimal();
+        draft.body = Some(Sourced::new("--body-file", Text::File(empty)));
+        let err = draft.clone().into_email().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NoInput);
+        assert!(err.message().contains("--allow-empty"), "{err}");
+        draft.allow_empty_body = true;
+        assert_eq!(draft.into_email().unwrap().body.content, "");
+        let mut inline = minimal();
+        inline.body = Some(Sourced::new("--body", Text::Inline(String::new())));
+        assert!(
+            inline.into_email().is_ok(),
+            "an explicit empty --body is meant"
+        );
     }
 
     #[test]

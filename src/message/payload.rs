@@ -65,6 +65,7 @@ pub fn parse(origin: &str, json: &[u8]) -> Result<Draft> {
         importance: payload.importance.map(|v| Sourced::new("Importance", v)),
         attachments,
         headers: None,
+        allow_empty_body: false,
     })
 }
 
