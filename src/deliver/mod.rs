@@ -98,8 +98,15 @@ pub fn deliver(
         }
         Transport::Smtp(smtp) => smtp,
     };
+    // A password command gets what a server command gets: the profile's timeout, cut
+    // to what is left before the deadline.
+    let left = options
+        .policy
+        .deadline
+        .map(|d| d.saturating_duration_since(std::time::Instant::now()));
+    let fetch_timeout = left.map_or(smtp.timeout, |left| smtp.timeout.min(left));
     let password = match &smtp.login {
-        Some((_, source)) => Some(source.fetch()?),
+        Some((_, source)) => Some(source.fetch(fetch_timeout)?),
         None => None,
     };
     let settings =

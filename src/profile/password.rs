@@ -1,7 +1,9 @@
 //! Where a password comes from, and a type that cannot print it.
 
 use std::fmt;
-use std::process::{Command, Stdio};
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 
@@ -85,8 +87,10 @@ pub enum PasswordSource {
 
 impl PasswordSource {
     /// Fetches the password. Failures are configuration errors (exit 78); a failing
-    /// command's standard error is shown, never its standard output.
-    pub fn fetch(&self) -> Result<Password> {
+    /// command's standard error is shown, never its standard output. A command still
+    /// running after `timeout` is stopped: a hung password manager must not hang a cron
+    /// job or an outbox flush.
+    pub fn fetch(&self, timeout: Duration) -> Result<Password> {
         match self {
             PasswordSource::Env(var) => match std::env::var(var) {
                 Ok(v) if !v.is_empty() => Ok(Password::new(v)),
@@ -95,27 +99,34 @@ impl PasswordSource {
                 ))),
             },
             PasswordSource::Inline(p) => Ok(p.clone()),
-            PasswordSource::Command(cmd) => run_command(cmd),
+            PasswordSource::Command(cmd) => run_command(cmd, timeout),
         }
     }
 }
 
-fn run_command(cmd: &str) -> Result<Password> {
-    let output = Command::new("sh")
+fn run_command(cmd: &str, timeout: Duration) -> Result<Password> {
+    let mut child = Command::new("sh")
         .arg("-c")
         .arg(cmd)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| Error::config(format!("password_command: cannot run sh: {e}")))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
+    // Read both pipes while waiting, so a chatty command cannot block on a full pipe.
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let status = wait(&mut child, timeout)?;
+    let stderr = stderr.join().unwrap_or_default();
+    if !status.success() {
+        let stderr = String::from_utf8_lossy(&stderr);
         return Err(Error::config(format!(
-            "password_command failed ({}): {}",
-            output.status,
+            "password_command failed ({status}): {}",
             stderr.trim()
         )));
     }
-    let mut secret = String::from_utf8(output.stdout)
+    let stdout = stdout.join().unwrap_or_default();
+    let mut secret = String::from_utf8(stdout)
         .map_err(|_| Error::config("password_command: its output is not UTF-8"))?;
     // `pass` and friends end the secret with a newline; the newline is not part of it.
     while secret.ends_with(['\n', '\r']) {
@@ -125,6 +136,43 @@ fn run_command(cmd: &str) -> Result<Password> {
         return Err(Error::config("password_command printed nothing"));
     }
     Ok(Password::new(secret))
+}
+
+/// Reads a pipe to its end on a thread of its own.
+fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
+    })
+}
+
+/// Waits for the command at most `timeout`, then stops it (78).
+fn wait(child: &mut Child, timeout: Duration) -> Result<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::config(format!(
+                    "password_command did not finish within {} s and was stopped",
+                    timeout.as_secs_f64()
+                )));
+            }
+            Err(e) => {
+                return Err(Error::config(format!(
+                    "password_command: cannot wait for it: {e}"
+                )));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -141,13 +189,32 @@ mod tests {
     #[test]
     fn command_output_is_trimmed_and_failures_show_stderr_only() {
         let p = PasswordSource::Command("printf 'pw\\n'".into())
-            .fetch()
+            .fetch(Duration::from_secs(10))
             .unwrap();
         assert_eq!(p.expose(), "pw");
         let err = PasswordSource::Command("echo secret-out; echo oops >&2; exit 3".into())
-            .fetch()
+            .fetch(Duration::from_secs(10))
             .unwrap_err();
         assert!(err.message().contains("oops"), "{err}");
         assert!(!err.message().contains("secret-out"), "{err}");
+    }
+
+    /// T25: a password command that hangs is stopped after the timeout (78), and
+    /// a command that fills its pipes does not block.
+    #[test]
+    fn t25_a_hanging_command_is_stopped() {
+        let err = PasswordSource::Command("sleep 30".into())
+            .fetch(Duration::from_millis(300))
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::error::ErrorKind::Config);
+        assert!(
+            err.message().contains("did not finish within 0.3 s"),
+            "{err}"
+        );
+        let chatty = "head -c 1000000 /dev/zero >&2; echo pw";
+        let p = PasswordSource::Command(chatty.into())
+            .fetch(Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(p.expose(), "pw");
     }
 }

@@ -201,3 +201,33 @@ fn t37_the_servers_size_limit_is_honoured() {
         .collect();
     assert_eq!(declared, [message.data.len()], "{:?}", message.mail_params);
 }
+
+/// T25: a `password_command` that hangs is stopped after the profile's timeout: 78 in
+/// direct mode, naming the command; with `--queue` the message waits in the outbox with
+/// that reason. Nothing reaches the server either way.
+/// Regression: the send (and `outbox flush`) hung forever.
+#[test]
+fn t25_a_hanging_password_command_is_stopped() {
+    let s = Setup::plain(ServerOptions::default(), 1);
+    let config = Config::new(s.server.port(), "none")
+        .timeout_secs(1)
+        .line("username = \"u\"\npassword_command = \"sleep 30\"\nallow_plaintext_auth = true")
+        .write(s.home());
+    let run = send(s.home(), Route::Config(&config))
+        .args(["--to", "a@example.com", "--json"])
+        .expect_exit(78);
+    assert!(
+        run.stderr.contains("password_command did not finish"),
+        "{run}"
+    );
+    let outbox = s.home().join("outbox");
+    let queued = send(s.home(), Route::Config(&config))
+        .args(["--to", "a@example.com", "--queue", "--json", "--outbox-dir"])
+        .arg(&outbox)
+        .expect_exit(0)
+        .json();
+    assert_eq!(queued["status"], "queued", "{queued}");
+    let reason = queued["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("password_command"), "{queued}");
+    s.assert_nothing_delivered();
+}
