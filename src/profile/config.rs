@@ -298,6 +298,9 @@ pub(crate) fn load(path: &Path, explicit: bool) -> Result<ConfigFile> {
     if file.profiles.values().any(|p| p.password.is_some()) {
         check_private(path)?;
     }
+    if file.profiles.values().any(|p| p.password_command.is_some()) {
+        check_trusted(path)?;
+    }
     Ok(file)
 }
 
@@ -317,6 +320,49 @@ fn check_private(path: &Path) -> Result<()> {
             path.display()
         )));
     }
+    Ok(())
+}
+
+/// A file that makes envoi run a command must be changeable by this user only: whoever
+/// can write it can run any command as the user who sends (T24).
+#[cfg(unix)]
+fn check_trusted(path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::config(format!("cannot stat {}: {e}", path.display())))?;
+    if meta.mode() & 0o022 != 0 {
+        return Err(Error::config(format!(
+            "{} runs a password_command but can be changed by others (mode {:o}); run: \
+             chmod go-w {}",
+            path.display(),
+            meta.mode() & 0o777,
+            path.display()
+        )));
+    }
+    if let Some(me) = effective_uid()
+        && meta.uid() != me
+    {
+        return Err(Error::config(format!(
+            "{} runs a password_command but belongs to another user (uid {}); only a file \
+             of your own may run commands",
+            path.display(),
+            meta.uid()
+        )));
+    }
+    Ok(())
+}
+
+/// This process's effective user id, where the platform tells it without `unsafe`
+/// (Linux's /proc); elsewhere only the mode is checked.
+#[cfg(unix)]
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+#[cfg(not(unix))]
+fn check_trusted(_path: &Path) -> Result<()> {
     Ok(())
 }
 
@@ -471,6 +517,33 @@ mod tests {
         assert!(err.message().contains("host is missing"), "{err}");
         let err = file.select(Some("f")).unwrap_err();
         assert!(err.message().contains("needs dir"), "{err}");
+    }
+
+    /// T24: a config file others can change must not make envoi run a command.
+    #[cfg(unix)]
+    #[test]
+    fn t24_a_password_command_needs_a_file_only_its_owner_can_change() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "[profiles.a]\nhost = \"h\"\nusername = \"u\"\npassword_command = \"pass mail\"\n",
+        )
+        .unwrap();
+        let set = |mode| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
+        set(0o644).unwrap();
+        assert!(load(&path, true).is_ok());
+        set(0o664).unwrap();
+        let err = load(&path, true).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().contains("chmod go-w"), "{err}");
+        set(0o644).unwrap();
+        if effective_uid() == Some(0) {
+            std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+            let err = load(&path, true).unwrap_err();
+            assert!(err.message().contains("another user"), "{err}");
+        }
     }
 
     /// T08: hello_name is a host name or an address literal, nothing else.

@@ -147,6 +147,10 @@ impl Config {
              timeout_secs = {timeout_secs}\n{extra}\n"
         );
         std::fs::write(&path, text).expect("write the config file");
+        // Private whatever the umask: envoi refuses a readable file with a password and a
+        // writable one with a password_command.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod 600 the config file");
         path
     }
 }
