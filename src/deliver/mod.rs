@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Prepared;
-use crate::profile::{Profile, Transport};
+use crate::profile::{Profile, Security, Transport};
 
 pub use retry::{Failure, Policy, Report};
 pub use smtp::{RcptReply, payload_in_flight};
@@ -67,6 +67,12 @@ pub enum Notice {
     },
     /// The server accepted a transaction but the observer could not record it.
     NotRecorded(Error),
+    /// The profile allows AUTH without TLS, and it is about to happen: the password
+    /// crosses the network in clear (T14).
+    PasswordWithoutTls {
+        /// `host:port`.
+        server: String,
+    },
 }
 
 /// Told what happens during a delivery.
@@ -109,6 +115,11 @@ pub fn deliver(
         Some((_, source)) => Some(source.fetch(fetch_timeout)?),
         None => None,
     };
+    if password.is_some() && smtp.security == Security::None && smtp.allow_plaintext_auth {
+        observer.notice(Notice::PasswordWithoutTls {
+            server: format!("{}:{}", smtp.host, smtp.port),
+        });
+    }
     let settings =
         smtp::SmtpSettings::new(smtp, password, options.transcript, options.policy.deadline);
     let mut connector = smtp::SmtpConnector::new(settings);

@@ -421,8 +421,10 @@ fn no_password_over_plaintext_unless_allowed() {
 
     let config = std::fs::read_to_string(&s.config).unwrap() + "allow_plaintext_auth = true\n";
     std::fs::write(&s.config, config).unwrap();
-    s.send().args(["--to", "a@example.com"]).expect_exit(0);
+    let run = s.send().args(["--to", "a@example.com"]).expect_exit(0);
     assert_eq!(s.only_message().authenticated_as.as_deref(), Some(USER));
+    // T14: allowed, but never silently.
+    assert!(run.stderr.contains("without TLS"), "{run}");
 }
 
 #[test]
