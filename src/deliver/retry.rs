@@ -33,6 +33,19 @@ pub(crate) trait Session {
     fn mail(&mut self, prepared: &Prepared, recipients: &[Address]) -> Result<()>;
     /// RCPT TO: the server's answer, positive or not.
     fn rcpt(&mut self, recipient: &Address) -> Result<RcptReply>;
+    /// MAIL and every RCPT in one write (RFC 2920 PIPELINING), then their replies in
+    /// order: the RCPT answers. `None` when the server does not offer it; then [`mail`]
+    /// and [`rcpt`] go one by one.
+    ///
+    /// [`mail`]: Session::mail
+    /// [`rcpt`]: Session::rcpt
+    fn pipelined_envelope(
+        &mut self,
+        _prepared: &Prepared,
+        _recipients: &[Address],
+    ) -> Option<Result<Vec<RcptReply>>> {
+        None
+    }
     /// Abandons the transaction; the session stays usable.
     fn rset(&mut self);
     /// DATA, the message and the final dot: the reply to the dot.
@@ -64,17 +77,34 @@ fn transaction(
     recipients: &[Address],
     allow_partial: bool,
 ) -> Result<Transaction> {
-    session.mail(prepared, recipients)?;
     let mut t = Transaction::default();
-    for (i, rcpt) in recipients.iter().enumerate() {
-        let reply = session.rcpt(rcpt)?;
-        if reply.code < 400 {
-            t.accepted.push(reply);
-        } else if reply.code == 452 && !t.accepted.is_empty() {
-            t.deferred = recipients[i..].to_vec();
-            break;
-        } else {
-            t.refused.push(reply);
+    match session.pipelined_envelope(prepared, recipients) {
+        Some(replies) => {
+            for (rcpt, reply) in recipients.iter().zip(replies?) {
+                // Every RCPT was asked: whoever got 250 is in, after a 452 or not.
+                if reply.code < 400 {
+                    t.accepted.push(reply);
+                } else if reply.code == 452 && !t.accepted.is_empty() {
+                    t.deferred.push(rcpt.clone());
+                } else {
+                    t.refused.push(reply);
+                }
+            }
+        }
+        None => {
+            session.mail(prepared, recipients)?;
+            for (i, rcpt) in recipients.iter().enumerate() {
+                let reply = session.rcpt(rcpt)?;
+                if reply.code < 400 {
+                    t.accepted.push(reply);
+                } else if reply.code == 452 && !t.accepted.is_empty() {
+                    // The server takes no more in this transaction: ask no further.
+                    t.deferred = recipients[i..].to_vec();
+                    break;
+                } else {
+                    t.refused.push(reply);
+                }
+            }
         }
     }
     if t.accepted.is_empty() || (!t.refused.is_empty() && !allow_partial) {
@@ -372,6 +402,8 @@ mod tests {
         max_rcpt: Option<usize>,
         /// The failure of the final dot, if any (else 250).
         data_error: Option<ErrorKind>,
+        /// Offers PIPELINING: the envelope goes in one batch, every RCPT answered.
+        pipelining: bool,
     }
 
     impl Server {
@@ -456,6 +488,21 @@ mod tests {
 
         fn rset(&mut self) {
             self.log.borrow_mut().push("RSET".into());
+        }
+
+        fn pipelined_envelope(
+            &mut self,
+            prepared: &Prepared,
+            recipients: &[Address],
+        ) -> Option<Result<Vec<RcptReply>>> {
+            if !self.server.pipelining {
+                return None;
+            }
+            self.log.borrow_mut().push("PIPELINE".into());
+            let replies = self
+                .mail(prepared, recipients)
+                .and_then(|()| recipients.iter().map(|r| self.rcpt(r)).collect());
+            Some(replies)
         }
 
         fn data(&mut self, _: &Prepared) -> Result<(u16, String)> {
@@ -545,6 +592,29 @@ mod tests {
         assert_eq!(seen.accepted.len(), 3, "progress after each transaction");
         assert_eq!(script.count("DATA"), 3);
         assert_eq!(script.count("QUIT"), 1);
+    }
+
+    /// Pipelined, every RCPT is answered: one that got 250 after another's 452 is in
+    /// this transaction, and only the 452'd one goes in the next.
+    #[test]
+    fn pipelined_replies_after_a_452_are_counted_one_by_one() {
+        let first = Server {
+            pipelining: true,
+            ..Server::refusing("b@example.com", 452)
+        };
+        let second = Server {
+            pipelining: true,
+            ..Server::default()
+        };
+        let mut script = Script::new(vec![Ok(first), Ok(second)]);
+        let (result, _) = run(&mut script, &FIVE[..3], &policy(3, false));
+        let report = result.unwrap();
+        assert_eq!(
+            addresses(&report.delivered),
+            ["a@example.com", "c@example.com", "b@example.com"]
+        );
+        assert_eq!(script.count("DATA"), 2, "{:?}", script.log());
+        assert_eq!(script.count("PIPELINE"), 3, "{:?}", script.log());
     }
 
     #[test]

@@ -231,3 +231,106 @@ fn t25_a_hanging_password_command_is_stopped() {
     assert!(reason.contains("password_command"), "{queued}");
     s.assert_nothing_delivered();
 }
+
+/// RFC 2920: with PIPELINING offered, MAIL FROM and every RCPT TO leave in one write (the
+/// peer finds them all in its first read) and each recipient's reply is still its own.
+#[test]
+fn pipelining_sends_the_envelope_in_one_write() {
+    let (port, peer) = peer(|mut socket| {
+        let mut reader = BufReader::new(socket.try_clone().expect("clone"));
+        let _ = socket.write_all(b"220 pipe.example\r\n");
+        let _ = read_line(&mut reader);
+        let _ = socket.write_all(b"250-pipe.example\r\n250 PIPELINING\r\n");
+        // Give a client that writes line by line time to show it.
+        thread::sleep(Duration::from_millis(300));
+        let first = reader.fill_buf().map(<[u8]>::to_vec).unwrap_or_default();
+        let first = String::from_utf8_lossy(&first).into_owned();
+        let mut rcpts = 0;
+        while let Some(line) = read_line(&mut reader) {
+            let reply: &[u8] = if line.starts_with("RCPT") {
+                rcpts += 1;
+                if rcpts == 2 {
+                    b"550 no such user\r\n"
+                } else {
+                    b"250 ok\r\n"
+                }
+            } else if line == "DATA" {
+                b"354 go on\r\n"
+            } else if line.starts_with("QUIT") {
+                let _ = socket.write_all(b"221 bye\r\n");
+                break;
+            } else if line.starts_with("MAIL") || line == "." {
+                b"250 ok\r\n"
+            } else {
+                continue;
+            };
+            let _ = socket.write_all(reply);
+        }
+        first
+    });
+    let home = TempDir::new().expect("temp dir");
+    let run = send(home.path(), Route::Url(port))
+        .args([
+            "--from",
+            "a@example.com",
+            "--to",
+            "b@example.com;c@example.com;d@example.com",
+        ])
+        .args(["--body", "hi", "--allow-partial", "--json"])
+        .expect_exit(0);
+    let json = run.json();
+    assert_eq!(json["status"], "partial", "{json}");
+    let refused: Vec<&str> = json["recipients"]
+        .as_array()
+        .expect("recipients")
+        .iter()
+        .filter(|r| r["status"] == "refused")
+        .filter_map(|r| r["address"].as_str())
+        .collect();
+    assert_eq!(refused, ["c@example.com"]);
+    let first = peer.join().expect("peer");
+    for line in [
+        "MAIL FROM:<a@example.com>",
+        "RCPT TO:<b@example.com>",
+        "RCPT TO:<d@example.com>",
+    ] {
+        assert!(
+            first.contains(line),
+            "{line} not in the first read: {first:?}"
+        );
+    }
+}
+
+/// With PIPELINING and a server that takes two recipients per transaction, the 452'd
+/// ones go in further transactions and nobody gets the message twice.
+#[test]
+fn pipelined_452s_go_in_further_transactions() {
+    let s = Setup::plain(
+        ServerOptions {
+            ehlo_extra: vec!["PIPELINING".into()],
+            max_rcpts_per_transaction: Some(2),
+            ..ServerOptions::default()
+        },
+        10,
+    );
+    s.send()
+        .args([
+            "--to",
+            "r1@example.com;r2@example.com;r3@example.com;r4@example.com;r5@example.com",
+        ])
+        .expect_exit(0);
+    let sets: Vec<Vec<String>> = s
+        .server
+        .messages()
+        .iter()
+        .map(|m| m.rcpt_to.clone())
+        .collect();
+    assert_eq!(
+        sets,
+        [
+            vec!["r1@example.com", "r2@example.com"],
+            vec!["r3@example.com", "r4@example.com"],
+            vec!["r5@example.com"],
+        ]
+    );
+}

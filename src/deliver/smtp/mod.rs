@@ -132,6 +132,7 @@ struct Capabilities {
     size: Option<u64>,
     eight_bit_mime: bool,
     smtputf8: bool,
+    pipelining: bool,
 }
 
 impl Capabilities {
@@ -149,6 +150,7 @@ impl Capabilities {
                 "SIZE" => caps.size = words.next().and_then(|n| n.parse().ok()),
                 "8BITMIME" => caps.eight_bit_mime = true,
                 "SMTPUTF8" => caps.smtputf8 = true,
+                "PIPELINING" => caps.pipelining = true,
                 _ => {}
             }
         }
@@ -459,14 +461,20 @@ impl SmtpSession {
 
 impl Session for SmtpSession {
     fn mail(&mut self, prepared: &Prepared, recipients: &[Address]) -> Result<()> {
-        let params = self.mail_parameters(prepared, recipients)?;
-        let from = prepared
-            .envelope
-            .from()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        let reply = self.command(&format!("MAIL FROM:<{from}>{params}"), "MAIL FROM")?;
+        let line = self.mail_line(prepared, recipients)?;
+        let reply = self.command(&line, "MAIL FROM")?;
         self.expect(&reply, "MAIL FROM", |c| c == 250)
+    }
+
+    fn pipelined_envelope(
+        &mut self,
+        prepared: &Prepared,
+        recipients: &[Address],
+    ) -> Option<Result<Vec<RcptReply>>> {
+        if !self.caps.pipelining {
+            return None;
+        }
+        Some(self.envelope_in_one_write(prepared, recipients))
     }
 
     fn rcpt(&mut self, rcpt: &Address) -> Result<RcptReply> {
@@ -536,6 +544,48 @@ impl Session for SmtpSession {
 }
 
 impl SmtpSession {
+    /// `MAIL FROM:<…>` with its parameters.
+    fn mail_line(&self, prepared: &Prepared, recipients: &[Address]) -> Result<String> {
+        let params = self.mail_parameters(prepared, recipients)?;
+        let from = prepared
+            .envelope
+            .from()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        Ok(format!("MAIL FROM:<{from}>{params}"))
+    }
+
+    /// RFC 2920: MAIL and the RCPTs go in one write; the replies come back in order and
+    /// are all read, so the session stays in step even when MAIL is refused.
+    fn envelope_in_one_write(
+        &mut self,
+        prepared: &Prepared,
+        recipients: &[Address],
+    ) -> Result<Vec<RcptReply>> {
+        let mut lines = vec![self.mail_line(prepared, recipients)?];
+        lines.extend(recipients.iter().map(|r| format!("RCPT TO:<{r}>")));
+        let mut batch = String::new();
+        for line in &lines {
+            self.trace("C", line);
+            batch.push_str(line);
+            batch.push_str("\r\n");
+        }
+        self.arm_timeout()?;
+        if let Err(e) = self.conn.send(batch.as_bytes()) {
+            self.broken = true;
+            return Err(io_failure("MAIL FROM", &e));
+        }
+        let mail = self.read("MAIL FROM")?;
+        let mut replies = Vec::with_capacity(recipients.len());
+        for rcpt in recipients {
+            self.arm_timeout()?;
+            let reply = self.read(&format!("RCPT TO:<{rcpt}>"))?;
+            replies.push(RcptReply::new(rcpt, reply.code, printable(reply.text())));
+        }
+        self.expect(&mail, "MAIL FROM", |c| c == 250)?;
+        Ok(replies)
+    }
+
     /// The dot-stuffed payload and the final dot, in large writes, the last one carrying
     /// the terminator.
     fn write_payload(&mut self, text: &str) -> io::Result<()> {
