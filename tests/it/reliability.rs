@@ -287,35 +287,6 @@ fn slow_replies_cannot_stretch_a_send_past_its_deadline() {
 }
 
 #[test]
-fn bytes_injected_after_starttls_abort_before_auth() {
-    let s = Setup::new(
-        Security::StartTls,
-        ServerOptions {
-            inject_after_starttls: Some(b"250-evil.example\r\n250 AUTH PLAIN\r\n".to_vec()),
-            ..ServerOptions::default()
-        },
-    );
-    let run = s
-        .send()
-        .args(["--to", "a@example.com", "--retries", "0"])
-        .expect_exit(75);
-    assert!(
-        run.stderr.contains("before the TLS handshake"),
-        "{}",
-        run.stderr
-    );
-    assert!(s.server.wait_idle(Duration::from_secs(5)));
-    let transcript = s.server.transcript();
-    assert!(
-        transcript
-            .iter()
-            .all(|l| !l.starts_with("AUTH") && !l.starts_with("MAIL")),
-        "{transcript:?}"
-    );
-    assert_no_secret(&run.output());
-}
-
-#[test]
 fn verbose_transcript_redacts_auth() {
     let s = Setup::new(Security::StartTls, ServerOptions::default());
     let run = s

@@ -224,6 +224,23 @@ impl Setup {
     pub fn assert_nothing_delivered(&self) {
         assert!(self.server.messages().is_empty(), "a message was delivered");
     }
+
+    /// The client gave up before logging in or starting a transaction: no AUTH, no MAIL
+    /// in what the server received, and nothing delivered.
+    pub fn assert_stopped_before_auth(&self) {
+        assert!(
+            self.server.wait_idle(Duration::from_secs(5)),
+            "server still busy"
+        );
+        let transcript = self.server.transcript();
+        assert!(
+            transcript
+                .iter()
+                .all(|l| !l.starts_with("AUTH") && !l.starts_with("MAIL")),
+            "{transcript:?}"
+        );
+        self.assert_nothing_delivered();
+    }
 }
 
 /// Asserts the canary password (plain or base64, as AUTH would carry it) is nowhere in `text`.
