@@ -4,7 +4,7 @@
 //! dot-stuffed; the only end-of-data ever sent is CRLF `.` CRLF (RFC 5321 §4.5.2).
 //! lettre 0.11.23 does not stuff after a bare LF, so envoi frames DATA itself.
 
-use std::fmt;
+use std::io::{self, Write};
 
 /// Turns every CRLF, bare LF and bare CR into CRLF.
 pub(crate) fn normalize_line_endings(text: &str) -> String {
@@ -19,25 +19,27 @@ pub(crate) fn normalize_line_endings(text: &str) -> String {
     out
 }
 
-/// A message as the DATA payload: dot-stuffed, CRLF-terminated lines, then `.` CRLF.
-///
-/// Formatting it yields the exact bytes to write after the server's 354, terminator
-/// included, so the whole payload goes out in one write (no Nagle stall on a small
-/// trailing write).
-pub(crate) struct DataPayload<'a>(pub &'a str);
-
-impl fmt::Display for DataPayload<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut lines = Lines::new(self.0);
-        while let Some((line, _)) = lines.next_line() {
-            if line.starts_with('.') {
-                f.write_str(".")?;
+/// Writes a message as the DATA payload: dot-stuffed, CRLF-terminated lines, then `.`
+/// CRLF, the exact bytes to send after the server's 354. Works on bytes: a message given
+/// to sendmail mode may be 8-bit text in any charset.
+pub(crate) fn write_data(out: &mut impl Write, message: &[u8]) -> io::Result<()> {
+    let mut rest = message;
+    while !rest.is_empty() {
+        let (line, next) = match rest.iter().position(|b| matches!(b, b'\r' | b'\n')) {
+            None => (rest, &rest[rest.len()..]),
+            Some(i) => {
+                let skip = if rest[i..].starts_with(b"\r\n") { 2 } else { 1 };
+                (&rest[..i], &rest[i + skip..])
             }
-            f.write_str(line)?;
-            f.write_str("\r\n")?;
+        };
+        if line.starts_with(b".") {
+            out.write_all(b".")?;
         }
-        f.write_str(".\r\n")
+        out.write_all(line)?;
+        out.write_all(b"\r\n")?;
+        rest = next;
     }
+    out.write_all(b".\r\n")
 }
 
 /// Splits text into lines at CRLF, LF or CR; yields `(line, had_line_ending)`.
@@ -78,6 +80,12 @@ impl<'a> Lines<'a> {
 mod tests {
     use super::*;
 
+    fn framed(message: &str) -> String {
+        let mut out = Vec::new();
+        write_data(&mut out, message.as_bytes()).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn every_line_ending_becomes_crlf() {
         assert_eq!(normalize_line_endings("a\nb\r\nc\rd"), "a\r\nb\r\nc\r\nd");
@@ -88,22 +96,28 @@ mod tests {
 
     #[test]
     fn data_is_dot_stuffed_after_any_line_ending() {
-        let payload = DataPayload("Subject: x\r\n\r\n.hidden\n.\r\nend\r.\r\n").to_string();
         assert_eq!(
-            payload,
+            framed("Subject: x\r\n\r\n.hidden\n.\r\nend\r.\r\n"),
             "Subject: x\r\n\r\n..hidden\r\n..\r\nend\r\n..\r\n.\r\n"
         );
     }
 
     #[test]
     fn data_without_final_line_ending_is_terminated_properly() {
-        assert_eq!(DataPayload("body").to_string(), "body\r\n.\r\n");
-        assert_eq!(DataPayload("").to_string(), ".\r\n");
+        assert_eq!(framed("body"), "body\r\n.\r\n");
+        assert_eq!(framed(""), ".\r\n");
+    }
+
+    #[test]
+    fn eight_bit_bytes_pass_unchanged() {
+        let mut out = Vec::new();
+        write_data(&mut out, b"caf\xe9\n.\xff\n").unwrap();
+        assert_eq!(out, b"caf\xe9\r\n..\xff\r\n.\r\n");
     }
 
     #[test]
     fn no_bare_line_feed_survives_framing() {
-        let payload = DataPayload("a\nb\rc\r\n\n\r").to_string();
+        let payload = framed("a\nb\rc\r\n\n\r");
         let bytes = payload.as_bytes();
         for (i, b) in bytes.iter().enumerate() {
             if *b == b'\n' {

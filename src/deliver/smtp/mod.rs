@@ -28,7 +28,7 @@ use crate::deliver::{Transcript, deadline_passed};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Prepared;
 use crate::message::check::no_line_breaks;
-use crate::message::wire::DataPayload;
+use crate::message::wire::write_data;
 use crate::profile::{Password, Security, SmtpProfile};
 
 use conn::{Conn, WireError};
@@ -487,12 +487,6 @@ impl Session for SmtpSession {
     }
 
     fn data(&mut self, prepared: &Prepared) -> Result<(u16, String)> {
-        let text = std::str::from_utf8(&prepared.bytes).map_err(|_| {
-            Error::new(
-                ErrorKind::Internal,
-                "the built message is not UTF-8 (a bug)",
-            )
-        })?;
         let reply = self.command("DATA", "DATA")?;
         self.expect(&reply, "DATA", |c| c == 354)?;
         self.arm_timeout()?;
@@ -501,12 +495,12 @@ impl Session for SmtpSession {
             &format!(
                 "[message {}, {} bytes, then .]",
                 prepared.message_id,
-                text.len()
+                prepared.bytes.len()
             ),
         );
         PAYLOAD_IN_FLIGHT.store(true, Ordering::SeqCst);
         let result = self
-            .write_payload(text)
+            .write_payload(&prepared.bytes)
             .map_err(WireError::Io)
             .and_then(|()| self.conn.read_reply());
         PAYLOAD_IN_FLIGHT.store(false, Ordering::SeqCst);
@@ -588,9 +582,9 @@ impl SmtpSession {
 
     /// The dot-stuffed payload and the final dot, in large writes, the last one carrying
     /// the terminator.
-    fn write_payload(&mut self, text: &str) -> io::Result<()> {
+    fn write_payload(&mut self, message: &[u8]) -> io::Result<()> {
         let mut writer = self.conn.writer();
-        write!(writer, "{}", DataPayload(text))?;
+        write_data(&mut writer, message)?;
         writer.flush()
     }
 }
