@@ -5,7 +5,7 @@ use std::time::Duration;
 use envoi::deliver::Transcript;
 use envoi::error::Result;
 use envoi::outbox::{FlushOptions, Folder, Outbox, drop_entry, flush};
-use envoi::profile::{Env, Resolved, resolve};
+use envoi::profile::{Env, Resolved, resolve_outbox};
 
 use crate::cli::args::{OutboxArgs, OutboxCommand};
 use crate::cli::render::{Notices, print_dropped, print_entries, print_flush, transcript, warning};
@@ -56,6 +56,6 @@ pub fn run(command: OutboxCommand) -> Result<()> {
 
 /// The outbox the flags, the environment and the profile name.
 fn open(common: &OutboxArgs) -> Result<(Outbox, Resolved)> {
-    let resolved = resolve(&common.flags(), &Env::from_process())?;
+    let resolved = resolve_outbox(&common.flags(), &Env::from_process()?)?;
     Ok((Outbox::open(resolved.outbox_dir()?)?, resolved))
 }

@@ -42,7 +42,7 @@ pub enum Outcome {
 /// Runs `envoi send` with its parsed flags and their matches.
 pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
     let started = Instant::now();
-    let resolved = resolve(&args.flags(), &Env::from_process())?;
+    let resolved = resolve(&args.flags(), &Env::from_process()?)?;
     let draft = read_draft(args, matches)?;
     let email = draft.into_email()?;
     let from = match email.from.clone() {

@@ -111,17 +111,23 @@ pub fn deliver(
         .deadline
         .map(|d| d.saturating_duration_since(std::time::Instant::now()));
     let fetch_timeout = left.map_or(smtp.timeout, |left| smtp.timeout.min(left));
-    let password = match &smtp.login {
-        Some((_, source)) => Some(source.fetch(fetch_timeout)?),
+    let login = smtp.login.clone()?;
+    let credentials = match login {
+        Some((user, source)) => Some((user, source.fetch(fetch_timeout)?)),
         None => None,
     };
+    let password = credentials.as_ref().map(|(_, p)| p);
     if password.is_some() && smtp.security == Security::None && smtp.allow_plaintext_auth {
         observer.notice(Notice::PasswordWithoutTls {
             server: format!("{}:{}", smtp.host, smtp.port),
         });
     }
-    let settings =
-        smtp::SmtpSettings::new(smtp, password, options.transcript, options.policy.deadline);
+    let settings = smtp::SmtpSettings::new(
+        smtp,
+        credentials,
+        options.transcript,
+        options.policy.deadline,
+    );
     let mut connector = smtp::SmtpConnector::new(settings);
     let report = retry::send(&mut connector, &prepared, &options.policy, observer)?;
     Ok(Delivery::Sent { prepared, report })

@@ -124,7 +124,11 @@ pub struct SmtpProfile {
     /// Implicit TLS, required STARTTLS, or none.
     pub security: Security,
     /// User name and where its password comes from; `None` logs in as nobody.
-    pub login: Option<(String, PasswordSource)>,
+    ///
+    /// A login the profile got wrong (a user name without a password, two password
+    /// sources) is an `Err` here and fails the delivery that needs it (78), not the
+    /// selection: a dry run or a look at the outbox does not log in.
+    pub login: Result<Option<(String, PasswordSource)>>,
     /// For connecting and for each command.
     pub timeout: Duration,
     /// A PEM file with extra trusted root certificates (a private CA).
@@ -204,7 +208,7 @@ impl ProfileEntry {
                     .clone()
                     .ok_or_else(|| bad("host is missing".into()))?;
                 Transport::Smtp(SmtpProfile {
-                    login: self.login(name)?,
+                    login: self.login(name),
                     host,
                     port: self.port.unwrap_or(self.security.default_port()),
                     security: self.security,
@@ -257,14 +261,11 @@ impl ProfileEntry {
 /// The bool says whether it was named explicitly (then it must exist).
 pub(crate) fn locate(
     flag: Option<&Path>,
-    env: Option<&str>,
+    env: Option<&Path>,
     platform: Option<&Path>,
 ) -> Option<(PathBuf, bool)> {
-    if let Some(p) = flag {
+    if let Some(p) = flag.or(env) {
         return Some((p.to_path_buf(), true));
-    }
-    if let Some(p) = env.filter(|p| !p.is_empty()) {
-        return Some((PathBuf::from(p), true));
     }
     platform.map(|p| (p.to_path_buf(), false))
 }
@@ -375,11 +376,26 @@ impl ConfigFile {
     /// The profile called `name`, else the `default` one. `None` when neither exists
     /// and no name was asked for.
     pub(crate) fn select(&self, name: Option<&str>) -> Result<Option<(String, Profile)>> {
+        self.entry(name)?
+            .map(|(name, entry)| Ok((name.to_owned(), entry.clone().into_profile(name)?)))
+            .transpose()
+    }
+
+    /// The `outbox_dir` of the profile called `name` (else the `default` one), without
+    /// checking the rest of it: the outbox commands need only that key.
+    pub(crate) fn outbox_dir_of(&self, name: Option<&str>) -> Result<Option<PathBuf>> {
+        Ok(self
+            .entry(name)?
+            .and_then(|(_, entry)| entry.outbox_dir.clone()))
+    }
+
+    /// The entry called `name`, else the `default` one; `None` when neither is named.
+    fn entry<'a>(&'a self, name: Option<&'a str>) -> Result<Option<(&'a str, &'a ProfileEntry)>> {
         let Some(name) = name.or(self.default.as_deref()) else {
             return Ok(None);
         };
         match self.profiles.get(name) {
-            Some(entry) => Ok(Some((name.to_owned(), entry.clone().into_profile(name)?))),
+            Some(entry) => Ok(Some((name, entry))),
             None => {
                 let known: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
                 Err(Error::config(format!(
@@ -452,9 +468,13 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
                 .into_owned(),
         ),
     };
+    if let Some(user) = &username {
+        // Decoded, %0D%0A is a line break: it would end the AUTH command (65).
+        no_line_breaks("profile \"--smtp-url\": username", user)?;
+    }
     Ok(Profile {
         transport: Transport::Smtp(SmtpProfile {
-            login: username.map(|user| (user, PasswordSource::Env(PASSWORD_VAR.into()))),
+            login: Ok(username.map(|user| (user, PasswordSource::Env(PASSWORD_VAR.into())))),
             host,
             port: url.port().unwrap_or(security.default_port()),
             security,
@@ -495,7 +515,7 @@ mod tests {
         assert_eq!(name, "work");
         let work = smtp(work);
         assert_eq!(work.security, Security::Starttls);
-        assert!(matches!(work.login, Some((_, PasswordSource::Env(_)))));
+        assert!(matches!(work.login, Ok(Some((_, PasswordSource::Env(_))))));
         let (_, outbox) = file.select(Some("outbox")).unwrap().unwrap();
         assert!(matches!(outbox.transport, Transport::File { .. }));
     }
@@ -590,20 +610,26 @@ mod tests {
             "[profiles.p]\nhost = \"h\"\nusername = \"u\"\n\
              [profiles.q]\nhost = \"h\"\nusername = \"u\"\npassword_env = \"X\"\npassword = \"y\"\n",
         );
-        assert!(file.select(Some("p")).is_err());
-        assert!(file.select(Some("q")).is_err());
+        for name in ["p", "q"] {
+            let (_, profile) = file.select(Some(name)).unwrap().unwrap();
+            let err = smtp(profile).login.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        }
     }
 
     #[test]
     fn smtp_urls() {
         let p = smtp(profile_from_url("smtps://me%40x.com@mail.example.com").unwrap());
         assert_eq!(p.security, Security::Tls);
-        assert_eq!(p.login.as_ref().map(|l| l.0.as_str()), Some("me@x.com"));
+        assert_eq!(
+            p.login.as_ref().unwrap().as_ref().map(|l| l.0.as_str()),
+            Some("me@x.com")
+        );
         assert_eq!(p.host, "mail.example.com");
         assert_eq!(p.port, 465);
         let p = smtp(profile_from_url("smtp://127.0.0.1:2525?security=none").unwrap());
         assert_eq!((p.security, p.port), (Security::None, 2525));
-        assert!(p.login.is_none());
+        assert!(p.login.unwrap().is_none());
         assert_eq!(
             smtp(profile_from_url("smtp://h").unwrap()).security,
             Security::Starttls
@@ -618,6 +644,8 @@ mod tests {
             assert!(!err.message().contains("secret"), "{err}");
         }
         assert!(profile_from_url("smtp://h\r\n").is_err());
+        let err = profile_from_url("smtp://a%0D%0Ab@h").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
         assert!(profile_from_url("http://h").is_err());
         assert!(profile_from_url("smtp://h?tls=none").is_err());
     }

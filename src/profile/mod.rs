@@ -12,5 +12,5 @@ mod route;
 
 pub use config::{DEFAULT_TIMEOUT, Profile, Security, SmtpProfile, Transport, profile_from_url};
 pub use password::{Password, PasswordSource};
-pub use resolve::{Env, Flags, Resolved, resolve};
+pub use resolve::{Env, Flags, Resolved, resolve, resolve_outbox};
 pub use route::{Connection, Route};

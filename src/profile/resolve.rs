@@ -1,20 +1,25 @@
 //! The one place where flags, `ENVOI_*` variables, the profile and platform defaults
-//! meet (fd's `construct_config`): every command asks [`resolve`] and then sees only
-//! the plain [`Resolved`] answer.
+//! meet (fd's `construct_config`): `send` asks [`resolve`], the outbox commands
+//! [`resolve_outbox`], and both then see only the plain [`Resolved`] answer.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::profile::config;
 use crate::profile::route::{Connection, Route};
 
-/// The environment variables that take part in precedence, read once. An empty
-/// variable counts as unset.
+/// The environment variables that take part in precedence, read once.
+///
+/// An empty `ENVOI_SMTP_URL` or `ENVOI_CONFIG` counts as unset. An empty
+/// `ENVOI_PROFILE` or `ENVOI_IDEMPOTENCY_KEY` is a value, and a wrong one: a script
+/// that sets `ENVOI_IDEMPOTENCY_KEY=$JOB_ID` with `JOB_ID` unset must fail (64), not
+/// send without protection against a second copy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Env {
     /// `ENVOI_SMTP_URL`.
     pub smtp_url: Option<String>,
     /// `ENVOI_CONFIG`.
-    pub config: Option<String>,
+    pub config: Option<PathBuf>,
     /// `ENVOI_PROFILE`.
     pub profile: Option<String>,
     /// `ENVOI_OUTBOX_DIR`.
@@ -28,22 +33,39 @@ pub struct Env {
 }
 
 impl Env {
-    /// Reads this process's environment.
-    pub fn from_process() -> Env {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    /// Reads this process's environment: 64 for a variable that must be text and is
+    /// not UTF-8, or an `ENVOI_OUTBOX_DIR` that is set but empty.
+    pub fn from_process() -> Result<Env> {
+        let text = |name: &str| match std::env::var(name) {
+            Ok(value) => Ok(Some(value)),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err(Error::usage(format!("${name} is not valid UTF-8")))
+            }
+        };
+        let path = |name: &str| std::env::var_os(name).map(PathBuf::from);
+        let outbox_dir = path("ENVOI_OUTBOX_DIR");
+        if outbox_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return Err(Error::usage(
+                "$ENVOI_OUTBOX_DIR is set but empty: unset it, or give a folder",
+            ));
+        }
         use etcetera::BaseStrategy;
         let base = etcetera::choose_base_strategy().ok();
-        Env {
-            smtp_url: var("ENVOI_SMTP_URL"),
-            config: var("ENVOI_CONFIG"),
-            profile: var("ENVOI_PROFILE"),
-            outbox_dir: var("ENVOI_OUTBOX_DIR").map(PathBuf::from),
-            idempotency_key: var("ENVOI_IDEMPOTENCY_KEY"),
+        Ok(Env {
+            smtp_url: text("ENVOI_SMTP_URL")?.filter(|v| !v.is_empty()),
+            config: path("ENVOI_CONFIG").filter(|p| !p.as_os_str().is_empty()),
+            profile: text("ENVOI_PROFILE")?,
+            outbox_dir,
+            idempotency_key: text("ENVOI_IDEMPOTENCY_KEY")?,
             platform_config: base
                 .as_ref()
                 .map(|b| b.config_dir().join("envoi").join("config.toml")),
             platform_outbox: base.map(|b| b.data_dir().join("envoi").join("outbox")),
-        }
+        })
     }
 }
 
@@ -104,6 +126,41 @@ pub fn resolve(flags: &Flags, env: &Env) -> Result<Resolved> {
             .idempotency_key
             .clone()
             .or_else(|| env.idempotency_key.clone()),
+        outbox_dir,
+        config_flag: flags.config.clone(),
+        env: env.clone(),
+    })
+}
+
+/// For `envoi outbox list|flush|drop`: finds the outbox exactly where `send` puts it,
+/// reading only what that needs. A URL (`$ENVOI_SMTP_URL`) means no profile, as for
+/// `send`; otherwise the named (else default) profile's `outbox_dir` counts, and only
+/// that key of it is read, so a profile that could not send (no password, say) does not
+/// stop a look at the queue. A config file that cannot be read, or a named profile that
+/// does not exist, is 78: the outbox it names cannot be told.
+pub fn resolve_outbox(flags: &Flags, env: &Env) -> Result<Resolved> {
+    let profile = flags.profile.clone().or_else(|| env.profile.clone());
+    let from_profile = || -> Result<Option<PathBuf>> {
+        if env.smtp_url.is_some() && profile.is_none() {
+            return Ok(None);
+        }
+        let located = config::locate(
+            flags.config.as_deref(),
+            env.config.as_deref(),
+            env.platform_config.as_deref(),
+        );
+        let Some((path, explicit)) = located else {
+            return Ok(None);
+        };
+        config::load(&path, explicit)?.outbox_dir_of(profile.as_deref())
+    };
+    let outbox_dir = match flags.outbox_dir.clone().or_else(|| env.outbox_dir.clone()) {
+        Some(dir) => Some(dir),
+        None => from_profile()?.or_else(|| env.platform_outbox.clone()),
+    };
+    Ok(Resolved {
+        connection: None,
+        idempotency_key: None,
         outbox_dir,
         config_flag: flags.config.clone(),
         env: env.clone(),
@@ -195,12 +252,55 @@ mod tests {
         assert_eq!(outbox(&flags, &env), PathBuf::from("/flag/outbox"));
     }
 
+    /// The outbox commands read only `outbox_dir` of the profile: one that could not
+    /// send, or a URL beside it, does not stop them; a profile that does not exist does.
+    #[test]
+    fn outbox_lookup_reads_only_the_outbox_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "default = \"a\"\n[profiles.a]\nusername = \"u\"\noutbox_dir = \"/outbox/a\"\n",
+        )
+        .unwrap();
+        let flags = Flags {
+            config: Some(path),
+            ..Flags::default()
+        };
+        let found =
+            |env: &Env| resolve_outbox(&flags, env).map(|r| r.outbox_dir().unwrap().to_path_buf());
+        assert_eq!(
+            found(&env()).unwrap(),
+            PathBuf::from("/outbox/a"),
+            "no host, no password"
+        );
+        let url = Env {
+            smtp_url: Some("smtp://h".into()),
+            ..env()
+        };
+        assert_eq!(
+            found(&url).unwrap(),
+            PathBuf::from("/platform/outbox"),
+            "as send --smtp-url"
+        );
+        let both = Env {
+            profile: Some("a".into()),
+            ..url
+        };
+        assert_eq!(found(&both).unwrap(), PathBuf::from("/outbox/a"));
+        let missing = Env {
+            profile: Some("nope".into()),
+            ..env()
+        };
+        assert_eq!(found(&missing).unwrap_err().kind(), ErrorKind::Config);
+    }
+
     #[test]
     fn config_flag_then_variable() {
         let dir = tempfile::tempdir().unwrap();
         let path = config(dir.path());
         let env = Env {
-            config: Some(path.display().to_string()),
+            config: Some(path.clone()),
             ..env()
         };
         let resolved = resolve(&Flags::default(), &env).unwrap();
@@ -278,7 +378,7 @@ mod tests {
                 .is_none()
         );
         let env = Env {
-            config: Some(dir.path().join("absent.toml").display().to_string()),
+            config: Some(dir.path().join("absent.toml")),
             ..env
         };
         let err = resolve(&Flags::default(), &env).unwrap_err();

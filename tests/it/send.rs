@@ -554,3 +554,41 @@ fn the_outbox_never_stores_the_password() {
     );
     assert_no_secret(&run.output());
 }
+
+/// Regression (found in review of the layering change): an `ENVOI_IDEMPOTENCY_KEY` that
+/// is set but empty (`$JOB_ID` unset) is refused (64), never taken as "no key".
+#[test]
+fn an_empty_idempotency_key_variable_is_refused() {
+    let s = Setup::plain(ServerOptions::default(), 10);
+    let run = s
+        .send()
+        .env("ENVOI_IDEMPOTENCY_KEY", "")
+        .args(["--to", "a@example.com"])
+        .expect_exit(64);
+    assert!(run.stderr.contains("idempotency-key"), "{run}");
+    s.assert_nothing_delivered();
+}
+
+/// Regression (found in review of the layering change): a profile that cannot log in
+/// (a user name, no password) still builds a dry run and still shows its outbox; only a
+/// delivery needs the login (78).
+#[test]
+fn a_profile_without_password_fails_only_where_it_logs_in() {
+    let s = Setup::plain(ServerOptions::default(), 10);
+    let config = Config::new(s.server.port(), "none")
+        .line("username = \"u\"")
+        .write(s.home());
+    let route = Route::Config(&config);
+    send(s.home(), route)
+        .args(["--to", "a@example.com", "--dry-run"])
+        .expect_exit(0);
+    envoi(s.home())
+        .args(["outbox", "list", "--config"])
+        .arg(&config)
+        .expect_exit(0);
+    let run = send(s.home(), route)
+        .args(["--to", "a@example.com"])
+        .expect_exit(78);
+    assert!(run.stderr.contains("no password_env"), "{run}");
+    s.assert_nothing_delivered();
+}

@@ -96,10 +96,10 @@ impl RcptReply {
 }
 
 impl SmtpSettings {
-    /// The settings of `profile`, logging in with `password` (already fetched).
+    /// The settings of `profile`, logging in with `credentials` (the password fetched).
     pub(crate) fn new(
         profile: &SmtpProfile,
-        password: Option<Password>,
+        credentials: Option<(String, Password)>,
         transcript: Option<Transcript>,
         deadline: Option<Instant>,
     ) -> SmtpSettings {
@@ -107,11 +107,7 @@ impl SmtpSettings {
             host: profile.host.clone(),
             port: profile.port,
             security: profile.security,
-            credentials: profile
-                .login
-                .as_ref()
-                .zip(password)
-                .map(|((user, _), password)| (user.clone(), password)),
+            credentials,
             hello_name: profile.hello_name.clone(),
             timeout: profile.timeout,
             ca_file: profile.ca_file.clone(),
