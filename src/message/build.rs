@@ -86,18 +86,6 @@ pub fn build(email: Email, from: &Mailbox, now: SystemTime) -> Result<Prepared> 
 /// re-parses the header on every added mailbox (quadratic); so each mailbox is encoded
 /// by lettre alone and the list is folded here, after each comma.
 fn address_header(name: &str, list: &[Mailbox]) -> Result<HeaderValue> {
-    let encoded: Vec<String> = list
-        .iter()
-        .map(|m| {
-            let mut one = Headers::new();
-            one.set(header::To::from(Mailboxes::new().with(m.clone())));
-            let line = one.to_string();
-            line.strip_prefix("To: ")
-                .unwrap_or(&line)
-                .trim_end_matches("\r\n")
-                .to_owned()
-        })
-        .collect();
     let raw: Vec<String> = list.iter().map(ToString::to_string).collect();
     let name = HeaderName::new_from_ascii(name.to_owned()).map_err(|_| {
         Error::new(
@@ -110,8 +98,33 @@ fn address_header(name: &str, list: &[Mailbox]) -> Result<HeaderValue> {
     Ok(HeaderValue::dangerous_new_pre_encoded(
         name,
         raw.join(", "),
-        encoded.join(",\r\n "),
+        encoded_mailboxes(list),
     ))
+}
+
+/// The value of an address-list header: each mailbox as lettre encodes it (ASCII), one
+/// per line, folded after each comma.
+pub(crate) fn encoded_mailboxes(list: &[Mailbox]) -> String {
+    let encoded: Vec<String> = list
+        .iter()
+        .map(|m| {
+            let mut one = Headers::new();
+            one.set(header::To::from(Mailboxes::new().with(m.clone())));
+            let line = one.to_string();
+            line.strip_prefix("To: ")
+                .unwrap_or(&line)
+                .trim_end_matches("\r\n")
+                .to_owned()
+        })
+        .collect();
+    encoded.join(",\r\n ")
+}
+
+/// A `Date` header value for `now` (RFC 5322, `+0000`).
+pub(crate) fn date_value(now: SystemTime) -> String {
+    let mut headers = Headers::new();
+    headers.set(header::Date::new(now));
+    headers.get_raw("Date").unwrap_or_default().to_owned()
 }
 
 /// From, and each of To, Cc and Bcc once (the first spelling wins). Two addresses are
@@ -140,12 +153,12 @@ fn envelope(email: &Email, from: &Mailbox) -> Result<Envelope> {
 /// Longest reverse- or forward-path, `<` and `>` included (RFC 5321 §4.5.3.1.3).
 const MAX_PATH: usize = 256;
 
-fn same_mailbox(a: &lettre::Address, b: &lettre::Address) -> bool {
+pub(crate) fn same_mailbox(a: &lettre::Address, b: &lettre::Address) -> bool {
     a.user() == b.user() && a.domain().eq_ignore_ascii_case(b.domain())
 }
 
 /// `<time.random@domain>`: unique without coordination, on the sender's (A-label) domain.
-fn new_message_id(from: &Mailbox, now: SystemTime) -> String {
+pub(crate) fn new_message_id(from: &Mailbox, now: SystemTime) -> String {
     let micros = now
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()

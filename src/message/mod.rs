@@ -5,13 +5,15 @@
 //! text labelled with where it came from. [`draft::Draft::into_email`] reads files
 //! ([`input`]), parses addresses ([`address`]) and checks every value (`check`), giving
 //! a validated [`Email`]. [`build`] turns that into RFC 5322 bytes and an envelope, with
-//! line endings owned by `wire`, which also frames them for SMTP DATA.
+//! line endings owned by `wire`, which also frames them for SMTP DATA. A message given
+//! whole (sendmail mode) takes the shorter way through [`given`].
 
 pub mod address;
 mod build;
 pub(crate) mod check;
 pub mod draft;
 mod email;
+pub mod given;
 pub mod input;
 pub mod payload;
 pub(crate) mod wire;

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::message::check::no_line_breaks;
+use crate::message::given::Names;
 use crate::profile::password::{Password, PasswordSource};
 
 /// The whole config file.
@@ -52,6 +53,9 @@ struct ProfileEntry {
     #[serde(default)]
     outbox: bool,
     outbox_dir: Option<PathBuf>,
+    #[serde(default)]
+    aliases: BTreeMap<String, String>,
+    default_domain: Option<String>,
 }
 
 /// The `transport` key.
@@ -100,6 +104,9 @@ pub struct Profile {
     pub outbox: bool,
     /// The outbox directory for this profile's sends.
     pub outbox_dir: Option<PathBuf>,
+    /// How sendmail mode qualifies bare names like `root`: `[profiles.NAME.aliases]` and
+    /// `default_domain`.
+    pub names: Names,
 }
 
 /// Where a profile delivers.
@@ -147,6 +154,7 @@ impl Profile {
             from: None,
             outbox: false,
             outbox_dir: None,
+            names: Names::default(),
         }
     }
 }
@@ -227,6 +235,10 @@ impl ProfileEntry {
             from: self.from,
             outbox: self.outbox,
             outbox_dir: self.outbox_dir,
+            names: Names {
+                aliases: self.aliases,
+                default_domain: self.default_domain,
+            },
         })
     }
 
@@ -486,6 +498,7 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
         from: None,
         outbox: false,
         outbox_dir: None,
+        names: Names::default(),
     })
 }
 

@@ -1,0 +1,550 @@
+//! A message given whole, as sendmail mode reads it on standard input: its header fields
+//! as written and its body as given.
+//!
+//! envoi sends it as given, except for what a submission agent must do (RFC 6409 §8):
+//! the Bcc field is removed, a missing Date, Message-ID or From is added, and bare names
+//! (`root`, cron's `root (Cron Daemon)`) are qualified through the profile's aliases or
+//! default domain in the envelope and in From, To and Cc. Every line ending becomes CRLF;
+//! 8-bit bytes pass unchanged.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use lettre::Address;
+use lettre::address::Envelope;
+use lettre::message::Mailbox;
+
+use crate::error::{Error, Result};
+use crate::message::address;
+use crate::message::build::{
+    Prepared, date_value, encoded_mailboxes, new_message_id, same_mailbox,
+};
+
+/// How bare names become addresses: the profile's `aliases`, else `name@default_domain`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Names {
+    /// `root = "ops@example.com"`.
+    pub aliases: BTreeMap<String, String>,
+    /// The domain of a bare name without an alias.
+    pub default_domain: Option<String>,
+}
+
+impl Names {
+    /// `name` as an address: an alias, else `name@default_domain`; a name with `@` is
+    /// already one.
+    fn qualify(&self, what: &str, name: &str) -> Result<String> {
+        if name.contains('@') {
+            return Ok(name.to_owned());
+        }
+        if let Some(address) = self.aliases.get(name) {
+            return Ok(address.clone());
+        }
+        match &self.default_domain {
+            Some(domain) => Ok(format!("{name}@{domain}")),
+            None => Err(Error::config(format!(
+                "{what}: {name:?} is a bare name; add `{name} = \"you@example.com\"` under \
+                 [profiles.NAME.aliases] or set default_domain in the profile"
+            ))),
+        }
+    }
+
+    /// One item of an address list as written in a header or on the command line:
+    /// `a@x`, `Name <a@x>`, `root`, `root (Cron Daemon)`. A comment stands in for a
+    /// missing display name. `None` for an empty item.
+    fn mailbox(&self, what: &str, item: &str) -> Result<Option<(Mailbox, bool)>> {
+        let (bare, comment) = strip_comments(item);
+        let bare = bare.trim();
+        if bare.is_empty() {
+            return Ok(None);
+        }
+        let (display, inner) = match (bare.rfind('<'), bare.ends_with('>')) {
+            (Some(open), true) => (
+                Some(bare[..open].trim().trim_matches('"').to_owned()),
+                &bare[open + 1..bare.len() - 1],
+            ),
+            _ => (None, bare),
+        };
+        let qualified = !inner.contains('@');
+        let address = self.qualify(what, inner.trim())?;
+        let name = display
+            .filter(|d| !d.is_empty())
+            .or(comment.filter(|c| !c.is_empty()));
+        let text = match name {
+            Some(name) => format!("\"{}\" <{address}>", name.replace(['"', '\\'], "")),
+            None => address,
+        };
+        Ok(Some((address::parse_single(what, &text)?, qualified)))
+    }
+
+    /// Every mailbox of a comma-separated list; the bool says whether any was a bare name.
+    fn mailboxes(&self, what: &str, list: &str) -> Result<(Vec<Mailbox>, bool)> {
+        let mut all = Vec::new();
+        let mut any_bare = false;
+        for item in split_commas(list) {
+            if let Some((mailbox, bare)) = self.mailbox(what, item)? {
+                any_bare |= bare;
+                all.push(mailbox);
+            }
+        }
+        Ok((all, any_bare))
+    }
+}
+
+/// One header field: its name and its lines exactly as given (continuations included).
+#[derive(Debug, Clone)]
+struct Field {
+    name: String,
+    lines: Vec<Vec<u8>>,
+}
+
+impl Field {
+    fn is(&self, name: &str) -> bool {
+        self.name.eq_ignore_ascii_case(name)
+    }
+
+    /// The unfolded value, as text (8-bit bytes replaced).
+    fn value(&self) -> String {
+        let joined: Vec<u8> = self.lines.join(&b" "[..]);
+        let text = String::from_utf8_lossy(&joined);
+        let value = text.split_once(':').map_or("", |(_, v)| v);
+        value.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// A parsed message: header fields, then the body.
+#[derive(Debug, Clone)]
+pub struct Given {
+    fields: Vec<Field>,
+    body: Vec<u8>,
+}
+
+/// What sendmail mode knows besides the message.
+#[derive(Debug, Clone)]
+pub struct Submission<'a> {
+    /// Recipients from the command line (each value may hold several, comma-separated).
+    pub recipients: &'a [String],
+    /// `-t`: also send to the To, Cc and Bcc fields.
+    pub from_headers: bool,
+    /// `-f`: the envelope sender (`<>` for none).
+    pub envelope_from: Option<&'a str>,
+    /// `-F`: the sender's full name, for a From field envoi writes.
+    pub full_name: Option<&'a str>,
+    /// The profile's `from`.
+    pub profile_from: Option<&'a str>,
+    /// How bare names become addresses.
+    pub names: &'a Names,
+    /// For Date and Message-ID.
+    pub now: SystemTime,
+}
+
+/// Splits `bytes` into header fields and body. The header ends at the first empty line;
+/// a line that starts with a space or tab continues the field before it.
+pub fn parse(bytes: &[u8]) -> Result<Given> {
+    let mut fields: Vec<Field> = Vec::new();
+    let mut rest = bytes;
+    loop {
+        let (line, next) = split_line(rest);
+        if line.is_empty() {
+            return Ok(Given {
+                fields,
+                body: next.to_vec(),
+            });
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            match fields.last_mut() {
+                Some(field) => field.lines.push(line.to_vec()),
+                None => return Err(not_a_header(line)),
+            }
+        } else {
+            let colon = line
+                .iter()
+                .position(|b| *b == b':')
+                .ok_or_else(|| not_a_header(line))?;
+            let name = String::from_utf8_lossy(&line[..colon]).trim().to_owned();
+            if name.is_empty() || !crate::message::check::is_header_name(&name) {
+                return Err(not_a_header(line));
+            }
+            fields.push(Field {
+                name,
+                lines: vec![line.to_vec()],
+            });
+        }
+        rest = next;
+    }
+}
+
+fn not_a_header(line: &[u8]) -> Error {
+    let start: String = String::from_utf8_lossy(line).chars().take(60).collect();
+    Error::invalid(format!(
+        "standard input is not a message: {start:?} is not a header field (a message starts \
+         with fields like `To: …`, then an empty line, then the body)"
+    ))
+}
+
+/// The first line of `bytes` (without its ending) and the rest. At the end of the input
+/// the line is everything left.
+fn split_line(bytes: &[u8]) -> (&[u8], &[u8]) {
+    match bytes.iter().position(|b| matches!(b, b'\r' | b'\n')) {
+        None => (bytes, &bytes[bytes.len()..]),
+        Some(i) => {
+            let skip = if bytes[i..].starts_with(b"\r\n") {
+                2
+            } else {
+                1
+            };
+            (&bytes[..i], &bytes[i + skip..])
+        }
+    }
+}
+
+impl Given {
+    fn field(&self, name: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.is(name))
+    }
+
+    /// The message ready to send, as `submission` says.
+    pub fn prepare(mut self, submission: &Submission) -> Result<Prepared> {
+        let names = submission.names;
+        let profile_from = submission
+            .profile_from
+            .map(|f| address::parse_single("profile from", f))
+            .transpose()?;
+        let from = self.settle_from(submission, profile_from.as_ref())?;
+
+        let mut recipients: Vec<Address> = Vec::new();
+        for value in submission.recipients {
+            recipients.extend(
+                names
+                    .mailboxes("recipient", value)?
+                    .0
+                    .into_iter()
+                    .map(|m| m.email),
+            );
+        }
+        if submission.from_headers {
+            for name in ["To", "Cc", "Bcc"] {
+                for field in self.fields.iter().filter(|f| f.is(name)) {
+                    let (list, _) = names.mailboxes(name, &field.value())?;
+                    recipients.extend(list.into_iter().map(|m| m.email));
+                }
+            }
+        }
+        let mut unique: Vec<Address> = Vec::new();
+        for r in recipients {
+            if !unique.iter().any(|u| same_mailbox(u, &r)) {
+                unique.push(r);
+            }
+        }
+        if unique.is_empty() {
+            return Err(Error::usage(
+                "no recipient: give addresses as arguments, or -t to read To, Cc and Bcc",
+            ));
+        }
+        for name in ["To", "Cc"] {
+            self.qualify_field(name, names)?;
+        }
+        self.fields.retain(|f| !f.is("Bcc"));
+
+        let envelope_from = match submission.envelope_from {
+            Some("<>") | Some("") => None,
+            Some(given) => Some(names.qualify("-f", given)?),
+            None => Some(from.email.to_string()),
+        }
+        .map(|a| {
+            a.parse::<Address>()
+                .map_err(|e| Error::invalid(format!("-f: {a:?} is not an address ({e})")))
+        })
+        .transpose()?;
+        let envelope = Envelope::new(envelope_from, unique)
+            .map_err(|e| Error::usage(format!("cannot make the envelope: {e}")))?;
+
+        if self.field("Date").is_none() {
+            self.append("Date", &date_value(submission.now));
+        }
+        let message_id = match self.field("Message-ID") {
+            Some(field) => field.value(),
+            None => {
+                let id = new_message_id(&from, submission.now);
+                self.append("Message-ID", &id);
+                id
+            }
+        };
+        Ok(Prepared {
+            message_id,
+            envelope,
+            bytes: self.into_bytes(),
+        })
+    }
+
+    /// The sender: the From field when it holds an address; a bare name there (cron's
+    /// `root (Cron Daemon)`) or no From at all becomes the profile's `from`, keeping the
+    /// display name (or `-F`'s).
+    fn settle_from(
+        &mut self,
+        submission: &Submission,
+        profile_from: Option<&Mailbox>,
+    ) -> Result<Mailbox> {
+        let written = match self.field("From") {
+            Some(field) => {
+                let value = field.value();
+                let (bare, comment) = strip_comments(&value);
+                let bare = bare.trim().trim_start_matches('<').trim_end_matches('>');
+                if bare.contains('@') {
+                    return match address::parse_lists("From", &[value.as_str()]) {
+                        Ok(mut list) if !list.is_empty() => Ok(list.remove(0)),
+                        _ => Ok(self.names_from(submission, &value)?),
+                    };
+                }
+                comment
+            }
+            None => None,
+        };
+        let Some(profile_from) = profile_from else {
+            return Err(Error::usage(
+                "no sender: the message's From is missing or a bare name, and the profile has \
+                 no `from`",
+            ));
+        };
+        let name = written
+            .or_else(|| submission.full_name.map(str::to_owned))
+            .or_else(|| profile_from.name.clone());
+        let from = Mailbox::new(name, profile_from.email.clone());
+        self.fields.retain(|f| !f.is("From"));
+        self.append("From", &encoded_mailboxes(std::slice::from_ref(&from)));
+        Ok(from)
+    }
+
+    /// A From field with an address that lettre cannot read as written: qualify it item
+    /// by item.
+    fn names_from(&self, submission: &Submission, value: &str) -> Result<Mailbox> {
+        let (mut list, _) = submission.names.mailboxes("From", value)?;
+        if list.is_empty() {
+            return Err(Error::invalid("From: no address"));
+        }
+        Ok(list.remove(0))
+    }
+
+    /// Rewrites a To or Cc field whose list holds a bare name; leaves it as written
+    /// otherwise.
+    fn qualify_field(&mut self, name: &str, names: &Names) -> Result<()> {
+        for field in self.fields.iter_mut().filter(|f| f.is(name)) {
+            let (list, any_bare) = names.mailboxes(name, &field.value())?;
+            if any_bare && !list.is_empty() {
+                let line = format!("{}: {}", field.name, encoded_mailboxes(&list));
+                field.lines = line.split("\r\n").map(|l| l.as_bytes().to_vec()).collect();
+            }
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, name: &str, value: &str) {
+        let line = format!("{name}: {value}");
+        self.fields.push(Field {
+            name: name.to_owned(),
+            lines: line.split("\r\n").map(|l| l.as_bytes().to_vec()).collect(),
+        });
+    }
+
+    /// The whole message with CRLF after every line.
+    fn into_bytes(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.body.len() + 1024);
+        for line in self.fields.iter().flat_map(|f| &f.lines) {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        let mut rest = &self.body[..];
+        while !rest.is_empty() {
+            let (line, next) = split_line(rest);
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+            rest = next;
+        }
+        out
+    }
+}
+
+/// Takes `(comments)` out of an address (outside quotes): the text without them, and
+/// the last comment's content.
+fn strip_comments(item: &str) -> (String, Option<String>) {
+    let mut bare = String::new();
+    let mut comment = String::new();
+    let mut last = None;
+    let (mut depth, mut quoted) = (0usize, false);
+    for c in item.chars() {
+        match c {
+            '"' if depth == 0 => {
+                quoted = !quoted;
+                bare.push(c);
+            }
+            '(' if !quoted => {
+                if depth > 0 {
+                    comment.push(c);
+                }
+                depth += 1;
+            }
+            ')' if !quoted && depth > 0 => {
+                depth -= 1;
+                if depth == 0 {
+                    last = Some(comment.trim().to_owned());
+                    comment.clear();
+                } else {
+                    comment.push(c);
+                }
+            }
+            _ if depth > 0 => comment.push(c),
+            _ => bare.push(c),
+        }
+    }
+    (bare, last)
+}
+
+/// Splits a header's address list at commas outside quotes, comments and `<…>`.
+fn split_commas(list: &str) -> Vec<&str> {
+    let mut items = Vec::new();
+    let (mut quoted, mut depth, mut angle, mut start) = (false, 0usize, false, 0);
+    for (i, c) in list.char_indices() {
+        match c {
+            '"' if depth == 0 => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted && depth > 0 => depth -= 1,
+            '<' if !quoted && depth == 0 => angle = true,
+            '>' if !quoted && depth == 0 => angle = false,
+            ',' if !quoted && depth == 0 && !angle => {
+                items.push(&list[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&list[start..]);
+    items
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn is_invalid(e: &Error) -> bool {
+        e.kind() == ErrorKind::InvalidData
+    }
+
+    fn names() -> Names {
+        Names {
+            aliases: BTreeMap::from([("root".to_owned(), "ops@example.com".to_owned())]),
+            default_domain: Some("host.example.com".into()),
+        }
+    }
+
+    fn submission<'a>(names: &'a Names, recipients: &'a [String], t: bool) -> Submission<'a> {
+        Submission {
+            recipients,
+            from_headers: t,
+            envelope_from: None,
+            full_name: None,
+            profile_from: Some("Reports <reports@example.com>"),
+            names,
+            now: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    fn text(p: &Prepared) -> String {
+        String::from_utf8_lossy(&p.bytes).into_owned()
+    }
+
+    #[test]
+    fn cron_style_input_is_qualified_and_completed() {
+        let input = b"From: root (Cron Daemon)\nTo: root\nSubject: Cron <root@box> backup\n\
+                      Bcc: hidden@example.com\n\nline one\n.\nlast line\n";
+        let names = names();
+        let p = parse(input)
+            .unwrap()
+            .prepare(&submission(&names, &[], true))
+            .unwrap();
+        let t = text(&p);
+        assert!(
+            t.starts_with("To: ops@example.com\r\nSubject: Cron <root@box> backup\r\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("From: \"Cron Daemon\" <reports@example.com>\r\n"),
+            "{t}"
+        );
+        assert!(!t.contains("hidden@"), "Bcc kept: {t}");
+        assert!(
+            t.contains("\r\nDate: Thu, 01 Jan 1970 00:00:00 +0000\r\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains(&format!("\r\nMessage-ID: {}\r\n", p.message_id)),
+            "{t}"
+        );
+        assert!(t.ends_with("\r\n\r\nline one\r\n.\r\nlast line\r\n"), "{t}");
+        let rcpts: Vec<String> = p.envelope.to().iter().map(ToString::to_string).collect();
+        assert_eq!(rcpts, ["ops@example.com", "hidden@example.com"]);
+        assert_eq!(
+            p.envelope.from().unwrap().to_string(),
+            "reports@example.com"
+        );
+    }
+
+    #[test]
+    fn a_message_with_addresses_is_sent_as_given() {
+        let input = b"From: Ann <ann@example.com>\r\nTo: bob@example.com\r\nMessage-ID: <x@y>\r\n\
+                      Date: Mon, 30 Nov 2026 10:00:00 +0000\r\nSubject: caf\xe9\r\n\r\nbody\r\n";
+        let names = Names::default();
+        let args = ["carl@example.com".to_owned()];
+        let mut s = submission(&names, &args, false);
+        s.envelope_from = Some("<>");
+        let p = parse(input).unwrap().prepare(&s).unwrap();
+        assert_eq!(p.bytes, input, "changed: {}", text(&p));
+        assert_eq!(p.message_id, "<x@y>");
+        assert!(p.envelope.from().is_none());
+        let rcpts: Vec<String> = p.envelope.to().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            rcpts,
+            ["carl@example.com"],
+            "no -t: the To field is not a recipient"
+        );
+    }
+
+    #[test]
+    fn bare_names_need_an_alias_or_a_default_domain() {
+        let input = b"To: someone\n\nhi\n";
+        let err = parse(input)
+            .unwrap()
+            .prepare(&submission(&Names::default(), &[], true))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().contains("default_domain"), "{err}");
+        let names = names();
+        let p = parse(input)
+            .unwrap()
+            .prepare(&submission(&names, &[], true))
+            .unwrap();
+        assert_eq!(p.envelope.to()[0].to_string(), "someone@host.example.com");
+    }
+
+    #[test]
+    fn not_a_message_and_no_recipient() {
+        assert!(is_invalid(&parse(b"hello world\n\nbody").unwrap_err()));
+        let err = parse(b"Subject: x\n\nbody")
+            .unwrap()
+            .prepare(&submission(&names(), &[], true))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Usage);
+    }
+
+    #[test]
+    fn comments_and_lists() {
+        assert_eq!(
+            strip_comments("root (Cron Daemon)"),
+            ("root ".into(), Some("Cron Daemon".into()))
+        );
+        assert_eq!(
+            split_commas("a@x, \"B, C\" <b@y> (x, y), c"),
+            ["a@x", " \"B, C\" <b@y> (x, y)", " c"]
+        );
+    }
+}
