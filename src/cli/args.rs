@@ -4,12 +4,20 @@
 //! nothing; it only turns argument strings into typed values. Environment variables
 //! are read by [`envoi::profile::resolve`], not by clap, so that precedence has one home.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{ArgMatches, Args, Parser, Subcommand};
 use envoi::draft::{AttachmentDraft, AttachmentSource, DataEncoding, Draft, Sourced, Text};
 use envoi::error::{Error, ErrorKind, Result};
 use envoi::profile::Flags;
+
+/// `send`'s delivery defaults, which sendmail mode uses too.
+pub const DEFAULT_RETRIES: u32 = 3;
+/// Longest wait between two attempts, in seconds.
+pub const DEFAULT_RETRY_MAX_SECS: u64 = 8;
+/// Deadline for a whole send, in seconds.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 120;
 
 /// The exit-code part of `--help`, written from [`ErrorKind::ALL`].
 fn exit_codes_help() -> String {
@@ -45,6 +53,15 @@ pub enum Command {
     /// Look after the outbox of `send --queue`: list, flush, drop.
     #[command(subcommand)]
     Outbox(OutboxCommand),
+    /// Read a message on standard input and send it, like sendmail (cron, git send-email,
+    /// mail): flags -t, -i, -f ADDR, -F NAME, -o…, -B…, --profile, --config, --queue, -v.
+    /// Also what envoi does when run under the name `sendmail`.
+    #[command(disable_help_flag = true)]
+    Sendmail {
+        /// sendmail's flags and the recipients (read by envoi, not by this parser).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
 }
 
 /// `envoi outbox …`.
@@ -211,18 +228,18 @@ pub struct SendArgs {
     pub smtp_url: Option<String>,
 
     /// Further attempts after a temporary failure (4xx, connection refused, timeout).
-    #[arg(long, value_name = "N", default_value_t = 3, help_heading = "Delivery")]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RETRIES, help_heading = "Delivery")]
     pub retries: u32,
     /// Longest wait between two attempts, in seconds (waits grow 1, 2, 4… with jitter).
     #[arg(
         long,
         value_name = "SECS",
-        default_value_t = 8,
+        default_value_t = DEFAULT_RETRY_MAX_SECS,
         help_heading = "Delivery"
     )]
     pub retry_max_secs: u64,
     /// Deadline for the whole send, retries included, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 120,
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..), help_heading = "Delivery")]
     pub timeout: u64,
     /// Send to the accepted recipients even if others are refused (refused ones reported).

@@ -9,6 +9,7 @@ mod args;
 mod outbox;
 mod render;
 mod send;
+mod sendmail;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -28,12 +29,38 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     exit_70_on_panic(|| run(args))
 }
 
+/// The arguments of sendmail mode, when envoi runs as `sendmail` (a link named so, as
+/// cron and mail(1) call it) or as `envoi sendmail`. They bypass clap: sendmail's flags
+/// (`-fADDR`, `-oi`, and `--` before recipients that start with `-`) are not clap's.
+fn sendmail_args(args: &[OsString]) -> Option<&[OsString]> {
+    let program = args.first().map(std::path::Path::new)?;
+    if program.file_name().is_some_and(|name| name == "sendmail") {
+        return Some(&args[1..]);
+    }
+    (args.get(1)? == "sendmail").then(|| &args[2..])
+}
+
+/// Sendmail mode, like every sendmail: silent when it worked, the error on stderr
+/// otherwise.
+fn sendmail(args: &[OsString]) -> ExitCode {
+    match sendmail::run(args) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(failure) => {
+            print_error(&failure.error, &failure.report, false);
+            ExitCode::from(failure.error.kind().exit_code())
+        }
+    }
+}
+
 /// A panic is a bug: it exits 70 (EX_SOFTWARE, like every internal error), not Rust's 101.
 fn exit_70_on_panic(run: impl FnOnce() -> ExitCode + std::panic::UnwindSafe) -> ExitCode {
     std::panic::catch_unwind(run).unwrap_or(ExitCode::from(ErrorKind::Internal.exit_code()))
 }
 
 fn run(args: Vec<OsString>) -> ExitCode {
+    if let Some(rest) = sendmail_args(&args) {
+        return sendmail(rest);
+    }
     let wants_json = args.iter().any(|a| a == "--json");
     let matches = match Cli::command().try_get_matches_from(&args) {
         Ok(m) => m,
@@ -44,6 +71,7 @@ fn run(args: Vec<OsString>) -> ExitCode {
         Err(e) => return clap_exit(e, wants_json),
     };
     match cli.command {
+        Command::Sendmail { args } => sendmail(&args),
         Command::Send(send) => {
             // The `send` subcommand matched, so its matches exist.
             let Some(send_matches) = matches.subcommand_matches("send") else {

@@ -16,9 +16,9 @@ use envoi::message::input::{is_stdin, read_bytes};
 use envoi::message::{self, Prepared, address, payload};
 use envoi::outbox::idempotency::{self, Claim, FirstSend, FirstStatus};
 use envoi::outbox::{FirstAttempt, Outbox, send_queued};
-use envoi::profile::{Connection, Env, resolve};
+use envoi::profile::{Connection, Env, Resolved, resolve};
 
-use crate::cli::args::SendArgs;
+use crate::cli::args::{DEFAULT_RETRIES, DEFAULT_RETRY_MAX_SECS, DEFAULT_TIMEOUT_SECS, SendArgs};
 use crate::cli::render::{Notices, print_error, transcript, warning};
 
 /// How `envoi send` ended well.
@@ -53,6 +53,60 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
     if args.dry_run {
         return Ok(Outcome::DryRun(prepared));
     }
+    let how = How {
+        started,
+        timeout: Duration::from_secs(args.timeout),
+        retries: args.retries,
+        retry_max: Duration::from_secs(args.retry_max_secs),
+        allow_partial: args.allow_partial,
+        queue: args.queue,
+        verbose: args.verbose,
+        json: args.json,
+    };
+    dispatch(&resolved, prepared, &how)
+}
+
+/// How a built message is to be delivered: what `send`'s flags (or sendmail mode's
+/// defaults) say.
+pub struct How {
+    /// When the command started: the deadline counts from here.
+    pub started: Instant,
+    /// `--timeout`.
+    pub timeout: Duration,
+    /// `--retries`.
+    pub retries: u32,
+    /// `--retry-max-secs`.
+    pub retry_max: Duration,
+    /// `--allow-partial`.
+    pub allow_partial: bool,
+    /// `--queue`.
+    pub queue: bool,
+    /// `-v`.
+    pub verbose: bool,
+    /// `--json`, for the watchdog's last word.
+    pub json: bool,
+}
+
+impl How {
+    /// What `send` does without flags.
+    pub fn defaults(started: Instant) -> How {
+        How {
+            started,
+            timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
+            retries: DEFAULT_RETRIES,
+            retry_max: Duration::from_secs(DEFAULT_RETRY_MAX_SECS),
+            allow_partial: false,
+            queue: false,
+            verbose: false,
+            json: false,
+        }
+    }
+}
+
+/// Delivers a prepared message along the resolved connection: checks the idempotency
+/// key, queues it (`--queue`, profile `outbox = true`) or sends it directly under the
+/// watchdog, and records the key.
+pub fn dispatch(resolved: &Resolved, prepared: Prepared, how: &How) -> Result<Outcome, Failure> {
     let Some(connection) = &resolved.connection else {
         return Err(Error::config(
             "no connection: give --profile or --smtp-url (or $ENVOI_SMTP_URL), or set \
@@ -60,15 +114,15 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
         )
         .into());
     };
-    let deadline = started + Duration::from_secs(args.timeout);
+    let deadline = how.started + how.timeout;
     let options = DeliveryOptions {
         policy: Policy {
-            retries: args.retries,
-            retry_max: Duration::from_secs(args.retry_max_secs),
+            retries: how.retries,
+            retry_max: how.retry_max,
             deadline: Some(deadline),
-            allow_partial: args.allow_partial,
+            allow_partial: how.allow_partial,
         },
-        transcript: args.verbose.then_some(transcript as Transcript),
+        transcript: how.verbose.then_some(transcript as Transcript),
     };
     let key = resolved.idempotency_key.as_deref();
     // Held until the outcome is recorded: a second run with this key waits, then sees it.
@@ -79,10 +133,10 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
         },
         None => None,
     };
-    if args.queue || connection.profile.outbox {
+    if how.queue || connection.profile.outbox {
         return queued(connection, resolved.outbox_dir()?, prepared, &options, key);
     }
-    watchdog(deadline, args.json);
+    watchdog(deadline, how.json);
     let delivery = deliver(&connection.profile, prepared, &options, &mut Notices)?;
     if let Some(key) = key {
         let (prepared, status) = match &delivery {

@@ -10,4 +10,5 @@ mod interop;
 mod outbox;
 mod reliability;
 mod send;
+mod sendmail;
 mod wire;

@@ -22,7 +22,7 @@ const PASSWORD_ENV: &str = "ENVOI_TEST_PASSWORD";
 
 /// The whole environment of every envoi run: PATH, and HOME and XDG_CONFIG_HOME inside the
 /// test's own directory, so no config file or ENVOI_* variable of the machine leaks in.
-fn hermetic_env(home: &Path) -> Vec<(OsString, OsString)> {
+pub fn hermetic_env(home: &Path) -> Vec<(OsString, OsString)> {
     vec![
         ("PATH".into(), std::env::var_os("PATH").unwrap_or_default()),
         ("HOME".into(), home.into()),

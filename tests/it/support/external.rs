@@ -36,6 +36,13 @@ pub fn external_required() -> bool {
     on("CI") || on("ENVOI_REQUIRE_EXTERNAL")
 }
 
+/// Whether an out-of-process caller (git send-email, mail) that `present` says is there
+/// can run: false, with a note, when it is missing and not required; a panic when it is
+/// missing under CI (.ci/run installs it).
+pub fn require_external(what: &str, present: bool) -> bool {
+    present || unavailable::<()>(&format!("{what} is not installed")).is_some()
+}
+
 fn unavailable<T>(why: &str) -> Option<T> {
     if external_required() {
         panic!(

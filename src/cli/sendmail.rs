@@ -1,0 +1,248 @@
+//! `envoi sendmail`, and envoi run under the name `sendmail`: the command cron, git
+//! send-email, mail(1) and PHP's mail() call to hand over a message.
+//!
+//! It reads one message on standard input, to its end (a lone `.` does not end it), and
+//! sends it through the default profile (or `--profile`/`$ENVOI_PROFILE`) with `send`'s
+//! retries, outbox and exit codes. Like every sendmail it prints nothing when it worked.
+//! Its flags are sendmail's own (`-t`, `-f ADDR`, `-FNAME`, `-oi`…), which clap cannot
+//! parse (`-fADDR`, `-oi`), so they are read here by hand.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use envoi::deliver::Failure;
+use envoi::error::{Error, Result};
+use envoi::message::given::{self, Submission};
+use envoi::message::input::read_bytes;
+use envoi::profile::{Env, Flags, resolve};
+
+use crate::cli::render::warning;
+use crate::cli::send::{How, Outcome, dispatch};
+
+/// What the command line asked for.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Request {
+    /// Recipients given as arguments (each may hold several, comma-separated).
+    recipients: Vec<String>,
+    /// `-t`: read recipients from To, Cc and Bcc too.
+    from_headers: bool,
+    /// `-f`/`-r`: the envelope sender (`<>` for none).
+    envelope_from: Option<String>,
+    /// `-F`: the sender's full name.
+    full_name: Option<String>,
+    /// DSN flags given (`-N`, `-R`, `-V`), which envoi does not request yet.
+    dsn: Vec<String>,
+    /// `--profile`.
+    profile: Option<String>,
+    /// `--config`.
+    config: Option<PathBuf>,
+    /// `--queue`.
+    queue: bool,
+    /// `-v`: the SMTP dialogue on stderr.
+    verbose: bool,
+}
+
+/// The usage line shown with a usage error.
+const USAGE: &str = "usage: envoi sendmail [-t] [-i] [-f ADDR] [-F NAME] [-o…] [-B…] \
+                     [--profile NAME] [--config PATH] [--queue] [-v] [--] [RECIPIENT…]";
+
+/// Reads sendmail's flags. Every `-o…` and `-B…` is accepted and ignored (delivery
+/// modes and body types of a full MTA); `-b` modes other than `-bm` and unknown flags
+/// are usage errors.
+fn parse(args: &[OsString]) -> Result<Request> {
+    let mut request = Request::default();
+    let mut args = args.iter().map(|a| {
+        a.to_str()
+            .map(str::to_owned)
+            .ok_or_else(|| Error::usage(format!("{a:?} is not valid UTF-8; {USAGE}")))
+    });
+    let value = |flag: &str, attached: &str, args: &mut dyn Iterator<Item = Result<String>>| {
+        if attached.is_empty() {
+            args.next()
+                .transpose()?
+                .ok_or_else(|| Error::usage(format!("{flag} needs a value; {USAGE}")))
+        } else {
+            Ok(attached.to_owned())
+        }
+    };
+    while let Some(arg) = args.next().transpose()? {
+        match arg.as_str() {
+            "--" => {
+                for rest in args.by_ref() {
+                    request.recipients.push(rest?);
+                }
+            }
+            "-t" => request.from_headers = true,
+            "-i" | "-bm" => {}
+            "-v" => request.verbose = true,
+            "--queue" => request.queue = true,
+            "--profile" => request.profile = Some(value("--profile", "", &mut args)?),
+            "--config" => request.config = Some(value("--config", "", &mut args)?.into()),
+            long if long.starts_with("--profile=") => {
+                request.profile = Some(long["--profile=".len()..].to_owned());
+            }
+            long if long.starts_with("--config=") => {
+                request.config = Some(long["--config=".len()..].into());
+            }
+            flag if flag.starts_with("-o") => {}
+            "-B" => {
+                value("-B", "", &mut args)?;
+            }
+            flag if flag.starts_with("-B") => {}
+            flag if flag.starts_with("-f") || flag.starts_with("-r") => {
+                request.envelope_from = Some(value(&flag[..2], &flag[2..], &mut args)?);
+            }
+            flag if flag.starts_with("-F") => {
+                request.full_name = Some(value("-F", &flag[2..], &mut args)?);
+            }
+            flag if ["-N", "-R", "-V"].iter().any(|d| flag.starts_with(d)) => {
+                let given = value(&flag[..2], &flag[2..], &mut args)?;
+                request.dsn.push(format!("{} {given}", &flag[..2]));
+            }
+            flag if flag.starts_with("-b") => {
+                return Err(Error::usage(format!(
+                    "{flag} is not supported: envoi hands messages to a relay and keeps no \
+                     mail queue or SMTP server of its own (only -bm, the default)"
+                )));
+            }
+            flag if flag.starts_with('-') && flag.len() > 1 => {
+                return Err(Error::usage(format!("unknown flag {flag}; {USAGE}")));
+            }
+            _ => request.recipients.push(arg),
+        }
+    }
+    Ok(request)
+}
+
+/// Runs sendmail mode with the arguments after the program (or subcommand) name.
+pub fn run(args: &[OsString]) -> Result<Outcome, Failure> {
+    let started = Instant::now();
+    let request = parse(args)?;
+    if !request.dsn.is_empty() {
+        warning(&format!(
+            "delivery status notifications ({}) are not requested yet; sending without",
+            request.dsn.join(", ")
+        ));
+    }
+    let flags = Flags {
+        config: request.config.clone(),
+        profile: request.profile.clone(),
+        ..Flags::default()
+    };
+    let resolved = resolve(&flags, &Env::from_process()?)?;
+    let Some(connection) = &resolved.connection else {
+        return Err(Error::config(
+            "no connection: set `default` in the config file, or give --profile (or \
+             $ENVOI_PROFILE or $ENVOI_SMTP_URL)",
+        )
+        .into());
+    };
+    let input = read_bytes("standard input", Path::new("-"))?;
+    let submission = Submission {
+        recipients: &request.recipients,
+        from_headers: request.from_headers,
+        envelope_from: request.envelope_from.as_deref(),
+        full_name: request.full_name.as_deref(),
+        profile_from: connection.profile.from.as_deref(),
+        names: &connection.profile.names,
+        now: SystemTime::now(),
+    };
+    let prepared = given::parse(&input)?.prepare(&submission)?;
+    let how = How {
+        queue: request.queue,
+        verbose: request.verbose,
+        ..How::defaults(started)
+    };
+    dispatch(&resolved, prepared, &how)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(args: &[&str]) -> Result<Request> {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        parse(&args)
+    }
+
+    #[test]
+    fn what_real_callers_pass() {
+        let cronie = parsed(&[
+            "-FCronDaemon",
+            "-i",
+            "-odi",
+            "-oem",
+            "-oi",
+            "-t",
+            "-f",
+            "root",
+        ])
+        .unwrap();
+        assert!(cronie.from_headers);
+        assert_eq!(cronie.full_name.as_deref(), Some("CronDaemon"));
+        assert_eq!(cronie.envelope_from.as_deref(), Some("root"));
+        assert!(cronie.recipients.is_empty());
+
+        let debian_cron = parsed(&[
+            "-i",
+            "-FCronDaemon",
+            "-B8BITMIME",
+            "-oem",
+            "ops@example.com",
+        ])
+        .unwrap();
+        assert_eq!(debian_cron.recipients, ["ops@example.com"]);
+        assert!(!debian_cron.from_headers);
+
+        let git = parsed(&[
+            "-f",
+            "me@example.com",
+            "-i",
+            "a@example.com",
+            "b@example.com",
+        ])
+        .unwrap();
+        assert_eq!(git.recipients, ["a@example.com", "b@example.com"]);
+
+        let mailx = parsed(&["-i", "-fme@example.com", "--", "-odd@example.com"]).unwrap();
+        assert_eq!(mailx.envelope_from.as_deref(), Some("me@example.com"));
+        assert_eq!(mailx.recipients, ["-odd@example.com"]);
+
+        let ours = parsed(&[
+            "--profile",
+            "reports",
+            "--config=/etc/envoi.toml",
+            "--queue",
+            "-t",
+        ])
+        .unwrap();
+        assert_eq!(ours.profile.as_deref(), Some("reports"));
+        assert_eq!(ours.config, Some(PathBuf::from("/etc/envoi.toml")));
+        assert!(ours.queue);
+
+        let dsn = parsed(&["-N", "success,failure", "-RHDRS", "-t"]).unwrap();
+        assert_eq!(dsn.dsn, ["-N success,failure", "-R HDRS"]);
+    }
+
+    #[test]
+    fn unsupported_modes_and_unknown_flags_are_usage_errors() {
+        for args in [
+            &["-bp"][..],
+            &["-bs"],
+            &["-bi"],
+            &["-X"],
+            &["-f"],
+            &["--frobnicate"],
+        ] {
+            let err = parsed(args).unwrap_err();
+            assert_eq!(err.kind(), envoi::ErrorKind::Usage, "{args:?}");
+        }
+        assert!(
+            parsed(&["-bp"])
+                .unwrap_err()
+                .message()
+                .contains("not supported")
+        );
+    }
+}
