@@ -330,6 +330,9 @@ impl Observer for Notices {
                 wait.as_secs_f64()
             ),
             Notice::NotRecorded(e) => warning(&format!("delivered, but could not record it: {e}")),
+            Notice::DsnNotOffered { server } => warning(&format!(
+                "{server} does not offer DSN: sending without delivery status notifications"
+            )),
             Notice::PasswordWithoutTls { server } => warning(&format!(
                 "the password goes to {server} without TLS (allow_plaintext_auth = true)"
             )),

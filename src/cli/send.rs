@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::ArgMatches;
 use envoi::deliver::{
-    Delivery, DeliveryOptions, Failure, Policy, Report, Transcript, deliver, payload_in_flight,
+    Delivery, DeliveryOptions, Dsn, Failure, Policy, Report, Transcript, deliver, payload_in_flight,
 };
 use envoi::error::{Error, ErrorKind, Result};
 use envoi::message::draft::{self, Draft};
@@ -62,6 +62,7 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
         queue: args.queue,
         verbose: args.verbose,
         json: args.json,
+        dsn: None,
     };
     dispatch(&resolved, prepared, &how)
 }
@@ -85,6 +86,8 @@ pub struct How {
     pub verbose: bool,
     /// `--json`, for the watchdog's last word.
     pub json: bool,
+    /// Delivery status notifications to request (sendmail's -N/-R/-V).
+    pub dsn: Option<Dsn>,
 }
 
 impl How {
@@ -99,6 +102,7 @@ impl How {
             queue: false,
             verbose: false,
             json: false,
+            dsn: None,
         }
     }
 }
@@ -123,6 +127,7 @@ pub fn dispatch(resolved: &Resolved, prepared: Prepared, how: &How) -> Result<Ou
             allow_partial: how.allow_partial,
         },
         transcript: how.verbose.then_some(transcript as Transcript),
+        dsn: how.dsn.clone(),
     };
     let key = resolved.idempotency_key.as_deref();
     // Held until the outcome is recorded: a second run with this key waits, then sees it.

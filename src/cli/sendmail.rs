@@ -11,13 +11,12 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use envoi::deliver::Failure;
+use envoi::deliver::{Dsn, Failure};
 use envoi::error::{Error, Result};
 use envoi::message::given::{self, Submission};
 use envoi::message::input::read_bytes;
 use envoi::profile::{Env, Flags, resolve};
 
-use crate::cli::render::warning;
 use crate::cli::send::{How, Outcome, dispatch};
 
 /// What the command line asked for.
@@ -31,8 +30,12 @@ struct Request {
     envelope_from: Option<String>,
     /// `-F`: the sender's full name.
     full_name: Option<String>,
-    /// DSN flags given (`-N`, `-R`, `-V`), which envoi does not request yet.
-    dsn: Vec<String>,
+    /// `-N`: which delivery status notifications to ask for.
+    notify: Option<String>,
+    /// `-R`: what they return of the message (full or hdrs).
+    ret: Option<String>,
+    /// `-V`: the envelope id they carry.
+    envid: Option<String>,
     /// `--profile`.
     profile: Option<String>,
     /// `--config`.
@@ -96,9 +99,14 @@ fn parse(args: &[OsString]) -> Result<Request> {
             flag if flag.starts_with("-F") => {
                 request.full_name = Some(value("-F", &flag[2..], &mut args)?);
             }
-            flag if ["-N", "-R", "-V"].iter().any(|d| flag.starts_with(d)) => {
-                let given = value(&flag[..2], &flag[2..], &mut args)?;
-                request.dsn.push(format!("{} {given}", &flag[..2]));
+            flag if flag.starts_with("-N") => {
+                request.notify = Some(value("-N", &flag[2..], &mut args)?);
+            }
+            flag if flag.starts_with("-R") => {
+                request.ret = Some(value("-R", &flag[2..], &mut args)?);
+            }
+            flag if flag.starts_with("-V") => {
+                request.envid = Some(value("-V", &flag[2..], &mut args)?);
             }
             flag if flag.starts_with("-b") => {
                 return Err(Error::usage(format!(
@@ -119,12 +127,18 @@ fn parse(args: &[OsString]) -> Result<Request> {
 pub fn run(args: &[OsString]) -> Result<Outcome, Failure> {
     let started = Instant::now();
     let request = parse(args)?;
-    if !request.dsn.is_empty() {
-        warning(&format!(
-            "delivery status notifications ({}) are not requested yet; sending without",
-            request.dsn.join(", ")
-        ));
-    }
+    let asked = [&request.notify, &request.ret, &request.envid];
+    let dsn = asked
+        .iter()
+        .any(|a| a.is_some())
+        .then(|| {
+            Dsn::parse(
+                request.notify.as_deref(),
+                request.ret.as_deref(),
+                request.envid.as_deref(),
+            )
+        })
+        .transpose()?;
     let flags = Flags {
         config: request.config.clone(),
         profile: request.profile.clone(),
@@ -152,6 +166,7 @@ pub fn run(args: &[OsString]) -> Result<Outcome, Failure> {
     let how = How {
         queue: request.queue,
         verbose: request.verbose,
+        dsn,
         ..How::defaults(started)
     };
     dispatch(&resolved, prepared, &how)
@@ -222,7 +237,8 @@ mod tests {
         assert!(ours.queue);
 
         let dsn = parsed(&["-N", "success,failure", "-RHDRS", "-t"]).unwrap();
-        assert_eq!(dsn.dsn, ["-N success,failure", "-R HDRS"]);
+        assert_eq!(dsn.notify.as_deref(), Some("success,failure"));
+        assert_eq!(dsn.ret.as_deref(), Some("HDRS"));
     }
 
     #[test]

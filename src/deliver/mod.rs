@@ -37,11 +37,65 @@ pub enum Delivery {
     },
 }
 
-/// How to deliver, beyond the profile: the retry policy and `-v`.
+/// A request for delivery status notifications (RFC 3461), used when the server
+/// offers DSN.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Dsn {
+    /// `NOTIFY=` on each RCPT: `NEVER`, or some of `SUCCESS`, `FAILURE`, `DELAY`.
+    pub notify: Option<Vec<String>>,
+    /// `RET=` on MAIL: `FULL` or `HDRS`.
+    pub ret: Option<String>,
+    /// `ENVID=` on MAIL: the sender's id for the notifications.
+    pub envid: Option<String>,
+}
+
+impl Dsn {
+    /// Builds a request from sendmail's `-N`, `-R` and `-V` values, checked (64).
+    pub fn parse(notify: Option<&str>, ret: Option<&str>, envid: Option<&str>) -> Result<Dsn> {
+        let notify = notify
+            .map(|n| {
+                let words: Vec<String> = n
+                    .split(',')
+                    .map(|w| w.trim().to_ascii_uppercase())
+                    .collect();
+                let known = ["SUCCESS", "FAILURE", "DELAY"];
+                let ok = words == ["NEVER"] || words.iter().all(|w| known.contains(&w.as_str()));
+                if !ok {
+                    return Err(Error::usage(format!(
+                        "-N {n:?}: give never, or some of success, failure and delay"
+                    )));
+                }
+                Ok(words)
+            })
+            .transpose()?;
+        let ret = ret
+            .map(|r| match r.to_ascii_uppercase().as_str() {
+                upper @ ("FULL" | "HDRS") => Ok(upper.to_owned()),
+                _ => Err(Error::usage(format!("-R {r:?}: give full or hdrs"))),
+            })
+            .transpose()?;
+        if let Some(id) = envid
+            && (id.is_empty() || id.len() > 100 || !id.chars().all(|c| c.is_ascii_graphic()))
+        {
+            return Err(Error::usage(format!(
+                "-V {id:?}: give 1 to 100 printable ASCII characters"
+            )));
+        }
+        Ok(Dsn {
+            notify,
+            ret,
+            envid: envid.map(str::to_owned),
+        })
+    }
+}
+
+/// How to deliver, beyond the profile: the retry policy, DSN and `-v`.
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryOptions {
     /// Retries, deadline and partial delivery.
     pub policy: Policy,
+    /// Delivery status notifications to request, when the server offers DSN.
+    pub dsn: Option<Dsn>,
     /// Where the SMTP dialogue goes, line by line, as it happens (`-v`).
     pub transcript: Option<Transcript>,
 }
@@ -70,6 +124,12 @@ pub enum Notice {
     /// The profile allows AUTH without TLS, and it is about to happen: the password
     /// crosses the network in clear (T14).
     PasswordWithoutTls {
+        /// `host:port`.
+        server: String,
+    },
+    /// Delivery status notifications were asked for and the server does not offer DSN:
+    /// the message goes without them.
+    DsnNotOffered {
         /// `host:port`.
         server: String,
     },
@@ -122,12 +182,13 @@ pub fn deliver(
             server: format!("{}:{}", smtp.host, smtp.port),
         });
     }
-    let settings = smtp::SmtpSettings::new(
+    let mut settings = smtp::SmtpSettings::new(
         smtp,
         credentials,
         options.transcript,
         options.policy.deadline,
     );
+    settings.dsn = options.dsn.clone();
     let mut connector = smtp::SmtpConnector::new(settings);
     let report = retry::send(&mut connector, &prepared, &options.policy, observer)?;
     Ok(Delivery::Sent { prepared, report })
@@ -139,4 +200,32 @@ fn deadline_passed() -> Error {
         ErrorKind::Temporary,
         "the deadline for the whole send (--timeout) has passed",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dsn_requests_are_checked() {
+        let dsn = Dsn::parse(Some("success, Failure"), Some("hdrs"), Some("job-1")).unwrap();
+        assert_eq!(dsn.notify.unwrap(), ["SUCCESS", "FAILURE"]);
+        assert_eq!(dsn.ret.as_deref(), Some("HDRS"));
+        assert_eq!(
+            Dsn::parse(Some("never"), None, None)
+                .unwrap()
+                .notify
+                .unwrap(),
+            ["NEVER"]
+        );
+        for (n, r, v) in [
+            (Some("never,success"), None, None),
+            (Some(""), None, None),
+            (None, Some("body"), None),
+            (None, None, Some("two words")),
+        ] {
+            let err = Dsn::parse(n, r, v).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Usage, "{n:?} {r:?} {v:?}");
+        }
+    }
 }

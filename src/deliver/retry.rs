@@ -48,6 +48,11 @@ pub(crate) trait Session {
     }
     /// Abandons the transaction; the session stays usable.
     fn rset(&mut self);
+    /// What the session has to tell the user since it was last asked (a DSN request
+    /// the server cannot honour, say).
+    fn take_notices(&mut self) -> Vec<Notice> {
+        Vec::new()
+    }
     /// DATA, the message and the final dot: the reply to the dot.
     fn data(&mut self, prepared: &Prepared) -> Result<(u16, String)>;
     /// QUIT.
@@ -284,6 +289,9 @@ impl State {
             return Err(deadline_passed());
         }
         let mut session = connector.open()?;
+        for notice in session.take_notices() {
+            observer.notice(notice);
+        }
         let result = self.transactions(&mut session, prepared, policy, observer);
         session.close();
         result

@@ -299,10 +299,18 @@ impl Given {
             }
             None => None,
         };
-        let Some(profile_from) = profile_from else {
+        // Like sendmail: without a usable From, the envelope sender (-f) is the author.
+        let envelope_from = submission
+            .envelope_from
+            .filter(|f| !matches!(*f, "" | "<>"))
+            .map(|f| submission.names.qualify("-f", f))
+            .transpose()?
+            .map(|f| address::parse_single("-f", &f))
+            .transpose()?;
+        let Some(profile_from) = profile_from.or(envelope_from.as_ref()) else {
             return Err(Error::usage(
-                "no sender: the message's From is missing or a bare name, and the profile has \
-                 no `from`",
+                "no sender: the message's From is missing or a bare name, and neither -f nor \
+                 the profile's `from` gives one",
             ));
         };
         let name = written

@@ -88,7 +88,7 @@ pub fn send_queued(
         outbox,
         &prepared,
         connection.route.clone(),
-        options.policy.allow_partial,
+        options,
         idempotency_key,
     )?;
     let id = entry.id().to_owned();
@@ -118,7 +118,7 @@ fn enqueue(
     outbox: &Outbox,
     prepared: &Prepared,
     route: Route,
-    allow_partial: bool,
+    options: &DeliveryOptions,
     idempotency_key: Option<&str>,
 ) -> Result<Locked> {
     let state = EntryState {
@@ -132,13 +132,14 @@ fn enqueue(
             .collect(),
         delivered: Vec::new(),
         refused: Vec::new(),
-        allow_partial,
+        allow_partial: options.policy.allow_partial,
         route,
         queued_at: now(),
         attempts: 0,
         next_attempt_at: 0,
         last_error: None,
         idempotency_key: idempotency_key.map(str::to_owned),
+        dsn: options.dsn.clone(),
     };
     outbox.enqueue(&prepared.bytes, &state)
 }
@@ -309,6 +310,7 @@ impl Attempt<'_> {
                 ..Policy::default()
             },
             transcript: self.transcript,
+            dsn: state.dsn.clone(),
         };
         let mut recorder = Recorder {
             outbox,

@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::deliver::Dsn;
 use crate::durable;
 use crate::error::{Error, ErrorKind, Result};
 use crate::profile::Route;
@@ -63,6 +64,9 @@ pub struct EntryState {
     /// The `--idempotency-key` it was queued with: while it is queued, the key is taken.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// The delivery status notifications it was sent with (sendmail's -N/-R/-V).
+    #[serde(default)]
+    pub dsn: Option<Dsn>,
 }
 
 /// An outbox directory.
@@ -397,6 +401,7 @@ mod tests {
             next_attempt_at: 0,
             last_error: None,
             idempotency_key: None,
+            dsn: None,
         }
     }
 

@@ -169,13 +169,17 @@ fn a_dead_relay_queues_the_message() {
     let home = mta.home;
     envoi(home.path())
         .env("ENVOI_OUTBOX_DIR", &outbox)
-        .args(["sendmail", "-t"])
+        .args(["sendmail", "-t", "-N", "failure"])
         .write_stdin(&b"To: root\nSubject: report\n\nbody\n"[..])
         .expect_exit(0);
     let queued: Vec<_> = std::fs::read_dir(outbox.join("queue"))
         .expect("queue")
+        .map(|e| e.expect("entry").path())
         .collect();
     assert_eq!(queued.len(), 1, "not queued");
+    // The DSN request waits with it, for the flush that sends it.
+    let state = std::fs::read_to_string(queued[0].join("state.json")).expect("state");
+    assert!(state.contains("\"FAILURE\""), "{state}");
 }
 
 /// What envoi does not do is a usage error (64), and input that is not a message is 65.

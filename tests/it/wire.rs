@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::support::envoi::{Config, ExpectExit, Route, Setup, assert_no_secret, send};
+use crate::support::envoi::{Config, ExpectExit, Route, Setup, assert_no_secret, envoi, send};
 use crate::support::smtp_server::{Security, ServerOptions};
 
 /// A loopback peer for one connection, run by `script`; its result comes back on join.
@@ -331,4 +331,108 @@ fn pipelined_452s_go_in_further_transactions() {
             vec!["r5@example.com"],
         ]
     );
+}
+
+/// A peer that offers `keywords` in EHLO, accepts everything, and returns every command
+/// line it received.
+fn accepting_peer(keywords: &'static str) -> (u16, JoinHandle<Vec<String>>) {
+    peer(move |mut socket| {
+        let mut reader = BufReader::new(socket.try_clone().expect("clone"));
+        let _ = socket.write_all(b"220 dsn.example\r\n");
+        let mut lines = Vec::new();
+        let mut in_data = false;
+        while let Some(line) = read_line(&mut reader) {
+            if in_data {
+                if line == "." {
+                    in_data = false;
+                    let _ = socket.write_all(b"250 queued\r\n");
+                }
+                continue;
+            }
+            let reply = if line.starts_with("EHLO") {
+                format!("250-dsn.example\r\n250 {keywords}\r\n")
+            } else if line == "DATA" {
+                in_data = true;
+                "354 go on\r\n".to_owned()
+            } else if line == "QUIT" {
+                let _ = socket.write_all(b"221 bye\r\n");
+                lines.push(line);
+                break;
+            } else {
+                "250 ok\r\n".to_owned()
+            };
+            lines.push(line);
+            let _ = socket.write_all(reply.as_bytes());
+        }
+        lines
+    })
+}
+
+/// RFC 3461: sendmail's -N, -R and -V become NOTIFY= on each RCPT and RET=, ENVID=
+/// (xtext) on MAIL when the server offers DSN; without DSN the message goes without
+/// them, and a warning says so.
+#[test]
+fn dsn_requests_reach_a_server_that_offers_dsn() {
+    let message = &b"Subject: dsn\n\nbody\n"[..];
+    let (port, lines) = accepting_peer("DSN");
+    let home = TempDir::new().expect("temp dir");
+    envoi(home.path())
+        .env(
+            "ENVOI_SMTP_URL",
+            format!("smtp://127.0.0.1:{port}?security=none"),
+        )
+        .args([
+            "sendmail",
+            "-N",
+            "success,failure",
+            "-R",
+            "hdrs",
+            "-V",
+            "job+1",
+        ])
+        .args(["-f", "a@example.com", "b@example.com"])
+        .write_stdin(message)
+        .expect_exit(0);
+    let lines = lines.join().expect("peer");
+    assert!(
+        lines.contains(&"MAIL FROM:<a@example.com> RET=HDRS ENVID=job+2B1".to_owned()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"RCPT TO:<b@example.com> NOTIFY=SUCCESS,FAILURE".to_owned()),
+        "{lines:?}"
+    );
+
+    let (port, lines) = accepting_peer("8BITMIME");
+    let run = envoi(home.path())
+        .env(
+            "ENVOI_SMTP_URL",
+            format!("smtp://127.0.0.1:{port}?security=none"),
+        )
+        .args([
+            "sendmail",
+            "-N",
+            "never",
+            "-f",
+            "a@example.com",
+            "b@example.com",
+        ])
+        .write_stdin(message)
+        .expect_exit(0);
+    assert!(run.stderr.contains("does not offer DSN"), "{run}");
+    let lines = lines.join().expect("peer");
+    assert!(
+        lines.contains(&"RCPT TO:<b@example.com>".to_owned()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"MAIL FROM:<a@example.com>".to_owned()),
+        "{lines:?}"
+    );
+
+    envoi(home.path())
+        .env("ENVOI_SMTP_URL", "smtp://127.0.0.1:1?security=none")
+        .args(["sendmail", "-N", "sometimes", "b@example.com"])
+        .write_stdin(message)
+        .expect_exit(64);
 }

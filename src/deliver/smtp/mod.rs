@@ -24,7 +24,7 @@ use lettre::Address;
 use rustls::ClientConfig;
 
 use crate::deliver::retry::{Connector, Session};
-use crate::deliver::{Transcript, deadline_passed};
+use crate::deliver::{Dsn, Notice, Transcript, deadline_passed};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Prepared;
 use crate::message::check::no_line_breaks;
@@ -67,6 +67,8 @@ pub(crate) struct SmtpSettings {
     pub transcript: Option<Transcript>,
     /// When the whole send must be over: each command's timeout is cut to fit.
     pub deadline: Option<Instant>,
+    /// Delivery status notifications to request.
+    pub dsn: Option<Dsn>,
 }
 
 /// The server's answer to one recipient.
@@ -114,6 +116,7 @@ impl SmtpSettings {
             allow_plaintext_auth: profile.allow_plaintext_auth,
             transcript,
             deadline,
+            dsn: None,
         }
     }
 }
@@ -129,6 +132,7 @@ struct Capabilities {
     eight_bit_mime: bool,
     smtputf8: bool,
     pipelining: bool,
+    dsn: bool,
 }
 
 impl Capabilities {
@@ -147,6 +151,7 @@ impl Capabilities {
                 "8BITMIME" => caps.eight_bit_mime = true,
                 "SMTPUTF8" => caps.smtputf8 = true,
                 "PIPELINING" => caps.pipelining = true,
+                "DSN" => caps.dsn = true,
                 _ => {}
             }
         }
@@ -168,6 +173,10 @@ pub(crate) struct SmtpSession {
     deadline: Option<Instant>,
     /// Set once the connection failed: it is then shut down, never asked to QUIT.
     broken: bool,
+    /// The DSN request, once the server said it offers DSN.
+    dsn: Option<Dsn>,
+    /// What the retry policy should tell its observer.
+    notices: Vec<Notice>,
 }
 
 impl SmtpSession {
@@ -221,6 +230,8 @@ impl SmtpSession {
             timeout: settings.timeout,
             deadline: settings.deadline,
             broken: false,
+            dsn: None,
+            notices: Vec::new(),
         };
         let result = session.greet_and_login(&settings, tls, &hello);
         if result.is_err() {
@@ -250,6 +261,15 @@ impl SmtpSession {
         }
         if let Some((user, password)) = &settings.credentials {
             self.login(user, password)?;
+        }
+        if let Some(dsn) = &settings.dsn {
+            if self.caps.dsn {
+                self.dsn = Some(dsn.clone());
+            } else {
+                self.notices.push(Notice::DsnNotOffered {
+                    server: self.server.clone(),
+                });
+            }
         }
         Ok(())
     }
@@ -386,7 +406,23 @@ impl SmtpSession {
             }
             params.push_str(" BODY=8BITMIME");
         }
+        if let Some(dsn) = &self.dsn {
+            if let Some(ret) = &dsn.ret {
+                params.push_str(&format!(" RET={ret}"));
+            }
+            if let Some(envid) = &dsn.envid {
+                params.push_str(&format!(" ENVID={}", xtext(envid)));
+            }
+        }
         Ok(params)
+    }
+
+    /// `RCPT TO:<…>`, with NOTIFY= when DSN is requested (RFC 3461 §4.1).
+    fn rcpt_line(&self, rcpt: &Address) -> String {
+        match self.dsn.as_ref().and_then(|d| d.notify.as_ref()) {
+            Some(notify) => format!("RCPT TO:<{rcpt}> NOTIFY={}", notify.join(",")),
+            None => format!("RCPT TO:<{rcpt}>"),
+        }
     }
 
     /// Sends one command line and reads its reply, positive or not. A failure of the
@@ -474,7 +510,7 @@ impl Session for SmtpSession {
     }
 
     fn rcpt(&mut self, rcpt: &Address) -> Result<RcptReply> {
-        let reply = self.command(&format!("RCPT TO:<{rcpt}>"), &format!("RCPT TO:<{rcpt}>"))?;
+        let reply = self.command(&self.rcpt_line(rcpt), &format!("RCPT TO:<{rcpt}>"))?;
         Ok(RcptReply::new(rcpt, reply.code, printable(reply.text())))
     }
 
@@ -524,6 +560,10 @@ impl Session for SmtpSession {
         Ok((reply.code, printable(reply.text())))
     }
 
+    fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
     /// Says QUIT when the connection is sound; otherwise shuts it down at once.
     fn close(mut self) {
         if !self.broken {
@@ -553,7 +593,7 @@ impl SmtpSession {
         recipients: &[Address],
     ) -> Result<Vec<RcptReply>> {
         let mut lines = vec![self.mail_line(prepared, recipients)?];
-        lines.extend(recipients.iter().map(|r| format!("RCPT TO:<{r}>")));
+        lines.extend(recipients.iter().map(|r| self.rcpt_line(r)));
         let mut batch = String::new();
         for line in &lines {
             self.trace("C", line);
@@ -713,6 +753,16 @@ fn describe_io(e: &io::Error) -> String {
     }
 }
 
+/// RFC 3461 §4: xtext, `+XX` for `+`, `=` and anything outside printable ASCII.
+fn xtext(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'!'..=b'~' if b != b'+' && b != b'=' => char::from(b).to_string(),
+            _ => format!("+{b:02X}"),
+        })
+        .collect()
+}
+
 /// Text from outside (a server reply) made safe for a terminal: control characters
 /// become `?` so they cannot move the cursor or fake output.
 pub(crate) fn printable(text: impl AsRef<str>) -> String {
@@ -737,6 +787,12 @@ mod tests {
     #[test]
     fn printable_strips_control_characters() {
         assert_eq!(printable("ok\x1b[2J\r\nfake"), "ok?[2J??fake");
+    }
+
+    #[test]
+    fn xtext_encodes_plus_equals_and_the_rest() {
+        assert_eq!(xtext("job+1=a b\u{e9}"), "job+2B1+3Da+20b+C3+A9");
+        assert_eq!(xtext("plain-id.42"), "plain-id.42");
     }
 
     #[test]
