@@ -62,6 +62,13 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Print the shell completion script: envoi completions bash > /etc/bash_completion.d/envoi
+    Completions {
+        /// bash, zsh, fish, powershell or elvish.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page: envoi man > /usr/local/share/man/man1/envoi.1
+    Man,
 }
 
 /// `envoi outbox …`.

@@ -6,6 +6,7 @@
 //! [`render`] prints their results as text or `--json`.
 
 mod args;
+mod docs;
 mod outbox;
 mod render;
 mod send;
@@ -40,6 +41,20 @@ fn sendmail_args(args: &[OsString]) -> Option<&[OsString]> {
     (args.get(1)? == "sendmail").then(|| &args[2..])
 }
 
+/// The exit of a command that only writes to standard output: a closed pipe (`| head`)
+/// is fine; another failure to write is a temporary one (75).
+fn written(result: std::io::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            let error = Error::new(ErrorKind::Temporary, format!("cannot write: {e}"));
+            print_error(&error, &Report::default(), false);
+            ExitCode::from(error.kind().exit_code())
+        }
+    }
+}
+
 /// Sendmail mode, like every sendmail: silent when it worked, the error on stderr
 /// otherwise.
 fn sendmail(args: &[OsString]) -> ExitCode {
@@ -72,6 +87,10 @@ fn run(args: Vec<OsString>) -> ExitCode {
     };
     match cli.command {
         Command::Sendmail { args } => sendmail(&args),
+        Command::Completions { shell } => {
+            written(docs::completions(shell, &mut std::io::stdout().lock()))
+        }
+        Command::Man => written(docs::man(&mut std::io::stdout().lock())),
         Command::Send(send) => {
             // The `send` subcommand matched, so its matches exist.
             let Some(send_matches) = matches.subcommand_matches("send") else {

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod docs;
 mod harness;
 mod interop;
 mod outbox;
