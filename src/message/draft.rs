@@ -216,24 +216,7 @@ impl Draft {
                 "--text/--text-file is the plain alternative of an HTML body: add --html",
             ));
         }
-        let body_label = self
-            .body
-            .as_ref()
-            .filter(|b| matches!(b.value, Text::File(_)))
-            .map(|b| b.label.clone());
-        let content = self.body.map(read_text).transpose()?.unwrap_or_default();
-        if let Some(label) = body_label
-            && content.is_empty()
-            && !self.allow_empty_body
-        {
-            return Err(Error::new(
-                ErrorKind::NoInput,
-                format!(
-                    "{label}: the body is empty (did the program that writes it fail?); give \
-                     --allow-empty to send it anyway"
-                ),
-            ));
-        }
+        let content = read_body(self.body, self.allow_empty_body)?;
         let body = Body {
             content,
             is_html,
@@ -267,6 +250,27 @@ impl Draft {
             headers,
         })
     }
+}
+
+/// Reads the body. One read from a file or standard input must not be empty unless
+/// `allow_empty` (T49): an empty report usually means its producer failed.
+fn read_body(body: Option<Sourced<Text>>, allow_empty: bool) -> Result<String> {
+    let Some(body) = body else {
+        return Ok(String::new());
+    };
+    let label = body.label.clone();
+    let from_file = matches!(body.value, Text::File(_));
+    let content = read_text(body)?;
+    if from_file && content.is_empty() && !allow_empty {
+        return Err(Error::new(
+            ErrorKind::NoInput,
+            format!(
+                "{label}: the body is empty (did the program that writes it fail?); give \
+                 --allow-empty to send it anyway"
+            ),
+        ));
+    }
+    Ok(content)
 }
 
 /// Reads a body or text; it must be UTF-8 without NUL (a NUL cannot go in a text part).
