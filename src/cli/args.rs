@@ -62,6 +62,9 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Check a connection without sending mail: connect, TLS, EHLO, login, QUIT, and say
+    /// what the server offers.
+    Check(CheckArgs),
     /// Print the shell completion script: envoi completions bash > /etc/bash_completion.d/envoi
     Completions {
         /// bash, zsh, fish, powershell or elvish.
@@ -130,6 +133,36 @@ impl OutboxArgs {
             config: self.connection.config.clone(),
             profile: self.connection.profile.clone(),
             outbox_dir: self.outbox_dir.clone(),
+            ..Flags::default()
+        }
+    }
+}
+
+/// Flags of `envoi check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The profile and its file.
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// Check a connection without a config file (else $ENVOI_SMTP_URL), as for send.
+    #[arg(long, value_name = "URL")]
+    pub smtp_url: Option<String>,
+    /// Seconds allowed for the whole check.
+    #[arg(long, value_name = "SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+    /// Print one JSON object on standard output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl CheckArgs {
+    /// What the flags say about where to connect.
+    pub fn flags(&self) -> Flags {
+        Flags {
+            config: self.connection.config.clone(),
+            profile: self.connection.profile.clone(),
+            smtp_url: self.smtp_url.clone(),
             ..Flags::default()
         }
     }

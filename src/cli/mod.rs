@@ -6,6 +6,7 @@
 //! [`render`] prints their results as text or `--json`.
 
 mod args;
+mod check;
 mod docs;
 mod outbox;
 mod render;
@@ -87,6 +88,16 @@ fn run(args: Vec<OsString>) -> ExitCode {
     };
     match cli.command {
         Command::Sendmail { args } => sendmail(&args),
+        Command::Check(check) => match check::run(&check) {
+            Ok(report) => {
+                render::print_check(&report, check.json);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                print_error(&e, &Report::default(), check.json);
+                ExitCode::from(e.kind().exit_code())
+            }
+        },
         Command::Completions { shell } => {
             written(docs::completions(shell, &mut std::io::stdout().lock()))
         }

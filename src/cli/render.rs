@@ -9,7 +9,7 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use envoi::deliver::{Delivery, Notice, Observer, RcptReply, Report};
+use envoi::deliver::{Delivery, Notice, Observer, RcptReply, Report, ServerReport};
 use envoi::error::Error;
 use envoi::message::Prepared;
 use envoi::outbox::idempotency::{FirstSend, FirstStatus};
@@ -30,6 +30,7 @@ enum Status {
     DryRun,
     Error,
     Dropped,
+    Ok,
 }
 
 /// The result of `envoi send --json`.
@@ -437,6 +438,66 @@ pub fn print_flush(summary: &FlushSummary, as_json: bool) {
             report.skipped
         )
     };
+}
+
+/// The result of `envoi check --json`.
+#[derive(Debug, Serialize)]
+struct CheckReport<'a> {
+    status: Status,
+    server: &'a str,
+    address: Option<&'a str>,
+    tls: Option<TlsReport<'a>>,
+    extensions: &'a [String],
+    size: Option<u64>,
+    login: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct TlsReport<'a> {
+    version: &'a str,
+    cipher: &'a str,
+}
+
+/// `envoi check`: what the server offers, one line each, or one JSON object.
+pub fn print_check(report: &ServerReport, as_json: bool) {
+    let mut out = io::stdout().lock();
+    if as_json {
+        let value = CheckReport {
+            status: Status::Ok,
+            server: &report.server,
+            address: report.address.as_deref(),
+            tls: report
+                .tls
+                .as_ref()
+                .map(|(version, cipher)| TlsReport { version, cipher }),
+            extensions: &report.extensions,
+            size: report.size,
+            login: report.logged_in,
+        };
+        let _ = write_json(&mut out, &value);
+        return;
+    }
+    let tls = match &report.tls {
+        Some((version, cipher)) => format!("{version}, {cipher}; certificate verified"),
+        None => "none (security = \"none\")".to_owned(),
+    };
+    let size = report
+        .size
+        .filter(|s| *s > 0)
+        .map_or("not announced".to_owned(), |s| format!("{s} octets"));
+    let login = if report.logged_in {
+        "ok"
+    } else {
+        "none configured"
+    };
+    let _ = writeln!(
+        out,
+        "server   {} ({})\ntls      {tls}\noffers   {}\nsize     {size}\nlogin    {login}\n\
+         result   the connection works; no mail was sent",
+        report.server,
+        report.address.as_deref().unwrap_or("?"),
+        report.extensions.join(", ")
+    );
 }
 
 /// The result of `envoi outbox drop ID`.

@@ -15,7 +15,7 @@ use crate::message::Prepared;
 use crate::profile::{Profile, Security, Transport};
 
 pub use retry::{Failure, Policy, Report};
-pub use smtp::{RcptReply, payload_in_flight};
+pub use smtp::{RcptReply, ServerReport, payload_in_flight};
 
 /// How a delivery ended well.
 #[derive(Debug)]
@@ -192,6 +192,24 @@ pub fn deliver(
     let mut connector = smtp::SmtpConnector::new(settings);
     let report = retry::send(&mut connector, &prepared, &options.policy, observer)?;
     Ok(Delivery::Sent { prepared, report })
+}
+
+/// `envoi check`: connects to the profile's server as a delivery would (TLS, EHLO,
+/// login), reports what it offers, and sends no mail. A file profile has no server
+/// (78).
+pub fn check(profile: &Profile, timeout: Duration) -> Result<ServerReport> {
+    let Transport::Smtp(smtp) = &profile.transport else {
+        return Err(Error::config(
+            "this profile writes files (transport = \"file\"): there is no server to check",
+        ));
+    };
+    let credentials = match smtp.login.clone()? {
+        Some((user, source)) => Some((user, source.fetch(smtp.timeout.min(timeout))?)),
+        None => None,
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    let settings = smtp::SmtpSettings::new(smtp, credentials, None, Some(deadline));
+    smtp::check(&settings)
 }
 
 /// The one wording of "out of time" for every step of a send.

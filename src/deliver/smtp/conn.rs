@@ -104,6 +104,24 @@ impl Conn {
         self.tcp().set_write_timeout(timeout)
     }
 
+    /// The address connected to.
+    pub(crate) fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.tcp().peer_addr().ok()
+    }
+
+    /// The TLS version and cipher suite, once TLS is up.
+    pub(crate) fn tls(&self) -> Option<(String, String)> {
+        let Stream::Tls(tls) = &self.stream else {
+            return None;
+        };
+        let version = tls.conn.protocol_version().map(|v| format!("{v:?}"))?;
+        let suite = tls
+            .conn
+            .negotiated_cipher_suite()
+            .map(|s| format!("{:?}", s.suite()))?;
+        Some((version.replace('_', "."), suite))
+    }
+
     /// True when the server sent bytes that no reply has taken yet.
     pub(crate) fn has_unread(&self) -> bool {
         !self.unread.is_empty()

@@ -121,6 +121,43 @@ impl SmtpSettings {
     }
 }
 
+/// What `envoi check` learned of a server: everything short of sending mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerReport {
+    /// `host:port` as configured.
+    pub server: String,
+    /// The address connected to.
+    pub address: Option<String>,
+    /// TLS version and cipher suite; `None` without TLS.
+    pub tls: Option<(String, String)>,
+    /// The EHLO keywords, as the server wrote them.
+    pub extensions: Vec<String>,
+    /// The largest message it takes (SIZE).
+    pub size: Option<u64>,
+    /// Whether a login was made (and worked: a refused one is an error).
+    pub logged_in: bool,
+}
+
+/// Connects, secures and logs in as `settings` say, reports what the server offers, and
+/// says QUIT: no mail is sent.
+pub(crate) fn check(settings: &SmtpSettings) -> Result<ServerReport> {
+    let tls = match settings.security {
+        Security::None => None,
+        _ => Some(tls::client_config(settings.ca_file.as_deref())?),
+    };
+    let session = SmtpSession::open(settings, tls)?;
+    let report = ServerReport {
+        server: session.server.clone(),
+        address: session.conn.peer().map(|a| a.to_string()),
+        tls: session.conn.tls(),
+        extensions: session.extensions.clone(),
+        size: session.caps.size,
+        logged_in: settings.credentials.is_some(),
+    };
+    session.close();
+    Ok(report)
+}
+
 /// What the server said it supports, from its EHLO reply.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Capabilities {
@@ -177,6 +214,8 @@ pub(crate) struct SmtpSession {
     dsn: Option<Dsn>,
     /// What the retry policy should tell its observer.
     notices: Vec<Notice>,
+    /// The EHLO keywords as written (for `envoi check`).
+    extensions: Vec<String>,
 }
 
 impl SmtpSession {
@@ -232,6 +271,7 @@ impl SmtpSession {
             broken: false,
             dsn: None,
             notices: Vec::new(),
+            extensions: Vec::new(),
         };
         let result = session.greet_and_login(&settings, tls, &hello);
         if result.is_err() {
@@ -279,6 +319,7 @@ impl SmtpSession {
         let reply = self.command(&format!("EHLO {hello}"), "EHLO")?;
         self.expect(&reply, "EHLO", |c| c == 250)?;
         self.caps = Capabilities::parse(&reply);
+        self.extensions = reply.lines.iter().skip(1).cloned().collect();
         Ok(())
     }
 

@@ -1,0 +1,86 @@
+//! `envoi check`, the connection doctor: it connects, secures, logs in and says QUIT,
+//! against the in-process server, and sends no mail.
+
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::support::envoi::{Config, ExpectExit, Setup, assert_no_secret, envoi};
+use crate::support::smtp_server::{Security, ServerOptions};
+use crate::support::{PASSWORD, USER};
+
+/// `envoi check --config F …` with the canary password available.
+fn check(s: &Setup) -> assert_cmd::Command {
+    let mut cmd = envoi(s.home());
+    cmd.env("ENVOI_TEST_PASSWORD", PASSWORD)
+        .args(["check", "--config"])
+        .arg(&s.config);
+    cmd
+}
+
+#[test]
+fn a_working_connection_is_described_and_no_mail_is_sent() {
+    let s = Setup::new(Security::StartTls, ServerOptions::default());
+    let run = check(&s).arg("--json").expect_exit(0);
+    let json = run.json();
+    assert_eq!(json["status"], "ok", "{json}");
+    assert_eq!(json["login"], true, "{json}");
+    assert!(
+        json["tls"]["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("TLSv1.")),
+        "{json}"
+    );
+    let extensions: Vec<&str> = json["extensions"]
+        .as_array()
+        .expect("extensions")
+        .iter()
+        .filter_map(|e| e.as_str())
+        .collect();
+    assert!(
+        extensions.iter().any(|e| e.starts_with("AUTH")),
+        "{extensions:?}"
+    );
+    assert_no_secret(&run.output());
+    assert!(s.server.wait_idle(Duration::from_secs(5)));
+    let transcript = s.server.transcript();
+    assert!(
+        transcript.iter().any(|l| l.starts_with("AUTH")),
+        "{transcript:?}"
+    );
+    assert!(
+        transcript.iter().all(|l| !l.starts_with("MAIL")),
+        "{transcript:?}"
+    );
+    assert_eq!(transcript.last().map(String::as_str), Some("QUIT"));
+    s.assert_nothing_delivered();
+
+    let human = check(&s).expect_exit(0);
+    assert!(human.stdout.contains("no mail was sent"), "{human}");
+    assert!(human.stdout.contains("login    ok"), "{human}");
+}
+
+#[test]
+fn a_wrong_password_is_77_and_an_unreachable_server_75() {
+    let s = Setup::new(Security::StartTls, ServerOptions::default());
+    let run = envoi(s.home())
+        .env("ENVOI_TEST_PASSWORD", "Canary-Wrong-9x")
+        .args(["check", "--json", "--config"])
+        .arg(&s.config)
+        .expect_exit(77);
+    assert!(run.stderr.contains(&format!("{USER:?}")), "{run}");
+    assert_eq!(run.json()["kind"], "auth_refused");
+
+    let home = TempDir::new().expect("temp dir");
+    envoi(home.path())
+        .args(["check", "--smtp-url", "smtp://127.0.0.1:1?security=none"])
+        .expect_exit(75);
+    let file = Config::new(1, "none")
+        .line("transport = \"file\"\ndir = \"x\"")
+        .write(home.path());
+    let run = envoi(home.path())
+        .args(["check", "--config"])
+        .arg(&file)
+        .expect_exit(78);
+    assert!(run.stderr.contains("no server to check"), "{run}");
+}
