@@ -450,7 +450,28 @@ struct CheckReport<'a> {
     extensions: &'a [String],
     size: Option<u64>,
     login: bool,
+    certificate: Option<CertificateJson<'a>>,
 }
+
+#[derive(Debug, Serialize)]
+struct CertificateJson<'a> {
+    subject: &'a str,
+    issuer: &'a str,
+    names: &'a [String],
+    expires: &'a str,
+    days_left: i64,
+}
+
+/// Whole days until `not_after` (negative once expired).
+fn days_left(not_after: i64) -> i64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    (not_after - now).div_euclid(86_400)
+}
+
+/// A certificate that expires sooner than this gets a warning.
+const EXPIRY_WARNING_DAYS: i64 = 14;
 
 #[derive(Debug, Serialize)]
 struct TlsReport<'a> {
@@ -473,6 +494,13 @@ pub fn print_check(report: &ServerReport, as_json: bool) {
             extensions: &report.extensions,
             size: report.size,
             login: report.logged_in,
+            certificate: report.certificate.as_ref().map(|c| CertificateJson {
+                subject: &c.subject,
+                issuer: &c.issuer,
+                names: &c.names,
+                expires: &c.expires,
+                days_left: days_left(c.not_after),
+            }),
         };
         let _ = write_json(&mut out, &value);
         return;
@@ -481,23 +509,41 @@ pub fn print_check(report: &ServerReport, as_json: bool) {
         Some((version, cipher)) => format!("{version}, {cipher}; certificate verified"),
         None => "none (security = \"none\")".to_owned(),
     };
+    let mut lines = vec![
+        format!(
+            "server   {} ({})",
+            report.server,
+            report.address.as_deref().unwrap_or("?")
+        ),
+        format!("tls      {tls}"),
+    ];
+    if let Some(c) = &report.certificate {
+        let left = days_left(c.not_after);
+        lines.push(format!("cert     {}", c.subject));
+        lines.push(format!("         issued by {}", c.issuer));
+        lines.push(format!("         for {}", c.names.join(", ")));
+        lines.push(format!("         expires {} (in {left} days)", c.expires));
+        if left < EXPIRY_WARNING_DAYS {
+            warning(&format!(
+                "the server's certificate expires in {left} days ({})",
+                c.expires
+            ));
+        }
+    }
     let size = report
         .size
         .filter(|s| *s > 0)
         .map_or("not announced".to_owned(), |s| format!("{s} octets"));
+    lines.push(format!("offers   {}", report.extensions.join(", ")));
+    lines.push(format!("size     {size}"));
     let login = if report.logged_in {
         "ok"
     } else {
         "none configured"
     };
-    let _ = writeln!(
-        out,
-        "server   {} ({})\ntls      {tls}\noffers   {}\nsize     {size}\nlogin    {login}\n\
-         result   the connection works; no mail was sent",
-        report.server,
-        report.address.as_deref().unwrap_or("?"),
-        report.extensions.join(", ")
-    );
+    lines.push(format!("login    {login}"));
+    lines.push("result   the connection works; no mail was sent".to_owned());
+    let _ = writeln!(out, "{}", lines.join("\n"));
 }
 
 /// The result of `envoi outbox drop ID`.

@@ -15,7 +15,7 @@ use crate::message::Prepared;
 use crate::profile::{Profile, Security, Transport};
 
 pub use retry::{Failure, Policy, Report};
-pub use smtp::{RcptReply, ServerReport, payload_in_flight};
+pub use smtp::{CertificateReport, RcptReply, ServerReport, payload_in_flight};
 
 /// How a delivery ended well.
 #[derive(Debug)]

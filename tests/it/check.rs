@@ -41,6 +41,14 @@ fn a_working_connection_is_described_and_no_mail_is_sent() {
         extensions.iter().any(|e| e.starts_with("AUTH")),
         "{extensions:?}"
     );
+    let cert = &json["certificate"];
+    let names = cert["names"].as_array().expect("names");
+    assert!(names.iter().any(|n| n == "localhost"), "{json}");
+    assert!(
+        cert["issuer"].as_str().is_some_and(|i| !i.is_empty()),
+        "{json}"
+    );
+    assert!(cert["days_left"].as_i64().is_some_and(|d| d > 14), "{json}");
     assert_no_secret(&run.output());
     assert!(s.server.wait_idle(Duration::from_secs(5)));
     let transcript = s.server.transcript();
@@ -58,6 +66,11 @@ fn a_working_connection_is_described_and_no_mail_is_sent() {
     let human = check(&s).expect_exit(0);
     assert!(human.stdout.contains("no mail was sent"), "{human}");
     assert!(human.stdout.contains("login    ok"), "{human}");
+    assert!(human.stdout.contains("issued by"), "{human}");
+    assert!(
+        !human.stderr.contains("expires in"),
+        "no expiry warning: {human}"
+    );
 }
 
 #[test]

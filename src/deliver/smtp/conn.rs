@@ -122,6 +122,14 @@ impl Conn {
         Some((version.replace('_', "."), suite))
     }
 
+    /// The server's own certificate (DER), once TLS is up.
+    pub(crate) fn peer_certificate(&self) -> Option<Vec<u8>> {
+        let Stream::Tls(tls) = &self.stream else {
+            return None;
+        };
+        Some(tls.conn.peer_certificates()?.first()?.as_ref().to_vec())
+    }
+
     /// True when the server sent bytes that no reply has taken yet.
     pub(crate) fn has_unread(&self) -> bool {
         !self.unread.is_empty()

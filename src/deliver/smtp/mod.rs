@@ -136,6 +136,55 @@ pub struct ServerReport {
     pub size: Option<u64>,
     /// Whether a login was made (and worked: a refused one is an error).
     pub logged_in: bool,
+    /// The server's certificate, verified; `None` without TLS.
+    pub certificate: Option<CertificateReport>,
+}
+
+/// The parts of a server certificate a person checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateReport {
+    /// Who it was issued to.
+    pub subject: String,
+    /// Who issued it.
+    pub issuer: String,
+    /// The names it is valid for (subjectAltName).
+    pub names: Vec<String>,
+    /// When it expires (seconds since the epoch).
+    pub not_after: i64,
+    /// The same, as the certificate writes it.
+    pub expires: String,
+}
+
+impl CertificateReport {
+    /// Reads a DER certificate; `None` if it cannot be parsed (it was verified all the
+    /// same: rustls parsed it).
+    fn parse(der: &[u8]) -> Option<CertificateReport> {
+        use x509_parser::extensions::GeneralName;
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let names = cert
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .map(|san| {
+                san.value
+                    .general_names
+                    .iter()
+                    .filter_map(|n| match n {
+                        GeneralName::DNSName(d) => Some(d.to_string()),
+                        GeneralName::IPAddress(ip) => ip_text(ip),
+                        other => Some(other.to_string()),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        Some(CertificateReport {
+            subject: cert.subject().to_string(),
+            issuer: cert.issuer().to_string(),
+            names,
+            not_after: cert.validity().not_after.timestamp(),
+            expires: cert.validity().not_after.to_string(),
+        })
+    }
 }
 
 /// Connects, secures and logs in as `settings` say, reports what the server offers, and
@@ -153,9 +202,22 @@ pub(crate) fn check(settings: &SmtpSettings) -> Result<ServerReport> {
         extensions: session.extensions.clone(),
         size: session.caps.size,
         logged_in: settings.credentials.is_some(),
+        certificate: session
+            .conn
+            .peer_certificate()
+            .and_then(|der| CertificateReport::parse(&der)),
     };
     session.close();
     Ok(report)
+}
+
+/// An IP address of a certificate's subjectAltName, as text.
+fn ip_text(octets: &[u8]) -> Option<String> {
+    match octets.len() {
+        4 => Some(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(octets).ok()?).to_string()),
+        16 => Some(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(octets).ok()?).to_string()),
+        _ => None,
+    }
 }
 
 /// What the server said it supports, from its EHLO reply.
