@@ -65,6 +65,18 @@ pub enum Command {
     /// Check a connection without sending mail: connect, TLS, EHLO, login, QUIT, and say
     /// what the server offers.
     Check(CheckArgs),
+    /// The config file: which one envoi uses and why, or a commented starter.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// List the profiles of the config file: name, server, user (never a secret).
+    Profiles {
+        /// Config file (else $ENVOI_CONFIG, else the platform config dir's envoi/config.toml).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Print JSON on standard output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the shell completion script: envoi completions bash > /etc/bash_completion.d/envoi
     Completions {
         /// bash, zsh, fish, powershell or elvish.
@@ -136,6 +148,26 @@ impl OutboxArgs {
             ..Flags::default()
         }
     }
+}
+
+/// `envoi config …`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Which config file envoi uses, why, and whether it exists.
+    Path {
+        /// Config file (else $ENVOI_CONFIG, else the platform config dir's envoi/config.toml).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Print JSON on standard output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a commented starter config file (mode 0600); never overwrites one.
+    Init {
+        /// Where (else $ENVOI_CONFIG, else the platform config dir's envoi/config.toml).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Flags of `envoi check`.

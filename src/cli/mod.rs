@@ -7,6 +7,7 @@
 
 mod args;
 mod check;
+mod config;
 mod docs;
 mod outbox;
 mod render;
@@ -40,6 +41,17 @@ fn sendmail_args(args: &[OsString]) -> Option<&[OsString]> {
         return Some(&args[1..]);
     }
     (args.get(1)? == "sendmail").then(|| &args[2..])
+}
+
+/// The exit of a command that reports its own output: 0, or the error's code.
+fn done(result: envoi::error::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            print_error(&e, &Report::default(), false);
+            ExitCode::from(e.kind().exit_code())
+        }
+    }
 }
 
 /// The exit of a command that only writes to standard output: a closed pipe (`| head`)
@@ -88,6 +100,8 @@ fn run(args: Vec<OsString>) -> ExitCode {
     };
     match cli.command {
         Command::Sendmail { args } => sendmail(&args),
+        Command::Config(command) => done(config::run(command)),
+        Command::Profiles { config, json } => done(config::profiles(config, json)),
         Command::Check(check) => match check::run(&check) {
             Ok(report) => {
                 render::print_check(&report, check.json);

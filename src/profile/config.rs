@@ -401,6 +401,33 @@ impl ConfigFile {
             .and_then(|(_, entry)| entry.outbox_dir.clone()))
     }
 
+    /// Every profile, in name order, as `envoi profiles` shows it (never a secret).
+    pub(crate) fn summaries(&self) -> Vec<super::files::ProfileSummary> {
+        self.profiles
+            .iter()
+            .map(|(name, entry)| super::files::ProfileSummary {
+                name: name.clone(),
+                is_default: self.default.as_deref() == Some(name.as_str()),
+                target: match entry.transport {
+                    TransportKey::File => format!(
+                        "file -> {}",
+                        entry
+                            .dir
+                            .as_deref()
+                            .map_or("?".into(), |d| d.display().to_string())
+                    ),
+                    TransportKey::Smtp => format!(
+                        "{}:{} ({})",
+                        entry.host.as_deref().unwrap_or("?"),
+                        entry.port.unwrap_or(entry.security.default_port()),
+                        format!("{:?}", entry.security).to_lowercase()
+                    ),
+                },
+                user: entry.username.clone(),
+            })
+            .collect()
+    }
+
     /// The entry called `name`, else the `default` one; `None` when neither is named.
     fn entry<'a>(&'a self, name: Option<&'a str>) -> Result<Option<(&'a str, &'a ProfileEntry)>> {
         let Some(name) = name.or(self.default.as_deref()) else {

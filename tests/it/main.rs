@@ -6,6 +6,7 @@
 mod support;
 
 mod check;
+mod config;
 mod docs;
 mod harness;
 mod interop;

@@ -1,0 +1,129 @@
+//! The config file itself, for `envoi config path|init` and `envoi profiles`: which file
+//! is used and why, a commented starter file, and what each profile connects to. No
+//! secret is ever part of an answer.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::profile::config::{self, ConfigFile};
+use crate::profile::resolve::{Env, Flags};
+
+/// Why envoi uses the file it uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// `--config`.
+    Flag,
+    /// `$ENVOI_CONFIG`.
+    Variable,
+    /// The platform's config directory.
+    Platform,
+}
+
+/// The config file envoi would read, and why; `None` when the platform has no config
+/// directory and none was named.
+pub fn config_path(flags: &Flags, env: &Env) -> Option<(PathBuf, ConfigSource)> {
+    match (&flags.config, &env.config, &env.platform_config) {
+        (Some(p), _, _) => Some((p.clone(), ConfigSource::Flag)),
+        (None, Some(p), _) => Some((p.clone(), ConfigSource::Variable)),
+        (None, None, Some(p)) => Some((p.clone(), ConfigSource::Platform)),
+        (None, None, None) => None,
+    }
+}
+
+/// The commented example of every key, as shipped (`config.example.toml`).
+const STARTER: &str = include_str!("../../config.example.toml");
+
+/// Writes the commented starter file at `path`, private (0600), making its folder; a
+/// file that exists is never overwritten (78).
+pub fn write_starter(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::durable::create_private_dir(dir, true)
+            .map_err(|e| Error::config(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => Error::config(format!(
+            "{} exists; envoi never overwrites a config file",
+            path.display()
+        )),
+        _ => Error::config(format!("cannot create {}: {e}", path.display())),
+    })?;
+    file.write_all(STARTER.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::config(format!("cannot write {}: {e}", path.display())))
+}
+
+/// One profile as `envoi profiles` shows it: where it connects, never a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileSummary {
+    /// Its name.
+    pub name: String,
+    /// Whether it is the file's `default`.
+    pub is_default: bool,
+    /// `host:port (security)`, or `file → DIR`.
+    pub target: String,
+    /// The user name it logs in as, if any.
+    pub user: Option<String>,
+}
+
+/// Every profile of the file at `path` (which must exist), in name order.
+pub fn list_profiles(path: &Path) -> Result<Vec<ProfileSummary>> {
+    let file: ConfigFile = config::load(path, true)?;
+    Ok(file.summaries())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_starter_is_written_once_privately_and_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/config.toml");
+        write_starter(&path).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let err = write_starter(&path).unwrap_err();
+        assert!(err.message().contains("never overwrites"), "{err}");
+        let names: Vec<String> = list_profiles(&path)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(names, ["outbox", "work"]);
+    }
+
+    #[test]
+    fn the_path_says_why() {
+        let env = Env {
+            config: Some("/env.toml".into()),
+            platform_config: Some("/platform.toml".into()),
+            ..Env::default()
+        };
+        let flags = Flags {
+            config: Some("/flag.toml".into()),
+            ..Flags::default()
+        };
+        assert_eq!(config_path(&flags, &env).unwrap().1, ConfigSource::Flag);
+        assert_eq!(
+            config_path(&Flags::default(), &env).unwrap().1,
+            ConfigSource::Variable
+        );
+        let platform = Env {
+            config: None,
+            ..env
+        };
+        assert_eq!(
+            config_path(&Flags::default(), &platform).unwrap().1,
+            ConfigSource::Platform
+        );
+    }
+}
