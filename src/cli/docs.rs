@@ -141,6 +141,22 @@ mod tests {
         }
     }
 
+    /// The README's Environment table and the man page list the same variables.
+    #[test]
+    fn the_readme_lists_every_variable() {
+        let readme = include_str!("../../README.md");
+        let table = readme
+            .split("## Environment")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").nth(1))
+            .expect("README has an Environment table");
+        let rows = table.lines().filter(|l| l.starts_with("| `")).count();
+        assert_eq!(rows, ENVIRONMENT.len(), "{table}");
+        for (name, _) in ENVIRONMENT {
+            assert!(table.contains(&format!("| `{name}` |")), "{name}");
+        }
+    }
+
     #[test]
     fn completions_know_the_commands() {
         let mut out = Vec::new();
