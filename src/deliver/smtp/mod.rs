@@ -350,7 +350,7 @@ impl SmtpSession {
     ) -> Result<()> {
         let connecting = format!("connecting to {}", self.server);
         let greeting = self.read(&connecting)?;
-        self.expect(&greeting, &connecting, |c| c == 220)?;
+        self.require(&greeting, &connecting, |c| c == 220)?;
         self.ehlo(hello)?;
         if settings.security == Security::Starttls {
             let Some(config) = tls else {
@@ -379,7 +379,7 @@ impl SmtpSession {
     /// EHLO, and what it offers.
     fn ehlo(&mut self, hello: &str) -> Result<()> {
         let reply = self.command(&format!("EHLO {hello}"), "EHLO")?;
-        self.expect(&reply, "EHLO", |c| c == 250)?;
+        self.require(&reply, "EHLO", |c| c == 250)?;
         self.caps = Capabilities::parse(&reply);
         self.extensions = reply.lines.iter().skip(1).cloned().collect();
         Ok(())
@@ -401,7 +401,7 @@ impl SmtpSession {
             ));
         }
         let reply = self.command("STARTTLS", "STARTTLS")?;
-        self.expect(&reply, "STARTTLS", |c| c == 220)?;
+        self.require(&reply, "STARTTLS", |c| c == 220)?;
         if self.conn.has_unread() {
             return Err(Error::new(
                 ErrorKind::Temporary,
@@ -566,7 +566,7 @@ impl SmtpSession {
     }
 
     /// `reply` if its code is one `ok` accepts, else the error for it.
-    fn expect(&self, reply: &Reply, what: &str, ok: impl Fn(u16) -> bool) -> Result<()> {
+    fn require(&self, reply: &Reply, what: &str, ok: impl Fn(u16) -> bool) -> Result<()> {
         if ok(reply.code) {
             Ok(())
         } else {
@@ -598,7 +598,7 @@ impl Session for SmtpSession {
     fn mail(&mut self, prepared: &Prepared, recipients: &[Address]) -> Result<()> {
         let line = self.mail_line(prepared, recipients)?;
         let reply = self.command(&line, "MAIL FROM")?;
-        self.expect(&reply, "MAIL FROM", |c| c == 250)
+        self.require(&reply, "MAIL FROM", |c| c == 250)
     }
 
     fn pipelined_envelope(
@@ -623,7 +623,7 @@ impl Session for SmtpSession {
 
     fn data(&mut self, prepared: &Prepared) -> Result<(u16, String)> {
         let reply = self.command("DATA", "DATA")?;
-        self.expect(&reply, "DATA", |c| c == 354)?;
+        self.require(&reply, "DATA", |c| c == 354)?;
         self.arm_timeout()?;
         self.trace(
             "C",
@@ -659,7 +659,7 @@ impl Session for SmtpSession {
             }
         };
         self.trace("S", &format!("{} {}", reply.code, reply.text()));
-        self.expect(&reply, "the message", |c| (200..300).contains(&c))?;
+        self.require(&reply, "the message", |c| (200..300).contains(&c))?;
         Ok((reply.code, printable(reply.text())))
     }
 
@@ -715,7 +715,7 @@ impl SmtpSession {
             let reply = self.read(&format!("RCPT TO:<{rcpt}>"))?;
             replies.push(RcptReply::new(rcpt, reply.code, printable(reply.text())));
         }
-        self.expect(&mail, "MAIL FROM", |c| c == 250)?;
+        self.require(&mail, "MAIL FROM", |c| c == 250)?;
         Ok(replies)
     }
 
