@@ -179,7 +179,11 @@ pub struct CheckArgs {
     /// Check a connection without a config file (else $ENVOI_SMTP_URL), as for send.
     #[arg(long, value_name = "URL")]
     pub smtp_url: Option<String>,
-    /// Seconds allowed for the whole check.
+    /// Try implicit TLS, STARTTLS and plain SMTP on HOST:PORT (without a port: 465, 587 and
+    /// 25) and say what each speaks and which profile lines to use; no profile is read.
+    #[arg(long, value_name = "HOST[:PORT]", conflicts_with_all = ["smtp_url", "profile", "config"])]
+    pub probe: Option<String>,
+    /// Seconds allowed for the whole check (with --probe: for each way tried, at most 10).
     #[arg(long, value_name = "SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,

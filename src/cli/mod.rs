@@ -102,13 +102,25 @@ fn run(args: Vec<OsString>) -> ExitCode {
         Command::Sendmail { args } => sendmail(&args),
         Command::Config(command) => done(config::run(command)),
         Command::Profiles { config, json } => done(config::profiles(config, json)),
-        Command::Check(check) => match check::run(&check) {
-            Ok(report) => {
-                render::print_check(&report, check.json);
+        Command::Check(args) => match check::run(&args) {
+            Ok(check::Checked::Server(report)) => {
+                render::print_check(&report, args.json);
                 ExitCode::SUCCESS
             }
+            Ok(check::Checked::Probes(probes)) => {
+                let best = check::best(&probes);
+                render::print_probes(&probes, best, args.json);
+                match best {
+                    Some(_) => ExitCode::SUCCESS,
+                    None => {
+                        let e = check::nothing_works(&probes);
+                        print_error(&e, &Report::default(), false);
+                        ExitCode::from(e.kind().exit_code())
+                    }
+                }
+            }
             Err(e) => {
-                print_error(&e, &Report::default(), check.json);
+                print_error(&e, &Report::default(), args.json);
                 ExitCode::from(e.kind().exit_code())
             }
         },

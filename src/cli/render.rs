@@ -9,11 +9,12 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use envoi::deliver::{Delivery, Notice, Observer, RcptReply, Report, ServerReport};
+use envoi::deliver::{Delivery, Notice, Observer, Probe, RcptReply, Report, ServerReport};
 use envoi::error::Error;
 use envoi::message::Prepared;
 use envoi::outbox::idempotency::{FirstSend, FirstStatus};
 use envoi::outbox::{EntryOutcome, EntryState, FlushSummary};
+use envoi::profile::Security;
 use serde::Serialize;
 
 use crate::cli::send::Outcome;
@@ -544,6 +545,103 @@ pub fn print_check(report: &ServerReport, as_json: bool) {
     lines.push(format!("login    {login}"));
     lines.push("result   the connection works; no mail was sent".to_owned());
     let _ = writeln!(out, "{}", lines.join("\n"));
+}
+
+/// One line of `envoi check --probe --json`.
+#[derive(Debug, Serialize)]
+struct ProbeJson<'a> {
+    port: u16,
+    security: &'static str,
+    works: bool,
+    detail: String,
+    extensions: &'a [String],
+}
+
+fn security_name(security: Security) -> &'static str {
+    match security {
+        Security::Tls => "tls",
+        Security::Starttls => "starttls",
+        Security::None => "none",
+    }
+}
+
+/// `envoi check --probe`: what each port and way of speaking gave, and the profile lines
+/// to use.
+pub fn print_probes(probes: &[Probe], best: Option<&Probe>, as_json: bool) {
+    let detail = |p: &Probe| match &p.outcome {
+        Ok(r) => {
+            let tls = r.tls.as_ref().map_or("no TLS".to_owned(), |(v, _)| {
+                format!("{v}, certificate verified")
+            });
+            let auth = r
+                .extensions
+                .iter()
+                .find(|e| e.to_ascii_uppercase().starts_with("AUTH"))
+                .map_or("no AUTH offered".to_owned(), Clone::clone);
+            format!("{tls}; {auth}")
+        }
+        Err(e) => e.message().to_owned(),
+    };
+    let mut out = io::stdout().lock();
+    if as_json {
+        #[derive(Serialize)]
+        struct Use {
+            port: u16,
+            security: &'static str,
+        }
+        #[derive(Serialize)]
+        struct Report<'a> {
+            status: Status,
+            probes: Vec<ProbeJson<'a>>,
+            #[serde(rename = "use")]
+            best: Option<Use>,
+        }
+        let probes = probes
+            .iter()
+            .map(|p| ProbeJson {
+                port: p.port,
+                security: security_name(p.security),
+                works: p.outcome.is_ok(),
+                detail: detail(p),
+                extensions: p.outcome.as_ref().map_or(&[][..], |r| &r.extensions),
+            })
+            .collect();
+        let report = Report {
+            status: if best.is_some() {
+                Status::Ok
+            } else {
+                Status::Error
+            },
+            probes,
+            best: best.map(|b| Use {
+                port: b.port,
+                security: security_name(b.security),
+            }),
+        };
+        let _ = write_json(&mut out, &report);
+        return;
+    }
+    for p in probes {
+        let works = if p.outcome.is_ok() { "yes" } else { "no " };
+        let _ = writeln!(
+            out,
+            "{:>5} {:<9} {works} {}",
+            p.port,
+            security_name(p.security),
+            detail(p)
+        );
+    }
+    if let Some(b) = best {
+        let _ = writeln!(
+            out,
+            "use:  port = {}\n      security = \"{}\"",
+            b.port,
+            security_name(b.security)
+        );
+        if b.security == Security::None {
+            warning("only plain SMTP works: a password would cross the network in clear");
+        }
+    }
 }
 
 /// The result of `envoi outbox drop ID`.

@@ -7,7 +7,7 @@ mod file;
 mod retry;
 mod smtp;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -210,6 +210,50 @@ pub fn check(profile: &Profile, timeout: Duration) -> Result<ServerReport> {
     let deadline = std::time::Instant::now() + timeout;
     let settings = smtp::SmtpSettings::new(smtp, credentials, None, Some(deadline));
     smtp::check(&settings)
+}
+
+/// What one way of speaking to one port gave (`envoi check --probe`).
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// The port tried.
+    pub port: u16,
+    /// Implicit TLS, STARTTLS or none.
+    pub security: Security,
+    /// What the server offered, or why that way does not work.
+    pub outcome: std::result::Result<ServerReport, Error>,
+}
+
+/// `envoi check --probe`: tries implicit TLS, STARTTLS and plain SMTP on each of `ports`
+/// of `host`, without logging in, each within `timeout`. Answers the question behind
+/// most "wrong version number" and "timed out" reports: what does this port speak?
+pub fn probe(host: &str, ports: &[u16], ca_file: Option<&Path>, timeout: Duration) -> Vec<Probe> {
+    let mut probes = Vec::new();
+    for &port in ports {
+        for security in [Security::Tls, Security::Starttls, Security::None] {
+            let profile = Profile {
+                transport: Transport::Smtp(crate::profile::SmtpProfile {
+                    host: host.to_owned(),
+                    port,
+                    security,
+                    login: Ok(None),
+                    timeout,
+                    ca_file: ca_file.map(Path::to_path_buf),
+                    hello_name: None,
+                    allow_plaintext_auth: false,
+                }),
+                from: None,
+                outbox: false,
+                outbox_dir: None,
+                names: crate::message::given::Names::default(),
+            };
+            probes.push(Probe {
+                port,
+                security,
+                outcome: check(&profile, timeout),
+            });
+        }
+    }
+    probes
 }
 
 /// The one wording of "out of time" for every step of a send.

@@ -97,3 +97,38 @@ fn a_wrong_password_is_77_and_an_unreachable_server_75() {
         .expect_exit(78);
     assert!(run.stderr.contains("no server to check"), "{run}");
 }
+
+/// `--probe` on a STARTTLS port: implicit TLS fails (the port speaks plain SMTP first),
+/// STARTTLS works with a verified certificate, plain works; envoi says to use STARTTLS.
+#[test]
+fn probe_says_what_a_port_speaks() {
+    let s = Setup::new(Security::StartTls, ServerOptions::default());
+    let ca = s.home().join("ca.pem");
+    assert!(ca.is_file(), "the test CA is written by Setup");
+    let target = format!("localhost:{}", s.server.port());
+    let run = envoi(s.home())
+        .env("SSL_CERT_FILE", &ca)
+        .args(["check", "--json", "--probe", &target])
+        .expect_exit(0);
+    let json = run.json();
+    let works = |security: &str| {
+        json["probes"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["security"] == security))
+            .map(|p| p["works"] == true)
+            .unwrap_or_else(|| panic!("no {security} probe: {json}"))
+    };
+    assert!(
+        !works("tls") && works("starttls") && works("none"),
+        "{json}"
+    );
+    assert_eq!(json["use"]["security"], "starttls", "{json}");
+    assert_eq!(json["use"]["port"], s.server.port());
+    s.assert_nothing_delivered();
+
+    let home = TempDir::new().expect("temp dir");
+    let run = envoi(home.path())
+        .args(["check", "--probe", "127.0.0.1:1"])
+        .expect_exit(75);
+    assert!(run.stderr.contains("nothing answered SMTP"), "{run}");
+}
