@@ -8,11 +8,11 @@ mod retry;
 mod smtp;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Prepared;
-use crate::profile::{Profile, Security, Transport};
+use crate::profile::{Password, Profile, Security, SmtpProfile, Transport};
 
 pub use retry::{Failure, Policy, Report};
 pub use smtp::{CertificateReport, RcptReply, ServerReport, payload_in_flight};
@@ -164,20 +164,8 @@ pub fn deliver(
         }
         Transport::Smtp(smtp) => smtp,
     };
-    // A password command gets what a server command gets: the profile's timeout, cut
-    // to what is left before the deadline.
-    let left = options
-        .policy
-        .deadline
-        .map(|d| d.saturating_duration_since(std::time::Instant::now()));
-    let fetch_timeout = left.map_or(smtp.timeout, |left| smtp.timeout.min(left));
-    let login = smtp.login.clone()?;
-    let credentials = match login {
-        Some((user, source)) => Some((user, source.fetch(fetch_timeout)?)),
-        None => None,
-    };
-    let password = credentials.as_ref().map(|(_, p)| p);
-    if password.is_some() && smtp.security == Security::None && smtp.allow_plaintext_auth {
+    let credentials = credentials(smtp, options.policy.deadline)?;
+    if credentials.is_some() && smtp.security == Security::None && smtp.allow_plaintext_auth {
         observer.notice(Notice::PasswordWithoutTls {
             server: format!("{}:{}", smtp.host, smtp.port),
         });
@@ -194,6 +182,20 @@ pub fn deliver(
     Ok(Delivery::Sent { prepared, report })
 }
 
+/// The profile's user name with its password fetched. A password command gets what a
+/// server command gets: the profile's timeout, cut to what is left before `deadline`.
+fn credentials(
+    smtp: &SmtpProfile,
+    deadline: Option<Instant>,
+) -> Result<Option<(String, Password)>> {
+    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    let timeout = left.map_or(smtp.timeout, |left| smtp.timeout.min(left));
+    match smtp.login.clone()? {
+        Some((user, source)) => Ok(Some((user, source.fetch(timeout)?))),
+        None => Ok(None),
+    }
+}
+
 /// `envoi check`: connects to the profile's server as a delivery would (TLS, EHLO,
 /// login), reports what it offers, and sends no mail. A file profile has no server
 /// (78).
@@ -203,13 +205,18 @@ pub fn check(profile: &Profile, timeout: Duration) -> Result<ServerReport> {
             "this profile writes files (transport = \"file\"): there is no server to check",
         ));
     };
-    let credentials = match smtp.login.clone()? {
-        Some((user, source)) => Some((user, source.fetch(smtp.timeout.min(timeout))?)),
-        None => None,
-    };
-    let deadline = std::time::Instant::now() + timeout;
-    let settings = smtp::SmtpSettings::new(smtp, credentials, None, Some(deadline));
-    smtp::check(&settings)
+    check_server(smtp, timeout)
+}
+
+fn check_server(smtp: &SmtpProfile, timeout: Duration) -> Result<ServerReport> {
+    let deadline = Instant::now() + timeout;
+    let credentials = credentials(smtp, Some(deadline))?;
+    smtp::check(smtp::SmtpSettings::new(
+        smtp,
+        credentials,
+        None,
+        Some(deadline),
+    ))
 }
 
 /// What one way of speaking to one port gave (`envoi check --probe`).
@@ -230,26 +237,20 @@ pub fn probe(host: &str, ports: &[u16], ca_file: Option<&Path>, timeout: Duratio
     let mut probes = Vec::new();
     for &port in ports {
         for security in [Security::Tls, Security::Starttls, Security::None] {
-            let profile = Profile {
-                transport: Transport::Smtp(crate::profile::SmtpProfile {
-                    host: host.to_owned(),
-                    port,
-                    security,
-                    login: Ok(None),
-                    timeout,
-                    ca_file: ca_file.map(Path::to_path_buf),
-                    hello_name: None,
-                    allow_plaintext_auth: false,
-                }),
-                from: None,
-                outbox: false,
-                outbox_dir: None,
-                names: crate::message::given::Names::default(),
+            let server = SmtpProfile {
+                host: host.to_owned(),
+                port,
+                security,
+                login: Ok(None),
+                timeout,
+                ca_file: ca_file.map(Path::to_path_buf),
+                hello_name: None,
+                allow_plaintext_auth: false,
             };
             probes.push(Probe {
                 port,
                 security,
-                outcome: check(&profile, timeout),
+                outcome: check_server(&server, timeout),
             });
         }
     }

@@ -178,7 +178,7 @@ fn is_hello_name(name: &str) -> bool {
 }
 
 /// Default for `timeout_secs`.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl ProfileEntry {
     /// Checks the entry called `name` and turns it into a [`Profile`].

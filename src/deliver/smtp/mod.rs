@@ -189,19 +189,16 @@ impl CertificateReport {
 
 /// Connects, secures and logs in as `settings` say, reports what the server offers, and
 /// says QUIT: no mail is sent.
-pub(crate) fn check(settings: &SmtpSettings) -> Result<ServerReport> {
-    let tls = match settings.security {
-        Security::None => None,
-        _ => Some(tls::client_config(settings.ca_file.as_deref())?),
-    };
-    let session = SmtpSession::open(settings, tls)?;
+pub(crate) fn check(settings: SmtpSettings) -> Result<ServerReport> {
+    let logged_in = settings.credentials.is_some();
+    let session = SmtpConnector::new(settings).open()?;
     let report = ServerReport {
         server: session.server.clone(),
         address: session.conn.peer().map(|a| a.to_string()),
         tls: session.conn.tls(),
         extensions: session.extensions.clone(),
         size: session.caps.size,
-        logged_in: settings.credentials.is_some(),
+        logged_in,
         certificate: session
             .conn
             .peer_certificate()
@@ -732,15 +729,11 @@ impl SmtpSession {
 /// deadline. The TLS configuration (system roots read once) is shared by its sessions.
 pub(crate) struct SmtpConnector {
     settings: SmtpSettings,
-    tls: Option<Arc<ClientConfig>>,
 }
 
 impl SmtpConnector {
     pub(crate) fn new(settings: SmtpSettings) -> SmtpConnector {
-        SmtpConnector {
-            settings,
-            tls: None,
-        }
+        SmtpConnector { settings }
     }
 }
 
@@ -748,10 +741,13 @@ impl Connector for SmtpConnector {
     type Session = SmtpSession;
 
     fn open(&mut self) -> Result<SmtpSession> {
-        if self.settings.security != Security::None && self.tls.is_none() {
-            self.tls = Some(tls::client_config(self.settings.ca_file.as_deref())?);
-        }
-        SmtpSession::open(&self.settings, self.tls.clone())
+        let tls = match self.settings.security {
+            Security::None => None,
+            Security::Tls | Security::Starttls => {
+                Some(tls::client_config(self.settings.ca_file.as_deref())?)
+            }
+        };
+        SmtpSession::open(&self.settings, tls)
     }
 }
 

@@ -1,8 +1,8 @@
 //! TLS for SMTP with rustls: the system's trusted roots plus a profile's `ca_file`, and
 //! certificate failures in plain words. There is no way to turn verification off.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -10,8 +10,29 @@ use rustls::{ClientConfig, RootCertStore};
 
 use crate::error::{Error, ErrorKind, Result};
 
+/// The configurations built so far, by `ca_file`.
+type Built = Vec<(Option<PathBuf>, Arc<ClientConfig>)>;
+
+/// Built configurations, kept for the life of the process: the system's roots (about a
+/// hundred and fifty certificates) are read from disk once, not once per delivery — a
+/// flush sends many entries, a probe tries nine ways.
+static BUILT: Mutex<Built> = Mutex::new(Vec::new());
+
 /// The client configuration: system roots, plus `ca_file` when given.
 pub(crate) fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>> {
+    // A panic elsewhere cannot leave this list half-written: entries are pushed whole.
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, config)) = built.iter().find(|(file, _)| file.as_deref() == ca_file) {
+        return Ok(Arc::clone(config));
+    }
+    let config = build(ca_file)?;
+    built.push((ca_file.map(Path::to_path_buf), Arc::clone(&config)));
+    Ok(config)
+}
+
+fn build(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>> {
     let mut roots = RootCertStore::empty();
     // Unreadable system certificates only shrink the set; a server signed by none of the
     // rest fails verification with "unknown issuer", which says what to do.
@@ -71,5 +92,22 @@ pub(crate) fn describe_certificate_error(reason: &rustls::CertificateError) -> S
         }
         C::Revoked => "revoked".into(),
         other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_system_roots_are_read_once_per_ca_file() {
+        let first = client_config(None).unwrap();
+        assert!(Arc::ptr_eq(&first, &client_config(None).unwrap()));
+        let missing = Path::new("/nonexistent/ca.pem");
+        assert!(
+            client_config(Some(missing)).is_err(),
+            "a bad ca_file is not cached"
+        );
+        assert!(client_config(Some(missing)).is_err());
     }
 }
