@@ -557,14 +557,6 @@ struct ProbeJson<'a> {
     extensions: &'a [String],
 }
 
-fn security_name(security: Security) -> &'static str {
-    match security {
-        Security::Tls => "tls",
-        Security::Starttls => "starttls",
-        Security::None => "none",
-    }
-}
-
 /// `envoi check --probe`: what each port and way of speaking gave, and the profile lines
 /// to use.
 pub fn print_probes(probes: &[Probe], best: Option<&Probe>, as_json: bool) {
@@ -600,7 +592,7 @@ pub fn print_probes(probes: &[Probe], best: Option<&Probe>, as_json: bool) {
             .iter()
             .map(|p| ProbeJson {
                 port: p.port,
-                security: security_name(p.security),
+                security: p.security.name(),
                 works: p.outcome.is_ok(),
                 detail: detail(p),
                 extensions: p.outcome.as_ref().map_or(&[][..], |r| &r.extensions),
@@ -615,7 +607,7 @@ pub fn print_probes(probes: &[Probe], best: Option<&Probe>, as_json: bool) {
             probes,
             best: best.map(|b| Use {
                 port: b.port,
-                security: security_name(b.security),
+                security: b.security.name(),
             }),
         };
         let _ = write_json(&mut out, &report);
@@ -627,7 +619,7 @@ pub fn print_probes(probes: &[Probe], best: Option<&Probe>, as_json: bool) {
             out,
             "{:>5} {:<9} {works} {}",
             p.port,
-            security_name(p.security),
+            p.security.name(),
             detail(p)
         );
     }
@@ -636,7 +628,7 @@ pub fn print_probes(probes: &[Probe], best: Option<&Probe>, as_json: bool) {
             out,
             "use:  port = {}\n      security = \"{}\"",
             b.port,
-            security_name(b.security)
+            b.security.name()
         );
         if b.security == Security::None {
             warning("only plain SMTP works: a password would cross the network in clear");

@@ -81,6 +81,15 @@ pub enum Security {
 }
 
 impl Security {
+    /// The name the config file uses for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Security::Tls => "tls",
+            Security::Starttls => "starttls",
+            Security::None => "none",
+        }
+    }
+
     /// The usual port for this security.
     pub fn default_port(self) -> u16 {
         match self {
@@ -269,17 +278,37 @@ impl ProfileEntry {
     }
 }
 
+/// Why envoi uses the config file it uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// `--config`.
+    Flag,
+    /// `$ENVOI_CONFIG`.
+    Variable,
+    /// The platform's config directory.
+    Platform,
+}
+
+impl ConfigSource {
+    /// A file named by flag or variable must exist; the platform's may not.
+    pub(crate) fn is_explicit(self) -> bool {
+        self != ConfigSource::Platform
+    }
+}
+
 /// Where the config file is: `--config`, else `$ENVOI_CONFIG`, else the platform path.
-/// The bool says whether it was named explicitly (then it must exist).
 pub(crate) fn locate(
     flag: Option<&Path>,
     env: Option<&Path>,
     platform: Option<&Path>,
-) -> Option<(PathBuf, bool)> {
-    if let Some(p) = flag.or(env) {
-        return Some((p.to_path_buf(), true));
-    }
-    platform.map(|p| (p.to_path_buf(), false))
+) -> Option<(PathBuf, ConfigSource)> {
+    let (path, source) = match (flag, env, platform) {
+        (Some(p), _, _) => (p, ConfigSource::Flag),
+        (None, Some(p), _) => (p, ConfigSource::Variable),
+        (None, None, Some(p)) => (p, ConfigSource::Platform),
+        (None, None, None) => return None,
+    };
+    Some((path.to_path_buf(), source))
 }
 
 /// Reads and parses the file. A missing file that was not named explicitly is empty.
@@ -420,7 +449,7 @@ impl ConfigFile {
                         "{}:{} ({})",
                         entry.host.as_deref().unwrap_or("?"),
                         entry.port.unwrap_or(entry.security.default_port()),
-                        format!("{:?}", entry.security).to_lowercase()
+                        entry.security.name()
                     ),
                 },
                 user: entry.username.clone(),

@@ -6,29 +6,17 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::profile::config::{self, ConfigFile};
+use crate::profile::config::{self, ConfigFile, ConfigSource};
 use crate::profile::resolve::{Env, Flags};
-
-/// Why envoi uses the file it uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConfigSource {
-    /// `--config`.
-    Flag,
-    /// `$ENVOI_CONFIG`.
-    Variable,
-    /// The platform's config directory.
-    Platform,
-}
 
 /// The config file envoi would read, and why; `None` when the platform has no config
 /// directory and none was named.
 pub fn config_path(flags: &Flags, env: &Env) -> Option<(PathBuf, ConfigSource)> {
-    match (&flags.config, &env.config, &env.platform_config) {
-        (Some(p), _, _) => Some((p.clone(), ConfigSource::Flag)),
-        (None, Some(p), _) => Some((p.clone(), ConfigSource::Variable)),
-        (None, None, Some(p)) => Some((p.clone(), ConfigSource::Platform)),
-        (None, None, None) => None,
-    }
+    config::locate(
+        flags.config.as_deref(),
+        env.config.as_deref(),
+        env.platform_config.as_deref(),
+    )
 }
 
 /// The commented example of every key, as shipped (`config.example.toml`).

@@ -11,8 +11,8 @@ mod password;
 mod resolve;
 mod route;
 
-pub use config::{Profile, Security, SmtpProfile, Transport, profile_from_url};
-pub use files::{ConfigSource, ProfileSummary, config_path, list_profiles, write_starter};
+pub use config::{ConfigSource, Profile, Security, SmtpProfile, Transport, profile_from_url};
+pub use files::{ProfileSummary, config_path, list_profiles, write_starter};
 pub use password::{Password, PasswordSource};
 pub use resolve::{Env, Flags, Resolved, resolve, resolve_outbox};
 pub use route::{Connection, Route};

@@ -149,10 +149,10 @@ pub fn resolve_outbox(flags: &Flags, env: &Env) -> Result<Resolved> {
             env.config.as_deref(),
             env.platform_config.as_deref(),
         );
-        let Some((path, explicit)) = located else {
+        let Some((path, source)) = located else {
             return Ok(None);
         };
-        config::load(&path, explicit)?.outbox_dir_of(profile.as_deref())
+        config::load(&path, source.is_explicit())?.outbox_dir_of(profile.as_deref())
     };
     let outbox_dir = match flags.outbox_dir.clone().or_else(|| env.outbox_dir.clone()) {
         Some(dir) => Some(dir),

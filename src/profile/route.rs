@@ -45,14 +45,14 @@ impl Route {
                 route: self.clone(),
             }));
         }
-        let Some((path, explicit)) = config::locate(
+        let Some((path, source)) = config::locate(
             self.config.as_deref(),
             env.config.as_deref(),
             env.platform_config.as_deref(),
         ) else {
             return Ok(None);
         };
-        let file = config::load(&path, explicit)?;
+        let file = config::load(&path, source.is_explicit())?;
         let path = std::path::absolute(&path).unwrap_or(path);
         Ok(file
             .select(self.profile.as_deref())?
