@@ -72,6 +72,23 @@ struct Transaction {
     data_reply: Option<(u16, String)>,
 }
 
+impl Transaction {
+    /// Files one RCPT answer: accepted, refused, or — a 452 once someone is in —
+    /// deferred to a further transaction (then true).
+    fn file(&mut self, rcpt: &Address, reply: RcptReply) -> bool {
+        if reply.code < 400 {
+            self.accepted.push(reply);
+            false
+        } else if reply.code == 452 && !self.accepted.is_empty() {
+            self.deferred.push(rcpt.clone());
+            true
+        } else {
+            self.refused.push(reply);
+            false
+        }
+    }
+}
+
 /// One transaction of `prepared` to `recipients`: MAIL, one RCPT each, then DATA —
 /// unless a recipient was refused and `allow_partial` is off, or none was accepted, in
 /// which case it is abandoned (RSET) and nothing is sent. A `452` (too many recipients)
@@ -85,29 +102,18 @@ fn transaction(
     let mut t = Transaction::default();
     match session.pipelined_envelope(prepared, recipients) {
         Some(replies) => {
+            // Every RCPT was asked: whoever got 250 is in, after a 452 or not.
             for (rcpt, reply) in recipients.iter().zip(replies?) {
-                // Every RCPT was asked: whoever got 250 is in, after a 452 or not.
-                if reply.code < 400 {
-                    t.accepted.push(reply);
-                } else if reply.code == 452 && !t.accepted.is_empty() {
-                    t.deferred.push(rcpt.clone());
-                } else {
-                    t.refused.push(reply);
-                }
+                t.file(rcpt, reply);
             }
         }
         None => {
             session.mail(prepared, recipients)?;
             for (i, rcpt) in recipients.iter().enumerate() {
-                let reply = session.rcpt(rcpt)?;
-                if reply.code < 400 {
-                    t.accepted.push(reply);
-                } else if reply.code == 452 && !t.accepted.is_empty() {
+                if t.file(rcpt, session.rcpt(rcpt)?) {
                     // The server takes no more in this transaction: ask no further.
-                    t.deferred = recipients[i..].to_vec();
+                    t.deferred.extend_from_slice(&recipients[i + 1..]);
                     break;
-                } else {
-                    t.refused.push(reply);
                 }
             }
         }
