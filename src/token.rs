@@ -40,8 +40,11 @@ pub(crate) fn alphanumeric(len: usize) -> String {
 mod tests {
     use super::*;
 
+    /// Format and uniqueness across threads. What made ids repeat — two processes
+    /// started in the same instant — cannot be staged here; it rests on the seed taking
+    /// std's OS-random keys and the process id, as `seeded` shows.
     #[test]
-    fn tokens_differ_between_generators_seeded_at_once() {
+    fn tokens_are_alphanumeric_and_distinct_across_threads() {
         let a: Vec<String> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..8).map(|_| s.spawn(|| alphanumeric(20))).collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()

@@ -569,6 +569,24 @@ fn an_empty_idempotency_key_variable_is_refused() {
     s.assert_nothing_delivered();
 }
 
+/// The README's limits on what a run reads: an empty `ENVOI_OUTBOX_DIR` is 64, and
+/// standard input over 64 MiB is 65; neither connects.
+#[test]
+fn an_empty_outbox_variable_and_an_endless_stdin_are_refused() {
+    let s = Setup::plain(ServerOptions::default(), 10);
+    s.send()
+        .env("ENVOI_OUTBOX_DIR", "")
+        .args(["--to", "a@example.com"])
+        .expect_exit(64);
+    let run = s
+        .send()
+        .args(["--to", "a@example.com", "--body-file", "-"])
+        .write_stdin(vec![b'x'; (64 << 20) + 1])
+        .expect_exit(65);
+    assert!(run.stderr.contains("more than 64 MiB"), "{run}");
+    assert_eq!(s.server.connections(), 0);
+}
+
 /// Regression (found in review of the layering change): a profile that cannot log in
 /// (a user name, no password) still builds a dry run and still shows its outbox; only a
 /// delivery needs the login (78).

@@ -71,6 +71,29 @@ impl Mta {
     }
 }
 
+/// Runs `cmd` with `input` on its standard input; it must exit 0.
+fn feed(mut cmd: Command, input: &[u8]) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{:?} failed: {stderr}",
+        cmd.get_program()
+    );
+}
+
 fn header<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     let head = text.split("\r\n\r\n").next().unwrap_or_default();
     head.split("\r\n")
@@ -127,26 +150,9 @@ fn a_sendmail_link_sends_to_its_arguments() {
     let link = mta.link();
     let input =
         b"From: Ann <ann@example.com>\r\nTo: list@example.com\r\nSubject: x\r\n\r\ncaf\xe9\r\n";
-    let mut child = mta
-        .program(&link)
-        .args(["-i", "bob@example.com,carl@example.com"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the sendmail link");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input)
-        .expect("write");
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cmd = mta.program(&link);
+    cmd.args(["-i", "bob@example.com,carl@example.com"]);
+    feed(cmd, input);
     let (m, _) = mta.only_message();
     assert_eq!(
         m.mail_from, "ann@example.com",
@@ -290,26 +296,10 @@ fn mailx_sends_through_envoi() {
     let link = mta.link();
     let mailrc = mta.home.path().join(".mailrc");
     std::fs::write(&mailrc, format!("set sendmail={}\n", link.display())).expect("mailrc");
-    let mut child = mta
-        .program(mailx)
-        .env("MAILRC", &mailrc)
-        .args(["-s", "hello from mailx", "bob@example.com"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run mailx");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"sent by mail(1)\n")
-        .expect("write");
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cmd = mta.program(mailx);
+    cmd.env("MAILRC", &mailrc)
+        .args(["-s", "hello from mailx", "bob@example.com"]);
+    feed(cmd, b"sent by mail(1)\n");
     let (m, text) = mta.only_message();
     assert_eq!(m.rcpt_to, ["bob@example.com"]);
     assert_eq!(header(&text, "Subject"), Some("hello from mailx"));
