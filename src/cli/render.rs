@@ -13,7 +13,7 @@ use envoi::deliver::{Delivery, Notice, Observer, Probe, RcptReply, Report, Serve
 use envoi::error::Error;
 use envoi::message::Prepared;
 use envoi::outbox::idempotency::{FirstSend, FirstStatus};
-use envoi::outbox::{EntryOutcome, EntryState, FlushSummary};
+use envoi::outbox::{EntryOutcome, EntryState, FlushSummary, Queued};
 use envoi::profile::Security;
 use serde::Serialize;
 
@@ -200,11 +200,11 @@ fn send_report(outcome: &Outcome) -> SendReport<'_> {
             path: Some(path),
             ..SendReport::of(Status::Saved, prepared)
         },
-        Outcome::Queued {
+        Outcome::Queued(Queued {
             prepared,
             id,
             reason,
-        } => SendReport {
+        }) => SendReport {
             outbox_id: Some(id),
             reason: Some(reason),
             ..SendReport::of(Status::Queued, prepared)
@@ -260,11 +260,11 @@ fn write_human(out: &mut impl Write, outcome: &Outcome) -> io::Result<()> {
         Outcome::Delivered(Delivery::Saved { prepared, path }) => {
             writeln!(out, "saved {} to {}", prepared.message_id, path.display())
         }
-        Outcome::Queued {
+        Outcome::Queued(Queued {
             prepared,
             id,
             reason,
-        } => {
+        }) => {
             eprintln!("envoi: not sent yet: {reason}");
             writeln!(out, "queued {} as outbox entry {id}", prepared.message_id)
         }

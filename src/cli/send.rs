@@ -15,7 +15,7 @@ use envoi::message::draft::{self, Draft};
 use envoi::message::input::{is_stdin, read_bytes};
 use envoi::message::{self, Prepared, address, payload};
 use envoi::outbox::idempotency::{self, Claim, FirstSend, FirstStatus};
-use envoi::outbox::{FirstAttempt, Outbox, send_queued};
+use envoi::outbox::{FirstAttempt, Outbox, Queued, send_queued};
 use envoi::profile::{Connection, Env, Resolved, resolve};
 
 use crate::cli::args::{DEFAULT_RETRIES, DEFAULT_RETRY_MAX_SECS, DEFAULT_TIMEOUT_SECS, SendArgs};
@@ -28,11 +28,7 @@ pub enum Outcome {
     Delivered(Delivery),
     /// `--queue`: written to the outbox; the first attempt failed temporarily, so envoi
     /// owns the retry (`envoi outbox flush`).
-    Queued {
-        prepared: Prepared,
-        id: String,
-        reason: String,
-    },
+    Queued(Queued),
     /// `--idempotency-key` seen before: nothing was sent this time.
     Duplicate(FirstSend),
     /// `--dry-run`: built, not sent.
@@ -198,15 +194,7 @@ fn queued(
     Ok(
         match send_queued(&outbox, prepared, connection, options, key, &mut Notices)? {
             FirstAttempt::Delivered(delivery) => Outcome::Delivered(delivery),
-            FirstAttempt::Queued {
-                prepared,
-                id,
-                reason,
-            } => Outcome::Queued {
-                prepared,
-                id,
-                reason,
-            },
+            FirstAttempt::Queued(queued) => Outcome::Queued(queued),
         },
     )
 }

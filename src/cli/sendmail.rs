@@ -123,22 +123,57 @@ fn parse(args: &[OsString]) -> Result<Request> {
     Ok(request)
 }
 
+/// The DSN request of `-N`, `-R` and `-V` (RFC 3461), checked (64); `None` when none
+/// of them was given.
+fn dsn(request: &Request) -> Result<Option<Dsn>> {
+    if request.notify.is_none() && request.ret.is_none() && request.envid.is_none() {
+        return Ok(None);
+    }
+    let notify = request
+        .notify
+        .as_deref()
+        .map(|n| {
+            let words: Vec<String> = n
+                .split(',')
+                .map(|w| w.trim().to_ascii_uppercase())
+                .collect();
+            let known = ["SUCCESS", "FAILURE", "DELAY"];
+            if words == ["NEVER"] || words.iter().all(|w| known.contains(&w.as_str())) {
+                Ok(words)
+            } else {
+                Err(Error::usage(format!(
+                    "-N {n:?}: give never, or some of success, failure and delay"
+                )))
+            }
+        })
+        .transpose()?;
+    let ret = request
+        .ret
+        .as_deref()
+        .map(|r| match r.to_ascii_uppercase().as_str() {
+            upper @ ("FULL" | "HDRS") => Ok(upper.to_owned()),
+            _ => Err(Error::usage(format!("-R {r:?}: give full or hdrs"))),
+        })
+        .transpose()?;
+    if let Some(id) = &request.envid
+        && (id.is_empty() || id.len() > 100 || !id.chars().all(|c| c.is_ascii_graphic()))
+    {
+        return Err(Error::usage(format!(
+            "-V {id:?}: give 1 to 100 printable ASCII characters"
+        )));
+    }
+    Ok(Some(Dsn {
+        notify,
+        ret,
+        envid: request.envid.clone(),
+    }))
+}
+
 /// Runs sendmail mode with the arguments after the program (or subcommand) name.
 pub fn run(args: &[OsString]) -> Result<Outcome, Failure> {
     let started = Instant::now();
     let request = parse(args)?;
-    let asked = [&request.notify, &request.ret, &request.envid];
-    let dsn = asked
-        .iter()
-        .any(|a| a.is_some())
-        .then(|| {
-            Dsn::parse(
-                request.notify.as_deref(),
-                request.ret.as_deref(),
-                request.envid.as_deref(),
-            )
-        })
-        .transpose()?;
+    let dsn = dsn(&request)?;
     let flags = Flags {
         config: request.config.clone(),
         profile: request.profile.clone(),
@@ -239,6 +274,25 @@ mod tests {
         let dsn = parsed(&["-N", "success,failure", "-RHDRS", "-t"]).unwrap();
         assert_eq!(dsn.notify.as_deref(), Some("success,failure"));
         assert_eq!(dsn.ret.as_deref(), Some("HDRS"));
+    }
+
+    #[test]
+    fn dsn_requests_are_checked() {
+        let asked = parsed(&["-N", "success, Failure", "-Rhdrs", "-V", "job-1"]).unwrap();
+        let request = dsn(&asked).unwrap().unwrap();
+        assert_eq!(request.notify.unwrap(), ["SUCCESS", "FAILURE"]);
+        assert_eq!(request.ret.as_deref(), Some("HDRS"));
+        assert_eq!(request.envid.as_deref(), Some("job-1"));
+        assert_eq!(dsn(&parsed(&["-t"]).unwrap()).unwrap(), None);
+        for args in [
+            &["-N", "never,success"][..],
+            &["-N", ""],
+            &["-R", "body"],
+            &["-V", "two words"],
+        ] {
+            let err = dsn(&parsed(args).unwrap()).unwrap_err();
+            assert_eq!(err.kind(), envoi::ErrorKind::Usage, "{args:?}");
+        }
     }
 
     #[test]

@@ -49,46 +49,6 @@ pub struct Dsn {
     pub envid: Option<String>,
 }
 
-impl Dsn {
-    /// Builds a request from sendmail's `-N`, `-R` and `-V` values, checked (64).
-    pub fn parse(notify: Option<&str>, ret: Option<&str>, envid: Option<&str>) -> Result<Dsn> {
-        let notify = notify
-            .map(|n| {
-                let words: Vec<String> = n
-                    .split(',')
-                    .map(|w| w.trim().to_ascii_uppercase())
-                    .collect();
-                let known = ["SUCCESS", "FAILURE", "DELAY"];
-                let ok = words == ["NEVER"] || words.iter().all(|w| known.contains(&w.as_str()));
-                if !ok {
-                    return Err(Error::usage(format!(
-                        "-N {n:?}: give never, or some of success, failure and delay"
-                    )));
-                }
-                Ok(words)
-            })
-            .transpose()?;
-        let ret = ret
-            .map(|r| match r.to_ascii_uppercase().as_str() {
-                upper @ ("FULL" | "HDRS") => Ok(upper.to_owned()),
-                _ => Err(Error::usage(format!("-R {r:?}: give full or hdrs"))),
-            })
-            .transpose()?;
-        if let Some(id) = envid
-            && (id.is_empty() || id.len() > 100 || !id.chars().all(|c| c.is_ascii_graphic()))
-        {
-            return Err(Error::usage(format!(
-                "-V {id:?}: give 1 to 100 printable ASCII characters"
-            )));
-        }
-        Ok(Dsn {
-            notify,
-            ret,
-            envid: envid.map(str::to_owned),
-        })
-    }
-}
-
 /// How to deliver, beyond the profile: the retry policy, DSN and `-v`.
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryOptions {
@@ -263,32 +223,4 @@ fn deadline_passed() -> Error {
         ErrorKind::Temporary,
         "the deadline for the whole send (--timeout) has passed",
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dsn_requests_are_checked() {
-        let dsn = Dsn::parse(Some("success, Failure"), Some("hdrs"), Some("job-1")).unwrap();
-        assert_eq!(dsn.notify.unwrap(), ["SUCCESS", "FAILURE"]);
-        assert_eq!(dsn.ret.as_deref(), Some("HDRS"));
-        assert_eq!(
-            Dsn::parse(Some("never"), None, None)
-                .unwrap()
-                .notify
-                .unwrap(),
-            ["NEVER"]
-        );
-        for (n, r, v) in [
-            (Some("never,success"), None, None),
-            (Some(""), None, None),
-            (None, Some("body"), None),
-            (None, None, Some("two words")),
-        ] {
-            let err = Dsn::parse(n, r, v).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::Usage, "{n:?} {r:?} {v:?}");
-        }
-    }
 }

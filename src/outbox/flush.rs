@@ -64,14 +64,18 @@ pub enum FirstAttempt {
     /// Delivered right away; nothing stays in the outbox.
     Delivered(Delivery),
     /// A temporary failure: the entry waits for `envoi outbox flush`.
-    Queued {
-        /// The message.
-        prepared: Prepared,
-        /// The outbox entry.
-        id: String,
-        /// Why the first attempt did not deliver it.
-        reason: String,
-    },
+    Queued(Queued),
+}
+
+/// A message that waits in the outbox after its first attempt failed temporarily.
+#[derive(Debug)]
+pub struct Queued {
+    /// The message.
+    pub prepared: Prepared,
+    /// The outbox entry.
+    pub id: String,
+    /// Why the first attempt did not deliver it.
+    pub reason: String,
 }
 
 /// `send --queue`: writes `prepared` to the outbox durably (with the idempotency key it
@@ -100,11 +104,11 @@ pub fn send_queued(
     };
     match attempt.run(outbox, entry, state, observer)? {
         Attempted::Delivered(delivery) => Ok(FirstAttempt::Delivered(delivery)),
-        Attempted::Deferred(error) => Ok(FirstAttempt::Queued {
+        Attempted::Deferred(error) => Ok(FirstAttempt::Queued(Queued {
             prepared,
             id,
             reason: error.message().to_owned(),
-        }),
+        })),
         Attempted::Failed(error) => Err(Error::new(
             error.kind(),
             format!("{error} (the message is kept in the outbox's failed/{id})"),

@@ -11,7 +11,7 @@ mod queue;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use flush::{
-    EntryOutcome, FirstAttempt, FlushOptions, FlushSummary, drop_entry, flush, send_queued,
+    EntryOutcome, FirstAttempt, FlushOptions, FlushSummary, Queued, drop_entry, flush, send_queued,
 };
 pub use queue::{EntryState, Folder, Outbox, Refusal};
 
