@@ -168,6 +168,41 @@ pub enum ConfigCommand {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Every effective setting of the connection `send` would use, and where each came
+    /// from (flag, environment, file, default); secrets only by their source. Exit 78
+    /// when something would stop a send.
+    Show(ShowArgs),
+}
+
+/// Flags of `envoi config show`: the connection flags of `send`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The profile and its file.
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// Show a URL's connection instead of a profile (else $ENVOI_SMTP_URL).
+    #[arg(long, value_name = "URL")]
+    pub smtp_url: Option<String>,
+    /// The outbox directory (else $ENVOI_OUTBOX_DIR, the profile's outbox_dir, or the
+    /// platform data dir).
+    #[arg(long, value_name = "DIR")]
+    pub outbox_dir: Option<PathBuf>,
+    /// Print one JSON object on standard output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ShowArgs {
+    /// What the flags say about where to connect.
+    pub fn flags(&self) -> Flags {
+        Flags {
+            config: self.connection.config.clone(),
+            profile: self.connection.profile.clone(),
+            smtp_url: self.smtp_url.clone(),
+            outbox_dir: self.outbox_dir.clone(),
+            idempotency_key: None,
+        }
+    }
 }
 
 /// Flags of `envoi check`.

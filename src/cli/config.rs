@@ -1,13 +1,15 @@
-//! `envoi config path|init` and `envoi profiles`: the config file, seen from outside.
+//! `envoi config path|init|show` and `envoi profiles`: the config file, seen from outside.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
 
 use envoi::error::{Error, Result};
-use envoi::profile::{ConfigSource, Env, Flags, config_path, list_profiles, write_starter};
+use envoi::profile::{
+    ConfigSource, Env, Flags, Origin, Shown, config_path, list_profiles, show, write_starter,
+};
 use serde::Serialize;
 
-use crate::cli::args::ConfigCommand;
+use crate::cli::args::{ConfigCommand, ShowArgs};
 
 /// The file `--config` (else the environment, else the platform) names.
 fn located(config: Option<PathBuf>) -> Result<(PathBuf, ConfigSource)> {
@@ -28,7 +30,7 @@ fn why(source: ConfigSource) -> &'static str {
     }
 }
 
-/// `envoi config path|init`.
+/// `envoi config path|init|show`.
 pub fn run(command: ConfigCommand) -> Result<()> {
     let mut out = io::stdout().lock();
     match command {
@@ -61,6 +63,7 @@ pub fn run(command: ConfigCommand) -> Result<()> {
                 writeln!(out, "{} (from {}; {state})", path.display(), why(source))
             };
         }
+        ConfigCommand::Show(args) => return show_settings(&args),
         ConfigCommand::Init { config } => {
             let (path, _) = located(config)?;
             write_starter(&path)?;
@@ -110,4 +113,162 @@ pub fn profiles(config: Option<PathBuf>, json: bool) -> Result<()> {
         let _ = writeln!(out, "{mark} {:<12} {}{user}", p.name, p.target);
     }
     Ok(())
+}
+
+/// An origin in words: the flag or `$VARIABLE` by name, `config file`, or `default`.
+fn origin_words(origin: Origin) -> String {
+    match origin {
+        Origin::Flag(flag) => flag.to_owned(),
+        Origin::Variable(name) => format!("${name}"),
+        Origin::File => "config file".to_owned(),
+        Origin::Default => "default".to_owned(),
+    }
+}
+
+/// An origin in `--json`: `source` is flag, environment, file or default; `via` names the
+/// flag or variable.
+#[derive(Serialize)]
+struct OriginReport {
+    source: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    via: Option<&'static str>,
+}
+
+impl From<Origin> for OriginReport {
+    fn from(origin: Origin) -> OriginReport {
+        let (source, via) = match origin {
+            Origin::Flag(flag) => ("flag", Some(flag)),
+            Origin::Variable(name) => ("environment", Some(name)),
+            Origin::File => ("file", None),
+            Origin::Default => ("default", None),
+        };
+        OriginReport { source, via }
+    }
+}
+
+/// `envoi config show`: the report, then 78 if something would stop a send.
+fn show_settings(args: &ShowArgs) -> Result<()> {
+    let shown = show(&args.flags(), &Env::from_process()?)?;
+    let mut out = io::stdout().lock();
+    let _ = if args.json {
+        write_show_json(&mut out, &shown)
+    } else {
+        write_show_text(&mut out, &shown)
+    };
+    shown.verdict()
+}
+
+fn write_show_text(out: &mut impl Write, shown: &Shown) -> io::Result<()> {
+    match &shown.config {
+        Some((path, source)) => {
+            let state = if path.is_file() {
+                ""
+            } else {
+                "; does not exist"
+            };
+            writeln!(
+                out,
+                "config file  {} (from {}{state})",
+                path.display(),
+                why(*source)
+            )?
+        }
+        None if shown.connection.is_some() => {
+            writeln!(out, "config file  not read (the connection is a URL)")?
+        }
+        None => writeln!(
+            out,
+            "config file  none (this platform has no config directory)"
+        )?,
+    }
+    match &shown.connection {
+        Some((name, origin)) => {
+            let chosen = match origin {
+                Origin::File => "the file's default".to_owned(),
+                other => origin_words(*other),
+            };
+            writeln!(out, "connection   {name} (chosen by {chosen})")?
+        }
+        None => writeln!(
+            out,
+            "connection   none: no profile named and no default (send needs --profile or \
+             --smtp-url)"
+        )?,
+    }
+    writeln!(out)?;
+    let width = shown
+        .settings
+        .iter()
+        .filter_map(|s| s.value.as_ref().map(String::len))
+        .max()
+        .unwrap_or(1)
+        .clamp(1, 48);
+    for setting in &shown.settings {
+        let value = setting.value.as_deref().unwrap_or("-");
+        writeln!(
+            out,
+            "{:<22} {value:<width$}  {}",
+            setting.key,
+            origin_words(setting.origin)
+        )?;
+    }
+    for problem in &shown.problems {
+        writeln!(out, "\nproblem: {problem}")?;
+    }
+    Ok(())
+}
+
+fn write_show_json(out: &mut impl Write, shown: &Shown) -> io::Result<()> {
+    #[derive(Serialize)]
+    struct ConfigReport<'a> {
+        path: &'a std::path::Path,
+        source: &'a str,
+        exists: bool,
+    }
+    #[derive(Serialize)]
+    struct ConnectionReport<'a> {
+        name: &'a str,
+        #[serde(flatten)]
+        origin: OriginReport,
+    }
+    #[derive(Serialize)]
+    struct SettingReport<'a> {
+        key: &'a str,
+        value: Option<&'a str>,
+        #[serde(flatten)]
+        origin: OriginReport,
+    }
+    #[derive(Serialize)]
+    struct ShowReport<'a> {
+        config: Option<ConfigReport<'a>>,
+        connection: Option<ConnectionReport<'a>>,
+        settings: Vec<SettingReport<'a>>,
+        problems: &'a [String],
+    }
+    let report = ShowReport {
+        config: shown.config.as_ref().map(|(path, source)| ConfigReport {
+            path,
+            source: why(*source),
+            exists: path.is_file(),
+        }),
+        connection: shown
+            .connection
+            .as_ref()
+            .map(|(name, origin)| ConnectionReport {
+                name,
+                origin: (*origin).into(),
+            }),
+        settings: shown
+            .settings
+            .iter()
+            .map(|s| SettingReport {
+                key: s.key,
+                value: s.value.as_deref(),
+                origin: s.origin.into(),
+            })
+            .collect(),
+        problems: &shown.problems,
+    };
+    serde_json::to_writer(&mut *out, &report).map_err(io::Error::other)?;
+    writeln!(out)
 }

@@ -30,38 +30,37 @@ pub(crate) struct ConfigFile {
 
 /// A `[profiles.NAME]` table exactly as the file spells it; `config.example.toml`
 /// documents each key.
+///
+/// Every key is an `Option`, even those with a default, so `envoi config show` can tell
+/// a value written in the file from a default.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ProfileEntry {
+pub(super) struct ProfileEntry {
+    pub(super) transport: Option<TransportKey>,
+    pub(super) host: Option<String>,
+    pub(super) port: Option<u16>,
+    pub(super) security: Option<Security>,
+    pub(super) username: Option<String>,
+    pub(super) password_env: Option<String>,
+    pub(super) password_command: Option<String>,
+    pub(super) password: Option<Password>,
+    pub(super) from: Option<String>,
+    pub(super) timeout_secs: Option<u64>,
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) hello_name: Option<String>,
+    pub(super) allow_plaintext_auth: Option<bool>,
+    pub(super) dir: Option<PathBuf>,
+    pub(super) outbox: Option<bool>,
+    pub(super) outbox_dir: Option<PathBuf>,
     #[serde(default)]
-    transport: TransportKey,
-    host: Option<String>,
-    port: Option<u16>,
-    #[serde(default)]
-    security: Security,
-    username: Option<String>,
-    password_env: Option<String>,
-    password_command: Option<String>,
-    password: Option<Password>,
-    from: Option<String>,
-    timeout_secs: Option<u64>,
-    ca_file: Option<PathBuf>,
-    hello_name: Option<String>,
-    #[serde(default)]
-    allow_plaintext_auth: bool,
-    dir: Option<PathBuf>,
-    #[serde(default)]
-    outbox: bool,
-    outbox_dir: Option<PathBuf>,
-    #[serde(default)]
-    aliases: BTreeMap<String, String>,
-    default_domain: Option<String>,
+    pub(super) aliases: BTreeMap<String, String>,
+    pub(super) default_domain: Option<String>,
 }
 
 /// The `transport` key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-enum TransportKey {
+pub(super) enum TransportKey {
     #[default]
     Smtp,
     File,
@@ -213,7 +212,8 @@ impl ProfileEntry {
         if self.timeout_secs == Some(0) {
             return Err(bad("timeout_secs must be at least 1".into()));
         }
-        let transport = match self.transport {
+        let security = self.security.unwrap_or_default();
+        let transport = match self.transport.unwrap_or_default() {
             TransportKey::File => Transport::File {
                 dir: self
                     .dir
@@ -227,22 +227,22 @@ impl ProfileEntry {
                 Transport::Smtp(SmtpProfile {
                     login: self.login(name),
                     host,
-                    port: self.port.unwrap_or(self.security.default_port()),
-                    security: self.security,
+                    port: self.port.unwrap_or(security.default_port()),
+                    security,
                     timeout: self
                         .timeout_secs
                         .map(Duration::from_secs)
                         .unwrap_or(DEFAULT_TIMEOUT),
                     ca_file: self.ca_file,
                     hello_name: self.hello_name,
-                    allow_plaintext_auth: self.allow_plaintext_auth,
+                    allow_plaintext_auth: self.allow_plaintext_auth.unwrap_or(false),
                 })
             }
         };
         Ok(Profile {
             transport,
             from: self.from,
-            outbox: self.outbox,
+            outbox: self.outbox.unwrap_or(false),
             outbox_dir: self.outbox_dir,
             names: Names {
                 aliases: self.aliases,
@@ -437,7 +437,7 @@ impl ConfigFile {
             .map(|(name, entry)| super::files::ProfileSummary {
                 name: name.clone(),
                 is_default: self.default.as_deref() == Some(name.as_str()),
-                target: match entry.transport {
+                target: match entry.transport.unwrap_or_default() {
                     TransportKey::File => format!(
                         "file -> {}",
                         entry
@@ -448,8 +448,10 @@ impl ConfigFile {
                     TransportKey::Smtp => format!(
                         "{}:{} ({})",
                         entry.host.as_deref().unwrap_or("?"),
-                        entry.port.unwrap_or(entry.security.default_port()),
-                        entry.security.name()
+                        entry
+                            .port
+                            .unwrap_or(entry.security.unwrap_or_default().default_port()),
+                        entry.security.unwrap_or_default().name()
                     ),
                 },
                 user: entry.username.clone(),
@@ -458,7 +460,10 @@ impl ConfigFile {
     }
 
     /// The entry called `name`, else the `default` one; `None` when neither is named.
-    fn entry<'a>(&'a self, name: Option<&'a str>) -> Result<Option<(&'a str, &'a ProfileEntry)>> {
+    pub(super) fn entry<'a>(
+        &'a self,
+        name: Option<&'a str>,
+    ) -> Result<Option<(&'a str, &'a ProfileEntry)>> {
         let Some(name) = name.or(self.default.as_deref()) else {
             return Ok(None);
         };

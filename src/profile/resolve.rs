@@ -84,12 +84,44 @@ pub struct Flags {
     pub idempotency_key: Option<String>,
 }
 
+/// Where an effective setting came from, as `envoi config show` tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A command-line flag, by name (`--profile`).
+    Flag(&'static str),
+    /// An environment variable, by name (`ENVOI_PROFILE`).
+    Variable(&'static str),
+    /// The config file.
+    File,
+    /// Nothing set it: envoi's default.
+    Default,
+}
+
+/// The flag's value, else the variable's, with where it came from.
+fn flag_or_variable<T: Clone>(
+    flag: (&Option<T>, &'static str),
+    variable: (&Option<T>, &'static str),
+) -> Option<(T, Origin)> {
+    let from_flag = flag.0.clone().map(|v| (v, Origin::Flag(flag.1)));
+    from_flag.or_else(|| {
+        variable
+            .0
+            .clone()
+            .map(|v| (v, Origin::Variable(variable.1)))
+    })
+}
+
 /// Where to send and where to keep state, decided once.
 #[derive(Debug, Clone)]
 pub struct Resolved {
     /// The connection: `--smtp-url`/`$ENVOI_SMTP_URL`, else the profile of the config
     /// file. `None` when there is no config file and nothing was named.
     pub connection: Option<Connection>,
+    /// What chose the connection: the URL's flag or variable, the profile name's flag or
+    /// variable, or the file's `default` key ([`Origin::File`]).
+    pub connection_origin: Origin,
+    /// What chose the outbox directory.
+    pub outbox_dir_origin: Origin,
     /// `--idempotency-key`, else `$ENVOI_IDEMPOTENCY_KEY`.
     pub idempotency_key: Option<String>,
     outbox_dir: Option<PathBuf>,
@@ -101,27 +133,46 @@ pub struct Resolved {
 /// the profile's key, else the platform default. Naming a URL and a profile at once, by
 /// flag or variable, is a usage error.
 pub fn resolve(flags: &Flags, env: &Env) -> Result<Resolved> {
-    let smtp_url = flags.smtp_url.clone().or_else(|| env.smtp_url.clone());
-    let profile = flags.profile.clone().or_else(|| env.profile.clone());
+    let smtp_url = flag_or_variable(
+        (&flags.smtp_url, "--smtp-url"),
+        (&env.smtp_url, "ENVOI_SMTP_URL"),
+    );
+    let profile = flag_or_variable(
+        (&flags.profile, "--profile"),
+        (&env.profile, "ENVOI_PROFILE"),
+    );
     if smtp_url.is_some() && profile.is_some() {
         return Err(Error::usage(
             "--profile and --smtp-url (or $ENVOI_SMTP_URL) both name a connection; give one",
         ));
     }
+    let connection_origin = smtp_url
+        .as_ref()
+        .or(profile.as_ref())
+        .map_or(Origin::File, |(_, origin)| *origin);
     let route = Route {
         config: flags.config.clone(),
-        profile,
-        smtp_url,
+        profile: profile.map(|(name, _)| name),
+        smtp_url: smtp_url.map(|(url, _)| url),
     };
     let connection = route.open(env)?;
-    let outbox_dir = flags
-        .outbox_dir
-        .clone()
-        .or_else(|| env.outbox_dir.clone())
-        .or_else(|| connection.as_ref()?.profile.outbox_dir.clone())
-        .or_else(|| env.platform_outbox.clone());
+    let (outbox_dir, outbox_dir_origin) = match flag_or_variable(
+        (&flags.outbox_dir, "--outbox-dir"),
+        (&env.outbox_dir, "ENVOI_OUTBOX_DIR"),
+    ) {
+        Some((dir, origin)) => (Some(dir), origin),
+        None => match connection
+            .as_ref()
+            .and_then(|c| c.profile.outbox_dir.clone())
+        {
+            Some(dir) => (Some(dir), Origin::File),
+            None => (env.platform_outbox.clone(), Origin::Default),
+        },
+    };
     Ok(Resolved {
         connection,
+        connection_origin,
+        outbox_dir_origin,
         idempotency_key: flags
             .idempotency_key
             .clone()
@@ -154,12 +205,20 @@ pub fn resolve_outbox(flags: &Flags, env: &Env) -> Result<Resolved> {
         };
         config::load(&path, source.is_explicit())?.outbox_dir_of(profile.as_deref())
     };
-    let outbox_dir = match flags.outbox_dir.clone().or_else(|| env.outbox_dir.clone()) {
-        Some(dir) => Some(dir),
-        None => from_profile()?.or_else(|| env.platform_outbox.clone()),
+    let (outbox_dir, outbox_dir_origin) = match flag_or_variable(
+        (&flags.outbox_dir, "--outbox-dir"),
+        (&env.outbox_dir, "ENVOI_OUTBOX_DIR"),
+    ) {
+        Some((dir, origin)) => (Some(dir), origin),
+        None => match from_profile()? {
+            Some(dir) => (Some(dir), Origin::File),
+            None => (env.platform_outbox.clone(), Origin::Default),
+        },
     };
     Ok(Resolved {
         connection: None,
+        connection_origin: Origin::Default,
+        outbox_dir_origin,
         idempotency_key: None,
         outbox_dir,
         config_flag: flags.config.clone(),

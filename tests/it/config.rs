@@ -50,3 +50,121 @@ fn a_new_machine_gets_a_private_starter_and_sees_its_profiles() {
         "{named}"
     );
 }
+
+/// The setting called `key` in a `config show --json` report: (value, source, via).
+fn setting(report: &serde_json::Value, key: &str) -> (serde_json::Value, String, String) {
+    let found = report["settings"]
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["key"] == key))
+        .unwrap_or_else(|| panic!("no setting {key}: {report}"));
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
+    (
+        found["value"].clone(),
+        text(&found["source"]),
+        text(&found["via"]),
+    )
+}
+
+#[test]
+fn config_show_tells_each_setting_and_who_set_it_without_a_secret() {
+    let home = TempDir::new().expect("temp dir");
+    let file = home.path().join("envoi.toml");
+    std::fs::write(
+        &file,
+        "default = \"work\"\n\
+         [profiles.work]\nhost = \"smtp.example.com\"\nusername = \"bot@example.com\"\n\
+         password_env = \"WORK_SMTP_PASSWORD\"\n\
+         [profiles.lab]\nhost = \"127.0.0.1\"\nport = 2525\nsecurity = \"tls\"\n\
+         username = \"lab\"\npassword = \"s3cr3t-in-file\"\noutbox = false\n\
+         outbox_dir = \"/srv/lab-outbox\"\n",
+    )
+    .expect("write config");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+
+    // The file's default profile, its password variable set, the outbox from a flag.
+    let work = envoi(home.path())
+        .env("ENVOI_CONFIG", &file)
+        .env("WORK_SMTP_PASSWORD", "s3cr3t-in-env")
+        .args([
+            "config",
+            "show",
+            "--json",
+            "--outbox-dir",
+            "/tmp/flag-outbox",
+        ])
+        .expect_exit(0);
+    let report = work.json();
+    assert_eq!(report["config"]["source"], "$ENVOI_CONFIG", "{report}");
+    assert_eq!(report["connection"]["name"], "work");
+    assert_eq!(report["connection"]["source"], "file");
+    let host = setting(&report, "host");
+    assert_eq!(
+        (host.0.as_str(), host.1.as_str()),
+        (Some("smtp.example.com"), "file")
+    );
+    let port = setting(&report, "port");
+    assert_eq!((port.0.as_str(), port.1.as_str()), (Some("587"), "default"));
+    let password = setting(&report, "password");
+    assert_eq!(password.0, "from $WORK_SMTP_PASSWORD (set)");
+    let outbox = setting(&report, "outbox_dir");
+    assert_eq!(
+        (outbox.0.as_str(), outbox.1.as_str(), outbox.2.as_str()),
+        (Some("/tmp/flag-outbox"), "flag", "--outbox-dir")
+    );
+    assert_eq!(report["problems"], serde_json::json!([]));
+    assert!(!work.output().contains("s3cr3t"), "{work}");
+
+    // Another profile named by variable: every key it writes is "file", the inline
+    // password only a description, its outbox_dir its own.
+    let lab = envoi(home.path())
+        .env("ENVOI_CONFIG", &file)
+        .env("ENVOI_PROFILE", "lab")
+        .args(["config", "show", "--json"])
+        .expect_exit(0);
+    let report = lab.json();
+    assert_eq!(report["connection"]["via"], "ENVOI_PROFILE", "{report}");
+    for (key, value) in [("port", "2525"), ("security", "tls"), ("outbox", "false")] {
+        assert_eq!(
+            setting(&report, key),
+            (value.into(), "file".into(), String::new())
+        );
+    }
+    assert_eq!(
+        setting(&report, "password").0,
+        "in the config file (hidden)"
+    );
+    assert_eq!(setting(&report, "outbox_dir").0, "/srv/lab-outbox");
+    assert!(!lab.output().contains("s3cr3t"), "{lab}");
+
+    // What would stop a send is named, on stdout and as the 78 a send would give.
+    let unset = envoi(home.path())
+        .env("ENVOI_CONFIG", &file)
+        .args(["config", "show"])
+        .expect_exit(78);
+    assert!(
+        unset.stdout.contains("from $WORK_SMTP_PASSWORD (not set)"),
+        "{unset}"
+    );
+    assert!(
+        unset
+            .stderr
+            .contains("$WORK_SMTP_PASSWORD holds the password but is not set"),
+        "{unset}"
+    );
+
+    // A URL reads no file; its parts are the URL's.
+    let url = envoi(home.path())
+        .env("ENVOI_CONFIG", &file)
+        .env("ENVOI_SMTP_URL", "smtps://me@mail.example.com")
+        .env("ENVOI_PASSWORD", "s3cr3t-url")
+        .args(["config", "show", "--json"])
+        .expect_exit(0)
+        .json();
+    assert_eq!(url["config"], serde_json::Value::Null, "{url}");
+    assert_eq!(
+        setting(&url, "port"),
+        ("465".into(), "environment".into(), "ENVOI_SMTP_URL".into())
+    );
+    assert!(!url.to_string().contains("s3cr3t"), "{url}");
+}

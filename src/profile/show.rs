@@ -1,0 +1,253 @@
+//! `envoi config show`: every effective setting of the connection a send would use, and
+//! where each came from (flag, environment, file, default). Secrets are described by
+//! their source, never shown.
+
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::profile::config::{self, ConfigSource, ProfileEntry, Security, Transport};
+use crate::profile::files::config_path;
+use crate::profile::password::PasswordSource;
+use crate::profile::resolve::{Env, Flags, Origin, resolve};
+
+/// One effective setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    /// The config file's name for it (`host`, `password`, …).
+    pub key: &'static str,
+    /// Its value as text; `None` when unset. A password is only its source.
+    pub value: Option<String>,
+    /// Who set it.
+    pub origin: Origin,
+}
+
+/// What `envoi config show` reports.
+#[derive(Debug, Clone)]
+pub struct Shown {
+    /// The config file envoi reads, and why; `None` when the connection is a URL (no
+    /// file is read), or the platform has none and none was named.
+    pub config: Option<(PathBuf, ConfigSource)>,
+    /// The connection's name (a profile, or `--smtp-url`) and what chose it; `None`
+    /// when there is no config file and nothing was named.
+    pub connection: Option<(String, Origin)>,
+    /// Every setting, in the order `config.example.toml` documents them.
+    pub settings: Vec<Setting>,
+    /// What would stop a send (78), in plain words; empty when none.
+    pub problems: Vec<String>,
+}
+
+/// Resolves exactly as `send` does and explains the answer. A profile that cannot be
+/// selected at all (a missing host, an unknown name) is the same error as for `send`.
+pub fn show(flags: &Flags, env: &Env) -> Result<Shown> {
+    let resolved = resolve(flags, env)?;
+    let mut settings = Vec::new();
+    let mut problems = Vec::new();
+    let connection = match &resolved.connection {
+        None => None,
+        Some(connection) => {
+            let entry = match (&connection.route.config, &connection.route.profile) {
+                (Some(path), Some(name)) => {
+                    let file = config::load(path, true)?;
+                    file.entry(Some(name))?.map(|(_, entry)| entry.clone())
+                }
+                _ => None,
+            };
+            let origin = Written {
+                entry,
+                url: (connection.route.smtp_url.is_some()).then_some(resolved.connection_origin),
+            };
+            explain(&connection.profile, &origin, &mut settings, &mut problems);
+            Some((connection.name.clone(), resolved.connection_origin))
+        }
+    };
+    settings.push(Setting {
+        key: "outbox_dir",
+        value: resolved.outbox_dir().ok().map(|d| d.display().to_string()),
+        origin: resolved.outbox_dir_origin,
+    });
+    let url = resolved
+        .connection
+        .as_ref()
+        .is_some_and(|c| c.route.smtp_url.is_some());
+    Ok(Shown {
+        config: if url { None } else { config_path(flags, env) },
+        connection,
+        settings,
+        problems,
+    })
+}
+
+/// Which keys a value came from: the profile's entry as written, or a URL.
+struct Written {
+    entry: Option<ProfileEntry>,
+    /// The URL's flag or variable, when the connection is `--smtp-url`.
+    url: Option<Origin>,
+}
+
+impl Written {
+    /// The origin of a key the file may have written (`in_file`) or a URL may carry
+    /// (`in_url`); otherwise the default.
+    fn origin(&self, in_file: impl Fn(&ProfileEntry) -> bool, in_url: bool) -> Origin {
+        match (&self.entry, self.url) {
+            (Some(entry), _) if in_file(entry) => Origin::File,
+            (_, Some(url)) if in_url => url,
+            _ => Origin::Default,
+        }
+    }
+}
+
+/// Appends the settings of `profile`, each with its origin, and the problems a send
+/// would meet.
+fn explain(
+    profile: &config::Profile,
+    written: &Written,
+    settings: &mut Vec<Setting>,
+    problems: &mut Vec<String>,
+) {
+    let mut push = |key, value: Option<String>, origin| {
+        settings.push(Setting { key, value, origin });
+    };
+    let text = |v: &Option<String>| v.clone();
+    match &profile.transport {
+        Transport::File { dir } => {
+            push(
+                "transport",
+                Some("file".into()),
+                written.origin(|e| e.transport.is_some(), false),
+            );
+            push("dir", Some(dir.display().to_string()), Origin::File);
+        }
+        Transport::Smtp(smtp) => {
+            push(
+                "transport",
+                Some("smtp".into()),
+                written.origin(|e| e.transport.is_some(), true),
+            );
+            push(
+                "host",
+                Some(smtp.host.clone()),
+                written.origin(|e| e.host.is_some(), true),
+            );
+            push(
+                "port",
+                Some(smtp.port.to_string()),
+                written.origin(|e| e.port.is_some(), true),
+            );
+            push(
+                "security",
+                Some(smtp.security.name().into()),
+                written.origin(|e| e.security.is_some(), true),
+            );
+            let login_origin = written.origin(|e| e.username.is_some(), true);
+            match &smtp.login {
+                Ok(Some((user, source))) => {
+                    push("username", Some(user.clone()), login_origin);
+                    let (described, problem) = describe_password(source);
+                    push("password", Some(described), login_origin);
+                    problems.extend(problem);
+                    if smtp.security == Security::None && !smtp.allow_plaintext_auth {
+                        problems.push(
+                            "a password with security = \"none\" would cross the network in \
+                             clear text: use \"starttls\" or \"tls\" (or set \
+                             allow_plaintext_auth = true on a trusted network)"
+                                .into(),
+                        );
+                    }
+                }
+                Ok(None) => {
+                    push("username", None, Origin::Default);
+                    push("password", None, Origin::Default);
+                }
+                Err(e) => {
+                    push(
+                        "username",
+                        text(&written.entry.as_ref().and_then(|e| e.username.clone())),
+                        login_origin,
+                    );
+                    push("password", None, login_origin);
+                    problems.push(e.message().to_owned());
+                }
+            }
+            push(
+                "timeout_secs",
+                Some(smtp.timeout.as_secs().to_string()),
+                written.origin(|e| e.timeout_secs.is_some(), false),
+            );
+            push(
+                "ca_file",
+                smtp.ca_file.as_ref().map(|p| p.display().to_string()),
+                written.origin(|e| e.ca_file.is_some(), false),
+            );
+            push(
+                "hello_name",
+                Some(
+                    smtp.hello_name
+                        .clone()
+                        .unwrap_or_else(|| "this machine's host name".into()),
+                ),
+                written.origin(|e| e.hello_name.is_some(), false),
+            );
+            push(
+                "allow_plaintext_auth",
+                Some(smtp.allow_plaintext_auth.to_string()),
+                written.origin(|e| e.allow_plaintext_auth.is_some(), false),
+            );
+        }
+    }
+    push(
+        "from",
+        text(&profile.from),
+        written.origin(|e| e.from.is_some(), false),
+    );
+    push(
+        "outbox",
+        Some(profile.outbox.to_string()),
+        written.origin(|e| e.outbox.is_some(), false),
+    );
+    push(
+        "default_domain",
+        text(&profile.names.default_domain),
+        written.origin(|e| e.default_domain.is_some(), false),
+    );
+    let aliases: Vec<String> = profile
+        .names
+        .aliases
+        .iter()
+        .map(|(name, to)| format!("{name} = {to}"))
+        .collect();
+    push(
+        "aliases",
+        (!aliases.is_empty()).then(|| aliases.join(", ")),
+        written.origin(|e| !e.aliases.is_empty(), false),
+    );
+}
+
+/// Where a password comes from, in words, and the problem a send would meet fetching it.
+/// The password itself is never read: a command is not run, a variable only checked.
+fn describe_password(source: &PasswordSource) -> (String, Option<String>) {
+    match source {
+        PasswordSource::Env(name) => {
+            if std::env::var_os(name).is_some_and(|v| !v.is_empty()) {
+                (format!("from ${name} (set)"), None)
+            } else {
+                (
+                    format!("from ${name} (not set)"),
+                    Some(format!("${name} holds the password but is not set")),
+                )
+            }
+        }
+        PasswordSource::Command(command) => (format!("from the command `{command}`"), None),
+        PasswordSource::Inline(_) => ("in the config file (hidden)".into(), None),
+    }
+}
+
+/// Turns the problems into the error a send would give: 78 with the first one named.
+impl Shown {
+    /// `Ok` when nothing would stop a send; otherwise a configuration error (78).
+    pub fn verdict(&self) -> Result<()> {
+        match self.problems.as_slice() {
+            [] => Ok(()),
+            problems => Err(Error::config(problems.join("; "))),
+        }
+    }
+}
