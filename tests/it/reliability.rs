@@ -8,8 +8,10 @@ use assert_cmd::Command;
 use mail_parser::MessageParser;
 use tempfile::TempDir;
 
-use crate::support::envoi::{ExpectExit, Route, Setup, assert_no_secret, send};
+use crate::support::certs::TestPki;
+use crate::support::envoi::{Config, ExpectExit, Route, Setup, assert_no_secret, send};
 use crate::support::smtp_server::{Security, ServerOptions, TestServer};
+use crate::support::{PASSWORD, USER};
 
 /// `envoi send --subject reliability <args>` with the setup's config.
 fn send_with(s: &Setup, args: &[&str]) -> Command {
@@ -419,4 +421,64 @@ fn watchdog_ends_a_send_against_a_dripping_server() {
         run.stderr
     );
     assert_eq!(run.json()["kind"], "temporary");
+}
+
+/// A profile whose security does not match its port, served by the in-process server
+/// of `server_security`: the profile says `profile_security`, trusts the CA, and logs
+/// in unless it is "none" (a password without TLS is refused before connecting).
+fn mismatched(
+    server_security: Security,
+    profile_security: &'static str,
+) -> (TempDir, TestServer, std::path::PathBuf) {
+    let dir = TempDir::new().expect("temp dir");
+    let pki = std::sync::Arc::new(TestPki::new());
+    let ca = pki.write_ca(dir.path());
+    let server = TestServer::start(ServerOptions {
+        security: server_security,
+        auth: Some((USER.into(), PASSWORD.into())),
+        pki: Some(pki),
+        ..ServerOptions::default()
+    });
+    let mut config = Config::new(server.port(), profile_security)
+        .timeout_secs(1)
+        .trust(&ca);
+    if profile_security != "none" {
+        config = config.login();
+    }
+    let config = config.write(dir.path());
+    (dir, server, config)
+}
+
+/// `security = "tls"` on a port that greets in plain text (587 style): 78 at once, on
+/// the one connection, naming the fix; never retried as if the server were down.
+#[test]
+fn implicit_tls_on_a_plain_text_port_is_a_misconfiguration() {
+    let (dir, server, config) = mismatched(Security::StartTls, "tls");
+    let run = send(dir.path(), Route::Config(&config))
+        .args(["--to", "a@example.com", "--subject", "x", "--body", "x"])
+        .expect_exit(78);
+    assert!(run.stderr.contains("speaks plain SMTP"), "{run}");
+    assert!(run.stderr.contains("security = \"starttls\""), "{run}");
+    assert!(!run.stderr.contains("retrying"), "{run}");
+    assert_eq!(server.connections(), 1, "{run}");
+    assert!(server.messages().is_empty());
+    assert_no_secret(&run.output());
+}
+
+/// `security = "starttls"` (or "none") on an implicit-TLS port (465 style): the greeting
+/// never comes; after its timeout one TLS handshake on a second connection proves the
+/// port speaks TLS, and the answer is 78 with the fix. Two connections, no retries.
+#[test]
+fn starttls_on_an_implicit_tls_port_is_a_misconfiguration() {
+    for profile_security in ["starttls", "none"] {
+        let (dir, server, config) = mismatched(Security::ImplicitTls, profile_security);
+        let run = send(dir.path(), Route::Config(&config))
+            .args(["--to", "a@example.com", "--subject", "x", "--body", "x"])
+            .expect_exit(78);
+        assert!(run.stderr.contains("speaks implicit TLS"), "{run}");
+        assert!(run.stderr.contains("security = \"tls\""), "{run}");
+        assert!(!run.stderr.contains("retrying"), "{run}");
+        assert_eq!(server.connections(), 2, "{profile_security}: {run}");
+        assert!(server.messages().is_empty());
+    }
 }

@@ -22,6 +22,9 @@ pub(crate) enum WireError {
     Io(io::Error),
     /// The server sent something that is not SMTP, or too much of it.
     Protocol(String),
+    /// The TLS handshake got plain text back: the server's first line (an SMTP
+    /// greeting, most likely), made printable. The port does not speak implicit TLS.
+    PlainTextNotTls(String),
 }
 
 impl From<io::Error> for WireError {
@@ -149,8 +152,17 @@ impl Conn {
         let mut tcp = tcp.try_clone()?;
         let mut tls =
             ClientConnection::new(config, name).map_err(|e| WireError::Io(io::Error::other(e)))?;
+        let mut watched = FirstBytes {
+            tcp: &mut tcp,
+            seen: Vec::new(),
+        };
         while tls.is_handshaking() {
-            tls.complete_io(&mut tcp)?;
+            if let Err(e) = tls.complete_io(&mut watched) {
+                return Err(match watched.plain_text_line() {
+                    Some(line) => WireError::PlainTextNotTls(line),
+                    None => WireError::Io(e),
+                });
+            }
         }
         self.stream = Stream::Tls(Box::new(StreamOwned::new(tls, tcp)));
         Ok(())
@@ -205,6 +217,53 @@ impl Conn {
     /// would only wait again.
     pub(crate) fn shutdown(&self) {
         let _ = self.tcp().shutdown(Shutdown::Both);
+    }
+}
+
+/// The socket during a handshake, keeping the first bytes the server sent: when the
+/// handshake fails they tell a plain-text SMTP greeting (`220 …`) from a broken TLS
+/// server, so "wrong security for this port" can be said in words.
+struct FirstBytes<'a> {
+    tcp: &'a mut TcpStream,
+    seen: Vec<u8>,
+}
+
+/// How much of the server's first bytes is kept: one greeting line's worth.
+const FIRST_BYTES: usize = 128;
+
+impl FirstBytes<'_> {
+    /// The first line, when the server sent text that starts as an SMTP reply does
+    /// (three digits, then a space, a hyphen or the end); TLS records never do.
+    fn plain_text_line(&self) -> Option<String> {
+        let digits = self.seen.get(..3)?;
+        let after = self.seen.get(3).copied();
+        if !digits.iter().all(u8::is_ascii_digit)
+            || !matches!(after, None | Some(b' ' | b'-' | b'\r'))
+        {
+            return None;
+        }
+        let line = self.seen.split(|b| *b == b'\n').next().unwrap_or_default();
+        let text = String::from_utf8_lossy(line);
+        Some(super::printable(text.trim_end()))
+    }
+}
+
+impl Read for FirstBytes<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.tcp.read(buf)?;
+        let room = FIRST_BYTES.saturating_sub(self.seen.len());
+        self.seen.extend_from_slice(&buf[..n.min(room)]);
+        Ok(n)
+    }
+}
+
+impl Write for FirstBytes<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tcp.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush()
     }
 }
 

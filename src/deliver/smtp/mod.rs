@@ -317,7 +317,12 @@ impl SmtpSession {
             let upgraded = conn.upgrade(Arc::clone(config), name);
             if let Err(e) = upgraded {
                 conn.shutdown();
-                return Err(wire_failure(&connecting, e));
+                return Err(match e {
+                    WireError::PlainTextNotTls(line) => {
+                        plain_text_port(&server, settings.port, &line)
+                    }
+                    e => wire_failure(&connecting, e),
+                });
             }
         }
         let mut session = SmtpSession {
@@ -345,9 +350,7 @@ impl SmtpSession {
         tls: Option<Arc<ClientConfig>>,
         hello: &str,
     ) -> Result<()> {
-        let connecting = format!("connecting to {}", self.server);
-        let greeting = self.read(&connecting)?;
-        self.require(&greeting, &connecting, |c| c == 220)?;
+        self.greeting(settings)?;
         self.ehlo(hello)?;
         if settings.security == Security::Starttls {
             let Some(config) = tls else {
@@ -371,6 +374,31 @@ impl SmtpSession {
             }
         }
         Ok(())
+    }
+
+    /// Reads the server's `220`. A greeting that never comes on a connection meant to
+    /// be plain at first is what an implicit-TLS port does (it waits for a ClientHello):
+    /// one TLS handshake on a new connection tells, and a port that answers it is a
+    /// wrong profile (78), not a server to retry for half a minute.
+    fn greeting(&mut self, settings: &SmtpSettings) -> Result<()> {
+        let connecting = format!("connecting to {}", self.server);
+        let greeting = match self.conn.read_reply() {
+            Ok(reply) => reply,
+            Err(e) => {
+                self.broken = true;
+                self.trace("*", "no greeting");
+                let silent = matches!(&e, WireError::Io(io) if is_timeout(io));
+                if silent && settings.security != Security::Tls && answers_tls(settings) {
+                    return Err(implicit_tls_port(&self.server, settings.security));
+                }
+                return Err(wire_failure(&connecting, e));
+            }
+        };
+        self.trace(
+            "S",
+            &format!("{} {}", greeting.code, greeting.lines.join(" | ")),
+        );
+        self.require(&greeting, &connecting, |c| c == 220)
     }
 
     /// EHLO, and what it offers.
@@ -642,7 +670,7 @@ impl Session for SmtpSession {
                 self.broken = true;
                 let why = match &e {
                     WireError::Io(io) => describe_io(io),
-                    WireError::Protocol(why) => why.clone(),
+                    WireError::Protocol(why) | WireError::PlainTextNotTls(why) => why.clone(),
                 };
                 return Err(Error::new(
                     ErrorKind::OutcomeUnknown,
@@ -820,7 +848,32 @@ fn wire_failure(what: &str, e: WireError) -> Error {
                 printable(why)
             ),
         ),
+        WireError::PlainTextNotTls(line) => Error::new(
+            ErrorKind::Temporary,
+            format!("{what}: the server answered the TLS handshake in plain text: {line}"),
+        ),
     }
+}
+
+/// `security = "tls"` on a port that greets in plain text: a wrong profile, which no
+/// retry will mend (78).
+fn plain_text_port(server: &str, port: u16, line: &str) -> Error {
+    Error::config(format!(
+        "{server} speaks plain SMTP, not implicit TLS (it answered the TLS handshake with \
+         {line:?}): set security = \"starttls\" for port {port} (or use an smtp:// URL); \
+         security = \"tls\" is for implicit-TLS ports like 465"
+    ))
+}
+
+/// A port that sent no greeting in plain text but completes a TLS handshake speaks
+/// implicit TLS: a wrong profile (78).
+fn implicit_tls_port(server: &str, security: Security) -> Error {
+    Error::config(format!(
+        "{server} speaks implicit TLS: it sent no SMTP greeting in plain text but answers a \
+         TLS handshake; set security = \"tls\" (or use an smtps:// URL) instead of \
+         security = \"{}\"",
+        security.name()
+    ))
 }
 
 /// An I/O failure during `what`: a certificate problem (77), else temporary (75).
@@ -841,6 +894,52 @@ fn io_failure(what: &str, e: &io::Error) -> Error {
         };
     }
     Error::new(ErrorKind::Temporary, format!("{what}: {}", describe_io(e)))
+}
+
+/// A read that ran out of time (std reports it as `WouldBlock` on Unix).
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    )
+}
+
+/// Whether the server of `settings` completes a TLS handshake on a new connection (a
+/// certificate it cannot prove still counts: it speaks TLS). Bounded by the same
+/// timeout and deadline as the rest; nothing is sent after the handshake.
+fn answers_tls(settings: &SmtpSettings) -> bool {
+    let timeout = match settings.deadline {
+        Some(deadline) => settings
+            .timeout
+            .min(deadline.saturating_duration_since(Instant::now())),
+        None => settings.timeout,
+    };
+    let config = tls::client_config(settings.ca_file.as_deref());
+    let (Ok(config), Ok(name)) = (config, tls::server_name(&settings.host)) else {
+        return false;
+    };
+    if timeout.is_zero() {
+        return false;
+    }
+    let Ok(mut conn) = Conn::connect(&settings.host, settings.port, timeout) else {
+        return false;
+    };
+    let answered = conn.set_timeout(timeout).is_ok()
+        && match conn.upgrade(config, name) {
+            Ok(()) => true,
+            Err(WireError::Io(io)) => io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .is_some_and(|e| {
+                    matches!(
+                        e,
+                        rustls::Error::InvalidCertificate(_) | rustls::Error::AlertReceived(_)
+                    )
+                }),
+            Err(_) => false,
+        };
+    conn.shutdown();
+    answered
 }
 
 /// An I/O error in words; a read timeout is "timed out" (std reports it as
