@@ -12,7 +12,7 @@ use envoi::error::ErrorKind;
 use crate::cli::args::Cli;
 
 /// The variables envoi reads, and what each sets.
-const ENVIRONMENT: [(&str, &str); 8] = [
+const ENVIRONMENT: [(&str, &str); 9] = [
     ("ENVOI_CONFIG", "the config file (like --config)"),
     ("ENVOI_PROFILE", "the profile (like --profile)"),
     (
@@ -20,6 +20,10 @@ const ENVIRONMENT: [(&str, &str); 8] = [
         "a connection without a config file (like --smtp-url)",
     ),
     ("ENVOI_PASSWORD", "the password of an --smtp-url connection"),
+    (
+        "ENVOI_TOKEN",
+        "the OAuth2 bearer token of an --smtp-url connection with ?auth=xoauth2 or oauthbearer",
+    ),
     (
         "ENVOI_OUTBOX_DIR",
         "the outbox and idempotency ledger folder (like --outbox-dir)",

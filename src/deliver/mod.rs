@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Prepared;
-use crate::profile::{Password, Profile, Security, SmtpProfile, Transport};
+use crate::profile::{Auth, Password, Profile, Security, SmtpProfile, Transport};
 
 pub use retry::{Failure, Policy, Report};
 pub use smtp::{CertificateReport, RcptReply, ServerReport, payload_in_flight};
@@ -202,6 +202,7 @@ pub fn probe(host: &str, ports: &[u16], ca_file: Option<&Path>, timeout: Duratio
                 port,
                 security,
                 login: Ok(None),
+                auth: Auth::Password,
                 timeout,
                 ca_file: ca_file.map(Path::to_path_buf),
                 hello_name: None,

@@ -44,6 +44,9 @@ pub(super) struct ProfileEntry {
     pub(super) password_env: Option<String>,
     pub(super) password_command: Option<String>,
     pub(super) password: Option<Password>,
+    pub(super) auth: Option<Auth>,
+    pub(super) token_env: Option<String>,
+    pub(super) token_command: Option<String>,
     pub(super) from: Option<String>,
     pub(super) timeout_secs: Option<u64>,
     pub(super) ca_file: Option<PathBuf>,
@@ -99,6 +102,31 @@ impl Security {
     }
 }
 
+/// How envoi logs in (the `auth` key): with a password, or with an OAuth2 bearer token
+/// as Microsoft 365 and Gmail require.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Auth {
+    /// AUTH PLAIN, else LOGIN, as the server offers; the secret is a password.
+    #[default]
+    Password,
+    /// SASL XOAUTH2 (Google's and Microsoft's mechanism); the secret is a bearer token.
+    Xoauth2,
+    /// SASL OAUTHBEARER (RFC 7628); the secret is a bearer token.
+    Oauthbearer,
+}
+
+impl Auth {
+    /// The name the config file uses for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Auth::Password => "password",
+            Auth::Xoauth2 => "xoauth2",
+            Auth::Oauthbearer => "oauthbearer",
+        }
+    }
+}
+
 /// One named connection, checked: the connector's server, port, user name, password and
 /// TLS, or a directory to write messages into. A profile without a host or a directory
 /// cannot be built.
@@ -138,12 +166,15 @@ pub struct SmtpProfile {
     pub port: u16,
     /// Implicit TLS, required STARTTLS, or none.
     pub security: Security,
-    /// User name and where its password comes from; `None` logs in as nobody.
+    /// User name and where its secret comes from (a password, or for the OAuth2
+    /// mechanisms a bearer token); `None` logs in as nobody.
     ///
     /// A login the profile got wrong (a user name without a password, two password
     /// sources) is an `Err` here and fails the delivery that needs it (78), not the
     /// selection: a dry run or a look at the outbox does not log in.
     pub login: Result<Option<(String, PasswordSource)>>,
+    /// How to log in: which SASL mechanism, and so what the secret is.
+    pub auth: Auth,
     /// For connecting and for each command.
     pub timeout: Duration,
     /// A PEM file with extra trusted root certificates (a private CA).
@@ -226,6 +257,7 @@ impl ProfileEntry {
                     .ok_or_else(|| bad("host is missing".into()))?;
                 Transport::Smtp(SmtpProfile {
                     login: self.login(name),
+                    auth: self.auth.unwrap_or_default(),
                     host,
                     port: self.port.unwrap_or(security.default_port()),
                     security,
@@ -251,8 +283,25 @@ impl ProfileEntry {
         })
     }
 
-    /// The user name and its password source: exactly one source with a user name.
+    /// The user name and its secret's source: exactly one source with a user name, of
+    /// the kind `auth` needs (a password, or a token for the OAuth2 mechanisms).
     fn login(&self, name: &str) -> Result<Option<(String, PasswordSource)>> {
+        let auth = self.auth.unwrap_or_default();
+        if auth != Auth::Password {
+            return self.token_login(name, auth);
+        }
+        if let Some(key) = [
+            ("token_env", &self.token_env),
+            ("token_command", &self.token_command),
+        ]
+        .into_iter()
+        .find_map(|(key, value)| value.as_ref().map(|_| key))
+        {
+            return Err(Error::config(format!(
+                "profile {name:?}: {key} is for auth = \"xoauth2\" or \"oauthbearer\"; \
+                 set auth, or use password_env / password_command for a password"
+            )));
+        }
         let sources = [
             self.password_env.clone().map(PasswordSource::Env),
             self.password_command.clone().map(PasswordSource::Command),
@@ -274,6 +323,39 @@ impl ProfileEntry {
             (None, Some(_)) => Err(Error::config(format!(
                 "profile {name:?}: a password is set but no username"
             ))),
+        }
+    }
+}
+
+impl ProfileEntry {
+    /// The user name and token source of an OAuth2 mechanism: a user name and exactly
+    /// one of token_env and token_command; a password key is a mistake, named.
+    fn token_login(&self, name: &str, auth: Auth) -> Result<Option<(String, PasswordSource)>> {
+        let bad = |what: String| Err(Error::config(format!("profile {name:?}: {what}")));
+        let mechanism = auth.name();
+        if self.password_env.is_some() || self.password_command.is_some() || self.password.is_some()
+        {
+            return bad(format!(
+                "auth = \"{mechanism}\" logs in with a token, not a password: use token_env \
+                 or token_command instead of password_env, password_command or password"
+            ));
+        }
+        let source = match (&self.token_env, &self.token_command) {
+            (Some(var), None) => PasswordSource::Env(var.clone()),
+            (None, Some(command)) => PasswordSource::Command(command.clone()),
+            (Some(_), Some(_)) => return bad("give only one of token_env and token_command".into()),
+            (None, None) => {
+                return bad(format!(
+                    "auth = \"{mechanism}\" needs token_env or token_command (a program that \
+                     prints an access token, like oama or `gcloud auth print-access-token`)"
+                ));
+            }
+        };
+        match &self.username {
+            Some(user) => Ok(Some((user.clone(), source))),
+            None => bad(format!(
+                "auth = \"{mechanism}\" needs username (the mailbox the token is for)"
+            )),
         }
     }
 }
@@ -340,7 +422,11 @@ pub(crate) fn load(path: &Path, explicit: bool) -> Result<ConfigFile> {
     if file.profiles.values().any(|p| p.password.is_some()) {
         check_private(path)?;
     }
-    if file.profiles.values().any(|p| p.password_command.is_some()) {
+    if file
+        .profiles
+        .values()
+        .any(|p| p.password_command.is_some() || p.token_command.is_some())
+    {
         check_trusted(path)?;
     }
     Ok(file)
@@ -374,7 +460,7 @@ fn check_trusted(path: &Path) -> Result<()> {
         .map_err(|e| Error::config(format!("cannot stat {}: {e}", path.display())))?;
     if meta.mode() & 0o022 != 0 {
         return Err(Error::config(format!(
-            "{} runs a password_command but can be changed by others (mode {:o}); run: \
+            "{} runs a password_command or token_command but can be changed by others (mode {:o}); run: \
              chmod go-w {}",
             path.display(),
             meta.mode() & 0o777,
@@ -385,7 +471,7 @@ fn check_trusted(path: &Path) -> Result<()> {
         && meta.uid() != me
     {
         return Err(Error::config(format!(
-            "{} runs a password_command but belongs to another user (uid {}); only a file \
+            "{} runs a password_command or token_command but belongs to another user (uid {}); only a file \
              of your own may run commands",
             path.display(),
             meta.uid()
@@ -487,9 +573,13 @@ impl ConfigFile {
 /// Where an `--smtp-url` connection's password comes from.
 const PASSWORD_VAR: &str = "ENVOI_PASSWORD";
 
+/// Where an `--smtp-url` connection's bearer token comes from (`?auth=xoauth2`).
+const TOKEN_VAR: &str = "ENVOI_TOKEN";
+
 /// Builds a profile from `smtps://user@host:465`, `smtp://host` (STARTTLS) or
-/// `smtp://host:25?security=none`. The password comes from `$ENVOI_PASSWORD`; a password
-/// inside the URL is refused, since command lines are visible to other users.
+/// `smtp://host:25?security=none`. The password comes from `$ENVOI_PASSWORD` (with
+/// `?auth=xoauth2` or `?auth=oauthbearer`, a bearer token from `$ENVOI_TOKEN`); a
+/// password inside the URL is refused, since command lines are visible to other users.
 pub fn profile_from_url(raw: &str) -> Result<Profile> {
     // The raw URL is never echoed: it might hold a password.
     let bad = |why: &str| Error::config(format!("--smtp-url: {why}"));
@@ -513,14 +603,19 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
         "smtp" => Security::Starttls,
         other => return Err(bad(&format!("scheme {other:?} is not smtp or smtps"))),
     };
+    let mut auth = Auth::Password;
     for (key, value) in url.query_pairs() {
         match (key.as_ref(), value.as_ref()) {
             ("security", "tls") => security = Security::Tls,
             ("security", "starttls") => security = Security::Starttls,
             ("security", "none") => security = Security::None,
+            ("auth", "password") => auth = Auth::Password,
+            ("auth", "xoauth2") => auth = Auth::Xoauth2,
+            ("auth", "oauthbearer") => auth = Auth::Oauthbearer,
             _ => {
                 return Err(bad(&format!(
-                    "unknown parameter {key}={value} (known: security=tls|starttls|none)"
+                    "unknown parameter {key}={value} (known: security=tls|starttls|none, \
+                     auth=password|xoauth2|oauthbearer)"
                 )));
             }
         }
@@ -547,7 +642,18 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
     }
     Ok(Profile {
         transport: Transport::Smtp(SmtpProfile {
-            login: Ok(username.map(|user| (user, PasswordSource::Env(PASSWORD_VAR.into())))),
+            login: match (username, auth) {
+                (Some(user), Auth::Password) => {
+                    Ok(Some((user, PasswordSource::Env(PASSWORD_VAR.into()))))
+                }
+                (Some(user), _) => Ok(Some((user, PasswordSource::Env(TOKEN_VAR.into())))),
+                (None, Auth::Password) => Ok(None),
+                (None, other) => Err(bad(&format!(
+                    "auth={} needs a user name in the URL (the mailbox the token is for)",
+                    other.name()
+                ))),
+            },
+            auth,
             host,
             port: url.port().unwrap_or(security.default_port()),
             security,
@@ -720,6 +826,11 @@ mod tests {
         assert!(profile_from_url("smtp://h\r\n").is_err());
         let err = profile_from_url("smtp://a%0D%0Ab@h").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
+        let p = smtp(profile_from_url("smtp://me%40x.com@h?auth=xoauth2").unwrap());
+        assert_eq!(p.auth, Auth::Xoauth2);
+        assert!(matches!(p.login, Ok(Some((_, PasswordSource::Env(ref v)))) if v == "ENVOI_TOKEN"));
+        let p = smtp(profile_from_url("smtp://h?auth=oauthbearer").unwrap());
+        assert!(p.login.is_err(), "a token needs a user");
         assert!(profile_from_url("http://h").is_err());
         assert!(profile_from_url("smtp://h?tls=none").is_err());
     }

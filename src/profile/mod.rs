@@ -12,7 +12,7 @@ mod resolve;
 mod route;
 mod show;
 
-pub use config::{ConfigSource, Profile, Security, SmtpProfile, Transport, profile_from_url};
+pub use config::{Auth, ConfigSource, Profile, Security, SmtpProfile, Transport, profile_from_url};
 pub use files::{ProfileSummary, config_path, list_profiles, write_starter};
 pub use password::{Password, PasswordSource};
 pub use resolve::{Env, Flags, Origin, Resolved, resolve, resolve_outbox};

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::profile::config::{self, ConfigSource, ProfileEntry, Security, Transport};
+use crate::profile::config::{self, Auth, ConfigSource, ProfileEntry, Security, Transport};
 use crate::profile::files::config_path;
 use crate::profile::password::PasswordSource;
 use crate::profile::resolve::{Env, Flags, Origin, resolve};
@@ -138,16 +138,25 @@ fn explain(
                 Some(smtp.security.name().into()),
                 written.origin(|e| e.security.is_some(), true),
             );
+            push(
+                "auth",
+                Some(smtp.auth.name().into()),
+                written.origin(|e| e.auth.is_some(), true),
+            );
             let login_origin = written.origin(|e| e.username.is_some(), true);
+            let secret = match smtp.auth {
+                Auth::Password => "password",
+                Auth::Xoauth2 | Auth::Oauthbearer => "token",
+            };
             match &smtp.login {
                 Ok(Some((user, source))) => {
                     push("username", Some(user.clone()), login_origin);
-                    let (described, problem) = describe_password(source);
-                    push("password", Some(described), login_origin);
+                    let (described, problem) = describe_secret(secret, source);
+                    push(secret, Some(described), login_origin);
                     problems.extend(problem);
                     if smtp.security == Security::None && !smtp.allow_plaintext_auth {
                         problems.push(
-                            "a password with security = \"none\" would cross the network in \
+                            "a secret with security = \"none\" would cross the network in \
                              clear text: use \"starttls\" or \"tls\" (or set \
                              allow_plaintext_auth = true on a trusted network)"
                                 .into(),
@@ -156,7 +165,7 @@ fn explain(
                 }
                 Ok(None) => {
                     push("username", None, Origin::Default);
-                    push("password", None, Origin::Default);
+                    push(secret, None, Origin::Default);
                 }
                 Err(e) => {
                     push(
@@ -164,7 +173,7 @@ fn explain(
                         text(&written.entry.as_ref().and_then(|e| e.username.clone())),
                         login_origin,
                     );
-                    push("password", None, login_origin);
+                    push(secret, None, login_origin);
                     problems.push(e.message().to_owned());
                 }
             }
@@ -222,9 +231,10 @@ fn explain(
     );
 }
 
-/// Where a password comes from, in words, and the problem a send would meet fetching it.
-/// The password itself is never read: a command is not run, a variable only checked.
-fn describe_password(source: &PasswordSource) -> (String, Option<String>) {
+/// Where a secret (`password` or `token`) comes from, in words, and the problem a send
+/// would meet fetching it. The secret itself is never read: a command is not run, a
+/// variable only checked.
+fn describe_secret(secret: &str, source: &PasswordSource) -> (String, Option<String>) {
     match source {
         PasswordSource::Env(name) => {
             if std::env::var_os(name).is_some_and(|v| !v.is_empty()) {
@@ -232,7 +242,7 @@ fn describe_password(source: &PasswordSource) -> (String, Option<String>) {
             } else {
                 (
                     format!("from ${name} (not set)"),
-                    Some(format!("${name} holds the password but is not set")),
+                    Some(format!("${name} holds the {secret} but is not set")),
                 )
             }
         }

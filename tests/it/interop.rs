@@ -27,6 +27,7 @@ fn aiosmtpd(
         auth: Some((USER.into(), PASSWORD.into())),
         refuse_rcpt,
         cert_key: Some(pki.write_leaf(dir)),
+        oauth: None,
     })?;
     let profile_security = if security == "tls" { "tls" } else { "starttls" };
     let config = Config::new(server.port(), profile_security)

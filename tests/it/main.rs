@@ -10,6 +10,7 @@ mod config;
 mod docs;
 mod harness;
 mod interop;
+mod oauth;
 mod outbox;
 mod reliability;
 mod send;

@@ -29,7 +29,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::message::Prepared;
 use crate::message::check::no_line_breaks;
 use crate::message::wire::write_data;
-use crate::profile::{Password, Security, SmtpProfile};
+use crate::profile::{Auth, Password, Security, SmtpProfile};
 
 use conn::{Conn, WireError};
 use reply::Reply;
@@ -53,8 +53,11 @@ pub(crate) struct SmtpSettings {
     pub port: u16,
     /// Implicit TLS, required STARTTLS, or none.
     pub security: Security,
-    /// User name and password for AUTH PLAIN/LOGIN.
+    /// User name and secret: a password for AUTH PLAIN/LOGIN, a bearer token for
+    /// XOAUTH2/OAUTHBEARER.
     pub credentials: Option<(String, Password)>,
+    /// Which mechanism the credentials are for.
+    pub auth: Auth,
     /// EHLO name; `None` means this machine's host name.
     pub hello_name: Option<String>,
     /// Timeout for connecting and for each command.
@@ -110,6 +113,7 @@ impl SmtpSettings {
             port: profile.port,
             security: profile.security,
             credentials,
+            auth: profile.auth,
             hello_name: profile.hello_name.clone(),
             timeout: profile.timeout,
             ca_file: profile.ca_file.clone(),
@@ -361,8 +365,13 @@ impl SmtpSession {
             };
             self.starttls(config, &settings.host, hello)?;
         }
-        if let Some((user, password)) = &settings.credentials {
-            self.login(user, password)?;
+        if let Some((user, secret)) = &settings.credentials {
+            match settings.auth {
+                Auth::Password => self.login(user, secret)?,
+                Auth::Xoauth2 | Auth::Oauthbearer => {
+                    self.bearer_login(settings.auth, user, secret, &settings.host, settings.port)?
+                }
+            }
         }
         if let Some(dsn) = &settings.dsn {
             if self.caps.dsn {
@@ -494,6 +503,85 @@ impl SmtpSession {
             return Err(refused(&reply, &self.server));
         }
         Ok(())
+    }
+
+    /// SASL XOAUTH2 or OAUTHBEARER (RFC 7628) with a bearer token, driven here rather
+    /// than by a library because the failure path matters: a refused token is answered
+    /// `334 <base64 JSON>`, and the server waits for the client's reply to it (an empty
+    /// line for XOAUTH2, `^A` for OAUTHBEARER) before its `535`. Answering at once turns
+    /// a bad token into a prompt 77 with the provider's reason instead of a timeout.
+    fn bearer_login(
+        &mut self,
+        auth: Auth,
+        user: &str,
+        token: &Password,
+        host: &str,
+        port: u16,
+    ) -> Result<()> {
+        let (mechanism, response, after_error) = match auth {
+            Auth::Oauthbearer => (
+                "OAUTHBEARER",
+                format!(
+                    "n,a={},\x01host={host}\x01port={port}\x01auth=Bearer {}\x01\x01",
+                    gs2_escape(user),
+                    token.expose()
+                ),
+                BASE64.encode("\x01"),
+            ),
+            Auth::Xoauth2 | Auth::Password => (
+                "XOAUTH2",
+                format!("user={user}\x01auth=Bearer {}\x01\x01", token.expose()),
+                String::new(),
+            ),
+        };
+        if !self.caps.offers_auth(mechanism) {
+            return Err(Error::new(
+                ErrorKind::AuthRefused,
+                format!(
+                    "{} does not offer AUTH {mechanism} (auth = \"{}\"); it offers: {}",
+                    self.server,
+                    auth.name(),
+                    if self.caps.auth.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        self.caps.auth.join(" ")
+                    }
+                ),
+            ));
+        }
+        let mut reply = self.secret_command(
+            &format!("AUTH {mechanism} {}", BASE64.encode(response)),
+            &format!("AUTH {mechanism} [redacted]"),
+        )?;
+        let mut reason = None;
+        if reply.code == 334 {
+            // The provider's reason, as JSON (`{"status":"401","schemes":"bearer",…}`).
+            reason = BASE64
+                .decode(reply.text().trim())
+                .ok()
+                .map(|json| printable(String::from_utf8_lossy(&json)));
+            reply = self.command(&after_error, "AUTH")?;
+        }
+        if reply.code == 235 {
+            return Ok(());
+        }
+        if reply.code < 500 && reply.code != 334 {
+            return Err(negative("AUTH", &reply));
+        }
+        Err(Error::new(
+            ErrorKind::AuthRefused,
+            format!(
+                "{} refused the {mechanism} token for user {user:?}: {} {}{}",
+                self.server,
+                reply.code,
+                printable(reply.text()),
+                reason
+                    .map(|r| format!(" (the server said: {r})"))
+                    .unwrap_or_default()
+            )
+            .trim_end()
+            .to_owned(),
+        ))
     }
 
     /// The MAIL parameters `prepared` needs: SMTPUTF8 when an address needs it, else
@@ -951,6 +1039,11 @@ fn describe_io(e: &io::Error) -> String {
     }
 }
 
+/// RFC 5801 §4: in a GS2 header's authzid, `,` is `=2C` and `=` is `=3D`.
+fn gs2_escape(user: &str) -> String {
+    user.replace('=', "=3D").replace(',', "=2C")
+}
+
 /// RFC 3461 §4: xtext, `+XX` for `+`, `=` and anything outside printable ASCII.
 fn xtext(text: &str) -> String {
     text.bytes()
@@ -985,6 +1078,12 @@ mod tests {
     #[test]
     fn printable_strips_control_characters() {
         assert_eq!(printable("ok\x1b[2J\r\nfake"), "ok?[2J??fake");
+    }
+
+    #[test]
+    fn gs2_escapes_comma_and_equals() {
+        assert_eq!(gs2_escape("a,b=c@x"), "a=2Cb=3Dc@x");
+        assert_eq!(gs2_escape("bot@example.com"), "bot@example.com");
     }
 
     #[test]

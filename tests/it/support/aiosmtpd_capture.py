@@ -7,6 +7,10 @@ each accepted message to OUT/NNNN.json (atomically: temp file + rename):
      "auth_user": str | null, "tls": bool}
 Every command line the client sends (not DATA content, not AUTH continuation lines) is appended
 to OUT/transcript.log; aiosmtpd masks the initial response of `AUTH <mech> <response>` as ********.
+With --oauth USER:TOKEN it also offers XOAUTH2 and OAUTHBEARER (RFC 7628), as Gmail and
+Microsoft 365 speak them: a wrong token is answered `334 <base64 JSON error>`, and only after the
+client's reply to that (an empty line, or ^A for OAUTHBEARER) comes the 535. Each decoded SASL
+message is appended to OUT/sasl.log as one JSON line {"mechanism", "message", "ok"}.
 Stops on SIGTERM or SIGINT (and, with --exit-on-stdin-eof, when stdin closes: the parent died).
 """
 import argparse
@@ -35,6 +39,7 @@ def parse_args():
     p.add_argument("--cert", help="PEM: leaf certificate, optionally followed by its CA chain")
     p.add_argument("--key", help="PEM private key")
     p.add_argument("--auth", metavar="USER:PASS", help="accept AUTH PLAIN/LOGIN with these")
+    p.add_argument("--oauth", metavar="USER:TOKEN", help="accept XOAUTH2/OAUTHBEARER with these")
     p.add_argument("--require-starttls", action="store_true", help="starttls mode: 530 before STARTTLS")
     p.add_argument("--refuse-rcpt", metavar="ADDR=CODE", action="append", default=[])
     p.add_argument("--out", required=True, help="directory for NNNN.json and transcript.log")
@@ -88,6 +93,54 @@ class TranscriptHandler(logging.Handler):
             self.file.write((line if isinstance(line, bytes) else str(line).encode()) + b"\n")
 
 
+class OAuthCapture(Capture):
+    """Capture plus XOAUTH2 and OAUTHBEARER, checked the way the big providers check them."""
+
+    ERROR = json.dumps({"status": "401", "schemes": "bearer", "scope": "https://mail.google.com/"},
+                       separators=(",", ":"))
+
+    def __init__(self, out, refuse, user, token):
+        super().__init__(out, refuse)
+        self.user, self.token = user, token
+
+    def record(self, mechanism, message, ok):
+        with open(os.path.join(self.out, "sasl.log"), "a", encoding="utf-8") as f:
+            f.write(json.dumps({"mechanism": mechanism, "message": message, "ok": ok}) + "\n")
+
+    async def bearer(self, server, args, mechanism, expected, error_reply):
+        if len(args) == 2:
+            try:
+                blob = base64.b64decode(args[1], validate=True)
+            except ValueError:
+                return AuthResult(success=False, handled=False)
+        else:
+            blob = await server.challenge_auth("")
+            if not isinstance(blob, bytes):
+                return AuthResult(success=False, handled=True)
+        message = blob.decode("utf-8", "replace")
+        ok = message == expected
+        self.record(mechanism, message, ok)
+        if ok:
+            from aiosmtpd.smtp import LoginPassword
+            return AuthResult(success=True, auth_data=LoginPassword(self.user.encode(), b""))
+        # The provider's error challenge; the client must answer it before the 535.
+        answer = await server.challenge_auth(self.ERROR)
+        self.record(mechanism + " error reply", answer.decode("latin-1") if isinstance(answer, bytes) else None,
+                    answer == error_reply)
+        return AuthResult(success=False, handled=False,
+                          message="535 5.7.8 Username and Password not accepted")
+
+    async def auth_XOAUTH2(self, server, args):
+        expected = f"user={self.user}\x01auth=Bearer {self.token}\x01\x01"
+        return await self.bearer(server, args, "XOAUTH2", expected, b"")
+
+    async def auth_OAUTHBEARER(self, server, args):
+        host, port = server.transport.get_extra_info("sockname")[:2]
+        expected = (f"n,a={self.user},\x01host=localhost\x01port={port}"
+                    f"\x01auth=Bearer {self.token}\x01\x01")
+        return await self.bearer(server, args, "OAUTHBEARER", expected, b"\x01")
+
+
 def make_authenticator(user, password):
     def authenticator(server, session, envelope, mechanism, auth_data):
         ok = auth_data.login == user.encode() and auth_data.password == password.encode()
@@ -107,7 +160,11 @@ async def serve(a):
     for item in a.refuse_rcpt:
         addr, _, code = item.rpartition("=")
         refuse[addr.lower()] = int(code)
-    handler = Capture(a.out, refuse)
+    if a.oauth:
+        oauth_user, _, token = a.oauth.partition(":")
+        handler = OAuthCapture(a.out, refuse, oauth_user, token)
+    else:
+        handler = Capture(a.out, refuse)
 
     tls_ctx = None
     if a.security != "none":

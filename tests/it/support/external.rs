@@ -82,6 +82,21 @@ pub struct AiosmtpdOptions {
     pub refuse_rcpt: Vec<(String, u16)>,
     /// PEM certificate (leaf, optionally followed by its chain) and PEM key; needed for TLS.
     pub cert_key: Option<(PathBuf, PathBuf)>,
+    /// Also offer XOAUTH2 and OAUTHBEARER, accepting exactly this user and bearer token; a
+    /// wrong token gets the providers' `334 <base64 JSON>` challenge, then 535.
+    pub oauth: Option<(String, String)>,
+}
+
+/// One SASL message the server decoded (`--oauth`), in order of arrival.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct SaslRecord {
+    /// `XOAUTH2`, `OAUTHBEARER`, or that with ` error reply` for the client's answer to
+    /// the error challenge.
+    pub mechanism: String,
+    /// The decoded message as received (`None` when the client aborted).
+    pub message: Option<String>,
+    /// Whether it was what the server expected.
+    pub ok: bool,
 }
 
 /// One message accepted by [`Aiosmtpd`].
@@ -167,6 +182,9 @@ impl Aiosmtpd {
         }
         if let Some((user, pass)) = &opts.auth {
             cmd.arg("--auth").arg(format!("{user}:{pass}"));
+        }
+        if let Some((user, token)) = &opts.oauth {
+            cmd.arg("--oauth").arg(format!("{user}:{token}"));
         }
         if opts.security == "starttls" {
             cmd.arg("--require-starttls");
@@ -265,6 +283,14 @@ impl Aiosmtpd {
     /// What the server printed on stderr (tracebacks, warnings).
     pub fn log(&self) -> String {
         read_or_empty(&self.out.path().join("stderr.log"))
+    }
+
+    /// Every SASL message decoded by the `--oauth` mechanisms.
+    pub fn sasl(&self) -> Vec<SaslRecord> {
+        read_or_empty(&self.out.path().join("sasl.log"))
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a sasl.log line is JSON"))
+            .collect()
     }
 }
 
