@@ -188,6 +188,29 @@ fn a_dead_relay_queues_the_message() {
     assert!(state.contains("\"FAILURE\""), "{state}");
 }
 
+/// The bug: `To: undisclosed-recipients:;`, the empty group (RFC 5322 §3.4) mailers write
+/// when every recipient is a Bcc, was refused with 65 as a bad address. It names no one:
+/// the Bcc address is the only recipient, Bcc is removed and To arrives as written.
+#[test]
+fn undisclosed_recipients_is_an_empty_group_not_a_bad_address() {
+    let mta = Mta::new("");
+    let input = b"From: Ann <ann@example.com>\nTo: undisclosed-recipients:;\n\
+                  Bcc: x@example.com\nSubject: all bcc\n\nbody\n";
+    let run = mta.sendmail(&["-t"], input);
+    assert_eq!(run.stderr, "", "{run}");
+    let (m, text) = mta.only_message();
+    assert_eq!(m.mail_from, "ann@example.com");
+    assert_eq!(m.rcpt_to, ["x@example.com"]);
+    assert_eq!(header(&text, "To"), Some("undisclosed-recipients:;"));
+    assert!(header(&text, "Bcc").is_none(), "{text}");
+    assert!(
+        !text.contains("x@example.com"),
+        "the Bcc address leaked: {text}"
+    );
+    assert_eq!(header(&text, "Subject"), Some("all bcc"));
+    assert!(text.ends_with("\r\n\r\nbody\r\n"), "{text:?}");
+}
+
 /// What envoi does not do is a usage error (64), and input that is not a message is 65.
 #[test]
 fn unsupported_modes_and_bad_input() {
