@@ -5,7 +5,8 @@
 //! the Bcc field is removed, a missing Date, Message-ID or From is added, and bare names
 //! (`root`, cron's `root (Cron Daemon)`) are qualified through the profile's aliases or
 //! default domain in the envelope and in From, To and Cc. Every line ending becomes CRLF;
-//! 8-bit bytes pass unchanged.
+//! 8-bit bytes pass unchanged. An address group (RFC 5322 §3.4, `Team: a@x, b@y;`) stands
+//! for its members; an empty one (`undisclosed-recipients:;`) for no one.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -76,18 +77,58 @@ impl Names {
         Ok(Some((address::parse_single(what, &text)?, qualified)))
     }
 
-    /// Every mailbox of a comma-separated list; the bool says whether any was a bare name.
+    /// Every mailbox of an address list, the members of its groups included (an empty
+    /// group, `undisclosed-recipients:;`, has none); the bool says whether any was a bare
+    /// name.
     fn mailboxes(&self, what: &str, list: &str) -> Result<(Vec<Mailbox>, bool)> {
-        let mut all = Vec::new();
-        let mut any_bare = false;
-        for item in split_commas(list) {
-            if let Some((mailbox, bare)) = self.mailbox(what, item)? {
-                any_bare |= bare;
-                all.push(mailbox);
-            }
-        }
+        let (entries, any_bare) = self.entries(what, list)?;
+        let all = entries
+            .into_iter()
+            .flat_map(|entry| match entry {
+                Entry::Single(mailbox) => vec![mailbox],
+                Entry::Group(_, members) => members,
+            })
+            .collect();
         Ok((all, any_bare))
     }
+
+    /// The list's entries, each mailbox qualified; the bool says whether any was a bare
+    /// name.
+    fn entries<'l>(&self, what: &str, list: &'l str) -> Result<(Vec<Entry<'l, Mailbox>>, bool)> {
+        let mut any_bare = false;
+        let mut one = |item: &str| -> Result<Option<Mailbox>> {
+            Ok(self.mailbox(what, item)?.map(|(mailbox, bare)| {
+                any_bare |= bare;
+                mailbox
+            }))
+        };
+        let mut entries = Vec::new();
+        for entry in split_list(list) {
+            match entry {
+                Entry::Single(item) => {
+                    if let Some(mailbox) = one(item)? {
+                        entries.push(Entry::Single(mailbox));
+                    }
+                }
+                Entry::Group(name, items) => {
+                    let mut members = Vec::new();
+                    for item in items {
+                        members.extend(one(item)?);
+                    }
+                    entries.push(Entry::Group(name, members));
+                }
+            }
+        }
+        Ok((entries, any_bare))
+    }
+}
+
+/// One entry of an address list (RFC 5322 §3.4): a mailbox, or a group, its display name
+/// and its members (`Team: a@x, b@y;`, or none: `undisclosed-recipients:;`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry<'l, T> {
+    Single(T),
+    Group(&'l str, Vec<T>),
 }
 
 /// One header field: its name and its lines exactly as given (continuations included).
@@ -332,13 +373,23 @@ impl Given {
         Ok(list.remove(0))
     }
 
-    /// Rewrites a To or Cc field whose list holds a bare name; leaves it as written
-    /// otherwise.
+    /// Rewrites a To or Cc field whose list holds a bare name, groups kept as groups;
+    /// leaves it as written otherwise.
     fn qualify_field(&mut self, name: &str, names: &Names) -> Result<()> {
         for field in self.fields.iter_mut().filter(|f| f.is(name)) {
-            let (list, any_bare) = names.mailboxes(name, &field.value())?;
-            if any_bare && !list.is_empty() {
-                let line = format!("{}: {}", field.name, encoded_mailboxes(&list));
+            let value = field.value();
+            let (entries, any_bare) = names.entries(name, &value)?;
+            if any_bare {
+                let list: Vec<String> = entries
+                    .iter()
+                    .map(|entry| match entry {
+                        Entry::Single(mailbox) => encoded_mailboxes(std::slice::from_ref(mailbox)),
+                        Entry::Group(group, members) => {
+                            format!("{group}: {};", encoded_mailboxes(members))
+                        }
+                    })
+                    .collect();
+                let line = format!("{}: {}", field.name, list.join(",\r\n "));
                 field.lines = line.split("\r\n").map(|l| l.as_bytes().to_vec()).collect();
             }
         }
@@ -407,26 +458,62 @@ fn strip_comments(item: &str) -> (String, Option<String>) {
     (bare, last)
 }
 
-/// Splits a header's address list at commas outside quotes, comments and `<…>`.
-fn split_commas(list: &str) -> Vec<&str> {
-    let mut items = Vec::new();
-    let (mut quoted, mut depth, mut angle, mut start) = (false, 0usize, false, 0);
+/// Splits a header's address list into its items: at commas, and around groups
+/// (`name: items;`), outside quotes, comments, `<…>` and domain literals (`[IPv6:…]`).
+/// Items are as written, empty ones included; a group without its closing `;` ends with
+/// the list.
+fn split_list(list: &str) -> Vec<Entry<'_, &str>> {
+    let mut entries = Vec::new();
+    let mut group: Option<(&str, Vec<&str>)> = None;
+    let (mut quoted, mut escaped, mut depth, mut angle, mut literal) =
+        (false, false, 0usize, false, false);
+    let mut start = 0;
     for (i, c) in list.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        let outside = !quoted && depth == 0 && !angle && !literal;
         match c {
+            '\\' if quoted || depth > 0 => escaped = true,
             '"' if depth == 0 => quoted = !quoted,
             '(' if !quoted => depth += 1,
             ')' if !quoted && depth > 0 => depth -= 1,
             '<' if !quoted && depth == 0 => angle = true,
             '>' if !quoted && depth == 0 => angle = false,
-            ',' if !quoted && depth == 0 && !angle => {
-                items.push(&list[start..i]);
+            '[' if !quoted && depth == 0 => literal = true,
+            ']' if !quoted && depth == 0 => literal = false,
+            ':' if outside && group.is_none() => {
+                group = Some((list[start..i].trim(), Vec::new()));
                 start = i + 1;
+            }
+            ',' if outside => {
+                let item = &list[start..i];
+                match &mut group {
+                    Some((_, members)) => members.push(item),
+                    None => entries.push(Entry::Single(item)),
+                }
+                start = i + 1;
+            }
+            ';' if outside => {
+                if let Some((name, mut members)) = group.take() {
+                    members.push(&list[start..i]);
+                    entries.push(Entry::Group(name, members));
+                    start = i + 1;
+                }
             }
             _ => {}
         }
     }
-    items.push(&list[start..]);
-    items
+    let rest = &list[start..];
+    match group {
+        Some((name, mut members)) => {
+            members.push(rest);
+            entries.push(Entry::Group(name, members));
+        }
+        None => entries.push(Entry::Single(rest)),
+    }
+    entries
 }
 
 #[cfg(test)]
@@ -551,8 +638,102 @@ mod tests {
             ("root ".into(), Some("Cron Daemon".into()))
         );
         assert_eq!(
-            split_commas("a@x, \"B, C\" <b@y> (x, y), c"),
-            ["a@x", " \"B, C\" <b@y> (x, y)", " c"]
+            split_list("a@x, \"B, C\" <b@y> (x, y), c"),
+            [
+                Entry::Single("a@x"),
+                Entry::Single(" \"B, C\" <b@y> (x, y)"),
+                Entry::Single(" c")
+            ]
         );
+    }
+
+    /// RFC 5322 groups: `name: members;`, members possibly none. Colons inside quotes,
+    /// comments, `<…>` and domain literals start no group.
+    #[test]
+    fn groups_are_split_into_their_members() {
+        assert_eq!(
+            split_list("undisclosed-recipients:;"),
+            [
+                Entry::Group("undisclosed-recipients", vec![""]),
+                Entry::Single("")
+            ]
+        );
+        assert_eq!(
+            split_list("Team: a@x, \"B: C\" <b@y>;, c (re: x), d@[IPv6:::1], Late: e@z"),
+            [
+                Entry::Group("Team", vec![" a@x", " \"B: C\" <b@y>"]),
+                Entry::Single(""),
+                Entry::Single(" c (re: x)"),
+                Entry::Single(" d@[IPv6:::1]"),
+                Entry::Group("Late", vec![" e@z"]),
+            ]
+        );
+        let names = names();
+        let emails = |list: &str| -> Vec<String> {
+            let (all, _) = names.mailboxes("To", list).unwrap();
+            all.into_iter().map(|m| m.email.to_string()).collect()
+        };
+        assert_eq!(
+            emails("Team: a@example.com, Bob <b@example.com>;, c@example.com"),
+            ["a@example.com", "b@example.com", "c@example.com"]
+        );
+        assert!(emails("undisclosed-recipients:;").is_empty());
+        assert!(emails("undisclosed-recipients: ;").is_empty());
+    }
+
+    /// What mailers write when every recipient is a Bcc: the empty group stays as written
+    /// and only the Bcc addresses are recipients. Without -t it is left alone too.
+    #[test]
+    fn an_empty_group_is_no_recipient_and_stays_as_written() {
+        let names = names();
+        let input = b"From: ann@example.com\r\nTo: undisclosed-recipients:;\r\n\
+                      Bcc: x@example.com\r\nSubject: s\r\n\r\nbody\r\n";
+        let p = parse(input)
+            .unwrap()
+            .prepare(&submission(&names, &[], true))
+            .unwrap();
+        let rcpts: Vec<String> = p.envelope.to().iter().map(ToString::to_string).collect();
+        assert_eq!(rcpts, ["x@example.com"]);
+        let t = text(&p);
+        assert!(
+            t.starts_with(
+                "From: ann@example.com\r\nTo: undisclosed-recipients:;\r\nSubject: s\r\n"
+            ),
+            "{t}"
+        );
+        assert!(!t.contains("Bcc"), "{t}");
+
+        let args = ["bob@example.com".to_owned()];
+        let p = parse(input)
+            .unwrap()
+            .prepare(&submission(&names, &args, false))
+            .unwrap();
+        assert!(text(&p).contains("\r\nTo: undisclosed-recipients:;\r\n"));
+
+        let err = parse(b"To: undisclosed-recipients:;\n\nbody\n")
+            .unwrap()
+            .prepare(&submission(&names, &[], true))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Usage, "{err}");
+    }
+
+    /// A bare name inside a group is qualified like any other, and the group kept.
+    #[test]
+    fn a_group_with_a_bare_name_is_rewritten_as_a_group() {
+        let names = names();
+        let input = b"To: Team: root, b@example.com;, c@example.com\nCc: None:;\n\nbody\n";
+        let p = parse(input)
+            .unwrap()
+            .prepare(&submission(&names, &[], true))
+            .unwrap();
+        let t = text(&p);
+        assert!(
+            t.starts_with(
+                "To: Team: ops@example.com,\r\n b@example.com;,\r\n c@example.com\r\nCc: None:;\r\n"
+            ),
+            "{t}"
+        );
+        let rcpts: Vec<String> = p.envelope.to().iter().map(ToString::to_string).collect();
+        assert_eq!(rcpts, ["ops@example.com", "b@example.com", "c@example.com"]);
     }
 }

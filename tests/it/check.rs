@@ -1,10 +1,12 @@
 //! `envoi check`, the connection doctor: it connects, secures, logs in and says QUIT,
 //! against the in-process server, and sends no mail.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tempfile::TempDir;
 
+use crate::support::certs::{Leaf, TestPki};
 use crate::support::envoi::{Config, ExpectExit, Setup, assert_no_secret, envoi};
 use crate::support::smtp_server::{Security, ServerOptions};
 use crate::support::{PASSWORD, USER};
@@ -70,6 +72,52 @@ fn a_working_connection_is_described_and_no_mail_is_sent() {
     assert!(
         !human.stderr.contains("expires in"),
         "no expiry warning: {human}"
+    );
+}
+
+/// A certificate that expires in under 14 days (here in 3½) is a warning on standard
+/// error, not a failure: exit 0, and `--json` gives the days left for a script to judge.
+/// A certificate far from its end gets no warning.
+#[test]
+fn a_certificate_about_to_expire_is_a_warning_not_a_failure() {
+    let pki = Arc::new(TestPki::with_leaf(Leaf::ExpiresSoon));
+    let s = Setup::new(
+        Security::ImplicitTls,
+        ServerOptions {
+            pki: Some(pki),
+            ..ServerOptions::default()
+        },
+    );
+    let run = check(&s).arg("--json").expect_exit(0);
+    let json = run.json();
+    assert_eq!(json["status"], "ok", "{json}");
+    assert_eq!(json["certificate"]["days_left"], 3, "{json}");
+    let expires = json["certificate"]["expires"]
+        .as_str()
+        .filter(|e| !e.is_empty())
+        .unwrap_or_else(|| panic!("no expiry: {json}"));
+
+    let human = check(&s).expect_exit(0);
+    assert!(
+        human
+            .stdout
+            .contains(&format!("expires {expires} (in 3 days)")),
+        "{human}"
+    );
+    assert!(human.stdout.contains("the connection works"), "{human}");
+    assert_eq!(
+        human.stderr,
+        format!("envoi: warning: the server's certificate expires in 3 days ({expires})\n"),
+        "{human}"
+    );
+    s.assert_nothing_delivered();
+
+    let fresh = Setup::new(Security::ImplicitTls, ServerOptions::default());
+    let human = check(&fresh).expect_exit(0);
+    assert!(human.stdout.contains("the connection works"), "{human}");
+    assert_eq!(
+        human.stderr, "",
+        "a warning for a fresh certificate: {human}"
     );
 }
 

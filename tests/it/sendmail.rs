@@ -1,6 +1,6 @@
 //! Sendmail mode (`envoi sendmail`, or envoi run as `sendmail`) as its real callers use
-//! it: cron's flags and bare names, a `sendmail` link, git send-email and mail(1), each
-//! checked on what the server received.
+//! it: cron's flags and bare names, a `sendmail` link, git send-email, and mail(1) both
+//! BSD and GNU, each checked on what the server received.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -188,6 +188,29 @@ fn a_dead_relay_queues_the_message() {
     assert!(state.contains("\"FAILURE\""), "{state}");
 }
 
+/// The bug: `To: undisclosed-recipients:;`, the empty group (RFC 5322 §3.4) mailers write
+/// when every recipient is a Bcc, was refused with 65 as a bad address. It names no one:
+/// the Bcc address is the only recipient, Bcc is removed and To arrives as written.
+#[test]
+fn undisclosed_recipients_is_an_empty_group_not_a_bad_address() {
+    let mta = Mta::new("");
+    let input = b"From: Ann <ann@example.com>\nTo: undisclosed-recipients:;\n\
+                  Bcc: x@example.com\nSubject: all bcc\n\nbody\n";
+    let run = mta.sendmail(&["-t"], input);
+    assert_eq!(run.stderr, "", "{run}");
+    let (m, text) = mta.only_message();
+    assert_eq!(m.mail_from, "ann@example.com");
+    assert_eq!(m.rcpt_to, ["x@example.com"]);
+    assert_eq!(header(&text, "To"), Some("undisclosed-recipients:;"));
+    assert!(header(&text, "Bcc").is_none(), "{text}");
+    assert!(
+        !text.contains("x@example.com"),
+        "the Bcc address leaked: {text}"
+    );
+    assert_eq!(header(&text, "Subject"), Some("all bcc"));
+    assert!(text.ends_with("\r\n\r\nbody\r\n"), "{text:?}");
+}
+
 /// What envoi does not do is a usage error (64), and input that is not a message is 65.
 #[test]
 fn unsupported_modes_and_bad_input() {
@@ -304,4 +327,51 @@ fn mailx_sends_through_envoi() {
     assert_eq!(m.rcpt_to, ["bob@example.com"]);
     assert_eq!(header(&text, "Subject"), Some("hello from mailx"));
     assert!(text.contains("sent by mail(1)"), "{text}");
+}
+
+/// GNU mail (mailutils' mail.mailutils) with envoi as its mailer: it runs
+/// `sendmail -oi -f SENDER -t` and writes no From field, so envoi reads the recipients from
+/// To, adds From, Message-ID, and takes -f as the envelope sender.
+#[test]
+fn gnu_mail_sends_through_envoi() {
+    let mail = Path::new("/usr/bin/mail.mailutils");
+    if !require_external("mailutils (mail.mailutils)", mail.exists()) {
+        return;
+    }
+    let mta = Mta::new("");
+    let link = mta.link();
+    // ~/.mailrc in the hermetic HOME. The mailer must be a `sendmail://` URL: a plain path
+    // is run as a program with no arguments (no -t, so no recipient for a sendmail).
+    std::fs::write(
+        mta.home.path().join(".mailrc"),
+        format!("set sendmail=sendmail://{}\n", link.display()),
+    )
+    .expect("mailrc");
+    let mut cmd = mta.program(mail);
+    // -n and --no-site-config: neither /etc/mail.rc nor /etc/mailutils.conf is read.
+    cmd.args([
+        "-n",
+        "--no-site-config",
+        "-r",
+        "ann@example.com",
+        "-s",
+        "hello from GNU mail",
+        "bob@example.com",
+    ]);
+    feed(cmd, b"sent by GNU mail\n.\nafter a lone dot\n");
+    let (m, text) = mta.only_message();
+    assert_eq!(m.mail_from, "ann@example.com", "-f is the envelope sender");
+    assert_eq!(m.rcpt_to, ["bob@example.com"]);
+    assert_eq!(header(&text, "To"), Some("<bob@example.com>"));
+    assert_eq!(header(&text, "Subject"), Some("hello from GNU mail"));
+    assert_eq!(
+        header(&text, "From"),
+        Some("\"Envoi Test\" <sender@example.com>"),
+        "no From given: the profile's"
+    );
+    assert!(header(&text, "Message-ID").is_some(), "{text}");
+    assert!(
+        text.ends_with("\r\n\r\nsent by GNU mail\r\n.\r\nafter a lone dot\r\n"),
+        "{text:?}"
+    );
 }

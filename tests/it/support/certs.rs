@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -14,7 +15,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 /// A fresh certificate authority plus a server certificate for `localhost` and `127.0.0.1`.
 ///
 /// Validity uses rcgen's defaults (1975-01-01 to 4096-01-01), so a certificate made now is
-/// valid now and never expires during a test run.
+/// valid now and never expires during a test run; [`Leaf`] has the exceptions.
 pub struct TestPki {
     ca_der: CertificateDer<'static>,
     ca_pem: String,
@@ -33,7 +34,14 @@ pub enum Leaf {
     WrongHost,
     /// Expired in 2001.
     Expired,
+    /// Valid like `Good`, since a day ago and for three and a half more days from now:
+    /// about to expire. Half a day more than three, so that the whole days left (3) is
+    /// not at a day boundary during a test.
+    ExpiresSoon,
 }
+
+/// How long an [`Leaf::ExpiresSoon`] leaf stays valid from the time it is made.
+pub const EXPIRES_SOON: Duration = Duration::from_secs(3 * 86_400 + 12 * 3_600);
 
 impl TestPki {
     /// Generates a new CA and a leaf certificate signed by it (ECDSA P-256).
@@ -71,7 +79,7 @@ impl TestPki {
             Leaf::WrongHost => vec![SanType::DnsName(
                 "wrong.example".try_into().expect("valid DNS name"),
             )],
-            Leaf::Good | Leaf::Expired => vec![
+            Leaf::Good | Leaf::Expired | Leaf::ExpiresSoon => vec![
                 SanType::DnsName("localhost".try_into().expect("valid DNS name")),
                 SanType::IpAddress([127, 0, 0, 1].into()),
             ],
@@ -79,6 +87,11 @@ impl TestPki {
         if kind == Leaf::Expired {
             leaf_params.not_before = rcgen::date_time_ymd(2000, 1, 1);
             leaf_params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        }
+        if kind == Leaf::ExpiresSoon {
+            let now = SystemTime::now();
+            leaf_params.not_before = (now - Duration::from_secs(86_400)).into();
+            leaf_params.not_after = (now + EXPIRES_SOON).into();
         }
         leaf_params.is_ca = IsCa::ExplicitNoCa;
         leaf_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];

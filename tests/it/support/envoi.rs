@@ -164,10 +164,11 @@ pub struct Setup {
 
 impl Setup {
     /// A server of the given kind that wants the canary login (plus `opts`), and a config
-    /// that logs in and trusts the server's CA.
+    /// that logs in and trusts the server's CA. The server serves `opts.pki`, else a new
+    /// [`TestPki`].
     pub fn new(security: Security, opts: ServerOptions) -> Setup {
         let dir = TempDir::new().expect("temp dir");
-        let pki = Arc::new(TestPki::new());
+        let pki = opts.pki.clone().unwrap_or_else(|| Arc::new(TestPki::new()));
         let ca = pki.write_ca(dir.path());
         let server = TestServer::start(ServerOptions {
             security,
