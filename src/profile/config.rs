@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::message::check::no_line_breaks;
 use crate::message::given::Names;
+use crate::profile::fingerprint::{Fingerprint, profile_pin};
 use crate::profile::password::{Password, PasswordSource};
 
 /// The whole config file.
@@ -47,6 +48,7 @@ pub(super) struct ProfileEntry {
     pub(super) from: Option<String>,
     pub(super) timeout_secs: Option<u64>,
     pub(super) ca_file: Option<PathBuf>,
+    pub(super) tls_fingerprint: Option<String>,
     pub(super) hello_name: Option<String>,
     pub(super) allow_plaintext_auth: Option<bool>,
     pub(super) dir: Option<PathBuf>,
@@ -146,8 +148,12 @@ pub struct SmtpProfile {
     pub login: Result<Option<(String, PasswordSource)>>,
     /// For connecting and for each command.
     pub timeout: Duration,
-    /// A PEM file with extra trusted root certificates (a private CA).
+    /// A PEM file with extra trusted root certificates (a private CA), or the server's
+    /// own self-signed certificate.
     pub ca_file: Option<PathBuf>,
+    /// The SHA-256 of the one certificate the server may present. With it, that match is
+    /// the whole trust: no CA, expiry or host name is checked.
+    pub tls_fingerprint: Option<Fingerprint>,
     /// The name sent in EHLO (`None`: this machine's host name).
     pub hello_name: Option<String>,
     /// Allow AUTH on a connection without TLS.
@@ -224,6 +230,11 @@ impl ProfileEntry {
                     .host
                     .clone()
                     .ok_or_else(|| bad("host is missing".into()))?;
+                let tls_fingerprint = profile_pin(
+                    name,
+                    self.tls_fingerprint.as_deref(),
+                    self.ca_file.is_some(),
+                )?;
                 Transport::Smtp(SmtpProfile {
                     login: self.login(name),
                     host,
@@ -234,6 +245,7 @@ impl ProfileEntry {
                         .map(Duration::from_secs)
                         .unwrap_or(DEFAULT_TIMEOUT),
                     ca_file: self.ca_file,
+                    tls_fingerprint,
                     hello_name: self.hello_name,
                     allow_plaintext_auth: self.allow_plaintext_auth.unwrap_or(false),
                 })
@@ -553,6 +565,7 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
             security,
             timeout: DEFAULT_TIMEOUT,
             ca_file: None,
+            tls_fingerprint: None,
             hello_name: None,
             allow_plaintext_auth: false,
         }),

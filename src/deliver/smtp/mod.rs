@@ -29,7 +29,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::message::Prepared;
 use crate::message::check::no_line_breaks;
 use crate::message::wire::write_data;
-use crate::profile::{Password, Security, SmtpProfile};
+use crate::profile::{Fingerprint, Password, Security, SmtpProfile};
 
 use conn::{Conn, WireError};
 use reply::Reply;
@@ -59,8 +59,10 @@ pub(crate) struct SmtpSettings {
     pub hello_name: Option<String>,
     /// Timeout for connecting and for each command.
     pub timeout: Duration,
-    /// Extra trusted root certificates (PEM).
+    /// Extra trusted root certificates (PEM), or the server's own self-signed one.
     pub ca_file: Option<PathBuf>,
+    /// The one certificate to trust, by its SHA-256, instead of any CA.
+    pub tls_fingerprint: Option<Fingerprint>,
     /// Allow AUTH without TLS.
     pub allow_plaintext_auth: bool,
     /// Where the dialogue goes (`-v`), AUTH data redacted.
@@ -113,6 +115,7 @@ impl SmtpSettings {
             hello_name: profile.hello_name.clone(),
             timeout: profile.timeout,
             ca_file: profile.ca_file.clone(),
+            tls_fingerprint: profile.tls_fingerprint,
             allow_plaintext_auth: profile.allow_plaintext_auth,
             transcript,
             deadline,
@@ -771,9 +774,10 @@ impl Connector for SmtpConnector {
     fn open(&mut self) -> Result<SmtpSession> {
         let tls = match self.settings.security {
             Security::None => None,
-            Security::Tls | Security::Starttls => {
-                Some(tls::client_config(self.settings.ca_file.as_deref())?)
-            }
+            Security::Tls | Security::Starttls => Some(tls::client_config(
+                self.settings.ca_file.as_deref(),
+                self.settings.tls_fingerprint.as_ref(),
+            )?),
         };
         SmtpSession::open(&self.settings, tls)
     }
@@ -914,7 +918,10 @@ fn answers_tls(settings: &SmtpSettings) -> bool {
             .min(deadline.saturating_duration_since(Instant::now())),
         None => settings.timeout,
     };
-    let config = tls::client_config(settings.ca_file.as_deref());
+    let config = tls::client_config(
+        settings.ca_file.as_deref(),
+        settings.tls_fingerprint.as_ref(),
+    );
     let (Ok(config), Ok(name)) = (config, tls::server_name(&settings.host)) else {
         return false;
     };
