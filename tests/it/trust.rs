@@ -11,7 +11,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use crate::support::certs::{Leaf, TestPki};
-use crate::support::envoi::{Config, ExpectExit, Route, Run, send};
+use crate::support::envoi::{Config, ExpectExit, Route, Run, envoi, send};
 use crate::support::external::require_external;
 use crate::support::smtp_server::{Security, ServerOptions, TestServer};
 use crate::support::{PASSWORD, USER};
@@ -365,6 +365,55 @@ fn a_pin_and_a_ca_file_together_are_78() {
         run.stderr
     );
     assert_eq!(relay.server.connections(), 0);
+}
+
+#[test]
+fn check_and_config_show_tell_a_pinned_certificate() {
+    let relay = Relay::start(TestPki::self_signed(Leaf::Good), Security::StartTls);
+    let fingerprint = relay.pki.leaf_fingerprint();
+    let config = relay.config(&[&format!("tls_fingerprint = \"{fingerprint}\"")]);
+    let check = || {
+        let mut cmd = envoi(relay.dir.path());
+        cmd.env("ENVOI_TEST_PASSWORD", PASSWORD)
+            .args(["check", "--config"])
+            .arg(&config);
+        cmd
+    };
+    let json = check().arg("--json").expect_exit(0).json();
+    assert_eq!(json["certificate"]["pinned"], true, "{json}");
+    assert_eq!(
+        json["certificate"]["sha256"],
+        fingerprint.as_str(),
+        "{json}"
+    );
+    let human = check().expect_exit(0);
+    assert!(human.stdout.contains("certificate pinned"), "{human}");
+    assert!(!human.stdout.contains("certificate verified"), "{human}");
+    assert!(human.stdout.contains(&fingerprint), "{human}");
+    assert!(relay.server.wait_idle(Duration::from_secs(5)));
+    assert!(
+        relay
+            .server
+            .transcript()
+            .iter()
+            .any(|l| l.starts_with("AUTH")),
+        "check logged in over the pinned connection"
+    );
+
+    let shown = envoi(relay.dir.path())
+        .env("ENVOI_TEST_PASSWORD", PASSWORD)
+        .args(["config", "show", "--config"])
+        .arg(&config)
+        .expect_exit(0);
+    let row = shown
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("tls_fingerprint"))
+        .unwrap_or_else(|| panic!("no tls_fingerprint row: {shown}"));
+    assert!(
+        row.contains(&fingerprint) && row.contains("config file"),
+        "{row}"
+    );
 }
 
 #[test]

@@ -156,6 +156,11 @@ pub struct CertificateReport {
     pub not_after: i64,
     /// The same, as the certificate writes it.
     pub expires: String,
+    /// Its SHA-256, as `openssl x509 -noout -fingerprint -sha256` prints it (what
+    /// `tls_fingerprint` takes).
+    pub sha256: String,
+    /// Trusted because the profile pins it (`tls_fingerprint`), not through a CA.
+    pub pinned: bool,
 }
 
 impl CertificateReport {
@@ -186,6 +191,8 @@ impl CertificateReport {
             names,
             not_after: cert.validity().not_after.timestamp(),
             expires: cert.validity().not_after.to_string(),
+            sha256: Fingerprint::of(der).to_string(),
+            pinned: false,
         })
     }
 }
@@ -194,6 +201,7 @@ impl CertificateReport {
 /// says QUIT: no mail is sent.
 pub(crate) fn check(settings: SmtpSettings) -> Result<ServerReport> {
     let logged_in = settings.credentials.is_some();
+    let pinned = settings.tls_fingerprint.is_some();
     let session = SmtpConnector::new(settings).open()?;
     let report = ServerReport {
         server: session.server.clone(),
@@ -205,7 +213,8 @@ pub(crate) fn check(settings: SmtpSettings) -> Result<ServerReport> {
         certificate: session
             .conn
             .peer_certificate()
-            .and_then(|der| CertificateReport::parse(&der)),
+            .and_then(|der| CertificateReport::parse(&der))
+            .map(|cert| CertificateReport { pinned, ..cert }),
     };
     session.close();
     Ok(report)
