@@ -443,3 +443,22 @@ fn a_system_without_ca_certificates_still_refuses_at_the_handshake_with_the_fix(
         .expect_exit(0);
     relay.assert_delivered();
 }
+
+#[test]
+fn a_probe_of_a_self_signed_relay_says_how_to_trust_it() {
+    let relay = Relay::start(TestPki::self_signed(Leaf::Good), Security::ImplicitTls);
+    let run = envoi(relay.dir.path())
+        .args(["check", "--timeout", "2", "--probe"])
+        .arg(format!("localhost:{}", relay.server.port()))
+        .expect_exit(77);
+    let fingerprint = relay.pki.leaf_fingerprint();
+    assert!(
+        run.stdout.contains("self-signed") && run.stdout.contains(&fingerprint),
+        "{run}"
+    );
+    assert!(
+        run.stderr.contains("ca_file") && run.stderr.contains("tls_fingerprint"),
+        "{run}"
+    );
+    assert!(!run.output().contains("Context"), "{run}");
+}
