@@ -109,14 +109,20 @@ impl Verifier {
             Some(path) => read_ca_file(path, &mut roots)?,
             None => Vec::new(),
         };
-        // Building fails only for an empty root store.
-        let inner = (!roots.is_empty())
-            .then(|| {
+        let inner = if roots.is_empty() {
+            None
+        } else {
+            let built =
                 WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
-                    .build()
-                    .ok()
-            })
-            .flatten();
+                    .build();
+            // Without CRLs the builder refuses only an empty root store, handled above.
+            Some(built.map_err(|e| {
+                Error::new(
+                    ErrorKind::Internal,
+                    format!("cannot set up certificate verification: {e}"),
+                )
+            })?)
+        };
         Ok(Verifier {
             inner,
             algorithms: provider.signature_verification_algorithms,
@@ -322,6 +328,7 @@ fn check_own_certificate(
 ) -> std::result::Result<(), rustls::Error> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+    // A date before 1970 reads as 1970: still before any now.
     let time = |t: x509_parser::time::ASN1Time| {
         UnixTime::since_unix_epoch(std::time::Duration::from_secs(
             u64::try_from(t.timestamp()).unwrap_or(0),
