@@ -29,7 +29,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::message::Prepared;
 use crate::message::check::no_line_breaks;
 use crate::message::wire::write_data;
-use crate::profile::{Fingerprint, Password, Security, SmtpProfile};
+use crate::profile::{Password, Security, SmtpProfile};
 
 use conn::{Conn, WireError};
 use reply::Reply;
@@ -62,7 +62,7 @@ pub(crate) struct SmtpSettings {
     /// Extra trusted root certificates (PEM), or the server's own self-signed one.
     pub ca_file: Option<PathBuf>,
     /// The one certificate to trust, by its SHA-256, instead of any CA.
-    pub tls_fingerprint: Option<Fingerprint>,
+    pub tls_fingerprint: Option<crate::profile::Fingerprint>,
     /// Allow AUTH without TLS.
     pub allow_plaintext_auth: bool,
     /// Where the dialogue goes (`-v`), AUTH data redacted.
@@ -191,7 +191,7 @@ impl CertificateReport {
             names,
             not_after: cert.validity().not_after.timestamp(),
             expires: cert.validity().not_after.to_string(),
-            sha256: Fingerprint::of(der).to_string(),
+            sha256: crate::profile::Fingerprint::of(der).to_string(),
             pinned: false,
         })
     }
