@@ -114,18 +114,25 @@ impl TestPki {
         params
             .distinguished_name
             .push(DnType::CommonName, "localhost");
-        params.subject_alt_names = match kind {
-            Leaf::WrongHost => vec![SanType::DnsName(
-                "wrong.example".try_into().expect("valid DNS name"),
-            )],
-            Leaf::Good | Leaf::Expired => vec![
-                SanType::DnsName("localhost".try_into().expect("valid DNS name")),
-                SanType::IpAddress([127, 0, 0, 1].into()),
-            ],
-        };
-        if kind == Leaf::Expired {
-            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        let localhost = vec![
+            SanType::DnsName("localhost".try_into().expect("valid DNS name")),
+            SanType::IpAddress([127, 0, 0, 1].into()),
+        ];
+        // A kind of leaf this does not model fails here rather than passing for `Good`.
+        match kind {
+            Leaf::Good => params.subject_alt_names = localhost,
+            Leaf::WrongHost => {
+                params.subject_alt_names = vec![SanType::DnsName(
+                    "wrong.example".try_into().expect("valid DNS name"),
+                )];
+            }
+            Leaf::Expired => {
+                params.subject_alt_names = localhost;
+                params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+                params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+            }
+            #[allow(unreachable_patterns)]
+            other => panic!("TestPki::self_signed does not make {other:?} certificates"),
         }
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let cert = params.self_signed(&key).expect("self-sign");
