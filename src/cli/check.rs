@@ -86,7 +86,8 @@ pub fn nothing_works(probes: &[Probe]) -> Error {
     if certificate {
         return Error::new(
             ErrorKind::Certificate,
-            "the server speaks TLS but its certificate is not trusted (see ca_file)",
+            "the server speaks TLS but its certificate is not trusted (the lines above say \
+             why): trust it in the profile with ca_file, or pin it with tls_fingerprint",
         );
     }
     Error::new(

@@ -461,6 +461,8 @@ struct CertificateJson<'a> {
     names: &'a [String],
     expires: &'a str,
     days_left: i64,
+    sha256: &'a str,
+    pinned: bool,
 }
 
 /// Whole days until `not_after` (negative once expired).
@@ -501,13 +503,22 @@ pub fn print_check(report: &ServerReport, as_json: bool) {
                 names: &c.names,
                 expires: &c.expires,
                 days_left: days_left(c.not_after),
+                sha256: &c.sha256,
+                pinned: c.pinned,
             }),
         };
         let _ = write_json(&mut out, &value);
         return;
     }
     let tls = match &report.tls {
-        Some((version, cipher)) => format!("{version}, {cipher}; certificate verified"),
+        Some((version, cipher)) => {
+            let trust = if report.certificate.as_ref().is_some_and(|c| c.pinned) {
+                "certificate pinned (tls_fingerprint)"
+            } else {
+                "certificate verified"
+            };
+            format!("{version}, {cipher}; {trust}")
+        }
         None => "none (security = \"none\")".to_owned(),
     };
     let mut lines = vec![
@@ -524,6 +535,7 @@ pub fn print_check(report: &ServerReport, as_json: bool) {
         lines.push(format!("         issued by {}", c.issuer));
         lines.push(format!("         for {}", c.names.join(", ")));
         lines.push(format!("         expires {} (in {left} days)", c.expires));
+        lines.push(format!("         sha256 {}", c.sha256));
         if left < EXPIRY_WARNING_DAYS {
             warning(&format!(
                 "the server's certificate expires in {left} days ({})",

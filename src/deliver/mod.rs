@@ -205,6 +205,7 @@ pub fn probe(host: &str, ports: &[u16], ca_file: Option<&Path>, timeout: Duratio
                 auth: Auth::Password,
                 timeout,
                 ca_file: ca_file.map(Path::to_path_buf),
+                tls_fingerprint: None,
                 hello_name: None,
                 allow_plaintext_auth: false,
             };

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::message::check::no_line_breaks;
 use crate::message::given::Names;
+use crate::profile::fingerprint::{Fingerprint, profile_pin};
 use crate::profile::password::{Password, PasswordSource};
 
 /// The whole config file.
@@ -50,6 +51,7 @@ pub(super) struct ProfileEntry {
     pub(super) from: Option<String>,
     pub(super) timeout_secs: Option<u64>,
     pub(super) ca_file: Option<PathBuf>,
+    pub(super) tls_fingerprint: Option<String>,
     pub(super) hello_name: Option<String>,
     pub(super) allow_plaintext_auth: Option<bool>,
     pub(super) dir: Option<PathBuf>,
@@ -177,8 +179,12 @@ pub struct SmtpProfile {
     pub auth: Auth,
     /// For connecting and for each command.
     pub timeout: Duration,
-    /// A PEM file with extra trusted root certificates (a private CA).
+    /// A PEM file with extra trusted root certificates (a private CA), or the server's
+    /// own self-signed certificate.
     pub ca_file: Option<PathBuf>,
+    /// The SHA-256 of the one certificate the server may present. With it, that match is
+    /// the whole trust: no CA, expiry or host name is checked.
+    pub tls_fingerprint: Option<Fingerprint>,
     /// The name sent in EHLO (`None`: this machine's host name).
     pub hello_name: Option<String>,
     /// Allow AUTH on a connection without TLS.
@@ -255,6 +261,11 @@ impl ProfileEntry {
                     .host
                     .clone()
                     .ok_or_else(|| bad("host is missing".into()))?;
+                let tls_fingerprint = profile_pin(
+                    name,
+                    self.tls_fingerprint.as_deref(),
+                    self.ca_file.is_some(),
+                )?;
                 Transport::Smtp(SmtpProfile {
                     login: self.login(name),
                     auth: self.auth.unwrap_or_default(),
@@ -266,6 +277,7 @@ impl ProfileEntry {
                         .map(Duration::from_secs)
                         .unwrap_or(DEFAULT_TIMEOUT),
                     ca_file: self.ca_file,
+                    tls_fingerprint,
                     hello_name: self.hello_name,
                     allow_plaintext_auth: self.allow_plaintext_auth.unwrap_or(false),
                 })
@@ -659,6 +671,7 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
             security,
             timeout: DEFAULT_TIMEOUT,
             ca_file: None,
+            tls_fingerprint: None,
             hello_name: None,
             allow_plaintext_auth: false,
         }),

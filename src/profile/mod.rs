@@ -7,6 +7,7 @@
 
 mod config;
 mod files;
+mod fingerprint;
 mod password;
 mod resolve;
 mod route;
@@ -14,6 +15,7 @@ mod show;
 
 pub use config::{Auth, ConfigSource, Profile, Security, SmtpProfile, Transport, profile_from_url};
 pub use files::{ProfileSummary, config_path, list_profiles, write_starter};
+pub use fingerprint::Fingerprint;
 pub use password::{Password, PasswordSource};
 pub use resolve::{Env, Flags, Origin, Resolved, resolve, resolve_outbox};
 pub use route::{Connection, Route};

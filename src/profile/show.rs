@@ -188,6 +188,11 @@ fn explain(
                 written.origin(|e| e.ca_file.is_some(), false),
             );
             push(
+                "tls_fingerprint",
+                smtp.tls_fingerprint.map(|pin| pin.to_string()),
+                written.origin(|e| e.tls_fingerprint.is_some(), false),
+            );
+            push(
                 "hello_name",
                 Some(
                     smtp.hello_name

@@ -15,4 +15,5 @@ mod outbox;
 mod reliability;
 mod send;
 mod sendmail;
+mod trust;
 mod wire;

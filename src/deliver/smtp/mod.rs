@@ -62,8 +62,10 @@ pub(crate) struct SmtpSettings {
     pub hello_name: Option<String>,
     /// Timeout for connecting and for each command.
     pub timeout: Duration,
-    /// Extra trusted root certificates (PEM).
+    /// Extra trusted root certificates (PEM), or the server's own self-signed one.
     pub ca_file: Option<PathBuf>,
+    /// The one certificate to trust, by its SHA-256, instead of any CA.
+    pub tls_fingerprint: Option<crate::profile::Fingerprint>,
     /// Allow AUTH without TLS.
     pub allow_plaintext_auth: bool,
     /// Where the dialogue goes (`-v`), AUTH data redacted.
@@ -117,6 +119,7 @@ impl SmtpSettings {
             hello_name: profile.hello_name.clone(),
             timeout: profile.timeout,
             ca_file: profile.ca_file.clone(),
+            tls_fingerprint: profile.tls_fingerprint,
             allow_plaintext_auth: profile.allow_plaintext_auth,
             transcript,
             deadline,
@@ -157,6 +160,11 @@ pub struct CertificateReport {
     pub not_after: i64,
     /// The same, as the certificate writes it.
     pub expires: String,
+    /// Its SHA-256, as `openssl x509 -noout -fingerprint -sha256` prints it (what
+    /// `tls_fingerprint` takes).
+    pub sha256: String,
+    /// Trusted because the profile pins it (`tls_fingerprint`), not through a CA.
+    pub pinned: bool,
 }
 
 impl CertificateReport {
@@ -187,6 +195,8 @@ impl CertificateReport {
             names,
             not_after: cert.validity().not_after.timestamp(),
             expires: cert.validity().not_after.to_string(),
+            sha256: crate::profile::Fingerprint::of(der).to_string(),
+            pinned: false,
         })
     }
 }
@@ -195,6 +205,7 @@ impl CertificateReport {
 /// says QUIT: no mail is sent.
 pub(crate) fn check(settings: SmtpSettings) -> Result<ServerReport> {
     let logged_in = settings.credentials.is_some();
+    let pinned = settings.tls_fingerprint.is_some();
     let session = SmtpConnector::new(settings).open()?;
     let report = ServerReport {
         server: session.server.clone(),
@@ -206,7 +217,8 @@ pub(crate) fn check(settings: SmtpSettings) -> Result<ServerReport> {
         certificate: session
             .conn
             .peer_certificate()
-            .and_then(|der| CertificateReport::parse(&der)),
+            .and_then(|der| CertificateReport::parse(&der))
+            .map(|cert| CertificateReport { pinned, ..cert }),
     };
     session.close();
     Ok(report)
@@ -859,9 +871,10 @@ impl Connector for SmtpConnector {
     fn open(&mut self) -> Result<SmtpSession> {
         let tls = match self.settings.security {
             Security::None => None,
-            Security::Tls | Security::Starttls => {
-                Some(tls::client_config(self.settings.ca_file.as_deref())?)
-            }
+            Security::Tls | Security::Starttls => Some(tls::client_config(
+                self.settings.ca_file.as_deref(),
+                self.settings.tls_fingerprint.as_ref(),
+            )?),
         };
         SmtpSession::open(&self.settings, tls)
     }
@@ -1002,7 +1015,10 @@ fn answers_tls(settings: &SmtpSettings) -> bool {
             .min(deadline.saturating_duration_since(Instant::now())),
         None => settings.timeout,
     };
-    let config = tls::client_config(settings.ca_file.as_deref());
+    let config = tls::client_config(
+        settings.ca_file.as_deref(),
+        settings.tls_fingerprint.as_ref(),
+    );
     let (Ok(config), Ok(name)) = (config, tls::server_name(&settings.host)) else {
         return false;
     };
