@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::message::check::no_line_breaks;
 use crate::message::given::Names;
+use crate::profile::oauth2::{OAuth2, OAuth2Entry};
 use crate::profile::password::{Password, PasswordSource};
 
 /// The whole config file.
@@ -47,6 +48,7 @@ pub(super) struct ProfileEntry {
     pub(super) auth: Option<Auth>,
     pub(super) token_env: Option<String>,
     pub(super) token_command: Option<String>,
+    pub(super) oauth2: Option<OAuth2Entry>,
     pub(super) from: Option<String>,
     pub(super) timeout_secs: Option<u64>,
     pub(super) ca_file: Option<PathBuf>,
@@ -127,6 +129,17 @@ impl Auth {
     }
 }
 
+/// Where a login's secret comes from.
+#[derive(Debug, Clone)]
+pub enum SecretSource {
+    /// A password, or a bearer token a variable or command gives
+    /// ([`PasswordSource::fetch`]).
+    Given(PasswordSource),
+    /// An access token envoi gets from an OAuth2 token endpoint itself
+    /// (`[profiles.NAME.oauth2]`; the delivery layer fetches and caches it).
+    OAuth2(Box<OAuth2>),
+}
+
 /// One named connection, checked: the connector's server, port, user name, password and
 /// TLS, or a directory to write messages into. A profile without a host or a directory
 /// cannot be built.
@@ -172,7 +185,7 @@ pub struct SmtpProfile {
     /// A login the profile got wrong (a user name without a password, two password
     /// sources) is an `Err` here and fails the delivery that needs it (78), not the
     /// selection: a dry run or a look at the outbox does not log in.
-    pub login: Result<Option<(String, PasswordSource)>>,
+    pub login: Result<Option<(String, SecretSource)>>,
     /// How to log in: which SASL mechanism, and so what the secret is.
     pub auth: Auth,
     /// For connecting and for each command.
@@ -285,10 +298,16 @@ impl ProfileEntry {
 
     /// The user name and its secret's source: exactly one source with a user name, of
     /// the kind `auth` needs (a password, or a token for the OAuth2 mechanisms).
-    fn login(&self, name: &str) -> Result<Option<(String, PasswordSource)>> {
+    fn login(&self, name: &str) -> Result<Option<(String, SecretSource)>> {
         let auth = self.auth.unwrap_or_default();
         if auth != Auth::Password {
             return self.token_login(name, auth);
+        }
+        if self.oauth2.is_some() {
+            return Err(Error::config(format!(
+                "profile {name:?}: [profiles.{name}.oauth2] is for auth = \"xoauth2\" or \
+                 \"oauthbearer\"; set auth, or remove the table"
+            )));
         }
         if let Some(key) = [
             ("token_env", &self.token_env),
@@ -316,7 +335,7 @@ impl ProfileEntry {
         }
         match (&self.username, first) {
             (None, None) => Ok(None),
-            (Some(user), Some(source)) => Ok(Some((user.clone(), source))),
+            (Some(user), Some(source)) => Ok(Some((user.clone(), SecretSource::Given(source)))),
             (Some(_), None) => Err(Error::config(format!(
                 "profile {name:?}: username is set but no password_env, password_command or password"
             ))),
@@ -329,8 +348,9 @@ impl ProfileEntry {
 
 impl ProfileEntry {
     /// The user name and token source of an OAuth2 mechanism: a user name and exactly
-    /// one of token_env and token_command; a password key is a mistake, named.
-    fn token_login(&self, name: &str, auth: Auth) -> Result<Option<(String, PasswordSource)>> {
+    /// one of token_env, token_command and the `oauth2` table; a password key is a
+    /// mistake, named.
+    fn token_login(&self, name: &str, auth: Auth) -> Result<Option<(String, SecretSource)>> {
         let bad = |what: String| Err(Error::config(format!("profile {name:?}: {what}")));
         let mechanism = auth.name();
         if self.password_env.is_some() || self.password_command.is_some() || self.password.is_some()
@@ -340,14 +360,26 @@ impl ProfileEntry {
                  or token_command instead of password_env, password_command or password"
             ));
         }
-        let source = match (&self.token_env, &self.token_command) {
-            (Some(var), None) => PasswordSource::Env(var.clone()),
-            (None, Some(command)) => PasswordSource::Command(command.clone()),
-            (Some(_), Some(_)) => return bad("give only one of token_env and token_command".into()),
-            (None, None) => {
+        let source = match (&self.token_env, &self.token_command, &self.oauth2) {
+            (Some(var), None, None) => SecretSource::Given(PasswordSource::Env(var.clone())),
+            (None, Some(command), None) => {
+                SecretSource::Given(PasswordSource::Command(command.clone()))
+            }
+            (None, None, Some(table)) => SecretSource::OAuth2(Box::new(table.check(name)?)),
+            (Some(_), Some(_), _) => {
+                return bad("give only one of token_env and token_command".into());
+            }
+            (Some(_), None, Some(_)) | (None, Some(_), Some(_)) => {
                 return bad(format!(
-                    "auth = \"{mechanism}\" needs token_env or token_command (a program that \
-                     prints an access token, like oama or `gcloud auth print-access-token`)"
+                    "give token_env / token_command or a [profiles.{name}.oauth2] table, not \
+                     both"
+                ));
+            }
+            (None, None, None) => {
+                return bad(format!(
+                    "auth = \"{mechanism}\" needs token_env, token_command (a program that \
+                     prints an access token, like oama or `gcloud auth print-access-token`) \
+                     or a [profiles.{name}.oauth2] table"
                 ));
             }
         };
@@ -419,14 +451,16 @@ pub(crate) fn load(path: &Path, explicit: bool) -> Result<ConfigFile> {
             e.message()
         ))
     })?;
-    if file.profiles.values().any(|p| p.password.is_some()) {
+    if file.profiles.values().any(|p| {
+        p.password.is_some() || p.oauth2.as_ref().is_some_and(|o| o.client_secret.is_some())
+    }) {
         check_private(path)?;
     }
-    if file
-        .profiles
-        .values()
-        .any(|p| p.password_command.is_some() || p.token_command.is_some())
-    {
+    if file.profiles.values().any(|p| {
+        p.password_command.is_some()
+            || p.token_command.is_some()
+            || p.oauth2.as_ref().is_some_and(OAuth2Entry::runs_a_command)
+    }) {
         check_trusted(path)?;
     }
     Ok(file)
@@ -643,10 +677,14 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
     Ok(Profile {
         transport: Transport::Smtp(SmtpProfile {
             login: match (username, auth) {
-                (Some(user), Auth::Password) => {
-                    Ok(Some((user, PasswordSource::Env(PASSWORD_VAR.into()))))
-                }
-                (Some(user), _) => Ok(Some((user, PasswordSource::Env(TOKEN_VAR.into())))),
+                (Some(user), Auth::Password) => Ok(Some((
+                    user,
+                    SecretSource::Given(PasswordSource::Env(PASSWORD_VAR.into())),
+                ))),
+                (Some(user), _) => Ok(Some((
+                    user,
+                    SecretSource::Given(PasswordSource::Env(TOKEN_VAR.into())),
+                ))),
                 (None, Auth::Password) => Ok(None),
                 (None, other) => Err(bad(&format!(
                     "auth={} needs a user name in the URL (the mailbox the token is for)",
@@ -695,7 +733,10 @@ mod tests {
         assert_eq!(name, "work");
         let work = smtp(work);
         assert_eq!(work.security, Security::Starttls);
-        assert!(matches!(work.login, Ok(Some((_, PasswordSource::Env(_))))));
+        assert!(matches!(
+            work.login,
+            Ok(Some((_, SecretSource::Given(PasswordSource::Env(_)))))
+        ));
         let (_, outbox) = file.select(Some("outbox")).unwrap().unwrap();
         assert!(matches!(outbox.transport, Transport::File { .. }));
     }
@@ -828,7 +869,9 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
         let p = smtp(profile_from_url("smtp://me%40x.com@h?auth=xoauth2").unwrap());
         assert_eq!(p.auth, Auth::Xoauth2);
-        assert!(matches!(p.login, Ok(Some((_, PasswordSource::Env(ref v)))) if v == "ENVOI_TOKEN"));
+        assert!(
+            matches!(p.login, Ok(Some((_, SecretSource::Given(PasswordSource::Env(ref v))))) if v == "ENVOI_TOKEN")
+        );
         let p = smtp(profile_from_url("smtp://h?auth=oauthbearer").unwrap());
         assert!(p.login.is_err(), "a token needs a user");
         assert!(profile_from_url("http://h").is_err());

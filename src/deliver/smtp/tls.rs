@@ -37,31 +37,13 @@ fn build(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>> {
     // Unreadable system certificates only shrink the set; a server signed by none of the
     // rest fails verification with "unknown issuer", which says what to do.
     roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    if let Some(path) = ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|e| Error::config(format!("ca_file: cannot read {}: {e}", path.display())))?;
-        let mut added = 0;
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| {
-                Error::config(format!(
-                    "ca_file: {} is not a PEM certificate: {e}",
-                    path.display()
-                ))
-            })?;
-            roots.add(cert).map_err(|e| {
-                Error::config(format!(
-                    "ca_file: {} holds a certificate rustls cannot use: {e}",
-                    path.display()
-                ))
-            })?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(Error::config(format!(
-                "ca_file: {} holds no PEM certificate",
-                path.display()
-            )));
-        }
+    for cert in ca_file_certificates(ca_file)? {
+        roots.add(cert).map_err(|e| {
+            Error::config(format!(
+                "ca_file: {} holds a certificate rustls cannot use: {e}",
+                ca_file.map_or_else(String::new, |p| p.display().to_string())
+            ))
+        })?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ClientConfig::builder_with_provider(provider)
@@ -70,6 +52,41 @@ fn build(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// Every root certificate envoi trusts for a profile: the system's, then `ca_file`'s.
+/// For a client other than the SMTP one (the OAuth2 token endpoint's), so that both
+/// trust exactly the same authorities.
+pub(crate) fn trusted_roots(ca_file: Option<&Path>) -> Result<Vec<CertificateDer<'static>>> {
+    let mut roots = rustls_native_certs::load_native_certs().certs;
+    roots.extend(ca_file_certificates(ca_file)?);
+    Ok(roots)
+}
+
+/// The certificates of `ca_file` (none without one); 78 when it cannot be read or holds
+/// no PEM certificate.
+fn ca_file_certificates(ca_file: Option<&Path>) -> Result<Vec<CertificateDer<'static>>> {
+    let mut certs = Vec::new();
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| Error::config(format!("ca_file: cannot read {}: {e}", path.display())))?;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| {
+                Error::config(format!(
+                    "ca_file: {} is not a PEM certificate: {e}",
+                    path.display()
+                ))
+            })?;
+            certs.push(cert);
+        }
+        if certs.is_empty() {
+            return Err(Error::config(format!(
+                "ca_file: {} holds no PEM certificate",
+                path.display()
+            )));
+        }
+    }
+    Ok(certs)
 }
 
 /// The name the server's certificate must carry: the profile's host.
