@@ -741,6 +741,56 @@ mod tests {
         assert!(matches!(outbox.transport, Transport::File { .. }));
     }
 
+    /// Every key of the commented `[profiles.work.oauth2]` example is one envoi reads.
+    #[test]
+    fn the_documented_oauth2_keys_are_known() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
+                .unwrap();
+        let block: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# [profiles.work.oauth2]"))
+            .skip(1)
+            .take_while(|l| l.starts_with('#'))
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                l.split_once(" = ")
+                    .is_some_and(|(key, _)| key.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let entry: OAuth2Entry = toml::from_str(&block).unwrap();
+        assert!(entry.flow.is_some() && entry.tenant.is_some() && entry.token_url.is_some());
+        assert!(entry.client_id.is_some() && entry.scope.is_some());
+        assert!(entry.client_secret_env.is_some() && entry.client_secret_command.is_some());
+        assert!(entry.client_secret.is_some());
+        assert!(entry.refresh_token_env.is_some() && entry.refresh_token_command.is_some());
+    }
+
+    /// An oauth2 table becomes the login's secret source, and `auth = "password"` with
+    /// one is refused.
+    #[test]
+    fn an_oauth2_table_is_the_token_source() {
+        let file = parse(
+            "[profiles.a]\nhost = \"h\"\nusername = \"u\"\nauth = \"xoauth2\"\n\
+             [profiles.a.oauth2]\nflow = \"refresh_token\"\nclient_id = \"c\"\n\
+             token_url = \"https://oauth2.googleapis.com/token\"\nrefresh_token_env = \"R\"\n\
+             [profiles.b]\nhost = \"h\"\nusername = \"u\"\n\
+             [profiles.b.oauth2]\nflow = \"refresh_token\"\n",
+        );
+        let (_, a) = file.select(Some("a")).unwrap().unwrap();
+        match smtp(a).login {
+            Ok(Some((user, SecretSource::OAuth2(o)))) => {
+                assert_eq!(user, "u");
+                assert_eq!(o.token_url, "https://oauth2.googleapis.com/token");
+            }
+            other => panic!("{other:?}"),
+        }
+        let (_, b) = file.select(Some("b")).unwrap().unwrap();
+        let err = smtp(b).login.unwrap_err();
+        assert!(err.message().contains("is for auth"), "{err}");
+    }
+
     #[test]
     fn unknown_keys_and_profiles_are_config_errors() {
         let err = toml::from_str::<ConfigFile>("[profiles.a]\nhots = \"x\"\n").unwrap_err();

@@ -162,9 +162,7 @@ fn explain(
                         SecretSource::OAuth2(oauth) => {
                             push(
                                 secret,
-                                Some(
-                                    "from the OAuth2 token endpoint, cached (see oauth2.*)".into(),
-                                ),
+                                Some("from the OAuth2 token endpoint (see oauth2.*)".into()),
                                 Origin::File,
                             );
                             let mut secret_setting = |key, what, source: &Option<_>| {
@@ -203,6 +201,14 @@ fn explain(
                                 };
                                 push(key, value, origin);
                             }
+                            use etcetera::BaseStrategy;
+                            push(
+                                "oauth2.cache",
+                                etcetera::choose_base_strategy()
+                                    .ok()
+                                    .map(|b| b.cache_dir().join("envoi").display().to_string()),
+                                Origin::Default,
+                            );
                         }
                     }
                     if smtp.security == Security::None && !smtp.allow_plaintext_auth {
