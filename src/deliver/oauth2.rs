@@ -220,7 +220,20 @@ fn post(
         .root_certs(RootCerts::Specific(Arc::new(roots)))
         .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .build();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    // A proxy from the environment (ALL_PROXY, HTTPS_PROXY, HTTP_PROXY; NO_PROXY) is used,
+    // as corporate networks need, except for this machine: a loopback endpoint may be
+    // plain http, which must not go to a proxy in clear.
+    let loopback = url::Url::parse(url).is_ok_and(|u| match u.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    });
+    let mut config = ureq::Agent::config_builder();
+    if loopback {
+        config = config.proxy(None);
+    }
+    let agent: ureq::Agent = config
         .tls_config(tls)
         .timeout_global(Some(timeout))
         .http_status_as_error(false)

@@ -198,6 +198,18 @@ struct Native {
 }
 
 fn native(flow: &str, expires_in: u64, token_url: Option<&str>) -> Option<Native> {
+    native_with(flow, expires_in, token_url, None, true)
+}
+
+/// [`native`], with an endpoint that answers every request `fail_status`, and without
+/// `ca_file` when not `trust`.
+fn native_with(
+    flow: &str,
+    expires_in: u64,
+    token_url: Option<&str>,
+    fail_status: Option<u16>,
+    trust: bool,
+) -> Option<Native> {
     let dir = TempDir::new().expect("temp dir");
     let pki = TestPki::new();
     let ca = pki.write_ca(dir.path());
@@ -209,6 +221,7 @@ fn native(flow: &str, expires_in: u64, token_url: Option<&str>) -> Option<Native
         refresh_token: Some(FIRST_REFRESH.into()),
         token_prefix: PREFIX.into(),
         expires_in,
+        fail_status,
     })?;
     let smtp = Aiosmtpd::start(AiosmtpdOptions {
         security: "starttls",
@@ -221,8 +234,11 @@ fn native(flow: &str, expires_in: u64, token_url: Option<&str>) -> Option<Native
         )),
     })?;
     let url = token_url.map_or_else(|| endpoint.url(), str::to_owned);
-    let mut config = Config::new(smtp.port(), "starttls")
-        .trust(&ca)
+    let mut config = Config::new(smtp.port(), "starttls");
+    if trust {
+        config = config.trust(&ca);
+    }
+    config = config
         .line(&format!("username = \"{MAILBOX}\""))
         .line("auth = \"xoauth2\"")
         .line("[profiles.test.oauth2]")
@@ -517,6 +533,36 @@ fn an_unreachable_endpoint_is_75() {
         "{run}"
     );
     assert_no_oauth_secret(&run, &run.output());
+    assert!(n.endpoint.requests().is_empty());
+    assert!(n.smtp.transcript().is_empty(), "{}", n.smtp.transcript());
+}
+
+/// An endpoint in trouble (503) is 75, try again later, with its status; nothing is sent.
+#[test]
+fn an_endpoint_answering_5xx_is_75() {
+    let Some(n) = native_with("client_credentials", 3600, None, Some(503), true) else {
+        return;
+    };
+    let run = n.send(CLIENT_SECRET).expect_exit(75);
+    assert!(run.stderr.contains("HTTP 503"), "{run}");
+    assert_no_oauth_secret(&run, &run.output());
+    let requests = n.endpoint.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0].status, 503);
+    assert!(n.smtp.transcript().is_empty(), "{}", n.smtp.transcript());
+    assert!(n.cache_files().is_empty());
+}
+
+/// The token endpoint's certificate is checked like the SMTP server's: signed by a CA
+/// the profile does not trust (no ca_file) it is 77 "unknown issuer", before the client
+/// secret is sent (the endpoint logs no request) and before any SMTP connection.
+#[test]
+fn an_untrusted_endpoint_certificate_is_77_before_the_secret_is_sent() {
+    let Some(n) = native_with("client_credentials", 3600, None, None, false) else {
+        return;
+    };
+    let run = n.send(CLIENT_SECRET).expect_exit(77);
+    assert!(run.stderr.contains("unknown issuer"), "{run}");
     assert!(n.endpoint.requests().is_empty());
     assert!(n.smtp.transcript().is_empty(), "{}", n.smtp.transcript());
 }

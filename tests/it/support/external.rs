@@ -321,6 +321,9 @@ pub struct TokenEndpointOptions {
     pub token_prefix: String,
     /// `expires_in` of every access token, in seconds.
     pub expires_in: u64,
+    /// Answer every request with this HTTP status and a plain-text body (a broken
+    /// endpoint).
+    pub fail_status: Option<u16>,
 }
 
 /// One request the token endpoint received, as it logged it.
@@ -376,6 +379,9 @@ impl TokenEndpoint {
             .args(["--expires-in", &opts.expires_in.to_string()]);
         if let Some(refresh) = &opts.refresh_token {
             cmd.args(["--refresh-token", refresh]);
+        }
+        if let Some(status) = opts.fail_status {
+            cmd.args(["--fail-status", &status.to_string()]);
         }
         let log = fs::File::create(&stderr_log).expect("create the token endpoint stderr log");
         let mut child = match cmd
