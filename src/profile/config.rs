@@ -476,7 +476,8 @@ fn check_private(path: &Path) -> Result<()> {
         .mode();
     if mode & 0o077 != 0 {
         return Err(Error::config(format!(
-            "{} holds a password but can be read by others (mode {:o}); run: chmod 600 {}",
+            "{} holds a password or client secret but can be read by others (mode {:o}); run: \
+             chmod 600 {}",
             path.display(),
             mode & 0o777,
             path.display()
@@ -494,8 +495,8 @@ fn check_trusted(path: &Path) -> Result<()> {
         .map_err(|e| Error::config(format!("cannot stat {}: {e}", path.display())))?;
     if meta.mode() & 0o022 != 0 {
         return Err(Error::config(format!(
-            "{} runs a password_command or token_command but can be changed by others (mode {:o}); run: \
-             chmod go-w {}",
+            "{} runs a command (password_command, token_command or an oauth2 *_command) but \
+             can be changed by others (mode {:o}); run: chmod go-w {}",
             path.display(),
             meta.mode() & 0o777,
             path.display()
@@ -505,8 +506,8 @@ fn check_trusted(path: &Path) -> Result<()> {
         && meta.uid() != me
     {
         return Err(Error::config(format!(
-            "{} runs a password_command or token_command but belongs to another user (uid {}); only a file \
-             of your own may run commands",
+            "{} runs a command (password_command, token_command or an oauth2 *_command) but \
+             belongs to another user (uid {}); only a file of your own may run commands",
             path.display(),
             meta.uid()
         )));
@@ -834,6 +835,30 @@ mod tests {
             std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
             let err = load(&path, true).unwrap_err();
             assert!(err.message().contains("another user"), "{err}");
+        }
+    }
+
+    /// An inline oauth2 client_secret needs a private file, like password; an oauth2
+    /// command needs a file only its owner can change, like password_command.
+    #[cfg(unix)]
+    #[test]
+    fn oauth2_secrets_follow_the_password_rules_for_the_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let set = |mode| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
+        let head = "[profiles.a]\nhost = \"h\"\n[profiles.a.oauth2]\n";
+        std::fs::write(&path, format!("{head}client_secret = \"s\"\n")).unwrap();
+        set(0o644).unwrap();
+        let err = load(&path, true).unwrap_err();
+        assert!(err.message().contains("chmod 600"), "{err}");
+        set(0o600).unwrap();
+        assert!(load(&path, true).is_ok());
+        for key in ["client_secret_command", "refresh_token_command"] {
+            std::fs::write(&path, format!("{head}{key} = \"pass x\"\n")).unwrap();
+            set(0o664).unwrap();
+            let err = load(&path, true).unwrap_err();
+            assert!(err.message().contains("chmod go-w"), "{key}: {err}");
         }
     }
 
