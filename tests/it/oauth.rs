@@ -372,19 +372,20 @@ fn client_credentials_fetches_once_then_uses_the_cache() {
     assert_eq!(n.cache()["access_token"], format!("{PREFIX}1"));
 }
 
-/// A cached token with less than a minute left is not used: with expires_in = 63 the
-/// second send (within 2 s) reuses it, the third (3 s later) refreshes with the rotated
-/// refresh token and logs in with the new access token.
+/// A cached token with less than a minute left is not used: with expires_in = 65 the
+/// second send (right after the first; up to 4 s later would do) reuses it, the third
+/// (5 s later) refreshes with the rotated refresh token and logs in with the new access
+/// token.
 #[test]
 fn an_expired_cached_token_is_refreshed() {
-    let Some(n) = native("refresh_token", 63, None) else {
+    let Some(n) = native("refresh_token", 65, None) else {
         return;
     };
     n.send(CLIENT_SECRET).expect_exit(0);
     let second = n.send(CLIENT_SECRET).expect_exit(0);
     assert!(second.stderr.contains("from the cache"), "{second}");
     assert_eq!(n.endpoint.requests().len(), 1);
-    std::thread::sleep(Duration::from_millis(3100));
+    std::thread::sleep(Duration::from_millis(5100));
     let third = n.send(CLIENT_SECRET).expect_exit(0);
     assert!(third.stderr.contains("fetched from"), "{third}");
     assert_no_oauth_secret(&third, &third.output());
@@ -565,4 +566,41 @@ fn an_untrusted_endpoint_certificate_is_77_before_the_secret_is_sent() {
     assert!(run.stderr.contains("unknown issuer"), "{run}");
     assert!(n.endpoint.requests().is_empty());
     assert!(n.smtp.transcript().is_empty(), "{}", n.smtp.transcript());
+}
+
+/// `envoi config show` lists the oauth2 settings, the tenant as the URL it stands for,
+/// and the client secret by its source only.
+#[test]
+fn config_show_lists_the_oauth2_settings_without_the_secret() {
+    let dir = TempDir::new().expect("temp dir");
+    let inline = "Canary-Inline-Secret-77aa";
+    let config = Config::new(587, "starttls")
+        .line(&format!("username = \"{MAILBOX}\""))
+        .line("auth = \"xoauth2\"")
+        .line("[profiles.test.oauth2]")
+        .line("flow = \"client_credentials\"")
+        .line("tenant = \"contoso.onmicrosoft.com\"")
+        .line(&format!("client_id = \"{CLIENT_ID}\""))
+        .line(&format!("client_secret = \"{inline}\""))
+        .line(&format!("scope = \"{SCOPE}\""))
+        .write(dir.path());
+    let run = envoi(dir.path())
+        .args(["config", "show", "--config"])
+        .arg(&config)
+        .expect_exit(0);
+    for expected in [
+        "oauth2.flow",
+        "client_credentials",
+        "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token",
+        CLIENT_ID,
+        SCOPE,
+        "in the config file (hidden)",
+        ".cache/envoi",
+    ] {
+        assert!(run.stdout.contains(expected), "{expected}: {run}");
+    }
+    assert!(
+        !run.output().contains(inline),
+        "the secret was shown: {run}"
+    );
 }
