@@ -4,6 +4,7 @@
 //! the `-v` dialogue to a [`Transcript`].
 
 mod file;
+mod oauth2;
 mod retry;
 mod smtp;
 
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Prepared;
-use crate::profile::{Auth, Password, Profile, Security, SmtpProfile, Transport};
+use crate::profile::{Auth, Password, Profile, SecretSource, Security, SmtpProfile, Transport};
 
 pub use retry::{Failure, Policy, Report};
 pub use smtp::{CertificateReport, RcptReply, ServerReport, payload_in_flight};
@@ -124,7 +125,7 @@ pub fn deliver(
         }
         Transport::Smtp(smtp) => smtp,
     };
-    let credentials = credentials(smtp, options.policy.deadline)?;
+    let credentials = credentials(smtp, options.policy.deadline, options.transcript)?;
     if credentials.is_some() && smtp.security == Security::None && smtp.allow_plaintext_auth {
         observer.notice(Notice::PasswordWithoutTls {
             server: format!("{}:{}", smtp.host, smtp.port),
@@ -142,16 +143,30 @@ pub fn deliver(
     Ok(Delivery::Sent { prepared, report })
 }
 
-/// The profile's user name with its password fetched. A password command gets what a
-/// server command gets: the profile's timeout, cut to what is left before `deadline`.
+/// The profile's user name with its password or token fetched. A password command, or
+/// the request to an OAuth2 token endpoint, gets what a server command gets: the
+/// profile's timeout, cut to what is left before `deadline`. With `transcript` (`-v`),
+/// says whether an OAuth2 token came from the cache or the endpoint (never the token).
 fn credentials(
     smtp: &SmtpProfile,
     deadline: Option<Instant>,
+    transcript: Option<Transcript>,
 ) -> Result<Option<(String, Password)>> {
     let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
     let timeout = left.map_or(smtp.timeout, |left| smtp.timeout.min(left));
+    let key = match smtp.auth {
+        Auth::Password => "password",
+        Auth::Xoauth2 | Auth::Oauthbearer => "token",
+    };
     match smtp.login.clone()? {
-        Some((user, source)) => Ok(Some((user, source.fetch(timeout)?))),
+        Some((user, SecretSource::Given(source))) => {
+            Ok(Some((user, source.fetch_as(key, timeout)?)))
+        }
+        Some((user, SecretSource::OAuth2(oauth))) => {
+            let token =
+                oauth2::access_token(&user, &oauth, smtp.ca_file.as_deref(), timeout, transcript)?;
+            Ok(Some((user, token)))
+        }
         None => Ok(None),
     }
 }
@@ -170,7 +185,7 @@ pub fn check(profile: &Profile, timeout: Duration) -> Result<ServerReport> {
 
 fn check_server(smtp: &SmtpProfile, timeout: Duration) -> Result<ServerReport> {
     let deadline = Instant::now() + timeout;
-    let credentials = credentials(smtp, Some(deadline))?;
+    let credentials = credentials(smtp, Some(deadline), None)?;
     smtp::check(smtp::SmtpSettings::new(
         smtp,
         credentials,

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::message::check::no_line_breaks;
 use crate::message::given::Names;
 use crate::profile::fingerprint::{Fingerprint, profile_pin};
+use crate::profile::oauth2::{OAuth2, OAuth2Entry};
 use crate::profile::password::{Password, PasswordSource};
 
 /// The whole config file.
@@ -48,6 +49,7 @@ pub(super) struct ProfileEntry {
     pub(super) auth: Option<Auth>,
     pub(super) token_env: Option<String>,
     pub(super) token_command: Option<String>,
+    pub(super) oauth2: Option<OAuth2Entry>,
     pub(super) from: Option<String>,
     pub(super) timeout_secs: Option<u64>,
     pub(super) ca_file: Option<PathBuf>,
@@ -129,6 +131,17 @@ impl Auth {
     }
 }
 
+/// Where a login's secret comes from.
+#[derive(Debug, Clone)]
+pub enum SecretSource {
+    /// A password, or a bearer token a variable or command gives
+    /// ([`PasswordSource::fetch`]).
+    Given(PasswordSource),
+    /// An access token envoi gets from an OAuth2 token endpoint itself
+    /// (`[profiles.NAME.oauth2]`; the delivery layer fetches and caches it).
+    OAuth2(Box<OAuth2>),
+}
+
 /// One named connection, checked: the connector's server, port, user name, password and
 /// TLS, or a directory to write messages into. A profile without a host or a directory
 /// cannot be built.
@@ -174,7 +187,7 @@ pub struct SmtpProfile {
     /// A login the profile got wrong (a user name without a password, two password
     /// sources) is an `Err` here and fails the delivery that needs it (78), not the
     /// selection: a dry run or a look at the outbox does not log in.
-    pub login: Result<Option<(String, PasswordSource)>>,
+    pub login: Result<Option<(String, SecretSource)>>,
     /// How to log in: which SASL mechanism, and so what the secret is.
     pub auth: Auth,
     /// For connecting and for each command.
@@ -297,10 +310,16 @@ impl ProfileEntry {
 
     /// The user name and its secret's source: exactly one source with a user name, of
     /// the kind `auth` needs (a password, or a token for the OAuth2 mechanisms).
-    fn login(&self, name: &str) -> Result<Option<(String, PasswordSource)>> {
+    fn login(&self, name: &str) -> Result<Option<(String, SecretSource)>> {
         let auth = self.auth.unwrap_or_default();
         if auth != Auth::Password {
             return self.token_login(name, auth);
+        }
+        if self.oauth2.is_some() {
+            return Err(Error::config(format!(
+                "profile {name:?}: [profiles.{name}.oauth2] is for auth = \"xoauth2\" or \
+                 \"oauthbearer\"; set auth, or remove the table"
+            )));
         }
         if let Some(key) = [
             ("token_env", &self.token_env),
@@ -328,7 +347,7 @@ impl ProfileEntry {
         }
         match (&self.username, first) {
             (None, None) => Ok(None),
-            (Some(user), Some(source)) => Ok(Some((user.clone(), source))),
+            (Some(user), Some(source)) => Ok(Some((user.clone(), SecretSource::Given(source)))),
             (Some(_), None) => Err(Error::config(format!(
                 "profile {name:?}: username is set but no password_env, password_command or password"
             ))),
@@ -341,8 +360,9 @@ impl ProfileEntry {
 
 impl ProfileEntry {
     /// The user name and token source of an OAuth2 mechanism: a user name and exactly
-    /// one of token_env and token_command; a password key is a mistake, named.
-    fn token_login(&self, name: &str, auth: Auth) -> Result<Option<(String, PasswordSource)>> {
+    /// one of token_env, token_command and the `oauth2` table; a password key is a
+    /// mistake, named.
+    fn token_login(&self, name: &str, auth: Auth) -> Result<Option<(String, SecretSource)>> {
         let bad = |what: String| Err(Error::config(format!("profile {name:?}: {what}")));
         let mechanism = auth.name();
         if self.password_env.is_some() || self.password_command.is_some() || self.password.is_some()
@@ -352,14 +372,26 @@ impl ProfileEntry {
                  or token_command instead of password_env, password_command or password"
             ));
         }
-        let source = match (&self.token_env, &self.token_command) {
-            (Some(var), None) => PasswordSource::Env(var.clone()),
-            (None, Some(command)) => PasswordSource::Command(command.clone()),
-            (Some(_), Some(_)) => return bad("give only one of token_env and token_command".into()),
-            (None, None) => {
+        let source = match (&self.token_env, &self.token_command, &self.oauth2) {
+            (Some(var), None, None) => SecretSource::Given(PasswordSource::Env(var.clone())),
+            (None, Some(command), None) => {
+                SecretSource::Given(PasswordSource::Command(command.clone()))
+            }
+            (None, None, Some(table)) => SecretSource::OAuth2(Box::new(table.check(name)?)),
+            (Some(_), Some(_), _) => {
+                return bad("give only one of token_env and token_command".into());
+            }
+            (Some(_), None, Some(_)) | (None, Some(_), Some(_)) => {
                 return bad(format!(
-                    "auth = \"{mechanism}\" needs token_env or token_command (a program that \
-                     prints an access token, like oama or `gcloud auth print-access-token`)"
+                    "give token_env / token_command or a [profiles.{name}.oauth2] table, not \
+                     both"
+                ));
+            }
+            (None, None, None) => {
+                return bad(format!(
+                    "auth = \"{mechanism}\" needs token_env, token_command (a program that \
+                     prints an access token, like oama or `gcloud auth print-access-token`) \
+                     or a [profiles.{name}.oauth2] table"
                 ));
             }
         };
@@ -431,14 +463,16 @@ pub(crate) fn load(path: &Path, explicit: bool) -> Result<ConfigFile> {
             e.message()
         ))
     })?;
-    if file.profiles.values().any(|p| p.password.is_some()) {
+    if file.profiles.values().any(|p| {
+        p.password.is_some() || p.oauth2.as_ref().is_some_and(|o| o.client_secret.is_some())
+    }) {
         check_private(path)?;
     }
-    if file
-        .profiles
-        .values()
-        .any(|p| p.password_command.is_some() || p.token_command.is_some())
-    {
+    if file.profiles.values().any(|p| {
+        p.password_command.is_some()
+            || p.token_command.is_some()
+            || p.oauth2.as_ref().is_some_and(OAuth2Entry::runs_a_command)
+    }) {
         check_trusted(path)?;
     }
     Ok(file)
@@ -454,7 +488,8 @@ fn check_private(path: &Path) -> Result<()> {
         .mode();
     if mode & 0o077 != 0 {
         return Err(Error::config(format!(
-            "{} holds a password but can be read by others (mode {:o}); run: chmod 600 {}",
+            "{} holds a password or client secret but can be read by others (mode {:o}); run: \
+             chmod 600 {}",
             path.display(),
             mode & 0o777,
             path.display()
@@ -472,8 +507,8 @@ fn check_trusted(path: &Path) -> Result<()> {
         .map_err(|e| Error::config(format!("cannot stat {}: {e}", path.display())))?;
     if meta.mode() & 0o022 != 0 {
         return Err(Error::config(format!(
-            "{} runs a password_command or token_command but can be changed by others (mode {:o}); run: \
-             chmod go-w {}",
+            "{} runs a command (password_command, token_command or an oauth2 *_command) but \
+             can be changed by others (mode {:o}); run: chmod go-w {}",
             path.display(),
             meta.mode() & 0o777,
             path.display()
@@ -483,8 +518,8 @@ fn check_trusted(path: &Path) -> Result<()> {
         && meta.uid() != me
     {
         return Err(Error::config(format!(
-            "{} runs a password_command or token_command but belongs to another user (uid {}); only a file \
-             of your own may run commands",
+            "{} runs a command (password_command, token_command or an oauth2 *_command) but \
+             belongs to another user (uid {}); only a file of your own may run commands",
             path.display(),
             meta.uid()
         )));
@@ -655,10 +690,14 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
     Ok(Profile {
         transport: Transport::Smtp(SmtpProfile {
             login: match (username, auth) {
-                (Some(user), Auth::Password) => {
-                    Ok(Some((user, PasswordSource::Env(PASSWORD_VAR.into()))))
-                }
-                (Some(user), _) => Ok(Some((user, PasswordSource::Env(TOKEN_VAR.into())))),
+                (Some(user), Auth::Password) => Ok(Some((
+                    user,
+                    SecretSource::Given(PasswordSource::Env(PASSWORD_VAR.into())),
+                ))),
+                (Some(user), _) => Ok(Some((
+                    user,
+                    SecretSource::Given(PasswordSource::Env(TOKEN_VAR.into())),
+                ))),
                 (None, Auth::Password) => Ok(None),
                 (None, other) => Err(bad(&format!(
                     "auth={} needs a user name in the URL (the mailbox the token is for)",
@@ -708,9 +747,62 @@ mod tests {
         assert_eq!(name, "work");
         let work = smtp(work);
         assert_eq!(work.security, Security::Starttls);
-        assert!(matches!(work.login, Ok(Some((_, PasswordSource::Env(_))))));
+        assert!(matches!(
+            work.login,
+            Ok(Some((_, SecretSource::Given(PasswordSource::Env(_)))))
+        ));
         let (_, outbox) = file.select(Some("outbox")).unwrap().unwrap();
         assert!(matches!(outbox.transport, Transport::File { .. }));
+    }
+
+    /// Every key of the commented `[profiles.work.oauth2]` example is one envoi reads.
+    #[test]
+    fn the_documented_oauth2_keys_are_known() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
+                .unwrap();
+        let block: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# [profiles.work.oauth2]"))
+            .skip(1)
+            .take_while(|l| l.starts_with('#'))
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                l.split_once(" = ")
+                    .is_some_and(|(key, _)| key.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let entry: OAuth2Entry = toml::from_str(&block).unwrap();
+        assert!(entry.flow.is_some() && entry.tenant.is_some() && entry.token_url.is_some());
+        assert!(entry.client_id.is_some() && entry.scope.is_some());
+        assert!(entry.client_secret_env.is_some() && entry.client_secret_command.is_some());
+        assert!(entry.client_secret.is_some());
+        assert!(entry.refresh_token_env.is_some() && entry.refresh_token_command.is_some());
+    }
+
+    /// An oauth2 table becomes the login's secret source, and `auth = "password"` with
+    /// one is refused.
+    #[test]
+    fn an_oauth2_table_is_the_token_source() {
+        let file = parse(
+            "[profiles.a]\nhost = \"h\"\nusername = \"u\"\nauth = \"xoauth2\"\n\
+             [profiles.a.oauth2]\nflow = \"refresh_token\"\nclient_id = \"c\"\n\
+             token_url = \"https://oauth2.googleapis.com/token\"\nrefresh_token_env = \"R\"\n\
+             [profiles.b]\nhost = \"h\"\nusername = \"u\"\n\
+             [profiles.b.oauth2]\nflow = \"refresh_token\"\n",
+        );
+        let (_, a) = file.select(Some("a")).unwrap().unwrap();
+        match smtp(a).login {
+            Ok(Some((user, SecretSource::OAuth2(o)))) => {
+                assert_eq!(user, "u");
+                assert_eq!(o.token_url, "https://oauth2.googleapis.com/token");
+            }
+            other => panic!("{other:?}"),
+        }
+        let (_, b) = file.select(Some("b")).unwrap().unwrap();
+        let err = smtp(b).login.unwrap_err();
+        assert!(err.message().contains("is for auth"), "{err}");
     }
 
     #[test]
@@ -756,6 +848,30 @@ mod tests {
             std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
             let err = load(&path, true).unwrap_err();
             assert!(err.message().contains("another user"), "{err}");
+        }
+    }
+
+    /// An inline oauth2 client_secret needs a private file, like password; an oauth2
+    /// command needs a file only its owner can change, like password_command.
+    #[cfg(unix)]
+    #[test]
+    fn oauth2_secrets_follow_the_password_rules_for_the_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let set = |mode| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
+        let head = "[profiles.a]\nhost = \"h\"\n[profiles.a.oauth2]\n";
+        std::fs::write(&path, format!("{head}client_secret = \"s\"\n")).unwrap();
+        set(0o644).unwrap();
+        let err = load(&path, true).unwrap_err();
+        assert!(err.message().contains("chmod 600"), "{err}");
+        set(0o600).unwrap();
+        assert!(load(&path, true).is_ok());
+        for key in ["client_secret_command", "refresh_token_command"] {
+            std::fs::write(&path, format!("{head}{key} = \"pass x\"\n")).unwrap();
+            set(0o664).unwrap();
+            let err = load(&path, true).unwrap_err();
+            assert!(err.message().contains("chmod go-w"), "{key}: {err}");
         }
     }
 
@@ -841,7 +957,9 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
         let p = smtp(profile_from_url("smtp://me%40x.com@h?auth=xoauth2").unwrap());
         assert_eq!(p.auth, Auth::Xoauth2);
-        assert!(matches!(p.login, Ok(Some((_, PasswordSource::Env(ref v)))) if v == "ENVOI_TOKEN"));
+        assert!(
+            matches!(p.login, Ok(Some((_, SecretSource::Given(PasswordSource::Env(ref v))))) if v == "ENVOI_TOKEN")
+        );
         let p = smtp(profile_from_url("smtp://h?auth=oauthbearer").unwrap());
         assert!(p.login.is_err(), "a token needs a user");
         assert!(profile_from_url("http://h").is_err());

@@ -8,14 +8,18 @@
 mod config;
 mod files;
 mod fingerprint;
+mod oauth2;
 mod password;
 mod resolve;
 mod route;
 mod show;
 
-pub use config::{Auth, ConfigSource, Profile, Security, SmtpProfile, Transport, profile_from_url};
+pub use config::{
+    Auth, ConfigSource, Profile, SecretSource, Security, SmtpProfile, Transport, profile_from_url,
+};
 pub use files::{ProfileSummary, config_path, list_profiles, write_starter};
 pub use fingerprint::Fingerprint;
+pub use oauth2::{Flow, OAuth2};
 pub use password::{Password, PasswordSource};
 pub use resolve::{Env, Flags, Origin, Resolved, resolve, resolve_outbox};
 pub use route::{Connection, Route};

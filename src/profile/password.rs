@@ -91,20 +91,26 @@ impl PasswordSource {
     /// running after `timeout` is stopped: a hung password manager must not hang a cron
     /// job or an outbox flush.
     pub fn fetch(&self, timeout: Duration) -> Result<Password> {
+        self.fetch_as("password", timeout)
+    }
+
+    /// [`PasswordSource::fetch`] for a secret whose keys are `KEY_env`, `KEY_command`
+    /// and `KEY` (`token`, `oauth2.client_secret`, …): errors name those keys.
+    pub fn fetch_as(&self, key: &str, timeout: Duration) -> Result<Password> {
         match self {
             PasswordSource::Env(var) => match std::env::var(var) {
                 Ok(v) if !v.is_empty() => Ok(Password::new(v)),
                 _ => Err(Error::config(format!(
-                    "password_env: the environment variable {var} is not set or empty"
+                    "{key}_env: the environment variable {var} is not set or empty"
                 ))),
             },
             PasswordSource::Inline(p) => Ok(p.clone()),
-            PasswordSource::Command(cmd) => run_command(cmd, timeout),
+            PasswordSource::Command(cmd) => run_command(key, cmd, timeout),
         }
     }
 }
 
-fn run_command(cmd: &str, timeout: Duration) -> Result<Password> {
+fn run_command(key: &str, cmd: &str, timeout: Duration) -> Result<Password> {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(cmd)
@@ -112,28 +118,28 @@ fn run_command(cmd: &str, timeout: Duration) -> Result<Password> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| Error::config(format!("password_command: cannot run sh: {e}")))?;
+        .map_err(|e| Error::config(format!("{key}_command: cannot run sh: {e}")))?;
     // Read both pipes while waiting, so a chatty command cannot block on a full pipe.
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
-    let status = wait(&mut child, timeout)?;
+    let status = wait(key, &mut child, timeout)?;
     let stderr = stderr.join().unwrap_or_default();
     if !status.success() {
         let stderr = String::from_utf8_lossy(&stderr);
         return Err(Error::config(format!(
-            "password_command failed ({status}): {}",
+            "{key}_command failed ({status}): {}",
             stderr.trim()
         )));
     }
     let stdout = stdout.join().unwrap_or_default();
     let mut secret = String::from_utf8(stdout)
-        .map_err(|_| Error::config("password_command: its output is not UTF-8"))?;
+        .map_err(|_| Error::config(format!("{key}_command: its output is not UTF-8")))?;
     // `pass` and friends end the secret with a newline; the newline is not part of it.
     while secret.ends_with(['\n', '\r']) {
         secret.pop();
     }
     if secret.is_empty() {
-        return Err(Error::config("password_command printed nothing"));
+        return Err(Error::config(format!("{key}_command printed nothing")));
     }
     Ok(Password::new(secret))
 }
@@ -150,7 +156,7 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Ve
 }
 
 /// Waits for the command at most `timeout`, then stops it (78).
-fn wait(child: &mut Child, timeout: Duration) -> Result<std::process::ExitStatus> {
+fn wait(key: &str, child: &mut Child, timeout: Duration) -> Result<std::process::ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
         match child.try_wait() {
@@ -162,13 +168,13 @@ fn wait(child: &mut Child, timeout: Duration) -> Result<std::process::ExitStatus
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(Error::config(format!(
-                    "password_command did not finish within {} s and was stopped",
+                    "{key}_command did not finish within {} s and was stopped",
                     timeout.as_secs_f64()
                 )));
             }
             Err(e) => {
                 return Err(Error::config(format!(
-                    "password_command: cannot wait for it: {e}"
+                    "{key}_command: cannot wait for it: {e}"
                 )));
             }
         }

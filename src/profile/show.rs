@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::profile::config::{self, Auth, ConfigSource, ProfileEntry, Security, Transport};
+use crate::profile::config::{
+    self, Auth, ConfigSource, ProfileEntry, SecretSource, Security, Transport,
+};
 use crate::profile::files::config_path;
 use crate::profile::password::PasswordSource;
 use crate::profile::resolve::{Env, Flags, Origin, resolve};
@@ -151,9 +153,64 @@ fn explain(
             match &smtp.login {
                 Ok(Some((user, source))) => {
                     push("username", Some(user.clone()), login_origin);
-                    let (described, problem) = describe_secret(secret, source);
-                    push(secret, Some(described), login_origin);
-                    problems.extend(problem);
+                    match source {
+                        SecretSource::Given(source) => {
+                            let (described, problem) = describe_secret(secret, source);
+                            push(secret, Some(described), login_origin);
+                            problems.extend(problem);
+                        }
+                        SecretSource::OAuth2(oauth) => {
+                            push(
+                                secret,
+                                Some("from the OAuth2 token endpoint (see oauth2.*)".into()),
+                                Origin::File,
+                            );
+                            let mut secret_setting = |key, what, source: &Option<_>| {
+                                let (value, problem) = match source {
+                                    Some(source) => {
+                                        let (described, problem) = describe_secret(what, source);
+                                        (Some(described), problem)
+                                    }
+                                    None => (None, None),
+                                };
+                                problems.extend(problem);
+                                (key, value)
+                            };
+                            let client_secret = secret_setting(
+                                "oauth2.client_secret",
+                                "client secret",
+                                &oauth.client_secret,
+                            );
+                            let refresh_token = secret_setting(
+                                "oauth2.refresh_token",
+                                "refresh token",
+                                &oauth.refresh_token,
+                            );
+                            for (key, value) in [
+                                ("oauth2.flow", Some(oauth.flow.name().to_owned())),
+                                ("oauth2.token_url", Some(oauth.token_url.clone())),
+                                ("oauth2.client_id", Some(oauth.client_id.clone())),
+                                client_secret,
+                                ("oauth2.scope", oauth.scope.clone()),
+                                refresh_token,
+                            ] {
+                                let origin = if value.is_some() {
+                                    Origin::File
+                                } else {
+                                    Origin::Default
+                                };
+                                push(key, value, origin);
+                            }
+                            use etcetera::BaseStrategy;
+                            push(
+                                "oauth2.cache",
+                                etcetera::choose_base_strategy()
+                                    .ok()
+                                    .map(|b| b.cache_dir().join("envoi").display().to_string()),
+                                Origin::Default,
+                            );
+                        }
+                    }
                     if smtp.security == Security::None && !smtp.allow_plaintext_auth {
                         problems.push(
                             "a secret with security = \"none\" would cross the network in \

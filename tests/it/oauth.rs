@@ -11,7 +11,7 @@ use tempfile::TempDir;
 
 use crate::support::certs::TestPki;
 use crate::support::envoi::{Config, ExpectExit, envoi};
-use crate::support::external::{Aiosmtpd, AiosmtpdOptions};
+use crate::support::external::{Aiosmtpd, AiosmtpdOptions, TokenEndpoint, TokenEndpointOptions};
 
 const MAILBOX: &str = "bot@example.com";
 const TOKEN: &str = "ya29.canary-token-5f2c";
@@ -26,7 +26,7 @@ fn server(dir: &Path, auth: &str, lines: &[&str]) -> Option<(Aiosmtpd, PathBuf)>
         auth: None,
         refuse_rcpt: vec![],
         cert_key: Some(pki.write_leaf(dir)),
-        oauth: Some((MAILBOX.into(), TOKEN.into())),
+        oauth: Some((MAILBOX.into(), vec![TOKEN.into()])),
     })?;
     let mut config = Config::new(server.port(), "starttls")
         .trust(&ca)
@@ -130,13 +130,27 @@ fn a_refused_token_is_77_at_once_with_the_providers_reason() {
 /// named (78) before anything connects.
 #[test]
 fn token_keys_that_do_not_fit_auth_are_configuration_errors() {
-    let cases: [(&str, &[&str], &str); 4] = [
+    let cases: [(&str, &[&str], &str); 6] = [
         (
             "xoauth2",
             &["password_env = \"MAIL_TOKEN\""],
             "logs in with a token, not a password",
         ),
-        ("oauthbearer", &[], "needs token_env or token_command"),
+        ("oauthbearer", &[], "needs token_env, token_command"),
+        (
+            "password",
+            &["[profiles.test.oauth2]", "flow = \"client_credentials\""],
+            "[profiles.test.oauth2] is for auth",
+        ),
+        (
+            "xoauth2",
+            &[
+                "token_env = \"MAIL_TOKEN\"",
+                "[profiles.test.oauth2]",
+                "flow = \"client_credentials\"",
+            ],
+            "not both",
+        ),
         (
             "xoauth2",
             &["token_env = \"MAIL_TOKEN\"", "token_command = \"true\""],
@@ -159,4 +173,434 @@ fn token_keys_that_do_not_fit_auth_are_configuration_errors() {
         let run = send(dir.path(), &path, TOKEN).expect_exit(78);
         assert!(run.stderr.contains(says), "{auth} {lines:?}: {run}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// [profiles.NAME.oauth2]: envoi fetches the token itself from a loopback HTTPS endpoint
+// (tests/it/support/oauth2_endpoint.py, RFC 6749) that issues at-native-1, at-native-2, …;
+// the aiosmtpd server accepts exactly those for MAILBOX.
+// ---------------------------------------------------------------------------------------------
+
+const CLIENT_ID: &str = "envoi-test-app";
+const CLIENT_SECRET: &str = "Canary-Client-Secret-9b1e";
+const FIRST_REFRESH: &str = "rt-first-canary-4c7a";
+const PREFIX: &str = "at-native-";
+const SCOPE: &str = "https://outlook.office365.com/.default";
+
+/// A token endpoint and an SMTP server sharing one test CA, and a config whose profile
+/// logs in with XOAUTH2 and a `[profiles.test.oauth2]` table of `flow` (plus `extra`
+/// lines in it); `token_url` replaces the endpoint's URL when given.
+struct Native {
+    dir: TempDir,
+    endpoint: TokenEndpoint,
+    smtp: Aiosmtpd,
+    config: PathBuf,
+}
+
+fn native(flow: &str, expires_in: u64, token_url: Option<&str>) -> Option<Native> {
+    native_with(flow, expires_in, token_url, None, true)
+}
+
+/// [`native`], with an endpoint that answers every request `fail_status`, and without
+/// `ca_file` when not `trust`.
+fn native_with(
+    flow: &str,
+    expires_in: u64,
+    token_url: Option<&str>,
+    fail_status: Option<u16>,
+    trust: bool,
+) -> Option<Native> {
+    let dir = TempDir::new().expect("temp dir");
+    let pki = TestPki::new();
+    let ca = pki.write_ca(dir.path());
+    let leaf = pki.write_leaf(dir.path());
+    let endpoint = TokenEndpoint::start(TokenEndpointOptions {
+        cert_key: leaf.clone(),
+        client_id: CLIENT_ID.into(),
+        client_secret: CLIENT_SECRET.into(),
+        refresh_token: Some(FIRST_REFRESH.into()),
+        token_prefix: PREFIX.into(),
+        expires_in,
+        fail_status,
+    })?;
+    let smtp = Aiosmtpd::start(AiosmtpdOptions {
+        security: "starttls",
+        auth: None,
+        refuse_rcpt: vec![],
+        cert_key: Some(leaf),
+        oauth: Some((
+            MAILBOX.into(),
+            (1..=9).map(|n| format!("{PREFIX}{n}")).collect(),
+        )),
+    })?;
+    let url = token_url.map_or_else(|| endpoint.url(), str::to_owned);
+    let mut config = Config::new(smtp.port(), "starttls");
+    if trust {
+        config = config.trust(&ca);
+    }
+    config = config
+        .line(&format!("username = \"{MAILBOX}\""))
+        .line("auth = \"xoauth2\"")
+        .line("[profiles.test.oauth2]")
+        .line(&format!("flow = \"{flow}\""))
+        .line(&format!("token_url = \"{url}\""))
+        .line(&format!("client_id = \"{CLIENT_ID}\""))
+        .line("client_secret_env = \"OAUTH_SECRET\"")
+        .line(&format!("scope = \"{SCOPE}\""));
+    if flow == "refresh_token" {
+        config = config.line("refresh_token_env = \"OAUTH_REFRESH\"");
+    }
+    let config = config.write(dir.path());
+    Some(Native {
+        dir,
+        endpoint,
+        smtp,
+        config,
+    })
+}
+
+impl Native {
+    /// `envoi send -v` with the client secret `secret` and the first refresh token in
+    /// the environment.
+    fn send(&self, secret: &str) -> assert_cmd::Command {
+        let mut cmd = send(self.dir.path(), &self.config, "unused");
+        cmd.env("OAUTH_SECRET", secret)
+            .env("OAUTH_REFRESH", FIRST_REFRESH);
+        cmd
+    }
+
+    /// The bearer token of each SASL message the SMTP server got, in order.
+    fn tokens_used(&self) -> Vec<String> {
+        self.smtp
+            .sasl()
+            .iter()
+            .filter_map(|r| r.message.as_deref())
+            .filter_map(|m| m.split("auth=Bearer ").nth(1))
+            .map(|t| t.trim_end_matches('\x01').to_owned())
+            .collect()
+    }
+
+    /// The cache files of the run's HOME (`~/.cache/envoi`, XDG_CACHE_HOME being unset).
+    fn cache_files(&self) -> Vec<PathBuf> {
+        let dir = self.dir.path().join(".cache/envoi");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .map(|e| e.expect("cache entry").path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+
+    /// The one cache file, parsed.
+    fn cache(&self) -> serde_json::Value {
+        let files = self.cache_files();
+        assert_eq!(files.len(), 1, "{files:?}");
+        let text = std::fs::read_to_string(&files[0]).expect("read the cache");
+        serde_json::from_str(&text).expect("the cache is JSON")
+    }
+
+    fn assert_private_cache(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        for file in self.cache_files() {
+            let mode = std::fs::metadata(&file).expect("stat").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+        }
+    }
+}
+
+/// No secret of the test in what envoi printed.
+fn assert_no_oauth_secret(run: &impl std::fmt::Display, output: &str) {
+    for secret in [CLIENT_SECRET, FIRST_REFRESH, "rt-rotated-", PREFIX] {
+        assert!(!output.contains(secret), "{secret} was printed: {run}");
+    }
+}
+
+/// client_credentials: the first send asks the endpoint (one request: the right grant,
+/// client, secret and scope) and logs in with the token it issued; the second send takes
+/// it from the cache (still one request) and the server sees the same token. -v says
+/// which, never the token; the cache file is 0600.
+#[test]
+fn client_credentials_fetches_once_then_uses_the_cache() {
+    let Some(n) = native("client_credentials", 3600, None) else {
+        return;
+    };
+    let first = n.send(CLIENT_SECRET).expect_exit(0);
+    assert!(
+        first.stderr.contains("fetched from https://127.0.0.1:"),
+        "{first}"
+    );
+    assert_no_oauth_secret(&first, &first.output());
+    let requests = n.endpoint.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}\n{}", n.endpoint.log());
+    let r = &requests[0];
+    assert_eq!(r.grant_type.as_deref(), Some("client_credentials"));
+    assert_eq!(r.client_id.as_deref(), Some(CLIENT_ID));
+    assert_eq!(r.secret_ok, Some(true));
+    assert_eq!(r.scope.as_deref(), Some(SCOPE));
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.access_token.as_deref(),
+        Some(format!("{PREFIX}1").as_str())
+    );
+
+    let second = n.send(CLIENT_SECRET).expect_exit(0);
+    assert!(second.stderr.contains("from the cache"), "{second}");
+    assert_no_oauth_secret(&second, &second.output());
+    assert_eq!(
+        n.endpoint.requests().len(),
+        1,
+        "the cached token was not used"
+    );
+
+    assert_eq!(
+        n.tokens_used(),
+        [format!("{PREFIX}1"), format!("{PREFIX}1")]
+    );
+    assert!(n.smtp.sasl().iter().all(|r| r.ok));
+    let messages = n.smtp.messages();
+    assert_eq!(messages.len(), 2);
+    assert!(
+        messages
+            .iter()
+            .all(|m| m.auth_user.as_deref() == Some(MAILBOX))
+    );
+    n.assert_private_cache();
+    assert_eq!(n.cache()["access_token"], format!("{PREFIX}1"));
+}
+
+/// A cached token with less than a minute left is not used: with expires_in = 65 the
+/// second send (right after the first; up to 4 s later would do) reuses it, the third
+/// (5 s later) refreshes with the rotated refresh token and logs in with the new access
+/// token.
+#[test]
+fn an_expired_cached_token_is_refreshed() {
+    let Some(n) = native("refresh_token", 65, None) else {
+        return;
+    };
+    n.send(CLIENT_SECRET).expect_exit(0);
+    let second = n.send(CLIENT_SECRET).expect_exit(0);
+    assert!(second.stderr.contains("from the cache"), "{second}");
+    assert_eq!(n.endpoint.requests().len(), 1);
+    std::thread::sleep(Duration::from_millis(5100));
+    let third = n.send(CLIENT_SECRET).expect_exit(0);
+    assert!(third.stderr.contains("fetched from"), "{third}");
+    assert_no_oauth_secret(&third, &third.output());
+    let requests = n.endpoint.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(requests[0].refresh_token.as_deref(), Some(FIRST_REFRESH));
+    assert_eq!(requests[1].refresh_token.as_deref(), Some("rt-rotated-1"));
+    assert!(requests.iter().all(|r| r.status == 200));
+    assert_eq!(
+        n.tokens_used(),
+        [
+            format!("{PREFIX}1"),
+            format!("{PREFIX}1"),
+            format!("{PREFIX}2")
+        ]
+    );
+    assert_eq!(n.smtp.messages().len(), 3);
+}
+
+/// Rotation: with tokens that are never reused (expires_in 30 < the 60 s margin), two
+/// sends in a row each refresh with the latest refresh token (the configured one, then
+/// the one the first answer rotated in), and the cache ends with the newest. The
+/// configured, now spent, refresh token is refused by the endpoint (invalid_grant): a run
+/// with an empty cache exits 77 with the endpoint's words, and sends nothing.
+#[test]
+fn a_rotated_refresh_token_replaces_the_old_one_at_once() {
+    let Some(n) = native("refresh_token", 30, None) else {
+        return;
+    };
+    n.send(CLIENT_SECRET).expect_exit(0);
+    n.send(CLIENT_SECRET).expect_exit(0);
+    let requests = n.endpoint.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(requests[0].refresh_token.as_deref(), Some(FIRST_REFRESH));
+    assert_eq!(
+        requests[0].new_refresh_token.as_deref(),
+        Some("rt-rotated-1")
+    );
+    assert_eq!(requests[1].refresh_token.as_deref(), Some("rt-rotated-1"));
+    assert_eq!(
+        requests[1].new_refresh_token.as_deref(),
+        Some("rt-rotated-2")
+    );
+    assert_eq!(n.cache()["refresh_token"], "rt-rotated-2");
+    assert_eq!(
+        n.tokens_used(),
+        [format!("{PREFIX}1"), format!("{PREFIX}2")]
+    );
+    n.assert_private_cache();
+
+    let elsewhere = n.dir.path().join("other-cache");
+    let stale = n
+        .send(CLIENT_SECRET)
+        .env("XDG_CACHE_HOME", &elsewhere)
+        .expect_exit(77);
+    assert!(stale.stderr.contains("invalid_grant"), "{stale}");
+    assert!(stale.stderr.contains("AADSTS70000"), "{stale}");
+    assert_no_oauth_secret(&stale, &stale.output());
+    let requests = n.endpoint.requests();
+    assert_eq!(requests.len(), 3);
+    assert_eq!(requests[2].refresh_token.as_deref(), Some(FIRST_REFRESH));
+    assert_eq!(requests[2].error.as_deref(), Some("invalid_grant"));
+    assert_eq!(n.smtp.messages().len(), 2, "the refused run sent something");
+}
+
+/// Four envoi runs at once with an empty cache: the lock makes one of them refresh and
+/// the others take its token from the cache, so the one-time refresh token is spent once
+/// and every run succeeds.
+#[test]
+fn concurrent_runs_refresh_once() {
+    let Some(n) = native("refresh_token", 3600, None) else {
+        return;
+    };
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| n.send(CLIENT_SECRET).expect_exit(0)))
+            .collect();
+        for run in runs {
+            run.join().expect("a send thread");
+        }
+    });
+    let requests = n.endpoint.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0].status, 200);
+    assert_eq!(n.tokens_used(), vec![format!("{PREFIX}1"); 4]);
+    assert_eq!(n.smtp.messages().len(), 4);
+    assert_eq!(n.cache()["refresh_token"], "rt-rotated-1");
+}
+
+/// A wrong client secret: the endpoint answers 401 invalid_client; envoi exits 77 with
+/// the endpoint's words and prints neither secret; nothing reaches the SMTP server.
+#[test]
+fn a_bad_client_secret_is_77_with_the_endpoints_words() {
+    let Some(n) = native("client_credentials", 3600, None) else {
+        return;
+    };
+    let wrong = "Wrong-Secret-Canary-31f0";
+    let run = n.send(wrong).expect_exit(77);
+    assert!(run.stderr.contains("invalid_client"), "{run}");
+    assert!(run.stderr.contains("AADSTS7000215"), "{run}");
+    assert!(
+        !run.output().contains(wrong),
+        "the secret was printed: {run}"
+    );
+    assert_no_oauth_secret(&run, &run.output());
+    let requests = n.endpoint.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].secret_ok, Some(false));
+    assert_eq!(requests[0].status, 401);
+    assert!(n.smtp.sasl().is_empty());
+    assert!(n.smtp.transcript().is_empty(), "{}", n.smtp.transcript());
+    assert!(n.cache_files().is_empty());
+}
+
+/// A token_url in plain http to another machine is a configuration error (78) naming
+/// the key, found before anything is sent anywhere.
+#[test]
+fn plain_http_to_another_machine_is_78() {
+    let Some(n) = native(
+        "client_credentials",
+        3600,
+        Some("http://login.example.com/token"),
+    ) else {
+        return;
+    };
+    let run = n.send(CLIENT_SECRET).expect_exit(78);
+    assert!(run.stderr.contains("oauth2.token_url"), "{run}");
+    assert!(run.stderr.contains("plain http"), "{run}");
+    assert!(n.endpoint.requests().is_empty());
+    assert!(n.smtp.transcript().is_empty(), "{}", n.smtp.transcript());
+}
+
+/// An endpoint nobody listens on: 75 (try again later), and no SMTP connection.
+#[test]
+fn an_unreachable_endpoint_is_75() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("port").port();
+    drop(closed);
+    let url = format!("https://127.0.0.1:{port}/token");
+    let Some(n) = native("client_credentials", 3600, Some(&url)) else {
+        return;
+    };
+    let run = n.send(CLIENT_SECRET).expect_exit(75);
+    assert!(
+        run.stderr.contains("cannot reach the token endpoint"),
+        "{run}"
+    );
+    assert_no_oauth_secret(&run, &run.output());
+    assert!(n.endpoint.requests().is_empty());
+    assert!(n.smtp.transcript().is_empty(), "{}", n.smtp.transcript());
+}
+
+/// An endpoint in trouble (503) is 75, try again later, with its status; nothing is sent.
+#[test]
+fn an_endpoint_answering_5xx_is_75() {
+    let Some(n) = native_with("client_credentials", 3600, None, Some(503), true) else {
+        return;
+    };
+    let run = n.send(CLIENT_SECRET).expect_exit(75);
+    assert!(run.stderr.contains("HTTP 503"), "{run}");
+    assert_no_oauth_secret(&run, &run.output());
+    let requests = n.endpoint.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0].status, 503);
+    assert!(n.smtp.transcript().is_empty(), "{}", n.smtp.transcript());
+    assert!(n.cache_files().is_empty());
+}
+
+/// The token endpoint's certificate is checked like the SMTP server's: signed by a CA
+/// the profile does not trust (no ca_file) it is 77 "unknown issuer", before the client
+/// secret is sent (the endpoint logs no request) and before any SMTP connection.
+#[test]
+fn an_untrusted_endpoint_certificate_is_77_before_the_secret_is_sent() {
+    let Some(n) = native_with("client_credentials", 3600, None, None, false) else {
+        return;
+    };
+    let run = n.send(CLIENT_SECRET).expect_exit(77);
+    assert!(run.stderr.contains("unknown issuer"), "{run}");
+    assert!(n.endpoint.requests().is_empty());
+    assert!(n.smtp.transcript().is_empty(), "{}", n.smtp.transcript());
+}
+
+/// `envoi config show` lists the oauth2 settings, the tenant as the URL it stands for,
+/// and the client secret by its source only.
+#[test]
+fn config_show_lists_the_oauth2_settings_without_the_secret() {
+    let dir = TempDir::new().expect("temp dir");
+    let inline = "Canary-Inline-Secret-77aa";
+    let config = Config::new(587, "starttls")
+        .line(&format!("username = \"{MAILBOX}\""))
+        .line("auth = \"xoauth2\"")
+        .line("[profiles.test.oauth2]")
+        .line("flow = \"client_credentials\"")
+        .line("tenant = \"contoso.onmicrosoft.com\"")
+        .line(&format!("client_id = \"{CLIENT_ID}\""))
+        .line(&format!("client_secret = \"{inline}\""))
+        .line(&format!("scope = \"{SCOPE}\""))
+        .write(dir.path());
+    let run = envoi(dir.path())
+        .args(["config", "show", "--config"])
+        .arg(&config)
+        .expect_exit(0);
+    for expected in [
+        "oauth2.flow",
+        "client_credentials",
+        "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token",
+        CLIENT_ID,
+        SCOPE,
+        "in the config file (hidden)",
+        ".cache/envoi",
+    ] {
+        assert!(run.stdout.contains(expected), "{expected}: {run}");
+    }
+    assert!(
+        !run.output().contains(inline),
+        "the secret was shown: {run}"
+    );
 }

@@ -10,7 +10,7 @@
 
 mod conn;
 mod reply;
-mod tls;
+pub(super) mod tls;
 
 use std::io::{self, Write};
 use std::path::PathBuf;

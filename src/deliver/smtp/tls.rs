@@ -264,6 +264,17 @@ impl ServerCertVerifier for Pinned {
     }
 }
 
+/// Every root certificate envoi trusts for a profile: the system's, then `ca_file`'s.
+/// For a client other than the SMTP one (the OAuth2 token endpoint's), so that both
+/// trust the same authorities.
+pub(crate) fn trusted_roots(ca_file: Option<&Path>) -> Result<Vec<CertificateDer<'static>>> {
+    let mut roots = rustls_native_certs::load_native_certs().certs;
+    if let Some(path) = ca_file {
+        roots.extend(read_ca_file(path, &mut RootCertStore::empty())?);
+    }
+    Ok(roots)
+}
+
 /// Reads the PEM certificates of `ca_file` into `roots`, and returns them as written.
 fn read_ca_file(path: &Path, roots: &mut RootCertStore) -> Result<Vec<CertificateDer<'static>>> {
     let pem = std::fs::read(path)

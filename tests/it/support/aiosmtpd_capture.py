@@ -7,8 +7,8 @@ each accepted message to OUT/NNNN.json (atomically: temp file + rename):
      "auth_user": str | null, "tls": bool}
 Every command line the client sends (not DATA content, not AUTH continuation lines) is appended
 to OUT/transcript.log; aiosmtpd masks the initial response of `AUTH <mech> <response>` as ********.
-With --oauth USER:TOKEN it also offers XOAUTH2 and OAUTHBEARER (RFC 7628), as Gmail and
-Microsoft 365 speak them: a wrong token is answered `334 <base64 JSON error>`, and only after the
+With --oauth USER:TOKEN (repeatable: any of the tokens is accepted) it also offers XOAUTH2 and
+OAUTHBEARER (RFC 7628), as Gmail and Microsoft 365 speak them: a wrong token is answered `334 <base64 JSON error>`, and only after the
 client's reply to that (an empty line, or ^A for OAUTHBEARER) comes the 535. Each decoded SASL
 message is appended to OUT/sasl.log as one JSON line {"mechanism", "message", "ok"}.
 Stops on SIGTERM or SIGINT (and, with --exit-on-stdin-eof, when stdin closes: the parent died).
@@ -39,7 +39,8 @@ def parse_args():
     p.add_argument("--cert", help="PEM: leaf certificate, optionally followed by its CA chain")
     p.add_argument("--key", help="PEM private key")
     p.add_argument("--auth", metavar="USER:PASS", help="accept AUTH PLAIN/LOGIN with these")
-    p.add_argument("--oauth", metavar="USER:TOKEN", help="accept XOAUTH2/OAUTHBEARER with these")
+    p.add_argument("--oauth", metavar="USER:TOKEN", action="append", default=[],
+                   help="accept XOAUTH2/OAUTHBEARER with these (repeatable, one user)")
     p.add_argument("--require-starttls", action="store_true", help="starttls mode: 530 before STARTTLS")
     p.add_argument("--refuse-rcpt", metavar="ADDR=CODE", action="append", default=[])
     p.add_argument("--out", required=True, help="directory for NNNN.json and transcript.log")
@@ -99,15 +100,15 @@ class OAuthCapture(Capture):
     ERROR = json.dumps({"status": "401", "schemes": "bearer", "scope": "https://mail.google.com/"},
                        separators=(",", ":"))
 
-    def __init__(self, out, refuse, user, token):
+    def __init__(self, out, refuse, user, tokens):
         super().__init__(out, refuse)
-        self.user, self.token = user, token
+        self.user, self.tokens = user, tokens
 
     def record(self, mechanism, message, ok):
         with open(os.path.join(self.out, "sasl.log"), "a", encoding="utf-8") as f:
             f.write(json.dumps({"mechanism": mechanism, "message": message, "ok": ok}) + "\n")
 
-    async def bearer(self, server, args, mechanism, expected, error_reply):
+    async def bearer(self, server, args, mechanism, expected_any, error_reply):
         if len(args) == 2:
             try:
                 blob = base64.b64decode(args[1], validate=True)
@@ -118,7 +119,7 @@ class OAuthCapture(Capture):
             if not isinstance(blob, bytes):
                 return AuthResult(success=False, handled=True)
         message = blob.decode("utf-8", "replace")
-        ok = message == expected
+        ok = message in expected_any
         self.record(mechanism, message, ok)
         if ok:
             from aiosmtpd.smtp import LoginPassword
@@ -131,13 +132,13 @@ class OAuthCapture(Capture):
                           message="535 5.7.8 Username and Password not accepted")
 
     async def auth_XOAUTH2(self, server, args):
-        expected = f"user={self.user}\x01auth=Bearer {self.token}\x01\x01"
+        expected = {f"user={self.user}\x01auth=Bearer {t}\x01\x01" for t in self.tokens}
         return await self.bearer(server, args, "XOAUTH2", expected, b"")
 
     async def auth_OAUTHBEARER(self, server, args):
         host, port = server.transport.get_extra_info("sockname")[:2]
-        expected = (f"n,a={self.user},\x01host=localhost\x01port={port}"
-                    f"\x01auth=Bearer {self.token}\x01\x01")
+        expected = {(f"n,a={self.user},\x01host=localhost\x01port={port}"
+                     f"\x01auth=Bearer {t}\x01\x01") for t in self.tokens}
         return await self.bearer(server, args, "OAUTHBEARER", expected, b"\x01")
 
 
@@ -161,8 +162,11 @@ async def serve(a):
         addr, _, code = item.rpartition("=")
         refuse[addr.lower()] = int(code)
     if a.oauth:
-        oauth_user, _, token = a.oauth.partition(":")
-        handler = OAuthCapture(a.out, refuse, oauth_user, token)
+        pairs = [item.partition(":") for item in a.oauth]
+        oauth_user = pairs[0][0]
+        if any(user != oauth_user for user, _, _ in pairs):
+            sys.exit("aiosmtpd_capture: every --oauth must name the same user")
+        handler = OAuthCapture(a.out, refuse, oauth_user, [token for _, _, token in pairs])
     else:
         handler = Capture(a.out, refuse)
 

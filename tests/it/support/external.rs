@@ -82,9 +82,10 @@ pub struct AiosmtpdOptions {
     pub refuse_rcpt: Vec<(String, u16)>,
     /// PEM certificate (leaf, optionally followed by its chain) and PEM key; needed for TLS.
     pub cert_key: Option<(PathBuf, PathBuf)>,
-    /// Also offer XOAUTH2 and OAUTHBEARER, accepting exactly this user and bearer token; a
-    /// wrong token gets the providers' `334 <base64 JSON>` challenge, then 535.
-    pub oauth: Option<(String, String)>,
+    /// Also offer XOAUTH2 and OAUTHBEARER, accepting exactly this user with any of these
+    /// bearer tokens; a wrong token gets the providers' `334 <base64 JSON>` challenge, then
+    /// 535.
+    pub oauth: Option<(String, Vec<String>)>,
 }
 
 /// One SASL message the server decoded (`--oauth`), in order of arrival.
@@ -183,8 +184,10 @@ impl Aiosmtpd {
         if let Some((user, pass)) = &opts.auth {
             cmd.arg("--auth").arg(format!("{user}:{pass}"));
         }
-        if let Some((user, token)) = &opts.oauth {
-            cmd.arg("--oauth").arg(format!("{user}:{token}"));
+        if let Some((user, tokens)) = &opts.oauth {
+            for token in tokens {
+                cmd.arg("--oauth").arg(format!("{user}:{token}"));
+            }
         }
         if opts.security == "starttls" {
             cmd.arg("--require-starttls");
@@ -295,6 +298,153 @@ impl Aiosmtpd {
 }
 
 impl Drop for Aiosmtpd {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        kill_and_wait(&mut self.child);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// OAuth2 token endpoint
+// ---------------------------------------------------------------------------------------------
+
+/// How to run `tests/it/support/oauth2_endpoint.py`.
+#[derive(Clone, Debug)]
+pub struct TokenEndpointOptions {
+    /// PEM certificate (leaf, then its CA) and key: it serves HTTPS.
+    pub cert_key: (PathBuf, PathBuf),
+    pub client_id: String,
+    pub client_secret: String,
+    /// The first valid refresh token (the refresh_token grant).
+    pub refresh_token: Option<String>,
+    /// Access tokens are this prefix followed by 1, 2, … in the order issued.
+    pub token_prefix: String,
+    /// `expires_in` of every access token, in seconds.
+    pub expires_in: u64,
+    /// Answer every request with this HTTP status and a plain-text body (a broken
+    /// endpoint).
+    pub fail_status: Option<u16>,
+}
+
+/// One request the token endpoint received, as it logged it.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct TokenRequest {
+    pub grant_type: Option<String>,
+    pub client_id: Option<String>,
+    /// Whether the client secret was right (`None`: none was needed or sent).
+    pub secret_ok: Option<bool>,
+    /// The refresh token presented.
+    pub refresh_token: Option<String>,
+    pub scope: Option<String>,
+    pub status: u16,
+    /// The OAuth2 error code answered, if any.
+    pub error: Option<String>,
+    /// The access token issued, if any.
+    pub access_token: Option<String>,
+    /// The rotated refresh token issued, if any.
+    pub new_refresh_token: Option<String>,
+}
+
+/// A running loopback HTTPS OAuth2 token endpoint (python3 stdlib only).
+pub struct TokenEndpoint {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    out: TempDir,
+    port: u16,
+}
+
+impl TokenEndpoint {
+    /// Starts it on a free port of 127.0.0.1 and waits (at most 10 s) until it listens.
+    /// `None` (with a note) when python3 is missing and external peers are not required.
+    pub fn start(opts: TokenEndpointOptions) -> Option<TokenEndpoint> {
+        let out = tempfile::Builder::new()
+            .prefix("envoi-oauth2-endpoint-")
+            .tempdir()
+            .expect("create a temp dir for the token endpoint");
+        let stderr_log = out.path().join("stderr.log");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/oauth2_endpoint.py");
+        let mut cmd = Command::new("python3");
+        cmd.arg(script)
+            .args(["--port", "0", "--exit-on-stdin-eof"])
+            .arg("--out")
+            .arg(out.path())
+            .arg("--cert")
+            .arg(&opts.cert_key.0)
+            .arg("--key")
+            .arg(&opts.cert_key.1)
+            .args(["--client-id", &opts.client_id])
+            .args(["--client-secret", &opts.client_secret])
+            .args(["--token-prefix", &opts.token_prefix])
+            .args(["--expires-in", &opts.expires_in.to_string()]);
+        if let Some(refresh) = &opts.refresh_token {
+            cmd.args(["--refresh-token", refresh]);
+        }
+        if let Some(status) = opts.fail_status {
+            cmd.args(["--fail-status", &status.to_string()]);
+        }
+        let log = fs::File::create(&stderr_log).expect("create the token endpoint stderr log");
+        let mut child = match cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) => return unavailable(&format!("python3 cannot be run ({e})")),
+        };
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("token endpoint stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            for _ in lines {}
+        });
+        let ready = rx.recv_timeout(STARTUP_TIMEOUT);
+        let port = ready
+            .as_deref()
+            .ok()
+            .and_then(|l| l.strip_prefix("READY "))
+            .and_then(|p| p.trim().parse::<u16>().ok());
+        let Some(port) = port else {
+            kill_and_wait(&mut child);
+            panic!(
+                "the token endpoint did not report `READY <port>` within {STARTUP_TIMEOUT:?} \
+                 (got {ready:?}); its stderr:\n{}",
+                read_or_empty(&stderr_log)
+            );
+        };
+        Some(TokenEndpoint {
+            child,
+            stdin,
+            out,
+            port,
+        })
+    }
+
+    /// `https://127.0.0.1:<port>/token`.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}/token", self.port)
+    }
+
+    /// Every request so far, in order.
+    pub fn requests(&self) -> Vec<TokenRequest> {
+        read_or_empty(&self.out.path().join("requests.jsonl"))
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a requests.jsonl line is JSON"))
+            .collect()
+    }
+
+    /// What the script printed on stderr (tracebacks).
+    pub fn log(&self) -> String {
+        read_or_empty(&self.out.path().join("stderr.log"))
+    }
+}
+
+impl Drop for TokenEndpoint {
     fn drop(&mut self) {
         drop(self.stdin.take());
         kill_and_wait(&mut self.child);
