@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Builds envoi's two Debian packages with cargo-deb (metadata: [package.metadata.deb] in
+# Cargo.toml), lists them, and fails unless each holds what it must:
+#   envoi      the binary, the man page, bash/zsh/fish completions, README and example config
+#   envoi-mta  only the links /usr/sbin/sendmail and /usr/lib/sendmail to /usr/bin/envoi;
+#              Provides/Conflicts/Replaces mail-transport-agent; Depends on this very envoi
+# Then it unpacks both into a temporary directory (dpkg-deb -x, no dpkg database involved)
+# and runs the unpacked binary, directly and through the unpacked sendmail link.
+#
+# It NEVER installs them: envoi-mta conflicts with every other MTA, so installing it would
+# remove the machine's Postfix (which the tests use), Exim or msmtp-mta.
+#
+# Needs: cargo-deb (`cargo install cargo-deb --locked`; or CARGO_DEB=/path/to/cargo-deb),
+# dpkg-deb, and dpkg-shlibdeps (dpkg-dev) for the Depends line. Writes target/assets/ (the
+# generated man page and completions) and target/debian/*.deb. Offline once crates are fetched.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# `cargo deb` unless a given cargo-deb binary (CI's pinned one) is to run.
+if [ -n "${CARGO_DEB:-}" ]; then deb_cmd=("$CARGO_DEB"); else deb_cmd=(cargo deb); fi
+"${deb_cmd[@]}" --version >/dev/null 2>&1 ||
+  { echo "deb.sh: cargo-deb is missing: cargo install cargo-deb --locked" >&2; exit 1; }
+command -v dpkg-deb >/dev/null || { echo "deb.sh: dpkg-deb is missing (Debian's dpkg)" >&2; exit 1; }
+
+unpacked=""
+trap '[ -z "$unpacked" ] || rm -rf "$unpacked"' EXIT
+
+# 1. The release binary, built once: both cargo-deb runs below take it as it is (--no-build).
+cargo build --release --locked
+# cargo-deb reads "target/release/" in Cargo.toml as the real target dir; so does this.
+target_dir=$(cargo metadata --format-version 1 --no-deps --locked |
+  sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+envoi="$target_dir/release/envoi"
+[ -x "$envoi" ] || { echo "deb.sh: no binary at $envoi" >&2; exit 1; }
+
+# 2. The man page and completions, printed by that binary (from the same clap definitions as
+# --help), at the paths Cargo.toml's assets name. Build output: target/ is not in git.
+assets=target/assets
+rm -rf "$assets"
+mkdir -p "$assets"
+"$envoi" man >"$assets/envoi.1"
+"$envoi" completions bash >"$assets/envoi.bash"
+"$envoi" completions zsh >"$assets/_envoi"
+"$envoi" completions fish >"$assets/envoi.fish"
+
+# 3. The packages. cargo-deb prints the path of the .deb it wrote on stdout, its progress on
+# stderr.
+envoi_deb=$("${deb_cmd[@]}" --no-build --locked)
+mta_deb=$("${deb_cmd[@]}" --variant mta --no-build --locked)
+
+# 4. What is in them.
+failed=0
+# must LISTING ERE WHAT: a line of LISTING matches ERE, else WHAT is reported missing.
+must() { grep -Eq -- "$2" <<<"$1" || { echo "deb.sh: MISSING $3 (no line matches $2)" >&2; failed=1; }; }
+# must_not LISTING ERE WHAT: no line of LISTING matches ERE.
+must_not() { ! grep -Eq -- "$2" <<<"$1" || { echo "deb.sh: UNWANTED $3 (a line matches $2)" >&2; failed=1; }; }
+
+for deb in "$envoi_deb" "$mta_deb"; do
+  printf '\n=== %s ===\n' "$deb"
+  dpkg-deb -I "$deb"
+  echo
+  dpkg-deb -c "$deb"
+done
+echo
+
+version=$(dpkg-deb -f "$envoi_deb" Version)
+files=$(dpkg-deb -c "$envoi_deb")
+control=$(dpkg-deb -f "$envoi_deb")
+must "$control" '^Package: envoi$' "envoi: Package"
+must "$control" '^Depends: .*libc6' "envoi: Depends on libc6 (from dpkg-shlibdeps)"
+must_not "$control" 'mail-transport-agent' "envoi: any relation to mail-transport-agent"
+must "$files" '^-rwxr-xr-x .* \./usr/bin/envoi$' "envoi: /usr/bin/envoi"
+must "$files" '^-rw-r--r-- .* \./usr/share/man/man1/envoi\.1\.gz$' "envoi: the man page"
+must "$files" '^-rw-r--r-- .* \./usr/share/bash-completion/completions/envoi$' "envoi: bash completion"
+must "$files" '^-rw-r--r-- .* \./usr/share/zsh/vendor-completions/_envoi$' "envoi: zsh completion"
+must "$files" '^-rw-r--r-- .* \./usr/share/fish/vendor_completions\.d/envoi\.fish$' "envoi: fish completion"
+must "$files" ' \./usr/share/doc/envoi/README\.md$' "envoi: README.md"
+must "$files" ' \./usr/share/doc/envoi/config\.example\.toml$' "envoi: config.example.toml"
+must "$files" ' \./usr/share/doc/envoi/copyright$' "envoi: copyright"
+must_not "$files" 'sendmail' "envoi: a sendmail link (it belongs to envoi-mta)"
+
+files=$(dpkg-deb -c "$mta_deb")
+control=$(dpkg-deb -f "$mta_deb")
+must "$control" '^Package: envoi-mta$' "envoi-mta: Package"
+# Compared as strings, not patterns (a Debian version may hold + or ~).
+same() { [ "$1" = "$2" ] || { echo "deb.sh: WRONG $3: '$1', should be '$2'" >&2; failed=1; }; }
+same "$(dpkg-deb -f "$mta_deb" Version)" "$version" "envoi-mta: Version"
+# Cargo.toml repeats the version in this Depends (cargo-deb has no variable for it).
+same "$(dpkg-deb -f "$mta_deb" Depends)" "envoi (= $version)" \
+  "envoi-mta: Depends (update the mta variant's depends in Cargo.toml)"
+must "$control" '^Provides: mail-transport-agent$' "envoi-mta: Provides mail-transport-agent"
+must "$control" '^Conflicts: mail-transport-agent$' "envoi-mta: Conflicts mail-transport-agent"
+must "$control" '^Replaces: mail-transport-agent$' "envoi-mta: Replaces mail-transport-agent"
+must "$files" '^lrwxrwxrwx .* \./usr/sbin/sendmail -> \.\./bin/envoi$' "envoi-mta: /usr/sbin/sendmail link"
+must "$files" '^lrwxrwxrwx .* \./usr/lib/sendmail -> \.\./sbin/sendmail$' "envoi-mta: /usr/lib/sendmail link"
+must_not "$files" '^-.* \./usr/(bin|sbin|lib)/' "envoi-mta: a regular file in usr/bin, usr/sbin or usr/lib"
+
+# 5. Both unpacked side by side, as dpkg would lay them out: the man page is gzipped roff,
+# the binary runs, and called through the packaged sendmail link it is in sendmail mode
+# (argv[0] = .../sendmail), where -bp (print the queue) is a usage error, 64.
+unpacked=$(mktemp -d -t envoi-deb.XXXXXX)
+dpkg-deb -x "$envoi_deb" "$unpacked"
+dpkg-deb -x "$mta_deb" "$unpacked"
+root=$unpacked
+if ! gzip -dc "$root/usr/share/man/man1/envoi.1.gz" | head -n 5 | grep -q '^\.TH'; then
+  echo "deb.sh: the packaged man page is not gzipped roff" >&2; failed=1
+fi
+if [ "$(readlink -f "$root/usr/sbin/sendmail")" != "$(readlink -f "$root/usr/bin/envoi")" ] ||
+  [ "$(readlink -f "$root/usr/lib/sendmail")" != "$(readlink -f "$root/usr/bin/envoi")" ]; then
+  echo "deb.sh: the unpacked sendmail links do not lead to usr/bin/envoi" >&2; failed=1
+fi
+echo "unpacked usr/bin/envoi --version: $("$root/usr/bin/envoi" --version)"
+rc=0
+err=$("$root/usr/sbin/sendmail" -bp </dev/null 2>&1 >/dev/null) || rc=$?
+echo "unpacked usr/sbin/sendmail -bp: exit $rc: $err"
+if [ "$rc" != 64 ] || [[ "$err" != envoi:* ]]; then
+  echo "deb.sh: usr/sbin/sendmail -bp should be envoi's usage error (64)" >&2; failed=1
+fi
+
+if [ "$failed" != 0 ]; then
+  echo "deb.sh: the packages are not as they should be (above)" >&2
+  exit 1
+fi
+echo "deb.sh: ok: $envoi_deb $mta_deb"
