@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Prepared;
 use crate::profile::{Auth, Password, Profile, SecretSource, Security, SmtpProfile, Transport};
+use oauth2::TokenOrigin;
 
 pub use retry::{Failure, Policy, Report};
 pub use smtp::{CertificateReport, RcptReply, ServerReport, payload_in_flight};
@@ -125,23 +126,48 @@ pub fn deliver(
         }
         Transport::Smtp(smtp) => smtp,
     };
-    let credentials = credentials(smtp, options.policy.deadline, options.transcript)?;
-    if credentials.is_some() && smtp.security == Security::None && smtp.allow_plaintext_auth {
+    let (login, origin) = credentials(smtp, options.policy.deadline, options.transcript)?;
+    if login.is_some() && smtp.security == Security::None && smtp.allow_plaintext_auth {
         observer.notice(Notice::PasswordWithoutTls {
             server: format!("{}:{}", smtp.host, smtp.port),
         });
     }
-    let mut settings = smtp::SmtpSettings::new(
-        smtp,
-        credentials,
-        options.transcript,
-        options.policy.deadline,
-    );
-    settings.dsn = options.dsn.clone();
-    let mut connector = smtp::SmtpConnector::new(settings);
-    let report = retry::send(&mut connector, &prepared, &options.policy, observer)?;
+    let send = |login, observer: &mut dyn Observer| {
+        let mut settings =
+            smtp::SmtpSettings::new(smtp, login, options.transcript, options.policy.deadline);
+        settings.dsn = options.dsn.clone();
+        let mut connector = smtp::SmtpConnector::new(settings);
+        retry::send(&mut connector, &prepared, &options.policy, observer)
+    };
+    let report = match send(login, observer) {
+        // A cached OAuth2 token refused before anything was sent: forget it and try once
+        // more with a fresh one, or every run would be refused until it expired.
+        Err(failure)
+            if origin == Some(TokenOrigin::Cache)
+                && failure.error.kind() == ErrorKind::AuthRefused
+                && failure.report.delivered.is_empty()
+                && failure.report.refused.is_empty() =>
+        {
+            let Ok(Some((user, SecretSource::OAuth2(oauth)))) = &smtp.login else {
+                return Err(failure);
+            };
+            if let Some(transcript) = options.transcript {
+                transcript(
+                    "*",
+                    "the server refused the cached OAuth2 token; fetching a new one",
+                );
+            }
+            oauth2::forget_access_token(user, oauth, smtp.timeout);
+            let (fresh, _) = credentials(smtp, options.policy.deadline, options.transcript)?;
+            send(fresh, observer)?
+        }
+        other => other?,
+    };
     Ok(Delivery::Sent { prepared, report })
 }
+
+/// A user name with its password or token, fetched.
+type Login = Option<(String, Password)>;
 
 /// The profile's user name with its password or token fetched. A password command, or
 /// the request to an OAuth2 token endpoint, gets what a server command gets: the
@@ -151,7 +177,7 @@ fn credentials(
     smtp: &SmtpProfile,
     deadline: Option<Instant>,
     transcript: Option<Transcript>,
-) -> Result<Option<(String, Password)>> {
+) -> Result<(Login, Option<TokenOrigin>)> {
     let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
     let timeout = left.map_or(smtp.timeout, |left| smtp.timeout.min(left));
     let key = match smtp.auth {
@@ -160,14 +186,14 @@ fn credentials(
     };
     match smtp.login.clone()? {
         Some((user, SecretSource::Given(source))) => {
-            Ok(Some((user, source.fetch_as(key, timeout)?)))
+            Ok((Some((user, source.fetch_as(key, timeout)?)), None))
         }
         Some((user, SecretSource::OAuth2(oauth))) => {
-            let token =
+            let (token, origin) =
                 oauth2::access_token(&user, &oauth, smtp.ca_file.as_deref(), timeout, transcript)?;
-            Ok(Some((user, token)))
+            Ok((Some((user, token)), Some(origin)))
         }
-        None => Ok(None),
+        None => Ok((None, None)),
     }
 }
 
@@ -185,7 +211,7 @@ pub fn check(profile: &Profile, timeout: Duration) -> Result<ServerReport> {
 
 fn check_server(smtp: &SmtpProfile, timeout: Duration) -> Result<ServerReport> {
     let deadline = Instant::now() + timeout;
-    let credentials = credentials(smtp, Some(deadline), None)?;
+    let (credentials, _) = credentials(smtp, Some(deadline), None)?;
     smtp::check(smtp::SmtpSettings::new(
         smtp,
         credentials,

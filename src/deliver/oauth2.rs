@@ -65,6 +65,15 @@ struct Answer {
     error_description: Option<String>,
 }
 
+/// Where an access token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenOrigin {
+    /// The cache: the server may still refuse it (revoked early), see [`forget_access_token`].
+    Cache,
+    /// The token endpoint, just now.
+    Endpoint,
+}
+
 /// The profile's access token for `user`: the cached one while it has more than a
 /// minute left, else a new one from the endpoint, saved in the cache before it is
 /// returned. Takes at most `timeout` (waiting for the lock included). With
@@ -75,7 +84,7 @@ pub(crate) fn access_token(
     ca_file: Option<&Path>,
     timeout: Duration,
     transcript: Option<Transcript>,
-) -> Result<Password> {
+) -> Result<(Password, TokenOrigin)> {
     let deadline = Instant::now() + timeout;
     let left = || deadline.saturating_duration_since(Instant::now());
     let trace = |line: &str| {
@@ -101,7 +110,7 @@ pub(crate) fn access_token(
             cached.expires_at - now
         );
         trace(&how);
-        return Ok(Password::new(access.clone()));
+        return Ok((Password::new(access.clone()), TokenOrigin::Cache));
     }
 
     let mut form: Vec<(&str, String)> = vec![("grant_type", oauth.flow.name().to_owned())];
@@ -192,7 +201,27 @@ pub(crate) fn access_token(
         }
     );
     trace(&how);
-    Ok(Password::new(answer.access_token))
+    Ok((Password::new(answer.access_token), TokenOrigin::Endpoint))
+}
+
+/// Drops the cached access token of `user` (keeping the refresh token): the server
+/// refused it before its time was up — revoked, or a password change — and without this
+/// every send would be refused with it until it expires. Best effort: a cache that
+/// cannot be changed only means the next run tries the same token once more.
+pub(crate) fn forget_access_token(user: &str, oauth: &OAuth2, timeout: Duration) {
+    let Ok(dir) = cache_dir() else {
+        return;
+    };
+    let id = identity(oauth, user);
+    let path = dir.join(format!("oauth2-{id}.json"));
+    let Ok(_lock) = lock(&dir.join(format!("oauth2-{id}.lock")), timeout) else {
+        return;
+    };
+    if let Some(mut cached) = read_cache(&path, oauth, user) {
+        cached.access_token = None;
+        cached.expires_at = 0;
+        let _ = write_cache(&dir, &id, &cached);
+    }
 }
 
 /// A successful answer, checked.

@@ -604,3 +604,37 @@ fn config_show_lists_the_oauth2_settings_without_the_secret() {
         "the secret was shown: {run}"
     );
 }
+
+/// A cached token the server refuses before its time is up (revoked early, a password
+/// change): envoi forgets it, fetches a new one, and the same run delivers; without
+/// that every send would be refused until the token expired.
+#[test]
+fn a_cached_token_the_server_refuses_is_replaced_in_the_same_run() {
+    let Some(n) = native("client_credentials", 3600, None) else {
+        return;
+    };
+    n.send(CLIENT_SECRET).expect_exit(0);
+    // Revoke the cached token: the SMTP server accepts only at-native-1..9.
+    let file = &n.cache_files()[0];
+    let mut cache = n.cache();
+    cache["access_token"] = "at-revoked".into();
+    std::fs::write(file, cache.to_string()).expect("write the cache");
+
+    let run = n.send(CLIENT_SECRET).expect_exit(0);
+    assert!(
+        run.stderr.contains("refused the cached OAuth2 token"),
+        "{run}"
+    );
+    assert_no_oauth_secret(&run, &run.output());
+    assert_eq!(n.endpoint.requests().len(), 2, "no new token was fetched");
+    assert_eq!(
+        n.tokens_used(),
+        [
+            format!("{PREFIX}1"),
+            "at-revoked".into(),
+            format!("{PREFIX}2")
+        ]
+    );
+    assert_eq!(n.smtp.messages().len(), 2, "{run}");
+    assert_eq!(n.cache()["access_token"], format!("{PREFIX}2"));
+}
