@@ -68,6 +68,10 @@ pub enum Command {
     /// The config file: which one envoi uses and why, or a commented starter.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// OAuth2 tokens envoi fetches itself ([profiles.NAME.oauth2]): sign in once, see what
+    /// is cached, forget it. Never prints a token.
+    #[command(subcommand)]
+    Auth(AuthCommand),
     /// List the profiles of the config file: name, server, user (never a secret).
     Profiles {
         /// Config file (else $ENVOI_CONFIG, else the platform config dir's envoi/config.toml).
@@ -203,6 +207,41 @@ impl ShowArgs {
             idempotency_key: None,
         }
     }
+}
+
+/// `envoi auth …`.
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Sign in once for a profile with oauth2.flow = "refresh_token": the device flow
+    /// (prints a URL and a code to enter on any device; Microsoft) or the browser flow
+    /// (prints a URL to open on this machine; Google). The refresh token goes to the
+    /// token cache, and sends use it from then on.
+    Login {
+        /// The profile and its file.
+        #[command(flatten)]
+        connection: ConnectionArgs,
+        /// Seconds to wait for the sign-in (the device code may expire sooner).
+        #[arg(long, value_name = "SECS", default_value_t = 900,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        timeout: u64,
+    },
+    /// Which profiles hold cached tokens, and until when (every OAuth2 profile of the
+    /// file, or the one named).
+    Status {
+        /// The profile and its file.
+        #[command(flatten)]
+        connection: ConnectionArgs,
+        /// Print JSON on standard output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete the profile's cached tokens (a later send fetches again, or needs a new
+    /// login for the refresh flow).
+    Logout {
+        /// The profile and its file.
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
 }
 
 /// Flags of `envoi check`.

@@ -6,6 +6,7 @@
 //! [`render`] prints their results as text or `--json`.
 
 mod args;
+mod auth;
 mod check;
 mod config;
 mod docs;
@@ -101,6 +102,7 @@ fn run(args: Vec<OsString>) -> ExitCode {
     match cli.command {
         Command::Sendmail { args } => sendmail(&args),
         Command::Config(command) => done(config::run(command)),
+        Command::Auth(command) => done(auth::run(command)),
         Command::Profiles { config, json } => done(config::profiles(config, json)),
         Command::Check(args) => match check::run(&args) {
             Ok(check::Checked::Server(report)) => {

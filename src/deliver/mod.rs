@@ -16,6 +16,7 @@ use crate::message::Prepared;
 use crate::profile::{Auth, Password, Profile, SecretSource, Security, SmtpProfile, Transport};
 use oauth2::TokenOrigin;
 
+pub use oauth2::{LoginStep, Stored};
 pub use retry::{Failure, Policy, Report};
 pub use smtp::{CertificateReport, RcptReply, ServerReport, payload_in_flight};
 
@@ -195,6 +196,46 @@ fn credentials(
         }
         None => Ok((None, None)),
     }
+}
+
+/// The user name and `[oauth2]` table of a profile, for `envoi auth`; 78 for a profile
+/// without one.
+fn oauth_of(profile: &Profile) -> Result<(&str, &crate::profile::OAuth2, Option<&Path>)> {
+    if let Transport::Smtp(smtp) = &profile.transport
+        && let Ok(Some((user, SecretSource::OAuth2(oauth)))) = &smtp.login
+    {
+        return Ok((user, oauth, smtp.ca_file.as_deref()));
+    }
+    if let Transport::Smtp(smtp) = &profile.transport {
+        smtp.login.clone()?;
+    }
+    Err(Error::config(
+        "this profile has no [profiles.NAME.oauth2] table: envoi auth is for OAuth2 \
+         tokens envoi fetches itself",
+    ))
+}
+
+/// `envoi auth login`: the user's consent for the profile's OAuth2 table, waited for at
+/// most `wait`; the refresh token goes to the token cache. `tell` shows each step.
+pub fn auth_login(
+    profile: &Profile,
+    wait: Duration,
+    tell: &mut dyn FnMut(LoginStep),
+) -> Result<Stored> {
+    let (user, oauth, ca_file) = oauth_of(profile)?;
+    oauth2::login(user, oauth, ca_file, wait, tell)
+}
+
+/// `envoi auth status`: what the token cache holds for the profile (never a token).
+pub fn auth_status(profile: &Profile) -> Result<Option<Stored>> {
+    let (user, oauth, _) = oauth_of(profile)?;
+    oauth2::stored(user, oauth)
+}
+
+/// `envoi auth logout`: forgets the profile's tokens; whether there were any.
+pub fn auth_logout(profile: &Profile) -> Result<bool> {
+    let (user, oauth, _) = oauth_of(profile)?;
+    oauth2::logout(user, oauth)
 }
 
 /// `envoi check`: connects to the profile's server as a delivery would (TLS, EHLO,

@@ -19,7 +19,7 @@ pub use config::{
 };
 pub use files::{ProfileSummary, config_path, list_profiles, write_starter};
 pub use fingerprint::Fingerprint;
-pub use oauth2::{Flow, OAuth2};
+pub use oauth2::{Consent, Flow, OAuth2};
 pub use password::{Password, PasswordSource};
 pub use resolve::{Env, Flags, Origin, Resolved, resolve, resolve_outbox};
 pub use route::{Connection, Route};

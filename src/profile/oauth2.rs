@@ -26,6 +26,8 @@ pub(super) struct OAuth2Entry {
     pub(super) scope: Option<String>,
     pub(super) refresh_token_env: Option<String>,
     pub(super) refresh_token_command: Option<String>,
+    pub(super) device_code_url: Option<String>,
+    pub(super) auth_url: Option<String>,
 }
 
 /// Which grant envoi asks the token endpoint for (the `flow` key).
@@ -66,8 +68,34 @@ pub struct OAuth2 {
     /// `https://mail.google.com/`); sent when set.
     pub scope: Option<String>,
     /// For `refresh_token`: the first refresh token. Once the endpoint has rotated it,
-    /// the cached one is used, until this one changes.
+    /// the cached one is used, until this one changes. `None`: only `envoi auth login`
+    /// gives one.
     pub refresh_token: Option<PasswordSource>,
+    /// How `envoi auth login` asks the user's consent; `None` when the table names no
+    /// way (then it says which key to add).
+    pub consent: Option<Consent>,
+}
+
+/// How `envoi auth login` gets a user's consent, and so the first refresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Consent {
+    /// RFC 8628 device authorization at this URL (Microsoft): envoi prints a code and a
+    /// URL to open on any device, then polls the token endpoint.
+    Device(String),
+    /// RFC 8252 authorization code with PKCE at this URL, redirected to a listener on
+    /// 127.0.0.1 (Google, whose device flow refuses the Gmail scope).
+    Browser(String),
+}
+
+/// Google's token endpoint, whose authorization endpoint envoi knows.
+const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
+
+/// Google's authorization endpoint for installed applications.
+const GOOGLE_AUTH_URL: &str = "https://accounts.google.com/o/oauth2/v2/auth";
+
+/// Microsoft's device authorization endpoint for a tenant.
+fn microsoft_device_code_url(tenant: &str) -> String {
+    format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/devicecode")
 }
 
 /// Microsoft's token endpoint for a tenant (the `tenant` key).
@@ -141,6 +169,8 @@ impl OAuth2Entry {
             ("tenant", &self.tenant),
             ("client_id", &self.client_id),
             ("scope", &self.scope),
+            ("device_code_url", &self.device_code_url),
+            ("auth_url", &self.auth_url),
         ] {
             if let Some(v) = value {
                 no_line_breaks(&format!("profile {name:?}: oauth2.{key}"), v)?;
@@ -205,12 +235,31 @@ impl OAuth2Entry {
                         .into(),
                 ));
             }
-            Flow::RefreshToken if refresh_token.is_none() => {
-                return Err(bad("flow = \"refresh_token\" needs refresh_token_env or \
-                     refresh_token_command (the first refresh token)"
-                    .into()));
-            }
             _ => {}
+        }
+        let consent = match (&self.device_code_url, &self.auth_url) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "device_code_url and auth_url both given: envoi auth login uses one way                      of consent"
+                        .into(),
+                ));
+            }
+            (Some(url), None) => Some(Consent::Device(url.clone())),
+            (None, Some(url)) => Some(Consent::Browser(url.clone())),
+            (None, None) => match &self.tenant {
+                Some(tenant) => Some(Consent::Device(microsoft_device_code_url(tenant))),
+                None if token_url == GOOGLE_TOKEN_URL => {
+                    Some(Consent::Browser(GOOGLE_AUTH_URL.to_owned()))
+                }
+                None => None,
+            },
+        };
+        if let Some(Consent::Device(url) | Consent::Browser(url)) = &consent {
+            let key = match consent {
+                Some(Consent::Device(_)) => "device_code_url",
+                _ => "auth_url",
+            };
+            check_token_url(url).map_err(|why| bad(format!("{key}: {why}")))?;
         }
         Ok(OAuth2 {
             flow,
@@ -219,6 +268,7 @@ impl OAuth2Entry {
             client_secret,
             scope: self.scope.clone().filter(|s| !s.is_empty()),
             refresh_token,
+            consent,
         })
     }
 
@@ -251,6 +301,33 @@ mod tests {
         );
         assert_eq!(o.flow, Flow::ClientCredentials);
         assert!(matches!(o.client_secret, Some(PasswordSource::Env(ref v)) if v == "S"));
+    }
+
+    #[test]
+    fn auth_login_knows_microsofts_and_googles_consent() {
+        let m365 = check(
+            "flow = \"refresh_token\"\nclient_id = \"i\"\ntenant = \"contoso.onmicrosoft.com\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            m365.consent,
+            Some(Consent::Device(
+                "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/devicecode"
+                    .into()
+            ))
+        );
+        let gmail = check(&format!(
+            "flow = \"refresh_token\"\nclient_id = \"i\"\ntoken_url = \"{GOOGLE_TOKEN_URL}\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            gmail.consent,
+            Some(Consent::Browser(GOOGLE_AUTH_URL.into()))
+        );
+        let other =
+            check("flow = \"refresh_token\"\nclient_id = \"i\"\ntoken_url = \"https://h/t\"\n")
+                .unwrap();
+        assert_eq!(other.consent, None);
     }
 
     #[test]
@@ -307,8 +384,14 @@ mod tests {
                 "needs client_secret_env",
             ),
             (
-                "flow = \"refresh_token\"\nclient_id = \"i\"\ntoken_url = \"https://h/t\"\n",
-                "needs refresh_token_env",
+                "flow = \"refresh_token\"\nclient_id = \"i\"\ntoken_url = \"https://h/t\"\n\
+                 device_code_url = \"https://h/d\"\nauth_url = \"https://h/a\"\n",
+                "both given",
+            ),
+            (
+                "flow = \"refresh_token\"\nclient_id = \"i\"\ntoken_url = \"https://h/t\"\n\
+                 auth_url = \"http://h/a\"\n",
+                "oauth2.auth_url",
             ),
             (
                 "flow = \"client_credentials\"\nclient_id = \"i\"\ntoken_url = \"https://h/t\"\n\

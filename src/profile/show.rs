@@ -9,6 +9,7 @@ use crate::profile::config::{
     self, Auth, ConfigSource, ProfileEntry, SecretSource, Security, Transport,
 };
 use crate::profile::files::config_path;
+use crate::profile::oauth2::Consent;
 use crate::profile::password::PasswordSource;
 use crate::profile::resolve::{Env, Flags, Origin, resolve};
 
@@ -193,6 +194,15 @@ fn explain(
                                 client_secret,
                                 ("oauth2.scope", oauth.scope.clone()),
                                 refresh_token,
+                                (
+                                    "oauth2.login",
+                                    oauth.consent.as_ref().map(|consent| match consent {
+                                        Consent::Device(url) => format!("device flow at {url}"),
+                                        Consent::Browser(url) => {
+                                            format!("browser flow at {url}")
+                                        }
+                                    }),
+                                ),
                             ] {
                                 let origin = if value.is_some() {
                                     Origin::File

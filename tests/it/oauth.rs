@@ -638,3 +638,269 @@ fn a_cached_token_the_server_refuses_is_replaced_in_the_same_run() {
     assert_eq!(n.smtp.messages().len(), 2, "{run}");
     assert_eq!(n.cache()["access_token"], format!("{PREFIX}2"));
 }
+
+// ----- envoi auth login | status | logout -----
+
+/// A token endpoint that knows no refresh token until a login, an SMTP server taking
+/// its tokens, and a refresh-flow profile whose consent is `consent` (a line of the
+/// oauth2 table; `{device}` stands for the endpoint's device authorization URL). The
+/// access tokens live 65 s: one minute of margin leaves 5 s of use.
+fn login_setup(consent: &str) -> Option<Native> {
+    let dir = TempDir::new().expect("temp dir");
+    let pki = TestPki::new();
+    let ca = pki.write_ca(dir.path());
+    let leaf = pki.write_leaf(dir.path());
+    let endpoint = TokenEndpoint::start(TokenEndpointOptions {
+        cert_key: leaf.clone(),
+        client_id: CLIENT_ID.into(),
+        client_secret: CLIENT_SECRET.into(),
+        refresh_token: None,
+        token_prefix: PREFIX.into(),
+        expires_in: 65,
+        fail_status: None,
+    })?;
+    let smtp = Aiosmtpd::start(AiosmtpdOptions {
+        security: "starttls",
+        auth: None,
+        refuse_rcpt: vec![],
+        cert_key: Some(leaf),
+        oauth: Some((
+            MAILBOX.into(),
+            (1..=9).map(|n| format!("{PREFIX}{n}")).collect(),
+        )),
+    })?;
+    let config = Config::new(smtp.port(), "starttls")
+        .trust(&ca)
+        .line(&format!("username = \"{MAILBOX}\""))
+        .line("auth = \"xoauth2\"")
+        .line("[profiles.test.oauth2]")
+        .line("flow = \"refresh_token\"")
+        .line(&format!("token_url = \"{}\"", endpoint.url()))
+        .line(&format!("client_id = \"{CLIENT_ID}\""))
+        .line("scope = \"https://outlook.office.com/SMTP.Send offline_access\"")
+        .line(&consent.replace("{device}", &endpoint.device_code_url()))
+        .write(dir.path());
+    Some(Native {
+        dir,
+        endpoint,
+        smtp,
+        config,
+    })
+}
+
+impl Native {
+    /// `envoi auth <args> --config <config>`.
+    fn auth(&self, args: &[&str]) -> assert_cmd::Command {
+        let mut cmd = envoi(self.dir.path());
+        cmd.arg("auth").args(args).arg("--config").arg(&self.config);
+        cmd
+    }
+}
+
+/// The device flow (Microsoft's): the code is shown, the endpoint polled until the user
+/// consented (one `authorization_pending` first), and the refresh token stored. Sends
+/// then use the login's tokens, refreshing with its refresh token when the access token
+/// runs out; `auth status` says so; `auth logout` forgets them, and a send then names
+/// the fix (78).
+#[test]
+fn auth_login_device_flow_stores_a_refresh_token_that_sends_use() {
+    let Some(n) = login_setup("device_code_url = \"{device}\"") else {
+        return;
+    };
+    let login = n.auth(&["login", "--timeout", "60"]).expect_exit(0);
+    assert!(
+        login
+            .stderr
+            .contains("open https://login.example.test/device")
+            && login.stderr.contains("WDJB-MJHT"),
+        "{login}"
+    );
+    assert_no_oauth_secret(&login, &login.output());
+    let requests = n.endpoint.requests();
+    let summary: Vec<(&str, Option<&str>, u16)> = requests
+        .iter()
+        .map(|r| (r.path.as_str(), r.error.as_deref(), r.status))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("/devicecode", None, 200),
+            ("/token", Some("authorization_pending"), 400),
+            ("/token", None, 200)
+        ],
+        "{login}"
+    );
+    assert_eq!(
+        requests[0].scope.as_deref(),
+        Some("https://outlook.office.com/SMTP.Send offline_access")
+    );
+    assert_eq!(n.cache()["refresh_token"], "rt-login-1");
+    n.assert_private_cache();
+
+    let status = n.auth(&["status", "--json"]).expect_exit(0).json();
+    assert_eq!(status[0]["profile"], "test", "{status}");
+    assert_eq!(status[0]["refresh_token"], true);
+    assert_eq!(status[0]["from_login"], true);
+    assert!(status[0]["access_token_valid_secs"].as_u64().unwrap_or(0) > 0);
+    assert!(!status.to_string().contains(PREFIX), "a token in {status}");
+
+    n.send("unused").expect_exit(0);
+    std::thread::sleep(Duration::from_millis(5100));
+    let refreshed = n.send("unused").expect_exit(0);
+    assert!(
+        refreshed.stderr.contains("stored by envoi auth login"),
+        "{refreshed}"
+    );
+    let last = n.endpoint.requests().pop().expect("a refresh");
+    assert_eq!(last.grant_type.as_deref(), Some("refresh_token"));
+    assert_eq!(last.refresh_token.as_deref(), Some("rt-login-1"));
+    assert_eq!(
+        n.tokens_used(),
+        [format!("{PREFIX}1"), format!("{PREFIX}2")]
+    );
+    assert_eq!(n.cache()["refresh_token"], "rt-rotated-1");
+
+    let logout = n.auth(&["logout"]).expect_exit(0);
+    assert!(logout.stderr.contains("forgot"), "{logout}");
+    assert!(n.cache_files().is_empty());
+    let text = n.auth(&["status"]).expect_exit(0);
+    assert!(
+        text.stdout.contains("envoi auth login --profile test"),
+        "{text}"
+    );
+    let after = n.send("unused").expect_exit(78);
+    assert!(after.stderr.contains("run `envoi auth login`"), "{after}");
+    assert_eq!(n.smtp.messages().len(), 2);
+}
+
+/// Reads `path` until `pattern` appears in it (at most 20 s): a spawned envoi's stderr.
+fn wait_for_text(path: &Path, pattern: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(pattern) || started.elapsed() > Duration::from_secs(20) {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Plays the browser coming back to `redirect_uri` with `query`: the page envoi answers.
+fn browser_returns(redirect_uri: &str, query: &str) -> String {
+    use std::io::{Read, Write};
+    let url = url::Url::parse(redirect_uri).expect("a redirect URI");
+    let mut stream = std::net::TcpStream::connect((
+        url.host_str().expect("a host"),
+        url.port().expect("a port"),
+    ))
+    .expect("connect to envoi's listener");
+    write!(
+        stream,
+        "GET /?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut page = String::new();
+    stream.read_to_string(&mut page).expect("read the page");
+    page
+}
+
+/// Starts `envoi auth login` of `n` in the background; its stderr file and the consent
+/// URL it printed, parsed.
+fn start_browser_login(n: &Native) -> (std::process::Child, PathBuf, url::Url) {
+    let stderr = n.dir.path().join("login.stderr");
+    let child = crate::support::envoi::spawn_envoi(
+        n.dir.path(),
+        &[
+            "auth".into(),
+            "login".into(),
+            "--timeout".into(),
+            "60".into(),
+            "--config".into(),
+            n.config.clone().into(),
+        ],
+        std::fs::File::create(n.dir.path().join("login.stdout")).expect("stdout file"),
+        std::fs::File::create(&stderr).expect("stderr file"),
+    );
+    let text = wait_for_text(&stderr, "/authorize?");
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("https://"))
+        .unwrap_or_else(|| panic!("no consent URL in: {text}"));
+    (
+        child,
+        stderr,
+        url::Url::parse(line).expect("the consent URL parses"),
+    )
+}
+
+/// The browser flow (Google's): the consent URL carries the client, the redirect to a
+/// listener on 127.0.0.1, a state and an S256 PKCE challenge; the browser's return with
+/// the code is exchanged with the verifier whose SHA-256 is that challenge; sends then
+/// use the tokens.
+#[test]
+fn auth_login_browser_flow_uses_pkce_and_a_loopback_redirect() {
+    let Some(n) = login_setup("auth_url = \"https://127.0.0.1:9/authorize\"") else {
+        return;
+    };
+    let (mut child, stderr, consent) = start_browser_login(&n);
+    let param = |name: &str| {
+        consent
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_else(|| panic!("no {name} in {consent}"))
+    };
+    assert_eq!(param("response_type"), "code");
+    assert_eq!(param("client_id"), CLIENT_ID);
+    assert_eq!(param("code_challenge_method"), "S256");
+    let redirect = param("redirect_uri");
+    assert!(redirect.starts_with("http://127.0.0.1:"), "{redirect}");
+    let page = browser_returns(
+        &redirect,
+        &format!("code=code-canary-1&state={}", param("state")),
+    );
+    assert!(
+        page.starts_with("HTTP/1.1 200") && page.contains("signed in"),
+        "{page}"
+    );
+    let status = child.wait().expect("envoi ends");
+    let text = std::fs::read_to_string(&stderr).unwrap_or_default();
+    assert!(status.success(), "{status}: {text}");
+
+    let exchange = n.endpoint.requests().pop().expect("the code exchange");
+    assert_eq!(exchange.grant_type.as_deref(), Some("authorization_code"));
+    assert_eq!(exchange.redirect_uri.as_deref(), Some(redirect.as_str()));
+    let verifier = exchange.code_verifier.expect("a PKCE verifier");
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(Sha256::digest(verifier.as_bytes()));
+    assert_eq!(challenge, param("code_challenge"));
+    assert_eq!(n.cache()["refresh_token"], "rt-login-1");
+    n.send("unused").expect_exit(0);
+    assert_eq!(n.tokens_used(), [format!("{PREFIX}1")]);
+}
+
+/// A browser that comes back with a state envoi did not send (an old tab, a forged
+/// link) stores nothing and ends the login with 77.
+#[test]
+fn auth_login_refuses_a_foreign_state() {
+    let Some(n) = login_setup("auth_url = \"https://127.0.0.1:9/authorize\"") else {
+        return;
+    };
+    let (mut child, stderr, consent) = start_browser_login(&n);
+    let redirect = consent
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .map(|(_, v)| v.into_owned())
+        .expect("a redirect_uri");
+    let page = browser_returns(&redirect, "code=code-canary-1&state=forged");
+    assert!(page.starts_with("HTTP/1.1 400"), "{page}");
+    let status = child.wait().expect("envoi ends");
+    let text = std::fs::read_to_string(&stderr).unwrap_or_default();
+    assert_eq!(status.code(), Some(77), "{text}");
+    assert!(text.contains("state envoi did not send"), "{text}");
+    assert!(n.endpoint.requests().is_empty(), "the code was exchanged");
+    assert!(n.cache_files().is_empty());
+}

@@ -343,6 +343,12 @@ pub struct TokenRequest {
     pub access_token: Option<String>,
     /// The rotated refresh token issued, if any.
     pub new_refresh_token: Option<String>,
+    /// `/token` or `/devicecode`.
+    pub path: String,
+    /// PKCE's verifier (the authorization_code grant).
+    pub code_verifier: Option<String>,
+    /// The redirect URI presented with an authorization code.
+    pub redirect_uri: Option<String>,
 }
 
 /// A running loopback HTTPS OAuth2 token endpoint (python3 stdlib only).
@@ -428,6 +434,11 @@ impl TokenEndpoint {
     /// `https://127.0.0.1:<port>/token`.
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}/token", self.port)
+    }
+
+    /// Its device authorization endpoint (RFC 8628).
+    pub fn device_code_url(&self) -> String {
+        format!("https://127.0.0.1:{}/devicecode", self.port)
     }
 
     /// Every request so far, in order.

@@ -15,6 +15,14 @@ Every request is appended to OUT/requests.jsonl as one JSON line:
     {"path", "grant_type", "client_id", "secret_ok", "refresh_token", "scope", "status",
      "error", "access_token", "new_refresh_token"}
 With --fail-status N every request is answered N with a plain-text body (a broken endpoint).
+Consent, for `envoi auth login`:
+  POST /devicecode (RFC 8628 §3.1) answers a device code, user code WDJB-MJHT and interval 1;
+  grant_type=urn:ietf:params:oauth:grant-type:device_code answers authorization_pending for the
+  first --device-pending polls, then tokens with the refresh token rt-login-1 (which from then on
+  is the current refresh token).
+  grant_type=authorization_code (RFC 6749 §4.1.3, RFC 7636) needs code = --auth-code and a
+  redirect_uri; it logs code_verifier and redirect_uri so a test can check the PKCE challenge,
+  and answers tokens with the refresh token rt-login-1.
 Stops on SIGTERM or SIGINT, and with --exit-on-stdin-eof when stdin closes (the parent died).
 """
 import argparse
@@ -43,6 +51,8 @@ def parse_args():
     p.add_argument("--token-prefix", default="at-")
     p.add_argument("--expires-in", type=int, default=3600)
     p.add_argument("--fail-status", type=int)
+    p.add_argument("--device-pending", type=int, default=1)
+    p.add_argument("--auth-code", default="code-canary-1")
     p.add_argument("--exit-on-stdin-eof", action="store_true")
     return p.parse_args()
 
@@ -54,6 +64,7 @@ class State:
         self.issued = 0
         self.refresh_token = args.refresh_token
         self.rotations = 0
+        self.polls = 0
 
     def log(self, record):
         with open(os.path.join(self.args.out, "requests.jsonl"), "a", encoding="utf-8") as f:
@@ -99,7 +110,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if a.fail_status:
             return self.answer(a.fail_status, "the endpoint is down", record,
                                content_type="text/plain")
-        if self.path != "/token":
+        if self.path not in ("/token", "/devicecode"):
             return self.answer(404, "no such endpoint", record, content_type="text/plain")
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if ctype != "application/x-www-form-urlencoded":
@@ -116,7 +127,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if basic and basic.startswith("Basic "):
             user, _, pw = base64.b64decode(basic[6:]).decode().partition(":")
             client_id, secret = urllib.parse.unquote_plus(user), urllib.parse.unquote_plus(pw)
+        if self.path == "/devicecode":
+            record.update(client_id=client_id, scope=params.get("scope"))
+            if client_id != a.client_id:
+                return self.error(400, "invalid_client", "unknown client", record)
+            return self.answer(200, {
+                "device_code": "dc-canary-1", "user_code": "WDJB-MJHT",
+                "verification_uri": "https://login.example.test/device",
+                "expires_in": 900, "interval": 1,
+                "message": "To sign in, use a web browser to open the page "
+                           "https://login.example.test/device and enter the code WDJB-MJHT."},
+                record)
         grant = params.get("grant_type")
+        record.update(code_verifier=params.get("code_verifier"),
+                      redirect_uri=params.get("redirect_uri"), device_code=params.get("device_code"))
         record.update(grant_type=grant, client_id=client_id, secret_ok=None,
                       refresh_token=params.get("refresh_token"), scope=params.get("scope"))
         if client_id != a.client_id:
@@ -135,6 +159,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
             new_refresh = None
             if grant == "client_credentials":
                 pass
+            elif grant == "urn:ietf:params:oauth:grant-type:device_code":
+                if params.get("device_code") != "dc-canary-1":
+                    return self.error(400, "invalid_grant", "unknown device_code", record)
+                st.polls += 1
+                if st.polls <= a.device_pending:
+                    return self.error(400, "authorization_pending",
+                                      "AADSTS70016: OAuth 2.0 device flow error. Authorization "
+                                      "is pending. Continue polling.", record)
+                new_refresh = st.refresh_token = "rt-login-1"
+            elif grant == "authorization_code":
+                if params.get("code") != a.auth_code or not params.get("redirect_uri"):
+                    return self.error(400, "invalid_grant", "bad code or redirect_uri", record)
+                if not params.get("code_verifier"):
+                    return self.error(400, "invalid_request", "code_verifier is missing", record)
+                new_refresh = st.refresh_token = "rt-login-1"
             elif grant == "refresh_token":
                 presented = params.get("refresh_token")
                 if not presented:

@@ -26,6 +26,14 @@ use crate::durable;
 use crate::error::{Error, ErrorKind, Result};
 use crate::profile::{Flow, OAuth2, Password};
 
+mod login;
+
+pub use login::{LoginStep, Stored};
+pub(crate) use login::{login, logout, stored};
+
+/// The `refresh_origin` of a refresh token `envoi auth login` stored.
+pub(crate) const LOGIN_ORIGIN: &str = "login";
+
 /// A cached access token is not used in its last minute: it must still be valid when
 /// the server checks it, after the connection, TLS and EHLO.
 const MARGIN_SECS: u64 = 60;
@@ -118,28 +126,40 @@ pub(crate) fn access_token(
     let mut refresh_origin = None;
     let mut refresh_used = None;
     if oauth.flow == Flow::RefreshToken {
-        let Some(source) = &oauth.refresh_token else {
-            // profile::oauth2 refuses a refresh_token flow without a refresh token source.
-            return Err(Error::config(
-                "oauth2: flow = \"refresh_token\" needs refresh_token_env or refresh_token_command",
-            ));
-        };
-        let configured = source.fetch_as("oauth2.refresh_token", left())?;
-        let origin = fingerprint(configured.expose());
-        let refresh = cached
+        let from_login = cached
             .as_ref()
-            .filter(|c| c.refresh_origin.as_deref() == Some(origin.as_str()))
-            .and_then(|c| c.refresh_token.clone())
-            .unwrap_or_else(|| configured.expose().to_owned());
-        trace(&format!(
-            "OAuth2: refreshing with the {} refresh token",
-            if refresh == configured.expose() {
-                "configured"
-            } else {
-                "cached (rotated)"
+            .filter(|c| c.refresh_origin.as_deref() == Some(LOGIN_ORIGIN))
+            .and_then(|c| c.refresh_token.clone());
+        let (refresh, origin, which) = match (from_login, &oauth.refresh_token) {
+            // A login is the newest consent: it wins over a configured token.
+            (Some(refresh), _) => (
+                refresh,
+                LOGIN_ORIGIN.to_owned(),
+                "stored by envoi auth login",
+            ),
+            (None, Some(source)) => {
+                let configured = source.fetch_as("oauth2.refresh_token", left())?;
+                let origin = fingerprint(configured.expose());
+                secrets.push(configured.expose().to_owned());
+                match cached
+                    .as_ref()
+                    .filter(|c| c.refresh_origin.as_deref() == Some(origin.as_str()))
+                    .and_then(|c| c.refresh_token.clone())
+                {
+                    Some(rotated) => (rotated, origin, "cached (rotated)"),
+                    None => (configured.expose().to_owned(), origin, "configured"),
+                }
             }
+            (None, None) => {
+                return Err(Error::config(format!(
+                    "no refresh token for {user}: run `envoi auth login` for this profile \
+                     (or set oauth2.refresh_token_env or refresh_token_command)"
+                )));
+            }
+        };
+        trace(&format!(
+            "OAuth2: refreshing with the {which} refresh token"
         ));
-        secrets.push(configured.expose().to_owned());
         secrets.push(refresh.clone());
         form.push(("refresh_token", refresh.clone()));
         refresh_origin = Some(origin);
@@ -239,6 +259,18 @@ fn post(
     timeout: Duration,
     secrets: &[String],
 ) -> Result<Granted> {
+    let (status, text) = request(url, form, ca_file, timeout)?;
+    interpret(url, status, &text, secrets)
+}
+
+/// POSTs the form to `url` and returns the HTTP status and body, whatever they are:
+/// the caller reads them (a device-code poll expects some errors).
+fn request(
+    url: &str,
+    form: &[(&str, String)],
+    ca_file: Option<&Path>,
+    timeout: Duration,
+) -> Result<(u16, String)> {
     use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
     let roots: Vec<Certificate<'static>> = tls::trusted_roots(ca_file)?
         .iter()
@@ -288,7 +320,7 @@ fn post(
                 format!("the token endpoint {url}: cannot read its answer: {e}"),
             )
         })?;
-    interpret(url, status.as_u16(), &text, secrets)
+    Ok((status.as_u16(), text))
 }
 
 /// The endpoint's answer → a token, or the error in the endpoint's words: 77 for a
