@@ -25,12 +25,18 @@ command -v dpkg-deb >/dev/null || { echo "deb.sh: dpkg-deb is missing (Debian's 
 unpacked=""
 trap '[ -z "$unpacked" ] || rm -rf "$unpacked"' EXIT
 
-# 1. The release binary, built once: both cargo-deb runs below take it as it is (--no-build).
-cargo build --release --locked
-# cargo-deb reads "target/release/" in Cargo.toml as the real target dir; so does this.
+# 1. The binary, built once: both cargo-deb runs below take it as it is (--no-build).
+# ENVOI_DEB_PROFILE=dev packages the debug build instead of the release one: CI checks the
+# packages' layout with it, since the release build (LTO, one codegen unit) alone took
+# five minutes there and proves nothing the layout check needs.
+profile="${ENVOI_DEB_PROFILE:-release}"
+cargo build --profile "$profile" --locked
+# cargo-deb reads "target/release/" in Cargo.toml as the real target dir and profile; so
+# does this (Cargo's dev profile lives in target/debug).
 target_dir=$(cargo metadata --format-version 1 --no-deps --locked |
   sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-envoi="$target_dir/release/envoi"
+case "$profile" in dev) profile_dir=debug ;; *) profile_dir="$profile" ;; esac
+envoi="$target_dir/$profile_dir/envoi"
 [ -x "$envoi" ] || { echo "deb.sh: no binary at $envoi" >&2; exit 1; }
 
 # 2. The man page and completions, printed by that binary (from the same clap definitions as
@@ -45,8 +51,8 @@ mkdir -p "$assets"
 
 # 3. The packages. cargo-deb prints the path of the .deb it wrote on stdout, its progress on
 # stderr.
-envoi_deb=$("${deb_cmd[@]}" --no-build --locked)
-mta_deb=$("${deb_cmd[@]}" --variant mta --no-build --locked)
+envoi_deb=$("${deb_cmd[@]}" --profile "$profile" --no-build --locked)
+mta_deb=$("${deb_cmd[@]}" --profile "$profile" --variant mta --no-build --locked)
 
 # 4. What is in them.
 failed=0
