@@ -42,6 +42,8 @@ fn main() -> anyhow::Result<()> {
             content_id: None,
         }],
         headers: vec![("X-Job".into(), "nightly".into())],
+        read_receipt: None,
+        delivery_receipt: None,
     };
 
     let prepared = message::build(email, &from, SystemTime::now())?;

@@ -33,6 +33,7 @@
 //!
 //! let text = String::from_utf8(prepared.bytes)?;
 //! assert!(text.contains("X-Priority: 1 (Highest)\r\n"));
+//! assert!(!text.contains("X-MSMail-Priority")); // a spam sign without X-MimeOLE
 //! assert!(!text.contains("audit@")); // Bcc: envelope only
 //! assert_eq!(prepared.envelope.to().len(), 3);
 //! assert!(prepared.message_id.ends_with("@example.com>"));

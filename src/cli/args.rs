@@ -308,6 +308,15 @@ pub struct SendArgs {
     /// Reply-To addresses; like --to.
     #[arg(long, value_name = "LIST", help_heading = "Message")]
     pub reply_to: Vec<String>,
+    /// Ask for a read receipt to ADDRESS (Disposition-Notification-To; the connector's
+    /// ReadReceipt). The recipient's mail program decides whether to send one.
+    #[arg(long, value_name = "ADDRESS", help_heading = "Message")]
+    pub read_receipt: Option<String>,
+    /// Ask for a delivery receipt to ADDRESS (Return-Receipt-To, and a DSN request
+    /// NOTIFY=SUCCESS,FAILURE RET=HDRS when the server offers DSN; the connector's
+    /// DeliveryReceipt).
+    #[arg(long, value_name = "ADDRESS", help_heading = "Message")]
+    pub delivery_receipt: Option<String>,
     /// Subject line (any Unicode; encoded as RFC 2047).
     #[arg(long, value_name = "TEXT", help_heading = "Message")]
     pub subject: Option<String>,
@@ -536,6 +545,14 @@ impl SendArgs {
                 .then(|| self.attachments(matches))
                 .transpose()?,
             headers: list("--header", &self.headers),
+            read_receipt: self
+                .read_receipt
+                .clone()
+                .map(|v| Sourced::new("--read-receipt", v)),
+            delivery_receipt: self
+                .delivery_receipt
+                .clone()
+                .map(|v| Sourced::new("--delivery-receipt", v)),
             allow_empty_body: self.allow_empty,
         })
     }

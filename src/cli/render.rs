@@ -333,7 +333,8 @@ impl Observer for Notices {
             ),
             Notice::NotRecorded(e) => warning(&format!("delivered, but could not record it: {e}")),
             Notice::DsnNotOffered { server } => warning(&format!(
-                "{server} does not offer DSN: sending without delivery status notifications"
+                "{server} does not offer DSN: sent without a request for delivery status \
+                 notifications (a --delivery-receipt is then only its Return-Receipt-To header)"
             )),
             Notice::PasswordWithoutTls { server } => warning(&format!(
                 "the password goes to {server} without TLS (allow_plaintext_auth = true)"

@@ -41,6 +41,13 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
     let resolved = resolve(&args.flags(), &Env::from_process()?)?;
     let draft = read_draft(args, matches)?;
     let email = draft.into_email()?;
+    // A delivery receipt asks the servers on the way for a DSN on success and failure,
+    // with only the headers of the message returned.
+    let dsn = email.delivery_receipt.as_ref().map(|_| Dsn {
+        notify: Some(vec!["SUCCESS".to_owned(), "FAILURE".to_owned()]),
+        ret: Some("HDRS".to_owned()),
+        envid: None,
+    });
     let from = match email.from.clone() {
         Some(from) => from,
         None => profile_from(resolved.connection.as_ref())?,
@@ -58,7 +65,7 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
         queue: args.queue,
         verbose: args.verbose,
         json: args.json,
-        dsn: None,
+        dsn,
     };
     dispatch(&resolved, prepared, &how)
 }

@@ -51,6 +51,14 @@ pub fn build(email: Email, from: &Mailbox, now: SystemTime) -> Result<Prepared> 
             builder = builder.raw_header(address_header(name, list)?);
         }
     }
+    for (name, receipt) in [
+        ("Disposition-Notification-To", &email.read_receipt),
+        ("Return-Receipt-To", &email.delivery_receipt),
+    ] {
+        if let Some(mailbox) = receipt {
+            builder = builder.raw_header(address_header(name, std::slice::from_ref(mailbox))?);
+        }
+    }
     let importance = email.importance.headers().iter().map(|(n, v)| (*n, *v));
     let custom = email.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
     for (name, value) in importance.chain(custom) {
@@ -333,6 +341,8 @@ mod tests {
             importance: Importance::High,
             attachments: vec![],
             headers: vec![("X-Job".into(), "nightly".into())],
+            read_receipt: None,
+            delivery_receipt: None,
         }
     }
 
@@ -365,7 +375,7 @@ mod tests {
         );
         assert!(t.contains("Importance: High\r\n"), "{t}");
         assert!(t.contains("X-Priority: 1 (Highest)\r\n"), "{t}");
-        assert!(t.contains("X-MSMail-Priority: High\r\n"), "{t}");
+        assert!(!t.contains("X-MSMail-Priority"), "{t}");
         assert!(t.contains("X-Job: nightly\r\n"), "{t}");
         assert!(
             !t.to_ascii_lowercase().contains("audit@"),

@@ -118,6 +118,10 @@ pub struct Draft {
     pub attachments: Option<Vec<AttachmentDraft>>,
     /// Extra headers as `Name: value`.
     pub headers: Option<Sourced<Vec<String>>>,
+    /// ReadReceipt: where read notifications go.
+    pub read_receipt: Option<Sourced<String>>,
+    /// DeliveryReceipt: where delivery notifications go.
+    pub delivery_receipt: Option<Sourced<String>>,
     /// Send a body read from a file or standard input even when it is empty
     /// (`--allow-empty`); otherwise that is an error (66), since it usually means the
     /// program feeding it failed.
@@ -138,6 +142,8 @@ const RESERVED_HEADERS: &[&str] = &[
     "content-type",
     "content-transfer-encoding",
     "content-disposition",
+    "disposition-notification-to",
+    "return-receipt-to",
     "content-id",
     "importance",
     "x-priority",
@@ -160,6 +166,8 @@ impl Draft {
             importance: over.importance.or(self.importance),
             attachments: over.attachments.or(self.attachments),
             headers: over.headers.or(self.headers),
+            read_receipt: over.read_receipt.or(self.read_receipt),
+            delivery_receipt: over.delivery_receipt.or(self.delivery_receipt),
             allow_empty_body: over.allow_empty_body || self.allow_empty_body,
         }
     }
@@ -237,6 +245,13 @@ impl Draft {
             Some(s) => parse_headers(&s.label, &s.value)?,
             None => Vec::new(),
         };
+        let receipt = |field: Option<Sourced<String>>| {
+            field
+                .map(|s| address::parse_single(&s.label, &s.value))
+                .transpose()
+        };
+        let read_receipt = receipt(self.read_receipt)?;
+        let delivery_receipt = receipt(self.delivery_receipt)?;
         Ok(Email {
             from,
             to,
@@ -248,6 +263,8 @@ impl Draft {
             importance,
             attachments,
             headers,
+            read_receipt,
+            delivery_receipt,
         })
     }
 }

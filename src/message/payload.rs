@@ -2,8 +2,8 @@
 //!
 //! Property names are the action's own: To, CC, Bcc, Subject, Body, From, IsHtml,
 //! Importance and Attachments of {ContentData, ContentType, ContentTransferEncoding,
-//! FileName, ContentId}. Unknown properties are refused, so a typo is not silently
-//! ignored.
+//! FileName, ContentId}, and the action's V3 ReadReceipt and DeliveryReceipt (an
+//! address each). Unknown properties are refused, so a typo is not silently ignored.
 
 use serde::Deserialize;
 
@@ -25,6 +25,8 @@ struct Payload {
     is_html: Option<bool>,
     importance: Option<String>,
     attachments: Option<Vec<PayloadAttachment>>,
+    read_receipt: Option<String>,
+    delivery_receipt: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +67,10 @@ pub fn parse(origin: &str, json: &[u8]) -> Result<Draft> {
         importance: payload.importance.map(|v| Sourced::new("Importance", v)),
         attachments,
         headers: None,
+        read_receipt: payload.read_receipt.map(|v| Sourced::new("ReadReceipt", v)),
+        delivery_receipt: payload
+            .delivery_receipt
+            .map(|v| Sourced::new("DeliveryReceipt", v)),
         allow_empty_body: false,
     })
 }

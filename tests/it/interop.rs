@@ -185,3 +185,73 @@ fn smtp_sink_faults_map_to_exit_codes() {
         );
     }
 }
+
+/// The connector's V3 receipts, by flag and by payload: ReadReceipt becomes
+/// Disposition-Notification-To; DeliveryReceipt becomes Return-Receipt-To plus a DSN
+/// request that smtp-sink (which offers DSN) records on MAIL and RCPT. With DSN off
+/// (`-N`) only the headers go, and a warning says so.
+#[test]
+fn receipts_become_headers_and_a_dsn_request() {
+    let dir = TempDir::new().unwrap();
+    let payload = dir.path().join("payload.json");
+    std::fs::write(
+        &payload,
+        r#"{"To": "r@example.test", "Subject": "receipts", "Body": "b",
+            "ReadReceipt": "reader@example.test", "DeliveryReceipt": "Ops <ops@example.test>"}"#,
+    )
+    .unwrap();
+    let by_flags: &[&str] = &[
+        "--to",
+        "r@example.test",
+        "--subject",
+        "receipts",
+        "--body",
+        "b",
+        "--read-receipt",
+        "reader@example.test",
+        "--delivery-receipt",
+        "Ops <ops@example.test>",
+    ];
+    let by_payload: &[&str] = &["--input", payload.to_str().unwrap()];
+    for (sink_options, offers_dsn) in [(&[][..], true), (&["-N"][..], false)] {
+        for args in [by_flags, by_payload] {
+            let Some(sink) = SmtpSink::start(sink_options) else {
+                return;
+            };
+            let run = envoi(dir.path())
+                .env(
+                    "ENVOI_SMTP_URL",
+                    format!("smtp://127.0.0.1:{}?security=none", sink.port()),
+                )
+                .args(["send", "--from", "s@example.test"])
+                .args(args)
+                .expect_exit(0);
+            let dumps = sink.parsed_dumps();
+            assert_eq!(dumps.len(), 1, "{run}\n{}", sink.log());
+            let dump = &dumps[0];
+            if offers_dsn {
+                assert_eq!(dump.mail_args, "<s@example.test> RET=HDRS", "{run}");
+                assert_eq!(dump.rcpt_args, ["<r@example.test> NOTIFY=SUCCESS,FAILURE"]);
+                assert!(!run.stderr.contains("DSN"), "{run}");
+            } else {
+                assert_eq!(dump.mail_args, "<s@example.test>", "{run}");
+                assert_eq!(dump.rcpt_args, ["<r@example.test>"]);
+                assert!(
+                    run.stderr.contains("does not offer DSN")
+                        && run.stderr.contains("Return-Receipt-To"),
+                    "{run}"
+                );
+            }
+            let parsed = MessageParser::default().parse(&dump.message).unwrap();
+            let header = |name: &str| {
+                parsed
+                    .header_raw(name)
+                    .map(str::trim)
+                    .unwrap_or_else(|| panic!("no {name} in {run}"))
+                    .to_owned()
+            };
+            assert_eq!(header("Disposition-Notification-To"), "reader@example.test");
+            assert_eq!(header("Return-Receipt-To"), "Ops <ops@example.test>");
+        }
+    }
+}
