@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use clap::{ArgMatches, Args, Parser, Subcommand};
 use envoi::draft::{AttachmentDraft, AttachmentSource, DataEncoding, Draft, Sourced, Text};
 use envoi::error::{Error, ErrorKind, Result};
+use envoi::message::input::attachment_paths;
 use envoi::profile::Flags;
 
 /// `send`'s delivery defaults, which sendmail mode uses too.
@@ -571,6 +572,10 @@ impl SendArgs {
         occurrences.sort_unstable();
 
         let mut drafts: Vec<AttachmentDraft> = Vec::new();
+        // How many attachments the last --attach made (a pattern may match several): a
+        // modifier describes one attachment, so it cannot follow a pattern that matched
+        // more.
+        let mut last_matched = 1;
         for Occurrence { flag, nth, .. } in occurrences {
             let value = match flag {
                 AttachFlag::Attach => &self.attach[nth],
@@ -582,20 +587,26 @@ impl SendArgs {
             };
             match flag {
                 AttachFlag::Attach => {
-                    let (path, content_type) = split_type(value);
-                    drafts.push(AttachmentDraft {
-                        label: format!("--attach {path:?}"),
-                        source: AttachmentSource::Path(PathBuf::from(path)),
-                        file_name: None,
-                        content_type,
-                        content_id: None,
-                    });
+                    let (pattern, content_type) = split_type(value);
+                    let label = format!("--attach {pattern:?}");
+                    let paths = attachment_paths(&label, pattern)?;
+                    last_matched = paths.len();
+                    for path in paths {
+                        drafts.push(AttachmentDraft {
+                            label: format!("--attach {:?}", path.display().to_string()),
+                            source: AttachmentSource::Path(path),
+                            file_name: None,
+                            content_type: content_type.clone(),
+                            content_id: None,
+                        });
+                    }
                 }
                 AttachFlag::Data => {
                     let text = match value.strip_prefix('@') {
                         Some(path) => Text::File(PathBuf::from(path)),
                         None => Text::Inline(value.clone()),
                     };
+                    last_matched = 1;
                     drafts.push(AttachmentDraft {
                         label: format!("--attach-data #{}", nth + 1),
                         source: AttachmentSource::Data(text, DataEncoding::Base64),
@@ -605,6 +616,14 @@ impl SendArgs {
                     });
                 }
                 AttachFlag::Modifier(modifier) => {
+                    if last_matched > 1 {
+                        return Err(Error::usage(format!(
+                            "{} describes one attachment, but the --attach before it is a \
+                             pattern that matched {last_matched} files; attach that one file \
+                             by its name",
+                            modifier.flag()
+                        )));
+                    }
                     let Some(draft) = drafts.last_mut() else {
                         return Err(Error::usage(format!(
                             "{} must come after the --attach or --attach-data it describes",

@@ -5,7 +5,7 @@
 //! a cron job forever or fill its memory. Standard input is read up to [`MAX_STDIN`].
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -54,6 +54,34 @@ pub fn read_bytes(label: &str, path: &Path) -> Result<Vec<u8>> {
         ));
     }
     std::fs::read(path).map_err(no_input)
+}
+
+/// The files an `--attach` value names: itself, or, when it holds a glob pattern (`*`,
+/// `?`, `[`) and no file of that very name exists, every regular file the pattern
+/// matches, in sorted order, each once (the glob crate: `*` stays within a folder, `**`
+/// crosses folders). A pattern that matches nothing is 66, naming it, so a missing
+/// build artefact stops the send instead of going unnoticed; a malformed pattern is 64.
+pub fn attachment_paths(label: &str, value: &str) -> Result<Vec<PathBuf>> {
+    let literal = PathBuf::from(value);
+    let is_pattern = value.contains(['*', '?', '[']);
+    if !is_pattern || is_stdin(&literal) || literal.exists() {
+        return Ok(vec![literal]);
+    }
+    let matches = glob::glob(value)
+        .map_err(|e| Error::usage(format!("{label}: {value:?} is not a valid pattern: {e}")))?;
+    let mut paths: Vec<PathBuf> = matches
+        .filter_map(std::result::Result::ok)
+        .filter(|p| p.is_file())
+        .collect();
+    paths.sort();
+    paths.dedup();
+    if paths.is_empty() {
+        return Err(Error::new(
+            ErrorKind::NoInput,
+            format!("{label}: the pattern {value:?} matches no file"),
+        ));
+    }
+    Ok(paths)
 }
 
 #[cfg(test)]

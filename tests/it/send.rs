@@ -611,3 +611,64 @@ fn a_profile_without_password_fails_only_where_it_logs_in() {
     assert!(run.stderr.contains("no password_env"), "{run}");
     s.assert_nothing_delivered();
 }
+
+/// `--attach` with a glob pattern: every regular file it matches, sorted, each once, the
+/// `;type=` applying to each; a pattern that matches nothing is 66 naming it and sends
+/// nothing; a modifier after a pattern that matched several files is 64.
+#[test]
+fn attach_patterns_expand_sorted_and_a_pattern_without_match_is_66() {
+    let s = Setup::new(Security::StartTls, ServerOptions::default());
+    let dist = s.home().join("dist");
+    std::fs::create_dir_all(dist.join("sub.zip")).unwrap(); // a folder: never attached
+    let files = [
+        ("b.zip", &b"bee"[..]),
+        ("a.zip", b"ay"),
+        ("notes.txt", b"no"),
+    ];
+    for (name, data) in files {
+        std::fs::write(dist.join(name), data).unwrap();
+    }
+    let pattern = format!("{}/*.zip", dist.display());
+    s.send()
+        .args(["--to", "a@example.com", "--subject", "glob", "--body", "x"])
+        .args(["--attach", &format!("{pattern};type=application/zip")])
+        .expect_exit(0);
+    let m = s.only_message();
+    let parsed = MessageParser::default().parse(&m.data).unwrap();
+    let attached: Vec<(String, String, Vec<u8>)> = parsed
+        .attachments()
+        .map(|a| {
+            (
+                a.attachment_name().unwrap_or_default().to_owned(),
+                a.content_type()
+                    .map(|t| format!("{}/{}", t.ctype(), t.subtype().unwrap_or_default()))
+                    .unwrap_or_default(),
+                sha256(a.contents()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        attached,
+        [
+            ("a.zip".into(), "application/zip".into(), sha256(b"ay")),
+            ("b.zip".into(), "application/zip".into(), sha256(b"bee")),
+        ]
+    );
+
+    let missing = format!("{}/*.tar.gz", dist.display());
+    let run = s
+        .send()
+        .args(["--to", "a@example.com", "--subject", "glob", "--body", "x"])
+        .args(["--attach", &missing])
+        .expect_exit(66);
+    assert!(run.stderr.contains("matches no file"), "{run}");
+    assert!(run.stderr.contains("*.tar.gz"), "{run}");
+
+    let run = s
+        .send()
+        .args(["--to", "a@example.com", "--subject", "glob", "--body", "x"])
+        .args(["--attach", &pattern, "--attach-name", "x.zip"])
+        .expect_exit(64);
+    assert!(run.stderr.contains("matched 2 files"), "{run}");
+    assert_eq!(s.server.messages().len(), 1, "a failed send delivered");
+}
