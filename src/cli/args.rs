@@ -335,9 +335,13 @@ pub struct SendArgs {
     /// Send a --body-file (or stdin) that is empty (else 66: its producer probably failed).
     #[arg(long, help_heading = "Message")]
     pub allow_empty: bool,
-    /// The body is HTML (the connector's IsHtml).
+    /// The body is HTML (the connector's IsHtml). Without --text, a plain-text
+    /// alternative is written from it.
     #[arg(long, help_heading = "Message")]
     pub html: bool,
+    /// Send an HTML body alone, without the plain-text alternative written from it.
+    #[arg(long, help_heading = "Message", conflicts_with_all = ["text", "text_file"])]
+    pub no_text_part: bool,
     /// Plain-text alternative of an HTML body (multipart/alternative).
     #[arg(
         long,
@@ -555,6 +559,7 @@ impl SendArgs {
                 .clone()
                 .map(|v| Sourced::new("--delivery-receipt", v)),
             allow_empty_body: self.allow_empty,
+            no_text_part: self.no_text_part,
         })
     }
 

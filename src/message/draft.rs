@@ -122,6 +122,9 @@ pub struct Draft {
     pub read_receipt: Option<Sourced<String>>,
     /// DeliveryReceipt: where delivery notifications go.
     pub delivery_receipt: Option<Sourced<String>>,
+    /// Send an HTML body without the plain-text alternative envoi otherwise writes
+    /// from it (`--no-text-part`).
+    pub no_text_part: bool,
     /// Send a body read from a file or standard input even when it is empty
     /// (`--allow-empty`); otherwise that is an error (66), since it usually means the
     /// program feeding it failed.
@@ -168,6 +171,7 @@ impl Draft {
             headers: over.headers.or(self.headers),
             read_receipt: over.read_receipt.or(self.read_receipt),
             delivery_receipt: over.delivery_receipt.or(self.delivery_receipt),
+            no_text_part: over.no_text_part || self.no_text_part,
             allow_empty_body: over.allow_empty_body || self.allow_empty_body,
         }
     }
@@ -225,6 +229,14 @@ impl Draft {
             ));
         }
         let content = read_body(self.body, self.allow_empty_body)?;
+        // HTML alone is a spam sign (SpamAssassin's MIME_HTML_ONLY) and unreadable in a
+        // text-only reader: without --text, the alternative is written from the HTML.
+        let text_alternative = match text_alternative {
+            None if is_html && !self.no_text_part && !content.is_empty() => {
+                Some(text_of_html(&content)?)
+            }
+            given => given,
+        };
         let body = Body {
             content,
             is_html,
@@ -267,6 +279,17 @@ impl Draft {
             delivery_receipt,
         })
     }
+}
+
+/// A readable plain-text rendering of an HTML body: paragraphs and lists as text, links
+/// kept (as numbered references), at most 78 columns (RFC 5322's line length).
+fn text_of_html(html: &str) -> Result<String> {
+    html2text::from_read(html.as_bytes(), 78).map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("cannot write the text part of the HTML body: {e}"),
+        )
+    })
 }
 
 /// Reads the body. One read from a file or standard input must not be empty unless

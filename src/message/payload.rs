@@ -72,6 +72,7 @@ pub fn parse(origin: &str, json: &[u8]) -> Result<Draft> {
             .delivery_receipt
             .map(|v| Sourced::new("DeliveryReceipt", v)),
         allow_empty_body: false,
+        no_text_part: false,
     })
 }
 

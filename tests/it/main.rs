@@ -15,5 +15,6 @@ mod outbox;
 mod reliability;
 mod send;
 mod sendmail;
+mod spam;
 mod trust;
 mod wire;
