@@ -179,7 +179,10 @@ fn t37_the_servers_size_limit_is_honoured() {
         .send()
         .args(["--to", "a@example.com", "--body", &big, "--retries", "0"])
         .expect_exit(65);
-    assert!(run.stderr.contains("takes at most 2000 (SIZE)"), "{run}");
+    assert!(
+        run.stderr.contains("takes at most 2.0 kB (SIZE 2000)"),
+        "{run}"
+    );
     assert!(s.server.wait_idle(Duration::from_secs(5)));
     assert!(
         s.server.transcript().iter().all(|l| !l.starts_with("MAIL")),

@@ -605,9 +605,11 @@ impl SmtpSession {
         if let Some(limit) = self.caps.size.filter(|l| *l > 0) {
             if size > limit {
                 return Err(Error::invalid(format!(
-                    "the message is {size} octets and {} takes at most {limit} (SIZE); \
-                     nothing was sent",
-                    self.server
+                    "the message is {} ({size} octets) and {} takes at most {} (SIZE \
+                     {limit}); nothing was sent: attach less, or link to the file",
+                    human_size(size),
+                    self.server,
+                    human_size(limit)
                 )));
             }
             params.push_str(&format!(" SIZE={size}"));
@@ -1055,6 +1057,15 @@ fn describe_io(e: &io::Error) -> String {
     }
 }
 
+/// Octets in decimal megabytes (or kilobytes under one megabyte) with one decimal, as
+/// providers state their limits (Gmail's 25 MB, Microsoft's 35 MB).
+fn human_size(octets: u64) -> String {
+    match octets {
+        0..1_000_000 => format!("{:.1} kB", octets as f64 / 1e3),
+        _ => format!("{:.1} MB", octets as f64 / 1e6),
+    }
+}
+
 /// RFC 5801 §4: in a GS2 header's authzid, `,` is `=2C` and `=` is `=3D`.
 fn gs2_escape(user: &str) -> String {
     user.replace('=', "=3D").replace(',', "=2C")
@@ -1094,6 +1105,13 @@ mod tests {
     #[test]
     fn printable_strips_control_characters() {
         assert_eq!(printable("ok\x1b[2J\r\nfake"), "ok?[2J??fake");
+    }
+
+    #[test]
+    fn sizes_read_as_providers_state_them() {
+        assert_eq!(human_size(31_200_000), "31.2 MB");
+        assert_eq!(human_size(25 * 1024 * 1024), "26.2 MB");
+        assert_eq!(human_size(2000), "2.0 kB");
     }
 
     #[test]
