@@ -428,6 +428,14 @@ pub struct SendArgs {
     /// Print the message that would be sent and exit without connecting.
     #[arg(long, help_heading = "Output")]
     pub dry_run: bool,
+    /// Check the message for what may junk or bounce it (From's domain vs the login's,
+    /// no subject, HTML without text, over 20 MB of attachments, over 100 recipients),
+    /// print the findings, and exit 0 without sending.
+    #[arg(long, help_heading = "Output", conflicts_with = "dry_run")]
+    pub lint: bool,
+    /// No warnings on standard error (the lint findings a send prints otherwise).
+    #[arg(short, long, help_heading = "Output")]
+    pub quiet: bool,
     /// Print one JSON object with the result on standard output.
     #[arg(long, help_heading = "Output")]
     pub json: bool,

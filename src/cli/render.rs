@@ -29,6 +29,7 @@ enum Status {
     Queued,
     Duplicate,
     DryRun,
+    Linted,
     Error,
     Dropped,
     Ok,
@@ -57,6 +58,8 @@ struct SendReport<'a> {
     first_status: Option<FirstStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    findings: Option<&'a [String]>,
 }
 
 impl<'a> SendReport<'a> {
@@ -73,6 +76,7 @@ impl<'a> SendReport<'a> {
             reason: None,
             first_status: None,
             message: None,
+            findings: None,
         }
     }
 
@@ -217,6 +221,10 @@ fn send_report(outcome: &Outcome) -> SendReport<'_> {
             message: Some(String::from_utf8_lossy(&prepared.bytes)),
             ..SendReport::of(Status::DryRun, prepared)
         },
+        Outcome::Linted { prepared, findings } => SendReport {
+            findings: Some(findings),
+            ..SendReport::of(Status::Linted, prepared)
+        },
     }
 }
 
@@ -288,6 +296,21 @@ fn write_human(out: &mut impl Write, outcome: &Outcome) -> io::Result<()> {
                 serde_json::to_string(&envelope.to).unwrap_or_default()
             );
             out.write_all(&prepared.bytes)
+        }
+        Outcome::Linted { prepared, findings } => {
+            for finding in findings {
+                eprintln!("envoi: lint: {finding}");
+            }
+            writeln!(
+                out,
+                "lint: {} for {}; nothing was sent",
+                match findings.len() {
+                    0 => "no findings".to_owned(),
+                    1 => "1 finding".to_owned(),
+                    n => format!("{n} findings"),
+                },
+                prepared.message_id
+            )
         }
     }
 }
@@ -753,6 +776,7 @@ mod tests {
             Status::Queued,
             Status::Duplicate,
             Status::DryRun,
+            Status::Linted,
             Status::Error,
         ] {
             let name = serde_json::to_string(&status).unwrap();

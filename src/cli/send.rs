@@ -13,10 +13,11 @@ use envoi::deliver::{
 use envoi::error::{Error, ErrorKind, Result};
 use envoi::message::draft::{self, Draft};
 use envoi::message::input::{is_stdin, read_bytes};
+use envoi::message::lint::lint;
 use envoi::message::{self, Prepared, address, payload};
 use envoi::outbox::idempotency::{self, Claim, FirstSend, FirstStatus};
 use envoi::outbox::{FirstAttempt, Outbox, Queued, send_queued};
-use envoi::profile::{Connection, Env, Resolved, resolve};
+use envoi::profile::{Connection, Env, Resolved, Transport, resolve};
 
 use crate::cli::args::{DEFAULT_RETRIES, DEFAULT_RETRY_MAX_SECS, DEFAULT_TIMEOUT_SECS, SendArgs};
 use crate::cli::render::{Notices, print_error, transcript, warning};
@@ -33,6 +34,13 @@ pub enum Outcome {
     Duplicate(FirstSend),
     /// `--dry-run`: built, not sent.
     DryRun(Prepared),
+    /// `--lint`: built and checked, not sent.
+    Linted {
+        /// The message checked.
+        prepared: Prepared,
+        /// What may junk or bounce it, in words.
+        findings: Vec<String>,
+    },
 }
 
 /// Runs `envoi send` with its parsed flags and their matches.
@@ -52,7 +60,31 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
         Some(from) => from,
         None => profile_from(resolved.connection.as_ref())?,
     };
+    let login = resolved
+        .connection
+        .as_ref()
+        .and_then(|c| match &c.profile.transport {
+            Transport::Smtp(smtp) => smtp
+                .login
+                .as_ref()
+                .ok()?
+                .as_ref()
+                .map(|(user, _)| user.clone()),
+            Transport::File { .. } => None,
+        });
+    let findings: Vec<String> = lint(&email, &from, login.as_deref())
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     let prepared = message::build(email, &from, SystemTime::now())?;
+    if args.lint {
+        return Ok(Outcome::Linted { prepared, findings });
+    }
+    if !args.quiet {
+        for finding in &findings {
+            warning(finding);
+        }
+    }
     if args.dry_run {
         return Ok(Outcome::DryRun(prepared));
     }

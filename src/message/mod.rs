@@ -15,6 +15,7 @@ pub mod draft;
 mod email;
 pub mod given;
 pub mod input;
+pub mod lint;
 pub mod payload;
 pub(crate) mod wire;
 

@@ -672,3 +672,68 @@ fn attach_patterns_expand_sorted_and_a_pattern_without_match_is_66() {
     assert!(run.stderr.contains("matched 2 files"), "{run}");
     assert_eq!(s.server.messages().len(), 1, "a failed send delivered");
 }
+
+/// `--lint` names what may junk or bounce a message and sends nothing; a real send
+/// warns of the same on stderr (never in `--json` stdout), and `--quiet` silences it.
+#[test]
+fn lint_findings_are_warnings_and_lint_sends_nothing() {
+    let home = TempDir::new().unwrap();
+    let config = Config::new(9, "starttls")
+        .line("username = \"me@gmail.com\"")
+        .line("password_env = \"UNSET_PASSWORD\"")
+        .write(home.path());
+    let lint = |json: bool| {
+        let mut cmd = envoi(home.path());
+        cmd.arg("send")
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "--lint",
+                "--from",
+                "Bot <bot@example.com>",
+                "--to",
+                "a@example.com",
+            ])
+            .args(["--html", "--no-text-part", "--body", "<p>hi</p>"]);
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.expect_exit(0)
+    };
+    let text = lint(false);
+    assert!(text.stdout.contains("lint: 3 findings"), "{text}");
+    for says in [
+        "the login is at gmail.com",
+        "no subject",
+        "without a text part",
+    ] {
+        assert!(text.stderr.contains(says), "{says}: {text}");
+    }
+    let json = lint(true).json();
+    assert_eq!(json["status"], "linted", "{json}");
+    assert_eq!(json["findings"].as_array().map(Vec::len), Some(3), "{json}");
+
+    let s = Setup::new(Security::StartTls, ServerOptions::default());
+    let sent = s
+        .send()
+        .args([
+            "--to",
+            "a@example.com",
+            "--body",
+            "no subject here",
+            "--json",
+        ])
+        .expect_exit(0);
+    assert!(sent.stderr.contains("warning: no subject"), "{sent}");
+    assert_eq!(sent.json()["status"], "sent");
+    assert!(
+        !sent.stdout.contains("subject"),
+        "a finding in --json: {sent}"
+    );
+    let quiet = s
+        .send()
+        .args(["--to", "a@example.com", "--body", "no subject", "--quiet"])
+        .expect_exit(0);
+    assert!(quiet.stderr.is_empty(), "{quiet}");
+    assert_eq!(s.server.messages().len(), 2);
+}
