@@ -79,7 +79,7 @@ pub fn lint(email: &Email, from: &lettre::message::Mailbox, login: Option<&str>)
             .map(|(_, domain)| domain.trim_end_matches('.').to_ascii_lowercase())
     };
     if let (Some(from), Some(login)) = (
-        domain_of(&from.email.to_string()),
+        domain_of(from.email.as_ref()),
         login.and_then(domain_of),
     ) && from != login
     {
