@@ -339,6 +339,10 @@ pub struct SendArgs {
     /// alternative is written from it.
     #[arg(long, help_heading = "Message")]
     pub html: bool,
+    /// The body is Markdown (CommonMark with tables): sent as HTML, with the Markdown
+    /// as its plain-text alternative; local images in it are embedded.
+    #[arg(long, help_heading = "Message", conflicts_with = "html")]
+    pub markdown: bool,
     /// Send an HTML body alone, without the plain-text alternative written from it.
     #[arg(long, help_heading = "Message", conflicts_with_all = ["text", "text_file"])]
     pub no_text_part: bool,
@@ -568,6 +572,7 @@ impl SendArgs {
                 .map(|v| Sourced::new("--delivery-receipt", v)),
             allow_empty_body: self.allow_empty,
             no_text_part: self.no_text_part,
+            markdown: self.markdown,
         })
     }
 

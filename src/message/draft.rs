@@ -6,7 +6,7 @@
 //! [`Draft::into_email`] reads files, decodes base64 and checks every value, giving a
 //! validated [`Email`] or the first error. Nothing here touches the network.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use lettre::message::header::ContentType;
@@ -16,6 +16,7 @@ use crate::message::address;
 use crate::message::check;
 use crate::message::email::{Attachment, Body, Email, Importance};
 use crate::message::input::{is_stdin, read_bytes};
+use crate::message::{images, markdown};
 
 /// A value and the flag or property it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +126,8 @@ pub struct Draft {
     /// Send an HTML body without the plain-text alternative envoi otherwise writes
     /// from it (`--no-text-part`).
     pub no_text_part: bool,
+    /// The body is Markdown (`--markdown`): sent as HTML, with the source as its text.
+    pub markdown: bool,
     /// Send a body read from a file or standard input even when it is empty
     /// (`--allow-empty`); otherwise that is an error (66), since it usually means the
     /// program feeding it failed.
@@ -172,6 +175,7 @@ impl Draft {
             read_receipt: over.read_receipt.or(self.read_receipt),
             delivery_receipt: over.delivery_receipt.or(self.delivery_receipt),
             no_text_part: over.no_text_part || self.no_text_part,
+            markdown: over.markdown || self.markdown,
             allow_empty_body: over.allow_empty_body || self.allow_empty_body,
         }
     }
@@ -221,14 +225,41 @@ impl Draft {
             }
             None => String::new(),
         };
-        let is_html = self.is_html.unwrap_or(false);
+        if self.markdown && self.is_html == Some(true) {
+            return Err(Error::usage(
+                "--markdown and --html both say what the body is; give one",
+            ));
+        }
+        let is_html = self.is_html.unwrap_or(false) || self.markdown;
         let text_alternative = self.text.map(read_text).transpose()?;
         if text_alternative.is_some() && !is_html {
             return Err(Error::usage(
                 "--text/--text-file is the plain alternative of an HTML body: add --html",
             ));
         }
+        // Relative image paths are the body file's, as a browser reads them.
+        let base = match &self.body {
+            Some(Sourced {
+                value: Text::File(path),
+                ..
+            }) if !is_stdin(path) => path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+            _ => PathBuf::from("."),
+        };
         let content = read_body(self.body, self.allow_empty_body)?;
+        let (content, text_alternative) = if self.markdown {
+            let source = text_alternative.unwrap_or_else(|| content.clone());
+            (markdown::to_html(&content), Some(source))
+        } else {
+            (content, text_alternative)
+        };
+        let (content, inline_images) = if is_html {
+            images::embed(&content, &base)?
+        } else {
+            (content, Vec::new())
+        };
         // HTML alone is a spam sign (SpamAssassin's MIME_HTML_ONLY) and unreadable in a
         // text-only reader: without --text, the alternative is written from the HTML.
         let text_alternative = match text_alternative {
@@ -251,6 +282,7 @@ impl Draft {
             .unwrap_or_default()
             .into_iter()
             .map(load_attachment)
+            .chain(inline_images.into_iter().map(Ok))
             .collect::<Result<Vec<_>>>()?;
         check_content_ids_unique(&attachments)?;
         let headers = match self.headers {

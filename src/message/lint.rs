@@ -78,10 +78,8 @@ pub fn lint(email: &Email, from: &lettre::message::Mailbox, login: Option<&str>)
             .rsplit_once('@')
             .map(|(_, domain)| domain.trim_end_matches('.').to_ascii_lowercase())
     };
-    if let (Some(from), Some(login)) = (
-        domain_of(from.email.as_ref()),
-        login.and_then(domain_of),
-    ) && from != login
+    if let (Some(from), Some(login)) = (domain_of(from.email.as_ref()), login.and_then(domain_of))
+        && from != login
     {
         findings.push(Finding::FromDomainDiffers { from, login });
     }

@@ -14,8 +14,10 @@ pub(crate) mod check;
 pub mod draft;
 mod email;
 pub mod given;
+mod images;
 pub mod input;
 pub mod lint;
+mod markdown;
 pub mod payload;
 pub(crate) mod wire;
 

@@ -73,6 +73,7 @@ pub fn parse(origin: &str, json: &[u8]) -> Result<Draft> {
             .map(|v| Sourced::new("DeliveryReceipt", v)),
         allow_empty_body: false,
         no_text_part: false,
+        markdown: false,
     })
 }
 

@@ -737,3 +737,95 @@ fn lint_findings_are_warnings_and_lint_sends_nothing() {
     assert!(quiet.stderr.is_empty(), "{quiet}");
     assert_eq!(s.server.messages().len(), 2);
 }
+
+/// Python's email package's view of `message`: each part's content type (with its
+/// Content-ID), in walk order, and the SHA-256 of each image part. A second opinion on
+/// the MIME tree, from a parser that shares no code with envoi or mail-parser.
+fn python_mime_walk(message: &[u8]) -> Vec<String> {
+    use std::io::Write;
+    let script = r#"
+import sys, email, hashlib
+from email import policy
+m = email.message_from_bytes(sys.stdin.buffer.read(), policy=policy.default)
+for part in m.walk():
+    line = part.get_content_type()
+    if part["Content-ID"]:
+        line += " " + part["Content-ID"]
+    if part.get_content_maintype() == "image":
+        line += " sha256=" + hashlib.sha256(part.get_payload(decode=True)).hexdigest()
+    print(line)
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(message)
+        .expect("feed python");
+    let out = child.wait_with_output().expect("python ends");
+    assert!(out.status.success(), "python's email package failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `--markdown`: the HTML part is the rendered Markdown (a table, emphasis), the text
+/// part is the Markdown source, and a local image beside the body file is embedded
+/// (multipart/related, Content-ID, `cid:` in the HTML). A missing image is 66 and
+/// nothing is sent.
+#[test]
+fn markdown_with_a_local_image_arrives_as_html_text_and_inline_image() {
+    let s = Setup::new(Security::StartTls, ServerOptions::default());
+    let out = s.home().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let png: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+    std::fs::write(out.join("chart.png"), &png).unwrap();
+    let source =
+        "# Nightly\n\n| job | result |\n|---|---|\n| build | **ok** |\n\n![chart](chart.png)\n";
+    std::fs::write(out.join("report.md"), source).unwrap();
+    s.send()
+        .args(["--to", "a@example.com", "--subject", "md", "--markdown"])
+        .arg("--body-file")
+        .arg(out.join("report.md"))
+        .expect_exit(0);
+    let m = s.only_message();
+    let parsed = MessageParser::default().parse(&m.data).unwrap();
+    let html = parsed.body_html(0).unwrap();
+    assert!(html.contains("<td><strong>ok</strong></td>"), "{html}");
+    assert!(
+        html.contains(r#"src="cid:image1.chart.png@envoi""#),
+        "{html}"
+    );
+    assert_eq!(parsed.body_text(0).unwrap().replace("\r\n", "\n"), source);
+    let image = parsed.attachments().next().expect("the image part");
+    assert_eq!(image.content_id(), Some("image1.chart.png@envoi"));
+    assert_eq!(sha256(image.contents()), sha256(&png));
+
+    let hex: String = sha256(&png).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        python_mime_walk(&m.data),
+        [
+            "multipart/related".to_owned(),
+            "multipart/alternative".to_owned(),
+            "text/plain".to_owned(),
+            "text/html".to_owned(),
+            format!("image/png <image1.chart.png@envoi> sha256={hex}"),
+        ]
+    );
+
+    std::fs::write(out.join("broken.md"), "![gone](missing.png)\n").unwrap();
+    let run = s
+        .send()
+        .args(["--to", "a@example.com", "--subject", "md", "--markdown"])
+        .arg("--body-file")
+        .arg(out.join("broken.md"))
+        .expect_exit(66);
+    assert!(run.stderr.contains("missing.png"), "{run}");
+    assert_eq!(s.server.messages().len(), 1, "a broken message was sent");
+}
