@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use clap::{ArgMatches, Args, Parser, Subcommand};
 use envoi::draft::{AttachmentDraft, AttachmentSource, DataEncoding, Draft, Sourced, Text};
 use envoi::error::{Error, ErrorKind, Result};
-use envoi::message::input::attachment_paths;
+use envoi::message::input::{attachment_paths, read_bytes};
+use envoi::message::template;
 use envoi::profile::Flags;
 
 /// `send`'s delivery defaults, which sendmail mode uses too.
@@ -339,6 +340,27 @@ pub struct SendArgs {
     /// alternative is written from it.
     #[arg(long, help_heading = "Message")]
     pub html: bool,
+    /// Render the subject, body and text as templates (minijinja: {{ name }}, {% if %},
+    /// {% for %}), with --var, --vars-file and the environment as env.NAME; an undefined
+    /// variable is 65 and nothing is sent.
+    #[arg(long, help_heading = "Message")]
+    pub template: bool,
+    /// A template variable; repeatable; the value is text.
+    #[arg(
+        long,
+        value_name = "NAME=VALUE",
+        requires = "template",
+        help_heading = "Message"
+    )]
+    pub var: Vec<String>,
+    /// Template variables from a JSON or TOML (.toml) file; --var overrides them.
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "template",
+        help_heading = "Message"
+    )]
+    pub vars_file: Option<PathBuf>,
     /// The body is Markdown (CommonMark with tables): sent as HTML, with the Markdown
     /// as its plain-text alternative; local images in it are embedded.
     #[arg(long, help_heading = "Message", conflicts_with = "html")]
@@ -573,7 +595,32 @@ impl SendArgs {
             allow_empty_body: self.allow_empty,
             no_text_part: self.no_text_part,
             markdown: self.markdown,
+            template: self.template.then(|| self.template_vars()).transpose()?,
         })
+    }
+
+    /// The variables of `--template`: `--vars-file`, then each `--var`, and the
+    /// environment (its UTF-8 variables) as `env`.
+    fn template_vars(&self) -> Result<template::Vars> {
+        let mut vars = match &self.vars_file {
+            Some(path) => {
+                let label = format!("--vars-file {:?}", path.display().to_string());
+                let bytes = read_bytes("--vars-file", path)?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| Error::invalid(format!("{label}: not UTF-8 text")))?;
+                template::parse_vars_file(&label, &path.to_string_lossy(), &text)?
+            }
+            None => template::Vars::new(),
+        };
+        for var in &self.var {
+            let (name, value) = template::parse_var(var)?;
+            vars.insert(name, value);
+        }
+        let env: serde_json::Map<String, serde_json::Value> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?.into())))
+            .collect();
+        vars.insert("env".to_owned(), serde_json::Value::Object(env));
+        Ok(vars)
     }
 
     fn attachments(&self, matches: &ArgMatches) -> Result<Vec<AttachmentDraft>> {

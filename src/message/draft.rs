@@ -16,7 +16,7 @@ use crate::message::address;
 use crate::message::check;
 use crate::message::email::{Attachment, Body, Email, Importance};
 use crate::message::input::{is_stdin, read_bytes};
-use crate::message::{images, markdown};
+use crate::message::{images, markdown, template};
 
 /// A value and the flag or property it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +128,9 @@ pub struct Draft {
     pub no_text_part: bool,
     /// The body is Markdown (`--markdown`): sent as HTML, with the source as its text.
     pub markdown: bool,
+    /// Render the subject, body and text as templates with these variables
+    /// (`--template`); `None`: they are sent as written.
+    pub template: Option<template::Vars>,
     /// Send a body read from a file or standard input even when it is empty
     /// (`--allow-empty`); otherwise that is an error (66), since it usually means the
     /// program feeding it failed.
@@ -176,6 +179,7 @@ impl Draft {
             delivery_receipt: over.delivery_receipt.or(self.delivery_receipt),
             no_text_part: over.no_text_part || self.no_text_part,
             markdown: over.markdown || self.markdown,
+            template: over.template.or(self.template),
             allow_empty_body: over.allow_empty_body || self.allow_empty_body,
         }
     }
@@ -218,10 +222,16 @@ impl Draft {
             .from
             .map(|s| address::parse_single(&s.label, &s.value))
             .transpose()?;
+        let vars = self.template.as_ref();
+        let rendered = |label: &str, text: String, html: bool| match vars {
+            Some(vars) => template::render(label, &text, vars, html),
+            None => Ok(text),
+        };
         let subject = match self.subject {
             Some(s) => {
-                check::header_text(&s.label, &s.value)?;
-                s.value
+                let value = rendered(&s.label, s.value, false)?;
+                check::header_text(&s.label, &value)?;
+                value
             }
             None => String::new(),
         };
@@ -231,7 +241,13 @@ impl Draft {
             ));
         }
         let is_html = self.is_html.unwrap_or(false) || self.markdown;
-        let text_alternative = self.text.map(read_text).transpose()?;
+        let text_label = self.text.as_ref().map(|t| t.label.clone());
+        let text_alternative = self
+            .text
+            .map(read_text)
+            .transpose()?
+            .map(|text| rendered(text_label.as_deref().unwrap_or("--text"), text, false))
+            .transpose()?;
         if text_alternative.is_some() && !is_html {
             return Err(Error::usage(
                 "--text/--text-file is the plain alternative of an HTML body: add --html",
@@ -248,7 +264,13 @@ impl Draft {
                 .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
             _ => PathBuf::from("."),
         };
-        let content = read_body(self.body, self.allow_empty_body)?;
+        let body_label = self.body.as_ref().map(|b| b.label.clone());
+        let content = rendered(
+            body_label.as_deref().unwrap_or("--body"),
+            read_body(self.body, self.allow_empty_body)?,
+            // Values in an HTML body are escaped; Markdown is text until it is rendered.
+            is_html && !self.markdown,
+        )?;
         let (content, text_alternative) = if self.markdown {
             let source = text_alternative.unwrap_or_else(|| content.clone());
             (markdown::to_html(&content), Some(source))

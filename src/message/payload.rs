@@ -74,6 +74,7 @@ pub fn parse(origin: &str, json: &[u8]) -> Result<Draft> {
         allow_empty_body: false,
         no_text_part: false,
         markdown: false,
+        template: None,
     })
 }
 

@@ -829,3 +829,90 @@ fn markdown_with_a_local_image_arrives_as_html_text_and_inline_image() {
     assert!(run.stderr.contains("missing.png"), "{run}");
     assert_eq!(s.server.messages().len(), 1, "a broken message was sent");
 }
+
+/// `--template`: the subject and body rendered with --var, --vars-file (TOML here) and
+/// the environment; values in an HTML body escaped; an undefined variable is 65, named,
+/// and nothing is sent.
+#[test]
+fn templates_render_subject_and_body_and_refuse_an_undefined_variable() {
+    let s = Setup::new(Security::StartTls, ServerOptions::default());
+    let vars = s.home().join("vars.toml");
+    std::fs::write(
+        &vars,
+        "files = [\"db.sql.gz\", \"www.tar.gz\"]\nhost = \"from-file\"\n",
+    )
+    .unwrap();
+    let body = s.home().join("report.txt");
+    std::fs::write(
+        &body,
+        "Backup of {{ host }}:\n{% for f in files %}- {{ f }}\n{% endfor %}",
+    )
+    .unwrap();
+    s.send()
+        .env("JOB", "nightly")
+        .args(["--to", "a@example.com", "--template"])
+        .args(["--subject", "Backup {{ host }} ({{ env.JOB }})"])
+        .arg("--body-file")
+        .arg(&body)
+        .arg("--vars-file")
+        .arg(&vars)
+        .args(["--var", "host=db1"])
+        .expect_exit(0);
+    let m = s.only_message();
+    let parsed = MessageParser::default().parse(&m.data).unwrap();
+    assert_eq!(parsed.subject(), Some("Backup db1 (nightly)"));
+    assert_eq!(
+        parsed.body_text(0).unwrap().replace("\r\n", "\n"),
+        "Backup of db1:\n- db.sql.gz\n- www.tar.gz\n"
+    );
+
+    s.send()
+        .args([
+            "--to",
+            "a@example.com",
+            "--template",
+            "--subject",
+            "x",
+            "--html",
+        ])
+        .args([
+            "--body",
+            "<p>{{ note }}</p>",
+            "--var",
+            "note=<script>x</script> & co",
+        ])
+        .expect_exit(0);
+    let messages = s.server.messages();
+    let parsed = MessageParser::default().parse(&messages[1].data).unwrap();
+    assert!(
+        parsed
+            .body_html(0)
+            .unwrap()
+            .contains("<p>&lt;script&gt;x&lt;&#x2f;script&gt; &amp; co</p>"),
+        "{:?}",
+        parsed.body_html(0)
+    );
+
+    let run = s
+        .send()
+        .args(["--to", "a@example.com", "--template"])
+        .args([
+            "--subject",
+            "Backup {{ hsot }}",
+            "--body",
+            "x",
+            "--var",
+            "host=db1",
+        ])
+        .expect_exit(65);
+    assert!(
+        run.stderr
+            .contains("--subject: undefined variable {{ hsot }}"),
+        "{run}"
+    );
+    assert_eq!(
+        s.server.messages().len(),
+        2,
+        "a message with a hole was sent"
+    );
+}
