@@ -201,15 +201,14 @@ fn native(flow: &str, expires_in: u64, token_url: Option<&str>) -> Option<Native
     native_with(flow, expires_in, token_url, None, true)
 }
 
-/// [`native`], with an endpoint that answers every request `fail_status`, and without
-/// `ca_file` when not `trust`.
-fn native_with(
-    flow: &str,
+/// A temp HOME with a test CA, a token endpoint knowing `refresh_token` (issuing
+/// `PREFIX1`, `PREFIX2`, … living `expires_in` s; answering every request `fail_status`
+/// when given), and an SMTP server under STARTTLS taking the first nine of those tokens.
+fn servers(
+    refresh_token: Option<&str>,
     expires_in: u64,
-    token_url: Option<&str>,
     fail_status: Option<u16>,
-    trust: bool,
-) -> Option<Native> {
+) -> Option<(TempDir, PathBuf, TokenEndpoint, Aiosmtpd)> {
     let dir = TempDir::new().expect("temp dir");
     let pki = TestPki::new();
     let ca = pki.write_ca(dir.path());
@@ -218,7 +217,7 @@ fn native_with(
         cert_key: leaf.clone(),
         client_id: CLIENT_ID.into(),
         client_secret: CLIENT_SECRET.into(),
-        refresh_token: Some(FIRST_REFRESH.into()),
+        refresh_token: refresh_token.map(str::to_owned),
         token_prefix: PREFIX.into(),
         expires_in,
         fail_status,
@@ -233,6 +232,19 @@ fn native_with(
             (1..=9).map(|n| format!("{PREFIX}{n}")).collect(),
         )),
     })?;
+    Some((dir, ca, endpoint, smtp))
+}
+
+/// [`native`], with an endpoint that answers every request `fail_status`, and without
+/// `ca_file` when not `trust`.
+fn native_with(
+    flow: &str,
+    expires_in: u64,
+    token_url: Option<&str>,
+    fail_status: Option<u16>,
+    trust: bool,
+) -> Option<Native> {
+    let (dir, ca, endpoint, smtp) = servers(Some(FIRST_REFRESH), expires_in, fail_status)?;
     let url = token_url.map_or_else(|| endpoint.url(), str::to_owned);
     let mut config = Config::new(smtp.port(), "starttls");
     if trust {
@@ -646,29 +658,7 @@ fn a_cached_token_the_server_refuses_is_replaced_in_the_same_run() {
 /// oauth2 table; `{device}` stands for the endpoint's device authorization URL). The
 /// access tokens live 65 s: one minute of margin leaves 5 s of use.
 fn login_setup(consent: &str) -> Option<Native> {
-    let dir = TempDir::new().expect("temp dir");
-    let pki = TestPki::new();
-    let ca = pki.write_ca(dir.path());
-    let leaf = pki.write_leaf(dir.path());
-    let endpoint = TokenEndpoint::start(TokenEndpointOptions {
-        cert_key: leaf.clone(),
-        client_id: CLIENT_ID.into(),
-        client_secret: CLIENT_SECRET.into(),
-        refresh_token: None,
-        token_prefix: PREFIX.into(),
-        expires_in: 65,
-        fail_status: None,
-    })?;
-    let smtp = Aiosmtpd::start(AiosmtpdOptions {
-        security: "starttls",
-        auth: None,
-        refuse_rcpt: vec![],
-        cert_key: Some(leaf),
-        oauth: Some((
-            MAILBOX.into(),
-            (1..=9).map(|n| format!("{PREFIX}{n}")).collect(),
-        )),
-    })?;
+    let (dir, ca, endpoint, smtp) = servers(None, 65, None)?;
     let config = Config::new(smtp.port(), "starttls")
         .trust(&ca)
         .line(&format!("username = \"{MAILBOX}\""))

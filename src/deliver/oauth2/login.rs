@@ -235,11 +235,7 @@ fn device_flow(
         ("client_id", oauth.client_id.clone()),
     ];
     let mut secrets = vec![device_code];
-    if let Some(source) = &oauth.client_secret {
-        let secret = source.fetch_as("oauth2.client_secret", REQUEST_TIMEOUT)?;
-        secrets.push(secret.expose().to_owned());
-        poll.push(("client_secret", secret.expose().to_owned()));
-    }
+    add_client_secret(oauth, &mut poll, &mut secrets)?;
     loop {
         std::thread::sleep(Duration::from_secs(interval));
         if Instant::now() >= deadline {
@@ -314,13 +310,24 @@ fn browser_flow(
         ("code_verifier", verifier.clone()),
     ];
     let mut secrets = vec![code, verifier];
+    add_client_secret(oauth, &mut form, &mut secrets)?;
+    let (status, text) = request(&oauth.token_url, &form, ca_file, REQUEST_TIMEOUT)?;
+    interpret(&oauth.token_url, status, &text, &secrets)
+}
+
+/// The client secret, when the table has one, into `form` (and `secrets`, so the
+/// endpoint's answer never shows it).
+fn add_client_secret(
+    oauth: &OAuth2,
+    form: &mut Vec<(&str, String)>,
+    secrets: &mut Vec<String>,
+) -> Result<()> {
     if let Some(source) = &oauth.client_secret {
         let secret = source.fetch_as("oauth2.client_secret", REQUEST_TIMEOUT)?;
         secrets.push(secret.expose().to_owned());
         form.push(("client_secret", secret.expose().to_owned()));
     }
-    let (status, text) = request(&oauth.token_url, &form, ca_file, REQUEST_TIMEOUT)?;
-    interpret(&oauth.token_url, status, &text, &secrets)
+    Ok(())
 }
 
 /// `bytes` random bytes as URL-safe text (PKCE's verifier, the state).

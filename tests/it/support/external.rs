@@ -54,6 +54,38 @@ fn unavailable<T>(why: &str) -> Option<T> {
     None
 }
 
+/// The port a python peer announced with its first line, `READY <port>` (at most
+/// [`STARTUP_TIMEOUT`]); its stdout is drained after that until it ends. A peer that
+/// does not announce one is killed, and the test fails with its stderr.
+fn ready_port(child: &mut Child, what: &str, stderr_log: &Path) -> u16 {
+    let stdout = child.stdout.take().expect("the peer's stdout is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(first)) = lines.next() {
+            let _ = tx.send(first);
+        }
+        for _ in lines {}
+    });
+    let ready = rx.recv_timeout(STARTUP_TIMEOUT);
+    let port = ready
+        .as_deref()
+        .ok()
+        .and_then(|l| l.strip_prefix("READY "))
+        .and_then(|p| p.trim().parse::<u16>().ok());
+    match port {
+        Some(port) => port,
+        None => {
+            kill_and_wait(child);
+            panic!(
+                "{what} did not report `READY <port>` within {STARTUP_TIMEOUT:?} (got \
+                 {ready:?}); its stderr:\n{}",
+                read_or_empty(stderr_log)
+            );
+        }
+    }
+}
+
 fn read_or_empty(path: &Path) -> String {
     fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -203,31 +235,7 @@ impl Aiosmtpd {
             .spawn()
             .expect("spawn python3 for the aiosmtpd capture server");
         let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("aiosmtpd stdout is piped");
-
-        // A reader thread passes on the first line and then drains stdout until the child ends.
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(first)) = lines.next() {
-                let _ = tx.send(first);
-            }
-            for _ in lines {}
-        });
-        let ready = rx.recv_timeout(STARTUP_TIMEOUT);
-        let port = ready
-            .as_deref()
-            .ok()
-            .and_then(|l| l.strip_prefix("READY "))
-            .and_then(|p| p.trim().parse::<u16>().ok());
-        let Some(port) = port else {
-            kill_and_wait(&mut child);
-            panic!(
-                "aiosmtpd capture server did not report `READY <port>` within {STARTUP_TIMEOUT:?} \
-                 (got {ready:?}); its stderr:\n{}",
-                read_or_empty(&stderr_log)
-            );
-        };
+        let port = ready_port(&mut child, "aiosmtpd capture server", &stderr_log);
         Some(Aiosmtpd {
             child,
             stdin,
@@ -400,29 +408,7 @@ impl TokenEndpoint {
             Err(e) => return unavailable(&format!("python3 cannot be run ({e})")),
         };
         let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("token endpoint stdout is piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(first)) = lines.next() {
-                let _ = tx.send(first);
-            }
-            for _ in lines {}
-        });
-        let ready = rx.recv_timeout(STARTUP_TIMEOUT);
-        let port = ready
-            .as_deref()
-            .ok()
-            .and_then(|l| l.strip_prefix("READY "))
-            .and_then(|p| p.trim().parse::<u16>().ok());
-        let Some(port) = port else {
-            kill_and_wait(&mut child);
-            panic!(
-                "the token endpoint did not report `READY <port>` within {STARTUP_TIMEOUT:?} \
-                 (got {ready:?}); its stderr:\n{}",
-                read_or_empty(&stderr_log)
-            );
-        };
+        let port = ready_port(&mut child, "the token endpoint", &stderr_log);
         Some(TokenEndpoint {
             child,
             stdin,
