@@ -16,6 +16,7 @@ mod email;
 pub mod given;
 pub mod input;
 pub mod payload;
+pub mod records;
 pub(crate) mod wire;
 
 pub use build::{Prepared, build};
