@@ -6,6 +6,7 @@
 //! [`render`] prints their results as text or `--json`.
 
 mod args;
+mod batch;
 mod check;
 mod config;
 mod docs;
@@ -144,6 +145,13 @@ fn run(args: Vec<OsString>) -> ExitCode {
                 }
             }
         }
+        Command::Batch(batch) => match batch::run(&batch) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                print_error(&e, &Report::default(), false);
+                ExitCode::from(e.kind().exit_code())
+            }
+        },
         Command::Outbox(command) => {
             let json = match &command {
                 OutboxCommand::List { common, .. }
