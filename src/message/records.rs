@@ -275,3 +275,99 @@ impl<R: BufRead> CsvMerge<R> {
 fn flag(name: &str) -> &str {
     if name == BODY_HTML { BODY } else { name }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn merge(csv: &str, subject: &str, body: &str, html: bool) -> Vec<(u64, Result<Draft>)> {
+        let merge = Merge {
+            subject: Some(subject.to_owned()),
+            body: Some(body.to_owned()),
+            html,
+            to_column: "to".to_owned(),
+        };
+        let records = CsvMerge::new(csv.as_bytes(), merge).unwrap();
+        Records::Csv(Box::new(records))
+            .map(|r| r.unwrap())
+            .map(|r| (r.line, r.draft))
+            .collect()
+    }
+
+    fn body(draft: &Draft) -> &str {
+        match &draft.body.as_ref().unwrap().value {
+            Text::Inline(text) => text,
+            Text::File(_) => panic!("a file body"),
+        }
+    }
+
+    #[test]
+    fn an_html_body_escapes_the_values_and_a_subject_does_not() {
+        let rows = merge(
+            "to,name\na@example.com,<b>&\n",
+            "{{ name }}",
+            "<p>{{ name }}</p>",
+            true,
+        );
+        let draft = rows[0].1.as_ref().unwrap();
+        assert_eq!(body(draft), "<p>&lt;b&gt;&amp;</p>");
+        assert_eq!(draft.subject.as_ref().unwrap().value, "<b>&");
+        assert_eq!(draft.is_html, Some(true));
+    }
+
+    #[test]
+    fn empty_missing_and_extra_cells() {
+        let rows = merge(
+            "to,name\na@example.com,\nb@example.com\nc@example.com,C,extra\nd@example.com,D\n",
+            "x",
+            "{{ name | default('you') }} {{ to }}",
+            false,
+        );
+        let lines: Vec<u64> = rows.iter().map(|(line, _)| *line).collect();
+        assert_eq!(lines, [2, 3, 4, 5]);
+        assert_eq!(body(rows[0].1.as_ref().unwrap()), "you a@example.com");
+        assert_eq!(body(rows[1].1.as_ref().unwrap()), "you b@example.com");
+        let extra = rows[2].1.as_ref().unwrap_err();
+        assert!(extra.message().contains("line 4: 3 fields"), "{extra}");
+        assert_eq!(body(rows[3].1.as_ref().unwrap()), "D d@example.com");
+    }
+
+    #[test]
+    fn a_missing_recipient_column_or_a_bad_template_is_refused_before_any_record() {
+        let bad_column = Merge {
+            to_column: "email".to_owned(),
+            ..Merge::default()
+        };
+        let e = CsvMerge::new("to,name\n".as_bytes(), bad_column)
+            .err()
+            .unwrap();
+        assert!(e.message().contains("--to-column \"email\""), "{e}");
+        let bad_template = Merge {
+            subject: Some("{{ name".to_owned()),
+            to_column: "to".to_owned(),
+            ..Merge::default()
+        };
+        let e = CsvMerge::new("to,name\n".as_bytes(), bad_template)
+            .err()
+            .unwrap();
+        assert!(
+            e.message().starts_with("--subject: not a valid template"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn json_lines_skip_blank_lines_and_count_them() {
+        let input = "{\"To\":\"a@example.com\"}\n\n  \n{\"Nope\":1}\n";
+        let records: Vec<Record> = Records::Jsonl(JsonLines::new(input.as_bytes()))
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[1].line, 4);
+        let e = records[1].draft.as_ref().unwrap_err();
+        assert!(
+            e.message().starts_with("line 4: not a Send Email payload"),
+            "{e}"
+        );
+    }
+}
