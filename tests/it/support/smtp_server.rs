@@ -135,6 +135,13 @@ pub struct ServerOptions {
     /// `"DATA"`, `"EHLO"`) is answered `421 4.3.2 shutting down` and the connection is closed,
     /// on every connection. The command is recorded in the transcript but not processed.
     pub reply_421_at: Option<&'static str>,
+    /// Fault: once N messages were delivered on a connection, its next MAIL is answered
+    /// `421 4.3.2 shutting down` and the connection is closed (a provider cutting long
+    /// sessions).
+    pub reply_421_after_messages: Option<usize>,
+    /// Fault: right after answering the final dot of the Nth message of a connection, the
+    /// server closes it without a word (an idle or session-length cut).
+    pub close_after_messages: Option<usize>,
     /// Fault: when STARTTLS is answered with 220, these bytes are written in the same write
     /// right after the 220 line, before the handshake (STARTTLS response injection,
     /// CVE-2021-22947 class), e.g. `b"250-evil\r\n250 AUTH PLAIN\r\n"`.
@@ -160,6 +167,8 @@ impl Default for ServerOptions {
             drop_during_data: false,
             drop_after_final_dot: false,
             reply_421_at: None,
+            reply_421_after_messages: None,
+            close_after_messages: None,
             inject_after_starttls: None,
             delay_replies: None,
         }
@@ -231,6 +240,8 @@ impl TestServer {
                 drop_during_data: opts.drop_during_data,
                 drop_after_final_dot: opts.drop_after_final_dot,
                 reply_421_at: opts.reply_421_at,
+                reply_421_after_messages: opts.reply_421_after_messages,
+                close_after_messages: opts.close_after_messages,
                 inject_after_starttls: opts.inject_after_starttls,
                 delay_replies: opts.delay_replies,
             },
@@ -358,6 +369,8 @@ struct Faults {
     drop_during_data: bool,
     drop_after_final_dot: bool,
     reply_421_at: Option<&'static str>,
+    reply_421_after_messages: Option<usize>,
+    close_after_messages: Option<usize>,
     inject_after_starttls: Option<Vec<u8>>,
     delay_replies: Option<Duration>,
 }
@@ -927,6 +940,8 @@ fn serve(tcp: TcpStream, config: &Arc<Config>, shared: &Arc<Shared>) -> Result<(
     write_response(reader.get_mut(), &session.greeting(), config, shared)?;
 
     let mut in_data = false;
+    // Messages delivered on this connection (for the session-cut faults).
+    let mut delivered_here = 0;
     loop {
         let Some(mut line) = read_line(&mut reader)? else {
             return Ok(());
@@ -941,9 +956,14 @@ fn serve(tcp: TcpStream, config: &Arc<Config>, shared: &Arc<Shared>) -> Result<(
         if !in_data {
             shared.records().transcript.push(transcript_line(&line));
             // Fault: 421 and close at a given command.
-            if faults
-                .reply_421_at
-                .is_some_and(|v| v.eq_ignore_ascii_case(&verb))
+            let cut = verb == "MAIL"
+                && faults
+                    .reply_421_after_messages
+                    .is_some_and(|n| delivered_here >= n);
+            if cut
+                || faults
+                    .reply_421_at
+                    .is_some_and(|v| v.eq_ignore_ascii_case(&verb))
             {
                 let result =
                     write_response(reader.get_mut(), &Faults::shutting_down(), config, shared);
@@ -983,7 +1003,17 @@ fn serve(tcp: TcpStream, config: &Arc<Config>, shared: &Arc<Shared>) -> Result<(
                     }
                     return Ok(());
                 }
-                Some(DataOutcome::Delivered) | None => {}
+                Some(DataOutcome::Delivered) | None => {
+                    if res.code == 250 {
+                        delivered_here += 1;
+                    }
+                    // Fault: the session is cut right after this message's 250.
+                    if faults.close_after_messages == Some(delivered_here) {
+                        write_response(reader.get_mut(), &res, config, shared)?;
+                        reader.get_mut().close();
+                        return Ok(());
+                    }
+                }
             }
         } else if !in_data && res.code == 354 {
             in_data = true;
