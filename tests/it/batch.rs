@@ -1,0 +1,391 @@
+//! `envoi batch` against the in-process server: sessions reused and capped, each record's
+//! message as it arrived, per-record results in the report, and `--resume`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use assert_cmd::Command;
+use mail_parser::MessageParser;
+use serde_json::Value;
+
+use crate::support::envoi::{ExpectExit, Setup, envoi};
+use crate::support::smtp_server::{Received, ServerOptions};
+
+/// `envoi batch --config <setup's config> --report <home>/report.jsonl <args>`.
+fn batch(s: &Setup, args: &[&str]) -> Command {
+    let mut cmd = envoi(s.home());
+    cmd.arg("batch")
+        .arg("--config")
+        .arg(&s.config)
+        .arg("--report")
+        .arg(report_path(s))
+        .args(args);
+    cmd
+}
+
+fn report_path(s: &Setup) -> PathBuf {
+    s.home().join("report.jsonl")
+}
+
+/// Writes `name` in the setup's home; returns its path as a string for argv.
+fn write(s: &Setup, name: &str, text: &str) -> String {
+    let path = s.home().join(name);
+    std::fs::write(&path, text).expect("write the records");
+    path.display().to_string()
+}
+
+/// The report's lines, parsed.
+fn report(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("the report exists")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each report line is JSON"))
+        .collect()
+}
+
+/// A JSON Lines record to `to` with subject `subject`.
+fn record(to: &str, subject: &str) -> String {
+    format!(r#"{{"To":"{to}","Subject":"{subject}","Body":"body of {subject}"}}"#)
+}
+
+fn subject(m: &Received) -> String {
+    let parsed = MessageParser::default()
+        .parse(&m.data)
+        .expect("a parsable message");
+    parsed.subject().unwrap_or_default().to_owned()
+}
+
+fn body(m: &Received) -> String {
+    let parsed = MessageParser::default()
+        .parse(&m.data)
+        .expect("a parsable message");
+    parsed
+        .body_text(0)
+        .unwrap_or_default()
+        .trim_end()
+        .to_owned()
+}
+
+fn header(m: &Received, name: &str) -> String {
+    let parsed = MessageParser::default()
+        .parse(&m.data)
+        .expect("a parsable message");
+    parsed
+        .header_raw(name)
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+fn plain() -> Setup {
+    Setup::plain(ServerOptions::default(), 10)
+}
+
+#[test]
+fn three_jsonl_records_go_over_one_connection() {
+    let s = plain();
+    let file = write(
+        &s,
+        "mail.jsonl",
+        &[
+            record("a@example.com", "first"),
+            record("b@example.com", "second"),
+            record("c@example.com", "third"),
+        ]
+        .join("\n"),
+    );
+    let run = batch(&s, &[&file]).expect_exit(0);
+    assert!(
+        run.stderr
+            .contains("sent 3, refused 0, invalid 0; 1 session"),
+        "{run}"
+    );
+    assert!(s.server.wait_idle(Duration::from_secs(5)));
+    assert_eq!(s.server.connections(), 1, "one session for the whole batch");
+    let messages = s.server.messages();
+    let lines = report(&report_path(&s));
+    assert_eq!(messages.len(), 3);
+    assert_eq!(lines.len(), 3);
+    for (i, (to, subj)) in [
+        ("a@example.com", "first"),
+        ("b@example.com", "second"),
+        ("c@example.com", "third"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let m = &messages[i];
+        assert_eq!(m.mail_from, "sender@example.com");
+        assert_eq!(m.rcpt_to, [to]);
+        assert_eq!(subject(m), subj);
+        assert_eq!(header(m, "To"), to);
+        assert_eq!(body(m), format!("body of {subj}"));
+        let line = &lines[i];
+        assert_eq!(line["line"], i as u64 + 1);
+        assert_eq!(line["status"], "sent");
+        assert_eq!(line["exit_code"], 0);
+        assert_eq!(line["recipients"][0]["address"], to);
+        assert_eq!(line["recipients"][0]["code"], 250);
+        assert_eq!(
+            header(m, "Message-ID"),
+            line["message_id"].as_str().unwrap()
+        );
+    }
+    let ids: std::collections::HashSet<&str> = lines
+        .iter()
+        .map(|l| l["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "each message has its own Message-ID");
+    let transcript = s.server.transcript();
+    assert_eq!(
+        transcript.iter().filter(|l| *l == "RSET").count(),
+        0,
+        "{transcript:?}"
+    );
+    assert_eq!(
+        transcript.iter().filter(|l| *l == "QUIT").count(),
+        1,
+        "{transcript:?}"
+    );
+}
+
+#[test]
+fn a_csv_mail_merge_renders_each_row_and_an_undefined_variable_fails_only_its_row() {
+    let s = plain();
+    let file = write(
+        &s,
+        "list.csv",
+        "email,name,amount\n\
+         ann@example.com,Ann,12.50\n\
+         bob@example.com,,3.00\n\
+         \"cy@example.com\",\"Cy, \"\"the\"\" third\",7\n",
+    );
+    let run = batch(
+        &s,
+        &[
+            &file,
+            "--to-column",
+            "email",
+            "--subject",
+            "Invoice for {{ name }}",
+            "--body",
+            "Dear {{ name }}, you owe {{ amount }}.",
+            "--json",
+        ],
+    )
+    .expect_exit(65);
+    let messages = s.server.messages();
+    assert_eq!(messages.len(), 2, "{run}");
+    assert_eq!(messages[0].rcpt_to, ["ann@example.com"]);
+    assert_eq!(subject(&messages[0]), "Invoice for Ann");
+    assert_eq!(body(&messages[0]), "Dear Ann, you owe 12.50.");
+    assert_eq!(messages[1].rcpt_to, ["cy@example.com"]);
+    assert_eq!(subject(&messages[1]), "Invoice for Cy, \"the\" third");
+    assert_eq!(body(&messages[1]), "Dear Cy, \"the\" third, you owe 7.");
+    let lines = report(&report_path(&s));
+    let stdout: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines, stdout, "--json prints what --report records");
+    let statuses: Vec<(u64, &str)> = lines
+        .iter()
+        .map(|l| (l["line"].as_u64().unwrap(), l["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(statuses, [(2, "sent"), (3, "invalid"), (4, "sent")]);
+    let error = lines[1]["error"].as_str().unwrap();
+    assert!(
+        error.contains("line 3") && error.contains("{{ name }}"),
+        "{error}"
+    );
+    assert_eq!(lines[1]["exit_code"], 65);
+    assert!(run.stderr.contains("sent 2, refused 0, invalid 1"), "{run}");
+}
+
+#[test]
+fn a_refused_recipient_does_not_stop_the_others() {
+    let s = Setup::plain(
+        ServerOptions {
+            refuse_rcpt: vec![("gone@example.com".into(), 550)],
+            ..ServerOptions::default()
+        },
+        10,
+    );
+    let file = write(
+        &s,
+        "mail.ndjson",
+        &[
+            record("a@example.com", "one"),
+            record("gone@example.com", "two"),
+            record("c@example.com", "three"),
+        ]
+        .join("\n"),
+    );
+    batch(&s, &[&file]).expect_exit(67);
+    let messages = s.server.messages();
+    let rcpts: Vec<&str> = messages.iter().map(|m| m.rcpt_to[0].as_str()).collect();
+    assert_eq!(rcpts, ["a@example.com", "c@example.com"]);
+    let lines = report(&report_path(&s));
+    assert_eq!(lines[1]["status"], "refused");
+    assert_eq!(lines[1]["exit_code"], 67);
+    assert_eq!(lines[1]["recipients"][0]["address"], "gone@example.com");
+    assert_eq!(lines[1]["recipients"][0]["status"], "refused");
+    assert_eq!(lines[1]["recipients"][0]["code"], 550);
+    assert_eq!(lines[2]["status"], "sent");
+    assert!(s.server.wait_idle(Duration::from_secs(5)));
+    assert_eq!(s.server.connections(), 1, "the session survives a refusal");
+    let transcript = s.server.transcript();
+    assert_eq!(
+        transcript.iter().filter(|l| *l == "RSET").count(),
+        1,
+        "one RSET, after the abandoned transaction: {transcript:?}"
+    );
+}
+
+#[test]
+fn per_session_2_with_5_records_opens_3_connections() {
+    let s = plain();
+    let records: Vec<String> = (1..=5)
+        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
+        .collect();
+    let file = write(&s, "mail.jsonl", &records.join("\n"));
+    let run = batch(&s, &[&file, "--per-session", "2"]).expect_exit(0);
+    assert!(run.stderr.contains("3 sessions"), "{run}");
+    assert!(s.server.wait_idle(Duration::from_secs(5)));
+    assert_eq!(s.server.connections(), 3);
+    assert_eq!(s.server.messages().len(), 5);
+    let quits = s
+        .server
+        .transcript()
+        .iter()
+        .filter(|l| *l == "QUIT")
+        .count();
+    assert_eq!(quits, 3, "each session ends with QUIT");
+}
+
+#[test]
+fn resume_sends_only_what_the_earlier_report_does_not_list_as_sent() {
+    let s = plain();
+    let records: Vec<String> = (1..=4)
+        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
+        .collect();
+    let file = write(&s, "mail.jsonl", &records.join("\n"));
+    // A batch killed after line 2: 1 and 3 went out, 2 was deferred, 4 never started.
+    let earlier = [
+        r#"{"line":1,"status":"sent","message_id":"<1@x>","recipients":[],"data_reply":null,"exit_code":0,"error":null}"#,
+        r#"{"line":2,"status":"deferred","message_id":"<2@x>","recipients":[],"data_reply":null,"exit_code":75,"error":"451"}"#,
+        r#"{"line":3,"status":"sent","message_id":"<3@x>","recipients":[],"data_reply":null,"exit_code":0,"error":null}"#,
+    ];
+    std::fs::write(report_path(&s), format!("{}\n", earlier.join("\n"))).unwrap();
+    let report_arg = report_path(&s).display().to_string();
+    let run = batch(&s, &[&file, "--resume", &report_arg]).expect_exit(0);
+    assert!(run.stderr.contains("skipped (--resume) 2"), "{run}");
+    let subjects: Vec<String> = s.server.messages().iter().map(subject).collect();
+    assert_eq!(subjects, ["m2", "m4"], "exactly the records not yet sent");
+    let lines = report(&report_path(&s));
+    assert_eq!(lines.len(), 5, "appended to the earlier report");
+    assert_eq!(
+        (lines[3]["line"].as_u64(), lines[3]["status"].as_str()),
+        (Some(2), Some("sent"))
+    );
+    assert_eq!(
+        (lines[4]["line"].as_u64(), lines[4]["status"].as_str()),
+        (Some(4), Some("sent"))
+    );
+
+    // Run again on the full report: nothing is sent twice.
+    batch(&s, &[&file, "--resume", &report_arg]).expect_exit(0);
+    assert_eq!(s.server.messages().len(), 2);
+}
+
+#[test]
+fn a_malformed_jsonl_line_is_invalid_with_its_line_number_and_the_rest_go_out() {
+    let s = plain();
+    let file = write(
+        &s,
+        "mail.jsonl",
+        &format!(
+            "{}\n{{\"To\": \"b@example.com\", \"Subject\": \n\n{}\n{}\n",
+            record("a@example.com", "one"),
+            r#"{"To":"not an address","Subject":"x","Body":"y"}"#,
+            record("d@example.com", "four"),
+        ),
+    );
+    batch(&s, &[&file]).expect_exit(65);
+    let subjects: Vec<String> = s.server.messages().iter().map(subject).collect();
+    assert_eq!(subjects, ["one", "four"]);
+    let lines = report(&report_path(&s));
+    let statuses: Vec<(u64, &str)> = lines
+        .iter()
+        .map(|l| (l["line"].as_u64().unwrap(), l["status"].as_str().unwrap()))
+        .collect();
+    // Line 3 is blank: not a record.
+    assert_eq!(
+        statuses,
+        [(1, "sent"), (2, "invalid"), (4, "invalid"), (5, "sent")]
+    );
+    assert!(
+        lines[1]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("line 2: not a Send Email payload"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2]["error"].as_str().unwrap().starts_with("line 4:"),
+        "{}",
+        lines[2]
+    );
+}
+
+#[test]
+fn standard_input_needs_format() {
+    let s = plain();
+    let run = batch(&s, &["-"]).write_stdin("").expect_exit(64);
+    assert!(run.stderr.contains("--format"), "{run}");
+    batch(&s, &["-", "--format", "jsonl"])
+        .write_stdin(record("a@example.com", "piped"))
+        .expect_exit(0);
+    assert_eq!(s.server.messages().len(), 1);
+}
+
+/// A server that cuts the session after two messages, silently or with 421 at the next
+/// MAIL: envoi opens a new session at once and every record arrives exactly once, with
+/// no retry wait and no record reported as failed.
+#[test]
+fn a_session_the_server_cuts_is_replaced_and_every_record_arrives_once() {
+    let cuts = [
+        ServerOptions {
+            close_after_messages: Some(2),
+            ..ServerOptions::default()
+        },
+        ServerOptions {
+            reply_421_after_messages: Some(2),
+            ..ServerOptions::default()
+        },
+    ];
+    for opts in cuts {
+        let what = format!(
+            "close_after_messages {:?}, reply_421_after_messages {:?}",
+            opts.close_after_messages, opts.reply_421_after_messages
+        );
+        let s = Setup::plain(opts, 10);
+        let records: Vec<String> = (1..=5)
+            .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
+            .collect();
+        let file = write(&s, "mail.jsonl", &records.join("\n"));
+        let run = batch(&s, &[&file]).expect_exit(0);
+        assert!(!run.stderr.contains("retrying"), "{what}: {run}");
+        let subjects: Vec<String> = s.server.messages().iter().map(subject).collect();
+        assert_eq!(subjects, ["m1", "m2", "m3", "m4", "m5"], "{what}");
+        assert!(s.server.wait_idle(Duration::from_secs(5)));
+        assert_eq!(s.server.connections(), 3, "{what}");
+        let lines = report(&report_path(&s));
+        assert!(
+            lines.iter().all(|l| l["status"] == "sent"),
+            "{what}: {lines:?}"
+        );
+    }
+}
