@@ -473,11 +473,13 @@ pub struct BatchArgs {
     #[arg(long, help_heading = "Delivery")]
     pub allow_partial: bool,
     /// Skip the records an earlier report lists as sent, partial or unknown (anything that
-    /// may have reached someone), so a re-run sends nothing twice.
+    /// may have reached someone), and the one its run was killed while sending (listed
+    /// now as unknown), so a re-run sends nothing twice.
     #[arg(long, value_name = "REPORT", help_heading = "Delivery")]
     pub resume: Option<PathBuf>,
 
-    /// Append one JSON line per record to this file, flushed as each record ends.
+    /// Append one JSON line per record to this file, flushed as each record ends;
+    /// FILE.inflight names the record being sent until its line is written.
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub report: Option<PathBuf>,
     /// Print the result lines on standard output.

@@ -7,7 +7,8 @@
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
-use std::path::Path;
+use std::io::{Seek, SeekFrom};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use envoi::Mailbox;
@@ -128,10 +129,44 @@ fn severity(code: u8) -> u8 {
 /// Where result lines go.
 struct Output {
     report: Option<File>,
+    /// The line of the record being sent, next to the report (see [`inflight_path`]).
+    inflight: Option<File>,
     json: bool,
 }
 
+/// Next to the report, `REPORT.inflight` holds the line of the record being sent, from
+/// before its first command until its result line is written: a batch killed meanwhile
+/// leaves it behind, and `--resume` lists that record as `unknown` instead of sending it
+/// again. Removed when the batch ends.
+fn inflight_path(report: &Path) -> PathBuf {
+    let mut path = report.as_os_str().to_owned();
+    path.push(".inflight");
+    PathBuf::from(path)
+}
+
+/// Width of the number in the in-flight file: rewritten in place, never truncated.
+const INFLIGHT_WIDTH: usize = 20;
+
 impl Output {
+    /// Records that `line` is about to be sent (nothing without --report).
+    fn sending(&mut self, line: Option<u64>) -> Result<()> {
+        let Some(file) = &mut self.inflight else {
+            return Ok(());
+        };
+        let text = match line {
+            Some(line) => format!("{line:>INFLIGHT_WIDTH$}\n"),
+            None => format!("{:>INFLIGHT_WIDTH$}\n", ""),
+        };
+        file.seek(SeekFrom::Start(0))
+            .and_then(|_| file.write_all(text.as_bytes()))
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Temporary,
+                    format!("cannot write the in-flight mark next to --report: {e}; the batch stops here"),
+                )
+            })
+    }
+
     /// Writes one line to the report (flushed to the OS before the next record) and to
     /// standard output with `--json`.
     fn write(&mut self, line: &Line) -> Result<()> {
@@ -180,9 +215,9 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         ));
     };
     let format = format(args)?;
-    let done = match &args.resume {
+    let (mut done, interrupted) = match &args.resume {
         Some(path) => earlier_report(path)?,
-        None => HashSet::new(),
+        None => (HashSet::new(), None),
     };
     let sender = match &args.from {
         Some(from) => Some(address::parse_single("--from", from)?),
@@ -210,10 +245,51 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         ),
         None => None,
     };
+    let inflight = match &args.report {
+        Some(path) => Some(
+            OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(inflight_path(path))
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::NoInput,
+                        format!(
+                            "--report {path:?}: cannot create {:?}: {e}",
+                            inflight_path(path)
+                        ),
+                    )
+                })?,
+        ),
+        None => None,
+    };
     let mut output = Output {
         report,
+        inflight,
         json: args.json,
     };
+    let mut tally = Tally::default();
+    if let Some(line) = interrupted {
+        // Listed now, and skipped below.
+        let line = Line {
+            line,
+            status: "unknown",
+            message_id: None,
+            recipients: Vec::new(),
+            data_reply: None,
+            exit_code: ErrorKind::OutcomeUnknown.exit_code(),
+            error: Some(
+                "an earlier run was stopped while sending this record: it may have been \
+                 delivered; check before sending it again"
+                    .to_owned(),
+            ),
+            fatal: None,
+        };
+        tally.count(&line);
+        output.write(&line)?;
+        done.insert(line.line);
+    }
     let options = DeliveryOptions {
         policy: Policy {
             retries: args.retries,
@@ -231,7 +307,6 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         args.per_session,
         &mut Notices,
     )?;
-    let mut tally = Tally::default();
     for record in records {
         let record = match record {
             Ok(record) => record,
@@ -249,6 +324,10 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
             .and_then(|draft| prepare(draft, sender.as_ref(), record.line))
         {
             Ok(prepared) => {
+                if let Err(e) = output.sending(Some(record.line)) {
+                    tally.stopped = Some(e);
+                    break;
+                }
                 let message_id = prepared.message_id.clone();
                 let envelope: Vec<String> = prepared
                     .envelope
@@ -271,7 +350,7 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
             },
         };
         tally.count(&line);
-        if let Err(e) = output.write(&line) {
+        if let Err(e) = output.write(&line).and_then(|()| output.sending(None)) {
             tally.stopped = Some(e);
             break;
         }
@@ -290,6 +369,11 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
     }
     let sessions = batch.sessions_opened();
     batch.finish();
+    if let (Some(path), None) = (&args.report, &tally.stopped) {
+        // Nothing is in flight any more. (After a stop, the mark may name the record whose
+        // result could not be written.)
+        let _ = std::fs::remove_file(inflight_path(path));
+    }
     if let Some(e) = &tally.stopped {
         eprintln!("envoi: error: {e}");
     }
@@ -376,8 +460,9 @@ fn records(args: &BatchArgs, format: BatchFormat) -> Result<Records<Box<dyn BufR
     }
 }
 
-/// The lines an earlier report lists as sent, partial or unknown.
-fn earlier_report(path: &Path) -> Result<HashSet<u64>> {
+/// The lines an earlier report lists as sent, partial or unknown, and the record its run
+/// was sending when it was stopped, if that has no result line.
+fn earlier_report(path: &Path) -> Result<(HashSet<u64>, Option<u64>)> {
     let file = File::open(path).map_err(|e| {
         Error::new(
             ErrorKind::NoInput,
@@ -385,6 +470,7 @@ fn earlier_report(path: &Path) -> Result<HashSet<u64>> {
         )
     })?;
     let mut done = HashSet::new();
+    let mut finished = HashSet::new();
     for (i, text) in BufReader::new(file).lines().enumerate() {
         let text = text.map_err(|e| {
             Error::new(
@@ -396,17 +482,23 @@ fn earlier_report(path: &Path) -> Result<HashSet<u64>> {
             continue;
         }
         match serde_json::from_str::<Earlier>(&text) {
-            Ok(earlier) if DONE.contains(&earlier.status.as_str()) => {
-                done.insert(earlier.line);
+            Ok(earlier) => {
+                finished.insert(earlier.line);
+                if DONE.contains(&earlier.status.as_str()) {
+                    done.insert(earlier.line);
+                }
             }
-            Ok(_) => {}
             Err(e) => warning(&format!(
                 "--resume {path:?}: line {} is not a result line ({e}); ignored",
                 i + 1
             )),
         }
     }
-    Ok(done)
+    let marked = std::fs::read_to_string(inflight_path(path))
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    let interrupted = marked.filter(|line| !finished.contains(line));
+    Ok((done, interrupted))
 }
 
 /// A record's message, checked and built.

@@ -8,7 +8,7 @@ use assert_cmd::Command;
 use mail_parser::MessageParser;
 use serde_json::Value;
 
-use crate::support::envoi::{ExpectExit, Setup, envoi};
+use crate::support::envoi::{ExpectExit, Setup, envoi, spawn_envoi};
 use crate::support::smtp_server::{Received, ServerOptions};
 
 /// `envoi batch --config <setup's config> --report <home>/report.jsonl <args>`.
@@ -388,4 +388,81 @@ fn a_session_the_server_cuts_is_replaced_and_every_record_arrives_once() {
             "{what}: {lines:?}"
         );
     }
+}
+
+/// SIGKILL while a record's final dot is unanswered: the report has no line for it, but
+/// the in-flight mark next to the report names it, so `--resume` lists it as unknown
+/// (exit 75) and sends only the records after it. Nothing arrives twice.
+#[test]
+fn a_batch_killed_mid_message_is_resumed_without_sending_anything_twice() {
+    let hanging = Setup::plain(
+        ServerOptions {
+            hang_after_data: true,
+            ..ServerOptions::default()
+        },
+        10,
+    );
+    let records: Vec<String> = (1..=3)
+        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
+        .collect();
+    let file = write(&hanging, "mail.jsonl", &records.join("\n"));
+    let report_file = report_path(&hanging);
+    let args: Vec<std::ffi::OsString> = vec![
+        "batch".into(),
+        "--config".into(),
+        hanging.config.clone().into(),
+        "--report".into(),
+        report_file.clone().into(),
+        file.clone().into(),
+    ];
+    let out = |name: &str| std::fs::File::create(hanging.home().join(name)).unwrap();
+    let mut child = spawn_envoi(hanging.home(), &args, out("out"), out("err"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while hanging.server.unacknowledged().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(hanging.server.unacknowledged().len(), 1, "m1 is in flight");
+    child.kill().expect("SIGKILL envoi");
+    child.wait().expect("reap envoi");
+    assert_eq!(
+        std::fs::read_to_string(&report_file).unwrap(),
+        "",
+        "no result yet"
+    );
+
+    let healthy = plain();
+    let report_arg = report_file.display().to_string();
+    let run = envoi(healthy.home())
+        .arg("batch")
+        .arg("--config")
+        .arg(&healthy.config)
+        .args(["--report", &report_arg, "--resume", &report_arg, &file])
+        .expect_exit(75);
+    assert!(
+        run.stderr.contains("sent 2") && run.stderr.contains("unknown 1"),
+        "{run}"
+    );
+    let subjects: Vec<String> = healthy.server.messages().iter().map(subject).collect();
+    assert_eq!(subjects, ["m2", "m3"], "m1 is not sent again");
+    let lines = report(&report_file);
+    let statuses: Vec<(u64, &str)> = lines
+        .iter()
+        .map(|l| (l["line"].as_u64().unwrap(), l["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(statuses, [(1, "unknown"), (2, "sent"), (3, "sent")]);
+    assert!(
+        !hanging.home().join("report.jsonl.inflight").exists(),
+        "the mark is removed when a batch ends"
+    );
+
+    // And once more: everything is done or listed unknown; nothing is sent (exit 0: this
+    // run had nothing left to do; the unknown record stays in the report).
+    let run = envoi(healthy.home())
+        .arg("batch")
+        .arg("--config")
+        .arg(&healthy.config)
+        .args(["--report", &report_arg, "--resume", &report_arg, &file])
+        .expect_exit(0);
+    assert!(run.stderr.contains("skipped (--resume) 3"), "{run}");
+    assert_eq!(healthy.server.messages().len(), 2);
 }
