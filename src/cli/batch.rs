@@ -566,14 +566,9 @@ fn result_line(
     let delivered = !report.delivered.is_empty();
     let (status, exit_code) = match &error {
         None if report.refused.is_empty() => ("sent", 0),
-        None => {
-            let kind = if report.refused.iter().all(|r| r.is_permanent()) {
-                ErrorKind::RecipientRefused
-            } else {
-                ErrorKind::Temporary
-            };
-            ("partial", kind.exit_code())
-        }
+        // --allow-partial, the others refused for good: `send` exits 0 for this too (a
+        // recipient still deferred comes back as an error instead).
+        None => ("partial", 0),
         Some(e) => {
             let status = match e.kind() {
                 _ if delivered => "partial",

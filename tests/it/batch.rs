@@ -466,3 +466,45 @@ fn a_batch_killed_mid_message_is_resumed_without_sending_anything_twice() {
     assert!(run.stderr.contains("skipped (--resume) 3"), "{run}");
     assert_eq!(healthy.server.messages().len(), 2);
 }
+
+/// `--allow-partial`: a record with one refused recipient goes to the others; its line
+/// says who got it and who did not, and, as for `send --allow-partial`, it exits 0.
+#[test]
+fn allow_partial_sends_to_the_accepted_and_reports_each_recipient() {
+    let s = Setup::plain(
+        ServerOptions {
+            refuse_rcpt: vec![("gone@example.com".into(), 550)],
+            ..ServerOptions::default()
+        },
+        10,
+    );
+    let file = write(
+        &s,
+        "mail.jsonl",
+        &record("a@example.com; gone@example.com; c@example.com", "both"),
+    );
+    batch(&s, &[&file, "--allow-partial"]).expect_exit(0);
+    assert_eq!(s.only_message().rcpt_to, ["a@example.com", "c@example.com"]);
+    let lines = report(&report_path(&s));
+    assert_eq!(lines[0]["status"], "partial");
+    let recipients: Vec<(&str, &str, u64)> = lines[0]["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["address"].as_str().unwrap(),
+                r["status"].as_str().unwrap(),
+                r["code"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        recipients,
+        [
+            ("a@example.com", "delivered", 250),
+            ("gone@example.com", "refused", 550),
+            ("c@example.com", "delivered", 250),
+        ]
+    );
+}
