@@ -193,6 +193,8 @@ pub struct Received {
     pub tls: bool,
     /// MAIL FROM parameters as sent (e.g. `"SMTPUTF8"`, `"BODY=8BITMIME"`), in order.
     pub mail_params: Vec<String>,
+    /// When the final dot arrived (for rate limits: gaps between messages, never totals).
+    pub at: Instant,
 }
 
 /// A running in-process SMTP server on `127.0.0.1`; stops accepting when dropped.
@@ -657,6 +659,7 @@ impl Handler for ConnHandler {
             authenticated_as: conn.authenticated_as.clone(),
             tls: conn.tls,
             mail_params: std::mem::take(&mut conn.mail_params),
+            at: Instant::now(),
         };
         let faults = &self.config.faults;
         // Always OK to mailin (an error would leave it in the DATA state); the read loop
