@@ -6,6 +6,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{ArgMatches, Args, Parser, Subcommand};
 use envoi::draft::{AttachmentDraft, AttachmentSource, DataEncoding, Draft, Sourced, Text};
@@ -472,6 +473,11 @@ pub struct BatchArgs {
     /// Send to a record's accepted recipients even if others are refused (status partial).
     #[arg(long, help_heading = "Delivery")]
     pub allow_partial: bool,
+    /// At most N messages a second, minute or hour (N/s, N/m, N/h), evenly spaced: a
+    /// message starts no sooner than 1/rate after the one before. Microsoft 365 allows
+    /// 30/m per mailbox.
+    #[arg(long, value_name = "N/s|N/m|N/h", value_parser = parse_rate, help_heading = "Delivery")]
+    pub rate: Option<Duration>,
     /// Skip the records an earlier report lists as sent, partial or unknown (anything that
     /// may have reached someone), and the one its run was killed while sending (listed
     /// now as unknown), so a re-run sends nothing twice.
@@ -488,6 +494,24 @@ pub struct BatchArgs {
     /// Print the SMTP dialogue on stderr (AUTH data redacted).
     #[arg(short, long, help_heading = "Output")]
     pub verbose: bool,
+}
+
+/// `--rate N/s|N/m|N/h` → the least time between two messages.
+fn parse_rate(value: &str) -> std::result::Result<Duration, String> {
+    let wrong =
+        || format!("{value:?} is not a rate: give N/s, N/m or N/h with N from 1, e.g. 30/m");
+    let (count, unit) = value.split_once('/').ok_or_else(wrong)?;
+    let count: u32 = count.trim().parse().map_err(|_| wrong())?;
+    let unit = match unit.trim() {
+        "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        _ => return Err(wrong()),
+    };
+    if count == 0 {
+        return Err(wrong());
+    }
+    Ok(unit / count)
 }
 
 impl BatchArgs {
@@ -735,6 +759,16 @@ mod tests {
             panic!("not a send command");
         };
         send.draft(matches.subcommand_matches("send").unwrap())
+    }
+
+    #[test]
+    fn rates_are_intervals() {
+        assert_eq!(parse_rate("30/m"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_rate("4/s"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_rate("3600/h"), Ok(Duration::from_secs(1)));
+        for bad in ["0/s", "30", "30/d", "x/s", "-1/s"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

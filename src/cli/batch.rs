@@ -307,6 +307,10 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         args.per_session,
         &mut Notices,
     )?;
+    let mut pacer = args.rate.map(|interval| Pacer {
+        interval,
+        next: Instant::now(),
+    });
     for record in records {
         let record = match record {
             Ok(record) => record,
@@ -324,6 +328,9 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
             .and_then(|draft| prepare(draft, sender.as_ref(), record.line))
         {
             Ok(prepared) => {
+                if let Some(pacer) = &mut pacer {
+                    pacer.wait();
+                }
                 if let Err(e) = output.sending(Some(record.line)) {
                     tally.stopped = Some(e);
                     break;
@@ -379,6 +386,23 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
     }
     summary(&tally, sessions, started.elapsed());
     Ok(tally.exit_code())
+}
+
+/// `--rate`: each message starts at least `interval` after the one before (a token
+/// bucket of one token, so an idle spell does not allow a burst after it).
+struct Pacer {
+    interval: Duration,
+    next: Instant,
+}
+
+impl Pacer {
+    fn wait(&mut self) {
+        let now = Instant::now();
+        if self.next > now {
+            std::thread::sleep(self.next - now);
+        }
+        self.next = self.next.max(now) + self.interval;
+    }
 }
 
 /// The records' format: `--format`, else the file's extension.

@@ -508,3 +508,26 @@ fn allow_partial_sends_to_the_accepted_and_reports_each_recipient() {
         ]
     );
 }
+
+/// `--rate 10/s`: the server sees the messages at least ~100 ms apart (gaps measured at
+/// the server, with slack for scheduling; never the batch's total time).
+#[test]
+fn rate_spaces_the_messages() {
+    let s = plain();
+    let records: Vec<String> = (1..=4)
+        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
+        .collect();
+    let file = write(&s, "mail.jsonl", &records.join("\n"));
+    batch(&s, &[&file, "--rate", "10/s"]).expect_exit(0);
+    let messages = s.server.messages();
+    assert_eq!(messages.len(), 4);
+    for pair in messages.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(
+            gap >= Duration::from_millis(80),
+            "{gap:?} between two messages"
+        );
+    }
+    let run = batch(&s, &[&file, "--rate", "10/d"]).expect_exit(64);
+    assert!(run.stderr.contains("--rate"), "{run}");
+}
