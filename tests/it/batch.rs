@@ -7,8 +7,10 @@ use std::time::Duration;
 use assert_cmd::Command;
 use mail_parser::MessageParser;
 use serde_json::Value;
+use tempfile::TempDir;
 
 use crate::support::envoi::{ExpectExit, Setup, envoi, spawn_envoi};
+use crate::support::external::SmtpSink;
 use crate::support::smtp_server::{Received, ServerOptions};
 
 /// `envoi batch --config <setup's config> --report <home>/report.jsonl <args>`.
@@ -530,4 +532,73 @@ fn rate_spaces_the_messages() {
     }
     let run = batch(&s, &[&file, "--rate", "10/d"]).expect_exit(64);
     assert!(run.stderr.contains("--rate"), "{run}");
+}
+
+/// Against Postfix's smtp-sink, which offers PIPELINING (the in-process server does not):
+/// each record's envelope goes in one write and every answer lands on its record. A sink
+/// that refuses every RCPT (5xx) or defers every DATA (4xx) fails each record alike, and
+/// the run goes on to the next.
+#[test]
+fn smtp_sink_pipelined_records_each_get_their_own_answers() {
+    for (extra, code, status, delivered) in [
+        (&[][..], 0, "sent", 3),
+        (&["-f", "RCPT"][..], 67, "refused", 0),
+        (&["-r", "DATA"][..], 75, "deferred", 0),
+    ] {
+        let Some(sink) = SmtpSink::start(extra) else {
+            return;
+        };
+        let dir = TempDir::new().unwrap();
+        let file = dir.path().join("mail.jsonl");
+        let records: Vec<String> = (1..=3)
+            .map(|i| record(&format!("r{i}@example.test"), &format!("m{i}")))
+            .collect();
+        std::fs::write(&file, records.join("\n")).unwrap();
+        let run = envoi(dir.path())
+            .args([
+                "batch",
+                "--from",
+                "s@example.test",
+                "--retries",
+                "0",
+                "--json",
+            ])
+            .arg("--smtp-url")
+            .arg(format!("smtp://127.0.0.1:{}?security=none", sink.port()))
+            .arg(&file)
+            .expect_exit(code);
+        let lines: Vec<Value> = run
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3, "{extra:?}: {run}");
+        for (i, line) in lines.iter().enumerate() {
+            assert_eq!(line["status"], status, "{extra:?}: {line}");
+            let rcpt = &line["recipients"][0];
+            assert_eq!(rcpt["address"], format!("r{}@example.test", i + 1));
+            match status {
+                "sent" => assert_eq!(
+                    (&rcpt["status"], &rcpt["code"]),
+                    (&Value::from("delivered"), &Value::from(250)),
+                    "{line}"
+                ),
+                "refused" => {
+                    assert_eq!(rcpt["status"], "refused", "{line}");
+                    assert!(rcpt["code"].as_u64().unwrap() >= 500, "{line}");
+                }
+                // Accepted at RCPT, but the transaction failed at DATA: nobody has it.
+                _ => assert_eq!(rcpt["status"], "not_sent", "{line}"),
+            }
+        }
+        let dumps = sink.parsed_dumps();
+        assert_eq!(dumps.len(), delivered, "{extra:?}: {}", sink.log());
+        // The dump files' order is not the arrival order: compare the sets.
+        let mut rcpts: Vec<String> = dumps.iter().map(|d| d.rcpt_args.join(" ")).collect();
+        rcpts.sort();
+        let expected: Vec<String> = (1..=delivered)
+            .map(|i| format!("<r{i}@example.test>"))
+            .collect();
+        assert_eq!(rcpts, expected);
+    }
 }
