@@ -397,10 +397,13 @@ pub enum BatchFormat {
 /// The end of `envoi batch --help`: the report and the exit code.
 fn batch_help() -> String {
     format!(
-        "Each record gives one line of JSON to --report (appended, flushed per record) or to          standard output (--json): line, status (sent, partial, refused, invalid, deferred,          unknown), message_id, recipients with the server's replies, exit_code, error.\n\n\
-         Exit code: 0 when every record was sent (or skipped by --resume); 75 when any is \
-         deferred or of unknown outcome; otherwise the most serious of 69, 67, 65, 64 seen. \
-         A login, certificate or configuration failure stops the batch with 77 or 78.\n\n{}",
+        "Each record gives one line of JSON to --report (appended, flushed per record) or to \
+         standard output (--json): line, status (sent, partial, refused, invalid, deferred, \
+         queued, unknown, failed), message_id, recipients with the server's replies, \
+         exit_code, error.\n\n\
+         Exit code: 0 when every record was sent (or skipped by --resume); 77 or 78 when a \
+         login, certificate or configuration failure stopped the batch; else 75 when any is \
+         deferred or of unknown outcome; else the most serious of 69, 67, 65, 64 seen.\n\n{}",
         exit_codes_help()
     )
 }
@@ -478,9 +481,9 @@ pub struct BatchArgs {
     /// 30/m per mailbox.
     #[arg(long, value_name = "N/s|N/m|N/h", value_parser = parse_rate, help_heading = "Delivery")]
     pub rate: Option<Duration>,
-    /// Skip the records an earlier report lists as sent, partial or unknown (anything that
-    /// may have reached someone), and the one its run was killed while sending (listed
-    /// now as unknown), so a re-run sends nothing twice.
+    /// Skip the records an earlier report lists as sent, partial, unknown (anything that
+    /// may have reached someone) or queued, and the one its run was killed while sending
+    /// (listed now as unknown), so a re-run sends nothing twice.
     #[arg(long, value_name = "REPORT", help_heading = "Delivery")]
     pub resume: Option<PathBuf>,
 

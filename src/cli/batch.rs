@@ -17,6 +17,7 @@ use envoi::error::{Error, ErrorKind, Result};
 use envoi::message::input::{is_stdin, read_bytes};
 use envoi::message::records::{CsvMerge, JsonLines, Merge, Records};
 use envoi::message::{self, address};
+use envoi::outbox::{Outbox, queue_deferred};
 use envoi::profile::{Env, resolve};
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +25,7 @@ use crate::cli::args::{BatchArgs, BatchFormat};
 use crate::cli::render::{Notices, transcript, warning};
 
 /// Statuses `--resume` skips: the record may have reached someone.
-const DONE: [&str; 3] = ["sent", "partial", "unknown"];
+const DONE: [&str; 4] = ["sent", "partial", "unknown", "queued"];
 
 /// One result line.
 #[derive(Debug, Serialize)]
@@ -40,6 +41,9 @@ struct Line {
     /// What `envoi send` would have exited with for this record.
     exit_code: u8,
     error: Option<String>,
+    /// The outbox entry that now owns the record's retries (profile `outbox = true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outbox_id: Option<String>,
     /// A failure every later record would meet too (login, certificate, configuration).
     #[serde(skip)]
     fatal: Option<ErrorKind>,
@@ -71,6 +75,7 @@ struct Tally {
     refused: u64,
     invalid: u64,
     deferred: u64,
+    queued: u64,
     unknown: u64,
     failed: u64,
     skipped: u64,
@@ -90,6 +95,7 @@ impl Tally {
             "refused" => &mut self.refused,
             "invalid" => &mut self.invalid,
             "deferred" => &mut self.deferred,
+            "queued" => &mut self.queued,
             "unknown" => &mut self.unknown,
             _ => &mut self.failed,
         };
@@ -285,6 +291,7 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
                     .to_owned(),
             ),
             fatal: None,
+            outbox_id: None,
         };
         tally.count(&line);
         output.write(&line)?;
@@ -300,9 +307,15 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         transcript: args.verbose.then_some(transcript as Transcript),
         dsn: None,
     };
+    // Profile `outbox = true`: a record still deferred after its retries is queued.
+    let outbox = if connection.profile.outbox {
+        Some(Outbox::open(resolved.outbox_dir()?)?)
+    } else {
+        None
+    };
     let mut batch = Batch::new(
         &connection.profile,
-        options,
+        options.clone(),
         Duration::from_secs(args.timeout),
         args.per_session,
         &mut Notices,
@@ -342,8 +355,39 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
                     .iter()
                     .map(ToString::to_string)
                     .collect();
+                let kept = outbox.as_ref().map(|_| prepared.clone());
                 let sent = batch.send(prepared, &mut Notices);
-                result_line(record.line, message_id, &envelope, sent)
+                match (&outbox, kept, sent) {
+                    (Some(outbox), Some(prepared), Err(failure))
+                        if failure.error.kind() == ErrorKind::Temporary =>
+                    {
+                        let queued = queue_deferred(
+                            outbox,
+                            &prepared,
+                            connection,
+                            &options,
+                            &failure.report,
+                            &failure.error,
+                        );
+                        let mut line =
+                            result_line(record.line, message_id, &envelope, Err(failure));
+                        match queued {
+                            Ok(id) => {
+                                if line.status == "deferred" {
+                                    line.status = "queued";
+                                }
+                                line.exit_code = 0;
+                                line.outbox_id = Some(id);
+                            }
+                            Err(e) => {
+                                let why = line.error.take().unwrap_or_default();
+                                line.error = Some(format!("{why}; it could not be queued: {e}"));
+                            }
+                        }
+                        line
+                    }
+                    (_, _, sent) => result_line(record.line, message_id, &envelope, sent),
+                }
             }
             Err(e) => Line {
                 line: record.line,
@@ -354,6 +398,7 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
                 exit_code: e.kind().exit_code(),
                 error: Some(e.message().to_owned()),
                 fatal: None,
+                outbox_id: None,
             },
         };
         tally.count(&line);
@@ -578,6 +623,7 @@ fn result_line(
                 exit_code: 0,
                 error: None,
                 fatal: None,
+                outbox_id: None,
             };
         }
         Err(failure) => (failure.report, Some(failure.error)),
@@ -619,6 +665,7 @@ fn result_line(
         exit_code,
         error: error.map(|e| e.message().to_owned()),
         fatal,
+        outbox_id: None,
     }
 }
 
@@ -668,6 +715,7 @@ fn summary(tally: &Tally, sessions: u32, elapsed: Duration) {
     for (count, what) in [
         (tally.partial, "partial"),
         (tally.deferred, "deferred"),
+        (tally.queued, "queued (outbox)"),
         (tally.unknown, "unknown"),
         (tally.failed, "failed"),
         (tally.skipped, "skipped (--resume)"),

@@ -9,7 +9,7 @@ use mail_parser::MessageParser;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::support::envoi::{ExpectExit, Setup, envoi, spawn_envoi};
+use crate::support::envoi::{Config, ExpectExit, Setup, envoi, spawn_envoi};
 use crate::support::external::SmtpSink;
 use crate::support::smtp_server::{Received, ServerOptions};
 
@@ -601,4 +601,58 @@ fn smtp_sink_pipelined_records_each_get_their_own_answers() {
             .collect();
         assert_eq!(rcpts, expected);
     }
+}
+
+/// Profile `outbox = true`: a record still deferred after its retries goes to the outbox
+/// (status queued, exit 0) and `envoi outbox flush` delivers it later; `--resume` skips it.
+#[test]
+fn with_outbox_on_a_deferred_record_is_queued_and_flushed_later() {
+    let s = Setup::plain(
+        ServerOptions {
+            tempfail_transactions: 1,
+            ..ServerOptions::default()
+        },
+        10,
+    );
+    let outbox_dir = s.home().join("outbox");
+    Config::new(s.server.port(), "none")
+        .line("outbox = true")
+        .line(&format!("outbox_dir = \"{}\"", outbox_dir.display()))
+        .write(s.home());
+    let records: Vec<String> = (1..=3)
+        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
+        .collect();
+    let file = write(&s, "mail.jsonl", &records.join("\n"));
+    let run = batch(&s, &[&file, "--retries", "0"]).expect_exit(0);
+    assert!(run.stderr.contains("queued (outbox) 1"), "{run}");
+    let lines = report(&report_path(&s));
+    assert_eq!(lines[0]["status"], "queued");
+    assert_eq!(lines[0]["exit_code"], 0);
+    let id = lines[0]["outbox_id"].as_str().expect("an outbox id");
+    let subjects: Vec<String> = s.server.messages().iter().map(subject).collect();
+    assert_eq!(subjects, ["m2", "m3"]);
+
+    let report_arg = report_path(&s).display().to_string();
+    batch(&s, &[&file, "--resume", &report_arg]).expect_exit(0);
+    assert_eq!(
+        s.server.messages().len(),
+        2,
+        "a queued record is not sent again"
+    );
+
+    envoi(s.home())
+        .args(["outbox", "flush", "--all", "--config"])
+        .arg(&s.config)
+        .expect_exit(0);
+    let messages = s.server.messages();
+    let subjects: Vec<String> = messages.iter().map(subject).collect();
+    assert_eq!(
+        subjects,
+        ["m2", "m3", "m1"],
+        "outbox entry {id} delivered once"
+    );
+    assert_eq!(
+        header(&messages[2], "Message-ID"),
+        lines[0]["message_id"].as_str().unwrap()
+    );
 }
