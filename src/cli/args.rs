@@ -435,6 +435,10 @@ pub struct BatchArgs {
     /// CSV: the body is HTML (column values in it are HTML-escaped).
     #[arg(long, help_heading = "Records")]
     pub html: bool,
+    /// CSV: attach a file to each row; repeatable. The path is a template
+    /// ('invoices/{{ number }}.pdf'); append ';type=MIME' to set its content type.
+    #[arg(long, value_name = "TEMPLATE", help_heading = "Records")]
+    pub attach: Vec<String>,
     /// CSV: the column that holds each row's recipients.
     #[arg(
         long,

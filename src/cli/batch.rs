@@ -493,11 +493,12 @@ fn records(args: &BatchArgs, format: BatchFormat) -> Result<Records<Box<dyn BufR
                 (args.subject.is_some(), "--subject"),
                 (args.body.is_some() || args.body_file.is_some(), "--body"),
                 (args.html, "--html"),
+                (!args.attach.is_empty(), "--attach"),
             ] {
                 if given {
                     return Err(Error::usage(format!(
                         "{flag} is for CSV records; a JSON Lines record carries its own \
-                         Subject, Body and IsHtml"
+                         Subject, Body, IsHtml and Attachments"
                     )));
                 }
             }
@@ -523,6 +524,7 @@ fn records(args: &BatchArgs, format: BatchFormat) -> Result<Records<Box<dyn BufR
                 body,
                 html: args.html,
                 to_column: args.to_column.clone(),
+                attach: args.attach.clone(),
             };
             Ok(Records::Csv(Box::new(CsvMerge::new(input, merge)?)))
         }

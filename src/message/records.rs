@@ -7,11 +7,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead;
+use std::path::PathBuf;
 
 use minijinja::{Environment, UndefinedBehavior, Value};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::message::draft::{Draft, Sourced, Text};
+use crate::message::draft::{AttachmentDraft, AttachmentSource, Draft, Sourced, Text};
 use crate::message::payload;
 
 /// One record: its line (of the first line, for a CSV record spanning several), and its
@@ -35,6 +36,9 @@ pub struct Merge {
     pub html: bool,
     /// The column that holds the recipients (`--to-column`, default `to`).
     pub to_column: String,
+    /// `--attach`: paths, each a template (`invoices/{{ number }}.pdf`); `;type=MIME`
+    /// after one sets its content type.
+    pub attach: Vec<String>,
 }
 
 /// Reads records one at a time.
@@ -108,7 +112,9 @@ pub struct CsvMerge<R> {
     columns: Vec<String>,
     to: usize,
     env: Environment<'static>,
-    uses: BTreeMap<&'static str, BTreeSet<String>>,
+    uses: BTreeMap<String, BTreeSet<String>>,
+    /// The names of the `--attach` templates, in order, with their content types.
+    attach: Vec<(String, Option<String>)>,
     html: bool,
     record: csv::ByteRecord,
 }
@@ -155,17 +161,29 @@ impl<R: BufRead> CsvMerge<R> {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         let mut uses = BTreeMap::new();
         let body_name = if merge.html { BODY_HTML } else { BODY };
-        for (name, source) in [(SUBJECT, merge.subject), (body_name, merge.body)] {
+        let mut templates = vec![
+            (SUBJECT.to_owned(), merge.subject),
+            (body_name.to_owned(), merge.body),
+        ];
+        let mut attach = Vec::new();
+        for (i, value) in merge.attach.into_iter().enumerate() {
+            let (path, content_type) = match value.rsplit_once(";type=") {
+                Some((path, mime)) => (path.to_owned(), Some(mime.to_owned())),
+                None => (value, None),
+            };
+            let name = format!("--attach #{}", i + 1);
+            attach.push((name.clone(), content_type));
+            templates.push((name, Some(path)));
+        }
+        for (name, source) in templates {
             let Some(source) = source else { continue };
-            env.add_template_owned(name, source)
-                .map_err(|e| Error::usage(format!("{}: not a valid template: {e}", flag(name))))?;
+            env.add_template_owned(name.clone(), source)
+                .map_err(|e| Error::usage(format!("{}: not a valid template: {e}", flag(&name))))?;
             let template = env
-                .get_template(name)
-                .map_err(|e| Error::usage(format!("{}: {e}", flag(name))))?;
-            uses.insert(
-                name,
-                template.undeclared_variables(false).into_iter().collect(),
-            );
+                .get_template(&name)
+                .map_err(|e| Error::usage(format!("{}: {e}", flag(&name))))?;
+            let used = template.undeclared_variables(false).into_iter().collect();
+            uses.insert(name, used);
         }
         Ok(CsvMerge {
             reader,
@@ -173,6 +191,7 @@ impl<R: BufRead> CsvMerge<R> {
             to,
             env,
             uses,
+            attach,
             html: merge.html,
             record: csv::ByteRecord::new(),
         })
@@ -229,13 +248,16 @@ impl<R: BufRead> CsvMerge<R> {
             }
         };
         let context = Value::from_iter(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let render = |name: &'static str| -> Result<Option<String>> {
+        let render = |name: &str| -> Result<Option<String>> {
             let Ok(template) = self.env.get_template(name) else {
                 return Ok(None);
             };
             template.render(&context).map(Some).map_err(|e| {
-                let undefined: Vec<&str> = self.uses[name]
-                    .iter()
+                let undefined: Vec<&str> = self
+                    .uses
+                    .get(name)
+                    .into_iter()
+                    .flatten()
                     .filter(|v| !vars.contains_key(*v))
                     .map(String::as_str)
                     .collect();
@@ -258,6 +280,17 @@ impl<R: BufRead> CsvMerge<R> {
         let subject = render(SUBJECT)?;
         let body = render(if self.html { BODY_HTML } else { BODY })?;
         let label = |what: &str| format!("line {line}: {what}");
+        let mut attachments = Vec::new();
+        for (name, content_type) in &self.attach {
+            let Some(path) = render(name)? else { continue };
+            attachments.push(AttachmentDraft {
+                label: format!("line {line}: {name} {path:?}"),
+                source: AttachmentSource::Path(PathBuf::from(path)),
+                file_name: None,
+                content_type: content_type.clone(),
+                content_id: None,
+            });
+        }
         Ok(Draft {
             to: Some(Sourced::new(
                 label(&format!("column {:?}", self.columns[self.to])),
@@ -266,6 +299,7 @@ impl<R: BufRead> CsvMerge<R> {
             subject: subject.map(|s| Sourced::new(label(SUBJECT), s)),
             body: body.map(|b| Sourced::new(label(BODY), Text::Inline(b))),
             is_html: self.html.then_some(true),
+            attachments: (!attachments.is_empty()).then_some(attachments),
             ..Draft::default()
         })
     }
@@ -286,6 +320,7 @@ mod tests {
             body: Some(body.to_owned()),
             html,
             to_column: "to".to_owned(),
+            attach: Vec::new(),
         };
         let records = CsvMerge::new(csv.as_bytes(), merge).unwrap();
         Records::Csv(Box::new(records))

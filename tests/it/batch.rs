@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use assert_cmd::Command;
-use mail_parser::MessageParser;
+use mail_parser::{MessageParser, MimeHeaders};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -654,5 +654,57 @@ fn with_outbox_on_a_deferred_record_is_queued_and_flushed_later() {
     assert_eq!(
         header(&messages[2], "Message-ID"),
         lines[0]["message_id"].as_str().unwrap()
+    );
+}
+
+/// CSV `--attach` takes a template: each row gets its own file; a row whose file is
+/// missing is invalid (66 for that record), named, and the others go out.
+#[test]
+fn a_csv_row_gets_its_own_attachment() {
+    let s = plain();
+    std::fs::create_dir(s.home().join("invoices")).unwrap();
+    std::fs::write(s.home().join("invoices/114.txt"), "invoice one-one-four\n").unwrap();
+    std::fs::write(s.home().join("invoices/116.txt"), "invoice one-one-six\n").unwrap();
+    let file = write(
+        &s,
+        "list.csv",
+        "to,number\na@example.com,114\nb@example.com,115\nc@example.com,116\n",
+    );
+    let attach = format!("{}/invoices/{{{{ number }}}}.txt", s.home().display());
+    batch(
+        &s,
+        &[
+            &file,
+            "--subject",
+            "Invoice {{ number }}",
+            "--body",
+            "Attached.",
+            "--attach",
+            &attach,
+        ],
+    )
+    .expect_exit(66);
+    let messages = s.server.messages();
+    assert_eq!(messages.len(), 2);
+    for (m, number, text) in [
+        (&messages[0], "114", "invoice one-one-four"),
+        (&messages[1], "116", "invoice one-one-six"),
+    ] {
+        let parsed = MessageParser::default().parse(&m.data).unwrap();
+        assert_eq!(parsed.subject(), Some(format!("Invoice {number}").as_str()));
+        let part = parsed.attachment(0).expect("one attachment");
+        assert_eq!(
+            part.attachment_name(),
+            Some(format!("{number}.txt").as_str())
+        );
+        assert_eq!(part.contents(), format!("{text}\n").as_bytes());
+    }
+    let lines = report(&report_path(&s));
+    assert_eq!(lines[1]["status"], "invalid");
+    assert_eq!(lines[1]["exit_code"], 66);
+    let error = lines[1]["error"].as_str().unwrap();
+    assert!(
+        error.contains("line 3") && error.contains("115.txt"),
+        "{error}"
     );
 }
