@@ -251,28 +251,9 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         ),
         None => None,
     };
-    let inflight = match &args.report {
-        Some(path) => Some(
-            OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .open(inflight_path(path))
-                .map_err(|e| {
-                    Error::new(
-                        ErrorKind::NoInput,
-                        format!(
-                            "--report {path:?}: cannot create {:?}: {e}",
-                            inflight_path(path)
-                        ),
-                    )
-                })?,
-        ),
-        None => None,
-    };
     let mut output = Output {
         report,
-        inflight,
+        inflight: None,
         json: args.json,
     };
     let mut tally = Tally::default();
@@ -320,6 +301,26 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         args.per_session,
         &mut Notices,
     )?;
+    // Created once the batch can start, so a failure before leaves nothing behind.
+    output.inflight = match &args.report {
+        Some(path) => Some(
+            OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(inflight_path(path))
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::NoInput,
+                        format!(
+                            "--report {path:?}: cannot create {:?}: {e}",
+                            inflight_path(path)
+                        ),
+                    )
+                })?,
+        ),
+        None => None,
+    };
     let mut pacer = args.rate.map(|interval| Pacer {
         interval,
         next: Instant::now(),
