@@ -111,6 +111,9 @@ pub struct ServerOptions {
     /// Fault: the first N MAIL FROM commands that would be accepted (counted across all
     /// connections) are answered `451 4.3.0 try again later`; later ones behave normally.
     pub tempfail_transactions: usize,
+    /// Fault: like `tempfail_transactions` (and counted after them), but the 451 says
+    /// `4.7.1 rate limit exceeded, slow down`, as a throttling provider does.
+    pub throttle_transactions: usize,
     /// Fault: the final dot of the first N transactions (across all connections) is answered
     /// `451 4.3.0 try again later` and the message is not recorded anywhere.
     pub tempfail_data_transactions: usize,
@@ -160,6 +163,7 @@ impl Default for ServerOptions {
             pki: None,
             ehlo_extra: Vec::new(),
             tempfail_transactions: 0,
+            throttle_transactions: 0,
             tempfail_data_transactions: 0,
             max_rcpts_per_transaction: None,
             silent_greeting: false,
@@ -235,6 +239,7 @@ impl TestServer {
             tls_config,
             faults: Faults {
                 tempfail_transactions: opts.tempfail_transactions,
+                throttle_transactions: opts.throttle_transactions,
                 tempfail_data_transactions: opts.tempfail_data_transactions,
                 max_rcpts_per_transaction: opts.max_rcpts_per_transaction,
                 silent_greeting: opts.silent_greeting,
@@ -364,6 +369,7 @@ struct Config {
 #[derive(Clone, Debug, Default)]
 struct Faults {
     tempfail_transactions: usize,
+    throttle_transactions: usize,
     tempfail_data_transactions: usize,
     max_rcpts_per_transaction: Option<usize>,
     silent_greeting: bool,
@@ -600,8 +606,13 @@ impl Handler for ConnHandler {
     fn mail(&mut self, _ip: IpAddr, _domain: &str, _from: &str) -> Response {
         let faults = &self.config.faults;
         // Fault: tempfail the first N transactions at MAIL.
-        if self.shared.mail_commands.fetch_add(1, Ordering::SeqCst) < faults.tempfail_transactions {
+        let n = self.shared.mail_commands.fetch_add(1, Ordering::SeqCst);
+        if n < faults.tempfail_transactions {
             return Faults::tempfail();
+        }
+        // Fault: throttle the next N at MAIL.
+        if n < faults.tempfail_transactions + faults.throttle_transactions {
+            return Response::custom(451, "4.7.1 rate limit exceeded, slow down".to_owned());
         }
         let mut conn = self.conn.borrow_mut();
         conn.mail_params = std::mem::take(&mut conn.pending_mail_params);
