@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use envoi::Mailbox;
-use envoi::deliver::{Batch, Delivery, DeliveryOptions, Failure, Policy, Report, Transcript};
+use envoi::deliver::{
+    Batch, BatchSent, DeliveryOptions, Failure, Notice, Observer, Policy, Report, Transcript,
+};
 use envoi::error::{Error, ErrorKind, Result};
 use envoi::message::input::{is_stdin, read_bytes};
 use envoi::message::records::{CsvMerge, JsonLines, Merge, Records};
@@ -356,10 +358,9 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
                     .iter()
                     .map(ToString::to_string)
                     .collect();
-                let kept = outbox.as_ref().map(|_| prepared.clone());
-                let sent = batch.send(prepared, &mut Notices);
-                match (&outbox, kept, sent) {
-                    (Some(outbox), Some(prepared), Err(failure))
+                let sent = send_slowing(&mut batch, &prepared, &mut pacer);
+                match (&outbox, sent) {
+                    (Some(outbox), Err(failure))
                         if failure.error.kind() == ErrorKind::Temporary =>
                     {
                         let queued = queue_deferred(
@@ -387,7 +388,7 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
                         }
                         line
                     }
-                    (_, _, sent) => result_line(record.line, message_id, &envelope, sent),
+                    (_, sent) => result_line(record.line, message_id, &envelope, sent),
                 }
             }
             Err(e) => Line {
@@ -432,6 +433,88 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
     }
     summary(&tally, sessions, started.elapsed());
     Ok(tally.exit_code())
+}
+
+/// Sends one record. A server that throttles (a 4xx whose words say so: "rate limit",
+/// "too many messages", "slow down"…) slows the batch down: the spacing between messages
+/// doubles (from 1 s, at most 60 s) for the rest of the batch, and a record it deferred is
+/// sent again after that wait, up to [`THROTTLE_ROUNDS`] times, instead of failing.
+fn send_slowing(
+    batch: &mut Batch,
+    prepared: &envoi::message::Prepared,
+    pacer: &mut Option<Pacer>,
+) -> std::result::Result<BatchSent, Failure> {
+    let mut round = 0;
+    loop {
+        let mut watch = Watch { throttled: false };
+        let sent = batch.send(prepared, &mut watch);
+        let deferred_by_throttle = match &sent {
+            Err(failure) => failure.report.delivered.is_empty() && throttling(&failure.error),
+            Ok(_) => false,
+        };
+        if watch.throttled || deferred_by_throttle {
+            let pacer = pacer.get_or_insert(Pacer {
+                interval: Duration::ZERO,
+                next: Instant::now(),
+            });
+            pacer.interval = (pacer.interval * 2).clamp(THROTTLE_FIRST, THROTTLE_MAX);
+            eprintln!(
+                "envoi: the server is throttling: now at most one message every {:.0} s",
+                pacer.interval.as_secs_f64()
+            );
+        }
+        if !deferred_by_throttle || round >= THROTTLE_ROUNDS {
+            return sent;
+        }
+        round += 1;
+        if let Some(pacer) = pacer {
+            pacer.wait();
+        }
+    }
+}
+
+/// How many times a record the server deferred for throttling is sent again.
+const THROTTLE_ROUNDS: u32 = 3;
+/// The spacing after the first throttling reply (without --rate)…
+const THROTTLE_FIRST: Duration = Duration::from_secs(1);
+/// …and the most it grows to.
+const THROTTLE_MAX: Duration = Duration::from_secs(60);
+
+/// Whether a temporary failure is the server asking to slow down.
+fn throttling(error: &envoi::Error) -> bool {
+    const WORDS: [&str; 9] = [
+        "rate limit",
+        "rate-limit",
+        "ratelimit",
+        "throttl",
+        "slow down",
+        "too many messages",
+        "too many connections",
+        "too many mails",
+        "limit exceeded",
+    ];
+    let text = error.message().to_ascii_lowercase();
+    error.kind() == ErrorKind::Temporary && WORDS.iter().any(|w| text.contains(w))
+}
+
+/// The user's notices, and whether a retry was for throttling.
+struct Watch {
+    throttled: bool,
+}
+
+impl Observer for Watch {
+    fn accepted(&mut self, report: &Report) -> Result<()> {
+        Notices.accepted(report)
+    }
+
+    fn notice(&mut self, notice: Notice) {
+        if let Notice::Retrying { reason, .. } = &notice
+            && throttling(reason)
+        {
+            self.throttled = true;
+        }
+        Notices.notice(notice);
+    }
 }
 
 /// `--rate`: each message starts at least `interval` after the one before (a token
@@ -604,11 +687,11 @@ fn result_line(
     line: u64,
     message_id: String,
     envelope: &[String],
-    sent: std::result::Result<Delivery, Failure>,
+    sent: std::result::Result<BatchSent, Failure>,
 ) -> Line {
     let (report, error) = match sent {
-        Ok(Delivery::Sent { report, .. }) => (report, None),
-        Ok(Delivery::Saved { .. }) => {
+        Ok(BatchSent::Sent(report)) => (report, None),
+        Ok(BatchSent::Saved(_)) => {
             return Line {
                 line,
                 status: "sent",

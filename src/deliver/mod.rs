@@ -180,6 +180,15 @@ pub struct Batch {
     per_message: Duration,
 }
 
+/// How one message of a [`Batch`] ended well.
+#[derive(Debug)]
+pub enum BatchSent {
+    /// Sent over SMTP (to some recipients, with `allow_partial`: see the report).
+    Sent(Report),
+    /// Written by the file transport, there.
+    Saved(PathBuf),
+}
+
 enum BatchInner {
     File(PathBuf),
     Smtp(Box<retry::Reuse<smtp::SmtpConnector>>),
@@ -221,24 +230,22 @@ impl Batch {
         })
     }
 
-    /// Sends one message, on the open session when there is one.
+    /// Sends one message, on the open session when there is one. The caller keeps the
+    /// message: to queue it, or to send it again.
     pub fn send(
         &mut self,
-        prepared: Prepared,
+        prepared: &Prepared,
         observer: &mut dyn Observer,
-    ) -> Result<Delivery, Failure> {
+    ) -> Result<BatchSent, Failure> {
         match &mut self.inner {
-            BatchInner::File(dir) => {
-                let path = file::save_to_dir(dir, &prepared)?;
-                Ok(Delivery::Saved { prepared, path })
-            }
+            BatchInner::File(dir) => Ok(BatchSent::Saved(file::save_to_dir(dir, prepared)?)),
             BatchInner::Smtp(sessions) => {
                 let policy = Policy {
                     deadline: Some(Instant::now() + self.per_message),
                     ..self.options.policy.clone()
                 };
-                let report = retry::send_via(sessions.as_mut(), &prepared, &policy, observer)?;
-                Ok(Delivery::Sent { prepared, report })
+                let report = retry::send_via(sessions.as_mut(), prepared, &policy, observer)?;
+                Ok(BatchSent::Sent(report))
             }
         }
     }

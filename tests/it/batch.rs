@@ -708,3 +708,33 @@ fn a_csv_row_gets_its_own_attachment() {
         "{error}"
     );
 }
+
+/// A server that answers "451 rate limit exceeded, slow down" to two MAILs: even with
+/// --retries 0 no record fails; the batch says it slows down and every record arrives
+/// once, the ones after the throttling at least a second apart.
+#[test]
+fn throttling_slows_the_batch_instead_of_failing_records() {
+    let s = Setup::plain(
+        ServerOptions {
+            throttle_transactions: 2,
+            ..ServerOptions::default()
+        },
+        10,
+    );
+    let records: Vec<String> = (1..=3)
+        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
+        .collect();
+    let file = write(&s, "mail.jsonl", &records.join("\n"));
+    let run = batch(&s, &[&file, "--retries", "0"]).expect_exit(0);
+    assert!(run.stderr.contains("the server is throttling"), "{run}");
+    let messages = s.server.messages();
+    let subjects: Vec<String> = messages.iter().map(subject).collect();
+    assert_eq!(subjects, ["m1", "m2", "m3"]);
+    let gap = messages[2].at.duration_since(messages[1].at);
+    assert!(
+        gap >= Duration::from_millis(900),
+        "{gap:?} after throttling"
+    );
+    let lines = report(&report_path(&s));
+    assert!(lines.iter().all(|l| l["status"] == "sent"), "{lines:?}");
+}
