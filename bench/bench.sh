@@ -8,18 +8,26 @@
 #
 # Scenario 1: one ~1 KB message, one recipient (whole-process time, median).
 # Scenario 2: one random attachment of ATTACH_MIB MiB (wall time and peak RSS).
+# Scenario 3: BATCH_MSGS messages of ~2 KB over one session: `envoi batch` vs
+#             `smtp-source -d -s 1` vs a Python smtplib loop (whole-process time, median).
+#   BENCH_SCENARIOS=3 bash bench/bench.sh   # only scenario 3
 set -euo pipefail
 
 # --- envoi's command line: the only place to change when its flags change -------------------
 # @PORT@, @BODY@ and @ATTACH@ are filled in below; hyperfine splits this like a shell would.
 ENVOI_SEND_ARGS="send --smtp-url 'smtp://127.0.0.1:@PORT@?security=none' --from s@example.test --to r@example.test --subject bench --body-file @BODY@"
 ENVOI_ATTACH_ARGS="--attach @ATTACH@"
+# @RECORDS@ is a JSON Lines file of BATCH_MSGS payloads; one session carries them all.
+ENVOI_BATCH_ARGS="batch --smtp-url 'smtp://127.0.0.1:@PORT@?security=none' --from s@example.test --per-session @MSGS@ --report @REPORT@ @RECORDS@"
 # ----------------------------------------------------------------------------------------------
 
 WARMUP=${WARMUP:-20}
 RUNS=${RUNS:-200}
 ATTACH_RUNS=${ATTACH_RUNS:-10}
 ATTACH_MIB=${ATTACH_MIB:-10}
+BATCH_MSGS=${BATCH_MSGS:-1000}
+BATCH_RUNS=${BATCH_RUNS:-10}
+BENCH_SCENARIOS=${BENCH_SCENARIOS:-123}
 # Set BENCH_INSTALL=0 to never call apt-get (then missing tools are skipped or fatal).
 BENCH_INSTALL=${BENCH_INSTALL:-1}
 # Set BENCH_SKIP_ENVOI=1 to bench the peers only (e.g. while `envoi send` does not work yet).
@@ -85,6 +93,24 @@ head = ("From: s@example.test\nTo: r@example.test\nSubject: bench\n"
         "MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n\n")
 open(f"{work}/small.eml", "wb").write((head + body).replace("\n", "\r\n").encode())
 EOF
+# Scenario 3: BATCH_MSGS payloads of ~2 KB, and the same loop in Python's smtplib.
+python3 - "$WORK" "$BATCH_MSGS" <<'EOF'
+import json, sys
+work, n = sys.argv[1], int(sys.argv[2])
+body = "x" * 70 + "\n"
+body *= 28                                        # 28 * 71 = 1988 bytes
+with open(f"{work}/batch.jsonl", "w") as f:
+    for i in range(n):
+        f.write(json.dumps({"To": f"r{i}@example.test", "Subject": f"bench {i}", "Body": body}) + "\n")
+open(f"{work}/smtplib_loop.py", "w").write(f"""import smtplib, sys
+body = {body!r}.replace("\\n", "\\r\\n")
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]))
+for i in range({n}):
+    s.sendmail("s@example.test", [f"r{{i}}@example.test"],
+               f"From: s@example.test\\r\\nTo: r{{i}}@example.test\\r\\nSubject: bench {{i}}\\r\\n\\r\\n" + body)
+s.quit()
+""")
+EOF
 head -c $((ATTACH_MIB * 1024 * 1024)) /dev/urandom >"$WORK/file.bin"
 stat -c "%s bytes  %n" "$WORK/body.txt" "$WORK/small.eml" "$WORK/file.bin"
 
@@ -131,6 +157,9 @@ fill() { # fill ARGS: substitute the file placeholders (@PORT@ is filled when ru
   local s=$1
   s=${s//@BODY@/$WORK/body.txt}
   s=${s//@ATTACH@/$WORK/file.bin}
+  s=${s//@RECORDS@/$WORK/batch.jsonl}
+  s=${s//@REPORT@/$WORK/batch.report.jsonl}
+  s=${s//@MSGS@/$BATCH_MSGS}
   printf '%s' "$s"
 }
 
@@ -151,6 +180,11 @@ small=("curl|$CURL -T $WORK/small.eml")
 # msmtp reads the message from stdin only, so it goes through sh (adds ~1 ms of dash start-up).
 command -v msmtp >/dev/null &&
   small+=("msmtp|sh -c 'exec msmtp --host=127.0.0.1 --port=@PORT@ --from=s@example.test r@example.test < $WORK/small.eml'")
+SMTP_SOURCE=$(command -v smtp-source || { [ -x /usr/sbin/smtp-source ] && echo /usr/sbin/smtp-source; } || true)
+many=("python-smtplib|python3 $WORK/smtplib_loop.py @PORT@")
+[ -n "$SMTP_SOURCE" ] &&
+  many=("smtp-source|$SMTP_SOURCE -d -s 1 -m $BATCH_MSGS -l 2048 -f s@example.test -t r@example.test 127.0.0.1:@PORT@" "${many[@]}")
+[ -n "$ENVOI" ] && many+=("envoi-batch|$ENVOI $(fill "$ENVOI_BATCH_ARGS")")
 attach=("curl|$CURL -H 'Subject: bench' -H 'From: s@example.test' -H 'To: r@example.test' -F '=@$WORK/file.bin;encoder=base64'")
 [ -n "$ENVOI" ] && attach+=("envoi|$ENVOI $(fill "$ENVOI_SEND_ARGS") $(fill "$ENVOI_ATTACH_ARGS")")
 
@@ -178,6 +212,27 @@ check() {
   done
   list=("${kept[@]}")
   [ "${#list[@]}" -gt 0 ] || { echo "no command of this scenario works" >&2; exit 1; }
+}
+# check_many: like check, but each command must deliver exactly BATCH_MSGS messages.
+check_many() {
+  local kept=() entry before after
+  for entry in "${many[@]}"; do
+    before=$(find "$WORK/dumps" -type f | wc -l)
+    if eval "timeout 300 $(with_port "$CHECK_PORT" "${entry#*|}")" >"$WORK/check.log" 2>&1; then
+      after=$(find "$WORK/dumps" -type f | wc -l)
+      if [ "$after" -eq $((before + BATCH_MSGS)) ]; then
+        echo "checked: ${entry%%|*} delivered $BATCH_MSGS messages"
+        kept+=("$entry")
+        continue
+      fi
+      echo "WARNING: ${entry%%|*} exited 0 but delivered $((after - before)) message(s), left out" >&2
+    else
+      echo "WARNING: ${entry%%|*} failed, left out:" >&2
+      sed 's/^/    /' "$WORK/check.log" | tail -n 5 >&2
+    fi
+  done
+  many=("${kept[@]}")
+  [ "${#many[@]}" -gt 0 ] || { echo "no command of scenario 3 works" >&2; exit 1; }
 }
 # with_port PORT ENTRY: the entry with @PORT@ filled in.
 with_port() { printf '%s' "${2//@PORT@/$1}"; }
@@ -211,11 +266,30 @@ for r in res:
 EOF
 }
 
+summary_many() { # summary_many JSON: medians, messages/s and ratios to smtp-source
+  python3 - "$1" "$BATCH_MSGS" <<'EOF'
+import json, sys
+res = json.load(open(sys.argv[1]))["results"]
+n = int(sys.argv[2])
+base = {r["command"]: r["median"] for r in res}.get("smtp-source")
+for r in res:
+    name = r["command"]
+    line = f"  {name:14} median {r['median'] * 1000:8.1f} ms  {n / r['median']:8.0f} msg/s"
+    if base and name != "smtp-source":
+        line += f"  speed vs smtp-source = {base / r['median']:.2f}x"
+    print(line)
+EOF
+}
+
+S1="" S2="" S3=""
+if [[ $BENCH_SCENARIOS == *1* ]]; then
 say "scenario 1: one ~1 KB message (warmup $WARMUP, runs $RUNS)"
 check small 1000
 run_hyperfine "$OUT_DIR/small.json" "$WARMUP" "$RUNS" "${small[@]}"
 S1=$(summary "$OUT_DIR/small.json")
+fi
 
+if [[ $BENCH_SCENARIOS == *2* ]]; then
 say "scenario 2: one $ATTACH_MIB MiB random attachment (runs $ATTACH_RUNS)"
 check attach $((ATTACH_MIB * 1024 * 1024))
 run_hyperfine "$OUT_DIR/attach.json" 2 "$ATTACH_RUNS" "${attach[@]}"
@@ -231,9 +305,16 @@ for entry in "${attach[@]}"; do
   echo "${entry%%|*} $max" >>"$OUT_DIR/attach-rss.txt"
 done
 S2=$(summary "$OUT_DIR/attach.json" "$OUT_DIR/attach-rss.txt")
+fi
+
+if [[ $BENCH_SCENARIOS == *3* ]]; then
+say "scenario 3: $BATCH_MSGS messages of ~2 KB over one session (runs $BATCH_RUNS)"
+check_many
+run_hyperfine "$OUT_DIR/many.json" 1 "$BATCH_RUNS" "${many[@]}"
+S3=$(summary_many "$OUT_DIR/many.json")
+fi
 
 say "summary (smtp-sink on loopback; JSON in ${OUT_DIR#"$ROOT"/})"
-echo "one ~1 KB message:"
-echo "$S1"
-echo "one $ATTACH_MIB MiB attachment:"
-echo "$S2"
+if [ -n "$S1" ]; then echo "one ~1 KB message:"; echo "$S1"; fi
+if [ -n "$S2" ]; then echo "one $ATTACH_MIB MiB attachment:"; echo "$S2"; fi
+if [ -n "$S3" ]; then echo "$BATCH_MSGS messages of ~2 KB over one session:"; echo "$S3"; fi

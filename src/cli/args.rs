@@ -6,6 +6,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{ArgMatches, Args, Parser, Subcommand};
 use envoi::draft::{AttachmentDraft, AttachmentSource, DataEncoding, Draft, Sourced, Text};
@@ -52,6 +53,10 @@ pub enum Command {
     /// Send one email (the connector's Send Email action).
     #[command(after_help = exit_codes_help())]
     Send(Box<SendArgs>),
+    /// Send many messages over reused SMTP sessions: JSON Lines of connector payloads, or
+    /// a CSV mail merge; one result line per record; resumable.
+    #[command(after_help = batch_help())]
+    Batch(Box<BatchArgs>),
     /// Look after the outbox of `send --queue`: list, flush, drop.
     #[command(subcommand)]
     Outbox(OutboxCommand),
@@ -467,6 +472,154 @@ pub struct SendArgs {
     pub json: bool,
 }
 
+/// The record formats of `envoi batch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BatchFormat {
+    /// One connector JSON payload a line (.jsonl, .ndjson).
+    Jsonl,
+    /// A header row, then one message a row, filled into --subject and --body (.csv).
+    Csv,
+}
+
+/// The end of `envoi batch --help`: the report and the exit code.
+fn batch_help() -> String {
+    format!(
+        "Each record gives one line of JSON to --report (appended, flushed per record) or to \
+         standard output (--json): line, status (sent, partial, refused, invalid, deferred, \
+         queued, unknown, failed), message_id, recipients with the server's replies, \
+         exit_code, error.\n\n\
+         Exit code: 0 when every record was sent (or skipped by --resume); 77 or 78 when a \
+         login, certificate or configuration failure stopped the batch; else 75 when any is \
+         deferred or of unknown outcome; else the most serious of 69, 67, 65, 64 seen.\n\n{}",
+        exit_codes_help()
+    )
+}
+
+/// Flags of `envoi batch`.
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// The records: a .jsonl/.ndjson or .csv file, or '-' for standard input (then give
+    /// --format).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// The records' format, when the file name does not tell it.
+    #[arg(long, value_name = "FORMAT", help_heading = "Records")]
+    pub format: Option<BatchFormat>,
+    /// CSV: the subject, a template over the columns: 'Invoice {{ number }}'.
+    #[arg(long, value_name = "TEMPLATE", help_heading = "Records")]
+    pub subject: Option<String>,
+    /// CSV: the body, a template over the columns: 'Dear {{ name }},'.
+    #[arg(
+        long,
+        value_name = "TEMPLATE",
+        conflicts_with = "body_file",
+        help_heading = "Records"
+    )]
+    pub body: Option<String>,
+    /// CSV: read the body template from a file.
+    #[arg(long, value_name = "PATH", help_heading = "Records")]
+    pub body_file: Option<PathBuf>,
+    /// CSV: the body is HTML (column values in it are HTML-escaped).
+    #[arg(long, help_heading = "Records")]
+    pub html: bool,
+    /// CSV: attach a file to each row; repeatable. The path is a template
+    /// ('invoices/{{ number }}.pdf'); append ';type=MIME' to set its content type.
+    #[arg(long, value_name = "TEMPLATE", help_heading = "Records")]
+    pub attach: Vec<String>,
+    /// CSV: the column that holds each row's recipients.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "to",
+        help_heading = "Records"
+    )]
+    pub to_column: String,
+    /// Sender of records that name none; defaults to the profile's `from`.
+    #[arg(long, value_name = "ADDRESS", help_heading = "Records")]
+    pub from: Option<String>,
+
+    /// The profile and its file.
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// Connect without a config file (else $ENVOI_SMTP_URL), as for send.
+    #[arg(long, value_name = "URL", help_heading = "Connection")]
+    pub smtp_url: Option<String>,
+
+    /// Most messages over one SMTP session before it is closed and a new one opened.
+    #[arg(long, value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..), help_heading = "Delivery")]
+    pub per_session: u32,
+    /// Further attempts of a record after a temporary failure.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RETRIES, help_heading = "Delivery")]
+    pub retries: u32,
+    /// Longest wait between two attempts, in seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = DEFAULT_RETRY_MAX_SECS,
+        help_heading = "Delivery"
+    )]
+    pub retry_max_secs: u64,
+    /// Deadline for each record, retries included, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..), help_heading = "Delivery")]
+    pub timeout: u64,
+    /// Send to a record's accepted recipients even if others are refused (status partial).
+    #[arg(long, help_heading = "Delivery")]
+    pub allow_partial: bool,
+    /// At most N messages a second, minute or hour (N/s, N/m, N/h), evenly spaced: a
+    /// message starts no sooner than 1/rate after the one before. Microsoft 365 allows
+    /// 30/m per mailbox.
+    #[arg(long, value_name = "N/s|N/m|N/h", value_parser = parse_rate, help_heading = "Delivery")]
+    pub rate: Option<Duration>,
+    /// Skip the records an earlier report lists as sent, partial, unknown (anything that
+    /// may have reached someone) or queued, and the one its run was killed while sending
+    /// (listed now as unknown), so a re-run sends nothing twice.
+    #[arg(long, value_name = "REPORT", help_heading = "Delivery")]
+    pub resume: Option<PathBuf>,
+
+    /// Append one JSON line per record to this file, flushed as each record ends;
+    /// FILE.inflight names the record being sent until its line is written.
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    pub report: Option<PathBuf>,
+    /// Print the result lines on standard output.
+    #[arg(long, help_heading = "Output")]
+    pub json: bool,
+    /// Print the SMTP dialogue on stderr (AUTH data redacted).
+    #[arg(short, long, help_heading = "Output")]
+    pub verbose: bool,
+}
+
+/// `--rate N/s|N/m|N/h` → the least time between two messages.
+fn parse_rate(value: &str) -> std::result::Result<Duration, String> {
+    let wrong =
+        || format!("{value:?} is not a rate: give N/s, N/m or N/h with N from 1, e.g. 30/m");
+    let (count, unit) = value.split_once('/').ok_or_else(wrong)?;
+    let count: u32 = count.trim().parse().map_err(|_| wrong())?;
+    let unit = match unit.trim() {
+        "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        _ => return Err(wrong()),
+    };
+    if count == 0 {
+        return Err(wrong());
+    }
+    Ok(unit / count)
+}
+
+impl BatchArgs {
+    /// What the flags say about where to send.
+    pub fn flags(&self) -> Flags {
+        Flags {
+            config: self.connection.config.clone(),
+            profile: self.connection.profile.clone(),
+            smtp_url: self.smtp_url.clone(),
+            ..Flags::default()
+        }
+    }
+}
+
 /// The attachment flags. Their order on the command line matters: each modifier
 /// describes the `--attach` or `--attach-data` given just before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -753,6 +906,16 @@ mod tests {
             panic!("not a send command");
         };
         send.draft(matches.subcommand_matches("send").unwrap())
+    }
+
+    #[test]
+    fn rates_are_intervals() {
+        assert_eq!(parse_rate("30/m"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_rate("4/s"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_rate("3600/h"), Ok(Duration::from_secs(1)));
+        for bad in ["0/s", "30", "30/d", "x/s", "-1/s"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 mod args;
 mod auth;
+mod batch;
 mod check;
 mod config;
 mod docs;
@@ -146,6 +147,13 @@ fn run(args: Vec<OsString>) -> ExitCode {
                 }
             }
         }
+        Command::Batch(batch) => match batch::run(&batch) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                print_error(&e, &Report::default(), false);
+                ExitCode::from(e.kind().exit_code())
+            }
+        },
         Command::Outbox(command) => {
             let json = match &command {
                 OutboxCommand::List { common, .. }

@@ -167,6 +167,106 @@ pub fn deliver(
     Ok(Delivery::Sent { prepared, report })
 }
 
+/// Sends message after message through one profile, over reused SMTP sessions
+/// (`envoi batch`): one session carries messages until `per_session` of them went over
+/// it, the server closes it, or a command on it fails; a transaction that failed is
+/// reset (RSET) before the next. Each message gets the retry policy of
+/// [`DeliveryOptions::policy`], with its deadline counted from when that message starts.
+///
+/// Credentials are fetched once, when the batch starts. A cached OAuth2 token the server
+/// refuses is not replaced mid-batch (as [`deliver`] does): the records fail with 77.
+pub struct Batch {
+    inner: BatchInner,
+    options: DeliveryOptions,
+    per_message: Duration,
+}
+
+/// How one message of a [`Batch`] ended well.
+#[derive(Debug)]
+pub enum BatchSent {
+    /// Sent over SMTP (to some recipients, with `allow_partial`: see the report).
+    Sent(Report),
+    /// Written by the file transport, there.
+    Saved(PathBuf),
+}
+
+enum BatchInner {
+    File(PathBuf),
+    Smtp(Box<retry::Reuse<smtp::SmtpConnector>>),
+}
+
+impl Batch {
+    /// Prepares to send through `profile`: fetches the credentials (a password command
+    /// runs once) and opens no connection yet. `per_message` is each message's deadline,
+    /// retries included; `per_session` the most messages over one SMTP session.
+    pub fn new(
+        profile: &Profile,
+        options: DeliveryOptions,
+        per_message: Duration,
+        per_session: u32,
+        observer: &mut dyn Observer,
+    ) -> Result<Batch> {
+        let inner = match &profile.transport {
+            Transport::File { dir } => BatchInner::File(dir.clone()),
+            Transport::Smtp(smtp) => {
+                let deadline = Some(Instant::now() + per_message);
+                let (login, _) = credentials(smtp, deadline, options.transcript)?;
+                if login.is_some() && smtp.security == Security::None && smtp.allow_plaintext_auth {
+                    observer.notice(Notice::PasswordWithoutTls {
+                        server: format!("{}:{}", smtp.host, smtp.port),
+                    });
+                }
+                // No overall deadline on the sessions: each command has the profile's
+                // timeout, and each message its own deadline in the policy.
+                let mut settings = smtp::SmtpSettings::new(smtp, login, options.transcript, None);
+                settings.dsn = options.dsn.clone();
+                let connector = smtp::SmtpConnector::new(settings);
+                BatchInner::Smtp(Box::new(retry::Reuse::new(connector, per_session)))
+            }
+        };
+        Ok(Batch {
+            inner,
+            options,
+            per_message,
+        })
+    }
+
+    /// Sends one message, on the open session when there is one. The caller keeps the
+    /// message: to queue it, or to send it again.
+    pub fn send(
+        &mut self,
+        prepared: &Prepared,
+        observer: &mut dyn Observer,
+    ) -> Result<BatchSent, Failure> {
+        match &mut self.inner {
+            BatchInner::File(dir) => Ok(BatchSent::Saved(file::save_to_dir(dir, prepared)?)),
+            BatchInner::Smtp(sessions) => {
+                let policy = Policy {
+                    deadline: Some(Instant::now() + self.per_message),
+                    ..self.options.policy.clone()
+                };
+                let report = retry::send_via(sessions.as_mut(), prepared, &policy, observer)?;
+                Ok(BatchSent::Sent(report))
+            }
+        }
+    }
+
+    /// SMTP sessions opened so far.
+    pub fn sessions_opened(&self) -> u32 {
+        match &self.inner {
+            BatchInner::File(_) => 0,
+            BatchInner::Smtp(sessions) => sessions.opened(),
+        }
+    }
+
+    /// Ends the open session (QUIT).
+    pub fn finish(mut self) {
+        if let BatchInner::Smtp(sessions) = &mut self.inner {
+            sessions.close();
+        }
+    }
+}
+
 /// A user name with its password or token, fetched.
 type Login = Option<(String, Password)>;
 

@@ -55,8 +55,110 @@ pub(crate) trait Session {
     }
     /// DATA, the message and the final dot: the reply to the dot.
     fn data(&mut self, prepared: &Prepared) -> Result<(u16, String)>;
+    /// Whether the session can carry another transaction: false once the connection
+    /// failed or the server said 421 (closing).
+    fn usable(&self) -> bool {
+        true
+    }
     /// QUIT.
     fn close(self);
+}
+
+/// Where the sessions of a send come from, and where they go after it.
+pub(crate) trait Sessions {
+    /// The session type.
+    type Session: Session;
+    /// A session for the next attempt, and whether it already carried a message.
+    fn get(&mut self) -> Result<(Self::Session, bool)>;
+    /// Takes back the session of an attempt; `failed` when the attempt ended in a
+    /// transaction the server may still consider open.
+    fn put(&mut self, session: Self::Session, failed: bool);
+}
+
+/// One new session per attempt, closed after it: what `envoi send` does.
+struct Fresh<'a, C>(&'a mut C);
+
+impl<C: Connector> Sessions for Fresh<'_, C> {
+    type Session = C::Session;
+
+    fn get(&mut self) -> Result<(C::Session, bool)> {
+        Ok((self.0.open()?, false))
+    }
+
+    fn put(&mut self, session: C::Session, _failed: bool) {
+        session.close();
+    }
+}
+
+/// A session kept open from one message to the next (`envoi batch`): it carries message
+/// after message until `per_session` of them have gone over it or the server closes it.
+/// After a failed transaction it is reset (RSET); after a good one it goes on as it is.
+pub(crate) struct Reuse<C: Connector> {
+    connector: C,
+    open: Option<C::Session>,
+    /// Messages given to the open session so far.
+    used: u32,
+    per_session: u32,
+    opened: u32,
+}
+
+impl<C: Connector> Reuse<C> {
+    /// At most `per_session` messages over one session (0 counts as 1).
+    pub(crate) fn new(connector: C, per_session: u32) -> Reuse<C> {
+        Reuse {
+            connector,
+            open: None,
+            used: 0,
+            per_session: per_session.max(1),
+            opened: 0,
+        }
+    }
+
+    /// Sessions opened so far (connection attempts that succeeded).
+    pub(crate) fn opened(&self) -> u32 {
+        self.opened
+    }
+
+    /// Ends the open session, if any, with QUIT.
+    pub(crate) fn close(&mut self) {
+        if let Some(session) = self.open.take() {
+            session.close();
+        }
+        self.used = 0;
+    }
+}
+
+impl<C: Connector> Sessions for Reuse<C> {
+    type Session = C::Session;
+
+    fn get(&mut self) -> Result<(C::Session, bool)> {
+        if self.used >= self.per_session {
+            self.close();
+        }
+        let (session, reused) = match self.open.take() {
+            Some(session) => (session, true),
+            None => {
+                let session = self.connector.open()?;
+                self.opened += 1;
+                self.used = 0;
+                (session, false)
+            }
+        };
+        self.used += 1;
+        Ok((session, reused))
+    }
+
+    fn put(&mut self, mut session: C::Session, failed: bool) {
+        if !session.usable() {
+            session.close();
+            self.used = 0;
+            return;
+        }
+        if failed {
+            session.rset();
+        }
+        self.open = Some(session);
+    }
 }
 
 /// What one transaction did.
@@ -209,16 +311,36 @@ pub(crate) fn send(
     policy: &Policy,
     observer: &mut dyn Observer,
 ) -> Result<Report, Failure> {
+    send_via(&mut Fresh(connector), prepared, policy, observer)
+}
+
+/// [`send`] over the sessions `sessions` gives. A session that already carried a message
+/// and turns out closed (the server hung up while idle, or answered 421) before this
+/// message got anywhere costs no attempt: a new one is opened at once, once.
+pub(crate) fn send_via(
+    sessions: &mut impl Sessions,
+    prepared: &Prepared,
+    policy: &Policy,
+    observer: &mut dyn Observer,
+) -> Result<Report, Failure> {
     let mut state = State {
         pending: prepared.envelope.to().to_vec(),
         report: Report::default(),
     };
+    let mut stale_forgiven = false;
     loop {
         state.report.attempts += 1;
-        let (error, deferred) = match state.attempt(connector, prepared, policy, observer) {
+        let (error, deferred) = match state.attempt(sessions, prepared, policy, observer) {
             Ok(Step::Done) => return Ok(state.report),
             Ok(Step::Deferred(error)) => (error, true),
-            Err(error) => (error, false),
+            Err(Attempted { error, stale }) => {
+                if stale && !stale_forgiven && error.kind() == ErrorKind::Temporary {
+                    stale_forgiven = true;
+                    state.report.attempts -= 1;
+                    continue;
+                }
+                (error, false)
+            }
         };
         let wait = backoff(state.report.attempts, policy.retry_max);
         let in_time = policy.deadline.is_none_or(|d| Instant::now() + wait < d);
@@ -286,21 +408,39 @@ impl State {
     /// One session: transactions until no recipient is pending.
     fn attempt(
         &mut self,
-        connector: &mut impl Connector,
+        sessions: &mut impl Sessions,
         prepared: &Prepared,
         policy: &Policy,
         observer: &mut dyn Observer,
-    ) -> Result<Step> {
+    ) -> std::result::Result<Step, Attempted> {
         if policy.deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(deadline_passed());
+            return Err(deadline_passed().into());
         }
-        let mut session = connector.open()?;
+        let (mut session, reused) = sessions.get()?;
         for notice in session.take_notices() {
             observer.notice(notice);
         }
+        let delivered = self.report.delivered.len();
         let result = self.transactions(&mut session, prepared, policy, observer);
-        session.close();
-        result
+        let stale = reused && !session.usable() && self.report.delivered.len() == delivered;
+        match result {
+            Ok(step) => {
+                sessions.put(session, false);
+                Ok(step)
+            }
+            // Refused recipients: the transaction was abandoned with RSET already.
+            Err(Ended::Refused(error)) => {
+                sessions.put(session, false);
+                Err(Attempted {
+                    error,
+                    stale: false,
+                })
+            }
+            Err(Ended::Failed(error)) => {
+                sessions.put(session, true);
+                Err(Attempted { error, stale })
+            }
+        }
     }
 
     fn transactions(
@@ -309,9 +449,10 @@ impl State {
         prepared: &Prepared,
         policy: &Policy,
         observer: &mut dyn Observer,
-    ) -> Result<Step> {
+    ) -> std::result::Result<Step, Ended> {
         while !self.pending.is_empty() {
-            let t = transaction(session, prepared, &self.pending, policy.allow_partial)?;
+            let t = transaction(session, prepared, &self.pending, policy.allow_partial)
+                .map_err(Ended::Failed)?;
             let sent = t.data_reply.is_some();
             // Keep the latest answer per refused address (a retry may change it).
             for reply in &t.refused {
@@ -319,7 +460,7 @@ impl State {
                 self.report.refused.push(reply.clone());
             }
             if !sent {
-                return Err(refusal(&t.refused, &self.report));
+                return Err(Ended::Refused(refusal(&t.refused, &self.report)));
             }
             self.report.data_reply = t.data_reply;
             for accepted in &t.accepted {
@@ -344,6 +485,31 @@ impl State {
             }
         }
         Ok(Step::Done)
+    }
+}
+
+/// How the transactions of one session ended short.
+enum Ended {
+    /// Recipients refused: the transaction was abandoned (RSET) and the session is in step.
+    Refused(Error),
+    /// A command failed: the session may be mid-transaction, or gone.
+    Failed(Error),
+}
+
+/// How an attempt failed.
+struct Attempted {
+    error: Error,
+    /// The session had carried earlier messages and was found closed before this one
+    /// got anywhere.
+    stale: bool,
+}
+
+impl From<Error> for Attempted {
+    fn from(error: Error) -> Attempted {
+        Attempted {
+            error,
+            stale: false,
+        }
     }
 }
 
@@ -418,6 +584,8 @@ mod tests {
         data_error: Option<ErrorKind>,
         /// Offers PIPELINING: the envelope goes in one batch, every RCPT answered.
         pipelining: bool,
+        /// Hangs up (421) at the MAIL of this transaction of the session (0-based).
+        hang_up_at: Option<usize>,
     }
 
     impl Server {
@@ -440,6 +608,8 @@ mod tests {
     struct Scripted {
         server: Server,
         rcpts: usize,
+        mails: usize,
+        gone: bool,
         log: Rc<RefCell<Vec<String>>>,
     }
 
@@ -465,11 +635,16 @@ mod tests {
 
         fn open(&mut self) -> Result<Scripted> {
             match self.sessions.pop_front().expect("a session is scripted") {
-                Ok(server) => Ok(Scripted {
-                    server,
-                    rcpts: 0,
-                    log: Rc::clone(&self.log),
-                }),
+                Ok(server) => {
+                    self.log.borrow_mut().push("CONNECT".into());
+                    Ok(Scripted {
+                        server,
+                        rcpts: 0,
+                        mails: 0,
+                        gone: false,
+                        log: Rc::clone(&self.log),
+                    })
+                }
                 Err(kind) => {
                     self.log.borrow_mut().push("connect failed".into());
                     Err(Error::new(kind, "scripted connection failure"))
@@ -482,7 +657,16 @@ mod tests {
         fn mail(&mut self, _: &Prepared, _: &[Address]) -> Result<()> {
             self.rcpts = 0;
             self.log.borrow_mut().push("MAIL".into());
+            self.mails += 1;
+            if self.server.hang_up_at == Some(self.mails - 1) {
+                self.gone = true;
+                return Err(Error::new(ErrorKind::Temporary, "scripted 421"));
+            }
             Ok(())
+        }
+
+        fn usable(&self) -> bool {
+            !self.gone
         }
 
         fn rcpt(&mut self, recipient: &Address) -> Result<RcptReply> {
@@ -528,7 +712,8 @@ mod tests {
         }
 
         fn close(self) {
-            self.log.borrow_mut().push("QUIT".into());
+            let last = if self.gone { "HANGUP" } else { "QUIT" };
+            self.log.borrow_mut().push(last.into());
         }
     }
 
@@ -751,6 +936,92 @@ mod tests {
         assert_eq!(failure.error.kind(), ErrorKind::OutcomeUnknown);
         assert_eq!(failure.report.attempts, 1);
         assert_eq!(script.sessions.len(), 1, "no second session was opened");
+    }
+
+    /// Sends `count` one-recipient messages over `sessions`.
+    fn batch(sessions: &mut Reuse<Script>, count: usize) -> Vec<Result<Report, Failure>> {
+        (0..count)
+            .map(|_| {
+                send_via(
+                    sessions,
+                    &message(&FIVE[..1]),
+                    &policy(3, false),
+                    &mut Seen::default(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_reused_session_carries_messages_up_to_its_cap_without_rset() {
+        let mut sessions = Reuse::new(Script::new(vec![Ok(Server::default()); 2]), 2);
+        let results = batch(&mut sessions, 3);
+        assert!(results.iter().all(Result::is_ok));
+        sessions.close();
+        assert_eq!(sessions.opened(), 2);
+        let log = sessions.connector.log();
+        assert_eq!(
+            log,
+            [
+                "CONNECT",
+                "MAIL",
+                "RCPT a@example.com 250",
+                "DATA",
+                "MAIL",
+                "RCPT a@example.com 250",
+                "DATA",
+                "QUIT",
+                "CONNECT",
+                "MAIL",
+                "RCPT a@example.com 250",
+                "DATA",
+                "QUIT"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_transaction_is_reset_and_the_session_goes_on() {
+        let server = Server::refusing("a@example.com", 550);
+        let mut sessions = Reuse::new(Script::new(vec![Ok(server)]), 100);
+        let first = send_via(
+            &mut sessions,
+            &message(&FIVE[..1]),
+            &policy(3, false),
+            &mut Seen::default(),
+        );
+        assert_eq!(first.unwrap_err().error.kind(), ErrorKind::RecipientRefused);
+        let second = send_via(
+            &mut sessions,
+            &message(&FIVE[1..2]),
+            &policy(3, false),
+            &mut Seen::default(),
+        );
+        assert!(second.is_ok());
+        assert_eq!(sessions.opened(), 1);
+        assert_eq!(
+            sessions.connector.count("RSET"),
+            1,
+            "{:?}",
+            sessions.connector.log()
+        );
+    }
+
+    #[test]
+    fn a_session_the_server_closed_is_replaced_at_once_without_costing_an_attempt() {
+        let closing = Server {
+            hang_up_at: Some(1),
+            ..Server::default()
+        };
+        let script = Script::new(vec![Ok(closing), Ok(Server::default())]);
+        let mut sessions = Reuse::new(script, 100);
+        let results = batch(&mut sessions, 2);
+        let second = results[1].as_ref().unwrap();
+        assert_eq!(second.attempts, 1, "the stale session is not an attempt");
+        assert_eq!(sessions.opened(), 2);
+        let log = sessions.connector.log();
+        assert!(log.contains(&"HANGUP".to_owned()), "{log:?}");
+        assert_eq!(sessions.connector.count("DATA"), 2, "{log:?}");
     }
 
     #[test]

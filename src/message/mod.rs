@@ -19,6 +19,7 @@ pub mod input;
 pub mod lint;
 mod markdown;
 pub mod payload;
+pub mod records;
 pub mod template;
 pub(crate) mod wire;
 

@@ -41,9 +41,14 @@ struct PayloadAttachment {
 
 /// Parses a payload. `origin` names the input (a path or `-`) in errors.
 pub fn parse(origin: &str, json: &[u8]) -> Result<Draft> {
-    let payload: Payload = serde_json::from_slice(json).map_err(|e| {
-        Error::invalid(format!("--input {origin:?}: not a Send Email payload: {e}"))
-    })?;
+    parse_record(&format!("--input {origin:?}"), json)
+}
+
+/// Parses a payload that is one record of many (`envoi batch`); `what` ("line 7")
+/// starts its errors.
+pub fn parse_record(what: &str, json: &[u8]) -> Result<Draft> {
+    let payload: Payload = serde_json::from_slice(json)
+        .map_err(|e| Error::invalid(format!("{what}: not a Send Email payload: {e}")))?;
     let list = |label: &str, value: Option<String>| value.map(|v| Sourced::new(label, vec![v]));
     let attachments = payload
         .attachments

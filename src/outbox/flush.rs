@@ -117,6 +117,55 @@ pub fn send_queued(
     }
 }
 
+/// `envoi batch` with a profile's `outbox = true`: a record that failed temporarily
+/// after its retries goes to the outbox for `envoi outbox flush`, with what the attempts
+/// did (who has it already, who refused it for good) and its next attempt in a minute.
+/// The entry's id.
+pub fn queue_deferred(
+    outbox: &Outbox,
+    prepared: &Prepared,
+    connection: &Connection,
+    options: &DeliveryOptions,
+    report: &Report,
+    error: &Error,
+) -> Result<String> {
+    let delivered: Vec<String> = report.delivered.iter().map(|r| r.address.clone()).collect();
+    let refused: Vec<Refusal> = report
+        .refused
+        .iter()
+        .filter(|r| r.is_permanent())
+        .map(|r| Refusal {
+            address: r.address.clone(),
+            reply: format!("{} {}", r.code, r.message),
+        })
+        .collect();
+    let pending = prepared
+        .envelope
+        .to()
+        .iter()
+        .map(ToString::to_string)
+        .filter(|a| !report.settled(a))
+        .collect();
+    let attempts = report.attempts.max(1);
+    let state = EntryState {
+        message_id: prepared.message_id.clone(),
+        from: prepared.envelope.from().map(ToString::to_string),
+        pending,
+        delivered,
+        refused,
+        allow_partial: options.policy.allow_partial,
+        route: connection.route.clone(),
+        queued_at: now(),
+        attempts,
+        next_attempt_at: now() + retry_delay(attempts).as_secs(),
+        last_error: Some(error.message().to_owned()),
+        idempotency_key: None,
+        dsn: options.dsn.clone(),
+    };
+    let entry = outbox.enqueue(&prepared.bytes, &state)?;
+    Ok(entry.id().to_owned())
+}
+
 /// Writes `prepared` to the outbox durably and returns the entry, locked.
 fn enqueue(
     outbox: &Outbox,

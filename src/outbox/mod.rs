@@ -11,7 +11,8 @@ mod queue;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use flush::{
-    EntryOutcome, FirstAttempt, FlushOptions, FlushSummary, Queued, drop_entry, flush, send_queued,
+    EntryOutcome, FirstAttempt, FlushOptions, FlushSummary, Queued, drop_entry, flush,
+    queue_deferred, send_queued,
 };
 pub use queue::{EntryState, Folder, Outbox, Refusal};
 

@@ -33,6 +33,7 @@ fn help_texts_are_as_reviewed() {
     check("help.txt", &["--help"]);
     check("send-help.txt", &["send", "--help"]);
     check("outbox-flush-help.txt", &["outbox", "flush", "--help"]);
+    check("batch-help.txt", &["batch", "--help"]);
 }
 
 #[test]

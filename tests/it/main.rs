@@ -5,6 +5,7 @@
 
 mod support;
 
+mod batch;
 mod check;
 mod config;
 mod docs;

@@ -682,6 +682,10 @@ impl SmtpSession {
         match self.conn.read_reply() {
             Ok(reply) => {
                 self.trace("S", &format!("{} {}", reply.code, reply.lines.join(" | ")));
+                if reply.code == 421 {
+                    // RFC 5321 §3.8: the server is closing the channel; say nothing more.
+                    self.broken = true;
+                }
                 Ok(reply)
             }
             Err(e) => {
@@ -786,12 +790,19 @@ impl Session for SmtpSession {
             }
         };
         self.trace("S", &format!("{} {}", reply.code, reply.text()));
+        if reply.code == 421 {
+            self.broken = true;
+        }
         self.require(&reply, "the message", |c| (200..300).contains(&c))?;
         Ok((reply.code, printable(reply.text())))
     }
 
     fn take_notices(&mut self) -> Vec<Notice> {
         std::mem::take(&mut self.notices)
+    }
+
+    fn usable(&self) -> bool {
+        !self.broken
     }
 
     /// Says QUIT when the connection is sound; otherwise shuts it down at once.

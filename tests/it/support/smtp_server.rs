@@ -111,6 +111,9 @@ pub struct ServerOptions {
     /// Fault: the first N MAIL FROM commands that would be accepted (counted across all
     /// connections) are answered `451 4.3.0 try again later`; later ones behave normally.
     pub tempfail_transactions: usize,
+    /// Fault: like `tempfail_transactions` (and counted after them), but the 451 says
+    /// `4.7.1 rate limit exceeded, slow down`, as a throttling provider does.
+    pub throttle_transactions: usize,
     /// Fault: the final dot of the first N transactions (across all connections) is answered
     /// `451 4.3.0 try again later` and the message is not recorded anywhere.
     pub tempfail_data_transactions: usize,
@@ -135,6 +138,13 @@ pub struct ServerOptions {
     /// `"DATA"`, `"EHLO"`) is answered `421 4.3.2 shutting down` and the connection is closed,
     /// on every connection. The command is recorded in the transcript but not processed.
     pub reply_421_at: Option<&'static str>,
+    /// Fault: once N messages were delivered on a connection, its next MAIL is answered
+    /// `421 4.3.2 shutting down` and the connection is closed (a provider cutting long
+    /// sessions).
+    pub reply_421_after_messages: Option<usize>,
+    /// Fault: right after answering the final dot of the Nth message of a connection, the
+    /// server closes it without a word (an idle or session-length cut).
+    pub close_after_messages: Option<usize>,
     /// Fault: when STARTTLS is answered with 220, these bytes are written in the same write
     /// right after the 220 line, before the handshake (STARTTLS response injection,
     /// CVE-2021-22947 class), e.g. `b"250-evil\r\n250 AUTH PLAIN\r\n"`.
@@ -153,6 +163,7 @@ impl Default for ServerOptions {
             pki: None,
             ehlo_extra: Vec::new(),
             tempfail_transactions: 0,
+            throttle_transactions: 0,
             tempfail_data_transactions: 0,
             max_rcpts_per_transaction: None,
             silent_greeting: false,
@@ -160,6 +171,8 @@ impl Default for ServerOptions {
             drop_during_data: false,
             drop_after_final_dot: false,
             reply_421_at: None,
+            reply_421_after_messages: None,
+            close_after_messages: None,
             inject_after_starttls: None,
             delay_replies: None,
         }
@@ -184,6 +197,8 @@ pub struct Received {
     pub tls: bool,
     /// MAIL FROM parameters as sent (e.g. `"SMTPUTF8"`, `"BODY=8BITMIME"`), in order.
     pub mail_params: Vec<String>,
+    /// When the final dot arrived (for rate limits: gaps between messages, never totals).
+    pub at: Instant,
 }
 
 /// A running in-process SMTP server on `127.0.0.1`; stops accepting when dropped.
@@ -224,6 +239,7 @@ impl TestServer {
             tls_config,
             faults: Faults {
                 tempfail_transactions: opts.tempfail_transactions,
+                throttle_transactions: opts.throttle_transactions,
                 tempfail_data_transactions: opts.tempfail_data_transactions,
                 max_rcpts_per_transaction: opts.max_rcpts_per_transaction,
                 silent_greeting: opts.silent_greeting,
@@ -231,6 +247,8 @@ impl TestServer {
                 drop_during_data: opts.drop_during_data,
                 drop_after_final_dot: opts.drop_after_final_dot,
                 reply_421_at: opts.reply_421_at,
+                reply_421_after_messages: opts.reply_421_after_messages,
+                close_after_messages: opts.close_after_messages,
                 inject_after_starttls: opts.inject_after_starttls,
                 delay_replies: opts.delay_replies,
             },
@@ -351,6 +369,7 @@ struct Config {
 #[derive(Clone, Debug, Default)]
 struct Faults {
     tempfail_transactions: usize,
+    throttle_transactions: usize,
     tempfail_data_transactions: usize,
     max_rcpts_per_transaction: Option<usize>,
     silent_greeting: bool,
@@ -358,6 +377,8 @@ struct Faults {
     drop_during_data: bool,
     drop_after_final_dot: bool,
     reply_421_at: Option<&'static str>,
+    reply_421_after_messages: Option<usize>,
+    close_after_messages: Option<usize>,
     inject_after_starttls: Option<Vec<u8>>,
     delay_replies: Option<Duration>,
 }
@@ -585,8 +606,13 @@ impl Handler for ConnHandler {
     fn mail(&mut self, _ip: IpAddr, _domain: &str, _from: &str) -> Response {
         let faults = &self.config.faults;
         // Fault: tempfail the first N transactions at MAIL.
-        if self.shared.mail_commands.fetch_add(1, Ordering::SeqCst) < faults.tempfail_transactions {
+        let n = self.shared.mail_commands.fetch_add(1, Ordering::SeqCst);
+        if n < faults.tempfail_transactions {
             return Faults::tempfail();
+        }
+        // Fault: throttle the next N at MAIL.
+        if n < faults.tempfail_transactions + faults.throttle_transactions {
+            return Response::custom(451, "4.7.1 rate limit exceeded, slow down".to_owned());
         }
         let mut conn = self.conn.borrow_mut();
         conn.mail_params = std::mem::take(&mut conn.pending_mail_params);
@@ -644,6 +670,7 @@ impl Handler for ConnHandler {
             authenticated_as: conn.authenticated_as.clone(),
             tls: conn.tls,
             mail_params: std::mem::take(&mut conn.mail_params),
+            at: Instant::now(),
         };
         let faults = &self.config.faults;
         // Always OK to mailin (an error would leave it in the DATA state); the read loop
@@ -927,6 +954,8 @@ fn serve(tcp: TcpStream, config: &Arc<Config>, shared: &Arc<Shared>) -> Result<(
     write_response(reader.get_mut(), &session.greeting(), config, shared)?;
 
     let mut in_data = false;
+    // Messages delivered on this connection (for the session-cut faults).
+    let mut delivered_here = 0;
     loop {
         let Some(mut line) = read_line(&mut reader)? else {
             return Ok(());
@@ -941,9 +970,14 @@ fn serve(tcp: TcpStream, config: &Arc<Config>, shared: &Arc<Shared>) -> Result<(
         if !in_data {
             shared.records().transcript.push(transcript_line(&line));
             // Fault: 421 and close at a given command.
-            if faults
-                .reply_421_at
-                .is_some_and(|v| v.eq_ignore_ascii_case(&verb))
+            let cut = verb == "MAIL"
+                && faults
+                    .reply_421_after_messages
+                    .is_some_and(|n| delivered_here >= n);
+            if cut
+                || faults
+                    .reply_421_at
+                    .is_some_and(|v| v.eq_ignore_ascii_case(&verb))
             {
                 let result =
                     write_response(reader.get_mut(), &Faults::shutting_down(), config, shared);
@@ -983,7 +1017,17 @@ fn serve(tcp: TcpStream, config: &Arc<Config>, shared: &Arc<Shared>) -> Result<(
                     }
                     return Ok(());
                 }
-                Some(DataOutcome::Delivered) | None => {}
+                Some(DataOutcome::Delivered) | None => {
+                    if res.code == 250 {
+                        delivered_here += 1;
+                    }
+                    // Fault: the session is cut right after this message's 250.
+                    if faults.close_after_messages == Some(delivered_here) {
+                        write_response(reader.get_mut(), &res, config, shared)?;
+                        reader.get_mut().close();
+                        return Ok(());
+                    }
+                }
             }
         } else if !in_data && res.code == 354 {
             in_data = true;

@@ -1,0 +1,740 @@
+//! `envoi batch` against the in-process server: sessions reused and capped, each record's
+//! message as it arrived, per-record results in the report, and `--resume`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use assert_cmd::Command;
+use mail_parser::{MessageParser, MimeHeaders};
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::support::envoi::{Config, ExpectExit, Setup, envoi, spawn_envoi};
+use crate::support::external::SmtpSink;
+use crate::support::smtp_server::{Received, ServerOptions};
+
+/// `envoi batch --config <setup's config> --report <home>/report.jsonl <args>`.
+fn batch(s: &Setup, args: &[&str]) -> Command {
+    let mut cmd = envoi(s.home());
+    cmd.arg("batch")
+        .arg("--config")
+        .arg(&s.config)
+        .arg("--report")
+        .arg(report_path(s))
+        .args(args);
+    cmd
+}
+
+fn report_path(s: &Setup) -> PathBuf {
+    s.home().join("report.jsonl")
+}
+
+/// Writes `name` in the setup's home; returns its path as a string for argv.
+fn write(s: &Setup, name: &str, text: &str) -> String {
+    let path = s.home().join(name);
+    std::fs::write(&path, text).expect("write the records");
+    path.display().to_string()
+}
+
+/// The report's lines, parsed.
+fn report(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("the report exists")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each report line is JSON"))
+        .collect()
+}
+
+/// A JSON Lines record to `to` with subject `subject`.
+fn record(to: &str, subject: &str) -> String {
+    format!(r#"{{"To":"{to}","Subject":"{subject}","Body":"body of {subject}"}}"#)
+}
+
+fn subject(m: &Received) -> String {
+    let parsed = MessageParser::default()
+        .parse(&m.data)
+        .expect("a parsable message");
+    parsed.subject().unwrap_or_default().to_owned()
+}
+
+fn body(m: &Received) -> String {
+    let parsed = MessageParser::default()
+        .parse(&m.data)
+        .expect("a parsable message");
+    parsed
+        .body_text(0)
+        .unwrap_or_default()
+        .trim_end()
+        .to_owned()
+}
+
+fn header(m: &Received, name: &str) -> String {
+    let parsed = MessageParser::default()
+        .parse(&m.data)
+        .expect("a parsable message");
+    parsed
+        .header_raw(name)
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+fn plain() -> Setup {
+    Setup::plain(ServerOptions::default(), 10)
+}
+
+#[test]
+fn three_jsonl_records_go_over_one_connection() {
+    let s = plain();
+    let file = write(
+        &s,
+        "mail.jsonl",
+        &[
+            record("a@example.com", "first"),
+            record("b@example.com", "second"),
+            record("c@example.com", "third"),
+        ]
+        .join("\n"),
+    );
+    let run = batch(&s, &[&file]).expect_exit(0);
+    assert!(
+        run.stderr
+            .contains("sent 3, refused 0, invalid 0; 1 session"),
+        "{run}"
+    );
+    assert!(s.server.wait_idle(Duration::from_secs(5)));
+    assert_eq!(s.server.connections(), 1, "one session for the whole batch");
+    let messages = s.server.messages();
+    let lines = report(&report_path(&s));
+    assert_eq!(messages.len(), 3);
+    assert_eq!(lines.len(), 3);
+    for (i, (to, subj)) in [
+        ("a@example.com", "first"),
+        ("b@example.com", "second"),
+        ("c@example.com", "third"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let m = &messages[i];
+        assert_eq!(m.mail_from, "sender@example.com");
+        assert_eq!(m.rcpt_to, [to]);
+        assert_eq!(subject(m), subj);
+        assert_eq!(header(m, "To"), to);
+        assert_eq!(body(m), format!("body of {subj}"));
+        let line = &lines[i];
+        assert_eq!(line["line"], i as u64 + 1);
+        assert_eq!(line["status"], "sent");
+        assert_eq!(line["exit_code"], 0);
+        assert_eq!(line["recipients"][0]["address"], to);
+        assert_eq!(line["recipients"][0]["code"], 250);
+        assert_eq!(
+            header(m, "Message-ID"),
+            line["message_id"].as_str().unwrap()
+        );
+    }
+    let ids: std::collections::HashSet<&str> = lines
+        .iter()
+        .map(|l| l["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "each message has its own Message-ID");
+    let transcript = s.server.transcript();
+    assert_eq!(
+        transcript.iter().filter(|l| *l == "RSET").count(),
+        0,
+        "{transcript:?}"
+    );
+    assert_eq!(
+        transcript.iter().filter(|l| *l == "QUIT").count(),
+        1,
+        "{transcript:?}"
+    );
+}
+
+#[test]
+fn a_csv_mail_merge_renders_each_row_and_an_undefined_variable_fails_only_its_row() {
+    let s = plain();
+    let file = write(
+        &s,
+        "list.csv",
+        "email,name,amount\n\
+         ann@example.com,Ann,12.50\n\
+         bob@example.com,,3.00\n\
+         \"cy@example.com\",\"Cy, \"\"the\"\" third\",7\n",
+    );
+    let run = batch(
+        &s,
+        &[
+            &file,
+            "--to-column",
+            "email",
+            "--subject",
+            "Invoice for {{ name }}",
+            "--body",
+            "Dear {{ name }}, you owe {{ amount }}.",
+            "--json",
+        ],
+    )
+    .expect_exit(65);
+    let messages = s.server.messages();
+    assert_eq!(messages.len(), 2, "{run}");
+    assert_eq!(messages[0].rcpt_to, ["ann@example.com"]);
+    assert_eq!(subject(&messages[0]), "Invoice for Ann");
+    assert_eq!(body(&messages[0]), "Dear Ann, you owe 12.50.");
+    assert_eq!(messages[1].rcpt_to, ["cy@example.com"]);
+    assert_eq!(subject(&messages[1]), "Invoice for Cy, \"the\" third");
+    assert_eq!(body(&messages[1]), "Dear Cy, \"the\" third, you owe 7.");
+    let lines = report(&report_path(&s));
+    let stdout: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines, stdout, "--json prints what --report records");
+    let statuses: Vec<(u64, &str)> = lines
+        .iter()
+        .map(|l| (l["line"].as_u64().unwrap(), l["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(statuses, [(2, "sent"), (3, "invalid"), (4, "sent")]);
+    let error = lines[1]["error"].as_str().unwrap();
+    assert!(
+        error.contains("line 3") && error.contains("{{ name }}"),
+        "{error}"
+    );
+    assert_eq!(lines[1]["exit_code"], 65);
+    assert!(run.stderr.contains("sent 2, refused 0, invalid 1"), "{run}");
+}
+
+#[test]
+fn a_refused_recipient_does_not_stop_the_others() {
+    let s = Setup::plain(
+        ServerOptions {
+            refuse_rcpt: vec![("gone@example.com".into(), 550)],
+            ..ServerOptions::default()
+        },
+        10,
+    );
+    let file = write(
+        &s,
+        "mail.ndjson",
+        &[
+            record("a@example.com", "one"),
+            record("gone@example.com", "two"),
+            record("c@example.com", "three"),
+        ]
+        .join("\n"),
+    );
+    batch(&s, &[&file]).expect_exit(67);
+    let messages = s.server.messages();
+    let rcpts: Vec<&str> = messages.iter().map(|m| m.rcpt_to[0].as_str()).collect();
+    assert_eq!(rcpts, ["a@example.com", "c@example.com"]);
+    let lines = report(&report_path(&s));
+    assert_eq!(lines[1]["status"], "refused");
+    assert_eq!(lines[1]["exit_code"], 67);
+    assert_eq!(lines[1]["recipients"][0]["address"], "gone@example.com");
+    assert_eq!(lines[1]["recipients"][0]["status"], "refused");
+    assert_eq!(lines[1]["recipients"][0]["code"], 550);
+    assert_eq!(lines[2]["status"], "sent");
+    assert!(s.server.wait_idle(Duration::from_secs(5)));
+    assert_eq!(s.server.connections(), 1, "the session survives a refusal");
+    let transcript = s.server.transcript();
+    assert_eq!(
+        transcript.iter().filter(|l| *l == "RSET").count(),
+        1,
+        "one RSET, after the abandoned transaction: {transcript:?}"
+    );
+}
+
+#[test]
+fn per_session_2_with_5_records_opens_3_connections() {
+    let s = plain();
+    let records: Vec<String> = (1..=5)
+        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
+        .collect();
+    let file = write(&s, "mail.jsonl", &records.join("\n"));
+    let run = batch(&s, &[&file, "--per-session", "2"]).expect_exit(0);
+    assert!(run.stderr.contains("3 sessions"), "{run}");
+    assert!(s.server.wait_idle(Duration::from_secs(5)));
+    assert_eq!(s.server.connections(), 3);
+    assert_eq!(s.server.messages().len(), 5);
+    let quits = s
+        .server
+        .transcript()
+        .iter()
+        .filter(|l| *l == "QUIT")
+        .count();
+    assert_eq!(quits, 3, "each session ends with QUIT");
+}
+
+#[test]
+fn resume_sends_only_what_the_earlier_report_does_not_list_as_sent() {
+    let s = plain();
+    let records: Vec<String> = (1..=4)
+        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
+        .collect();
+    let file = write(&s, "mail.jsonl", &records.join("\n"));
+    // A batch killed after line 2: 1 and 3 went out, 2 was deferred, 4 never started.
+    let earlier = [
+        r#"{"line":1,"status":"sent","message_id":"<1@x>","recipients":[],"data_reply":null,"exit_code":0,"error":null}"#,
+        r#"{"line":2,"status":"deferred","message_id":"<2@x>","recipients":[],"data_reply":null,"exit_code":75,"error":"451"}"#,
+        r#"{"line":3,"status":"sent","message_id":"<3@x>","recipients":[],"data_reply":null,"exit_code":0,"error":null}"#,
+    ];
+    std::fs::write(report_path(&s), format!("{}\n", earlier.join("\n"))).unwrap();
+    let report_arg = report_path(&s).display().to_string();
+    let run = batch(&s, &[&file, "--resume", &report_arg]).expect_exit(0);
+    assert!(run.stderr.contains("skipped (--resume) 2"), "{run}");
+    let subjects: Vec<String> = s.server.messages().iter().map(subject).collect();
+    assert_eq!(subjects, ["m2", "m4"], "exactly the records not yet sent");
+    let lines = report(&report_path(&s));
+    assert_eq!(lines.len(), 5, "appended to the earlier report");
+    assert_eq!(
+        (lines[3]["line"].as_u64(), lines[3]["status"].as_str()),
+        (Some(2), Some("sent"))
+    );
+    assert_eq!(
+        (lines[4]["line"].as_u64(), lines[4]["status"].as_str()),
+        (Some(4), Some("sent"))
+    );
+
+    // Run again on the full report: nothing is sent twice.
+    batch(&s, &[&file, "--resume", &report_arg]).expect_exit(0);
+    assert_eq!(s.server.messages().len(), 2);
+}
+
+#[test]
+fn a_malformed_jsonl_line_is_invalid_with_its_line_number_and_the_rest_go_out() {
+    let s = plain();
+    let file = write(
+        &s,
+        "mail.jsonl",
+        &format!(
+            "{}\n{{\"To\": \"b@example.com\", \"Subject\": \n\n{}\n{}\n",
+            record("a@example.com", "one"),
+            r#"{"To":"not an address","Subject":"x","Body":"y"}"#,
+            record("d@example.com", "four"),
+        ),
+    );
+    batch(&s, &[&file]).expect_exit(65);
+    let subjects: Vec<String> = s.server.messages().iter().map(subject).collect();
+    assert_eq!(subjects, ["one", "four"]);
+    let lines = report(&report_path(&s));
+    let statuses: Vec<(u64, &str)> = lines
+        .iter()
+        .map(|l| (l["line"].as_u64().unwrap(), l["status"].as_str().unwrap()))
+        .collect();
+    // Line 3 is blank: not a record.
+    assert_eq!(
+        statuses,
+        [(1, "sent"), (2, "invalid"), (4, "invalid"), (5, "sent")]
+    );
+    assert!(
+        lines[1]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("line 2: not a Send Email payload"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2]["error"].as_str().unwrap().starts_with("line 4:"),
+        "{}",
+        lines[2]
+    );
+}
+
+#[test]
+fn standard_input_needs_format() {
+    let s = plain();
+    let run = batch(&s, &["-"]).write_stdin("").expect_exit(64);
+    assert!(run.stderr.contains("--format"), "{run}");
+    batch(&s, &["-", "--format", "jsonl"])
+        .write_stdin(record("a@example.com", "piped"))
+        .expect_exit(0);
+    assert_eq!(s.server.messages().len(), 1);
+}
+
+/// A server that cuts the session after two messages, silently or with 421 at the next
+/// MAIL: envoi opens a new session at once and every record arrives exactly once, with
+/// no retry wait and no record reported as failed.
+#[test]
+fn a_session_the_server_cuts_is_replaced_and_every_record_arrives_once() {
+    let cuts = [
+        ServerOptions {
+            close_after_messages: Some(2),
+            ..ServerOptions::default()
+        },
+        ServerOptions {
+            reply_421_after_messages: Some(2),
+            ..ServerOptions::default()
+        },
+    ];
+    for opts in cuts {
+        let what = format!(
+            "close_after_messages {:?}, reply_421_after_messages {:?}",
+            opts.close_after_messages, opts.reply_421_after_messages
+        );
+        let s = Setup::plain(opts, 10);
+        let records: Vec<String> = (1..=5)
+            .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
+            .collect();
+        let file = write(&s, "mail.jsonl", &records.join("\n"));
+        let run = batch(&s, &[&file]).expect_exit(0);
+        assert!(!run.stderr.contains("retrying"), "{what}: {run}");
+        let subjects: Vec<String> = s.server.messages().iter().map(subject).collect();
+        assert_eq!(subjects, ["m1", "m2", "m3", "m4", "m5"], "{what}");
+        assert!(s.server.wait_idle(Duration::from_secs(5)));
+        assert_eq!(s.server.connections(), 3, "{what}");
+        let lines = report(&report_path(&s));
+        assert!(
+            lines.iter().all(|l| l["status"] == "sent"),
+            "{what}: {lines:?}"
+        );
+    }
+}
+
+/// SIGKILL while a record's final dot is unanswered: the report has no line for it, but
+/// the in-flight mark next to the report names it, so `--resume` lists it as unknown
+/// (exit 75) and sends only the records after it. Nothing arrives twice.
+#[test]
+fn a_batch_killed_mid_message_is_resumed_without_sending_anything_twice() {
+    let hanging = Setup::plain(
+        ServerOptions {
+            hang_after_data: true,
+            ..ServerOptions::default()
+        },
+        10,
+    );
+    let records: Vec<String> = (1..=3)
+        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
+        .collect();
+    let file = write(&hanging, "mail.jsonl", &records.join("\n"));
+    let report_file = report_path(&hanging);
+    let args: Vec<std::ffi::OsString> = vec![
+        "batch".into(),
+        "--config".into(),
+        hanging.config.clone().into(),
+        "--report".into(),
+        report_file.clone().into(),
+        file.clone().into(),
+    ];
+    let out = |name: &str| std::fs::File::create(hanging.home().join(name)).unwrap();
+    let mut child = spawn_envoi(hanging.home(), &args, out("out"), out("err"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while hanging.server.unacknowledged().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(hanging.server.unacknowledged().len(), 1, "m1 is in flight");
+    child.kill().expect("SIGKILL envoi");
+    child.wait().expect("reap envoi");
+    assert_eq!(
+        std::fs::read_to_string(&report_file).unwrap(),
+        "",
+        "no result yet"
+    );
+
+    let healthy = plain();
+    let report_arg = report_file.display().to_string();
+    let run = envoi(healthy.home())
+        .arg("batch")
+        .arg("--config")
+        .arg(&healthy.config)
+        .args(["--report", &report_arg, "--resume", &report_arg, &file])
+        .expect_exit(75);
+    assert!(
+        run.stderr.contains("sent 2") && run.stderr.contains("unknown 1"),
+        "{run}"
+    );
+    let subjects: Vec<String> = healthy.server.messages().iter().map(subject).collect();
+    assert_eq!(subjects, ["m2", "m3"], "m1 is not sent again");
+    let lines = report(&report_file);
+    let statuses: Vec<(u64, &str)> = lines
+        .iter()
+        .map(|l| (l["line"].as_u64().unwrap(), l["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(statuses, [(1, "unknown"), (2, "sent"), (3, "sent")]);
+    assert!(
+        !hanging.home().join("report.jsonl.inflight").exists(),
+        "the mark is removed when a batch ends"
+    );
+
+    // And once more: everything is done or listed unknown; nothing is sent (exit 0: this
+    // run had nothing left to do; the unknown record stays in the report).
+    let run = envoi(healthy.home())
+        .arg("batch")
+        .arg("--config")
+        .arg(&healthy.config)
+        .args(["--report", &report_arg, "--resume", &report_arg, &file])
+        .expect_exit(0);
+    assert!(run.stderr.contains("skipped (--resume) 3"), "{run}");
+    assert_eq!(healthy.server.messages().len(), 2);
+}
+
+/// `--allow-partial`: a record with one refused recipient goes to the others; its line
+/// says who got it and who did not, and, as for `send --allow-partial`, it exits 0.
+#[test]
+fn allow_partial_sends_to_the_accepted_and_reports_each_recipient() {
+    let s = Setup::plain(
+        ServerOptions {
+            refuse_rcpt: vec![("gone@example.com".into(), 550)],
+            ..ServerOptions::default()
+        },
+        10,
+    );
+    let file = write(
+        &s,
+        "mail.jsonl",
+        &record("a@example.com; gone@example.com; c@example.com", "both"),
+    );
+    batch(&s, &[&file, "--allow-partial"]).expect_exit(0);
+    assert_eq!(s.only_message().rcpt_to, ["a@example.com", "c@example.com"]);
+    let lines = report(&report_path(&s));
+    assert_eq!(lines[0]["status"], "partial");
+    let recipients: Vec<(&str, &str, u64)> = lines[0]["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["address"].as_str().unwrap(),
+                r["status"].as_str().unwrap(),
+                r["code"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        recipients,
+        [
+            ("a@example.com", "delivered", 250),
+            ("gone@example.com", "refused", 550),
+            ("c@example.com", "delivered", 250),
+        ]
+    );
+}
+
+/// `--rate 10/s`: the server sees the messages at least ~100 ms apart (gaps measured at
+/// the server, with slack for scheduling; never the batch's total time).
+#[test]
+fn rate_spaces_the_messages() {
+    let s = plain();
+    let records: Vec<String> = (1..=4)
+        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
+        .collect();
+    let file = write(&s, "mail.jsonl", &records.join("\n"));
+    batch(&s, &[&file, "--rate", "10/s"]).expect_exit(0);
+    let messages = s.server.messages();
+    assert_eq!(messages.len(), 4);
+    for pair in messages.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(
+            gap >= Duration::from_millis(80),
+            "{gap:?} between two messages"
+        );
+    }
+    let run = batch(&s, &[&file, "--rate", "10/d"]).expect_exit(64);
+    assert!(run.stderr.contains("--rate"), "{run}");
+}
+
+/// Against Postfix's smtp-sink, which offers PIPELINING (the in-process server does not):
+/// each record's envelope goes in one write and every answer lands on its record. A sink
+/// that refuses every RCPT (5xx) or defers every DATA (4xx) fails each record alike, and
+/// the run goes on to the next.
+#[test]
+fn smtp_sink_pipelined_records_each_get_their_own_answers() {
+    for (extra, code, status, delivered) in [
+        (&[][..], 0, "sent", 3),
+        (&["-f", "RCPT"][..], 67, "refused", 0),
+        (&["-r", "DATA"][..], 75, "deferred", 0),
+    ] {
+        let Some(sink) = SmtpSink::start(extra) else {
+            return;
+        };
+        let dir = TempDir::new().unwrap();
+        let file = dir.path().join("mail.jsonl");
+        let records: Vec<String> = (1..=3)
+            .map(|i| record(&format!("r{i}@example.test"), &format!("m{i}")))
+            .collect();
+        std::fs::write(&file, records.join("\n")).unwrap();
+        let run = envoi(dir.path())
+            .args([
+                "batch",
+                "--from",
+                "s@example.test",
+                "--retries",
+                "0",
+                "--json",
+            ])
+            .arg("--smtp-url")
+            .arg(format!("smtp://127.0.0.1:{}?security=none", sink.port()))
+            .arg(&file)
+            .expect_exit(code);
+        let lines: Vec<Value> = run
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3, "{extra:?}: {run}");
+        for (i, line) in lines.iter().enumerate() {
+            assert_eq!(line["status"], status, "{extra:?}: {line}");
+            let rcpt = &line["recipients"][0];
+            assert_eq!(rcpt["address"], format!("r{}@example.test", i + 1));
+            match status {
+                "sent" => assert_eq!(
+                    (&rcpt["status"], &rcpt["code"]),
+                    (&Value::from("delivered"), &Value::from(250)),
+                    "{line}"
+                ),
+                "refused" => {
+                    assert_eq!(rcpt["status"], "refused", "{line}");
+                    assert!(rcpt["code"].as_u64().unwrap() >= 500, "{line}");
+                }
+                // Accepted at RCPT, but the transaction failed at DATA: nobody has it.
+                _ => assert_eq!(rcpt["status"], "not_sent", "{line}"),
+            }
+        }
+        let dumps = sink.parsed_dumps();
+        assert_eq!(dumps.len(), delivered, "{extra:?}: {}", sink.log());
+        // The dump files' order is not the arrival order: compare the sets.
+        let mut rcpts: Vec<String> = dumps.iter().map(|d| d.rcpt_args.join(" ")).collect();
+        rcpts.sort();
+        let expected: Vec<String> = (1..=delivered)
+            .map(|i| format!("<r{i}@example.test>"))
+            .collect();
+        assert_eq!(rcpts, expected);
+    }
+}
+
+/// Profile `outbox = true`: a record still deferred after its retries goes to the outbox
+/// (status queued, exit 0) and `envoi outbox flush` delivers it later; `--resume` skips it.
+#[test]
+fn with_outbox_on_a_deferred_record_is_queued_and_flushed_later() {
+    let s = Setup::plain(
+        ServerOptions {
+            tempfail_transactions: 1,
+            ..ServerOptions::default()
+        },
+        10,
+    );
+    let outbox_dir = s.home().join("outbox");
+    Config::new(s.server.port(), "none")
+        .line("outbox = true")
+        .line(&format!("outbox_dir = \"{}\"", outbox_dir.display()))
+        .write(s.home());
+    let records: Vec<String> = (1..=3)
+        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
+        .collect();
+    let file = write(&s, "mail.jsonl", &records.join("\n"));
+    let run = batch(&s, &[&file, "--retries", "0"]).expect_exit(0);
+    assert!(run.stderr.contains("queued (outbox) 1"), "{run}");
+    let lines = report(&report_path(&s));
+    assert_eq!(lines[0]["status"], "queued");
+    assert_eq!(lines[0]["exit_code"], 0);
+    let id = lines[0]["outbox_id"].as_str().expect("an outbox id");
+    let subjects: Vec<String> = s.server.messages().iter().map(subject).collect();
+    assert_eq!(subjects, ["m2", "m3"]);
+
+    let report_arg = report_path(&s).display().to_string();
+    batch(&s, &[&file, "--resume", &report_arg]).expect_exit(0);
+    assert_eq!(
+        s.server.messages().len(),
+        2,
+        "a queued record is not sent again"
+    );
+
+    envoi(s.home())
+        .args(["outbox", "flush", "--all", "--config"])
+        .arg(&s.config)
+        .expect_exit(0);
+    let messages = s.server.messages();
+    let subjects: Vec<String> = messages.iter().map(subject).collect();
+    assert_eq!(
+        subjects,
+        ["m2", "m3", "m1"],
+        "outbox entry {id} delivered once"
+    );
+    assert_eq!(
+        header(&messages[2], "Message-ID"),
+        lines[0]["message_id"].as_str().unwrap()
+    );
+}
+
+/// CSV `--attach` takes a template: each row gets its own file; a row whose file is
+/// missing is invalid (66 for that record), named, and the others go out.
+#[test]
+fn a_csv_row_gets_its_own_attachment() {
+    let s = plain();
+    std::fs::create_dir(s.home().join("invoices")).unwrap();
+    std::fs::write(s.home().join("invoices/114.txt"), "invoice one-one-four\n").unwrap();
+    std::fs::write(s.home().join("invoices/116.txt"), "invoice one-one-six\n").unwrap();
+    let file = write(
+        &s,
+        "list.csv",
+        "to,number\na@example.com,114\nb@example.com,115\nc@example.com,116\n",
+    );
+    let attach = format!("{}/invoices/{{{{ number }}}}.txt", s.home().display());
+    batch(
+        &s,
+        &[
+            &file,
+            "--subject",
+            "Invoice {{ number }}",
+            "--body",
+            "Attached.",
+            "--attach",
+            &attach,
+        ],
+    )
+    .expect_exit(66);
+    let messages = s.server.messages();
+    assert_eq!(messages.len(), 2);
+    for (m, number, text) in [
+        (&messages[0], "114", "invoice one-one-four"),
+        (&messages[1], "116", "invoice one-one-six"),
+    ] {
+        let parsed = MessageParser::default().parse(&m.data).unwrap();
+        assert_eq!(parsed.subject(), Some(format!("Invoice {number}").as_str()));
+        let part = parsed.attachment(0).expect("one attachment");
+        assert_eq!(
+            part.attachment_name(),
+            Some(format!("{number}.txt").as_str())
+        );
+        assert_eq!(part.contents(), format!("{text}\n").as_bytes());
+    }
+    let lines = report(&report_path(&s));
+    assert_eq!(lines[1]["status"], "invalid");
+    assert_eq!(lines[1]["exit_code"], 66);
+    let error = lines[1]["error"].as_str().unwrap();
+    assert!(
+        error.contains("line 3") && error.contains("115.txt"),
+        "{error}"
+    );
+}
+
+/// A server that answers "451 rate limit exceeded, slow down" to two MAILs: even with
+/// --retries 0 no record fails; the batch says it slows down and every record arrives
+/// once, the ones after the throttling at least a second apart.
+#[test]
+fn throttling_slows_the_batch_instead_of_failing_records() {
+    let s = Setup::plain(
+        ServerOptions {
+            throttle_transactions: 2,
+            ..ServerOptions::default()
+        },
+        10,
+    );
+    let records: Vec<String> = (1..=3)
+        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
+        .collect();
+    let file = write(&s, "mail.jsonl", &records.join("\n"));
+    let run = batch(&s, &[&file, "--retries", "0"]).expect_exit(0);
+    assert!(run.stderr.contains("the server is throttling"), "{run}");
+    let messages = s.server.messages();
+    let subjects: Vec<String> = messages.iter().map(subject).collect();
+    assert_eq!(subjects, ["m1", "m2", "m3"]);
+    let gap = messages[2].at.duration_since(messages[1].at);
+    assert!(
+        gap >= Duration::from_millis(900),
+        "{gap:?} after throttling"
+    );
+    let lines = report(&report_path(&s));
+    assert!(lines.iter().all(|l| l["status"] == "sent"), "{lines:?}");
+}
