@@ -76,7 +76,9 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
         .iter()
         .map(ToString::to_string)
         .collect();
-    let prepared = message::build(email, &from, SystemTime::now())?;
+    let now = SystemTime::now();
+    let prepared = message::build(email, &from, now)?;
+    let prepared = dkim_sign(resolved.connection.as_ref(), prepared, now)?;
     if args.lint {
         return Ok(Outcome::Linted { prepared, findings });
     }
@@ -100,6 +102,21 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
         dsn,
     };
     dispatch(&resolved, prepared, &how)
+}
+
+/// The message signed with the profile's DKIM key, when the profile has `dkim_*` keys
+/// (a `--smtp-url` connection never does); `now` is the time of its Date header. Done
+/// once, before `--dry-run` shows it or it is queued or sent, so the outbox keeps the
+/// signed bytes.
+pub fn dkim_sign(
+    connection: Option<&Connection>,
+    prepared: Prepared,
+    now: SystemTime,
+) -> Result<Prepared> {
+    match connection.and_then(|c| c.profile.dkim.as_ref()) {
+        Some(dkim) => dkim.sign(prepared, now),
+        None => Ok(prepared),
+    }
 }
 
 /// How a built message is to be delivered: what `send`'s flags (or sendmail mode's

@@ -212,14 +212,7 @@ impl Signer {
     /// A signer for `domain` and `selector`; each must be a DNS name (letters, digits,
     /// `-`, `_`, dot-separated labels), which also keeps them from adding tags.
     pub fn new(domain: &str, selector: &str, key: DkimKey) -> std::result::Result<Signer, String> {
-        for (what, value) in [("dkim_domain", domain), ("dkim_selector", selector)] {
-            if !is_dns_name(value) {
-                return Err(format!(
-                    "{what} {value:?} must be a DNS name in ASCII (letters, digits, '-', '_' \
-                     and dots; an international domain in its xn-- form)"
-                ));
-            }
-        }
+        check_names(domain, selector)?;
         Ok(Signer {
             domain: domain.to_ascii_lowercase(),
             selector: selector.to_owned(),
@@ -293,6 +286,20 @@ impl Signer {
         out.extend_from_slice(message);
         Ok(out)
     }
+}
+
+/// Checks that `domain` (`d=`) and `selector` (`s=`) are DNS names in ASCII, which also
+/// keeps them from adding tags; the error names the profile key.
+pub fn check_names(domain: &str, selector: &str) -> std::result::Result<(), String> {
+    for (what, value) in [("dkim_domain", domain), ("dkim_selector", selector)] {
+        if !is_dns_name(value) {
+            return Err(format!(
+                "{what} {value:?} must be a DNS name in ASCII (letters, digits, '-', '_' and \
+                 dots; an international domain in its xn-- form)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A DNS name: dot-separated labels of letters, digits, `-` and `_`.
