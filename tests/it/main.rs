@@ -7,6 +7,7 @@ mod support;
 
 mod check;
 mod config;
+mod dkim;
 mod docs;
 mod harness;
 mod interop;
