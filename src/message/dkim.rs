@@ -11,7 +11,7 @@ use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use ring::digest::{SHA256, digest};
+use ring::digest::{Context, SHA256, digest};
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair, RSA_PKCS1_SHA256, RsaKeyPair};
 
@@ -225,11 +225,22 @@ impl Signer {
         self.key.algorithm()
     }
 
-    /// `message` (RFC 5322, CRLF line endings) with a DKIM-Signature header before its
-    /// first line, signed at `now`. A message without From cannot be signed (65).
-    pub fn sign(&self, message: &[u8], now: SystemTime) -> Result<Vec<u8>> {
+    /// `message` (RFC 5322, CRLF line endings) with its DKIM-Signature header, signed at
+    /// `now`, inserted before its first line (in place: a large message is not copied).
+    /// A message without From cannot be signed (65).
+    pub fn sign(&self, mut message: Vec<u8>, now: SystemTime) -> Result<Vec<u8>> {
+        let header = self.header(&message, now)?;
+        message.splice(0..0, header.into_bytes());
+        Ok(message)
+    }
+
+    /// The DKIM-Signature header field of `message` signed at `now`, folded, ending in
+    /// CRLF.
+    pub fn header(&self, message: &[u8], now: SystemTime) -> Result<String> {
         let (fields, body) = split(message);
-        let body_hash = digest(&SHA256, &relaxed_body(body));
+        let mut body_hash = Context::new(&SHA256);
+        relaxed_body(body, |canonical| body_hash.update(canonical));
+        let body_hash = body_hash.finish();
         let mut names: Vec<String> = Vec::new();
         for wanted in SIGNED_FIELDS {
             let count = fields
@@ -280,11 +291,8 @@ impl Signer {
         let signature = b64.encode(self.key.sign(&data)?);
         header.fill(&signature);
 
-        let mut out = Vec::with_capacity(header.text.len() + 2 + message.len());
-        out.extend_from_slice(header.text.as_bytes());
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(message);
-        Ok(out)
+        header.text.push_str("\r\n");
+        Ok(header.text)
     }
 }
 
@@ -465,48 +473,58 @@ fn relaxed_header(field: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The body in the relaxed form (RFC 6376 §3.4.4): each run of whitespace one space, none
-/// at the end of a line, no empty lines at the end, and a last line ending in CRLF; an
-/// empty body (or one of empty lines only) is empty.
-fn relaxed_body(body: &[u8]) -> Vec<u8> {
-    let mut lines: Vec<Vec<u8>> = Vec::new();
+/// The body in the relaxed form (RFC 6376 §3.4.4), given to `out` piece by piece (the
+/// body may be megabytes of attachments): each run of whitespace one space, none at the end
+/// of a line, no empty lines at the end, and a last line ending in CRLF; an empty body (or
+/// one of empty lines only) gives nothing.
+fn relaxed_body(body: &[u8], mut out: impl FnMut(&[u8])) {
+    // Empty lines are held back until a line with text follows: trailing ones never do.
+    let mut empty_lines = 0;
+    let mut line_out = Vec::new();
     let mut rest = body;
     while !rest.is_empty() {
         let (line, next) = match find_crlf(rest) {
             Some(i) => (&rest[..i], &rest[i + 2..]),
             None => (rest, &rest[rest.len()..]),
         };
-        let mut out = Vec::with_capacity(line.len());
+        rest = next;
+        line_out.clear();
         let mut pending_space = false;
         for &b in line {
             if is_wsp(b) {
                 pending_space = true;
             } else {
                 if pending_space {
-                    out.push(b' ');
+                    line_out.push(b' ');
                 }
                 pending_space = false;
-                out.push(b);
+                line_out.push(b);
             }
         }
-        lines.push(out);
-        rest = next;
+        if line_out.is_empty() {
+            empty_lines += 1;
+            continue;
+        }
+        for _ in 0..empty_lines {
+            out(b"\r\n");
+        }
+        empty_lines = 0;
+        out(&line_out);
+        out(b"\r\n");
     }
-    while lines.last().is_some_and(Vec::is_empty) {
-        lines.pop();
-    }
-    let mut out = Vec::with_capacity(body.len());
-    for line in lines {
-        out.extend(line);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use ring::signature::{ED25519, UnparsedPublicKey};
+
+    /// The relaxed body, collected.
+    fn relaxed(body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        relaxed_body(body, |piece| out.extend_from_slice(piece));
+        out
+    }
 
     /// RFC 8463 Appendix A.2: the signed message (its two signatures dropped).
     const RFC8463_MESSAGE: &str = "From: Joe SixPack <joe@football.example.com>\r\n\
@@ -564,8 +582,7 @@ mod tests {
         let (fields, body) = split(signed);
         let sig = std::str::from_utf8(fields[0]).unwrap();
         let unfolded: String = sig.replace("\r\n", "");
-        let bh =
-            base64::engine::general_purpose::STANDARD.encode(digest(&SHA256, &relaxed_body(body)));
+        let bh = base64::engine::general_purpose::STANDARD.encode(digest(&SHA256, &relaxed(body)));
         if tag(&unfolded, "bh") != bh {
             return false;
         }
@@ -589,8 +606,7 @@ mod tests {
     #[test]
     fn rfc8463_body_hash_and_key() {
         let (_, body) = split(RFC8463_MESSAGE.as_bytes());
-        let bh =
-            base64::engine::general_purpose::STANDARD.encode(digest(&SHA256, &relaxed_body(body)));
+        let bh = base64::engine::general_purpose::STANDARD.encode(digest(&SHA256, &relaxed(body)));
         assert_eq!(bh, "2jUSOH9NhtVGCQWNr9BrIAPreKQjO6Sn7XIkfJVOzv8=");
         let key = DkimKey::from_pem(rfc8463_pem().as_bytes()).unwrap();
         assert_eq!(key.algorithm(), "ed25519-sha256");
@@ -630,7 +646,9 @@ mod tests {
         let key = DkimKey::from_pem(rfc8463_pem().as_bytes()).unwrap();
         let signer = Signer::new("Football.Example.com", "brisbane", key).unwrap();
         let now = UNIX_EPOCH + std::time::Duration::from_secs(1528637909);
-        let signed = signer.sign(RFC8463_MESSAGE.as_bytes(), now).unwrap();
+        let signed = signer
+            .sign(RFC8463_MESSAGE.as_bytes().to_vec(), now)
+            .unwrap();
         let text = String::from_utf8(signed.clone()).unwrap();
         let header = &text[..text.find("\r\nFrom:").unwrap()];
         assert!(
@@ -677,11 +695,13 @@ mod tests {
 
     #[test]
     fn relaxed_body_form() {
-        assert_eq!(relaxed_body(b" a  \t b \r\n\r\n\r\n"), b" a b\r\n");
-        assert_eq!(relaxed_body(b""), b"");
-        assert_eq!(relaxed_body(b"\r\n\r\n"), b"");
-        assert_eq!(relaxed_body(b"no break"), b"no break\r\n");
-        assert_eq!(relaxed_body(b"a\r\n\r\nb\r\n"), b"a\r\n\r\nb\r\n");
+        assert_eq!(relaxed(b" a  \t b \r\n\r\n\r\n"), b" a b\r\n");
+        assert_eq!(relaxed(b""), b"");
+        assert_eq!(relaxed(b"\r\n\r\n"), b"");
+        assert_eq!(relaxed(b"no break"), b"no break\r\n");
+        assert_eq!(relaxed(b"a\r\n \t \r\n"), b"a\r\n");
+        assert_eq!(relaxed(b"a\r\n  \r\nb"), b"a\r\n\r\nb\r\n");
+        assert_eq!(relaxed(b"a\r\n\r\nb\r\n"), b"a\r\n\r\nb\r\n");
     }
 
     #[test]
@@ -707,7 +727,7 @@ mod tests {
         let key = DkimKey::from_pem(rfc8463_pem().as_bytes()).unwrap();
         let signer = Signer::new("example.com", "s", key).unwrap();
         let err = signer
-            .sign(b"Subject: x\r\n\r\nbody\r\n", SystemTime::now())
+            .sign(b"Subject: x\r\n\r\nbody\r\n".to_vec(), SystemTime::now())
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidData);
     }

@@ -84,9 +84,10 @@ impl Dkim {
     /// `prepared` with a DKIM-Signature made at `now` (the time of its Date header)
     /// prepended. Call it once, before the message is shown, queued or sent, so what is
     /// stored in the outbox is what goes out.
-    pub fn sign(&self, prepared: Prepared, now: SystemTime) -> Result<Prepared> {
-        let bytes = self.signer()?.sign(&prepared.bytes, now)?;
-        Ok(Prepared { bytes, ..prepared })
+    pub fn sign(&self, mut prepared: Prepared, now: SystemTime) -> Result<Prepared> {
+        let signer = self.signer()?;
+        prepared.bytes = signer.sign(std::mem::take(&mut prepared.bytes), now)?;
+        Ok(prepared)
     }
 }
 
