@@ -141,8 +141,12 @@ struct Signing {
 
 impl Signing {
     fn new(key: &Path) -> Signing {
+        Signing::with_server(key, ServerOptions::default())
+    }
+
+    fn with_server(key: &Path, opts: ServerOptions) -> Signing {
         let dir = TempDir::new().unwrap();
-        let server = TestServer::start(ServerOptions::default());
+        let server = TestServer::start(opts);
         let config = Config::new(server.port(), "none")
             .line(&dkim_lines(key))
             .write(dir.path());
@@ -313,7 +317,8 @@ fn sendmail_mode_signs_what_it_sends() {
         .unwrap_or_else(|e| panic!("dkimpy refused: {e}\n{text}"));
 }
 
-/// `--dry-run` shows the signed message; `--queue` sends the signed bytes it stored.
+/// `--dry-run` shows the signed message; a message queued after a 451 is flushed later
+/// with the signature it was stored with (signed once, not again by the flush).
 #[test]
 fn dry_run_shows_and_the_outbox_keeps_the_signed_message() {
     if !tools() {
@@ -321,7 +326,13 @@ fn dry_run_shows_and_the_outbox_keeps_the_signed_message() {
     }
     let keys = TempDir::new().unwrap();
     let (key, record) = make_key(keys.path(), KeyKind::Rsa);
-    let s = Signing::new(&key);
+    let s = Signing::with_server(
+        &key,
+        ServerOptions {
+            tempfail_transactions: 1,
+            ..ServerOptions::default()
+        },
+    );
     let run = s
         .send()
         .args([
@@ -339,7 +350,9 @@ fn dry_run_shows_and_the_outbox_keeps_the_signed_message() {
         .unwrap_or_else(|e| panic!("dkimpy refused the dry run: {e}\n{shown}"));
     assert!(s.server.messages().is_empty());
 
-    s.send()
+    let outbox = s.dir.path().join("outbox");
+    let run = s
+        .send()
         .args([
             "--subject",
             "queued",
@@ -347,17 +360,48 @@ fn dry_run_shows_and_the_outbox_keeps_the_signed_message() {
             "through the outbox",
             "--queue",
         ])
+        .arg("--outbox-dir")
+        .arg(&outbox)
+        .arg("--json")
+        .expect_exit(0);
+    assert_eq!(run.json()["status"], "queued", "{run}");
+    assert!(s.server.messages().is_empty(), "sent although refused");
+    let stored: Vec<PathBuf> = walk(&outbox)
+        .into_iter()
+        .filter(|p| std::fs::read(p).is_ok_and(|b| b.starts_with(b"DKIM-Signature: ")))
+        .collect();
+    assert_eq!(
+        stored.len(),
+        1,
+        "the outbox does not hold the signed message"
+    );
+
+    envoi(s.dir.path())
+        .args(["outbox", "flush", "--all", "--json", "--config"])
+        .arg(&s.config)
+        .arg("--outbox-dir")
+        .arg(&outbox)
         .expect_exit(0);
     let messages = s.server.messages();
     assert_eq!(messages.len(), 1);
-    assert_eq!(
-        signature_header(&messages[0].data)
-            .matches("DKIM-Signature")
-            .count(),
-        1
-    );
+    let text = String::from_utf8_lossy(&messages[0].data);
+    assert_eq!(text.matches("DKIM-Signature:").count(), 1, "{text}");
     dkimpy_verify(keys.path(), &messages[0].data, &record)
-        .unwrap_or_else(|e| panic!("dkimpy refused the queued message: {e}"));
+        .unwrap_or_else(|e| panic!("dkimpy refused the flushed message: {e}\n{text}"));
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }
 
 /// A key file group or others can read, a profile without dkim_domain, and a file that
