@@ -641,6 +641,50 @@ mod tests {
         assert!(verify_ed25519(signed.as_bytes(), &b64(RFC8463_PUBLIC)));
     }
 
+    /// RFC 8463 Appendix A.3's rsa-sha256 signature (a 1024-bit key, which ring verifies
+    /// but will not sign with) checks this module's canonicalization a second way, and
+    /// the record's SubjectPublicKeyInfo is what [`rsa_spki`] makes of the bare key.
+    #[test]
+    fn rfc8463_rsa_signature_verifies() {
+        const SIGNATURE: &str = "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed;\r\n \
+            d=football.example.com; i=@football.example.com;\r\n \
+            q=dns/txt; s=test; t=1528637909; h=from : to : subject :\r\n \
+            date : message-id : from : subject : date;\r\n \
+            bh=2jUSOH9NhtVGCQWNr9BrIAPreKQjO6Sn7XIkfJVOzv8=;\r\n \
+            b=F45dVWDfMbQDGHJFlXUNB2HKfbCeLRyhDXgFpEL8GwpsRe0IeIixNTe3\r\n \
+            DhCVlUrSjV4BwcVcOF6+FF3Zo9Rpo1tFOeS9mPYQTnGdaSGsgeefOsk2Jz\r\n \
+            dA+L10TeYt9BgDfQNZtKdN1WO//KgIqXP7OdEFE4LjFYNcUxZQ4FADY+8=";
+        const SPKI: &str = "MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDkHlOQoBTzWRiGs5V6NpP3idY6\
+            Wk08a5qhdR6wy5bdOKb2jLQiY/J16JYi0Qvx/byYzCNb3W91y3FutACDfzwQ/BC/e/8uBsCR+yz1Lxj+PL6l\
+            HvqMKrM3rG4hstT5QjvHO9PzoxZyVYLzBfO2EeC3Ip3G+2kryOTIKT+l/K4w3QIDAQAB";
+        let spki = b64(SPKI);
+        // SEQUENCE { AlgorithmIdentifier, BIT STRING { 0 unused bits, RSAPublicKey } }.
+        let pkcs1 = &spki[22..];
+        assert_eq!(rsa_spki(pkcs1), spki);
+
+        let signed = format!("{SIGNATURE}\r\n{RFC8463_MESSAGE}");
+        let (fields, _) = split(signed.as_bytes());
+        let b_at = SIGNATURE.rfind("b=").unwrap();
+        let names: Vec<String> = "from:to:subject:date:message-id:from:subject:date"
+            .split(':')
+            .map(str::to_owned)
+            .collect();
+        let mut data = Vec::new();
+        for f in select(&fields[1..], &names) {
+            data.extend(relaxed_header(f));
+            data.extend_from_slice(b"\r\n");
+        }
+        data.extend(relaxed_header(&fields[0][..b_at + 2]));
+        let signature = b64(&SIGNATURE[b_at + 2..].replace(['\r', '\n', ' '], ""));
+        let key = UnparsedPublicKey::new(
+            &ring::signature::RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
+            pkcs1,
+        );
+        assert!(key.verify(&data, &signature).is_ok());
+        data[0] ^= 1;
+        assert!(key.verify(&data, &signature).is_err());
+    }
+
     #[test]
     fn a_signed_message_verifies_and_an_altered_one_does_not() {
         let key = DkimKey::from_pem(rfc8463_pem().as_bytes()).unwrap();

@@ -447,6 +447,31 @@ fn a_readable_key_a_missing_key_and_a_bad_key_are_config_errors() {
     assert!(server.messages().is_empty(), "a message was sent");
 }
 
+/// A 1024-bit RSA key is refused (78) naming the file and the sizes envoi signs with:
+/// ring signs with 2048 to 8192 bits, RFC 8301 allows 1024 at least.
+#[test]
+fn a_short_rsa_key_is_a_config_error() {
+    if !require_external("openssl", openssl_present()) {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let key = dir.path().join("short.pem");
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:1024",
+        "-out",
+        key.to_str().unwrap(),
+    ]);
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let s = Signing::new(&key);
+    let run = s.send().args(["--body", "x", "--dry-run"]).expect_exit(78);
+    assert!(run.stderr.contains("short.pem"), "{}", run.stderr);
+    assert!(run.stderr.contains("2048"), "{}", run.stderr);
+}
+
 /// `config show` lists the DKIM keys, the key file by its path and never its content.
 #[test]
 fn config_show_names_the_key_file_not_its_content() {
