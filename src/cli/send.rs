@@ -77,6 +77,7 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
         .map(ToString::to_string)
         .collect();
     let now = SystemTime::now();
+    warn_unaligned(resolved.connection.as_ref(), &from);
     let prepared = message::build(email, &from, now)?;
     let prepared = dkim_sign(resolved.connection.as_ref(), prepared, now)?;
     if args.lint {
@@ -116,6 +117,24 @@ pub fn dkim_sign(
     match connection.and_then(|c| c.profile.dkim.as_ref()) {
         Some(dkim) => dkim.sign(prepared, now),
         None => Ok(prepared),
+    }
+}
+
+/// A warning when the profile signs for a domain unrelated to the From address: the
+/// signature verifies, but DMARC counts it only when the two share a domain (one equal
+/// to, or under, the other: an approximation of RFC 7489's relaxed alignment).
+fn warn_unaligned(connection: Option<&Connection>, from: &envoi::Mailbox) {
+    let Some(dkim) = connection.and_then(|c| c.profile.dkim.as_ref()) else {
+        return;
+    };
+    let d = dkim.domain.to_ascii_lowercase();
+    let from_domain = from.email.domain().to_ascii_lowercase();
+    let under = |a: &str, b: &str| a == b || a.ends_with(&format!(".{b}"));
+    if !under(&from_domain, &d) && !under(&d, &from_domain) {
+        warning(&format!(
+            "dkim_domain is {d} but the From address is at {from_domain}: the signature will \
+             verify, but DMARC at the receiver does not count it for {from_domain}"
+        ));
     }
 }
 

@@ -447,6 +447,33 @@ fn a_readable_key_a_missing_key_and_a_bad_key_are_config_errors() {
     assert!(server.messages().is_empty(), "a message was sent");
 }
 
+/// Signing for another domain than From's works but warns (stderr only): DMARC would not
+/// count the signature. A From under dkim_domain does not warn.
+#[test]
+fn an_unaligned_dkim_domain_is_a_warning() {
+    if !require_external("openssl", openssl_present()) {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let (key, _) = make_key(dir.path(), KeyKind::Ed25519);
+    let s = Signing::new(&key);
+    let run = s
+        .send()
+        .args(["--from", "me@other.example", "--body", "x", "--json"])
+        .expect_exit(0);
+    assert!(
+        run.stderr.contains("warning: dkim_domain is example.com"),
+        "{run}"
+    );
+    assert_eq!(run.json()["status"], "sent", "{run}");
+    let run = s
+        .send()
+        .args(["--from", "me@mail.example.com", "--body", "x"])
+        .expect_exit(0);
+    assert!(!run.stderr.contains("warning"), "{run}");
+    assert_eq!(s.server.messages().len(), 2);
+}
+
 /// A 1024-bit RSA key is refused (78) naming the file and the sizes envoi signs with:
 /// ring signs with 2048 to 8192 bits, RFC 8301 allows 1024 at least.
 #[test]
