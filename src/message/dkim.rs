@@ -728,6 +728,28 @@ mod tests {
         assert!(verify_ed25519(refolded.as_bytes(), &public));
     }
 
+    /// Any bytes after a From line sign without a panic, and the canonical body never
+    /// ends in an empty line.
+    #[test]
+    fn arbitrary_messages_do_not_panic() {
+        let key = DkimKey::from_pem(rfc8463_pem().as_bytes()).unwrap();
+        let signer = Signer::new("example.com", "s", key).unwrap();
+        let alphabet = b"ab: \t\r\n\r\n\xff";
+        let mut rng = fastrand::Rng::with_seed(11);
+        for _ in 0..2000 {
+            let len = rng.usize(0..60);
+            let tail: Vec<u8> = (0..len)
+                .map(|_| alphabet[rng.usize(0..alphabet.len())])
+                .collect();
+            let mut message = b"From: a@example.com\r\n".to_vec();
+            message.extend(&tail);
+            let signed = signer.sign(message.clone(), SystemTime::now()).unwrap();
+            assert!(signed.ends_with(&message));
+            let body = relaxed(&tail);
+            assert!(!body.ends_with(b"\r\n\r\n"), "{tail:?}");
+        }
+    }
+
     #[test]
     fn relaxed_header_form() {
         assert_eq!(
