@@ -750,6 +750,19 @@ mod tests {
         }
     }
 
+    /// RFC 6376 §3.4.6's example, relaxed/relaxed.
+    #[test]
+    fn rfc6376_canonicalization_example() {
+        let message = b"A: X\r\nB : Y\t\r\n\tZ  \r\n\r\n C \r\nD \t E\r\n\r\n\r\n";
+        let (fields, body) = split(message);
+        let headers: Vec<u8> = fields
+            .iter()
+            .flat_map(|f| [relaxed_header(f), b"\r\n".to_vec()].concat())
+            .collect();
+        assert_eq!(headers, b"a:X\r\nb:Y Z\r\n");
+        assert_eq!(relaxed(body), b" C\r\nD E\r\n");
+    }
+
     #[test]
     fn relaxed_header_form() {
         assert_eq!(
