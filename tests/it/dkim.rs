@@ -447,8 +447,9 @@ fn a_readable_key_a_missing_key_and_a_bad_key_are_config_errors() {
     assert!(server.messages().is_empty(), "a message was sent");
 }
 
-/// Signing for another domain than From's works but warns (stderr only): DMARC would not
-/// count the signature. A From under dkim_domain does not warn.
+/// Signing for another domain than From's works but is a lint finding, a warning on
+/// stderr (not with --quiet): DMARC would not count the signature. A From under
+/// dkim_domain is not a finding.
 #[test]
 fn an_unaligned_dkim_domain_is_a_warning() {
     if !require_external("openssl", openssl_present()) {
@@ -468,10 +469,43 @@ fn an_unaligned_dkim_domain_is_a_warning() {
     assert_eq!(run.json()["status"], "sent", "{run}");
     let run = s
         .send()
-        .args(["--from", "me@mail.example.com", "--body", "x"])
+        .args([
+            "--from",
+            "me@other.example",
+            "--body",
+            "x",
+            "--lint",
+            "--json",
+        ])
+        .expect_exit(0);
+    let findings = run.json()["findings"].to_string();
+    assert!(findings.contains("dkim_domain is example.com"), "{run}");
+    let run = s
+        .send()
+        .args([
+            "--from",
+            "me@other.example",
+            "--subject",
+            "s",
+            "--body",
+            "x",
+            "--quiet",
+        ])
         .expect_exit(0);
     assert!(!run.stderr.contains("warning"), "{run}");
-    assert_eq!(s.server.messages().len(), 2);
+    let run = s
+        .send()
+        .args([
+            "--from",
+            "me@mail.example.com",
+            "--subject",
+            "s",
+            "--body",
+            "x",
+        ])
+        .expect_exit(0);
+    assert!(!run.stderr.contains("warning"), "{run}");
+    assert_eq!(s.server.messages().len(), 3);
 }
 
 /// A 1024-bit RSA key is refused (78) naming the file and the sizes envoi signs with:
