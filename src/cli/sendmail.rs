@@ -17,7 +17,7 @@ use envoi::message::given::{self, Submission};
 use envoi::message::input::read_bytes;
 use envoi::profile::{Env, Flags, resolve};
 
-use crate::cli::send::{How, Outcome, dispatch};
+use crate::cli::send::{How, Outcome, dispatch, dkim_sign};
 
 /// What the command line asked for.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -198,6 +198,8 @@ pub fn run(args: &[OsString]) -> Result<Outcome, Failure> {
         now: SystemTime::now(),
     };
     let prepared = given::parse(&input)?.prepare(&submission)?;
+    // Signed as it will be sent: Date and Message-ID added, Bcc removed.
+    let prepared = dkim_sign(Some(connection), prepared, submission.now)?;
     let how = How {
         queue: request.queue,
         verbose: request.verbose,

@@ -26,12 +26,12 @@ pub enum Finding {
     NoSubject,
     /// An HTML body with no plain-text alternative (`--no-text-part`).
     HtmlOnly,
-    /// Attachments over [`LARGE_ATTACHMENTS`] octets in all.
+    /// Attachments over `LARGE_ATTACHMENTS` (20 MB) in all.
     LargeAttachments {
         /// Their total size in octets, before encoding.
         total: usize,
     },
-    /// Over [`MANY_RECIPIENTS`] recipients in one message.
+    /// Over `MANY_RECIPIENTS` (100) recipients in one message.
     ManyRecipients {
         /// How many (To, Cc and Bcc).
         count: usize,

@@ -6,11 +6,13 @@
 //! ([`input`]), parses addresses ([`address`]) and checks every value (`check`), giving
 //! a validated [`Email`]. [`build`] turns that into RFC 5322 bytes and an envelope, with
 //! line endings owned by `wire`, which also frames them for SMTP DATA. A message given
-//! whole (sendmail mode) takes the shorter way through [`given`].
+//! whole (sendmail mode) takes the shorter way through [`given`]. [`dkim`] signs the
+//! final bytes of either.
 
 pub mod address;
 mod build;
 pub(crate) mod check;
+pub mod dkim;
 pub mod draft;
 mod email;
 pub mod given;

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::message::check::no_line_breaks;
 use crate::message::given::Names;
+use crate::profile::dkim::Dkim;
 use crate::profile::fingerprint::{Fingerprint, profile_pin};
 use crate::profile::oauth2::{OAuth2, OAuth2Entry};
 use crate::profile::password::{Password, PasswordSource};
@@ -62,6 +63,9 @@ pub(super) struct ProfileEntry {
     #[serde(default)]
     pub(super) aliases: BTreeMap<String, String>,
     pub(super) default_domain: Option<String>,
+    pub(super) dkim_selector: Option<String>,
+    pub(super) dkim_domain: Option<String>,
+    pub(super) dkim_key_file: Option<PathBuf>,
 }
 
 /// The `transport` key.
@@ -158,6 +162,8 @@ pub struct Profile {
     /// How sendmail mode qualifies bare names like `root`: `[profiles.NAME.aliases]` and
     /// `default_domain`.
     pub names: Names,
+    /// DKIM signing (`dkim_*` keys), when set.
+    pub dkim: Option<Dkim>,
 }
 
 /// Where a profile delivers.
@@ -213,6 +219,7 @@ impl Profile {
             outbox: false,
             outbox_dir: None,
             names: Names::default(),
+            dkim: None,
         }
     }
 }
@@ -262,6 +269,12 @@ impl ProfileEntry {
         if self.timeout_secs == Some(0) {
             return Err(bad("timeout_secs must be at least 1".into()));
         }
+        let dkim = Dkim::from_keys(
+            name,
+            self.dkim_selector.as_deref(),
+            self.dkim_domain.as_deref(),
+            self.dkim_key_file.as_deref(),
+        )?;
         let security = self.security.unwrap_or_default();
         let transport = match self.transport.unwrap_or_default() {
             TransportKey::File => Transport::File {
@@ -305,6 +318,7 @@ impl ProfileEntry {
                 aliases: self.aliases,
                 default_domain: self.default_domain,
             },
+            dkim,
         })
     }
 
@@ -718,6 +732,7 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
         outbox: false,
         outbox_dir: None,
         names: Names::default(),
+        dkim: None,
     })
 }
 

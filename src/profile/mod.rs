@@ -6,6 +6,7 @@
 //! they cannot disagree about the connection or the outbox directory.
 
 mod config;
+mod dkim;
 mod files;
 mod fingerprint;
 mod oauth2;
@@ -17,6 +18,7 @@ mod show;
 pub use config::{
     Auth, ConfigSource, Profile, SecretSource, Security, SmtpProfile, Transport, profile_from_url,
 };
+pub use dkim::Dkim;
 pub use files::{ProfileSummary, config_path, list_profiles, write_starter};
 pub use fingerprint::Fingerprint;
 pub use oauth2::{Consent, Flow, OAuth2};

@@ -301,6 +301,26 @@ fn explain(
         (!aliases.is_empty()).then(|| aliases.join(", ")),
         written.origin(|e| !e.aliases.is_empty(), false),
     );
+    // The key file by its path only; reading it checks what a send would check.
+    let dkim = profile.dkim.as_ref();
+    for (key, value) in [
+        ("dkim_selector", dkim.map(|d| d.selector.clone())),
+        ("dkim_domain", dkim.map(|d| d.domain.clone())),
+        (
+            "dkim_key_file",
+            dkim.map(|d| d.key_file.display().to_string()),
+        ),
+    ] {
+        let origin = if value.is_some() {
+            Origin::File
+        } else {
+            Origin::Default
+        };
+        push(key, value, origin);
+    }
+    if let Some(Err(e)) = dkim.map(|d| d.signer()) {
+        problems.push(e.message().to_owned());
+    }
 }
 
 /// Where a secret (`password` or `token`) comes from, in words, and the problem a send

@@ -8,6 +8,7 @@ mod support;
 mod batch;
 mod check;
 mod config;
+mod dkim;
 mod docs;
 mod harness;
 mod interop;

@@ -195,16 +195,16 @@ fn a_dead_relay_queues_the_message() {
 fn undisclosed_recipients_is_an_empty_group_not_a_bad_address() {
     let mta = Mta::new("");
     let input = b"From: Ann <ann@example.com>\nTo: undisclosed-recipients:;\n\
-                  Bcc: x@example.com\nSubject: all bcc\n\nbody\n";
+                  Bcc: hidden-bcc@example.com\nSubject: all bcc\n\nbody\n";
     let run = mta.sendmail(&["-t"], input);
     assert_eq!(run.stderr, "", "{run}");
     let (m, text) = mta.only_message();
     assert_eq!(m.mail_from, "ann@example.com");
-    assert_eq!(m.rcpt_to, ["x@example.com"]);
+    assert_eq!(m.rcpt_to, ["hidden-bcc@example.com"]);
     assert_eq!(header(&text, "To"), Some("undisclosed-recipients:;"));
     assert!(header(&text, "Bcc").is_none(), "{text}");
     assert!(
-        !text.contains("x@example.com"),
+        !text.contains("hidden-bcc@example.com"),
         "the Bcc address leaked: {text}"
     );
     assert_eq!(header(&text, "Subject"), Some("all bcc"));
