@@ -24,6 +24,7 @@ use envoi::profile::{Env, resolve};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::args::{BatchArgs, BatchFormat};
+use crate::cli::progress::Progress;
 use crate::cli::render::{Notices, transcript, warning};
 
 /// Statuses `--resume` skips: the record may have reached someone.
@@ -323,6 +324,7 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         ),
         None => None,
     };
+    let mut progress = Progress::start(&args.file, format);
     let mut pacer = args.rate.map(|interval| Pacer {
         interval,
         next: Instant::now(),
@@ -337,6 +339,7 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         };
         if done.contains(&record.line) {
             tally.skipped += 1;
+            progress.record(true);
             continue;
         }
         let line = match record
@@ -404,6 +407,7 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
             },
         };
         tally.count(&line);
+        progress.record(line.exit_code == 0);
         if let Err(e) = output.write(&line).and_then(|()| output.sending(None)) {
             tally.stopped = Some(e);
             break;
@@ -421,6 +425,7 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
             break;
         }
     }
+    progress.finish();
     let sessions = batch.sessions_opened();
     batch.finish();
     if let (Some(path), None) = (&args.report, &tally.stopped) {

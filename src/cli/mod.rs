@@ -12,6 +12,7 @@ mod check;
 mod config;
 mod docs;
 mod outbox;
+mod progress;
 mod render;
 mod send;
 mod sendmail;

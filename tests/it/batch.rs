@@ -738,3 +738,54 @@ fn throttling_slows_the_batch_instead_of_failing_records() {
     let lines = report(&report_path(&s));
     assert!(lines.iter().all(|l| l["status"] == "sent"), "{lines:?}");
 }
+
+/// On a terminal (a pty from util-linux's `script`) a progress bar on stderr shows the
+/// records done of the total and the failures so far; off a terminal (every other test)
+/// there is none, only the summary line.
+#[test]
+fn a_terminal_gets_a_progress_bar_and_a_pipe_does_not() {
+    let s = Setup::plain(
+        ServerOptions {
+            refuse_rcpt: vec![("refused@example.com".into(), 550)],
+            ..ServerOptions::default()
+        },
+        10,
+    );
+    let file = write(
+        &s,
+        "r.jsonl",
+        &[
+            record("refused@example.com", "m1"),
+            record("b@example.com", "m2"),
+            record("c@example.com", "m3"),
+        ]
+        .join("\n"),
+    );
+    let command = format!(
+        "{} batch --config {} --rate 4/s {file}",
+        assert_cmd::cargo::cargo_bin("envoi").display(),
+        s.config.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_clear()
+        .envs(crate::support::envoi::hermetic_env(s.home()))
+        .env("TERM", "xterm")
+        .output()
+        .expect("run script");
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(tty.contains("/3 records"), "no bar with the total: {tty:?}");
+    assert!(tty.contains("1 failed"), "no failure count: {tty:?}");
+    assert!(tty.contains("envoi: batch: sent 2, refused 1"), "{tty:?}");
+    assert_eq!(s.server.messages().len(), 2);
+
+    let piped = batch(&s, &[&file]).expect_exit(67);
+    assert!(
+        !piped.stderr.contains("records ·"),
+        "a bar off a terminal: {piped}"
+    );
+    assert!(
+        piped.stderr.contains("envoi: batch: sent 2, refused 1"),
+        "{piped}"
+    );
+}
