@@ -568,9 +568,11 @@ pub struct BatchArgs {
     #[arg(long, help_heading = "Delivery")]
     pub allow_partial: bool,
     /// At most N messages a second, minute or hour (N/s, N/m, N/h), evenly spaced: a
-    /// message starts no sooner than 1/rate after the one before. Microsoft 365 allows
-    /// 30/m per mailbox.
-    #[arg(long, value_name = "N/s|N/m|N/h", value_parser = parse_rate, help_heading = "Delivery")]
+    /// message starts no sooner than 1/rate after the one before. Or a provider's limit:
+    /// m365 (30/m, Microsoft 365's SMTP submission limit per mailbox), gmail (20/m, well
+    /// inside Gmail's daily caps), ses-sandbox (1/s, Amazon SES before production access).
+    #[arg(long, value_name = "N/s|N/m|N/h|PRESET", value_parser = parse_rate,
+          help_heading = "Delivery")]
     pub rate: Option<Duration>,
     /// Skip the records an earlier report lists as sent, partial, unknown (anything that
     /// may have reached someone) or queued, and the one its run was killed while sending
@@ -590,10 +592,21 @@ pub struct BatchArgs {
     pub verbose: bool,
 }
 
-/// `--rate N/s|N/m|N/h` → the least time between two messages.
+/// The providers' limits `--rate` knows by name, as rates.
+const RATE_PRESETS: [(&str, &str); 3] =
+    [("m365", "30/m"), ("gmail", "20/m"), ("ses-sandbox", "1/s")];
+
+/// `--rate N/s|N/m|N/h|PRESET` → the least time between two messages.
 fn parse_rate(value: &str) -> std::result::Result<Duration, String> {
-    let wrong =
-        || format!("{value:?} is not a rate: give N/s, N/m or N/h with N from 1, e.g. 30/m");
+    if let Some((_, rate)) = RATE_PRESETS.iter().find(|(name, _)| *name == value) {
+        return parse_rate(rate);
+    }
+    let wrong = || {
+        format!(
+            "{value:?} is not a rate: give N/s, N/m or N/h with N from 1 (e.g. 30/m), or one \
+             of m365, gmail, ses-sandbox"
+        )
+    };
     let (count, unit) = value.split_once('/').ok_or_else(wrong)?;
     let count: u32 = count.trim().parse().map_err(|_| wrong())?;
     let unit = match unit.trim() {
@@ -913,6 +926,9 @@ mod tests {
         assert_eq!(parse_rate("30/m"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_rate("4/s"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_rate("3600/h"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_rate("m365"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_rate("gmail"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_rate("ses-sandbox"), Ok(Duration::from_secs(1)));
         for bad in ["0/s", "30", "30/d", "x/s", "-1/s"] {
             assert!(parse_rate(bad).is_err(), "{bad}");
         }
