@@ -476,6 +476,10 @@ struct CheckReport<'a> {
     size: Option<u64>,
     login: bool,
     certificate: Option<CertificateJson<'a>>,
+    /// What a person should act on soon (a certificate about to expire); the same words
+    /// as the human output's warnings.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -499,6 +503,22 @@ fn days_left(not_after: i64) -> i64 {
 
 /// A certificate that expires sooner than this gets a warning.
 const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// The warnings of a check: the certificate about to expire, if it is.
+fn check_warnings(report: &ServerReport) -> Vec<String> {
+    report
+        .certificate
+        .iter()
+        .filter(|c| days_left(c.not_after) < EXPIRY_WARNING_DAYS)
+        .map(|c| {
+            format!(
+                "the server's certificate expires in {} days ({})",
+                days_left(c.not_after),
+                c.expires
+            )
+        })
+        .collect()
+}
 
 #[derive(Debug, Serialize)]
 struct TlsReport<'a> {
@@ -530,6 +550,7 @@ pub fn print_check(report: &ServerReport, as_json: bool) {
                 sha256: &c.sha256,
                 pinned: c.pinned,
             }),
+            warnings: check_warnings(report),
         };
         let _ = write_json(&mut out, &value);
         return;
@@ -560,12 +581,9 @@ pub fn print_check(report: &ServerReport, as_json: bool) {
         lines.push(format!("         for {}", c.names.join(", ")));
         lines.push(format!("         expires {} (in {left} days)", c.expires));
         lines.push(format!("         sha256 {}", c.sha256));
-        if left < EXPIRY_WARNING_DAYS {
-            warning(&format!(
-                "the server's certificate expires in {left} days ({})",
-                c.expires
-            ));
-        }
+    }
+    for text in check_warnings(report) {
+        warning(&text);
     }
     let size = report
         .size

@@ -51,6 +51,10 @@ fn a_working_connection_is_described_and_no_mail_is_sent() {
         "{json}"
     );
     assert!(cert["days_left"].as_i64().is_some_and(|d| d > 14), "{json}");
+    assert!(
+        json.get("warnings").is_none(),
+        "a warning for a fresh certificate: {json}"
+    );
     assert_no_secret(&run.output());
     assert!(s.server.wait_idle(Duration::from_secs(5)));
     let transcript = s.server.transcript();
@@ -96,6 +100,13 @@ fn a_certificate_about_to_expire_is_a_warning_not_a_failure() {
         .as_str()
         .filter(|e| !e.is_empty())
         .unwrap_or_else(|| panic!("no expiry: {json}"));
+    assert_eq!(
+        json["warnings"],
+        serde_json::json!([format!(
+            "the server's certificate expires in 3 days ({expires})"
+        )]),
+        "the warning is in --json too"
+    );
 
     let human = check(&s).expect_exit(0);
     assert!(
