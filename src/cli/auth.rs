@@ -6,9 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use envoi::deliver::{LoginStep, Stored, auth_login, auth_logout, auth_status};
 use envoi::error::{Error, Result};
-use envoi::profile::{
-    Connection, Env, Flags, OAuth2, SecretSource, Transport, config_path, list_profiles, resolve,
-};
+use envoi::profile::{Connection, Env, Flags, OAuth2, config_path, list_profiles, resolve};
 use serde::Serialize;
 
 use crate::cli::args::{AuthCommand, ConnectionArgs};
@@ -137,7 +135,7 @@ fn status(args: &ConnectionArgs, json: bool) -> Result<()> {
         let Some(connection) = connection else {
             continue;
         };
-        let Some((user, oauth)) = oauth_login(&connection) else {
+        let Some((user, oauth)) = connection.profile.oauth2() else {
             continue;
         };
         let stored = auth_status(&connection.profile)?;
@@ -184,16 +182,6 @@ fn status(args: &ConnectionArgs, json: bool) -> Result<()> {
 }
 
 /// The user name and `[oauth2]` table of a profile that has one.
-fn oauth_login(connection: &Connection) -> Option<(&str, &OAuth2)> {
-    match &connection.profile.transport {
-        Transport::Smtp(smtp) => match &smtp.login {
-            Ok(Some((user, SecretSource::OAuth2(oauth)))) => Some((user, oauth)),
-            _ => None,
-        },
-        Transport::File { .. } => None,
-    }
-}
-
 fn status_line(profile: &str, user: &str, oauth: &OAuth2, stored: Option<&Stored>) -> StatusLine {
     let now = unix_now();
     StatusLine {

@@ -17,7 +17,7 @@ use envoi::message::lint::lint;
 use envoi::message::{self, Prepared, address, payload};
 use envoi::outbox::idempotency::{self, Claim, FirstSend, FirstStatus};
 use envoi::outbox::{FirstAttempt, Outbox, Queued, send_queued};
-use envoi::profile::{Connection, Env, Resolved, Transport, resolve};
+use envoi::profile::{Connection, Env, Profile, Resolved, resolve};
 
 use crate::cli::args::{DEFAULT_RETRIES, DEFAULT_RETRY_MAX_SECS, DEFAULT_TIMEOUT_SECS, SendArgs};
 use crate::cli::render::{Notices, print_error, transcript, warning};
@@ -60,23 +60,18 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
         Some(from) => from,
         None => profile_from(resolved.connection.as_ref())?,
     };
-    let login = resolved
-        .connection
-        .as_ref()
-        .and_then(|c| match &c.profile.transport {
-            Transport::Smtp(smtp) => smtp
-                .login
-                .as_ref()
-                .ok()?
-                .as_ref()
-                .map(|(user, _)| user.clone()),
-            Transport::File { .. } => None,
-        });
-    let mut findings: Vec<String> = lint(&email, &from, login.as_deref())
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    findings.extend(dkim_unaligned(resolved.connection.as_ref(), &from));
+    let profile = resolved.connection.as_ref().map(|c| &c.profile);
+    let findings: Vec<String> = lint(
+        &email,
+        &from,
+        profile.and_then(Profile::login_user),
+        profile
+            .and_then(|p| p.dkim.as_ref())
+            .map(|d| d.domain.as_str()),
+    )
+    .iter()
+    .map(ToString::to_string)
+    .collect();
     let now = SystemTime::now();
     let prepared = message::build(email, &from, now)?;
     let prepared = dkim_sign(resolved.connection.as_ref(), prepared, now)?;
@@ -118,23 +113,6 @@ pub fn dkim_sign(
         Some(dkim) => dkim.sign(prepared, now),
         None => Ok(prepared),
     }
-}
-
-/// A lint finding when the profile signs for a domain unrelated to the From address: the
-/// signature verifies, but DMARC counts it only when the two share a domain (one equal
-/// to, or under, the other: an approximation of RFC 7489's relaxed alignment). The lint
-/// itself (message/) knows no profile, so this one is added here.
-fn dkim_unaligned(connection: Option<&Connection>, from: &envoi::Mailbox) -> Option<String> {
-    let dkim = connection.and_then(|c| c.profile.dkim.as_ref())?;
-    let d = dkim.domain.to_ascii_lowercase();
-    let from_domain = from.email.domain().to_ascii_lowercase();
-    let under = |a: &str, b: &str| a == b || a.ends_with(&format!(".{b}"));
-    (!under(&from_domain, &d) && !under(&d, &from_domain)).then(|| {
-        format!(
-            "dkim_domain is {d} but the From address is at {from_domain}: the signature will \
-             verify, but DMARC at the receiver does not count it for {from_domain}"
-        )
-    })
 }
 
 /// How a built message is to be delivered: what `send`'s flags (or sendmail mode's

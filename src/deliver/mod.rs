@@ -149,7 +149,7 @@ pub fn deliver(
                 && failure.report.delivered.is_empty()
                 && failure.report.refused.is_empty() =>
         {
-            let Ok(Some((user, SecretSource::OAuth2(oauth)))) = &smtp.login else {
+            let Some((user, oauth)) = profile.oauth2() else {
                 return Err(failure);
             };
             if let Some(transcript) = options.transcript {
@@ -301,12 +301,11 @@ fn credentials(
 /// The user name and `[oauth2]` table of a profile, for `envoi auth`; 78 for a profile
 /// without one.
 fn oauth_of(profile: &Profile) -> Result<(&str, &crate::profile::OAuth2, Option<&Path>)> {
-    if let Transport::Smtp(smtp) = &profile.transport
-        && let Ok(Some((user, SecretSource::OAuth2(oauth)))) = &smtp.login
-    {
-        return Ok((user, oauth, smtp.ca_file.as_deref()));
-    }
     if let Transport::Smtp(smtp) = &profile.transport {
+        if let Some((user, oauth)) = profile.oauth2() {
+            return Ok((user, oauth, smtp.ca_file.as_deref()));
+        }
+        // A login the profile got wrong says so itself.
         smtp.login.clone()?;
     }
     Err(Error::config(

@@ -31,6 +31,15 @@ pub enum Finding {
         /// Their total size in octets, before encoding.
         total: usize,
     },
+    /// The profile signs with DKIM for a domain unrelated to the From address: the
+    /// signature verifies, but DMARC counts it only when the two share a domain (one
+    /// equal to, or under, the other: an approximation of RFC 7489's relaxed alignment).
+    DkimUnaligned {
+        /// `dkim_domain`.
+        dkim: String,
+        /// The From address's domain.
+        from: String,
+    },
     /// Over `MANY_RECIPIENTS` (100) recipients in one message.
     ManyRecipients {
         /// How many (To, Cc and Bcc).
@@ -46,6 +55,11 @@ impl std::fmt::Display for Finding {
                 "From is an address at {from} but the login is at {login}: Gmail, Microsoft \
                  and Yahoo check DMARC and may junk or refuse it; send from a {login} address, \
                  or one the account may send as"
+            ),
+            Finding::DkimUnaligned { dkim, from } => write!(
+                f,
+                "dkim_domain is {dkim} but the From address is at {from}: the signature will \
+                 verify, but DMARC at the receiver does not count it for {from}"
             ),
             Finding::NoSubject => write!(f, "no subject: many filters count that against it"),
             Finding::HtmlOnly => write!(
@@ -70,8 +84,13 @@ impl std::fmt::Display for Finding {
 }
 
 /// What may go wrong with `email` sent by `from` through an account logged in as
-/// `login` (when it logs in with an address).
-pub fn lint(email: &Email, from: &lettre::message::Mailbox, login: Option<&str>) -> Vec<Finding> {
+/// `login` (when it logs in with an address), signed for `dkim_domain` (when it is).
+pub fn lint(
+    email: &Email,
+    from: &lettre::message::Mailbox,
+    login: Option<&str>,
+    dkim_domain: Option<&str>,
+) -> Vec<Finding> {
     let mut findings = Vec::new();
     let domain_of = |address: &str| {
         address
@@ -96,6 +115,13 @@ pub fn lint(email: &Email, from: &lettre::message::Mailbox, login: Option<&str>)
     let count = email.to.len() + email.cc.len() + email.bcc.len();
     if count > MANY_RECIPIENTS {
         findings.push(Finding::ManyRecipients { count });
+    }
+    if let (Some(from), Some(dkim)) = (domain_of(from.email.as_ref()), dkim_domain) {
+        let dkim = dkim.to_ascii_lowercase();
+        let under = |a: &str, b: &str| a == b || a.ends_with(&format!(".{b}"));
+        if !under(&from, &dkim) && !under(&dkim, &from) {
+            findings.push(Finding::DkimUnaligned { dkim, from });
+        }
     }
     findings
 }
@@ -124,12 +150,26 @@ mod tests {
     fn each_finding_and_none_for_a_clean_message() {
         let from: lettre::message::Mailbox = "Bot <bot@example.com>".parse().unwrap();
         assert_eq!(
-            lint(&email("Report", 1), &from, Some("bot@EXAMPLE.com")),
+            lint(&email("Report", 1), &from, Some("bot@EXAMPLE.com"), None),
             []
         );
-        assert_eq!(lint(&email("Report", 1), &from, Some("plain-user")), []);
         assert_eq!(
-            lint(&email("", 101), &from, Some("me@gmail.com")),
+            lint(&email("Report", 1), &from, Some("plain-user"), None),
+            []
+        );
+        assert_eq!(
+            lint(&email("Report", 1), &from, None, Some("mail.EXAMPLE.com")),
+            []
+        );
+        assert_eq!(
+            lint(&email("Report", 1), &from, None, Some("other.example")),
+            [Finding::DkimUnaligned {
+                dkim: "other.example".into(),
+                from: "example.com".into()
+            }]
+        );
+        assert_eq!(
+            lint(&email("", 101), &from, Some("me@gmail.com"), None),
             [
                 Finding::FromDomainDiffers {
                     from: "example.com".into(),
@@ -147,7 +187,7 @@ mod tests {
             content_id: None,
         });
         big.body.is_html = true;
-        let found = lint(&big, &from, None);
+        let found = lint(&big, &from, None, None);
         assert_eq!(found[0], Finding::HtmlOnly);
         assert!(
             found[1]

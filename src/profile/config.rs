@@ -211,6 +211,27 @@ pub struct SmtpProfile {
 }
 
 impl Profile {
+    /// The SMTP login's user name, when the profile logs in (and its login keys are
+    /// right): what the pre-send lint compares the From domain with.
+    pub fn login_user(&self) -> Option<&str> {
+        match &self.transport {
+            Transport::Smtp(smtp) => smtp.login.as_ref().ok()?.as_ref().map(|(u, _)| u.as_str()),
+            Transport::File { .. } => None,
+        }
+    }
+
+    /// The user name and `[oauth2]` table, when the profile gets its tokens itself
+    /// (`envoi auth`).
+    pub fn oauth2(&self) -> Option<(&str, &OAuth2)> {
+        match &self.transport {
+            Transport::Smtp(smtp) => match smtp.login.as_ref().ok()? {
+                Some((user, SecretSource::OAuth2(oauth))) => Some((user, oauth)),
+                _ => None,
+            },
+            Transport::File { .. } => None,
+        }
+    }
+
     /// A profile that writes `.eml` files into `dir`.
     pub fn file(dir: impl Into<PathBuf>) -> Profile {
         Profile {
