@@ -514,19 +514,15 @@ pub(crate) fn load(path: &Path, explicit: bool) -> Result<ConfigFile> {
 }
 
 /// A file that holds a password must not be readable by group or others (msmtp's rule).
-#[cfg(unix)]
 fn check_private(path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .map_err(|e| Error::config(format!("cannot stat {}: {e}", path.display())))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
+    let open = crate::durable::open_to_others(path)
+        .map_err(|e| Error::config(format!("cannot stat {}: {e}", path.display())))?;
+    if let Some(mode) = open {
         return Err(Error::config(format!(
             "{} holds a password or client secret but can be read by others (mode {:o}); run: \
              chmod 600 {}",
             path.display(),
-            mode & 0o777,
+            mode,
             path.display()
         )));
     }
@@ -573,11 +569,6 @@ fn effective_uid() -> Option<u32> {
 
 #[cfg(not(unix))]
 fn check_trusted(_path: &Path) -> Result<()> {
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_private(_path: &Path) -> Result<()> {
     Ok(())
 }
 

@@ -92,32 +92,22 @@ impl Dkim {
 }
 
 /// A private key file must not be readable by group or others.
-#[cfg(unix)]
 fn check_private(path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .map_err(|e| {
-            Error::config(format!(
-                "cannot read the DKIM key file {} (dkim_key_file): {e}",
-                path.display()
-            ))
-        })?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
+    let open = crate::durable::open_to_others(path).map_err(|e| {
+        Error::config(format!(
+            "cannot read the DKIM key file {} (dkim_key_file): {e}",
+            path.display()
+        ))
+    })?;
+    if let Some(mode) = open {
         return Err(Error::config(format!(
             "the DKIM key file {} is a private key but can be read by others (mode {:o}); \
              run: chmod 600 {}",
             path.display(),
-            mode & 0o777,
+            mode,
             path.display()
         )));
     }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_private(_path: &Path) -> Result<()> {
     Ok(())
 }
 
