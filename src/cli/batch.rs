@@ -239,6 +239,13 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         },
     };
     let records = records(args, format)?;
+    // The profile's DKIM key, read and parsed once for the whole batch, not per record.
+    let signer = connection
+        .profile
+        .dkim
+        .as_ref()
+        .map(envoi::profile::Dkim::signer)
+        .transpose()?;
     let report = match &args.report {
         Some(path) => Some(
             OpenOptions::new()
@@ -344,7 +351,7 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         }
         let line = match record
             .draft
-            .and_then(|draft| prepare(draft, sender.as_ref(), record.line))
+            .and_then(|draft| prepare(draft, sender.as_ref(), signer.as_ref(), record.line))
         {
             Ok(prepared) => {
                 if let Some(pacer) = &mut pacer {
@@ -661,10 +668,12 @@ fn earlier_report(path: &Path) -> Result<(HashSet<u64>, Option<u64>)> {
     Ok((done, interrupted))
 }
 
-/// A record's message, checked and built.
+/// A record's message, checked, built, and signed with the batch's DKIM key when the
+/// profile has one.
 fn prepare(
     draft: envoi::draft::Draft,
     sender: Option<&Mailbox>,
+    signer: Option<&envoi::message::dkim::Signer>,
     line: u64,
 ) -> Result<message::Prepared> {
     let at_line = |e: Error| {
@@ -684,7 +693,14 @@ fn prepare(
             )));
         }
     };
-    message::build(email, &from, SystemTime::now()).map_err(at_line)
+    let now = SystemTime::now();
+    let mut prepared = message::build(email, &from, now).map_err(at_line)?;
+    if let Some(signer) = signer {
+        prepared.bytes = signer
+            .sign(std::mem::take(&mut prepared.bytes), now)
+            .map_err(at_line)?;
+    }
+    Ok(prepared)
 }
 
 /// The result line of a record that was sent, or tried.

@@ -567,3 +567,36 @@ fn config_show_names_the_key_file_not_its_content() {
     assert_eq!(report["problems"], serde_json::json!([]));
     assert!(!run.output().contains(secret_line), "{run}");
 }
+
+/// `envoi batch` signs each record as `send` does (the key read once for the batch), and
+/// every message verifies.
+#[test]
+fn batch_signs_every_record() {
+    if !tools() {
+        return;
+    }
+    let home = TempDir::new().unwrap();
+    let (key, record) = make_key(home.path(), KeyKind::Ed25519);
+    let s = Signing::new(&key);
+    let records = s.dir.path().join("r.jsonl");
+    std::fs::write(
+        &records,
+        "{\"To\":\"a@example.net\",\"Subject\":\"one\",\"Body\":\"first\"}\n\
+         {\"To\":\"b@example.net\",\"Subject\":\"two\",\"Body\":\"second\"}\n",
+    )
+    .unwrap();
+    envoi(s.dir.path())
+        .arg("batch")
+        .arg("--config")
+        .arg(&s.config)
+        .arg(&records)
+        .expect_exit(0);
+    let messages = s.server.messages();
+    assert_eq!(messages.len(), 2);
+    for m in &messages {
+        signature_header(&m.data);
+        dkimpy_verify(home.path(), &m.data, &record).unwrap_or_else(|e| {
+            panic!("dkimpy refused: {e}\n{}", String::from_utf8_lossy(&m.data))
+        });
+    }
+}
