@@ -49,6 +49,14 @@ pub fn replace_file(path: &Path, temp: &Path, bytes: &[u8]) -> io::Result<()> {
     }
 }
 
+/// Seconds since the epoch: the clock of every time envoi stores on disk (outbox
+/// entries, the idempotency ledger, the OAuth2 token cache).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The permission bits of `path` when group or others may read or write it (a file
 /// holding a secret must not be), else `None`; always `None` where the platform has no
 /// such bits.

@@ -36,6 +36,14 @@ pub(crate) fn alphanumeric(len: usize) -> String {
     })
 }
 
+/// FNV-1a (64 bits) of `bytes`: a file name made from a key (an idempotency key, an
+/// OAuth2 identity) that stays the same across Rust releases, unlike std's hasher.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,9 @@
 //! user's side. Nothing here ever prints a token.
 
 use std::io::{self, Write};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use envoi::durable::unix_now;
 
 use envoi::deliver::{LoginStep, Stored, auth_login, auth_logout, auth_status};
 use envoi::error::{Error, Result};
@@ -196,12 +198,6 @@ fn status_line(profile: &str, user: &str, oauth: &OAuth2, stored: Option<&Stored
         refresh_token: stored.is_some_and(|s| s.has_refresh_token),
         from_login: stored.is_some_and(|s| s.from_login),
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Time left until the Unix time `at`, in words.

@@ -116,7 +116,7 @@ impl KeyGuard {
     fn acquire(dir: &Path, key: &str, deadline: Instant) -> Result<KeyGuard> {
         let keys = dir.join("idempotency-keys");
         durable::create_private_dir(&keys, true).map_err(|e| io_error("create", &keys, e))?;
-        let path = keys.join(format!("{:016x}.lock", fnv1a(key.as_bytes())));
+        let path = keys.join(format!("{:016x}.lock", crate::token::fnv1a(key.as_bytes())));
         let file = open_lock_file(&path)?;
         loop {
             match file.try_lock() {
@@ -218,12 +218,6 @@ fn open_lock_file(path: &Path) -> Result<File> {
 
 /// FNV-1a: a stable file name for a key of any length (a collision only makes two keys
 /// share a lock, never a record).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
-        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,18 +8,10 @@ mod flush;
 pub mod idempotency;
 mod queue;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 pub use flush::{
     EntryOutcome, FirstAttempt, FlushOptions, FlushSummary, Queued, drop_entry, flush,
     queue_deferred, send_queued,
 };
 pub use queue::{EntryState, Folder, Outbox, Refusal};
 
-/// Seconds since the epoch: the outbox's and the ledger's clock.
-pub(crate) fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
-}
+pub(crate) use crate::durable::unix_now as now;

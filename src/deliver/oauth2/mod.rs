@@ -16,13 +16,13 @@
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::deliver::Transcript;
 use crate::deliver::smtp::tls;
-use crate::durable;
+use crate::durable::{self, unix_now};
 use crate::error::{Error, ErrorKind, Result};
 use crate::profile::{Flow, OAuth2, Password};
 
@@ -569,21 +569,13 @@ fn fingerprint(secret: &str) -> String {
     format!("{:016x}", fnv1a(&[secret]))
 }
 
+/// FNV-1a of `parts`, each ended by a NUL.
 fn fnv1a(parts: &[&str]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for byte in part.bytes().chain([0]) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    hash
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    let joined: Vec<u8> = parts
+        .iter()
+        .flat_map(|part| part.bytes().chain([0]))
+        .collect();
+    crate::token::fnv1a(&joined)
 }
 
 #[cfg(test)]
@@ -638,6 +630,9 @@ mod tests {
     #[test]
     fn the_identity_is_stable() {
         assert_eq!(format!("{:016x}", fnv1a(&[])), "cbf29ce484222325");
+        // Cache file names must not change between versions (a rotated refresh token
+        // lives in them): FNV-1a of "a\0bc\0", computed independently.
+        assert_eq!(format!("{:016x}", fnv1a(&["a", "bc"])), "401801fc84f3ca79");
         assert_eq!(fingerprint("a"), fingerprint("a"));
         assert_ne!(fnv1a(&["ab", "c"]), fnv1a(&["a", "bc"]));
     }
