@@ -469,7 +469,7 @@ fn send_slowing(
                 interval: Duration::ZERO,
                 next: Instant::now(),
             });
-            pacer.interval = (pacer.interval * 2).clamp(THROTTLE_FIRST, THROTTLE_MAX);
+            pacer.slow_down();
             eprintln!(
                 "envoi: the server is throttling: now at most one message every {:.0} s",
                 pacer.interval.as_secs_f64()
@@ -537,6 +537,13 @@ struct Pacer {
 }
 
 impl Pacer {
+    /// After a throttling reply: the gap doubles (from 1 s, at most 60 s), but never
+    /// shrinks below what `--rate` asked for: a slower `--rate 1/h` must not speed up.
+    fn slow_down(&mut self) {
+        let doubled = (self.interval * 2).clamp(THROTTLE_FIRST, THROTTLE_MAX);
+        self.interval = self.interval.max(doubled);
+    }
+
     fn wait(&mut self) {
         let now = Instant::now();
         if self.next > now {
@@ -836,4 +843,35 @@ fn summary(tally: &Tally, sessions: u32, elapsed: Duration) {
         "; {sessions} session{plural}, in {secs:.2} s, {rate:.1} msg/s"
     ));
     eprintln!("{text}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_slows_down_and_never_speeds_up() {
+        let mut pacer = Pacer {
+            interval: Duration::ZERO,
+            next: Instant::now(),
+        };
+        pacer.slow_down();
+        assert_eq!(pacer.interval, THROTTLE_FIRST);
+        pacer.slow_down();
+        assert_eq!(pacer.interval, THROTTLE_FIRST * 2);
+        for _ in 0..10 {
+            pacer.slow_down();
+        }
+        assert_eq!(pacer.interval, THROTTLE_MAX);
+        let mut hourly = Pacer {
+            interval: Duration::from_secs(3600),
+            next: Instant::now(),
+        };
+        hourly.slow_down();
+        assert_eq!(
+            hourly.interval,
+            Duration::from_secs(3600),
+            "--rate 1/h sped up"
+        );
+    }
 }
