@@ -19,7 +19,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{WebPkiServerVerifier, verify_server_name};
@@ -104,7 +104,7 @@ impl Verifier {
         let mut roots = RootCertStore::empty();
         // Unreadable system certificates only shrink the set; a server signed by none of
         // the rest fails verification with "unknown issuer", which says what to do.
-        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        roots.add_parsable_certificates(system_roots().iter().cloned());
         let given = match ca_file {
             Some(path) => read_ca_file(path, &mut roots)?,
             None => Vec::new(),
@@ -268,11 +268,19 @@ impl ServerCertVerifier for Pinned {
 /// For a client other than the SMTP one (the OAuth2 token endpoint's), so that both
 /// trust the same authorities.
 pub(crate) fn trusted_roots(ca_file: Option<&Path>) -> Result<Vec<CertificateDer<'static>>> {
-    let mut roots = rustls_native_certs::load_native_certs().certs;
+    let mut roots = system_roots().to_vec();
     if let Some(path) = ca_file {
         roots.extend(read_ca_file(path, &mut RootCertStore::empty())?);
     }
     Ok(roots)
+}
+
+/// The system's trusted roots, read from disk once per process (about a hundred and
+/// fifty files' worth): the SMTP verifier and the OAuth2 client both start from them,
+/// and a device-code login polls the token endpoint many times.
+fn system_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+    ROOTS.get_or_init(|| rustls_native_certs::load_native_certs().certs)
 }
 
 /// Reads the PEM certificates of `ca_file` into `roots`, and returns them as written.
