@@ -9,11 +9,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead;
 use std::path::PathBuf;
 
-use minijinja::{Environment, UndefinedBehavior, Value};
+use minijinja::{Environment, Value};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::draft::{AttachmentDraft, AttachmentSource, Draft, Sourced, Text};
-use crate::message::payload;
+use crate::message::{payload, template};
 
 /// One record: its line (of the first line, for a CSV record spanning several), and its
 /// message or why it has none.
@@ -157,8 +157,7 @@ impl<R: BufRead> CsvMerge<R> {
                     columns.join(", ")
                 ))
             })?;
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        let mut env = template::strict_env();
         let mut uses = BTreeMap::new();
         let body_name = if merge.html { BODY_HTML } else { BODY };
         let mut templates = vec![
@@ -247,7 +246,7 @@ impl<R: BufRead> CsvMerge<R> {
                 )));
             }
         };
-        let context = Value::from_iter(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let context = Value::from_serialize(&vars);
         let render = |name: &str| -> Result<Option<String>> {
             let Ok(template) = self.env.get_template(name) else {
                 return Ok(None);
@@ -263,14 +262,9 @@ impl<R: BufRead> CsvMerge<R> {
                     .collect();
                 if e.kind() == minijinja::ErrorKind::UndefinedError && !undefined.is_empty() {
                     Error::invalid(format!(
-                        "line {line}: {}: undefined variable {} (the column is missing or \
-                         empty in this row)",
+                        "line {line}: {}: {} (the column is missing or empty in this row)",
                         flag(name),
-                        undefined
-                            .iter()
-                            .map(|v| format!("{{{{ {v} }}}}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        template::undefined(&undefined)
                     ))
                 } else {
                     Error::invalid(format!("line {line}: {}: {e}", flag(name)))

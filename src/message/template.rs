@@ -18,8 +18,7 @@ pub type Vars = BTreeMap<String, serde_json::Value>;
 /// values when `html` (the body of an HTML message), so a variable holding `<` cannot
 /// change the page.
 pub fn render(label: &str, source: &str, vars: &Vars, html: bool) -> Result<String> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    let mut env = strict_env();
     env.set_auto_escape_callback(move |_| {
         if html {
             AutoEscape::Html
@@ -43,18 +42,31 @@ pub fn render(label: &str, source: &str, vars: &Vars, html: bool) -> Result<Stri
             let mut missing = missing;
             missing.sort();
             Error::invalid(format!(
-                "{label}: undefined variable {}: give it with --var NAME=VALUE or in \
-                 --vars-file (the environment is env.NAME)",
-                missing
-                    .iter()
-                    .map(|v| format!("{{{{ {v} }}}}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "{label}: {}: give it with --var NAME=VALUE or in --vars-file (the \
+                 environment is env.NAME)",
+                undefined(&missing)
             ))
         } else {
             Error::invalid(format!("{label}: {}", describe(&e)))
         }
     })
+}
+
+/// The one engine setup for every template of envoi (`send --template`, `batch`'s CSV
+/// merge): an undefined variable is an error, never an empty string.
+pub(crate) fn strict_env() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env
+}
+
+/// "undefined variable {{ a }}, {{ b }}": how an error names what a template lacks.
+pub(crate) fn undefined(names: &[impl AsRef<str>]) -> String {
+    let listed: Vec<String> = names
+        .iter()
+        .map(|v| format!("{{{{ {} }}}}", v.as_ref()))
+        .collect();
+    format!("undefined variable {}", listed.join(", "))
 }
 
 /// Whether `name` (`user` or `user.name`, as minijinja lists them) has a value in `vars`.
