@@ -153,10 +153,8 @@ impl OutboxArgs {
     /// What the flags say about where things are.
     pub fn flags(&self) -> Flags {
         Flags {
-            config: self.connection.config.clone(),
-            profile: self.connection.profile.clone(),
             outbox_dir: self.outbox_dir.clone(),
-            ..Flags::default()
+            ..self.connection.flags()
         }
     }
 }
@@ -207,11 +205,9 @@ impl ShowArgs {
     /// What the flags say about where to connect.
     pub fn flags(&self) -> Flags {
         Flags {
-            config: self.connection.config.clone(),
-            profile: self.connection.profile.clone(),
             smtp_url: self.smtp_url.clone(),
             outbox_dir: self.outbox_dir.clone(),
-            idempotency_key: None,
+            ..self.connection.flags()
         }
     }
 }
@@ -277,10 +273,8 @@ impl CheckArgs {
     /// What the flags say about where to connect.
     pub fn flags(&self) -> Flags {
         Flags {
-            config: self.connection.config.clone(),
-            profile: self.connection.profile.clone(),
             smtp_url: self.smtp_url.clone(),
-            ..Flags::default()
+            ..self.connection.flags()
         }
     }
 }
@@ -295,6 +289,18 @@ pub struct ConnectionArgs {
     /// For `outbox flush` it also replaces the file recorded with each queued entry.
     #[arg(long, value_name = "PATH", help_heading = "Connection")]
     pub config: Option<PathBuf>,
+}
+
+impl ConnectionArgs {
+    /// `--config` and `--profile` as flags for [`envoi::profile::resolve`]; the commands
+    /// with more connection flags fill those in on top.
+    pub fn flags(&self) -> Flags {
+        Flags {
+            config: self.config.clone(),
+            profile: self.profile.clone(),
+            ..Flags::default()
+        }
+    }
 }
 
 /// Flags of `envoi send`.
@@ -625,10 +631,8 @@ impl BatchArgs {
     /// What the flags say about where to send.
     pub fn flags(&self) -> Flags {
         Flags {
-            config: self.connection.config.clone(),
-            profile: self.connection.profile.clone(),
             smtp_url: self.smtp_url.clone(),
-            ..Flags::default()
+            ..self.connection.flags()
         }
     }
 }
@@ -699,11 +703,10 @@ impl SendArgs {
     /// What the flags say about where to send.
     pub fn flags(&self) -> Flags {
         Flags {
-            config: self.connection.config.clone(),
-            profile: self.connection.profile.clone(),
             smtp_url: self.smtp_url.clone(),
             outbox_dir: self.outbox_dir.clone(),
             idempotency_key: self.idempotency_key.clone(),
+            ..self.connection.flags()
         }
     }
 

@@ -45,12 +45,7 @@ pub fn run(command: AuthCommand) -> Result<()> {
 
 /// The profile the flags (else `$ENVOI_PROFILE`, else the file's default) name.
 fn named(args: &ConnectionArgs) -> Result<Connection> {
-    let flags = Flags {
-        config: args.config.clone(),
-        profile: args.profile.clone(),
-        ..Flags::default()
-    };
-    resolve(&flags, &Env::from_process()?)?
+    resolve(&args.flags(), &Env::from_process()?)?
         .connection
         .ok_or_else(|| Error::config("no profile: give --profile (and --config)"))
 }
@@ -107,11 +102,7 @@ fn status(args: &ConnectionArgs, json: bool) -> Result<()> {
     let names: Vec<Option<String>> = match args.profile.clone().or(env.profile.clone()) {
         Some(name) => vec![Some(name)],
         None => {
-            let flags = Flags {
-                config: args.config.clone(),
-                ..Flags::default()
-            };
-            let (path, _) = config_path(&flags, &env).ok_or_else(|| {
+            let (path, _) = config_path(&args.flags(), &env).ok_or_else(|| {
                 Error::config("this platform has no config directory; give --config")
             })?;
             list_profiles(&path)?
