@@ -8,6 +8,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal};
 use std::path::Path;
 
+use envoi::message::input::is_stdin;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::args::BatchFormat;
@@ -74,15 +75,19 @@ impl Progress {
 /// A CSV cell with a line break makes this an overestimate, which only makes the ETA
 /// pessimistic. `None` for standard input or what cannot be read: no total is shown.
 fn count_records(file: &Path, format: BatchFormat) -> Option<u64> {
-    if file == Path::new("-") || !file.is_file() {
+    if is_stdin(file) || !file.is_file() {
         return None;
     }
-    let reader = BufReader::new(File::open(file).ok()?);
+    let mut reader = BufReader::new(File::open(file).ok()?);
+    let mut line = Vec::new();
     let mut lines = 0u64;
-    for line in reader.split(b'\n') {
-        if !line.ok()?.iter().all(u8::is_ascii_whitespace) {
+    // One buffer for every line: a million-record file is counted without a million
+    // allocations.
+    while reader.read_until(b'\n', &mut line).ok()? > 0 {
+        if !line.iter().all(u8::is_ascii_whitespace) {
             lines += 1;
         }
+        line.clear();
     }
     Some(match format {
         BatchFormat::Csv => lines.saturating_sub(1),

@@ -281,10 +281,7 @@ fn credentials(
 ) -> Result<(Login, Option<TokenOrigin>)> {
     let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
     let timeout = left.map_or(smtp.timeout, |left| smtp.timeout.min(left));
-    let key = match smtp.auth {
-        Auth::Password => "password",
-        Auth::Xoauth2 | Auth::Oauthbearer => "token",
-    };
+    let key = smtp.auth.secret_word();
     match smtp.login.clone()? {
         Some((user, SecretSource::Given(source))) => {
             Ok((Some((user, source.fetch_as(key, timeout)?)), None))

@@ -133,6 +133,14 @@ impl Auth {
             Auth::Oauthbearer => "oauthbearer",
         }
     }
+
+    /// What the secret is called in errors and `config show`: a password, or a token.
+    pub fn secret_word(self) -> &'static str {
+        match self {
+            Auth::Password => "password",
+            Auth::Xoauth2 | Auth::Oauthbearer => "token",
+        }
+    }
 }
 
 /// Where a login's secret comes from.

@@ -5,9 +5,7 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::profile::config::{
-    self, Auth, ConfigSource, ProfileEntry, SecretSource, Security, Transport,
-};
+use crate::profile::config::{self, ConfigSource, ProfileEntry, SecretSource, Security, Transport};
 use crate::profile::files::config_path;
 use crate::profile::oauth2::Consent;
 use crate::profile::password::PasswordSource;
@@ -147,10 +145,7 @@ fn explain(
                 written.origin(|e| e.auth.is_some(), true),
             );
             let login_origin = written.origin(|e| e.username.is_some(), true);
-            let secret = match smtp.auth {
-                Auth::Password => "password",
-                Auth::Xoauth2 | Auth::Oauthbearer => "token",
-            };
+            let secret = smtp.auth.secret_word();
             match &smtp.login {
                 Ok(Some((user, source))) => {
                     push("username", Some(user.clone()), login_origin);

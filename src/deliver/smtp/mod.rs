@@ -1062,9 +1062,10 @@ fn answers_tls(settings: &SmtpSettings) -> bool {
 /// An I/O error in words; a read timeout is "timed out" (std reports it as
 /// `WouldBlock` on Unix).
 fn describe_io(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => "timed out".to_owned(),
-        _ => e.to_string(),
+    if is_timeout(e) {
+        "timed out".to_owned()
+    } else {
+        e.to_string()
     }
 }
 
