@@ -129,39 +129,11 @@ pub fn queue_deferred(
     report: &Report,
     error: &Error,
 ) -> Result<String> {
-    let delivered: Vec<String> = report.delivered.iter().map(|r| r.address.clone()).collect();
-    let refused: Vec<Refusal> = report
-        .refused
-        .iter()
-        .filter(|r| r.is_permanent())
-        .map(|r| Refusal {
-            address: r.address.clone(),
-            reply: format!("{} {}", r.code, r.message),
-        })
-        .collect();
-    let pending = prepared
-        .envelope
-        .to()
-        .iter()
-        .map(ToString::to_string)
-        .filter(|a| !report.settled(a))
-        .collect();
-    let attempts = report.attempts.max(1);
-    let state = EntryState {
-        message_id: prepared.message_id.clone(),
-        from: prepared.envelope.from().map(ToString::to_string),
-        pending,
-        delivered,
-        refused,
-        allow_partial: options.policy.allow_partial,
-        route: connection.route.clone(),
-        queued_at: now(),
-        attempts,
-        next_attempt_at: now() + retry_delay(attempts).as_secs(),
-        last_error: Some(error.message().to_owned()),
-        idempotency_key: None,
-        dsn: options.dsn.clone(),
-    };
+    let mut state = new_state(prepared, connection.route.clone(), options, None);
+    record_progress(&mut state, report);
+    state.attempts = report.attempts.max(1);
+    state.next_attempt_at = now() + retry_delay(state.attempts).as_secs();
+    state.last_error = Some(error.message().to_owned());
     let entry = outbox.enqueue(&prepared.bytes, &state)?;
     Ok(entry.id().to_owned())
 }
@@ -174,7 +146,20 @@ fn enqueue(
     options: &DeliveryOptions,
     idempotency_key: Option<&str>,
 ) -> Result<Locked> {
-    let state = EntryState {
+    outbox.enqueue(
+        &prepared.bytes,
+        &new_state(prepared, route, options, idempotency_key),
+    )
+}
+
+/// The state of a message about to enter the outbox: nobody has it yet, never tried.
+fn new_state(
+    prepared: &Prepared,
+    route: Route,
+    options: &DeliveryOptions,
+    idempotency_key: Option<&str>,
+) -> EntryState {
+    EntryState {
         message_id: prepared.message_id.clone(),
         from: prepared.envelope.from().map(ToString::to_string),
         pending: prepared
@@ -193,8 +178,7 @@ fn enqueue(
         last_error: None,
         idempotency_key: idempotency_key.map(str::to_owned),
         dsn: options.dsn.clone(),
-    };
-    outbox.enqueue(&prepared.bytes, &state)
+    }
 }
 
 /// Sends every due entry once, each through the connection its route names now.
