@@ -775,9 +775,19 @@ fn a_terminal_gets_a_progress_bar_and_a_pipe_does_not() {
         .expect("run script");
     let tty = String::from_utf8_lossy(&out.stdout);
     assert!(tty.contains("/3 records"), "no bar with the total: {tty:?}");
+    // The same terminal with TERM unset (a cron-like environment on a pty): no bar.
+    let bare = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_clear()
+        .envs(crate::support::envoi::hermetic_env(s.home()))
+        .output()
+        .expect("run script");
+    let bare = String::from_utf8_lossy(&bare.stdout);
+    assert!(!bare.contains("records ·"), "a bar without TERM: {bare:?}");
+    assert!(bare.contains("envoi: batch: sent 2, refused 1"), "{bare:?}");
     assert!(tty.contains("1 failed"), "no failure count: {tty:?}");
     assert!(tty.contains("envoi: batch: sent 2, refused 1"), "{tty:?}");
-    assert_eq!(s.server.messages().len(), 2);
+    assert_eq!(s.server.messages().len(), 4);
 
     let piped = batch(&s, &[&file]).expect_exit(67);
     assert!(

@@ -916,3 +916,37 @@ fn templates_render_subject_and_body_and_refuse_an_undefined_variable() {
         "a message with a hole was sent"
     );
 }
+
+/// `--template` with `--markdown` and `--text`: variables fill the Markdown before it is
+/// rendered (not HTML-escaped there: Markdown is text until then) and the given text
+/// part too.
+#[test]
+fn templates_fill_markdown_and_text_parts() {
+    let s = Setup::new(Security::StartTls, ServerOptions::default());
+    s.send()
+        .args(["--to", "a@example.com", "--template", "--markdown"])
+        .args(["--subject", "Report for {{ team }}"])
+        .args([
+            "--body",
+            "# {{ team }}\n\n**{{ passed }}** passed",
+            "--var",
+            "team=Ops & Co",
+        ])
+        .args([
+            "--var",
+            "passed=412",
+            "--text",
+            "{{ team }}: {{ passed }} passed",
+        ])
+        .expect_exit(0);
+    let m = s.only_message();
+    let parsed = MessageParser::default().parse(&m.data).unwrap();
+    assert_eq!(parsed.subject(), Some("Report for Ops & Co"));
+    let html = parsed.body_html(0).unwrap();
+    assert!(html.contains("<h1>Ops &amp; Co</h1>"), "{html}");
+    assert!(html.contains("<strong>412</strong> passed"), "{html}");
+    assert_eq!(
+        parsed.body_text(0).unwrap().trim_end(),
+        "Ops & Co: 412 passed"
+    );
+}
