@@ -551,6 +551,12 @@ pub struct BatchArgs {
     #[arg(long, value_name = "URL", help_heading = "Connection")]
     pub smtp_url: Option<String>,
 
+    /// SMTP sessions sending in parallel, each with its own connection. `--rate` holds
+    /// across all of them; with more than one, result lines come in the order records
+    /// finish, not the file's order (each names its line).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=64), help_heading = "Delivery")]
+    pub concurrency: u32,
     /// Most messages over one SMTP session before it is closed and a new one opened.
     #[arg(long, value_name = "N", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..), help_heading = "Delivery")]
@@ -577,9 +583,10 @@ pub struct BatchArgs {
     /// message starts no sooner than 1/rate after the one before. Or a provider's limit:
     /// m365 (30/m, Microsoft 365's SMTP submission limit per mailbox), gmail (20/m, well
     /// inside Gmail's daily caps), ses-sandbox (1/s, Amazon SES before production access).
+    /// m365 also allows at most --concurrency 3 (3 connections per mailbox).
     #[arg(long, value_name = "N/s|N/m|N/h|PRESET", value_parser = parse_rate,
           help_heading = "Delivery")]
-    pub rate: Option<Duration>,
+    pub rate: Option<Rate>,
     /// Skip the records an earlier report lists as sent, partial, unknown (anything that
     /// may have reached someone) or queued, and the one its run was killed while sending
     /// (listed now as unknown), so a re-run sends nothing twice.
@@ -598,14 +605,51 @@ pub struct BatchArgs {
     pub verbose: bool,
 }
 
-/// The providers' limits `--rate` knows by name, as rates.
-const RATE_PRESETS: [(&str, &str); 3] =
-    [("m365", "30/m"), ("gmail", "20/m"), ("ses-sandbox", "1/s")];
+/// `--rate`: how far apart messages start, across all sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// The least time between the starts of two messages.
+    pub interval: Duration,
+    /// A preset's provider and the most connections it allows at once, where published.
+    pub most_sessions: Option<(&'static str, u32)>,
+}
+
+/// A provider's limits that `--rate` knows by name.
+struct Preset {
+    name: &'static str,
+    rate: &'static str,
+    /// The provider and its published limit on parallel connections.
+    most_sessions: Option<(&'static str, u32)>,
+}
+
+/// The providers' limits `--rate` knows by name. Microsoft publishes 30 messages a minute
+/// and 3 concurrent connections per mailbox for SMTP AUTH submission.
+const RATE_PRESETS: [Preset; 3] = [
+    Preset {
+        name: "m365",
+        rate: "30/m",
+        most_sessions: Some(("Microsoft 365", 3)),
+    },
+    Preset {
+        name: "gmail",
+        rate: "20/m",
+        most_sessions: None,
+    },
+    Preset {
+        name: "ses-sandbox",
+        rate: "1/s",
+        most_sessions: None,
+    },
+];
 
 /// `--rate N/s|N/m|N/h|PRESET` → the least time between two messages.
-fn parse_rate(value: &str) -> std::result::Result<Duration, String> {
-    if let Some((_, rate)) = RATE_PRESETS.iter().find(|(name, _)| *name == value) {
-        return parse_rate(rate);
+fn parse_rate(value: &str) -> std::result::Result<Rate, String> {
+    if let Some(preset) = RATE_PRESETS.iter().find(|p| p.name == value) {
+        let rate = parse_rate(preset.rate)?;
+        return Ok(Rate {
+            most_sessions: preset.most_sessions,
+            ..rate
+        });
     }
     let wrong = || {
         format!(
@@ -624,7 +668,10 @@ fn parse_rate(value: &str) -> std::result::Result<Duration, String> {
     if count == 0 {
         return Err(wrong());
     }
-    Ok(unit / count)
+    Ok(Rate {
+        interval: unit / count,
+        most_sessions: None,
+    })
 }
 
 impl BatchArgs {
@@ -926,12 +973,18 @@ mod tests {
 
     #[test]
     fn rates_are_intervals() {
-        assert_eq!(parse_rate("30/m"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_rate("4/s"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_rate("3600/h"), Ok(Duration::from_secs(1)));
-        assert_eq!(parse_rate("m365"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_rate("gmail"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_rate("ses-sandbox"), Ok(Duration::from_secs(1)));
+        let interval = |value| parse_rate(value).map(|rate| rate.interval);
+        assert_eq!(interval("30/m"), Ok(Duration::from_secs(2)));
+        assert_eq!(interval("4/s"), Ok(Duration::from_millis(250)));
+        assert_eq!(interval("3600/h"), Ok(Duration::from_secs(1)));
+        assert_eq!(interval("m365"), Ok(Duration::from_secs(2)));
+        assert_eq!(interval("gmail"), Ok(Duration::from_secs(3)));
+        assert_eq!(interval("ses-sandbox"), Ok(Duration::from_secs(1)));
+        assert_eq!(
+            parse_rate("m365").map(|rate| rate.most_sessions),
+            Ok(Some(("Microsoft 365", 3)))
+        );
+        assert_eq!(parse_rate("30/m").map(|rate| rate.most_sessions), Ok(None));
         for bad in ["0/s", "30", "30/d", "x/s", "-1/s"] {
             assert!(parse_rate(bad).is_err(), "{bad}");
         }

@@ -8,7 +8,10 @@ use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::io::{Seek, SeekFrom};
+use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError, mpsc};
+use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use envoi::Mailbox;
@@ -17,13 +20,13 @@ use envoi::deliver::{
 };
 use envoi::error::{Error, ErrorKind, Result};
 use envoi::message::input::{is_stdin, read_bytes};
-use envoi::message::records::{CsvMerge, JsonLines, Merge, Records};
+use envoi::message::records::{CsvMerge, JsonLines, Merge, Record, Records};
 use envoi::message::{self, address};
 use envoi::outbox::{Outbox, queue_deferred};
 use envoi::profile::{Env, resolve};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::args::{BatchArgs, BatchFormat};
+use crate::cli::args::{BatchArgs, BatchFormat, Rate};
 use crate::cli::progress::Progress;
 use crate::cli::render::{Notices, transcript, warning};
 
@@ -138,46 +141,12 @@ fn severity(code: u8) -> u8 {
 /// Where result lines go.
 struct Output {
     report: Option<File>,
-    /// The line of the record being sent, next to the report (see [`inflight_path`]).
-    inflight: Option<File>,
     json: bool,
 }
 
-/// Next to the report, `REPORT.inflight` holds the line of the record being sent, from
-/// before its first command until its result line is written: a batch killed meanwhile
-/// leaves it behind, and `--resume` lists that record as `unknown` instead of sending it
-/// again. Removed when the batch ends.
-fn inflight_path(report: &Path) -> PathBuf {
-    let mut path = report.as_os_str().to_owned();
-    path.push(".inflight");
-    PathBuf::from(path)
-}
-
-/// Width of the number in the in-flight file: rewritten in place, never truncated.
-const INFLIGHT_WIDTH: usize = 20;
-
 impl Output {
-    /// Records that `line` is about to be sent (nothing without --report).
-    fn sending(&mut self, line: Option<u64>) -> Result<()> {
-        let Some(file) = &mut self.inflight else {
-            return Ok(());
-        };
-        let text = match line {
-            Some(line) => format!("{line:>INFLIGHT_WIDTH$}\n"),
-            None => format!("{:>INFLIGHT_WIDTH$}\n", ""),
-        };
-        file.seek(SeekFrom::Start(0))
-            .and_then(|_| file.write_all(text.as_bytes()))
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Temporary,
-                    format!("cannot write the in-flight mark next to --report: {e}; the batch stops here"),
-                )
-            })
-    }
-
-    /// Writes one line to the report (flushed to the OS before the next record) and to
-    /// standard output with `--json`.
+    /// Writes one line to the report (flushed to the OS before the record's in-flight
+    /// mark is cleared) and to standard output with `--json`.
     fn write(&mut self, line: &Line) -> Result<()> {
         let mut text = serde_json::to_string(line)
             .map_err(|e| Error::new(ErrorKind::Internal, format!("a result line: {e}")))?;
@@ -213,6 +182,99 @@ impl Output {
     }
 }
 
+/// Next to the report, `REPORT.inflight` has one line per sender: the line of the
+/// record that sender is sending, from before its first command until its result line
+/// is in the report, and blank otherwise. A batch killed meanwhile leaves it behind, and
+/// `--resume` lists those records as `unknown` instead of sending them again. Removed
+/// when the batch ends.
+fn inflight_path(report: &Path) -> PathBuf {
+    let mut path = report.as_os_str().to_owned();
+    path.push(".inflight");
+    PathBuf::from(path)
+}
+
+/// Width of a number in the in-flight file: each sender's slot is rewritten in place,
+/// never truncated, so a kill mid-write leaves the other slots whole.
+const INFLIGHT_WIDTH: usize = 20;
+
+/// The in-flight file (nothing without `--report`). A sender marks its slot before it
+/// sends; the main thread clears it after writing the result line, and only then hands
+/// that sender its next record, so the two never write one slot at once.
+struct Marks {
+    file: Option<Mutex<File>>,
+}
+
+impl Marks {
+    /// Creates the file with `senders` blank slots.
+    fn create(report: Option<&Path>, senders: usize) -> Result<Marks> {
+        let Some(report) = report else {
+            return Ok(Marks { file: None });
+        };
+        let path = inflight_path(report);
+        let failed = |e: io::Error| {
+            Error::new(
+                ErrorKind::NoInput,
+                format!("--report {report:?}: cannot create {path:?}: {e}"),
+            )
+        };
+        let mut file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(failed)?;
+        let blank = format!("{:>INFLIGHT_WIDTH$}\n", "");
+        file.write_all(blank.repeat(senders).as_bytes())
+            .map_err(failed)?;
+        Ok(Marks {
+            file: Some(Mutex::new(file)),
+        })
+    }
+
+    /// Writes `line` (or blank) into `sender`'s slot.
+    fn set(&self, sender: usize, line: Option<u64>) -> Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let text = match line {
+            Some(line) => format!("{line:>INFLIGHT_WIDTH$}\n"),
+            None => format!("{:>INFLIGHT_WIDTH$}\n", ""),
+        };
+        let offset = (sender * (INFLIGHT_WIDTH + 1)) as u64;
+        // A sender that panicked held no lock while writing a slot: the file is whole.
+        let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
+        file.seek(SeekFrom::Start(offset))
+            .and_then(|_| file.write_all(text.as_bytes()))
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Temporary,
+                    format!(
+                        "cannot write the in-flight mark next to --report: {e}; the batch \
+                         stops here"
+                    ),
+                )
+            })
+    }
+}
+
+/// What every sender shares. Only the pacer changes, under its lock.
+struct Shared<'a> {
+    /// `--from`, else the profile's `from`: for records without From.
+    from: Option<&'a Mailbox>,
+    /// The profile's DKIM key, parsed once for the whole batch.
+    signer: Option<&'a envoi::message::dkim::Signer>,
+    /// Profile `outbox = true`: a record still deferred after its retries is queued.
+    outbox: Option<&'a Outbox>,
+    connection: &'a envoi::profile::Connection,
+    options: &'a DeliveryOptions,
+    marks: &'a Marks,
+    pacer: &'a Mutex<Pacer>,
+}
+
+/// What a sender hands back for one record: its result line, or the error that stops
+/// the batch before the record was tried.
+type Outcome = Result<Line>;
+
 /// Runs `envoi batch`; the exit code. An `Err` is a failure before the first record.
 pub fn run(args: &BatchArgs) -> Result<u8> {
     let started = Instant::now();
@@ -223,12 +285,25 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
              `default` in the config file",
         ));
     };
+    if let Some(Rate {
+        most_sessions: Some((provider, most)),
+        ..
+    }) = args.rate
+        && args.concurrency > most
+    {
+        return Err(Error::usage(format!(
+            "--concurrency {}: {provider} allows at most {most} connections at once; give \
+             --concurrency {most} or less",
+            args.concurrency
+        )));
+    }
+    let senders = usize::try_from(args.concurrency).unwrap_or(1).max(1);
     let format = format(args)?;
     let (mut done, interrupted) = match &args.resume {
         Some(path) => earlier_report(path)?,
-        None => (HashSet::new(), None),
+        None => (HashSet::new(), Vec::new()),
     };
-    let sender = match &args.from {
+    let from = match &args.from {
         Some(from) => Some(address::parse_single("--from", from)?),
         None => match &connection.profile.from {
             Some(from) => Some(address::parse_single(
@@ -239,7 +314,6 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         },
     };
     let records = records(args, format)?;
-    // The profile's DKIM key, read and parsed once for the whole batch, not per record.
     let signer = connection
         .profile
         .dkim
@@ -263,11 +337,10 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
     };
     let mut output = Output {
         report,
-        inflight: None,
         json: args.json,
     };
     let mut tally = Tally::default();
-    if let Some(line) = interrupted {
+    for line in interrupted {
         // Listed now, and skipped below.
         let line = Line {
             line,
@@ -298,146 +371,80 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         transcript: args.verbose.then_some(transcript as Transcript),
         dsn: None,
     };
-    // Profile `outbox = true`: a record still deferred after its retries is queued.
     let outbox = if connection.profile.outbox {
         Some(Outbox::open(resolved.outbox_dir()?)?)
     } else {
         None
     };
-    let mut batch = Batch::new(
+    // Credentials are fetched once; the other senders share them.
+    let first = Batch::new(
         &connection.profile,
         options.clone(),
         Duration::from_secs(args.timeout),
         args.per_session,
         &mut Notices,
     )?;
+    let mut batches: Vec<Batch> = (1..senders).map(|_| first.sibling()).collect();
+    batches.insert(0, first);
     // Created once the batch can start, so a failure before leaves nothing behind.
-    output.inflight = match &args.report {
-        Some(path) => Some(
-            OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .open(inflight_path(path))
-                .map_err(|e| {
-                    Error::new(
-                        ErrorKind::NoInput,
-                        format!(
-                            "--report {path:?}: cannot create {:?}: {e}",
-                            inflight_path(path)
-                        ),
-                    )
-                })?,
-        ),
-        None => None,
-    };
-    let mut progress = Progress::start(&args.file, format);
-    let mut pacer = args.rate.map(|interval| Pacer {
-        interval,
+    let marks = Marks::create(args.report.as_deref(), senders)?;
+    let pacer = Mutex::new(Pacer {
+        interval: args.rate.map_or(Duration::ZERO, |rate| rate.interval),
         next: Instant::now(),
     });
-    for record in records {
-        let record = match record {
-            Ok(record) => record,
-            Err(e) => {
-                tally.stopped = Some(e);
-                break;
-            }
-        };
-        if done.contains(&record.line) {
-            tally.skipped += 1;
-            progress.record(true);
-            continue;
-        }
-        let line = match record
-            .draft
-            .and_then(|draft| prepare(draft, sender.as_ref(), signer.as_ref(), record.line))
-        {
-            Ok(prepared) => {
-                if let Some(pacer) = &mut pacer {
-                    pacer.wait();
-                }
-                if let Err(e) = output.sending(Some(record.line)) {
-                    tally.stopped = Some(e);
-                    break;
-                }
-                let message_id = prepared.message_id.clone();
-                let envelope: Vec<String> = prepared
-                    .envelope
-                    .to()
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect();
-                let sent = send_slowing(&mut batch, &prepared, &mut pacer);
-                match (&outbox, sent) {
-                    (Some(outbox), Err(failure))
-                        if failure.error.kind() == ErrorKind::Temporary =>
-                    {
-                        let queued = queue_deferred(
-                            outbox,
-                            &prepared,
-                            connection,
-                            &options,
-                            &failure.report,
-                            &failure.error,
-                        );
-                        let mut line =
-                            result_line(record.line, message_id, &envelope, Err(failure));
-                        match queued {
-                            Ok(id) => {
-                                if line.status == "deferred" {
-                                    line.status = "queued";
-                                }
-                                line.exit_code = 0;
-                                line.outbox_id = Some(id);
-                            }
-                            Err(e) => {
-                                let why = line.error.take().unwrap_or_default();
-                                line.error = Some(format!("{why}; it could not be queued: {e}"));
-                            }
-                        }
-                        line
+    let shared = Shared {
+        from: from.as_ref(),
+        signer: signer.as_ref(),
+        outbox: outbox.as_ref(),
+        connection,
+        options: &options,
+        marks: &marks,
+        pacer: &pacer,
+    };
+    let mut progress = Progress::start(&args.file, format);
+    let sessions = thread::scope(|scope| {
+        let (results, finished) = mpsc::channel::<(usize, Outcome)>();
+        let mut hands = Vec::with_capacity(senders);
+        let mut workers = Vec::with_capacity(senders);
+        for (index, mut batch) in batches.into_iter().enumerate() {
+            let (hand, jobs) = mpsc::channel::<Record>();
+            let results = results.clone();
+            let shared = &shared;
+            workers.push(scope.spawn(move || {
+                for record in jobs {
+                    let outcome = send_guarded(shared, &mut batch, index, record);
+                    if results.send((index, outcome)).is_err() {
+                        break;
                     }
-                    (_, sent) => result_line(record.line, message_id, &envelope, sent),
                 }
-            }
-            Err(e) => Line {
-                line: record.line,
-                status: "invalid",
-                message_id: None,
-                recipients: Vec::new(),
-                data_reply: None,
-                exit_code: e.kind().exit_code(),
-                error: Some(e.message().to_owned()),
-                fatal: None,
-                outbox_id: None,
-            },
+                let opened = batch.sessions_opened();
+                batch.finish();
+                opened
+            }));
+            hands.push(hand);
+        }
+        drop(results);
+        let mut dispatch = Dispatch {
+            idle: (0..senders).rev().collect(),
+            busy: 0,
+            output: &mut output,
+            output_broken: false,
+            tally: &mut tally,
+            progress: &mut progress,
+            marks: &marks,
         };
-        tally.count(&line);
-        progress.record(line.exit_code == 0);
-        if let Err(e) = output.write(&line).and_then(|()| output.sending(None)) {
-            tally.stopped = Some(e);
-            break;
-        }
-        if let Some(kind) = line.fatal {
-            // Every later record would fail the same way at the same step.
-            let why = line.error.unwrap_or_default();
-            tally.stopped = Some(Error::new(
-                kind,
-                format!(
-                    "the batch stopped at line {}: {why}; the records after it were not tried",
-                    line.line
-                ),
-            ));
-            break;
-        }
-    }
+        dispatch.run(records, &done, &hands, &finished);
+        drop(hands);
+        workers
+            .into_iter()
+            .map(|worker| worker.join().unwrap_or(0))
+            .sum::<u32>()
+    });
     progress.finish();
-    let sessions = batch.sessions_opened();
-    batch.finish();
     if let (Some(path), None) = (&args.report, &tally.stopped) {
-        // Nothing is in flight any more. (After a stop, the mark may name the record whose
+        // Nothing is in flight any more. (After a stop, a mark may name a record whose
         // result could not be written.)
+        drop(marks);
         let _ = std::fs::remove_file(inflight_path(path));
     }
     if let Some(e) = &tally.stopped {
@@ -447,14 +454,206 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
     Ok(tally.exit_code())
 }
 
+/// The main thread's side of the batch: reads records, hands each to an idle sender,
+/// and writes each result as it comes back.
+struct Dispatch<'a> {
+    /// Senders waiting for a record (the next one handed out is the last).
+    idle: Vec<usize>,
+    /// Records handed out whose result has not come back.
+    busy: usize,
+    output: &'a mut Output,
+    /// A result line could not be written: later ones are not tried, and their
+    /// records stay marked in flight for `--resume`.
+    output_broken: bool,
+    tally: &'a mut Tally,
+    progress: &'a mut Progress,
+    marks: &'a Marks,
+}
+
+impl Dispatch<'_> {
+    fn run(
+        &mut self,
+        mut records: impl Iterator<Item = Result<Record>>,
+        done: &HashSet<u64>,
+        hands: &[mpsc::Sender<Record>],
+        finished: &mpsc::Receiver<(usize, Outcome)>,
+    ) {
+        let mut more = true;
+        loop {
+            while more && self.tally.stopped.is_none() {
+                let Some(&sender) = self.idle.last() else {
+                    break;
+                };
+                match records.next() {
+                    None => more = false,
+                    Some(Err(e)) => self.tally.stopped = Some(e),
+                    Some(Ok(record)) if done.contains(&record.line) => {
+                        self.tally.skipped += 1;
+                        self.progress.record(true);
+                    }
+                    Some(Ok(record)) => {
+                        if hands[sender].send(record).is_err() {
+                            // A sender's thread ends only when its hand is dropped.
+                            self.stop(Error::new(
+                                ErrorKind::Internal,
+                                "a sender stopped before the batch ended",
+                            ));
+                            break;
+                        }
+                        self.idle.pop();
+                        self.busy += 1;
+                    }
+                }
+            }
+            if self.busy == 0 {
+                return;
+            }
+            let Ok((sender, outcome)) = finished.recv() else {
+                return;
+            };
+            self.busy -= 1;
+            self.idle.push(sender);
+            self.finished(sender, outcome);
+        }
+    }
+
+    /// A sender's outcome: counted, written, its mark cleared.
+    fn finished(&mut self, sender: usize, outcome: Outcome) {
+        let line = match outcome {
+            Ok(line) => line,
+            Err(e) => return self.stop(e),
+        };
+        self.tally.count(&line);
+        self.progress.record(line.exit_code == 0);
+        if !self.output_broken {
+            let written = self
+                .output
+                .write(&line)
+                .and_then(|()| self.marks.set(sender, None));
+            if let Err(e) = written {
+                self.output_broken = true;
+                self.stop(e);
+            }
+        }
+        if let Some(kind) = line.fatal {
+            // Every later record would fail the same way at the same step.
+            let why = line.error.unwrap_or_default();
+            self.stop(Error::new(
+                kind,
+                format!(
+                    "the batch stopped at line {}: {why}; the records after it were not tried",
+                    line.line
+                ),
+            ));
+        }
+    }
+
+    /// No record is handed out after this; those in flight finish. The first reason wins.
+    fn stop(&mut self, e: Error) {
+        if self.tally.stopped.is_none() {
+            self.tally.stopped = Some(e);
+        }
+    }
+}
+
+/// [`send_record`], with a bug in it turned into a result instead of a hung batch: the
+/// record is listed as of unknown outcome and the batch stops.
+fn send_guarded(shared: &Shared, batch: &mut Batch, sender: usize, record: Record) -> Outcome {
+    let line = record.line;
+    let sent = panic::catch_unwind(AssertUnwindSafe(|| {
+        send_record(shared, batch, sender, record)
+    }));
+    sent.unwrap_or_else(|_| {
+        Ok(Line {
+            line,
+            status: "unknown",
+            message_id: None,
+            recipients: Vec::new(),
+            data_reply: None,
+            exit_code: ErrorKind::Internal.exit_code(),
+            error: Some(
+                "envoi failed inside while sending this record (a bug, please report it); \
+                 it may have been delivered"
+                    .to_owned(),
+            ),
+            fatal: Some(ErrorKind::Internal),
+            outbox_id: None,
+        })
+    })
+}
+
+/// Builds, paces, marks and sends one record on `sender`'s sessions; queues it in the
+/// outbox when it is still deferred and the profile says so.
+fn send_record(shared: &Shared, batch: &mut Batch, sender: usize, record: Record) -> Outcome {
+    let prepared = record
+        .draft
+        .and_then(|draft| prepare(draft, shared.from, shared.signer, record.line));
+    let prepared = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            return Ok(Line {
+                line: record.line,
+                status: "invalid",
+                message_id: None,
+                recipients: Vec::new(),
+                data_reply: None,
+                exit_code: e.kind().exit_code(),
+                error: Some(e.message().to_owned()),
+                fatal: None,
+                outbox_id: None,
+            });
+        }
+    };
+    pace(shared.pacer);
+    shared.marks.set(sender, Some(record.line))?;
+    let message_id = prepared.message_id.clone();
+    let envelope: Vec<String> = prepared
+        .envelope
+        .to()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let sent = send_slowing(batch, &prepared, shared.pacer);
+    let line = match (shared.outbox, sent) {
+        (Some(outbox), Err(failure)) if failure.error.kind() == ErrorKind::Temporary => {
+            let queued = queue_deferred(
+                outbox,
+                &prepared,
+                shared.connection,
+                shared.options,
+                &failure.report,
+                &failure.error,
+            );
+            let mut line = result_line(record.line, message_id, &envelope, Err(failure));
+            match queued {
+                Ok(id) => {
+                    if line.status == "deferred" {
+                        line.status = "queued";
+                    }
+                    line.exit_code = 0;
+                    line.outbox_id = Some(id);
+                }
+                Err(e) => {
+                    let why = line.error.take().unwrap_or_default();
+                    line.error = Some(format!("{why}; it could not be queued: {e}"));
+                }
+            }
+            line
+        }
+        (_, sent) => result_line(record.line, message_id, &envelope, sent),
+    };
+    Ok(line)
+}
+
 /// Sends one record. A server that throttles (a 4xx whose words say so: "rate limit",
 /// "too many messages", "slow down"…) slows the batch down: the spacing between messages
-/// doubles (from 1 s, at most 60 s) for the rest of the batch, and a record it deferred is
-/// sent again after that wait, up to [`THROTTLE_ROUNDS`] times, instead of failing.
+/// doubles (from 1 s, at most 60 s) for the rest of the batch, across every sender, and
+/// a record it deferred is sent again after that wait, up to [`THROTTLE_ROUNDS`] times,
+/// instead of failing.
 fn send_slowing(
     batch: &mut Batch,
     prepared: &envoi::message::Prepared,
-    pacer: &mut Option<Pacer>,
+    pacer: &Mutex<Pacer>,
 ) -> std::result::Result<BatchSent, Failure> {
     let mut round = 0;
     loop {
@@ -465,23 +664,21 @@ fn send_slowing(
             Ok(_) => false,
         };
         if watch.throttled || deferred_by_throttle {
-            let pacer = pacer.get_or_insert(Pacer {
-                interval: Duration::ZERO,
-                next: Instant::now(),
-            });
-            pacer.slow_down();
+            let interval = {
+                let mut pacer = lock(pacer);
+                pacer.slow_down();
+                pacer.interval
+            };
             eprintln!(
                 "envoi: the server is throttling: now at most one message every {:.0} s",
-                pacer.interval.as_secs_f64()
+                interval.as_secs_f64()
             );
         }
         if !deferred_by_throttle || round >= THROTTLE_ROUNDS {
             return sent;
         }
         round += 1;
-        if let Some(pacer) = pacer {
-            pacer.wait();
-        }
+        pace(pacer);
     }
 }
 
@@ -529,8 +726,9 @@ impl Observer for Watch {
     }
 }
 
-/// `--rate`: each message starts at least `interval` after the one before (a token
-/// bucket of one token, so an idle spell does not allow a burst after it).
+/// `--rate`: each message starts at least `interval` after the one before, whichever
+/// sender sends it (a token bucket of one token, so an idle spell does not allow a burst
+/// after it). Without `--rate` the interval is zero until the server throttles.
 struct Pacer {
     interval: Duration,
     next: Instant,
@@ -544,13 +742,27 @@ impl Pacer {
         self.interval = self.interval.max(doubled);
     }
 
-    fn wait(&mut self) {
-        let now = Instant::now();
-        if self.next > now {
-            std::thread::sleep(self.next - now);
-        }
-        self.next = self.next.max(now) + self.interval;
+    /// Takes the next start time for the caller and moves the one after it on.
+    fn reserve(&mut self) -> Instant {
+        let at = self.next.max(Instant::now());
+        self.next = at + self.interval;
+        at
     }
+}
+
+/// Waits for this message's turn; the lock is held only to take the turn, not while
+/// waiting, so the other senders take the turns after it meanwhile.
+fn pace(pacer: &Mutex<Pacer>) {
+    let at = lock(pacer).reserve();
+    let now = Instant::now();
+    if at > now {
+        thread::sleep(at - now);
+    }
+}
+
+/// The pacer, also after a sender panicked: it holds two plain values, whole at any time.
+fn lock(pacer: &Mutex<Pacer>) -> MutexGuard<'_, Pacer> {
+    pacer.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The records' format: `--format`, else the file's extension.
@@ -634,9 +846,9 @@ fn records(args: &BatchArgs, format: BatchFormat) -> Result<Records<Box<dyn BufR
     }
 }
 
-/// The lines an earlier report lists as sent, partial or unknown, and the record its run
-/// was sending when it was stopped, if that has no result line.
-fn earlier_report(path: &Path) -> Result<(HashSet<u64>, Option<u64>)> {
+/// The lines an earlier report lists as sent, partial or unknown, and the records its
+/// run was sending when it was stopped that have no result line.
+fn earlier_report(path: &Path) -> Result<(HashSet<u64>, Vec<u64>)> {
     let file = File::open(path).map_err(|e| {
         Error::new(
             ErrorKind::NoInput,
@@ -668,10 +880,14 @@ fn earlier_report(path: &Path) -> Result<(HashSet<u64>, Option<u64>)> {
             )),
         }
     }
-    let marked = std::fs::read_to_string(inflight_path(path))
-        .ok()
-        .and_then(|text| text.trim().parse::<u64>().ok());
-    let interrupted = marked.filter(|line| !finished.contains(line));
+    let marks = std::fs::read_to_string(inflight_path(path)).unwrap_or_default();
+    let mut interrupted: Vec<u64> = marks
+        .lines()
+        .filter_map(|slot| slot.trim().parse::<u64>().ok())
+        .filter(|line| !finished.contains(line))
+        .collect();
+    interrupted.sort_unstable();
+    interrupted.dedup();
     Ok((done, interrupted))
 }
 

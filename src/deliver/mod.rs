@@ -231,6 +231,21 @@ impl Batch {
         })
     }
 
+    /// Another batch through the same profile, with the same credentials (no password
+    /// command runs again, no token is fetched again) and its own sessions: one per
+    /// sender of `envoi batch --concurrency`.
+    pub fn sibling(&self) -> Batch {
+        let inner = match &self.inner {
+            BatchInner::File(dir) => BatchInner::File(dir.clone()),
+            BatchInner::Smtp(sessions) => BatchInner::Smtp(Box::new(sessions.sibling())),
+        };
+        Batch {
+            inner,
+            options: self.options.clone(),
+            per_message: self.per_message,
+        }
+    }
+
     /// Sends one message, on the open session when there is one. The caller keeps the
     /// message: to queue it, or to send it again.
     pub fn send(

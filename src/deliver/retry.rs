@@ -114,6 +114,15 @@ impl<C: Connector> Reuse<C> {
         }
     }
 
+    /// A second, independent set of sessions through the same connector (same settings,
+    /// same credentials), for sending in parallel.
+    pub(crate) fn sibling(&self) -> Reuse<C>
+    where
+        C: Clone,
+    {
+        Reuse::new(self.connector.clone(), self.per_session)
+    }
+
     /// Sessions opened so far (connection attempts that succeeded).
     pub(crate) fn opened(&self) -> u32 {
         self.opened

@@ -799,3 +799,178 @@ fn a_terminal_gets_a_progress_bar_and_a_pipe_does_not() {
         "{piped}"
     );
 }
+
+/// `--concurrency 4`: four sessions at once, each record delivered exactly once with its
+/// own Message-ID, and one result line per record (in the order they finished).
+#[test]
+fn four_senders_deliver_every_record_once_over_four_sessions() {
+    let s = plain();
+    let records: Vec<String> = (1..=40)
+        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
+        .collect();
+    let file = write(&s, "mail.jsonl", &records.join("\n"));
+    let run = batch(&s, &[&file, "--concurrency", "4"]).expect_exit(0);
+    assert!(
+        run.stderr.contains("sent 40") && run.stderr.contains("4 sessions"),
+        "{run}"
+    );
+    assert!(s.server.wait_idle(Duration::from_secs(5)));
+    assert_eq!(s.server.connections(), 4);
+    let messages = s.server.messages();
+    let mut subjects: Vec<String> = messages.iter().map(subject).collect();
+    subjects.sort_by_key(|s| s[1..].parse::<u32>().unwrap());
+    let expected: Vec<String> = (1..=40).map(|i| format!("m{i}")).collect();
+    assert_eq!(subjects, expected, "each record once");
+    for m in &messages {
+        let n = subject(m)[1..].to_owned();
+        assert_eq!(
+            m.rcpt_to,
+            [format!("r{n}@example.com")],
+            "m{n}'s own recipient"
+        );
+        assert_eq!(body(m), format!("body of m{n}"));
+    }
+    let mut ids: Vec<String> = messages.iter().map(|m| header(m, "Message-ID")).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 40, "a Message-ID per record");
+    let lines = report(&report_path(&s));
+    let mut numbers: Vec<u64> = lines.iter().map(|l| l["line"].as_u64().unwrap()).collect();
+    numbers.sort_unstable();
+    assert_eq!(
+        numbers,
+        (1..=40).collect::<Vec<u64>>(),
+        "one line per record"
+    );
+    assert!(lines.iter().all(|l| l["status"] == "sent"), "{lines:?}");
+    let mut reported: Vec<String> = lines
+        .iter()
+        .map(|l| l["message_id"].as_str().unwrap().to_owned())
+        .collect();
+    reported.sort();
+    assert_eq!(
+        reported, ids,
+        "the report names the Message-IDs that arrived"
+    );
+}
+
+/// SIGKILL with three senders each waiting for the answer to a final dot: the in-flight
+/// file names all three, `--resume` lists them as unknown and sends only the rest.
+#[test]
+fn a_batch_of_three_senders_killed_mid_message_resumes_without_sending_anything_twice() {
+    let hanging = Setup::plain(
+        ServerOptions {
+            hang_after_data: true,
+            ..ServerOptions::default()
+        },
+        10,
+    );
+    let records: Vec<String> = (1..=5)
+        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
+        .collect();
+    let file = write(&hanging, "mail.jsonl", &records.join("\n"));
+    let report_file = report_path(&hanging);
+    let args: Vec<std::ffi::OsString> = vec![
+        "batch".into(),
+        "--config".into(),
+        hanging.config.clone().into(),
+        "--concurrency".into(),
+        "3".into(),
+        "--report".into(),
+        report_file.clone().into(),
+        file.clone().into(),
+    ];
+    let out = |name: &str| std::fs::File::create(hanging.home().join(name)).unwrap();
+    let mut child = spawn_envoi(hanging.home(), &args, out("out"), out("err"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while hanging.server.unacknowledged().len() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let in_flight = hanging.server.unacknowledged();
+    assert_eq!(in_flight.len(), 3, "three sessions each wait for an answer");
+    child.kill().expect("SIGKILL envoi");
+    child.wait().expect("reap envoi");
+    let mut hung: Vec<String> = in_flight.iter().map(subject).collect();
+    hung.sort();
+    assert_eq!(hung, ["m1", "m2", "m3"]);
+    let marks = std::fs::read_to_string(hanging.home().join("report.jsonl.inflight")).unwrap();
+    let mut marked: Vec<u64> = marks
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    marked.sort_unstable();
+    assert_eq!(marked, [1, 2, 3], "{marks:?}");
+
+    let healthy = plain();
+    let report_arg = report_file.display().to_string();
+    let run = envoi(healthy.home())
+        .arg("batch")
+        .arg("--config")
+        .arg(&healthy.config)
+        .args(["--concurrency", "3"])
+        .args(["--report", &report_arg, "--resume", &report_arg, &file])
+        .expect_exit(75);
+    assert!(
+        run.stderr.contains("sent 2") && run.stderr.contains("unknown 3"),
+        "{run}"
+    );
+    let mut subjects: Vec<String> = healthy.server.messages().iter().map(subject).collect();
+    subjects.sort();
+    assert_eq!(subjects, ["m4", "m5"], "m1 to m3 are not sent again");
+    let mut statuses: Vec<(u64, String)> = report(&report_file)
+        .iter()
+        .map(|l| {
+            (
+                l["line"].as_u64().unwrap(),
+                l["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    statuses.sort();
+    let expected = [
+        (1, "unknown"),
+        (2, "unknown"),
+        (3, "unknown"),
+        (4, "sent"),
+        (5, "sent"),
+    ];
+    assert_eq!(statuses, expected.map(|(n, s)| (n, s.to_owned())),);
+}
+
+/// `--rate` holds across senders: with three sessions at 10/s, the server still sees the
+/// messages at least ~100 ms apart (gaps at the server, never the total time).
+#[test]
+fn rate_holds_across_three_senders() {
+    let s = plain();
+    let records: Vec<String> = (1..=6)
+        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
+        .collect();
+    let file = write(&s, "mail.jsonl", &records.join("\n"));
+    batch(&s, &[&file, "--rate", "10/s", "--concurrency", "3"]).expect_exit(0);
+    assert_eq!(s.server.connections(), 3);
+    let mut times: Vec<std::time::Instant> = s.server.messages().iter().map(|m| m.at).collect();
+    assert_eq!(times.len(), 6);
+    times.sort();
+    for pair in times.windows(2) {
+        let gap = pair[1].duration_since(pair[0]);
+        assert!(
+            gap >= Duration::from_millis(80),
+            "{gap:?} between two messages"
+        );
+    }
+}
+
+/// Microsoft 365 allows three connections per mailbox: `--rate m365` with more senders is
+/// refused before anything is sent.
+#[test]
+fn m365_with_four_senders_is_refused_before_connecting() {
+    let s = plain();
+    let file = write(&s, "mail.jsonl", &record("a@example.com", "one"));
+    let run = batch(&s, &[&file, "--rate", "m365", "--concurrency", "4"]).expect_exit(64);
+    assert!(
+        run.stderr.contains("Microsoft 365 allows at most 3")
+            && run.stderr.contains("--concurrency 3"),
+        "{run}"
+    );
+    assert_eq!(s.server.connections(), 0);
+}

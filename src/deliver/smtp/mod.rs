@@ -868,6 +868,7 @@ impl SmtpSession {
 
 /// Opens SMTP sessions with one set of settings, each within what is left of the
 /// deadline. The TLS configuration (system roots read once) is shared by its sessions.
+#[derive(Clone)]
 pub(crate) struct SmtpConnector {
     settings: SmtpSettings,
 }
