@@ -376,7 +376,8 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
     } else {
         None
     };
-    // Credentials are fetched once; the other senders share them.
+    // A password is fetched once; the other senders share it (and renew OAuth2 tokens
+    // themselves, from the shared cache).
     let first = Batch::new(
         &connection.profile,
         options.clone(),

@@ -5,6 +5,7 @@
 
 mod file;
 mod oauth2;
+mod renew;
 mod retry;
 mod smtp;
 
@@ -133,38 +134,41 @@ pub fn deliver(
             server: format!("{}:{}", smtp.host, smtp.port),
         });
     }
-    let send = |login, observer: &mut dyn Observer| {
-        let mut settings =
-            smtp::SmtpSettings::new(smtp, login, options.transcript, options.policy.deadline);
-        settings.dsn = options.dsn.clone();
-        let mut connector = smtp::SmtpConnector::new(settings);
-        retry::send(&mut connector, &prepared, &options.policy, observer)
-    };
-    let report = match send(login, observer) {
-        // A cached OAuth2 token refused before anything was sent: forget it and try once
-        // more with a fresh one, or every run would be refused until it expired.
-        Err(failure)
-            if origin == Some(TokenOrigin::Cache)
-                && failure.error.kind() == ErrorKind::AuthRefused
-                && failure.report.delivered.is_empty()
-                && failure.report.refused.is_empty() =>
-        {
-            let Some((user, oauth)) = profile.oauth2() else {
-                return Err(failure);
-            };
-            if let Some(transcript) = options.transcript {
-                transcript(
-                    "*",
-                    "the server refused the cached OAuth2 token; fetching a new one",
-                );
-            }
-            oauth2::forget_access_token(user, oauth, smtp.timeout);
-            let (fresh, _) = credentials(smtp, options.policy.deadline, options.transcript)?;
-            send(fresh, observer)?
-        }
-        other => other?,
-    };
+    let mut connector = connector(
+        profile,
+        smtp,
+        (login, origin),
+        options,
+        options.policy.deadline,
+    );
+    let report = retry::send(&mut connector, &prepared, &options.policy, observer)?;
     Ok(Delivery::Sent { prepared, report })
+}
+
+/// The connector for `smtp` logging in with `login` as fetched; a native OAuth2 token
+/// is taken again before each later session (see [`renew`]). `deadline` bounds the
+/// whole delivery (`None` in a batch, whose messages have their own).
+fn connector(
+    profile: &Profile,
+    smtp: &SmtpProfile,
+    (login, origin): (Login, Option<TokenOrigin>),
+    options: &DeliveryOptions,
+    deadline: Option<Instant>,
+) -> renew::Renewing {
+    let mut settings = smtp::SmtpSettings::new(smtp, login, options.transcript, deadline);
+    settings.dsn = options.dsn.clone();
+    let renewal = origin
+        .zip(profile.oauth2())
+        .map(|(origin, (user, oauth))| renew::Renewal {
+            user,
+            oauth,
+            ca_file: smtp.ca_file.clone(),
+            timeout: smtp.timeout,
+            deadline,
+            transcript: options.transcript,
+            origin,
+        });
+    renew::Renewing::new(smtp::SmtpConnector::new(settings), renewal)
 }
 
 /// Sends message after message through one profile, over reused SMTP sessions
@@ -173,8 +177,8 @@ pub fn deliver(
 /// reset (RSET) before the next. Each message gets the retry policy of
 /// [`DeliveryOptions::policy`], with its deadline counted from when that message starts.
 ///
-/// Credentials are fetched once, when the batch starts. A cached OAuth2 token the server
-/// refuses is not replaced mid-batch (as [`deliver`] does): the records fail with 77.
+/// A password is fetched once, when the batch starts; a native OAuth2 token is taken
+/// again before each session, so a batch outlives the token's hour.
 pub struct Batch {
     inner: BatchInner,
     options: DeliveryOptions,
@@ -192,7 +196,7 @@ pub enum BatchSent {
 
 enum BatchInner {
     File(PathBuf),
-    Smtp(Box<retry::Reuse<smtp::SmtpConnector>>),
+    Smtp(Box<retry::Reuse<renew::Renewing>>),
 }
 
 impl Batch {
@@ -210,17 +214,16 @@ impl Batch {
             Transport::File { dir } => BatchInner::File(dir.clone()),
             Transport::Smtp(smtp) => {
                 let deadline = Some(Instant::now() + per_message);
-                let (login, _) = credentials(smtp, deadline, options.transcript)?;
-                if login.is_some() && smtp.security == Security::None && smtp.allow_plaintext_auth {
+                let login = credentials(smtp, deadline, options.transcript)?;
+                if login.0.is_some() && smtp.security == Security::None && smtp.allow_plaintext_auth
+                {
                     observer.notice(Notice::PasswordWithoutTls {
                         server: format!("{}:{}", smtp.host, smtp.port),
                     });
                 }
                 // No overall deadline on the sessions: each command has the profile's
                 // timeout, and each message its own deadline in the policy.
-                let mut settings = smtp::SmtpSettings::new(smtp, login, options.transcript, None);
-                settings.dsn = options.dsn.clone();
-                let connector = smtp::SmtpConnector::new(settings);
+                let connector = connector(profile, smtp, login, &options, None);
                 BatchInner::Smtp(Box::new(retry::Reuse::new(connector, per_session)))
             }
         };

@@ -651,6 +651,41 @@ fn a_cached_token_the_server_refuses_is_replaced_in_the_same_run() {
     assert_eq!(n.cache()["access_token"], format!("{PREFIX}2"));
 }
 
+/// A batch outlives its token: with tokens that may be used for 1 s (expires_in 61, a
+/// minute of margin) and sessions 2 s apart (`--per-session 1 --rate 30/m`), each session
+/// logs in with a token fetched for it, not the one the batch started with.
+#[test]
+fn a_batch_takes_a_current_token_for_each_session() {
+    let Some(n) = native("client_credentials", 61, None) else {
+        return;
+    };
+    let records: String = (1..=3)
+        .map(|i| format!("{{\"To\":\"r{i}@example.com\",\"Subject\":\"m{i}\",\"Body\":\"x\"}}\n"))
+        .collect();
+    let file = n.dir.path().join("mail.jsonl");
+    std::fs::write(&file, records).expect("write the records");
+    let run = envoi(n.dir.path())
+        .env("OAUTH_SECRET", CLIENT_SECRET)
+        .arg("batch")
+        .arg("--config")
+        .arg(&n.config)
+        .args(["--from", MAILBOX, "--per-session", "1", "--rate", "30/m"])
+        .arg(&file)
+        .expect_exit(0);
+    assert!(
+        run.stderr.contains("sent 3") && run.stderr.contains("3 sessions"),
+        "{run}"
+    );
+    assert_no_oauth_secret(&run, &run.output());
+    assert_eq!(
+        n.tokens_used(),
+        (1..=3).map(|i| format!("{PREFIX}{i}")).collect::<Vec<_>>(),
+        "one current token per session"
+    );
+    assert_eq!(n.endpoint.requests().len(), 3);
+    assert_eq!(n.smtp.messages().len(), 3);
+}
+
 // ----- envoi auth login | status | logout -----
 
 /// A token endpoint that knows no refresh token until a login, an SMTP server taking

@@ -877,6 +877,11 @@ impl SmtpConnector {
     pub(crate) fn new(settings: SmtpSettings) -> SmtpConnector {
         SmtpConnector { settings }
     }
+
+    /// Sessions opened from now on log in as `user` with `secret` (a renewed token).
+    pub(crate) fn log_in_as(&mut self, user: String, secret: Password) {
+        self.settings.credentials = Some((user, secret));
+    }
 }
 
 impl Connector for SmtpConnector {
