@@ -4,7 +4,6 @@
 //! input. Each record's result is written (and flushed) before the next record is read:
 //! a batch killed half-way leaves a report that `--resume` trusts.
 
-use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::io::{Seek, SeekFrom};
@@ -299,9 +298,9 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
     }
     let senders = usize::try_from(args.concurrency).unwrap_or(1).max(1);
     let format = format(args)?;
-    let (mut done, interrupted) = match &args.resume {
+    let (done, interrupted) = match &args.resume {
         Some(path) => earlier_report(path)?,
-        None => (HashSet::new(), Vec::new()),
+        None => (Lines::default(), Vec::new()),
     };
     let from = match &args.from {
         Some(from) => Some(address::parse_single("--from", from)?),
@@ -359,7 +358,6 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         };
         tally.count(&line);
         output.write(&line)?;
-        done.insert(line.line);
     }
     let options = DeliveryOptions {
         policy: Policy {
@@ -475,7 +473,7 @@ impl Dispatch<'_> {
     fn run(
         &mut self,
         mut records: impl Iterator<Item = Result<Record>>,
-        done: &HashSet<u64>,
+        done: &Lines,
         hands: &[mpsc::Sender<Record>],
         finished: &mpsc::Receiver<(usize, Outcome)>,
     ) {
@@ -488,7 +486,7 @@ impl Dispatch<'_> {
                 match records.next() {
                     None => more = false,
                     Some(Err(e)) => self.tally.stopped = Some(e),
-                    Some(Ok(record)) if done.contains(&record.line) => {
+                    Some(Ok(record)) if done.contains(record.line) => {
                         self.tally.skipped += 1;
                         self.progress.record(true);
                     }
@@ -847,17 +845,18 @@ fn records(args: &BatchArgs, format: BatchFormat) -> Result<Records<Box<dyn BufR
     }
 }
 
-/// The lines an earlier report lists as sent, partial or unknown, and the records its
-/// run was sending when it was stopped that have no result line.
-fn earlier_report(path: &Path) -> Result<(HashSet<u64>, Vec<u64>)> {
+/// The records to skip, and among them those an earlier run was sending when it was
+/// stopped, which have no result line yet: the lines an earlier report lists as sent,
+/// partial, unknown or queued, plus those.
+fn earlier_report(path: &Path) -> Result<(Lines, Vec<u64>)> {
     let file = File::open(path).map_err(|e| {
         Error::new(
             ErrorKind::NoInput,
             format!("--resume {path:?}: cannot read it: {e}"),
         )
     })?;
-    let mut done = HashSet::new();
-    let mut finished = HashSet::new();
+    let mut done = Vec::new();
+    let mut finished = Vec::new();
     for (i, text) in BufReader::new(file).lines().enumerate() {
         let text = text.map_err(|e| {
             Error::new(
@@ -870,9 +869,9 @@ fn earlier_report(path: &Path) -> Result<(HashSet<u64>, Vec<u64>)> {
         }
         match serde_json::from_str::<Earlier>(&text) {
             Ok(earlier) => {
-                finished.insert(earlier.line);
+                finished.push(earlier.line);
                 if DONE.contains(&earlier.status.as_str()) {
-                    done.insert(earlier.line);
+                    done.push(earlier.line);
                 }
             }
             Err(e) => warning(&format!(
@@ -881,15 +880,48 @@ fn earlier_report(path: &Path) -> Result<(HashSet<u64>, Vec<u64>)> {
             )),
         }
     }
+    let finished = Lines::from(finished);
     let marks = std::fs::read_to_string(inflight_path(path)).unwrap_or_default();
     let mut interrupted: Vec<u64> = marks
         .lines()
         .filter_map(|slot| slot.trim().parse::<u64>().ok())
-        .filter(|line| !finished.contains(line))
+        .filter(|line| !finished.contains(*line))
         .collect();
     interrupted.sort_unstable();
     interrupted.dedup();
-    Ok((done, interrupted))
+    done.extend(&interrupted);
+    Ok((Lines::from(done), interrupted))
+}
+
+/// Line numbers, kept as sorted, disjoint ranges. An earlier run's report lists its
+/// records nearly in order, so a million of them take a few ranges: a batch resumed
+/// after a million records holds kilobytes, not a hash set's tens of megabytes.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Lines {
+    /// `(first, last)`, both included, in order, never touching.
+    ranges: Vec<(u64, u64)>,
+}
+
+impl From<Vec<u64>> for Lines {
+    fn from(mut lines: Vec<u64>) -> Lines {
+        lines.sort_unstable();
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for line in lines {
+            match ranges.last_mut() {
+                Some((_, last)) if line <= last.saturating_add(1) => *last = line.max(*last),
+                _ => ranges.push((line, line)),
+            }
+        }
+        ranges.shrink_to_fit();
+        Lines { ranges }
+    }
+}
+
+impl Lines {
+    fn contains(&self, line: u64) -> bool {
+        let i = self.ranges.partition_point(|&(_, last)| last < line);
+        self.ranges.get(i).is_some_and(|&(first, _)| first <= line)
+    }
 }
 
 /// A record's message, checked, built, and signed with the batch's DKIM key when the
@@ -1065,6 +1097,21 @@ fn summary(tally: &Tally, sessions: u32, elapsed: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_keep_runs_as_ranges_and_answer_membership() {
+        let lines = Lines::from(vec![5, 3, 4, 9, 1, 3, 10, 12, u64::MAX]);
+        assert_eq!(
+            lines.ranges,
+            [(1, 1), (3, 5), (9, 10), (12, 12), (u64::MAX, u64::MAX)]
+        );
+        let members: Vec<u64> = (0..14).filter(|&n| lines.contains(n)).collect();
+        assert_eq!(members, [1, 3, 4, 5, 9, 10, 12]);
+        assert!(lines.contains(u64::MAX) && !lines.contains(u64::MAX - 1));
+        let million = Lines::from((1..=1_000_000).rev().collect::<Vec<u64>>());
+        assert_eq!(million.ranges, [(1, 1_000_000)]);
+        assert!(!Lines::default().contains(0));
+    }
 
     #[test]
     fn throttling_slows_down_and_never_speeds_up() {
