@@ -1,0 +1,536 @@
+//! `envoi batch`: many messages over reused SMTP sessions, one result line per record.
+//!
+//! The main thread reads records one at a time, so memory does not grow with the input,
+//! and hands each to an idle sender (`--concurrency`, one by default); each sender owns
+//! its SMTP sessions. Each record's result is written (and flushed) as it comes back: a
+//! batch killed half-way leaves a report, and in-flight marks, that `--resume` trusts.
+
+mod pace;
+mod report;
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Mutex, mpsc};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use envoi::Mailbox;
+use envoi::deliver::{Batch, DeliveryOptions, Policy, Transcript};
+use envoi::error::{Error, ErrorKind, Result};
+use envoi::message::input::{is_stdin, read_bytes};
+use envoi::message::records::{CsvMerge, JsonLines, Merge, Record, Records};
+use envoi::message::{self, address};
+use envoi::outbox::{Outbox, queue_deferred};
+use envoi::profile::{Env, resolve};
+
+use crate::cli::args::{BatchArgs, BatchFormat, Rate};
+use crate::cli::progress::Progress;
+use crate::cli::render::{Notices, transcript};
+use pace::{Pacer, pace, send_slowing};
+use report::{
+    Line, Lines, Marks, Output, Tally, earlier_report, inflight_path, result_line, summary,
+};
+
+/// What every sender shares. Only the pacer changes, under its lock.
+struct Shared<'a> {
+    /// `--from`, else the profile's `from`: for records without From.
+    from: Option<&'a Mailbox>,
+    /// The profile's DKIM key, parsed once for the whole batch.
+    signer: Option<&'a envoi::message::dkim::Signer>,
+    /// Profile `outbox = true`: a record still deferred after its retries is queued.
+    outbox: Option<&'a Outbox>,
+    connection: &'a envoi::profile::Connection,
+    options: &'a DeliveryOptions,
+    marks: &'a Marks,
+    pacer: &'a Mutex<Pacer>,
+}
+
+/// What a sender hands back for one record: its result line, or the error that stops
+/// the batch before the record was tried.
+type Outcome = Result<Line>;
+
+/// Runs `envoi batch`; the exit code. An `Err` is a failure before the first record.
+pub fn run(args: &BatchArgs) -> Result<u8> {
+    let started = Instant::now();
+    let resolved = resolve(&args.flags(), &Env::from_process()?)?;
+    let Some(connection) = &resolved.connection else {
+        return Err(Error::config(
+            "no connection: give --profile or --smtp-url (or $ENVOI_SMTP_URL), or set \
+             `default` in the config file",
+        ));
+    };
+    if let Some(Rate {
+        most_sessions: Some((provider, most)),
+        ..
+    }) = args.rate
+        && args.concurrency > most
+    {
+        return Err(Error::usage(format!(
+            "--concurrency {}: {provider} allows at most {most} connections at once; give \
+             --concurrency {most} or less",
+            args.concurrency
+        )));
+    }
+    let senders = usize::try_from(args.concurrency).unwrap_or(1).max(1);
+    let format = format(args)?;
+    let (done, interrupted) = match &args.resume {
+        Some(path) => earlier_report(path)?,
+        None => (Lines::default(), Vec::new()),
+    };
+    let from = match &args.from {
+        Some(from) => Some(address::parse_single("--from", from)?),
+        None => match &connection.profile.from {
+            Some(from) => Some(address::parse_single(
+                &format!("profile {:?}: from", connection.name),
+                from,
+            )?),
+            None => None,
+        },
+    };
+    let records = records(args, format)?;
+    let signer = connection
+        .profile
+        .dkim
+        .as_ref()
+        .map(envoi::profile::Dkim::signer)
+        .transpose()?;
+    let report = match &args.report {
+        Some(path) => Some(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::NoInput,
+                        format!("--report {:?}: cannot open it for appending: {e}", path),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let mut output = Output {
+        report,
+        json: args.json,
+    };
+    let mut tally = Tally::default();
+    for line in interrupted {
+        // Listed now, and skipped below.
+        let line = Line {
+            line,
+            status: "unknown",
+            message_id: None,
+            recipients: Vec::new(),
+            data_reply: None,
+            exit_code: ErrorKind::OutcomeUnknown.exit_code(),
+            error: Some(
+                "an earlier run was stopped while sending this record: it may have been \
+                 delivered; check before sending it again"
+                    .to_owned(),
+            ),
+            fatal: None,
+            outbox_id: None,
+        };
+        tally.count(&line);
+        output.write(&line)?;
+    }
+    let options = DeliveryOptions {
+        policy: Policy {
+            retries: args.retries,
+            retry_max: Duration::from_secs(args.retry_max_secs),
+            deadline: None,
+            allow_partial: args.allow_partial,
+        },
+        transcript: args.verbose.then_some(transcript as Transcript),
+        dsn: None,
+    };
+    let outbox = if connection.profile.outbox {
+        Some(Outbox::open(resolved.outbox_dir()?)?)
+    } else {
+        None
+    };
+    // A password is fetched once; the other senders share it (and renew OAuth2 tokens
+    // themselves, from the shared cache).
+    let first = Batch::new(
+        &connection.profile,
+        options.clone(),
+        Duration::from_secs(args.timeout),
+        args.per_session,
+        &mut Notices,
+    )?;
+    let mut batches: Vec<Batch> = (1..senders).map(|_| first.sibling()).collect();
+    batches.insert(0, first);
+    // Created once the batch can start, so a failure before leaves nothing behind.
+    let marks = Marks::create(args.report.as_deref(), senders)?;
+    let pacer = Mutex::new(Pacer::new(
+        args.rate.map_or(Duration::ZERO, |rate| rate.interval),
+    ));
+    let shared = Shared {
+        from: from.as_ref(),
+        signer: signer.as_ref(),
+        outbox: outbox.as_ref(),
+        connection,
+        options: &options,
+        marks: &marks,
+        pacer: &pacer,
+    };
+    let mut progress = Progress::start(&args.file, format);
+    let sessions = thread::scope(|scope| {
+        let (results, finished) = mpsc::channel::<(usize, Outcome)>();
+        let mut hands = Vec::with_capacity(senders);
+        let mut workers = Vec::with_capacity(senders);
+        for (index, mut batch) in batches.into_iter().enumerate() {
+            let (hand, jobs) = mpsc::channel::<Record>();
+            let results = results.clone();
+            let shared = &shared;
+            workers.push(scope.spawn(move || {
+                for record in jobs {
+                    let outcome = send_guarded(shared, &mut batch, index, record);
+                    if results.send((index, outcome)).is_err() {
+                        break;
+                    }
+                }
+                let opened = batch.sessions_opened();
+                batch.finish();
+                opened
+            }));
+            hands.push(hand);
+        }
+        drop(results);
+        let mut dispatch = Dispatch {
+            idle: (0..senders).rev().collect(),
+            busy: 0,
+            output: &mut output,
+            output_broken: false,
+            tally: &mut tally,
+            progress: &mut progress,
+            marks: &marks,
+        };
+        dispatch.run(records, &done, &hands, &finished);
+        drop(hands);
+        workers
+            .into_iter()
+            .map(|worker| worker.join().unwrap_or(0))
+            .sum::<u32>()
+    });
+    progress.finish();
+    if let (Some(path), None) = (&args.report, &tally.stopped) {
+        // Nothing is in flight any more. (After a stop, a mark may name a record whose
+        // result could not be written.)
+        drop(marks);
+        let _ = std::fs::remove_file(inflight_path(path));
+    }
+    if let Some(e) = &tally.stopped {
+        eprintln!("envoi: error: {e}");
+    }
+    summary(&tally, sessions, started.elapsed());
+    Ok(tally.exit_code())
+}
+
+/// The main thread's side of the batch: reads records, hands each to an idle sender,
+/// and writes each result as it comes back.
+struct Dispatch<'a> {
+    /// Senders waiting for a record (the next one handed out is the last).
+    idle: Vec<usize>,
+    /// Records handed out whose result has not come back.
+    busy: usize,
+    output: &'a mut Output,
+    /// A result line could not be written: later ones are not tried, and their
+    /// records stay marked in flight for `--resume`.
+    output_broken: bool,
+    tally: &'a mut Tally,
+    progress: &'a mut Progress,
+    marks: &'a Marks,
+}
+
+impl Dispatch<'_> {
+    fn run(
+        &mut self,
+        mut records: impl Iterator<Item = Result<Record>>,
+        done: &Lines,
+        hands: &[mpsc::Sender<Record>],
+        finished: &mpsc::Receiver<(usize, Outcome)>,
+    ) {
+        let mut more = true;
+        loop {
+            while more && self.tally.stopped.is_none() {
+                let Some(&sender) = self.idle.last() else {
+                    break;
+                };
+                match records.next() {
+                    None => more = false,
+                    Some(Err(e)) => self.tally.stopped = Some(e),
+                    Some(Ok(record)) if done.contains(record.line) => {
+                        self.tally.skipped += 1;
+                        self.progress.record(true);
+                    }
+                    Some(Ok(record)) => {
+                        if hands[sender].send(record).is_err() {
+                            // A sender's thread ends only when its hand is dropped.
+                            self.stop(Error::new(
+                                ErrorKind::Internal,
+                                "a sender stopped before the batch ended",
+                            ));
+                            break;
+                        }
+                        self.idle.pop();
+                        self.busy += 1;
+                    }
+                }
+            }
+            if self.busy == 0 {
+                return;
+            }
+            let Ok((sender, outcome)) = finished.recv() else {
+                return;
+            };
+            self.busy -= 1;
+            self.idle.push(sender);
+            self.finished(sender, outcome);
+        }
+    }
+
+    /// A sender's outcome: counted, written, its mark cleared.
+    fn finished(&mut self, sender: usize, outcome: Outcome) {
+        let line = match outcome {
+            Ok(line) => line,
+            Err(e) => return self.stop(e),
+        };
+        self.tally.count(&line);
+        self.progress.record(line.exit_code == 0);
+        if !self.output_broken {
+            let written = self
+                .output
+                .write(&line)
+                .and_then(|()| self.marks.set(sender, None));
+            if let Err(e) = written {
+                self.output_broken = true;
+                self.stop(e);
+            }
+        }
+        if let Some(kind) = line.fatal {
+            // Every later record would fail the same way at the same step.
+            let why = line.error.unwrap_or_default();
+            self.stop(Error::new(
+                kind,
+                format!(
+                    "the batch stopped at line {}: {why}; the records after it were not tried",
+                    line.line
+                ),
+            ));
+        }
+    }
+
+    /// No record is handed out after this; those in flight finish. The first reason wins.
+    fn stop(&mut self, e: Error) {
+        if self.tally.stopped.is_none() {
+            self.tally.stopped = Some(e);
+        }
+    }
+}
+
+/// [`send_record`], with a bug in it turned into a result instead of a hung batch: the
+/// record is listed as of unknown outcome and the batch stops.
+fn send_guarded(shared: &Shared, batch: &mut Batch, sender: usize, record: Record) -> Outcome {
+    let line = record.line;
+    let sent = panic::catch_unwind(AssertUnwindSafe(|| {
+        send_record(shared, batch, sender, record)
+    }));
+    sent.unwrap_or_else(|_| {
+        Ok(Line {
+            line,
+            status: "unknown",
+            message_id: None,
+            recipients: Vec::new(),
+            data_reply: None,
+            exit_code: ErrorKind::Internal.exit_code(),
+            error: Some(
+                "envoi failed inside while sending this record (a bug, please report it); \
+                 it may have been delivered"
+                    .to_owned(),
+            ),
+            fatal: Some(ErrorKind::Internal),
+            outbox_id: None,
+        })
+    })
+}
+
+/// Builds, paces, marks and sends one record on `sender`'s sessions; queues it in the
+/// outbox when it is still deferred and the profile says so.
+fn send_record(shared: &Shared, batch: &mut Batch, sender: usize, record: Record) -> Outcome {
+    let prepared = record
+        .draft
+        .and_then(|draft| prepare(draft, shared.from, shared.signer, record.line));
+    let prepared = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            return Ok(Line {
+                line: record.line,
+                status: "invalid",
+                message_id: None,
+                recipients: Vec::new(),
+                data_reply: None,
+                exit_code: e.kind().exit_code(),
+                error: Some(e.message().to_owned()),
+                fatal: None,
+                outbox_id: None,
+            });
+        }
+    };
+    pace(shared.pacer);
+    shared.marks.set(sender, Some(record.line))?;
+    let message_id = prepared.message_id.clone();
+    let envelope: Vec<String> = prepared
+        .envelope
+        .to()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let sent = send_slowing(batch, &prepared, shared.pacer);
+    let line = match (shared.outbox, sent) {
+        (Some(outbox), Err(failure)) if failure.error.kind() == ErrorKind::Temporary => {
+            let queued = queue_deferred(
+                outbox,
+                &prepared,
+                shared.connection,
+                shared.options,
+                &failure.report,
+                &failure.error,
+            );
+            let mut line = result_line(record.line, message_id, &envelope, Err(failure));
+            match queued {
+                Ok(id) => {
+                    if line.status == "deferred" {
+                        line.status = "queued";
+                    }
+                    line.exit_code = 0;
+                    line.outbox_id = Some(id);
+                }
+                Err(e) => {
+                    let why = line.error.take().unwrap_or_default();
+                    line.error = Some(format!("{why}; it could not be queued: {e}"));
+                }
+            }
+            line
+        }
+        (_, sent) => result_line(record.line, message_id, &envelope, sent),
+    };
+    Ok(line)
+}
+
+/// The records' format: `--format`, else the file's extension.
+fn format(args: &BatchArgs) -> Result<BatchFormat> {
+    if let Some(format) = args.format {
+        return Ok(format);
+    }
+    let extension = args
+        .file
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match extension.as_deref() {
+        Some("jsonl" | "ndjson") => Ok(BatchFormat::Jsonl),
+        Some("csv") => Ok(BatchFormat::Csv),
+        _ if is_stdin(&args.file) => Err(Error::usage(
+            "reading records from standard input: give --format jsonl or --format csv",
+        )),
+        _ => Err(Error::usage(format!(
+            "{:?}: cannot tell the format from the file name (.jsonl, .ndjson or .csv): give \
+             --format jsonl or --format csv",
+            args.file
+        ))),
+    }
+}
+
+/// The record reader for the input file.
+fn records(args: &BatchArgs, format: BatchFormat) -> Result<Records<Box<dyn BufRead>>> {
+    let input: Box<dyn BufRead> = if is_stdin(&args.file) {
+        Box::new(io::stdin().lock())
+    } else {
+        let file = File::open(&args.file).map_err(|e| {
+            Error::new(
+                ErrorKind::NoInput,
+                format!("FILE: cannot read {:?}: {e}", args.file),
+            )
+        })?;
+        Box::new(BufReader::with_capacity(64 << 10, file))
+    };
+    match format {
+        BatchFormat::Jsonl => {
+            for (given, flag) in [
+                (args.subject.is_some(), "--subject"),
+                (args.body.is_some() || args.body_file.is_some(), "--body"),
+                (args.html, "--html"),
+                (!args.attach.is_empty(), "--attach"),
+            ] {
+                if given {
+                    return Err(Error::usage(format!(
+                        "{flag} is for CSV records; a JSON Lines record carries its own \
+                         Subject, Body, IsHtml and Attachments"
+                    )));
+                }
+            }
+            Ok(Records::Jsonl(JsonLines::new(input)))
+        }
+        BatchFormat::Csv => {
+            let body = match &args.body_file {
+                Some(path) => {
+                    if is_stdin(path) && is_stdin(&args.file) {
+                        return Err(Error::usage(
+                            "--body-file - and FILE - would both read standard input",
+                        ));
+                    }
+                    let bytes = read_bytes("--body-file", path)?;
+                    Some(String::from_utf8(bytes).map_err(|_| {
+                        Error::invalid(format!("--body-file {path:?}: not UTF-8 text"))
+                    })?)
+                }
+                None => args.body.clone(),
+            };
+            let merge = Merge {
+                subject: args.subject.clone(),
+                body,
+                html: args.html,
+                to_column: args.to_column.clone(),
+                attach: args.attach.clone(),
+            };
+            Ok(Records::Csv(Box::new(CsvMerge::new(input, merge)?)))
+        }
+    }
+}
+
+/// A record's message, checked, built, and signed with the batch's DKIM key when the
+/// profile has one.
+fn prepare(
+    draft: envoi::draft::Draft,
+    sender: Option<&Mailbox>,
+    signer: Option<&envoi::message::dkim::Signer>,
+    line: u64,
+) -> Result<message::Prepared> {
+    let at_line = |e: Error| {
+        if e.message().starts_with("line ") {
+            e
+        } else {
+            Error::new(e.kind(), format!("line {line}: {}", e.message()))
+        }
+    };
+    let email = draft.into_email().map_err(at_line)?;
+    let from = match (&email.from, sender) {
+        (Some(from), _) => from.clone(),
+        (None, Some(sender)) => sender.clone(),
+        (None, None) => {
+            return Err(at_line(Error::usage(
+                "no sender: give From in the record, --from, or `from` in the profile",
+            )));
+        }
+    };
+    let now = SystemTime::now();
+    let mut prepared = message::build(email, &from, now).map_err(at_line)?;
+    if let Some(signer) = signer {
+        prepared.bytes = signer
+            .sign(std::mem::take(&mut prepared.bytes), now)
+            .map_err(at_line)?;
+    }
+    Ok(prepared)
+}

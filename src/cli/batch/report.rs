@@ -1,0 +1,475 @@
+//! What a batch says about each record: the result lines, the report and its in-flight
+//! marks, what `--resume` reads back, and the summary and exit code.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use envoi::deliver::{BatchSent, Failure, Report};
+use envoi::error::{Error, ErrorKind, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::render::warning;
+
+/// Statuses `--resume` skips: the record may have reached someone.
+const DONE: [&str; 4] = ["sent", "partial", "unknown", "queued"];
+
+/// One result line.
+#[derive(Debug, Serialize)]
+pub(super) struct Line {
+    /// The record's line in the input.
+    pub(super) line: u64,
+    /// sent, partial, refused, invalid, deferred, unknown or failed.
+    pub(super) status: &'static str,
+    pub(super) message_id: Option<String>,
+    pub(super) recipients: Vec<Recipient>,
+    /// The server's answer to the final dot.
+    pub(super) data_reply: Option<String>,
+    /// What `envoi send` would have exited with for this record.
+    pub(super) exit_code: u8,
+    pub(super) error: Option<String>,
+    /// The outbox entry that now owns the record's retries (profile `outbox = true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) outbox_id: Option<String>,
+    /// A failure every later record would meet too (login, certificate, configuration).
+    #[serde(skip)]
+    pub(super) fatal: Option<ErrorKind>,
+}
+
+/// One recipient of a record and the server's answer to it.
+#[derive(Debug, Serialize)]
+pub(super) struct Recipient {
+    address: String,
+    /// delivered, refused, or not_sent (the transaction was abandoned or never reached
+    /// this recipient).
+    status: &'static str,
+    code: Option<u16>,
+    reply: Option<String>,
+}
+
+/// What `--resume` reads of an earlier report.
+#[derive(Deserialize)]
+struct Earlier {
+    line: u64,
+    status: String,
+}
+
+/// The counts of the summary, and the exit code they make.
+#[derive(Default)]
+pub(super) struct Tally {
+    sent: u64,
+    partial: u64,
+    refused: u64,
+    invalid: u64,
+    deferred: u64,
+    queued: u64,
+    unknown: u64,
+    failed: u64,
+    pub(super) skipped: u64,
+    /// The most serious exit code other than 75, by [`severity`].
+    worst: u8,
+    /// A record is deferred or of unknown outcome: exit 75.
+    pending: bool,
+    /// The batch stopped early with this error.
+    pub(super) stopped: Option<Error>,
+}
+
+impl Tally {
+    pub(super) fn count(&mut self, line: &Line) {
+        let counter = match line.status {
+            "sent" => &mut self.sent,
+            "partial" => &mut self.partial,
+            "refused" => &mut self.refused,
+            "invalid" => &mut self.invalid,
+            "deferred" => &mut self.deferred,
+            "queued" => &mut self.queued,
+            "unknown" => &mut self.unknown,
+            _ => &mut self.failed,
+        };
+        *counter += 1;
+        if line.exit_code == ErrorKind::Temporary.exit_code() {
+            self.pending = true;
+        } else if severity(line.exit_code) > severity(self.worst) {
+            self.worst = line.exit_code;
+        }
+    }
+
+    pub(super) fn exit_code(&self) -> u8 {
+        match &self.stopped {
+            Some(e) => e.kind().exit_code(),
+            None if self.pending => ErrorKind::Temporary.exit_code(),
+            None => self.worst,
+        }
+    }
+}
+
+/// How serious an exit code is for the whole batch: a server that refuses messages over
+/// refused recipients over a bad record.
+fn severity(code: u8) -> u8 {
+    match code {
+        0 => 0,
+        64 => 1,
+        65 | 66 => 2,
+        67 => 3,
+        69 => 4,
+        70 => 5,
+        77 => 6,
+        78 => 7,
+        _ => 5,
+    }
+}
+
+/// Where result lines go.
+pub(super) struct Output {
+    pub(super) report: Option<File>,
+    pub(super) json: bool,
+}
+
+impl Output {
+    /// Writes one line to the report (flushed to the OS before the record's in-flight
+    /// mark is cleared) and to standard output with `--json`.
+    pub(super) fn write(&mut self, line: &Line) -> Result<()> {
+        let mut text = serde_json::to_string(line)
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("a result line: {e}")))?;
+        text.push('\n');
+        if let Some(report) = &mut self.report {
+            report
+                .write_all(text.as_bytes())
+                .and_then(|()| report.flush())
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::Temporary,
+                        format!(
+                            "cannot write the result of line {} ({}) to --report: {e}; the batch \
+                             stops here",
+                            line.line, line.status
+                        ),
+                    )
+                })?;
+        }
+        if self.json {
+            let mut out = io::stdout().lock();
+            let written = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+            if let Err(e) = written
+                && e.kind() != io::ErrorKind::BrokenPipe
+            {
+                return Err(Error::new(
+                    ErrorKind::Temporary,
+                    format!("cannot write to standard output: {e}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Next to the report, `REPORT.inflight` has one line per sender: the line of the
+/// record that sender is sending, from before its first command until its result line
+/// is in the report, and blank otherwise. A batch killed meanwhile leaves it behind, and
+/// `--resume` lists those records as `unknown` instead of sending them again. Removed
+/// when the batch ends.
+pub(super) fn inflight_path(report: &Path) -> PathBuf {
+    let mut path = report.as_os_str().to_owned();
+    path.push(".inflight");
+    PathBuf::from(path)
+}
+
+/// Width of a number in the in-flight file: each sender's slot is rewritten in place,
+/// never truncated, so a kill mid-write leaves the other slots whole.
+const INFLIGHT_WIDTH: usize = 20;
+
+/// The in-flight file (nothing without `--report`). A sender marks its slot before it
+/// sends; the main thread clears it after writing the result line, and only then hands
+/// that sender its next record, so the two never write one slot at once.
+pub(super) struct Marks {
+    file: Option<Mutex<File>>,
+}
+
+impl Marks {
+    /// Creates the file with `senders` blank slots.
+    pub(super) fn create(report: Option<&Path>, senders: usize) -> Result<Marks> {
+        let Some(report) = report else {
+            return Ok(Marks { file: None });
+        };
+        let path = inflight_path(report);
+        let failed = |e: io::Error| {
+            Error::new(
+                ErrorKind::NoInput,
+                format!("--report {report:?}: cannot create {path:?}: {e}"),
+            )
+        };
+        let mut file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(failed)?;
+        let blank = format!("{:>INFLIGHT_WIDTH$}\n", "");
+        file.write_all(blank.repeat(senders).as_bytes())
+            .map_err(failed)?;
+        Ok(Marks {
+            file: Some(Mutex::new(file)),
+        })
+    }
+
+    /// Writes `line` (or blank) into `sender`'s slot.
+    pub(super) fn set(&self, sender: usize, line: Option<u64>) -> Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let text = match line {
+            Some(line) => format!("{line:>INFLIGHT_WIDTH$}\n"),
+            None => format!("{:>INFLIGHT_WIDTH$}\n", ""),
+        };
+        let offset = (sender * (INFLIGHT_WIDTH + 1)) as u64;
+        // A sender that panicked held no lock while writing a slot: the file is whole.
+        let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
+        file.seek(SeekFrom::Start(offset))
+            .and_then(|_| file.write_all(text.as_bytes()))
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Temporary,
+                    format!(
+                        "cannot write the in-flight mark next to --report: {e}; the batch \
+                         stops here"
+                    ),
+                )
+            })
+    }
+}
+
+/// The records to skip, and among them those an earlier run was sending when it was
+/// stopped, which have no result line yet: the lines an earlier report lists as sent,
+/// partial, unknown or queued, plus those.
+pub(super) fn earlier_report(path: &Path) -> Result<(Lines, Vec<u64>)> {
+    let file = File::open(path).map_err(|e| {
+        Error::new(
+            ErrorKind::NoInput,
+            format!("--resume {path:?}: cannot read it: {e}"),
+        )
+    })?;
+    let mut done = Vec::new();
+    let mut finished = Vec::new();
+    for (i, text) in BufReader::new(file).lines().enumerate() {
+        let text = text.map_err(|e| {
+            Error::new(
+                ErrorKind::NoInput,
+                format!("--resume {path:?}: cannot read line {}: {e}", i + 1),
+            )
+        })?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Earlier>(&text) {
+            Ok(earlier) => {
+                finished.push(earlier.line);
+                if DONE.contains(&earlier.status.as_str()) {
+                    done.push(earlier.line);
+                }
+            }
+            Err(e) => warning(&format!(
+                "--resume {path:?}: line {} is not a result line ({e}); ignored",
+                i + 1
+            )),
+        }
+    }
+    let finished = Lines::from(finished);
+    let marks = std::fs::read_to_string(inflight_path(path)).unwrap_or_default();
+    let mut interrupted: Vec<u64> = marks
+        .lines()
+        .filter_map(|slot| slot.trim().parse::<u64>().ok())
+        .filter(|line| !finished.contains(*line))
+        .collect();
+    interrupted.sort_unstable();
+    interrupted.dedup();
+    done.extend(&interrupted);
+    Ok((Lines::from(done), interrupted))
+}
+
+/// Line numbers, kept as sorted, disjoint ranges. An earlier run's report lists its
+/// records nearly in order, so a million of them take a few ranges: a batch resumed
+/// after a million records holds kilobytes, not a hash set's tens of megabytes.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Lines {
+    /// `(first, last)`, both included, in order, never touching.
+    ranges: Vec<(u64, u64)>,
+}
+
+impl From<Vec<u64>> for Lines {
+    fn from(mut lines: Vec<u64>) -> Lines {
+        lines.sort_unstable();
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for line in lines {
+            match ranges.last_mut() {
+                Some((_, last)) if line <= last.saturating_add(1) => *last = line.max(*last),
+                _ => ranges.push((line, line)),
+            }
+        }
+        ranges.shrink_to_fit();
+        Lines { ranges }
+    }
+}
+
+impl Lines {
+    pub(super) fn contains(&self, line: u64) -> bool {
+        let i = self.ranges.partition_point(|&(_, last)| last < line);
+        self.ranges.get(i).is_some_and(|&(first, _)| first <= line)
+    }
+}
+
+/// The result line of a record that was sent, or tried.
+pub(super) fn result_line(
+    line: u64,
+    message_id: String,
+    envelope: &[String],
+    sent: std::result::Result<BatchSent, Failure>,
+) -> Line {
+    let (report, error) = match sent {
+        Ok(BatchSent::Sent(report)) => (report, None),
+        Ok(BatchSent::Saved(_)) => {
+            return Line {
+                line,
+                status: "sent",
+                message_id: Some(message_id),
+                recipients: envelope
+                    .iter()
+                    .map(|a| Recipient {
+                        address: a.clone(),
+                        status: "delivered",
+                        code: None,
+                        reply: None,
+                    })
+                    .collect(),
+                data_reply: None,
+                exit_code: 0,
+                error: None,
+                fatal: None,
+                outbox_id: None,
+            };
+        }
+        Err(failure) => (failure.report, Some(failure.error)),
+    };
+    let recipients = recipients(envelope, &report);
+    let data_reply = report
+        .data_reply
+        .as_ref()
+        .map(|(code, text)| format!("{code} {text}"));
+    let delivered = !report.delivered.is_empty();
+    let (status, exit_code) = match &error {
+        None if report.refused.is_empty() => ("sent", 0),
+        // --allow-partial, the others refused for good: `send` exits 0 for this too (a
+        // recipient still deferred comes back as an error instead).
+        None => ("partial", 0),
+        Some(e) => {
+            let status = match e.kind() {
+                _ if delivered => "partial",
+                ErrorKind::RecipientRefused | ErrorKind::Unavailable => "refused",
+                ErrorKind::Temporary => "deferred",
+                ErrorKind::OutcomeUnknown => "unknown",
+                _ => "failed",
+            };
+            (status, e.kind().exit_code())
+        }
+    };
+    let fatal = error.as_ref().map(Error::kind).filter(|kind| {
+        matches!(
+            kind,
+            ErrorKind::AuthRefused | ErrorKind::Certificate | ErrorKind::Config
+        )
+    });
+    Line {
+        line,
+        status,
+        message_id: Some(message_id),
+        recipients,
+        data_reply,
+        exit_code,
+        error: error.map(|e| e.message().to_owned()),
+        fatal,
+        outbox_id: None,
+    }
+}
+
+/// Every envelope recipient with the server's answer, in envelope order.
+fn recipients(envelope: &[String], report: &Report) -> Vec<Recipient> {
+    envelope
+        .iter()
+        .map(|address| {
+            let delivered = report.delivered.iter().find(|r| r.address == *address);
+            let refused = report.refused.iter().find(|r| r.address == *address);
+            match (delivered, refused) {
+                (Some(r), _) => Recipient {
+                    address: address.clone(),
+                    status: "delivered",
+                    code: Some(r.code),
+                    reply: Some(r.message.clone()),
+                },
+                (None, Some(r)) => Recipient {
+                    address: address.clone(),
+                    status: "refused",
+                    code: Some(r.code),
+                    reply: Some(r.message.clone()),
+                },
+                (None, None) => Recipient {
+                    address: address.clone(),
+                    status: "not_sent",
+                    code: None,
+                    reply: None,
+                },
+            }
+        })
+        .collect()
+}
+
+/// The one line on stderr at the end.
+pub(super) fn summary(tally: &Tally, sessions: u32, elapsed: Duration) {
+    let secs = elapsed.as_secs_f64();
+    let rate = if secs > 0.0 {
+        tally.sent as f64 / secs
+    } else {
+        0.0
+    };
+    let mut text = format!(
+        "envoi: batch: sent {}, refused {}, invalid {}",
+        tally.sent, tally.refused, tally.invalid
+    );
+    for (count, what) in [
+        (tally.partial, "partial"),
+        (tally.deferred, "deferred"),
+        (tally.queued, "queued (outbox)"),
+        (tally.unknown, "unknown"),
+        (tally.failed, "failed"),
+        (tally.skipped, "skipped (--resume)"),
+    ] {
+        if count > 0 {
+            text.push_str(&format!(", {what} {count}"));
+        }
+    }
+    let plural = if sessions == 1 { "" } else { "s" };
+    text.push_str(&format!(
+        "; {sessions} session{plural}, in {secs:.2} s, {rate:.1} msg/s"
+    ));
+    eprintln!("{text}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_keep_runs_as_ranges_and_answer_membership() {
+        let lines = Lines::from(vec![5, 3, 4, 9, 1, 3, 10, 12, u64::MAX]);
+        assert_eq!(
+            lines.ranges,
+            [(1, 1), (3, 5), (9, 10), (12, 12), (u64::MAX, u64::MAX)]
+        );
+        let members: Vec<u64> = (0..14).filter(|&n| lines.contains(n)).collect();
+        assert_eq!(members, [1, 3, 4, 5, 9, 10, 12]);
+        assert!(lines.contains(u64::MAX) && !lines.contains(u64::MAX - 1));
+        let million = Lines::from((1..=1_000_000).rev().collect::<Vec<u64>>());
+        assert_eq!(million.ranges, [(1, 1_000_000)]);
+        assert!(!Lines::default().contains(0));
+    }
+}
