@@ -11,7 +11,7 @@ use tempfile::TempDir;
 
 use crate::support::envoi::{Config, ExpectExit, Setup, envoi, spawn_envoi};
 use crate::support::external::SmtpSink;
-use crate::support::smtp_server::{Received, ServerOptions};
+use crate::support::smtp_server::{Received, Security, ServerOptions};
 
 /// `envoi batch --config <setup's config> --report <home>/report.jsonl <args>`.
 fn batch(s: &Setup, args: &[&str]) -> Command {
@@ -973,4 +973,36 @@ fn m365_with_four_senders_is_refused_before_connecting() {
         "{run}"
     );
     assert_eq!(s.server.connections(), 0);
+}
+
+/// A refused login with three senders: each session's AUTH fails, the batch stops with 77
+/// after the records already handed out (each `failed`), the rest are not tried, and
+/// nothing hangs or arrives.
+#[test]
+fn a_refused_login_stops_every_sender() {
+    let s = Setup::new(Security::StartTls, ServerOptions::default());
+    let records: Vec<String> = (1..=10)
+        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
+        .collect();
+    let file = write(&s, "mail.jsonl", &records.join("\n"));
+    let run = batch(&s, &[&file, "--concurrency", "3"])
+        .env("ENVOI_TEST_PASSWORD", "not-the-password")
+        .expect_exit(77);
+    assert!(
+        run.stderr.contains("the records after it were not tried"),
+        "{run}"
+    );
+    assert!(!run.output().contains("not-the-password"), "{run}");
+    s.assert_nothing_delivered();
+    let lines = report(&report_path(&s));
+    assert!(
+        (1..=3).contains(&lines.len()),
+        "only records already handed out get a line: {lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["status"] == "failed" && l["exit_code"] == 77),
+        "{lines:?}"
+    );
 }
