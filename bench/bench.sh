@@ -115,7 +115,7 @@ echo "smtp-sink: $SMTP_SINK ($(dpkg-query -W -f='${Version}' postfix 2>/dev/null
 if [ "$PF_OK" = 1 ]; then
   echo "postfix $(postconf -d -h mail_version 2>/dev/null || echo '?'), $(dovecot --version 2>/dev/null | sed 's/^/dovecot /')"
 fi
-echo "$(date -u '+%Y-%m-%d %H:%M UTC'), nproc $(nproc), WARMUP=$WARMUP RUNS=$RUNS ATTACH_RUNS=$ATTACH_RUNS BATCH_RUNS=$BATCH_RUNS POSTFIX_RUNS=$POSTFIX_RUNS"
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), nproc $(nproc), load $(cut -d' ' -f1-3 /proc/loadavg), WARMUP=$WARMUP RUNS=$RUNS ATTACH_RUNS=$ATTACH_RUNS BATCH_RUNS=$BATCH_RUNS POSTFIX_RUNS=$POSTFIX_RUNS"
 
 WORK=$(mktemp -d -t envoi-bench.XXXXXX)
 SINK_PIDS=()
@@ -567,7 +567,7 @@ if want 5 && [ "$PF_OK" = 1 ]; then
   sleep 1
   got=$(($(pf_count ' status=sent ') - sent0))
   S5=$(summary_many "$OUT_DIR/postfix.json" "smtp-source -d -s 1" \
-    0.9 "envoi batch" "smtp-source -d -s 1")
+    0.9 "envoi batch" "smtp-source -d -s 1" 0.9 "envoi batch $ENVOI_CONCURRENCY" "smtp-source -d -s 4")
   S5+=$'\n'"  Postfix accepted and discarded $got of the $((expect - sent0)) messages of the timed runs"
   [ "$got" -eq $((expect - sent0)) ] || S5+=" (MISMATCH)"
   [ -z "$CONCURRENCY_NOTE" ] || S5+=$'\n'"  envoi batch, 4 sessions: $CONCURRENCY_NOTE"
@@ -575,7 +575,7 @@ elif want 5; then
   S5="  skipped (see the tools section above)"
 fi
 
-say "summary (loopback; JSON in ${OUT_DIR#"$ROOT"/}; $(date -u '+%Y-%m-%d %H:%M UTC'), nproc $(nproc))"
+say "summary (loopback; JSON in ${OUT_DIR#"$ROOT"/}; $(date -u '+%Y-%m-%d %H:%M UTC'), nproc $(nproc), load $(cut -d' ' -f1-3 /proc/loadavg))"
 if [ -n "$S1" ]; then echo "1. one ~1 KB message (smtp-sink, runs $RUNS):"; echo "$S1"; fi
 if [ -n "$S2" ]; then echo "2. one ~1 KB message, STARTTLS + AUTH (private Postfix, runs $RUNS):"; echo "$S2"; fi
 if [ -n "$S3" ]; then echo "3. one $ATTACH_MIB MiB attachment (smtp-sink, runs $ATTACH_RUNS):"; echo "$S3"; fi
