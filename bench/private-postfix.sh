@@ -129,8 +129,8 @@ EOF
   chown postfix "$dir/data" # the master's lock and the TLS session cache
   # postfix check creates the queue directories with their owners (from postfix-files).
   timeout 60 /usr/sbin/postfix -c "$dir/etc" check >"$dir/log/check.log" 2>&1 || { cat "$dir/log/check.log" >&2; return 1; }
+  PF_DIR=$dir # from here on pf_stop has something to stop
   timeout 60 /usr/sbin/postfix -c "$dir/etc" start >"$dir/log/start.log" 2>&1 || { cat "$dir/log/start.log" "$dir/log/maillog" >&2; return 1; }
-  PF_DIR=$dir
   for p in "$port" "$tls_port"; do
     for _ in $(seq 100); do # up to 10 s
       (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break
