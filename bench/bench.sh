@@ -467,7 +467,7 @@ med = {r["command"]: r["median"] for r in res}
 base = med.get("curl")
 for r in res:
     name = r["command"]
-    line = f"  {name:6} median {r['median'] * 1000:8.1f} ms  (mean {r['mean'] * 1000:.1f} ± {r['stddev'] * 1000:.1f} ms)"
+    line = f"  {name:6} median {r['median'] * 1000:8.1f} ms  (min {r['min'] * 1000:.1f}, mean {r['mean'] * 1000:.1f} ± {r['stddev'] * 1000:.1f} ms)"
     if base and name != "curl":
         line += f"  {name}/curl = {r['median'] / base:.2f}"
     if name in rss:
