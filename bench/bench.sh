@@ -1,24 +1,39 @@
 #!/usr/bin/env bash
-# Benchmark envoi against its peers (curl; msmtp when available), all sending to Postfix's
-# smtp-sink on a free 127.0.0.1 port, in the same hyperfine invocation so that the figures are
-# comparable on a noisy machine: quote ratios, not absolute times. See bench/README.md.
+# Benchmark envoi against its peers on loopback, each scenario's commands in the same hyperfine
+# invocation so that the figures are comparable on a noisy machine: quote ratios, not absolute
+# times. The scenarios follow issue 10's list. See bench/README.md.
 #
-#   bash bench/bench.sh                 # defaults: WARMUP=20 RUNS=200 ATTACH_RUNS=10 ATTACH_MIB=10
+#   bash bench/bench.sh                 # all five scenarios, default counts (below)
 #   RUNS=50 bash bench/bench.sh         # quicker
+#   BENCH_SCENARIOS=25 bash bench/bench.sh   # only scenarios 2 and 5
 #
-# Scenario 1: one ~1 KB message, one recipient (whole-process time, median).
-# Scenario 2: one random attachment of ATTACH_MIB MiB (wall time and peak RSS).
-# Scenario 3: BATCH_MSGS messages of ~2 KB over one session: `envoi batch` vs
-#             `smtp-source -d -s 1` vs a Python smtplib loop (whole-process time, median).
-#   BENCH_SCENARIOS=3 bash bench/bench.sh   # only scenario 3
+# 1: one ~1 KB message, one recipient, to smtp-sink: envoi vs curl vs msmtp (median, whole
+#    process).
+# 2: the same with STARTTLS + AUTH PLAIN, to a private Postfix (smtpd with STARTTLS required
+#    and SASL through a private Dovecot's auth socket, see bench/private-postfix.sh) with a
+#    throwaway CA made at run time: envoi vs curl vs msmtp.
+# 3: one random attachment of ATTACH_MIB MiB to smtp-sink: wall time and peak RSS, envoi vs
+#    curl vs s-nail vs msmtp (msmtp cannot attach: it sends the same file as a prepared MIME
+#    message).
+# 4: BATCH_MSGS messages of ~2 KB to smtp-sink: `envoi batch` with 1 session (and 4 with
+#    --concurrency, when envoi has it) vs `smtp-source -d -s 1` and `-s 4` vs a Python smtplib
+#    loop on one connection.
+# 5: the same BATCH_MSGS into the private Postfix's disk queue (discard transport):
+#    `envoi batch` vs `smtp-source -d` (1 session, and 4 when envoi has --concurrency).
 set -euo pipefail
 
 # --- envoi's command line: the only place to change when its flags change -------------------
 # @PORT@, @BODY@ and @ATTACH@ are filled in below; hyperfine splits this like a shell would.
 ENVOI_SEND_ARGS="send --smtp-url 'smtp://127.0.0.1:@PORT@?security=none' --from s@example.test --to r@example.test --subject bench --body-file @BODY@"
 ENVOI_ATTACH_ARGS="--attach @ATTACH@"
+# Scenario 2: --smtp-url cannot name a CA file, so a profile in a private config file
+# (@TLSCONFIG@: host, port, security = "starttls", username, password_env = "ENVOI_PASSWORD",
+# ca_file; written below) carries the connection.
+ENVOI_TLS_ARGS="send --config @TLSCONFIG@ --profile bench --to r@example.test --subject bench --body-file @BODY@"
 # @RECORDS@ is a JSON Lines file of BATCH_MSGS payloads; one session carries them all.
 ENVOI_BATCH_ARGS="batch --smtp-url 'smtp://127.0.0.1:@PORT@?security=none' --from s@example.test --per-session @MSGS@ --report @REPORT@ @RECORDS@"
+# Added to ENVOI_BATCH_ARGS for 4 sessions at once, only when `envoi batch --help` has it.
+ENVOI_CONCURRENCY_FLAG="--concurrency"
 # ----------------------------------------------------------------------------------------------
 
 WARMUP=${WARMUP:-20}
@@ -27,25 +42,32 @@ ATTACH_RUNS=${ATTACH_RUNS:-10}
 ATTACH_MIB=${ATTACH_MIB:-10}
 BATCH_MSGS=${BATCH_MSGS:-1000}
 BATCH_RUNS=${BATCH_RUNS:-10}
-BENCH_SCENARIOS=${BENCH_SCENARIOS:-123}
+# Scenario 5 is slow (every message is fsynced into Postfix's queue): fewer runs.
+POSTFIX_RUNS=${POSTFIX_RUNS:-5}
+BENCH_SCENARIOS=${BENCH_SCENARIOS:-12345}
 # Set BENCH_INSTALL=0 to never call apt-get (then missing tools are skipped or fatal).
 BENCH_INSTALL=${BENCH_INSTALL:-1}
 # Set BENCH_SKIP_ENVOI=1 to bench the peers only (e.g. while `envoi send` does not work yet).
 BENCH_SKIP_ENVOI=${BENCH_SKIP_ENVOI:-0}
+# Set ENVOI_BIN to an envoi binary to bench it instead of building this tree.
+ENVOI_BIN=${ENVOI_BIN:-}
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 OUT_DIR=${OUT_DIR:-$ROOT/target/bench}
 mkdir -p "$OUT_DIR"
 export DEBIAN_FRONTEND=noninteractive
+# shellcheck source=bench/private-postfix.sh
+. "$ROOT/bench/private-postfix.sh"
 
 say() { printf '\n== %s ==\n' "$*"; }
+want() { [[ $BENCH_SCENARIOS == *$1* ]]; }
 
 apt_install() {
   [ "$BENCH_INSTALL" = 1 ] && [ "$(id -u)" = 0 ] || return 1
   echo "installing $* with apt-get"
-  apt-get install -y -q --no-install-recommends "$@" >/dev/null 2>&1 ||
-    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends "$@" >/dev/null 2>&1; }
+  timeout 600 apt-get install -y -q --no-install-recommends "$@" >/dev/null 2>&1 ||
+    { timeout 600 apt-get update -q >/dev/null 2>&1 && timeout 600 apt-get install -y -q --no-install-recommends "$@" >/dev/null 2>&1; }
 }
 
 find_smtp_sink() { command -v smtp-sink 2>/dev/null || { [ -x /usr/sbin/smtp-sink ] && echo /usr/sbin/smtp-sink; } || true; }
@@ -54,22 +76,52 @@ say "tools"
 command -v hyperfine >/dev/null || apt_install hyperfine || { echo "hyperfine is required" >&2; exit 1; }
 [ -x /usr/bin/time ] || apt_install time || { echo "/usr/bin/time (package time) is required" >&2; exit 1; }
 command -v msmtp >/dev/null || apt_install msmtp || echo "msmtp not available: skipped"
+if want 3; then command -v s-nail >/dev/null || apt_install s-nail || echo "s-nail not available: skipped"; fi
 if [ -z "$(find_smtp_sink)" ]; then
   echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections 2>/dev/null || true
   apt_install postfix || { echo "smtp-sink (package postfix) is required" >&2; exit 1; }
   # The package must not leave an MTA running.
   if /usr/sbin/postfix status >/dev/null 2>&1; then /usr/sbin/postfix stop >/dev/null 2>&1 || true; fi
 fi
+# Scenarios 2 and 5 run a private Postfix (and, for SASL, a private Dovecot): root only.
+PF_OK=0
+if want 2 || want 5; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "scenarios 2 and 5 need root (a private Postfix): skipped"
+  else
+    if ! command -v dovecot >/dev/null; then
+      if apt_install dovecot-core; then
+        # Like Postfix above: the package must not leave its own daemon running.
+        if [ -s /run/dovecot/master.pid ] && kill -0 "$(cat /run/dovecot/master.pid)" 2>/dev/null; then
+          timeout 30 doveadm stop >/dev/null 2>&1 || true
+        fi
+      fi
+    fi
+    if ! command -v dovecot >/dev/null; then
+      echo "dovecot (package dovecot-core, for SASL) not available: scenarios 2 and 5 skipped"
+    elif ! command -v openssl >/dev/null; then
+      echo "openssl not available: scenarios 2 and 5 skipped"
+    else
+      PF_OK=1
+    fi
+  fi
+fi
 SMTP_SINK=$(find_smtp_sink)
 hyperfine --version
 curl --version | head -n 1
 if command -v msmtp >/dev/null; then msmtp --version | head -n 1; fi
+if command -v s-nail >/dev/null; then s-nail -V 2>&1 | head -n 1; fi
 echo "smtp-sink: $SMTP_SINK ($(dpkg-query -W -f='${Version}' postfix 2>/dev/null || echo '?'))"
+if [ "$PF_OK" = 1 ]; then
+  echo "postfix $(postconf -d -h mail_version 2>/dev/null || echo '?'), $(dovecot --version 2>/dev/null | sed 's/^/dovecot /')"
+fi
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), nproc $(nproc), load $(cut -d' ' -f1-3 /proc/loadavg), WARMUP=$WARMUP RUNS=$RUNS ATTACH_RUNS=$ATTACH_RUNS BATCH_RUNS=$BATCH_RUNS POSTFIX_RUNS=$POSTFIX_RUNS"
 
 WORK=$(mktemp -d -t envoi-bench.XXXXXX)
 SINK_PIDS=()
 cleanup() {
   local pid
+  pf_stop
   for pid in "${SINK_PIDS[@]}"; do
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
@@ -93,7 +145,7 @@ head = ("From: s@example.test\nTo: r@example.test\nSubject: bench\n"
         "MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n\n")
 open(f"{work}/small.eml", "wb").write((head + body).replace("\n", "\r\n").encode())
 EOF
-# Scenario 3: BATCH_MSGS payloads of ~2 KB, and the same loop in Python's smtplib.
+# Scenarios 4 and 5: BATCH_MSGS payloads of ~2 KB, and the same loop in Python's smtplib.
 python3 - "$WORK" "$BATCH_MSGS" <<'EOF'
 import json, sys
 work, n = sys.argv[1], int(sys.argv[2])
@@ -112,7 +164,24 @@ s.quit()
 """)
 EOF
 head -c $((ATTACH_MIB * 1024 * 1024)) /dev/urandom >"$WORK/file.bin"
-stat -c "%s bytes  %n" "$WORK/body.txt" "$WORK/small.eml" "$WORK/file.bin"
+# Scenario 3, msmtp: the same file as a complete MIME message (base64, 76-column CRLF lines),
+# built beforehand as in the performance notes (msmtp has no attachment option).
+python3 - "$WORK" <<'EOF'
+import base64, sys
+work = sys.argv[1]
+body = open(f"{work}/body.txt").read().replace("\n", "\r\n")
+b64 = base64.encodebytes(open(f"{work}/file.bin", "rb").read()).replace(b"\n", b"\r\n")
+head = ("From: s@example.test\r\nTo: r@example.test\r\nSubject: bench\r\n"
+        "Date: Thu, 26 Nov 2026 12:00:00 +0000\r\nMessage-ID: <big@example.test>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b0undary\"\r\n\r\n"
+        "--b0undary\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + body +
+        "\r\n--b0undary\r\nContent-Type: application/octet-stream\r\n"
+        "Content-Disposition: attachment; filename=\"file.bin\"\r\n"
+        "Content-Transfer-Encoding: base64\r\n\r\n")
+with open(f"{work}/big.eml", "wb") as f:
+    f.write(head.encode() + b64 + b"\r\n--b0undary--\r\n")
+EOF
+stat -c "%s bytes  %n" "$WORK/body.txt" "$WORK/small.eml" "$WORK/file.bin" "$WORK/big.eml"
 
 say "smtp-sink"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -153,6 +222,39 @@ chmod 777 "$WORK/dumps"
 start_sink "$WORK/check-sink.log" -d "$WORK/dumps/msg."
 CHECK_PORT=$SINK_PORT
 
+# Scenarios 2 and 5: a throwaway CA and a server certificate for 127.0.0.1 it signed, a
+# throwaway password, and the private Postfix + Dovecot (stopped by cleanup).
+TLS_USER=bench
+TLS_PASS=""
+if [ "$PF_OK" = 1 ]; then
+  say "private Postfix (STARTTLS + AUTH via Dovecot; disk queue; discard transport)"
+  mkdir -p "$WORK/tls"
+  (
+    cd "$WORK/tls"
+    timeout 60 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=envoi bench CA" \
+      -addext "basicConstraints=critical,CA:true" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -keyout ca.key -out ca.pem 2>/dev/null
+    timeout 60 openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server.key -out server.csr 2>/dev/null
+    printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=critical,CA:false" \
+      "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" >server.ext
+    timeout 60 openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile server.ext -out server.pem 2>/dev/null
+    chgrp postfix server.key
+    chmod 640 server.key
+  )
+  chmod 755 "$WORK/tls"
+  TLS_PASS="bench-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
+  PF_PORT=$(free_port)
+  PF_TLS_PORT=$(free_port)
+  if pf_start "$WORK/postfix" "$PF_PORT" "$PF_TLS_PORT" "$WORK/tls/server.pem" "$WORK/tls/server.key" "$TLS_USER" "$TLS_PASS"; then
+    echo "private Postfix on 127.0.0.1:$PF_PORT (plain) and 127.0.0.1:$PF_TLS_PORT (STARTTLS + AUTH required), in $WORK/postfix"
+  else
+    echo "WARNING: the private Postfix did not start: scenarios 2 and 5 skipped" >&2
+    pf_stop
+    PF_OK=0
+  fi
+fi
+
 fill() { # fill ARGS: substitute the file placeholders (@PORT@ is filled when run)
   local s=$1
   s=${s//@BODY@/$WORK/body.txt}
@@ -160,16 +262,31 @@ fill() { # fill ARGS: substitute the file placeholders (@PORT@ is filled when ru
   s=${s//@RECORDS@/$WORK/batch.jsonl}
   s=${s//@REPORT@/$WORK/batch.report.jsonl}
   s=${s//@MSGS@/$BATCH_MSGS}
+  s=${s//@TLSCONFIG@/$WORK/envoi-tls.toml}
   printf '%s' "$s"
 }
 
-ENVOI=""
+ENVOI_EXE=""
 if [ "$BENCH_SKIP_ENVOI" != 1 ]; then
-  say "build envoi (release)"
-  if cargo build --release --locked -q; then
-    ENVOI="env -i PATH=$PATH HOME=$WORK/home ${CARGO_TARGET_DIR:-$ROOT/target}/release/envoi"
+  if [ -n "$ENVOI_BIN" ]; then
+    ENVOI_EXE=$ENVOI_BIN
+    echo "envoi: $ENVOI_EXE (ENVOI_BIN, not built here)"
   else
-    echo "WARNING: envoi did not build: benchmarking the peers only" >&2
+    say "build envoi (release)"
+    if timeout 3600 cargo build --release --locked -q; then
+      ENVOI_EXE=${CARGO_TARGET_DIR:-$ROOT/target}/release/envoi
+    else
+      echo "WARNING: envoi did not build: benchmarking the peers only" >&2
+    fi
+  fi
+fi
+ENVOI=""
+ENVOI_CONCURRENCY=""
+if [ -n "$ENVOI_EXE" ]; then
+  ENVOI="env -i PATH=$PATH HOME=$WORK/home $ENVOI_EXE"
+  "$ENVOI_EXE" --version 2>/dev/null || true
+  if timeout 30 "$ENVOI_EXE" batch --help 2>/dev/null | grep -q -e "$ENVOI_CONCURRENCY_FLAG"; then
+    ENVOI_CONCURRENCY="$ENVOI_CONCURRENCY_FLAG 4"
   fi
 fi
 
@@ -180,15 +297,72 @@ small=("curl|$CURL -T $WORK/small.eml")
 # msmtp reads the message from stdin only, so it goes through sh (adds ~1 ms of dash start-up).
 command -v msmtp >/dev/null &&
   small+=("msmtp|sh -c 'exec msmtp --host=127.0.0.1 --port=@PORT@ --from=s@example.test r@example.test < $WORK/small.eml'")
-SMTP_SOURCE=$(command -v smtp-source || { [ -x /usr/sbin/smtp-source ] && echo /usr/sbin/smtp-source; } || true)
-many=("python-smtplib|python3 $WORK/smtplib_loop.py @PORT@")
-[ -n "$SMTP_SOURCE" ] &&
-  many=("smtp-source|$SMTP_SOURCE -d -s 1 -m $BATCH_MSGS -l 2048 -f s@example.test -t r@example.test 127.0.0.1:@PORT@" "${many[@]}")
-[ -n "$ENVOI" ] && many+=("envoi-batch|$ENVOI $(fill "$ENVOI_BATCH_ARGS")")
+
+# Scenario 2: each client trusts the throwaway CA and logs in as TLS_USER.
+tls=()
+if [ "$PF_OK" = 1 ]; then
+  tls=("curl|$CURL --ssl-reqd --cacert $WORK/tls/ca.pem --user $TLS_USER:$TLS_PASS -T $WORK/small.eml")
+  if [ -n "$ENVOI" ]; then
+    cat >"$WORK/envoi-tls.toml" <<EOF
+[profiles.bench]
+host = "127.0.0.1"
+port = $PF_TLS_PORT
+security = "starttls"
+username = "$TLS_USER"
+password_env = "ENVOI_PASSWORD"
+ca_file = "$WORK/tls/ca.pem"
+from = "s@example.test"
+timeout_secs = 30
+EOF
+    tls+=("envoi|env -i PATH=$PATH HOME=$WORK/home ENVOI_PASSWORD=$TLS_PASS $ENVOI_EXE $(fill "$ENVOI_TLS_ARGS")")
+  fi
+  if command -v msmtp >/dev/null; then
+    # msmtp keeps the password in its (private) configuration file, as its users do.
+    printf '%s\n' "account default" "host 127.0.0.1" "from s@example.test" "tls on" "tls_starttls on" \
+      "tls_trust_file $WORK/tls/ca.pem" "auth on" "user $TLS_USER" "password $TLS_PASS" >"$WORK/msmtprc-tls"
+    chmod 600 "$WORK/msmtprc-tls"
+    tls+=("msmtp|sh -c 'exec msmtp -C $WORK/msmtprc-tls --port=@PORT@ r@example.test < $WORK/small.eml'")
+  fi
+fi
+
 attach=("curl|$CURL -H 'Subject: bench' -H 'From: s@example.test' -H 'To: r@example.test' -F '=@$WORK/file.bin;encoder=base64'")
 [ -n "$ENVOI" ] && attach+=("envoi|$ENVOI $(fill "$ENVOI_SEND_ARGS") $(fill "$ENVOI_ATTACH_ARGS")")
+# s-nail and msmtp read the body / the message from stdin: through sh, as in scenario 1.
+command -v s-nail >/dev/null &&
+  attach+=("s-nail|sh -c 'exec s-nail -:/ -S v15-compat -S sendwait -S nosave -S mta=smtp://127.0.0.1:@PORT@ -S smtp-auth=none -S from=s@example.test -s bench -a $WORK/file.bin r@example.test < $WORK/body.txt'")
+command -v msmtp >/dev/null &&
+  attach+=("msmtp|sh -c 'exec msmtp --host=127.0.0.1 --port=@PORT@ --from=s@example.test r@example.test < $WORK/big.eml'")
 
-# check SCENARIO MIN_BYTES: keeps only the commands that, run once against the dumping sink,
+SMTP_SOURCE=$(command -v smtp-source || { [ -x /usr/sbin/smtp-source ] && echo /usr/sbin/smtp-source; } || true)
+source_cmd() { # source_cmd SESSIONS: smtp-source reusing each of SESSIONS connections
+  echo "smtp-source -d -s $1|$SMTP_SOURCE -d -s $1 -m $BATCH_MSGS -l 2048 -f s@example.test -t r@example.test 127.0.0.1:@PORT@"
+}
+# Scenario 4 (to smtp-sink) and 5 (into Postfix).
+many=()
+into_postfix=()
+if [ -n "$SMTP_SOURCE" ]; then
+  many+=("$(source_cmd 1)" "$(source_cmd 4)")
+  into_postfix+=("$(source_cmd 1)")
+fi
+many+=("python smtplib|python3 $WORK/smtplib_loop.py @PORT@")
+if [ -n "$ENVOI" ]; then
+  many+=("envoi batch|$ENVOI $(fill "$ENVOI_BATCH_ARGS")")
+  into_postfix+=("envoi batch|$ENVOI $(fill "$ENVOI_BATCH_ARGS")")
+  if [ -n "$ENVOI_CONCURRENCY" ]; then
+    many+=("envoi batch $ENVOI_CONCURRENCY|$ENVOI $(fill "$ENVOI_BATCH_ARGS") $ENVOI_CONCURRENCY")
+    [ -n "$SMTP_SOURCE" ] && into_postfix+=("$(source_cmd 4)")
+    into_postfix+=("envoi batch $ENVOI_CONCURRENCY|$ENVOI $(fill "$ENVOI_BATCH_ARGS") $ENVOI_CONCURRENCY")
+  fi
+fi
+CONCURRENCY_NOTE=""
+if [ -n "$ENVOI" ] && [ -z "$ENVOI_CONCURRENCY" ]; then
+  CONCURRENCY_NOTE="skipped: envoi batch has no $ENVOI_CONCURRENCY_FLAG yet"
+fi
+
+# with_port PORT ENTRY: the entry with @PORT@ filled in.
+with_port() { printf '%s' "${2//@PORT@/$1}"; }
+
+# check LIST MIN_BYTES: keeps only the commands that, run once against the dumping sink,
 # exit 0 and deliver exactly one message of at least MIN_BYTES (a command that fails or sends
 # nothing would make the timings meaningless).
 check() {
@@ -211,12 +385,13 @@ check() {
     fi
   done
   list=("${kept[@]}")
-  [ "${#list[@]}" -gt 0 ] || { echo "no command of this scenario works" >&2; exit 1; }
+  [ "${#list[@]}" -gt 0 ] || { echo "no command of $1 works" >&2; exit 1; }
 }
-# check_many: like check, but each command must deliver exactly BATCH_MSGS messages.
+# check_many LIST: like check, but each command must deliver exactly BATCH_MSGS messages.
 check_many() {
+  local -n many_list=$1
   local kept=() entry before after
-  for entry in "${many[@]}"; do
+  for entry in "${many_list[@]}"; do
     before=$(find "$WORK/dumps" -type f | wc -l)
     if eval "timeout 300 $(with_port "$CHECK_PORT" "${entry#*|}")" >"$WORK/check.log" 2>&1; then
       after=$(find "$WORK/dumps" -type f | wc -l)
@@ -231,20 +406,55 @@ check_many() {
       sed 's/^/    /' "$WORK/check.log" | tail -n 5 >&2
     fi
   done
-  many=("${kept[@]}")
-  [ "${#many[@]}" -gt 0 ] || { echo "no command of scenario 3 works" >&2; exit 1; }
+  many_list=("${kept[@]}")
+  [ "${#many_list[@]}" -gt 0 ] || { echo "no command of $1 works" >&2; exit 1; }
 }
-# with_port PORT ENTRY: the entry with @PORT@ filled in.
-with_port() { printf '%s' "${2//@PORT@/$1}"; }
-
-run_hyperfine() { # run_hyperfine JSON WARMUP RUNS ENTRIES...
-  local json=$1 warmup=$2 runs=$3 args=() entry
-  shift 3
-  for entry in "$@"; do args+=(-n "${entry%%|*}" "$(with_port "$PORT" "${entry#*|}")"); done
-  timeout 1800 hyperfine -N --style basic --warmup "$warmup" --runs "$runs" --export-json "$json" "${args[@]}"
+# check_pf LIST PORT N AUTH MIN_BYTES: keeps the commands that, run once against the private
+# Postfix on PORT, exit 0 and have exactly N messages accepted and discarded (counted in
+# Postfix's own log), the last of at least MIN_BYTES; with AUTH=1 each of the N must also have
+# been queued in a session that authenticated as TLS_USER (smtpd logs sasl_username per
+# message; the STARTTLS listener refuses RCPT without AUTH and AUTH without TLS anyway).
+check_pf() {
+  local -n pf_list=$1
+  local port=$2 n=$3 auth=$4 min_bytes=$5 kept=() entry sent0 auth0 sent auths size
+  for entry in "${pf_list[@]}"; do
+    pf_wait_empty 120 || true
+    sent0=$(pf_count ' status=sent ')
+    auth0=$(pf_count "sasl_username=$TLS_USER\$")
+    if eval "timeout 300 $(with_port "$port" "${entry#*|}")" >"$WORK/check.log" 2>&1; then
+      pf_wait_sent $((sent0 + n)) 120 || true
+      sleep 1 # a message beyond N would show now
+      pf_wait_empty 120 || true
+      sent=$(($(pf_count ' status=sent ') - sent0))
+      auths=$(($(pf_count "sasl_username=$TLS_USER\$") - auth0))
+      size=$(grep -o ' size=[0-9]*' "$PF_DIR/log/maillog" | tail -n 1 | cut -d= -f2)
+      if [ "$sent" -eq "$n" ] && [ "${size:-0}" -ge "$min_bytes" ] && { [ "$auth" = 0 ] || [ "$auths" -eq "$n" ]; }; then
+        if [ "$auth" = 1 ]; then
+          echo "checked: ${entry%%|*} authenticated as $TLS_USER over STARTTLS; Postfix accepted and discarded $n message(s) (last $size bytes)"
+        else
+          echo "checked: ${entry%%|*}: Postfix accepted and discarded $n message(s)"
+        fi
+        kept+=("$entry")
+        continue
+      fi
+      echo "WARNING: ${entry%%|*} exited 0 but Postfix logged $sent message(s) discarded, $auths authenticated (want $n), left out" >&2
+    else
+      echo "WARNING: ${entry%%|*} failed, left out:" >&2
+      sed 's/^/    /' "$WORK/check.log" | tail -n 5 >&2
+    fi
+  done
+  pf_list=("${kept[@]}")
+  [ "${#pf_list[@]}" -gt 0 ] || { echo "no command of $1 works" >&2; exit 1; }
 }
 
-summary() { # summary JSON [RSS_FILE]: medians and ratios to curl from hyperfine's JSON
+run_hyperfine() { # run_hyperfine PORT JSON WARMUP RUNS ENTRIES...
+  local port=$1 json=$2 warmup=$3 runs=$4 args=() entry
+  shift 4
+  for entry in "$@"; do args+=(-n "${entry%%|*}" "$(with_port "$port" "${entry#*|}")"); done
+  timeout 3600 hyperfine -N --style basic --warmup "$warmup" --runs "$runs" --export-json "$json" "${args[@]}"
+}
+
+summary() { # summary JSON [RSS_FILE]: medians, ratios to curl, and peak RSS (ratio to s-nail)
   python3 - "$@" <<'EOF'
 import json, sys
 res = json.load(open(sys.argv[1]))["results"]
@@ -257,64 +467,117 @@ med = {r["command"]: r["median"] for r in res}
 base = med.get("curl")
 for r in res:
     name = r["command"]
-    line = f"  {name:6} median {r['median'] * 1000:8.1f} ms  (mean {r['mean'] * 1000:.1f} ± {r['stddev'] * 1000:.1f} ms)"
-    if name in rss:
-        line += f"  peak RSS {rss[name] / 1024:6.1f} MiB"
+    line = f"  {name:6} median {r['median'] * 1000:8.1f} ms  (min {r['min'] * 1000:.1f}, mean {r['mean'] * 1000:.1f} ± {r['stddev'] * 1000:.1f} ms)"
     if base and name != "curl":
         line += f"  {name}/curl = {r['median'] / base:.2f}"
+    if name in rss:
+        line += f"  peak RSS {rss[name] / 1024:6.1f} MiB"
+        if "s-nail" in rss and name != "s-nail":
+            line += f" ({name}/s-nail = {rss[name] / rss['s-nail']:.2f})"
     print(line)
+if "envoi" in rss and "s-nail" in rss:
+    ratio = rss["envoi"] / rss["s-nail"]
+    print(f"  target: envoi peak RSS <= 2x s-nail's: {ratio:.2f}x, {'met' if ratio <= 2 else 'NOT met'}")
 EOF
 }
 
-summary_many() { # summary_many JSON: medians, messages/s and ratios to smtp-source
-  python3 - "$1" "$BATCH_MSGS" <<'EOF'
+# summary_many JSON BASE [WANT A B]...: medians, messages/s and speed relative to BASE, then
+# for each target "A at least WANT x B's speed" whether it is met.
+summary_many() {
+  python3 - "$BATCH_MSGS" "$@" <<'EOF'
 import json, sys
-res = json.load(open(sys.argv[1]))["results"]
-n = int(sys.argv[2])
-base = {r["command"]: r["median"] for r in res}.get("smtp-source")
+n = int(sys.argv[1])
+res = json.load(open(sys.argv[2]))["results"]
+base_name = sys.argv[3]
+targets = sys.argv[4:]
+med = {r["command"]: r["median"] for r in res}
+base = med.get(base_name)
+width = max(len(r["command"]) for r in res)
 for r in res:
     name = r["command"]
-    line = f"  {name:14} median {r['median'] * 1000:8.1f} ms  {n / r['median']:8.0f} msg/s"
-    if base and name != "smtp-source":
-        line += f"  speed vs smtp-source = {base / r['median']:.2f}x"
+    line = f"  {name:{width}} median {r['median'] * 1000:8.1f} ms  {n / r['median']:8.0f} msg/s"
+    if base and name != base_name:
+        line += f"  speed vs {base_name} = {base / r['median']:.2f}x"
     print(line)
+for i in range(0, len(targets), 3):
+    want, a, b = float(targets[i]), targets[i + 1], targets[i + 2]
+    if a in med and b in med:
+        ratio = med[b] / med[a]
+        print(f"  target: {a} >= {want}x {b}'s speed: {ratio:.2f}x, {'met' if ratio >= want else 'NOT met'}")
 EOF
 }
 
-S1="" S2="" S3=""
-if [[ $BENCH_SCENARIOS == *1* ]]; then
-say "scenario 1: one ~1 KB message (warmup $WARMUP, runs $RUNS)"
-check small 1000
-run_hyperfine "$OUT_DIR/small.json" "$WARMUP" "$RUNS" "${small[@]}"
-S1=$(summary "$OUT_DIR/small.json")
+S1="" S2="" S3="" S4="" S5=""
+if want 1; then
+  say "scenario 1: one ~1 KB message (warmup $WARMUP, runs $RUNS)"
+  check small 1000
+  run_hyperfine "$PORT" "$OUT_DIR/small.json" "$WARMUP" "$RUNS" "${small[@]}"
+  S1=$(summary "$OUT_DIR/small.json")
 fi
 
-if [[ $BENCH_SCENARIOS == *2* ]]; then
-say "scenario 2: one $ATTACH_MIB MiB random attachment (runs $ATTACH_RUNS)"
-check attach $((ATTACH_MIB * 1024 * 1024))
-run_hyperfine "$OUT_DIR/attach.json" 2 "$ATTACH_RUNS" "${attach[@]}"
-# Peak RSS: the largest of 3 runs under GNU time.
-: >"$OUT_DIR/attach-rss.txt"
-for entry in "${attach[@]}"; do
-  max=0
-  for _ in 1 2 3; do
-    eval "timeout 120 /usr/bin/time -f %M -o $WORK/rss $(with_port "$PORT" "${entry#*|}")" >/dev/null 2>&1
-    kib=$(tail -n 1 "$WORK/rss")
-    [ "$kib" -gt "$max" ] && max=$kib
+if want 2 && [ "$PF_OK" = 1 ]; then
+  say "scenario 2: one ~1 KB message, STARTTLS + AUTH, private Postfix (warmup $WARMUP, runs $RUNS)"
+  check_pf tls "$PF_TLS_PORT" 1 1 1000
+  run_hyperfine "$PF_TLS_PORT" "$OUT_DIR/tls.json" "$WARMUP" "$RUNS" "${tls[@]}"
+  S2=$(summary "$OUT_DIR/tls.json")
+  pf_wait_empty 120 || true
+  S2+=$'\n'"  (Postfix logged $(pf_count "sasl_username=$TLS_USER\$") authenticated messages in all, checks and warmups included)"
+elif want 2; then
+  S2="  skipped (see the tools section above)"
+fi
+
+if want 3; then
+  say "scenario 3: one $ATTACH_MIB MiB random attachment (runs $ATTACH_RUNS)"
+  check attach $((ATTACH_MIB * 1024 * 1024))
+  run_hyperfine "$PORT" "$OUT_DIR/attach.json" 2 "$ATTACH_RUNS" "${attach[@]}"
+  # Peak RSS: the largest of 3 runs under GNU time.
+  : >"$OUT_DIR/attach-rss.txt"
+  for entry in "${attach[@]}"; do
+    max=0
+    for _ in 1 2 3; do
+      eval "timeout 120 /usr/bin/time -f %M -o $WORK/rss $(with_port "$PORT" "${entry#*|}")" >/dev/null 2>&1
+      kib=$(tail -n 1 "$WORK/rss")
+      [ "$kib" -gt "$max" ] && max=$kib
+    done
+    echo "${entry%%|*} $max" >>"$OUT_DIR/attach-rss.txt"
   done
-  echo "${entry%%|*} $max" >>"$OUT_DIR/attach-rss.txt"
-done
-S2=$(summary "$OUT_DIR/attach.json" "$OUT_DIR/attach-rss.txt")
+  S3=$(summary "$OUT_DIR/attach.json" "$OUT_DIR/attach-rss.txt")
 fi
 
-if [[ $BENCH_SCENARIOS == *3* ]]; then
-say "scenario 3: $BATCH_MSGS messages of ~2 KB over one session (runs $BATCH_RUNS)"
-check_many
-run_hyperfine "$OUT_DIR/many.json" 1 "$BATCH_RUNS" "${many[@]}"
-S3=$(summary_many "$OUT_DIR/many.json")
+if want 4; then
+  say "scenario 4: $BATCH_MSGS messages of ~2 KB to smtp-sink (runs $BATCH_RUNS)"
+  [ -z "$CONCURRENCY_NOTE" ] || echo "envoi batch, 4 sessions: $CONCURRENCY_NOTE"
+  check_many many
+  run_hyperfine "$PORT" "$OUT_DIR/many.json" 1 "$BATCH_RUNS" "${many[@]}"
+  S4=$(summary_many "$OUT_DIR/many.json" "smtp-source -d -s 1" \
+    0.5 "envoi batch" "smtp-source -d -s 1" 0.5 "envoi batch $ENVOI_CONCURRENCY" "smtp-source -d -s 4")
+  [ -z "$CONCURRENCY_NOTE" ] || S4+=$'\n'"  envoi batch, 4 sessions: $CONCURRENCY_NOTE"
 fi
 
-say "summary (smtp-sink on loopback; JSON in ${OUT_DIR#"$ROOT"/})"
-if [ -n "$S1" ]; then echo "one ~1 KB message:"; echo "$S1"; fi
-if [ -n "$S2" ]; then echo "one $ATTACH_MIB MiB attachment:"; echo "$S2"; fi
-if [ -n "$S3" ]; then echo "$BATCH_MSGS messages of ~2 KB over one session:"; echo "$S3"; fi
+if want 5 && [ "$PF_OK" = 1 ]; then
+  say "scenario 5: $BATCH_MSGS messages of ~2 KB into the private Postfix (runs $POSTFIX_RUNS)"
+  [ -z "$CONCURRENCY_NOTE" ] || echo "envoi batch, 4 sessions: $CONCURRENCY_NOTE"
+  check_pf into_postfix "$PF_PORT" "$BATCH_MSGS" 0 1000
+  pf_wait_empty 120 || true
+  sent0=$(pf_count ' status=sent ')
+  run_hyperfine "$PF_PORT" "$OUT_DIR/postfix.json" 1 "$POSTFIX_RUNS" "${into_postfix[@]}"
+  # The timed runs must have been delivered in full too (1 warmup + POSTFIX_RUNS each).
+  expect=$((sent0 + (1 + POSTFIX_RUNS) * ${#into_postfix[@]} * BATCH_MSGS))
+  pf_wait_sent "$expect" 300 || true
+  sleep 1
+  got=$(($(pf_count ' status=sent ') - sent0))
+  S5=$(summary_many "$OUT_DIR/postfix.json" "smtp-source -d -s 1" \
+    0.9 "envoi batch" "smtp-source -d -s 1" 0.9 "envoi batch $ENVOI_CONCURRENCY" "smtp-source -d -s 4")
+  S5+=$'\n'"  Postfix accepted and discarded $got of the $((expect - sent0)) messages of the timed runs"
+  [ "$got" -eq $((expect - sent0)) ] || S5+=" (MISMATCH)"
+  [ -z "$CONCURRENCY_NOTE" ] || S5+=$'\n'"  envoi batch, 4 sessions: $CONCURRENCY_NOTE"
+elif want 5; then
+  S5="  skipped (see the tools section above)"
+fi
+
+say "summary (loopback; JSON in ${OUT_DIR#"$ROOT"/}; $(date -u '+%Y-%m-%d %H:%M UTC'), nproc $(nproc), load $(cut -d' ' -f1-3 /proc/loadavg))"
+if [ -n "$S1" ]; then echo "1. one ~1 KB message (smtp-sink, runs $RUNS):"; echo "$S1"; fi
+if [ -n "$S2" ]; then echo "2. one ~1 KB message, STARTTLS + AUTH (private Postfix, runs $RUNS):"; echo "$S2"; fi
+if [ -n "$S3" ]; then echo "3. one $ATTACH_MIB MiB attachment (smtp-sink, runs $ATTACH_RUNS):"; echo "$S3"; fi
+if [ -n "$S4" ]; then echo "4. $BATCH_MSGS messages of ~2 KB (smtp-sink, runs $BATCH_RUNS):"; echo "$S4"; fi
+if [ -n "$S5" ]; then echo "5. $BATCH_MSGS messages of ~2 KB into Postfix's disk queue (runs $POSTFIX_RUNS):"; echo "$S5"; fi
