@@ -44,7 +44,10 @@ BATCH_MSGS=${BATCH_MSGS:-1000}
 BATCH_RUNS=${BATCH_RUNS:-10}
 # Scenario 5 is slow (every message is fsynced into Postfix's queue): fewer runs.
 POSTFIX_RUNS=${POSTFIX_RUNS:-5}
-BENCH_SCENARIOS=${BENCH_SCENARIOS:-12345}
+# Scenario 6: peak memory of `envoi batch` over FLAT_SMALL and FLAT_BIG records (one run each).
+FLAT_SMALL=${FLAT_SMALL:-1000}
+FLAT_BIG=${FLAT_BIG:-1000000}
+BENCH_SCENARIOS=${BENCH_SCENARIOS:-123456}
 # Set BENCH_INSTALL=0 to never call apt-get (then missing tools are skipped or fatal).
 BENCH_INSTALL=${BENCH_INSTALL:-1}
 # Set BENCH_SKIP_ENVOI=1 to bench the peers only (e.g. while `envoi send` does not work yet).
@@ -162,6 +165,14 @@ for i in range({n}):
                f"From: s@example.test\\r\\nTo: r{{i}}@example.test\\r\\nSubject: bench {{i}}\\r\\n\\r\\n" + body)
 s.quit()
 """)
+EOF
+# Scenario 6: the same payloads from a generator, never written to disk whole.
+cat >"$WORK/gen_records.py" <<'EOF'
+import json, sys
+body = ("x" * 70 + "\n") * 28
+out = sys.stdout
+for i in range(int(sys.argv[1])):
+    out.write(json.dumps({"To": f"r{i}@example.test", "Subject": f"bench {i}", "Body": body}) + "\n")
 EOF
 head -c $((ATTACH_MIB * 1024 * 1024)) /dev/urandom >"$WORK/file.bin"
 # Scenario 3, msmtp: the same file as a complete MIME message (base64, 76-column CRLF lines),
@@ -507,7 +518,7 @@ for i in range(0, len(targets), 3):
 EOF
 }
 
-S1="" S2="" S3="" S4="" S5=""
+S1="" S2="" S3="" S4="" S5="" S6=""
 if want 1; then
   say "scenario 1: one ~1 KB message (warmup $WARMUP, runs $RUNS)"
   check small 1000
@@ -575,9 +586,54 @@ elif want 5; then
   S5="  skipped (see the tools section above)"
 fi
 
+# flat_run N NAME EXTRA...: envoi batch over N generated records on stdin to the timed sink,
+# its peak RSS (KiB) into FLAT_KIB; the report in $WORK/flat-N.jsonl.
+flat_run() {
+  local n=$1 name=$2
+  shift 2
+  # shellcheck disable=SC2086 # $ENVOI is a command line
+  if ! python3 "$WORK/gen_records.py" "$n" |
+    /usr/bin/time -f %M -o "$WORK/flat.rss" timeout 7200 $ENVOI batch \
+      --smtp-url "smtp://127.0.0.1:$PORT?security=none" --from s@example.test --format jsonl \
+      --report "$WORK/flat-$n.jsonl" "$@" - >/dev/null 2>"$WORK/flat.err"; then
+    echo "WARNING: $name failed:" >&2
+    tail -n 5 "$WORK/flat.err" >&2
+    return 1
+  fi
+  FLAT_KIB=$(tail -n 1 "$WORK/flat.rss")
+  echo "$name: peak RSS $FLAT_KIB KiB; $(tail -n 1 "$WORK/flat.err")"
+}
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
+
+if want 6 && [ -n "$ENVOI" ]; then
+  say "scenario 6: peak RSS of envoi batch over $FLAT_SMALL and $FLAT_BIG records (one run each)"
+  S6=""
+  if flat_run "$FLAT_SMALL" "envoi batch, $FLAT_SMALL records" --per-session 100; then
+    small_kib=$FLAT_KIB
+    small_sent=$(grep -c '"status":"sent"' "$WORK/flat-$FLAT_SMALL.jsonl" || true)
+    if flat_run "$FLAT_BIG" "envoi batch, $FLAT_BIG records" --per-session 100; then
+      big_kib=$FLAT_KIB
+      big_sent=$(grep -c '"status":"sent"' "$WORK/flat-$FLAT_BIG.jsonl" || true)
+      verdict=$(awk -v a="$big_kib" -v b="$small_kib" 'BEGIN { r = a / b; printf "%.2fx: %s", r, (r <= 1.25 ? "flat" : "GROWS") }')
+      S6="  $FLAT_SMALL records: $(mib "$small_kib") ($small_sent sent); $FLAT_BIG records: $(mib "$big_kib") ($big_sent sent); $verdict"
+      [ "$small_sent" -eq "$FLAT_SMALL" ] && [ "$big_sent" -eq "$FLAT_BIG" ] || S6+=" (NOT every record was sent)"
+      # The same input again with --resume over the big report: every record is skipped,
+      # so this is what holding a million-line report's lines costs.
+      cp "$WORK/flat-$FLAT_BIG.jsonl" "$WORK/flat-earlier.jsonl"
+      if flat_run "$FLAT_BIG" "envoi batch --resume over the $FLAT_BIG-line report" \
+        --per-session 100 --resume "$WORK/flat-earlier.jsonl"; then
+        S6+=$'\n'"  --resume over the $FLAT_BIG-line report (all skipped): $(mib "$FLAT_KIB")"
+      fi
+      rm -f "$WORK/flat-$FLAT_BIG.jsonl" "$WORK/flat-earlier.jsonl"
+    fi
+  fi
+  [ -n "$S6" ] || S6="  failed (see above)"
+fi
+
 say "summary (loopback; JSON in ${OUT_DIR#"$ROOT"/}; $(date -u '+%Y-%m-%d %H:%M UTC'), nproc $(nproc), load $(cut -d' ' -f1-3 /proc/loadavg))"
 if [ -n "$S1" ]; then echo "1. one ~1 KB message (smtp-sink, runs $RUNS):"; echo "$S1"; fi
 if [ -n "$S2" ]; then echo "2. one ~1 KB message, STARTTLS + AUTH (private Postfix, runs $RUNS):"; echo "$S2"; fi
 if [ -n "$S3" ]; then echo "3. one $ATTACH_MIB MiB attachment (smtp-sink, runs $ATTACH_RUNS):"; echo "$S3"; fi
 if [ -n "$S4" ]; then echo "4. $BATCH_MSGS messages of ~2 KB (smtp-sink, runs $BATCH_RUNS):"; echo "$S4"; fi
 if [ -n "$S5" ]; then echo "5. $BATCH_MSGS messages of ~2 KB into Postfix's disk queue (runs $POSTFIX_RUNS):"; echo "$S5"; fi
+if [ -n "$S6" ]; then echo "6. peak RSS of envoi batch, $FLAT_SMALL vs $FLAT_BIG records of ~2 KB (smtp-sink, 1 run each):"; echo "$S6"; fi
