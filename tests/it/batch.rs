@@ -1006,3 +1006,33 @@ fn a_refused_login_stops_every_sender() {
         "{lines:?}"
     );
 }
+
+/// Marks are never cleared: a mark whose record has a result line is stale and ignored;
+/// only a marked record without one is listed as unknown.
+#[test]
+fn resume_ignores_marks_of_records_with_a_result_line() {
+    let s = plain();
+    let records: Vec<String> = (1..=4)
+        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
+        .collect();
+    let file = write(&s, "mail.jsonl", &records.join("\n"));
+    let earlier = [
+        r#"{"line":1,"status":"sent","message_id":"<1@x>","recipients":[],"data_reply":null,"exit_code":0,"error":null}"#,
+        r#"{"line":2,"status":"deferred","message_id":"<2@x>","recipients":[],"data_reply":null,"exit_code":75,"error":"451"}"#,
+    ];
+    std::fs::write(report_path(&s), format!("{}\n", earlier.join("\n"))).unwrap();
+    // Three senders: their last records were 1 and 2 (results written) and 3 (none).
+    let marks = format!("{:>20}\n{:>20}\n{:>20}\n", 1, 2, 3);
+    std::fs::write(s.home().join("report.jsonl.inflight"), marks).unwrap();
+    let report_arg = report_path(&s).display().to_string();
+    let run = batch(&s, &[&file, "--resume", &report_arg]).expect_exit(75);
+    assert!(run.stderr.contains("unknown 1"), "{run}");
+    let subjects: Vec<String> = s.server.messages().iter().map(subject).collect();
+    assert_eq!(subjects, ["m2", "m4"], "2 was deferred, 4 never started");
+    let lines = report(&report_path(&s));
+    let new: Vec<(u64, &str)> = lines[2..]
+        .iter()
+        .map(|l| (l["line"].as_u64().unwrap(), l["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(new, [(3, "unknown"), (2, "sent"), (4, "sent")]);
+}

@@ -205,7 +205,6 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
             output_broken: false,
             tally: &mut tally,
             progress: &mut progress,
-            marks: &marks,
         };
         dispatch.run(records, &done, &hands, &finished);
         drop(hands);
@@ -241,7 +240,6 @@ struct Dispatch<'a> {
     output_broken: bool,
     tally: &'a mut Tally,
     progress: &'a mut Progress,
-    marks: &'a Marks,
 }
 
 impl Dispatch<'_> {
@@ -287,27 +285,23 @@ impl Dispatch<'_> {
             };
             self.busy -= 1;
             self.idle.push(sender);
-            self.finished(sender, outcome);
+            self.finished(outcome);
         }
     }
 
-    /// A sender's outcome: counted, written, its mark cleared.
-    fn finished(&mut self, sender: usize, outcome: Outcome) {
+    /// A sender's outcome: counted and written.
+    fn finished(&mut self, outcome: Outcome) {
         let line = match outcome {
             Ok(line) => line,
             Err(e) => return self.stop(e),
         };
         self.tally.count(&line);
         self.progress.record(line.exit_code == 0);
-        if !self.output_broken {
-            let written = self
-                .output
-                .write(&line)
-                .and_then(|()| self.marks.set(sender, None));
-            if let Err(e) = written {
-                self.output_broken = true;
-                self.stop(e);
-            }
+        if !self.output_broken
+            && let Err(e) = self.output.write(&line)
+        {
+            self.output_broken = true;
+            self.stop(e);
         }
         if let Some(kind) = line.fatal {
             // Every later record would fail the same way at the same step.
@@ -379,7 +373,7 @@ fn send_record(shared: &Shared, batch: &mut Batch, sender: usize, record: Record
         }
     };
     pace(shared.pacer);
-    shared.marks.set(sender, Some(record.line))?;
+    shared.marks.mark(sender, record.line)?;
     let message_id = prepared.message_id.clone();
     let envelope: Vec<String> = prepared
         .envelope

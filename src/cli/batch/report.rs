@@ -165,11 +165,12 @@ impl Output {
     }
 }
 
-/// Next to the report, `REPORT.inflight` has one line per sender: the line of the
-/// record that sender is sending, from before its first command until its result line
-/// is in the report, and blank otherwise. A batch killed meanwhile leaves it behind, and
-/// `--resume` lists those records as `unknown` instead of sending them again. Removed
-/// when the batch ends.
+/// Next to the report, `REPORT.inflight` has one line per sender: the line of the last
+/// record that sender started to send (blank before its first). A batch killed leaves it
+/// behind, and `--resume` lists the records it names that have no result line as
+/// `unknown` instead of sending them again; a mark whose record has its result line is
+/// stale and ignored, so marks are never cleared (that would cost two more system calls
+/// per record). Removed when the batch ends.
 pub(super) fn inflight_path(report: &Path) -> PathBuf {
     let mut path = report.as_os_str().to_owned();
     path.push(".inflight");
@@ -180,9 +181,8 @@ pub(super) fn inflight_path(report: &Path) -> PathBuf {
 /// never truncated, so a kill mid-write leaves the other slots whole.
 const INFLIGHT_WIDTH: usize = 20;
 
-/// The in-flight file (nothing without `--report`). A sender marks its slot before it
-/// sends; the main thread clears it after writing the result line, and only then hands
-/// that sender its next record, so the two never write one slot at once.
+/// The in-flight file (nothing without `--report`). A sender marks its own slot before
+/// it sends; the lock is for the file's shared position, not for the slots.
 pub(super) struct Marks {
     file: Option<Mutex<File>>,
 }
@@ -214,15 +214,12 @@ impl Marks {
         })
     }
 
-    /// Writes `line` (or blank) into `sender`'s slot.
-    pub(super) fn set(&self, sender: usize, line: Option<u64>) -> Result<()> {
+    /// Writes `line` into `sender`'s slot.
+    pub(super) fn mark(&self, sender: usize, line: u64) -> Result<()> {
         let Some(file) = &self.file else {
             return Ok(());
         };
-        let text = match line {
-            Some(line) => format!("{line:>INFLIGHT_WIDTH$}\n"),
-            None => format!("{:>INFLIGHT_WIDTH$}\n", ""),
-        };
+        let text = format!("{line:>INFLIGHT_WIDTH$}\n");
         let offset = (sender * (INFLIGHT_WIDTH + 1)) as u64;
         // A sender that panicked held no lock while writing a slot: the file is whole.
         let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);

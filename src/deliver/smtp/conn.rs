@@ -68,6 +68,9 @@ pub(crate) struct Conn {
     stream: Stream,
     /// Bytes read from the stream and not yet taken as a reply line.
     unread: Vec<u8>,
+    /// The read and write timeout the socket has, so that setting the same one again
+    /// (every command of a batch) costs no system call.
+    timeout: Option<Duration>,
 }
 
 /// How much the DATA writer gathers before each write: large writes, few syscalls.
@@ -85,6 +88,7 @@ impl Conn {
                     return Ok(Conn {
                         stream: Stream::Plain(tcp),
                         unread: Vec::new(),
+                        timeout: None,
                     });
                 }
                 Err(e) => last = e,
@@ -101,10 +105,16 @@ impl Conn {
     }
 
     /// Bounds every following read and write.
-    pub(crate) fn set_timeout(&self, timeout: Duration) -> io::Result<()> {
+    pub(crate) fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
         let timeout = Some(timeout.max(Duration::from_millis(1)));
-        self.tcp().set_read_timeout(timeout)?;
-        self.tcp().set_write_timeout(timeout)
+        if timeout != self.timeout {
+            // Forgotten first: after a failure the socket's timeouts are unknown.
+            self.timeout = None;
+            self.tcp().set_read_timeout(timeout)?;
+            self.tcp().set_write_timeout(timeout)?;
+            self.timeout = timeout;
+        }
+        Ok(())
     }
 
     /// The address connected to.
