@@ -1,9 +1,9 @@
 //! `envoi batch`: many messages over reused SMTP sessions, one result line per record.
 //!
-//! The main thread reads records one at a time, so memory does not grow with the input,
-//! and hands each to an idle sender (`--concurrency`, one by default); each sender owns
-//! its SMTP sessions. Each record's result is written (and flushed) as it comes back: a
-//! batch killed half-way leaves a report, and in-flight marks, that `--resume` trusts.
+//! Senders (`--concurrency`, one by default) each own their SMTP sessions and take turns
+//! at the input: each takes the next record (read one at a time, so memory does not grow
+//! with the input), sends it, and writes its result line (flushed at once). A batch
+//! killed half-way leaves a report, and in-flight marks, that `--resume` trusts.
 
 mod pace;
 mod report;
@@ -11,7 +11,7 @@ mod report;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -175,44 +175,36 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         marks: &marks,
         pacer: &pacer,
     };
-    let mut progress = Progress::start(&args.file, format);
+    let books = Mutex::new(Books {
+        records,
+        done,
+        output,
+        output_broken: false,
+        tally,
+        progress: Progress::start(&args.file, format),
+    });
     let sessions = thread::scope(|scope| {
-        let (results, finished) = mpsc::channel::<(usize, Outcome)>();
-        let mut hands = Vec::with_capacity(senders);
-        let mut workers = Vec::with_capacity(senders);
-        for (index, mut batch) in batches.into_iter().enumerate() {
-            let (hand, jobs) = mpsc::channel::<Record>();
-            let results = results.clone();
-            let shared = &shared;
-            workers.push(scope.spawn(move || {
-                for record in jobs {
-                    let outcome = send_guarded(shared, &mut batch, index, record);
-                    if results.send((index, outcome)).is_err() {
-                        break;
-                    }
-                }
-                let opened = batch.sessions_opened();
-                batch.finish();
-                opened
-            }));
-            hands.push(hand);
-        }
-        drop(results);
-        let mut dispatch = Dispatch {
-            idle: (0..senders).rev().collect(),
-            busy: 0,
-            output: &mut output,
-            output_broken: false,
-            tally: &mut tally,
-            progress: &mut progress,
-        };
-        dispatch.run(records, &done, &hands, &finished);
-        drop(hands);
+        let workers: Vec<_> = batches
+            .into_iter()
+            .enumerate()
+            .map(|(sender, mut batch)| {
+                let (shared, books) = (&shared, &books);
+                scope.spawn(move || {
+                    serve(shared, books, &mut batch, sender);
+                    let opened = batch.sessions_opened();
+                    batch.finish();
+                    opened
+                })
+            })
+            .collect();
         workers
             .into_iter()
             .map(|worker| worker.join().unwrap_or(0))
             .sum::<u32>()
     });
+    let Books {
+        tally, progress, ..
+    } = books.into_inner().unwrap_or_else(PoisonError::into_inner);
     progress.finish();
     if let (Some(path), None) = (&args.report, &tally.stopped) {
         // Nothing is in flight any more. (After a stop, a mark may name a record whose
@@ -227,66 +219,59 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
     Ok(tally.exit_code())
 }
 
-/// The main thread's side of the batch: reads records, hands each to an idle sender,
-/// and writes each result as it comes back.
-struct Dispatch<'a> {
-    /// Senders waiting for a record (the next one handed out is the last).
-    idle: Vec<usize>,
-    /// Records handed out whose result has not come back.
-    busy: usize,
-    output: &'a mut Output,
+/// What the senders take turns at: the next record, and the books of results. Each
+/// sender takes its next record and writes its result itself, under one lock, so a lone
+/// sender never waits for another thread, and the input is read one record at a time.
+struct Books<R> {
+    records: R,
+    /// The records `--resume` skips.
+    done: Lines,
+    output: Output,
     /// A result line could not be written: later ones are not tried, and their
     /// records stay marked in flight for `--resume`.
     output_broken: bool,
-    tally: &'a mut Tally,
-    progress: &'a mut Progress,
+    tally: Tally,
+    progress: Progress,
 }
 
-impl Dispatch<'_> {
-    fn run(
-        &mut self,
-        mut records: impl Iterator<Item = Result<Record>>,
-        done: &Lines,
-        hands: &[mpsc::Sender<Record>],
-        finished: &mpsc::Receiver<(usize, Outcome)>,
-    ) {
-        let mut more = true;
-        loop {
-            while more && self.tally.stopped.is_none() {
-                let Some(&sender) = self.idle.last() else {
-                    break;
-                };
-                match records.next() {
-                    None => more = false,
-                    Some(Err(e)) => self.tally.stopped = Some(e),
-                    Some(Ok(record)) if done.contains(record.line) => {
-                        self.tally.skipped += 1;
-                        self.progress.record(true);
-                    }
-                    Some(Ok(record)) => {
-                        if hands[sender].send(record).is_err() {
-                            // A sender's thread ends only when its hand is dropped.
-                            self.stop(Error::new(
-                                ErrorKind::Internal,
-                                "a sender stopped before the batch ended",
-                            ));
-                            break;
-                        }
-                        self.idle.pop();
-                        self.busy += 1;
-                    }
+/// One sender's loop: take a record, send it, write its result, until the records end
+/// or the batch stops.
+fn serve<R: Iterator<Item = Result<Record>>>(
+    shared: &Shared,
+    books: &Mutex<Books<R>>,
+    batch: &mut Batch,
+    sender: usize,
+) {
+    // The books stay whole if a sender panicked holding them: every change to them is
+    // one counter, one line written, or one error set.
+    let lock = || books.lock().unwrap_or_else(PoisonError::into_inner);
+    loop {
+        // Its own statement: the lock is released before the record is sent (in a
+        // `while let` it would be held through the loop's body).
+        let next = lock().next_record();
+        let Some(record) = next else {
+            break;
+        };
+        let outcome = send_guarded(shared, batch, sender, record);
+        lock().finished(outcome);
+    }
+}
+
+impl<R: Iterator<Item = Result<Record>>> Books<R> {
+    /// The next record to send, past those `--resume` skips; `None` at the end of the
+    /// input or once the batch stopped.
+    fn next_record(&mut self) -> Option<Record> {
+        while self.tally.stopped.is_none() {
+            match self.records.next()? {
+                Err(e) => self.tally.stopped = Some(e),
+                Ok(record) if self.done.contains(record.line) => {
+                    self.tally.skipped += 1;
+                    self.progress.record(true);
                 }
+                Ok(record) => return Some(record),
             }
-            if self.busy == 0 {
-                return;
-            }
-            let Ok((sender, outcome)) = finished.recv() else {
-                return;
-            };
-            self.busy -= 1;
-            self.idle.push(sender);
-            self.finished(outcome);
         }
+        None
     }
 
     /// A sender's outcome: counted and written.
@@ -316,7 +301,7 @@ impl Dispatch<'_> {
         }
     }
 
-    /// No record is handed out after this; those in flight finish. The first reason wins.
+    /// No record is taken after this; those in flight finish. The first reason wins.
     fn stop(&mut self, e: Error) {
         if self.tally.stopped.is_none() {
             self.tally.stopped = Some(e);
@@ -437,10 +422,12 @@ fn format(args: &BatchArgs) -> Result<BatchFormat> {
     }
 }
 
-/// The record reader for the input file.
-fn records(args: &BatchArgs, format: BatchFormat) -> Result<Records<Box<dyn BufRead>>> {
-    let input: Box<dyn BufRead> = if is_stdin(&args.file) {
-        Box::new(io::stdin().lock())
+/// The record reader for the input file. Whichever sender takes the next record reads
+/// it, so the reader moves between threads: standard input goes through its handle, not
+/// a lock held by one thread.
+fn records(args: &BatchArgs, format: BatchFormat) -> Result<Records<Box<dyn BufRead + Send>>> {
+    let input: Box<dyn BufRead + Send> = if is_stdin(&args.file) {
+        Box::new(BufReader::with_capacity(64 << 10, io::stdin()))
     } else {
         let file = File::open(&args.file).map_err(|e| {
             Error::new(
