@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::durable;
 use crate::error::{Error, Result};
-use crate::message::Prepared;
+use crate::message::{Prepared, StreamError};
 
 /// Writes the message as `<dir>/<id>.eml` (temp file, fsync, rename, fsync of the
 /// directory) and returns the path.
@@ -27,6 +27,11 @@ pub(crate) fn save_to_dir(dir: &Path, prepared: &Prepared) -> Result<PathBuf> {
         .collect();
     let path = dir.join(format!("{name}.eml"));
     let temp = dir.join(format!(".{name}.eml.tmp"));
-    durable::replace_file(&path, &temp, &prepared.bytes).map_err(fail)?;
+    durable::replace_file_with(&path, &temp, |out| prepared.bytes.write_to(out)).map_err(|e| {
+        match e {
+            StreamError::Source(e) => e,
+            StreamError::Sink(e) => fail(e),
+        }
+    })?;
     Ok(path)
 }

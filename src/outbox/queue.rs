@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::deliver::Dsn;
 use crate::durable;
 use crate::error::{Error, ErrorKind, Result};
+use crate::message::{MessageBytes, StreamError};
 use crate::profile::Route;
 
 /// One recipient the server refused for good.
@@ -138,7 +139,7 @@ impl Outbox {
     }
 
     /// Writes a new entry durably and returns it locked, ready for its first attempt.
-    pub(crate) fn enqueue(&self, message: &[u8], state: &EntryState) -> Result<Locked> {
+    pub(crate) fn enqueue(&self, message: &MessageBytes, state: &EntryState) -> Result<Locked> {
         let id = new_id();
         let tmp = self.root.join("tmp").join(&id);
         // Not create_dir_all: an existing folder means another process drew this id.
@@ -302,8 +303,18 @@ impl Locked {
 }
 
 /// Writes a new entry's files into `dir`, durably, and locks it.
-fn fill(dir: &Path, message: &[u8], state: &EntryState) -> Result<File> {
-    write_synced(&dir.join(MESSAGE), message)?;
+/// Writes a new entry's files. The message is written from its parts: the entry holds
+/// every byte of it, attached files included, so a queued message never depends on a
+/// file that may change or go before it is sent.
+fn fill(dir: &Path, message: &MessageBytes, state: &EntryState) -> Result<File> {
+    let path = dir.join(MESSAGE);
+    durable::write_file_with(&path, |out| message.write_to(out)).map_err(|e| match e {
+        StreamError::Source(e) => Error::new(
+            e.kind(),
+            format!("{}; the message was not queued", e.message()),
+        ),
+        StreamError::Sink(e) => io_error("write", &path, e),
+    })?;
     write_synced(&dir.join(STATE), &state_json(state)?)?;
     write_synced(&dir.join(LOCK), b"")?;
     sync_dir(dir)?;
@@ -410,7 +421,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let outbox = Outbox::open(dir.path()).unwrap();
         let entry = outbox
-            .enqueue(b"Subject: x\r\n\r\nhi\r\n", &state())
+            .enqueue(&b"Subject: x\r\n\r\nhi\r\n".to_vec().into(), &state())
             .unwrap();
         let id = entry.id().to_owned();
         assert_eq!(
@@ -440,7 +451,7 @@ mod tests {
         fs::create_dir_all(root.join("queue")).unwrap();
         fs::set_permissions(root.join("queue"), fs::Permissions::from_mode(0o755)).unwrap();
         let outbox = Outbox::open(&root).unwrap();
-        let entry = outbox.enqueue(b"m", &state()).unwrap();
+        let entry = outbox.enqueue(&b"m".to_vec().into(), &state()).unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         for folder in ["tmp", "queue", "failed"] {
             assert_eq!(mode(&root.join(folder)), 0o700, "{folder}");
@@ -454,7 +465,7 @@ mod tests {
     fn failed_entries_keep_message_and_state() {
         let dir = tempfile::tempdir().unwrap();
         let outbox = Outbox::open(dir.path()).unwrap();
-        let entry = outbox.enqueue(b"m", &state()).unwrap();
+        let entry = outbox.enqueue(&b"m".to_vec().into(), &state()).unwrap();
         let id = entry.id().to_owned();
         let mut s = state();
         s.last_error = Some("550 no such user".into());

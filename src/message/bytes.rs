@@ -1,0 +1,179 @@
+//! [`MessageBytes`]: the exact bytes of a message, with attached files left in their
+//! files until the message is written.
+//!
+//! A message is a run of literal bytes (the header, the text, every MIME boundary, and
+//! attachments that came in memory) with a file's base64 in between wherever a file was
+//! attached by path ([`AttachedFile`]). Everything that needs the message — SMTP DATA,
+//! the outbox entry, the file transport, the dry run, the DKIM body hash — writes it to
+//! an [`io::Write`] with [`MessageBytes::write_to`], so no whole copy of a large
+//! attachment is ever made; its exact length and whether it is ASCII are known without
+//! reading the files.
+
+use std::io::{self, Write};
+
+use crate::error::Error;
+use crate::message::attached_file::{AttachedFile, base64_lines};
+
+/// The bytes of an RFC 5322 message (CRLF line endings), some still in files.
+///
+/// The header is always literal: lettre writes it before any part's body, and a message
+/// given whole (sendmail mode) is all literal.
+#[derive(Debug, Clone, Default)]
+pub struct MessageBytes {
+    parts: Vec<Part>,
+}
+
+/// One stretch of a message, in order.
+#[derive(Debug, Clone)]
+pub enum Part {
+    /// Bytes as they are.
+    Literal(Vec<u8>),
+    /// A file, written in base64 lines when the message is written.
+    Base64File(AttachedFile),
+}
+
+/// Why writing a message failed: its source or where it was going.
+#[derive(Debug)]
+pub enum StreamError {
+    /// An attached file could not be read or changed since the message was built (66,
+    /// naming the file). What was written is incomplete: it must not be delivered.
+    Source(Error),
+    /// The writer failed (the socket, the disk).
+    Sink(io::Error),
+}
+
+impl From<io::Error> for StreamError {
+    fn from(e: io::Error) -> StreamError {
+        StreamError::Sink(e)
+    }
+}
+
+impl From<Vec<u8>> for MessageBytes {
+    fn from(bytes: Vec<u8>) -> MessageBytes {
+        MessageBytes {
+            parts: vec![Part::Literal(bytes)],
+        }
+    }
+}
+
+impl MessageBytes {
+    /// Adds literal bytes at the end.
+    pub(crate) fn push_literal(&mut self, bytes: &[u8]) {
+        match self.parts.last_mut() {
+            Some(Part::Literal(last)) => last.extend_from_slice(bytes),
+            _ => self.parts.push(Part::Literal(bytes.to_vec())),
+        }
+    }
+
+    /// Adds `data` at the end in base64 lines, encoded now.
+    pub(crate) fn push_base64(&mut self, data: &[u8]) {
+        if !matches!(self.parts.last(), Some(Part::Literal(_))) {
+            self.parts.push(Part::Literal(Vec::new()));
+        }
+        if let Some(Part::Literal(last)) = self.parts.last_mut() {
+            base64_lines(data, last);
+        }
+    }
+
+    /// Adds a file's base64 at the end.
+    pub(crate) fn push_file(&mut self, file: AttachedFile) {
+        self.parts.push(Part::Base64File(file));
+    }
+
+    /// Puts `bytes` before everything else (a DKIM-Signature header).
+    pub(crate) fn prepend(&mut self, bytes: &[u8]) {
+        match self.parts.first_mut() {
+            // Shifts the header and the text; an attached file is not in this Vec.
+            Some(Part::Literal(first)) => {
+                first.splice(0..0, bytes.iter().copied());
+            }
+            _ => self.parts.insert(0, Part::Literal(bytes.to_vec())),
+        }
+    }
+
+    /// The stretches of the message, in order.
+    pub fn parts(&self) -> &[Part] {
+        &self.parts
+    }
+
+    /// The literal bytes the message starts with: its whole header, and more.
+    pub fn head(&self) -> &[u8] {
+        match self.parts.first() {
+            Some(Part::Literal(bytes)) => bytes,
+            _ => &[],
+        }
+    }
+
+    /// The length of the message in octets, files included (for SIZE and the trace).
+    pub fn len(&self) -> u64 {
+        self.parts
+            .iter()
+            .map(|part| match part {
+                Part::Literal(bytes) => bytes.len() as u64,
+                Part::Base64File(file) => file.base64_len(),
+            })
+            .sum()
+    }
+
+    /// True for a message of no octets.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True when every octet is ASCII (base64 always is), so no 8BITMIME is needed.
+    pub fn is_ascii(&self) -> bool {
+        self.parts.iter().all(|part| match part {
+            Part::Literal(bytes) => bytes.is_ascii(),
+            Part::Base64File(_) => true,
+        })
+    }
+
+    /// Writes the whole message to `out`, each attached file read as it goes.
+    pub fn write_to(&self, out: &mut impl Write) -> Result<(), StreamError> {
+        for part in &self.parts {
+            match part {
+                Part::Literal(bytes) => out.write_all(bytes)?,
+                Part::Base64File(file) => file.write_base64(out)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole message in memory: for `--json`'s dry run and for tests, never for a
+    /// message on its way.
+    pub fn to_vec(&self) -> crate::error::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(usize::try_from(self.len()).unwrap_or(0));
+        self.write_to(&mut out).map_err(|e| match e {
+            StreamError::Source(e) => e,
+            // Writing to a Vec does not fail; a failed allocation aborts instead.
+            StreamError::Sink(e) => Error::new(crate::error::ErrorKind::Internal, e.to_string()),
+        })?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_and_bytes_take_files_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.bin");
+        std::fs::write(&path, [0xff; 100]).unwrap();
+        let mut message = MessageBytes::from(b"Subject: x\r\n\r\n".to_vec());
+        message.push_file(AttachedFile::open("--attach", &path).unwrap());
+        message.push_literal(b"\r\n--end");
+        message.prepend(b"DKIM-Signature: x\r\n");
+        let bytes = message.to_vec().unwrap();
+        assert_eq!(message.len(), bytes.len() as u64);
+        assert!(message.is_ascii());
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(
+            text.starts_with("DKIM-Signature: x\r\nSubject: x\r\n\r\n////"),
+            "{text}"
+        );
+        assert!(text.ends_with("/w==\r\n--end"), "{text}");
+        assert!(!MessageBytes::from(b"caf\xe9".to_vec()).is_ascii());
+    }
+}
