@@ -36,6 +36,16 @@ pub struct AttachedFile {
     path: PathBuf,
     len: u64,
     modified: Option<SystemTime>,
+    holds: Holds,
+}
+
+/// What the file is to the message, for the words of its errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holds {
+    /// One attachment, given by the user.
+    Attachment,
+    /// The whole message, stored by envoi (an outbox entry).
+    StoredMessage,
 }
 
 impl AttachedFile {
@@ -64,6 +74,17 @@ impl AttachedFile {
             path: path.to_owned(),
             len: meta.len(),
             modified: meta.modified().ok(),
+            holds: Holds::Attachment,
+        })
+    }
+
+    /// Opens a file that holds a whole message stored by envoi (an outbox entry), to be
+    /// written as it is.
+    pub(crate) fn open_stored_message(path: &Path) -> Result<AttachedFile> {
+        let file = AttachedFile::open("the stored message", path)?;
+        Ok(AttachedFile {
+            holds: Holds::StoredMessage,
+            ..file
         })
     }
 
@@ -94,10 +115,34 @@ impl AttachedFile {
         &self,
         out: &mut impl Write,
     ) -> std::result::Result<(), StreamError> {
+        let mut encoded = Vec::with_capacity(2 + base64_len(CHUNK as u64) as usize);
+        self.read_chunks(|chunk, first| {
+            encoded.clear();
+            if !first {
+                // Lines are CRLF-separated, and every chunk before this one ended a line.
+                encoded.extend_from_slice(b"\r\n");
+            }
+            base64_lines(chunk, &mut encoded);
+            out.write_all(&encoded)
+        })
+    }
+
+    /// Writes the file's bytes as they are to `out`, checked as in
+    /// [`AttachedFile::write_base64`].
+    pub(crate) fn write_as_is(&self, out: &mut impl Write) -> std::result::Result<(), StreamError> {
+        self.read_chunks(|chunk, _| out.write_all(chunk))
+    }
+
+    /// Reads the file [`CHUNK`] bytes at a time (every chunk but the last a whole number
+    /// of base64 lines) and gives each to `take`, with whether it is the first; fails
+    /// when the file is not what it was when it was opened.
+    fn read_chunks(
+        &self,
+        mut take: impl FnMut(&[u8], bool) -> io::Result<()>,
+    ) -> std::result::Result<(), StreamError> {
         let mut file = File::open(&self.path).map_err(|e| self.unreadable(&e))?;
         self.check_unchanged(&file)?;
         let mut input = vec![0; CHUNK.min(usize::try_from(self.len).unwrap_or(CHUNK))];
-        let mut encoded = Vec::with_capacity(2 + base64_len(input.len() as u64) as usize);
         let mut left = self.len;
         while left > 0 {
             let want = input.len().min(usize::try_from(left).unwrap_or(usize::MAX));
@@ -108,13 +153,7 @@ impl AttachedFile {
                     self.len - left + got as u64
                 )));
             }
-            encoded.clear();
-            if left < self.len {
-                // Lines are CRLF-separated, and every chunk before this one ended a line.
-                encoded.extend_from_slice(b"\r\n");
-            }
-            base64_lines(&input[..want], &mut encoded);
-            out.write_all(&encoded).map_err(StreamError::Sink)?;
+            take(&input[..want], left == self.len).map_err(StreamError::Sink)?;
             left -= want as u64;
         }
         if read_full(&mut file, &mut [0]).map_err(|e| self.unreadable(&e))? > 0 {
@@ -138,24 +177,32 @@ impl AttachedFile {
     fn unreadable(&self, e: &io::Error) -> StreamError {
         StreamError::Source(Error::new(
             ErrorKind::NoInput,
-            format!("cannot read the attachment {:?}: {e}", self.shown()),
+            format!("cannot read {}: {e}", self.named()),
         ))
     }
 
     fn changed(&self, how: String) -> StreamError {
+        let advice = match self.holds {
+            Holds::Attachment => "leave the file alone until envoi is done, or attach a copy",
+            Holds::StoredMessage => "only envoi may write in its outbox",
+        };
         StreamError::Source(Error::new(
             ErrorKind::NoInput,
             format!(
-                "the attachment {:?} changed after the message was built ({} bytes then; {how}); \
-                 leave the file alone until envoi is done, or attach a copy",
-                self.shown(),
+                "{} changed after the message was built ({} bytes then; {how}); {advice}",
+                self.named(),
                 self.len
             ),
         ))
     }
 
-    fn shown(&self) -> String {
-        self.path.display().to_string()
+    /// The file in an error: what it is and where.
+    fn named(&self) -> String {
+        let what = match self.holds {
+            Holds::Attachment => "the attachment",
+            Holds::StoredMessage => "the stored message",
+        };
+        format!("{what} {:?}", self.path.display().to_string())
     }
 }
 

@@ -10,14 +10,16 @@
 //! reading the files.
 
 use std::io::{self, Write};
+use std::path::Path;
 
 use crate::error::Error;
 use crate::message::attached_file::{AttachedFile, base64_lines};
 
 /// The bytes of an RFC 5322 message (CRLF line endings), some still in files.
 ///
-/// The header is always literal: lettre writes it before any part's body, and a message
-/// given whole (sendmail mode) is all literal.
+/// The header of a message to sign is always literal: lettre writes it before any part's
+/// body, and a message given whole (sendmail mode) is all literal. A message read back
+/// from the outbox is one stored file; it was signed, if at all, before it was stored.
 #[derive(Debug, Clone, Default)]
 pub struct MessageBytes {
     parts: Vec<Part>,
@@ -30,6 +32,14 @@ pub enum Part {
     Literal(Vec<u8>),
     /// A file, written in base64 lines when the message is written.
     Base64File(AttachedFile),
+    /// A file holding a whole message stored by envoi (an outbox entry), written as it
+    /// is; `ascii` was found when it was opened.
+    StoredFile {
+        /// The file.
+        file: AttachedFile,
+        /// Whether every byte of it is ASCII.
+        ascii: bool,
+    },
 }
 
 /// Why writing a message failed: its source or where it was going.
@@ -57,6 +67,22 @@ impl From<Vec<u8>> for MessageBytes {
 }
 
 impl MessageBytes {
+    /// The message stored whole in the file at `path` (an outbox entry), left in the
+    /// file: sending a queued message then costs no more memory than building it did.
+    /// The file is read once here, to know whether it is ASCII (for 8BITMIME).
+    pub fn stored(path: &Path) -> crate::error::Result<MessageBytes> {
+        let file = AttachedFile::open_stored_message(path)?;
+        let mut check = AsciiCheck { ascii: true };
+        file.write_as_is(&mut check)
+            .map_err(StreamError::into_error)?;
+        Ok(MessageBytes {
+            parts: vec![Part::StoredFile {
+                file,
+                ascii: check.ascii,
+            }],
+        })
+    }
+
     /// Adds literal bytes at the end.
     pub(crate) fn push_literal(&mut self, bytes: &[u8]) {
         match self.parts.last_mut() {
@@ -111,6 +137,7 @@ impl MessageBytes {
             .map(|part| match part {
                 Part::Literal(bytes) => bytes.len() as u64,
                 Part::Base64File(file) => file.base64_len(),
+                Part::StoredFile { file, .. } => file.len(),
             })
             .sum()
     }
@@ -125,6 +152,7 @@ impl MessageBytes {
         self.parts.iter().all(|part| match part {
             Part::Literal(bytes) => bytes.is_ascii(),
             Part::Base64File(_) => true,
+            Part::StoredFile { ascii, .. } => *ascii,
         })
     }
 
@@ -134,6 +162,7 @@ impl MessageBytes {
             match part {
                 Part::Literal(bytes) => out.write_all(bytes)?,
                 Part::Base64File(file) => file.write_base64(out)?,
+                Part::StoredFile { file, .. } => file.write_as_is(out)?,
             }
         }
         Ok(())
@@ -143,12 +172,38 @@ impl MessageBytes {
     /// message on its way.
     pub fn to_vec(&self) -> crate::error::Result<Vec<u8>> {
         let mut out = Vec::with_capacity(usize::try_from(self.len()).unwrap_or(0));
-        self.write_to(&mut out).map_err(|e| match e {
-            StreamError::Source(e) => e,
-            // Writing to a Vec does not fail; a failed allocation aborts instead.
-            StreamError::Sink(e) => Error::new(crate::error::ErrorKind::Internal, e.to_string()),
-        })?;
+        self.write_to(&mut out).map_err(StreamError::into_error)?;
         Ok(out)
+    }
+}
+
+impl StreamError {
+    /// The error, for a writer that cannot fail (memory, a hash): its failure would be
+    /// a bug.
+    pub(crate) fn into_error(self) -> Error {
+        match self {
+            StreamError::Source(e) => e,
+            StreamError::Sink(e) => Error::new(
+                crate::error::ErrorKind::Internal,
+                format!("a write to memory failed (a bug): {e}"),
+            ),
+        }
+    }
+}
+
+/// A writer that only notes whether everything written to it was ASCII.
+struct AsciiCheck {
+    ascii: bool,
+}
+
+impl Write for AsciiCheck {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.ascii &= buf.is_ascii();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -175,5 +230,23 @@ mod tests {
         );
         assert!(text.ends_with("/w==\r\n--end"), "{text}");
         assert!(!MessageBytes::from(b"caf\xe9".to_vec()).is_ascii());
+    }
+
+    #[test]
+    fn a_stored_message_is_written_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        for (content, ascii) in [
+            (&b"Subject: x\r\n\r\nhi\r\n"[..], true),
+            (b"caf\xe9\r\n", false),
+        ] {
+            let path = dir.path().join("message");
+            std::fs::write(&path, content).unwrap();
+            let stored = MessageBytes::stored(&path).unwrap();
+            assert_eq!(stored.is_ascii(), ascii, "{content:?}");
+            assert_eq!(stored.len(), content.len() as u64);
+            assert_eq!(stored.to_vec().unwrap(), content);
+        }
+        let err = MessageBytes::stored(&dir.path().join("none")).unwrap_err();
+        assert!(err.message().contains("the stored message"), "{err}");
     }
 }

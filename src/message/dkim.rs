@@ -253,11 +253,12 @@ impl Signer {
             match part {
                 Part::Literal(bytes) => canonical.update(bytes),
                 Part::Base64File(file) => {
-                    file.write_base64(&mut canonical).map_err(|e| match e {
-                        StreamError::Source(e) => e,
-                        // RelaxedBody's writes do not fail.
-                        StreamError::Sink(e) => Error::new(ErrorKind::Internal, e.to_string()),
-                    })?;
+                    file.write_base64(&mut canonical)
+                        .map_err(StreamError::into_error)?;
+                }
+                Part::StoredFile { file, .. } => {
+                    file.write_as_is(&mut canonical)
+                        .map_err(StreamError::into_error)?;
                 }
             }
         }

@@ -336,7 +336,7 @@ impl Attempt<'_> {
         let prepared = Prepared {
             message_id: state.message_id.clone(),
             envelope: stored_envelope(&state)?,
-            bytes: entry.message()?.into(),
+            bytes: entry.message()?,
         };
         state.attempts += 1;
         let options = DeliveryOptions {

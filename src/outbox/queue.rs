@@ -274,10 +274,11 @@ impl Locked {
         self.dir.join(STATE).exists()
     }
 
-    /// The stored message bytes.
-    pub(crate) fn message(&self) -> Result<Vec<u8>> {
-        let path = self.dir.join(MESSAGE);
-        fs::read(&path).map_err(|e| io_error("read", &path, e))
+    /// The stored message, left in its file until it is sent. Not readable, the entry
+    /// waits (as any outbox I/O failure does).
+    pub(crate) fn message(&self) -> Result<MessageBytes> {
+        MessageBytes::stored(&self.dir.join(MESSAGE))
+            .map_err(|e| Error::new(ErrorKind::Temporary, format!("outbox: {}", e.message())))
     }
 
     /// The stored state.
