@@ -182,8 +182,8 @@ fn error_report<'a>(err: &'a Error, report: &'a Report) -> ErrorReport<'a> {
 }
 
 /// The `--json` report of a success. A dry run's message is put together in memory
-/// here, attached files and all: JSON needs it as one string. An attached file that
-/// cannot be read then is the error (66).
+/// here, attached files and all (once, the only whole copy): JSON needs it as one string.
+/// An attached file that cannot be read then is the error (66).
 fn send_report(outcome: &Outcome) -> Result<SendReport<'_>> {
     Ok(match outcome {
         Outcome::Delivered(Delivery::Sent { prepared, report }) => {
@@ -221,8 +221,10 @@ fn send_report(outcome: &Outcome) -> Result<SendReport<'_>> {
             ..SendReport::new(Status::Duplicate, &first.message_id)
         },
         Outcome::DryRun(prepared) => SendReport {
+            // Moved into the String, not copied, unless it is not UTF-8 (sendmail mode).
             message: Some(Cow::Owned(
-                String::from_utf8_lossy(&prepared.bytes.to_vec()?).into_owned(),
+                String::from_utf8(prepared.bytes.to_vec()?)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
             )),
             ..SendReport::of(Status::DryRun, prepared)
         },
