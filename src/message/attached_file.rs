@@ -115,7 +115,8 @@ impl AttachedFile {
         &self,
         out: &mut impl Write,
     ) -> std::result::Result<(), StreamError> {
-        let mut encoded = Vec::with_capacity(2 + base64_len(CHUNK as u64) as usize);
+        let largest = base64_len(self.len.min(CHUNK as u64));
+        let mut encoded = Vec::with_capacity(2 + usize::try_from(largest).unwrap_or(0));
         self.read_chunks(|chunk, first| {
             encoded.clear();
             if !first {

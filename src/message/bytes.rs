@@ -7,7 +7,8 @@
 //! the outbox entry, the file transport, the dry run, the DKIM body hash — writes it to
 //! an [`io::Write`] with [`MessageBytes::write_to`], so no whole copy of a large
 //! attachment is ever made; its exact length and whether it is ASCII are known without
-//! reading the files.
+//! reading the attached files. A queued message is sent from its outbox file the same
+//! way.
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -120,14 +121,6 @@ impl MessageBytes {
     /// The stretches of the message, in order.
     pub fn parts(&self) -> &[Part] {
         &self.parts
-    }
-
-    /// The literal bytes the message starts with: its whole header, and more.
-    pub fn head(&self) -> &[u8] {
-        match self.parts.first() {
-            Some(Part::Literal(bytes)) => bytes,
-            _ => &[],
-        }
     }
 
     /// The length of the message in octets, files included (for SIZE and the trace).
