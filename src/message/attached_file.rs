@@ -60,16 +60,11 @@ impl AttachedFile {
                 format!("{label}: cannot read {:?}: {why}", shown.to_string()),
             )
         };
-        let file = File::open(path).map_err(|e| no_input(e.to_string()))?;
-        let meta = file.metadata().map_err(|e| no_input(e.to_string()))?;
-        if !meta.is_file() {
-            let what = if meta.is_dir() {
-                "a directory"
-            } else {
-                "not a regular file (a FIFO, socket or device)"
-            };
+        if let Some(what) = not_regular(path).map_err(|e| no_input(e.to_string()))? {
             return Err(no_input(format!("it is {what}")));
         }
+        let file = File::open(path).map_err(|e| no_input(e.to_string()))?;
+        let meta = file.metadata().map_err(|e| no_input(e.to_string()))?;
         Ok(AttachedFile {
             path: path.to_owned(),
             len: meta.len(),
@@ -141,6 +136,9 @@ impl AttachedFile {
         &self,
         mut take: impl FnMut(&[u8], bool) -> io::Result<()>,
     ) -> std::result::Result<(), StreamError> {
+        if let Some(what) = not_regular(&self.path).map_err(|e| self.unreadable(&e))? {
+            return Err(self.changed(format!("it is now {what}")));
+        }
         let mut file = File::open(&self.path).map_err(|e| self.unreadable(&e))?;
         self.check_unchanged(&file)?;
         let mut input = vec![0; CHUNK.min(usize::try_from(self.len).unwrap_or(CHUNK))];
@@ -205,6 +203,20 @@ impl AttachedFile {
         };
         format!("{what} {:?}", self.path.display().to_string())
     }
+}
+
+/// What `path` is when it is not a regular file, looked at before it is opened: opening
+/// a FIFO waits for a writer, and a device (`/dev/zero`) never ends, either of which
+/// could hang a cron job.
+fn not_regular(path: &Path) -> io::Result<Option<&'static str>> {
+    let kind = std::fs::metadata(path)?.file_type();
+    Ok(if kind.is_file() {
+        None
+    } else if kind.is_dir() {
+        Some("a directory")
+    } else {
+        Some("not a regular file (a FIFO, socket or device)")
+    })
 }
 
 /// Reads until `buf` is full or the file ends; the number of bytes read.
@@ -364,5 +376,13 @@ mod tests {
         assert!(err.message().contains("it is a directory"), "{err}");
         let err = AttachedFile::open("--attach", &dir.path().join("none")).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NoInput);
+        // Refused before it is opened: opening a FIFO would wait for a writer.
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        for path in [fifo.as_path(), Path::new("/dev/zero")] {
+            let err = AttachedFile::open("--attach", path).unwrap_err();
+            assert!(err.message().contains("not a regular file"), "{err}");
+        }
     }
 }
