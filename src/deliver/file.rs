@@ -35,3 +35,41 @@ pub(crate) fn save_to_dir(dir: &Path, prepared: &Prepared) -> Result<PathBuf> {
     })?;
     Ok(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{AttachedFile, MessageBytes};
+
+    fn prepared(bytes: MessageBytes) -> Prepared {
+        Prepared {
+            message_id: "<1.a@example.com>".into(),
+            envelope: lettre::address::Envelope::new(
+                Some("a@example.com".parse().unwrap()),
+                vec!["b@example.com".parse().unwrap()],
+            )
+            .unwrap(),
+            bytes,
+        }
+    }
+
+    /// The saved file is the whole message, attached files included; one that went
+    /// missing leaves neither a message nor a temporary file behind.
+    #[test]
+    fn attached_files_are_written_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let attached = dir.path().join("a.bin");
+        std::fs::write(&attached, [0xff; 3]).unwrap();
+        let mut bytes = MessageBytes::from(b"Subject: x\r\n\r\n".to_vec());
+        bytes.push_file(AttachedFile::open("--attach", &attached).unwrap());
+        let out = dir.path().join("out");
+        let path = save_to_dir(&out, &prepared(bytes.clone())).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"Subject: x\r\n\r\n////");
+        std::fs::remove_file(&path).unwrap();
+
+        std::fs::remove_file(&attached).unwrap();
+        let err = save_to_dir(&out, &prepared(bytes)).unwrap_err();
+        assert_eq!(err.kind(), crate::error::ErrorKind::NoInput, "{err}");
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "left behind");
+    }
+}

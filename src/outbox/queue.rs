@@ -442,6 +442,31 @@ mod tests {
         assert!(outbox.lock(&id).unwrap().is_none());
     }
 
+    /// An attached file that cannot be read queues nothing and leaves nothing behind.
+    #[test]
+    fn a_missing_attached_file_is_not_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&dir.path().join("outbox")).unwrap();
+        let attached = dir.path().join("a.bin");
+        fs::write(&attached, b"x").unwrap();
+        let mut message = MessageBytes::from(b"Subject: x\r\n\r\n".to_vec());
+        message.push_file(crate::message::AttachedFile::open("--attach", &attached).unwrap());
+        fs::remove_file(&attached).unwrap();
+        let Err(err) = outbox.enqueue(&message, &state()) else {
+            panic!("queued a message whose attachment is gone");
+        };
+        assert_eq!(err.kind(), ErrorKind::NoInput, "{err}");
+        assert!(
+            err.message().ends_with("the message was not queued"),
+            "{err}"
+        );
+        assert!(outbox.ids(Folder::Queue).unwrap().is_empty());
+        assert_eq!(
+            fs::read_dir(dir.path().join("outbox/tmp")).unwrap().count(),
+            0
+        );
+    }
+
     /// The audit found the outbox world-readable (0755 folders, 0644 files).
     #[cfg(unix)]
     #[test]
