@@ -164,6 +164,22 @@ impl AttachedFile {
     /// Fails when the open file's length or modification time is not what it was.
     fn check_unchanged(&self, file: &File) -> std::result::Result<(), StreamError> {
         let meta = file.metadata().map_err(|e| self.unreadable(&e))?;
+        self.compare(&meta)
+    }
+
+    /// Fails when the file at the path is not what it was: looked at before a
+    /// transaction starts, so that a file already changed stops it before the server
+    /// is told anything. Reading it still checks again (it may change after this).
+    pub(crate) fn check_path(&self) -> std::result::Result<(), StreamError> {
+        if let Some(what) = not_regular(&self.path).map_err(|e| self.unreadable(&e))? {
+            return Err(self.changed(format!("it is now {what}")));
+        }
+        let meta = std::fs::metadata(&self.path).map_err(|e| self.unreadable(&e))?;
+        self.compare(&meta)
+    }
+
+    /// Fails when `meta` does not show the length and modification time recorded.
+    fn compare(&self, meta: &std::fs::Metadata) -> std::result::Result<(), StreamError> {
         if meta.len() != self.len {
             return Err(self.changed(format!("it now holds {} bytes", meta.len())));
         }

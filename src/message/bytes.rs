@@ -149,6 +149,21 @@ impl MessageBytes {
         })
     }
 
+    /// Fails (66, naming the file) when a file of the message is no longer what it was
+    /// when the message was built, without reading it: a transaction can then be given
+    /// up before it starts, instead of in the middle of DATA.
+    pub fn check_files(&self) -> crate::error::Result<()> {
+        for part in &self.parts {
+            match part {
+                Part::Literal(_) => {}
+                Part::Base64File(file) | Part::StoredFile { file, .. } => {
+                    file.check_path().map_err(StreamError::into_error)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the whole message to `out`, each attached file read as it goes.
     pub fn write_to(&self, out: &mut impl Write) -> Result<(), StreamError> {
         for part in &self.parts {

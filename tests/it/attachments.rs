@@ -3,7 +3,7 @@
 //! message was built is never half sent.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use envoi::deliver::{DeliveryOptions, Notice, Observer, deliver};
 use envoi::message::{AttachedFile, AttachmentData};
@@ -112,11 +112,15 @@ fn email_with(path: &Path) -> Email {
     }
 }
 
-/// A file cut short after the message was built (its SIZE announced, its DATA begun):
-/// the final dot is never sent and the connection is closed, so the server delivers
-/// nothing; the error names the file (66, not "outcome unknown") and is not retried.
+fn smtp_url(server: &TestServer) -> String {
+    format!("smtp://127.0.0.1:{}?security=none", server.port())
+}
+
+/// A file cut short between building the message and sending it: the transaction is
+/// given up before MAIL FROM (the SIZE to announce is no longer true), nothing reaches
+/// the server, and the error names the file (66, not retried).
 #[test]
-fn a_file_that_shrank_after_building_is_never_half_sent() {
+fn a_file_that_shrank_before_sending_stops_the_transaction() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("data.bin");
     std::fs::write(&path, noise(BIG)).unwrap();
@@ -125,8 +129,7 @@ fn a_file_that_shrank_after_building_is_never_half_sent() {
     let prepared = envoi::message::build(email_with(&path), &from, SystemTime::now()).unwrap();
     std::fs::write(&path, noise(BIG / 2)).unwrap();
 
-    let profile =
-        profile_from_url(&format!("smtp://127.0.0.1:{}?security=none", server.port())).unwrap();
+    let profile = profile_from_url(&smtp_url(&server)).unwrap();
     let failure = deliver(&profile, prepared, &DeliveryOptions::default(), &mut Quiet)
         .expect_err("sent a file that changed");
     let error = failure.error;
@@ -146,11 +149,61 @@ fn a_file_that_shrank_after_building_is_never_half_sent() {
         "the connection stays open"
     );
     assert!(server.messages().is_empty(), "a message was delivered");
-    assert!(server.unacknowledged().is_empty(), "the final dot was sent");
+    let transcript = server.transcript();
     assert!(
-        server.transcript().iter().any(|l| l == "DATA"),
-        "not stopped inside DATA: {:?}",
-        server.transcript()
+        !transcript.iter().any(|l| l.starts_with("MAIL")),
+        "a transaction began: {transcript:?}"
     );
+    assert_eq!(server.connections(), 1, "retried");
+}
+
+/// A file cut short after DATA was sent (the server, slow to answer, has the DATA
+/// command; the test waits for it there, then truncates the file): envoi never sends the
+/// final dot and closes the connection, so the server delivers nothing; the error names
+/// the file and says the message was not sent (66, not "outcome unknown", not retried).
+#[test]
+fn a_file_that_shrank_during_data_is_never_half_sent() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("data.bin");
+    std::fs::write(&path, noise(BIG)).unwrap();
+    let server = TestServer::start(ServerOptions {
+        delay_replies: Some(Duration::from_millis(300)),
+        ..ServerOptions::default()
+    });
+    let from: Mailbox = "s@example.com".parse().unwrap();
+    let prepared = envoi::message::build(email_with(&path), &from, SystemTime::now()).unwrap();
+    let profile = profile_from_url(&smtp_url(&server)).unwrap();
+    let sending = std::thread::spawn(move || {
+        deliver(&profile, prepared, &DeliveryOptions::default(), &mut Quiet).map(|_| ())
+    });
+    let waited = Instant::now();
+    while !server.transcript().iter().any(|l| l == "DATA") {
+        assert!(waited.elapsed() < Duration::from_secs(20), "no DATA came");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::fs::write(&path, noise(BIG / 2)).unwrap();
+
+    let error = sending
+        .join()
+        .unwrap()
+        .expect_err("sent a file that changed")
+        .error;
+    assert_eq!(error.kind(), ErrorKind::NoInput, "{error}");
+    for words in [
+        "data.bin",
+        "changed after the message was built",
+        "was not sent: the connection was closed before its end",
+    ] {
+        assert!(
+            error.message().contains(words),
+            "{words:?} missing: {error}"
+        );
+    }
+    assert!(
+        server.wait_idle(Duration::from_secs(5)),
+        "the connection stays open"
+    );
+    assert!(server.messages().is_empty(), "a message was delivered");
+    assert!(server.unacknowledged().is_empty(), "the final dot was sent");
     assert_eq!(server.connections(), 1, "retried");
 }

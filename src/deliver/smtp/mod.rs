@@ -598,8 +598,20 @@ impl SmtpSession {
 
     /// The MAIL parameters `prepared` needs: SMTPUTF8 when an address needs it, else
     /// BODY=8BITMIME when the text needs it; SIZE when the server takes it, after
-    /// checking the message fits.
+    /// checking the message fits. First, the message's files must be as they were when
+    /// it was built (the size announced is theirs): one that changed stops the
+    /// transaction before it begins, with nothing sent and the session still usable.
     fn mail_parameters(&self, prepared: &Prepared, recipients: &[Address]) -> Result<String> {
+        prepared.bytes.check_files().map_err(|e| {
+            Error::new(
+                e.kind(),
+                format!(
+                    "{}; the message {} was not sent",
+                    e.message(),
+                    prepared.message_id
+                ),
+            )
+        })?;
         let mut params = String::new();
         let size = prepared.bytes.len();
         if let Some(limit) = self.caps.size.filter(|l| *l > 0) {
