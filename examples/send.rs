@@ -38,7 +38,7 @@ fn main() -> anyhow::Result<()> {
         attachments: vec![Attachment {
             file_name: "build.log".into(),
             content_type: "text/plain".parse()?,
-            data: b"step 3/7 failed: exit status 2\n".to_vec(),
+            data: b"step 3/7 failed: exit status 2\n".to_vec().into(),
             content_id: None,
         }],
         headers: vec![("X-Job".into(), "nightly".into())],

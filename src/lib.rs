@@ -31,7 +31,7 @@
 //! let from: envoi::Mailbox = "Bot <bot@example.com>".parse()?;
 //! let prepared = envoi::message::build(email, &from, SystemTime::now())?;
 //!
-//! let text = String::from_utf8(prepared.bytes)?;
+//! let text = String::from_utf8(prepared.bytes.to_vec()?)?;
 //! assert!(text.contains("X-Priority: 1 (Highest)\r\n"));
 //! assert!(!text.contains("X-MSMail-Priority")); // a spam sign without X-MimeOLE
 //! assert!(!text.contains("audit@")); // Bcc: envelope only

@@ -138,10 +138,13 @@ fn run(args: Vec<OsString>) -> ExitCode {
                 return ExitCode::from(ErrorKind::Internal.exit_code());
             };
             match send::run(&send, send_matches) {
-                Ok(outcome) => {
-                    print_outcome(&outcome, send.json);
-                    ExitCode::SUCCESS
-                }
+                Ok(outcome) => match print_outcome(&outcome, send.json) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        print_error(&e, &Report::default(), send.json);
+                        ExitCode::from(e.kind().exit_code())
+                    }
+                },
                 Err(failure) => {
                     print_error(&failure.error, &failure.report, send.json);
                     ExitCode::from(failure.error.kind().exit_code())

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use envoi::deliver::{Delivery, Notice, Observer, Probe, RcptReply, Report, ServerReport};
-use envoi::error::Error;
-use envoi::message::Prepared;
+use envoi::error::{Error, Result};
+use envoi::message::{Prepared, StreamError};
 use envoi::outbox::idempotency::{FirstSend, FirstStatus};
 use envoi::outbox::{EntryOutcome, EntryState, FlushSummary, Queued};
 use envoi::profile::Security;
@@ -181,8 +181,11 @@ fn error_report<'a>(err: &'a Error, report: &'a Report) -> ErrorReport<'a> {
     }
 }
 
-fn send_report(outcome: &Outcome) -> SendReport<'_> {
-    match outcome {
+/// The `--json` report of a success. A dry run's message is put together in memory
+/// here, attached files and all (once, the only whole copy): JSON needs it as one string.
+/// An attached file that cannot be read then is the error (66).
+fn send_report(outcome: &Outcome) -> Result<SendReport<'_>> {
+    Ok(match outcome {
         Outcome::Delivered(Delivery::Sent { prepared, report }) => {
             let status = if report.refused.is_empty() {
                 Status::Sent
@@ -218,33 +221,43 @@ fn send_report(outcome: &Outcome) -> SendReport<'_> {
             ..SendReport::new(Status::Duplicate, &first.message_id)
         },
         Outcome::DryRun(prepared) => SendReport {
-            message: Some(String::from_utf8_lossy(&prepared.bytes)),
+            // Moved into the String, not copied, unless it is not UTF-8 (sendmail mode).
+            message: Some(Cow::Owned(
+                String::from_utf8(prepared.bytes.to_vec()?)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            )),
             ..SendReport::of(Status::DryRun, prepared)
         },
         Outcome::Linted { prepared, findings } => SendReport {
             findings: Some(findings),
             ..SendReport::of(Status::Linted, prepared)
         },
-    }
+    })
 }
 
-/// Prints a success. A closed standard output (`| head`) is not an error.
-pub fn print_outcome(outcome: &Outcome, as_json: bool) {
+/// Prints a success. A closed standard output (`| head`) is not an error; an attached
+/// file that cannot be read for a dry run's message is (66).
+pub fn print_outcome(outcome: &Outcome, as_json: bool) -> Result<()> {
     let mut out = io::stdout().lock();
     let result = if as_json {
-        write_json(&mut out, &send_report(outcome))
+        write_json(&mut out, &send_report(outcome)?).map_err(StreamError::Sink)
     } else {
         write_human(&mut out, outcome)
     };
-    if let Err(e) = result
-        && e.kind() != io::ErrorKind::BrokenPipe
-    {
-        warning(&format!("cannot write the result: {e}"));
+    match result {
+        Err(StreamError::Source(e)) => return Err(e),
+        Err(StreamError::Sink(e)) if e.kind() != io::ErrorKind::BrokenPipe => {
+            warning(&format!("cannot write the result: {e}"));
+        }
+        _ => {}
     }
+    Ok(())
 }
 
-fn write_human(out: &mut impl Write, outcome: &Outcome) -> io::Result<()> {
-    match outcome {
+/// A success in words; a dry run writes its message, attached files streamed from
+/// their files.
+fn write_human(out: &mut impl Write, outcome: &Outcome) -> std::result::Result<(), StreamError> {
+    let written: io::Result<()> = match outcome {
         Outcome::Delivered(Delivery::Sent { prepared, report }) => {
             for r in &report.refused {
                 warning(&format!(
@@ -295,7 +308,7 @@ fn write_human(out: &mut impl Write, outcome: &Outcome) -> io::Result<()> {
                 serde_json::to_string(&envelope.from).unwrap_or_default(),
                 serde_json::to_string(&envelope.to).unwrap_or_default()
             );
-            out.write_all(&prepared.bytes)
+            return prepared.bytes.write_to(out);
         }
         Outcome::Linted { prepared, findings } => {
             for finding in findings {
@@ -312,7 +325,8 @@ fn write_human(out: &mut impl Write, outcome: &Outcome) -> io::Result<()> {
                 prepared.message_id
             )
         }
-    }
+    };
+    Ok(written?)
 }
 
 fn write_json(out: &mut impl Write, value: &impl Serialize) -> io::Result<()> {
@@ -746,7 +760,7 @@ mod tests {
         Prepared {
             message_id: "<…@example.com>".into(),
             envelope: Envelope::new(Some(address(from)), vec![address(to)]).unwrap(),
-            bytes: b"Subject: x\r\n\r\nhi\r\n".to_vec(),
+            bytes: b"Subject: x\r\n\r\nhi\r\n".to_vec().into(),
         }
     }
 
@@ -765,7 +779,7 @@ mod tests {
             },
         });
         assert_eq!(
-            serde_json::to_value(send_report(&sent)).unwrap(),
+            serde_json::to_value(send_report(&sent).unwrap()).unwrap(),
             examples[0]
         );
 

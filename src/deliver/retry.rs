@@ -755,7 +755,7 @@ mod tests {
                 to.iter().map(|a| address(a)).collect(),
             )
             .unwrap(),
-            bytes: b"Subject: x\r\n\r\nhi\r\n".to_vec(),
+            bytes: b"Subject: x\r\n\r\nhi\r\n".to_vec().into(),
         }
     }
 

@@ -16,6 +16,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair, RSA_PKCS1_SHA256, RsaKeyPair};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::message::bytes::{MessageBytes, Part, StreamError};
 
 /// The header fields signed when the message has them, in this order.
 pub const SIGNED_FIELDS: [&str; 11] = [
@@ -227,19 +228,41 @@ impl Signer {
 
     /// `message` (RFC 5322, CRLF line endings) with its DKIM-Signature header, signed at
     /// `now`, inserted before its first line (in place: a large message is not copied).
-    /// A message without From cannot be signed (65).
-    pub fn sign(&self, mut message: Vec<u8>, now: SystemTime) -> Result<Vec<u8>> {
+    /// A message without From cannot be signed (65); an attached file that cannot be
+    /// read is 66.
+    pub fn sign(&self, mut message: MessageBytes, now: SystemTime) -> Result<MessageBytes> {
         let header = self.header(&message, now)?;
-        message.splice(0..0, header.into_bytes());
+        message.prepend(header.as_bytes());
         Ok(message)
     }
 
     /// The DKIM-Signature header field of `message` signed at `now`, folded, ending in
-    /// CRLF.
-    pub fn header(&self, message: &[u8], now: SystemTime) -> Result<String> {
-        let (fields, body) = split(message);
+    /// CRLF. The body is hashed as it is written, attached files read a chunk at a time.
+    pub fn header(&self, message: &MessageBytes, now: SystemTime) -> Result<String> {
+        let mut parts = message.parts().iter();
+        // The header is always in the first, literal part (see MessageBytes).
+        let head: &[u8] = match parts.next() {
+            Some(Part::Literal(bytes)) => bytes,
+            _ => &[],
+        };
+        let (fields, body) = split(head);
         let mut body_hash = Context::new(&SHA256);
-        relaxed_body(body, |canonical| body_hash.update(canonical));
+        let mut canonical = RelaxedBody::new(|piece: &[u8]| body_hash.update(piece));
+        canonical.update(body);
+        for part in parts {
+            match part {
+                Part::Literal(bytes) => canonical.update(bytes),
+                Part::Base64File(file) => {
+                    file.write_base64(&mut canonical)
+                        .map_err(StreamError::into_error)?;
+                }
+                Part::StoredFile { file, .. } => {
+                    file.write_as_is(&mut canonical)
+                        .map_err(StreamError::into_error)?;
+                }
+            }
+        }
+        canonical.finish();
         let body_hash = body_hash.finish();
         let mut names: Vec<String> = Vec::new();
         for wanted in SIGNED_FIELDS {
@@ -473,44 +496,104 @@ fn relaxed_header(field: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The body in the relaxed form (RFC 6376 §3.4.4), given to `out` piece by piece (the
-/// body may be megabytes of attachments): each run of whitespace one space, none at the end
-/// of a line, no empty lines at the end, and a last line ending in CRLF; an empty body (or
-/// one of empty lines only) gives nothing.
-fn relaxed_body(body: &[u8], mut out: impl FnMut(&[u8])) {
-    // Empty lines are held back until a line with text follows: trailing ones never do.
-    let mut empty_lines = 0;
-    let mut line_out = Vec::new();
-    let mut rest = body;
-    while !rest.is_empty() {
-        let (line, next) = match find_crlf(rest) {
-            Some(i) => (&rest[..i], &rest[i + 2..]),
-            None => (rest, &rest[rest.len()..]),
-        };
-        rest = next;
-        line_out.clear();
+/// The body in the relaxed form (RFC 6376 §3.4.4), given to `out` piece by piece as the
+/// body comes in pieces (attached files are read a chunk at a time): each run of
+/// whitespace one space, none at the end of a line, no empty lines at the end, and a
+/// last line ending in CRLF; an empty body (or one of empty lines only) gives nothing.
+struct RelaxedBody<F: FnMut(&[u8])> {
+    out: F,
+    /// The start of a line that a piece ended in (a CRLF may be split between pieces).
+    partial: Vec<u8>,
+    /// Empty lines held back until a line with text follows: trailing ones never do.
+    empty_lines: usize,
+    /// One canonical line, reused.
+    line_out: Vec<u8>,
+}
+
+impl<F: FnMut(&[u8])> RelaxedBody<F> {
+    fn new(out: F) -> RelaxedBody<F> {
+        RelaxedBody {
+            out,
+            partial: Vec::new(),
+            empty_lines: 0,
+            line_out: Vec::new(),
+        }
+    }
+
+    /// Takes the next piece of the body.
+    fn update(&mut self, mut piece: &[u8]) {
+        if !self.partial.is_empty() {
+            let (end, next) =
+                if self.partial.last() == Some(&b'\r') && piece.first() == Some(&b'\n') {
+                    self.partial.pop();
+                    (0, 1)
+                } else {
+                    match find_crlf(piece) {
+                        Some(i) => (i, i + 2),
+                        None => {
+                            self.partial.extend_from_slice(piece);
+                            return;
+                        }
+                    }
+                };
+            let mut line = std::mem::take(&mut self.partial);
+            line.extend_from_slice(&piece[..end]);
+            self.line(&line);
+            line.clear();
+            self.partial = line;
+            piece = &piece[next..];
+        }
+        while let Some(i) = find_crlf(piece) {
+            self.line(&piece[..i]);
+            piece = &piece[i + 2..];
+        }
+        self.partial.extend_from_slice(piece);
+    }
+
+    /// Ends the body: a last line without CRLF counts as a line.
+    fn finish(mut self) {
+        if !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            self.line(&line);
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        self.line_out.clear();
         let mut pending_space = false;
         for &b in line {
             if is_wsp(b) {
                 pending_space = true;
             } else {
                 if pending_space {
-                    line_out.push(b' ');
+                    self.line_out.push(b' ');
                 }
                 pending_space = false;
-                line_out.push(b);
+                self.line_out.push(b);
             }
         }
-        if line_out.is_empty() {
-            empty_lines += 1;
-            continue;
+        if self.line_out.is_empty() {
+            self.empty_lines += 1;
+            return;
         }
-        for _ in 0..empty_lines {
-            out(b"\r\n");
+        for _ in 0..self.empty_lines {
+            (self.out)(b"\r\n");
         }
-        empty_lines = 0;
-        out(&line_out);
-        out(b"\r\n");
+        self.empty_lines = 0;
+        (self.out)(&self.line_out);
+        (self.out)(b"\r\n");
+    }
+}
+
+/// So an attached file's base64 can be written straight into the hash.
+impl<F: FnMut(&[u8])> std::io::Write for RelaxedBody<F> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -519,11 +602,28 @@ mod tests {
     use super::*;
     use ring::signature::{ED25519, UnparsedPublicKey};
 
-    /// The relaxed body, collected.
+    /// `message` signed, as bytes.
+    fn signed(signer: &Signer, message: &[u8], now: SystemTime) -> Result<Vec<u8>> {
+        signer.sign(message.to_vec().into(), now)?.to_vec()
+    }
+
+    /// The relaxed body, collected; the same whether the body comes whole or in pieces
+    /// of any size.
     fn relaxed(body: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        relaxed_body(body, |piece| out.extend_from_slice(piece));
-        out
+        let in_pieces = |size: usize| {
+            let mut out = Vec::new();
+            let mut canonical = RelaxedBody::new(|piece: &[u8]| out.extend_from_slice(piece));
+            for piece in body.chunks(size) {
+                canonical.update(piece);
+            }
+            canonical.finish();
+            out
+        };
+        let whole = in_pieces(body.len().max(1));
+        for size in 1..body.len() {
+            assert_eq!(in_pieces(size), whole, "pieces of {size}");
+        }
+        whole
     }
 
     /// RFC 8463 Appendix A.2: the signed message (its two signatures dropped).
@@ -690,9 +790,7 @@ mod tests {
         let key = DkimKey::from_pem(rfc8463_pem().as_bytes()).unwrap();
         let signer = Signer::new("Football.Example.com", "brisbane", key).unwrap();
         let now = UNIX_EPOCH + std::time::Duration::from_secs(1528637909);
-        let signed = signer
-            .sign(RFC8463_MESSAGE.as_bytes().to_vec(), now)
-            .unwrap();
+        let signed = signed(&signer, RFC8463_MESSAGE.as_bytes(), now).unwrap();
         let text = String::from_utf8(signed.clone()).unwrap();
         let header = &text[..text.find("\r\nFrom:").unwrap()];
         assert!(
@@ -743,7 +841,7 @@ mod tests {
                 .collect();
             let mut message = b"From: a@example.com\r\n".to_vec();
             message.extend(&tail);
-            let signed = signer.sign(message.clone(), SystemTime::now()).unwrap();
+            let signed = signed(&signer, &message, SystemTime::now()).unwrap();
             assert!(signed.ends_with(&message));
             let body = relaxed(&tail);
             assert!(!body.ends_with(b"\r\n\r\n"), "{tail:?}");
@@ -805,9 +903,7 @@ mod tests {
     fn a_message_without_from_is_refused() {
         let key = DkimKey::from_pem(rfc8463_pem().as_bytes()).unwrap();
         let signer = Signer::new("example.com", "s", key).unwrap();
-        let err = signer
-            .sign(b"Subject: x\r\n\r\nbody\r\n".to_vec(), SystemTime::now())
-            .unwrap_err();
+        let err = signed(&signer, b"Subject: x\r\n\r\nbody\r\n", SystemTime::now()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidData);
     }
 

@@ -14,8 +14,8 @@ use lettre::message::header::ContentType;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::address;
 use crate::message::check;
-use crate::message::email::{Attachment, Body, Email, Importance};
-use crate::message::input::{is_stdin, read_bytes};
+use crate::message::email::{Attachment, AttachmentData, Body, Email, Importance};
+use crate::message::input::{attachment_data, is_stdin, read_bytes};
 use crate::message::{images, markdown, template};
 
 /// A value and the flag or property it came from.
@@ -392,7 +392,7 @@ fn load_attachment(draft: AttachmentDraft) -> Result<Attachment> {
     let label = &draft.label;
     let (data, default_name) = match &draft.source {
         AttachmentSource::Path(path) => {
-            let data = read_bytes(label, path)?;
+            let data = attachment_data(label, path)?;
             let name = match path.file_name() {
                 Some(name) if !is_stdin(path) => name.to_string_lossy().into_owned(),
                 _ => "attachment.bin".to_owned(),
@@ -408,6 +408,7 @@ fn load_attachment(draft: AttachmentDraft) -> Result<Attachment> {
                 DataEncoding::None => raw,
                 DataEncoding::Base64 => decode_base64(label, &raw)?,
             };
+            let data = AttachmentData::Bytes(data);
             (data, "attachment.bin".to_owned())
         }
     };
@@ -600,7 +601,7 @@ mod tests {
         draft.attachments = Some(vec![data_attachment("aGVs\nbG8=", DataEncoding::Base64)]);
         let email = draft.into_email().unwrap();
         let att = &email.attachments[0];
-        assert_eq!(att.data, b"hello");
+        assert_eq!(att.data, AttachmentData::Bytes(b"hello".to_vec()));
         assert_eq!(att.content_type, ContentType::parse("image/png").unwrap());
         assert_eq!(att.content_id.as_deref(), Some("logo"));
     }
@@ -661,7 +662,10 @@ mod tests {
     fn encoding_none_keeps_the_text() {
         let mut draft = minimal();
         draft.attachments = Some(vec![data_attachment("aGVsbG8=", DataEncoding::None)]);
-        assert_eq!(draft.into_email().unwrap().attachments[0].data, b"aGVsbG8=");
+        assert_eq!(
+            draft.into_email().unwrap().attachments[0].data,
+            AttachmentData::Bytes(b"aGVsbG8=".to_vec())
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
 
+use crate::message::attached_file::AttachedFile;
+
 /// One email to send. Build it with [`crate::message::draft::Draft`] from untrusted text, or
 /// fill it in directly from Rust (see `examples/send.rs`).
 #[derive(Debug, Clone)]
@@ -95,10 +97,42 @@ pub struct Attachment {
     pub file_name: String,
     /// MIME type.
     pub content_type: ContentType,
-    /// The decoded bytes.
-    pub data: Vec<u8>,
+    /// The bytes, or the file they are in.
+    pub data: AttachmentData,
     /// With a Content-ID the part is inline (multipart/related), for `cid:` in HTML.
     pub content_id: Option<String>,
+}
+
+/// What an attachment holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachmentData {
+    /// Bytes that came in memory: a JSON payload's ContentData, standard input, or built
+    /// by a program.
+    Bytes(Vec<u8>),
+    /// A file attached by its path: it stays in the file until the message is written,
+    /// so a large attachment is never held in memory (see [`AttachedFile`]).
+    File(AttachedFile),
+}
+
+impl AttachmentData {
+    /// Its length in bytes (a file's when the message was drafted).
+    pub fn len(&self) -> u64 {
+        match self {
+            AttachmentData::Bytes(bytes) => bytes.len() as u64,
+            AttachmentData::File(file) => file.len(),
+        }
+    }
+
+    /// True when there are no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<Vec<u8>> for AttachmentData {
+    fn from(bytes: Vec<u8>) -> AttachmentData {
+        AttachmentData::Bytes(bytes)
+    }
 }
 
 #[cfg(test)]

@@ -313,7 +313,7 @@ impl Given {
         Ok(Prepared {
             message_id,
             envelope,
-            bytes: self.into_bytes(),
+            bytes: self.into_bytes().into(),
         })
     }
 
@@ -545,7 +545,7 @@ mod tests {
     }
 
     fn text(p: &Prepared) -> String {
-        String::from_utf8_lossy(&p.bytes).into_owned()
+        String::from_utf8_lossy(&p.bytes.to_vec().unwrap()).into_owned()
     }
 
     #[test]
@@ -593,7 +593,7 @@ mod tests {
         let mut s = submission(&names, &args, false);
         s.envelope_from = Some("<>");
         let p = parse(input).unwrap().prepare(&s).unwrap();
-        assert_eq!(p.bytes, input, "changed: {}", text(&p));
+        assert_eq!(p.bytes.to_vec().unwrap(), input, "changed: {}", text(&p));
         assert_eq!(p.message_id, "<x@y>");
         assert!(p.envelope.from().is_none());
         let rcpts: Vec<String> = p.envelope.to().iter().map(ToString::to_string).collect();

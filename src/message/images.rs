@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::email::Attachment;
-use crate::message::input::read_bytes;
+use crate::message::input::attachment_data;
 
 /// `html` with every local image reference rewritten to `cid:`, and the images as
 /// inline attachments. Relative paths are taken from `base` (the body file's folder, or
@@ -32,7 +32,7 @@ pub(crate) fn embed(html: &str, base: &Path) -> Result<(String, Vec<Attachment>)
             Some(cid) => cid.clone(),
             None => {
                 let label = format!("the image {reference:?}");
-                let data = read_bytes(&label, &path).map_err(|e| {
+                let data = attachment_data(&label, &path).map_err(|e| {
                     Error::new(
                         ErrorKind::NoInput,
                         format!("{} (referenced in the HTML body)", e.message()),
@@ -162,6 +162,7 @@ fn image_sources(html: &str) -> Vec<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::email::AttachmentData;
 
     #[test]
     fn finds_each_img_src_however_it_is_quoted() {
@@ -202,7 +203,15 @@ mod tests {
         let html = r#"<img src="chart.png"><img src="https://x/y.png"><img src="./chart.png">"#;
         let (out, images) = embed(html, dir.path()).unwrap();
         assert_eq!(images.len(), 1, "one file, one part: {out}");
-        assert_eq!(images[0].data, b"\x89PNG");
+        // Only opened and measured: the file is read when the message is written.
+        let AttachmentData::File(file) = &images[0].data else {
+            panic!("an image file is not streamed: {:?}", images[0].data);
+        };
+        assert_eq!(
+            file.path(),
+            dir.path().canonicalize().unwrap().join("chart.png")
+        );
+        assert_eq!(file.len(), 4);
         assert_eq!(images[0].content_type, "image/png".parse().unwrap());
         assert_eq!(
             out,

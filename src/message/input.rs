@@ -8,6 +8,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::message::{AttachedFile, AttachmentData};
 
 /// The most envoi reads from standard input: 64 MiB, more than any mail server takes.
 pub const MAX_STDIN: u64 = 64 << 20;
@@ -54,6 +55,16 @@ pub fn read_bytes(label: &str, path: &Path) -> Result<Vec<u8>> {
         ));
     }
     std::fs::read(path).map_err(no_input)
+}
+
+/// What an attachment given by its path holds: standard input is read now (it can be
+/// read only once); a regular file is opened and measured, and read only when the
+/// message is written, so its size never counts in memory (see [`AttachedFile`]).
+pub fn attachment_data(label: &str, path: &Path) -> Result<AttachmentData> {
+    if is_stdin(path) {
+        return read_bytes(label, path).map(AttachmentData::Bytes);
+    }
+    AttachedFile::open(label, path).map(AttachmentData::File)
 }
 
 /// The files an `--attach` value names: itself, or, when it holds a glob pattern (`*`,

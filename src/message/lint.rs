@@ -6,7 +6,7 @@ use crate::message::email::Email;
 
 /// A message total past which many servers refuse it once base64 has grown it by a
 /// third (Gmail and others take 25 MB).
-const LARGE_ATTACHMENTS: usize = 20_000_000;
+const LARGE_ATTACHMENTS: u64 = 20_000_000;
 
 /// Recipients in one message past which providers limit or junk it.
 const MANY_RECIPIENTS: usize = 100;
@@ -29,7 +29,7 @@ pub enum Finding {
     /// Attachments over `LARGE_ATTACHMENTS` (20 MB) in all.
     LargeAttachments {
         /// Their total size in octets, before encoding.
-        total: usize,
+        total: u64,
     },
     /// The profile signs with DKIM for a domain unrelated to the From address: the
     /// signature verifies, but DMARC counts it only when the two share a domain (one
@@ -108,7 +108,7 @@ pub fn lint(
     if email.body.is_html && email.body.text_alternative.is_none() {
         findings.push(Finding::HtmlOnly);
     }
-    let total: usize = email.attachments.iter().map(|a| a.data.len()).sum();
+    let total: u64 = email.attachments.iter().map(|a| a.data.len()).sum();
     if total > LARGE_ATTACHMENTS {
         findings.push(Finding::LargeAttachments { total });
     }
@@ -183,7 +183,7 @@ mod tests {
         big.attachments.push(crate::message::email::Attachment {
             file_name: "big.bin".into(),
             content_type: "application/octet-stream".parse().unwrap(),
-            data: vec![0; LARGE_ATTACHMENTS + 1],
+            data: vec![0; LARGE_ATTACHMENTS as usize + 1].into(),
             content_id: None,
         });
         big.body.is_html = true;

@@ -4,13 +4,17 @@
 //! [`payload`] (the connector's JSON) and the command line both give a [`draft::Draft`]:
 //! text labelled with where it came from. [`draft::Draft::into_email`] reads files
 //! ([`input`]), parses addresses ([`address`]) and checks every value (`check`), giving
-//! a validated [`Email`]. [`build`] turns that into RFC 5322 bytes and an envelope, with
-//! line endings owned by `wire`, which also frames them for SMTP DATA. A message given
-//! whole (sendmail mode) takes the shorter way through [`given`]. [`dkim`] signs the
-//! final bytes of either.
+//! a validated [`Email`]. [`build`] turns that into RFC 5322 bytes ([`MessageBytes`]) and
+//! an envelope, with line endings owned by `wire`, which also frames them for SMTP DATA.
+//! A file attached by its path stays in its file ([`AttachedFile`]) until the message is
+//! written, so a large attachment is never held in memory. A message given whole
+//! (sendmail mode) takes the shorter way through [`given`]. [`dkim`] signs the final
+//! bytes of either.
 
 pub mod address;
+mod attached_file;
 mod build;
+mod bytes;
 pub(crate) mod check;
 pub mod dkim;
 pub mod draft;
@@ -25,5 +29,7 @@ pub mod records;
 pub mod template;
 pub(crate) mod wire;
 
+pub use attached_file::AttachedFile;
 pub use build::{Prepared, build};
-pub use email::{Attachment, Body, Email, Importance};
+pub use bytes::{MessageBytes, Part, StreamError};
+pub use email::{Attachment, AttachmentData, Body, Email, Importance};

@@ -120,9 +120,9 @@ mod tests {
         assert_eq!(email.bcc[0].email.to_string(), "d@example.com");
         assert!(email.body.is_html);
         assert_eq!(email.importance, crate::message::email::Importance::High);
-        assert_eq!(email.attachments[0].data, b"hi");
+        assert_eq!(email.attachments[0].data, b"hi".to_vec().into());
         assert_eq!(email.attachments[0].content_id.as_deref(), Some("hi"));
-        assert_eq!(email.attachments[1].data, b"plain text");
+        assert_eq!(email.attachments[1].data, b"plain text".to_vec().into());
     }
 
     #[test]

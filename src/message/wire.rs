@@ -19,27 +19,83 @@ pub(crate) fn normalize_line_endings(text: &str) -> String {
     out
 }
 
-/// Writes a message as the DATA payload: dot-stuffed, CRLF-terminated lines, then `.`
-/// CRLF, the exact bytes to send after the server's 354. Works on bytes: a message given
-/// to sendmail mode may be 8-bit text in any charset.
-pub(crate) fn write_data(out: &mut impl Write, message: &[u8]) -> io::Result<()> {
-    let mut rest = message;
-    while !rest.is_empty() {
-        let (line, next) = match rest.iter().position(|b| matches!(b, b'\r' | b'\n')) {
-            None => (rest, &rest[rest.len()..]),
-            Some(i) => {
-                let skip = if rest[i..].starts_with(b"\r\n") { 2 } else { 1 };
-                (&rest[..i], &rest[i + skip..])
-            }
-        };
-        if line.starts_with(b".") {
-            out.write_all(b".")?;
+/// Frames a message as the DATA payload while it is written, piece by piece:
+/// dot-stuffed, CRLF-terminated lines, then `.` CRLF from [`DataWriter::finish`], the
+/// exact bytes to send after the server's 354. Works on bytes: a message given to
+/// sendmail mode may be 8-bit text in any charset.
+///
+/// The message may arrive in pieces of any size (an attached file is written a chunk at
+/// a time), so the writer keeps what it needs across pieces: whether the next byte
+/// starts a line (a `.` there is doubled), and whether the last byte was a CR (a LF
+/// right after it ends the same line).
+pub(crate) struct DataWriter<W: Write> {
+    out: W,
+    at_line_start: bool,
+    after_cr: bool,
+}
+
+impl<W: Write> DataWriter<W> {
+    pub(crate) fn new(out: W) -> DataWriter<W> {
+        DataWriter {
+            out,
+            at_line_start: true,
+            after_cr: false,
         }
-        out.write_all(line)?;
-        out.write_all(b"\r\n")?;
-        rest = next;
     }
-    out.write_all(b".\r\n")
+
+    /// Ends the last line if it has no line ending, writes the end of data (`.` CRLF)
+    /// and hands back the writer (to flush). Not called, no end of data is ever sent.
+    pub(crate) fn finish(mut self) -> io::Result<W> {
+        if !self.at_line_start {
+            self.out.write_all(b"\r\n")?;
+        }
+        self.out.write_all(b".\r\n")?;
+        Ok(self.out)
+    }
+}
+
+impl<W: Write> Write for DataWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut rest = buf;
+        if self.after_cr {
+            self.after_cr = false;
+            if let Some(after) = rest.strip_prefix(b"\n") {
+                rest = after;
+            }
+        }
+        while !rest.is_empty() {
+            let end = rest.iter().position(|b| matches!(b, b'\r' | b'\n'));
+            let line = &rest[..end.unwrap_or(rest.len())];
+            if self.at_line_start && line.starts_with(b".") {
+                self.out.write_all(b".")?;
+            }
+            if !line.is_empty() {
+                self.out.write_all(line)?;
+                self.at_line_start = false;
+            }
+            let Some(i) = end else { break };
+            self.out.write_all(b"\r\n")?;
+            self.at_line_start = true;
+            rest = match &rest[i..] {
+                [b'\r', b'\n', after @ ..] => after,
+                [b'\r'] => {
+                    // Its LF, if any, starts the next piece.
+                    self.after_cr = true;
+                    &[]
+                }
+                [_, after @ ..] => after,
+                [] => &[],
+            };
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// Splits text into lines at CRLF, LF or CR; yields `(line, had_line_ending)`.
@@ -80,10 +136,26 @@ impl<'a> Lines<'a> {
 mod tests {
     use super::*;
 
+    /// `message` framed, written in one piece and in pieces of every size.
     fn framed(message: &str) -> String {
-        let mut out = Vec::new();
-        write_data(&mut out, message.as_bytes()).unwrap();
-        String::from_utf8(out).unwrap()
+        let bytes = framed_bytes(message.as_bytes());
+        String::from_utf8(bytes).unwrap()
+    }
+
+    fn framed_bytes(message: &[u8]) -> Vec<u8> {
+        let whole = in_pieces(message, message.len().max(1));
+        for size in 1..message.len() {
+            assert_eq!(in_pieces(message, size), whole, "pieces of {size}");
+        }
+        whole
+    }
+
+    fn in_pieces(message: &[u8], size: usize) -> Vec<u8> {
+        let mut writer = DataWriter::new(Vec::new());
+        for piece in message.chunks(size) {
+            writer.write_all(piece).unwrap();
+        }
+        writer.finish().unwrap()
     }
 
     #[test]
@@ -110,9 +182,10 @@ mod tests {
 
     #[test]
     fn eight_bit_bytes_pass_unchanged() {
-        let mut out = Vec::new();
-        write_data(&mut out, b"caf\xe9\n.\xff\n").unwrap();
-        assert_eq!(out, b"caf\xe9\r\n..\xff\r\n.\r\n");
+        assert_eq!(
+            framed_bytes(b"caf\xe9\n.\xff\n"),
+            b"caf\xe9\r\n..\xff\r\n.\r\n"
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::deliver::Dsn;
 use crate::durable;
 use crate::error::{Error, ErrorKind, Result};
+use crate::message::{MessageBytes, StreamError};
 use crate::profile::Route;
 
 /// One recipient the server refused for good.
@@ -138,7 +139,7 @@ impl Outbox {
     }
 
     /// Writes a new entry durably and returns it locked, ready for its first attempt.
-    pub(crate) fn enqueue(&self, message: &[u8], state: &EntryState) -> Result<Locked> {
+    pub(crate) fn enqueue(&self, message: &MessageBytes, state: &EntryState) -> Result<Locked> {
         let id = new_id();
         let tmp = self.root.join("tmp").join(&id);
         // Not create_dir_all: an existing folder means another process drew this id.
@@ -273,10 +274,11 @@ impl Locked {
         self.dir.join(STATE).exists()
     }
 
-    /// The stored message bytes.
-    pub(crate) fn message(&self) -> Result<Vec<u8>> {
-        let path = self.dir.join(MESSAGE);
-        fs::read(&path).map_err(|e| io_error("read", &path, e))
+    /// The stored message, left in its file until it is sent. Not readable, the entry
+    /// waits (as any outbox I/O failure does).
+    pub(crate) fn message(&self) -> Result<MessageBytes> {
+        MessageBytes::stored(&self.dir.join(MESSAGE))
+            .map_err(|e| Error::new(ErrorKind::Temporary, format!("outbox: {}", e.message())))
     }
 
     /// The stored state.
@@ -302,8 +304,18 @@ impl Locked {
 }
 
 /// Writes a new entry's files into `dir`, durably, and locks it.
-fn fill(dir: &Path, message: &[u8], state: &EntryState) -> Result<File> {
-    write_synced(&dir.join(MESSAGE), message)?;
+/// Writes a new entry's files. The message is written from its parts: the entry holds
+/// every byte of it, attached files included, so a queued message never depends on a
+/// file that may change or go before it is sent.
+fn fill(dir: &Path, message: &MessageBytes, state: &EntryState) -> Result<File> {
+    let path = dir.join(MESSAGE);
+    durable::write_file_with(&path, |out| message.write_to(out)).map_err(|e| match e {
+        StreamError::Source(e) => Error::new(
+            e.kind(),
+            format!("{}; the message was not queued", e.message()),
+        ),
+        StreamError::Sink(e) => io_error("write", &path, e),
+    })?;
     write_synced(&dir.join(STATE), &state_json(state)?)?;
     write_synced(&dir.join(LOCK), b"")?;
     sync_dir(dir)?;
@@ -410,7 +422,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let outbox = Outbox::open(dir.path()).unwrap();
         let entry = outbox
-            .enqueue(b"Subject: x\r\n\r\nhi\r\n", &state())
+            .enqueue(&b"Subject: x\r\n\r\nhi\r\n".to_vec().into(), &state())
             .unwrap();
         let id = entry.id().to_owned();
         assert_eq!(
@@ -430,6 +442,31 @@ mod tests {
         assert!(outbox.lock(&id).unwrap().is_none());
     }
 
+    /// An attached file that cannot be read queues nothing and leaves nothing behind.
+    #[test]
+    fn a_missing_attached_file_is_not_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&dir.path().join("outbox")).unwrap();
+        let attached = dir.path().join("a.bin");
+        fs::write(&attached, b"x").unwrap();
+        let mut message = MessageBytes::from(b"Subject: x\r\n\r\n".to_vec());
+        message.push_file(crate::message::AttachedFile::open("--attach", &attached).unwrap());
+        fs::remove_file(&attached).unwrap();
+        let Err(err) = outbox.enqueue(&message, &state()) else {
+            panic!("queued a message whose attachment is gone");
+        };
+        assert_eq!(err.kind(), ErrorKind::NoInput, "{err}");
+        assert!(
+            err.message().ends_with("the message was not queued"),
+            "{err}"
+        );
+        assert!(outbox.ids(Folder::Queue).unwrap().is_empty());
+        assert_eq!(
+            fs::read_dir(dir.path().join("outbox/tmp")).unwrap().count(),
+            0
+        );
+    }
+
     /// The audit found the outbox world-readable (0755 folders, 0644 files).
     #[cfg(unix)]
     #[test]
@@ -440,7 +477,7 @@ mod tests {
         fs::create_dir_all(root.join("queue")).unwrap();
         fs::set_permissions(root.join("queue"), fs::Permissions::from_mode(0o755)).unwrap();
         let outbox = Outbox::open(&root).unwrap();
-        let entry = outbox.enqueue(b"m", &state()).unwrap();
+        let entry = outbox.enqueue(&b"m".to_vec().into(), &state()).unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         for folder in ["tmp", "queue", "failed"] {
             assert_eq!(mode(&root.join(folder)), 0o700, "{folder}");
@@ -454,7 +491,7 @@ mod tests {
     fn failed_entries_keep_message_and_state() {
         let dir = tempfile::tempdir().unwrap();
         let outbox = Outbox::open(dir.path()).unwrap();
-        let entry = outbox.enqueue(b"m", &state()).unwrap();
+        let entry = outbox.enqueue(&b"m".to_vec().into(), &state()).unwrap();
         let id = entry.id().to_owned();
         let mut s = state();
         s.last_error = Some("550 no such user".into());

@@ -278,6 +278,38 @@ fn signed_messages_verify_with_dkimpy_and_an_altered_one_fails() {
     }
 }
 
+/// A file of several chunks, attached by path, is hashed as it is streamed from the file
+/// (its base64 through the relaxed canonicalizer a chunk at a time): dkimpy verifies what
+/// arrived, and the attachment decodes to the file.
+#[test]
+fn a_large_attached_file_is_signed_as_it_is_streamed() {
+    if !tools() {
+        return;
+    }
+    let keys = TempDir::new().unwrap();
+    for kind in [KeyKind::Rsa, KeyKind::Ed25519] {
+        let (key, record) = make_key(keys.path(), kind);
+        let s = Signing::new(&key);
+        let attachment = s.dir.path().join("data.bin");
+        let mut rng = fastrand::Rng::with_seed(6376);
+        let data: Vec<u8> = (0..3 * 65550 + 999).map(|_| rng.u8(..)).collect();
+        std::fs::write(&attachment, &data).unwrap();
+        s.send()
+            .args(["--subject", "Big", "--body", "<p>attached</p>", "--html"])
+            .arg("--attach")
+            .arg(&attachment)
+            .expect_exit(0);
+        let m = &s.server.messages()[0];
+        dkimpy_verify(keys.path(), &m.data, &record)
+            .unwrap_or_else(|e| panic!("{kind:?}: dkimpy refused: {e}"));
+        let parsed = mail_parser::MessageParser::default()
+            .parse(&m.data)
+            .unwrap();
+        let part = parsed.attachments().next().expect("the attachment");
+        assert!(part.contents() == data.as_slice(), "{kind:?}: not the file");
+    }
+}
+
 /// Sendmail mode signs the message as sent: Date and Message-ID added, Bcc removed.
 #[test]
 fn sendmail_mode_signs_what_it_sends() {

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod attachments;
 mod batch;
 mod check;
 mod config;

@@ -26,9 +26,9 @@ use rustls::ClientConfig;
 use crate::deliver::retry::{Connector, Session};
 use crate::deliver::{Dsn, Notice, Transcript, deadline_passed};
 use crate::error::{Error, ErrorKind, Result};
-use crate::message::Prepared;
 use crate::message::check::no_line_breaks;
-use crate::message::wire::write_data;
+use crate::message::wire::DataWriter;
+use crate::message::{MessageBytes, Prepared, StreamError};
 use crate::profile::{Auth, Password, Security, SmtpProfile};
 
 use conn::{Conn, WireError};
@@ -598,10 +598,22 @@ impl SmtpSession {
 
     /// The MAIL parameters `prepared` needs: SMTPUTF8 when an address needs it, else
     /// BODY=8BITMIME when the text needs it; SIZE when the server takes it, after
-    /// checking the message fits.
+    /// checking the message fits. First, the message's files must be as they were when
+    /// it was built (the size announced is theirs): one that changed stops the
+    /// transaction before it begins, with nothing sent and the session still usable.
     fn mail_parameters(&self, prepared: &Prepared, recipients: &[Address]) -> Result<String> {
+        prepared.bytes.check_files().map_err(|e| {
+            Error::new(
+                e.kind(),
+                format!(
+                    "{}; the message {} was not sent",
+                    e.message(),
+                    prepared.message_id
+                ),
+            )
+        })?;
         let mut params = String::new();
-        let size = prepared.bytes.len() as u64;
+        let size = prepared.bytes.len();
         if let Some(limit) = self.caps.size.filter(|l| *l > 0) {
             if size > limit {
                 return Err(Error::invalid(format!(
@@ -765,10 +777,14 @@ impl Session for SmtpSession {
             ),
         );
         PAYLOAD_IN_FLIGHT.store(true, Ordering::SeqCst);
-        let result = self
-            .write_payload(&prepared.bytes)
-            .map_err(WireError::Io)
-            .and_then(|()| self.conn.read_reply());
+        let result = match self.write_payload(&prepared.bytes) {
+            Ok(()) => self.conn.read_reply(),
+            Err(StreamError::Sink(e)) => Err(WireError::Io(e)),
+            Err(StreamError::Source(e)) => {
+                PAYLOAD_IN_FLIGHT.store(false, Ordering::SeqCst);
+                return Err(self.abandon_data(prepared, &e));
+            }
+        };
         PAYLOAD_IN_FLIGHT.store(false, Ordering::SeqCst);
         let reply = match result {
             Ok(reply) => reply,
@@ -815,6 +831,28 @@ impl Session for SmtpSession {
 }
 
 impl SmtpSession {
+    /// After an attached file failed in the middle of DATA: the connection is closed at
+    /// once, so the server, which never got the final dot, discards what it got (RFC
+    /// 5321 §4.1.1.4); nothing was delivered, which the error says with the file's own
+    /// error (66, not retried: the same file would fail again).
+    fn abandon_data(&mut self, prepared: &Prepared, e: &Error) -> Error {
+        self.broken = true;
+        self.conn.shutdown();
+        self.trace(
+            "*",
+            "an attached file failed; the connection was closed before the end",
+        );
+        Error::new(
+            e.kind(),
+            format!(
+                "{}; the message {} was not sent: the connection was closed before its end, so \
+                 the server discards it",
+                e.message(),
+                prepared.message_id
+            ),
+        )
+    }
+
     /// `MAIL FROM:<…>` with its parameters.
     fn mail_line(&self, prepared: &Prepared, recipients: &[Address]) -> Result<String> {
         let params = self.mail_parameters(prepared, recipients)?;
@@ -858,11 +896,13 @@ impl SmtpSession {
     }
 
     /// The dot-stuffed payload and the final dot, in large writes, the last one carrying
-    /// the terminator.
-    fn write_payload(&mut self, message: &[u8]) -> io::Result<()> {
-        let mut writer = self.conn.writer();
-        write_data(&mut writer, message)?;
-        writer.flush()
+    /// the terminator. When an attached file fails on the way, the final dot is never
+    /// written.
+    fn write_payload(&mut self, message: &MessageBytes) -> std::result::Result<(), StreamError> {
+        let mut data = DataWriter::new(self.conn.writer());
+        message.write_to(&mut data)?;
+        data.finish()?.flush()?;
+        Ok(())
     }
 }
 

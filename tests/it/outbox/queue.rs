@@ -103,6 +103,39 @@ fn queue_tempfail_then_flush() {
     assert_eq!(server.messages().len(), 1, "sent again by a later flush");
 }
 
+/// A queued message holds its attachment whole: the file attached by path is written
+/// into the entry, so removing the file before the flush changes nothing.
+#[test]
+fn a_queued_attachment_does_not_depend_on_its_file() {
+    let env = Env::new();
+    let server = TestServer::start(ServerOptions {
+        tempfail_transactions: 1,
+        ..ServerOptions::default()
+    });
+    let path = env.home().join("report.bin");
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    fs::write(&path, &data).unwrap();
+    let json = env
+        .send(Route::Url(server.port()), "with a file")
+        .arg("--queue")
+        .arg("--attach")
+        .arg(&path)
+        .expect_exit(0)
+        .json();
+    assert_eq!(text(&json, "status"), "queued", "{json}");
+    fs::remove_file(&path).unwrap();
+
+    let summary = env.flush(&[&"--all".into()]);
+    assert_eq!(summary_ids(&summary, "sent").len(), 1, "{summary}");
+    let messages = server.messages();
+    assert_eq!(messages.len(), 1, "expected exactly one message");
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&messages[0].data)
+        .unwrap();
+    let part = parsed.attachments().next().expect("the attachment");
+    assert!(part.contents() == data.as_slice(), "the attachment changed");
+}
+
 /// A 550 for the only recipient: exit 67 naming `failed/<id>`, the entry kept in failed/
 /// with the server's reply, nothing queued, nothing delivered.
 #[test]
