@@ -45,7 +45,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(prepared) = envoi::message::build(email, &from, SystemTime::UNIX_EPOCH) else {
         return;
     };
-    let bytes = &prepared.bytes;
+    // A payload's attachments are in memory (no file parts), so this cannot fail.
+    let Ok(bytes) = prepared.bytes.to_vec() else {
+        panic!("a payload message could not be written out");
+    };
+    let bytes = &bytes[..];
     let show = || {
         format!(
             "\n--- payload ---\n{}\n--- message ---\n{}",
