@@ -128,47 +128,39 @@ pub fn deliver(
         }
         Transport::Smtp(smtp) => smtp,
     };
-    let (login, origin) = credentials(smtp, options.policy.deadline, options.transcript)?;
+    let deadline = options.policy.deadline;
+    let mut connector = logged_in(profile, smtp, options, deadline, deadline, observer)?;
+    let report = retry::send(&mut connector, &prepared, &options.policy, observer)?;
+    Ok(Delivery::Sent { prepared, report })
+}
+
+/// The connector for `smtp`, its login fetched by `fetch_by` (a password command runs
+/// here, once); a native OAuth2 token is taken again before each later session (see
+/// [`renew`]). `deadline` bounds the sessions (`None` in a batch, whose messages have
+/// their own). A login about to cross the network in plain text is told to `observer`.
+fn logged_in(
+    profile: &Profile,
+    smtp: &SmtpProfile,
+    options: &DeliveryOptions,
+    fetch_by: Option<Instant>,
+    deadline: Option<Instant>,
+    observer: &mut dyn Observer,
+) -> Result<renew::Renewing> {
+    let (login, origin) = credentials(smtp, fetch_by, options.transcript)?;
     if login.is_some() && smtp.security == Security::None && smtp.allow_plaintext_auth {
         observer.notice(Notice::PasswordWithoutTls {
             server: format!("{}:{}", smtp.host, smtp.port),
         });
     }
-    let mut connector = connector(
-        profile,
-        smtp,
-        (login, origin),
-        options,
-        options.policy.deadline,
-    );
-    let report = retry::send(&mut connector, &prepared, &options.policy, observer)?;
-    Ok(Delivery::Sent { prepared, report })
-}
-
-/// The connector for `smtp` logging in with `login` as fetched; a native OAuth2 token
-/// is taken again before each later session (see [`renew`]). `deadline` bounds the
-/// whole delivery (`None` in a batch, whose messages have their own).
-fn connector(
-    profile: &Profile,
-    smtp: &SmtpProfile,
-    (login, origin): (Login, Option<TokenOrigin>),
-    options: &DeliveryOptions,
-    deadline: Option<Instant>,
-) -> renew::Renewing {
     let mut settings = smtp::SmtpSettings::new(smtp, login, options.transcript, deadline);
     settings.dsn = options.dsn.clone();
-    let renewal = origin
+    let token = origin
         .zip(profile.oauth2())
-        .map(|(origin, (user, oauth))| renew::Renewal {
-            user,
-            oauth,
-            ca_file: smtp.ca_file.clone(),
-            timeout: smtp.timeout,
-            deadline,
-            transcript: options.transcript,
-            origin,
-        });
-    renew::Renewing::new(smtp::SmtpConnector::new(settings), renewal)
+        .map(|(origin, (user, oauth))| (user, oauth, origin));
+    Ok(renew::Renewing::new(
+        smtp::SmtpConnector::new(settings),
+        token,
+    ))
 }
 
 /// Sends message after message through one profile, over reused SMTP sessions
@@ -213,17 +205,10 @@ impl Batch {
         let inner = match &profile.transport {
             Transport::File { dir } => BatchInner::File(dir.clone()),
             Transport::Smtp(smtp) => {
-                let deadline = Some(Instant::now() + per_message);
-                let login = credentials(smtp, deadline, options.transcript)?;
-                if login.0.is_some() && smtp.security == Security::None && smtp.allow_plaintext_auth
-                {
-                    observer.notice(Notice::PasswordWithoutTls {
-                        server: format!("{}:{}", smtp.host, smtp.port),
-                    });
-                }
                 // No overall deadline on the sessions: each command has the profile's
                 // timeout, and each message its own deadline in the policy.
-                let connector = connector(profile, smtp, login, &options, None);
+                let fetch_by = Some(Instant::now() + per_message);
+                let connector = logged_in(profile, smtp, &options, fetch_by, None, observer)?;
                 BatchInner::Smtp(Box::new(retry::Reuse::new(connector, per_session)))
             }
         };
@@ -288,6 +273,14 @@ impl Batch {
 /// A user name with its password or token, fetched.
 type Login = Option<(String, Password)>;
 
+/// `timeout`, or what is left before `deadline` when that is less: how long one step
+/// (a command, a password command, a token request) may take.
+pub(crate) fn cut_to_deadline(timeout: Duration, deadline: Option<Instant>) -> Duration {
+    deadline.map_or(timeout, |d| {
+        timeout.min(d.saturating_duration_since(Instant::now()))
+    })
+}
+
 /// The profile's user name with its password or token fetched. A password command, or
 /// the request to an OAuth2 token endpoint, gets what a server command gets: the
 /// profile's timeout, cut to what is left before `deadline`. With `transcript` (`-v`),
@@ -297,8 +290,7 @@ fn credentials(
     deadline: Option<Instant>,
     transcript: Option<Transcript>,
 ) -> Result<(Login, Option<TokenOrigin>)> {
-    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-    let timeout = left.map_or(smtp.timeout, |left| smtp.timeout.min(left));
+    let timeout = cut_to_deadline(smtp.timeout, deadline);
     let key = smtp.auth.secret_word();
     match smtp.login.clone()? {
         Some((user, SecretSource::Given(source))) => {

@@ -3,15 +3,12 @@
 //! taken again before each SMTP session (from the cache while it has more than a minute
 //! left, so this costs a file read), never only once at the start.
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
-
-use crate::deliver::Transcript;
+use crate::deliver::cut_to_deadline;
 use crate::deliver::oauth2::{self, TokenOrigin};
 use crate::deliver::retry::Connector;
 use crate::deliver::smtp::{SmtpConnector, SmtpSession};
 use crate::error::{ErrorKind, Result};
-use crate::profile::{OAuth2, Password};
+use crate::profile::OAuth2;
 
 /// An SMTP connector whose sessions log in with a current token.
 #[derive(Clone)]
@@ -22,46 +19,30 @@ pub(crate) struct Renewing {
     token: Option<TokenSource>,
 }
 
-/// Where the token comes from, and where the one in use came from.
+/// Whose token it is, and where the one in use came from. Where to ask, how long to
+/// wait and where `-v` goes are the connector's own settings.
 #[derive(Clone)]
 struct TokenSource {
     user: String,
     oauth: OAuth2,
-    ca_file: Option<PathBuf>,
-    /// For the token endpoint: the profile's timeout, cut to the deadline.
-    timeout: Duration,
-    deadline: Option<Instant>,
-    transcript: Option<Transcript>,
     /// Where the token in the connector came from.
     origin: TokenOrigin,
     /// The token in the connector was fetched for the first session and not used yet.
     unused: bool,
 }
 
-/// What [`Renewing::new`] needs to take the token again.
-pub(crate) struct Renewal<'a> {
-    pub user: &'a str,
-    pub oauth: &'a OAuth2,
-    pub ca_file: Option<PathBuf>,
-    pub timeout: Duration,
-    pub deadline: Option<Instant>,
-    pub transcript: Option<Transcript>,
-    /// Where the token already in `connector` came from.
-    pub origin: TokenOrigin,
-}
-
 impl Renewing {
-    /// `connector` with the login already fetched; `renewal` when that login is a
-    /// native OAuth2 token to take again before every later session.
-    pub(crate) fn new(connector: SmtpConnector, renewal: Option<Renewal>) -> Renewing {
-        let token = renewal.map(|r| TokenSource {
-            user: r.user.to_owned(),
-            oauth: r.oauth.clone(),
-            ca_file: r.ca_file,
-            timeout: r.timeout,
-            deadline: r.deadline,
-            transcript: r.transcript,
-            origin: r.origin,
+    /// `connector` with the login already fetched; `token` (user, table, where that
+    /// token came from) when the login is a native OAuth2 token to take again before
+    /// every later session.
+    pub(crate) fn new(
+        connector: SmtpConnector,
+        token: Option<(&str, &OAuth2, TokenOrigin)>,
+    ) -> Renewing {
+        let token = token.map(|(user, oauth, origin)| TokenSource {
+            user: user.to_owned(),
+            oauth: oauth.clone(),
+            origin,
             unused: true,
         });
         Renewing { connector, token }
@@ -71,16 +52,13 @@ impl Renewing {
 impl TokenSource {
     /// The current token, into `connector`'s login.
     fn take(&mut self, connector: &mut SmtpConnector) -> Result<()> {
-        let left = self
-            .deadline
-            .map(|d| d.saturating_duration_since(Instant::now()));
-        let timeout = left.map_or(self.timeout, |left| self.timeout.min(left));
-        let (token, origin): (Password, TokenOrigin) = oauth2::access_token(
+        let settings = connector.settings();
+        let (token, origin) = oauth2::access_token(
             &self.user,
             &self.oauth,
-            self.ca_file.as_deref(),
-            timeout,
-            self.transcript,
+            settings.ca_file.as_deref(),
+            cut_to_deadline(settings.timeout, settings.deadline),
+            settings.transcript,
         )?;
         connector.log_in_as(self.user.clone(), token);
         self.origin = origin;
@@ -103,13 +81,14 @@ impl Connector for Renewing {
         }
         match self.connector.open() {
             Err(e) if e.kind() == ErrorKind::AuthRefused && token.origin == TokenOrigin::Cache => {
-                if let Some(transcript) = token.transcript {
+                let settings = self.connector.settings();
+                if let Some(transcript) = settings.transcript {
                     transcript(
                         "*",
                         "the server refused the cached OAuth2 token; fetching a new one",
                     );
                 }
-                oauth2::forget_access_token(&token.user, &token.oauth, token.timeout);
+                oauth2::forget_access_token(&token.user, &token.oauth, settings.timeout);
                 token.take(&mut self.connector)?;
                 self.connector.open()
             }

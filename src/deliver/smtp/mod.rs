@@ -24,7 +24,7 @@ use lettre::Address;
 use rustls::ClientConfig;
 
 use crate::deliver::retry::{Connector, Session};
-use crate::deliver::{Dsn, Notice, Transcript, deadline_passed};
+use crate::deliver::{Dsn, Notice, Transcript, cut_to_deadline, deadline_passed};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::check::no_line_breaks;
 use crate::message::wire::DataWriter;
@@ -298,12 +298,9 @@ impl SmtpSession {
     /// each step within what is left before the deadline.
     fn open(settings: &SmtpSettings, tls: Option<Arc<ClientConfig>>) -> Result<SmtpSession> {
         let mut settings = settings.clone();
-        if let Some(deadline) = settings.deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(deadline_passed());
-            }
-            settings.timeout = settings.timeout.min(left);
+        settings.timeout = cut_to_deadline(settings.timeout, settings.deadline);
+        if settings.deadline.is_some() && settings.timeout.is_zero() {
+            return Err(deadline_passed());
         }
         check_settings(&settings)?;
         let hello = settings
@@ -719,14 +716,11 @@ impl SmtpSession {
 
     /// Cuts the next command's timeout to what is left before the deadline.
     fn arm_timeout(&mut self) -> Result<()> {
-        let left = self
-            .deadline
-            .map(|d| d.saturating_duration_since(Instant::now()));
-        if left.is_some_and(|l| l.is_zero()) {
+        let timeout = cut_to_deadline(self.timeout, self.deadline);
+        if self.deadline.is_some() && timeout.is_zero() {
             self.broken = true;
             return Err(deadline_passed());
         }
-        let timeout = left.map_or(self.timeout, |l| self.timeout.min(l));
         self.conn
             .set_timeout(timeout)
             .map_err(|e| io_failure("setting the timeout", &e))
@@ -918,6 +912,11 @@ impl SmtpConnector {
         SmtpConnector { settings }
     }
 
+    /// What its sessions are opened with.
+    pub(crate) fn settings(&self) -> &SmtpSettings {
+        &self.settings
+    }
+
     /// Sessions opened from now on log in as `user` with `secret` (a renewed token).
     pub(crate) fn log_in_as(&mut self, user: String, secret: Password) {
         self.settings.credentials = Some((user, secret));
@@ -1068,12 +1067,7 @@ fn is_timeout(e: &io::Error) -> bool {
 /// certificate it cannot prove still counts: it speaks TLS). Bounded by the same
 /// timeout and deadline as the rest; nothing is sent after the handshake.
 fn answers_tls(settings: &SmtpSettings) -> bool {
-    let timeout = match settings.deadline {
-        Some(deadline) => settings
-            .timeout
-            .min(deadline.saturating_duration_since(Instant::now())),
-        None => settings.timeout,
-    };
+    let timeout = cut_to_deadline(settings.timeout, settings.deadline);
     let config = tls::client_config(
         settings.ca_file.as_deref(),
         settings.tls_fingerprint.as_ref(),
