@@ -117,21 +117,14 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
     let mut tally = Tally::default();
     for line in interrupted {
         // Listed now, and skipped below.
-        let line = Line {
+        let line = Line::unsent(
             line,
-            status: "unknown",
-            message_id: None,
-            recipients: Vec::new(),
-            data_reply: None,
-            exit_code: ErrorKind::OutcomeUnknown.exit_code(),
-            error: Some(
-                "an earlier run was stopped while sending this record: it may have been \
-                 delivered; check before sending it again"
-                    .to_owned(),
-            ),
-            fatal: None,
-            outbox_id: None,
-        };
+            "unknown",
+            ErrorKind::OutcomeUnknown,
+            "an earlier run was stopped while sending this record: it may have been \
+             delivered; check before sending it again"
+                .to_owned(),
+        );
         tally.count(&line);
         output.write(&line)?;
     }
@@ -318,19 +311,15 @@ fn send_guarded(shared: &Shared, batch: &mut Batch, sender: usize, record: Recor
     }));
     sent.unwrap_or_else(|_| {
         Ok(Line {
-            line,
-            status: "unknown",
-            message_id: None,
-            recipients: Vec::new(),
-            data_reply: None,
-            exit_code: ErrorKind::Internal.exit_code(),
-            error: Some(
+            fatal: Some(ErrorKind::Internal),
+            ..Line::unsent(
+                line,
+                "unknown",
+                ErrorKind::Internal,
                 "envoi failed inside while sending this record (a bug, please report it); \
                  it may have been delivered"
                     .to_owned(),
-            ),
-            fatal: Some(ErrorKind::Internal),
-            outbox_id: None,
+            )
         })
     })
 }
@@ -344,17 +333,8 @@ fn send_record(shared: &Shared, batch: &mut Batch, sender: usize, record: Record
     let prepared = match prepared {
         Ok(prepared) => prepared,
         Err(e) => {
-            return Ok(Line {
-                line: record.line,
-                status: "invalid",
-                message_id: None,
-                recipients: Vec::new(),
-                data_reply: None,
-                exit_code: e.kind().exit_code(),
-                error: Some(e.message().to_owned()),
-                fatal: None,
-                outbox_id: None,
-            });
+            let why = e.message().to_owned();
+            return Ok(Line::unsent(record.line, "invalid", e.kind(), why));
         }
     };
     pace(shared.pacer);

@@ -38,6 +38,24 @@ pub(super) struct Line {
     pub(super) fatal: Option<ErrorKind>,
 }
 
+impl Line {
+    /// The line of a record that never reached a server in this run: no Message-ID, no
+    /// recipient answers.
+    pub(super) fn unsent(line: u64, status: &'static str, kind: ErrorKind, why: String) -> Line {
+        Line {
+            line,
+            status,
+            message_id: None,
+            recipients: Vec::new(),
+            data_reply: None,
+            exit_code: kind.exit_code(),
+            error: Some(why),
+            outbox_id: None,
+            fatal: None,
+        }
+    }
+}
+
 /// One recipient of a record and the server's answer to it.
 #[derive(Debug, Serialize)]
 pub(super) struct Recipient {
