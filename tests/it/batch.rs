@@ -9,7 +9,7 @@ use mail_parser::{MessageParser, MimeHeaders};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::support::envoi::{Config, ExpectExit, Setup, envoi, spawn_envoi};
+use crate::support::envoi::{Config, ExpectExit, Run, Setup, envoi, spawn_envoi};
 use crate::support::external::SmtpSink;
 use crate::support::smtp_server::{Received, Security, ServerOptions};
 
@@ -392,11 +392,11 @@ fn a_session_the_server_cuts_is_replaced_and_every_record_arrives_once() {
     }
 }
 
-/// SIGKILL while a record's final dot is unanswered: the report has no line for it, but
-/// the in-flight mark next to the report names it, so `--resume` lists it as unknown
-/// (exit 75) and sends only the records after it. Nothing arrives twice.
-#[test]
-fn a_batch_killed_mid_message_is_resumed_without_sending_anything_twice() {
+/// A batch of `records` records (m1, m2, …) with `--concurrency senders`, against a server
+/// that never answers a final dot, SIGKILLed once `senders` messages wait for an answer.
+/// Returns that server's setup (whose home holds the report and its in-flight file), the
+/// records file, and the subjects of the messages in flight, sorted.
+fn killed_while_awaiting_answers(records: u32, senders: usize) -> (Setup, String, Vec<String>) {
     let hanging = Setup::plain(
         ServerOptions {
             hang_after_data: true,
@@ -404,42 +404,80 @@ fn a_batch_killed_mid_message_is_resumed_without_sending_anything_twice() {
         },
         10,
     );
-    let records: Vec<String> = (1..=3)
+    let lines: Vec<String> = (1..=records)
         .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
         .collect();
-    let file = write(&hanging, "mail.jsonl", &records.join("\n"));
-    let report_file = report_path(&hanging);
+    let file = write(&hanging, "mail.jsonl", &lines.join("\n"));
     let args: Vec<std::ffi::OsString> = vec![
         "batch".into(),
         "--config".into(),
         hanging.config.clone().into(),
+        "--concurrency".into(),
+        senders.to_string().into(),
         "--report".into(),
-        report_file.clone().into(),
+        report_path(&hanging).into(),
         file.clone().into(),
     ];
     let out = |name: &str| std::fs::File::create(hanging.home().join(name)).unwrap();
     let mut child = spawn_envoi(hanging.home(), &args, out("out"), out("err"));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while hanging.server.unacknowledged().is_empty() && std::time::Instant::now() < deadline {
+    while hanging.server.unacknowledged().len() < senders && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(hanging.server.unacknowledged().len(), 1, "m1 is in flight");
+    let in_flight = hanging.server.unacknowledged();
+    assert_eq!(in_flight.len(), senders, "each session waits for an answer");
     child.kill().expect("SIGKILL envoi");
     child.wait().expect("reap envoi");
+    let mut subjects: Vec<String> = in_flight.iter().map(subject).collect();
+    subjects.sort();
+    (hanging, file, subjects)
+}
+
+/// `envoi batch --resume` of the killed batch's report (appending to it), against a
+/// healthy server: that server's setup and the run, which must exit `code`.
+fn resume_killed(killed: &Setup, file: &str, senders: usize, code: i32) -> (Setup, Run) {
+    let healthy = plain();
+    let report_arg = report_path(killed).display().to_string();
+    let run = envoi(healthy.home())
+        .arg("batch")
+        .arg("--config")
+        .arg(&healthy.config)
+        .args(["--concurrency", &senders.to_string()])
+        .args(["--report", &report_arg, "--resume", &report_arg, file])
+        .expect_exit(code);
+    (healthy, run)
+}
+
+/// The report's (line, status) pairs, sorted by line.
+fn statuses(path: &Path) -> Vec<(u64, String)> {
+    let mut statuses: Vec<(u64, String)> = report(path)
+        .iter()
+        .map(|l| {
+            (
+                l["line"].as_u64().unwrap(),
+                l["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    statuses.sort();
+    statuses
+}
+
+/// SIGKILL while a record's final dot is unanswered: the report has no line for it, but
+/// the in-flight mark next to the report names it, so `--resume` lists it as unknown
+/// (exit 75) and sends only the records after it. Nothing arrives twice.
+#[test]
+fn a_batch_killed_mid_message_is_resumed_without_sending_anything_twice() {
+    let (killed, file, hung) = killed_while_awaiting_answers(3, 1);
+    assert_eq!(hung, ["m1"], "m1 is in flight");
+    let report_file = report_path(&killed);
     assert_eq!(
         std::fs::read_to_string(&report_file).unwrap(),
         "",
         "no result yet"
     );
 
-    let healthy = plain();
-    let report_arg = report_file.display().to_string();
-    let run = envoi(healthy.home())
-        .arg("batch")
-        .arg("--config")
-        .arg(&healthy.config)
-        .args(["--report", &report_arg, "--resume", &report_arg, &file])
-        .expect_exit(75);
+    let (healthy, run) = resume_killed(&killed, &file, 1, 75);
     assert!(
         run.stderr.contains("sent 2") && run.stderr.contains("unknown 1"),
         "{run}"
@@ -447,13 +485,13 @@ fn a_batch_killed_mid_message_is_resumed_without_sending_anything_twice() {
     let subjects: Vec<String> = healthy.server.messages().iter().map(subject).collect();
     assert_eq!(subjects, ["m2", "m3"], "m1 is not sent again");
     let lines = report(&report_file);
-    let statuses: Vec<(u64, &str)> = lines
+    let in_order: Vec<(u64, &str)> = lines
         .iter()
         .map(|l| (l["line"].as_u64().unwrap(), l["status"].as_str().unwrap()))
         .collect();
-    assert_eq!(statuses, [(1, "unknown"), (2, "sent"), (3, "sent")]);
+    assert_eq!(in_order, [(1, "unknown"), (2, "sent"), (3, "sent")]);
     assert!(
-        !hanging.home().join("report.jsonl.inflight").exists(),
+        !killed.home().join("report.jsonl.inflight").exists(),
         "the mark is removed when a batch ends"
     );
 
@@ -463,7 +501,8 @@ fn a_batch_killed_mid_message_is_resumed_without_sending_anything_twice() {
         .arg("batch")
         .arg("--config")
         .arg(&healthy.config)
-        .args(["--report", &report_arg, "--resume", &report_arg, &file])
+        .args(["--report", &report_file.display().to_string()])
+        .args(["--resume", &report_file.display().to_string(), &file])
         .expect_exit(0);
     assert!(run.stderr.contains("skipped (--resume) 3"), "{run}");
     assert_eq!(healthy.server.messages().len(), 2);
@@ -801,10 +840,18 @@ fn a_terminal_gets_a_progress_bar_and_a_pipe_does_not() {
 }
 
 /// `--concurrency 4`: four sessions at once, each record delivered exactly once with its
-/// own Message-ID, and one result line per record (in the order they finished).
+/// own Message-ID, and one result line per record (in the order they finished). The
+/// server answers every command 10 ms late, so no sender can finish the whole file before
+/// the others have started: each opens its session.
 #[test]
 fn four_senders_deliver_every_record_once_over_four_sessions() {
-    let s = plain();
+    let s = Setup::plain(
+        ServerOptions {
+            delay_replies: Some(Duration::from_millis(10)),
+            ..ServerOptions::default()
+        },
+        10,
+    );
     let records: Vec<String> = (1..=40)
         .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
         .collect();
@@ -858,42 +905,9 @@ fn four_senders_deliver_every_record_once_over_four_sessions() {
 /// file names all three, `--resume` lists them as unknown and sends only the rest.
 #[test]
 fn a_batch_of_three_senders_killed_mid_message_resumes_without_sending_anything_twice() {
-    let hanging = Setup::plain(
-        ServerOptions {
-            hang_after_data: true,
-            ..ServerOptions::default()
-        },
-        10,
-    );
-    let records: Vec<String> = (1..=5)
-        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
-        .collect();
-    let file = write(&hanging, "mail.jsonl", &records.join("\n"));
-    let report_file = report_path(&hanging);
-    let args: Vec<std::ffi::OsString> = vec![
-        "batch".into(),
-        "--config".into(),
-        hanging.config.clone().into(),
-        "--concurrency".into(),
-        "3".into(),
-        "--report".into(),
-        report_file.clone().into(),
-        file.clone().into(),
-    ];
-    let out = |name: &str| std::fs::File::create(hanging.home().join(name)).unwrap();
-    let mut child = spawn_envoi(hanging.home(), &args, out("out"), out("err"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while hanging.server.unacknowledged().len() < 3 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let in_flight = hanging.server.unacknowledged();
-    assert_eq!(in_flight.len(), 3, "three sessions each wait for an answer");
-    child.kill().expect("SIGKILL envoi");
-    child.wait().expect("reap envoi");
-    let mut hung: Vec<String> = in_flight.iter().map(subject).collect();
-    hung.sort();
+    let (killed, file, hung) = killed_while_awaiting_answers(5, 3);
     assert_eq!(hung, ["m1", "m2", "m3"]);
-    let marks = std::fs::read_to_string(hanging.home().join("report.jsonl.inflight")).unwrap();
+    let marks = std::fs::read_to_string(killed.home().join("report.jsonl.inflight")).unwrap();
     let mut marked: Vec<u64> = marks
         .lines()
         .filter_map(|l| l.trim().parse().ok())
@@ -901,15 +915,7 @@ fn a_batch_of_three_senders_killed_mid_message_resumes_without_sending_anything_
     marked.sort_unstable();
     assert_eq!(marked, [1, 2, 3], "{marks:?}");
 
-    let healthy = plain();
-    let report_arg = report_file.display().to_string();
-    let run = envoi(healthy.home())
-        .arg("batch")
-        .arg("--config")
-        .arg(&healthy.config)
-        .args(["--concurrency", "3"])
-        .args(["--report", &report_arg, "--resume", &report_arg, &file])
-        .expect_exit(75);
+    let (healthy, run) = resume_killed(&killed, &file, 3, 75);
     assert!(
         run.stderr.contains("sent 2") && run.stderr.contains("unknown 3"),
         "{run}"
@@ -917,16 +923,6 @@ fn a_batch_of_three_senders_killed_mid_message_resumes_without_sending_anything_
     let mut subjects: Vec<String> = healthy.server.messages().iter().map(subject).collect();
     subjects.sort();
     assert_eq!(subjects, ["m4", "m5"], "m1 to m3 are not sent again");
-    let mut statuses: Vec<(u64, String)> = report(&report_file)
-        .iter()
-        .map(|l| {
-            (
-                l["line"].as_u64().unwrap(),
-                l["status"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    statuses.sort();
     let expected = [
         (1, "unknown"),
         (2, "unknown"),
@@ -934,7 +930,10 @@ fn a_batch_of_three_senders_killed_mid_message_resumes_without_sending_anything_
         (4, "sent"),
         (5, "sent"),
     ];
-    assert_eq!(statuses, expected.map(|(n, s)| (n, s.to_owned())),);
+    assert_eq!(
+        statuses(&report_path(&killed)),
+        expected.map(|(n, s)| (n, s.to_owned()))
+    );
 }
 
 /// `--rate` holds across senders: with three sessions at 10/s, the server still sees the
