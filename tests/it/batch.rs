@@ -2,6 +2,7 @@
 //! message as it arrived, per-record results in the report, and `--resume`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use assert_cmd::Command;
@@ -9,9 +10,11 @@ use mail_parser::{MessageParser, MimeHeaders};
 use serde_json::Value;
 use tempfile::TempDir;
 
+use crate::support::certs::TestPki;
 use crate::support::envoi::{Config, ExpectExit, Run, Setup, envoi, spawn_envoi};
 use crate::support::external::SmtpSink;
-use crate::support::smtp_server::{Received, Security, ServerOptions};
+use crate::support::smtp_server::{Received, Security, ServerOptions, TestServer};
+use crate::support::{PASSWORD, USER};
 
 /// `envoi batch --config <setup's config> --report <home>/report.jsonl <args>`.
 fn batch(s: &Setup, args: &[&str]) -> Command {
@@ -971,6 +974,9 @@ fn m365_with_four_senders_is_refused_before_connecting() {
             && run.stderr.contains("--concurrency 3"),
         "{run}"
     );
+    // And the README's "at most 64".
+    let run = batch(&s, &[&file, "--concurrency", "65"]).expect_exit(64);
+    assert!(run.stderr.contains("--concurrency"), "{run}");
     assert_eq!(s.server.connections(), 0);
 }
 
@@ -1034,4 +1040,58 @@ fn resume_ignores_marks_of_records_with_a_result_line() {
         .map(|l| (l["line"].as_u64().unwrap(), l["status"].as_str().unwrap()))
         .collect();
     assert_eq!(new, [(3, "unknown"), (2, "sent"), (4, "sent")]);
+}
+
+/// Three senders share one login: the password command runs once for the whole batch,
+/// and every session logs in with what it printed.
+#[test]
+fn three_senders_share_one_password_command_run() {
+    let dir = TempDir::new().expect("temp dir");
+    let pki = Arc::new(TestPki::new());
+    let ca = pki.write_ca(dir.path());
+    let server = TestServer::start(ServerOptions {
+        security: Security::StartTls,
+        auth: Some((USER.into(), PASSWORD.into())),
+        pki: Some(pki),
+        // Late answers, so that every sender gets a record and opens its session.
+        delay_replies: Some(Duration::from_millis(10)),
+        ..ServerOptions::default()
+    });
+    let runs = dir.path().join("password-command-runs");
+    let config = Config::new(server.port(), "starttls")
+        .trust(&ca)
+        .line(&format!(
+            "username = \"{USER}\"\npassword_command = \"echo run >> '{}'; echo {PASSWORD}\"",
+            runs.display()
+        ))
+        .write(dir.path());
+    let records: Vec<String> = (1..=9)
+        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
+        .collect();
+    let file = dir.path().join("mail.jsonl");
+    std::fs::write(&file, records.join("\n")).expect("write the records");
+    let run = envoi(dir.path())
+        .arg("batch")
+        .arg("--config")
+        .arg(&config)
+        .args(["--concurrency", "3"])
+        .arg(&file)
+        .expect_exit(0);
+    assert!(
+        run.stderr.contains("sent 9") && run.stderr.contains("3 sessions"),
+        "{run}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&runs).expect("the command ran"),
+        "run\n",
+        "the password command ran once"
+    );
+    let messages = server.messages();
+    assert_eq!(messages.len(), 9);
+    assert!(
+        messages
+            .iter()
+            .all(|m| m.authenticated_as.as_deref() == Some(USER) && m.tls),
+        "every session logged in over TLS"
+    );
 }
