@@ -588,13 +588,13 @@ pub struct BatchArgs {
           help_heading = "Delivery")]
     pub rate: Option<Rate>,
     /// Skip the records an earlier report lists as sent, partial, unknown (anything that
-    /// may have reached someone) or queued, and the one its run was killed while sending
+    /// may have reached someone) or queued, and those its run was killed while sending
     /// (listed now as unknown), so a re-run sends nothing twice.
     #[arg(long, value_name = "REPORT", help_heading = "Delivery")]
     pub resume: Option<PathBuf>,
 
     /// Append one JSON line per record to this file, flushed as each record ends;
-    /// FILE.inflight names the record being sent until its line is written.
+    /// FILE.inflight names the last record each session started to send.
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub report: Option<PathBuf>,
     /// Print the result lines on standard output.
