@@ -22,6 +22,7 @@ use base64::Engine as _;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::bytes::StreamError;
+use crate::message::input::not_regular;
 
 /// Input bytes per 76-character base64 line (RFC 2045 §6.8).
 const LINE_INPUT: usize = 57;
@@ -60,7 +61,9 @@ impl AttachedFile {
                 format!("{label}: cannot read {:?}: {why}", shown.to_string()),
             )
         };
-        if let Some(what) = not_regular(path).map_err(|e| no_input(e.to_string()))? {
+        // Looked at before it is opened: opening a FIFO waits for a writer.
+        let meta = std::fs::metadata(path).map_err(|e| no_input(e.to_string()))?;
+        if let Some(what) = not_regular(&meta) {
             return Err(no_input(format!("it is {what}")));
         }
         let file = File::open(path).map_err(|e| no_input(e.to_string()))?;
@@ -136,9 +139,9 @@ impl AttachedFile {
         &self,
         mut take: impl FnMut(&[u8], bool) -> io::Result<()>,
     ) -> std::result::Result<(), StreamError> {
-        if let Some(what) = not_regular(&self.path).map_err(|e| self.unreadable(&e))? {
-            return Err(self.changed(format!("it is now {what}")));
-        }
+        // Before it is opened (a FIFO would wait for a writer); the open file is checked
+        // again, as the path may name another file by then.
+        self.check_path()?;
         let mut file = File::open(&self.path).map_err(|e| self.unreadable(&e))?;
         self.check_unchanged(&file)?;
         let mut input = vec![0; CHUNK.min(usize::try_from(self.len).unwrap_or(CHUNK))];
@@ -171,10 +174,10 @@ impl AttachedFile {
     /// transaction starts, so that a file already changed stops it before the server
     /// is told anything. Reading it still checks again (it may change after this).
     pub(crate) fn check_path(&self) -> std::result::Result<(), StreamError> {
-        if let Some(what) = not_regular(&self.path).map_err(|e| self.unreadable(&e))? {
+        let meta = std::fs::metadata(&self.path).map_err(|e| self.unreadable(&e))?;
+        if let Some(what) = not_regular(&meta) {
             return Err(self.changed(format!("it is now {what}")));
         }
-        let meta = std::fs::metadata(&self.path).map_err(|e| self.unreadable(&e))?;
         self.compare(&meta)
     }
 
@@ -219,20 +222,6 @@ impl AttachedFile {
         };
         format!("{what} {:?}", self.path.display().to_string())
     }
-}
-
-/// What `path` is when it is not a regular file, looked at before it is opened: opening
-/// a FIFO waits for a writer, and a device (`/dev/zero`) never ends, either of which
-/// could hang a cron job.
-fn not_regular(path: &Path) -> io::Result<Option<&'static str>> {
-    let kind = std::fs::metadata(path)?.file_type();
-    Ok(if kind.is_file() {
-        None
-    } else if kind.is_dir() {
-        Some("a directory")
-    } else {
-        Some("not a regular file (a FIFO, socket or device)")
-    })
 }
 
 /// Reads until `buf` is full or the file ends; the number of bytes read.

@@ -118,15 +118,10 @@ fn splice(formatted: Vec<u8>, deferred: Vec<Deferred>) -> Result<MessageBytes> {
                     "an attachment's place is missing from the built message (a bug)",
                 )
             })?;
+        out.push_literal(&rest[..at]);
         match d.data {
-            AttachmentData::Bytes(data) => {
-                out.push_literal(&rest[..at]);
-                out.push_base64(&data);
-            }
-            AttachmentData::File(file) => {
-                out.push_literal(&rest[..at]);
-                out.push_file(file);
-            }
+            AttachmentData::Bytes(data) => out.push_base64(&data),
+            AttachmentData::File(file) => out.push_file(file),
         }
         rest = &rest[at + d.placeholder.len()..];
     }

@@ -28,7 +28,7 @@ pub struct MessageBytes {
 
 /// One stretch of a message, in order.
 #[derive(Debug, Clone)]
-pub enum Part {
+enum Part {
     /// Bytes as they are.
     Literal(Vec<u8>),
     /// A file, written in base64 lines when the message is written.
@@ -118,9 +118,21 @@ impl MessageBytes {
         }
     }
 
-    /// The stretches of the message, in order.
-    pub fn parts(&self) -> &[Part] {
-        &self.parts
+    /// The literal bytes the message begins with: all of its header (see
+    /// [`MessageBytes`]) and the start of its body, for DKIM to split. The rest is written
+    /// by [`MessageBytes::write_after_head`].
+    pub(crate) fn head(&self) -> &[u8] {
+        match self.parts.first() {
+            Some(Part::Literal(bytes)) => bytes,
+            _ => &[],
+        }
+    }
+
+    /// Writes what follows [`MessageBytes::head`] to `out`, as [`MessageBytes::write_to`]
+    /// does.
+    pub(crate) fn write_after_head(&self, out: &mut impl Write) -> Result<(), StreamError> {
+        let head = usize::from(matches!(self.parts.first(), Some(Part::Literal(_))));
+        write_parts(&self.parts[head..], out)
     }
 
     /// The length of the message in octets, files included (for SIZE and the trace).
@@ -166,14 +178,7 @@ impl MessageBytes {
 
     /// Writes the whole message to `out`, each attached file read as it goes.
     pub fn write_to(&self, out: &mut impl Write) -> Result<(), StreamError> {
-        for part in &self.parts {
-            match part {
-                Part::Literal(bytes) => out.write_all(bytes)?,
-                Part::Base64File(file) => file.write_base64(out)?,
-                Part::StoredFile { file, .. } => file.write_as_is(out)?,
-            }
-        }
-        Ok(())
+        write_parts(&self.parts, out)
     }
 
     /// The whole message in memory: for `--json`'s dry run and for tests, never for a
@@ -197,6 +202,18 @@ impl StreamError {
             ),
         }
     }
+}
+
+/// Writes `parts` to `out` in order, each attached file read as it goes.
+fn write_parts(parts: &[Part], out: &mut impl Write) -> Result<(), StreamError> {
+    for part in parts {
+        match part {
+            Part::Literal(bytes) => out.write_all(bytes)?,
+            Part::Base64File(file) => file.write_base64(out)?,
+            Part::StoredFile { file, .. } => file.write_as_is(out)?,
+        }
+    }
+    Ok(())
 }
 
 /// A writer that only notes whether everything written to it was ASCII.

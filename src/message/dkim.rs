@@ -16,7 +16,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair, RSA_PKCS1_SHA256, RsaKeyPair};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::message::bytes::{MessageBytes, Part, StreamError};
+use crate::message::bytes::{MessageBytes, StreamError};
 
 /// The header fields signed when the message has them, in this order.
 pub const SIGNED_FIELDS: [&str; 11] = [
@@ -239,29 +239,13 @@ impl Signer {
     /// The DKIM-Signature header field of `message` signed at `now`, folded, ending in
     /// CRLF. The body is hashed as it is written, attached files read a chunk at a time.
     pub fn header(&self, message: &MessageBytes, now: SystemTime) -> Result<String> {
-        let mut parts = message.parts().iter();
-        // The header is always in the first, literal part (see MessageBytes).
-        let head: &[u8] = match parts.next() {
-            Some(Part::Literal(bytes)) => bytes,
-            _ => &[],
-        };
-        let (fields, body) = split(head);
+        let (fields, body) = split(message.head());
         let mut body_hash = Context::new(&SHA256);
         let mut canonical = RelaxedBody::new(|piece: &[u8]| body_hash.update(piece));
         canonical.update(body);
-        for part in parts {
-            match part {
-                Part::Literal(bytes) => canonical.update(bytes),
-                Part::Base64File(file) => {
-                    file.write_base64(&mut canonical)
-                        .map_err(StreamError::into_error)?;
-                }
-                Part::StoredFile { file, .. } => {
-                    file.write_as_is(&mut canonical)
-                        .map_err(StreamError::into_error)?;
-                }
-            }
-        }
+        message
+            .write_after_head(&mut canonical)
+            .map_err(StreamError::into_error)?;
         canonical.finish();
         let body_hash = body_hash.finish();
         let mut names: Vec<String> = Vec::new();

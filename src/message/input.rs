@@ -42,19 +42,27 @@ pub fn read_bytes(label: &str, path: &Path) -> Result<Vec<u8>> {
         }
         return Ok(buf);
     }
-    let kind = std::fs::metadata(path).map_err(no_input)?.file_type();
-    if !kind.is_file() {
-        let what = if kind.is_dir() {
-            "a directory"
-        } else {
-            "not a regular file (a FIFO, socket or device)"
-        };
+    if let Some(what) = not_regular(&std::fs::metadata(path).map_err(no_input)?) {
         return Err(Error::new(
             ErrorKind::NoInput,
             format!("{label}: cannot read {shown:?}: it is {what}"),
         ));
     }
     std::fs::read(path).map_err(no_input)
+}
+
+/// What a file is when it is not a regular file, in the words of an error; `None` for a
+/// regular file. Asked before a file is opened: opening a FIFO waits for a writer, and a
+/// device (`/dev/zero`) never ends, either of which could hang a cron job.
+pub(crate) fn not_regular(meta: &std::fs::Metadata) -> Option<&'static str> {
+    let kind = meta.file_type();
+    if kind.is_file() {
+        None
+    } else if kind.is_dir() {
+        Some("a directory")
+    } else {
+        Some("not a regular file (a FIFO, socket or device)")
+    }
 }
 
 /// What an attachment given by its path holds: standard input is read now (it can be

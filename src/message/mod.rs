@@ -31,5 +31,5 @@ pub(crate) mod wire;
 
 pub use attached_file::AttachedFile;
 pub use build::{Prepared, build};
-pub use bytes::{MessageBytes, Part, StreamError};
+pub use bytes::{MessageBytes, StreamError};
 pub use email::{Attachment, AttachmentData, Body, Email, Importance};

@@ -303,10 +303,9 @@ impl Locked {
     }
 }
 
-/// Writes a new entry's files into `dir`, durably, and locks it.
-/// Writes a new entry's files. The message is written from its parts: the entry holds
-/// every byte of it, attached files included, so a queued message never depends on a
-/// file that may change or go before it is sent.
+/// Writes a new entry's files into `dir`, durably, and locks it. The message is written
+/// from its parts: the entry holds every byte of it, attached files included, so a
+/// queued message never depends on a file that may change or go before it is sent.
 fn fill(dir: &Path, message: &MessageBytes, state: &EntryState) -> Result<File> {
     let path = dir.join(MESSAGE);
     durable::write_file_with(&path, |out| message.write_to(out)).map_err(|e| match e {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use envoi::deliver::{DeliveryOptions, Notice, Observer, deliver};
 use envoi::message::{AttachedFile, AttachmentData};
 use envoi::profile::profile_from_url;
-use envoi::{Attachment, Body, Email, ErrorKind, Importance, Mailbox};
+use envoi::{Attachment, Body, Email, Error, ErrorKind, Importance, Mailbox};
 use mail_parser::{MessageParser, MimeHeaders};
 use tempfile::TempDir;
 
@@ -116,6 +116,23 @@ fn smtp_url(server: &TestServer) -> String {
     format!("smtp://127.0.0.1:{}?security=none", server.port())
 }
 
+/// The send failed with 66 naming the changed file and saying `not_sent`, and the
+/// server, its connection closed, got no message.
+fn assert_not_sent(error: &Error, not_sent: &str, server: &TestServer) {
+    assert_eq!(error.kind(), ErrorKind::NoInput, "{error}");
+    for words in ["data.bin", "changed after the message was built", not_sent] {
+        assert!(
+            error.message().contains(words),
+            "{words:?} missing: {error}"
+        );
+    }
+    assert!(
+        server.wait_idle(Duration::from_secs(5)),
+        "the connection stays open"
+    );
+    assert!(server.messages().is_empty(), "a message was delivered");
+}
+
 /// A file cut short between building the message and sending it: the transaction is
 /// given up before MAIL FROM (the SIZE to announce is no longer true), nothing reaches
 /// the server, and the error names the file (66, not retried).
@@ -132,23 +149,7 @@ fn a_file_that_shrank_before_sending_stops_the_transaction() {
     let profile = profile_from_url(&smtp_url(&server)).unwrap();
     let failure = deliver(&profile, prepared, &DeliveryOptions::default(), &mut Quiet)
         .expect_err("sent a file that changed");
-    let error = failure.error;
-    assert_eq!(error.kind(), ErrorKind::NoInput, "{error}");
-    for words in [
-        "data.bin",
-        "changed after the message was built",
-        "was not sent",
-    ] {
-        assert!(
-            error.message().contains(words),
-            "{words:?} missing: {error}"
-        );
-    }
-    assert!(
-        server.wait_idle(Duration::from_secs(5)),
-        "the connection stays open"
-    );
-    assert!(server.messages().is_empty(), "a message was delivered");
+    assert_not_sent(&failure.error, "was not sent", &server);
     let transcript = server.transcript();
     assert!(
         !transcript.iter().any(|l| l.starts_with("MAIL")),
@@ -188,22 +189,11 @@ fn a_file_that_shrank_during_data_is_never_half_sent() {
         .unwrap()
         .expect_err("sent a file that changed")
         .error;
-    assert_eq!(error.kind(), ErrorKind::NoInput, "{error}");
-    for words in [
-        "data.bin",
-        "changed after the message was built",
+    assert_not_sent(
+        &error,
         "was not sent: the connection was closed before its end",
-    ] {
-        assert!(
-            error.message().contains(words),
-            "{words:?} missing: {error}"
-        );
-    }
-    assert!(
-        server.wait_idle(Duration::from_secs(5)),
-        "the connection stays open"
+        &server,
     );
-    assert!(server.messages().is_empty(), "a message was delivered");
     assert!(server.unacknowledged().is_empty(), "the final dot was sent");
     assert_eq!(server.connections(), 1, "retried");
 }
