@@ -15,7 +15,7 @@ pub(super) mod tls;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -34,14 +34,32 @@ use crate::profile::{Auth, Password, Security, SmtpProfile};
 use conn::{Conn, WireError};
 use reply::Reply;
 
-/// True from the moment a message's bytes start going out until the server's answer to
-/// them is read: a process ended in between cannot know whether it was delivered.
-static PAYLOAD_IN_FLIGHT: AtomicBool = AtomicBool::new(false);
+/// How many messages are between their first byte going out and the server's answer to
+/// them: a process ended meanwhile cannot know whether they were delivered. A count, not
+/// a flag, because `envoi batch --concurrency` has several sessions at that step at once.
+static PAYLOADS_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 /// Whether a message is on its way and unanswered: a process stopped now (the command
 /// line's watchdog) must report the outcome as unknown.
 pub fn payload_in_flight() -> bool {
-    PAYLOAD_IN_FLIGHT.load(Ordering::SeqCst)
+    PAYLOADS_IN_FLIGHT.load(Ordering::SeqCst) > 0
+}
+
+/// One message counted in [`PAYLOADS_IN_FLIGHT`] while it lives, whichever way the DATA
+/// step ends.
+struct InFlight;
+
+impl InFlight {
+    fn start() -> InFlight {
+        PAYLOADS_IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        PAYLOADS_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Everything needed to reach and log in to an SMTP server.
@@ -770,16 +788,16 @@ impl Session for SmtpSession {
                 prepared.bytes.len()
             ),
         );
-        PAYLOAD_IN_FLIGHT.store(true, Ordering::SeqCst);
+        let in_flight = InFlight::start();
         let result = match self.write_payload(&prepared.bytes) {
             Ok(()) => self.conn.read_reply(),
             Err(StreamError::Sink(e)) => Err(WireError::Io(e)),
             Err(StreamError::Source(e)) => {
-                PAYLOAD_IN_FLIGHT.store(false, Ordering::SeqCst);
+                drop(in_flight);
                 return Err(self.abandon_data(prepared, &e));
             }
         };
-        PAYLOAD_IN_FLIGHT.store(false, Ordering::SeqCst);
+        drop(in_flight);
         let reply = match result {
             Ok(reply) => reply,
             Err(e) => {
