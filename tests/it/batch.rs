@@ -48,6 +48,15 @@ fn report(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// `mail.jsonl` in the setup's home with `n` records, m1 to r1@example.com, m2 to
+/// r2@example.com, …; its path for argv.
+fn numbered(s: &Setup, n: u32) -> String {
+    let records: Vec<String> = (1..=n)
+        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
+        .collect();
+    write(s, "mail.jsonl", &records.join("\n"))
+}
+
 /// A JSON Lines record to `to` with subject `subject`.
 fn record(to: &str, subject: &str) -> String {
     format!(r#"{{"To":"{to}","Subject":"{subject}","Body":"body of {subject}"}}"#)
@@ -251,10 +260,7 @@ fn a_refused_recipient_does_not_stop_the_others() {
 #[test]
 fn per_session_2_with_5_records_opens_3_connections() {
     let s = plain();
-    let records: Vec<String> = (1..=5)
-        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
-        .collect();
-    let file = write(&s, "mail.jsonl", &records.join("\n"));
+    let file = numbered(&s, 5);
     let run = batch(&s, &[&file, "--per-session", "2"]).expect_exit(0);
     assert!(run.stderr.contains("3 sessions"), "{run}");
     assert!(s.server.wait_idle(Duration::from_secs(5)));
@@ -272,10 +278,7 @@ fn per_session_2_with_5_records_opens_3_connections() {
 #[test]
 fn resume_sends_only_what_the_earlier_report_does_not_list_as_sent() {
     let s = plain();
-    let records: Vec<String> = (1..=4)
-        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
-        .collect();
-    let file = write(&s, "mail.jsonl", &records.join("\n"));
+    let file = numbered(&s, 4);
     // A batch killed after line 2: 1 and 3 went out, 2 was deferred, 4 never started.
     let earlier = [
         r#"{"line":1,"status":"sent","message_id":"<1@x>","recipients":[],"data_reply":null,"exit_code":0,"error":null}"#,
@@ -377,10 +380,7 @@ fn a_session_the_server_cuts_is_replaced_and_every_record_arrives_once() {
             opts.close_after_messages, opts.reply_421_after_messages
         );
         let s = Setup::plain(opts, 10);
-        let records: Vec<String> = (1..=5)
-            .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
-            .collect();
-        let file = write(&s, "mail.jsonl", &records.join("\n"));
+        let file = numbered(&s, 5);
         let run = batch(&s, &[&file]).expect_exit(0);
         assert!(!run.stderr.contains("retrying"), "{what}: {run}");
         let subjects: Vec<String> = s.server.messages().iter().map(subject).collect();
@@ -407,10 +407,7 @@ fn killed_while_awaiting_answers(records: u32, senders: usize) -> (Setup, String
         },
         10,
     );
-    let lines: Vec<String> = (1..=records)
-        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
-        .collect();
-    let file = write(&hanging, "mail.jsonl", &lines.join("\n"));
+    let file = numbered(&hanging, records);
     let args: Vec<std::ffi::OsString> = vec![
         "batch".into(),
         "--config".into(),
@@ -558,10 +555,7 @@ fn allow_partial_sends_to_the_accepted_and_reports_each_recipient() {
 #[test]
 fn rate_spaces_the_messages() {
     let s = plain();
-    let records: Vec<String> = (1..=4)
-        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
-        .collect();
-    let file = write(&s, "mail.jsonl", &records.join("\n"));
+    let file = numbered(&s, 4);
     batch(&s, &[&file, "--rate", "10/s"]).expect_exit(0);
     let messages = s.server.messages();
     assert_eq!(messages.len(), 4);
@@ -661,10 +655,7 @@ fn with_outbox_on_a_deferred_record_is_queued_and_flushed_later() {
         .line("outbox = true")
         .line(&format!("outbox_dir = \"{}\"", outbox_dir.display()))
         .write(s.home());
-    let records: Vec<String> = (1..=3)
-        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
-        .collect();
-    let file = write(&s, "mail.jsonl", &records.join("\n"));
+    let file = numbered(&s, 3);
     let run = batch(&s, &[&file, "--retries", "0"]).expect_exit(0);
     assert!(run.stderr.contains("queued (outbox) 1"), "{run}");
     let lines = report(&report_path(&s));
@@ -763,10 +754,7 @@ fn throttling_slows_the_batch_instead_of_failing_records() {
         },
         10,
     );
-    let records: Vec<String> = (1..=3)
-        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
-        .collect();
-    let file = write(&s, "mail.jsonl", &records.join("\n"));
+    let file = numbered(&s, 3);
     let run = batch(&s, &[&file, "--retries", "0"]).expect_exit(0);
     assert!(run.stderr.contains("the server is throttling"), "{run}");
     let messages = s.server.messages();
@@ -855,10 +843,7 @@ fn four_senders_deliver_every_record_once_over_four_sessions() {
         },
         10,
     );
-    let records: Vec<String> = (1..=40)
-        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
-        .collect();
-    let file = write(&s, "mail.jsonl", &records.join("\n"));
+    let file = numbered(&s, 40);
     let run = batch(&s, &[&file, "--concurrency", "4"]).expect_exit(0);
     assert!(
         run.stderr.contains("sent 40") && run.stderr.contains("4 sessions"),
@@ -944,10 +929,7 @@ fn a_batch_of_three_senders_killed_mid_message_resumes_without_sending_anything_
 #[test]
 fn rate_holds_across_three_senders() {
     let s = plain();
-    let records: Vec<String> = (1..=6)
-        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
-        .collect();
-    let file = write(&s, "mail.jsonl", &records.join("\n"));
+    let file = numbered(&s, 6);
     batch(&s, &[&file, "--rate", "10/s", "--concurrency", "3"]).expect_exit(0);
     assert_eq!(s.server.connections(), 3);
     let mut times: Vec<std::time::Instant> = s.server.messages().iter().map(|m| m.at).collect();
@@ -986,10 +968,7 @@ fn m365_with_four_senders_is_refused_before_connecting() {
 #[test]
 fn a_refused_login_stops_every_sender() {
     let s = Setup::new(Security::StartTls, ServerOptions::default());
-    let records: Vec<String> = (1..=10)
-        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
-        .collect();
-    let file = write(&s, "mail.jsonl", &records.join("\n"));
+    let file = numbered(&s, 10);
     let run = batch(&s, &[&file, "--concurrency", "3"])
         .env("ENVOI_TEST_PASSWORD", "not-the-password")
         .expect_exit(77);
@@ -1017,10 +996,7 @@ fn a_refused_login_stops_every_sender() {
 #[test]
 fn resume_ignores_marks_of_records_with_a_result_line() {
     let s = plain();
-    let records: Vec<String> = (1..=4)
-        .map(|i| record(&format!("r{i}@example.com"), &format!("m{i}")))
-        .collect();
-    let file = write(&s, "mail.jsonl", &records.join("\n"));
+    let file = numbered(&s, 4);
     let earlier = [
         r#"{"line":1,"status":"sent","message_id":"<1@x>","recipients":[],"data_reply":null,"exit_code":0,"error":null}"#,
         r#"{"line":2,"status":"deferred","message_id":"<2@x>","recipients":[],"data_reply":null,"exit_code":75,"error":"451"}"#,
