@@ -265,8 +265,8 @@ pub(super) fn earlier_report(path: &Path) -> Result<(Lines, Vec<u64>)> {
             format!("--resume {path:?}: cannot read it: {e}"),
         )
     })?;
-    let mut done = Vec::new();
-    let mut finished = Vec::new();
+    let mut done = Lines::default();
+    let mut finished = Lines::default();
     for (i, text) in BufReader::new(file).lines().enumerate() {
         let text = text.map_err(|e| {
             Error::new(
@@ -279,9 +279,9 @@ pub(super) fn earlier_report(path: &Path) -> Result<(Lines, Vec<u64>)> {
         }
         match serde_json::from_str::<Earlier>(&text) {
             Ok(earlier) => {
-                finished.push(earlier.line);
+                finished.insert(earlier.line);
                 if DONE.contains(&earlier.status.as_str()) {
-                    done.push(earlier.line);
+                    done.insert(earlier.line);
                 }
             }
             Err(e) => warning(&format!(
@@ -290,7 +290,6 @@ pub(super) fn earlier_report(path: &Path) -> Result<(Lines, Vec<u64>)> {
             )),
         }
     }
-    let finished = Lines::from(finished);
     let marks = std::fs::read_to_string(inflight_path(path)).unwrap_or_default();
     let mut interrupted: Vec<u64> = marks
         .lines()
@@ -299,35 +298,50 @@ pub(super) fn earlier_report(path: &Path) -> Result<(Lines, Vec<u64>)> {
         .collect();
     interrupted.sort_unstable();
     interrupted.dedup();
-    done.extend(&interrupted);
-    Ok((Lines::from(done), interrupted))
+    for &line in &interrupted {
+        done.insert(line);
+    }
+    Ok((done, interrupted))
 }
 
-/// Line numbers, kept as sorted, disjoint ranges. An earlier run's report lists its
-/// records nearly in order, so a million of them take a few ranges: a batch resumed
-/// after a million records holds kilobytes, not a hash set's tens of megabytes.
+/// Line numbers, kept as sorted, disjoint ranges, built one line at a time as the report
+/// is read. An earlier run's report lists its records nearly in order, so a million of
+/// them take a few ranges: a batch resumed after a million records holds kilobytes, not
+/// a hash set's (or even a list's) megabytes.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Lines {
     /// `(first, last)`, both included, in order, never touching.
     ranges: Vec<(u64, u64)>,
 }
 
-impl From<Vec<u64>> for Lines {
-    fn from(mut lines: Vec<u64>) -> Lines {
-        lines.sort_unstable();
-        let mut ranges: Vec<(u64, u64)> = Vec::new();
-        for line in lines {
-            match ranges.last_mut() {
-                Some((_, last)) if line <= last.saturating_add(1) => *last = line.max(*last),
-                _ => ranges.push((line, line)),
-            }
-        }
-        ranges.shrink_to_fit();
-        Lines { ranges }
-    }
-}
-
 impl Lines {
+    /// Adds `line`: it widens the range it touches (joining two that now meet), or
+    /// becomes a range of its own.
+    pub(super) fn insert(&mut self, line: u64) {
+        // The first range that ends at or after the line before `line`: the only one
+        // `line` can touch from the left or fall into. Those before it end too early.
+        let i = self
+            .ranges
+            .partition_point(|&(_, last)| last.saturating_add(1) < line);
+        let Some(range) = self.ranges.get_mut(i) else {
+            self.ranges.push((line, line));
+            return;
+        };
+        if range.0 > line.saturating_add(1) {
+            self.ranges.insert(i, (line, line));
+            return;
+        }
+        range.0 = range.0.min(line);
+        range.1 = range.1.max(line);
+        let last = range.1;
+        if let Some(&(next_first, next_last)) = self.ranges.get(i + 1)
+            && next_first <= last.saturating_add(1)
+        {
+            self.ranges[i].1 = next_last;
+            self.ranges.remove(i + 1);
+        }
+    }
+
     pub(super) fn contains(&self, line: u64) -> bool {
         let i = self.ranges.partition_point(|&(_, last)| last < line);
         self.ranges.get(i).is_some_and(|&(first, _)| first <= line)
@@ -473,18 +487,55 @@ pub(super) fn summary(tally: &Tally, sessions: u32, elapsed: Duration) {
 mod tests {
     use super::*;
 
+    fn of(lines: &[u64]) -> Lines {
+        let mut set = Lines::default();
+        for &line in lines {
+            set.insert(line);
+        }
+        set
+    }
+
     #[test]
     fn lines_keep_runs_as_ranges_and_answer_membership() {
-        let lines = Lines::from(vec![5, 3, 4, 9, 1, 3, 10, 12, u64::MAX]);
+        let lines = of(&[5, 3, 4, 9, 1, 3, 10, 12, u64::MAX]);
         assert_eq!(
             lines.ranges,
             [(1, 1), (3, 5), (9, 10), (12, 12), (u64::MAX, u64::MAX)]
         );
+        // A line that fills the gap between two ranges joins them.
+        assert_eq!(of(&[1, 3, 2]).ranges, [(1, 3)]);
+        assert_eq!(of(&[7, 5, 1, 3, 6, 2]).ranges, [(1, 3), (5, 7)]);
         let members: Vec<u64> = (0..14).filter(|&n| lines.contains(n)).collect();
         assert_eq!(members, [1, 3, 4, 5, 9, 10, 12]);
         assert!(lines.contains(u64::MAX) && !lines.contains(u64::MAX - 1));
-        let million = Lines::from((1..=1_000_000).rev().collect::<Vec<u64>>());
+        let mut million = Lines::default();
+        for line in (1..=1_000_000).rev() {
+            million.insert(line);
+        }
         assert_eq!(million.ranges, [(1, 1_000_000)]);
         assert!(!Lines::default().contains(0));
+    }
+
+    /// Lines inserted in any order answer exactly as a set would.
+    #[test]
+    fn lines_answer_as_a_set_for_any_order() {
+        // A fixed pseudo-random order (a linear congruential walk), so a failure repeats.
+        let mut state = 12345_u64;
+        let mut lines = Lines::default();
+        let mut set = std::collections::BTreeSet::new();
+        for _ in 0..2_000 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let line = (state >> 33) % 500;
+            lines.insert(line);
+            set.insert(line);
+        }
+        for line in 0..520 {
+            assert_eq!(lines.contains(line), set.contains(&line), "line {line}");
+        }
+        for pair in lines.ranges.windows(2) {
+            assert!(pair[0].1 + 1 < pair[1].0, "{:?} touch or overlap", pair);
+        }
     }
 }
