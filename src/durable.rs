@@ -6,11 +6,15 @@
 //! never a part of it (POSIX rename is atomic; fsync makes it durable).
 //!
 //! What is written here is mail and its envelope: files are created readable by their
-//! owner only (0600) and folders made here are 0700.
+//! owner only (0600) and folders made here are 0700. A file kept from one run to the
+//! next (a batch report, in-flight marks) is opened by [`open_state_file`], which trusts
+//! only a regular file of this user's own.
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
+
+use crate::error::{Error, ErrorKind, Result};
 
 /// Creates (or truncates) `path`, private to its owner, writes `bytes` and flushes them
 /// to disk.
@@ -118,6 +122,177 @@ pub fn open_to_others(path: &Path) -> io::Result<Option<u32>> {
     }
 }
 
+/// How [`open_state_file`] opens a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateAccess {
+    /// Read an existing file; a missing one is an error (66).
+    Read,
+    /// Read, and write at its end (created when missing).
+    Append,
+    /// Read and write anywhere (created when missing). Never truncated on opening: a
+    /// caller that wants it empty calls `set_len(0)` on the file it got, which is then
+    /// known to be its own.
+    Write,
+}
+
+/// A state file opened by [`open_state_file`].
+#[derive(Debug)]
+pub struct StateFile {
+    /// The open file: a regular file, this user's, not writable by others.
+    pub file: File,
+    /// The mode the file had when group or others could read it; it is 0600 now. The
+    /// caller says so (a warning): the file was the user's own, so tightening it is safe,
+    /// and silently changing a mode the user may have chosen would surprise them.
+    pub tightened_from: Option<u32>,
+}
+
+/// Opens a file envoi keeps state in from one run to the next (a batch report and its
+/// in-flight marks; meant for every state file), trusting only what this user could have
+/// written. `label` names it in errors (`--report`).
+///
+/// - The last component is never followed as a symbolic link (`O_NOFOLLOW`): a link
+///   planted in a shared folder must not make envoi write to its target (BA05, BA06).
+/// - A file created here is 0600: state files name recipients and servers (BA07).
+/// - An existing file must be a regular file (a FIFO is opened without blocking and
+///   refused), owned by the effective user, and not writable by group or others (whoever
+///   can write it decides what envoi believes was sent): else 78, naming the owner or
+///   mode and the fix. One readable by others is tightened to 0600 (see
+///   [`StateFile::tightened_from`]).
+/// - Nothing is truncated or written here, so a refused file is left as it was.
+pub fn open_state_file(label: &str, path: &Path, access: StateAccess) -> Result<StateFile> {
+    let shown = path.display();
+    let mut options = OpenOptions::new();
+    options.read(true);
+    match access {
+        StateAccess::Read => {}
+        StateAccess::Append => {
+            options.append(true).create(true);
+        }
+        StateAccess::Write => {
+            options.write(true).create(true);
+        }
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(|e| {
+        let link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+        if link {
+            Error::config(format!(
+                "{label} {shown}: it is a symbolic link; envoi does not follow links to the                  files it keeps state in (one planted in a shared folder could point anywhere):                  give the real path, or remove the link"
+            ))
+        } else if access == StateAccess::Read {
+            Error::new(
+                ErrorKind::NoInput,
+                format!("{label} {shown}: cannot read it: {e}"),
+            )
+        } else {
+            Error::new(
+                ErrorKind::NoInput,
+                format!("{label} {shown}: cannot open it for writing: {e}"),
+            )
+        }
+    })?;
+    let meta = file.metadata().map_err(|e| {
+        Error::new(
+            ErrorKind::NoInput,
+            format!("{label} {shown}: cannot stat it: {e}"),
+        )
+    })?;
+    if !meta.file_type().is_file() {
+        return Err(Error::config(format!(
+            "{label} {shown}: it is not a regular file (a directory, FIFO, socket or device);              give the path of a regular file"
+        )));
+    }
+    let tightened_from = check_own(label, path, &file, &meta)?;
+    Ok(StateFile {
+        file,
+        tightened_from,
+    })
+}
+
+/// The owner and mode checks of [`open_state_file`]; the old mode when it tightened it.
+#[cfg(unix)]
+fn check_own(
+    label: &str,
+    path: &Path,
+    file: &File,
+    meta: &std::fs::Metadata,
+) -> Result<Option<u32>> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let shown = path.display();
+    if let Some(me) = effective_uid()
+        && meta.uid() != me
+    {
+        return Err(Error::config(format!(
+            "{label} {shown}: it belongs to another user (uid {}), not to you (uid {me});              envoi keeps state only in files of your own: remove it or give another path",
+            meta.uid()
+        )));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(Error::config(format!(
+            "{label} {shown}: others can change it (mode {mode:o}), and what it says decides              what envoi sends; run: chmod 600 {shown}"
+        )));
+    }
+    if mode & 0o044 == 0 {
+        return Ok(None);
+    }
+    file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700))
+        .map_err(|e| {
+            Error::config(format!(
+                "{label} {shown}: others can read it (mode {mode:o}) and it cannot be made                  private: {e}; run: chmod 600 {shown}"
+            ))
+        })?;
+    Ok(Some(mode))
+}
+
+#[cfg(not(unix))]
+fn check_own(_: &str, _: &Path, _: &File, _: &std::fs::Metadata) -> Result<Option<u32>> {
+    Ok(None)
+}
+
+/// This process's effective user id, read without `unsafe`: from Linux's
+/// `/proc/self/status` (the `Uid:` line's second field, which is exact even for a
+/// set-uid program, where the owner of `/proc/self` is not), else as the owner of a file
+/// this process creates in the temporary folder (a new file takes the effective uid on
+/// every Unix). `None` when neither works; the owner check is then skipped and only the
+/// mode is checked. Asked once.
+#[cfg(unix)]
+pub fn effective_uid() -> Option<u32> {
+    static UID: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UID.get_or_init(|| proc_status_uid().or_else(created_file_uid))
+}
+
+#[cfg(unix)]
+fn proc_status_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+#[cfg(unix)]
+fn created_file_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let path = std::env::temp_dir().join(format!(
+        ".envoi-uid-{}-{:016x}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .ok()?;
+    let uid = file.metadata().ok().map(|m| m.uid());
+    let _ = std::fs::remove_file(&path);
+    uid
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +306,67 @@ mod tests {
         replace_file(&path, &temp, b"new").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
         assert!(!temp.exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_state_file_is_created_private_and_a_link_or_an_open_file_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let opened = open_state_file("--report", &path, StateAccess::Append).unwrap();
+        assert_eq!(opened.tightened_from, None);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+
+        // Readable by others: tightened, and the old mode said.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let opened = open_state_file("--report", &path, StateAccess::Read).unwrap();
+        assert_eq!(opened.tightened_from, Some(0o644));
+        assert_eq!(mode(&path), 0o600);
+
+        // Writable by others: refused, left as it was.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let e = open_state_file("--report", &path, StateAccess::Write).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(
+            e.message().contains("mode 666") && e.message().contains("chmod 600"),
+            "{e}"
+        );
+        assert_eq!(mode(&path), 0o666);
+
+        // A link, even to a file of one's own, and a dangling one (never created).
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink(dir.path().join("made"), &dangling).unwrap();
+        for path in [&link, &dangling] {
+            let e = open_state_file("--report", path, StateAccess::Write).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Config);
+            assert!(e.message().contains("symbolic link"), "{e}");
+        }
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        assert!(!dir.path().join("made").exists());
+
+        // A directory is no state file; a missing file to read is 66.
+        let e = open_state_file("--report", dir.path(), StateAccess::Read).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+        let e =
+            open_state_file("--resume", &dir.path().join("none"), StateAccess::Read).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NoInput, "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_effective_uid_is_the_owner_of_a_file_made_now() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mine");
+        std::fs::write(&path, "").unwrap();
+        let owner = std::fs::metadata(&path).unwrap().uid();
+        assert_eq!(effective_uid(), Some(owner));
+        assert_eq!(created_file_uid(), Some(owner));
     }
 }

@@ -3,10 +3,12 @@
 //!
 //! A record that cannot be read or checked is an `Err` with its line number; the next
 //! one is read all the same. Only a failure of the input itself (an I/O error) ends the
-//! reading. Nothing is held beyond the record being read.
+//! reading. Nothing is held beyond the record being read, and a record is capped at
+//! [`MAX_RECORD`]: a longer one is `invalid` and skipped to the next line end without
+//! being held (`batch /dev/zero` from standard input runs in constant memory).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::BufRead;
+use std::io::{self, BufRead, Read};
 use std::path::PathBuf;
 
 use minijinja::{Environment, Value};
@@ -15,12 +17,19 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::message::draft::{AttachmentDraft, AttachmentSource, Draft, Sourced, Text};
 use crate::message::{payload, template};
 
+/// The most one record (a JSON Lines line, a CSV record) may hold: 64 MiB, as much as
+/// `send` reads from standard input, more than any mail server takes in one message.
+pub const MAX_RECORD: usize = 64 << 20;
+
 /// One record: its line (of the first line, for a CSV record spanning several), and its
 /// message or why it has none.
 #[derive(Debug)]
 pub struct Record {
     /// 1-based line number in the input.
     pub line: u64,
+    /// What the record holds, hashed ([`record_hash`]): `batch --resume` knows a record
+    /// by this, not by its line, which moves when the input is edited.
+    pub hash: u64,
     /// The message, not yet checked beyond what reading it needed.
     pub draft: Result<Draft>,
 }
@@ -60,47 +69,222 @@ impl<R: BufRead> Iterator for Records<R> {
     }
 }
 
+/// A short hash of a record's content: the first 64 bits of its SHA-256. Enough to tell
+/// the records of one batch apart (a chance collision among a million records is about
+/// one in 10^7); a collision an author of the data crafts costs 2^32 work and only makes
+/// one of their own records count as sent.
+pub fn record_hash(parts: &[&[u8]]) -> u64 {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in parts {
+        // Each part's length first, so ("ab", "c") and ("a", "bc") differ.
+        context.update(&(part.len() as u64).to_be_bytes());
+        context.update(part);
+    }
+    let digest = context.finish();
+    let mut first = [0; 8];
+    first.copy_from_slice(&digest.as_ref()[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// What [`read_line_capped`] read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CappedLine {
+    /// The input has ended.
+    End,
+    /// A line, now in the buffer (with its `\n`, if it had one).
+    Line,
+    /// A line longer than the cap: skipped to its end; the buffer is empty.
+    TooLong,
+}
+
+/// Reads one line into `buf` (cleared first), holding at most `cap` bytes of it: a
+/// longer line is read on to its end and dropped, so a line without end (`/dev/zero`)
+/// takes constant memory, not all of it.
+pub fn read_line_capped<R: BufRead>(
+    input: &mut R,
+    buf: &mut Vec<u8>,
+    cap: usize,
+) -> io::Result<CappedLine> {
+    buf.clear();
+    let limit = u64::try_from(cap).unwrap_or(u64::MAX).saturating_add(1);
+    if input.take(limit).read_until(b'\n', buf)? == 0 {
+        return Ok(CappedLine::End);
+    }
+    if buf.len() <= cap || buf.last() == Some(&b'\n') && buf.len() == cap + 1 {
+        return Ok(CappedLine::Line);
+    }
+    // Over the cap: give the memory back, and skip to the end of the line.
+    *buf = Vec::new();
+    loop {
+        let chunk = input.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(CappedLine::TooLong);
+        }
+        match chunk.iter().position(|&b| b == b'\n') {
+            Some(end) => {
+                input.consume(end + 1);
+                return Ok(CappedLine::TooLong);
+            }
+            None => {
+                let all = chunk.len();
+                input.consume(all);
+            }
+        }
+    }
+}
+
+/// The error of a record over the cap.
+fn too_long(cap: usize) -> Error {
+    Error::invalid(format!(
+        "the record is longer than {} (the most one record may hold); it was skipped",
+        size(cap)
+    ))
+}
+
+/// A cap in words: MiB when it is a whole number of them.
+fn size(cap: usize) -> String {
+    if cap >= 1 << 20 && cap.is_multiple_of(1 << 20) {
+        format!("{} MiB", cap >> 20)
+    } else {
+        format!("{cap} bytes")
+    }
+}
+
 /// JSON Lines: one connector payload a line; blank lines are skipped.
 pub struct JsonLines<R> {
     input: R,
     line: u64,
     buf: Vec<u8>,
+    cap: usize,
 }
 
 impl<R: BufRead> JsonLines<R> {
-    /// Reads payloads from `input`.
+    /// Reads payloads from `input`, each up to [`MAX_RECORD`].
     pub fn new(input: R) -> JsonLines<R> {
+        JsonLines::capped(input, MAX_RECORD)
+    }
+
+    /// Reads payloads from `input`, each up to `cap` bytes.
+    fn capped(input: R, cap: usize) -> JsonLines<R> {
         JsonLines {
             input,
             line: 0,
             buf: Vec::new(),
+            cap,
         }
     }
 
     fn next(&mut self) -> Option<Result<Record>> {
         loop {
-            self.buf.clear();
-            match self.input.read_until(b'\n', &mut self.buf) {
-                Ok(0) => return None,
-                Ok(_) => {}
+            let read = read_line_capped(&mut self.input, &mut self.buf, self.cap);
+            let too_long = match read {
+                Ok(CappedLine::End) => return None,
+                Ok(CappedLine::Line) => false,
+                Ok(CappedLine::TooLong) => true,
                 Err(e) => {
                     return Some(Err(Error::new(
                         ErrorKind::NoInput,
                         format!("cannot read the batch after line {}: {e}", self.line),
                     )));
                 }
-            }
+            };
             self.line += 1;
+            let label = format!("line {}", self.line);
+            if too_long {
+                let e = too_long_at(&label, self.cap);
+                return Some(Ok(Record {
+                    line: self.line,
+                    hash: 0,
+                    draft: Err(e),
+                }));
+            }
             if self.buf.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let label = format!("line {}", self.line);
+            // The line as the record, without its line end (CRLF or LF): a file saved
+            // again with other line ends holds the same records.
+            let end = self.buf.len()
+                - self
+                    .buf
+                    .iter()
+                    .rev()
+                    .take_while(|b| matches!(b, b'\n' | b'\r'))
+                    .count();
             return Some(Ok(Record {
                 line: self.line,
+                hash: record_hash(&[&self.buf[..end]]),
                 draft: payload::parse_record(&label, &self.buf),
             }));
         }
     }
+}
+
+/// [`too_long`], at a line.
+fn too_long_at(label: &str, cap: usize) -> Error {
+    let e = too_long(cap);
+    Error::new(e.kind(), format!("{label}: {}", e.message()))
+}
+
+/// The input of a CSV reader, which stops it at the cap: the csv crate gathers a record
+/// whatever its length, so this hands it no more than `cap` bytes past the start of the
+/// record being read, then fails its read (the [`CsvMerge`] then skips to the next line
+/// and starts a new reader there).
+struct Capped<R> {
+    input: R,
+    /// Bytes handed to the CSV reader, or skipped, since the input began.
+    handed: u64,
+    /// Where the reader may read to: the record's start plus the cap.
+    limit: u64,
+    /// Line ends among the bytes handed or skipped.
+    newlines: u64,
+    /// The last read failed at the limit.
+    over: bool,
+}
+
+impl<R: BufRead> Read for Capped<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let room = self.limit.saturating_sub(self.handed);
+        if room == 0 && !out.is_empty() {
+            self.over = true;
+            return Err(io::Error::other("the record is over the cap"));
+        }
+        let most = out.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let n = self.input.read(&mut out[..most])?;
+        self.handed += n as u64;
+        self.newlines += out[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> Capped<R> {
+    /// Skips to the end of the line and past it.
+    fn skip_line(&mut self) -> io::Result<()> {
+        loop {
+            let chunk = self.input.fill_buf()?;
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            let (n, found) = match chunk.iter().position(|&b| b == b'\n') {
+                Some(end) => (end + 1, true),
+                None => (chunk.len(), false),
+            };
+            self.input.consume(n);
+            self.handed += n as u64;
+            if found {
+                self.newlines += 1;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A CSV reader over `input` as [`CsvMerge`] reads it: ragged rows allowed (checked per
+/// row), the header row read only once, by the first reader.
+fn csv_reader<R: BufRead>(input: Capped<R>, headers: bool) -> csv::Reader<Capped<R>> {
+    csv::ReaderBuilder::new()
+        .flexible(true)
+        .has_headers(headers)
+        .from_reader(input)
 }
 
 /// A CSV mail merge: each row's columns are the variables of the templates.
@@ -108,7 +292,14 @@ impl<R: BufRead> JsonLines<R> {
 /// An empty cell is an undefined variable, like a missing one: `{{ name }}` fails the
 /// row, named, rather than send "Dear ,"; `{{ name | default("customer") }}` allows it.
 pub struct CsvMerge<R> {
-    reader: csv::Reader<R>,
+    /// `None` only after the input failed while a record over the cap was skipped.
+    reader: Option<csv::Reader<Capped<R>>>,
+    /// Lines before the current reader's first: each record over the cap starts a new
+    /// reader after it, which counts from 1 again.
+    lines_before: u64,
+    /// Bytes before the current reader's first.
+    bytes_before: u64,
+    cap: usize,
     columns: Vec<String>,
     to: usize,
     env: Environment<'static>,
@@ -128,14 +319,29 @@ impl<R: BufRead> CsvMerge<R> {
     /// Reads the header row and compiles the templates: a syntax error, or a recipient
     /// column that is not in the header, is a usage error (64) before any record.
     pub fn new(input: R, merge: Merge) -> Result<CsvMerge<R>> {
-        let mut reader = csv::ReaderBuilder::new()
-            .flexible(true)
-            .has_headers(true)
-            .from_reader(input);
-        let header = reader.byte_headers().map_err(|e| {
+        CsvMerge::capped(input, merge, MAX_RECORD)
+    }
+
+    /// [`CsvMerge::new`], with records (and the header row) of up to `cap` bytes.
+    fn capped(input: R, merge: Merge, cap: usize) -> Result<CsvMerge<R>> {
+        let capped = Capped {
+            input,
+            handed: 0,
+            limit: cap as u64,
+            newlines: 0,
+            over: false,
+        };
+        let mut reader = csv_reader(capped, true);
+        let header = reader.byte_headers().cloned();
+        let header = header.map_err(|e| {
+            let why = if reader.get_ref().over {
+                format!("it is longer than {}", size(cap))
+            } else {
+                e.to_string()
+            };
             Error::new(
                 ErrorKind::InvalidData,
-                format!("the CSV header row cannot be read: {e}"),
+                format!("the CSV header row cannot be read: {why}"),
             )
         })?;
         let columns: Vec<String> = header
@@ -185,7 +391,10 @@ impl<R: BufRead> CsvMerge<R> {
             uses.insert(name, used);
         }
         Ok(CsvMerge {
-            reader,
+            reader: Some(reader),
+            lines_before: 0,
+            bytes_before: 0,
+            cap,
             columns,
             to,
             env,
@@ -197,25 +406,81 @@ impl<R: BufRead> CsvMerge<R> {
     }
 
     fn next(&mut self) -> Option<Result<Record>> {
-        let line = self.reader.position().line();
-        match self.reader.read_byte_record(&mut self.record) {
+        let reader = self.reader.as_mut()?;
+        let position = reader.position();
+        let line = self.lines_before + position.line();
+        // The record starts where the last one ended: it may take `cap` bytes from there.
+        let start = self.bytes_before + position.byte();
+        reader.get_mut().limit = start.saturating_add(self.cap as u64);
+        match reader.read_byte_record(&mut self.record) {
             Ok(false) => None,
             Ok(true) => {
-                let line = self.record.position().map_or(line, |p| p.line());
+                let line = self
+                    .record
+                    .position()
+                    .map_or(line, |p| self.lines_before + p.line());
                 Some(Ok(Record {
                     line,
+                    hash: self.hash(),
                     draft: self.draft(line),
                 }))
             }
+            Err(_) if reader.get_ref().over => Some(self.skip_too_long(line)),
             Err(e) if e.is_io_error() => Some(Err(Error::new(
                 ErrorKind::NoInput,
-                format!("cannot read the batch after line {line}: {e}"),
+                format!("cannot read the batch after line {}: {e}", line - 1),
             ))),
             Err(e) => Some(Ok(Record {
-                line: e.position().map_or(line, csv::Position::line),
+                line: e.position().map_or(line, |p| self.lines_before + p.line()),
+                hash: self.hash(),
                 draft: Err(Error::invalid(format!("not a CSV record: {e}"))),
             })),
         }
+    }
+
+    /// The record at `line` is over the cap: skips to the end of the line the reader
+    /// stopped in, and reads on from the next with a new reader. The old reader holds
+    /// nothing unread: it asks its input for more only once it has used all it had.
+    fn skip_too_long(&mut self, line: u64) -> Result<Record> {
+        self.record = csv::ByteRecord::new();
+        let mut input = self.reader.take().map(csv::Reader::into_inner);
+        if let Some(input) = &mut input {
+            input.skip_line().map_err(|e| {
+                Error::new(
+                    ErrorKind::NoInput,
+                    format!("cannot read the batch after line {line}: {e}"),
+                )
+            })?;
+            input.over = false;
+            self.lines_before = input.newlines;
+            self.bytes_before = input.handed;
+        }
+        self.reader = input.map(|input| csv_reader(input, false));
+        Ok(Record {
+            line,
+            hash: 0,
+            draft: Err(too_long_at(&format!("line {line}"), self.cap)),
+        })
+    }
+
+    /// The row's hash: its non-empty cells with their column names, in column-name
+    /// order. That is what the templates see, so a re-exported CSV with its columns in
+    /// another order, or an empty column added, holds the same records.
+    fn hash(&self) -> u64 {
+        let mut cells: Vec<(&[u8], &[u8])> = self
+            .columns
+            .iter()
+            .map(|c| c.as_bytes())
+            .chain(std::iter::repeat(&b""[..]))
+            .zip(self.record.iter())
+            .filter(|(_, cell)| !cell.is_empty())
+            .collect();
+        cells.sort_unstable();
+        let parts: Vec<&[u8]> = cells
+            .iter()
+            .flat_map(|&(name, cell)| [name, cell])
+            .collect();
+        record_hash(&parts)
     }
 
     /// The row's message: recipients from the recipient column, subject and body from
@@ -397,6 +662,141 @@ mod tests {
         assert!(
             e.message().starts_with("line 4: not a Send Email payload"),
             "{e}"
+        );
+    }
+
+    /// BA14: a record over the cap is invalid, named by its line, and the records after
+    /// it are read as usual; a line without end is read in constant memory.
+    #[test]
+    fn ba14_a_jsonl_record_over_the_cap_is_invalid_and_the_next_one_is_read() {
+        let long = format!("{{\"To\":\"{}@example.com\"}}", "a".repeat(200));
+        let input =
+            format!("{{\"To\":\"a@example.com\"}}\n{long}\r\n{{\"To\":\"b@example.com\"}}\n");
+        let records: Vec<Record> = Records::Jsonl(JsonLines::capped(input.as_bytes(), 100))
+            .map(|r| r.unwrap())
+            .collect();
+        let lines: Vec<u64> = records.iter().map(|r| r.line).collect();
+        assert_eq!(lines, [1, 2, 3]);
+        assert!(records[0].draft.is_ok() && records[2].draft.is_ok());
+        let e = records[1].draft.as_ref().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidData);
+        assert!(
+            e.message()
+                .starts_with("line 2: the record is longer than 100 bytes"),
+            "{e}"
+        );
+
+        // Exactly at the cap (line end not counted) is still a record.
+        let mut buf = Vec::new();
+        let mut exact = "12345\n".as_bytes();
+        assert_eq!(
+            read_line_capped(&mut exact, &mut buf, 5).unwrap(),
+            CappedLine::Line
+        );
+        let mut over = "123456\nnext\n".as_bytes();
+        assert_eq!(
+            read_line_capped(&mut over, &mut buf, 5).unwrap(),
+            CappedLine::TooLong
+        );
+        assert_eq!(
+            read_line_capped(&mut over, &mut buf, 5).unwrap(),
+            CappedLine::Line
+        );
+        assert_eq!(buf, b"next\n");
+        assert_eq!(
+            read_line_capped(&mut over, &mut buf, 5).unwrap(),
+            CappedLine::End
+        );
+
+        // 64 MiB of zeros with no line end: skipped, holding no more than the cap.
+        let mut zeros = io::BufReader::new(io::repeat(0).take(64 << 20));
+        assert_eq!(
+            read_line_capped(&mut zeros, &mut buf, 1 << 10).unwrap(),
+            CappedLine::TooLong
+        );
+        assert_eq!(buf.capacity(), 0);
+    }
+
+    #[test]
+    fn ba14_a_csv_record_over_the_cap_is_invalid_and_the_next_row_keeps_its_line() {
+        let merge = Merge {
+            subject: Some("{{ name }}".to_owned()),
+            body: Some("b".to_owned()),
+            to_column: "to".to_owned(),
+            ..Merge::default()
+        };
+        let input = format!(
+            "to,name\na@example.com,A\nb@example.com,{}\nc@example.com,\"C\nC\"\nd@example.com,D\n",
+            "x".repeat(300)
+        );
+        let records: Vec<Record> = Records::Csv(Box::new(
+            CsvMerge::capped(input.as_bytes(), merge, 64).unwrap(),
+        ))
+        .map(|r| r.unwrap())
+        .collect();
+        let lines: Vec<u64> = records.iter().map(|r| r.line).collect();
+        assert_eq!(lines, [2, 3, 4, 6]);
+        let e = records[1].draft.as_ref().unwrap_err();
+        assert!(
+            e.message()
+                .starts_with("line 3: the record is longer than 64 bytes"),
+            "{e}"
+        );
+        for i in [0, 2, 3] {
+            assert!(records[i].draft.is_ok(), "{:?}", records[i]);
+        }
+        assert_eq!(
+            records[3]
+                .draft
+                .as_ref()
+                .unwrap()
+                .subject
+                .as_ref()
+                .unwrap()
+                .value,
+            "D"
+        );
+        // A header row over the cap is refused.
+        let e = CsvMerge::capped("to,name\n".as_bytes(), Merge::default(), 4)
+            .err()
+            .unwrap();
+        assert!(e.message().contains("longer than 4 bytes"), "{e}");
+    }
+
+    /// BA12: a record's hash is its content: the same line elsewhere, or with CRLF, or a
+    /// CSV row with its columns reordered or an empty column added, hashes the same.
+    #[test]
+    fn ba12_a_record_is_known_by_its_content() {
+        let jsonl = |input: &str| -> Vec<u64> {
+            Records::Jsonl(JsonLines::new(input.as_bytes()))
+                .map(|r| r.unwrap().hash)
+                .collect()
+        };
+        let a = r#"{"To":"a@example.com"}"#;
+        let b = r#"{"To":"b@example.com"}"#;
+        let first = jsonl(&format!("{a}\n{b}\n"));
+        assert_ne!(first[0], first[1]);
+        assert_eq!(jsonl(&format!("\n{b}\r\n{a}")), [first[1], first[0]]);
+
+        let csv = |input: &str| -> Vec<u64> {
+            let merge = Merge {
+                to_column: "to".to_owned(),
+                ..Merge::default()
+            };
+            Records::Csv(Box::new(CsvMerge::new(input.as_bytes(), merge).unwrap()))
+                .map(|r| r.unwrap().hash)
+                .collect()
+        };
+        let rows = csv("to,name\na@example.com,A\nb@example.com,B\n");
+        assert_ne!(rows[0], rows[1]);
+        assert_eq!(
+            csv("name,note,to\nB,,b@example.com\nA,,a@example.com\n"),
+            [rows[1], rows[0]]
+        );
+        assert_ne!(
+            csv("to,nom\na@example.com,A\n")[0],
+            rows[0],
+            "a renamed column"
         );
     }
 }

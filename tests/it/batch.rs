@@ -898,7 +898,7 @@ fn a_batch_of_three_senders_killed_mid_message_resumes_without_sending_anything_
     let marks = std::fs::read_to_string(killed.home().join("report.jsonl.inflight")).unwrap();
     let mut marked: Vec<u64> = marks
         .lines()
-        .filter_map(|l| l.trim().parse().ok())
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
         .collect();
     marked.sort_unstable();
     assert_eq!(marked, [1, 2, 3], "{marks:?}");
@@ -1070,4 +1070,260 @@ fn three_senders_share_one_password_command_run() {
             .all(|m| m.authenticated_as.as_deref() == Some(USER) && m.tls),
         "every session logged in over TLS"
     );
+}
+
+// ---- The report and --resume are safe to re-run (BA05–BA07, BA10, BA12–BA14) ----
+
+/// A file of `text` the test owns, and a link at `link` to it: what another user could
+/// plant in a shared folder.
+fn planted_link(s: &Setup, link: &Path, text: &str) -> PathBuf {
+    let victim = s.home().join("victim.txt");
+    std::fs::write(&victim, text).unwrap();
+    std::os::unix::fs::symlink(&victim, link).unwrap();
+    victim
+}
+
+#[test]
+fn ba05_a_report_that_is_a_link_is_refused_and_its_target_left_alone() {
+    let s = plain();
+    let file = numbered(&s, 2);
+    let victim = planted_link(&s, &report_path(&s), "IMPORTANT\n");
+    let run = batch(&s, &[&file]).expect_exit(78);
+    assert!(run.stderr.contains("symbolic link"), "{run}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "IMPORTANT\n");
+    s.assert_nothing_delivered();
+}
+
+#[test]
+fn ba06_an_inflight_file_that_is_a_link_is_not_truncated_through_it() {
+    let s = plain();
+    let file = numbered(&s, 2);
+    let marks = s.home().join("report.jsonl.inflight");
+    let victim = planted_link(&s, &marks, "IMPORTANT-ROOT-DATA\n");
+    let run = batch(&s, &[&file]).expect_exit(78);
+    assert!(run.stderr.contains("symbolic link"), "{run}");
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "IMPORTANT-ROOT-DATA\n"
+    );
+    s.assert_nothing_delivered();
+}
+
+/// The report names recipients and servers: made 0600 even under umask 022, and an old
+/// one others can read is made private (with a word); one others can write is refused.
+#[test]
+fn ba07_the_report_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = plain();
+    let file = numbered(&s, 1);
+    let report = report_path(&s);
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("umask 022 && exec \"$@\"")
+        .arg("sh")
+        .arg(assert_cmd::cargo::cargo_bin("envoi"))
+        .args(["batch", "--config"])
+        .arg(&s.config)
+        .arg("--report")
+        .arg(&report)
+        .arg(&file)
+        .env_clear()
+        .envs(crate::support::envoi::hermetic_env(s.home()))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&report), 0o600);
+
+    std::fs::set_permissions(&report, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = batch(&s, &[&file]).expect_exit(0);
+    assert!(
+        run.stderr.contains("others could read it (mode 644)"),
+        "{run}"
+    );
+    assert_eq!(mode(&report), 0o600);
+
+    std::fs::set_permissions(&report, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let run = batch(&s, &[&file]).expect_exit(78);
+    assert!(run.stderr.contains("chmod 600"), "{run}");
+    assert_eq!(s.server.messages().len(), 2, "the third run sent nothing");
+}
+
+/// Two batches on one report at once, as an overrunning cron job would start them: the
+/// second is refused (75) before it connects, and every record arrives exactly once.
+#[test]
+fn ba10_a_second_batch_on_the_same_report_is_refused_and_nothing_goes_twice() {
+    let s = Setup::plain(
+        ServerOptions {
+            delay_replies: Some(Duration::from_millis(40)),
+            ..ServerOptions::default()
+        },
+        10,
+    );
+    let file = numbered(&s, 10);
+    let path = report_path(&s);
+    std::fs::write(&path, "").unwrap();
+    let args: Vec<std::ffi::OsString> = vec![
+        "batch".into(),
+        "--config".into(),
+        s.config.clone().into(),
+        "--report".into(),
+        path.clone().into(),
+        "--resume".into(),
+        path.clone().into(),
+        file.clone().into(),
+    ];
+    let out = |name: &str| std::fs::File::create(s.home().join(name)).unwrap();
+    let mut first = spawn_envoi(s.home(), &args, out("out"), out("err"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.server.messages().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let report_arg = path.display().to_string();
+    let run = batch(&s, &[&file, "--resume", &report_arg]).expect_exit(75);
+    assert!(
+        run.stderr.contains("another envoi batch is using it"),
+        "{run}"
+    );
+    assert!(first.wait().unwrap().success(), "the first batch ends well");
+    let mut subjects: Vec<String> = s.server.messages().iter().map(subject).collect();
+    subjects.sort();
+    let mut expected: Vec<String> = (1..=10).map(|i| format!("m{i}")).collect();
+    expected.sort();
+    assert_eq!(subjects, expected, "each record once");
+    assert_eq!(report(&path).len(), 10, "one result line each");
+}
+
+/// A new record put on line 1 between two runs: `--resume` knows the old records by
+/// their content, so the new one is sent and none of the old ones again; it says what
+/// changed.
+#[test]
+fn ba12_a_record_inserted_before_resume_is_sent_and_no_old_one_twice() {
+    let s = plain();
+    let file = numbered(&s, 5);
+    batch(&s, &[&file]).expect_exit(0);
+    let old = std::fs::read_to_string(&file).unwrap();
+    let urgent = record("urgent@example.com", "rec 99");
+    std::fs::write(&file, format!("{urgent}\n{old}")).unwrap();
+    let report_arg = report_path(&s).display().to_string();
+    let run = batch(&s, &[&file, "--resume", &report_arg]).expect_exit(0);
+    assert!(run.stderr.contains("skipped (--resume) 5"), "{run}");
+    assert!(
+        run.stderr
+            .contains("5 record(s) it lists as sent are now on other lines")
+            && run.stderr.contains("the report's line 1 is line 2 now")
+            && run
+                .stderr
+                .contains("1 record(s) are new since the report (line 1)"),
+        "{run}"
+    );
+    let subjects: Vec<String> = s.server.messages().iter().map(subject).collect();
+    assert_eq!(subjects, ["m1", "m2", "m3", "m4", "m5", "rec 99"]);
+    let lines = report(&report_path(&s));
+    assert_eq!(
+        (lines[5]["line"].as_u64(), lines[5]["status"].as_str()),
+        (Some(1), Some("sent"))
+    );
+
+    // A record removed: said, and nothing is sent.
+    std::fs::write(
+        &file,
+        format!(
+            "{urgent}\n{}",
+            old.lines().skip(1).collect::<Vec<_>>().join("\n")
+        ),
+    )
+    .unwrap();
+    let run = batch(&s, &[&file, "--resume", &report_arg]).expect_exit(0);
+    assert!(
+        run.stderr.contains(
+            "1 record(s) the report lists as sent are no longer in the input (the report's line 1)"
+        ),
+        "{run}"
+    );
+    assert_eq!(s.server.messages().len(), 6);
+}
+
+/// Identical records are counted: two sent, so two are skipped, and a third is sent,
+/// as is a new record put before them.
+#[test]
+fn ba12_identical_records_are_skipped_as_many_times_as_they_were_sent() {
+    let s = plain();
+    let same = record("a@example.com", "same");
+    let file = write(&s, "mail.jsonl", &format!("{same}\n{same}\n"));
+    batch(&s, &[&file]).expect_exit(0);
+    let report_arg = report_path(&s).display().to_string();
+    let other = record("b@example.com", "other");
+    write(
+        &s,
+        "mail.jsonl",
+        &format!("{other}\n{same}\n{same}\n{same}\n"),
+    );
+    let run = batch(&s, &[&file, "--resume", &report_arg]).expect_exit(0);
+    assert!(
+        run.stderr.contains("sent 2") && run.stderr.contains("skipped (--resume) 2"),
+        "{run}"
+    );
+    let subjects: Vec<String> = s.server.messages().iter().map(subject).collect();
+    assert_eq!(subjects, ["same", "same", "other", "same"]);
+}
+
+#[test]
+fn ba13_a_report_or_resume_that_is_the_input_is_refused() {
+    let s = plain();
+    let file = numbered(&s, 2);
+    let run = envoi(s.home())
+        .timeout(Duration::from_secs(20))
+        .args(["batch", "--config"])
+        .arg(&s.config)
+        .args(["--report", &file, &file])
+        .expect_exit(64);
+    assert!(run.stderr.contains("is the input FILE itself"), "{run}");
+    let run = batch(&s, &[&file, "--resume", &file]).expect_exit(64);
+    assert!(run.stderr.contains("--resume"), "{run}");
+    s.assert_nothing_delivered();
+    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 2);
+}
+
+/// `batch /dev/zero` is refused before reading (a device never ends); one record over
+/// 64 MiB is invalid (65) and the records around it go out.
+#[test]
+fn ba14_a_device_input_is_refused_and_an_over_long_record_is_invalid() {
+    let s = plain();
+    let run = envoi(s.home())
+        .timeout(Duration::from_secs(20))
+        .args(["batch", "--format", "jsonl", "--config"])
+        .arg(&s.config)
+        .arg("/dev/zero")
+        .expect_exit(66);
+    assert!(run.stderr.contains("not a regular file"), "{run}");
+
+    let huge = format!(
+        r#"{{"To":"b@example.com","Subject":"huge","Body":"{}"}}"#,
+        "a".repeat(64 << 20)
+    );
+    let text = format!(
+        "{}\n{huge}\n{}\n",
+        record("a@example.com", "m1"),
+        record("c@example.com", "m3")
+    );
+    let file = write(&s, "mail.jsonl", &text);
+    drop((huge, text));
+    let run = batch(&s, &[&file]).expect_exit(65);
+    assert!(run.stderr.contains("sent 2, refused 0, invalid 1"), "{run}");
+    let lines = report(&report_path(&s));
+    assert_eq!(
+        (lines[1]["line"].as_u64(), lines[1]["status"].as_str()),
+        (Some(2), Some("invalid"))
+    );
+    assert!(
+        lines[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("longer than 64 MiB"),
+        "{lines:?}"
+    );
+    let subjects: Vec<String> = s.server.messages().iter().map(subject).collect();
+    assert_eq!(subjects, ["m1", "m3"]);
 }

@@ -8,7 +8,7 @@
 mod pace;
 mod report;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Mutex, PoisonError};
@@ -26,10 +26,11 @@ use envoi::profile::{Env, resolve};
 
 use crate::cli::args::{BatchArgs, BatchFormat, Rate};
 use crate::cli::progress::Progress;
-use crate::cli::render::{Notices, transcript};
+use crate::cli::render::{Notices, transcript, warning};
 use pace::{Pacer, pace, send_slowing};
 use report::{
-    Line, Lines, Marks, Output, Tally, earlier_report, inflight_path, result_line, summary,
+    Line, Marks, Output, Resume, Tally, earlier_report, hash_text, inflight_path, open_earlier,
+    open_report, result_line, summary,
 };
 
 /// What every sender shares. Only the pacer changes, under its lock.
@@ -74,10 +75,21 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
     }
     let senders = usize::try_from(args.concurrency).unwrap_or(1).max(1);
     let format = format(args)?;
-    let (done, interrupted) = match &args.resume {
-        Some(path) => earlier_report(path)?,
-        None => (Lines::default(), Vec::new()),
+    let input = open_input(args)?;
+    // Locked first, so the report is read and written by this run alone (BA10).
+    let report = args.report.as_deref().map(open_report).transpose()?;
+    let (resume, interrupted) = match (&args.resume, &report) {
+        (Some(path), Some(report)) if same_file(path, report) => earlier_report(path, report)?,
+        (Some(path), _) => earlier_report(path, &open_earlier(path)?)?,
+        (None, _) => (Resume::default(), Vec::new()),
     };
+    // Held to the end of the run, past the removal of the in-flight file: a batch
+    // waiting for the report must not find that file still there.
+    let lock = report
+        .as_ref()
+        .map(File::try_clone)
+        .transpose()
+        .map_err(|e| Error::new(ErrorKind::NoInput, format!("--report: {e}")))?;
     let from = match &args.from {
         Some(from) => Some(address::parse_single("--from", from)?),
         None => match &connection.profile.from {
@@ -88,36 +100,21 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
             None => None,
         },
     };
-    let records = records(args, format)?;
+    let records = records(args, format, input)?;
     let signer = connection
         .profile
         .dkim
         .as_ref()
         .map(envoi::profile::Dkim::signer)
         .transpose()?;
-    let report = match &args.report {
-        Some(path) => Some(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| {
-                    Error::new(
-                        ErrorKind::NoInput,
-                        format!("--report {:?}: cannot open it for appending: {e}", path),
-                    )
-                })?,
-        ),
-        None => None,
-    };
     let mut output = Output {
         report,
         json: args.json,
     };
     let mut tally = Tally::default();
-    for line in interrupted {
+    for (line, hash) in interrupted {
         // Listed now, and skipped below.
-        let line = Line::unsent(
+        let mut line = Line::unsent(
             line,
             "unknown",
             ErrorKind::OutcomeUnknown,
@@ -125,6 +122,7 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
              delivered; check before sending it again"
                 .to_owned(),
         );
+        line.hash = hash.map(hash_text);
         tally.count(&line);
         output.write(&line)?;
     }
@@ -170,7 +168,8 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
     };
     let books = Mutex::new(Books {
         records,
-        done,
+        resume,
+        ended: false,
         output,
         output_broken: false,
         tally,
@@ -196,15 +195,25 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
             .sum::<u32>()
     });
     let Books {
-        tally, progress, ..
+        tally,
+        progress,
+        resume,
+        ended,
+        ..
     } = books.into_inner().unwrap_or_else(PoisonError::into_inner);
     progress.finish();
+    if let (Some(path), true) = (&args.resume, ended) {
+        for change in resume.changes(path) {
+            warning(&change);
+        }
+    }
     if let (Some(path), None) = (&args.report, &tally.stopped) {
         // Nothing is in flight any more. (After a stop, a mark may name a record whose
         // result could not be written.)
         drop(marks);
         let _ = std::fs::remove_file(inflight_path(path));
     }
+    drop(lock);
     if let Some(e) = &tally.stopped {
         eprintln!("envoi: error: {e}");
     }
@@ -218,7 +227,9 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
 struct Books<R> {
     records: R,
     /// The records `--resume` skips.
-    done: Lines,
+    resume: Resume,
+    /// Every record was read: what `--resume` found missing is really gone.
+    ended: bool,
     output: Output,
     /// A result line could not be written: later ones are not tried, and their
     /// records stay marked in flight for `--resume`.
@@ -245,7 +256,11 @@ fn serve<R: Iterator<Item = Result<Record>>>(
         let Some(record) = next else {
             break;
         };
-        let outcome = send_guarded(shared, batch, sender, record);
+        let hash = hash_text(record.hash);
+        let outcome = send_guarded(shared, batch, sender, record).map(|mut line| {
+            line.hash = Some(hash);
+            line
+        });
         lock().finished(outcome);
     }
 }
@@ -255,9 +270,13 @@ impl<R: Iterator<Item = Result<Record>>> Books<R> {
     /// input or once the batch stopped.
     fn next_record(&mut self) -> Option<Record> {
         while self.tally.stopped.is_none() {
-            match self.records.next()? {
+            let Some(next) = self.records.next() else {
+                self.ended = true;
+                return None;
+            };
+            match next {
                 Err(e) => self.tally.stopped = Some(e),
-                Ok(record) if self.done.contains(record.line) => {
+                Ok(record) if self.resume.skips(record.line, record.hash) => {
                     self.tally.skipped += 1;
                     self.progress.record(true);
                 }
@@ -338,7 +357,7 @@ fn send_record(shared: &Shared, batch: &mut Batch, sender: usize, record: Record
         }
     };
     pace(shared.pacer);
-    shared.marks.mark(sender, record.line)?;
+    shared.marks.mark(sender, record.line, record.hash)?;
     let message_id = prepared.message_id.clone();
     let envelope: Vec<String> = prepared
         .envelope
@@ -402,21 +421,83 @@ fn format(args: &BatchArgs) -> Result<BatchFormat> {
     }
 }
 
-/// The record reader for the input file. Whichever sender takes the next record reads
-/// it, so the reader moves between threads: standard input goes through its handle, not
-/// a lock held by one thread.
-fn records(args: &BatchArgs, format: BatchFormat) -> Result<Records<Box<dyn BufRead + Send>>> {
-    let input: Box<dyn BufRead + Send> = if is_stdin(&args.file) {
-        Box::new(BufReader::with_capacity(64 << 10, io::stdin()))
-    } else {
-        let file = File::open(&args.file).map_err(|e| {
-            Error::new(
-                ErrorKind::NoInput,
-                format!("FILE: cannot read {:?}: {e}", args.file),
-            )
-        })?;
-        Box::new(BufReader::with_capacity(64 << 10, file))
+/// The input. Whichever sender takes the
+/// next record reads it, so the reader moves between threads: standard input goes
+/// through its handle, not a lock held by one thread. FILE must be a regular file
+/// (BA14): a device (`/dev/zero`) never ends and a FIFO can hang the batch; `-` reads
+/// standard input, whatever it is. Neither `--report` nor `--resume` may be the input
+/// itself (BA13): the batch would read its own result lines as records, without end.
+fn open_input(args: &BatchArgs) -> Result<Input> {
+    if is_stdin(&args.file) {
+        return Ok(Box::new(BufReader::with_capacity(64 << 10, io::stdin())));
+    }
+    let cannot = |e: io::Error| {
+        Error::new(
+            ErrorKind::NoInput,
+            format!("FILE: cannot read {:?}: {e}", args.file),
+        )
     };
+    // Asked before opening: opening a FIFO waits for a writer.
+    let meta = std::fs::metadata(&args.file).map_err(cannot)?;
+    if !meta.file_type().is_file() {
+        return Err(not_regular(args));
+    }
+    let file = File::open(&args.file).map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.file_type().is_file() {
+        return Err(not_regular(args));
+    }
+    let id = file_id(&meta);
+    for (flag, path) in [("--report", &args.report), ("--resume", &args.resume)] {
+        let Some(path) = path else { continue };
+        if let Ok(other) = std::fs::metadata(path)
+            && file_id(&other) == id
+        {
+            return Err(Error::usage(format!(
+                "{flag} {path:?} is the input FILE itself: the batch would read its own result \
+                 lines as records; give the report another name"
+            )));
+        }
+    }
+    Ok(Box::new(BufReader::with_capacity(64 << 10, file)))
+}
+
+fn not_regular(args: &BatchArgs) -> Error {
+    Error::new(
+        ErrorKind::NoInput,
+        format!(
+            "FILE {:?}: it is not a regular file (a directory, FIFO, socket or device); give a \
+             file of records, or - to read them from standard input",
+            args.file
+        ),
+    )
+}
+
+/// A file's device and inode: two paths name the same file when these match.
+#[cfg(unix)]
+fn file_id(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_: &std::fs::Metadata) -> Option<(u64, u64)> {
+    None
+}
+
+/// Whether `path` names the open `file`.
+fn same_file(path: &std::path::Path, file: &File) -> bool {
+    match (std::fs::metadata(path), file.metadata()) {
+        (Ok(a), Ok(b)) => file_id(&a).is_some() && file_id(&a) == file_id(&b),
+        _ => false,
+    }
+}
+
+/// What the records are read from.
+type Input = Box<dyn BufRead + Send>;
+
+/// The record reader for the input.
+fn records(args: &BatchArgs, format: BatchFormat, input: Input) -> Result<Records<Input>> {
     match format {
         BatchFormat::Jsonl => {
             for (given, flag) in [

@@ -1,14 +1,17 @@
 //! What a batch says about each record: the result lines, the report and its in-flight
 //! marks, what `--resume` reads back, and the summary and exit code.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::collections::HashMap;
+use std::fs::{File, TryLockError};
+use std::io::{self, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use envoi::deliver::{BatchSent, Failure, Report};
+use envoi::durable::{StateAccess, open_state_file};
 use envoi::error::{Error, ErrorKind, Result};
+use envoi::message::records::{CappedLine, MAX_RECORD, read_line_capped};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::render::warning;
@@ -21,6 +24,10 @@ const DONE: [&str; 4] = ["sent", "partial", "unknown", "queued"];
 pub(super) struct Line {
     /// The record's line in the input.
     pub(super) line: u64,
+    /// The record's content hash ([`envoi::message::records::record_hash`], 16 hex
+    /// digits): what `--resume` knows the record by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) hash: Option<String>,
     /// sent, partial, refused, invalid, deferred, unknown or failed.
     pub(super) status: &'static str,
     pub(super) message_id: Option<String>,
@@ -44,6 +51,7 @@ impl Line {
     pub(super) fn unsent(line: u64, status: &'static str, kind: ErrorKind, why: String) -> Line {
         Line {
             line,
+            hash: None,
             status,
             message_id: None,
             recipients: Vec::new(),
@@ -71,7 +79,14 @@ pub(super) struct Recipient {
 #[derive(Deserialize)]
 struct Earlier {
     line: u64,
+    /// Absent from the lines of an envoi older than hashes: those match by line.
+    hash: Option<String>,
     status: String,
+}
+
+/// A record's hash as a report line and the in-flight file write it.
+pub(super) fn hash_text(hash: u64) -> String {
+    format!("{hash:016x}")
 }
 
 /// The counts of the summary, and the exit code they make.
@@ -183,8 +198,8 @@ impl Output {
     }
 }
 
-/// Next to the report, `REPORT.inflight` has one line per sender: the line of the last
-/// record that sender started to send (blank before its first). A batch killed leaves it
+/// Next to the report, `REPORT.inflight` has one line per sender: the line and hash of
+/// the last record that sender started to send (blank before its first). A batch killed leaves it
 /// behind, and `--resume` lists the records it names that have no result line as
 /// `unknown` instead of sending them again; a mark whose record has its result line is
 /// stale and ignored, so marks are never cleared (that would cost two more system calls
@@ -195,9 +210,11 @@ pub(super) fn inflight_path(report: &Path) -> PathBuf {
     PathBuf::from(path)
 }
 
-/// Width of a number in the in-flight file: each sender's slot is rewritten in place,
-/// never truncated, so a kill mid-write leaves the other slots whole.
+/// Width of a line number in the in-flight file, then a space and the 16 hex digits of
+/// the record's hash: each sender's slot is rewritten in place, never truncated, so a
+/// kill mid-write leaves the other slots whole.
 const INFLIGHT_WIDTH: usize = 20;
+const SLOT: usize = INFLIGHT_WIDTH + 1 + 16;
 
 /// The in-flight file (nothing without `--report`). A sender marks its own slot before
 /// it sends; the lock is for the file's shared position, not for the slots.
@@ -206,39 +223,38 @@ pub(super) struct Marks {
 }
 
 impl Marks {
-    /// Creates the file with `senders` blank slots.
+    /// Creates the file with `senders` blank slots. The caller holds the report's lock,
+    /// so no other batch uses this file; it is opened as a state file (never through a
+    /// link, only this user's own) and emptied only then (BA06).
     pub(super) fn create(report: Option<&Path>, senders: usize) -> Result<Marks> {
         let Some(report) = report else {
             return Ok(Marks { file: None });
         };
         let path = inflight_path(report);
+        let opened = open_state_file("--report's in-flight file", &path, StateAccess::Write)?;
+        let mut file = opened.file;
         let failed = |e: io::Error| {
             Error::new(
                 ErrorKind::NoInput,
-                format!("--report {report:?}: cannot create {path:?}: {e}"),
+                format!("--report {report:?}: cannot write {path:?}: {e}"),
             )
         };
-        let mut file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(failed)?;
-        let blank = format!("{:>INFLIGHT_WIDTH$}\n", "");
-        file.write_all(blank.repeat(senders).as_bytes())
+        let blank = format!("{:>SLOT$}\n", "");
+        file.set_len(0)
+            .and_then(|()| file.write_all(blank.repeat(senders).as_bytes()))
             .map_err(failed)?;
         Ok(Marks {
             file: Some(Mutex::new(file)),
         })
     }
 
-    /// Writes `line` into `sender`'s slot.
-    pub(super) fn mark(&self, sender: usize, line: u64) -> Result<()> {
+    /// Writes `line` and `hash` into `sender`'s slot.
+    pub(super) fn mark(&self, sender: usize, line: u64, hash: u64) -> Result<()> {
         let Some(file) = &self.file else {
             return Ok(());
         };
-        let text = format!("{line:>INFLIGHT_WIDTH$}\n");
-        let offset = (sender * (INFLIGHT_WIDTH + 1)) as u64;
+        let text = format!("{line:>INFLIGHT_WIDTH$} {}\n", hash_text(hash));
+        let offset = (sender * (SLOT + 1)) as u64;
         // A sender that panicked held no lock while writing a slot: the file is whole.
         let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
         file.seek(SeekFrom::Start(offset))
@@ -255,53 +271,319 @@ impl Marks {
     }
 }
 
-/// The records to skip, and among them those an earlier run was sending when it was
-/// stopped, which have no result line yet: the lines an earlier report lists as sent,
-/// partial, unknown or queued, plus those.
-pub(super) fn earlier_report(path: &Path) -> Result<(Lines, Vec<u64>)> {
-    let file = File::open(path).map_err(|e| {
+/// Opens `--report` (a state file: no link, this user's, 0600) and locks it for the
+/// whole run (BA10): a second batch on the same report would send the same records
+/// again. The lock goes with the file (and its clones) when the process ends, even when
+/// it is killed.
+pub(super) fn open_report(path: &Path) -> Result<File> {
+    let opened = open_state_file("--report", path, StateAccess::Append)?;
+    tightened("--report", path, opened.tightened_from);
+    match opened.file.try_lock() {
+        Ok(()) => Ok(opened.file),
+        Err(TryLockError::WouldBlock) => Err(Error::new(
+            ErrorKind::Temporary,
+            format!(
+                "--report {}: another envoi batch is using it; wait for it to end, or give \
+                 another --report",
+                path.display()
+            ),
+        )),
+        Err(TryLockError::Error(e)) => Err(Error::new(
+            ErrorKind::NoInput,
+            format!("--report {}: cannot lock it: {e}", path.display()),
+        )),
+    }
+}
+
+/// Opens `--resume` when it is not the report itself, with a shared lock: a batch
+/// writing it holds it exclusively, and what it has not yet written would be sent again.
+pub(super) fn open_earlier(path: &Path) -> Result<File> {
+    let opened = open_state_file("--resume", path, StateAccess::Read)?;
+    tightened("--resume", path, opened.tightened_from);
+    match opened.file.try_lock_shared() {
+        Ok(()) => Ok(opened.file),
+        Err(TryLockError::WouldBlock) => Err(Error::new(
+            ErrorKind::Temporary,
+            format!(
+                "--resume {}: another envoi batch is writing it; wait for it to end",
+                path.display()
+            ),
+        )),
+        Err(TryLockError::Error(e)) => Err(Error::new(
+            ErrorKind::NoInput,
+            format!("--resume {}: cannot lock it: {e}", path.display()),
+        )),
+    }
+}
+
+/// Says that a state file others could read was made private.
+fn tightened(label: &str, path: &Path, from: Option<u32>) {
+    if let Some(mode) = from {
+        warning(&format!(
+            "{label} {}: others could read it (mode {mode:o}); it is now 0600",
+            path.display()
+        ));
+    }
+}
+
+/// A record an earlier run was sending when it was stopped: its line, and its hash when
+/// the in-flight mark has one (older marks have the line alone).
+pub(super) type Interrupted = (u64, Option<u64>);
+
+/// What `--resume` skips, read from an earlier report (`file`, read from its start) and
+/// the in-flight marks beside it (at `path`.inflight); and the records an earlier run
+/// was sending when it was stopped, which have no result line: `(line, hash)`, each to
+/// be listed `unknown` now.
+pub(super) fn earlier_report(path: &Path, file: &File) -> Result<(Resume, Vec<Interrupted>)> {
+    let cannot = |at: String, e: io::Error| {
         Error::new(
             ErrorKind::NoInput,
-            format!("--resume {path:?}: cannot read it: {e}"),
+            format!("--resume {}: cannot read {at}: {e}", path.display()),
         )
-    })?;
-    let mut done = Lines::default();
+    };
+    let mut reader = file;
+    reader
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| cannot("it".to_owned(), e))?;
+    let mut reader = BufReader::new(reader);
+    let mut resume = Resume::default();
+    // Every result line's line, whatever its status: a mark of one of these is stale.
     let mut finished = Lines::default();
-    for (i, text) in BufReader::new(file).lines().enumerate() {
-        let text = text.map_err(|e| {
-            Error::new(
-                ErrorKind::NoInput,
-                format!("--resume {path:?}: cannot read line {}: {e}", i + 1),
-            )
-        })?;
+    let mut hashless = 0_u64;
+    let mut buf = Vec::new();
+    for i in 1.. {
+        let read = read_line_capped(&mut reader, &mut buf, MAX_RECORD)
+            .map_err(|e| cannot(format!("line {i}"), e))?;
+        let text = match read {
+            CappedLine::End => break,
+            CappedLine::Line => String::from_utf8_lossy(&buf),
+            CappedLine::TooLong => {
+                warning(&format!(
+                    "--resume {}: line {i} is longer than {} MiB, not a result line; ignored",
+                    path.display(),
+                    MAX_RECORD >> 20
+                ));
+                continue;
+            }
+        };
         if text.trim().is_empty() {
             continue;
         }
-        match serde_json::from_str::<Earlier>(&text) {
-            Ok(earlier) => {
-                finished.insert(earlier.line);
-                if DONE.contains(&earlier.status.as_str()) {
-                    done.insert(earlier.line);
+        let earlier = match serde_json::from_str::<Earlier>(&text) {
+            Ok(earlier) => earlier,
+            Err(e) => {
+                warning(&format!(
+                    "--resume {}: line {i} is not a result line ({e}); ignored",
+                    path.display()
+                ));
+                continue;
+            }
+        };
+        finished.insert(earlier.line);
+        let done = DONE.contains(&earlier.status.as_str());
+        match earlier.hash.as_deref().map(|h| u64::from_str_radix(h, 16)) {
+            Some(Ok(hash)) => resume.listed(hash, earlier.line, done),
+            _ => {
+                hashless += 1;
+                if done {
+                    resume.lines.insert(earlier.line);
                 }
             }
-            Err(e) => warning(&format!(
-                "--resume {path:?}: line {} is not a result line ({e}); ignored",
-                i + 1
-            )),
         }
     }
-    let marks = std::fs::read_to_string(inflight_path(path)).unwrap_or_default();
-    let mut interrupted: Vec<u64> = marks
+    if hashless > 0 {
+        warning(&format!(
+            "--resume {}: {hashless} result line(s) have no record hash (an older envoi wrote \
+             them): their records are matched by line number only; if the input changed since, \
+             check them by hand",
+            path.display()
+        ));
+    }
+    let interrupted = interrupted(path, &finished, &resume)?;
+    for &(line, hash) in &interrupted {
+        match hash {
+            Some(hash) => resume.listed(hash, line, true),
+            None => resume.lines.insert(line),
+        }
+    }
+    Ok((resume, interrupted))
+}
+
+/// The records the in-flight marks beside the report `path` name that have no result
+/// line, in line order: a mark with a hash is stale when a result line has that hash, an
+/// older mark (a line alone) when a result line has its line.
+fn interrupted(path: &Path, finished: &Lines, resume: &Resume) -> Result<Vec<Interrupted>> {
+    let marks_path = inflight_path(path);
+    if std::fs::symlink_metadata(&marks_path).is_err() {
+        return Ok(Vec::new());
+    }
+    let opened = open_state_file("--resume's in-flight file", &marks_path, StateAccess::Read)?;
+    let mut marks = String::new();
+    // The file holds one short slot per sender.
+    io::Read::read_to_string(&mut io::Read::take(&opened.file, 1 << 20), &mut marks).map_err(
+        |e| {
+            Error::new(
+                ErrorKind::NoInput,
+                format!("--resume: cannot read {}: {e}", marks_path.display()),
+            )
+        },
+    )?;
+    let mut interrupted: Vec<Interrupted> = marks
         .lines()
-        .filter_map(|slot| slot.trim().parse::<u64>().ok())
-        .filter(|line| !finished.contains(*line))
+        .filter_map(|slot| {
+            let mut parts = slot.split_whitespace();
+            let line = parts.next()?.parse::<u64>().ok()?;
+            let hash = parts.next().and_then(|h| u64::from_str_radix(h, 16).ok());
+            Some((line, hash))
+        })
+        .filter(|&(line, hash)| match hash {
+            Some(hash) => !resume.sent.contains_key(&hash),
+            None => !finished.contains(line),
+        })
         .collect();
     interrupted.sort_unstable();
     interrupted.dedup();
-    for &line in &interrupted {
-        done.insert(line);
+    Ok(interrupted)
+}
+
+/// What `--resume` skips: the records an earlier report lists as sent, partial, unknown
+/// or queued, known by their content hash, so a record that moved to another line (the
+/// input was edited) is still skipped, and a new one on a line the report names is still
+/// sent (BA12). Lines of an older envoi, without a hash, match by line number.
+///
+/// Memory: one entry per record of the report (about 30 bytes), so a batch resumed after
+/// a million records holds some 30 MB.
+#[derive(Default)]
+pub(super) struct Resume {
+    /// Every hash a result line carries, and what is known of its record.
+    sent: HashMap<u64, Listed>,
+    /// Records listed as done by lines without a hash.
+    lines: Lines,
+    /// The last line of a record the report lists as done, with a hash.
+    last_listed: u64,
+    /// Records skipped on another line than the report's: how many, and the first
+    /// (the report's line, the line now).
+    moved: u64,
+    first_moved: Option<(u64, u64)>,
+    /// Records sent as new on lines the report lists with another record: how many, and
+    /// the first few lines.
+    new: u64,
+    first_new: Vec<u64>,
+}
+
+/// One hash of an earlier report.
+struct Listed {
+    /// The report's line for the first record with this hash that may have been sent.
+    line: u64,
+    /// How many records with this hash may have been sent and are not yet matched by a
+    /// record of this input: identical records are each skipped once.
+    left: u32,
+    /// No record of this input has matched this hash yet.
+    unmatched: bool,
+}
+
+/// How many examples a warning names.
+const EXAMPLES: usize = 5;
+
+impl Resume {
+    /// A result line with this hash at `line`; `done` when its status is one `--resume`
+    /// skips.
+    fn listed(&mut self, hash: u64, line: u64, done: bool) {
+        let entry = self.sent.entry(hash).or_insert(Listed {
+            line,
+            left: 0,
+            unmatched: true,
+        });
+        if done {
+            if entry.left == 0 {
+                entry.line = line;
+            }
+            entry.left = entry.left.saturating_add(1);
+            self.last_listed = self.last_listed.max(line);
+        }
     }
-    Ok((done, interrupted))
+
+    /// Whether the record at `line` with `hash` is skipped: an earlier report lists a
+    /// record with its content as (maybe) sent, not yet matched; or, without a hash,
+    /// its line.
+    pub(super) fn skips(&mut self, line: u64, hash: u64) -> bool {
+        if let Some(entry) = self.sent.get_mut(&hash)
+            && entry.left > 0
+        {
+            entry.left -= 1;
+            if entry.unmatched && entry.line != line {
+                self.moved += 1;
+                self.first_moved.get_or_insert((entry.line, line));
+            }
+            entry.unmatched = false;
+            return true;
+        }
+        if self.lines.contains(line) {
+            return true;
+        }
+        if line <= self.last_listed && !self.sent.contains_key(&hash) {
+            self.new += 1;
+            if self.first_new.len() < EXAMPLES {
+                self.first_new.push(line);
+            }
+        }
+        false
+    }
+
+    /// Once the whole input was read: what changed in it since the earlier report
+    /// (`path`), as warnings. Nothing when it is the same.
+    pub(super) fn changes(&self, path: &Path) -> Vec<String> {
+        let shown = path.display();
+        let mut said = Vec::new();
+        if let Some((was, now)) = self.first_moved {
+            said.push(format!(
+                "--resume {shown}: the input changed since the report: {} record(s) it lists \
+                 as sent are now on other lines (the report's line {was} is line {now} now); \
+                 they were matched by content and not sent again",
+                self.moved
+            ));
+        }
+        if !self.first_new.is_empty() {
+            said.push(format!(
+                "--resume {shown}: {} record(s) are new since the report (line {}{}); they \
+                 were sent",
+                self.new,
+                join(&self.first_new),
+                if self.new > self.first_new.len() as u64 {
+                    ", …"
+                } else {
+                    ""
+                }
+            ));
+        }
+        let mut gone: Vec<u64> = self
+            .sent
+            .values()
+            .filter(|entry| entry.left > 0 && entry.unmatched)
+            .map(|entry| entry.line)
+            .collect();
+        if !gone.is_empty() {
+            gone.sort_unstable();
+            let count = gone.len();
+            gone.truncate(EXAMPLES);
+            said.push(format!(
+                "--resume {shown}: {count} record(s) the report lists as sent are no longer \
+                 in the input (the report's line {}{})",
+                join(&gone),
+                if count > EXAMPLES { ", …" } else { "" }
+            ));
+        }
+        said
+    }
+}
+
+/// `1, 2, 3`.
+fn join(lines: &[u64]) -> String {
+    lines
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Line numbers, kept as sorted, disjoint ranges, built one line at a time as the report
@@ -360,6 +642,7 @@ pub(super) fn result_line(
         Ok(BatchSent::Saved(_)) => {
             return Line {
                 line,
+                hash: None,
                 status: "sent",
                 message_id: Some(message_id),
                 recipients: envelope
@@ -410,6 +693,7 @@ pub(super) fn result_line(
     });
     Line {
         line,
+        hash: None,
         status,
         message_id: Some(message_id),
         recipients,
