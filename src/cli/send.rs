@@ -14,8 +14,9 @@ use envoi::error::{Error, ErrorKind, Result};
 use envoi::message::draft::{self, Draft};
 use envoi::message::input::{is_stdin, read_bytes};
 use envoi::message::lint::lint;
-use envoi::message::{self, Prepared, address, payload};
+use envoi::message::{Prepared, payload};
 use envoi::outbox::idempotency::{self, Claim, FirstSend, FirstStatus};
+use envoi::outbox::submit::{DefaultSender, Signing, prepare};
 use envoi::outbox::{FirstAttempt, Outbox, Queued, send_queued};
 use envoi::profile::{Connection, Env, Profile, Resolved, resolve};
 
@@ -56,10 +57,7 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
         ret: Some("HDRS".to_owned()),
         envid: None,
     });
-    let from = match email.from.clone() {
-        Some(from) => from,
-        None => profile_from(resolved.connection.as_ref())?,
-    };
+    let from = DefaultSender::new(None, resolved.connection.as_ref())?.pick(email.from.as_ref())?;
     let profile = resolved.connection.as_ref().map(|c| &c.profile);
     let findings: Vec<String> = lint(
         &email,
@@ -73,8 +71,8 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
     .map(ToString::to_string)
     .collect();
     let now = SystemTime::now();
-    let prepared = message::build(email, &from, now)?;
-    let prepared = dkim_sign(resolved.connection.as_ref(), prepared, now)?;
+    let signing = Signing::of(resolved.connection.as_ref())?;
+    let prepared = prepare(email, &from, &signing, now)?;
     if args.lint {
         return Ok(Outcome::Linted { prepared, findings });
     }
@@ -98,21 +96,6 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
         dsn,
     };
     dispatch(&resolved, prepared, &how)
-}
-
-/// The message signed with the profile's DKIM key, when the profile has `dkim_*` keys
-/// (a `--smtp-url` connection never does); `now` is the time of its Date header. Done
-/// once, before `--dry-run` shows it or it is queued or sent, so the outbox keeps the
-/// signed bytes.
-pub fn dkim_sign(
-    connection: Option<&Connection>,
-    prepared: Prepared,
-    now: SystemTime,
-) -> Result<Prepared> {
-    match connection.and_then(|c| c.profile.dkim.as_ref()) {
-        Some(dkim) => dkim.sign(prepared, now),
-        None => Ok(prepared),
-    }
 }
 
 /// How a built message is to be delivered: what `send`'s flags (or sendmail mode's
@@ -159,13 +142,7 @@ impl How {
 /// key, queues it (`--queue`, profile `outbox = true`) or sends it directly under the
 /// watchdog, and records the key.
 pub fn dispatch(resolved: &Resolved, prepared: Prepared, how: &How) -> Result<Outcome, Failure> {
-    let Some(connection) = &resolved.connection else {
-        return Err(Error::config(
-            "no connection: give --profile or --smtp-url (or $ENVOI_SMTP_URL), or set \
-             `default` in the config file",
-        )
-        .into());
-    };
+    let connection = resolved.connection()?;
     let deadline = how.started + how.timeout;
     let options = DeliveryOptions {
         policy: Policy {
@@ -220,17 +197,6 @@ fn read_draft(args: &SendArgs, matches: &ArgMatches) -> Result<Draft> {
         }
         None => from_flags,
     })
-}
-
-/// The sender when `--from` is not given: the profile's `from`.
-fn profile_from(connection: Option<&Connection>) -> Result<envoi::Mailbox> {
-    let profile_from = connection.and_then(|c| c.profile.from.as_deref().map(|f| (&c.name, f)));
-    let Some((name, from)) = profile_from else {
-        return Err(Error::usage(
-            "no sender: give --from or set `from` in the profile",
-        ));
-    };
-    address::parse_single(&format!("profile {name:?}: from"), from)
 }
 
 /// Outbox mode: the entry carries the key; it goes to the ledger when the entry is

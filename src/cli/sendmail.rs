@@ -17,7 +17,9 @@ use envoi::message::given::{self, Submission};
 use envoi::message::input::read_bytes;
 use envoi::profile::{Env, Flags, resolve};
 
-use crate::cli::send::{How, Outcome, dispatch, dkim_sign};
+use envoi::outbox::submit::Signing;
+
+use crate::cli::send::{How, Outcome, dispatch};
 
 /// What the command line asked for.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -180,13 +182,7 @@ pub fn run(args: &[OsString]) -> Result<Outcome, Failure> {
         ..Flags::default()
     };
     let resolved = resolve(&flags, &Env::from_process()?)?;
-    let Some(connection) = &resolved.connection else {
-        return Err(Error::config(
-            "no connection: set `default` in the config file, or give --profile (or \
-             $ENVOI_PROFILE or $ENVOI_SMTP_URL)",
-        )
-        .into());
-    };
+    let connection = resolved.connection()?;
     let input = read_bytes("standard input", Path::new("-"))?;
     let submission = Submission {
         recipients: &request.recipients,
@@ -199,7 +195,7 @@ pub fn run(args: &[OsString]) -> Result<Outcome, Failure> {
     };
     let prepared = given::parse(&input)?.prepare(&submission)?;
     // Signed as it will be sent: Date and Message-ID added, Bcc removed.
-    let prepared = dkim_sign(Some(connection), prepared, submission.now)?;
+    let prepared = Signing::of(Some(connection))?.sign(prepared, submission.now)?;
     let how = How {
         queue: request.queue,
         verbose: request.verbose,

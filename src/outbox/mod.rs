@@ -1,5 +1,6 @@
 //! Durable state: the crash-safe queue on disk (`queue`), sending what it holds
-//! (`flush`), and the idempotency ledger beside it ([`idempotency`]).
+//! (`flush`), and the idempotency ledger beside it ([`idempotency`]); and [`submit`],
+//! the one way every command's message goes out.
 //!
 //! Everything here survives a crash: it is written with [`crate::durable`] before it is
 //! relied upon, and every entry is sent with the delivery layer below.
@@ -7,6 +8,7 @@
 mod flush;
 pub mod idempotency;
 mod queue;
+pub mod submit;
 
 pub use flush::{
     EntryOutcome, FirstAttempt, FlushOptions, FlushSummary, Queued, drop_entry, flush,

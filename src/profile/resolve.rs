@@ -227,6 +227,17 @@ pub fn resolve_outbox(flags: &Flags, env: &Env) -> Result<Resolved> {
 }
 
 impl Resolved {
+    /// The connection to send through, or the one "no connection" error every command
+    /// gives (78: nothing to send through is a configuration matter, never retried).
+    pub fn connection(&self) -> Result<&Connection> {
+        self.connection.as_ref().ok_or_else(|| {
+            Error::config(
+                "no connection: give --profile or --smtp-url (or $ENVOI_PROFILE or \
+                 $ENVOI_SMTP_URL), or set `default` in the config file",
+            )
+        })
+    }
+
     /// The outbox (and idempotency ledger) directory.
     pub fn outbox_dir(&self) -> Result<&Path> {
         self.outbox_dir.as_deref().ok_or_else(|| {

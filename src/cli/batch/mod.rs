@@ -15,12 +15,12 @@ use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use envoi::Mailbox;
 use envoi::deliver::{Batch, DeliveryOptions, Policy, Transcript};
 use envoi::error::{Error, ErrorKind, Result};
 use envoi::message::input::{is_stdin, read_bytes};
 use envoi::message::records::{CsvMerge, JsonLines, Merge, Record, Records};
 use envoi::message::{self, address};
+use envoi::outbox::submit::{DefaultSender, Signing, prepare};
 use envoi::outbox::{Outbox, queue_deferred};
 use envoi::profile::{Env, resolve};
 
@@ -35,9 +35,9 @@ use report::{
 /// What every sender shares. Only the pacer changes, under its lock.
 struct Shared<'a> {
     /// `--from`, else the profile's `from`: for records without From.
-    from: Option<&'a Mailbox>,
-    /// The profile's DKIM key, parsed once for the whole batch.
-    signer: Option<&'a envoi::message::dkim::Signer>,
+    sender: &'a DefaultSender,
+    /// The profile's DKIM key, read once for the whole batch.
+    signing: &'a Signing,
     /// Profile `outbox = true`: a record still deferred after its retries is queued.
     outbox: Option<&'a Outbox>,
     connection: &'a envoi::profile::Connection,
@@ -54,12 +54,7 @@ type Outcome = Result<Line>;
 pub fn run(args: &BatchArgs) -> Result<u8> {
     let started = Instant::now();
     let resolved = resolve(&args.flags(), &Env::from_process()?)?;
-    let Some(connection) = &resolved.connection else {
-        return Err(Error::config(
-            "no connection: give --profile or --smtp-url (or $ENVOI_SMTP_URL), or set \
-             `default` in the config file",
-        ));
-    };
+    let connection = resolved.connection()?;
     if let Some(Rate {
         most_sessions: Some((provider, most)),
         ..
@@ -78,23 +73,14 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         Some(path) => earlier_report(path)?,
         None => (Lines::default(), Vec::new()),
     };
-    let from = match &args.from {
-        Some(from) => Some(address::parse_single("--from", from)?),
-        None => match &connection.profile.from {
-            Some(from) => Some(address::parse_single(
-                &format!("profile {:?}: from", connection.name),
-                from,
-            )?),
-            None => None,
-        },
-    };
-    let records = records(args, format)?;
-    let signer = connection
-        .profile
-        .dkim
-        .as_ref()
-        .map(envoi::profile::Dkim::signer)
+    let flag = args
+        .from
+        .as_deref()
+        .map(|from| address::parse_single("--from", from))
         .transpose()?;
+    let sender = DefaultSender::new(flag, Some(connection))?;
+    let records = records(args, format)?;
+    let signing = Signing::of(Some(connection))?;
     let report = match &args.report {
         Some(path) => Some(
             OpenOptions::new()
@@ -160,8 +146,8 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         args.rate.map_or(Duration::ZERO, |rate| rate.interval),
     ));
     let shared = Shared {
-        from: from.as_ref(),
-        signer: signer.as_ref(),
+        sender: &sender,
+        signing: &signing,
         outbox: outbox.as_ref(),
         connection,
         options: &options,
@@ -329,7 +315,7 @@ fn send_guarded(shared: &Shared, batch: &mut Batch, sender: usize, record: Recor
 fn send_record(shared: &Shared, batch: &mut Batch, sender: usize, record: Record) -> Outcome {
     let prepared = record
         .draft
-        .and_then(|draft| prepare(draft, shared.from, shared.signer, record.line));
+        .and_then(|draft| prepare_record(draft, shared, record.line));
     let prepared = match prepared {
         Ok(prepared) => prepared,
         Err(e) => {
@@ -461,12 +447,10 @@ fn records(args: &BatchArgs, format: BatchFormat) -> Result<Records<Box<dyn BufR
     }
 }
 
-/// A record's message, checked, built, and signed with the batch's DKIM key when the
-/// profile has one.
-fn prepare(
+/// A record's message, checked, built and signed; an error names the record's line.
+fn prepare_record(
     draft: envoi::draft::Draft,
-    sender: Option<&Mailbox>,
-    signer: Option<&envoi::message::dkim::Signer>,
+    shared: &Shared,
     line: u64,
 ) -> Result<message::Prepared> {
     let at_line = |e: Error| {
@@ -477,21 +461,6 @@ fn prepare(
         }
     };
     let email = draft.into_email().map_err(at_line)?;
-    let from = match (&email.from, sender) {
-        (Some(from), _) => from.clone(),
-        (None, Some(sender)) => sender.clone(),
-        (None, None) => {
-            return Err(at_line(Error::usage(
-                "no sender: give From in the record, --from, or `from` in the profile",
-            )));
-        }
-    };
-    let now = SystemTime::now();
-    let mut prepared = message::build(email, &from, now).map_err(at_line)?;
-    if let Some(signer) = signer {
-        prepared.bytes = signer
-            .sign(std::mem::take(&mut prepared.bytes), now)
-            .map_err(at_line)?;
-    }
-    Ok(prepared)
+    let from = shared.sender.pick(email.from.as_ref()).map_err(at_line)?;
+    prepare(email, &from, shared.signing, SystemTime::now()).map_err(at_line)
 }
