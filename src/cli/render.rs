@@ -13,11 +13,41 @@ use envoi::deliver::{Delivery, Notice, Observer, Probe, RcptReply, Report, Serve
 use envoi::error::{Error, Result};
 use envoi::message::{Prepared, StreamError};
 use envoi::outbox::idempotency::{FirstSend, FirstStatus};
+use envoi::outbox::submit::Submitted;
 use envoi::outbox::{EntryOutcome, EntryState, FlushSummary, Queued};
 use envoi::profile::Security;
 use serde::Serialize;
 
-use crate::cli::send::Outcome;
+/// How `envoi send` (or sendmail mode) ended well.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Sent or saved.
+    Delivered(Delivery),
+    /// `--queue`: written to the outbox; the first attempt failed temporarily, so envoi
+    /// owns the retry (`envoi outbox flush`).
+    Queued(Queued),
+    /// `--idempotency-key` seen before: nothing was sent this time.
+    Duplicate(FirstSend),
+    /// `--dry-run`: built, not sent.
+    DryRun(Prepared),
+    /// `--lint`: built and checked, not sent.
+    Linted {
+        /// The message checked.
+        prepared: Prepared,
+        /// What may junk or bounce it, in words.
+        findings: Vec<String>,
+    },
+}
+
+impl From<Submitted> for Outcome {
+    fn from(submitted: Submitted) -> Outcome {
+        match submitted {
+            Submitted::Delivered(delivery) => Outcome::Delivered(delivery),
+            Submitted::Queued(queued) => Outcome::Queued(queued),
+            Submitted::Duplicate(first) => Outcome::Duplicate(first),
+        }
+    }
+}
 
 /// The `status` of every JSON object envoi prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -20,8 +20,8 @@ use envoi::error::{Error, ErrorKind, Result};
 use envoi::message::input::{is_stdin, read_bytes};
 use envoi::message::records::{CsvMerge, JsonLines, Merge, Record, Records};
 use envoi::message::{self, address};
-use envoi::outbox::submit::{DefaultSender, Signing, prepare};
-use envoi::outbox::{Outbox, queue_deferred};
+use envoi::outbox::Outbox;
+use envoi::outbox::submit::{DefaultSender, Deferrals, Signing, prepare, settle_record};
 use envoi::profile::{Env, resolve};
 
 use crate::cli::args::{BatchArgs, BatchFormat, Rate};
@@ -39,9 +39,7 @@ struct Shared<'a> {
     /// The profile's DKIM key, read once for the whole batch.
     signing: &'a Signing,
     /// Profile `outbox = true`: a record still deferred after its retries is queued.
-    outbox: Option<&'a Outbox>,
-    connection: &'a envoi::profile::Connection,
-    options: &'a DeliveryOptions,
+    deferrals: Option<Deferrals<'a>>,
     marks: &'a Marks,
     pacer: &'a Mutex<Pacer>,
 }
@@ -148,9 +146,11 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
     let shared = Shared {
         sender: &sender,
         signing: &signing,
-        outbox: outbox.as_ref(),
-        connection,
-        options: &options,
+        deferrals: outbox.as_ref().map(|outbox| Deferrals {
+            outbox,
+            connection,
+            options: &options,
+        }),
         marks: &marks,
         pacer: &pacer,
     };
@@ -333,34 +333,22 @@ fn send_record(shared: &Shared, batch: &mut Batch, sender: usize, record: Record
         .map(ToString::to_string)
         .collect();
     let sent = send_slowing(batch, &prepared, shared.pacer);
-    let line = match (shared.outbox, sent) {
-        (Some(outbox), Err(failure)) if failure.error.kind() == ErrorKind::Temporary => {
-            let queued = queue_deferred(
-                outbox,
-                &prepared,
-                shared.connection,
-                shared.options,
-                &failure.report,
-                &failure.error,
-            );
-            let mut line = result_line(record.line, message_id, &envelope, Err(failure));
-            match queued {
-                Ok(id) => {
-                    if line.status == "deferred" {
-                        line.status = "queued";
-                    }
-                    line.exit_code = 0;
-                    line.outbox_id = Some(id);
-                }
-                Err(e) => {
-                    let why = line.error.take().unwrap_or_default();
-                    line.error = Some(format!("{why}; it could not be queued: {e}"));
-                }
+    let settled = settle_record(&prepared, sent, shared.deferrals);
+    let mut line = result_line(record.line, message_id, &envelope, settled.sent);
+    match settled.queued {
+        Some(Ok(id)) => {
+            if line.status == "deferred" {
+                line.status = "queued";
             }
-            line
+            line.exit_code = 0;
+            line.outbox_id = Some(id);
         }
-        (_, sent) => result_line(record.line, message_id, &envelope, sent),
-    };
+        Some(Err(e)) => {
+            let why = line.error.take().unwrap_or_default();
+            line.error = Some(format!("{why}; it could not be queued: {e}"));
+        }
+        None => {}
+    }
     Ok(line)
 }
 
