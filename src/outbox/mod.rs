@@ -7,6 +7,7 @@
 
 mod flush;
 pub mod idempotency;
+mod outcome;
 mod queue;
 pub mod submit;
 
@@ -14,6 +15,7 @@ pub use flush::{
     EntryOutcome, FirstAttempt, FlushOptions, FlushSummary, Queued, drop_entry, flush,
     queue_deferred, send_queued,
 };
+pub use outcome::{ExitRule, Status};
 pub use queue::{EntryState, Folder, Outbox, Refusal};
 
 pub(crate) use crate::durable::unix_now as now;

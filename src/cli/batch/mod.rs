@@ -20,8 +20,8 @@ use envoi::error::{Error, ErrorKind, Result};
 use envoi::message::input::{is_stdin, read_bytes};
 use envoi::message::records::{CsvMerge, JsonLines, Merge, Record, Records};
 use envoi::message::{self, address};
-use envoi::outbox::Outbox;
 use envoi::outbox::submit::{DefaultSender, Deferrals, Signing, prepare, settle_record};
+use envoi::outbox::{Outbox, Status};
 use envoi::profile::{Env, resolve};
 
 use crate::cli::args::{BatchArgs, BatchFormat, Rate};
@@ -103,7 +103,7 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         // Listed now, and skipped below.
         let line = Line::unsent(
             line,
-            "unknown",
+            Status::Unknown,
             ErrorKind::OutcomeUnknown,
             "an earlier run was stopped while sending this record: it may have been \
              delivered; check before sending it again"
@@ -300,7 +300,7 @@ fn send_guarded(shared: &Shared, batch: &mut Batch, sender: usize, record: Recor
             fatal: Some(ErrorKind::Internal),
             ..Line::unsent(
                 line,
-                "unknown",
+                Status::Unknown,
                 ErrorKind::Internal,
                 "envoi failed inside while sending this record (a bug, please report it); \
                  it may have been delivered"
@@ -320,7 +320,7 @@ fn send_record(shared: &Shared, batch: &mut Batch, sender: usize, record: Record
         Ok(prepared) => prepared,
         Err(e) => {
             let why = e.message().to_owned();
-            return Ok(Line::unsent(record.line, "invalid", e.kind(), why));
+            return Ok(Line::unsent(record.line, Status::Invalid, e.kind(), why));
         }
     };
     pace(shared.pacer);
@@ -337,8 +337,8 @@ fn send_record(shared: &Shared, batch: &mut Batch, sender: usize, record: Record
     let mut line = result_line(record.line, message_id, &envelope, settled.sent);
     match settled.queued {
         Some(Ok(id)) => {
-            if line.status == "deferred" {
-                line.status = "queued";
+            if line.status == Status::Deferred {
+                line.status = Status::Queued;
             }
             line.exit_code = 0;
             line.outbox_id = Some(id);
