@@ -124,7 +124,7 @@ pub fn deliver(
     observer: &mut dyn Observer,
 ) -> Result<Delivery, Failure> {
     let deadline = options.policy.deadline;
-    let mut transport = transport::open(
+    let mut transport = open(
         profile,
         options,
         Sessions::Fresh,
@@ -207,7 +207,7 @@ impl Batch {
         // and each message its own deadline in the policy.
         let fetch_by = Some(Instant::now() + per_message);
         let sessions = Sessions::Reused(per_session);
-        let transport = transport::open(profile, &options, sessions, fetch_by, None, observer)?;
+        let transport = open(profile, &options, sessions, fetch_by, None, observer)?;
         Ok(Batch {
             transport,
             options,
@@ -249,6 +249,32 @@ impl Batch {
     pub fn finish(mut self) {
         self.transport.finish();
     }
+}
+
+/// The transport `profile` names. A login is fetched here, by `fetch_by`; `deadline`
+/// bounds the SMTP sessions (`None` in a batch, whose messages have their own).
+fn open(
+    profile: &Profile,
+    options: &DeliveryOptions,
+    sessions: Sessions,
+    fetch_by: Option<Instant>,
+    deadline: Option<Instant>,
+    observer: &mut dyn Observer,
+) -> Result<Box<dyn Transport>> {
+    Ok(match &profile.transport {
+        crate::profile::Transport::File { dir } => {
+            Box::new(file::FileTransport { dir: dir.clone() })
+        }
+        crate::profile::Transport::Smtp(smtp) => {
+            let connector = logged_in(profile, smtp, options, fetch_by, deadline, observer)?;
+            Box::new(match sessions {
+                Sessions::Fresh => transport::Smtp::Fresh(connector),
+                Sessions::Reused(most) => {
+                    transport::Smtp::Reused(retry::Reuse::new(connector, most))
+                }
+            })
+        }
+    })
 }
 
 /// A user name with its password or token, fetched.

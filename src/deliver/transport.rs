@@ -1,16 +1,11 @@
 //! The transport seam: where a prepared message goes once it is built and signed. The
 //! SMTP client and the file transport sit behind [`Transport`]; a new one (an HTTP mail
-//! API, say) is one more implementation and one arm in [`open`], and every command
+//! API, say) is one more implementation and one arm in `deliver::open`, and every command
 //! (`send`, `sendmail`, `batch`, `outbox flush`) reaches it through the same calls.
 
-use std::time::Instant;
-
-use crate::deliver::{
-    BatchSent, DeliveryOptions, Failure, Observer, Policy, file, logged_in, renew, retry,
-};
+use crate::deliver::{BatchSent, Failure, Observer, Policy, renew, retry};
 use crate::error::Result;
 use crate::message::Prepared;
-use crate::profile::{self, Profile};
 
 /// Takes prepared messages, one at a time.
 pub(crate) trait Transport: Send {
@@ -45,33 +40,13 @@ pub(crate) enum Sessions {
     Reused(u32),
 }
 
-/// The transport `profile` names. A login is fetched here, by `fetch_by`; `deadline`
-/// bounds the SMTP sessions (`None` in a batch, whose messages have their own).
-pub(crate) fn open(
-    profile: &Profile,
-    options: &DeliveryOptions,
-    sessions: Sessions,
-    fetch_by: Option<Instant>,
-    deadline: Option<Instant>,
-    observer: &mut dyn Observer,
-) -> Result<Box<dyn Transport>> {
-    Ok(match &profile.transport {
-        profile::Transport::File { dir } => Box::new(file::FileTransport { dir: dir.clone() }),
-        profile::Transport::Smtp(smtp) => {
-            let connector = logged_in(profile, smtp, options, fetch_by, deadline, observer)?;
-            Box::new(match sessions {
-                Sessions::Fresh => Smtp::Fresh(connector),
-                Sessions::Reused(most) => Smtp::Reused(retry::Reuse::new(connector, most)),
-            })
-        }
-    })
-}
-
 /// envoi's SMTP client, with retries, as a transport.
-// Boxed whole by `open`, so the variants' sizes cost nothing.
+// Boxed whole by `deliver::open`, so the variants' sizes cost nothing.
 #[allow(clippy::large_enum_variant)]
-enum Smtp {
+pub(crate) enum Smtp {
+    /// A new session for each attempt, closed after it (`send`, `outbox flush`).
     Fresh(renew::Renewing),
+    /// Sessions kept open across messages (`batch`).
     Reused(retry::Reuse<renew::Renewing>),
 }
 
