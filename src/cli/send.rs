@@ -60,15 +60,15 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
     }
     let plan = Plan {
         started,
-        timeout: Duration::from_secs(args.timeout),
-        retries: args.retries,
-        retry_max: Duration::from_secs(args.retry_max_secs),
-        allow_partial: args.allow_partial,
+        timeout: Duration::from_secs(args.delivery.timeout),
+        retries: args.delivery.retries,
+        retry_max: Duration::from_secs(args.delivery.retry_max_secs),
+        allow_partial: args.delivery.allow_partial,
         queue: args.queue,
         dsn,
-        transcript: args.verbose.then_some(transcript as Transcript),
+        transcript: args.output.verbose.then_some(transcript as Transcript),
     };
-    submit(&resolved, prepared, &plan, args.json)
+    submit(&resolved, prepared, &plan, args.output.json)
 }
 
 /// [`dispatch`], with the watchdog armed for a direct send.

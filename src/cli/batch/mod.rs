@@ -96,7 +96,7 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
     };
     let mut output = Output {
         report,
-        json: args.json,
+        json: args.output.json,
     };
     let mut tally = Tally::default();
     for line in interrupted {
@@ -114,12 +114,12 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
     }
     let options = DeliveryOptions {
         policy: Policy {
-            retries: args.retries,
-            retry_max: Duration::from_secs(args.retry_max_secs),
+            retries: args.delivery.retries,
+            retry_max: Duration::from_secs(args.delivery.retry_max_secs),
             deadline: None,
-            allow_partial: args.allow_partial,
+            allow_partial: args.delivery.allow_partial,
         },
-        transcript: args.verbose.then_some(transcript as Transcript),
+        transcript: args.output.verbose.then_some(transcript as Transcript),
         dsn: None,
     };
     let outbox = if connection.profile.outbox {
@@ -132,7 +132,7 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
     let first = Batch::new(
         &connection.profile,
         options.clone(),
-        Duration::from_secs(args.timeout),
+        Duration::from_secs(args.delivery.timeout),
         args.per_session,
         &mut Notices,
     )?;
