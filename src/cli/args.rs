@@ -419,6 +419,44 @@ pub struct SendArgs {
     #[arg(long, value_name = "ID", help_heading = "Attachments")]
     pub attach_id: Vec<String>,
 
+    /// Where to send.
+    #[command(flatten)]
+    pub route: RouteArgs,
+    /// Retries, deadline and partial delivery.
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
+    /// Write the message to the outbox first; on a temporary failure exit 0 (queued) and let
+    /// `envoi outbox flush` retry it. Also on with the profile key `outbox = true`.
+    #[arg(long, help_heading = "Delivery")]
+    pub queue: bool,
+    /// The outbox directory (else $ENVOI_OUTBOX_DIR, the profile's outbox_dir, or the platform
+    /// data dir's envoi/outbox). The idempotency ledger lives there too.
+    #[arg(long, value_name = "PATH", help_heading = "Delivery")]
+    pub outbox_dir: Option<PathBuf>,
+    /// Send at most once per KEY within 7 days (else $ENVOI_IDEMPOTENCY_KEY); a repeat exits 0
+    /// with status duplicate.
+    #[arg(long, value_name = "KEY", help_heading = "Delivery")]
+    pub idempotency_key: Option<String>,
+
+    /// `-v` and `--json`.
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Print the message that would be sent and exit without connecting.
+    #[arg(long, help_heading = "Output")]
+    pub dry_run: bool,
+    /// Check the message for what may junk or bounce it (From's domain vs the login's,
+    /// no subject, HTML without text, over 20 MB of attachments, over 100 recipients),
+    /// print the findings, and exit 0 without sending.
+    #[arg(long, help_heading = "Output", conflicts_with = "dry_run")]
+    pub lint: bool,
+    /// No warnings on standard error (the lint findings a send prints otherwise).
+    #[arg(short, long, help_heading = "Output")]
+    pub quiet: bool,
+}
+
+/// Where to send, for `send` and `batch`: the profile and its file, or a URL.
+#[derive(Debug, Args)]
+pub struct RouteArgs {
     /// The profile and its file.
     #[command(flatten)]
     pub connection: ConnectionArgs,
@@ -427,7 +465,22 @@ pub struct SendArgs {
     /// $ENVOI_PASSWORD.
     #[arg(long, value_name = "URL", help_heading = "Connection")]
     pub smtp_url: Option<String>,
+}
 
+impl RouteArgs {
+    /// `--config`, `--profile` and `--smtp-url` as flags for [`envoi::profile::resolve`].
+    pub fn flags(&self) -> Flags {
+        Flags {
+            smtp_url: self.smtp_url.clone(),
+            ..self.connection.flags()
+        }
+    }
+}
+
+/// Retries, the deadline and partial delivery, for `send` and `batch` (whose help says
+/// "per record" where it differs).
+#[derive(Debug, Args)]
+pub struct DeliveryArgs {
     /// Further attempts after a temporary failure (4xx, connection refused, timeout).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_RETRIES, help_heading = "Delivery")]
     pub retries: u32,
@@ -446,33 +499,14 @@ pub struct SendArgs {
     /// Send to the accepted recipients even if others are refused (refused ones reported).
     #[arg(long, help_heading = "Delivery")]
     pub allow_partial: bool,
-    /// Write the message to the outbox first; on a temporary failure exit 0 (queued) and let
-    /// `envoi outbox flush` retry it. Also on with the profile key `outbox = true`.
-    #[arg(long, help_heading = "Delivery")]
-    pub queue: bool,
-    /// The outbox directory (else $ENVOI_OUTBOX_DIR, the profile's outbox_dir, or the platform
-    /// data dir's envoi/outbox). The idempotency ledger lives there too.
-    #[arg(long, value_name = "PATH", help_heading = "Delivery")]
-    pub outbox_dir: Option<PathBuf>,
-    /// Send at most once per KEY within 7 days (else $ENVOI_IDEMPOTENCY_KEY); a repeat exits 0
-    /// with status duplicate.
-    #[arg(long, value_name = "KEY", help_heading = "Delivery")]
-    pub idempotency_key: Option<String>,
+}
 
+/// `-v` and `--json`, for `send` and `batch`.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
     /// Print the SMTP dialogue on stderr (AUTH data redacted).
     #[arg(short, long, help_heading = "Output")]
     pub verbose: bool,
-    /// Print the message that would be sent and exit without connecting.
-    #[arg(long, help_heading = "Output")]
-    pub dry_run: bool,
-    /// Check the message for what may junk or bounce it (From's domain vs the login's,
-    /// no subject, HTML without text, over 20 MB of attachments, over 100 recipients),
-    /// print the findings, and exit 0 without sending.
-    #[arg(long, help_heading = "Output", conflicts_with = "dry_run")]
-    pub lint: bool,
-    /// No warnings on standard error (the lint findings a send prints otherwise).
-    #[arg(short, long, help_heading = "Output")]
-    pub quiet: bool,
     /// Print one JSON object with the result on standard output.
     #[arg(long, help_heading = "Output")]
     pub json: bool,
@@ -491,8 +525,8 @@ pub enum BatchFormat {
 fn batch_help() -> String {
     format!(
         "Each record gives one line of JSON to --report (appended, flushed per record) or to \
-         standard output (--json): line, status (sent, partial, refused, invalid, deferred, \
-         queued, unknown, failed), message_id, recipients with the server's replies, \
+         standard output (--json): line, status (sent, saved, partial, refused, invalid, \
+         deferred, queued, unknown, failed), message_id, recipients with the server's replies, \
          exit_code, error.\n\n\
          Exit code: 0 when every record was sent (or skipped by --resume); 77 or 78 when a \
          login, certificate or configuration failure stopped the batch; else 75 when any is \
@@ -501,8 +535,19 @@ fn batch_help() -> String {
     )
 }
 
-/// Flags of `envoi batch`.
+/// Flags of `envoi batch`. The flags it shares with `send` are declared once; their
+/// help is said per record here.
 #[derive(Debug, Args)]
+#[command(
+    mut_arg("smtp_url", |a| a.help("Connect without a config file (else $ENVOI_SMTP_URL), as for send")),
+    mut_arg("retries", |a| a.help("Further attempts of a record after a temporary failure")),
+    mut_arg("retry_max_secs", |a| a.help("Longest wait between two attempts, in seconds")),
+    mut_arg("timeout", |a| a.help("Deadline for each record, retries included, in seconds")),
+    mut_arg("allow_partial", |a| {
+        a.help("Send to a record's accepted recipients even if others are refused (status partial)")
+    }),
+    mut_arg("json", |a| a.help("Print the result lines on standard output")),
+)]
 pub struct BatchArgs {
     /// The records: a .jsonl/.ndjson or .csv file, or '-' for standard input (then give
     /// --format).
@@ -544,12 +589,9 @@ pub struct BatchArgs {
     #[arg(long, value_name = "ADDRESS", help_heading = "Records")]
     pub from: Option<String>,
 
-    /// The profile and its file.
+    /// Where to send.
     #[command(flatten)]
-    pub connection: ConnectionArgs,
-    /// Connect without a config file (else $ENVOI_SMTP_URL), as for send.
-    #[arg(long, value_name = "URL", help_heading = "Connection")]
-    pub smtp_url: Option<String>,
+    pub route: RouteArgs,
 
     /// SMTP sessions sending in parallel, each with its own connection. `--rate` holds
     /// across all of them; with more than one, result lines come in the order records
@@ -561,24 +603,9 @@ pub struct BatchArgs {
     #[arg(long, value_name = "N", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..), help_heading = "Delivery")]
     pub per_session: u32,
-    /// Further attempts of a record after a temporary failure.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_RETRIES, help_heading = "Delivery")]
-    pub retries: u32,
-    /// Longest wait between two attempts, in seconds.
-    #[arg(
-        long,
-        value_name = "SECS",
-        default_value_t = DEFAULT_RETRY_MAX_SECS,
-        help_heading = "Delivery"
-    )]
-    pub retry_max_secs: u64,
-    /// Deadline for each record, retries included, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TIMEOUT_SECS,
-          value_parser = clap::value_parser!(u64).range(1..), help_heading = "Delivery")]
-    pub timeout: u64,
-    /// Send to a record's accepted recipients even if others are refused (status partial).
-    #[arg(long, help_heading = "Delivery")]
-    pub allow_partial: bool,
+    /// Retries, deadline and partial delivery, per record.
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
     /// At most N messages a second, minute or hour (N/s, N/m, N/h), evenly spaced: a
     /// message starts no sooner than 1/rate after the one before. Or a provider's limit:
     /// m365 (30/m, Microsoft 365's SMTP submission limit per mailbox), gmail (20/m, well
@@ -597,12 +624,9 @@ pub struct BatchArgs {
     /// FILE.inflight names the last record each session started to send.
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub report: Option<PathBuf>,
-    /// Print the result lines on standard output.
-    #[arg(long, help_heading = "Output")]
-    pub json: bool,
-    /// Print the SMTP dialogue on stderr (AUTH data redacted).
-    #[arg(short, long, help_heading = "Output")]
-    pub verbose: bool,
+    /// `-v` and `--json`.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// `--rate`: how far apart messages start, across all sessions.
@@ -677,10 +701,7 @@ fn parse_rate(value: &str) -> std::result::Result<Rate, String> {
 impl BatchArgs {
     /// What the flags say about where to send.
     pub fn flags(&self) -> Flags {
-        Flags {
-            smtp_url: self.smtp_url.clone(),
-            ..self.connection.flags()
-        }
+        self.route.flags()
     }
 }
 
@@ -750,10 +771,9 @@ impl SendArgs {
     /// What the flags say about where to send.
     pub fn flags(&self) -> Flags {
         Flags {
-            smtp_url: self.smtp_url.clone(),
             outbox_dir: self.outbox_dir.clone(),
             idempotency_key: self.idempotency_key.clone(),
-            ..self.connection.flags()
+            ..self.route.flags()
         }
     }
 

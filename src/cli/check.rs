@@ -29,14 +29,11 @@ pub fn run(args: &CheckArgs) -> Result<Checked> {
         return Ok(Checked::Probes(probe(&host, &ports, None, timeout)));
     }
     let resolved = resolve(&args.flags(), &Env::from_process()?)?;
-    let Some(connection) = &resolved.connection else {
-        return Err(Error::config(
-            "no connection: give --profile or --smtp-url (or $ENVOI_SMTP_URL), or set \
-             `default` in the config file",
-        ));
-    };
-    check(&connection.profile, Duration::from_secs(args.timeout))
-        .map(|r| Checked::Server(Box::new(r)))
+    check(
+        &resolved.connection()?.profile,
+        Duration::from_secs(args.timeout),
+    )
+    .map(|r| Checked::Server(Box::new(r)))
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port`; without a port, the three submission

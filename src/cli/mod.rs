@@ -138,15 +138,15 @@ fn run(args: Vec<OsString>) -> ExitCode {
                 return ExitCode::from(ErrorKind::Internal.exit_code());
             };
             match send::run(&send, send_matches) {
-                Ok(outcome) => match print_outcome(&outcome, send.json) {
+                Ok(outcome) => match print_outcome(&outcome, send.output.json) {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
-                        print_error(&e, &Report::default(), send.json);
+                        print_error(&e, &Report::default(), send.output.json);
                         ExitCode::from(e.kind().exit_code())
                     }
                 },
                 Err(failure) => {
-                    print_error(&failure.error, &failure.report, send.json);
+                    print_error(&failure.error, &failure.report, send.output.json);
                     ExitCode::from(failure.error.kind().exit_code())
                 }
             }

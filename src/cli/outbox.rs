@@ -28,7 +28,7 @@ pub fn run(command: OutboxCommand) -> Result<()> {
                     Err(e) => warning(&format!("skipping outbox entry {id}: {e}")),
                 }
             }
-            print_entries(&entries, common.json);
+            print_entries(&entries, failed, common.json);
         }
         OutboxCommand::Flush {
             all,

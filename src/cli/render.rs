@@ -13,26 +13,71 @@ use envoi::deliver::{Delivery, Notice, Observer, Probe, RcptReply, Report, Serve
 use envoi::error::{Error, Result};
 use envoi::message::{Prepared, StreamError};
 use envoi::outbox::idempotency::{FirstSend, FirstStatus};
-use envoi::outbox::{EntryOutcome, EntryState, FlushSummary, Queued};
+use envoi::outbox::submit::Submitted;
+use envoi::outbox::{EntryOutcome, EntryState, FlushSummary, Queued, Status as Of};
 use envoi::profile::Security;
 use serde::Serialize;
 
-use crate::cli::send::Outcome;
+/// How `envoi send` (or sendmail mode) ended well.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Sent or saved.
+    Delivered(Delivery),
+    /// `--queue`: written to the outbox; the first attempt failed temporarily, so envoi
+    /// owns the retry (`envoi outbox flush`).
+    Queued(Queued),
+    /// `--idempotency-key` seen before: nothing was sent this time.
+    Duplicate(FirstSend),
+    /// `--dry-run`: built, not sent.
+    DryRun(Prepared),
+    /// `--lint`: built and checked, not sent.
+    Linted {
+        /// The message checked.
+        prepared: Prepared,
+        /// What may junk or bounce it, in words.
+        findings: Vec<String>,
+    },
+}
 
-/// The `status` of every JSON object envoi prints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+impl From<Submitted> for Outcome {
+    fn from(submitted: Submitted) -> Outcome {
+        match submitted {
+            Submitted::Delivered(delivery) => Outcome::Delivered(delivery),
+            Submitted::Queued(queued) => Outcome::Queued(queued),
+            Submitted::Duplicate(first) => Outcome::Duplicate(first),
+        }
+    }
+}
+
+/// The `status` of every JSON object envoi prints: what became of a message, in the
+/// library's one vocabulary ([`Outcome`]), or what else a command did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
-    Sent,
-    Partial,
-    Saved,
-    Queued,
-    Duplicate,
+    Message(envoi::outbox::Status),
     DryRun,
     Linted,
     Error,
     Dropped,
     Ok,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Message(status) => status.as_str(),
+            Status::DryRun => "dry_run",
+            Status::Linted => "linted",
+            Status::Error => "error",
+            Status::Dropped => "dropped",
+            Status::Ok => "ok",
+        }
+    }
+}
+
+impl Serialize for Status {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 /// The result of `envoi send --json`.
@@ -186,12 +231,8 @@ fn error_report<'a>(err: &'a Error, report: &'a Report) -> ErrorReport<'a> {
 /// An attached file that cannot be read then is the error (66).
 fn send_report(outcome: &Outcome) -> Result<SendReport<'_>> {
     Ok(match outcome {
-        Outcome::Delivered(Delivery::Sent { prepared, report }) => {
-            let status = if report.refused.is_empty() {
-                Status::Sent
-            } else {
-                Status::Partial
-            };
+        Outcome::Delivered(delivery @ Delivery::Sent { prepared, report }) => {
+            let status = Status::Message(Of::of_delivery(delivery));
             let (code, message) = report
                 .data_reply
                 .as_ref()
@@ -205,7 +246,7 @@ fn send_report(outcome: &Outcome) -> Result<SendReport<'_>> {
         }
         Outcome::Delivered(Delivery::Saved { prepared, path }) => SendReport {
             path: Some(path),
-            ..SendReport::of(Status::Saved, prepared)
+            ..SendReport::of(Status::Message(Of::Saved), prepared)
         },
         Outcome::Queued(Queued {
             prepared,
@@ -214,11 +255,11 @@ fn send_report(outcome: &Outcome) -> Result<SendReport<'_>> {
         }) => SendReport {
             outbox_id: Some(id),
             reason: Some(reason),
-            ..SendReport::of(Status::Queued, prepared)
+            ..SendReport::of(Status::Message(Of::Queued), prepared)
         },
         Outcome::Duplicate(first) => SendReport {
             first_status: Some(first.status),
-            ..SendReport::new(Status::Duplicate, &first.message_id)
+            ..SendReport::new(Status::Message(Of::Duplicate), &first.message_id)
         },
         Outcome::DryRun(prepared) => SendReport {
             // Moved into the String, not copied, unless it is not UTF-8 (sendmail mode).
@@ -384,17 +425,20 @@ impl Observer for Notices {
 #[derive(Debug, Serialize)]
 struct ListedEntry<'a> {
     id: &'a str,
+    /// `queued`, or `failed` for an entry in `failed/`.
+    status: Status,
     #[serde(flatten)]
     state: &'a EntryState,
 }
 
-/// `envoi outbox list`: one line per entry, or a JSON array.
-pub fn print_entries(entries: &[(String, EntryState)], as_json: bool) {
+/// `envoi outbox list` (`--failed`: of `failed/`): one line per entry, or a JSON array.
+pub fn print_entries(entries: &[(String, EntryState)], failed: bool, as_json: bool) {
     let mut out = io::stdout().lock();
     if as_json {
+        let status = Status::Message(if failed { Of::Failed } else { Of::Queued });
         let list: Vec<ListedEntry> = entries
             .iter()
-            .map(|(id, state)| ListedEntry { id, state })
+            .map(|(id, state)| ListedEntry { id, status, state })
             .collect();
         let _ = write_json(&mut out, &list);
         return;
@@ -801,16 +845,11 @@ mod tests {
     #[test]
     fn every_status_is_named_in_the_readme() {
         let readme = include_str!("../../README.md");
-        for status in [
-            Status::Sent,
-            Status::Partial,
-            Status::Saved,
-            Status::Queued,
-            Status::Duplicate,
-            Status::DryRun,
-            Status::Linted,
-            Status::Error,
-        ] {
+        let messages = Of::ALL.map(Status::Message);
+        for status in messages
+            .into_iter()
+            .chain([Status::DryRun, Status::Linted, Status::Error])
+        {
             let name = serde_json::to_string(&status).unwrap();
             let name = name.trim_matches('"');
             assert!(

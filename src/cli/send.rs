@@ -3,45 +3,20 @@
 //! Every input is read and checked before any connection is opened, so bad input
 //! never leaves half a message behind.
 
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::ArgMatches;
-use envoi::deliver::{
-    Delivery, DeliveryOptions, Dsn, Failure, Policy, Report, Transcript, deliver, payload_in_flight,
-};
+use envoi::deliver::{Dsn, Failure, Report, Transcript, payload_in_flight};
 use envoi::error::{Error, ErrorKind, Result};
 use envoi::message::draft::{self, Draft};
 use envoi::message::input::{is_stdin, read_bytes};
 use envoi::message::lint::lint;
-use envoi::message::{self, Prepared, address, payload};
-use envoi::outbox::idempotency::{self, Claim, FirstSend, FirstStatus};
-use envoi::outbox::{FirstAttempt, Outbox, Queued, send_queued};
-use envoi::profile::{Connection, Env, Profile, Resolved, resolve};
+use envoi::message::{Prepared, payload};
+use envoi::outbox::submit::{DefaultSender, Plan, Signing, dispatch, prepare};
+use envoi::profile::{Env, Profile, Resolved, resolve};
 
-use crate::cli::args::{DEFAULT_RETRIES, DEFAULT_RETRY_MAX_SECS, DEFAULT_TIMEOUT_SECS, SendArgs};
-use crate::cli::render::{Notices, print_error, transcript, warning};
-
-/// How `envoi send` ended well.
-#[derive(Debug)]
-pub enum Outcome {
-    /// Sent or saved.
-    Delivered(Delivery),
-    /// `--queue`: written to the outbox; the first attempt failed temporarily, so envoi
-    /// owns the retry (`envoi outbox flush`).
-    Queued(Queued),
-    /// `--idempotency-key` seen before: nothing was sent this time.
-    Duplicate(FirstSend),
-    /// `--dry-run`: built, not sent.
-    DryRun(Prepared),
-    /// `--lint`: built and checked, not sent.
-    Linted {
-        /// The message checked.
-        prepared: Prepared,
-        /// What may junk or bounce it, in words.
-        findings: Vec<String>,
-    },
-}
+use crate::cli::args::SendArgs;
+use crate::cli::render::{Notices, Outcome, print_error, transcript, warning};
 
 /// Runs `envoi send` with its parsed flags and their matches.
 pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
@@ -56,10 +31,7 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
         ret: Some("HDRS".to_owned()),
         envid: None,
     });
-    let from = match email.from.clone() {
-        Some(from) => from,
-        None => profile_from(resolved.connection.as_ref())?,
-    };
+    let from = DefaultSender::new(None, resolved.connection.as_ref())?.pick(email.from.as_ref())?;
     let profile = resolved.connection.as_ref().map(|c| &c.profile);
     let findings: Vec<String> = lint(
         &email,
@@ -73,8 +45,8 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
     .map(ToString::to_string)
     .collect();
     let now = SystemTime::now();
-    let prepared = message::build(email, &from, now)?;
-    let prepared = dkim_sign(resolved.connection.as_ref(), prepared, now)?;
+    let signing = Signing::of(resolved.connection.as_ref())?;
+    let prepared = prepare(email, &from, &signing, now)?;
     if args.lint {
         return Ok(Outcome::Linted { prepared, findings });
     }
@@ -86,124 +58,28 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
     if args.dry_run {
         return Ok(Outcome::DryRun(prepared));
     }
-    let how = How {
+    let plan = Plan {
         started,
-        timeout: Duration::from_secs(args.timeout),
-        retries: args.retries,
-        retry_max: Duration::from_secs(args.retry_max_secs),
-        allow_partial: args.allow_partial,
+        timeout: Duration::from_secs(args.delivery.timeout),
+        retries: args.delivery.retries,
+        retry_max: Duration::from_secs(args.delivery.retry_max_secs),
+        allow_partial: args.delivery.allow_partial,
         queue: args.queue,
-        verbose: args.verbose,
-        json: args.json,
         dsn,
+        transcript: args.output.verbose.then_some(transcript as Transcript),
     };
-    dispatch(&resolved, prepared, &how)
+    submit(&resolved, prepared, &plan, args.output.json)
 }
 
-/// The message signed with the profile's DKIM key, when the profile has `dkim_*` keys
-/// (a `--smtp-url` connection never does); `now` is the time of its Date header. Done
-/// once, before `--dry-run` shows it or it is queued or sent, so the outbox keeps the
-/// signed bytes.
-pub fn dkim_sign(
-    connection: Option<&Connection>,
+/// [`dispatch`], with the watchdog armed for a direct send.
+pub fn submit(
+    resolved: &Resolved,
     prepared: Prepared,
-    now: SystemTime,
-) -> Result<Prepared> {
-    match connection.and_then(|c| c.profile.dkim.as_ref()) {
-        Some(dkim) => dkim.sign(prepared, now),
-        None => Ok(prepared),
-    }
-}
-
-/// How a built message is to be delivered: what `send`'s flags (or sendmail mode's
-/// defaults) say.
-pub struct How {
-    /// When the command started: the deadline counts from here.
-    pub started: Instant,
-    /// `--timeout`.
-    pub timeout: Duration,
-    /// `--retries`.
-    pub retries: u32,
-    /// `--retry-max-secs`.
-    pub retry_max: Duration,
-    /// `--allow-partial`.
-    pub allow_partial: bool,
-    /// `--queue`.
-    pub queue: bool,
-    /// `-v`.
-    pub verbose: bool,
-    /// `--json`, for the watchdog's last word.
-    pub json: bool,
-    /// Delivery status notifications to request (sendmail's -N/-R/-V).
-    pub dsn: Option<Dsn>,
-}
-
-impl How {
-    /// What `send` does without flags.
-    pub fn defaults(started: Instant) -> How {
-        How {
-            started,
-            timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
-            retries: DEFAULT_RETRIES,
-            retry_max: Duration::from_secs(DEFAULT_RETRY_MAX_SECS),
-            allow_partial: false,
-            queue: false,
-            verbose: false,
-            json: false,
-            dsn: None,
-        }
-    }
-}
-
-/// Delivers a prepared message along the resolved connection: checks the idempotency
-/// key, queues it (`--queue`, profile `outbox = true`) or sends it directly under the
-/// watchdog, and records the key.
-pub fn dispatch(resolved: &Resolved, prepared: Prepared, how: &How) -> Result<Outcome, Failure> {
-    let Some(connection) = &resolved.connection else {
-        return Err(Error::config(
-            "no connection: give --profile or --smtp-url (or $ENVOI_SMTP_URL), or set \
-             `default` in the config file",
-        )
-        .into());
-    };
-    let deadline = how.started + how.timeout;
-    let options = DeliveryOptions {
-        policy: Policy {
-            retries: how.retries,
-            retry_max: how.retry_max,
-            deadline: Some(deadline),
-            allow_partial: how.allow_partial,
-        },
-        transcript: how.verbose.then_some(transcript as Transcript),
-        dsn: how.dsn.clone(),
-    };
-    let key = resolved.idempotency_key.as_deref();
-    // Held until the outcome is recorded: a second run with this key waits, then sees it.
-    let _key_guard = match key {
-        Some(key) => match idempotency::claim(resolved.outbox_dir()?, key, deadline)? {
-            Claim::Duplicate(first) => return Ok(Outcome::Duplicate(first)),
-            Claim::Fresh(guard) => Some(guard),
-        },
-        None => None,
-    };
-    if how.queue || connection.profile.outbox {
-        return queued(connection, resolved.outbox_dir()?, prepared, &options, key);
-    }
-    watchdog(deadline, how.json);
-    let delivery = deliver(&connection.profile, prepared, &options, &mut Notices)?;
-    if let Some(key) = key {
-        let (prepared, status) = match &delivery {
-            Delivery::Sent { prepared, .. } => (prepared, FirstStatus::Sent),
-            Delivery::Saved { prepared, .. } => (prepared, FirstStatus::Saved),
-        };
-        let outbox_dir = resolved.outbox_dir()?;
-        if let Err(e) = idempotency::record(outbox_dir, key, &prepared.message_id, status) {
-            warning(&format!(
-                "sent, but the idempotency key was not recorded: {e}"
-            ));
-        }
-    }
-    Ok(Outcome::Delivered(delivery))
+    plan: &Plan,
+    json: bool,
+) -> Result<Outcome, Failure> {
+    let arm = |deadline| watchdog(deadline, json);
+    Ok(dispatch(resolved, prepared, plan, &mut Notices, &arm)?.into())
 }
 
 /// The message as flags and `--input` give it: the payload first, flags over it.
@@ -220,35 +96,6 @@ fn read_draft(args: &SendArgs, matches: &ArgMatches) -> Result<Draft> {
         }
         None => from_flags,
     })
-}
-
-/// The sender when `--from` is not given: the profile's `from`.
-fn profile_from(connection: Option<&Connection>) -> Result<envoi::Mailbox> {
-    let profile_from = connection.and_then(|c| c.profile.from.as_deref().map(|f| (&c.name, f)));
-    let Some((name, from)) = profile_from else {
-        return Err(Error::usage(
-            "no sender: give --from or set `from` in the profile",
-        ));
-    };
-    address::parse_single(&format!("profile {name:?}: from"), from)
-}
-
-/// Outbox mode: the entry carries the key; it goes to the ledger when the entry is
-/// delivered.
-fn queued(
-    connection: &Connection,
-    outbox_dir: &Path,
-    prepared: Prepared,
-    options: &DeliveryOptions,
-    key: Option<&str>,
-) -> Result<Outcome, Failure> {
-    let outbox = Outbox::open(outbox_dir)?;
-    Ok(
-        match send_queued(&outbox, prepared, connection, options, key, &mut Notices)? {
-            FirstAttempt::Delivered(delivery) => Outcome::Delivered(delivery),
-            FirstAttempt::Queued(queued) => Outcome::Queued(queued),
-        },
-    )
 }
 
 /// Ends a direct send (75) shortly after `deadline` whatever it is doing: socket timeouts

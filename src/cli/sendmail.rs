@@ -9,15 +9,19 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use envoi::deliver::{Dsn, Failure};
+use envoi::deliver::{Dsn, Failure, Transcript};
 use envoi::error::{Error, Result};
 use envoi::message::given::{self, Submission};
 use envoi::message::input::read_bytes;
 use envoi::profile::{Env, Flags, resolve};
 
-use crate::cli::send::{How, Outcome, dispatch, dkim_sign};
+use envoi::outbox::submit::{Plan, Signing};
+
+use crate::cli::args::{DEFAULT_RETRIES, DEFAULT_RETRY_MAX_SECS, DEFAULT_TIMEOUT_SECS};
+use crate::cli::render::{Outcome, transcript};
+use crate::cli::send::submit;
 
 /// What the command line asked for.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -180,13 +184,7 @@ pub fn run(args: &[OsString]) -> Result<Outcome, Failure> {
         ..Flags::default()
     };
     let resolved = resolve(&flags, &Env::from_process()?)?;
-    let Some(connection) = &resolved.connection else {
-        return Err(Error::config(
-            "no connection: set `default` in the config file, or give --profile (or \
-             $ENVOI_PROFILE or $ENVOI_SMTP_URL)",
-        )
-        .into());
-    };
+    let connection = resolved.connection()?;
     let input = read_bytes("standard input", Path::new("-"))?;
     let submission = Submission {
         recipients: &request.recipients,
@@ -199,14 +197,18 @@ pub fn run(args: &[OsString]) -> Result<Outcome, Failure> {
     };
     let prepared = given::parse(&input)?.prepare(&submission)?;
     // Signed as it will be sent: Date and Message-ID added, Bcc removed.
-    let prepared = dkim_sign(Some(connection), prepared, submission.now)?;
-    let how = How {
+    let prepared = Signing::of(Some(connection))?.sign(prepared, submission.now)?;
+    let plan = Plan {
+        started,
+        timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
+        retries: DEFAULT_RETRIES,
+        retry_max: Duration::from_secs(DEFAULT_RETRY_MAX_SECS),
+        allow_partial: false,
         queue: request.queue,
-        verbose: request.verbose,
         dsn,
-        ..How::defaults(started)
+        transcript: request.verbose.then_some(transcript as Transcript),
     };
-    dispatch(&resolved, prepared, &how)
+    submit(&resolved, prepared, &plan, false)
 }
 
 #[cfg(test)]

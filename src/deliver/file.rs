@@ -4,13 +4,37 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::deliver::transport::Transport;
+use crate::deliver::{BatchSent, Failure, Observer, Policy};
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::message::{Prepared, StreamError};
 
+/// A folder as a transport: each message becomes a file in it.
+pub(crate) struct FileTransport {
+    pub(crate) dir: PathBuf,
+}
+
+impl Transport for FileTransport {
+    fn send(
+        &mut self,
+        prepared: &Prepared,
+        _policy: &Policy,
+        _observer: &mut dyn Observer,
+    ) -> Result<BatchSent, Failure> {
+        Ok(BatchSent::Saved(save_to_dir(&self.dir, prepared)?))
+    }
+
+    fn sibling(&self) -> Box<dyn Transport> {
+        Box::new(FileTransport {
+            dir: self.dir.clone(),
+        })
+    }
+}
+
 /// Writes the message as `<dir>/<id>.eml` (temp file, fsync, rename, fsync of the
 /// directory) and returns the path.
-pub(crate) fn save_to_dir(dir: &Path, prepared: &Prepared) -> Result<PathBuf> {
+fn save_to_dir(dir: &Path, prepared: &Prepared) -> Result<PathBuf> {
     let fail = |e: io::Error| Error::config(format!("dir {}: cannot write: {e}", dir.display()));
     std::fs::create_dir_all(dir).map_err(fail)?;
     let name: String = prepared

@@ -8,14 +8,16 @@ mod oauth2;
 mod renew;
 mod retry;
 mod smtp;
+mod transport;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Prepared;
-use crate::profile::{Auth, Password, Profile, SecretSource, Security, SmtpProfile, Transport};
+use crate::profile::{Auth, Password, Profile, SecretSource, Security, SmtpProfile};
 use oauth2::TokenOrigin;
+use transport::{Sessions, Transport};
 
 pub use oauth2::{LoginStep, Stored};
 pub use retry::{Failure, Policy, Report};
@@ -121,17 +123,21 @@ pub fn deliver(
     options: &DeliveryOptions,
     observer: &mut dyn Observer,
 ) -> Result<Delivery, Failure> {
-    let smtp = match &profile.transport {
-        Transport::File { dir } => {
-            let path = file::save_to_dir(dir, &prepared)?;
-            return Ok(Delivery::Saved { prepared, path });
-        }
-        Transport::Smtp(smtp) => smtp,
-    };
     let deadline = options.policy.deadline;
-    let mut connector = logged_in(profile, smtp, options, deadline, deadline, observer)?;
-    let report = retry::send(&mut connector, &prepared, &options.policy, observer)?;
-    Ok(Delivery::Sent { prepared, report })
+    let mut transport = open(
+        profile,
+        options,
+        Sessions::Fresh,
+        deadline,
+        deadline,
+        observer,
+    )?;
+    Ok(
+        match transport.send(&prepared, &options.policy, observer)? {
+            BatchSent::Sent(report) => Delivery::Sent { prepared, report },
+            BatchSent::Saved(path) => Delivery::Saved { prepared, path },
+        },
+    )
 }
 
 /// The connector for `smtp`, its login fetched by `fetch_by` (a password command runs
@@ -172,7 +178,7 @@ fn logged_in(
 /// A password is fetched once, when the batch starts; a native OAuth2 token is taken
 /// again before each session, so a batch outlives the token's hour.
 pub struct Batch {
-    inner: BatchInner,
+    transport: Box<dyn Transport>,
     options: DeliveryOptions,
     per_message: Duration,
 }
@@ -186,11 +192,6 @@ pub enum BatchSent {
     Saved(PathBuf),
 }
 
-enum BatchInner {
-    File(PathBuf),
-    Smtp(Box<retry::Reuse<renew::Renewing>>),
-}
-
 impl Batch {
     /// Prepares to send through `profile`: fetches the credentials (a password command
     /// runs once) and opens no connection yet. `per_message` is each message's deadline,
@@ -202,18 +203,13 @@ impl Batch {
         per_session: u32,
         observer: &mut dyn Observer,
     ) -> Result<Batch> {
-        let inner = match &profile.transport {
-            Transport::File { dir } => BatchInner::File(dir.clone()),
-            Transport::Smtp(smtp) => {
-                // No overall deadline on the sessions: each command has the profile's
-                // timeout, and each message its own deadline in the policy.
-                let fetch_by = Some(Instant::now() + per_message);
-                let connector = logged_in(profile, smtp, &options, fetch_by, None, observer)?;
-                BatchInner::Smtp(Box::new(retry::Reuse::new(connector, per_session)))
-            }
-        };
+        // No overall deadline on the sessions: each command has the profile's timeout,
+        // and each message its own deadline in the policy.
+        let fetch_by = Some(Instant::now() + per_message);
+        let sessions = Sessions::Reused(per_session);
+        let transport = open(profile, &options, sessions, fetch_by, None, observer)?;
         Ok(Batch {
-            inner,
+            transport,
             options,
             per_message,
         })
@@ -223,12 +219,8 @@ impl Batch {
     /// command runs again, no token is fetched again) and its own sessions: one per
     /// sender of `envoi batch --concurrency`.
     pub fn sibling(&self) -> Batch {
-        let inner = match &self.inner {
-            BatchInner::File(dir) => BatchInner::File(dir.clone()),
-            BatchInner::Smtp(sessions) => BatchInner::Smtp(Box::new(sessions.sibling())),
-        };
         Batch {
-            inner,
+            transport: self.transport.sibling(),
             options: self.options.clone(),
             per_message: self.per_message,
         }
@@ -241,33 +233,48 @@ impl Batch {
         prepared: &Prepared,
         observer: &mut dyn Observer,
     ) -> Result<BatchSent, Failure> {
-        match &mut self.inner {
-            BatchInner::File(dir) => Ok(BatchSent::Saved(file::save_to_dir(dir, prepared)?)),
-            BatchInner::Smtp(sessions) => {
-                let policy = Policy {
-                    deadline: Some(Instant::now() + self.per_message),
-                    ..self.options.policy.clone()
-                };
-                let report = retry::send_via(sessions.as_mut(), prepared, &policy, observer)?;
-                Ok(BatchSent::Sent(report))
-            }
-        }
+        let policy = Policy {
+            deadline: Some(Instant::now() + self.per_message),
+            ..self.options.policy.clone()
+        };
+        self.transport.send(prepared, &policy, observer)
     }
 
     /// SMTP sessions opened so far.
     pub fn sessions_opened(&self) -> u32 {
-        match &self.inner {
-            BatchInner::File(_) => 0,
-            BatchInner::Smtp(sessions) => sessions.opened(),
-        }
+        self.transport.sessions_opened()
     }
 
     /// Ends the open session (QUIT).
     pub fn finish(mut self) {
-        if let BatchInner::Smtp(sessions) = &mut self.inner {
-            sessions.close();
-        }
+        self.transport.finish();
     }
+}
+
+/// The transport `profile` names. A login is fetched here, by `fetch_by`; `deadline`
+/// bounds the SMTP sessions (`None` in a batch, whose messages have their own).
+fn open(
+    profile: &Profile,
+    options: &DeliveryOptions,
+    sessions: Sessions,
+    fetch_by: Option<Instant>,
+    deadline: Option<Instant>,
+    observer: &mut dyn Observer,
+) -> Result<Box<dyn Transport>> {
+    Ok(match &profile.transport {
+        crate::profile::Transport::File { dir } => {
+            Box::new(file::FileTransport { dir: dir.clone() })
+        }
+        crate::profile::Transport::Smtp(smtp) => {
+            let connector = logged_in(profile, smtp, options, fetch_by, deadline, observer)?;
+            Box::new(match sessions {
+                Sessions::Fresh => transport::Smtp::Fresh(connector),
+                Sessions::Reused(most) => {
+                    transport::Smtp::Reused(retry::Reuse::new(connector, most))
+                }
+            })
+        }
+    })
 }
 
 /// A user name with its password or token, fetched.
@@ -308,7 +315,7 @@ fn credentials(
 /// The user name and `[oauth2]` table of a profile, for `envoi auth`; 78 for a profile
 /// without one.
 fn oauth_of(profile: &Profile) -> Result<(&str, &crate::profile::OAuth2, Option<&Path>)> {
-    if let Transport::Smtp(smtp) = &profile.transport {
+    if let crate::profile::Transport::Smtp(smtp) = &profile.transport {
         if let Some((user, oauth)) = profile.oauth2() {
             return Ok((user, oauth, smtp.ca_file.as_deref()));
         }
@@ -348,7 +355,7 @@ pub fn auth_logout(profile: &Profile) -> Result<bool> {
 /// login), reports what it offers, and sends no mail. A file profile has no server
 /// (78).
 pub fn check(profile: &Profile, timeout: Duration) -> Result<ServerReport> {
-    let Transport::Smtp(smtp) = &profile.transport else {
+    let crate::profile::Transport::Smtp(smtp) = &profile.transport else {
         return Err(Error::config(
             "this profile writes files (transport = \"file\"): there is no server to check",
         ));

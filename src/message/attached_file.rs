@@ -21,8 +21,37 @@ use std::time::SystemTime;
 use base64::Engine as _;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::message::bytes::StreamError;
 use crate::message::input::not_regular;
+
+/// Why writing a message failed: its source or where it was going.
+#[derive(Debug)]
+pub enum StreamError {
+    /// An attached file could not be read or changed since the message was built (66,
+    /// naming the file). What was written is incomplete: it must not be delivered.
+    Source(Error),
+    /// The writer failed (the socket, the disk).
+    Sink(io::Error),
+}
+
+impl From<io::Error> for StreamError {
+    fn from(e: io::Error) -> StreamError {
+        StreamError::Sink(e)
+    }
+}
+
+impl StreamError {
+    /// The error, for a writer that cannot fail (memory, a hash): its failure would be
+    /// a bug.
+    pub(crate) fn into_error(self) -> Error {
+        match self {
+            StreamError::Source(e) => e,
+            StreamError::Sink(e) => Error::new(
+                ErrorKind::Internal,
+                format!("a write to memory failed (a bug): {e}"),
+            ),
+        }
+    }
+}
 
 /// Input bytes per 76-character base64 line (RFC 2045 §6.8).
 const LINE_INPUT: usize = 57;

@@ -13,8 +13,7 @@
 use std::io::{self, Write};
 use std::path::Path;
 
-use crate::error::Error;
-use crate::message::attached_file::{AttachedFile, base64_lines};
+use crate::message::attached_file::{AttachedFile, StreamError, base64_lines};
 
 /// The bytes of an RFC 5322 message (CRLF line endings), some still in files.
 ///
@@ -41,22 +40,6 @@ enum Part {
         /// Whether every byte of it is ASCII.
         ascii: bool,
     },
-}
-
-/// Why writing a message failed: its source or where it was going.
-#[derive(Debug)]
-pub enum StreamError {
-    /// An attached file could not be read or changed since the message was built (66,
-    /// naming the file). What was written is incomplete: it must not be delivered.
-    Source(Error),
-    /// The writer failed (the socket, the disk).
-    Sink(io::Error),
-}
-
-impl From<io::Error> for StreamError {
-    fn from(e: io::Error) -> StreamError {
-        StreamError::Sink(e)
-    }
 }
 
 impl From<Vec<u8>> for MessageBytes {
@@ -187,20 +170,6 @@ impl MessageBytes {
         let mut out = Vec::with_capacity(usize::try_from(self.len()).unwrap_or(0));
         self.write_to(&mut out).map_err(StreamError::into_error)?;
         Ok(out)
-    }
-}
-
-impl StreamError {
-    /// The error, for a writer that cannot fail (memory, a hash): its failure would be
-    /// a bug.
-    pub(crate) fn into_error(self) -> Error {
-        match self {
-            StreamError::Source(e) => e,
-            StreamError::Sink(e) => Error::new(
-                crate::error::ErrorKind::Internal,
-                format!("a write to memory failed (a bug): {e}"),
-            ),
-        }
     }
 }
 

@@ -16,7 +16,8 @@ use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair, RSA_PKCS1_SHA256, RsaKeyPair};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::message::bytes::{MessageBytes, StreamError};
+use crate::message::attached_file::StreamError;
+use crate::message::bytes::MessageBytes;
 
 /// The header fields signed when the message has them, in this order.
 pub const SIGNED_FIELDS: [&str; 11] = [

@@ -29,7 +29,7 @@ pub mod records;
 pub mod template;
 pub(crate) mod wire;
 
-pub use attached_file::AttachedFile;
+pub use attached_file::{AttachedFile, StreamError};
 pub use build::{Prepared, build};
-pub use bytes::{MessageBytes, StreamError};
+pub use bytes::MessageBytes;
 pub use email::{Attachment, AttachmentData, Body, Email, Importance};

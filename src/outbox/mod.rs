@@ -1,17 +1,21 @@
 //! Durable state: the crash-safe queue on disk (`queue`), sending what it holds
-//! (`flush`), and the idempotency ledger beside it ([`idempotency`]).
+//! (`flush`), and the idempotency ledger beside it ([`idempotency`]); and [`submit`],
+//! the one way every command's message goes out.
 //!
 //! Everything here survives a crash: it is written with [`crate::durable`] before it is
 //! relied upon, and every entry is sent with the delivery layer below.
 
 mod flush;
 pub mod idempotency;
+mod outcome;
 mod queue;
+pub mod submit;
 
 pub use flush::{
     EntryOutcome, FirstAttempt, FlushOptions, FlushSummary, Queued, drop_entry, flush,
     queue_deferred, send_queued,
 };
+pub use outcome::{ExitRule, Status};
 pub use queue::{EntryState, Folder, Outbox, Refusal};
 
 pub(crate) use crate::durable::unix_now as now;

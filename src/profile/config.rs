@@ -598,10 +598,10 @@ impl ConfigFile {
     }
 
     /// Every profile, in name order, as `envoi profiles` shows it (never a secret).
-    pub(crate) fn summaries(&self) -> Vec<super::files::ProfileSummary> {
+    pub(crate) fn summaries(&self) -> Vec<ProfileSummary> {
         self.profiles
             .iter()
-            .map(|(name, entry)| super::files::ProfileSummary {
+            .map(|(name, entry)| ProfileSummary {
                 name: name.clone(),
                 is_default: self.default.as_deref() == Some(name.as_str()),
                 target: match entry.transport.unwrap_or_default() {
@@ -649,6 +649,19 @@ impl ConfigFile {
             }
         }
     }
+}
+
+/// One profile as `envoi profiles` shows it: where it connects, never a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileSummary {
+    /// Its name.
+    pub name: String,
+    /// Whether it is the file's `default`.
+    pub is_default: bool,
+    /// `host:port (security)`, or `file → DIR`.
+    pub target: String,
+    /// The user name it logs in as, if any.
+    pub user: Option<String>,
 }
 
 /// Where an `--smtp-url` connection's password comes from.

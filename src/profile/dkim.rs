@@ -3,10 +3,8 @@
 //! password.
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use crate::error::{Error, Result};
-use crate::message::Prepared;
 use crate::message::dkim::{DkimKey, Signer, check_names};
 
 /// How a profile signs: all three `dkim_*` keys, checked; the key file is read only when
@@ -77,17 +75,6 @@ impl Dkim {
             ))
         })?;
         Signer::new(&self.domain, &self.selector, key).map_err(Error::config)
-    }
-}
-
-impl Dkim {
-    /// `prepared` with a DKIM-Signature made at `now` (the time of its Date header)
-    /// prepended. Call it once, before the message is shown, queued or sent, so what is
-    /// stored in the outbox is what goes out.
-    pub fn sign(&self, mut prepared: Prepared, now: SystemTime) -> Result<Prepared> {
-        let signer = self.signer()?;
-        prepared.bytes = signer.sign(std::mem::take(&mut prepared.bytes), now)?;
-        Ok(prepared)
     }
 }
 

@@ -6,8 +6,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::profile::config::{self, ConfigFile, ConfigSource};
-use crate::profile::resolve::{Env, Flags};
+use crate::profile::config::{self, ConfigFile, ConfigSource, ProfileSummary};
+use crate::profile::env::{Env, Flags};
 
 /// The config file envoi would read, and why; `None` when the platform has no config
 /// directory and none was named.
@@ -43,19 +43,6 @@ pub fn write_starter(path: &Path) -> Result<()> {
     file.write_all(STARTER.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|e| Error::config(format!("cannot write {}: {e}", path.display())))
-}
-
-/// One profile as `envoi profiles` shows it: where it connects, never a secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProfileSummary {
-    /// Its name.
-    pub name: String,
-    /// Whether it is the file's `default`.
-    pub is_default: bool,
-    /// `host:port (security)`, or `file → DIR`.
-    pub target: String,
-    /// The user name it logs in as, if any.
-    pub user: Option<String>,
 }
 
 /// Every profile of the file at `path` (which must exist), in name order.

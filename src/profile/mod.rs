@@ -7,6 +7,7 @@
 
 mod config;
 mod dkim;
+mod env;
 mod files;
 mod fingerprint;
 mod oauth2;
@@ -16,13 +17,15 @@ mod route;
 mod show;
 
 pub use config::{
-    Auth, ConfigSource, Profile, SecretSource, Security, SmtpProfile, Transport, profile_from_url,
+    Auth, ConfigSource, Profile, ProfileSummary, SecretSource, Security, SmtpProfile, Transport,
+    profile_from_url,
 };
 pub use dkim::Dkim;
-pub use files::{ProfileSummary, config_path, list_profiles, write_starter};
+pub use env::{Env, Flags, Origin};
+pub use files::{config_path, list_profiles, write_starter};
 pub use fingerprint::Fingerprint;
 pub use oauth2::{Consent, Flow, OAuth2};
 pub use password::{Password, PasswordSource};
-pub use resolve::{Env, Flags, Origin, Resolved, resolve, resolve_outbox};
+pub use resolve::{Resolved, resolve, resolve_outbox};
 pub use route::{Connection, Route};
 pub use show::{Setting, Shown, show};

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::profile::config::{self, Profile, profile_from_url};
-use crate::profile::resolve::Env;
+use crate::profile::env::Env;
 
 /// How a message reaches its server: a profile of a config file, or a URL. Stored in
 /// every outbox entry, so the field names are part of the on-disk format.

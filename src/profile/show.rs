@@ -6,10 +6,11 @@ use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 use crate::profile::config::{self, ConfigSource, ProfileEntry, SecretSource, Security, Transport};
+use crate::profile::env::{Env, Flags, Origin};
 use crate::profile::files::config_path;
 use crate::profile::oauth2::Consent;
 use crate::profile::password::PasswordSource;
-use crate::profile::resolve::{Env, Flags, Origin, resolve};
+use crate::profile::resolve::resolve;
 
 /// One effective setting.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,5 +19,6 @@ mod reliability;
 mod send;
 mod sendmail;
 mod spam;
+mod spine;
 mod trust;
 mod wire;

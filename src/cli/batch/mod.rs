@@ -15,13 +15,13 @@ use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use envoi::Mailbox;
 use envoi::deliver::{Batch, DeliveryOptions, Policy, Transcript};
 use envoi::error::{Error, ErrorKind, Result};
 use envoi::message::input::{is_stdin, read_bytes};
 use envoi::message::records::{CsvMerge, JsonLines, Merge, Record, Records};
 use envoi::message::{self, address};
-use envoi::outbox::{Outbox, queue_deferred};
+use envoi::outbox::submit::{DefaultSender, Deferrals, Signing, prepare, settle_record};
+use envoi::outbox::{Outbox, Status};
 use envoi::profile::{Env, resolve};
 
 use crate::cli::args::{BatchArgs, BatchFormat, Rate};
@@ -36,13 +36,11 @@ use report::{
 /// What every sender shares. Only the pacer changes, under its lock.
 struct Shared<'a> {
     /// `--from`, else the profile's `from`: for records without From.
-    from: Option<&'a Mailbox>,
-    /// The profile's DKIM key, parsed once for the whole batch.
-    signer: Option<&'a envoi::message::dkim::Signer>,
+    sender: &'a DefaultSender,
+    /// The profile's DKIM key, read once for the whole batch.
+    signing: &'a Signing,
     /// Profile `outbox = true`: a record still deferred after its retries is queued.
-    outbox: Option<&'a Outbox>,
-    connection: &'a envoi::profile::Connection,
-    options: &'a DeliveryOptions,
+    deferrals: Option<Deferrals<'a>>,
     marks: &'a Marks,
     pacer: &'a Mutex<Pacer>,
 }
@@ -55,12 +53,7 @@ type Outcome = Result<Line>;
 pub fn run(args: &BatchArgs) -> Result<u8> {
     let started = Instant::now();
     let resolved = resolve(&args.flags(), &Env::from_process()?)?;
-    let Some(connection) = &resolved.connection else {
-        return Err(Error::config(
-            "no connection: give --profile or --smtp-url (or $ENVOI_SMTP_URL), or set \
-             `default` in the config file",
-        ));
-    };
+    let connection = resolved.connection()?;
     if let Some(Rate {
         most_sessions: Some((provider, most)),
         ..
@@ -90,33 +83,24 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         .map(File::try_clone)
         .transpose()
         .map_err(|e| Error::new(ErrorKind::NoInput, format!("--report: {e}")))?;
-    let from = match &args.from {
-        Some(from) => Some(address::parse_single("--from", from)?),
-        None => match &connection.profile.from {
-            Some(from) => Some(address::parse_single(
-                &format!("profile {:?}: from", connection.name),
-                from,
-            )?),
-            None => None,
-        },
-    };
-    let records = records(args, format, input)?;
-    let signer = connection
-        .profile
-        .dkim
-        .as_ref()
-        .map(envoi::profile::Dkim::signer)
+    let flag = args
+        .from
+        .as_deref()
+        .map(|from| address::parse_single("--from", from))
         .transpose()?;
+    let sender = DefaultSender::new(flag, Some(connection))?;
+    let records = records(args, format, input)?;
+    let signing = Signing::of(Some(connection))?;
     let mut output = Output {
         report,
-        json: args.json,
+        json: args.output.json,
     };
     let mut tally = Tally::default();
     for (line, hash) in interrupted {
         // Listed now, and skipped below.
         let mut line = Line::unsent(
             line,
-            "unknown",
+            Status::Unknown,
             ErrorKind::OutcomeUnknown,
             "an earlier run was stopped while sending this record: it may have been \
              delivered; check before sending it again"
@@ -128,12 +112,12 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
     }
     let options = DeliveryOptions {
         policy: Policy {
-            retries: args.retries,
-            retry_max: Duration::from_secs(args.retry_max_secs),
+            retries: args.delivery.retries,
+            retry_max: Duration::from_secs(args.delivery.retry_max_secs),
             deadline: None,
-            allow_partial: args.allow_partial,
+            allow_partial: args.delivery.allow_partial,
         },
-        transcript: args.verbose.then_some(transcript as Transcript),
+        transcript: args.output.verbose.then_some(transcript as Transcript),
         dsn: None,
     };
     let outbox = if connection.profile.outbox {
@@ -146,7 +130,7 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
     let first = Batch::new(
         &connection.profile,
         options.clone(),
-        Duration::from_secs(args.timeout),
+        Duration::from_secs(args.delivery.timeout),
         args.per_session,
         &mut Notices,
     )?;
@@ -158,11 +142,13 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         args.rate.map_or(Duration::ZERO, |rate| rate.interval),
     ));
     let shared = Shared {
-        from: from.as_ref(),
-        signer: signer.as_ref(),
-        outbox: outbox.as_ref(),
-        connection,
-        options: &options,
+        sender: &sender,
+        signing: &signing,
+        deferrals: outbox.as_ref().map(|outbox| Deferrals {
+            outbox,
+            connection,
+            options: &options,
+        }),
         marks: &marks,
         pacer: &pacer,
     };
@@ -333,7 +319,7 @@ fn send_guarded(shared: &Shared, batch: &mut Batch, sender: usize, record: Recor
             fatal: Some(ErrorKind::Internal),
             ..Line::unsent(
                 line,
-                "unknown",
+                Status::Unknown,
                 ErrorKind::Internal,
                 "envoi failed inside while sending this record (a bug, please report it); \
                  it may have been delivered"
@@ -348,12 +334,12 @@ fn send_guarded(shared: &Shared, batch: &mut Batch, sender: usize, record: Recor
 fn send_record(shared: &Shared, batch: &mut Batch, sender: usize, record: Record) -> Outcome {
     let prepared = record
         .draft
-        .and_then(|draft| prepare(draft, shared.from, shared.signer, record.line));
+        .and_then(|draft| prepare_record(draft, shared, record.line));
     let prepared = match prepared {
         Ok(prepared) => prepared,
         Err(e) => {
             let why = e.message().to_owned();
-            return Ok(Line::unsent(record.line, "invalid", e.kind(), why));
+            return Ok(Line::unsent(record.line, Status::Invalid, e.kind(), why));
         }
     };
     pace(shared.pacer);
@@ -366,34 +352,22 @@ fn send_record(shared: &Shared, batch: &mut Batch, sender: usize, record: Record
         .map(ToString::to_string)
         .collect();
     let sent = send_slowing(batch, &prepared, shared.pacer);
-    let line = match (shared.outbox, sent) {
-        (Some(outbox), Err(failure)) if failure.error.kind() == ErrorKind::Temporary => {
-            let queued = queue_deferred(
-                outbox,
-                &prepared,
-                shared.connection,
-                shared.options,
-                &failure.report,
-                &failure.error,
-            );
-            let mut line = result_line(record.line, message_id, &envelope, Err(failure));
-            match queued {
-                Ok(id) => {
-                    if line.status == "deferred" {
-                        line.status = "queued";
-                    }
-                    line.exit_code = 0;
-                    line.outbox_id = Some(id);
-                }
-                Err(e) => {
-                    let why = line.error.take().unwrap_or_default();
-                    line.error = Some(format!("{why}; it could not be queued: {e}"));
-                }
+    let settled = settle_record(&prepared, sent, shared.deferrals);
+    let mut line = result_line(record.line, message_id, &envelope, settled.sent);
+    match settled.queued {
+        Some(Ok(id)) => {
+            if line.status == Status::Deferred {
+                line.status = Status::Queued;
             }
-            line
+            line.exit_code = 0;
+            line.outbox_id = Some(id);
         }
-        (_, sent) => result_line(record.line, message_id, &envelope, sent),
-    };
+        Some(Err(e)) => {
+            let why = line.error.take().unwrap_or_default();
+            line.error = Some(format!("{why}; it could not be queued: {e}"));
+        }
+        None => {}
+    }
     Ok(line)
 }
 
@@ -542,12 +516,10 @@ fn records(args: &BatchArgs, format: BatchFormat, input: Input) -> Result<Record
     }
 }
 
-/// A record's message, checked, built, and signed with the batch's DKIM key when the
-/// profile has one.
-fn prepare(
+/// A record's message, checked, built and signed; an error names the record's line.
+fn prepare_record(
     draft: envoi::draft::Draft,
-    sender: Option<&Mailbox>,
-    signer: Option<&envoi::message::dkim::Signer>,
+    shared: &Shared,
     line: u64,
 ) -> Result<message::Prepared> {
     let at_line = |e: Error| {
@@ -558,21 +530,6 @@ fn prepare(
         }
     };
     let email = draft.into_email().map_err(at_line)?;
-    let from = match (&email.from, sender) {
-        (Some(from), _) => from.clone(),
-        (None, Some(sender)) => sender.clone(),
-        (None, None) => {
-            return Err(at_line(Error::usage(
-                "no sender: give From in the record, --from, or `from` in the profile",
-            )));
-        }
-    };
-    let now = SystemTime::now();
-    let mut prepared = message::build(email, &from, now).map_err(at_line)?;
-    if let Some(signer) = signer {
-        prepared.bytes = signer
-            .sign(std::mem::take(&mut prepared.bytes), now)
-            .map_err(at_line)?;
-    }
-    Ok(prepared)
+    let from = shared.sender.pick(email.from.as_ref()).map_err(at_line)?;
+    prepare(email, &from, shared.signing, SystemTime::now()).map_err(at_line)
 }

@@ -12,12 +12,10 @@ use envoi::deliver::{BatchSent, Failure, Report};
 use envoi::durable::{StateAccess, open_state_file};
 use envoi::error::{Error, ErrorKind, Result};
 use envoi::message::records::{CappedLine, MAX_RECORD, read_line_capped};
+use envoi::outbox::{ExitRule, Status};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::render::warning;
-
-/// Statuses `--resume` skips: the record may have reached someone.
-const DONE: [&str; 4] = ["sent", "partial", "unknown", "queued"];
 
 /// One result line.
 #[derive(Debug, Serialize)]
@@ -28,8 +26,8 @@ pub(super) struct Line {
     /// digits): what `--resume` knows the record by.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) hash: Option<String>,
-    /// sent, partial, refused, invalid, deferred, unknown or failed.
-    pub(super) status: &'static str,
+    /// sent, saved, partial, refused, invalid, deferred, queued, unknown or failed.
+    pub(super) status: Status,
     pub(super) message_id: Option<String>,
     pub(super) recipients: Vec<Recipient>,
     /// The server's answer to the final dot.
@@ -48,7 +46,7 @@ pub(super) struct Line {
 impl Line {
     /// The line of a record that never reached a server in this run: no Message-ID, no
     /// recipient answers.
-    pub(super) fn unsent(line: u64, status: &'static str, kind: ErrorKind, why: String) -> Line {
+    pub(super) fn unsent(line: u64, status: Status, kind: ErrorKind, why: String) -> Line {
         Line {
             line,
             hash: None,
@@ -92,65 +90,38 @@ pub(super) fn hash_text(hash: u64) -> String {
 /// The counts of the summary, and the exit code they make.
 #[derive(Default)]
 pub(super) struct Tally {
-    sent: u64,
-    partial: u64,
-    refused: u64,
-    invalid: u64,
-    deferred: u64,
-    queued: u64,
-    unknown: u64,
-    failed: u64,
+    /// Records per status, in the order of [`Status::ALL`].
+    counts: [u64; Status::ALL.len()],
     pub(super) skipped: u64,
-    /// The most serious exit code other than 75, by [`severity`].
-    worst: u8,
-    /// A record is deferred or of unknown outcome: exit 75.
-    pending: bool,
+    /// The exit code the records make.
+    rule: ExitRule,
     /// The batch stopped early with this error.
     pub(super) stopped: Option<Error>,
 }
 
 impl Tally {
     pub(super) fn count(&mut self, line: &Line) {
-        let counter = match line.status {
-            "sent" => &mut self.sent,
-            "partial" => &mut self.partial,
-            "refused" => &mut self.refused,
-            "invalid" => &mut self.invalid,
-            "deferred" => &mut self.deferred,
-            "queued" => &mut self.queued,
-            "unknown" => &mut self.unknown,
-            _ => &mut self.failed,
-        };
-        *counter += 1;
-        if line.exit_code == ErrorKind::Temporary.exit_code() {
-            self.pending = true;
-        } else if severity(line.exit_code) > severity(self.worst) {
-            self.worst = line.exit_code;
+        if let Some(i) = Status::ALL.iter().position(|s| *s == line.status) {
+            self.counts[i] += 1;
         }
+        // The kind of the line's exit code: kinds that share a code are equally serious.
+        let kind = ErrorKind::ALL
+            .into_iter()
+            .find(|kind| kind.exit_code() == line.exit_code);
+        self.rule.add(kind);
+    }
+
+    /// The records with `status`.
+    fn of(&self, status: Status) -> u64 {
+        let i = Status::ALL.iter().position(|s| *s == status);
+        i.map_or(0, |i| self.counts[i])
     }
 
     pub(super) fn exit_code(&self) -> u8 {
         match &self.stopped {
             Some(e) => e.kind().exit_code(),
-            None if self.pending => ErrorKind::Temporary.exit_code(),
-            None => self.worst,
+            None => self.rule.exit_code(),
         }
-    }
-}
-
-/// How serious an exit code is for the whole batch: a server that refuses messages over
-/// refused recipients over a bad record.
-fn severity(code: u8) -> u8 {
-    match code {
-        0 => 0,
-        64 => 1,
-        65 | 66 => 2,
-        67 => 3,
-        69 => 4,
-        70 => 5,
-        77 => 6,
-        78 => 7,
-        _ => 5,
     }
 }
 
@@ -380,7 +351,7 @@ pub(super) fn earlier_report(path: &Path, file: &File) -> Result<(Resume, Vec<In
             }
         };
         finished.insert(earlier.line);
-        let done = DONE.contains(&earlier.status.as_str());
+        let done = Status::named(&earlier.status).is_some_and(Status::may_have_reached);
         match earlier.hash.as_deref().map(|h| u64::from_str_radix(h, 16)) {
             Some(Ok(hash)) => resume.listed(hash, earlier.line, done),
             _ => {
@@ -643,7 +614,7 @@ pub(super) fn result_line(
             return Line {
                 line,
                 hash: None,
-                status: "sent",
+                                status: Status::Saved,
                 message_id: Some(message_id),
                 recipients: envelope
                     .iter()
@@ -670,20 +641,14 @@ pub(super) fn result_line(
         .map(|(code, text)| format!("{code} {text}"));
     let delivered = !report.delivered.is_empty();
     let (status, exit_code) = match &error {
-        None if report.refused.is_empty() => ("sent", 0),
+        None if report.refused.is_empty() => (Status::Sent, 0),
         // --allow-partial, the others refused for good: `send` exits 0 for this too (a
         // recipient still deferred comes back as an error instead).
-        None => ("partial", 0),
-        Some(e) => {
-            let status = match e.kind() {
-                _ if delivered => "partial",
-                ErrorKind::RecipientRefused | ErrorKind::Unavailable => "refused",
-                ErrorKind::Temporary => "deferred",
-                ErrorKind::OutcomeUnknown => "unknown",
-                _ => "failed",
-            };
-            (status, e.kind().exit_code())
-        }
+        None => (Status::Partial, 0),
+        Some(e) => (
+            Status::of_failure(e.kind(), delivered),
+            e.kind().exit_code(),
+        ),
     };
     let fatal = error.as_ref().map(Error::kind).filter(|kind| {
         matches!(
@@ -739,21 +704,21 @@ fn recipients(envelope: &[String], report: &Report) -> Vec<Recipient> {
 /// The one line on stderr at the end.
 pub(super) fn summary(tally: &Tally, sessions: u32, elapsed: Duration) {
     let secs = elapsed.as_secs_f64();
-    let rate = if secs > 0.0 {
-        tally.sent as f64 / secs
-    } else {
-        0.0
-    };
+    let done = tally.of(Status::Sent) + tally.of(Status::Saved);
+    let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
     let mut text = format!(
         "envoi: batch: sent {}, refused {}, invalid {}",
-        tally.sent, tally.refused, tally.invalid
+        tally.of(Status::Sent),
+        tally.of(Status::Refused),
+        tally.of(Status::Invalid)
     );
     for (count, what) in [
-        (tally.partial, "partial"),
-        (tally.deferred, "deferred"),
-        (tally.queued, "queued (outbox)"),
-        (tally.unknown, "unknown"),
-        (tally.failed, "failed"),
+        (tally.of(Status::Saved), "saved"),
+        (tally.of(Status::Partial), "partial"),
+        (tally.of(Status::Deferred), "deferred"),
+        (tally.of(Status::Queued), "queued (outbox)"),
+        (tally.of(Status::Unknown), "unknown"),
+        (tally.of(Status::Failed), "failed"),
         (tally.skipped, "skipped (--resume)"),
     ] {
         if count > 0 {

@@ -1,0 +1,252 @@
+//! The one way a message goes out, whichever command took it: the sender is picked
+//! ([`DefaultSender`]), the message built and signed ([`Signing`], [`prepare`]), then
+//! handed on: [`dispatch`] for one message (`send`, `sendmail`: the idempotency key,
+//! queue or deliver, the ledger), [`settle_record`] for a batch record (queued when
+//! still deferred and the profile keeps an outbox). Every command comes through here,
+//! so a rule written here cannot drift between them.
+//!
+//! It sits in `outbox/`, the top library layer, because what follows the build (the
+//! idempotency claim, queue or deliver, the ledger) is this layer's own state.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use lettre::message::Mailbox;
+
+use crate::deliver::{
+    BatchSent, Delivery, DeliveryOptions, Dsn, Failure, Notice, Observer, Policy, Transcript,
+    deliver,
+};
+use crate::error::{Error, ErrorKind, Result};
+use crate::message::dkim::Signer;
+use crate::message::{self, Email, Prepared, address};
+use crate::outbox::idempotency::{self, Claim, FirstSend, FirstStatus};
+use crate::outbox::{FirstAttempt, Outbox, Queued, queue_deferred, send_queued};
+use crate::profile::{Connection, Resolved};
+
+/// The sender of a message that names none itself: the flag (`--from`), else the
+/// profile's `from`. Parsed once, so a batch checks it before its first record.
+#[derive(Debug, Clone, Default)]
+pub struct DefaultSender(Option<Mailbox>);
+
+impl DefaultSender {
+    /// `flag`, else the `from` of `connection`'s profile (65 naming the profile when it
+    /// is not one address).
+    pub fn new(flag: Option<Mailbox>, connection: Option<&Connection>) -> Result<DefaultSender> {
+        if flag.is_some() {
+            return Ok(DefaultSender(flag));
+        }
+        let profile_from = connection.and_then(|c| c.profile.from.as_deref().map(|f| (c, f)));
+        match profile_from {
+            Some((c, from)) => Ok(DefaultSender(Some(address::parse_single(
+                &format!("profile {:?}: from", c.name),
+                from,
+            )?))),
+            None => Ok(DefaultSender(None)),
+        }
+    }
+
+    /// The sender: the message's own From first, then this default (64 when neither).
+    pub fn pick(&self, message_from: Option<&Mailbox>) -> Result<Mailbox> {
+        message_from.or(self.0.as_ref()).cloned().ok_or_else(|| {
+            Error::usage(
+                "no sender: give From in the message, --from, or set `from` in the profile",
+            )
+        })
+    }
+}
+
+/// How messages through one connection are signed: with the profile's DKIM key when it
+/// has `dkim_*` keys (a `--smtp-url` connection never does). The key file is read once
+/// here, so a batch reads it once for all its records.
+#[derive(Debug, Default)]
+pub struct Signing(Option<Signer>);
+
+impl Signing {
+    /// Reads `connection`'s DKIM key, if its profile has one (78 for an unreadable or
+    /// public key file).
+    pub fn of(connection: Option<&Connection>) -> Result<Signing> {
+        let dkim = connection.and_then(|c| c.profile.dkim.as_ref());
+        Ok(Signing(dkim.map(|d| d.signer()).transpose()?))
+    }
+
+    /// `prepared` with its DKIM-Signature made at `now` (the time of its Date header),
+    /// or unchanged without a key. Done once, before the message is shown, queued or
+    /// sent, so what the outbox keeps is what goes out.
+    pub fn sign(&self, mut prepared: Prepared, now: SystemTime) -> Result<Prepared> {
+        if let Some(signer) = &self.0 {
+            prepared.bytes = signer.sign(std::mem::take(&mut prepared.bytes), now)?;
+        }
+        Ok(prepared)
+    }
+}
+
+/// `email` from `from` as the bytes that go out: built (Date `now`, Message-ID, Bcc
+/// taken out) and signed.
+pub fn prepare(
+    email: Email,
+    from: &Mailbox,
+    signing: &Signing,
+    now: SystemTime,
+) -> Result<Prepared> {
+    signing.sign(message::build(email, from, now)?, now)
+}
+
+/// How one message is to be delivered: what `send`'s flags (or sendmail mode's
+/// defaults) say.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// When the command started: the deadline counts from here.
+    pub started: Instant,
+    /// `--timeout`: the whole operation, retries and waits included.
+    pub timeout: Duration,
+    /// `--retries`.
+    pub retries: u32,
+    /// `--retry-max-secs`.
+    pub retry_max: Duration,
+    /// `--allow-partial`.
+    pub allow_partial: bool,
+    /// `--queue`.
+    pub queue: bool,
+    /// Delivery status notifications to request (a receipt; sendmail's -N/-R/-V).
+    pub dsn: Option<Dsn>,
+    /// Where the SMTP dialogue goes (`-v`).
+    pub transcript: Option<Transcript>,
+}
+
+impl Plan {
+    /// When the whole operation must be over.
+    pub fn deadline(&self) -> Instant {
+        self.started + self.timeout
+    }
+
+    /// Whether the message goes straight to the server, not through the outbox
+    /// (`--queue`, profile `outbox = true`): then nothing durable holds it while it is
+    /// sent, and a caller may end the process at the deadline.
+    pub fn is_direct(&self, connection: &Connection) -> bool {
+        !(self.queue || connection.profile.outbox)
+    }
+
+    /// The delivery layer's options for this plan.
+    pub fn options(&self) -> DeliveryOptions {
+        DeliveryOptions {
+            policy: Policy {
+                retries: self.retries,
+                retry_max: self.retry_max,
+                deadline: Some(self.deadline()),
+                allow_partial: self.allow_partial,
+            },
+            transcript: self.transcript,
+            dsn: self.dsn.clone(),
+        }
+    }
+}
+
+/// How a dispatched message ended well.
+#[derive(Debug)]
+pub enum Submitted {
+    /// Sent or saved.
+    Delivered(Delivery),
+    /// Written to the outbox; the first attempt failed temporarily, so envoi owns the
+    /// retry (`envoi outbox flush`).
+    Queued(Queued),
+    /// The idempotency key was seen before: nothing was sent this time.
+    Duplicate(FirstSend),
+}
+
+/// Delivers a prepared message along the resolved connection: claims the idempotency
+/// key, queues the message (`--queue`, profile `outbox = true`) or sends it directly,
+/// and records the key. `going_direct` is called with the deadline just before a direct
+/// send (the command's watchdog).
+pub fn dispatch(
+    resolved: &Resolved,
+    prepared: Prepared,
+    plan: &Plan,
+    observer: &mut dyn Observer,
+    going_direct: &dyn Fn(Instant),
+) -> Result<Submitted, Failure> {
+    let connection = resolved.connection()?;
+    let deadline = plan.deadline();
+    let options = plan.options();
+    let key = resolved.idempotency_key.as_deref();
+    // Held until the outcome is recorded: a second run with this key waits, then sees it.
+    let _key_guard = match key {
+        Some(key) => match idempotency::claim(resolved.outbox_dir()?, key, deadline)? {
+            Claim::Duplicate(first) => return Ok(Submitted::Duplicate(first)),
+            Claim::Fresh(guard) => Some(guard),
+        },
+        None => None,
+    };
+    if !plan.is_direct(connection) {
+        // The entry carries the key; it goes to the ledger when the entry is delivered.
+        let outbox = Outbox::open(resolved.outbox_dir()?)?;
+        return Ok(
+            match send_queued(&outbox, prepared, connection, &options, key, observer)? {
+                FirstAttempt::Delivered(delivery) => Submitted::Delivered(delivery),
+                FirstAttempt::Queued(queued) => Submitted::Queued(queued),
+            },
+        );
+    }
+    going_direct(deadline);
+    let delivery = deliver(&connection.profile, prepared, &options, observer)?;
+    if let Some(key) = key {
+        let (prepared, status) = match &delivery {
+            Delivery::Sent { prepared, .. } => (prepared, FirstStatus::Sent),
+            Delivery::Saved { prepared, .. } => (prepared, FirstStatus::Saved),
+        };
+        let recorded = resolved
+            .outbox_dir()
+            .and_then(|dir| idempotency::record(dir, key, &prepared.message_id, status));
+        if let Err(e) = recorded {
+            observer.notice(Notice::NotRecorded(Error::new(
+                e.kind(),
+                format!("the idempotency key was not recorded: {e}"),
+            )));
+        }
+    }
+    Ok(Submitted::Delivered(delivery))
+}
+
+/// Where a batch record still deferred after its retries goes: the outbox, when the
+/// profile keeps one (`outbox = true`).
+#[derive(Debug, Clone, Copy)]
+pub struct Deferrals<'a> {
+    /// The outbox.
+    pub outbox: &'a Outbox,
+    /// The connection the entry is queued for.
+    pub connection: &'a Connection,
+    /// The batch's options (partial delivery, DSN) the entry keeps.
+    pub options: &'a DeliveryOptions,
+}
+
+/// How one batch record ended.
+#[derive(Debug)]
+pub struct Settled {
+    /// What the transport said.
+    pub sent: std::result::Result<BatchSent, Failure>,
+    /// The outbox entry that now owns the record's retries, or why it could not be
+    /// queued; `None` when it was not deferred or there is no outbox.
+    pub queued: Option<Result<String>>,
+}
+
+/// A batch record after its send: a temporary failure goes to the outbox when there is
+/// one, with what the attempts did (who has it already, who refused it for good).
+pub fn settle_record(
+    prepared: &Prepared,
+    sent: std::result::Result<BatchSent, Failure>,
+    deferrals: Option<Deferrals>,
+) -> Settled {
+    let queued = match (&sent, deferrals) {
+        (Err(failure), Some(to)) if failure.error.kind() == ErrorKind::Temporary => {
+            Some(queue_deferred(
+                to.outbox,
+                prepared,
+                to.connection,
+                to.options,
+                &failure.report,
+                &failure.error,
+            ))
+        }
+        _ => None,
+    };
+    Settled { sent, queued }
+}

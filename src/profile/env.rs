@@ -1,0 +1,97 @@
+//! What precedence is made of: the `ENVOI_*` variables ([`Env`]), the command line's
+//! flags ([`Flags`]), and where a setting came from ([`Origin`]). Its own file, below
+//! `resolve`, `route` and `files`, so each of them can take these without taking the
+//! others.
+
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+
+/// The environment variables that take part in precedence, read once.
+///
+/// An empty `ENVOI_SMTP_URL` or `ENVOI_CONFIG` counts as unset. An empty
+/// `ENVOI_PROFILE` or `ENVOI_IDEMPOTENCY_KEY` is a value, and a wrong one: a script
+/// that sets `ENVOI_IDEMPOTENCY_KEY=$JOB_ID` with `JOB_ID` unset must fail (64), not
+/// send without protection against a second copy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Env {
+    /// `ENVOI_SMTP_URL`.
+    pub smtp_url: Option<String>,
+    /// `ENVOI_CONFIG`.
+    pub config: Option<PathBuf>,
+    /// `ENVOI_PROFILE`.
+    pub profile: Option<String>,
+    /// `ENVOI_OUTBOX_DIR`.
+    pub outbox_dir: Option<PathBuf>,
+    /// `ENVOI_IDEMPOTENCY_KEY`.
+    pub idempotency_key: Option<String>,
+    /// The platform config directory's `envoi/config.toml`, when the platform has one.
+    pub platform_config: Option<PathBuf>,
+    /// The platform data directory's `envoi/outbox`, when the platform has one.
+    pub platform_outbox: Option<PathBuf>,
+}
+
+impl Env {
+    /// Reads this process's environment: 64 for a variable that must be text and is
+    /// not UTF-8, or an `ENVOI_OUTBOX_DIR` that is set but empty.
+    pub fn from_process() -> Result<Env> {
+        let text = |name: &str| match std::env::var(name) {
+            Ok(value) => Ok(Some(value)),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err(Error::usage(format!("${name} is not valid UTF-8")))
+            }
+        };
+        let path = |name: &str| std::env::var_os(name).map(PathBuf::from);
+        let outbox_dir = path("ENVOI_OUTBOX_DIR");
+        if outbox_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return Err(Error::usage(
+                "$ENVOI_OUTBOX_DIR is set but empty: unset it, or give a folder",
+            ));
+        }
+        use etcetera::BaseStrategy;
+        let base = etcetera::choose_base_strategy().ok();
+        Ok(Env {
+            smtp_url: text("ENVOI_SMTP_URL")?.filter(|v| !v.is_empty()),
+            config: path("ENVOI_CONFIG").filter(|p| !p.as_os_str().is_empty()),
+            profile: text("ENVOI_PROFILE")?,
+            outbox_dir,
+            idempotency_key: text("ENVOI_IDEMPOTENCY_KEY")?,
+            platform_config: base
+                .as_ref()
+                .map(|b| b.config_dir().join("envoi").join("config.toml")),
+            platform_outbox: base.map(|b| b.data_dir().join("envoi").join("outbox")),
+        })
+    }
+}
+
+/// What the command line said; each field beats its variable in [`Env`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Flags {
+    /// `--config`.
+    pub config: Option<PathBuf>,
+    /// `--profile`.
+    pub profile: Option<String>,
+    /// `--smtp-url`.
+    pub smtp_url: Option<String>,
+    /// `--outbox-dir`.
+    pub outbox_dir: Option<PathBuf>,
+    /// `--idempotency-key`.
+    pub idempotency_key: Option<String>,
+}
+
+/// Where an effective setting came from, as `envoi config show` tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A command-line flag, by name (`--profile`).
+    Flag(&'static str),
+    /// An environment variable, by name (`ENVOI_PROFILE`).
+    Variable(&'static str),
+    /// The config file.
+    File,
+    /// Nothing set it: envoi's default.
+    Default,
+}
