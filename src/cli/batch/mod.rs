@@ -153,7 +153,7 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
     let mut batches: Vec<Batch> = (1..senders).map(|_| first.sibling()).collect();
     batches.insert(0, first);
     // Created once the batch can start, so a failure before leaves nothing behind.
-    let marks = Marks::create(args.report.as_deref(), senders)?;
+    let marks = Marks::create(args.report.as_deref().zip(output.report.as_ref()), senders)?;
     let pacer = Mutex::new(Pacer::new(
         args.rate.map_or(Duration::ZERO, |rate| rate.interval),
     ));

@@ -199,8 +199,10 @@ impl Output {
 }
 
 /// Next to the report, `REPORT.inflight` has one line per sender: the line and hash of
-/// the last record that sender started to send (blank before its first). A batch killed leaves it
-/// behind, and `--resume` lists the records it names that have no result line as
+/// the last record that sender started to send (blank before its first), after a first
+/// line `@OFFSET`: the report's length when the run began, where its result lines start. A batch killed leaves it
+/// behind, and `--resume` lists the records it names that have no result line (from
+/// that run: an earlier run's `deferred` line for the record does not count) as
 /// `unknown` instead of sending them again; a mark whose record has its result line is
 /// stale and ignored, so marks are never cleared (that would cost two more system calls
 /// per record). Removed when the batch ends.
@@ -215,6 +217,8 @@ pub(super) fn inflight_path(report: &Path) -> PathBuf {
 /// kill mid-write leaves the other slots whole.
 const INFLIGHT_WIDTH: usize = 20;
 const SLOT: usize = INFLIGHT_WIDTH + 1 + 16;
+/// The first line, `@` and the report's length.
+const HEADER: usize = 1 + INFLIGHT_WIDTH + 1;
 
 /// The in-flight file (nothing without `--report`). A sender marks its own slot before
 /// it sends; the lock is for the file's shared position, not for the slots.
@@ -226,8 +230,8 @@ impl Marks {
     /// Creates the file with `senders` blank slots. The caller holds the report's lock,
     /// so no other batch uses this file; it is opened as a state file (never through a
     /// link, only this user's own) and emptied only then (BA06).
-    pub(super) fn create(report: Option<&Path>, senders: usize) -> Result<Marks> {
-        let Some(report) = report else {
+    pub(super) fn create(report: Option<(&Path, &File)>, senders: usize) -> Result<Marks> {
+        let Some((report, report_file)) = report else {
             return Ok(Marks { file: None });
         };
         let path = inflight_path(report);
@@ -240,8 +244,13 @@ impl Marks {
             )
         };
         let blank = format!("{:>SLOT$}\n", "");
-        file.set_len(0)
-            .and_then(|()| file.write_all(blank.repeat(senders).as_bytes()))
+        report_file
+            .metadata()
+            .and_then(|meta| {
+                let header = format!("@{:>INFLIGHT_WIDTH$}\n", meta.len());
+                file.set_len(0)?;
+                file.write_all(format!("{header}{}", blank.repeat(senders)).as_bytes())
+            })
             .map_err(failed)?;
         Ok(Marks {
             file: Some(Mutex::new(file)),
@@ -254,7 +263,7 @@ impl Marks {
             return Ok(());
         };
         let text = format!("{line:>INFLIGHT_WIDTH$} {}\n", hash_text(hash));
-        let offset = (sender * (SLOT + 1)) as u64;
+        let offset = (HEADER + sender * (SLOT + 1)) as u64;
         // A sender that panicked held no lock while writing a slot: the file is whole.
         let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
         file.seek(SeekFrom::Start(offset))
@@ -347,12 +356,17 @@ pub(super) fn earlier_report(path: &Path, file: &File) -> Result<(Resume, Vec<In
         .map_err(|e| cannot("it".to_owned(), e))?;
     let mut reader = BufReader::new(reader);
     let mut resume = Resume::default();
-    // Every result line's line, whatever its status: a mark of one of these is stale.
-    let mut finished = Lines::default();
+    let (since, mut marks) = read_marks(path)?;
     let mut hashless = 0_u64;
     let mut buf = Vec::new();
+    // Where the line being read starts in the report.
+    let mut at = 0_u64;
     for i in 1.. {
+        let start = at;
         let read = read_line_capped(&mut reader, &mut buf, MAX_RECORD)
+            .map_err(|e| cannot(format!("line {i}"), e))?;
+        at = reader
+            .stream_position()
             .map_err(|e| cannot(format!("line {i}"), e))?;
         let text = match read {
             CappedLine::End => break,
@@ -379,11 +393,18 @@ pub(super) fn earlier_report(path: &Path, file: &File) -> Result<(Resume, Vec<In
                 continue;
             }
         };
-        finished.insert(earlier.line);
+        let hash = earlier
+            .hash
+            .as_deref()
+            .and_then(|h| u64::from_str_radix(h, 16).ok());
+        if start >= since {
+            // The result of a marked record, written by the run that marked it.
+            marks.retain(|&mark| mark != (earlier.line, hash) && mark != (earlier.line, None));
+        }
         let done = DONE.contains(&earlier.status.as_str());
-        match earlier.hash.as_deref().map(|h| u64::from_str_radix(h, 16)) {
-            Some(Ok(hash)) => resume.listed(hash, earlier.line, done),
-            _ => {
+        match hash {
+            Some(hash) => resume.listed(hash, earlier.line, done),
+            None => {
                 hashless += 1;
                 if done {
                     resume.lines.insert(earlier.line);
@@ -399,7 +420,9 @@ pub(super) fn earlier_report(path: &Path, file: &File) -> Result<(Resume, Vec<In
             path.display()
         ));
     }
-    let interrupted = interrupted(path, &finished, &resume)?;
+    let mut interrupted = marks;
+    interrupted.sort_unstable();
+    interrupted.dedup();
     for &(line, hash) in &interrupted {
         match hash {
             Some(hash) => resume.listed(hash, line, true),
@@ -409,18 +432,18 @@ pub(super) fn earlier_report(path: &Path, file: &File) -> Result<(Resume, Vec<In
     Ok((resume, interrupted))
 }
 
-/// The records the in-flight marks beside the report `path` name that have no result
-/// line, in line order: a mark with a hash is stale when a result line has that hash, an
-/// older mark (a line alone) when a result line has its line.
-fn interrupted(path: &Path, finished: &Lines, resume: &Resume) -> Result<Vec<Interrupted>> {
+/// The in-flight marks beside the report `path`: where the run that wrote them began to
+/// write the report (0 for an older envoi's marks, which have no such line), and the
+/// records they name, `(line, hash)` (an older mark has the line alone).
+fn read_marks(path: &Path) -> Result<(u64, Vec<Interrupted>)> {
     let marks_path = inflight_path(path);
     if std::fs::symlink_metadata(&marks_path).is_err() {
-        return Ok(Vec::new());
+        return Ok((0, Vec::new()));
     }
     let opened = open_state_file("--resume's in-flight file", &marks_path, StateAccess::Read)?;
-    let mut marks = String::new();
+    let mut text = String::new();
     // The file holds one short slot per sender.
-    io::Read::read_to_string(&mut io::Read::take(&opened.file, 1 << 20), &mut marks).map_err(
+    io::Read::read_to_string(&mut io::Read::take(&opened.file, 1 << 20), &mut text).map_err(
         |e| {
             Error::new(
                 ErrorKind::NoInput,
@@ -428,22 +451,21 @@ fn interrupted(path: &Path, finished: &Lines, resume: &Resume) -> Result<Vec<Int
             )
         },
     )?;
-    let mut interrupted: Vec<Interrupted> = marks
-        .lines()
-        .filter_map(|slot| {
-            let mut parts = slot.split_whitespace();
-            let line = parts.next()?.parse::<u64>().ok()?;
-            let hash = parts.next().and_then(|h| u64::from_str_radix(h, 16).ok());
-            Some((line, hash))
-        })
-        .filter(|&(line, hash)| match hash {
-            Some(hash) => !resume.sent.contains_key(&hash),
-            None => !finished.contains(line),
-        })
-        .collect();
-    interrupted.sort_unstable();
-    interrupted.dedup();
-    Ok(interrupted)
+    let mut since = 0;
+    let mut marks = Vec::new();
+    for slot in text.lines() {
+        if let Some(offset) = slot.strip_prefix('@') {
+            since = offset.trim().parse().unwrap_or(0);
+            continue;
+        }
+        let mut parts = slot.split_whitespace();
+        let Some(Ok(line)) = parts.next().map(str::parse::<u64>) else {
+            continue;
+        };
+        let hash = parts.next().and_then(|h| u64::from_str_radix(h, 16).ok());
+        marks.push((line, hash));
+    }
+    Ok((since, marks))
 }
 
 /// What `--resume` skips: the records an earlier report lists as sent, partial, unknown
