@@ -75,7 +75,9 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
     }
     let senders = usize::try_from(args.concurrency).unwrap_or(1).max(1);
     let format = format(args)?;
-    let input = open_input(args)?;
+    // Read up to the first record (a CSV header, the templates) before the report is
+    // made: a usage error leaves no report behind.
+    let records = records(args, format, open_input(args)?)?;
     // Locked first, so the report is read and written by this run alone (BA10).
     let report = args.report.as_deref().map(open_report).transpose()?;
     let (resume, interrupted) = match (&args.resume, &report) {
@@ -100,7 +102,6 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
             None => None,
         },
     };
-    let records = records(args, format, input)?;
     let signer = connection
         .profile
         .dkim

@@ -200,12 +200,12 @@ impl Output {
 
 /// Next to the report, `REPORT.inflight` has one line per sender: the line and hash of
 /// the last record that sender started to send (blank before its first), after a first
-/// line `@OFFSET`: the report's length when the run began, where its result lines start. A batch killed leaves it
-/// behind, and `--resume` lists the records it names that have no result line (from
-/// that run: an earlier run's `deferred` line for the record does not count) as
-/// `unknown` instead of sending them again; a mark whose record has its result line is
-/// stale and ignored, so marks are never cleared (that would cost two more system calls
-/// per record). Removed when the batch ends.
+/// line `@OFFSET`: the report's length when the run began, where its result lines
+/// start. A batch killed leaves it behind, and `--resume` lists the records it names
+/// that have no result line from that run (an earlier run's `deferred` line for the
+/// record does not count) as `unknown` instead of sending them again; a mark whose
+/// record has its result line is stale and ignored, so marks are never cleared (that
+/// would cost two more system calls per record). Removed when the batch ends.
 pub(super) fn inflight_path(report: &Path) -> PathBuf {
     let mut path = report.as_os_str().to_owned();
     path.push(".inflight");
