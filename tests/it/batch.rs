@@ -1182,10 +1182,8 @@ fn ba10_a_second_batch_on_the_same_report_is_refused_and_nothing_goes_twice() {
     }
     let report_arg = path.display().to_string();
     let run = batch(&s, &[&file, "--resume", &report_arg]).expect_exit(75);
-    assert!(
-        run.stderr.contains("another envoi batch is using it"),
-        "{run}"
-    );
+    let holder = format!("another envoi batch (pid {}) is using it", first.id());
+    assert!(run.stderr.contains(&holder), "{run}");
     assert!(first.wait().unwrap().success(), "the first batch ends well");
     let mut subjects: Vec<String> = s.server.messages().iter().map(subject).collect();
     subjects.sort();

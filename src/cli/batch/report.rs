@@ -200,8 +200,8 @@ impl Output {
 
 /// Next to the report, `REPORT.inflight` has one line per sender: the line and hash of
 /// the last record that sender started to send (blank before its first), after a first
-/// line `@OFFSET`: the report's length when the run began, where its result lines
-/// start. A batch killed leaves it behind, and `--resume` lists the records it names
+/// line `@OFFSET PID`: the report's length when the run began, where its result lines
+/// start, and the process that writes them. A batch killed leaves it behind, and `--resume` lists the records it names
 /// that have no result line from that run (an earlier run's `deferred` line for the
 /// record does not count) as `unknown` instead of sending them again; a mark whose
 /// record has its result line is stale and ignored, so marks are never cleared (that
@@ -217,8 +217,8 @@ pub(super) fn inflight_path(report: &Path) -> PathBuf {
 /// kill mid-write leaves the other slots whole.
 const INFLIGHT_WIDTH: usize = 20;
 const SLOT: usize = INFLIGHT_WIDTH + 1 + 16;
-/// The first line, `@` and the report's length.
-const HEADER: usize = 1 + INFLIGHT_WIDTH + 1;
+/// The first line: `@`, the report's length, a space, the process id (10 wide), `\n`.
+const HEADER: usize = 1 + INFLIGHT_WIDTH + 1 + 10 + 1;
 
 /// The in-flight file (nothing without `--report`). A sender marks its own slot before
 /// it sends; the lock is for the file's shared position, not for the slots.
@@ -247,7 +247,11 @@ impl Marks {
         report_file
             .metadata()
             .and_then(|meta| {
-                let header = format!("@{:>INFLIGHT_WIDTH$}\n", meta.len());
+                let header = format!(
+                    "@{:>INFLIGHT_WIDTH$} {:>10}\n",
+                    meta.len(),
+                    std::process::id()
+                );
                 file.set_len(0)?;
                 file.write_all(format!("{header}{}", blank.repeat(senders)).as_bytes())
             })
@@ -289,14 +293,22 @@ pub(super) fn open_report(path: &Path) -> Result<File> {
     tightened("--report", path, opened.tightened_from);
     match opened.file.try_lock() {
         Ok(()) => Ok(opened.file),
-        Err(TryLockError::WouldBlock) => Err(Error::new(
-            ErrorKind::Temporary,
-            format!(
-                "--report {}: another envoi batch is using it; wait for it to end, or give \
-                 another --report",
-                path.display()
-            ),
-        )),
+        Err(TryLockError::WouldBlock) => {
+            // The holder's process id, once it has written its in-flight file.
+            let pid = read_marks(path)
+                .ok()
+                .and_then(|marks| marks.pid)
+                .map(|pid| format!(" (pid {pid})"))
+                .unwrap_or_default();
+            Err(Error::new(
+                ErrorKind::Temporary,
+                format!(
+                    "--report {}: another envoi batch{pid} is using it; wait for it to end, or \
+                     give another --report",
+                    path.display()
+                ),
+            ))
+        }
         Err(TryLockError::Error(e)) => Err(Error::new(
             ErrorKind::NoInput,
             format!("--report {}: cannot lock it: {e}", path.display()),
@@ -356,7 +368,9 @@ pub(super) fn earlier_report(path: &Path, file: &File) -> Result<(Resume, Vec<In
         .map_err(|e| cannot("it".to_owned(), e))?;
     let mut reader = BufReader::new(reader);
     let mut resume = Resume::default();
-    let (since, mut marks) = read_marks(path)?;
+    let Marked {
+        since, mut marks, ..
+    } = read_marks(path)?;
     let mut hashless = 0_u64;
     let mut buf = Vec::new();
     // Where the line being read starts in the report.
@@ -432,13 +446,23 @@ pub(super) fn earlier_report(path: &Path, file: &File) -> Result<(Resume, Vec<In
     Ok((resume, interrupted))
 }
 
-/// The in-flight marks beside the report `path`: where the run that wrote them began to
-/// write the report (0 for an older envoi's marks, which have no such line), and the
-/// records they name, `(line, hash)` (an older mark has the line alone).
-fn read_marks(path: &Path) -> Result<(u64, Vec<Interrupted>)> {
+/// What the in-flight file beside a report says.
+#[derive(Default)]
+struct Marked {
+    /// Where the run that wrote it began to write the report (0 for an older envoi's
+    /// marks, which have no such line).
+    since: u64,
+    /// That run's process.
+    pid: Option<u32>,
+    /// The records the marks name, `(line, hash)` (an older mark has the line alone).
+    marks: Vec<Interrupted>,
+}
+
+/// The in-flight file beside the report `path`; nothing when there is none.
+fn read_marks(path: &Path) -> Result<Marked> {
     let marks_path = inflight_path(path);
     if std::fs::symlink_metadata(&marks_path).is_err() {
-        return Ok((0, Vec::new()));
+        return Ok(Marked::default());
     }
     let opened = open_state_file("--resume's in-flight file", &marks_path, StateAccess::Read)?;
     let mut text = String::new();
@@ -451,11 +475,12 @@ fn read_marks(path: &Path) -> Result<(u64, Vec<Interrupted>)> {
             )
         },
     )?;
-    let mut since = 0;
-    let mut marks = Vec::new();
+    let mut marked = Marked::default();
     for slot in text.lines() {
-        if let Some(offset) = slot.strip_prefix('@') {
-            since = offset.trim().parse().unwrap_or(0);
+        if let Some(header) = slot.strip_prefix('@') {
+            let mut parts = header.split_whitespace();
+            marked.since = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            marked.pid = parts.next().and_then(|n| n.parse().ok());
             continue;
         }
         let mut parts = slot.split_whitespace();
@@ -463,9 +488,9 @@ fn read_marks(path: &Path) -> Result<(u64, Vec<Interrupted>)> {
             continue;
         };
         let hash = parts.next().and_then(|h| u64::from_str_radix(h, 16).ok());
-        marks.push((line, hash));
+        marked.marks.push((line, hash));
     }
-    Ok((since, marks))
+    Ok(marked)
 }
 
 /// What `--resume` skips: the records an earlier report lists as sent, partial, unknown
