@@ -183,7 +183,9 @@ pub fn open_state_file(label: &str, path: &Path, access: StateAccess) -> Result<
         let link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
         if link {
             Error::config(format!(
-                "{label} {shown}: it is a symbolic link; envoi does not follow links to the                  files it keeps state in (one planted in a shared folder could point anywhere):                  give the real path, or remove the link"
+                "{label} {shown}: it is a symbolic link; envoi does not follow links to the \
+                 files it keeps state in (one planted in a shared folder could point anywhere): \
+                 give the real path, or remove the link"
             ))
         } else if access == StateAccess::Read {
             Error::new(
@@ -205,7 +207,8 @@ pub fn open_state_file(label: &str, path: &Path, access: StateAccess) -> Result<
     })?;
     if !meta.file_type().is_file() {
         return Err(Error::config(format!(
-            "{label} {shown}: it is not a regular file (a directory, FIFO, socket or device);              give the path of a regular file"
+            "{label} {shown}: it is not a regular file (a directory, FIFO, socket or device); \
+             give the path of a regular file"
         )));
     }
     let tightened_from = check_own(label, path, &file, &meta)?;
@@ -229,14 +232,16 @@ fn check_own(
         && meta.uid() != me
     {
         return Err(Error::config(format!(
-            "{label} {shown}: it belongs to another user (uid {}), not to you (uid {me});              envoi keeps state only in files of your own: remove it or give another path",
+            "{label} {shown}: it belongs to another user (uid {}), not to you (uid {me}); \
+             envoi keeps state only in files of your own: remove it or give another path",
             meta.uid()
         )));
     }
     let mode = meta.mode() & 0o7777;
     if mode & 0o022 != 0 {
         return Err(Error::config(format!(
-            "{label} {shown}: others can change it (mode {mode:o}), and what it says decides              what envoi sends; run: chmod 600 {shown}"
+            "{label} {shown}: others can change it (mode {mode:o}), and what it says decides \
+             what envoi sends; run: chmod 600 {shown}"
         )));
     }
     if mode & 0o044 == 0 {
@@ -245,7 +250,8 @@ fn check_own(
     file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700))
         .map_err(|e| {
             Error::config(format!(
-                "{label} {shown}: others can read it (mode {mode:o}) and it cannot be made                  private: {e}; run: chmod 600 {shown}"
+                "{label} {shown}: others can read it (mode {mode:o}) and it cannot be made \
+                 private: {e}; run: chmod 600 {shown}"
             ))
         })?;
     Ok(Some(mode))

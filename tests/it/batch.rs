@@ -1182,10 +1182,8 @@ fn ba10_a_second_batch_on_the_same_report_is_refused_and_nothing_goes_twice() {
     }
     let report_arg = path.display().to_string();
     let run = batch(&s, &[&file, "--resume", &report_arg]).expect_exit(75);
-    assert!(
-        run.stderr.contains("another envoi batch is using it"),
-        "{run}"
-    );
+    let holder = format!("another envoi batch (pid {}) is using it", first.id());
+    assert!(run.stderr.contains(&holder), "{run}");
     assert!(first.wait().unwrap().success(), "the first batch ends well");
     let mut subjects: Vec<String> = s.server.messages().iter().map(subject).collect();
     subjects.sort();
@@ -1326,4 +1324,39 @@ fn ba14_a_device_input_is_refused_and_an_over_long_record_is_invalid() {
     );
     let subjects: Vec<String> = s.server.messages().iter().map(subject).collect();
     assert_eq!(subjects, ["m1", "m3"]);
+}
+
+/// A record an earlier run deferred, then a later run was killed while sending it again:
+/// the old `deferred` line is not its result, so `--resume` lists it as unknown instead
+/// of sending it a third time (it may have arrived).
+#[test]
+fn a_mark_counts_only_result_lines_of_the_run_that_made_it() {
+    let s = plain();
+    let file = numbered(&s, 3);
+    let hash = |i: u32| {
+        let line = record(&format!("r{i}@example.com"), &format!("m{i}"));
+        format!(
+            "{:016x}",
+            envoi::message::records::record_hash(&[line.as_bytes()])
+        )
+    };
+    let earlier = [
+        format!(
+            r#"{{"line":1,"hash":"{}","status":"sent","message_id":"<1@x>","recipients":[],"data_reply":null,"exit_code":0,"error":null}}"#,
+            hash(1)
+        ),
+        format!(
+            r#"{{"line":2,"hash":"{}","status":"deferred","message_id":"<2@x>","recipients":[],"data_reply":null,"exit_code":75,"error":"451"}}"#,
+            hash(2)
+        ),
+    ];
+    let text = format!("{}\n", earlier.join("\n"));
+    std::fs::write(report_path(&s), &text).unwrap();
+    let marks = format!("@{:>20}\n{:>20} {}\n", text.len(), 2, hash(2));
+    std::fs::write(s.home().join("report.jsonl.inflight"), marks).unwrap();
+    let report_arg = report_path(&s).display().to_string();
+    let run = batch(&s, &[&file, "--resume", &report_arg]).expect_exit(75);
+    assert!(run.stderr.contains("unknown 1"), "{run}");
+    let subjects: Vec<String> = s.server.messages().iter().map(subject).collect();
+    assert_eq!(subjects, ["m3"], "m2 is not sent again");
 }

@@ -68,7 +68,16 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
     }
     let senders = usize::try_from(args.concurrency).unwrap_or(1).max(1);
     let format = format(args)?;
-    let input = open_input(args)?;
+    // Read up to the first record (a CSV header, the templates), and check the sender
+    // and the DKIM key, before the report is made: a usage error leaves no report behind.
+    let records = records(args, format, open_input(args)?)?;
+    let flag = args
+        .from
+        .as_deref()
+        .map(|from| address::parse_single("--from", from))
+        .transpose()?;
+    let sender = DefaultSender::new(flag, Some(connection))?;
+    let signing = Signing::of(Some(connection))?;
     // Locked first, so the report is read and written by this run alone (BA10).
     let report = args.report.as_deref().map(open_report).transpose()?;
     let (resume, interrupted) = match (&args.resume, &report) {
@@ -83,14 +92,6 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         .map(File::try_clone)
         .transpose()
         .map_err(|e| Error::new(ErrorKind::NoInput, format!("--report: {e}")))?;
-    let flag = args
-        .from
-        .as_deref()
-        .map(|from| address::parse_single("--from", from))
-        .transpose()?;
-    let sender = DefaultSender::new(flag, Some(connection))?;
-    let records = records(args, format, input)?;
-    let signing = Signing::of(Some(connection))?;
     let mut output = Output {
         report,
         json: args.output.json,
@@ -137,7 +138,7 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
     let mut batches: Vec<Batch> = (1..senders).map(|_| first.sibling()).collect();
     batches.insert(0, first);
     // Created once the batch can start, so a failure before leaves nothing behind.
-    let marks = Marks::create(args.report.as_deref(), senders)?;
+    let marks = Marks::create(args.report.as_deref().zip(output.report.as_ref()), senders)?;
     let pacer = Mutex::new(Pacer::new(
         args.rate.map_or(Duration::ZERO, |rate| rate.interval),
     ));

@@ -170,11 +170,13 @@ impl Output {
 }
 
 /// Next to the report, `REPORT.inflight` has one line per sender: the line and hash of
-/// the last record that sender started to send (blank before its first). A batch killed leaves it
-/// behind, and `--resume` lists the records it names that have no result line as
-/// `unknown` instead of sending them again; a mark whose record has its result line is
-/// stale and ignored, so marks are never cleared (that would cost two more system calls
-/// per record). Removed when the batch ends.
+/// the last record that sender started to send (blank before its first), after a first
+/// line `@OFFSET PID`: the report's length when the run began, where its result lines
+/// start, and the process that writes them. A batch killed leaves it behind, and `--resume` lists the records it names
+/// that have no result line from that run (an earlier run's `deferred` line for the
+/// record does not count) as `unknown` instead of sending them again; a mark whose
+/// record has its result line is stale and ignored, so marks are never cleared (that
+/// would cost two more system calls per record). Removed when the batch ends.
 pub(super) fn inflight_path(report: &Path) -> PathBuf {
     let mut path = report.as_os_str().to_owned();
     path.push(".inflight");
@@ -186,6 +188,8 @@ pub(super) fn inflight_path(report: &Path) -> PathBuf {
 /// kill mid-write leaves the other slots whole.
 const INFLIGHT_WIDTH: usize = 20;
 const SLOT: usize = INFLIGHT_WIDTH + 1 + 16;
+/// The first line: `@`, the report's length, a space, the process id (10 wide), `\n`.
+const HEADER: usize = 1 + INFLIGHT_WIDTH + 1 + 10 + 1;
 
 /// The in-flight file (nothing without `--report`). A sender marks its own slot before
 /// it sends; the lock is for the file's shared position, not for the slots.
@@ -197,8 +201,8 @@ impl Marks {
     /// Creates the file with `senders` blank slots. The caller holds the report's lock,
     /// so no other batch uses this file; it is opened as a state file (never through a
     /// link, only this user's own) and emptied only then (BA06).
-    pub(super) fn create(report: Option<&Path>, senders: usize) -> Result<Marks> {
-        let Some(report) = report else {
+    pub(super) fn create(report: Option<(&Path, &File)>, senders: usize) -> Result<Marks> {
+        let Some((report, report_file)) = report else {
             return Ok(Marks { file: None });
         };
         let path = inflight_path(report);
@@ -211,8 +215,17 @@ impl Marks {
             )
         };
         let blank = format!("{:>SLOT$}\n", "");
-        file.set_len(0)
-            .and_then(|()| file.write_all(blank.repeat(senders).as_bytes()))
+        report_file
+            .metadata()
+            .and_then(|meta| {
+                let header = format!(
+                    "@{:>INFLIGHT_WIDTH$} {:>10}\n",
+                    meta.len(),
+                    std::process::id()
+                );
+                file.set_len(0)?;
+                file.write_all(format!("{header}{}", blank.repeat(senders)).as_bytes())
+            })
             .map_err(failed)?;
         Ok(Marks {
             file: Some(Mutex::new(file)),
@@ -225,7 +238,7 @@ impl Marks {
             return Ok(());
         };
         let text = format!("{line:>INFLIGHT_WIDTH$} {}\n", hash_text(hash));
-        let offset = (sender * (SLOT + 1)) as u64;
+        let offset = (HEADER + sender * (SLOT + 1)) as u64;
         // A sender that panicked held no lock while writing a slot: the file is whole.
         let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
         file.seek(SeekFrom::Start(offset))
@@ -251,14 +264,22 @@ pub(super) fn open_report(path: &Path) -> Result<File> {
     tightened("--report", path, opened.tightened_from);
     match opened.file.try_lock() {
         Ok(()) => Ok(opened.file),
-        Err(TryLockError::WouldBlock) => Err(Error::new(
-            ErrorKind::Temporary,
-            format!(
-                "--report {}: another envoi batch is using it; wait for it to end, or give \
-                 another --report",
-                path.display()
-            ),
-        )),
+        Err(TryLockError::WouldBlock) => {
+            // The holder's process id, once it has written its in-flight file.
+            let pid = read_marks(path)
+                .ok()
+                .and_then(|marks| marks.pid)
+                .map(|pid| format!(" (pid {pid})"))
+                .unwrap_or_default();
+            Err(Error::new(
+                ErrorKind::Temporary,
+                format!(
+                    "--report {}: another envoi batch{pid} is using it; wait for it to end, or \
+                     give another --report",
+                    path.display()
+                ),
+            ))
+        }
         Err(TryLockError::Error(e)) => Err(Error::new(
             ErrorKind::NoInput,
             format!("--report {}: cannot lock it: {e}", path.display()),
@@ -318,12 +339,19 @@ pub(super) fn earlier_report(path: &Path, file: &File) -> Result<(Resume, Vec<In
         .map_err(|e| cannot("it".to_owned(), e))?;
     let mut reader = BufReader::new(reader);
     let mut resume = Resume::default();
-    // Every result line's line, whatever its status: a mark of one of these is stale.
-    let mut finished = Lines::default();
+    let Marked {
+        since, mut marks, ..
+    } = read_marks(path)?;
     let mut hashless = 0_u64;
     let mut buf = Vec::new();
+    // Where the line being read starts in the report.
+    let mut at = 0_u64;
     for i in 1.. {
+        let start = at;
         let read = read_line_capped(&mut reader, &mut buf, MAX_RECORD)
+            .map_err(|e| cannot(format!("line {i}"), e))?;
+        at = reader
+            .stream_position()
             .map_err(|e| cannot(format!("line {i}"), e))?;
         let text = match read {
             CappedLine::End => break,
@@ -350,11 +378,18 @@ pub(super) fn earlier_report(path: &Path, file: &File) -> Result<(Resume, Vec<In
                 continue;
             }
         };
-        finished.insert(earlier.line);
+        let hash = earlier
+            .hash
+            .as_deref()
+            .and_then(|h| u64::from_str_radix(h, 16).ok());
+        if start >= since {
+            // The result of a marked record, written by the run that marked it.
+            marks.retain(|&mark| mark != (earlier.line, hash) && mark != (earlier.line, None));
+        }
         let done = Status::named(&earlier.status).is_some_and(Status::may_have_reached);
-        match earlier.hash.as_deref().map(|h| u64::from_str_radix(h, 16)) {
-            Some(Ok(hash)) => resume.listed(hash, earlier.line, done),
-            _ => {
+        match hash {
+            Some(hash) => resume.listed(hash, earlier.line, done),
+            None => {
                 hashless += 1;
                 if done {
                     resume.lines.insert(earlier.line);
@@ -370,7 +405,9 @@ pub(super) fn earlier_report(path: &Path, file: &File) -> Result<(Resume, Vec<In
             path.display()
         ));
     }
-    let interrupted = interrupted(path, &finished, &resume)?;
+    let mut interrupted = marks;
+    interrupted.sort_unstable();
+    interrupted.dedup();
     for &(line, hash) in &interrupted {
         match hash {
             Some(hash) => resume.listed(hash, line, true),
@@ -380,18 +417,28 @@ pub(super) fn earlier_report(path: &Path, file: &File) -> Result<(Resume, Vec<In
     Ok((resume, interrupted))
 }
 
-/// The records the in-flight marks beside the report `path` name that have no result
-/// line, in line order: a mark with a hash is stale when a result line has that hash, an
-/// older mark (a line alone) when a result line has its line.
-fn interrupted(path: &Path, finished: &Lines, resume: &Resume) -> Result<Vec<Interrupted>> {
+/// What the in-flight file beside a report says.
+#[derive(Default)]
+struct Marked {
+    /// Where the run that wrote it began to write the report (0 for an older envoi's
+    /// marks, which have no such line).
+    since: u64,
+    /// That run's process.
+    pid: Option<u32>,
+    /// The records the marks name, `(line, hash)` (an older mark has the line alone).
+    marks: Vec<Interrupted>,
+}
+
+/// The in-flight file beside the report `path`; nothing when there is none.
+fn read_marks(path: &Path) -> Result<Marked> {
     let marks_path = inflight_path(path);
     if std::fs::symlink_metadata(&marks_path).is_err() {
-        return Ok(Vec::new());
+        return Ok(Marked::default());
     }
     let opened = open_state_file("--resume's in-flight file", &marks_path, StateAccess::Read)?;
-    let mut marks = String::new();
+    let mut text = String::new();
     // The file holds one short slot per sender.
-    io::Read::read_to_string(&mut io::Read::take(&opened.file, 1 << 20), &mut marks).map_err(
+    io::Read::read_to_string(&mut io::Read::take(&opened.file, 1 << 20), &mut text).map_err(
         |e| {
             Error::new(
                 ErrorKind::NoInput,
@@ -399,22 +446,22 @@ fn interrupted(path: &Path, finished: &Lines, resume: &Resume) -> Result<Vec<Int
             )
         },
     )?;
-    let mut interrupted: Vec<Interrupted> = marks
-        .lines()
-        .filter_map(|slot| {
-            let mut parts = slot.split_whitespace();
-            let line = parts.next()?.parse::<u64>().ok()?;
-            let hash = parts.next().and_then(|h| u64::from_str_radix(h, 16).ok());
-            Some((line, hash))
-        })
-        .filter(|&(line, hash)| match hash {
-            Some(hash) => !resume.sent.contains_key(&hash),
-            None => !finished.contains(line),
-        })
-        .collect();
-    interrupted.sort_unstable();
-    interrupted.dedup();
-    Ok(interrupted)
+    let mut marked = Marked::default();
+    for slot in text.lines() {
+        if let Some(header) = slot.strip_prefix('@') {
+            let mut parts = header.split_whitespace();
+            marked.since = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            marked.pid = parts.next().and_then(|n| n.parse().ok());
+            continue;
+        }
+        let mut parts = slot.split_whitespace();
+        let Some(Ok(line)) = parts.next().map(str::parse::<u64>) else {
+            continue;
+        };
+        let hash = parts.next().and_then(|h| u64::from_str_radix(h, 16).ok());
+        marked.marks.push((line, hash));
+    }
+    Ok(marked)
 }
 
 /// What `--resume` skips: the records an earlier report lists as sent, partial, unknown
@@ -614,7 +661,7 @@ pub(super) fn result_line(
             return Line {
                 line,
                 hash: None,
-                                status: Status::Saved,
+                status: Status::Saved,
                 message_id: Some(message_id),
                 recipients: envelope
                     .iter()
