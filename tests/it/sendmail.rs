@@ -375,3 +375,48 @@ fn gnu_mail_sends_through_envoi() {
         "{text:?}"
     );
 }
+
+/// T54: `"john doe"@example.test` (a quoted local part, RFC 5321 §4.1.2) was refused as
+/// not an address. It is taken by `send` and by sendmail mode (argument and To with -t),
+/// and stays quoted in RCPT TO and in the To header.
+#[test]
+fn t54_a_quoted_local_part_stays_quoted_on_the_wire() {
+    let mta = Mta::new("");
+    let config = mta.home.path().join(".config/envoi/config.toml");
+    envoi(mta.home.path())
+        .args(["send", "--config"])
+        .arg(&config)
+        .args([
+            "--to",
+            "\"john doe\"@example.test",
+            "--subject",
+            "s",
+            "--body",
+            "b",
+        ])
+        .expect_exit(0);
+    mta.sendmail(&["\"jane roe\"@example.test"], b"Subject: s\n\nb\n");
+    mta.sendmail(
+        &["-t"],
+        b"To: Ann <\"ann lee\"@example.test>\nSubject: s\n\nb\n",
+    );
+    let messages = mta.server.messages();
+    let rcpts: Vec<&str> = messages.iter().map(|m| m.rcpt_to[0].as_str()).collect();
+    assert_eq!(
+        rcpts,
+        [
+            "\"john doe\"@example.test",
+            "\"jane roe\"@example.test",
+            "\"ann lee\"@example.test"
+        ]
+    );
+    let transcript = mta.server.transcript();
+    assert!(
+        transcript.contains(&"RCPT TO:<\"john doe\"@example.test>".to_owned()),
+        "{transcript:?}"
+    );
+    let text = String::from_utf8_lossy(&messages[0].data);
+    assert_eq!(header(&text, "To"), Some("\"john doe\"@example.test"));
+    let text = String::from_utf8_lossy(&messages[2].data);
+    assert_eq!(header(&text, "To"), Some("Ann <\"ann lee\"@example.test>"));
+}
