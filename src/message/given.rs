@@ -773,6 +773,32 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Usage, "{err}");
     }
 
+    /// SM14: -f, else the profile's `from`, else the From field: what the message claims
+    /// never wins over the profile. The From field stays as written.
+    #[test]
+    fn the_envelope_sender_is_f_then_the_profile_then_the_from_field() {
+        let names = names();
+        let input = b"From: Chief <chief@victim.example>\nTo: a@example.com\n\nbody\n";
+        let sender = |f: Option<&'static str>, profile: Option<&'static str>| {
+            let mut s = submission(&names, &[], true);
+            s.envelope_from = f;
+            s.profile_from = profile;
+            let p = parse(input).unwrap().prepare(&s).unwrap();
+            assert!(text(&p).starts_with("From: Chief <chief@victim.example>\r\n"));
+            p.envelope.from().map(ToString::to_string)
+        };
+        let profile = Some("Reports <reports@example.com>");
+        assert_eq!(
+            sender(Some("root"), profile).as_deref(),
+            Some("ops@example.com")
+        );
+        assert_eq!(
+            sender(None, profile).as_deref(),
+            Some("reports@example.com")
+        );
+        assert_eq!(sender(None, None).as_deref(), Some("chief@victim.example"));
+    }
+
     /// A bare name inside a group is qualified like any other, and the group kept.
     #[test]
     fn a_group_with_a_bare_name_is_rewritten_as_a_group() {
