@@ -3,7 +3,7 @@
 //! A list splits on `;` or `,` outside quotes and angle brackets. Each item is parsed
 //! by lettre; the domain is then turned into its A-label (punycode) so an IDN domain
 //! needs no SMTPUTF8. A non-ASCII local part stays as it is (the server must offer
-//! SMTPUTF8, checked at send time).
+//! SMTPUTF8, checked at send time), and so does a quoted one (`"john doe"@example.com`).
 
 use lettre::message::Mailbox;
 use lettre::{Address, message::Mailboxes};
@@ -74,8 +74,18 @@ fn split_list(list: &str) -> Vec<&str> {
 
 fn parse_mailbox(what: &str, item: &str) -> Result<Mailbox> {
     let invalid = || Error::invalid(format!("{what}: {item:?} is not a valid address"));
+    // lettre reads a quoted local part but hands back its content unquoted, which its own
+    // Address then refuses (`john doe`); so lettre reads the item with a stand-in there.
+    let (item_for_lettre, quoted) = match quoted_local_part(item) {
+        Some((range, local)) => {
+            let mut stand_in = item.to_owned();
+            stand_in.replace_range(range, "quoted");
+            (std::borrow::Cow::Owned(stand_in), Some(local))
+        }
+        None => (std::borrow::Cow::Borrowed(item), None),
+    };
     // lettre parses comma-separated lists; one item must give exactly one mailbox.
-    let parsed: Mailboxes = item.parse().map_err(|_| invalid())?;
+    let parsed: Mailboxes = item_for_lettre.parse().map_err(|_| invalid())?;
     let mut iter = parsed.into_iter();
     let (Some(mailbox), None) = (iter.next(), iter.next()) else {
         return Err(invalid());
@@ -85,8 +95,61 @@ fn parse_mailbox(what: &str, item: &str) -> Result<Mailbox> {
             "{what}: {item:?} has a domain that is not a valid international domain name"
         ))
     })?;
-    let address = Address::new(mailbox.email.user(), ascii_domain).map_err(|_| invalid())?;
+    let user = quoted.as_deref().unwrap_or(mailbox.email.user());
+    let address = Address::new(user, ascii_domain).map_err(|_| invalid())?;
     Ok(Mailbox::new(mailbox.name, address))
+}
+
+/// A local part written as a quoted string (RFC 5321 §4.1.2: `"john doe"@example.com`):
+/// where it stands in `item`, and the local part in the form that uses the least quoting,
+/// as RFC 5321 asks a sender to transmit it (`"john"` is `john`; `"john doe"` stays
+/// quoted, with only `"` and `\` escaped). `None` when the local part is not quoted.
+fn quoted_local_part(item: &str) -> Option<(std::ops::Range<usize>, String)> {
+    let item_end = item.trim_end().len();
+    // The address is inside the last `<…>` outside quotes, else the whole item.
+    let start = if item[..item_end].ends_with('>') {
+        let mut quoted = false;
+        let mut open = None;
+        for (i, c) in item.char_indices() {
+            match c {
+                '"' => quoted = !quoted,
+                '<' if !quoted => open = Some(i + 1),
+                _ => {}
+            }
+        }
+        open?
+    } else {
+        item.len() - item.trim_start().len()
+    };
+    let rest = item[start..].strip_prefix('"')?;
+    let mut content = String::new();
+    let mut chars = rest.char_indices();
+    let close = loop {
+        match chars.next()? {
+            (_, '\\') => content.push(chars.next()?.1),
+            (i, '"') => break start + 1 + i,
+            (_, c) => content.push(c),
+        }
+    };
+    if !item[close + 1..].starts_with('@') {
+        return None;
+    }
+    let local = if is_dot_atom(&content) {
+        content
+    } else {
+        format!("\"{}\"", content.replace('\\', "\\\\").replace('"', "\\\""))
+    };
+    Some((start..close + 1, local))
+}
+
+/// RFC 5322 §3.2.3 `dot-atom-text` (non-ASCII allowed, RFC 6531): needs no quotes.
+fn is_dot_atom(text: &str) -> bool {
+    let atext =
+        |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii();
+    !text.is_empty()
+        && text
+            .split('.')
+            .all(|atom| !atom.is_empty() && atom.chars().all(atext))
 }
 
 #[cfg(test)]
@@ -170,6 +233,34 @@ mod tests {
     fn line_breaks_are_refused() {
         let err = parse_lists("--to", &["a@x.com\r\nRCPT TO:<evil@x.com>"]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidData);
+    }
+
+    /// T54: a quoted local part (RFC 5321 §4.1.2) is an address, kept quoted, in the
+    /// form with the least quoting.
+    #[test]
+    fn t54_quoted_local_parts_are_kept_quoted() {
+        assert_eq!(
+            emails(&[r#""john doe"@example.test; Ann <"a b"@x.test>, "plain"@x.test"#]),
+            [
+                r#""john doe"@example.test"#,
+                r#""a b"@x.test"#,
+                "plain@x.test"
+            ]
+        );
+        let list = parse_lists("--to", &[r#""Doe, J" <"john \"jd\" doe"@example.test>"#]).unwrap();
+        assert_eq!(list[0].name.as_deref(), Some("Doe, J"));
+        assert_eq!(
+            list[0].email.to_string(),
+            r#""john \"jd\" doe"@example.test"#
+        );
+        assert_eq!(emails(&[r#""a\ b"@x.test"#]), [r#""a b"@x.test"#]);
+        for bad in [
+            "\"john doe@example.test",
+            "\"a\r\nb\"@x.test",
+            "\"x\"y@x.test",
+        ] {
+            assert!(parse_lists("--to", &[bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

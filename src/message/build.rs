@@ -69,6 +69,12 @@ pub fn build(email: Email, from: &Mailbox, now: SystemTime) -> Result<Prepared> 
         if !check::is_header_name(name) {
             return Err(invalid());
         }
+        if check::is_blind_copy(name) {
+            return Err(Error::usage(format!(
+                "{name} would show its blind recipients to every recipient; give them with \
+                 --bcc"
+            )));
+        }
         let name = HeaderName::new_from_ascii(name.to_owned()).map_err(|_| invalid())?;
         builder = builder.raw_header(HeaderValue::new(name, value.to_owned()));
     }
@@ -86,6 +92,7 @@ pub fn build(email: Email, from: &Mailbox, now: SystemTime) -> Result<Prepared> 
     })?;
     let formatted = message.formatted();
     drop(message);
+    check::header_block(&formatted)?;
     Ok(Prepared {
         message_id,
         envelope,

@@ -2,11 +2,18 @@
 //! as written and its body as given.
 //!
 //! envoi sends it as given, except for what a submission agent must do (RFC 6409 §8):
-//! the Bcc field is removed, a missing Date, Message-ID or From is added, and bare names
-//! (`root`, cron's `root (Cron Daemon)`) are qualified through the profile's aliases or
-//! default domain in the envelope and in From, To and Cc. Every line ending becomes CRLF;
-//! 8-bit bytes pass unchanged. An address group (RFC 5322 §3.4, `Team: a@x, b@y;`) stands
-//! for its members; an empty one (`undisclosed-recipients:;`) for no one.
+//! the Bcc and Resent-Bcc fields are removed, a missing Date, Message-ID or From is
+//! added, and bare names (`root`, cron's `root (Cron Daemon)`) are qualified through the
+//! profile's aliases or default domain in the envelope and in From, To and Cc (and their
+//! Resent- forms). Every line ending becomes CRLF; 8-bit bytes pass unchanged. An address
+//! group (RFC 5322 §3.4, `Team: a@x, b@y;`) stands for its members; an empty one
+//! (`undisclosed-recipients:;`) for no one.
+//!
+//! What `send` refuses is refused here too, by the same checks (`check`): empty input
+//! (66), NUL and other control characters in a header, NUL in the body, a `-F` that
+//! `--from` would refuse, and lines over 998 octets: a header line is folded at its
+//! whitespace when it has some, a body line is refused (65), since encoding it would
+//! mean rewriting the caller's MIME structure.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -15,11 +22,11 @@ use lettre::Address;
 use lettre::address::Envelope;
 use lettre::message::Mailbox;
 
-use crate::error::{Error, Result};
-use crate::message::address;
+use crate::error::{Error, ErrorKind, Result};
 use crate::message::build::{
     Prepared, date_value, encoded_mailboxes, new_message_id, same_mailbox,
 };
+use crate::message::{address, check};
 
 /// How bare names become addresses: the profile's `aliases`, else `name@default_domain`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -164,9 +171,11 @@ pub struct Given {
 pub struct Submission<'a> {
     /// Recipients from the command line (each value may hold several, comma-separated).
     pub recipients: &'a [String],
-    /// `-t`: also send to the To, Cc and Bcc fields.
+    /// `-t`: also send to the To, Cc and Bcc fields, or to Resent-To, Resent-Cc and
+    /// Resent-Bcc when the message has Resent- fields (it is being resent).
     pub from_headers: bool,
-    /// `-f`: the envelope sender (`<>` for none).
+    /// `-f`: the envelope sender (`<>` for none); else the profile's `from`, else the
+    /// From field's address.
     pub envelope_from: Option<&'a str>,
     /// `-F`: the sender's full name, for a From field envoi writes.
     pub full_name: Option<&'a str>,
@@ -180,38 +189,67 @@ pub struct Submission<'a> {
 
 /// Splits `bytes` into header fields and body. The header ends at the first empty line;
 /// a line that starts with a space or tab continues the field before it.
+///
+/// Errors: 66 when the input holds nothing but whitespace (the program that writes the
+/// message probably failed; a message with a header and an empty body is sent); 65 for a
+/// line that is not a header field, a control character in the header, a NUL in the
+/// body, a header line over 998 octets without whitespace to fold it at, or a body line
+/// over 998 octets.
 pub fn parse(bytes: &[u8]) -> Result<Given> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::new(
+            ErrorKind::NoInput,
+            "standard input is empty: nothing to send (did the program that writes the \
+             message fail?)",
+        ));
+    }
     let mut fields: Vec<Field> = Vec::new();
     let mut rest = bytes;
+    let mut number = 0usize;
     loop {
         let (line, next) = split_line(rest);
+        number += 1;
         if line.is_empty() {
+            check_body(next, number + 1)?;
             return Ok(Given {
                 fields,
                 body: next.to_vec(),
             });
         }
         if line[0] == b' ' || line[0] == b'\t' {
-            match fields.last_mut() {
-                Some(field) => field.lines.push(line.to_vec()),
-                None => return Err(not_a_header(line)),
-            }
+            let Some(field) = fields.last_mut() else {
+                return Err(not_a_header(line));
+            };
+            let what = format!("standard input, line {number} ({})", field.name);
+            check::header_line(&what, line)?;
+            field.lines.extend(check::fold(&what, line)?);
         } else {
             let colon = line
                 .iter()
                 .position(|b| *b == b':')
                 .ok_or_else(|| not_a_header(line))?;
             let name = String::from_utf8_lossy(&line[..colon]).trim().to_owned();
-            if name.is_empty() || !crate::message::check::is_header_name(&name) {
+            if name.is_empty() || !check::is_header_name(&name) {
                 return Err(not_a_header(line));
             }
-            fields.push(Field {
-                name,
-                lines: vec![line.to_vec()],
-            });
+            let what = format!("standard input, line {number} ({name})");
+            check::header_line(&what, line)?;
+            let lines = check::fold(&what, line)?;
+            fields.push(Field { name, lines });
         }
         rest = next;
     }
+}
+
+/// Checks every line of the body, which starts on line `number` of the input.
+fn check_body(mut rest: &[u8], mut number: usize) -> Result<()> {
+    while !rest.is_empty() {
+        let (line, next) = split_line(rest);
+        check::body_line(&format!("standard input, line {number}"), line)?;
+        number += 1;
+        rest = next;
+    }
+    Ok(())
 }
 
 fn not_a_header(line: &[u8]) -> Error {
@@ -246,6 +284,10 @@ impl Given {
     /// The message ready to send, as `submission` says.
     pub fn prepare(mut self, submission: &Submission) -> Result<Prepared> {
         let names = submission.names;
+        // Checked whether or not it is used, as `--from`'s display name is.
+        if let Some(name) = submission.full_name {
+            check::header_text("-F", name)?;
+        }
         let profile_from = submission
             .profile_from
             .map(|f| address::parse_single("profile from", f))
@@ -263,7 +305,19 @@ impl Given {
             );
         }
         if submission.from_headers {
-            for name in ["To", "Cc", "Bcc"] {
+            // As sendmail and Postfix do: a message being resent goes to its Resent-
+            // recipients, not to those it was first sent to.
+            let resent = self.fields.iter().any(|f| {
+                f.name
+                    .get(..7)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("Resent-"))
+            });
+            let read = if resent {
+                ["Resent-To", "Resent-Cc", "Resent-Bcc"]
+            } else {
+                ["To", "Cc", "Bcc"]
+            };
+            for name in read {
                 for field in self.fields.iter().filter(|f| f.is(name)) {
                     let (list, _) = names.mailboxes(name, &field.value())?;
                     recipients.extend(list.into_iter().map(|m| m.email));
@@ -281,21 +335,18 @@ impl Given {
                 "no recipient: give addresses as arguments, or -t to read To, Cc and Bcc",
             ));
         }
-        for name in ["To", "Cc"] {
+        for name in ["To", "Cc", "Resent-To", "Resent-Cc"] {
             self.qualify_field(name, names)?;
         }
-        self.fields.retain(|f| !f.is("Bcc"));
+        self.fields.retain(|f| !check::is_blind_copy(&f.name));
 
+        // -f, else the profile's `from` (the address the relay lets this account send
+        // as), else the From field's: never what the message claims over the profile.
         let envelope_from = match submission.envelope_from {
             Some("<>") | Some("") => None,
-            Some(given) => Some(names.qualify("-f", given)?),
-            None => Some(from.email.to_string()),
-        }
-        .map(|a| {
-            a.parse::<Address>()
-                .map_err(|e| Error::invalid(format!("-f: {a:?} is not an address ({e})")))
-        })
-        .transpose()?;
+            Some(given) => Some(address::parse_single("-f", &names.qualify("-f", given)?)?.email),
+            None => Some(profile_from.as_ref().unwrap_or(&from).email.clone()),
+        };
         let envelope = Envelope::new(envelope_from, unique)
             .map_err(|e| Error::usage(format!("cannot make the envelope: {e}")))?;
 
@@ -310,10 +361,12 @@ impl Given {
                 id
             }
         };
+        let bytes = self.into_bytes();
+        check::header_block(&bytes)?;
         Ok(Prepared {
             message_id,
             envelope,
-            bytes: self.into_bytes().into(),
+            bytes: bytes.into(),
         })
     }
 
@@ -340,6 +393,9 @@ impl Given {
             }
             None => None,
         };
+        if let Some(name) = &written {
+            check::header_text("From", name)?;
+        }
         // Like sendmail: without a usable From, the envelope sender (-f) is the author.
         let envelope_from = submission
             .envelope_from
@@ -715,6 +771,32 @@ mod tests {
             .prepare(&submission(&names, &[], true))
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Usage, "{err}");
+    }
+
+    /// SM14: -f, else the profile's `from`, else the From field: what the message claims
+    /// never wins over the profile. The From field stays as written.
+    #[test]
+    fn the_envelope_sender_is_f_then_the_profile_then_the_from_field() {
+        let names = names();
+        let input = b"From: Chief <chief@victim.example>\nTo: a@example.com\n\nbody\n";
+        let sender = |f: Option<&'static str>, profile: Option<&'static str>| {
+            let mut s = submission(&names, &[], true);
+            s.envelope_from = f;
+            s.profile_from = profile;
+            let p = parse(input).unwrap().prepare(&s).unwrap();
+            assert!(text(&p).starts_with("From: Chief <chief@victim.example>\r\n"));
+            p.envelope.from().map(ToString::to_string)
+        };
+        let profile = Some("Reports <reports@example.com>");
+        assert_eq!(
+            sender(Some("root"), profile).as_deref(),
+            Some("ops@example.com")
+        );
+        assert_eq!(
+            sender(None, profile).as_deref(),
+            Some("reports@example.com")
+        );
+        assert_eq!(sender(None, None).as_deref(), Some("chief@victim.example"));
     }
 
     /// A bare name inside a group is qualified like any other, and the group kept.

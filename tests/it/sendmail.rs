@@ -155,8 +155,8 @@ fn a_sendmail_link_sends_to_its_arguments() {
     feed(cmd, input);
     let (m, _) = mta.only_message();
     assert_eq!(
-        m.mail_from, "ann@example.com",
-        "From's address is the sender"
+        m.mail_from, "sender@example.com",
+        "the profile's `from` is the envelope sender, not the From field's"
     );
     assert_eq!(m.rcpt_to, ["bob@example.com", "carl@example.com"]);
     assert!(
@@ -199,7 +199,7 @@ fn undisclosed_recipients_is_an_empty_group_not_a_bad_address() {
     let run = mta.sendmail(&["-t"], input);
     assert_eq!(run.stderr, "", "{run}");
     let (m, text) = mta.only_message();
-    assert_eq!(m.mail_from, "ann@example.com");
+    assert_eq!(m.mail_from, "sender@example.com");
     assert_eq!(m.rcpt_to, ["hidden-bcc@example.com"]);
     assert_eq!(header(&text, "To"), Some("undisclosed-recipients:;"));
     assert!(header(&text, "Bcc").is_none(), "{text}");
@@ -374,4 +374,321 @@ fn gnu_mail_sends_through_envoi() {
         text.ends_with("\r\n\r\nsent by GNU mail\r\n.\r\nafter a lone dot\r\n"),
         "{text:?}"
     );
+}
+
+impl Mta {
+    /// `envoi sendmail ARGS` with `input`, which must exit `code`; its stderr.
+    fn refused(&self, args: &[&str], input: &[u8], code: i32) -> String {
+        envoi(self.home.path())
+            .arg("sendmail")
+            .args(args)
+            .write_stdin(input.to_vec())
+            .expect_exit(code)
+            .stderr
+    }
+
+    /// Nothing reached the server: not a message, not even a connection.
+    fn assert_nothing_sent(&self) {
+        assert!(self.server.messages().is_empty(), "a message was sent");
+        assert_eq!(self.server.connections(), 0, "envoi connected");
+    }
+}
+
+/// Every line of `data` (CRLF-separated) holds at most 998 octets.
+fn longest_line(data: &[u8]) -> usize {
+    data.split(|b| *b == b'\n')
+        .map(<[u8]>::len)
+        .max()
+        .unwrap_or(0)
+}
+
+/// A header's value with its folds undone (RFC 5322 §2.2.3).
+fn unfolded(text: &str, name: &str) -> Option<String> {
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", "\t");
+    unfolded
+        .split("\r\n")
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_owned))
+}
+
+/// SM06: `-F` with CR, LF or CR LF panicked (exit 70, "a Display implementation returned
+/// an error"). It is refused as `--from`'s display name is, 65 naming -F, nothing sent.
+#[test]
+fn sm06_f_with_a_line_break_is_refused_not_a_panic() {
+    let mta = Mta::new("");
+    let input = b"To: a@example.com\nSubject: s\n\nbody\n";
+    for name in [
+        "Ops\r\nBcc: victim@example.com",
+        "Ops\nBcc: v@x.com",
+        "Ops\rX",
+    ] {
+        let stderr = mta.refused(&["-F", name, "-t"], input, 65);
+        assert!(
+            stderr.starts_with("envoi: error: -F: the value contains a"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("internal error"), "{stderr}");
+    }
+    mta.assert_nothing_sent();
+}
+
+/// SM06/SM07/SM08, one validator: the same display name gets the same answer from `send
+/// --from` and `sendmail -F` (line breaks, control characters, a 1200-character word);
+/// and a long name with spaces is folded by both, so no From line passes 998 octets.
+#[test]
+fn sm06_send_and_sendmail_give_the_same_display_name_the_same_answer() {
+    let mta = Mta::new("");
+    let config = mta.home.path().join(".config/envoi/config.toml");
+    let send = |from: &str, code: i32| {
+        envoi(mta.home.path())
+            .args(["send", "--config"])
+            .arg(&config)
+            .args([
+                "--to",
+                "a@example.com",
+                "--subject",
+                "s",
+                "--body",
+                "b",
+                "--from",
+            ])
+            .arg(format!("{from} <s@example.com>"))
+            .expect_exit(code)
+            .stderr
+    };
+    let input = b"To: a@example.com\nSubject: s\n\nb\n";
+    let long_word = "x".repeat(1200);
+    for (name, needle) in [
+        ("Ops\r\nBcc: v@example.com", "CR"),
+        ("Ops\u{1}", "U+0001"),
+        ("Ops\u{1b}[2J", "U+001B"),
+        (long_word.as_str(), "a word of 1200 characters"),
+    ] {
+        let by_send = send(name, 65);
+        let by_sendmail = mta.refused(&["-F", name, "-t"], input, 65);
+        for stderr in [&by_send, &by_sendmail] {
+            assert!(stderr.contains(needle), "{name:?}: {stderr}");
+        }
+    }
+    assert!(mta.server.messages().is_empty(), "a message was sent");
+
+    let spaced = "word ".repeat(240);
+    send(spaced.trim_end(), 0);
+    mta.sendmail(&["-F", spaced.trim_end(), "-t"], input);
+    let messages = mta.server.messages();
+    assert_eq!(messages.len(), 2);
+    for m in &messages {
+        let text = String::from_utf8_lossy(&m.data);
+        assert!(
+            longest_line(&m.data) <= 1000,
+            "a line over 998 octets: {text}"
+        );
+        let from = unfolded(&text, "From").expect("From");
+        assert!(from.contains(spaced.trim_end()), "{from}");
+    }
+}
+
+/// SM07: a 1200-character `-F` went out as a 1223-octet From line. It is refused (65)
+/// as `send` refuses a word over 900 characters.
+#[test]
+fn sm07_a_1200_character_f_is_refused_as_send_refuses_it() {
+    let mta = Mta::new("");
+    let name = "A".repeat(1200);
+    let stderr = mta.refused(&["-F", &name, "-t"], b"To: a@example.com\n\nb\n", 65);
+    assert!(
+        stderr.starts_with("envoi: error: -F: a word of 1200 characters"),
+        "{stderr}"
+    );
+    mta.assert_nothing_sent();
+}
+
+/// SM10: NUL bytes in a header or the body went out raw. Refused as `send` refuses NUL,
+/// 65 naming the line of standard input.
+#[test]
+fn sm10_nul_bytes_are_refused_naming_the_line() {
+    let mta = Mta::new("");
+    let stderr = mta.refused(
+        &["a@example.com"],
+        b"To: a@example.com\nSubject: s\0nul\n\nb\n",
+        65,
+    );
+    assert!(
+        stderr.starts_with("envoi: error: standard input, line 2 (Subject): the header contains"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("NUL"), "{stderr}");
+    let stderr = mta.refused(&["a@example.com"], b"Subject: s\n\nline\nbo\0dy\n", 65);
+    assert!(
+        stderr.starts_with("envoi: error: standard input, line 4: the body contains a NUL"),
+        "{stderr}"
+    );
+    let stderr = mta.refused(&["a@example.com"], b"Subject: s\x1b[2J\n\nb\n", 65);
+    assert!(stderr.contains("U+001B"), "{stderr}");
+    mta.assert_nothing_sent();
+}
+
+/// SM12: a 3000-octet header and a 5000-octet body line went out raw. The header is
+/// folded at its spaces (unfolding gives it back); a header run without a space and a
+/// long body line are refused, 65 naming the line.
+#[test]
+fn sm12_long_header_lines_are_folded_and_long_body_lines_refused() {
+    let mta = Mta::new("");
+    let words: Vec<String> = (0..600).map(|i| format!("v{i:03}")).collect();
+    let value = words.join(" ");
+    assert!(value.len() > 2900);
+    let input = format!("To: a@example.com\nX-Long: {value}\nSubject: s\n\nbody\n");
+    mta.sendmail(&["-t"], input.as_bytes());
+    let (m, text) = mta.only_message();
+    assert!(longest_line(&m.data) <= 80, "not folded: {text}");
+    assert_eq!(unfolded(&text, "X-Long").as_deref(), Some(value.as_str()));
+    assert_eq!(header(&text, "Subject"), Some("s"));
+
+    let run = "y".repeat(3000);
+    let input = format!("To: a@example.com\nX-Long: a {run}\n\nbody\n");
+    let stderr = mta.refused(&["-t"], input.as_bytes(), 65);
+    assert!(
+        stderr.starts_with("envoi: error: standard input, line 2 (X-Long): a header line"),
+        "{stderr}"
+    );
+    let input = format!("To: a@example.com\n\nfirst\n{}\n", "z".repeat(5000));
+    let stderr = mta.refused(&["-t"], input.as_bytes(), 65);
+    assert!(
+        stderr.starts_with("envoi: error: standard input, line 4: a body line of 5000 octets"),
+        "{stderr}"
+    );
+    assert_eq!(mta.server.messages().len(), 1, "a refused message was sent");
+}
+
+/// SM14: the envelope sender followed the From field over the profile's `from`, so a
+/// message claiming `chief@victim.example` was sent as it. The README's order holds: -f,
+/// else the profile's `from`, else the From field. The From field itself is kept.
+#[test]
+fn sm14_the_envelope_sender_is_the_profile_s_from_not_the_from_field() {
+    let mta = Mta::new("");
+    let input = b"From: Chief <chief@victim.example>\nTo: a@example.com\nSubject: s\n\nb\n";
+    mta.sendmail(&["-t"], input);
+    mta.sendmail(&["-t", "-f", "bounces@example.com"], input);
+    let messages = mta.server.messages();
+    let senders: Vec<&str> = messages.iter().map(|m| m.mail_from.as_str()).collect();
+    assert_eq!(senders, ["sender@example.com", "bounces@example.com"]);
+    for m in &messages {
+        let text = String::from_utf8_lossy(&m.data);
+        assert_eq!(header(&text, "From"), Some("Chief <chief@victim.example>"));
+    }
+    // No profile `from` (a bare URL): the From field's address.
+    let home = TempDir::new().expect("temp dir");
+    envoi(home.path())
+        .env(
+            "ENVOI_SMTP_URL",
+            format!("smtp://127.0.0.1:{}?security=none", mta.server.port()),
+        )
+        .args(["sendmail", "-t"])
+        .write_stdin(input.to_vec())
+        .expect_exit(0);
+    let messages = mta.server.messages();
+    assert_eq!(messages[2].mail_from, "chief@victim.example");
+}
+
+/// SM15: `Resent-Bcc` stayed in the message, showing the blind address to everyone.
+/// It is removed like Bcc, in any case and folded. Without -t neither is a recipient;
+/// with -t a message that has Resent- fields goes to Resent-To, -Cc and -Bcc only, as
+/// sendmail and Postfix send it.
+#[test]
+fn sm15_resent_bcc_is_removed_like_bcc() {
+    let mta = Mta::new("");
+    let input = b"From: Ann <ann@example.com>\nTo: first@example.com\nBcc: b@example.com\n\
+                  Resent-From: Ops <ops@example.com>\nResent-To: again@example.com\n\
+                  RESENT-BCC: h4@example.com,\n  h5@example.com\nSubject: s\n\nbody\n";
+    mta.sendmail(&["arg@example.com"], input);
+    mta.sendmail(&["-t"], input);
+    let messages = mta.server.messages();
+    assert_eq!(messages[0].rcpt_to, ["arg@example.com"]);
+    assert_eq!(
+        messages[1].rcpt_to,
+        ["again@example.com", "h4@example.com", "h5@example.com"]
+    );
+    for m in &messages {
+        let text = String::from_utf8_lossy(&m.data);
+        for hidden in ["h4@", "h5@", "b@example.com", "Bcc", "BCC"] {
+            assert!(!text.contains(hidden), "{hidden} shows: {text}");
+        }
+        assert_eq!(header(&text, "Resent-To"), Some("again@example.com"));
+        assert_eq!(header(&text, "Subject"), Some("s"));
+    }
+    // `send` builds no Resent-Bcc either: the same rule, from the same check.
+    let config = mta.home.path().join(".config/envoi/config.toml");
+    let stderr = envoi(mta.home.path())
+        .args(["send", "--config"])
+        .arg(&config)
+        .args(["--to", "a@example.com", "--subject", "s", "--body", "b"])
+        .args(["--header", "resent-bcc: h4@example.com"])
+        .expect_exit(64)
+        .stderr;
+    assert!(stderr.contains("--bcc"), "{stderr}");
+    assert_eq!(mta.server.messages().len(), 2);
+}
+
+/// SM17: empty standard input sent an empty message with exit 0 (a failed producer in a
+/// pipe lost without a word). Nothing, or only blank lines, is 66; a message with a
+/// header and an empty body is still sent, as every sendmail sends it.
+#[test]
+fn sm17_empty_standard_input_is_66() {
+    let mta = Mta::new("");
+    for input in [&b""[..], b"\n", b"\r\n\r\n"] {
+        let stderr = mta.refused(&["a@example.com"], input, 66);
+        assert!(
+            stderr.starts_with("envoi: error: standard input is empty: nothing to send"),
+            "{stderr}"
+        );
+    }
+    mta.assert_nothing_sent();
+    mta.sendmail(&["a@example.com"], b"Subject: s\n\n");
+    let (_, text) = mta.only_message();
+    assert_eq!(header(&text, "Subject"), Some("s"));
+    assert!(text.ends_with("\r\n\r\n"), "{text:?}");
+}
+
+/// T54: `"john doe"@example.test` (a quoted local part, RFC 5321 §4.1.2) was refused as
+/// not an address. It is taken by `send` and by sendmail mode (argument and To with -t),
+/// and stays quoted in RCPT TO and in the To header.
+#[test]
+fn t54_a_quoted_local_part_stays_quoted_on_the_wire() {
+    let mta = Mta::new("");
+    let config = mta.home.path().join(".config/envoi/config.toml");
+    envoi(mta.home.path())
+        .args(["send", "--config"])
+        .arg(&config)
+        .args([
+            "--to",
+            "\"john doe\"@example.test",
+            "--subject",
+            "s",
+            "--body",
+            "b",
+        ])
+        .expect_exit(0);
+    mta.sendmail(&["\"jane roe\"@example.test"], b"Subject: s\n\nb\n");
+    mta.sendmail(
+        &["-t"],
+        b"To: Ann <\"ann lee\"@example.test>\nSubject: s\n\nb\n",
+    );
+    let messages = mta.server.messages();
+    let rcpts: Vec<&str> = messages.iter().map(|m| m.rcpt_to[0].as_str()).collect();
+    assert_eq!(
+        rcpts,
+        [
+            "\"john doe\"@example.test",
+            "\"jane roe\"@example.test",
+            "\"ann lee\"@example.test"
+        ]
+    );
+    let transcript = mta.server.transcript();
+    assert!(
+        transcript.contains(&"RCPT TO:<\"john doe\"@example.test>".to_owned()),
+        "{transcript:?}"
+    );
+    let text = String::from_utf8_lossy(&messages[0].data);
+    assert_eq!(header(&text, "To"), Some("\"john doe\"@example.test"));
+    let text = String::from_utf8_lossy(&messages[2].data);
+    assert_eq!(header(&text, "To"), Some("Ann <\"ann lee\"@example.test>"));
 }

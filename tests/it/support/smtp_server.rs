@@ -646,8 +646,8 @@ impl Handler for ConnHandler {
 
     fn data_start(&mut self, _domain: &str, from: &str, _is8bit: bool, to: &[String]) -> Response {
         let mut conn = self.conn.borrow_mut();
-        conn.mail_from = from.to_owned();
-        conn.rcpt_to = to.to_vec();
+        conn.mail_from = from.replace('\u{1}', " ");
+        conn.rcpt_to = to.iter().map(|t| t.replace('\u{1}', " ")).collect();
         conn.data.clear();
         conn.raw_data.clear();
         response::OK
@@ -905,6 +905,19 @@ fn split_mail_params(line: &[u8], config: &Config) -> Option<(Vec<u8>, Vec<Strin
     Some((stripped, params))
 }
 
+/// mailin's path ends at a space, so the spaces of a quoted local part (`"john doe"@x`,
+/// RFC 5321 §4.1.2) reach it as U+0001; `data_start` puts them back.
+fn hide_quoted_spaces(line: &mut [u8]) {
+    let mut quoted = false;
+    for b in line.iter_mut() {
+        match *b {
+            b'"' => quoted = !quoted,
+            b' ' if quoted => *b = 1,
+            _ => {}
+        }
+    }
+}
+
 /// Serves one client until QUIT, disconnect, timeout, error or a fault that ends it.
 fn serve(tcp: TcpStream, config: &Arc<Config>, shared: &Arc<Shared>) -> Result<(), String> {
     tcp.set_read_timeout(Some(IO_TIMEOUT))
@@ -993,6 +1006,9 @@ fn serve(tcp: TcpStream, config: &Arc<Config>, shared: &Arc<Shared>) -> Result<(
                     None => Vec::new(),
                 };
                 conn.borrow_mut().pending_mail_params = params;
+            }
+            if verb == "MAIL" || verb == "RCPT" {
+                hide_quoted_spaces(&mut line);
             }
         } else if !data_end {
             conn.borrow_mut().raw_data.extend_from_slice(&line);
