@@ -614,8 +614,8 @@ pub struct BatchArgs {
     #[arg(long, value_name = "N/s|N/m|N/h|PRESET", value_parser = parse_rate,
           help_heading = "Delivery")]
     pub rate: Option<Rate>,
-    /// Skip the records an earlier report lists as sent, partial, unknown (anything that
-    /// may have reached someone) or queued, and those its run was killed while sending
+    /// Skip the records an earlier report lists as sent, saved, partial, unknown (anything
+    /// that may have reached someone) or queued, and those its run was killed while sending
     /// (listed now as unknown), so a re-run sends nothing twice.
     #[arg(long, value_name = "REPORT", help_heading = "Delivery")]
     pub resume: Option<PathBuf>,
