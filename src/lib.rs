@@ -5,7 +5,7 @@
 //!
 //! | layer | job |
 //! | --- | --- |
-//! | [`outbox`] | durable state: the crash-safe queue, flushing it, the idempotency ledger |
+//! | [`outbox`] | the one way out ([`outbox::submit`]) and durable state: the queue, flushing it, the idempotency ledger |
 //! | [`deliver`] | one prepared message → delivered: retries, SMTP, the file transport |
 //! | [`profile`] | where to send: config file, secrets, routes, and one [`profile::resolve`] |
 //! | [`message`] | untrusted text → [`Email`] → exact RFC 5322 bytes |

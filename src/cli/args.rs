@@ -614,8 +614,8 @@ pub struct BatchArgs {
     #[arg(long, value_name = "N/s|N/m|N/h|PRESET", value_parser = parse_rate,
           help_heading = "Delivery")]
     pub rate: Option<Rate>,
-    /// Skip the records an earlier report lists as sent, partial, unknown (anything that
-    /// may have reached someone) or queued, and those its run was killed while sending
+    /// Skip the records an earlier report lists as sent, saved, partial, unknown (anything
+    /// that may have reached someone) or queued, and those its run was killed while sending
     /// (listed now as unknown), so a re-run sends nothing twice.
     #[arg(long, value_name = "REPORT", help_heading = "Delivery")]
     pub resume: Option<PathBuf>,
@@ -1069,5 +1069,39 @@ mod tests {
             AttachmentSource::Data(Text::File("logo.b64".into()), DataEncoding::Base64)
         );
         assert_eq!(d.body.unwrap().value, Text::File("-".into()));
+    }
+
+    /// The batch exit rule as `batch --help` and the README tell it is the rule
+    /// [`envoi::outbox::ExitRule`] applies.
+    #[test]
+    fn the_batch_exit_rule_as_told_is_the_rule() {
+        let kind = |code: u8| ErrorKind::ALL.into_iter().find(|k| k.exit_code() == code);
+        let rule = |codes: &[u8]| {
+            let mut rule = envoi::outbox::ExitRule::default();
+            codes.iter().for_each(|c| rule.add(kind(*c)));
+            rule.exit_code()
+        };
+        let told = [69, 67, 65, 64];
+        for (i, worse) in told.iter().enumerate() {
+            for better in &told[i + 1..] {
+                assert_eq!(rule(&[*better, *worse]), *worse);
+            }
+        }
+        assert_eq!(rule(&[75, 77]), 77);
+        assert_eq!(rule(&[78, 75]), 78);
+        assert_eq!(rule(&[69, 75, 0]), 75);
+        assert_eq!(rule(&[0, 0]), 0);
+        let words = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(words(&batch_help()).contains(
+            "77 or 78 when a login, certificate or configuration failure stopped the batch; else \
+             75 when any is deferred or of unknown outcome; else the most serious of 69, 67, 65, \
+             64 seen"
+        ));
+        assert!(words(include_str!("../../README.md")).contains(
+            "77 or 78 when the batch stopped on a login, certificate or configuration failure; \
+             else 75 when any record is `deferred` or `unknown` (run it again with `--resume`); \
+             else the most serious of 69 (a message refused), 67 (a recipient refused), 65 and \
+             64 (an invalid record)"
+        ));
     }
 }

@@ -162,3 +162,31 @@ fn no_connection_is_one_answer_in_every_command() {
         assert!(run.stderr.contains(words), "{run}");
     }
 }
+
+/// A record the file transport saved is done for `--resume`, like a sent one.
+#[test]
+fn a_saved_record_is_skipped_by_resume() {
+    let home = TempDir::new().expect("temp dir");
+    let config = file_profile(home.path());
+    let records = home.path().join("mail.jsonl");
+    std::fs::write(
+        &records,
+        r#"{"To":"ann@example.com","Subject":"s","Body":"b"}"#,
+    )
+    .expect("write the records");
+    let report = home.path().join("report.jsonl");
+    std::fs::write(&report, "").expect("an empty report");
+    for _ in 0..2 {
+        envoi(home.path())
+            .args(["batch", "--config"])
+            .arg(&config)
+            .arg("--report")
+            .arg(&report)
+            .arg("--resume")
+            .arg(&report)
+            .arg(&records)
+            .expect_exit(0);
+    }
+    let saved = std::fs::read_dir(home.path().join("saved")).expect("the folder");
+    assert_eq!(saved.count(), 1, "saved again on --resume");
+}
