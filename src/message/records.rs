@@ -251,7 +251,13 @@ impl<R: BufRead> CsvMerge<R> {
             let Ok(template) = self.env.get_template(name) else {
                 return Ok(None);
             };
-            template.render(&context).map(Some).map_err(|e| {
+            template::render_bounded(&template, &context).map(Some).map_err(|e| {
+                let e = match e {
+                    template::Bounded::TooLarge => {
+                        return template::too_large(&format!("line {line}: {}", flag(name)));
+                    }
+                    template::Bounded::Engine(e) => e,
+                };
                 let undefined: Vec<&str> = self
                     .uses
                     .get(name)
@@ -267,7 +273,12 @@ impl<R: BufRead> CsvMerge<R> {
                         template::undefined(&undefined)
                     ))
                 } else {
-                    Error::invalid(format!("line {line}: {}: {e}", flag(name)))
+                    let why = if e.kind() == minijinja::ErrorKind::OutOfFuel {
+                        template::describe(&e)
+                    } else {
+                        e.to_string()
+                    };
+                    Error::invalid(format!("line {line}: {}: {why}", flag(name)))
                 }
             })
         };
