@@ -13,7 +13,7 @@ use envoi::draft::{AttachmentDraft, AttachmentSource, DataEncoding, Draft, Sourc
 use envoi::error::{Error, ErrorKind, Result};
 use envoi::message::input::{attachment_paths, read_bytes};
 use envoi::message::template;
-use envoi::profile::Flags;
+use envoi::profile::{Connection, Flags, PasswordSource, SecretSource, Transport};
 
 /// `send`'s delivery defaults, which sendmail mode uses too.
 pub const DEFAULT_RETRIES: u32 = 3;
@@ -352,8 +352,8 @@ pub struct SendArgs {
     #[arg(long, help_heading = "Message")]
     pub html: bool,
     /// Render the subject, body and text as templates (minijinja: {{ name }}, {% if %},
-    /// {% for %}), with --var, --vars-file and the environment as env.NAME; an undefined
-    /// variable is 65 and nothing is sent.
+    /// {% for %}), with --var, --vars-file and --var-env; an undefined variable is 65
+    /// and nothing is sent. A template is code: never build one from untrusted text.
     #[arg(long, help_heading = "Message")]
     pub template: bool,
     /// A template variable; repeatable; the value is text.
@@ -372,6 +372,16 @@ pub struct SendArgs {
         help_heading = "Message"
     )]
     pub vars_file: Option<PathBuf>,
+    /// Give the template the environment variable NAME as env.NAME; repeatable. No other
+    /// variable of the environment is visible, and those envoi reads a secret from
+    /// (ENVOI_PASSWORD, ENVOI_TOKEN, the profile's password_env…) are refused.
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "template",
+        help_heading = "Message"
+    )]
+    pub var_env: Vec<String>,
     /// The body is Markdown (CommonMark with tables): sent as HTML, with the Markdown
     /// as its plain-text alternative; local images in it are embedded.
     #[arg(long, help_heading = "Message", conflicts_with = "html")]
@@ -759,8 +769,9 @@ impl SendArgs {
 
     /// The message as given by flags. `matches` are the `send` subcommand's matches;
     /// their positions tie each --attach-name/-type/-encoding/-id to the attachment
-    /// flag before it.
-    pub fn draft(&self, matches: &ArgMatches) -> Result<Draft> {
+    /// flag before it. `secrets` are the environment variables `--var-env` may not name
+    /// (see [`secret_vars`]).
+    pub fn draft(&self, matches: &ArgMatches, secrets: &[String]) -> Result<Draft> {
         let list = |label: &str, values: &[String]| {
             (!values.is_empty()).then(|| Sourced::new(label, values.to_vec()))
         };
@@ -811,13 +822,18 @@ impl SendArgs {
             allow_empty_body: self.allow_empty,
             no_text_part: self.no_text_part,
             markdown: self.markdown,
-            template: self.template.then(|| self.template_vars()).transpose()?,
+            template: self
+                .template
+                .then(|| self.template_vars(secrets))
+                .transpose()?,
         })
     }
 
-    /// The variables of `--template`: `--vars-file`, then each `--var`, and the
-    /// environment (its UTF-8 variables) as `env`.
-    fn template_vars(&self) -> Result<template::Vars> {
+    /// The variables of `--template`: `--vars-file`, then each `--var`, and as `env`
+    /// the environment variables `--var-env` names, and no other: the environment holds
+    /// the SMTP password and whatever secrets CI puts there. A name in `secrets` (a
+    /// variable envoi reads a secret from) is refused (64).
+    fn template_vars(&self, secrets: &[String]) -> Result<template::Vars> {
         let mut vars = match &self.vars_file {
             Some(path) => {
                 let label = format!("--vars-file {:?}", path.display().to_string());
@@ -832,9 +848,39 @@ impl SendArgs {
             let (name, value) = template::parse_var(var)?;
             vars.insert(name, value);
         }
-        let env: serde_json::Map<String, serde_json::Value> = std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?.into())))
-            .collect();
+        if self.var_env.is_empty() {
+            return Ok(vars);
+        }
+        let mut env = match vars.remove("env") {
+            Some(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        for name in &self.var_env {
+            if name.is_empty() || name.contains(['=', '\0']) {
+                return Err(Error::usage(format!(
+                    "--var-env {name:?}: not the name of an environment variable"
+                )));
+            }
+            if secrets.contains(name) {
+                return Err(Error::usage(format!(
+                    "--var-env {name}: envoi reads a secret from {name}, so no template may \
+                     see it; pass what the template needs with --var NAME=VALUE"
+                )));
+            }
+            // An unset variable stays undefined: `{{ env.NAME }}` then fails, named,
+            // unless the template gives a default.
+            match std::env::var(name) {
+                Ok(value) => {
+                    env.insert(name.clone(), value.into());
+                }
+                Err(std::env::VarError::NotPresent) => {}
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    return Err(Error::invalid(format!(
+                        "--var-env {name}: its value is not UTF-8 text"
+                    )));
+                }
+            }
+        }
         vars.insert("env".to_owned(), serde_json::Value::Object(env));
         Ok(vars)
     }
@@ -919,6 +965,31 @@ impl SendArgs {
     }
 }
 
+/// The environment variables envoi reads a secret from, which no template may see
+/// (`--var-env`): `ENVOI_PASSWORD` and `ENVOI_TOKEN` always, and the `password_env`,
+/// `token_env`, `client_secret_env` and `refresh_token_env` of the profile in use.
+pub fn secret_vars(connection: Option<&Connection>) -> Vec<String> {
+    let mut names = vec!["ENVOI_PASSWORD".to_owned(), "ENVOI_TOKEN".to_owned()];
+    let login = connection.and_then(|c| match &c.profile.transport {
+        Transport::Smtp(smtp) => smtp.login.as_ref().ok().and_then(Option::as_ref),
+        Transport::File { .. } => None,
+    });
+    let sources: Vec<&PasswordSource> = match login {
+        Some((_, SecretSource::Given(source))) => vec![source],
+        Some((_, SecretSource::OAuth2(oauth2))) => oauth2
+            .client_secret
+            .iter()
+            .chain(&oauth2.refresh_token)
+            .collect(),
+        None => Vec::new(),
+    };
+    names.extend(sources.into_iter().filter_map(|source| match source {
+        PasswordSource::Env(name) => Some(name.clone()),
+        PasswordSource::Command(_) | PasswordSource::Inline(_) => None,
+    }));
+    names
+}
+
 fn set_modifier(draft: &mut AttachmentDraft, modifier: Modifier, value: &str) -> Result<()> {
     let slot = match modifier {
         Modifier::Name => &mut draft.file_name,
@@ -968,7 +1039,7 @@ mod tests {
         let Command::Send(send) = cli.command else {
             panic!("not a send command");
         };
-        send.draft(matches.subcommand_matches("send").unwrap())
+        send.draft(matches.subcommand_matches("send").unwrap(), &[])
     }
 
     #[test]

@@ -19,7 +19,9 @@ use envoi::outbox::idempotency::{self, Claim, FirstSend, FirstStatus};
 use envoi::outbox::{FirstAttempt, Outbox, Queued, send_queued};
 use envoi::profile::{Connection, Env, Profile, Resolved, resolve};
 
-use crate::cli::args::{DEFAULT_RETRIES, DEFAULT_RETRY_MAX_SECS, DEFAULT_TIMEOUT_SECS, SendArgs};
+use crate::cli::args::{
+    DEFAULT_RETRIES, DEFAULT_RETRY_MAX_SECS, DEFAULT_TIMEOUT_SECS, SendArgs, secret_vars,
+};
 use crate::cli::render::{Notices, print_error, transcript, warning};
 
 /// How `envoi send` ended well.
@@ -47,7 +49,7 @@ pub enum Outcome {
 pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
     let started = Instant::now();
     let resolved = resolve(&args.flags(), &Env::from_process()?)?;
-    let draft = read_draft(args, matches)?;
+    let draft = read_draft(args, matches, &secret_vars(resolved.connection.as_ref()))?;
     let email = draft.into_email()?;
     // A delivery receipt asks the servers on the way for a DSN on success and failure,
     // with only the headers of the message returned.
@@ -207,8 +209,8 @@ pub fn dispatch(resolved: &Resolved, prepared: Prepared, how: &How) -> Result<Ou
 }
 
 /// The message as flags and `--input` give it: the payload first, flags over it.
-fn read_draft(args: &SendArgs, matches: &ArgMatches) -> Result<Draft> {
-    let from_flags = args.draft(matches)?;
+fn read_draft(args: &SendArgs, matches: &ArgMatches, secrets: &[String]) -> Result<Draft> {
+    let from_flags = args.draft(matches, secrets)?;
     if args.input.as_deref().is_some_and(is_stdin) && from_flags.stdin_readers() > 0 {
         return Err(draft::stdin_read_twice());
     }

@@ -251,36 +251,38 @@ impl<R: BufRead> CsvMerge<R> {
             let Ok(template) = self.env.get_template(name) else {
                 return Ok(None);
             };
-            template::render_bounded(&template, &context).map(Some).map_err(|e| {
-                let e = match e {
-                    template::Bounded::TooLarge => {
-                        return template::too_large(&format!("line {line}: {}", flag(name)));
-                    }
-                    template::Bounded::Engine(e) => e,
-                };
-                let undefined: Vec<&str> = self
-                    .uses
-                    .get(name)
-                    .into_iter()
-                    .flatten()
-                    .filter(|v| !vars.contains_key(*v))
-                    .map(String::as_str)
-                    .collect();
-                if e.kind() == minijinja::ErrorKind::UndefinedError && !undefined.is_empty() {
-                    Error::invalid(format!(
-                        "line {line}: {}: {} (the column is missing or empty in this row)",
-                        flag(name),
-                        template::undefined(&undefined)
-                    ))
-                } else {
-                    let why = if e.kind() == minijinja::ErrorKind::OutOfFuel {
-                        template::describe(&e)
-                    } else {
-                        e.to_string()
+            template::render_bounded(&template, &context)
+                .map(Some)
+                .map_err(|e| {
+                    let e = match e {
+                        template::Bounded::TooLarge => {
+                            return template::too_large(&format!("line {line}: {}", flag(name)));
+                        }
+                        template::Bounded::Engine(e) => e,
                     };
-                    Error::invalid(format!("line {line}: {}: {why}", flag(name)))
-                }
-            })
+                    let undefined: Vec<&str> = self
+                        .uses
+                        .get(name)
+                        .into_iter()
+                        .flatten()
+                        .filter(|v| !vars.contains_key(*v))
+                        .map(String::as_str)
+                        .collect();
+                    if e.kind() == minijinja::ErrorKind::UndefinedError && !undefined.is_empty() {
+                        Error::invalid(format!(
+                            "line {line}: {}: {} (the column is missing or empty in this row)",
+                            flag(name),
+                            template::undefined(&undefined)
+                        ))
+                    } else {
+                        let why = if e.kind() == minijinja::ErrorKind::OutOfFuel {
+                            template::describe(&e)
+                        } else {
+                            e.to_string()
+                        };
+                        Error::invalid(format!("line {line}: {}: {why}", flag(name)))
+                    }
+                })
         };
         let subject = render(SUBJECT)?;
         let body = render(if self.html { BODY_HTML } else { BODY })?;

@@ -302,13 +302,15 @@ mod tests {
             err.message().contains("ran too long") || err.message().contains("MiB"),
             "{err}"
         );
-        let quiet = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}";
+        let quiet =
+            "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}";
         let err = render("--body", quiet, &v, false).unwrap_err();
         assert!(err.message().contains("ran too long"), "{err}");
         let big = "{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}";
         let err = render("--subject", big, &v, false).unwrap_err();
         assert!(
-            err.message().starts_with("--subject: the template gives more than 16 MiB"),
+            err.message()
+                .starts_with("--subject: the template gives more than 16 MiB"),
             "{err}"
         );
         // A real report stays well inside both bounds.
