@@ -5,9 +5,10 @@
 
 use assert_cmd::Command;
 use mail_parser::MessageParser;
+use serde_json::Value;
 
 use crate::support::PASSWORD;
-use crate::support::envoi::{ExpectExit, Setup, assert_no_secret};
+use crate::support::envoi::{ExpectExit, Setup, assert_no_secret, envoi};
 use crate::support::smtp_server::{Received, Security, ServerOptions};
 
 /// What a test's envoi runs see as a secret besides the canary password: the token
@@ -97,4 +98,55 @@ fn md03_a_template_never_sees_envoi_password() {
     let body = parsed.body_text(0).unwrap();
     assert!(body.contains("nightly-42"), "{body}");
     assert!(!body.contains("PATH") && !body.contains("HOME"), "{body}");
+}
+
+/// The nested loop of the audit: a billion steps.
+const LOOP_BOMB: &str =
+    "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}";
+
+/// A string repeated in a loop: 10 GB of text.
+const TEXT_BOMB: &str = "{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}";
+
+/// MD04: a template bomb ends with 65 and a plain reason, in `send` and in a batch's
+/// CSV merge (that record invalid, the next one sent), instead of holding a CPU or
+/// filling memory.
+#[test]
+fn md04_a_template_bomb_is_stopped() {
+    let s = Setup::plain(ServerOptions::default(), 10);
+    for (bomb, why) in [(LOOP_BOMB, "ran too long"), (TEXT_BOMB, "more than 16 MiB")] {
+        let run = s
+            .send()
+            .args(["--to", "a@example.com", "--subject", "s", "--template"])
+            .args(["--body", bomb])
+            .expect_exit(65);
+        assert!(run.stderr.contains(why), "{run}");
+    }
+    s.assert_nothing_delivered();
+
+    let rows = s.home().join("rows.csv");
+    std::fs::write(&rows, "to,kind\na@example.com,bomb\nb@example.com,fine\n").unwrap();
+    let run = envoi(s.home())
+        .arg("batch")
+        .arg("--config")
+        .arg(&s.config)
+        .arg(&rows)
+        .args(["--json", "--subject", "s"])
+        .args([
+            "--body",
+            &format!("{{% if kind == 'bomb' %}}{TEXT_BOMB}{{% else %}}fine{{% endif %}}"),
+        ])
+        .expect_exit(65);
+    let lines: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["exit_code"], 65, "{run}");
+    let error = lines[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("line 2: --body") && error.contains("16 MiB"),
+        "{run}"
+    );
+    let m = s.only_message();
+    assert_eq!(m.rcpt_to, ["b@example.com"]);
 }
