@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgMatches, Args, Parser, Subcommand};
-use envoi::draft::{AttachmentDraft, AttachmentSource, DataEncoding, Draft, Sourced, Text};
+use envoi::draft::{AttachmentDraft, AttachmentSource, DataEncoding, Draft, Images, Sourced, Text};
 use envoi::error::{Error, ErrorKind, Result};
-use envoi::message::input::{attachment_paths, read_bytes};
+use envoi::message::input::{MAX_VARS, attachment_paths, read_capped};
 use envoi::message::template;
 use envoi::profile::{Connection, Flags, PasswordSource, SecretSource, Transport};
 
@@ -386,6 +386,14 @@ pub struct SendArgs {
     /// as its plain-text alternative; local images in it are embedded.
     #[arg(long, help_heading = "Message", conflicts_with = "html")]
     pub markdown: bool,
+    /// Also allow local images (<img src>, ![x](…)) from under DIR, besides the body
+    /// file's own folder (or the current one); repeatable. See "What envoi reads".
+    #[arg(long, value_name = "DIR", help_heading = "Message")]
+    pub image_root: Vec<PathBuf>,
+    /// Embed the local images of an --input payload's HTML body (else left as they are),
+    /// from under the payload's folder or an --image-root.
+    #[arg(long, help_heading = "Message")]
+    pub embed_images: bool,
     /// Send an HTML body alone, without the plain-text alternative written from it.
     #[arg(long, help_heading = "Message", conflicts_with_all = ["text", "text_file"])]
     pub no_text_part: bool,
@@ -542,6 +550,19 @@ pub struct BatchArgs {
     /// ('invoices/{{ number }}.pdf'); append ';type=MIME' to set its content type.
     #[arg(long, value_name = "TEMPLATE", help_heading = "Records")]
     pub attach: Vec<String>,
+    /// Embed the local images (<img src>) of the records' HTML bodies, from under the
+    /// input's folder (CSV: the --body-file's) or an --image-root; else they are left as
+    /// they are. See "What envoi reads".
+    #[arg(long, help_heading = "Records")]
+    pub embed_images: bool,
+    /// With --embed-images: also allow images from under DIR; repeatable.
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "embed_images",
+        help_heading = "Records"
+    )]
+    pub image_root: Vec<PathBuf>,
     /// CSV: the column that holds each row's recipients.
     #[arg(
         long,
@@ -826,6 +847,11 @@ impl SendArgs {
                 .template
                 .then(|| self.template_vars(secrets))
                 .transpose()?,
+            images: Images {
+                embed_data: self.embed_images,
+                roots: self.image_root.clone(),
+            },
+            body_data: None,
         })
     }
 
@@ -837,7 +863,7 @@ impl SendArgs {
         let mut vars = match &self.vars_file {
             Some(path) => {
                 let label = format!("--vars-file {:?}", path.display().to_string());
-                let bytes = read_bytes("--vars-file", path)?;
+                let bytes = read_capped("--vars-file", path, MAX_VARS)?;
                 let text = String::from_utf8(bytes)
                     .map_err(|_| Error::invalid(format!("{label}: not UTF-8 text")))?;
                 template::parse_vars_file(&label, &path.to_string_lossy(), &text)?

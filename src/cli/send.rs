@@ -12,7 +12,7 @@ use envoi::deliver::{
 };
 use envoi::error::{Error, ErrorKind, Result};
 use envoi::message::draft::{self, Draft};
-use envoi::message::input::{is_stdin, read_bytes};
+use envoi::message::input::{folder_of, is_stdin, read_bytes};
 use envoi::message::lint::lint;
 use envoi::message::{self, Prepared, address, payload};
 use envoi::outbox::idempotency::{self, Claim, FirstSend, FirstStatus};
@@ -218,7 +218,10 @@ fn read_draft(args: &SendArgs, matches: &ArgMatches, secrets: &[String]) -> Resu
         Some(path) => {
             let label = path.display().to_string();
             let json = read_bytes("--input", path)?;
-            payload::parse(&label, &json)?.overlay(from_flags)
+            // The payload's body is data: its local images stay unless asked for.
+            payload::parse(&label, &json)?
+                .body_is_data(folder_of(path))
+                .overlay(from_flags)
         }
         None => from_flags,
     })

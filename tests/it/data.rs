@@ -3,8 +3,10 @@
 //! piped body is not dropped. Each case is named after the audit's id and checked on what
 //! reached the server (or that nothing did).
 
+use std::path::{Path, PathBuf};
+
 use assert_cmd::Command;
-use mail_parser::MessageParser;
+use mail_parser::{MessageParser, MimeHeaders};
 use serde_json::Value;
 
 use crate::support::PASSWORD;
@@ -149,4 +151,211 @@ fn md04_a_template_bomb_is_stopped() {
     );
     let m = s.only_message();
     assert_eq!(m.rcpt_to, ["b@example.com"]);
+}
+
+/// The bytes every planted secret holds: a message carrying them leaked a file.
+const SECRET: &[u8] = b"\x89PNG secret-bytes-5e1f";
+
+/// A folder `secret/` beside the data holding `secret.png` and `secret.txt` (both
+/// [`SECRET`]); its absolute path.
+fn plant_secrets(home: &Path) -> PathBuf {
+    let dir = home.join("secret");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("secret.png"), SECRET).unwrap();
+    std::fs::write(dir.join("secret.txt"), SECRET).unwrap();
+    dir
+}
+
+/// Whether `m` carries [`SECRET`] anywhere (as a part, decoded).
+fn leaks(m: &Received) -> bool {
+    let parsed = MessageParser::default().parse(&m.data).unwrap();
+    parsed
+        .parts
+        .iter()
+        .any(|p| p.contents().windows(SECRET.len()).any(|w| w == SECRET))
+}
+
+/// `envoi batch --config … --json FILE args…`, run in the setup's home.
+fn batch(s: &Setup, file: &Path, args: &[&str]) -> Command {
+    let mut cmd = envoi(s.home());
+    cmd.current_dir(s.home())
+        .arg("batch")
+        .arg("--config")
+        .arg(&s.config)
+        .arg("--json")
+        .arg(file)
+        .args(args);
+    cmd
+}
+
+/// The result lines a `--json` batch printed.
+fn lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON result line"))
+        .collect()
+}
+
+/// BA03: a CSV field filling a batch `--attach 'data/{{ f }}'` template cannot leave
+/// `data/`: `..`, a path via `..` to /etc, a symbolic link out of it are each refused
+/// (that record invalid, 65, naming the rule); a file inside goes out.
+#[test]
+fn ba03_an_attach_path_from_data_stays_in_its_folder() {
+    let s = Setup::plain(ServerOptions::default(), 10);
+    let secrets = plant_secrets(s.home());
+    let data = s.home().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("invoice.txt"), "invoice 7\n").unwrap();
+    std::os::unix::fs::symlink(secrets.join("secret.txt"), data.join("link.txt")).unwrap();
+    let rows = s.home().join("rows.csv");
+    std::fs::write(
+        &rows,
+        "to,f\n\
+         attacker@evil.example,../secret/secret.txt\n\
+         attacker@evil.example,../../../../../../etc/hostname\n\
+         attacker@evil.example,link.txt\n\
+         ann@example.com,invoice.txt\n",
+    )
+    .unwrap();
+    let run = batch(&s, &rows, &["--subject", "s", "--body", "b"])
+        .args(["--attach", "data/{{ f }}"])
+        .expect_exit(65);
+    let results = lines(&run.stdout);
+    for line in &results[..3] {
+        assert_eq!(line["status"], "invalid", "{run}");
+        assert_eq!(line["exit_code"], 65, "{run}");
+        let error = line["error"].as_str().unwrap();
+        assert!(error.contains("leads outside \"data/\""), "{error}");
+    }
+    assert_eq!(results[3]["status"], "sent", "{run}");
+    let m = s.only_message();
+    assert_eq!(m.rcpt_to, ["ann@example.com"]);
+    assert!(text(&m).contains("invoice.txt"));
+    assert!(!leaks(&m));
+}
+
+/// BA04: JSON Lines records whose HTML names images outside the input's folder (an
+/// absolute path, %-encoded, `../`): without `--embed-images` no local image is
+/// embedded at all (the records go out as written); with it those records are invalid
+/// (65) and an image beside the input is embedded.
+#[test]
+fn ba04_jsonl_images_are_not_embedded_unless_asked_and_then_confined() {
+    let s = Setup::plain(ServerOptions::default(), 10);
+    let secrets = plant_secrets(s.home());
+    let input = s.home().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::write(input.join("logo.png"), b"\x89PNG logo").unwrap();
+    let absolute = secrets.join("secret.png").display().to_string();
+    let record = |src: &str| {
+        serde_json::json!({
+            "To": "attacker@evil.example", "Subject": "s", "IsHtml": true,
+            "Body": format!("<p>x</p><img src=\"{src}\">"),
+        })
+        .to_string()
+    };
+    let file = input.join("r.jsonl");
+    let srcs = [
+        absolute.clone(),
+        absolute.replace('/', "%2F"),
+        "../secret/secret.png".to_owned(),
+        "logo.png".to_owned(),
+    ];
+    let records: Vec<String> = srcs.iter().map(|src| record(src)).collect();
+    std::fs::write(&file, records.join("\n") + "\n").unwrap();
+
+    batch(&s, &file, &[]).expect_exit(0);
+    let messages = s.server.messages();
+    assert_eq!(messages.len(), 4);
+    for m in &messages {
+        assert!(!leaks(m));
+        assert!(!text(m).contains("cid:"), "an image was embedded");
+    }
+
+    let run = batch(&s, &file, &["--embed-images"]).expect_exit(65);
+    let results = lines(&run.stdout);
+    for line in &results[..3] {
+        assert_eq!(line["exit_code"], 65, "{run}");
+        assert!(
+            line["error"].as_str().unwrap().contains("leads outside"),
+            "{run}"
+        );
+    }
+    let messages = s.server.messages();
+    assert_eq!(messages.len(), 5, "{run}");
+    let parsed = MessageParser::default().parse(&messages[4].data).unwrap();
+    let logo = parsed
+        .attachments()
+        .find(|a| a.content_id().is_some())
+        .expect("the logo inline");
+    assert_eq!(logo.contents(), b"\x89PNG logo");
+}
+
+/// MD02: an image of a Markdown or HTML body file, or of an `--input` payload, by an
+/// absolute, `../` or %-encoded path: refused (65, nothing sent) for a body file unless
+/// `--image-root` allows its folder; a payload's images are not embedded unless
+/// `--embed-images`, and then confined too. An image beside the body file still works.
+#[test]
+fn md02_an_image_outside_the_body_folder_is_refused() {
+    let s = Setup::plain(ServerOptions::default(), 10);
+    let secrets = plant_secrets(s.home());
+    let out = s.home().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("chart.png"), b"\x89PNG chart").unwrap();
+    let absolute = secrets.join("secret.png").display().to_string();
+    let send = |args: &[&str]| {
+        let mut cmd = s.send();
+        cmd.current_dir(s.home())
+            .args(["--to", "a@example.com", "--subject", "s"])
+            .args(args);
+        cmd
+    };
+    for (name, body, flag) in [
+        ("a.md", format!("# x\n\n![x]({absolute})\n"), "--markdown"),
+        (
+            "b.md",
+            "<img src=\"../secret/secret.png\">\n".to_owned(),
+            "--markdown",
+        ),
+        (
+            "c.html",
+            format!("<img src=\"{}\">", absolute.replace('/', "%2F")),
+            "--html",
+        ),
+    ] {
+        std::fs::write(out.join(name), body).unwrap();
+        let path = format!("out/{name}");
+        let run = send(&[flag, "--body-file", &path]).expect_exit(65);
+        assert!(run.stderr.contains("leads outside"), "{run}");
+        assert!(run.stderr.contains("--image-root"), "{run}");
+    }
+    s.assert_nothing_delivered();
+
+    std::fs::write(out.join("ok.md"), "![chart](chart.png)\n").unwrap();
+    send(&["--markdown", "--body-file", "out/ok.md"]).expect_exit(0);
+    let m = s.only_message();
+    assert!(text(&m).contains("cid:image1.chart.png@envoi"));
+    send(&[
+        "--markdown",
+        "--body-file",
+        "out/a.md",
+        "--image-root",
+        "secret",
+    ])
+    .expect_exit(0);
+    assert!(
+        leaks(&s.server.messages()[1]),
+        "--image-root allows that folder"
+    );
+
+    let payload = out.join("payload.json");
+    let json = serde_json::json!({"To": "a@example.com", "Subject": "p", "IsHtml": true,
+        "Body": format!("<img src=\"{absolute}\">")});
+    std::fs::write(&payload, json.to_string()).unwrap();
+    send(&["--input", "out/payload.json"]).expect_exit(0);
+    let messages = s.server.messages();
+    assert_eq!(messages.len(), 3);
+    assert!(!leaks(&messages[2]));
+    let run = send(&["--input", "out/payload.json", "--embed-images"]).expect_exit(65);
+    assert!(run.stderr.contains("leads outside"), "{run}");
+    assert_eq!(s.server.messages().len(), 3);
 }
