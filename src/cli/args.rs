@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{ArgMatches, Args, Parser, Subcommand};
 use envoi::draft::{AttachmentDraft, AttachmentSource, DataEncoding, Draft, Images, Sourced, Text};
 use envoi::error::{Error, ErrorKind, Result};
-use envoi::message::input::{MAX_VARS, attachment_paths, read_capped};
+use envoi::message::input::{MAX_VARS, attachment_paths, is_stdin, read_capped};
 use envoi::message::template;
 use envoi::profile::{Connection, Flags, PasswordSource, SecretSource, Transport};
 
@@ -333,7 +333,8 @@ pub struct SendArgs {
     /// Subject line (any Unicode; encoded as RFC 2047).
     #[arg(long, value_name = "TEXT", help_heading = "Message")]
     pub subject: Option<String>,
-    /// Body text.
+    /// Body text. Without --body or --body-file, a body piped into standard input is
+    /// read (as mail does).
     #[arg(
         long,
         value_name = "TEXT",
@@ -852,6 +853,10 @@ impl SendArgs {
                 roots: self.image_root.clone(),
             },
             body_data: None,
+            // `--input -` reads standard input itself.
+            body_from_stdin: self.body.is_none()
+                && self.body_file.is_none()
+                && !self.input.as_deref().is_some_and(is_stdin),
         })
     }
 

@@ -15,7 +15,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::message::address;
 use crate::message::check;
 use crate::message::email::{Attachment, AttachmentData, Body, Email, Importance};
-use crate::message::input::{Confine, attachment_data, folder_of, is_stdin, read_bytes};
+use crate::message::input::{
+    Confine, attachment_data, folder_of, is_stdin, read_bytes, stdin_is_piped,
+};
 use crate::message::{images, markdown, template};
 
 /// A value and the flag or property it came from.
@@ -153,6 +155,11 @@ pub struct Draft {
     /// user's own text: its local images are embedded only with
     /// [`Images::embed_data`], and only from under this folder (see [`Draft::body_is_data`]).
     pub body_data: Option<PathBuf>,
+    /// When nothing gives a body and nothing else reads standard input, read the body
+    /// from it if a program piped it there ([`stdin_is_piped`]; not a terminal or
+    /// `/dev/null`), as mail(1) does: `echo hello | envoi send …` must not send an empty
+    /// message. An empty pipe leaves the body empty.
+    pub body_from_stdin: bool,
 }
 
 /// What allows an image from outside the body's folder, for the error that refuses it.
@@ -217,6 +224,7 @@ impl Draft {
                 },
             },
             body_data,
+            body_from_stdin: over.body_from_stdin || self.body_from_stdin,
         }
     }
 
@@ -247,9 +255,21 @@ impl Draft {
     /// Reads files, decodes data and checks every value.
     ///
     /// Errors: 64 when no recipient is given, 65 for a bad value, 66 for an unreadable file.
-    pub fn into_email(self) -> Result<Email> {
+    pub fn into_email(mut self) -> Result<Email> {
         if self.stdin_readers() > 1 {
             return Err(stdin_read_twice());
+        }
+        if self.body.is_none()
+            && self.body_from_stdin
+            && self.stdin_readers() == 0
+            && stdin_is_piped()
+        {
+            let piped = read_text(Sourced::new(
+                "standard input",
+                Text::File(PathBuf::from("-")),
+            ))?;
+            self.body =
+                (!piped.is_empty()).then(|| Sourced::new("standard input", Text::Inline(piped)));
         }
         let list = |field: Option<Sourced<Vec<String>>>| match field {
             Some(s) => address::parse_lists(&s.label, &s.value),

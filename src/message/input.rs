@@ -79,6 +79,22 @@ pub fn read_capped(label: &str, path: &Path, cap: u64) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Whether a program piped or redirected something into standard input (a pipe, a
+/// socket or a regular file), rather than leaving it a terminal or a device such as
+/// `/dev/null`: then `send` without a body flag takes it as the body, as mail(1) does.
+pub fn stdin_is_piped() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::FileTypeExt;
+    // A duplicate of descriptor 0, asked what it is; a closed stdin has none.
+    let Ok(fd) = std::io::stdin().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    std::fs::File::from(fd).metadata().is_ok_and(|meta| {
+        let kind = meta.file_type();
+        kind.is_file() || kind.is_fifo() || kind.is_socket()
+    })
+}
+
 /// The folder of a file named on the command line, where the relative paths in it are
 /// taken from: its parent, or the current folder (also for standard input, `-`).
 pub fn folder_of(path: &Path) -> PathBuf {

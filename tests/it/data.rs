@@ -359,3 +359,55 @@ fn md02_an_image_outside_the_body_folder_is_refused() {
     assert!(run.stderr.contains("leads outside"), "{run}");
     assert_eq!(s.server.messages().len(), 3);
 }
+
+/// "stdin body": `echo hello | envoi send --to … --subject …` sends "hello", as mail(1)
+/// would, instead of an empty message; `--input -` still takes standard input as the
+/// payload, `--attach -` as the attachment; standard input from /dev/null still sends a
+/// message without a body.
+#[test]
+fn stdin_body_a_piped_body_is_sent() {
+    let s = Setup::plain(ServerOptions::default(), 10);
+    s.send()
+        .args(["--to", "a@example.com", "--subject", "piped"])
+        .write_stdin("hello from a pipe\n")
+        .expect_exit(0);
+    let m = s.only_message();
+    let parsed = MessageParser::default().parse(&m.data).unwrap();
+    assert_eq!(parsed.body_text(0).unwrap().trim_end(), "hello from a pipe");
+
+    let payload = serde_json::json!({"To": "b@example.com", "Subject": "p", "Body": "from json"});
+    s.send()
+        .args(["--input", "-"])
+        .write_stdin(payload.to_string())
+        .expect_exit(0);
+    s.send()
+        .args(["--to", "c@example.com", "--subject", "att", "--attach", "-"])
+        .args(["--attach-name", "data.txt"])
+        .write_stdin("attached bytes")
+        .expect_exit(0);
+    let messages = s.server.messages();
+    let parsed = MessageParser::default().parse(&messages[1].data).unwrap();
+    assert_eq!(parsed.body_text(0).unwrap().trim_end(), "from json");
+    assert!(
+        !text(&messages[1]).contains("\"To\""),
+        "the payload is not the body"
+    );
+    let parsed = MessageParser::default().parse(&messages[2].data).unwrap();
+    assert_eq!(parsed.attachment(0).unwrap().contents(), b"attached bytes");
+    assert!(parsed.body_text(0).is_none_or(|b| b.trim().is_empty()));
+
+    let status = std::process::Command::new(assert_cmd::cargo::cargo_bin("envoi"))
+        .env_clear()
+        .envs(crate::support::envoi::hermetic_env(s.home()))
+        .arg("send")
+        .arg("--config")
+        .arg(&s.config)
+        .args(["--to", "d@example.com", "--subject", "null"])
+        .stdin(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let messages = s.server.messages();
+    assert_eq!(messages.len(), 4);
+    assert_eq!(messages[3].rcpt_to, ["d@example.com"]);
+}
