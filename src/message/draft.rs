@@ -806,6 +806,41 @@ mod tests {
         assert_eq!(injected.kind(), ErrorKind::InvalidData);
     }
 
+    /// A payload's HTML body keeps its local images as written; the flags' own body
+    /// (which replaces it) has them embedded, and a missing one is then an error.
+    #[test]
+    fn a_payloads_images_stay_unless_the_flags_give_the_body() {
+        let html = |label: &str| Sourced::new(label, Text::Inline("<img src=\"gone.png\">".into()));
+        let payload = Draft {
+            body: Some(html("Body")),
+            is_html: Some(true),
+            ..minimal()
+        }
+        .body_is_data(PathBuf::from("."));
+        let email = payload
+            .clone()
+            .overlay(Draft::default())
+            .into_email()
+            .unwrap();
+        assert_eq!(email.body.content, "<img src=\"gone.png\">");
+        assert!(email.attachments.is_empty());
+        let flags = Draft {
+            body: Some(html("--body")),
+            ..Draft::default()
+        };
+        let err = payload.clone().overlay(flags).into_email().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NoInput, "{err}");
+        let asked = Draft {
+            images: Images {
+                embed_data: true,
+                roots: Vec::new(),
+            },
+            ..Draft::default()
+        };
+        let err = payload.overlay(asked).into_email().unwrap_err();
+        assert!(err.message().contains("gone.png"), "{err}");
+    }
+
     #[test]
     fn text_alternative_needs_html() {
         let mut draft = minimal();
