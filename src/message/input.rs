@@ -82,6 +82,7 @@ pub fn read_capped(label: &str, path: &Path, cap: u64) -> Result<Vec<u8>> {
 /// Whether a program piped or redirected something into standard input (a pipe, a
 /// socket or a regular file), rather than leaving it a terminal or a device such as
 /// `/dev/null`: then `send` without a body flag takes it as the body, as mail(1) does.
+#[cfg(unix)]
 pub fn stdin_is_piped() -> bool {
     use std::os::fd::AsFd;
     use std::os::unix::fs::FileTypeExt;
@@ -93,6 +94,14 @@ pub fn stdin_is_piped() -> bool {
         let kind = meta.file_type();
         kind.is_file() || kind.is_fifo() || kind.is_socket()
     })
+}
+
+/// Whether standard input is something other than a terminal (where the kind of file
+/// cannot be asked as on Unix).
+#[cfg(not(unix))]
+pub fn stdin_is_piped() -> bool {
+    use std::io::IsTerminal;
+    !std::io::stdin().is_terminal()
 }
 
 /// The folder of a file named on the command line, where the relative paths in it are
