@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgMatches, Args, Parser, Subcommand};
-use envoi::draft::{AttachmentDraft, AttachmentSource, DataEncoding, Draft, Sourced, Text};
+use envoi::draft::{AttachmentDraft, AttachmentSource, DataEncoding, Draft, Images, Sourced, Text};
 use envoi::error::{Error, ErrorKind, Result};
-use envoi::message::input::{attachment_paths, read_bytes};
+use envoi::message::input::{MAX_VARS, attachment_paths, is_stdin, read_capped};
 use envoi::message::template;
-use envoi::profile::Flags;
+use envoi::profile::{Connection, Flags, PasswordSource, SecretSource, Transport};
 
 /// `send`'s delivery defaults, which sendmail mode uses too.
 pub const DEFAULT_RETRIES: u32 = 3;
@@ -333,7 +333,8 @@ pub struct SendArgs {
     /// Subject line (any Unicode; encoded as RFC 2047).
     #[arg(long, value_name = "TEXT", help_heading = "Message")]
     pub subject: Option<String>,
-    /// Body text.
+    /// Body text. Without --body or --body-file, a body piped into standard input is
+    /// read (as mail does).
     #[arg(
         long,
         value_name = "TEXT",
@@ -352,8 +353,8 @@ pub struct SendArgs {
     #[arg(long, help_heading = "Message")]
     pub html: bool,
     /// Render the subject, body and text as templates (minijinja: {{ name }}, {% if %},
-    /// {% for %}), with --var, --vars-file and the environment as env.NAME; an undefined
-    /// variable is 65 and nothing is sent.
+    /// {% for %}), with --var, --vars-file and --var-env; an undefined variable is 65
+    /// and nothing is sent. A template is code: never build one from untrusted text.
     #[arg(long, help_heading = "Message")]
     pub template: bool,
     /// A template variable; repeatable; the value is text.
@@ -372,10 +373,28 @@ pub struct SendArgs {
         help_heading = "Message"
     )]
     pub vars_file: Option<PathBuf>,
+    /// Give the template the environment variable NAME as env.NAME; repeatable. No other
+    /// variable of the environment is visible, and those envoi reads a secret from
+    /// (ENVOI_PASSWORD, ENVOI_TOKEN, the profile's password_env…) are refused.
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "template",
+        help_heading = "Message"
+    )]
+    pub var_env: Vec<String>,
     /// The body is Markdown (CommonMark with tables): sent as HTML, with the Markdown
     /// as its plain-text alternative; local images in it are embedded.
     #[arg(long, help_heading = "Message", conflicts_with = "html")]
     pub markdown: bool,
+    /// Also allow local images (<img src>, ![x](…)) from under DIR, besides the body
+    /// file's own folder (or the current one); repeatable. See "What envoi reads".
+    #[arg(long, value_name = "DIR", help_heading = "Message")]
+    pub image_root: Vec<PathBuf>,
+    /// Embed the local images of an --input payload's HTML body (else left as they are),
+    /// from under the payload's folder or an --image-root.
+    #[arg(long, help_heading = "Message")]
+    pub embed_images: bool,
     /// Send an HTML body alone, without the plain-text alternative written from it.
     #[arg(long, help_heading = "Message", conflicts_with_all = ["text", "text_file"])]
     pub no_text_part: bool,
@@ -577,6 +596,19 @@ pub struct BatchArgs {
     /// ('invoices/{{ number }}.pdf'); append ';type=MIME' to set its content type.
     #[arg(long, value_name = "TEMPLATE", help_heading = "Records")]
     pub attach: Vec<String>,
+    /// Embed the local images (<img src>) of the records' HTML bodies, from under the
+    /// input's folder (CSV: the --body-file's) or an --image-root; else they are left as
+    /// they are. See "What envoi reads".
+    #[arg(long, help_heading = "Records")]
+    pub embed_images: bool,
+    /// With --embed-images: also allow images from under DIR; repeatable.
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "embed_images",
+        help_heading = "Records"
+    )]
+    pub image_root: Vec<PathBuf>,
     /// CSV: the column that holds each row's recipients.
     #[arg(
         long,
@@ -779,8 +811,9 @@ impl SendArgs {
 
     /// The message as given by flags. `matches` are the `send` subcommand's matches;
     /// their positions tie each --attach-name/-type/-encoding/-id to the attachment
-    /// flag before it.
-    pub fn draft(&self, matches: &ArgMatches) -> Result<Draft> {
+    /// flag before it. `secrets` are the environment variables `--var-env` may not name
+    /// (see [`secret_vars`]).
+    pub fn draft(&self, matches: &ArgMatches, secrets: &[String]) -> Result<Draft> {
         let list = |label: &str, values: &[String]| {
             (!values.is_empty()).then(|| Sourced::new(label, values.to_vec()))
         };
@@ -831,17 +864,31 @@ impl SendArgs {
             allow_empty_body: self.allow_empty,
             no_text_part: self.no_text_part,
             markdown: self.markdown,
-            template: self.template.then(|| self.template_vars()).transpose()?,
+            template: self
+                .template
+                .then(|| self.template_vars(secrets))
+                .transpose()?,
+            images: Images {
+                embed_data: self.embed_images,
+                roots: self.image_root.clone(),
+            },
+            body_data: None,
+            // `--input -` reads standard input itself.
+            body_from_stdin: self.body.is_none()
+                && self.body_file.is_none()
+                && !self.input.as_deref().is_some_and(is_stdin),
         })
     }
 
-    /// The variables of `--template`: `--vars-file`, then each `--var`, and the
-    /// environment (its UTF-8 variables) as `env`.
-    fn template_vars(&self) -> Result<template::Vars> {
+    /// The variables of `--template`: `--vars-file`, then each `--var`, and as `env`
+    /// the environment variables `--var-env` names, and no other: the environment holds
+    /// the SMTP password and whatever secrets CI puts there. A name in `secrets` (a
+    /// variable envoi reads a secret from) is refused (64).
+    fn template_vars(&self, secrets: &[String]) -> Result<template::Vars> {
         let mut vars = match &self.vars_file {
             Some(path) => {
                 let label = format!("--vars-file {:?}", path.display().to_string());
-                let bytes = read_bytes("--vars-file", path)?;
+                let bytes = read_capped("--vars-file", path, MAX_VARS)?;
                 let text = String::from_utf8(bytes)
                     .map_err(|_| Error::invalid(format!("{label}: not UTF-8 text")))?;
                 template::parse_vars_file(&label, &path.to_string_lossy(), &text)?
@@ -852,9 +899,39 @@ impl SendArgs {
             let (name, value) = template::parse_var(var)?;
             vars.insert(name, value);
         }
-        let env: serde_json::Map<String, serde_json::Value> = std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?.into())))
-            .collect();
+        if self.var_env.is_empty() {
+            return Ok(vars);
+        }
+        let mut env = match vars.remove("env") {
+            Some(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        for name in &self.var_env {
+            if name.is_empty() || name.contains(['=', '\0']) {
+                return Err(Error::usage(format!(
+                    "--var-env {name:?}: not the name of an environment variable"
+                )));
+            }
+            if secrets.contains(name) {
+                return Err(Error::usage(format!(
+                    "--var-env {name}: envoi reads a secret from {name}, so no template may \
+                     see it; pass what the template needs with --var NAME=VALUE"
+                )));
+            }
+            // An unset variable stays undefined: `{{ env.NAME }}` then fails, named,
+            // unless the template gives a default.
+            match std::env::var(name) {
+                Ok(value) => {
+                    env.insert(name.clone(), value.into());
+                }
+                Err(std::env::VarError::NotPresent) => {}
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    return Err(Error::invalid(format!(
+                        "--var-env {name}: its value is not UTF-8 text"
+                    )));
+                }
+            }
+        }
         vars.insert("env".to_owned(), serde_json::Value::Object(env));
         Ok(vars)
     }
@@ -939,6 +1016,31 @@ impl SendArgs {
     }
 }
 
+/// The environment variables envoi reads a secret from, which no template may see
+/// (`--var-env`): `ENVOI_PASSWORD` and `ENVOI_TOKEN` always, and the `password_env`,
+/// `token_env`, `client_secret_env` and `refresh_token_env` of the profile in use.
+pub fn secret_vars(connection: Option<&Connection>) -> Vec<String> {
+    let mut names = vec!["ENVOI_PASSWORD".to_owned(), "ENVOI_TOKEN".to_owned()];
+    let login = connection.and_then(|c| match &c.profile.transport {
+        Transport::Smtp(smtp) => smtp.login.as_ref().ok().and_then(Option::as_ref),
+        Transport::File { .. } => None,
+    });
+    let sources: Vec<&PasswordSource> = match login {
+        Some((_, SecretSource::Given(source))) => vec![source],
+        Some((_, SecretSource::OAuth2(oauth2))) => oauth2
+            .client_secret
+            .iter()
+            .chain(&oauth2.refresh_token)
+            .collect(),
+        None => Vec::new(),
+    };
+    names.extend(sources.into_iter().filter_map(|source| match source {
+        PasswordSource::Env(name) => Some(name.clone()),
+        PasswordSource::Command(_) | PasswordSource::Inline(_) => None,
+    }));
+    names
+}
+
 fn set_modifier(draft: &mut AttachmentDraft, modifier: Modifier, value: &str) -> Result<()> {
     let slot = match modifier {
         Modifier::Name => &mut draft.file_name,
@@ -988,7 +1090,7 @@ mod tests {
         let Command::Send(send) = cli.command else {
             panic!("not a send command");
         };
-        send.draft(matches.subcommand_matches("send").unwrap())
+        send.draft(matches.subcommand_matches("send").unwrap(), &[])
     }
 
     #[test]

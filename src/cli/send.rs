@@ -9,20 +9,20 @@ use clap::ArgMatches;
 use envoi::deliver::{Dsn, Failure, Report, Transcript, payload_in_flight};
 use envoi::error::{Error, ErrorKind, Result};
 use envoi::message::draft::{self, Draft};
-use envoi::message::input::{is_stdin, read_bytes};
+use envoi::message::input::{folder_of, is_stdin, read_bytes};
 use envoi::message::lint::lint;
 use envoi::message::{Prepared, payload};
 use envoi::outbox::submit::{DefaultSender, Plan, Signing, dispatch, prepare};
 use envoi::profile::{Env, Profile, Resolved, resolve};
 
-use crate::cli::args::SendArgs;
+use crate::cli::args::{SendArgs, secret_vars};
 use crate::cli::render::{Notices, Outcome, print_error, transcript, warning};
 
 /// Runs `envoi send` with its parsed flags and their matches.
 pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
     let started = Instant::now();
     let resolved = resolve(&args.flags(), &Env::from_process()?)?;
-    let draft = read_draft(args, matches)?;
+    let draft = read_draft(args, matches, &secret_vars(resolved.connection.as_ref()))?;
     let email = draft.into_email()?;
     // A delivery receipt asks the servers on the way for a DSN on success and failure,
     // with only the headers of the message returned.
@@ -83,8 +83,8 @@ pub fn submit(
 }
 
 /// The message as flags and `--input` give it: the payload first, flags over it.
-fn read_draft(args: &SendArgs, matches: &ArgMatches) -> Result<Draft> {
-    let from_flags = args.draft(matches)?;
+fn read_draft(args: &SendArgs, matches: &ArgMatches, secrets: &[String]) -> Result<Draft> {
+    let from_flags = args.draft(matches, secrets)?;
     if args.input.as_deref().is_some_and(is_stdin) && from_flags.stdin_readers() > 0 {
         return Err(draft::stdin_read_twice());
     }
@@ -92,7 +92,10 @@ fn read_draft(args: &SendArgs, matches: &ArgMatches) -> Result<Draft> {
         Some(path) => {
             let label = path.display().to_string();
             let json = read_bytes("--input", path)?;
-            payload::parse(&label, &json)?.overlay(from_flags)
+            // The payload's body is data: its local images stay unless asked for.
+            payload::parse(&label, &json)?
+                .body_is_data(folder_of(path))
+                .overlay(from_flags)
         }
         None => from_flags,
     })

@@ -6,7 +6,7 @@
 //! [`Draft::into_email`] reads files, decodes base64 and checks every value, giving a
 //! validated [`Email`] or the first error. Nothing here touches the network.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use base64::Engine;
 use lettre::message::header::ContentType;
@@ -15,7 +15,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::message::address;
 use crate::message::check;
 use crate::message::email::{Attachment, AttachmentData, Body, Email, Importance};
-use crate::message::input::{attachment_data, is_stdin, read_bytes};
+use crate::message::input::{
+    Confine, attachment_data, folder_of, is_stdin, read_bytes, stdin_is_piped,
+};
 use crate::message::{images, markdown, template};
 
 /// A value and the flag or property it came from.
@@ -92,6 +94,17 @@ pub struct AttachmentDraft {
     pub content_id: Option<String>,
 }
 
+/// Which local images of an HTML body go inside the message (see "What envoi reads" in
+/// the README).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Images {
+    /// `--embed-images`: embed the local images of a body that came from data (a
+    /// payload, a batch record), which are otherwise left as they are.
+    pub embed_data: bool,
+    /// `--image-root DIR`: folders besides the body's own that a `src` may name.
+    pub roots: Vec<PathBuf>,
+}
+
 /// An email as untrusted text, each value labelled with its origin.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Draft {
@@ -135,7 +148,22 @@ pub struct Draft {
     /// (`--allow-empty`); otherwise that is an error (66), since it usually means the
     /// program feeding it failed.
     pub allow_empty_body: bool,
+    /// Which local images of an HTML body are embedded, and from where.
+    pub images: Images,
+    /// The folder of the data the body came from (a payload file's, a batch input's;
+    /// the current one for standard input), when the body is data rather than the
+    /// user's own text: its local images are embedded only with
+    /// [`Images::embed_data`], and only from under this folder (see [`Draft::body_is_data`]).
+    pub body_data: Option<PathBuf>,
+    /// When nothing gives a body and nothing else reads standard input, read the body
+    /// from it if a program piped it there ([`stdin_is_piped`]; not a terminal or
+    /// `/dev/null`), as mail(1) does: `echo hello | envoi send …` must not send an empty
+    /// message. An empty pipe leaves the body empty.
+    pub body_from_stdin: bool,
 }
+
+/// What allows an image from outside the body's folder, for the error that refuses it.
+const IMAGE_ROOT_HINT: &str = "give --image-root DIR to allow another folder";
 
 /// Headers envoi writes itself; `--header` may not replace them.
 const RESERVED_HEADERS: &[&str] = &[
@@ -162,6 +190,12 @@ const RESERVED_HEADERS: &[&str] = &[
 impl Draft {
     /// Every property set in `over` replaces the one here ("flags override the payload").
     pub fn overlay(self, over: Draft) -> Draft {
+        // The body's origin goes with the body.
+        let body_data = if over.body.is_some() {
+            over.body_data
+        } else {
+            over.body_data.or(self.body_data)
+        };
         Draft {
             from: over.from.or(self.from),
             to: over.to.or(self.to),
@@ -181,6 +215,26 @@ impl Draft {
             markdown: over.markdown || self.markdown,
             template: over.template.or(self.template),
             allow_empty_body: over.allow_empty_body || self.allow_empty_body,
+            images: Images {
+                embed_data: over.images.embed_data || self.images.embed_data,
+                roots: if over.images.roots.is_empty() {
+                    self.images.roots
+                } else {
+                    over.images.roots
+                },
+            },
+            body_data,
+            body_from_stdin: over.body_from_stdin || self.body_from_stdin,
+        }
+    }
+
+    /// Marks the body as data read from a file in `folder` (a payload's, a batch
+    /// input's): its local images are embedded only with `--embed-images`, and then
+    /// only from under `folder` or an `--image-root`.
+    pub fn body_is_data(self, folder: PathBuf) -> Draft {
+        Draft {
+            body_data: self.body.is_some().then_some(folder),
+            ..self
         }
     }
 
@@ -201,9 +255,21 @@ impl Draft {
     /// Reads files, decodes data and checks every value.
     ///
     /// Errors: 64 when no recipient is given, 65 for a bad value, 66 for an unreadable file.
-    pub fn into_email(self) -> Result<Email> {
+    pub fn into_email(mut self) -> Result<Email> {
         if self.stdin_readers() > 1 {
             return Err(stdin_read_twice());
+        }
+        if self.body.is_none()
+            && self.body_from_stdin
+            && self.stdin_readers() == 0
+            && stdin_is_piped()
+        {
+            let piped = read_text(Sourced::new(
+                "standard input",
+                Text::File(PathBuf::from("-")),
+            ))?;
+            self.body =
+                (!piped.is_empty()).then(|| Sourced::new("standard input", Text::Inline(piped)));
         }
         let list = |field: Option<Sourced<Vec<String>>>| match field {
             Some(s) => address::parse_lists(&s.label, &s.value),
@@ -253,17 +319,22 @@ impl Draft {
                 "--text/--text-file is the plain alternative of an HTML body: add --html",
             ));
         }
-        // Relative image paths are the body file's, as a browser reads them.
-        let base = match &self.body {
-            Some(Sourced {
-                value: Text::File(path),
-                ..
-            }) if !is_stdin(path) => path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
-            _ => PathBuf::from("."),
-        };
+        // Relative image paths are the body file's, as a browser reads them, and no
+        // image may come from outside its folder (or an --image-root). A body that is
+        // data has its images embedded only when asked.
+        let images = match (&self.body_data, &self.body) {
+            (Some(_), _) if !self.images.embed_data => None,
+            (Some(folder), _) => Some(folder.clone()),
+            (
+                None,
+                Some(Sourced {
+                    value: Text::File(path),
+                    ..
+                }),
+            ) => Some(folder_of(path)),
+            (None, _) => Some(PathBuf::from(".")),
+        }
+        .map(|base| Confine::new(base, &self.images.roots, IMAGE_ROOT_HINT));
         let body_label = self.body.as_ref().map(|b| b.label.clone());
         let content = rendered(
             body_label.as_deref().unwrap_or("--body"),
@@ -277,10 +348,9 @@ impl Draft {
         } else {
             (content, text_alternative)
         };
-        let (content, inline_images) = if is_html {
-            images::embed(&content, &base)?
-        } else {
-            (content, Vec::new())
+        let (content, inline_images) = match &images {
+            Some(confine) if is_html => images::embed(&content, confine)?,
+            _ => (content, Vec::new()),
         };
         // HTML alone is a spam sign (SpamAssassin's MIME_HTML_ONLY) and unreadable in a
         // text-only reader: without --text, the alternative is written from the HTML.
@@ -734,6 +804,41 @@ mod tests {
         assert_eq!(twice.kind(), ErrorKind::Usage);
         let injected = parse_headers("--header", &["X-A: 1\r\nBcc: e@x.y".into()]).unwrap_err();
         assert_eq!(injected.kind(), ErrorKind::InvalidData);
+    }
+
+    /// A payload's HTML body keeps its local images as written; the flags' own body
+    /// (which replaces it) has them embedded, and a missing one is then an error.
+    #[test]
+    fn a_payloads_images_stay_unless_the_flags_give_the_body() {
+        let html = |label: &str| Sourced::new(label, Text::Inline("<img src=\"gone.png\">".into()));
+        let payload = Draft {
+            body: Some(html("Body")),
+            is_html: Some(true),
+            ..minimal()
+        }
+        .body_is_data(PathBuf::from("."));
+        let email = payload
+            .clone()
+            .overlay(Draft::default())
+            .into_email()
+            .unwrap();
+        assert_eq!(email.body.content, "<img src=\"gone.png\">");
+        assert!(email.attachments.is_empty());
+        let flags = Draft {
+            body: Some(html("--body")),
+            ..Draft::default()
+        };
+        let err = payload.clone().overlay(flags).into_email().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NoInput, "{err}");
+        let asked = Draft {
+            images: Images {
+                embed_data: true,
+                roots: Vec::new(),
+            },
+            ..Draft::default()
+        };
+        let err = payload.overlay(asked).into_email().unwrap_err();
+        assert!(err.message().contains("gone.png"), "{err}");
     }
 
     #[test]

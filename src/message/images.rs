@@ -3,19 +3,23 @@
 //! Content-ID (multipart/related) and its reference is rewritten to `cid:`, so the
 //! recipient sees the picture without the sender hosting it. Remote images (`https:`),
 //! `cid:` and `data:` references are left as they are.
+//!
+//! The body says which files go out, so a `src` may only name a file under the body's
+//! own folder (or an `--image-root`): see [`Confine`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::email::Attachment;
-use crate::message::input::attachment_data;
+use crate::message::input::{Confine, attachment_data};
 
 /// `html` with every local image reference rewritten to `cid:`, and the images as
-/// inline attachments. Relative paths are taken from `base` (the body file's folder, or
-/// the current one). A missing file is 66 and names the reference; a file that is not
-/// an image is 65.
-pub(crate) fn embed(html: &str, base: &Path) -> Result<(String, Vec<Attachment>)> {
+/// inline attachments. Relative paths are taken from the first folder of `confine`
+/// (the body file's, or the current one), and every path must lie under one of its
+/// folders (65, naming the reference and the rule). A missing file is 66 and names the
+/// reference; a file that is not an image is 65.
+pub(crate) fn embed(html: &str, confine: &Confine) -> Result<(String, Vec<Attachment>)> {
     let mut out = String::with_capacity(html.len());
     let mut images: Vec<Attachment> = Vec::new();
     // The same file referenced twice is one part.
@@ -23,11 +27,11 @@ pub(crate) fn embed(html: &str, base: &Path) -> Result<(String, Vec<Attachment>)
     let mut rest = 0;
     for (start, end) in image_sources(html) {
         let reference = &html[start..end];
-        let Some(path) = local_path(reference, base) else {
+        let Some(path) = local_path(reference, confine.base()) else {
             continue;
         };
-        // `chart.png` and `./chart.png` are one file, and one part.
-        let path = std::fs::canonicalize(&path).unwrap_or(path);
+        // Links followed: `chart.png` and `./chart.png` are one file, and one part.
+        let path = confine.check("an image of the HTML body", reference, &path)?;
         let cid = match by_path.get(&path) {
             Some(cid) => cid.clone(),
             None => {
@@ -201,7 +205,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("chart.png"), b"\x89PNG").unwrap();
         let html = r#"<img src="chart.png"><img src="https://x/y.png"><img src="./chart.png">"#;
-        let (out, images) = embed(html, dir.path()).unwrap();
+        let confine = Confine::new(dir.path().to_owned(), &[], "");
+        let (out, images) = embed(html, &confine).unwrap();
         assert_eq!(images.len(), 1, "one file, one part: {out}");
         // Only opened and measured: the file is read when the message is written.
         let AttachmentData::File(file) = &images[0].data else {
@@ -217,11 +222,49 @@ mod tests {
             out,
             r#"<img src="cid:image1.chart.png@envoi"><img src="https://x/y.png"><img src="cid:image1.chart.png@envoi">"#
         );
-        let err = embed(r#"<img src="gone.png">"#, dir.path()).unwrap_err();
+        let err = embed(r#"<img src="gone.png">"#, &confine).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NoInput);
         assert!(err.message().contains("gone.png"), "{err}");
         std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
-        let err = embed(r#"<img src="notes.txt">"#, dir.path()).unwrap_err();
+        let err = embed(r#"<img src="notes.txt">"#, &confine).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidData);
+    }
+
+    /// MD02: a `src` leading out of the body's folder is refused, however it is
+    /// spelled, unless an extra root allows it; one inside still works.
+    #[cfg(unix)]
+    #[test]
+    fn md02_images_stay_under_their_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = dir.path().join("body");
+        let other = dir.path().join("other");
+        std::fs::create_dir_all(&body).unwrap();
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("secret.png"), b"\x89PNG secret").unwrap();
+        std::fs::write(body.join("ok.png"), b"\x89PNG").unwrap();
+        std::os::unix::fs::symlink(other.join("secret.png"), body.join("link.png")).unwrap();
+        let secret = other.join("secret.png").display().to_string();
+        let encoded = secret.replace('/', "%2F");
+        let confine = Confine::new(body.clone(), &[], "give --image-root DIR");
+        for src in [
+            secret.as_str(),
+            encoded.as_str(),
+            "../other/secret.png",
+            "ok/../../other/secret.png",
+            "link.png",
+        ] {
+            let html = format!(r#"<img src="{src}">"#);
+            let err = embed(&html, &confine).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidData, "{src}: {err}");
+            assert!(err.message().contains("leads outside"), "{err}");
+            assert!(err.message().contains("--image-root"), "{err}");
+        }
+        let (_, images) = embed(r#"<img src="sub/../ok.png">"#, &confine).unwrap();
+        assert_eq!(images.len(), 1);
+        let wider = Confine::new(body, &[other], "");
+        for src in [secret.as_str(), "../other/secret.png", "link.png"] {
+            let (_, images) = embed(&format!(r#"<img src="{src}">"#), &wider).unwrap();
+            assert_eq!(images.len(), 1, "{src}");
+        }
     }
 }

@@ -80,6 +80,7 @@ pub fn parse_record(what: &str, json: &[u8]) -> Result<Draft> {
         no_text_part: false,
         markdown: false,
         template: None,
+        ..Draft::default()
     })
 }
 

@@ -14,7 +14,8 @@ use std::path::PathBuf;
 use minijinja::{Environment, Value};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::message::draft::{AttachmentDraft, AttachmentSource, Draft, Sourced, Text};
+use crate::message::draft::{AttachmentDraft, AttachmentSource, Draft, Images, Sourced, Text};
+use crate::message::input::Confine;
 use crate::message::{payload, template};
 
 /// The most one record (a JSON Lines line, a CSV record) may hold: 64 MiB, as much as
@@ -46,8 +47,16 @@ pub struct Merge {
     /// The column that holds the recipients (`--to-column`, default `to`).
     pub to_column: String,
     /// `--attach`: paths, each a template (`invoices/{{ number }}.pdf`); `;type=MIME`
-    /// after one sets its content type.
+    /// after one sets its content type. What a row puts in one may only name a file
+    /// under the folder the template's fixed start names (`invoices/`; the current
+    /// folder for `{{ path }}`).
     pub attach: Vec<String>,
+    /// `--embed-images`, `--image-root`: whether the local images of an HTML body are
+    /// embedded, and from where.
+    pub images: Images,
+    /// The body template's folder (`--body-file`'s, else the current one): where its
+    /// images are taken from.
+    pub body_folder: PathBuf,
 }
 
 /// Reads records one at a time.
@@ -156,10 +165,13 @@ pub struct JsonLines<R> {
     line: u64,
     buf: Vec<u8>,
     cap: usize,
+    images: Images,
+    folder: PathBuf,
 }
 
 impl<R: BufRead> JsonLines<R> {
-    /// Reads payloads from `input`, each up to [`MAX_RECORD`].
+    /// Reads payloads from `input`, each up to [`MAX_RECORD`]. Their bodies' local images
+    /// are left as they are (see [`JsonLines::images`]).
     pub fn new(input: R) -> JsonLines<R> {
         JsonLines::capped(input, MAX_RECORD)
     }
@@ -171,6 +183,18 @@ impl<R: BufRead> JsonLines<R> {
             line: 0,
             buf: Vec::new(),
             cap,
+            images: Images::default(),
+            folder: PathBuf::from("."),
+        }
+    }
+
+    /// How the records' local images are embedded (`--embed-images`, `--image-root`);
+    /// `folder` is the input's, where they are taken from.
+    pub fn images(self, images: Images, folder: PathBuf) -> JsonLines<R> {
+        JsonLines {
+            images,
+            folder,
+            ..self
         }
     }
 
@@ -213,7 +237,10 @@ impl<R: BufRead> JsonLines<R> {
             return Some(Ok(Record {
                 line: self.line,
                 hash: record_hash(&[&self.buf[..end]]),
-                draft: payload::parse_record(&label, &self.buf),
+                draft: payload::parse_record(&label, &self.buf).map(|draft| Draft {
+                    images: self.images.clone(),
+                    ..draft.body_is_data(self.folder.clone())
+                }),
             }));
         }
     }
@@ -304,9 +331,12 @@ pub struct CsvMerge<R> {
     to: usize,
     env: Environment<'static>,
     uses: BTreeMap<String, BTreeSet<String>>,
-    /// The names of the `--attach` templates, in order, with their content types.
-    attach: Vec<(String, Option<String>)>,
+    /// The `--attach` templates, in order: name, content type, and the folder the
+    /// rendered path must stay under (`None` for a fixed path, which no row chooses).
+    attach: Vec<(String, Option<String>, Option<PathBuf>)>,
     html: bool,
+    images: Images,
+    body_folder: PathBuf,
     record: csv::ByteRecord,
 }
 
@@ -377,7 +407,7 @@ impl<R: BufRead> CsvMerge<R> {
                 None => (value, None),
             };
             let name = format!("--attach #{}", i + 1);
-            attach.push((name.clone(), content_type));
+            attach.push((name.clone(), content_type, fixed_folder(&path)));
             templates.push((name, Some(path)));
         }
         for (name, source) in templates {
@@ -401,6 +431,8 @@ impl<R: BufRead> CsvMerge<R> {
             uses,
             attach,
             html: merge.html,
+            images: merge.images,
+            body_folder: merge.body_folder,
             record: csv::ByteRecord::new(),
         })
     }
@@ -516,36 +548,60 @@ impl<R: BufRead> CsvMerge<R> {
             let Ok(template) = self.env.get_template(name) else {
                 return Ok(None);
             };
-            template.render(&context).map(Some).map_err(|e| {
-                let undefined: Vec<&str> = self
-                    .uses
-                    .get(name)
-                    .into_iter()
-                    .flatten()
-                    .filter(|v| !vars.contains_key(*v))
-                    .map(String::as_str)
-                    .collect();
-                if e.kind() == minijinja::ErrorKind::UndefinedError && !undefined.is_empty() {
-                    Error::invalid(format!(
-                        "line {line}: {}: {} (the column is missing or empty in this row)",
-                        flag(name),
-                        template::undefined(&undefined)
-                    ))
-                } else {
-                    Error::invalid(format!("line {line}: {}: {e}", flag(name)))
-                }
-            })
+            template::render_bounded(&template, &context)
+                .map(Some)
+                .map_err(|e| {
+                    let e = match e {
+                        template::Bounded::TooLarge => {
+                            return template::too_large(&format!("line {line}: {}", flag(name)));
+                        }
+                        template::Bounded::Engine(e) => e,
+                    };
+                    let undefined: Vec<&str> = self
+                        .uses
+                        .get(name)
+                        .into_iter()
+                        .flatten()
+                        .filter(|v| !vars.contains_key(*v))
+                        .map(String::as_str)
+                        .collect();
+                    if e.kind() == minijinja::ErrorKind::UndefinedError && !undefined.is_empty() {
+                        Error::invalid(format!(
+                            "line {line}: {}: {} (the column is missing or empty in this row)",
+                            flag(name),
+                            template::undefined(&undefined)
+                        ))
+                    } else {
+                        let why = if e.kind() == minijinja::ErrorKind::OutOfFuel {
+                            template::describe(&e)
+                        } else {
+                            e.to_string()
+                        };
+                        Error::invalid(format!("line {line}: {}: {why}", flag(name)))
+                    }
+                })
         };
         let subject = render(SUBJECT)?;
         let body = render(if self.html { BODY_HTML } else { BODY })?;
         let label = |what: &str| format!("line {line}: {what}");
         let mut attachments = Vec::new();
-        for (name, content_type) in &self.attach {
+        for (name, content_type, folder) in &self.attach {
             let Some(path) = render(name)? else { continue };
+            let label = format!("line {line}: {name} {path:?}");
+            let given = PathBuf::from(&path);
+            let file_name = given.file_name().map(|n| n.to_string_lossy().into_owned());
+            let source = match folder {
+                Some(folder) => Confine::new(folder.clone(), &[], ATTACH_HINT).check(
+                    &format!("line {line}: {name}"),
+                    &path,
+                    &given,
+                )?,
+                None => given,
+            };
             attachments.push(AttachmentDraft {
-                label: format!("line {line}: {name} {path:?}"),
-                source: AttachmentSource::Path(PathBuf::from(path)),
-                file_name: None,
+                label,
+                source: AttachmentSource::Path(source),
+                file_name,
                 content_type: content_type.clone(),
                 content_id: None,
             });
@@ -559,9 +615,30 @@ impl<R: BufRead> CsvMerge<R> {
             body: body.map(|b| Sourced::new(label(BODY), Text::Inline(b))),
             is_html: self.html.then_some(true),
             attachments: (!attachments.is_empty()).then_some(attachments),
+            images: self.images.clone(),
             ..Draft::default()
-        })
+        }
+        .body_is_data(self.body_folder.clone()))
     }
+}
+
+/// What allows an `--attach` file outside the template's folder, for the error.
+const ATTACH_HINT: &str = "the folder is the start of the --attach template before its \
+                           first {{ }}; name a wider one there";
+
+/// The folder an `--attach` template's fixed start names (`invoices/` of
+/// `invoices/{{ n }}.pdf`; the current folder for `{{ path }}`): what a row fills in
+/// must stay under it. `None` when the template has no tag, so no row chooses anything.
+fn fixed_folder(template: &str) -> Option<PathBuf> {
+    let start = ["{{", "{%", "{#"]
+        .iter()
+        .filter_map(|tag| template.find(tag))
+        .min()?;
+    let fixed = &template[..start];
+    Some(match fixed.rfind('/') {
+        Some(end) => PathBuf::from(&fixed[..=end]),
+        None => PathBuf::from("."),
+    })
 }
 
 /// The flag a template came from.
@@ -579,7 +656,7 @@ mod tests {
             body: Some(body.to_owned()),
             html,
             to_column: "to".to_owned(),
-            attach: Vec::new(),
+            ..Merge::default()
         };
         let records = CsvMerge::new(csv.as_bytes(), merge).unwrap();
         Records::Csv(Box::new(records))
@@ -798,5 +875,20 @@ mod tests {
             rows[0],
             "a renamed column"
         );
+    }
+
+    #[test]
+    fn an_attach_template_is_confined_to_its_fixed_folder() {
+        assert_eq!(
+            fixed_folder("invoices/{{ n }}.pdf"),
+            Some("invoices/".into())
+        );
+        assert_eq!(
+            fixed_folder("/srv/a/{{ y }}/{{ n }}.pdf"),
+            Some("/srv/a/".into())
+        );
+        assert_eq!(fixed_folder("{{ path }}"), Some(".".into()));
+        assert_eq!(fixed_folder("x{% if a %}y{% endif %}"), Some(".".into()));
+        assert_eq!(fixed_folder("terms.pdf"), None);
     }
 }

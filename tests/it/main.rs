@@ -9,6 +9,7 @@ mod attachments;
 mod batch;
 mod check;
 mod config;
+mod data;
 mod dkim;
 mod docs;
 mod harness;

@@ -831,7 +831,7 @@ fn markdown_with_a_local_image_arrives_as_html_text_and_inline_image() {
 }
 
 /// `--template`: the subject and body rendered with --var, --vars-file (TOML here) and
-/// the environment; values in an HTML body escaped; an undefined variable is 65, named,
+/// an environment variable named by --var-env; values in an HTML body escaped; an undefined variable is 65, named,
 /// and nothing is sent.
 #[test]
 fn templates_render_subject_and_body_and_refuse_an_undefined_variable() {
@@ -850,7 +850,7 @@ fn templates_render_subject_and_body_and_refuse_an_undefined_variable() {
     .unwrap();
     s.send()
         .env("JOB", "nightly")
-        .args(["--to", "a@example.com", "--template"])
+        .args(["--to", "a@example.com", "--template", "--var-env", "JOB"])
         .args(["--subject", "Backup {{ host }} ({{ env.JOB }})"])
         .arg("--body-file")
         .arg(&body)

@@ -16,8 +16,9 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use envoi::deliver::{Batch, DeliveryOptions, Policy, Transcript};
+use envoi::draft::Images;
 use envoi::error::{Error, ErrorKind, Result};
-use envoi::message::input::{is_stdin, read_bytes};
+use envoi::message::input::{folder_of, is_stdin, read_bytes};
 use envoi::message::records::{CsvMerge, JsonLines, Merge, Record, Records};
 use envoi::message::{self, address};
 use envoi::outbox::submit::{DefaultSender, Deferrals, Signing, prepare, settle_record};
@@ -488,7 +489,9 @@ fn records(args: &BatchArgs, format: BatchFormat, input: Input) -> Result<Record
                     )));
                 }
             }
-            Ok(Records::Jsonl(JsonLines::new(input)))
+            Ok(Records::Jsonl(
+                JsonLines::new(input).images(images(args), folder_of(&args.file)),
+            ))
         }
         BatchFormat::Csv => {
             let body = match &args.body_file {
@@ -511,9 +514,23 @@ fn records(args: &BatchArgs, format: BatchFormat, input: Input) -> Result<Record
                 html: args.html,
                 to_column: args.to_column.clone(),
                 attach: args.attach.clone(),
+                images: images(args),
+                body_folder: args
+                    .body_file
+                    .as_deref()
+                    .map_or_else(|| ".".into(), folder_of),
             };
             Ok(Records::Csv(Box::new(CsvMerge::new(input, merge)?)))
         }
+    }
+}
+
+/// `--embed-images` and `--image-root`: which local images of the records' HTML bodies
+/// are embedded.
+fn images(args: &BatchArgs) -> Images {
+    Images {
+        embed_data: args.embed_images,
+        roots: args.image_root.clone(),
     }
 }
 
