@@ -23,12 +23,16 @@ pub const MAX_NAMED_FILE: u64 = 1 << 20;
 
 /// This process's effective user id, where the platform tells it without `unsafe`
 /// (Linux's /proc); `None` elsewhere, and then owners are not checked, only modes.
+/// Read once: a flush checks every entry's files.
 pub fn effective_uid() -> Option<u32> {
     #[cfg(unix)]
     {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-        line.split_whitespace().nth(2)?.parse().ok()
+        static UID: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+        *UID.get_or_init(|| {
+            let status = std::fs::read_to_string("/proc/self/status").ok()?;
+            let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+            line.split_whitespace().nth(2)?.parse().ok()
+        })
     }
     #[cfg(not(unix))]
     {
@@ -69,17 +73,18 @@ pub fn check_owned_dir(dir: &Path, what: &str, instead: &str) -> Result<()> {
     Ok(())
 }
 
-/// A file must belong to this user (or root, with [`Owner::MeOrRoot`]); `what` names it
-/// in the error ("the config file", "the DKIM key file (dkim_key_file)").
-pub fn check_owned_file(path: &Path, what: &str, owner: Owner) -> Result<()> {
+/// A file or folder must belong to this user (or root, with [`Owner::MeOrRoot`]); `what`
+/// names it in the error ("the outbox entry", "the DKIM key file (dkim_key_file)") and
+/// `instead` says what else to do than chown it.
+pub fn check_owned(path: &Path, what: &str, owner: Owner, instead: &str) -> Result<()> {
     #[cfg(unix)]
     {
         let meta = std::fs::metadata(path)
             .map_err(|e| Error::config(format!("cannot stat {what} {}: {e}", path.display())))?;
-        check_owner(path, &meta, what, owner, "use a file of your own")?;
+        check_owner(path, &meta, what, owner, instead)?;
     }
     #[cfg(not(unix))]
-    let _ = (path, what, owner);
+    let _ = (path, what, owner, instead);
     Ok(())
 }
 

@@ -75,7 +75,7 @@ impl Dkim {
         let meta = std::fs::metadata(path).map_err(|e| unreadable(&e))?;
         ownership::not_regular(&meta).map_err(|e| unreadable(&e))?;
         ownership::check_private_file(path, WHAT, "a private key")?;
-        ownership::check_owned_file(path, WHAT, Owner::MeOrRoot)?;
+        ownership::check_owned(path, WHAT, Owner::MeOrRoot, "use a key file of your own")?;
         let pem = ownership::read_named(path).map_err(|e| unreadable(&e))?;
         let key = DkimKey::from_pem(&pem).map_err(|why| {
             Error::config(format!(

@@ -462,3 +462,15 @@ fn a_probe_of_a_self_signed_relay_says_how_to_trust_it() {
     );
     assert!(!run.output().contains("Context"), "{run}");
 }
+
+/// Whether the tests run as root, which the ownership tests need (to give files to
+/// `nobody`); CI and this project's containers do.
+pub(crate) fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    })
+}
