@@ -104,13 +104,13 @@ pub fn check_trusted_file(path: &Path, what: &str, why: &str, owner: Owner) -> R
                 path.display()
             )));
         }
-        check_owner(
-            path,
-            &meta,
-            what,
-            owner,
-            &format!("only a file of your own may say where secrets go or run commands ({why})"),
-        )?;
+        if let Some((uid, me)) = foreign_owner(&meta, owner) {
+            return Err(Error::config(format!(
+                "{what} {} {why} but belongs to another user (uid {uid}, you are uid {me});                  only a file of your own may do that; run: chown {me} {} (as root), or use                  a file of your own",
+                path.display(),
+                path.display()
+            )));
+        }
     }
     #[cfg(not(unix))]
     let _ = (path, what, why, owner);
@@ -140,6 +140,29 @@ pub fn check_private_file(path: &Path, what: &str, holds: &str) -> Result<()> {
     Ok(())
 }
 
+/// A folder of secrets (the token cache) must be this user's and closed to everyone
+/// else (0700): its file names say whose tokens are there.
+pub fn check_private_dir(dir: &Path, what: &str, instead: &str) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(dir)
+            .map_err(|e| Error::config(format!("cannot stat {what} {}: {e}", dir.display())))?;
+        check_owner(dir, &meta, what, Owner::Me, instead)?;
+        if meta.mode() & 0o077 != 0 {
+            return Err(Error::config(format!(
+                "{what} {} holds secrets but others can open it (mode {:o}); run: chmod 700 {}",
+                dir.display(),
+                meta.mode() & 0o777,
+                dir.display()
+            )));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (dir, what, instead);
+    Ok(())
+}
+
 #[cfg(unix)]
 fn check_owner(
     path: &Path,
@@ -148,20 +171,25 @@ fn check_owner(
     owner: Owner,
     instead: &str,
 ) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let Some(me) = effective_uid() else {
+    let Some((uid, me)) = foreign_owner(meta, owner) else {
         return Ok(());
     };
-    let uid = meta.uid();
-    if uid == me || (owner == Owner::MeOrRoot && uid == 0) {
-        return Ok(());
-    }
     Err(Error::config(format!(
         "{what} {} belongs to another user (uid {uid}, you are uid {me}); run: chown {me} {} \
          (as root), or {instead}",
         path.display(),
         path.display()
     )))
+}
+
+/// `(owner, this user)` when the file's owner is not one `owner` allows; `None` when it
+/// is, or when this user's id is unknown.
+#[cfg(unix)]
+fn foreign_owner(meta: &std::fs::Metadata, owner: Owner) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let me = effective_uid()?;
+    let uid = meta.uid();
+    (uid != me && !(owner == Owner::MeOrRoot && uid == 0)).then_some((uid, me))
 }
 
 /// Why a file a config names cannot be read, for [`read_named`]'s errors.

@@ -118,7 +118,15 @@ fn is_tenant(tenant: &str) -> bool {
 /// (a local test endpoint or a local proxy), never `http` across a network. The reason
 /// when not.
 pub(crate) fn check_token_url(url: &str) -> std::result::Result<(), String> {
-    let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a valid URL ({e})"))?;
+    let parsed = url::Url::parse(url)
+        .map_err(|e| format!("{:?} is not a valid URL ({e})", without_userinfo(url)))?;
+    // OA12: userinfo would go out as HTTP Basic credentials, and the URL is repeated in
+    // messages; the client's credentials have keys of their own.
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("it must not hold a user name or password; use client_id/client_secret                     (or client_secret_env, client_secret_command)"
+            .into());
+    }
+    let url = parsed.as_str();
     let loopback = match parsed.host() {
         Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -134,6 +142,19 @@ pub(crate) fn check_token_url(url: &str) -> std::result::Result<(), String> {
              127.0.0.1, ::1 and localhost)"
         )),
         other => Err(format!("{url:?}: the scheme {other:?} is not https")),
+    }
+}
+
+/// `url` with anything between `://` and the host's `@` left out: what an error may
+/// repeat of a URL that might hold a password.
+fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_owned(),
     }
 }
 
