@@ -868,6 +868,36 @@ mod tests {
         }
     }
 
+    /// T24: a config that points to a secret is trusted only when no one else can change
+    /// it and it is this user's (or root's); one that holds a secret too.
+    #[cfg(unix)]
+    #[test]
+    fn t24_a_pointer_to_a_secret_or_a_secret_needs_a_file_of_ones_own() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let set = |mode| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
+        for key in ["password_env = \"P\"", "token_env = \"T\""] {
+            std::fs::write(&path, format!("[profiles.a]\nhost = \"h\"\n{key}\n")).unwrap();
+            set(0o644).unwrap();
+            assert!(load(&path, true).is_ok(), "{key}");
+            set(0o666).unwrap();
+            let err = load(&path, true).unwrap_err();
+            assert!(err.message().contains("chmod go-w"), "{key}: {err}");
+        }
+        if ownership::effective_uid() == Some(0) {
+            std::fs::write(&path, "[profiles.a]\nhost = \"h\"\npassword = \"p\"\n").unwrap();
+            set(0o600).unwrap();
+            std::os::unix::fs::chown(&path, Some(0), None).unwrap();
+            assert!(load(&path, true).is_ok(), "root's own file");
+            std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+            let err = load(&path, true).unwrap_err();
+            assert!(err.message().contains("another user (uid 65534"), "{err}");
+        } else {
+            eprintln!("skipped the owner half: it needs root to chown to nobody");
+        }
+    }
+
     /// An inline oauth2 client_secret needs a private file, like password; an oauth2
     /// command needs a file only its owner can change, like password_command.
     #[cfg(unix)]

@@ -351,6 +351,25 @@ mod tests {
         assert_eq!(other.consent, None);
     }
 
+    /// OA12: userinfo is refused, and no error repeats the password in it.
+    #[test]
+    fn oa12_no_user_name_or_password_in_a_token_url() {
+        for bad in [
+            "https://user:pw-canary@login.example.com/token",
+            "http://user:pw-canary@127.0.0.1:8080/token",
+            "https://user@login.example.com/token",
+            "http://user:pw-canary@[bad/token",
+        ] {
+            let why = check_token_url(bad).unwrap_err();
+            assert!(!why.contains("pw-canary"), "{bad}: {why}");
+        }
+        let why = check_token_url("https://u:pw-canary@h/t").unwrap_err();
+        assert!(
+            why.contains("must not hold a user name or password"),
+            "{why}"
+        );
+    }
+
     #[test]
     fn plain_http_only_to_this_machine() {
         for ok in [

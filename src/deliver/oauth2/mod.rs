@@ -600,6 +600,33 @@ fn fnv1a(parts: &[&str]) -> u64 {
 mod tests {
     use super::*;
 
+    /// OA14: a cache file or folder others can open is refused, with the fix; a private
+    /// one (or none yet) is fine.
+    #[cfg(unix)]
+    #[test]
+    fn oa14_a_cache_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("envoi");
+        std::fs::create_dir(&dir).unwrap();
+        let mode = |path: &Path, mode| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        mode(&dir, 0o700);
+        let path = dir.join("oauth2-x.json");
+        assert!(check_cache(&path).is_ok());
+        std::fs::write(&path, b"{}").unwrap();
+        mode(&path, 0o644);
+        let err = check_cache(&path).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().contains("chmod 600"), "{err}");
+        mode(&path, 0o600);
+        assert!(check_cache(&path).is_ok());
+        mode(&dir, 0o755);
+        let err = check_cache(&path).unwrap_err();
+        assert!(err.message().contains("chmod 700"), "{err}");
+    }
+
     /// The error of an answer that must not give a token (`Granted` has no `Debug`: it
     /// holds one).
     fn refused(status: u16, text: &str, secrets: &[String]) -> Error {
