@@ -10,7 +10,8 @@
 //! `/etc`) and no one else may write it; a file that holds a secret must not be
 //! readable by others either. Errors are 78 and say whose the file is and the fix.
 //!
-//! Where the platform has no owners or modes, nothing is checked.
+//! Owners are checked where the platform tells envoi its user id without `unsafe`
+//! (Linux's /proc), modes wherever files have them.
 
 use std::io::Read;
 use std::path::Path;

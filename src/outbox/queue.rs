@@ -400,14 +400,20 @@ fn state_json(state: &EntryState) -> Result<Vec<u8>> {
 /// choose where envoi sends, and with which password.
 fn read_state(dir: &Path) -> Result<Option<EntryState>> {
     let path = dir.join(STATE);
+    match fs::metadata(&path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error("read", &path, e)),
+    }
+    // Before it is read: what another user wrote is not even parsed.
+    for file in [dir, &path] {
+        ownership::check_owned(file, "the outbox entry", Owner::Me, INSTEAD)?;
+    }
     let bytes = match fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_error("read", &path, e)),
     };
-    for file in [dir, &path] {
-        ownership::check_owned(file, "the outbox entry", Owner::Me, INSTEAD)?;
-    }
     serde_json::from_slice(&bytes).map(Some).map_err(|e| {
         Error::new(
             ErrorKind::Internal,

@@ -122,6 +122,7 @@ pub(crate) fn login(
     let dir = cache_dir()?;
     durable::create_private_dir(&dir, true).map_err(|e| cache_error(&dir, "create", &e))?;
     let id = identity(oauth, user);
+    check_cache(&dir.join(format!("oauth2-{id}.json")))?;
     let _lock = lock(&dir.join(format!("oauth2-{id}.lock")), REQUEST_TIMEOUT)?;
     let cached = Cached {
         token_url: oauth.token_url.clone(),
