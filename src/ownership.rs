@@ -107,7 +107,9 @@ pub fn check_trusted_file(path: &Path, what: &str, why: &str, owner: Owner) -> R
         }
         if let Some((uid, me)) = foreign_owner(&meta, owner) {
             return Err(Error::config(format!(
-                "{what} {} {why} but belongs to another user (uid {uid}, you are uid {me});                  only a file of your own may do that; run: chown {me} {} (as root), or use                  a file of your own",
+                "{what} {} {why} but belongs to another user (uid {uid}, you are uid {me}); \
+                 only a file of your own may do that; run: chown {me} {} (as root), or use \
+                 a file of your own",
                 path.display(),
                 path.display()
             )));

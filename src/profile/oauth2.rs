@@ -123,8 +123,11 @@ pub(crate) fn check_token_url(url: &str) -> std::result::Result<(), String> {
     // OA12: userinfo would go out as HTTP Basic credentials, and the URL is repeated in
     // messages; the client's credentials have keys of their own.
     if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err("it must not hold a user name or password; use client_id/client_secret                     (or client_secret_env, client_secret_command)"
-            .into());
+        return Err(
+            "it must not hold a user name or password; use client_id/client_secret \
+             (or client_secret_env, client_secret_command)"
+                .into(),
+        );
     }
     let url = parsed.as_str();
     let loopback = match parsed.host() {
@@ -261,7 +264,8 @@ impl OAuth2Entry {
         let consent = match (&self.device_code_url, &self.auth_url) {
             (Some(_), Some(_)) => {
                 return Err(bad(
-                    "device_code_url and auth_url both given: envoi auth login uses one way                      of consent"
+                    "device_code_url and auth_url both given: envoi auth login uses one way \
+                     of consent"
                         .into(),
                 ));
             }

@@ -186,7 +186,8 @@ fn run_command(key: &str, cmd: &str, timeout: Duration) -> Result<Password> {
                     Pipe::Err => "standard error",
                 };
                 return Err(Error::config(format!(
-                    "{key}_command printed more than {} KiB on its {which} and was stopped;                      it must print the secret only",
+                    "{key}_command printed more than {} KiB on its {which} and was stopped; \
+                     it must print the secret only",
                     MAX_OUTPUT >> 10
                 )));
             }
