@@ -102,22 +102,6 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The permission bits of `path` when group or others may read or write it (a file
-/// holding a secret must not be), else `None`; always `None` where the platform has no
-/// such bits.
-pub fn open_to_others(path: &Path) -> io::Result<Option<u32>> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)?.permissions().mode();
-        Ok((mode & 0o077 != 0).then_some(mode & 0o777))
-    }
-    #[cfg(not(unix))]
-    {
-        std::fs::metadata(path).map(|_| None)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
