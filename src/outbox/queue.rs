@@ -126,15 +126,17 @@ fn io_error(what: &str, path: &Path, e: io::Error) -> Error {
 impl Outbox {
     /// Opens (and creates) the outbox at `root`. Its folders hold mail: they are made
     /// private (0700), also when an older envoi made them readable by others. They must
-    /// be this user's, and the outbox folder writable by no one else (78, OB03): whoever
-    /// can put an entry there chooses where envoi sends it, and with which password.
+    /// be this user's and writable by no one else (78, OB03): whoever can put an entry
+    /// there chooses where envoi sends it, and with which password.
     pub fn open(root: &Path) -> Result<Outbox> {
         durable::create_private_dir(root, true).map_err(|e| io_error("create", root, e))?;
         ownership::check_owned_dir(root, "the outbox folder", INSTEAD)?;
         for sub in ["tmp", "queue", "failed"] {
             let dir = root.join(sub);
             durable::create_private_dir(&dir, true).map_err(|e| io_error("create", &dir, e))?;
-            ownership::check_owned(&dir, "the outbox folder", Owner::Me, INSTEAD)?;
+            // Readable by others is repaired below; writable by others, someone may
+            // have put entries there already.
+            ownership::check_owned_dir(&dir, "the outbox folder", INSTEAD)?;
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
@@ -647,6 +649,22 @@ mod tests {
         assert_eq!(mode(&entry.dir), 0o700);
         assert_eq!(mode(&entry.dir.join(MESSAGE)), 0o600);
         assert_eq!(mode(&entry.dir.join(STATE)), 0o600);
+    }
+
+    /// OB03: a folder others can write may hold their entries already: refused, not
+    /// repaired (one others can only read is repaired above).
+    #[cfg(unix)]
+    #[test]
+    fn ob03_a_folder_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("outbox");
+        fs::create_dir_all(root.join("queue")).unwrap();
+        fs::set_permissions(root.join("queue"), fs::Permissions::from_mode(0o777)).unwrap();
+        let err = Outbox::open(&root).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().contains("chmod go-w"), "{err}");
+        assert!(err.message().contains("outbox_dir"), "{err}");
     }
 
     #[test]
