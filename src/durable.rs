@@ -106,22 +106,6 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The permission bits of `path` when group or others may read or write it (a file
-/// holding a secret must not be), else `None`; always `None` where the platform has no
-/// such bits.
-pub fn open_to_others(path: &Path) -> io::Result<Option<u32>> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)?.permissions().mode();
-        Ok((mode & 0o077 != 0).then_some(mode & 0o777))
-    }
-    #[cfg(not(unix))]
-    {
-        std::fs::metadata(path).map(|_| None)
-    }
-}
-
 /// How [`open_state_file`] opens a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StateAccess {
@@ -228,7 +212,7 @@ fn check_own(
 ) -> Result<Option<u32>> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let shown = path.display();
-    if let Some(me) = effective_uid()
+    if let Some(me) = crate::ownership::effective_uid()
         && meta.uid() != me
     {
         return Err(Error::config(format!(
@@ -260,43 +244,6 @@ fn check_own(
 #[cfg(not(unix))]
 fn check_own(_: &str, _: &Path, _: &File, _: &std::fs::Metadata) -> Result<Option<u32>> {
     Ok(None)
-}
-
-/// This process's effective user id, read without `unsafe`: from Linux's
-/// `/proc/self/status` (the `Uid:` line's second field, which is exact even for a
-/// set-uid program, where the owner of `/proc/self` is not), else as the owner of a file
-/// this process creates in the temporary folder (a new file takes the effective uid on
-/// every Unix). `None` when neither works; the owner check is then skipped and only the
-/// mode is checked. Asked once.
-#[cfg(unix)]
-pub fn effective_uid() -> Option<u32> {
-    static UID: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
-    *UID.get_or_init(|| proc_status_uid().or_else(created_file_uid))
-}
-
-#[cfg(unix)]
-fn proc_status_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
-}
-
-#[cfg(unix)]
-fn created_file_uid() -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    let path = std::env::temp_dir().join(format!(
-        ".envoi-uid-{}-{:016x}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .ok()?;
-    let uid = file.metadata().ok().map(|m| m.uid());
-    let _ = std::fs::remove_file(&path);
-    uid
 }
 
 #[cfg(test)]
@@ -362,17 +309,5 @@ mod tests {
         let e =
             open_state_file("--resume", &dir.path().join("none"), StateAccess::Read).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NoInput, "{e}");
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn the_effective_uid_is_the_owner_of_a_file_made_now() {
-        use std::os::unix::fs::MetadataExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mine");
-        std::fs::write(&path, "").unwrap();
-        let owner = std::fs::metadata(&path).unwrap().uid();
-        assert_eq!(effective_uid(), Some(owner));
-        assert_eq!(created_file_uid(), Some(owner));
     }
 }

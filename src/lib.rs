@@ -10,7 +10,8 @@
 //! | [`profile`] | where to send: config file, secrets, routes, and one [`profile::resolve`] |
 //! | [`message`] | untrusted text → [`Email`] → exact RFC 5322 bytes |
 //!
-//! with [`error`] (the exit-code contract), [`durable`] (crash-safe writes) and `token`
+//! with [`error`] (the exit-code contract), [`durable`] (crash-safe writes), [`ownership`]
+//! (whose a trusted file is, who else may change it) and `token`
 //! (ids unique without coordination) beneath them all. The command line (`src/cli/`) is part of the binary only: no library code
 //! can reach it, and it is the only code that prints or exits.
 //!
@@ -47,6 +48,7 @@ pub mod durable;
 pub mod error;
 pub mod message;
 pub mod outbox;
+pub mod ownership;
 pub mod profile;
 mod token;
 

@@ -178,6 +178,9 @@ fn new_state(
         last_error: None,
         idempotency_key: idempotency_key.map(str::to_owned),
         dsn: options.dsn.clone(),
+        // The outbox measures the message as it writes it.
+        length: None,
+        sha256: None,
     }
 }
 
@@ -333,10 +336,18 @@ impl Attempt<'_> {
         mut state: EntryState,
         observer: &mut dyn Observer,
     ) -> Result<Attempted> {
+        let bytes = match entry.message(&state) {
+            Ok(bytes) => bytes,
+            // Cut short or changed since it was written (OB08): never sent, kept in failed/.
+            Err(e) if e.kind() == ErrorKind::InvalidData => {
+                return settle_failure(outbox, entry, state, e);
+            }
+            Err(e) => return Err(e),
+        };
         let prepared = Prepared {
             message_id: state.message_id.clone(),
             envelope: stored_envelope(&state)?,
-            bytes: entry.message()?,
+            bytes,
         };
         state.attempts += 1;
         let options = DeliveryOptions {

@@ -26,6 +26,7 @@ use crate::deliver::Dsn;
 use crate::durable;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{MessageBytes, StreamError};
+use crate::ownership::{self, Owner};
 use crate::profile::Route;
 
 /// One recipient the server refused for good.
@@ -68,6 +69,14 @@ pub struct EntryState {
     /// The delivery status notifications it was sent with (sendmail's -N/-R/-V).
     #[serde(default)]
     pub dsn: Option<Dsn>,
+    /// How long `message.eml` was when it was written (OB08): a file cut short or
+    /// changed since is not sent. Set by the outbox when it writes the entry; `None` in
+    /// entries of an older envoi, which are sent unchecked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
+    /// The SHA-256 of `message.eml` as written, in hex, beside [`EntryState::length`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// An outbox directory.
@@ -116,11 +125,18 @@ fn io_error(what: &str, path: &Path, e: io::Error) -> Error {
 
 impl Outbox {
     /// Opens (and creates) the outbox at `root`. Its folders hold mail: they are made
-    /// private (0700), also when an older envoi made them readable by others.
+    /// private (0700), also when an older envoi made them readable by others. They must
+    /// be this user's and writable by no one else (78, OB03): whoever can put an entry
+    /// there chooses where envoi sends it, and with which password.
     pub fn open(root: &Path) -> Result<Outbox> {
+        durable::create_private_dir(root, true).map_err(|e| io_error("create", root, e))?;
+        ownership::check_owned_dir(root, "the outbox folder", INSTEAD)?;
         for sub in ["tmp", "queue", "failed"] {
             let dir = root.join(sub);
             durable::create_private_dir(&dir, true).map_err(|e| io_error("create", &dir, e))?;
+            // Readable by others is repaired below; writable by others, someone may
+            // have put entries there already.
+            ownership::check_owned_dir(&dir, "the outbox folder", INSTEAD)?;
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
@@ -198,10 +214,15 @@ impl Outbox {
         read_state(&self.dir(folder, id))
     }
 
-    /// Locks a queued entry. `None` when another process holds it or it is gone.
+    /// Locks a queued entry. `None` when another process holds it or it is gone. An
+    /// entry whose `lock` file is missing (OB09) gets a new one: the file holds nothing,
+    /// its only job is the lock, and without it the entry would be skipped forever.
     pub(crate) fn lock(&self, id: &str) -> Result<Option<Locked>> {
         check_id(id)?;
         let dir = self.dir(Folder::Queue, id);
+        if !dir.join(LOCK).exists() && dir.join(STATE).exists() {
+            recreate_lock(&dir.join(LOCK))?;
+        }
         let Some(lock) = lock_file(&dir.join(LOCK))? else {
             return Ok(None);
         };
@@ -275,10 +296,43 @@ impl Locked {
     }
 
     /// The stored message, left in its file until it is sent. Not readable, the entry
-    /// waits (as any outbox I/O failure does).
-    pub(crate) fn message(&self) -> Result<MessageBytes> {
-        MessageBytes::stored(&self.dir.join(MESSAGE))
-            .map_err(|e| Error::new(ErrorKind::Temporary, format!("outbox: {}", e.message())))
+    /// waits (as any outbox I/O failure does). Not the length and SHA-256 `state` says
+    /// were written (OB08), or not this user's file: 65, the entry is damaged and must
+    /// not be sent.
+    pub(crate) fn message(&self, state: &EntryState) -> Result<MessageBytes> {
+        let path = self.dir.join(MESSAGE);
+        ownership::check_owned(&path, "the outbox message", Owner::Me, INSTEAD)
+            .map_err(|e| damaged(&self.id, e.message()))?;
+        let message = MessageBytes::stored(&path)
+            .map_err(|e| Error::new(ErrorKind::Temporary, format!("outbox: {}", e.message())))?;
+        let (Some(length), Some(sha256)) = (state.length, &state.sha256) else {
+            return Ok(message);
+        };
+        let mut seal = Seal::new(std::io::sink());
+        message.write_to(&mut seal).map_err(|e| {
+            Error::new(
+                ErrorKind::Temporary,
+                format!("outbox: {}", e.into_error().message()),
+            )
+        })?;
+        let (found, found_sha) = seal.finish();
+        if found != length {
+            return Err(damaged(
+                &self.id,
+                &format!(
+                    "{MESSAGE} is {} bytes, {} were written",
+                    thousands(found),
+                    thousands(length)
+                ),
+            ));
+        }
+        if &found_sha != sha256 {
+            return Err(damaged(
+                &self.id,
+                &format!("{MESSAGE} is not what was written (its SHA-256 differs)"),
+            ));
+        }
+        Ok(message)
     }
 
     /// The stored state.
@@ -308,14 +362,26 @@ impl Locked {
 /// queued message never depends on a file that may change or go before it is sent.
 fn fill(dir: &Path, message: &MessageBytes, state: &EntryState) -> Result<File> {
     let path = dir.join(MESSAGE);
-    durable::write_file_with(&path, |out| message.write_to(out)).map_err(|e| match e {
+    let mut written = (0, String::new());
+    durable::write_file_with(&path, |out| {
+        let mut seal = Seal::new(out);
+        message.write_to(&mut seal)?;
+        written = seal.finish();
+        Ok(())
+    })
+    .map_err(|e| match e {
         StreamError::Source(e) => Error::new(
             e.kind(),
             format!("{}; the message was not queued", e.message()),
         ),
         StreamError::Sink(e) => io_error("write", &path, e),
     })?;
-    write_synced(&dir.join(STATE), &state_json(state)?)?;
+    let state = EntryState {
+        length: Some(written.0),
+        sha256: Some(written.1),
+        ..state.clone()
+    };
+    write_synced(&dir.join(STATE), &state_json(&state)?)?;
     write_synced(&dir.join(LOCK), b"")?;
     sync_dir(dir)?;
     lock_file(&dir.join(LOCK))?
@@ -331,8 +397,20 @@ fn state_json(state: &EntryState) -> Result<Vec<u8>> {
     })
 }
 
+/// An entry's state; `None` if it is gone. An entry this user did not write (OB03: a
+/// folder or `state.json` of another owner) is refused as damaged: its `route` would
+/// choose where envoi sends, and with which password.
 fn read_state(dir: &Path) -> Result<Option<EntryState>> {
     let path = dir.join(STATE);
+    match fs::metadata(&path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error("read", &path, e)),
+    }
+    // Before it is read: what another user wrote is not even parsed.
+    for file in [dir, &path] {
+        ownership::check_owned(file, "the outbox entry", Owner::Me, INSTEAD)?;
+    }
     let bytes = match fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -366,6 +444,91 @@ fn lock_file(path: &Path) -> Result<Option<File>> {
         Err(fs::TryLockError::WouldBlock) => Ok(None),
         Err(fs::TryLockError::Error(e)) => Err(io_error("lock", path, e)),
     }
+}
+
+/// Makes a missing `lock` file anew (private, empty); one made meanwhile by another
+/// flush is fine: whoever locks it first takes the entry.
+fn recreate_lock(path: &Path) -> Result<()> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        // Another flush made it, or the entry left the queue meanwhile.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::AlreadyExists | io::ErrorKind::NotFound
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(io_error("recreate the lock", path, e)),
+    }
+}
+
+/// How errors about the outbox's owner say to use another one.
+const INSTEAD: &str = "set another outbox_dir (or ENVOI_OUTBOX_DIR)";
+
+/// A damaged entry (65): it goes to `failed/` with `why`, never to the server.
+fn damaged(id: &str, why: &str) -> Error {
+    Error::invalid(format!("outbox entry {id} is damaged: {why}"))
+}
+
+/// Counts and hashes the bytes written through it: an entry's length and SHA-256.
+struct Seal<W> {
+    inner: W,
+    length: u64,
+    digest: ring::digest::Context,
+}
+
+impl<W: io::Write> Seal<W> {
+    fn new(inner: W) -> Seal<W> {
+        Seal {
+            inner,
+            length: 0,
+            digest: ring::digest::Context::new(&ring::digest::SHA256),
+        }
+    }
+
+    /// The length and the SHA-256 in lowercase hex.
+    fn finish(self) -> (u64, String) {
+        let hex = self
+            .digest
+            .finish()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        (self.length, hex)
+    }
+}
+
+impl<W: io::Write> io::Write for Seal<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.digest.update(&buf[..n]);
+        self.length += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// `2345` as `2,345`, as people read byte counts.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// `<milliseconds>-<random>`: sorts by age, unique without coordination.
@@ -413,6 +576,8 @@ mod tests {
             last_error: None,
             idempotency_key: None,
             dsn: None,
+            length: None,
+            sha256: None,
         }
     }
 
@@ -484,6 +649,22 @@ mod tests {
         assert_eq!(mode(&entry.dir), 0o700);
         assert_eq!(mode(&entry.dir.join(MESSAGE)), 0o600);
         assert_eq!(mode(&entry.dir.join(STATE)), 0o600);
+    }
+
+    /// OB03: a folder others can write may hold their entries already: refused, not
+    /// repaired (one others can only read is repaired above).
+    #[cfg(unix)]
+    #[test]
+    fn ob03_a_folder_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("outbox");
+        fs::create_dir_all(root.join("queue")).unwrap();
+        fs::set_permissions(root.join("queue"), fs::Permissions::from_mode(0o777)).unwrap();
+        let err = Outbox::open(&root).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().contains("chmod go-w"), "{err}");
+        assert!(err.message().contains("outbox_dir"), "{err}");
     }
 
     #[test]

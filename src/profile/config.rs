@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::message::check::no_line_breaks;
 use crate::message::given::Names;
+use crate::ownership::{self, NamedFileError, Owner};
 use crate::profile::dkim::Dkim;
 use crate::profile::fingerprint::{Fingerprint, profile_pin};
 use crate::profile::oauth2::{OAuth2, OAuth2Entry};
@@ -481,10 +482,13 @@ pub(crate) fn locate(
 }
 
 /// Reads and parses the file. A missing file that was not named explicitly is empty.
+/// Only a regular file of at most 1 MiB is read (`--config /dev/zero` or a FIFO must not
+/// fill memory or hang), and the file's owner and mode must fit what it holds
+/// ([`check_file`]).
 pub(crate) fn load(path: &Path, explicit: bool) -> Result<ConfigFile> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+    let bytes = match ownership::read_named(path) {
+        Ok(bytes) => bytes,
+        Err(NamedFileError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
             return Ok(ConfigFile::default());
         }
         Err(e) => {
@@ -494,6 +498,12 @@ pub(crate) fn load(path: &Path, explicit: bool) -> Result<ConfigFile> {
             )));
         }
     };
+    let text = String::from_utf8(bytes).map_err(|_| {
+        Error::config(format!(
+            "the config file {} is not valid: it is not UTF-8 text",
+            path.display()
+        ))
+    })?;
     // e.message() rather than e's Display, which quotes the offending line (maybe a password).
     let file: ConfigFile = toml::from_str(&text).map_err(|e| {
         let line = e
@@ -506,77 +516,49 @@ pub(crate) fn load(path: &Path, explicit: bool) -> Result<ConfigFile> {
             e.message()
         ))
     })?;
-    if file.profiles.values().any(|p| {
-        p.password.is_some() || p.oauth2.as_ref().is_some_and(|o| o.client_secret.is_some())
-    }) {
-        check_private(path)?;
+    check_file(path, &file)?;
+    Ok(file)
+}
+
+/// msmtp's rule, extended (T24, N8): a file that holds a secret must not be readable by
+/// others; one that holds a secret, points to one (`password_env`, `token_env`, an
+/// `oauth2` table) or runs a command must belong to this user (or root) and be writable
+/// by no one else, since whoever can change it chooses the `host` the secret goes to or
+/// the command that runs. Every config read goes through here, the `route.config` of an
+/// outbox entry included.
+fn check_file(path: &Path, file: &ConfigFile) -> Result<()> {
+    const WHAT: &str = "the config file";
+    let any = |f: fn(&ProfileEntry) -> bool| file.profiles.values().any(f);
+    if any(|p| p.password.is_some() || p.oauth2.as_ref().is_some_and(|o| o.client_secret.is_some()))
+    {
+        ownership::check_private_file(path, WHAT, "a password or client secret")?;
+        ownership::check_trusted_file(
+            path,
+            WHAT,
+            "holds a password or client secret",
+            Owner::MeOrRoot,
+        )?;
     }
-    if file.profiles.values().any(|p| {
+    if any(|p| {
         p.password_command.is_some()
             || p.token_command.is_some()
             || p.oauth2.as_ref().is_some_and(OAuth2Entry::runs_a_command)
     }) {
-        check_trusted(path)?;
+        ownership::check_trusted_file(
+            path,
+            WHAT,
+            "runs a command (password_command, token_command or an oauth2 *_command)",
+            Owner::MeOrRoot,
+        )?;
     }
-    Ok(file)
-}
-
-/// A file that holds a password must not be readable by group or others (msmtp's rule).
-fn check_private(path: &Path) -> Result<()> {
-    let open = crate::durable::open_to_others(path)
-        .map_err(|e| Error::config(format!("cannot stat {}: {e}", path.display())))?;
-    if let Some(mode) = open {
-        return Err(Error::config(format!(
-            "{} holds a password or client secret but can be read by others (mode {:o}); run: \
-             chmod 600 {}",
-            path.display(),
-            mode,
-            path.display()
-        )));
+    if any(|p| p.password_env.is_some() || p.token_env.is_some() || p.oauth2.is_some()) {
+        ownership::check_trusted_file(
+            path,
+            WHAT,
+            "says where a secret goes (password_env, token_env or an oauth2 table)",
+            Owner::MeOrRoot,
+        )?;
     }
-    Ok(())
-}
-
-/// A file that makes envoi run a command must be changeable by this user only: whoever
-/// can write it can run any command as the user who sends (T24).
-#[cfg(unix)]
-fn check_trusted(path: &Path) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path)
-        .map_err(|e| Error::config(format!("cannot stat {}: {e}", path.display())))?;
-    if meta.mode() & 0o022 != 0 {
-        return Err(Error::config(format!(
-            "{} runs a command (password_command, token_command or an oauth2 *_command) but \
-             can be changed by others (mode {:o}); run: chmod go-w {}",
-            path.display(),
-            meta.mode() & 0o777,
-            path.display()
-        )));
-    }
-    if let Some(me) = effective_uid()
-        && meta.uid() != me
-    {
-        return Err(Error::config(format!(
-            "{} runs a command (password_command, token_command or an oauth2 *_command) but \
-             belongs to another user (uid {}); only a file of your own may run commands",
-            path.display(),
-            meta.uid()
-        )));
-    }
-    Ok(())
-}
-
-/// This process's effective user id, where the platform tells it without `unsafe`
-/// (Linux's /proc); elsewhere only the mode is checked.
-#[cfg(unix)]
-fn effective_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
-}
-
-#[cfg(not(unix))]
-fn check_trusted(_path: &Path) -> Result<()> {
     Ok(())
 }
 
@@ -892,10 +874,40 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Config);
         assert!(err.message().contains("chmod go-w"), "{err}");
         set(0o644).unwrap();
-        if effective_uid() == Some(0) {
+        if ownership::effective_uid() == Some(0) {
             std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
             let err = load(&path, true).unwrap_err();
             assert!(err.message().contains("another user"), "{err}");
+        }
+    }
+
+    /// T24: a config that points to a secret is trusted only when no one else can change
+    /// it and it is this user's (or root's); one that holds a secret too.
+    #[cfg(unix)]
+    #[test]
+    fn t24_a_pointer_to_a_secret_or_a_secret_needs_a_file_of_ones_own() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let set = |mode| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
+        for key in ["password_env = \"P\"", "token_env = \"T\""] {
+            std::fs::write(&path, format!("[profiles.a]\nhost = \"h\"\n{key}\n")).unwrap();
+            set(0o644).unwrap();
+            assert!(load(&path, true).is_ok(), "{key}");
+            set(0o666).unwrap();
+            let err = load(&path, true).unwrap_err();
+            assert!(err.message().contains("chmod go-w"), "{key}: {err}");
+        }
+        if ownership::effective_uid() == Some(0) {
+            std::fs::write(&path, "[profiles.a]\nhost = \"h\"\npassword = \"p\"\n").unwrap();
+            set(0o600).unwrap();
+            std::os::unix::fs::chown(&path, Some(0), None).unwrap();
+            assert!(load(&path, true).is_ok(), "root's own file");
+            std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+            let err = load(&path, true).unwrap_err();
+            assert!(err.message().contains("another user (uid 65534"), "{err}");
+        } else {
+            eprintln!("skipped the owner half: it needs root to chown to nobody");
         }
     }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::message::dkim::{DkimKey, Signer, check_names};
+use crate::ownership::{self, Owner};
 
 /// How a profile signs: all three `dkim_*` keys, checked; the key file is read only when
 /// a message is signed ([`Dkim::signer`]).
@@ -57,17 +58,23 @@ impl Dkim {
         }))
     }
 
-    /// Reads the key file (which must not be readable by group or others) and makes the
-    /// signer; any problem is 78 naming the file.
+    /// Reads the key file and makes the signer; any problem is 78 naming the file. The
+    /// file must be a regular file (a FIFO must not hang a send, nor `/dev/zero` fill
+    /// memory) of at most 1 MiB, belong to this user (or root; DK02) and be
+    /// readable by no one else.
     pub fn signer(&self) -> Result<Signer> {
         let path = &self.key_file;
-        check_private(path)?;
-        let pem = std::fs::read(path).map_err(|e| {
+        let unreadable = |why: &dyn std::fmt::Display| {
             Error::config(format!(
-                "cannot read the DKIM key file {} (dkim_key_file): {e}",
+                "cannot read the DKIM key file {} (dkim_key_file): {why}",
                 path.display()
             ))
-        })?;
+        };
+        let meta = std::fs::metadata(path).map_err(|e| unreadable(&e))?;
+        ownership::not_regular(&meta).map_err(|e| unreadable(&e))?;
+        ownership::check_private_file(path, WHAT, "a private key")?;
+        ownership::check_owned(path, WHAT, Owner::MeOrRoot, "use a key file of your own")?;
+        let pem = ownership::read_named(path).map_err(|e| unreadable(&e))?;
         let key = DkimKey::from_pem(&pem).map_err(|why| {
             Error::config(format!(
                 "the DKIM key file {} (dkim_key_file) holds {why}",
@@ -78,25 +85,8 @@ impl Dkim {
     }
 }
 
-/// A private key file must not be readable by group or others.
-fn check_private(path: &Path) -> Result<()> {
-    let open = crate::durable::open_to_others(path).map_err(|e| {
-        Error::config(format!(
-            "cannot read the DKIM key file {} (dkim_key_file): {e}",
-            path.display()
-        ))
-    })?;
-    if let Some(mode) = open {
-        return Err(Error::config(format!(
-            "the DKIM key file {} is a private key but can be read by others (mode {:o}); \
-             run: chmod 600 {}",
-            path.display(),
-            mode,
-            path.display()
-        )));
-    }
-    Ok(())
-}
+/// How errors name the key file.
+const WHAT: &str = "the DKIM key file (dkim_key_file)";
 
 #[cfg(test)]
 mod tests {

@@ -118,7 +118,18 @@ fn is_tenant(tenant: &str) -> bool {
 /// (a local test endpoint or a local proxy), never `http` across a network. The reason
 /// when not.
 pub(crate) fn check_token_url(url: &str) -> std::result::Result<(), String> {
-    let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a valid URL ({e})"))?;
+    let parsed = url::Url::parse(url)
+        .map_err(|e| format!("{:?} is not a valid URL ({e})", without_userinfo(url)))?;
+    // OA12: userinfo would go out as HTTP Basic credentials, and the URL is repeated in
+    // messages; the client's credentials have keys of their own.
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(
+            "it must not hold a user name or password; use client_id/client_secret \
+             (or client_secret_env, client_secret_command)"
+                .into(),
+        );
+    }
+    let url = parsed.as_str();
     let loopback = match parsed.host() {
         Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -134,6 +145,19 @@ pub(crate) fn check_token_url(url: &str) -> std::result::Result<(), String> {
              127.0.0.1, ::1 and localhost)"
         )),
         other => Err(format!("{url:?}: the scheme {other:?} is not https")),
+    }
+}
+
+/// `url` with anything between `://` and the host's `@` left out: what an error may
+/// repeat of a URL that might hold a password.
+fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_owned(),
     }
 }
 
@@ -240,7 +264,8 @@ impl OAuth2Entry {
         let consent = match (&self.device_code_url, &self.auth_url) {
             (Some(_), Some(_)) => {
                 return Err(bad(
-                    "device_code_url and auth_url both given: envoi auth login uses one way                      of consent"
+                    "device_code_url and auth_url both given: envoi auth login uses one way \
+                     of consent"
                         .into(),
                 ));
             }
@@ -328,6 +353,25 @@ mod tests {
             check("flow = \"refresh_token\"\nclient_id = \"i\"\ntoken_url = \"https://h/t\"\n")
                 .unwrap();
         assert_eq!(other.consent, None);
+    }
+
+    /// OA12: userinfo is refused, and no error repeats the password in it.
+    #[test]
+    fn oa12_no_user_name_or_password_in_a_token_url() {
+        for bad in [
+            "https://user:pw-canary@login.example.com/token",
+            "http://user:pw-canary@127.0.0.1:8080/token",
+            "https://user@login.example.com/token",
+            "http://user:pw-canary@[bad/token",
+        ] {
+            let why = check_token_url(bad).unwrap_err();
+            assert!(!why.contains("pw-canary"), "{bad}: {why}");
+        }
+        let why = check_token_url("https://u:pw-canary@h/t").unwrap_err();
+        assert!(
+            why.contains("must not hold a user name or password"),
+            "{why}"
+        );
     }
 
     #[test]

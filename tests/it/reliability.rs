@@ -343,7 +343,9 @@ fn outbox_on_a_full_disk() {
     let outbox = dir.path().join("tiny");
     std::fs::create_dir(&outbox).unwrap();
     let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        // mode=0700: a tmpfs root is 1777 by default, and envoi refuses an outbox
+        // folder others can write.
+        .args(["-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs"])
         .arg(&outbox)
         .status()
         .is_ok_and(|s| s.success());

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
@@ -461,4 +461,349 @@ fn a_probe_of_a_self_signed_relay_says_how_to_trust_it() {
         "{run}"
     );
     assert!(!run.output().contains("Context"), "{run}");
+}
+
+/// Whether the tests run as root, which the ownership tests need (to give files to
+/// `nobody`); CI and this project's containers do.
+pub(crate) fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files and commands a config names (audit cases T24, DK02, DK04, TL06, PC01, PC02, OA12,
+// OA14): only this user's files are trusted, only regular files of sane size are read,
+// a command's output is capped and its whole process group stopped.
+// ---------------------------------------------------------------------------------------------
+
+/// The uid the ownership tests give files to: `nobody`.
+const NOBODY: u32 = 65534;
+
+/// A plain server that wants the canary login, and a config in `dir` that logs in to it
+/// (password_env) with `lines` added.
+fn login_server(dir: &Path, lines: &[&str]) -> (TestServer, PathBuf) {
+    let server = TestServer::start(ServerOptions {
+        auth: Some((USER.into(), PASSWORD.into())),
+        ..ServerOptions::default()
+    });
+    let mut config = Config::new(server.port(), "none").line("allow_plaintext_auth = true");
+    for line in lines {
+        config = config.line(line);
+    }
+    let path = config.write(dir);
+    (server, path)
+}
+
+/// `envoi send` of one small message along `config`, with the canary password set.
+fn send_along(dir: &Path, config: &Path) -> assert_cmd::Command {
+    let mut cmd = send(dir, Route::Config(config));
+    cmd.args([
+        "--to",
+        "a@example.com",
+        "--subject",
+        "trust",
+        "--body",
+        "hi",
+    ]);
+    cmd
+}
+
+/// T24: a config that points to a secret (`password_env`) or holds one, owned by another
+/// user or writable by others, is refused (78) before anything connects: whoever can
+/// change it chooses the `host` the password goes to.
+#[test]
+fn t24_a_config_others_own_or_can_change_cannot_send_a_secret() {
+    if !running_as_root() {
+        eprintln!("skipped: giving a config to another user needs root");
+        return;
+    }
+    let dir = TempDir::new().expect("temp dir");
+    let login = format!("username = \"{USER}\"\npassword_env = \"ENVOI_TEST_PASSWORD\"");
+    let (server, config) = login_server(dir.path(), &[&login]);
+    std::os::unix::fs::chown(&config, Some(NOBODY), Some(NOBODY)).unwrap();
+    let run = send_along(dir.path(), &config).expect_exit(78);
+    assert!(
+        run.stderr.contains("belongs to another user (uid 65534"),
+        "{}",
+        run.stderr
+    );
+
+    std::os::unix::fs::chown(&config, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let run = send_along(dir.path(), &config).expect_exit(78);
+    assert!(run.stderr.contains("chmod go-w"), "{}", run.stderr);
+
+    // A 0600 config with the password itself, owned by another user.
+    let inline = format!("username = \"{USER}\"\npassword = \"{PASSWORD}\"");
+    let other = TempDir::new().expect("temp dir");
+    let (_, config) = login_server(other.path(), &[&inline]);
+    std::os::unix::fs::chown(&config, Some(NOBODY), Some(NOBODY)).unwrap();
+    let run = send_along(dir.path(), &config).expect_exit(78);
+    assert!(
+        run.stderr.contains("belongs to another user"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.output().contains(PASSWORD), "{run}");
+    assert_eq!(server.connections(), 0, "{:?}", server.transcript());
+
+    // A file of our own: sent.
+    let ours = TempDir::new().expect("temp dir");
+    let (server, config) = login_server(ours.path(), &[&login]);
+    send_along(dir.path(), &config).expect_exit(0);
+    assert_eq!(server.messages().len(), 1);
+}
+
+/// An ed25519 DKIM key (PKCS#8 PEM, mode 600) at `dir/dkim.pem`.
+fn dkim_key(dir: &Path) -> PathBuf {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("ed25519 key");
+    let path = dir.join("dkim.pem");
+    std::fs::write(&path, key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    path
+}
+
+fn dkim_lines(key: &Path) -> String {
+    format!(
+        "dkim_selector = \"s1\"\ndkim_domain = \"example.com\"\ndkim_key_file = \"{}\"",
+        key.display()
+    )
+}
+
+/// DK02: a private 0600 DKIM key that belongs to another user is refused (78); the same
+/// key as this user's signs.
+#[test]
+fn dk02_a_dkim_key_of_another_user_is_refused() {
+    if !running_as_root() {
+        eprintln!("skipped: giving a key to another user needs root");
+        return;
+    }
+    let dir = TempDir::new().expect("temp dir");
+    let key = dkim_key(dir.path());
+    let server = TestServer::start(ServerOptions::default());
+    let config = Config::new(server.port(), "none")
+        .line(&dkim_lines(&key))
+        .write(dir.path());
+    send_along(dir.path(), &config).expect_exit(0);
+    assert_eq!(
+        server.messages().len(),
+        1,
+        "the key of our own does not sign"
+    );
+
+    std::os::unix::fs::chown(&key, Some(NOBODY), Some(NOBODY)).unwrap();
+    let run = send_along(dir.path(), &config).expect_exit(78);
+    assert!(
+        run.stderr.contains("dkim_key_file") && run.stderr.contains("belongs to another user"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(server.messages().len(), 1, "sent with another user's key");
+}
+
+/// Makes a FIFO at `path` (mode 600).
+fn fifo(path: &Path) {
+    let made = std::process::Command::new("mkfifo")
+        .args(["-m", "600"])
+        .arg(path)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success(), "mkfifo {}", path.display());
+}
+
+/// DK04: a FIFO as `dkim_key_file` hung the send; a directory was "can be read by
+/// others". Now each is 78 at once saying what it is.
+#[test]
+fn dk04_a_fifo_or_a_directory_as_dkim_key_file_is_refused_at_once() {
+    let dir = TempDir::new().expect("temp dir");
+    let server = TestServer::start(ServerOptions::default());
+    let pipe = dir.path().join("key.fifo");
+    fifo(&pipe);
+    let folder = dir.path().join("keys");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::set_permissions(&folder, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    for (key, says) in [(&pipe, "not a regular file"), (&folder, "is a directory")] {
+        let config = Config::new(server.port(), "none")
+            .line(&dkim_lines(key))
+            .write(dir.path());
+        let started = Instant::now();
+        let run = send_along(dir.path(), &config)
+            .timeout(Duration::from_secs(20))
+            .expect_exit(78);
+        assert!(started.elapsed() < Duration::from_secs(10), "slow: {run}");
+        assert!(
+            run.stderr.contains(says) && run.stderr.contains("dkim_key_file"),
+            "{}: {}",
+            key.display(),
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains("can be read by others"),
+            "{}",
+            run.stderr
+        );
+    }
+    assert!(server.messages().is_empty());
+}
+
+/// TL06: `--config` or `ca_file` as `/dev/zero` filled memory, as a FIFO hung; a config
+/// over 1 MiB is no config. Each is now 78 at once naming the file.
+#[test]
+fn tl06_config_and_ca_file_must_be_regular_files_of_sane_size() {
+    let dir = TempDir::new().expect("temp dir");
+    let pipe = dir.path().join("named.fifo");
+    fifo(&pipe);
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, "#".repeat(2 << 20)).unwrap();
+    let quick = |cmd: &mut assert_cmd::Command, says: &str| {
+        let started = Instant::now();
+        let run = cmd.timeout(Duration::from_secs(20)).expect_exit(78);
+        assert!(started.elapsed() < Duration::from_secs(10), "slow: {run}");
+        assert!(run.stderr.contains(says), "wanted {says:?}: {run}");
+    };
+    for config in [Path::new("/dev/zero"), &pipe] {
+        quick(
+            &mut send_along(dir.path(), config),
+            "not a regular file (a FIFO, socket or device)",
+        );
+    }
+    quick(&mut send_along(dir.path(), &big), "larger than 1 MiB");
+
+    let server = TestServer::start(ServerOptions {
+        security: Security::StartTls,
+        pki: Some(Arc::new(TestPki::new())),
+        ..ServerOptions::default()
+    });
+    for ca in [Path::new("/dev/zero"), &pipe] {
+        let config = Config::new(server.port(), "starttls")
+            .trust(ca)
+            .write(dir.path());
+        quick(&mut send_along(dir.path(), &config), "ca_file");
+    }
+    assert!(server.messages().is_empty());
+}
+
+/// PC01: `password_command = "yes"` reached 1.5 GB. Now a command is stopped once it has
+/// printed 64 KiB on either pipe (78), and nothing logs in.
+#[test]
+fn pc01_a_command_that_prints_without_end_is_stopped_at_64_kib() {
+    let dir = TempDir::new().expect("temp dir");
+    for command in ["yes", "yes >&2; exit 1"] {
+        let line = format!("username = \"{USER}\"\npassword_command = \"{command}\"");
+        let (server, config) = login_server(dir.path(), &[&line]);
+        let started = Instant::now();
+        let run = send_along(dir.path(), &config).expect_exit(78);
+        assert!(started.elapsed() < Duration::from_secs(10), "slow: {run}");
+        assert!(
+            run.stderr.contains("printed more than 64 KiB"),
+            "{command}: {}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.len() < 4096,
+            "the output was echoed: {} bytes",
+            run.stderr.len()
+        );
+        assert!(
+            !server.transcript().iter().any(|l| l.starts_with("AUTH")),
+            "{:?}",
+            server.transcript()
+        );
+    }
+}
+
+/// The pids of running processes whose environment holds `marker`.
+fn processes_marked(marker: &str) -> Vec<u32> {
+    let needle = marker.as_bytes();
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.windows(needle.len()).any(|w| w == needle))
+        })
+        .collect()
+}
+
+/// PC02: after "did not finish within 2 s and was stopped", the `sleep 31` that `sh`
+/// started kept running. Now the command's whole process group is stopped.
+#[test]
+fn pc02_a_timed_out_command_leaves_no_process_behind() {
+    let dir = TempDir::new().expect("temp dir");
+    let marker = format!("ENVOI_PC02_MARK={}", std::process::id());
+    let line = format!("username = \"{USER}\"\npassword_command = \"sleep 31; echo pw\"");
+    let (_server, config) = login_server(dir.path(), &[&line, "timeout_secs = 2"]);
+    let config_text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("timeout_secs = 10\n", "");
+    std::fs::write(&config, config_text).unwrap();
+    let run = send_along(dir.path(), &config)
+        .env("ENVOI_PC02_MARK", std::process::id().to_string())
+        .expect_exit(78);
+    assert!(
+        run.stderr.contains("did not finish within 2 s"),
+        "{}",
+        run.stderr
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut left = processes_marked(&marker);
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        left = processes_marked(&marker);
+    }
+    for pid in &left {
+        // Ours (they carry the marker): do not leave them to the machine.
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
+    }
+    assert!(left.is_empty(), "still running after the timeout: {left:?}");
+}
+
+/// OA12: a `token_url` with userinfo sent it as HTTP Basic and repeated the password in
+/// errors. It is refused (78) without a word of it.
+#[test]
+fn oa12_a_token_url_with_a_password_is_refused_without_echoing_it() {
+    let dir = TempDir::new().expect("temp dir");
+    let config = Config::new(9, "starttls")
+        .line("username = \"bot@example.com\"\nauth = \"xoauth2\"")
+        .line("[profiles.test.oauth2]\nflow = \"client_credentials\"\nclient_id = \"app\"")
+        .line("client_secret_env = \"ENVOI_TEST_PASSWORD\"")
+        .line("token_url = \"http://user:Url-Canary-8e1f@127.0.0.1:9/token\"")
+        .write(dir.path());
+    let run = send_along(dir.path(), &config).expect_exit(78);
+    assert!(
+        run.stderr.contains("must not hold a user name or password"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.output().contains("Url-Canary-8e1f"), "{run}");
+}
+
+/// OA14: a token cache folder made readable by others later was used without a word.
+/// Now it is refused (78) with the fix, before any token is fetched or read.
+#[test]
+fn oa14_a_token_cache_others_can_open_is_refused() {
+    let dir = TempDir::new().expect("temp dir");
+    let cache = dir.path().join(".cache/envoi");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = Config::new(9, "starttls")
+        .line("username = \"bot@example.com\"\nauth = \"xoauth2\"")
+        .line("[profiles.test.oauth2]\nflow = \"client_credentials\"\nclient_id = \"app\"")
+        .line("client_secret_env = \"ENVOI_TEST_PASSWORD\"")
+        .line("token_url = \"http://127.0.0.1:9/token\"")
+        .write(dir.path());
+    let run = send_along(dir.path(), &config).expect_exit(78);
+    assert!(
+        run.stderr.contains("token cache folder") && run.stderr.contains("chmod 700"),
+        "{}",
+        run.stderr
+    );
 }

@@ -22,8 +22,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 
 use super::{
-    Cached, LOGIN_ORIGIN, cache_dir, cache_error, identity, interpret, lock, read_cache, request,
-    unix_now, write_cache,
+    Cached, LOGIN_ORIGIN, cache_dir, cache_error, check_cache, identity, interpret, lock,
+    read_cache, request, unix_now, write_cache,
 };
 use crate::durable;
 use crate::error::{Error, ErrorKind, Result};
@@ -122,6 +122,7 @@ pub(crate) fn login(
     let dir = cache_dir()?;
     durable::create_private_dir(&dir, true).map_err(|e| cache_error(&dir, "create", &e))?;
     let id = identity(oauth, user);
+    check_cache(&dir.join(format!("oauth2-{id}.json")))?;
     let _lock = lock(&dir.join(format!("oauth2-{id}.lock")), REQUEST_TIMEOUT)?;
     let cached = Cached {
         token_url: oauth.token_url.clone(),
@@ -141,6 +142,7 @@ pub(crate) fn login(
 /// What the cache holds for `user` of `oauth`; `None` when nothing.
 pub(crate) fn stored(user: &str, oauth: &OAuth2) -> Result<Option<Stored>> {
     let path = cache_dir()?.join(format!("oauth2-{}.json", identity(oauth, user)));
+    check_cache(&path)?;
     Ok(read_cache(&path, oauth, user).map(|cached| summary(path, &cached)))
 }
 

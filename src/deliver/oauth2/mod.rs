@@ -24,6 +24,7 @@ use crate::deliver::Transcript;
 use crate::deliver::smtp::tls;
 use crate::durable::{self, unix_now};
 use crate::error::{Error, ErrorKind, Result};
+use crate::ownership::Owner;
 use crate::profile::{Flow, OAuth2, Password};
 
 mod login;
@@ -104,6 +105,7 @@ pub(crate) fn access_token(
     durable::create_private_dir(&dir, true).map_err(|e| cache_error(&dir, "create", &e))?;
     let id = identity(oauth, user);
     let path = dir.join(format!("oauth2-{id}.json"));
+    check_cache(&path)?;
     let _lock = lock(&dir.join(format!("oauth2-{id}.lock")), left())?;
 
     let cached = read_cache(&path, oauth, user);
@@ -531,10 +533,26 @@ fn lock(path: &Path, timeout: Duration) -> Result<File> {
     }
 }
 
-/// The cached entry of this identity; `None` when there is none, it cannot be read, or
-/// it is another identity's (a hash collision).
+/// The token cache file at `path` and its folder, when they exist, must be this user's
+/// and closed to others (OA14): refused (78) rather than repaired, since tokens another
+/// user could read may have been copied, and only the user can tell whether to revoke
+/// them (the message says how to close the file again).
+fn check_cache(path: &Path) -> Result<()> {
+    const INSTEAD: &str = "set XDG_CACHE_HOME to a folder of your own";
+    if let Some(dir) = path.parent().filter(|d| d.exists()) {
+        crate::ownership::check_private_dir(dir, "the OAuth2 token cache folder", INSTEAD)?;
+    }
+    if path.exists() {
+        crate::ownership::check_owned(path, "the OAuth2 token cache", Owner::Me, INSTEAD)?;
+        crate::ownership::check_private_file(path, "the OAuth2 token cache", "tokens")?;
+    }
+    Ok(())
+}
+
+/// The cached entry of this identity; `None` when there is none, it cannot be read
+/// (a regular file of at most 1 MiB only), or it is another identity's (a hash collision).
 fn read_cache(path: &Path, oauth: &OAuth2, user: &str) -> Option<Cached> {
-    let bytes = std::fs::read(path).ok()?;
+    let bytes = crate::ownership::read_named(path).ok()?;
     let cached: Cached = serde_json::from_slice(&bytes).ok()?;
     (cached.token_url == oauth.token_url
         && cached.client_id == oauth.client_id
@@ -581,6 +599,33 @@ fn fnv1a(parts: &[&str]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// OA14: a cache file or folder others can open is refused, with the fix; a private
+    /// one (or none yet) is fine.
+    #[cfg(unix)]
+    #[test]
+    fn oa14_a_cache_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("envoi");
+        std::fs::create_dir(&dir).unwrap();
+        let mode = |path: &Path, mode| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        mode(&dir, 0o700);
+        let path = dir.join("oauth2-x.json");
+        assert!(check_cache(&path).is_ok());
+        std::fs::write(&path, b"{}").unwrap();
+        mode(&path, 0o644);
+        let err = check_cache(&path).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().contains("chmod 600"), "{err}");
+        mode(&path, 0o600);
+        assert!(check_cache(&path).is_ok());
+        mode(&dir, 0o755);
+        let err = check_cache(&path).unwrap_err();
+        assert!(err.message().contains("chmod 700"), "{err}");
+    }
 
     /// The error of an answer that must not give a token (`Granted` has no `Debug`: it
     /// holds one).

@@ -285,7 +285,8 @@ fn system_roots() -> &'static [CertificateDer<'static>] {
 
 /// Reads the PEM certificates of `ca_file` into `roots`, and returns them as written.
 fn read_ca_file(path: &Path, roots: &mut RootCertStore) -> Result<Vec<CertificateDer<'static>>> {
-    let pem = std::fs::read(path)
+    // A regular file of at most 1 MiB: `/dev/zero` or a FIFO must not fill memory or hang.
+    let pem = crate::ownership::read_named(path)
         .map_err(|e| Error::config(format!("ca_file: cannot read {}: {e}", path.display())))?;
     let mut given = Vec::new();
     for cert in CertificateDer::pem_slice_iter(&pem) {

@@ -6,6 +6,7 @@
 mod crash;
 mod idempotency;
 mod queue;
+mod trust;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;

@@ -1,0 +1,339 @@
+//! Whose a file is and who else may read or change it, checked before envoi trusts a
+//! file it did not make in this run: the outbox and its entries, a config file that
+//! holds or points to a secret or runs a command, a DKIM key, the OAuth2 token cache.
+//! And one bounded reader for the files a config names (`--config`, `ca_file`,
+//! `dkim_key_file`, the token cache).
+//!
+//! The rules (msmtp's, extended): whoever can change such a file can make envoi send
+//! the user's password to a server of their choosing, or run a command as the user, so
+//! it must belong to the user who runs envoi (or to root, for a shared file under
+//! `/etc`) and no one else may write it; a file that holds a secret must not be
+//! readable by others either. Errors are 78 and say whose the file is and the fix.
+//!
+//! Owners are checked where the platform tells envoi its user id without `unsafe`
+//! (see [`effective_uid`]), modes wherever files have them.
+
+use std::io::Read;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// The most envoi reads of a file a config names: 1 MiB holds any config, CA bundle,
+/// key or token cache, and stops `/dev/zero` or a huge file from filling memory.
+pub const MAX_NAMED_FILE: u64 = 1 << 20;
+
+/// This process's effective user id, read without `unsafe`: from Linux's
+/// `/proc/self/status` (the `Uid:` line's second field, which is exact even for a
+/// set-uid program, where the owner of `/proc/self` is not), else as the owner of a file
+/// this process creates in the temporary folder (a new file takes the effective uid on
+/// every Unix). `None` when neither works (and elsewhere than Unix): owners are then not
+/// checked, only modes. Read once: a flush checks every entry's files.
+pub fn effective_uid() -> Option<u32> {
+    #[cfg(unix)]
+    {
+        static UID: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+        *UID.get_or_init(|| proc_status_uid().or_else(created_file_uid))
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+#[cfg(unix)]
+fn proc_status_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+#[cfg(unix)]
+fn created_file_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let path = std::env::temp_dir().join(format!(
+        ".envoi-uid-{}-{:016x}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .ok()?;
+    let uid = file.metadata().ok().map(|m| m.uid());
+    let _ = std::fs::remove_file(&path);
+    uid
+}
+
+/// Who may own a trusted file besides the user who runs envoi.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// Only that user: what envoi writes itself (the outbox, the token cache, a key).
+    Me,
+    /// That user or root: a config file may be a shared one under `/etc`.
+    MeOrRoot,
+}
+
+/// A folder envoi keeps state in (`what`, e.g. "the outbox folder") must belong to this
+/// user and be writable by no one else; `instead` says how to use another folder.
+pub fn check_owned_dir(dir: &Path, what: &str, instead: &str) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(dir)
+            .map_err(|e| Error::config(format!("cannot stat {what} {}: {e}", dir.display())))?;
+        check_owner(dir, &meta, what, Owner::Me, instead)?;
+        if meta.mode() & 0o022 != 0 {
+            return Err(Error::config(format!(
+                "{what} {} can be changed by others (mode {:o}): they could put files \
+                 there that envoi would act on; run: chmod go-w {}, or {instead}",
+                dir.display(),
+                meta.mode() & 0o777,
+                dir.display()
+            )));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (dir, what, instead);
+    Ok(())
+}
+
+/// A file or folder must belong to this user (or root, with [`Owner::MeOrRoot`]); `what`
+/// names it in the error ("the outbox entry", "the DKIM key file (dkim_key_file)") and
+/// `instead` says what else to do than chown it.
+pub fn check_owned(path: &Path, what: &str, owner: Owner, instead: &str) -> Result<()> {
+    #[cfg(unix)]
+    {
+        let meta = std::fs::metadata(path)
+            .map_err(|e| Error::config(format!("cannot stat {what} {}: {e}", path.display())))?;
+        check_owner(path, &meta, what, owner, instead)?;
+    }
+    #[cfg(not(unix))]
+    let _ = (path, what, owner, instead);
+    Ok(())
+}
+
+/// A file that makes envoi send a secret or run a command: owned as `owner` says and
+/// writable by no one else; `why` says what it does ("runs a command (password_command)").
+pub fn check_trusted_file(path: &Path, what: &str, why: &str, owner: Owner) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| Error::config(format!("cannot stat {what} {}: {e}", path.display())))?;
+        if meta.mode() & 0o022 != 0 {
+            return Err(Error::config(format!(
+                "{what} {} {why} but can be changed by others (mode {:o}); run: chmod go-w {}",
+                path.display(),
+                meta.mode() & 0o777,
+                path.display()
+            )));
+        }
+        if let Some((uid, me)) = foreign_owner(&meta, owner) {
+            return Err(Error::config(format!(
+                "{what} {} {why} but belongs to another user (uid {uid}, you are uid {me}); \
+                 only a file of your own may do that; run: chown {me} {} (as root), or use \
+                 a file of your own",
+                path.display(),
+                path.display()
+            )));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, what, why, owner);
+    Ok(())
+}
+
+/// A file that holds a secret (`holds`: "a password", …) must not be readable (or
+/// writable) by group or others.
+pub fn check_private_file(path: &Path, what: &str, holds: &str) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| Error::config(format!("cannot stat {what} {}: {e}", path.display())))?;
+        if meta.mode() & 0o077 != 0 {
+            return Err(Error::config(format!(
+                "{what} {} holds {holds} but can be read by others (mode {:o}); run: chmod \
+                 600 {}",
+                path.display(),
+                meta.mode() & 0o777,
+                path.display()
+            )));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, what, holds);
+    Ok(())
+}
+
+/// A folder of secrets (the token cache) must be this user's and closed to everyone
+/// else (0700): its file names say whose tokens are there.
+pub fn check_private_dir(dir: &Path, what: &str, instead: &str) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(dir)
+            .map_err(|e| Error::config(format!("cannot stat {what} {}: {e}", dir.display())))?;
+        check_owner(dir, &meta, what, Owner::Me, instead)?;
+        if meta.mode() & 0o077 != 0 {
+            return Err(Error::config(format!(
+                "{what} {} holds secrets but others can open it (mode {:o}); run: chmod 700 {}",
+                dir.display(),
+                meta.mode() & 0o777,
+                dir.display()
+            )));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (dir, what, instead);
+    Ok(())
+}
+
+#[cfg(unix)]
+fn check_owner(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    what: &str,
+    owner: Owner,
+    instead: &str,
+) -> Result<()> {
+    let Some((uid, me)) = foreign_owner(meta, owner) else {
+        return Ok(());
+    };
+    Err(Error::config(format!(
+        "{what} {} belongs to another user (uid {uid}, you are uid {me}); run: chown {me} {} \
+         (as root), or {instead}",
+        path.display(),
+        path.display()
+    )))
+}
+
+/// `(owner, this user)` when the file's owner is not one `owner` allows; `None` when it
+/// is, or when this user's id is unknown.
+#[cfg(unix)]
+fn foreign_owner(meta: &std::fs::Metadata, owner: Owner) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let me = effective_uid()?;
+    let uid = meta.uid();
+    (uid != me && !(owner == Owner::MeOrRoot && uid == 0)).then_some((uid, me))
+}
+
+/// Why a file a config names cannot be read, for [`read_named`]'s errors.
+#[derive(Debug)]
+pub enum NamedFileError {
+    /// It is not there or not readable (the I/O error).
+    Io(std::io::Error),
+    /// A directory, FIFO, socket or device: what it is, in words.
+    NotRegular(&'static str),
+    /// Longer than the cap.
+    TooLarge,
+}
+
+impl std::fmt::Display for NamedFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NamedFileError::Io(e) => write!(f, "{e}"),
+            NamedFileError::NotRegular(what) => write!(f, "it is {what}"),
+            NamedFileError::TooLarge => write!(
+                f,
+                "it is larger than {} MiB, too large for such a file",
+                MAX_NAMED_FILE >> 20
+            ),
+        }
+    }
+}
+
+/// Reads a file a config names, up to [`MAX_NAMED_FILE`]: a regular file only. It is
+/// stat'ed before it is opened (opening a FIFO waits for a writer, a device never ends)
+/// and again once open, so a file swapped in between is caught too; and the read stops
+/// after the cap whatever the file claims to be.
+pub fn read_named(path: &Path) -> std::result::Result<Vec<u8>, NamedFileError> {
+    let meta = std::fs::metadata(path).map_err(NamedFileError::Io)?;
+    not_regular(&meta)?;
+    let file = std::fs::File::open(path).map_err(NamedFileError::Io)?;
+    let meta = file.metadata().map_err(NamedFileError::Io)?;
+    not_regular(&meta)?;
+    if meta.len() > MAX_NAMED_FILE {
+        return Err(NamedFileError::TooLarge);
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_NAMED_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(NamedFileError::Io)?;
+    if bytes.len() as u64 > MAX_NAMED_FILE {
+        return Err(NamedFileError::TooLarge);
+    }
+    Ok(bytes)
+}
+
+/// `Err` naming what the file is when it is not a regular file.
+pub fn not_regular(meta: &std::fs::Metadata) -> std::result::Result<(), NamedFileError> {
+    let kind = meta.file_type();
+    if kind.is_file() {
+        Ok(())
+    } else if kind.is_dir() {
+        Err(NamedFileError::NotRegular("a directory"))
+    } else {
+        Err(NamedFileError::NotRegular(
+            "not a regular file (a FIFO, socket or device)",
+        ))
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn named_files_are_regular_and_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("a.pem");
+        std::fs::write(&small, b"x").unwrap();
+        assert_eq!(read_named(&small).unwrap(), b"x");
+        assert!(matches!(
+            read_named(dir.path()),
+            Err(NamedFileError::NotRegular("a directory"))
+        ));
+        assert!(matches!(
+            read_named(Path::new("/dev/zero")),
+            Err(NamedFileError::NotRegular(_))
+        ));
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'a'; (MAX_NAMED_FILE + 1) as usize]).unwrap();
+        assert!(matches!(read_named(&big), Err(NamedFileError::TooLarge)));
+    }
+
+    #[test]
+    fn a_folder_others_can_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_owned_dir(dir.path(), "the outbox folder", "use another").is_ok());
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = check_owned_dir(dir.path(), "the outbox folder", "use another").unwrap_err();
+        assert!(err.message().contains("chmod go-w"), "{err}");
+        if effective_uid() == Some(0) {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+            std::os::unix::fs::chown(dir.path(), Some(65534), None).unwrap();
+            let err = check_owned_dir(dir.path(), "the outbox folder", "use another").unwrap_err();
+            assert!(
+                err.message().contains("belongs to another user (uid 65534"),
+                "{err}"
+            );
+        } else {
+            eprintln!("skipped the owner half: it needs root to chown to nobody");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_effective_uid_is_the_owner_of_a_file_made_now() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mine");
+        std::fs::write(&path, "").unwrap();
+        let owner = std::fs::metadata(&path).unwrap().uid();
+        assert_eq!(effective_uid(), Some(owner));
+        assert_eq!(created_file_uid(), Some(owner));
+    }
+}
