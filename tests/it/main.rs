@@ -9,6 +9,7 @@ mod attachments;
 mod batch;
 mod check;
 mod config;
+mod deadline;
 mod dkim;
 mod docs;
 mod harness;

@@ -24,7 +24,7 @@ use lettre::Address;
 use rustls::ClientConfig;
 
 use crate::deliver::retry::{Connector, Session};
-use crate::deliver::{Dsn, Notice, Transcript, cut_to_deadline, deadline_passed};
+use crate::deliver::{Dsn, Notice, Transcript, deadline_passed};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::check::no_line_breaks;
 use crate::message::wire::DataWriter;
@@ -222,9 +222,22 @@ impl CertificateReport {
 /// Connects, secures and logs in as `settings` say, reports what the server offers, and
 /// says QUIT: no mail is sent.
 pub(crate) fn check(settings: SmtpSettings) -> Result<ServerReport> {
+    probe_check(settings).0
+}
+
+/// [`check`], and whether the server offered TLS on the way (STARTTLS in its EHLO, or a
+/// TLS handshake on an implicit-TLS port): when it did and the check failed, the TLS
+/// attempt failed, which `envoi check --probe` must not answer with plain SMTP.
+pub(crate) fn probe_check(settings: SmtpSettings) -> (Result<ServerReport>, bool) {
+    let mut tls_offered = false;
+    let report = check_noting(settings, &mut tls_offered);
+    (report, tls_offered)
+}
+
+fn check_noting(settings: SmtpSettings, tls_offered: &mut bool) -> Result<ServerReport> {
     let logged_in = settings.credentials.is_some();
     let pinned = settings.tls_fingerprint.is_some();
-    let session = SmtpConnector::new(settings).open()?;
+    let session = SmtpSession::open_noting(&settings, tls_config(&settings)?, tls_offered)?;
     let report = ServerReport {
         server: session.server.clone(),
         address: session.conn.peer().map(|a| a.to_string()),
@@ -299,10 +312,11 @@ pub(crate) struct SmtpSession {
     caps: Capabilities,
     server: String,
     transcript: Option<Transcript>,
-    timeout: Duration,
     deadline: Option<Instant>,
     /// Set once the connection failed: it is then shut down, never asked to QUIT.
     broken: bool,
+    /// Whether the server offered STARTTLS before envoi asked for it.
+    tls_offered: bool,
     /// The DSN request, once the server said it offers DSN.
     dsn: Option<Dsn>,
     /// What the retry policy should tell its observer.
@@ -315,9 +329,17 @@ impl SmtpSession {
     /// Connects, secures the connection as `settings.security` demands, and logs in,
     /// each step within what is left before the deadline.
     fn open(settings: &SmtpSettings, tls: Option<Arc<ClientConfig>>) -> Result<SmtpSession> {
-        let mut settings = settings.clone();
-        settings.timeout = cut_to_deadline(settings.timeout, settings.deadline);
-        if settings.deadline.is_some() && settings.timeout.is_zero() {
+        SmtpSession::open_noting(settings, tls, &mut false)
+    }
+
+    /// [`SmtpSession::open`], noting in `tls_offered` whether the server offered TLS.
+    fn open_noting(
+        settings: &SmtpSettings,
+        tls: Option<Arc<ClientConfig>>,
+        tls_offered: &mut bool,
+    ) -> Result<SmtpSession> {
+        let settings = settings.clone();
+        if settings.deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(deadline_passed());
         }
         check_settings(&settings)?;
@@ -339,13 +361,24 @@ impl SmtpSession {
             ),
         );
         let connecting = format!("connecting to {server}");
-        let mut conn = Conn::connect(&settings.host, settings.port, settings.timeout)
-            .map_err(|e| io_failure(&connecting, &e))?;
-        conn.set_timeout(settings.timeout)
-            .map_err(|e| io_failure(&connecting, &e))?;
+        let mut conn = Conn::connect(
+            &settings.host,
+            settings.port,
+            settings.timeout,
+            settings.deadline,
+        )
+        .map_err(|e| io_failure(&connecting, &e))?;
         if let (Security::Tls, Some(config)) = (settings.security, &tls) {
             let name = tls::server_name(&settings.host)?;
             let upgraded = conn.upgrade(Arc::clone(config), name);
+            // A handshake that got TLS back, whether it then failed or not.
+            *tls_offered = match &upgraded {
+                Ok(()) => true,
+                Err(WireError::Io(io)) => io
+                    .get_ref()
+                    .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()),
+                Err(_) => false,
+            };
             if let Err(e) = upgraded {
                 conn.shutdown();
                 return Err(match e {
@@ -361,15 +394,16 @@ impl SmtpSession {
             caps: Capabilities::default(),
             server,
             transcript: settings.transcript,
-            timeout: settings.timeout,
             deadline: settings.deadline,
             broken: false,
+            tls_offered: false,
             dsn: None,
             notices: Vec::new(),
             extensions: Vec::new(),
         };
         let result = session.greet_and_login(&settings, tls, &hello);
         if result.is_err() {
+            *tls_offered |= session.tls_offered;
             session.conn.shutdown();
         }
         result.map(|()| session)
@@ -423,7 +457,9 @@ impl SmtpSession {
             Err(e) => {
                 self.broken = true;
                 self.trace("*", "no greeting");
-                let silent = matches!(&e, WireError::Io(io) if is_timeout(io));
+                // Silent, not slow: a server that dripped part of a greeting speaks.
+                let silent = !self.conn.has_unread()
+                    && matches!(&e, WireError::Io(io) if is_timeout(io) && !conn::is_deadline(io));
                 if silent && settings.security != Security::Tls && answers_tls(settings) {
                     return Err(implicit_tls_port(&self.server, settings.security));
                 }
@@ -461,6 +497,7 @@ impl SmtpSession {
                 ),
             ));
         }
+        self.tls_offered = true;
         let reply = self.command("STARTTLS", "STARTTLS")?;
         self.require(&reply, "STARTTLS", |c| c == 220)?;
         if self.conn.has_unread() {
@@ -732,16 +769,14 @@ impl SmtpSession {
         }
     }
 
-    /// Cuts the next command's timeout to what is left before the deadline.
+    /// Refuses to begin a command once the deadline has passed (the connection bounds
+    /// each read and write by it too, so one that began cannot outlast it).
     fn arm_timeout(&mut self) -> Result<()> {
-        let timeout = cut_to_deadline(self.timeout, self.deadline);
-        if self.deadline.is_some() && timeout.is_zero() {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
             self.broken = true;
             return Err(deadline_passed());
         }
-        self.conn
-            .set_timeout(timeout)
-            .map_err(|e| io_failure("setting the timeout", &e))
+        Ok(())
     }
 
     fn trace(&self, side: &str, line: &str) {
@@ -827,6 +862,11 @@ impl Session for SmtpSession {
 
     fn take_notices(&mut self) -> Vec<Notice> {
         std::mem::take(&mut self.notices)
+    }
+
+    fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+        self.conn.set_deadline(deadline);
     }
 
     fn usable(&self) -> bool {
@@ -944,15 +984,32 @@ impl SmtpConnector {
 impl Connector for SmtpConnector {
     type Session = SmtpSession;
 
-    fn open(&mut self) -> Result<SmtpSession> {
-        let tls = match self.settings.security {
-            Security::None => None,
-            Security::Tls | Security::Starttls => Some(tls::client_config(
-                self.settings.ca_file.as_deref(),
-                self.settings.tls_fingerprint.as_ref(),
-            )?),
+    fn open(&mut self, deadline: Option<Instant>) -> Result<SmtpSession> {
+        let settings = SmtpSettings {
+            deadline: earliest(self.settings.deadline, deadline),
+            ..self.settings.clone()
         };
-        SmtpSession::open(&self.settings, tls)
+        SmtpSession::open(&settings, tls_config(&settings)?)
+    }
+}
+
+/// The TLS configuration `settings` need, if any.
+fn tls_config(settings: &SmtpSettings) -> Result<Option<Arc<ClientConfig>>> {
+    match settings.security {
+        Security::None => Ok(None),
+        Security::Tls | Security::Starttls => tls::client_config(
+            settings.ca_file.as_deref(),
+            settings.tls_fingerprint.as_ref(),
+        )
+        .map(Some),
+    }
+}
+
+/// The sooner of two deadlines, either of which may be unset.
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -1085,7 +1142,6 @@ fn is_timeout(e: &io::Error) -> bool {
 /// certificate it cannot prove still counts: it speaks TLS). Bounded by the same
 /// timeout and deadline as the rest; nothing is sent after the handshake.
 fn answers_tls(settings: &SmtpSettings) -> bool {
-    let timeout = cut_to_deadline(settings.timeout, settings.deadline);
     let config = tls::client_config(
         settings.ca_file.as_deref(),
         settings.tls_fingerprint.as_ref(),
@@ -1093,34 +1149,38 @@ fn answers_tls(settings: &SmtpSettings) -> bool {
     let (Ok(config), Ok(name)) = (config, tls::server_name(&settings.host)) else {
         return false;
     };
-    if timeout.is_zero() {
-        return false;
-    }
-    let Ok(mut conn) = Conn::connect(&settings.host, settings.port, timeout) else {
+    let connected = Conn::connect(
+        &settings.host,
+        settings.port,
+        settings.timeout,
+        settings.deadline,
+    );
+    let Ok(mut conn) = connected else {
         return false;
     };
-    let answered = conn.set_timeout(timeout).is_ok()
-        && match conn.upgrade(config, name) {
-            Ok(()) => true,
-            Err(WireError::Io(io)) => io
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-                .is_some_and(|e| {
-                    matches!(
-                        e,
-                        rustls::Error::InvalidCertificate(_) | rustls::Error::AlertReceived(_)
-                    )
-                }),
-            Err(_) => false,
-        };
+    let answered = match conn.upgrade(config, name) {
+        Ok(()) => true,
+        Err(WireError::Io(io)) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .is_some_and(|e| {
+                matches!(
+                    e,
+                    rustls::Error::InvalidCertificate(_) | rustls::Error::AlertReceived(_)
+                )
+            }),
+        Err(_) => false,
+    };
     conn.shutdown();
     answered
 }
 
 /// An I/O error in words; a read timeout is "timed out" (std reports it as
-/// `WouldBlock` on Unix).
+/// `WouldBlock` on Unix), unless it was the operation's deadline.
 fn describe_io(e: &io::Error) -> String {
-    if is_timeout(e) {
+    if conn::is_deadline(e) {
+        conn::DeadlinePassed.to_string()
+    } else if is_timeout(e) {
         "timed out".to_owned()
     } else {
         e.to_string()
