@@ -18,8 +18,8 @@ use crate::profile::{Auth, Password, Profile, SecretSource, Security, SmtpProfil
 use oauth2::TokenOrigin;
 
 pub use oauth2::{LoginStep, Stored};
-pub use retry::{Failure, Policy, Report};
-pub use smtp::{CertificateReport, RcptReply, ServerReport, payload_in_flight};
+pub use retry::{Failure, Policy, RcptReply, Report};
+pub use smtp::{CertificateReport, ServerReport, payload_in_flight};
 
 /// How a delivery ended well.
 #[derive(Debug)]

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use lettre::Address;
 
-use crate::deliver::smtp::RcptReply;
 use crate::deliver::{Notice, Observer, deadline_passed};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Prepared;
@@ -24,6 +23,32 @@ pub(crate) trait Connector {
     /// Connects and logs in (or fails with a classified error), all before `deadline`
     /// (and the connector's own, if it has one); the session keeps to it.
     fn open(&mut self, deadline: Option<Instant>) -> Result<Self::Session>;
+}
+
+/// The server's answer to one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RcptReply {
+    /// The envelope address.
+    pub address: String,
+    /// The reply code to RCPT TO.
+    pub code: u16,
+    /// The reply text, made printable.
+    pub message: String,
+}
+
+impl RcptReply {
+    pub(crate) fn new(address: &Address, code: u16, message: String) -> RcptReply {
+        RcptReply {
+            address: address.to_string(),
+            code,
+            message,
+        }
+    }
+
+    /// True for a 5xx refusal, which no retry will change.
+    pub fn is_permanent(&self) -> bool {
+        self.code >= 500
+    }
 }
 
 /// The commands of a transaction, with the server's answers already classified: an

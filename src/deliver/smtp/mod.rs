@@ -23,7 +23,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use lettre::Address;
 use rustls::ClientConfig;
 
-use crate::deliver::retry::{Connector, Session};
+use crate::deliver::retry::{Connector, RcptReply, Session};
 use crate::deliver::{Dsn, Notice, Transcript, deadline_passed};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::check::no_line_breaks;
@@ -92,32 +92,6 @@ pub(crate) struct SmtpSettings {
     pub deadline: Option<Instant>,
     /// Delivery status notifications to request.
     pub dsn: Option<Dsn>,
-}
-
-/// The server's answer to one recipient.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RcptReply {
-    /// The envelope address.
-    pub address: String,
-    /// The reply code to RCPT TO.
-    pub code: u16,
-    /// The reply text, made printable.
-    pub message: String,
-}
-
-impl RcptReply {
-    pub(crate) fn new(address: &Address, code: u16, message: String) -> RcptReply {
-        RcptReply {
-            address: address.to_string(),
-            code,
-            message,
-        }
-    }
-
-    /// True for a 5xx refusal, which no retry will change.
-    pub fn is_permanent(&self) -> bool {
-        self.code >= 500
-    }
 }
 
 impl SmtpSettings {
