@@ -425,7 +425,7 @@ impl FirstBytes<'_> {
         }
         let line = self.seen.split(|b| *b == b'\n').next().unwrap_or_default();
         let text = String::from_utf8_lossy(line);
-        Some(super::printable(text.trim_end()))
+        Some(super::reply::printable(text.trim_end()))
     }
 }
 
