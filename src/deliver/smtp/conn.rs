@@ -53,9 +53,10 @@ pub(crate) fn is_deadline(e: &io::Error) -> bool {
         .is_some_and(|inner| inner.downcast_ref::<DeadlinePassed>().is_some())
 }
 
-/// How much a socket timeout may exceed what is left before the step must end before
+/// How far a socket timeout may be from what is left before the step must end before
 /// it is set again: a dripping server costs one `setsockopt` per this much, not per
-/// byte, and overshoots by at most this much.
+/// byte, and a reply one only now and then, at the price of a step ending at most this
+/// much early or late.
 const SLACK: Duration = Duration::from_millis(50);
 
 /// The time limits of a connection: a step (one reply, one TLS handshake) must end
@@ -135,14 +136,14 @@ impl Socket {
 }
 
 /// Sets `timeout` on the socket through `set` unless what it has now (`current`) is
-/// within [`SLACK`] above it.
+/// within [`SLACK`] of it.
 fn arm(
     current: &mut Option<Duration>,
     timeout: Duration,
     set: impl FnOnce(Option<Duration>) -> io::Result<()>,
 ) -> io::Result<()> {
     let timeout = timeout.max(Duration::from_millis(1));
-    if current.is_some_and(|c| c >= timeout && c - timeout <= SLACK) {
+    if current.is_some_and(|c| c.abs_diff(timeout) <= SLACK) {
         return Ok(());
     }
     // Forgotten first: after a failure the socket's timeout is unknown.
@@ -450,4 +451,70 @@ impl Write for FirstBytes<'_> {
 
 fn too_long() -> WireError {
     WireError::Protocol(format!("a reply line longer than {MAX_LINE} octets"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A peer on loopback that writes `220-` and then one byte every 100 ms, never
+    /// ending the line; its port.
+    fn dripping_peer() -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let port = listener.local_addr().expect("local address").port();
+        std::thread::spawn(move || {
+            if let Ok((mut peer, _)) = listener.accept() {
+                let _ = peer.write_all(b"220-");
+                for _ in 0..100 {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if peer.write_all(b"x").is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        port
+    }
+
+    fn read_from(port: u16, timeout: Duration, deadline: Option<Instant>) -> (io::Error, Duration) {
+        let started = Instant::now();
+        let mut conn = Conn::connect("127.0.0.1", port, timeout, deadline).expect("connect");
+        match conn.read_reply() {
+            Err(WireError::Io(e)) => (e, started.elapsed()),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_dripping_reply_cannot_outlast_the_deadline() {
+        let deadline = Instant::now() + Duration::from_millis(600);
+        let (e, took) = read_from(dripping_peer(), Duration::from_secs(30), Some(deadline));
+        assert!(is_deadline(&e), "{e}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+    }
+
+    #[test]
+    fn a_dripping_reply_cannot_outlast_one_command_timeout() {
+        let (e, took) = read_from(dripping_peer(), Duration::from_millis(600), None);
+        assert!(
+            !is_deadline(&e) && e.kind() == io::ErrorKind::TimedOut,
+            "{e}"
+        );
+        assert!(took < Duration::from_secs(3), "{took:?}");
+    }
+
+    #[test]
+    fn nothing_starts_after_the_deadline() {
+        let past = Instant::now();
+        let e = Conn::connect(
+            "127.0.0.1",
+            dripping_peer(),
+            Duration::from_secs(5),
+            Some(past),
+        )
+        .err()
+        .expect("no connection after the deadline");
+        assert!(is_deadline(&e), "{e}");
+    }
 }
