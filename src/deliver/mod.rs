@@ -3,6 +3,7 @@
 //! as sent; it prints nothing — what the user should hear goes to an [`Observer`], and
 //! the `-v` dialogue to a [`Transcript`].
 
+mod deadline;
 mod file;
 mod oauth2;
 mod renew;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Prepared;
 use crate::profile::{Auth, Password, Profile, SecretSource, Security, SmtpProfile, Transport};
+use deadline::cut_to_deadline;
 use oauth2::TokenOrigin;
 
 pub use oauth2::{LoginStep, Stored};
@@ -273,14 +275,6 @@ impl Batch {
 /// A user name with its password or token, fetched.
 type Login = Option<(String, Password)>;
 
-/// `timeout`, or what is left before `deadline` when that is less: how long one step
-/// (a command, a password command, a token request) may take.
-pub(crate) fn cut_to_deadline(timeout: Duration, deadline: Option<Instant>) -> Duration {
-    deadline.map_or(timeout, |d| {
-        timeout.min(d.saturating_duration_since(Instant::now()))
-    })
-}
-
 /// The profile's user name with its password or token fetched. A password command, or
 /// the request to an OAuth2 token endpoint, gets what a server command gets: the
 /// profile's timeout, cut to what is left before `deadline`. With `transcript` (`-v`),
@@ -433,12 +427,4 @@ pub fn probe(host: &str, ports: &[u16], ca_file: Option<&Path>, timeout: Duratio
             })
             .collect()
     })
-}
-
-/// The one wording of "out of time" for every step of a send.
-fn deadline_passed() -> Error {
-    Error::new(
-        ErrorKind::Temporary,
-        "the deadline for the whole send (--timeout) has passed",
-    )
 }

@@ -5,10 +5,10 @@
 
 use std::time::Instant;
 
-use crate::deliver::cut_to_deadline;
+use crate::deliver::deadline::{cut_to_deadline, earliest};
 use crate::deliver::oauth2::{self, TokenOrigin};
 use crate::deliver::retry::Connector;
-use crate::deliver::smtp::{SmtpConnector, SmtpSession, earliest};
+use crate::deliver::smtp::{SmtpConnector, SmtpSession};
 use crate::error::{ErrorKind, Result};
 use crate::profile::OAuth2;
 

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use lettre::Address;
 
-use crate::deliver::{Notice, Observer, deadline_passed};
+use crate::deliver::deadline::deadline_passed;
+use crate::deliver::{Notice, Observer};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Prepared;
 

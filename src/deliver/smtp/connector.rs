@@ -2,12 +2,13 @@
 
 use std::time::Instant;
 
+use crate::deliver::deadline::earliest;
 use crate::deliver::retry::Connector;
 use crate::error::Result;
 use crate::profile::Password;
 
 use super::session::SmtpSession;
-use super::settings::{SmtpSettings, earliest, tls_config};
+use super::settings::{SmtpSettings, tls_config};
 
 /// Opens SMTP sessions with one set of settings, each within what is left of the
 /// deadline. The TLS configuration (system roots read once) is shared by its sessions.

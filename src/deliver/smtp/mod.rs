@@ -30,4 +30,4 @@ pub use report::{CertificateReport, ServerReport};
 pub(crate) use report::{check, probe_check};
 pub(crate) use session::SmtpSession;
 pub use session::payload_in_flight;
-pub(crate) use settings::{SmtpSettings, earliest};
+pub(crate) use settings::SmtpSettings;

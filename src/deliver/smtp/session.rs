@@ -11,8 +11,9 @@ use std::time::Instant;
 use lettre::Address;
 use rustls::ClientConfig;
 
+use crate::deliver::deadline::deadline_passed;
 use crate::deliver::retry::{RcptReply, Session};
-use crate::deliver::{Dsn, Notice, Transcript, deadline_passed};
+use crate::deliver::{Dsn, Notice, Transcript};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::wire::DataWriter;
 use crate::message::{MessageBytes, Prepared, StreamError};

@@ -85,14 +85,6 @@ pub(super) fn tls_config(settings: &SmtpSettings) -> Result<Option<Arc<ClientCon
     }
 }
 
-/// The sooner of two deadlines, either of which may be unset.
-pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
 /// This machine's name for EHLO, else an address literal.
 pub(super) fn default_hello_name() -> String {
     hostname::get()
