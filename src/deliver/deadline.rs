@@ -23,10 +23,12 @@ pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant
     }
 }
 
-/// The one wording of "out of time" for every step of a send.
+/// The one wording of "out of time" before a step starts, for every operation: the
+/// deadline is `--timeout` for `send`, `check` and each `batch` record, and 120 s for
+/// each entry of an outbox flush.
 pub(crate) fn deadline_passed() -> Error {
     Error::new(
         ErrorKind::Temporary,
-        "the deadline for the whole send (--timeout) has passed",
+        "the deadline (--timeout, or 120 s for an outbox entry) passed before the next step",
     )
 }
