@@ -260,7 +260,8 @@ pub struct CheckArgs {
     /// 25) and say what each speaks and which profile lines to use; no profile is read.
     #[arg(long, value_name = "HOST[:PORT]", conflicts_with_all = ["smtp_url", "profile", "config"])]
     pub probe: Option<String>,
-    /// Seconds allowed for the whole check (with --probe: for each way tried, at most 10).
+    /// Seconds allowed for the whole check (with --probe: for all the ways tried; each at
+    /// most 10).
     #[arg(long, value_name = "SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,

@@ -18,14 +18,11 @@ pub enum Checked {
     Probes(Vec<Probe>),
 }
 
-/// The longest one probe attempt may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Runs the check.
 pub fn run(args: &CheckArgs) -> Result<Checked> {
     if let Some(target) = &args.probe {
         let (host, ports) = probe_target(target)?;
-        let timeout = PROBE_TIMEOUT.min(Duration::from_secs(args.timeout));
+        let timeout = Duration::from_secs(args.timeout);
         return Ok(Checked::Probes(probe(&host, &ports, None, timeout)));
     }
     let resolved = resolve(&args.flags(), &Env::from_process()?)?;
@@ -60,20 +57,45 @@ fn probe_target(target: &str) -> Result<(String, Vec<u16>)> {
     Ok((host.to_owned(), ports))
 }
 
-/// The probe that works best: implicit TLS, then STARTTLS, then plain (no password
-/// should cross that one).
+/// The probe that works best: implicit TLS, then STARTTLS, then plain — but plain only
+/// when no TLS was offered at all. After a TLS attempt failed (refused, stripped,
+/// tampered with, an untrusted certificate), plain SMTP is the downgrade someone in
+/// between may want: no advice then, and [`nothing_works`] says why.
 pub fn best(probes: &[Probe]) -> Option<&Probe> {
     use envoi::profile::Security;
-    [Security::Tls, Security::Starttls, Security::None]
-        .iter()
-        .find_map(|s| {
-            probes
-                .iter()
-                .find(|p| p.security == *s && p.outcome.is_ok())
+    let works = |security: Security| {
+        probes
+            .iter()
+            .find(|p| p.security == security && p.outcome.is_ok())
+    };
+    works(Security::Tls)
+        .or_else(|| works(Security::Starttls))
+        .or_else(|| {
+            (!tls_failed(probes))
+                .then(|| works(Security::None))
+                .flatten()
         })
 }
 
-/// The error for a probe where nothing worked.
+/// Whether TLS was offered somewhere and did not work: a way failed after the server
+/// offered TLS, or a plain EHLO lists STARTTLS (or the `XXXXXXXA` a stripping firewall
+/// leaves in its place) while no TLS way worked.
+fn tls_failed(probes: &[Probe]) -> bool {
+    let starttls_or_its_mask = |keyword: &str| {
+        let keyword = keyword.split_whitespace().next().unwrap_or_default();
+        keyword.eq_ignore_ascii_case("STARTTLS")
+            || (keyword.len() == 8 && keyword.to_ascii_uppercase().starts_with("XXXXXXX"))
+    };
+    probes.iter().any(|p| {
+        p.tls_failed
+            || p.outcome.as_ref().is_ok_and(|r| {
+                r.tls.is_none() && r.extensions.iter().any(|e| starttls_or_its_mask(e))
+            })
+    })
+}
+
+/// The error for a probe that gives no advice: TLS with an untrusted certificate (77),
+/// TLS offered and failing (75), or nothing answering (75).
 pub fn nothing_works(probes: &[Probe]) -> Error {
     let certificate = probes.iter().any(|p| {
         p.outcome
@@ -85,6 +107,15 @@ pub fn nothing_works(probes: &[Probe]) -> Error {
             ErrorKind::Certificate,
             "the server speaks TLS but its certificate is not trusted (the lines above say \
              why): trust it in the profile with ca_file, or pin it with tls_fingerprint",
+        );
+    }
+    if tls_failed(probes) {
+        return Error::new(
+            ErrorKind::Temporary,
+            "the server offers TLS but it failed (STARTTLS refused or stripped, data \
+             injected, or the handshake broken: the lines above say which): something between \
+             you and the server may be interfering; do not use security = \"none\" to get \
+             around it, try from another network or ask the server's operator",
         );
     }
     Error::new(

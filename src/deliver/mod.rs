@@ -3,6 +3,7 @@
 //! as sent; it prints nothing — what the user should hear goes to an [`Observer`], and
 //! the `-v` dialogue to a [`Transcript`].
 
+mod deadline;
 mod file;
 mod oauth2;
 mod renew;
@@ -16,12 +17,13 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Prepared;
 use crate::profile::{Auth, Password, Profile, SecretSource, Security, SmtpProfile};
+use deadline::cut_to_deadline;
 use oauth2::TokenOrigin;
 use transport::{Sessions, Transport};
 
 pub use oauth2::{LoginStep, Stored};
-pub use retry::{Failure, Policy, Report};
-pub use smtp::{CertificateReport, RcptReply, ServerReport, payload_in_flight};
+pub use retry::{Failure, Policy, RcptReply, Report};
+pub use smtp::{CertificateReport, ServerReport, payload_in_flight};
 
 /// How a delivery ended well.
 #[derive(Debug)]
@@ -203,8 +205,8 @@ impl Batch {
         per_session: u32,
         observer: &mut dyn Observer,
     ) -> Result<Batch> {
-        // No overall deadline on the sessions: each command has the profile's timeout,
-        // and each message its own deadline in the policy.
+        // No deadline of the batch's own: a session takes the deadline of each message
+        // it carries (its policy's), down to every read and write.
         let fetch_by = Some(Instant::now() + per_message);
         let sessions = Sessions::Reused(per_session);
         let transport = open(profile, &options, sessions, fetch_by, None, observer)?;
@@ -280,14 +282,6 @@ fn open(
 /// A user name with its password or token, fetched.
 type Login = Option<(String, Password)>;
 
-/// `timeout`, or what is left before `deadline` when that is less: how long one step
-/// (a command, a password command, a token request) may take.
-pub(crate) fn cut_to_deadline(timeout: Duration, deadline: Option<Instant>) -> Duration {
-    deadline.map_or(timeout, |d| {
-        timeout.min(d.saturating_duration_since(Instant::now()))
-    })
-}
-
 /// The profile's user name with its password or token fetched. A password command, or
 /// the request to an OAuth2 token endpoint, gets what a server command gets: the
 /// profile's timeout, cut to what is left before `deadline`. With `transcript` (`-v`),
@@ -360,10 +354,6 @@ pub fn check(profile: &Profile, timeout: Duration) -> Result<ServerReport> {
             "this profile writes files (transport = \"file\"): there is no server to check",
         ));
     };
-    check_server(smtp, timeout)
-}
-
-fn check_server(smtp: &SmtpProfile, timeout: Duration) -> Result<ServerReport> {
     let deadline = Instant::now() + timeout;
     let (credentials, _) = credentials(smtp, Some(deadline), None)?;
     smtp::check(smtp::SmtpSettings::new(
@@ -383,41 +373,65 @@ pub struct Probe {
     pub security: Security,
     /// What the server offered, or why that way does not work.
     pub outcome: std::result::Result<ServerReport, Error>,
+    /// This way failed after the server offered TLS (STARTTLS refused, stripped after
+    /// being offered, bytes injected, a failed handshake, an untrusted certificate):
+    /// plain SMTP is then no advice to give.
+    pub tls_failed: bool,
 }
 
+/// The longest one way of one port may take in `envoi check --probe`.
+const PROBE_ATTEMPT: Duration = Duration::from_secs(10);
+
 /// `envoi check --probe`: tries implicit TLS, STARTTLS and plain SMTP on each of `ports`
-/// of `host`, without logging in, each within `timeout`. Answers the question behind
-/// most "wrong version number" and "timed out" reports: what does this port speak?
+/// of `host`, without logging in, all within `timeout` (the ports side by side, each way
+/// within at most 10 s of it). Answers the question behind most "wrong version number"
+/// and "timed out" reports: what does this port speak?
 pub fn probe(host: &str, ports: &[u16], ca_file: Option<&Path>, timeout: Duration) -> Vec<Probe> {
-    let mut probes = Vec::new();
-    for &port in ports {
-        for security in [Security::Tls, Security::Starttls, Security::None] {
+    let deadline = Instant::now() + timeout;
+    let probe_port = |port: u16| {
+        [Security::Tls, Security::Starttls, Security::None].map(|security| {
             let server = SmtpProfile {
                 host: host.to_owned(),
                 port,
                 security,
                 login: Ok(None),
                 auth: Auth::Password,
-                timeout,
+                timeout: cut_to_deadline(PROBE_ATTEMPT, Some(deadline)),
                 ca_file: ca_file.map(Path::to_path_buf),
                 tls_fingerprint: None,
                 hello_name: None,
                 allow_plaintext_auth: false,
             };
-            probes.push(Probe {
+            let settings = smtp::SmtpSettings::new(&server, None, None, Some(deadline));
+            let (outcome, tls_offered) = smtp::probe_check(settings);
+            Probe {
                 port,
                 security,
-                outcome: check_server(&server, timeout),
-            });
-        }
-    }
-    probes
-}
-
-/// The one wording of "out of time" for every step of a send.
-fn deadline_passed() -> Error {
-    Error::new(
-        ErrorKind::Temporary,
-        "the deadline for the whole send (--timeout) has passed",
-    )
+                tls_failed: tls_offered && outcome.is_err(),
+                outcome,
+            }
+        })
+    };
+    std::thread::scope(|scope| {
+        let running: Vec<_> = ports
+            .iter()
+            .map(|&port| (port, scope.spawn(move || probe_port(port))))
+            .collect();
+        running
+            .into_iter()
+            .flat_map(|(port, probing)| {
+                probing.join().unwrap_or_else(|_| {
+                    [Security::Tls, Security::Starttls, Security::None].map(|security| Probe {
+                        port,
+                        security,
+                        outcome: Err(Error::new(
+                            ErrorKind::Internal,
+                            "probing this port failed (a bug in envoi)",
+                        )),
+                        tls_failed: false,
+                    })
+                })
+            })
+            .collect()
+    })
 }

@@ -3,7 +3,9 @@
 //! taken again before each SMTP session (from the cache while it has more than a minute
 //! left, so this costs a file read), never only once at the start.
 
-use crate::deliver::cut_to_deadline;
+use std::time::Instant;
+
+use crate::deliver::deadline::{cut_to_deadline, earliest};
 use crate::deliver::oauth2::{self, TokenOrigin};
 use crate::deliver::retry::Connector;
 use crate::deliver::smtp::{SmtpConnector, SmtpSession};
@@ -50,14 +52,14 @@ impl Renewing {
 }
 
 impl TokenSource {
-    /// The current token, into `connector`'s login.
-    fn take(&mut self, connector: &mut SmtpConnector) -> Result<()> {
+    /// The current token, into `connector`'s login, fetched before `deadline`.
+    fn take(&mut self, connector: &mut SmtpConnector, deadline: Option<Instant>) -> Result<()> {
         let settings = connector.settings();
         let (token, origin) = oauth2::access_token(
             &self.user,
             &self.oauth,
             settings.ca_file.as_deref(),
-            cut_to_deadline(settings.timeout, settings.deadline),
+            cut_to_deadline(settings.timeout, earliest(settings.deadline, deadline)),
             settings.transcript,
         )?;
         connector.log_in_as(self.user.clone(), token);
@@ -72,14 +74,14 @@ impl Connector for Renewing {
     /// Opens a session with a current token. A cached token the server refuses (revoked
     /// before it expired) is forgotten and a new one fetched for one more try: otherwise
     /// every run would be refused until the cached one expired.
-    fn open(&mut self) -> Result<SmtpSession> {
+    fn open(&mut self, deadline: Option<Instant>) -> Result<SmtpSession> {
         let Some(token) = &mut self.token else {
-            return self.connector.open();
+            return self.connector.open(deadline);
         };
         if !std::mem::replace(&mut token.unused, false) {
-            token.take(&mut self.connector)?;
+            token.take(&mut self.connector, deadline)?;
         }
-        match self.connector.open() {
+        match self.connector.open(deadline) {
             Err(e) if e.kind() == ErrorKind::AuthRefused && token.origin == TokenOrigin::Cache => {
                 let settings = self.connector.settings();
                 if let Some(transcript) = settings.transcript {
@@ -89,8 +91,8 @@ impl Connector for Renewing {
                     );
                 }
                 oauth2::forget_access_token(&token.user, &token.oauth, settings.timeout);
-                token.take(&mut self.connector)?;
-                self.connector.open()
+                token.take(&mut self.connector, deadline)?;
+                self.connector.open(deadline)
             }
             other => other,
         }

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use lettre::Address;
 
-use crate::deliver::smtp::RcptReply;
-use crate::deliver::{Notice, Observer, deadline_passed};
+use crate::deliver::deadline::deadline_passed;
+use crate::deliver::{Notice, Observer};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Prepared;
 
@@ -21,8 +21,35 @@ use crate::message::Prepared;
 pub(crate) trait Connector {
     /// An open, logged-in session.
     type Session: Session;
-    /// Connects and logs in (or fails with a classified error).
-    fn open(&mut self) -> Result<Self::Session>;
+    /// Connects and logs in (or fails with a classified error), all before `deadline`
+    /// (and the connector's own, if it has one); the session keeps to it.
+    fn open(&mut self, deadline: Option<Instant>) -> Result<Self::Session>;
+}
+
+/// The server's answer to one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RcptReply {
+    /// The envelope address.
+    pub address: String,
+    /// The reply code to RCPT TO.
+    pub code: u16,
+    /// The reply text, made printable.
+    pub message: String,
+}
+
+impl RcptReply {
+    pub(crate) fn new(address: &Address, code: u16, message: String) -> RcptReply {
+        RcptReply {
+            address: address.to_string(),
+            code,
+            message,
+        }
+    }
+
+    /// True for a 5xx refusal, which no retry will change.
+    pub fn is_permanent(&self) -> bool {
+        self.code >= 500
+    }
 }
 
 /// The commands of a transaction, with the server's answers already classified: an
@@ -53,6 +80,9 @@ pub(crate) trait Session {
     fn take_notices(&mut self) -> Vec<Notice> {
         Vec::new()
     }
+    /// From now on nothing the session does may go on past `deadline`: a reused session
+    /// takes the deadline of each message it carries.
+    fn set_deadline(&mut self, _deadline: Option<Instant>) {}
     /// DATA, the message and the final dot: the reply to the dot.
     fn data(&mut self, prepared: &Prepared) -> Result<(u16, String)>;
     /// Whether the session can carry another transaction: false once the connection
@@ -68,8 +98,9 @@ pub(crate) trait Session {
 pub(crate) trait Sessions {
     /// The session type.
     type Session: Session;
-    /// A session for the next attempt, and whether it already carried a message.
-    fn get(&mut self) -> Result<(Self::Session, bool)>;
+    /// A session for the next attempt, bound to `deadline`, and whether it already
+    /// carried a message.
+    fn get(&mut self, deadline: Option<Instant>) -> Result<(Self::Session, bool)>;
     /// Takes back the session of an attempt; `failed` when the attempt ended in a
     /// transaction the server may still consider open.
     fn put(&mut self, session: Self::Session, failed: bool);
@@ -81,8 +112,8 @@ struct Fresh<'a, C>(&'a mut C);
 impl<C: Connector> Sessions for Fresh<'_, C> {
     type Session = C::Session;
 
-    fn get(&mut self) -> Result<(C::Session, bool)> {
-        Ok((self.0.open()?, false))
+    fn get(&mut self, deadline: Option<Instant>) -> Result<(C::Session, bool)> {
+        Ok((self.0.open(deadline)?, false))
     }
 
     fn put(&mut self, session: C::Session, _failed: bool) {
@@ -140,14 +171,17 @@ impl<C: Connector> Reuse<C> {
 impl<C: Connector> Sessions for Reuse<C> {
     type Session = C::Session;
 
-    fn get(&mut self) -> Result<(C::Session, bool)> {
+    fn get(&mut self, deadline: Option<Instant>) -> Result<(C::Session, bool)> {
         if self.used >= self.per_session {
             self.close();
         }
         let (session, reused) = match self.open.take() {
-            Some(session) => (session, true),
+            Some(mut session) => {
+                session.set_deadline(deadline);
+                (session, true)
+            }
             None => {
-                let session = self.connector.open()?;
+                let session = self.connector.open(deadline)?;
                 self.opened += 1;
                 self.used = 0;
                 (session, false)
@@ -425,7 +459,7 @@ impl State {
         if policy.deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(deadline_passed().into());
         }
-        let (mut session, reused) = sessions.get()?;
+        let (mut session, reused) = sessions.get(policy.deadline)?;
         for notice in session.take_notices() {
             observer.notice(notice);
         }
@@ -642,7 +676,7 @@ mod tests {
     impl Connector for Script {
         type Session = Scripted;
 
-        fn open(&mut self) -> Result<Scripted> {
+        fn open(&mut self, _deadline: Option<Instant>) -> Result<Scripted> {
             match self.sessions.pop_front().expect("a session is scripted") {
                 Ok(server) => {
                     self.log.borrow_mut().push("CONNECT".into());

@@ -191,3 +191,86 @@ fn probe_says_what_a_port_speaks() {
         .expect_exit(75);
     assert!(run.stderr.contains("nothing answered SMTP"), "{run}");
 }
+
+/// `check --probe HOST:PORT` against `s`'s server, its CA trusted when `trusted`.
+fn probe(s: &Setup, trusted: bool, code: i32) -> crate::support::envoi::Run {
+    let target = format!("localhost:{}", s.server.port());
+    let mut cmd = envoi(s.home());
+    if trusted {
+        cmd.env("SSL_CERT_FILE", s.home().join("ca.pem"));
+    }
+    cmd.args(["check", "--probe", &target, "--timeout", "20"])
+        .expect_exit(code)
+}
+
+/// When STARTTLS is offered and then fails — refused (454), masked by a stripping
+/// firewall, bytes injected before the handshake — plain SMTP answering is no advice
+/// (each case named by what its STARTTLS line says):
+/// the probe says something may be interfering and exits 75, never `security = "none"`.
+#[test]
+fn pr04_probe_never_advises_plaintext_after_starttls_failed() {
+    let cases = [
+        (
+            "answered 454",
+            ServerOptions {
+                advertise_starttls: false,
+                ehlo_extra: vec!["STARTTLS".into()],
+                ..ServerOptions::default()
+            },
+        ),
+        (
+            "does not offer STARTTLS",
+            ServerOptions {
+                advertise_starttls: false,
+                ehlo_extra: vec!["XXXXXXXA".into()],
+                ..ServerOptions::default()
+            },
+        ),
+        (
+            "possible tampering",
+            ServerOptions {
+                inject_after_starttls: Some(b"250-evil\r\n250 AUTH PLAIN\r\n".to_vec()),
+                ..ServerOptions::default()
+            },
+        ),
+    ];
+    for (case, opts) in cases {
+        let s = Setup::new(Security::StartTls, opts);
+        let run = probe(&s, true, 75);
+        assert!(run.stdout.contains(case), "{case}: {run}");
+        assert!(!run.stdout.contains("use:"), "{case}: {run}");
+        assert!(
+            !run.output().contains("security = \"none\"\n"),
+            "{case}: {run}"
+        );
+        assert!(run.stderr.contains("may be interfering"), "{case}: {run}");
+        assert!(
+            !run.stderr.contains("only plain SMTP works"),
+            "{case}: {run}"
+        );
+        s.assert_nothing_delivered();
+    }
+}
+
+/// STARTTLS works but the certificate is not trusted: 77 with the ca_file and
+/// tls_fingerprint way out, not the plain port that also answers.
+#[test]
+fn pr04_probe_with_an_untrusted_certificate_is_77_not_plaintext() {
+    let s = Setup::new(Security::StartTls, ServerOptions::default());
+    let run = probe(&s, false, 77);
+    assert!(!run.stdout.contains("use:"), "{run}");
+    assert!(
+        run.stderr.contains("ca_file") && run.stderr.contains("tls_fingerprint"),
+        "{run}"
+    );
+}
+
+/// A server that never offers TLS on the port: plain SMTP is reported, with the warning
+/// and exit 0, as before.
+#[test]
+fn pr04_probe_without_any_tls_still_reports_plain_smtp_with_a_warning() {
+    let s = Setup::plain(ServerOptions::default(), 10);
+    let run = probe(&s, false, 0);
+    assert!(run.stdout.contains("security = \"none\""), "{run}");
+    assert!(run.stderr.contains("only plain SMTP works"), "{run}");
+}

@@ -10,6 +10,7 @@ mod batch;
 mod check;
 mod config;
 mod data;
+mod deadline;
 mod dkim;
 mod docs;
 mod harness;

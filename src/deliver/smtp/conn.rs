@@ -8,7 +8,7 @@
 use std::io::{self, BufWriter, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
@@ -33,9 +33,153 @@ impl From<io::Error> for WireError {
     }
 }
 
+/// The inner error of an [`io::Error`] (kind `TimedOut`) when the operation's deadline
+/// passed in the middle of a read or write: told apart from a plain timeout so the
+/// message can say which limit was reached.
+#[derive(Debug)]
+pub(crate) struct DeadlinePassed;
+
+impl std::fmt::Display for DeadlinePassed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the deadline passed while the server was still answering")
+    }
+}
+
+impl std::error::Error for DeadlinePassed {}
+
+/// Whether `e` is the operation's deadline passing (rather than one step's timeout).
+pub(crate) fn is_deadline(e: &io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<DeadlinePassed>().is_some())
+}
+
+/// How far a socket timeout may be from what is left before the step must end before
+/// it is set again: a dripping server costs one `setsockopt` per this much, not per
+/// byte, and a reply one only now and then, at the price of a step ending at most this
+/// much early or late.
+const SLACK: Duration = Duration::from_millis(50);
+
+/// The time limits of a connection: a step (one reply, one TLS handshake) must end
+/// within the command timeout, and everything within the operation's deadline.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    /// The longest one step may take (`timeout_secs`).
+    timeout: Duration,
+    /// When the whole operation must be over (`--timeout`, a record's or an entry's).
+    deadline: Option<Instant>,
+    /// When the step in progress must be over; `None` between steps, when each write
+    /// may take `timeout` (a large message is written in many).
+    step_ends: Option<Instant>,
+}
+
+impl Bounds {
+    /// What is left before the next read or write must end; an error once nothing is.
+    fn left(&self) -> io::Result<Duration> {
+        let now = Instant::now();
+        let mut until = self.step_ends.unwrap_or(now + self.timeout);
+        if let Some(deadline) = self.deadline {
+            until = until.min(deadline);
+        }
+        match until.checked_duration_since(now) {
+            Some(left) if !left.is_zero() => Ok(left),
+            _ => Err(self.out_of_time()),
+        }
+    }
+
+    /// The error for a read or write that ran out of time: the deadline's when it has
+    /// passed (give or take the slack of the socket timeout), else a plain timeout.
+    fn out_of_time(&self) -> io::Error {
+        if self.deadline.is_some_and(|d| Instant::now() + SLACK >= d) {
+            io::Error::new(io::ErrorKind::TimedOut, DeadlinePassed)
+        } else {
+            io::Error::from(io::ErrorKind::TimedOut)
+        }
+    }
+
+    /// A socket timeout that elapsed is reported as [`Bounds::out_of_time`] says.
+    fn timed<T>(&self, result: io::Result<T>) -> io::Result<T> {
+        match result {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(self.out_of_time())
+            }
+            other => other,
+        }
+    }
+}
+
+/// The TCP socket, bounding every read and write by its [`Bounds`]. The bound is set
+/// before each system call, so a server that sends one byte at a time cannot stretch
+/// it (a socket timeout alone restarts with every byte). TLS runs over this, so its
+/// record reads, and the handshake, are bounded the same way.
+struct Socket {
+    tcp: TcpStream,
+    bounds: Bounds,
+    /// The read and write timeouts the socket has now.
+    read_set: Option<Duration>,
+    write_set: Option<Duration>,
+}
+
+impl Socket {
+    fn new(tcp: TcpStream, bounds: Bounds) -> Socket {
+        Socket {
+            tcp,
+            bounds,
+            read_set: None,
+            write_set: None,
+        }
+    }
+}
+
+/// Sets `timeout` on the socket through `set` unless what it has now (`current`) is
+/// within [`SLACK`] of it.
+fn arm(
+    current: &mut Option<Duration>,
+    timeout: Duration,
+    set: impl FnOnce(Option<Duration>) -> io::Result<()>,
+) -> io::Result<()> {
+    let timeout = timeout.max(Duration::from_millis(1));
+    if current.is_some_and(|c| c.abs_diff(timeout) <= SLACK) {
+        return Ok(());
+    }
+    // Forgotten first: after a failure the socket's timeout is unknown.
+    *current = None;
+    set(Some(timeout))?;
+    *current = Some(timeout);
+    Ok(())
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.bounds.left()?;
+        let tcp = &self.tcp;
+        arm(&mut self.read_set, left, |t| tcp.set_read_timeout(t))?;
+        let result = self.tcp.read(buf);
+        self.bounds.timed(result)
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let left = self.bounds.left()?;
+        let tcp = &self.tcp;
+        arm(&mut self.write_set, left, |t| tcp.set_write_timeout(t))?;
+        let result = self.tcp.write(buf);
+        self.bounds.timed(result)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
 enum Stream {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Plain(Socket),
+    Tls(Box<StreamOwned<ClientConnection, Socket>>),
 }
 
 impl Read for Stream {
@@ -68,27 +212,35 @@ pub(crate) struct Conn {
     stream: Stream,
     /// Bytes read from the stream and not yet taken as a reply line.
     unread: Vec<u8>,
-    /// The read and write timeout the socket has, so that setting the same one again
-    /// (every command of a batch) costs no system call.
-    timeout: Option<Duration>,
 }
 
 /// How much the DATA writer gathers before each write: large writes, few syscalls.
 const WRITE_BUFFER: usize = 64 * 1024;
 
 impl Conn {
-    /// Connects to the first address of `host:port` that answers within `timeout`.
-    pub(crate) fn connect(host: &str, port: u16, timeout: Duration) -> io::Result<Conn> {
+    /// Connects to the first address of `host:port` that answers within `timeout` and
+    /// before `deadline`; from then on each reply, and each write, takes at most
+    /// `timeout`, and nothing goes on past `deadline`.
+    pub(crate) fn connect(
+        host: &str,
+        port: u16,
+        timeout: Duration,
+        deadline: Option<Instant>,
+    ) -> io::Result<Conn> {
         let mut last = io::Error::new(io::ErrorKind::NotFound, "the host name has no address");
         for address in (host, port).to_socket_addrs()? {
-            match TcpStream::connect_timeout(&address, timeout) {
+            let bounds = Bounds {
+                timeout,
+                deadline,
+                step_ends: None,
+            };
+            match bounds.timed(TcpStream::connect_timeout(&address, bounds.left()?)) {
                 Ok(tcp) => {
                     // Commands wait for their replies anyway; never let Nagle hold a tail.
                     tcp.set_nodelay(true)?;
                     return Ok(Conn {
-                        stream: Stream::Plain(tcp),
+                        stream: Stream::Plain(Socket::new(tcp, bounds)),
                         unread: Vec::new(),
-                        timeout: None,
                     });
                 }
                 Err(e) => last = e,
@@ -97,24 +249,28 @@ impl Conn {
         Err(last)
     }
 
-    fn tcp(&self) -> &TcpStream {
+    fn socket(&self) -> &Socket {
         match &self.stream {
-            Stream::Plain(tcp) => tcp,
+            Stream::Plain(socket) => socket,
             Stream::Tls(tls) => tls.get_ref(),
         }
     }
 
-    /// Bounds every following read and write.
-    pub(crate) fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        let timeout = Some(timeout.max(Duration::from_millis(1)));
-        if timeout != self.timeout {
-            // Forgotten first: after a failure the socket's timeouts are unknown.
-            self.timeout = None;
-            self.tcp().set_read_timeout(timeout)?;
-            self.tcp().set_write_timeout(timeout)?;
-            self.timeout = timeout;
+    fn socket_mut(&mut self) -> &mut Socket {
+        match &mut self.stream {
+            Stream::Plain(socket) => socket,
+            Stream::Tls(tls) => tls.get_mut(),
         }
-        Ok(())
+    }
+
+    fn tcp(&self) -> &TcpStream {
+        &self.socket().tcp
+    }
+
+    /// From now on nothing goes on past `deadline` (the next message of a batch has its
+    /// own).
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.socket_mut().bounds.deadline = deadline;
     }
 
     /// The address connected to.
@@ -155,15 +311,20 @@ impl Conn {
         config: Arc<ClientConfig>,
         name: ServerName<'static>,
     ) -> Result<(), WireError> {
-        let Stream::Plain(tcp) = &self.stream else {
+        let Stream::Plain(socket) = &self.stream else {
             return Err(WireError::Protocol("TLS inside TLS".into()));
         };
-        // A second handle to the same socket (timeouts included) for the TLS stream.
-        let mut tcp = tcp.try_clone()?;
+        // A second handle to the same socket for the TLS stream; the handshake is one
+        // step, bounded as a reply is.
+        let bounds = Bounds {
+            step_ends: Some(Instant::now() + socket.bounds.timeout),
+            ..socket.bounds
+        };
+        let mut socket = Socket::new(socket.tcp.try_clone()?, bounds);
         let mut tls =
             ClientConnection::new(config, name).map_err(|e| WireError::Io(io::Error::other(e)))?;
         let mut watched = FirstBytes {
-            tcp: &mut tcp,
+            socket: &mut socket,
             seen: Vec::new(),
         };
         while tls.is_handshaking() {
@@ -174,7 +335,8 @@ impl Conn {
                 });
             }
         }
-        self.stream = Stream::Tls(Box::new(StreamOwned::new(tls, tcp)));
+        socket.bounds.step_ends = None;
+        self.stream = Stream::Tls(Box::new(StreamOwned::new(tls, socket)));
         Ok(())
     }
 
@@ -189,8 +351,18 @@ impl Conn {
         BufWriter::with_capacity(WRITE_BUFFER, &mut self.stream)
     }
 
-    /// Reads one whole reply, never holding more than [`MAX_LINE`] octets of one line.
+    /// Reads one whole reply, never holding more than [`MAX_LINE`] octets of one line,
+    /// within one command timeout (however the server spreads its bytes) and before the
+    /// deadline.
     pub(crate) fn read_reply(&mut self) -> Result<Reply, WireError> {
+        let bounds = &mut self.socket_mut().bounds;
+        bounds.step_ends = Some(Instant::now() + bounds.timeout);
+        let reply = self.read_whole_reply();
+        self.socket_mut().bounds.step_ends = None;
+        reply
+    }
+
+    fn read_whole_reply(&mut self) -> Result<Reply, WireError> {
         let mut parser = ReplyParser::default();
         loop {
             if let Some(end) = self.unread.iter().position(|b| *b == b'\n') {
@@ -234,7 +406,7 @@ impl Conn {
 /// handshake fails they tell a plain-text SMTP greeting (`220 …`) from a broken TLS
 /// server, so "wrong security for this port" can be said in words.
 struct FirstBytes<'a> {
-    tcp: &'a mut TcpStream,
+    socket: &'a mut Socket,
     seen: Vec<u8>,
 }
 
@@ -254,13 +426,13 @@ impl FirstBytes<'_> {
         }
         let line = self.seen.split(|b| *b == b'\n').next().unwrap_or_default();
         let text = String::from_utf8_lossy(line);
-        Some(super::printable(text.trim_end()))
+        Some(super::reply::printable(text.trim_end()))
     }
 }
 
 impl Read for FirstBytes<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.tcp.read(buf)?;
+        let n = self.socket.read(buf)?;
         let room = FIRST_BYTES.saturating_sub(self.seen.len());
         self.seen.extend_from_slice(&buf[..n.min(room)]);
         Ok(n)
@@ -269,14 +441,80 @@ impl Read for FirstBytes<'_> {
 
 impl Write for FirstBytes<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.tcp.write(buf)
+        self.socket.write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.tcp.flush()
+        self.socket.flush()
     }
 }
 
 fn too_long() -> WireError {
     WireError::Protocol(format!("a reply line longer than {MAX_LINE} octets"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A peer on loopback that writes `220-` and then one byte every 100 ms, never
+    /// ending the line; its port.
+    fn dripping_peer() -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let port = listener.local_addr().expect("local address").port();
+        std::thread::spawn(move || {
+            if let Ok((mut peer, _)) = listener.accept() {
+                let _ = peer.write_all(b"220-");
+                for _ in 0..100 {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if peer.write_all(b"x").is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        port
+    }
+
+    fn read_from(port: u16, timeout: Duration, deadline: Option<Instant>) -> (io::Error, Duration) {
+        let started = Instant::now();
+        let mut conn = Conn::connect("127.0.0.1", port, timeout, deadline).expect("connect");
+        match conn.read_reply() {
+            Err(WireError::Io(e)) => (e, started.elapsed()),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_dripping_reply_cannot_outlast_the_deadline() {
+        let deadline = Instant::now() + Duration::from_millis(600);
+        let (e, took) = read_from(dripping_peer(), Duration::from_secs(30), Some(deadline));
+        assert!(is_deadline(&e), "{e}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+    }
+
+    #[test]
+    fn a_dripping_reply_cannot_outlast_one_command_timeout() {
+        let (e, took) = read_from(dripping_peer(), Duration::from_millis(600), None);
+        assert!(
+            !is_deadline(&e) && e.kind() == io::ErrorKind::TimedOut,
+            "{e}"
+        );
+        assert!(took < Duration::from_secs(3), "{took:?}");
+    }
+
+    #[test]
+    fn nothing_starts_after_the_deadline() {
+        let past = Instant::now();
+        let e = Conn::connect(
+            "127.0.0.1",
+            dripping_peer(),
+            Duration::from_secs(5),
+            Some(past),
+        )
+        .err()
+        .expect("no connection after the deadline");
+        assert!(is_deadline(&e), "{e}");
+    }
 }

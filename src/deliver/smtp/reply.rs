@@ -71,6 +71,15 @@ fn shorten(line: &str) -> String {
     line.chars().take(80).collect()
 }
 
+/// Text from outside (a server reply) made safe for a terminal: control characters
+/// become `?` so they cannot move the cursor or fake output.
+pub(crate) fn printable(text: impl AsRef<str>) -> String {
+    text.as_ref()
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +119,10 @@ mod tests {
         }
         let endless: Vec<&str> = std::iter::repeat_n("250-more", MAX_LINES + 1).collect();
         assert!(parse(&endless).is_err());
+    }
+
+    #[test]
+    fn printable_strips_control_characters() {
+        assert_eq!(printable("ok\x1b[2J\r\nfake"), "ok?[2J??fake");
     }
 }

@@ -594,7 +594,7 @@ fn describe_webpki_error(e: &webpki::Error) -> String {
 fn presented_name(presented: &str) -> Option<String> {
     let (kind, rest) = presented.split_once('(')?;
     let inner = rest.strip_suffix(')')?.trim_matches('"');
-    matches!(kind, "DnsName" | "IpAddress").then(|| super::printable(inner))
+    matches!(kind, "DnsName" | "IpAddress").then(|| super::reply::printable(inner))
 }
 
 /// A certificate's date as x509 writes it (`Jan  1 00:00:00 2001 +00:00`).

@@ -151,6 +151,9 @@ pub struct ServerOptions {
     pub inject_after_starttls: Option<Vec<u8>>,
     /// Fault: wait this long before every reply, greeting included.
     pub delay_replies: Option<Duration>,
+    /// Fault: the EHLO reply is written one byte at a time, this long before each byte (a
+    /// server, or someone in between, that drips its answer to hold the client).
+    pub drip_ehlo: Option<Duration>,
 }
 
 impl Default for ServerOptions {
@@ -175,6 +178,7 @@ impl Default for ServerOptions {
             close_after_messages: None,
             inject_after_starttls: None,
             delay_replies: None,
+            drip_ehlo: None,
         }
     }
 }
@@ -251,6 +255,7 @@ impl TestServer {
                 close_after_messages: opts.close_after_messages,
                 inject_after_starttls: opts.inject_after_starttls,
                 delay_replies: opts.delay_replies,
+                drip_ehlo: opts.drip_ehlo,
             },
         });
 
@@ -381,6 +386,7 @@ struct Faults {
     close_after_messages: Option<usize>,
     inject_after_starttls: Option<Vec<u8>>,
     delay_replies: Option<Duration>,
+    drip_ehlo: Option<Duration>,
 }
 
 impl Faults {
@@ -1051,6 +1057,26 @@ fn serve(tcp: TcpStream, config: &Arc<Config>, shared: &Arc<Shared>) -> Result<(
 
         match res.action {
             Action::NoReply => {}
+            // Fault: the EHLO reply drips.
+            Action::Reply if verb == "EHLO" && faults.drip_ehlo.is_some() => {
+                let bytes = res.buffer().map_err(|e| format!("format reply: {e}"))?;
+                let bytes = ehlo_with_extras(&bytes, &config.ehlo_extra);
+                let pause_per_byte = faults.drip_ehlo.unwrap_or_default();
+                for byte in bytes {
+                    if !pause(shared, pause_per_byte) {
+                        return Err("server dropped while a reply dripped".to_owned());
+                    }
+                    let stream = reader.get_mut();
+                    if stream
+                        .write_all(&[byte])
+                        .and_then(|()| stream.flush())
+                        .is_err()
+                    {
+                        // The client gave up: what a dripping server is for.
+                        return Ok(());
+                    }
+                }
+            }
             Action::Reply if verb == "EHLO" && res.code == 250 && !config.ehlo_extra.is_empty() => {
                 let bytes = res.buffer().map_err(|e| format!("format reply: {e}"))?;
                 let bytes = ehlo_with_extras(&bytes, &config.ehlo_extra);

@@ -1,0 +1,109 @@
+//! A failed step in words: a negative reply, a broken connection, a wrong security for
+//! the port, a certificate (77) or anything else (75).
+
+use std::io;
+
+use crate::error::{Error, ErrorKind};
+use crate::profile::Security;
+
+use super::conn::{self, WireError};
+use super::reply::{Reply, printable};
+use super::tls;
+
+/// A negative reply to `what`: 4xx is temporary, 5xx permanent.
+pub(super) fn negative(what: &str, reply: &Reply) -> Error {
+    let kind = if reply.code < 500 {
+        ErrorKind::Temporary
+    } else {
+        ErrorKind::Unavailable
+    };
+    Error::new(
+        kind,
+        format!(
+            "{what}: the server answered {} {}",
+            reply.code,
+            printable(reply.text())
+        )
+        .trim_end()
+        .to_owned(),
+    )
+}
+
+/// A failure of the connection during `what`.
+pub(super) fn wire_failure(what: &str, e: WireError) -> Error {
+    match e {
+        WireError::Io(io) => io_failure(what, &io),
+        WireError::Protocol(why) => Error::new(
+            ErrorKind::Temporary,
+            format!(
+                "{what}: the server broke the SMTP protocol: {}",
+                printable(why)
+            ),
+        ),
+        WireError::PlainTextNotTls(line) => Error::new(
+            ErrorKind::Temporary,
+            format!("{what}: the server answered the TLS handshake in plain text: {line}"),
+        ),
+    }
+}
+
+/// `security = "tls"` on a port that greets in plain text: a wrong profile, which no
+/// retry will mend (78).
+pub(super) fn plain_text_port(server: &str, port: u16, line: &str) -> Error {
+    Error::config(format!(
+        "{server} speaks plain SMTP, not implicit TLS (it answered the TLS handshake with \
+         {line:?}): set security = \"starttls\" for port {port} (or use an smtp:// URL); \
+         security = \"tls\" is for implicit-TLS ports like 465"
+    ))
+}
+
+/// A port that sent no greeting in plain text but completes a TLS handshake speaks
+/// implicit TLS: a wrong profile (78).
+pub(super) fn implicit_tls_port(server: &str, security: Security) -> Error {
+    Error::config(format!(
+        "{server} speaks implicit TLS: it sent no SMTP greeting in plain text but answers a \
+         TLS handshake; set security = \"tls\" (or use an smtps:// URL) instead of \
+         security = \"{}\"",
+        security.name()
+    ))
+}
+
+/// An I/O failure during `what`: a certificate problem (77), else temporary (75).
+pub(super) fn io_failure(what: &str, e: &io::Error) -> Error {
+    if let Some(tls) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        return match tls {
+            rustls::Error::InvalidCertificate(reason) => Error::new(
+                ErrorKind::Certificate,
+                format!(
+                    "{what}: the server's certificate is not trusted: {}",
+                    tls::describe_certificate_error(reason)
+                ),
+            ),
+            other => Error::new(ErrorKind::Temporary, format!("{what}: TLS failed: {other}")),
+        };
+    }
+    Error::new(ErrorKind::Temporary, format!("{what}: {}", describe_io(e)))
+}
+
+/// A read that ran out of time (std reports it as `WouldBlock` on Unix).
+pub(super) fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    )
+}
+
+/// An I/O error in words; a read timeout is "timed out" (std reports it as
+/// `WouldBlock` on Unix), unless it was the operation's deadline.
+pub(super) fn describe_io(e: &io::Error) -> String {
+    if conn::is_deadline(e) {
+        conn::DeadlinePassed.to_string()
+    } else if is_timeout(e) {
+        "timed out".to_owned()
+    } else {
+        e.to_string()
+    }
+}
