@@ -94,12 +94,15 @@ pub(super) fn profile_pin(
     };
     if has_ca_file {
         return Err(Error::config(format!(
-            "profile {profile:?}: give ca_file or tls_fingerprint, not both: a pinned              certificate is trusted without any CA, so ca_file would never be consulted"
+            "profile {profile:?}: give ca_file or tls_fingerprint, not both: a pinned \
+             certificate is trusted without any CA, so ca_file would never be consulted"
         )));
     }
     Fingerprint::parse(text).map(Some).map_err(|why| {
         Error::config(format!(
-            "profile {profile:?}: tls_fingerprint {text:?} is not a SHA-256 fingerprint: {why};              read it from the server's certificate with: openssl x509 -noout -fingerprint              -sha256 -in cert.pem"
+            "profile {profile:?}: tls_fingerprint {text:?} is not a SHA-256 fingerprint: {why}; \
+             read it from the server's certificate with: openssl x509 -noout -fingerprint \
+             -sha256 -in cert.pem"
         ))
     })
 }
