@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::deliver::Transcript;
+use crate::deliver::observe::Transcript;
 use crate::deliver::smtp::tls;
 use crate::durable::{self, unix_now};
 use crate::error::{Error, ErrorKind, Result};
