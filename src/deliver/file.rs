@@ -4,8 +4,10 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::deliver::observe::Observer;
+use crate::deliver::outcome::{BatchSent, Failure};
+use crate::deliver::retry::Policy;
 use crate::deliver::transport::Transport;
-use crate::deliver::{BatchSent, Failure, Observer, Policy};
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::message::{Prepared, StreamError};

@@ -6,12 +6,15 @@
 mod deadline;
 mod file;
 mod oauth2;
+mod observe;
+mod options;
+mod outcome;
 mod renew;
 mod retry;
 mod smtp;
 mod transport;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -22,100 +25,11 @@ use oauth2::TokenOrigin;
 use transport::{Sessions, Transport};
 
 pub use oauth2::{LoginStep, Stored};
-pub use retry::{Failure, Policy, RcptReply, Report};
+pub use observe::{Notice, Observer, Transcript};
+pub use options::{DeliveryOptions, Dsn};
+pub use outcome::{BatchSent, Delivery, Failure, RcptReply, Report};
+pub use retry::Policy;
 pub use smtp::{CertificateReport, ServerReport, payload_in_flight};
-
-/// How a delivery ended well.
-#[derive(Debug)]
-pub enum Delivery {
-    /// The server answered the final dot with 2xx (for some recipients, with
-    /// `allow_partial`: see the report).
-    Sent {
-        /// What was sent.
-        prepared: Prepared,
-        /// Each recipient's fate.
-        report: Report,
-    },
-    /// The file transport wrote the message.
-    Saved {
-        /// What was written.
-        prepared: Prepared,
-        /// Where.
-        path: PathBuf,
-    },
-}
-
-/// A request for delivery status notifications (RFC 3461), used when the server
-/// offers DSN.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Dsn {
-    /// `NOTIFY=` on each RCPT: `NEVER`, or some of `SUCCESS`, `FAILURE`, `DELAY`.
-    pub notify: Option<Vec<String>>,
-    /// `RET=` on MAIL: `FULL` or `HDRS`.
-    pub ret: Option<String>,
-    /// `ENVID=` on MAIL: the sender's id for the notifications.
-    pub envid: Option<String>,
-}
-
-/// How to deliver, beyond the profile: the retry policy, DSN and `-v`.
-#[derive(Debug, Clone, Default)]
-pub struct DeliveryOptions {
-    /// Retries, deadline and partial delivery.
-    pub policy: Policy,
-    /// Delivery status notifications to request, when the server offers DSN.
-    pub dsn: Option<Dsn>,
-    /// Where the SMTP dialogue goes, line by line, as it happens (`-v`).
-    pub transcript: Option<Transcript>,
-}
-
-/// Receives the SMTP dialogue: the side (`C` client, `S` server, `*` envoi) and one
-/// line, already made printable, with AUTH data redacted. A plain function, called
-/// while the dialogue goes on, so a stall shows while it stalls.
-pub type Transcript = fn(side: &str, line: &str);
-
-/// Something the user should hear about while a delivery goes on.
-#[derive(Debug)]
-pub enum Notice {
-    /// A temporary failure; the next attempt starts after `wait`.
-    Retrying {
-        /// What failed.
-        reason: Error,
-        /// The backoff.
-        wait: Duration,
-        /// The number of the next attempt…
-        next_attempt: u32,
-        /// …of this many at most.
-        attempts: u32,
-    },
-    /// The server accepted a transaction but the observer could not record it.
-    NotRecorded(Error),
-    /// The profile allows AUTH without TLS, and it is about to happen: the password
-    /// crosses the network in clear (T14).
-    PasswordWithoutTls {
-        /// `host:port`.
-        server: String,
-    },
-    /// Delivery status notifications were asked for and the server does not offer DSN:
-    /// the message goes without them.
-    DsnNotOffered {
-        /// `host:port`.
-        server: String,
-    },
-}
-
-/// Told what happens during a delivery.
-pub trait Observer {
-    /// After every transaction the server accepted, before anything else is said to it
-    /// (even QUIT), so the caller can record who has the message while it is certain.
-    /// An error here is reported as [`Notice::NotRecorded`]: the message is delivered
-    /// all the same, and retrying it would send it again.
-    fn accepted(&mut self, _report: &Report) -> Result<()> {
-        Ok(())
-    }
-
-    /// A notice for the user.
-    fn notice(&mut self, notice: Notice);
-}
 
 /// Delivers `prepared` through `profile`: writes it to the profile's directory, or
 /// sends it over SMTP with retries as `options` say.
@@ -183,15 +97,6 @@ pub struct Batch {
     transport: Box<dyn Transport>,
     options: DeliveryOptions,
     per_message: Duration,
-}
-
-/// How one message of a [`Batch`] ended well.
-#[derive(Debug)]
-pub enum BatchSent {
-    /// Sent over SMTP (to some recipients, with `allow_partial`: see the report).
-    Sent(Report),
-    /// Written by the file transport, there.
-    Saved(PathBuf),
 }
 
 impl Batch {

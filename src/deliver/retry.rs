@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use lettre::Address;
 
 use crate::deliver::deadline::deadline_passed;
-use crate::deliver::{Notice, Observer};
+use crate::deliver::observe::{Notice, Observer};
+use crate::deliver::outcome::{Failure, RcptReply, Report};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Prepared;
 
@@ -24,32 +25,6 @@ pub(crate) trait Connector {
     /// Connects and logs in (or fails with a classified error), all before `deadline`
     /// (and the connector's own, if it has one); the session keeps to it.
     fn open(&mut self, deadline: Option<Instant>) -> Result<Self::Session>;
-}
-
-/// The server's answer to one recipient.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RcptReply {
-    /// The envelope address.
-    pub address: String,
-    /// The reply code to RCPT TO.
-    pub code: u16,
-    /// The reply text, made printable.
-    pub message: String,
-}
-
-impl RcptReply {
-    pub(crate) fn new(address: &Address, code: u16, message: String) -> RcptReply {
-        RcptReply {
-            address: address.to_string(),
-            code,
-            message,
-        }
-    }
-
-    /// True for a 5xx refusal, which no retry will change.
-    pub fn is_permanent(&self) -> bool {
-        self.code >= 500
-    }
 }
 
 /// The commands of a transaction, with the server's answers already classified: an
@@ -292,56 +267,6 @@ impl Default for Policy {
             retry_max: Duration::from_secs(8),
             deadline: None,
             allow_partial: false,
-        }
-    }
-}
-
-/// What happened to each recipient.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Report {
-    /// Recipients the server accepted, with the message (their RCPT replies).
-    pub delivered: Vec<RcptReply>,
-    /// Recipients refused, with the server's last answer for each.
-    pub refused: Vec<RcptReply>,
-    /// The reply to the last final dot.
-    pub data_reply: Option<(u16, String)>,
-    /// Sessions opened.
-    pub attempts: u32,
-}
-
-impl Report {
-    /// True once `address` needs nothing more: delivered, or refused for good.
-    pub fn settled(&self, address: &str) -> bool {
-        self.delivered.iter().any(|d| d.address == address)
-            || self
-                .refused
-                .iter()
-                .any(|r| r.address == address && r.is_permanent())
-    }
-}
-
-/// A send that did not fully succeed: why, and what was done before.
-#[derive(Debug)]
-pub struct Failure {
-    /// The reason; its kind decides the exit code.
-    pub error: Error,
-    /// Recipients delivered or refused before the failure.
-    pub report: Report,
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.error.fmt(f)
-    }
-}
-
-impl std::error::Error for Failure {}
-
-impl From<Error> for Failure {
-    fn from(error: Error) -> Failure {
-        Failure {
-            error,
-            report: Report::default(),
         }
     }
 }

@@ -3,7 +3,10 @@
 //! API, say) is one more implementation and one arm in `deliver::open`, and every command
 //! (`send`, `sendmail`, `batch`, `outbox flush`) reaches it through the same calls.
 
-use crate::deliver::{BatchSent, Failure, Observer, Policy, renew, retry};
+use crate::deliver::observe::Observer;
+use crate::deliver::outcome::{BatchSent, Failure};
+use crate::deliver::retry::Policy;
+use crate::deliver::{renew, retry};
 use crate::error::Result;
 use crate::message::Prepared;
 

@@ -21,7 +21,6 @@ use std::time::SystemTime;
 use base64::Engine as _;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::message::input::not_regular;
 
 /// Why writing a message failed: its source or where it was going.
 #[derive(Debug)]
@@ -287,6 +286,20 @@ pub(crate) fn base64_lines(data: &[u8], out: &mut Vec<u8>) {
 pub(crate) fn base64_len(n: u64) -> u64 {
     let lines = n.div_ceil(LINE_INPUT as u64);
     n.div_ceil(3) * 4 + 2 * lines.saturating_sub(1)
+}
+
+/// What a file is when it is not a regular file, in the words of an error; `None` for a
+/// regular file. Asked before a file is opened: opening a FIFO waits for a writer, and a
+/// device (`/dev/zero`) never ends, either of which could hang a cron job.
+pub(crate) fn not_regular(meta: &std::fs::Metadata) -> Option<&'static str> {
+    let kind = meta.file_type();
+    if kind.is_file() {
+        None
+    } else if kind.is_dir() {
+        Some("a directory")
+    } else {
+        Some("not a regular file (a FIFO, socket or device)")
+    }
 }
 
 #[cfg(test)]

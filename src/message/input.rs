@@ -13,7 +13,8 @@ use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::message::{AttachedFile, AttachmentData};
+use crate::message::attached_file::{AttachedFile, not_regular};
+use crate::message::email::AttachmentData;
 
 /// The most envoi reads of a body, a text, a payload or a template, from a file or
 /// standard input: 64 MiB, more than any mail server takes.
@@ -202,20 +203,6 @@ fn lexical(path: &Path) -> PathBuf {
         }
     }
     out
-}
-
-/// What a file is when it is not a regular file, in the words of an error; `None` for a
-/// regular file. Asked before a file is opened: opening a FIFO waits for a writer, and a
-/// device (`/dev/zero`) never ends, either of which could hang a cron job.
-pub(crate) fn not_regular(meta: &std::fs::Metadata) -> Option<&'static str> {
-    let kind = meta.file_type();
-    if kind.is_file() {
-        None
-    } else if kind.is_dir() {
-        Some("a directory")
-    } else {
-        Some("not a regular file (a FIFO, socket or device)")
-    }
 }
 
 /// What an attachment given by its path holds: standard input is read now (it can be

@@ -14,10 +14,10 @@ use lettre::address::Envelope;
 use crate::deliver::{
     Delivery, DeliveryOptions, Failure, Notice, Observer, Policy, Report, Transcript, deliver,
 };
+use crate::durable::unix_now as now;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Prepared;
 use crate::outbox::idempotency::{self, FirstStatus};
-use crate::outbox::now;
 use crate::outbox::queue::{EntryState, Folder, Locked, Outbox, Refusal, retry_delay};
 use crate::profile::{Connection, Profile, Resolved, Route};
 

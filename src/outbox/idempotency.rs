@@ -17,10 +17,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::durable;
+use crate::durable::{self, unix_now as now};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::check;
-use crate::outbox::now;
 use crate::outbox::queue::Outbox;
 
 /// How long a key is remembered.

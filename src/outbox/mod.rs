@@ -17,5 +17,3 @@ pub use flush::{
 };
 pub use outcome::{ExitRule, Status};
 pub use queue::{EntryState, Folder, Outbox, Refusal};
-
-pub(crate) use crate::durable::unix_now as now;

@@ -559,7 +559,7 @@ pub(crate) fn retry_delay(attempts: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::now;
+    use crate::durable::unix_now as now;
 
     fn state() -> EntryState {
         EntryState {

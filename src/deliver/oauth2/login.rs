@@ -21,11 +21,12 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 
-use super::{
-    Cached, LOGIN_ORIGIN, cache_dir, cache_error, check_cache, identity, interpret, lock,
-    read_cache, request, unix_now, write_cache,
+use super::cache::{
+    Cached, LOGIN_ORIGIN, cache_dir, cache_error, check_cache, identity, lock, read_cache,
+    write_cache,
 };
-use crate::durable;
+use super::endpoint::{Granted, interpret, printable, request};
+use crate::durable::{self, unix_now};
 use crate::error::{Error, ErrorKind, Result};
 use crate::profile::{Consent, Flow, OAuth2};
 
@@ -179,7 +180,7 @@ fn device_flow(
     ca_file: Option<&Path>,
     deadline: Instant,
     tell: &mut dyn FnMut(LoginStep),
-) -> Result<super::Granted> {
+) -> Result<Granted> {
     let mut form = vec![("client_id", oauth.client_id.clone())];
     if let Some(scope) = &oauth.scope {
         form.push(("scope", scope.clone()));
@@ -191,9 +192,9 @@ fn device_flow(
             ErrorKind::AuthRefused,
             format!(
                 "the device authorization endpoint {url} refused (HTTP {status}): {}{}",
-                super::printable(code, &[]),
+                printable(code, &[]),
                 description
-                    .map(|d| format!(": {}", super::printable(d, &[])))
+                    .map(|d| format!(": {}", printable(d, &[])))
                     .unwrap_or_default()
             ),
         )
@@ -222,8 +223,8 @@ fn device_flow(
         ));
     };
     tell(LoginStep::EnterCode {
-        url: super::printable(&page, &[]),
-        code: super::printable(&user_code, &[]),
+        url: printable(&page, &[]),
+        code: printable(&user_code, &[]),
     });
     let expires = Instant::now() + Duration::from_secs(answer.expires_in.unwrap_or(900));
     let deadline = deadline.min(expires);
@@ -268,7 +269,7 @@ fn browser_flow(
     ca_file: Option<&Path>,
     deadline: Instant,
     tell: &mut dyn FnMut(LoginStep),
-) -> Result<super::Granted> {
+) -> Result<Granted> {
     let listener = TcpListener::bind(("127.0.0.1", 0))
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|e| Error::config(format!("cannot listen on 127.0.0.1 for the browser: {e}")))?;
@@ -454,9 +455,9 @@ fn answer_browser(mut stream: TcpStream, state: &str) -> Result<Option<String>> 
             ErrorKind::AuthRefused,
             format!(
                 "the sign-in was refused: {}{}",
-                super::printable(&error, &[]),
+                printable(&error, &[]),
                 param("error_description")
-                    .map(|d| format!(": {}", super::printable(&d, &[])))
+                    .map(|d| format!(": {}", printable(&d, &[])))
                     .unwrap_or_default()
             ),
         ));

@@ -12,8 +12,10 @@ use lettre::Address;
 use rustls::ClientConfig;
 
 use crate::deliver::deadline::deadline_passed;
-use crate::deliver::retry::{RcptReply, Session};
-use crate::deliver::{Dsn, Notice, Transcript};
+use crate::deliver::observe::{Notice, Transcript};
+use crate::deliver::options::Dsn;
+use crate::deliver::outcome::RcptReply;
+use crate::deliver::retry::Session;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::wire::DataWriter;
 use crate::message::{MessageBytes, Prepared, StreamError};

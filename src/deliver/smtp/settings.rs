@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use rustls::ClientConfig;
 
-use crate::deliver::{Dsn, Transcript};
+use crate::deliver::observe::Transcript;
+use crate::deliver::options::Dsn;
 use crate::error::{Error, Result};
 use crate::message::check::no_line_breaks;
 use crate::profile::{Auth, Password, Security, SmtpProfile};

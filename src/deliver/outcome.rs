@@ -1,0 +1,119 @@
+//! How a delivery ended: each recipient's reply ([`Report`]), a failure with what was
+//! done before it ([`Failure`]), and what a transport gives back ([`Delivery`],
+//! [`BatchSent`]).
+//!
+//! A leaf of `deliver/`, apart from `retry` and the transports that produce these
+//! values, so that the [`Observer`](super::Observer), the transports and `mod.rs` can
+//! all name them without importing each other.
+
+use std::path::PathBuf;
+
+use lettre::Address;
+
+use crate::error::Error;
+use crate::message::Prepared;
+
+/// The server's answer to one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RcptReply {
+    /// The envelope address.
+    pub address: String,
+    /// The reply code to RCPT TO.
+    pub code: u16,
+    /// The reply text, made printable.
+    pub message: String,
+}
+
+impl RcptReply {
+    pub(crate) fn new(address: &Address, code: u16, message: String) -> RcptReply {
+        RcptReply {
+            address: address.to_string(),
+            code,
+            message,
+        }
+    }
+
+    /// True for a 5xx refusal, which no retry will change.
+    pub fn is_permanent(&self) -> bool {
+        self.code >= 500
+    }
+}
+
+/// What happened to each recipient.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Recipients the server accepted, with the message (their RCPT replies).
+    pub delivered: Vec<RcptReply>,
+    /// Recipients refused, with the server's last answer for each.
+    pub refused: Vec<RcptReply>,
+    /// The reply to the last final dot.
+    pub data_reply: Option<(u16, String)>,
+    /// Sessions opened.
+    pub attempts: u32,
+}
+
+impl Report {
+    /// True once `address` needs nothing more: delivered, or refused for good.
+    pub fn settled(&self, address: &str) -> bool {
+        self.delivered.iter().any(|d| d.address == address)
+            || self
+                .refused
+                .iter()
+                .any(|r| r.address == address && r.is_permanent())
+    }
+}
+
+/// A send that did not fully succeed: why, and what was done before.
+#[derive(Debug)]
+pub struct Failure {
+    /// The reason; its kind decides the exit code.
+    pub error: Error,
+    /// Recipients delivered or refused before the failure.
+    pub report: Report,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        Failure {
+            error,
+            report: Report::default(),
+        }
+    }
+}
+
+/// How a delivery ended well.
+#[derive(Debug)]
+pub enum Delivery {
+    /// The server answered the final dot with 2xx (for some recipients, with
+    /// `allow_partial`: see the report).
+    Sent {
+        /// What was sent.
+        prepared: Prepared,
+        /// Each recipient's fate.
+        report: Report,
+    },
+    /// The file transport wrote the message.
+    Saved {
+        /// What was written.
+        prepared: Prepared,
+        /// Where.
+        path: PathBuf,
+    },
+}
+
+/// How one message of a [`Batch`](super::Batch) ended well.
+#[derive(Debug)]
+pub enum BatchSent {
+    /// Sent over SMTP (to some recipients, with `allow_partial`: see the report).
+    Sent(Report),
+    /// Written by the file transport, there.
+    Saved(PathBuf),
+}
