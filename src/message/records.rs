@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufRead, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use minijinja::{Environment, Value};
 
@@ -48,9 +48,12 @@ pub struct Merge {
     pub to_column: String,
     /// `--attach`: paths, each a template (`invoices/{{ number }}.pdf`); `;type=MIME`
     /// after one sets its content type. What a row puts in one may only name a file
-    /// under the folder the template's fixed start names (`invoices/`; the current
-    /// folder for `{{ path }}`).
+    /// under the folder the template's fixed start names (`invoices/`), or, for a
+    /// template with no folder of its own (`{{ path }}`), under [`Merge::input_folder`].
     pub attach: Vec<String>,
+    /// The input file's folder, where a row's `{{ path }}` may name files; `None` for
+    /// standard input, which has no folder: such a template is then refused (64).
+    pub input_folder: Option<PathBuf>,
     /// `--embed-images`, `--image-root`: whether the local images of an HTML body are
     /// embedded, and from where.
     pub images: Images,
@@ -331,9 +334,9 @@ pub struct CsvMerge<R> {
     to: usize,
     env: Environment<'static>,
     uses: BTreeMap<String, BTreeSet<String>>,
-    /// The `--attach` templates, in order: name, content type, and the folder the
-    /// rendered path must stay under (`None` for a fixed path, which no row chooses).
-    attach: Vec<(String, Option<String>, Option<PathBuf>)>,
+    /// The `--attach` templates, in order: name, content type, and where the rendered
+    /// path must stay (`Literal` for a fixed path, which no row chooses).
+    attach: Vec<(String, Option<String>, AttachRoot)>,
     html: bool,
     images: Images,
     body_folder: PathBuf,
@@ -407,7 +410,8 @@ impl<R: BufRead> CsvMerge<R> {
                 None => (value, None),
             };
             let name = format!("--attach #{}", i + 1);
-            attach.push((name.clone(), content_type, fixed_folder(&path)));
+            let root = attach_root(&name, &path, merge.input_folder.as_deref())?;
+            attach.push((name.clone(), content_type, root));
             templates.push((name, Some(path)));
         }
         for (name, source) in templates {
@@ -585,18 +589,23 @@ impl<R: BufRead> CsvMerge<R> {
         let body = render(if self.html { BODY_HTML } else { BODY })?;
         let label = |what: &str| format!("line {line}: {what}");
         let mut attachments = Vec::new();
-        for (name, content_type, folder) in &self.attach {
+        for (name, content_type, root) in &self.attach {
             let Some(path) = render(name)? else { continue };
             let label = format!("line {line}: {name} {path:?}");
             let given = PathBuf::from(&path);
             let file_name = given.file_name().map(|n| n.to_string_lossy().into_owned());
-            let source = match folder {
-                Some(folder) => Confine::new(folder.clone(), &[], ATTACH_HINT).check(
+            let confined = |folder: &PathBuf, given: &Path| {
+                Confine::new(folder.clone(), &[], ATTACH_HINT).check(
                     &format!("line {line}: {name}"),
                     &path,
-                    &given,
-                )?,
-                None => given,
+                    given,
+                )
+            };
+            let source = match root {
+                AttachRoot::Literal => given,
+                AttachRoot::Fixed(folder) => confined(folder, &given)?,
+                // The row's value is a path in the input's folder, as an image's is.
+                AttachRoot::Input(folder) => confined(folder, &folder.join(&given))?,
             };
             attachments.push(AttachmentDraft {
                 label,
@@ -624,21 +633,44 @@ impl<R: BufRead> CsvMerge<R> {
 
 /// What allows an `--attach` file outside the template's folder, for the error.
 const ATTACH_HINT: &str = "the folder is the start of the --attach template before its \
-                           first {{ }}; name a wider one there";
+                           first {{ }} (else the input file's folder); name a wider one there";
 
-/// The folder an `--attach` template's fixed start names (`invoices/` of
-/// `invoices/{{ n }}.pdf`; the current folder for `{{ path }}`): what a row fills in
-/// must stay under it. `None` when the template has no tag, so no row chooses anything.
-fn fixed_folder(template: &str) -> Option<PathBuf> {
-    let start = ["{{", "{%", "{#"]
+/// Where what a row fills into an `--attach` template must stay: under the folder the
+/// template's fixed start names, else under the input's folder (the data's own, as for
+/// images: the current folder would hand a row the user's home). Nothing is checked when
+/// the template has no tag, so no row chooses anything.
+fn attach_root(name: &str, template: &str, input_folder: Option<&Path>) -> Result<AttachRoot> {
+    let Some(start) = ["{{", "{%", "{#"]
         .iter()
         .filter_map(|tag| template.find(tag))
-        .min()?;
+        .min()
+    else {
+        return Ok(AttachRoot::Literal);
+    };
     let fixed = &template[..start];
-    Some(match fixed.rfind('/') {
-        Some(end) => PathBuf::from(&fixed[..=end]),
-        None => PathBuf::from("."),
-    })
+    if let Some(end) = fixed.rfind('/') {
+        return Ok(AttachRoot::Fixed(PathBuf::from(&fixed[..=end])));
+    }
+    match input_folder {
+        Some(folder) => Ok(AttachRoot::Input(folder.to_owned())),
+        None => Err(Error::usage(format!(
+            "{name} {template:?}: a path from the data may only name a file in the input's \
+             folder, and standard input has none: start the template with its folder \
+             (--attach 'files/{{{{ f }}}}')"
+        ))),
+    }
+}
+
+/// Where the files an `--attach` template names may lie.
+#[derive(Debug, PartialEq, Eq)]
+enum AttachRoot {
+    /// No template at all: a path the user wrote, not checked.
+    Literal,
+    /// Under the folder the template starts with (`invoices/` of `invoices/{{ n }}.pdf`).
+    Fixed(PathBuf),
+    /// The template starts with a value (`{{ path }}`): a path in the input file's
+    /// folder, which it must not leave.
+    Input(PathBuf),
 }
 
 /// The flag a template came from.
@@ -879,16 +911,22 @@ mod tests {
 
     #[test]
     fn an_attach_template_is_confined_to_its_fixed_folder() {
+        let root = |template: &str| attach_root("--attach #1", template, Some(Path::new("in")));
         assert_eq!(
-            fixed_folder("invoices/{{ n }}.pdf"),
-            Some("invoices/".into())
+            root("invoices/{{ n }}.pdf").unwrap(),
+            AttachRoot::Fixed("invoices/".into())
         );
         assert_eq!(
-            fixed_folder("/srv/a/{{ y }}/{{ n }}.pdf"),
-            Some("/srv/a/".into())
+            root("/srv/a/{{ y }}/{{ n }}.pdf").unwrap(),
+            AttachRoot::Fixed("/srv/a/".into())
         );
-        assert_eq!(fixed_folder("{{ path }}"), Some(".".into()));
-        assert_eq!(fixed_folder("x{% if a %}y{% endif %}"), Some(".".into()));
-        assert_eq!(fixed_folder("terms.pdf"), None);
+        assert_eq!(root("{{ path }}").unwrap(), AttachRoot::Input("in".into()));
+        assert_eq!(
+            root("x{% if a %}y{% endif %}").unwrap(),
+            AttachRoot::Input("in".into())
+        );
+        assert_eq!(root("terms.pdf").unwrap(), AttachRoot::Literal);
+        let e = attach_root("--attach #1", "{{ path }}", None).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Usage);
     }
 }

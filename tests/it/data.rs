@@ -234,6 +234,62 @@ fn ba03_an_attach_path_from_data_stays_in_its_folder() {
     assert!(!leaks(&m));
 }
 
+/// BA03: an `--attach '{{ f }}'` template with no folder of its own confines what a row
+/// names to the input file's folder, not the current one: run from the home folder, a
+/// row's `secret/secret.txt` (there from the current folder) is looked for in the input's
+/// folder (not found, 66), `../secret/secret.txt` is refused (65), a file beside the
+/// input goes out; from standard input such a template is a usage error (64) before
+/// anything is sent.
+#[test]
+fn ba03_an_attach_template_without_a_folder_stays_in_the_inputs_folder() {
+    let s = Setup::plain(ServerOptions::default(), 10);
+    plant_secrets(s.home());
+    let list = s.home().join("list");
+    std::fs::create_dir_all(&list).unwrap();
+    std::fs::write(list.join("invoice.txt"), "invoice 8\n").unwrap();
+    let rows = list.join("rows.csv");
+    let csv = "to,f\n\
+               attacker@evil.example,secret/secret.txt\n\
+               attacker@evil.example,../secret/secret.txt\n\
+               ann@example.com,invoice.txt\n";
+    std::fs::write(&rows, csv).unwrap();
+    let run = batch(&s, &rows, &["--subject", "s", "--body", "b"])
+        .args(["--attach", "{{ f }}"])
+        .expect_exit(66);
+    let results = lines(&run.stdout);
+    // Taken in the input's folder, where there is no such file.
+    assert_eq!(results[0]["status"], "invalid", "{run}");
+    assert!(
+        results[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot read"),
+        "{run}"
+    );
+    assert_eq!(results[1]["status"], "invalid", "{run}");
+    let error = results[1]["error"].as_str().unwrap();
+    assert!(
+        error.contains("leads outside") && error.contains("list\""),
+        "{error}"
+    );
+    assert_eq!(results[2]["status"], "sent", "{run}");
+    let m = s.only_message();
+    assert_eq!(m.rcpt_to, ["ann@example.com"]);
+    assert!(text(&m).contains("invoice.txt"));
+    assert!(!leaks(&m));
+
+    let run = batch(
+        &s,
+        Path::new("-"),
+        &["--format", "csv", "--subject", "s", "--body", "b"],
+    )
+    .args(["--attach", "{{ f }}"])
+    .write_stdin(csv)
+    .expect_exit(64);
+    assert!(run.stderr.contains("standard input has none"), "{run}");
+    assert_eq!(s.server.messages().len(), 1);
+}
+
 /// BA04: JSON Lines records whose HTML names images outside the input's folder (an
 /// absolute path, %-encoded, `../`): without `--embed-images` no local image is
 /// embedded at all (the records go out as written); with it those records are invalid

@@ -514,6 +514,7 @@ fn records(args: &BatchArgs, format: BatchFormat, input: Input) -> Result<Record
                 html: args.html,
                 to_column: args.to_column.clone(),
                 attach: args.attach.clone(),
+                input_folder: (!is_stdin(&args.file)).then(|| folder_of(&args.file)),
                 images: images(args),
                 body_folder: args
                     .body_file
