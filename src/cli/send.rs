@@ -101,10 +101,11 @@ fn read_draft(args: &SendArgs, matches: &ArgMatches, secrets: &[String]) -> Resu
     })
 }
 
-/// Ends a direct send (75) shortly after `deadline` whatever it is doing: socket timeouts
-/// bound each read, but a server that drips a byte at a time could outlast them. Ending
-/// here is like a kill, which the ledger is built to survive. (In outbox mode the message
-/// is already queued; there only the per-command timeouts apply.)
+/// Ends a direct send (75) shortly after `deadline` whatever it is doing. A backstop:
+/// the socket holds every read and write to the deadline (a dripping server cannot
+/// stretch it), but looking up the server's name cannot be interrupted and has no
+/// deadline of its own. Ending here is like a kill, which the ledger is built to survive.
+/// (In outbox mode the message is already queued and the socket's deadline is enough.)
 fn watchdog(deadline: Instant, json: bool) {
     std::thread::spawn(move || {
         std::thread::sleep(deadline.saturating_duration_since(Instant::now()) + WATCHDOG_GRACE);
