@@ -131,17 +131,16 @@ pub struct StateFile {
 }
 
 /// Opens a file envoi keeps state in from one run to the next (a batch report and its
-/// in-flight marks; meant for every state file), trusting only what this user could have
+/// in-flight marks, the idempotency ledger and its locks), trusting only what this user could have
 /// written. `label` names it in errors (`--report`).
 ///
 /// - The last component is never followed as a symbolic link (`O_NOFOLLOW`): a link
 ///   planted in a shared folder must not make envoi write to its target (BA05, BA06).
 /// - A file created here is 0600: state files name recipients and servers (BA07).
-/// - An existing file must be a regular file (a FIFO is opened without blocking and
-///   refused), owned by the effective user, and not writable by group or others (whoever
-///   can write it decides what envoi believes was sent): else 78, naming the owner or
-///   mode and the fix. One readable by others is tightened to 0600 (see
-///   [`StateFile::tightened_from`]).
+/// - An existing file must pass [`crate::ownership::check_state_file`] (a FIFO is opened
+///   without blocking, then refused): a regular file with one name, the effective user's,
+///   not writable by group or others; else 78, naming what is wrong and the fix. One
+///   readable by others is tightened to 0600 (see [`StateFile::tightened_from`]).
 /// - Nothing is truncated or written here, so a refused file is left as it was.
 pub fn open_state_file(label: &str, path: &Path, access: StateAccess) -> Result<StateFile> {
     let shown = path.display();
@@ -189,61 +188,11 @@ pub fn open_state_file(label: &str, path: &Path, access: StateAccess) -> Result<
             format!("{label} {shown}: cannot stat it: {e}"),
         )
     })?;
-    if !meta.file_type().is_file() {
-        return Err(Error::config(format!(
-            "{label} {shown}: it is not a regular file (a directory, FIFO, socket or device); \
-             give the path of a regular file"
-        )));
-    }
-    let tightened_from = check_own(label, path, &file, &meta)?;
+    let tightened_from = crate::ownership::check_state_file(label, path, &file, &meta)?;
     Ok(StateFile {
         file,
         tightened_from,
     })
-}
-
-/// The owner and mode checks of [`open_state_file`]; the old mode when it tightened it.
-#[cfg(unix)]
-fn check_own(
-    label: &str,
-    path: &Path,
-    file: &File,
-    meta: &std::fs::Metadata,
-) -> Result<Option<u32>> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let shown = path.display();
-    if let Some(me) = crate::ownership::effective_uid()
-        && meta.uid() != me
-    {
-        return Err(Error::config(format!(
-            "{label} {shown}: it belongs to another user (uid {}), not to you (uid {me}); \
-             envoi keeps state only in files of your own: remove it or give another path",
-            meta.uid()
-        )));
-    }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        return Err(Error::config(format!(
-            "{label} {shown}: others can change it (mode {mode:o}), and what it says decides \
-             what envoi sends; run: chmod 600 {shown}"
-        )));
-    }
-    if mode & 0o044 == 0 {
-        return Ok(None);
-    }
-    file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700))
-        .map_err(|e| {
-            Error::config(format!(
-                "{label} {shown}: others can read it (mode {mode:o}) and it cannot be made \
-                 private: {e}; run: chmod 600 {shown}"
-            ))
-        })?;
-    Ok(Some(mode))
-}
-
-#[cfg(not(unix))]
-fn check_own(_: &str, _: &Path, _: &File, _: &std::fs::Metadata) -> Result<Option<u32>> {
-    Ok(None)
 }
 
 #[cfg(test)]
@@ -309,5 +258,25 @@ mod tests {
         let e =
             open_state_file("--resume", &dir.path().join("none"), StateAccess::Read).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NoInput, "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_state_file_with_two_names_is_refused_before_it_is_changed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, "KEEP\n").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let link = dir.path().join("r.jsonl");
+        std::fs::hard_link(&target, &link).unwrap();
+        for access in [StateAccess::Append, StateAccess::Write, StateAccess::Read] {
+            let e = open_state_file("--report", &link, access).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+            assert!(e.message().contains("it has 2 names (hard links)"), "{e}");
+        }
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "KEEP\n");
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "not tightened through the other name");
     }
 }

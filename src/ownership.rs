@@ -1,8 +1,9 @@
 //! Whose a file is and who else may read or change it, checked before envoi trusts a
 //! file it did not make in this run: the outbox and its entries, a config file that
 //! holds or points to a secret or runs a command, a DKIM key, the OAuth2 token cache.
-//! And one bounded reader for the files a config names (`--config`, `ca_file`,
-//! `dkim_key_file`, the token cache).
+//! And the one bounded reader ([`read_regular`]) of the files envoi opens on the user's
+//! or a config's behalf (a body, `--vars-file`, `--config`, `ca_file`, `dkim_key_file`,
+//! the token cache), and the checks on a state file ([`check_state_file`]).
 //!
 //! The rules (msmtp's, extended): whoever can change such a file can make envoi send
 //! the user's password to a server of their choosing, or run a command as the user, so
@@ -79,19 +80,16 @@ pub enum Owner {
 pub fn check_owned_dir(dir: &Path, what: &str, instead: &str) -> Result<()> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(dir)
             .map_err(|e| Error::config(format!("cannot stat {what} {}: {e}", dir.display())))?;
         check_owner(dir, &meta, what, Owner::Me, instead)?;
-        if meta.mode() & 0o022 != 0 {
-            return Err(Error::config(format!(
-                "{what} {} can be changed by others (mode {:o}): they could put files \
-                 there that envoi would act on; run: chmod go-w {}, or {instead}",
-                dir.display(),
-                meta.mode() & 0o777,
-                dir.display()
-            )));
-        }
+        check_not_shared_writable(
+            dir,
+            &meta,
+            what,
+            "they could put files there that envoi would act on",
+            ("chmod go-w", &format!(", or {instead}")),
+        )?;
     }
     #[cfg(not(unix))]
     let _ = (dir, what, instead);
@@ -118,17 +116,9 @@ pub fn check_owned(path: &Path, what: &str, owner: Owner, instead: &str) -> Resu
 pub fn check_trusted_file(path: &Path, what: &str, why: &str, owner: Owner) -> Result<()> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(path)
             .map_err(|e| Error::config(format!("cannot stat {what} {}: {e}", path.display())))?;
-        if meta.mode() & 0o022 != 0 {
-            return Err(Error::config(format!(
-                "{what} {} {why} but can be changed by others (mode {:o}); run: chmod go-w {}",
-                path.display(),
-                meta.mode() & 0o777,
-                path.display()
-            )));
-        }
+        check_not_shared_writable(path, &meta, what, &format!("it {why}"), ("chmod go-w", ""))?;
         if let Some((uid, me)) = foreign_owner(&meta, owner) {
             return Err(Error::config(format!(
                 "{what} {} {why} but belongs to another user (uid {uid}, you are uid {me}); \
@@ -219,69 +209,175 @@ fn foreign_owner(meta: &std::fs::Metadata, owner: Owner) -> Option<(u32, u32)> {
     (uid != me && !(owner == Owner::MeOrRoot && uid == 0)).then_some((uid, me))
 }
 
-/// Why a file a config names cannot be read, for [`read_named`]'s errors.
-#[derive(Debug)]
-pub enum NamedFileError {
-    /// It is not there or not readable (the I/O error).
-    Io(std::io::Error),
-    /// A directory, FIFO, socket or device: what it is, in words.
-    NotRegular(&'static str),
-    /// Longer than the cap.
-    TooLarge,
+/// Refuses (78) a file or folder that group or others can write: `risk` says what they
+/// could do with it, `fix` is the `chmod` to run and what may follow it (", or …").
+#[cfg(unix)]
+fn check_not_shared_writable(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    what: &str,
+    risk: &str,
+    (chmod, or): (&str, &str),
+) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if meta.mode() & 0o022 == 0 {
+        return Ok(());
+    }
+    Err(Error::config(format!(
+        "{what} {} can be changed by others (mode {:o}), and {risk}; run: {chmod} {}{or}",
+        path.display(),
+        meta.mode() & 0o777,
+        path.display()
+    )))
 }
 
-impl std::fmt::Display for NamedFileError {
+/// The checks on a file envoi keeps state in from one run to the next (a batch report,
+/// its in-flight marks, the idempotency ledger and its locks), once it is open (`file`,
+/// `meta` from the open file, so nothing swapped in after the checks is trusted).
+/// `label` names it in errors (`--report`). Each refusal is 78 and comes before anything
+/// is changed:
+///
+/// - it must be a regular file;
+/// - it must have one name: through a hard link to someone else's file (root's, for a
+///   root batch) envoi would chmod and write that file;
+/// - it must be this user's, and writable by no one else (whoever can write it decides
+///   what envoi believes was sent).
+///
+/// One readable by others is then made 0600, and its old mode returned for the caller to
+/// say so: the file is the user's own, so tightening it is safe, but silently changing a
+/// mode the user may have chosen would surprise them.
+pub fn check_state_file(
+    label: &str,
+    path: &Path,
+    file: &std::fs::File,
+    meta: &std::fs::Metadata,
+) -> Result<Option<u32>> {
+    let shown = path.display();
+    if let Some(what) = not_regular(meta) {
+        return Err(Error::config(format!(
+            "{label} {shown}: it is {what}; give the path of a regular file"
+        )));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if meta.nlink() != 1 {
+            return Err(Error::config(format!(
+                "{label} {shown}: it has {} names (hard links); envoi keeps state only in a \
+                 file of its own: remove the other links or give another path",
+                meta.nlink()
+            )));
+        }
+        check_owner(path, meta, label, Owner::Me, "give another path")?;
+        check_not_shared_writable(
+            path,
+            meta,
+            label,
+            "what it says decides what envoi sends",
+            ("chmod 600", ""),
+        )?;
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o044 == 0 {
+            return Ok(None);
+        }
+        file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700))
+            .map_err(|e| {
+                Error::config(format!(
+                    "{label} {shown}: others can read it (mode {mode:o}) and it cannot be made \
+                     private: {e}; run: chmod 600 {shown}"
+                ))
+            })?;
+        Ok(Some(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        Ok(None)
+    }
+}
+
+/// Why [`read_regular`] (or [`open_regular`]) could not read a file; each caller words it
+/// as its own error (its flag or config key, its exit code).
+#[derive(Debug)]
+pub enum ReadError {
+    /// It is not there or not readable (the I/O error).
+    Io(std::io::Error),
+    /// A directory, FIFO, socket or device: what it is, in words ([`not_regular`]'s).
+    NotRegular(&'static str),
+    /// Longer than the cap (in bytes) the caller gave.
+    TooLarge(u64),
+}
+
+impl std::fmt::Display for ReadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            NamedFileError::Io(e) => write!(f, "{e}"),
-            NamedFileError::NotRegular(what) => write!(f, "it is {what}"),
-            NamedFileError::TooLarge => write!(
+            ReadError::Io(e) => write!(f, "{e}"),
+            ReadError::NotRegular(what) => write!(f, "it is {what}"),
+            ReadError::TooLarge(cap) => write!(
                 f,
-                "it is larger than {} MiB, too large for such a file",
-                MAX_NAMED_FILE >> 20
+                "it is larger than {} MiB, the most envoi reads of such a file",
+                cap >> 20
             ),
         }
     }
 }
 
-/// Reads a file a config names, up to [`MAX_NAMED_FILE`]: a regular file only. It is
-/// stat'ed before it is opened (opening a FIFO waits for a writer, a device never ends)
-/// and again once open, so a file swapped in between is caught too; and the read stops
-/// after the cap whatever the file claims to be.
-pub fn read_named(path: &Path) -> std::result::Result<Vec<u8>, NamedFileError> {
-    let meta = std::fs::metadata(path).map_err(NamedFileError::Io)?;
-    not_regular(&meta)?;
-    let file = std::fs::File::open(path).map_err(NamedFileError::Io)?;
-    let meta = file.metadata().map_err(NamedFileError::Io)?;
-    not_regular(&meta)?;
-    if meta.len() > MAX_NAMED_FILE {
-        return Err(NamedFileError::TooLarge);
+/// Opens a regular file, and only that: it is stat'ed before it is opened (opening a FIFO
+/// waits for a writer, a device never ends) and again once open (fstat), so a file
+/// swapped in between is caught too. The metadata is the open file's.
+pub fn open_regular(
+    path: &Path,
+) -> std::result::Result<(std::fs::File, std::fs::Metadata), ReadError> {
+    let meta = std::fs::metadata(path).map_err(ReadError::Io)?;
+    if let Some(what) = not_regular(&meta) {
+        return Err(ReadError::NotRegular(what));
+    }
+    let file = std::fs::File::open(path).map_err(ReadError::Io)?;
+    let meta = file.metadata().map_err(ReadError::Io)?;
+    if let Some(what) = not_regular(&meta) {
+        return Err(ReadError::NotRegular(what));
+    }
+    Ok((file, meta))
+}
+
+/// Reads a whole regular file ([`open_regular`]) of at most `cap` bytes: never more than
+/// `cap + 1` bytes are held, whatever the file claims to be.
+pub fn read_regular(path: &Path, cap: u64) -> std::result::Result<Vec<u8>, ReadError> {
+    let (file, meta) = open_regular(path)?;
+    if meta.len() > cap {
+        return Err(ReadError::TooLarge(cap));
     }
     let mut bytes = Vec::new();
-    file.take(MAX_NAMED_FILE + 1)
+    file.take(cap.saturating_add(1))
         .read_to_end(&mut bytes)
-        .map_err(NamedFileError::Io)?;
-    if bytes.len() as u64 > MAX_NAMED_FILE {
-        return Err(NamedFileError::TooLarge);
+        .map_err(ReadError::Io)?;
+    if bytes.len() as u64 > cap {
+        return Err(ReadError::TooLarge(cap));
     }
     Ok(bytes)
 }
 
-/// `Err` naming what the file is when it is not a regular file.
-pub fn not_regular(meta: &std::fs::Metadata) -> std::result::Result<(), NamedFileError> {
+/// Reads a file a config names: [`read_regular`] up to [`MAX_NAMED_FILE`].
+pub fn read_named(path: &Path) -> std::result::Result<Vec<u8>, ReadError> {
+    read_regular(path, MAX_NAMED_FILE)
+}
+
+/// What a file is when it is not a regular file, in the words of an error ("it is …");
+/// `None` for a regular file. The one wording of every such refusal.
+pub fn not_regular(meta: &std::fs::Metadata) -> Option<&'static str> {
     let kind = meta.file_type();
     if kind.is_file() {
-        Ok(())
+        None
     } else if kind.is_dir() {
-        Err(NamedFileError::NotRegular("a directory"))
+        Some("a directory")
     } else {
-        Err(NamedFileError::NotRegular(
-            "not a regular file (a FIFO, socket or device)",
-        ))
+        Some("not a regular file (a FIFO, socket or device)")
     }
 }
 
-#[cfg(all(test, unix))]
+// Two attributes, not `all(test, unix)`: .ci/check-cycles skips a `#[cfg(test)] mod tests`.
+#[cfg(unix)]
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
@@ -294,15 +390,18 @@ mod tests {
         assert_eq!(read_named(&small).unwrap(), b"x");
         assert!(matches!(
             read_named(dir.path()),
-            Err(NamedFileError::NotRegular("a directory"))
+            Err(ReadError::NotRegular("a directory"))
         ));
         assert!(matches!(
             read_named(Path::new("/dev/zero")),
-            Err(NamedFileError::NotRegular(_))
+            Err(ReadError::NotRegular(_))
         ));
         let big = dir.path().join("big");
         std::fs::write(&big, vec![b'a'; (MAX_NAMED_FILE + 1) as usize]).unwrap();
-        assert!(matches!(read_named(&big), Err(NamedFileError::TooLarge)));
+        assert!(matches!(
+            read_named(&big),
+            Err(ReadError::TooLarge(MAX_NAMED_FILE))
+        ));
     }
 
     #[test]

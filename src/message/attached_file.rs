@@ -21,6 +21,7 @@ use std::time::SystemTime;
 use base64::Engine as _;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::ownership::not_regular;
 
 /// Why writing a message failed: its source or where it was going.
 #[derive(Debug)]
@@ -82,20 +83,13 @@ impl AttachedFile {
     /// and modification time. A file that is missing, unreadable or not a regular file
     /// is 66, naming `label`, before anything is sent.
     pub fn open(label: &str, path: &Path) -> Result<AttachedFile> {
-        let shown = path.display();
-        let no_input = |why: String| {
+        // Looked at before it is opened (opening a FIFO waits for a writer) and after.
+        let (_, meta) = crate::ownership::open_regular(path).map_err(|e| {
             Error::new(
                 ErrorKind::NoInput,
-                format!("{label}: cannot read {:?}: {why}", shown.to_string()),
+                format!("{label}: cannot read {:?}: {e}", path.display().to_string()),
             )
-        };
-        // Looked at before it is opened: opening a FIFO waits for a writer.
-        let meta = std::fs::metadata(path).map_err(|e| no_input(e.to_string()))?;
-        if let Some(what) = not_regular(&meta) {
-            return Err(no_input(format!("it is {what}")));
-        }
-        let file = File::open(path).map_err(|e| no_input(e.to_string()))?;
-        let meta = file.metadata().map_err(|e| no_input(e.to_string()))?;
+        })?;
         Ok(AttachedFile {
             path: path.to_owned(),
             len: meta.len(),
@@ -286,20 +280,6 @@ pub(crate) fn base64_lines(data: &[u8], out: &mut Vec<u8>) {
 pub(crate) fn base64_len(n: u64) -> u64 {
     let lines = n.div_ceil(LINE_INPUT as u64);
     n.div_ceil(3) * 4 + 2 * lines.saturating_sub(1)
-}
-
-/// What a file is when it is not a regular file, in the words of an error; `None` for a
-/// regular file. Asked before a file is opened: opening a FIFO waits for a writer, and a
-/// device (`/dev/zero`) never ends, either of which could hang a cron job.
-pub(crate) fn not_regular(meta: &std::fs::Metadata) -> Option<&'static str> {
-    let kind = meta.file_type();
-    if kind.is_file() {
-        None
-    } else if kind.is_dir() {
-        Some("a directory")
-    } else {
-        Some("not a regular file (a FIFO, socket or device)")
-    }
 }
 
 #[cfg(test)]

@@ -13,8 +13,9 @@ use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::message::attached_file::{AttachedFile, not_regular};
+use crate::message::attached_file::AttachedFile;
 use crate::message::email::AttachmentData;
+use crate::ownership::ReadError;
 
 /// The most envoi reads of a body, a text, a payload or a template, from a file or
 /// standard input: 64 MiB, more than any mail server takes.
@@ -63,21 +64,13 @@ pub fn read_capped(label: &str, path: &Path, cap: u64) -> Result<Vec<u8>> {
         }
         return Ok(buf);
     }
-    if let Some(what) = not_regular(&std::fs::metadata(path).map_err(no_input)?) {
-        return Err(Error::new(
+    crate::ownership::read_regular(path, cap).map_err(|e| match e {
+        ReadError::TooLarge(_) => too_big(&format!("{shown:?}")),
+        ReadError::Io(_) | ReadError::NotRegular(_) => Error::new(
             ErrorKind::NoInput,
-            format!("{label}: cannot read {shown:?}: it is {what}"),
-        ));
-    }
-    std::fs::File::open(path)
-        .map_err(no_input)?
-        .take(cap + 1)
-        .read_to_end(&mut buf)
-        .map_err(no_input)?;
-    if buf.len() as u64 > cap {
-        return Err(too_big(&format!("{shown:?}")));
-    }
-    Ok(buf)
+            format!("{label}: cannot read {shown:?}: {e}"),
+        ),
+    })
 }
 
 /// Whether a program piped or redirected something into standard input (a pipe, a

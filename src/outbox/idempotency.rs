@@ -8,19 +8,25 @@
 //! both send, while runs with other keys are not held up. A key is recorded once the
 //! message was accepted: a failed send can be run again with the same key. While a
 //! message waits in the outbox, its entry carries the key instead.
+//!
+//! Whoever can change the ledger decides what envoi believes was sent: the outbox folder
+//! and `idempotency-keys/` must be this user's and writable by no one else, and the
+//! ledger and the lock files are state files ([`durable::open_state_file`]): never
+//! followed through a link, refused (78) when someone else owns them.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::fs::{self, File};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::durable::{self, unix_now as now};
+use crate::durable::{self, StateAccess, open_state_file, unix_now as now};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::check;
-use crate::outbox::queue::Outbox;
+use crate::outbox::queue::{INSTEAD, Outbox};
+use crate::ownership;
 
 /// How long a key is remembered.
 pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -113,10 +119,13 @@ impl KeyGuard {
     /// Takes `key`'s lock in `dir`, waiting for another run with the same key until
     /// `deadline` (then 75: that run is still sending).
     fn acquire(dir: &Path, key: &str, deadline: Instant) -> Result<KeyGuard> {
+        owned_dir(dir, "the outbox folder")?;
         let keys = dir.join("idempotency-keys");
-        durable::create_private_dir(&keys, true).map_err(|e| io_error("create", &keys, e))?;
+        owned_dir(&keys, "the idempotency keys folder")?;
+        // FNV-1a: a stable file name for a key of any length (a collision only makes two
+        // keys share a lock, never a record).
         let path = keys.join(format!("{:016x}.lock", crate::token::fnv1a(key.as_bytes())));
-        let file = open_lock_file(&path)?;
+        let file = open_lock_file("the idempotency key lock", &path)?;
         loop {
             match file.try_lock() {
                 Ok(()) => return Ok(KeyGuard { _lock: file }),
@@ -172,20 +181,31 @@ struct Ledger {
 
 impl Ledger {
     fn open(dir: &Path) -> Result<Ledger> {
-        durable::create_private_dir(dir, true).map_err(|e| io_error("create", dir, e))?;
+        owned_dir(dir, "the outbox folder")?;
         let lock_path = dir.join("idempotency.lock");
-        let lock = open_lock_file(&lock_path)?;
+        let lock = open_lock_file("the idempotency ledger's lock", &lock_path)?;
         lock.lock().map_err(|e| io_error("lock", &lock_path, e))?;
         let path = dir.join("idempotency.json");
-        let records = match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                Error::config(format!(
-                    "the idempotency ledger {} is damaged ({e}); move it away to start a new one",
-                    path.display()
-                ))
-            })?,
+        let records = match fs::symlink_metadata(&path) {
+            // No ledger yet (a link, even a dangling one, is refused below).
             Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(io_error("read", &path, e)),
+            _ => {
+                // A ledger others could read is made private; it is envoi's own file in
+                // envoi's own folder, so that needs no word.
+                let mut ledger =
+                    open_state_file("the idempotency ledger", &path, StateAccess::Read)?.file;
+                let mut bytes = Vec::new();
+                ledger
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| io_error("read", &path, e))?;
+                serde_json::from_slice(&bytes).map_err(|e| {
+                    Error::config(format!(
+                        "the idempotency ledger {} is damaged ({e}); move it away to start a new \
+                         one",
+                        path.display()
+                    ))
+                })?
+            }
         };
         Ok(Ledger {
             path,
@@ -206,17 +226,19 @@ impl Ledger {
     }
 }
 
-fn open_lock_file(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(|e| io_error("open", path, e))
+/// Creates `dir` (private) when missing, and trusts it only when it is this user's and
+/// writable by no one else: whoever can put files there chooses the ledger.
+fn owned_dir(dir: &Path, what: &str) -> Result<()> {
+    durable::create_private_dir(dir, true).map_err(|e| io_error("create", dir, e))?;
+    ownership::check_owned_dir(dir, what, INSTEAD)
 }
 
-/// FNV-1a: a stable file name for a key of any length (a collision only makes two keys
-/// share a lock, never a record).
+/// Opens (or creates) a lock file: a state file, so a link planted in its place is not
+/// followed.
+fn open_lock_file(label: &str, path: &Path) -> Result<File> {
+    Ok(open_state_file(label, path, StateAccess::Write)?.file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::message::check::no_line_breaks;
 use crate::message::given::Names;
-use crate::ownership::{self, NamedFileError, Owner};
+use crate::ownership::{self, Owner, ReadError};
 use crate::profile::dkim::Dkim;
 use crate::profile::fingerprint::{Fingerprint, profile_pin};
 use crate::profile::oauth2::{OAuth2, OAuth2Entry};
@@ -488,7 +488,7 @@ pub(crate) fn locate(
 pub(crate) fn load(path: &Path, explicit: bool) -> Result<ConfigFile> {
     let bytes = match ownership::read_named(path) {
         Ok(bytes) => bytes,
-        Err(NamedFileError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+        Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
             return Ok(ConfigFile::default());
         }
         Err(e) => {

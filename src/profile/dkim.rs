@@ -70,11 +70,11 @@ impl Dkim {
                 path.display()
             ))
         };
-        let meta = std::fs::metadata(path).map_err(|e| unreadable(&e))?;
-        ownership::not_regular(&meta).map_err(|e| unreadable(&e))?;
+        // Read first, so a FIFO or a folder is refused as what it is (DK04), not for
+        // its mode; the key is used only once its owner and mode pass.
+        let pem = ownership::read_named(path).map_err(|e| unreadable(&e))?;
         ownership::check_private_file(path, WHAT, "a private key")?;
         ownership::check_owned(path, WHAT, Owner::MeOrRoot, "use a key file of your own")?;
-        let pem = ownership::read_named(path).map_err(|e| unreadable(&e))?;
         let key = DkimKey::from_pem(&pem).map_err(|why| {
             Error::config(format!(
                 "the DKIM key file {} (dkim_key_file) holds {why}",

@@ -1094,6 +1094,36 @@ fn ba05_a_report_that_is_a_link_is_refused_and_its_target_left_alone() {
     s.assert_nothing_delivered();
 }
 
+/// A hard link cannot be told from its target by `O_NOFOLLOW`: a root batch whose
+/// `--report` (or `.inflight`) was a second name of a root-owned 0644 file made it 0600
+/// and appended to it (or cut it to nothing). A state file with two names is refused
+/// (78) before anything is changed or sent.
+#[test]
+fn ba05_a_report_that_is_a_hard_link_is_refused_and_its_target_left_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = plain();
+    let file = numbered(&s, 2);
+    let victim = s.home().join("victim.txt");
+    std::fs::write(&victim, "IMPORTANT\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let report = report_path(&s);
+    let marks = s.home().join("report.jsonl.inflight");
+    for link in [&report, &marks] {
+        std::fs::hard_link(&victim, link).unwrap();
+        let run = batch(&s, &[&file]).expect_exit(78);
+        assert!(
+            run.stderr.contains("it has 2 names (hard links)"),
+            "{}: {run}",
+            link.display()
+        );
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "IMPORTANT\n");
+        assert_eq!(mode(&victim), 0o644, "{} chmodded", link.display());
+        std::fs::remove_file(link).unwrap();
+    }
+    s.assert_nothing_delivered();
+}
+
 #[test]
 fn ba06_an_inflight_file_that_is_a_link_is_not_truncated_through_it() {
     let s = plain();

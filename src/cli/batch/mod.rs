@@ -23,6 +23,7 @@ use envoi::message::records::{CsvMerge, JsonLines, Merge, Record, Records};
 use envoi::message::{self, address};
 use envoi::outbox::submit::{DefaultSender, Deferrals, Signing, prepare, settle_record};
 use envoi::outbox::{Outbox, Status};
+use envoi::ownership::{ReadError, open_regular};
 use envoi::profile::{Env, resolve};
 
 use crate::cli::args::{BatchArgs, BatchFormat, Rate};
@@ -407,22 +408,21 @@ fn open_input(args: &BatchArgs) -> Result<Input> {
     if is_stdin(&args.file) {
         return Ok(Box::new(BufReader::with_capacity(64 << 10, io::stdin())));
     }
-    let cannot = |e: io::Error| {
-        Error::new(
+    // Looked at before it is opened (opening a FIFO waits for a writer) and after.
+    let (file, meta) = open_regular(&args.file).map_err(|e| match e {
+        ReadError::NotRegular(what) => Error::new(
+            ErrorKind::NoInput,
+            format!(
+                "FILE {:?}: it is {what}; give a file of records, or - to read them from \
+                 standard input",
+                args.file
+            ),
+        ),
+        e => Error::new(
             ErrorKind::NoInput,
             format!("FILE: cannot read {:?}: {e}", args.file),
-        )
-    };
-    // Asked before opening: opening a FIFO waits for a writer.
-    let meta = std::fs::metadata(&args.file).map_err(cannot)?;
-    if !meta.file_type().is_file() {
-        return Err(not_regular(args));
-    }
-    let file = File::open(&args.file).map_err(cannot)?;
-    let meta = file.metadata().map_err(cannot)?;
-    if !meta.file_type().is_file() {
-        return Err(not_regular(args));
-    }
+        ),
+    })?;
     let id = file_id(&meta);
     for (flag, path) in [("--report", &args.report), ("--resume", &args.resume)] {
         let Some(path) = path else { continue };
@@ -436,17 +436,6 @@ fn open_input(args: &BatchArgs) -> Result<Input> {
         }
     }
     Ok(Box::new(BufReader::with_capacity(64 << 10, file)))
-}
-
-fn not_regular(args: &BatchArgs) -> Error {
-    Error::new(
-        ErrorKind::NoInput,
-        format!(
-            "FILE {:?}: it is not a regular file (a directory, FIFO, socket or device); give a \
-             file of records, or - to read them from standard input",
-            args.file
-        ),
-    )
 }
 
 /// A file's device and inode: two paths name the same file when these match.

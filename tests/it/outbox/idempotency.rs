@@ -285,3 +285,69 @@ fn different_keys_do_not_block_each_other() {
     assert_eq!(text(&json, "status"), "sent", "{json}");
     assert_eq!(server.messages().len(), 1);
 }
+
+/// Whoever can change the ledger decides what envoi believes was sent: a ledger that is a
+/// symbolic link, or a ledger, keys folder or outbox folder another user owns, is refused
+/// (78) before anything is sent.
+/// Regression: the ledger was read through a link and none of them was owner-checked.
+#[test]
+fn an_idempotency_ledger_or_keys_folder_of_another_user_or_a_linked_ledger_is_refused() {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    const NOBODY: u32 = 65534;
+    let server = TestServer::start(ServerOptions::default());
+    let refused = |env: &Env, case: &str, says: &str| {
+        let run = env
+            .send(Route::Url(server.port()), case)
+            .args(["--idempotency-key", "job-1"])
+            .expect_exit(78);
+        assert!(run.stderr.contains(says), "{case}: {run}");
+    };
+
+    let env = Env::new();
+    fs::create_dir_all(&env.outbox).unwrap();
+    let elsewhere = env.home().join("ledger.json");
+    fs::write(&elsewhere, "{}").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, env.outbox.join("idempotency.json")).unwrap();
+    refused(&env, "a linked ledger", "symbolic link");
+    assert_eq!(fs::read_to_string(&elsewhere).unwrap(), "{}");
+
+    if crate::trust::running_as_root() {
+        let env = Env::new();
+        fs::create_dir_all(&env.outbox).unwrap();
+        let ledger = env.outbox.join("idempotency.json");
+        fs::write(&ledger, "{}").unwrap();
+        fs::set_permissions(&ledger, fs::Permissions::from_mode(0o600)).unwrap();
+        chown(&ledger, Some(NOBODY), Some(NOBODY)).unwrap();
+        refused(
+            &env,
+            "a stranger's ledger",
+            "belongs to another user (uid 65534",
+        );
+
+        let env = Env::new();
+        let keys = env.outbox.join("idempotency-keys");
+        fs::create_dir_all(&keys).unwrap();
+        chown(&keys, Some(NOBODY), Some(NOBODY)).unwrap();
+        refused(
+            &env,
+            "a stranger's keys folder",
+            "belongs to another user (uid 65534",
+        );
+
+        let env = Env::new();
+        fs::create_dir_all(&env.outbox).unwrap();
+        fs::set_permissions(&env.outbox, fs::Permissions::from_mode(0o700)).unwrap();
+        chown(&env.outbox, Some(NOBODY), Some(NOBODY)).unwrap();
+        refused(
+            &env,
+            "a stranger's outbox",
+            "belongs to another user (uid 65534",
+        );
+    } else {
+        eprintln!("skipped the owner cases: giving files to another user needs root");
+    }
+    assert!(
+        server.messages().is_empty(),
+        "sent despite an untrusted ledger"
+    );
+}
