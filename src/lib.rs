@@ -10,10 +10,11 @@
 //! | [`profile`] | where to send: config file, secrets, routes, and one [`profile::resolve`] |
 //! | [`message`] | untrusted text → [`Email`] → exact RFC 5322 bytes |
 //!
-//! with [`error`] (the exit-code contract), [`durable`] (crash-safe writes), [`ownership`]
-//! (whose a trusted file is, who else may change it) and `token`
-//! (ids unique without coordination) beneath them all. The command line (`src/cli/`) is part of the binary only: no library code
-//! can reach it, and it is the only code that prints or exits.
+//! with [`error`] (the exit-code contract), [`durable`] (crash-safe writes),
+//! [`ownership`] (whose a trusted file is, who else may change it) and `token` (ids
+//! unique without coordination) beneath them all. The command line (`src/cli/`) is part
+//! of the binary only: no library code can reach it, and it is the only code that prints
+//! or exits.
 //!
 //! Building a message from Rust (`examples/send.rs` also delivers it):
 //!
