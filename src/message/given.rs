@@ -47,6 +47,12 @@ impl Names {
         if let Some(address) = self.aliases.get(name) {
             return Ok(address.clone());
         }
+        if name.chars().any(char::is_control) {
+            // Never repeated raw: it came from the message or the command line.
+            return Err(Error::invalid(format!(
+                "{what}: {name:?} is not an address: it holds control characters"
+            )));
+        }
         match &self.default_domain {
             Some(domain) => Ok(format!("{name}@{domain}")),
             None => Err(Error::config(format!(
@@ -228,7 +234,11 @@ pub fn parse(bytes: &[u8]) -> Result<Given> {
                 .iter()
                 .position(|b| *b == b':')
                 .ok_or_else(|| not_a_header(line))?;
-            let name = String::from_utf8_lossy(&line[..colon]).trim().to_owned();
+            // Only blanks may stand around a field name: str::trim would also drop a form
+            // feed or another Unicode space, and let "\x0cSubject:" pass as a Subject.
+            let name = String::from_utf8_lossy(&line[..colon])
+                .trim_matches([' ', '\t'])
+                .to_owned();
             if name.is_empty() || !check::is_header_name(&name) {
                 return Err(not_a_header(line));
             }
@@ -675,6 +685,38 @@ mod tests {
             .prepare(&submission(&names, &[], true))
             .unwrap();
         assert_eq!(p.envelope.to()[0].to_string(), "someone@host.example.com");
+    }
+
+    /// Found by the sendmail_message fuzz target: a bare name with control characters
+    /// given as a recipient or as -f was repeated raw in the error, escape sequences and
+    /// all; now it is refused as data, and never printed raw. (In a header the line
+    /// itself is refused first.)
+    #[test]
+    fn a_bare_name_with_control_characters_is_not_an_address() {
+        let input = b"Subject: x\n\nhi\n";
+        let names = Names::default();
+        let recipients = ["ro\x1b]2;x\x07ot".to_owned()];
+        let as_recipient = submission(&names, &recipients, false);
+        let mut as_sender = submission(&names, &[], false);
+        as_sender.envelope_from = Some("a\x0bb");
+        let ok = ["a@example.com".to_owned()];
+        as_sender.recipients = &ok;
+        for s in [as_recipient, as_sender] {
+            let err = parse(input).unwrap().prepare(&s).unwrap_err();
+            assert!(is_invalid(&err), "{err}");
+            assert!(!err.message().chars().any(char::is_control), "{err:?}");
+        }
+    }
+
+    /// Found by the fuzz target too: str::trim dropped a form feed before a field name,
+    /// so "\x0cSubject:" was taken as a Subject and sent starting with a control
+    /// character. Only blanks may surround a name.
+    #[test]
+    fn a_field_name_after_a_form_feed_is_not_a_header() {
+        assert!(is_invalid(
+            &parse(b"\x0cSubject: x\nTo: a@example.com\n\nhi\n").unwrap_err()
+        ));
+        assert!(parse(b"Subject : x\nTo: a@example.com\n\nhi\n").is_ok());
     }
 
     #[test]
