@@ -21,6 +21,14 @@ pub use oauth2::{LoginStep, Stored};
 pub use retry::{Failure, Policy, Report};
 pub use smtp::{CertificateReport, RcptReply, ServerReport, payload_in_flight};
 
+/// Doors for the fuzz targets in `fuzz/` to the parsers of what servers send: not part
+/// of envoi's API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::oauth2::fuzzing::*;
+    pub use super::smtp::fuzzing::*;
+}
+
 /// How a delivery ended well.
 #[derive(Debug)]
 pub enum Delivery {

@@ -494,18 +494,7 @@ pub(crate) fn load(path: &Path, explicit: bool) -> Result<ConfigFile> {
             )));
         }
     };
-    // e.message() rather than e's Display, which quotes the offending line (maybe a password).
-    let file: ConfigFile = toml::from_str(&text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|span| format!(" (line {})", text[..span.start].matches('\n').count() + 1))
-            .unwrap_or_default();
-        Error::config(format!(
-            "the config file {} is not valid{line}: {}",
-            path.display(),
-            e.message()
-        ))
-    })?;
+    let file = parse(path, &text)?;
     if file.profiles.values().any(|p| {
         p.password.is_some() || p.oauth2.as_ref().is_some_and(|o| o.client_secret.is_some())
     }) {
@@ -519,6 +508,23 @@ pub(crate) fn load(path: &Path, explicit: bool) -> Result<ConfigFile> {
         check_trusted(path)?;
     }
     Ok(file)
+}
+
+/// The text of the config file at `path`, parsed (nothing checked beyond its syntax and
+/// the types of its keys).
+pub(super) fn parse(path: &Path, text: &str) -> Result<ConfigFile> {
+    // e.message() rather than e's Display, which quotes the offending line (maybe a password).
+    toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|span| format!(" (line {})", text[..span.start].matches('\n').count() + 1))
+            .unwrap_or_default();
+        Error::config(format!(
+            "the config file {} is not valid{line}: {}",
+            path.display(),
+            e.message()
+        ))
+    })
 }
 
 /// A file that holds a password must not be readable by group or others (msmtp's rule).
@@ -694,8 +700,14 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
             ("auth", "xoauth2") => auth = Auth::Xoauth2,
             ("auth", "oauthbearer") => auth = Auth::Oauthbearer,
             _ => {
+                // Quoted (it is percent-decoded: CR, LF, escapes); another key's value may be
+                // a secret, so it is not shown.
+                let value = match key.as_ref() {
+                    "security" | "auth" => format!("={value:?}"),
+                    _ => String::new(),
+                };
                 return Err(bad(&format!(
-                    "unknown parameter {key}={value} (known: security=tls|starttls|none, \
+                    "unknown parameter {key:?}{value} (known: security=tls|starttls|none, \
                      auth=password|xoauth2|oauthbearer)"
                 )));
             }

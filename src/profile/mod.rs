@@ -9,6 +9,8 @@ mod config;
 mod dkim;
 mod files;
 mod fingerprint;
+#[doc(hidden)]
+pub mod fuzzing;
 mod oauth2;
 mod password;
 mod resolve;

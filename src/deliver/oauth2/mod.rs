@@ -26,6 +26,7 @@ use crate::durable::{self, unix_now};
 use crate::error::{Error, ErrorKind, Result};
 use crate::profile::{Flow, OAuth2, Password};
 
+pub(super) mod fuzzing;
 mod login;
 
 pub use login::{LoginStep, Stored};

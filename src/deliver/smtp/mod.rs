@@ -9,6 +9,7 @@
 //! An [`SmtpSession`] can send many messages over one connection.
 
 mod conn;
+pub(super) mod fuzzing;
 mod reply;
 pub(super) mod tls;
 
@@ -276,7 +277,10 @@ impl Capabilities {
             };
             match keyword.to_ascii_uppercase().as_str() {
                 "STARTTLS" => caps.starttls = true,
-                "AUTH" => caps.auth.extend(words.map(|w| w.to_ascii_uppercase())),
+                // Printable: errors list the mechanisms offered.
+                "AUTH" => caps
+                    .auth
+                    .extend(words.map(|w| printable(w.to_ascii_uppercase()))),
                 "SIZE" => caps.size = words.next().and_then(|n| n.parse().ok()),
                 "8BITMIME" => caps.eight_bit_mime = true,
                 "SMTPUTF8" => caps.smtputf8 = true,
@@ -286,6 +290,12 @@ impl Capabilities {
             }
         }
         caps
+    }
+
+    /// The keywords as the server wrote them, for `envoi check` to list: made printable,
+    /// since a terminal would obey an escape sequence in them.
+    fn extensions(reply: &Reply) -> Vec<String> {
+        reply.lines.iter().skip(1).map(printable).collect()
     }
 
     fn offers_auth(&self, mechanism: &str) -> bool {
@@ -442,7 +452,7 @@ impl SmtpSession {
         let reply = self.command(&format!("EHLO {hello}"), "EHLO")?;
         self.require(&reply, "EHLO", |c| c == 250)?;
         self.caps = Capabilities::parse(&reply);
-        self.extensions = reply.lines.iter().skip(1).cloned().collect();
+        self.extensions = Capabilities::extensions(&reply);
         Ok(())
     }
 
