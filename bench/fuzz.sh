@@ -181,7 +181,7 @@ for t in "${TARGETS[@]}"; do
   set -e
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
-  cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1)
+  cov=$(grep -aoE 'cov: [0-9]+' "$log" | tail -1)
   if [ "$rc" -ne 0 ]; then
     artifact=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -1)
     grep -a -m1 -A1 -E 'panicked at|ERROR: (AddressSanitizer|libFuzzer)' "$log" | cut -c1-400 || true
