@@ -700,14 +700,10 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
             ("auth", "xoauth2") => auth = Auth::Xoauth2,
             ("auth", "oauthbearer") => auth = Auth::Oauthbearer,
             _ => {
-                // Quoted (it is percent-decoded: CR, LF, escapes); another key's value may be
-                // a secret, so it is not shown.
-                let value = match key.as_ref() {
-                    "security" | "auth" => format!("={value:?}"),
-                    _ => String::new(),
-                };
+                // The key quoted (it is percent-decoded: CR, LF, escapes), the value not
+                // shown: like the URL, it may hold a secret.
                 return Err(bad(&format!(
-                    "unknown parameter {key:?}{value} (known: security=tls|starttls|none, \
+                    "unknown parameter or value for {key:?} (known: security=tls|starttls|none, \
                      auth=password|xoauth2|oauthbearer)"
                 )));
             }
