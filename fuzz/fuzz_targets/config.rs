@@ -7,10 +7,10 @@
 //! - nothing panics;
 //! - every error is an `envoi::Error` of a documented kind (not 70), in printable words;
 //! - no error, and no profile as `{:?}` shows it, repeats a secret: the value of a
-//!   `password` or `client_secret` key, or the password or a query value of an
-//!   `--smtp-url` (which is never echoed). To tell a leak from a coincidence, the secret
-//!   is a fixed word (`SECRET`, in the seeds and the dictionary) that the input writes
-//!   once, in such a place.
+//!   `password` or `client_secret` key, or the password or a parameter's value in an
+//!   `--smtp-url`. To tell a leak from a coincidence, the secret is a fixed word
+//!   (`SECRET`, in the seeds and the dictionary) that the input writes once, in such a
+//!   place.
 //! - a profile's host has no CR, LF or NUL, and its timeout is at least a second.
 #![no_main]
 
@@ -73,9 +73,12 @@ fuzz_target!(|data: &[u8]| {
         let show = || format!("\n--- --smtp-url ---\n{line}");
         let secret = line.matches(SECRET).count() == 1
             && (url_password(line).is_some_and(|p| p.contains(SECRET))
-                || line
-                    .split_once('?')
-                    .is_some_and(|(_, q)| q.contains(SECRET)));
+                || line.split_once('?').is_some_and(|(_, query)| {
+                    query.split('&').any(|pair| {
+                        pair.split_once('=')
+                            .is_some_and(|(_, v)| v.contains(SECRET))
+                    })
+                }));
         match profile_from_url(line) {
             Err(e) => {
                 check_error(&e, &show);
