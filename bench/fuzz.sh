@@ -7,6 +7,7 @@
 #   bash bench/fuzz.sh                          # every target, 60 s each
 #   FUZZ_SECONDS=600 bash bench/fuzz.sh payload # one target, 10 minutes
 #   bash bench/fuzz.sh --check [target...]      # CI: build and replay only (no fuzzing)
+#   bash bench/fuzz.sh --pending [target...]    # which known open bugs still crash
 #
 # --check builds the targets with plain `cargo build --locked` (stable Rust, no cargo-fuzz, no
 # sanitizer, no RUSTC_BOOTSTRAP), which proves they compile against envoi's current API, then
@@ -31,6 +32,10 @@
 # Before fuzzing, each file in fuzz/regressions/<target>/ is replayed: those are inputs that
 # once crashed; a fixed bug keeps its file there as a regression test.
 #
+# fuzz/pending/<target>/ holds crashers of bugs that are known and not fixed yet (named after
+# the audit case). Nothing replays them but --pending, which runs each one on its own and
+# says which now pass: move those to fuzz/regressions/<target>/.
+#
 # Reproduce a crash:  RUSTC_BOOTSTRAP=1 cargo fuzz run <target> <file>
 # Shrink it:          RUSTC_BOOTSTRAP=1 cargo fuzz tmin <target> <file>
 # Minimise a corpus:  RUSTC_BOOTSTRAP=1 cargo fuzz cmin <target> fuzz/corpus/<target>
@@ -44,7 +49,9 @@ FUZZ_MAX_LEN=${FUZZ_MAX_LEN:-4096}
 FUZZ_TIMEOUT=${FUZZ_TIMEOUT:-10}
 CARGO_FUZZ_VERSION=0.13.2
 CHECK_ONLY=0
+PENDING=0
 if [ "${1:-}" = --check ]; then CHECK_ONLY=1; shift; fi
+if [ "${1:-}" = --pending ]; then CHECK_ONLY=1; PENDING=1; shift; fi
 # Every fuzz/fuzz_targets/<name>.rs is the [[bin]] <name> in fuzz/Cargo.toml (cargo fuzz add
 # writes both).
 ALL_TARGETS=()
@@ -76,6 +83,22 @@ if [ "$CHECK_ONLY" = 1 ]; then
   replay_log=$(mktemp -t envoi-fuzz-replay.XXXXXX)
   trap 'rm -f "$replay_log"' EXIT
   failed=()
+  if [ "$PENDING" = 1 ]; then
+    for t in "${TARGETS[@]}"; do
+      for f in "$ROOT/fuzz/pending/$t"/*; do
+        [ -f "$f" ] || continue
+        if timeout 60 "$target_dir/debug/$t" "$f" >"$replay_log" 2>&1; then
+          echo "passes now: fuzz/pending/$t/$(basename "$f")  (move it to fuzz/regressions/$t/)"
+        else
+          echo "still crashes: fuzz/pending/$t/$(basename "$f")"
+          grep -a -m1 -A1 'panicked at' "$replay_log" | cut -c1-300 || true
+          failed+=("$t/$(basename "$f")")
+        fi
+      done
+    done
+    if [ "${#failed[@]}" -gt 0 ]; then exit 1; fi
+    exit 0
+  fi
   for t in "${TARGETS[@]}"; do
     bin=$target_dir/debug/$t
     mapfile -t inputs < <(replay_inputs "$t")
@@ -86,8 +109,15 @@ if [ "$CHECK_ONLY" = 1 ]; then
     # libFuzzer runs each file once and stops at the first crash (exit 77 for a panic).
     if timeout 300 "$bin" "${inputs[@]}" >"$replay_log" 2>&1; then
       echo "$t: ${#inputs[@]} inputs replayed, no crash"
+      pending=0
+      if [ -d "$ROOT/fuzz/pending/$t" ]; then
+        pending=$(find "$ROOT/fuzz/pending/$t" -type f | wc -l)
+      fi
+      if [ "$pending" -gt 0 ]; then
+        echo "  ($pending inputs of known open bugs in fuzz/pending/$t not replayed: see --pending)"
+      fi
     else
-      grep -m1 -A1 'panicked at' "$replay_log" | cut -c1-300 || true
+      grep -a -m1 -A1 'panicked at' "$replay_log" | cut -c1-300 || true
       input=$(sed -n 's/^Running: //p' "$replay_log" | tail -1)
       echo "CRASH in $t on ${input#"$ROOT"/}"
       echo "reproduce: ${bin#"$ROOT"/} ${input#"$ROOT"/}   (or: RUSTC_BOOTSTRAP=1 cargo fuzz run $t ${input#"$ROOT"/})"
@@ -126,7 +156,7 @@ for t in "${TARGETS[@]}"; do
     [ -f "$f" ] || continue
     n=$((n + 1))
     if ! "$BIN_DIR/$t" "$f" >"$ROOT/fuzz/target/replay.log" 2>&1; then
-      grep -m1 -A1 'panicked at' "$ROOT/fuzz/target/replay.log" | cut -c1-300 || true
+      grep -a -m1 -A1 'panicked at' "$ROOT/fuzz/target/replay.log" | cut -c1-300 || true
       echo "STILL CRASHES: fuzz/regressions/$t/$(basename "$f")"
       crashes+=("$t: fuzz/regressions/$t/$(basename "$f") (known regression input)")
     fi
@@ -151,10 +181,10 @@ for t in "${TARGETS[@]}"; do
   set -e
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
-  cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1)
+  cov=$(grep -aoE 'cov: [0-9]+' "$log" | tail -1)
   if [ "$rc" -ne 0 ]; then
     artifact=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -1)
-    grep -m1 -A1 -E 'panicked at|ERROR: (AddressSanitizer|libFuzzer)' "$log" | cut -c1-400 || true
+    grep -a -m1 -A1 -E 'panicked at|ERROR: (AddressSanitizer|libFuzzer)' "$log" | cut -c1-400 || true
     if [ -z "$artifact" ]; then
       tail -n 40 "$log"
       artifact="(no reproducer written; see ${log#"$ROOT"/})"

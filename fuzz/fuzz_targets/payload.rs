@@ -7,11 +7,12 @@
 //!
 //! Invariants (a panic is a bug):
 //! - nothing panics;
-//! - the message has CRLF line endings only: no bare LF, no bare CR;
-//! - no header line is longer than RFC 5322's 998 octets — in the message's own header
-//!   block (up to the first empty line) and, as RFC 5322 §2.1.1 and SMTP's 1000-octet
-//!   line limit ask, in any line of the message (MIME part headers, bodies);
-//! - the message's header block has no Bcc field (Bcc goes in the envelope only);
+//! - the message has CRLF line endings only (no bare LF, no bare CR) and no NUL;
+//! - no line is longer than RFC 5322's 998 octets — in the message's own header block
+//!   (up to the first empty line) and, as RFC 5322 §2.1.1 and SMTP's 1000-octet line
+//!   limit ask, in any line of the message (MIME part headers, bodies);
+//! - the message's header block is fields only and has no Bcc or Resent-Bcc field (Bcc
+//!   goes in the envelope only);
 //! - no RFC 2047 encoded-word (`=?…?=`) in a Content-Type or Content-Disposition field
 //!   (RFC 2047 §5 forbids them there; a non-ASCII parameter needs RFC 2231), unless the
 //!   payload itself put `=?` in a ContentType or FileName;
@@ -23,6 +24,7 @@ use std::time::SystemTime;
 
 use envoi::Mailbox;
 use envoi::draft::Draft;
+use envoi_fuzz::{check_message, fields, header_blocks, split_lines};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -58,52 +60,8 @@ fuzz_target!(|data: &[u8]| {
         )
     };
 
-    // CRLF only.
-    for (i, &b) in bytes.iter().enumerate() {
-        match b {
-            b'\n' => assert!(
-                i > 0 && bytes[i - 1] == b'\r',
-                "bare LF at byte {i}{}",
-                show()
-            ),
-            b'\r' => assert!(
-                bytes.get(i + 1) == Some(&b'\n'),
-                "bare CR at byte {i}{}",
-                show()
-            ),
-            _ => {}
-        }
-    }
-
+    check_message(bytes, &show);
     let lines = split_lines(bytes);
-    let top_header_lines = lines
-        .iter()
-        .position(|l| l.is_empty())
-        .unwrap_or(lines.len());
-    for (n, line) in lines.iter().enumerate() {
-        let place = if n < top_header_lines {
-            "header line"
-        } else {
-            "line after the header"
-        };
-        assert!(
-            line.len() <= 998,
-            "{place} {} is {} octets long (RFC 5322 limit: 998): {:?}{}",
-            n + 1,
-            line.len(),
-            String::from_utf8_lossy(&line[..line.len().min(120)]),
-            show()
-        );
-    }
-
-    // No Bcc field. ("Bcc:" may appear inside a value, e.g. a Subject or a display name.)
-    for field in fields(&lines[..top_header_lines]) {
-        assert!(
-            !field.name.eq_ignore_ascii_case("bcc"),
-            "Bcc header field in the message{}",
-            show()
-        );
-    }
 
     // No encoded-word in Content-Type / Content-Disposition, in any header block.
     if !user_encoded_words {
@@ -140,92 +98,4 @@ fn has_user_encoded_words(draft: &Draft) -> bool {
             .flatten()
             .any(|s| s.contains("=?"))
     })
-}
-
-/// Lines without their CRLF (the last piece, after the final CRLF, is dropped if empty).
-fn split_lines(bytes: &[u8]) -> Vec<&[u8]> {
-    let mut lines: Vec<&[u8]> = bytes
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .collect();
-    if lines.last().is_some_and(|l| l.is_empty()) {
-        lines.pop();
-    }
-    lines
-}
-
-struct Field {
-    name: String,
-    /// Unfolded value.
-    value: String,
-}
-
-/// The fields of a header block, continuation lines joined.
-fn fields(block: &[&[u8]]) -> Vec<Field> {
-    let mut out: Vec<Field> = Vec::new();
-    for line in block {
-        let text = String::from_utf8_lossy(line);
-        if text.starts_with([' ', '\t']) {
-            if let Some(last) = out.last_mut() {
-                last.value.push_str(&text);
-            }
-            continue;
-        }
-        let (name, value) = text.split_once(':').unwrap_or((&text, ""));
-        out.push(Field {
-            name: name.trim().to_owned(),
-            value: value.to_owned(),
-        });
-    }
-    out
-}
-
-/// The message's header block and every MIME part's, found through the boundaries
-/// that the Content-Type fields declare.
-fn header_blocks<'a>(lines: &'a [&'a [u8]]) -> Vec<&'a [&'a [u8]]> {
-    let mut blocks = Vec::new();
-    let mut boundaries: Vec<Vec<u8>> = Vec::new();
-    let mut header_start = Some(0);
-    for (i, line) in lines.iter().enumerate() {
-        match header_start {
-            Some(start) if line.is_empty() => {
-                let block = &lines[start..i];
-                for field in fields(block) {
-                    if let Some(b) = boundary(&field) {
-                        boundaries.push(b);
-                    }
-                }
-                blocks.push(block);
-                header_start = None;
-            }
-            Some(_) => {}
-            None => {
-                let opens_part = boundaries.iter().any(|b| {
-                    line.strip_prefix(b"--")
-                        .is_some_and(|rest| rest == b.as_slice())
-                });
-                if opens_part {
-                    header_start = Some(i + 1);
-                }
-            }
-        }
-    }
-    if let Some(start) = header_start {
-        blocks.push(&lines[start..]);
-    }
-    blocks
-}
-
-fn boundary(field: &Field) -> Option<Vec<u8>> {
-    if !field.name.eq_ignore_ascii_case("content-type") {
-        return None;
-    }
-    let lower = field.value.to_ascii_lowercase();
-    let at = lower.find("boundary=")? + "boundary=".len();
-    let rest = &field.value[at..];
-    let value = match rest.strip_prefix('"') {
-        Some(quoted) => quoted.split('"').next()?,
-        None => rest.split([';', ' ', '\t']).next()?,
-    };
-    Some(value.as_bytes().to_vec())
 }

@@ -31,6 +31,14 @@ pub use outcome::{BatchSent, Delivery, Failure, RcptReply, Report};
 pub use retry::Policy;
 pub use smtp::{CertificateReport, ServerReport, payload_in_flight};
 
+/// Doors for the fuzz targets in `fuzz/` to the parsers of what servers send: not part
+/// of envoi's API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::oauth2::fuzzing::*;
+    pub use super::smtp::fuzzing::*;
+}
+
 /// Delivers `prepared` through `profile`: writes it to the profile's directory, or
 /// sends it over SMTP with retries as `options` say.
 pub fn deliver(

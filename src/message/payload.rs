@@ -47,8 +47,21 @@ pub fn parse(origin: &str, json: &[u8]) -> Result<Draft> {
 /// Parses a payload that is one record of many (`envoi batch`); `what` ("line 7")
 /// starts its errors.
 pub fn parse_record(what: &str, json: &[u8]) -> Result<Draft> {
-    let payload: Payload = serde_json::from_slice(json)
-        .map_err(|e| Error::invalid(format!("{what}: not a Send Email payload: {e}")))?;
+    let payload: Payload = serde_json::from_slice(json).map_err(|e| {
+        // serde names an unknown field as decoded: a `\r\n` in it would break the line.
+        let why: String = e
+            .to_string()
+            .chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().collect()
+                } else {
+                    String::from(c)
+                }
+            })
+            .collect();
+        Error::invalid(format!("{what}: not a Send Email payload: {why}"))
+    })?;
     let list = |label: &str, value: Option<String>| value.map(|v| Sourced::new(label, vec![v]));
     let attachments = payload
         .attachments

@@ -390,10 +390,12 @@ impl<R: BufRead> CsvMerge<R> {
             .iter()
             .position(|c| *c == merge.to_column)
             .ok_or_else(|| {
+                // Quoted: the names are the data's, and may hold control characters.
+                let names: Vec<String> = columns.iter().map(|c| format!("{c:?}")).collect();
                 Error::usage(format!(
                     "--to-column {:?}: the CSV header has no such column (it has: {})",
                     merge.to_column,
-                    columns.join(", ")
+                    names.join(", ")
                 ))
             })?;
         let mut env = template::strict_env();

@@ -504,8 +504,16 @@ pub(crate) fn load(path: &Path, explicit: bool) -> Result<ConfigFile> {
             path.display()
         ))
     })?;
+    let file = parse(path, &text)?;
+    check_file(path, &file)?;
+    Ok(file)
+}
+
+/// The text of the config file at `path`, parsed (nothing checked beyond its syntax and
+/// the types of its keys).
+pub(super) fn parse(path: &Path, text: &str) -> Result<ConfigFile> {
     // e.message() rather than e's Display, which quotes the offending line (maybe a password).
-    let file: ConfigFile = toml::from_str(&text).map_err(|e| {
+    toml::from_str(text).map_err(|e| {
         let line = e
             .span()
             .map(|span| format!(" (line {})", text[..span.start].matches('\n').count() + 1))
@@ -515,9 +523,7 @@ pub(crate) fn load(path: &Path, explicit: bool) -> Result<ConfigFile> {
             path.display(),
             e.message()
         ))
-    })?;
-    check_file(path, &file)?;
-    Ok(file)
+    })
 }
 
 /// msmtp's rule, extended (T24, N8): a file that holds a secret must not be readable by
@@ -689,8 +695,10 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
             ("auth", "xoauth2") => auth = Auth::Xoauth2,
             ("auth", "oauthbearer") => auth = Auth::Oauthbearer,
             _ => {
+                // The key quoted (it is percent-decoded: CR, LF, escapes), the value not
+                // shown: like the URL, it may hold a secret.
                 return Err(bad(&format!(
-                    "unknown parameter {key}={value} (known: security=tls|starttls|none, \
+                    "unknown parameter or value for {key:?} (known: security=tls|starttls|none, \
                      auth=password|xoauth2|oauthbearer)"
                 )));
             }

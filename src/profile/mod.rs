@@ -10,6 +10,8 @@ mod dkim;
 mod env;
 mod files;
 mod fingerprint;
+#[doc(hidden)]
+pub mod fuzzing;
 mod oauth2;
 mod password;
 mod resolve;

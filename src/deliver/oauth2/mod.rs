@@ -31,6 +31,7 @@ use endpoint::post;
 
 mod cache;
 mod endpoint;
+pub(super) mod fuzzing;
 mod login;
 
 pub use login::{LoginStep, Stored};

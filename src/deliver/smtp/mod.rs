@@ -19,6 +19,7 @@ mod auth;
 mod conn;
 mod connector;
 mod fail;
+pub(super) mod fuzzing;
 mod reply;
 mod report;
 mod session;

@@ -73,7 +73,7 @@ pub(super) struct Capabilities {
 
 impl Capabilities {
     /// Reads the keywords of an EHLO reply (its first line is the server's name).
-    fn parse(reply: &Reply) -> Capabilities {
+    pub(super) fn parse(reply: &Reply) -> Capabilities {
         let mut caps = Capabilities::default();
         for line in reply.lines.iter().skip(1) {
             let mut words = line.split_ascii_whitespace();
@@ -82,7 +82,10 @@ impl Capabilities {
             };
             match keyword.to_ascii_uppercase().as_str() {
                 "STARTTLS" => caps.starttls = true,
-                "AUTH" => caps.auth.extend(words.map(|w| w.to_ascii_uppercase())),
+                // Printable: errors list the mechanisms offered.
+                "AUTH" => caps
+                    .auth
+                    .extend(words.map(|w| printable(w.to_ascii_uppercase()))),
                 "SIZE" => caps.size = words.next().and_then(|n| n.parse().ok()),
                 "8BITMIME" => caps.eight_bit_mime = true,
                 "SMTPUTF8" => caps.smtputf8 = true,
@@ -92,6 +95,12 @@ impl Capabilities {
             }
         }
         caps
+    }
+
+    /// The keywords as the server wrote them, for `envoi check` to list: made printable,
+    /// since a terminal would obey an escape sequence in them.
+    pub(super) fn extensions(reply: &Reply) -> Vec<String> {
+        reply.lines.iter().skip(1).map(printable).collect()
     }
 
     pub(super) fn offers_auth(&self, mechanism: &str) -> bool {
@@ -274,7 +283,7 @@ impl SmtpSession {
         let reply = self.command(&format!("EHLO {hello}"), "EHLO")?;
         self.require(&reply, "EHLO", |c| c == 250)?;
         self.caps = Capabilities::parse(&reply);
-        self.extensions = reply.lines.iter().skip(1).cloned().collect();
+        self.extensions = Capabilities::extensions(&reply);
         Ok(())
     }
 
