@@ -96,6 +96,15 @@ fn parse_mailbox(what: &str, item: &str) -> Result<Mailbox> {
         ))
     })?;
     let user = quoted.as_deref().unwrap_or(mailbox.email.user());
+    // lettre takes any non-ASCII character into a local part (RFC 6531), a no-break or
+    // other Unicode space included: outside quotes a space of any kind is not an address
+    // a person meant (found by the sendmail_message fuzz target).
+    if quoted.is_none() && user.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::invalid(format!(
+            "{what}: {item:?} is not a valid address: its local part holds a space or a \
+             control character (quote it, \"like this\"@example.com, if that is meant)"
+        )));
+    }
     let address = Address::new(user, ascii_domain).map_err(|_| invalid())?;
     Ok(Mailbox::new(mailbox.name, address))
 }
@@ -237,6 +246,23 @@ mod tests {
 
     /// T54: a quoted local part (RFC 5321 §4.1.2) is an address, kept quoted, in the
     /// form with the least quoting.
+    /// Found by the sendmail_message fuzz target: lettre took a no-break space (or
+    /// another Unicode space) into an unquoted local part, and the address went into
+    /// RCPT TO as written.
+    #[test]
+    fn an_unquoted_local_part_holds_no_space_of_any_kind() {
+        for item in [
+            "a\u{a0}b@example.com",
+            "a\u{2003}b@example.com",
+            "a\u{85}b@example.com",
+        ] {
+            let err = parse_lists("--to", &[item]).unwrap_err();
+            assert_eq!(err.kind(), crate::error::ErrorKind::InvalidData, "{item:?}");
+        }
+        assert!(parse_lists("--to", &["\"a\u{a0}b\"@example.com"]).is_ok());
+        assert!(parse_lists("--to", &["jos\u{e9}@example.com"]).is_ok());
+    }
+
     #[test]
     fn t54_quoted_local_parts_are_kept_quoted() {
         assert_eq!(

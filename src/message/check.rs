@@ -104,6 +104,21 @@ pub(crate) fn body_line(what: &str, line: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// `text` with each control character written as an escape (`\u{1b}`, `\r`): for an
+/// error that repeats what a parser read from a file or the data, so that a terminal
+/// shows it rather than obeys it and one error stays one line.
+pub(crate) fn escape_controls(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                String::from(c)
+            }
+        })
+        .collect()
+}
+
 /// A header line (`Name: value`, or a continuation starting with a space or tab) as
 /// lines of at most 998 octets: itself when it fits, else folded before its spaces and
 /// tabs (RFC 5322 §2.2.3: unfolding gives back the same field), aiming at 78 octets a

@@ -8,6 +8,7 @@
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::message::check;
 use crate::message::draft::{
     AttachmentDraft, AttachmentSource, DataEncoding, Draft, Sourced, Text,
 };
@@ -49,17 +50,7 @@ pub fn parse(origin: &str, json: &[u8]) -> Result<Draft> {
 pub fn parse_record(what: &str, json: &[u8]) -> Result<Draft> {
     let payload: Payload = serde_json::from_slice(json).map_err(|e| {
         // serde names an unknown field as decoded: a `\r\n` in it would break the line.
-        let why: String = e
-            .to_string()
-            .chars()
-            .map(|c| {
-                if c.is_control() {
-                    c.escape_default().collect()
-                } else {
-                    String::from(c)
-                }
-            })
-            .collect();
+        let why = check::escape_controls(&e.to_string());
         Error::invalid(format!("{what}: not a Send Email payload: {why}"))
     })?;
     let list = |label: &str, value: Option<String>| value.map(|v| Sourced::new(label, vec![v]));

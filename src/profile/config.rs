@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::message::check::no_line_breaks;
+use crate::message::check::{self, no_line_breaks};
 use crate::message::given::Names;
 use crate::ownership::{self, Owner, ReadError};
 use crate::profile::dkim::Dkim;
@@ -518,10 +518,11 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<ConfigFile> {
             .span()
             .map(|span| format!(" (line {})", text[..span.start].matches('\n').count() + 1))
             .unwrap_or_default();
+        // The message may repeat a value from the file (an unknown variant): escaped.
         Error::config(format!(
             "the config file {} is not valid{line}: {}",
             path.display(),
-            e.message()
+            check::escape_controls(e.message())
         ))
     })
 }
@@ -773,6 +774,17 @@ mod tests {
             Transport::Smtp(smtp) => smtp,
             Transport::File { dir } => panic!("a file profile ({})", dir.display()),
         }
+    }
+
+    /// Found by the config fuzz target: toml repeats an unknown variant in its message,
+    /// an escape sequence included; the error now shows it escaped.
+    #[test]
+    fn a_parse_error_shows_no_control_character() {
+        // TOML's `\e` is ESC.
+        let text = "[profiles.a.oauth2]\nflow = \"client_cre\\entials\"\n";
+        let err = super::parse(Path::new("c.toml"), text).unwrap_err();
+        assert!(!err.message().chars().any(char::is_control), "{err:?}");
+        assert!(err.message().contains("client_cre\\u{1b}ntials"), "{err}");
     }
 
     #[test]

@@ -159,7 +159,9 @@ fn ob08_a_truncated_message_is_not_sent_and_goes_to_failed() {
     let reason = text(&failed[0], "last_error");
     assert!(
         reason.contains("message.eml is 100 bytes,")
-            && reason.contains(&format!("{} were written", thousands(written.len()))),
+            && reason
+                .replace(',', "")
+                .contains(&format!("{} were written", written.len())),
         "{reason}"
     );
 }
@@ -203,17 +205,4 @@ fn ob09_an_entry_without_its_lock_file_is_sent() {
     assert_eq!(summary_ids(&summary, "sent"), [id], "{summary}");
     assert_eq!(summary["skipped"], 0, "{summary}");
     assert_eq!(server.messages().len(), 1);
-}
-
-/// `2345` as `2,345`, as the error prints it.
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
