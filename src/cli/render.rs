@@ -331,11 +331,7 @@ fn write_human(out: &mut impl Write, outcome: &Outcome) -> std::result::Result<(
             writeln!(out, "queued {} as outbox entry {id}", prepared.message_id)
         }
         Outcome::Duplicate(FirstSend { message_id, status }) => {
-            let status = match status {
-                FirstStatus::Sent => "sent",
-                FirstStatus::Saved => "saved",
-                FirstStatus::Queued => "queued",
-            };
+            let status = Of::from(*status);
             writeln!(
                 out,
                 "duplicate: already {status} as {message_id}; nothing sent"

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::deliver::Delivery;
+use crate::outbox::idempotency::FirstStatus;
 use crate::error::ErrorKind;
 
 /// What became of one message.
@@ -107,6 +108,18 @@ impl Status {
                 | Status::Partial
                 | Status::Unknown
         )
+    }
+}
+
+/// How the first send with an idempotency key ended, in the one vocabulary (the ledger
+/// keeps its own three words on disk, which are these).
+impl From<FirstStatus> for Status {
+    fn from(first: FirstStatus) -> Status {
+        match first {
+            FirstStatus::Sent => Status::Sent,
+            FirstStatus::Saved => Status::Saved,
+            FirstStatus::Queued => Status::Queued,
+        }
     }
 }
 
