@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::deliver::Delivery;
-use crate::outbox::idempotency::FirstStatus;
 use crate::error::ErrorKind;
+use crate::outbox::idempotency::FirstStatus;
 
 /// What became of one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

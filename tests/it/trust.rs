@@ -63,16 +63,7 @@ impl Relay {
 
     /// `envoi send` of one small message along `config`.
     fn send(&self, config: &Path) -> assert_cmd::Command {
-        let mut cmd = send(self.dir.path(), Route::Config(config));
-        cmd.args([
-            "--to",
-            "a@example.com",
-            "--subject",
-            "trust",
-            "--body",
-            "hi",
-        ]);
-        cmd
+        send_along(self.dir.path(), config)
     }
 
     /// The message arrived over TLS, after the login.
@@ -499,7 +490,7 @@ fn login_server(dir: &Path, lines: &[&str]) -> (TestServer, PathBuf) {
     (server, path)
 }
 
-/// `envoi send` of one small message along `config`, with the canary password set.
+/// `envoi send` of one small message along `config`, run in `dir`.
 fn send_along(dir: &Path, config: &Path) -> assert_cmd::Command {
     let mut cmd = send(dir, Route::Config(config));
     cmd.args([
