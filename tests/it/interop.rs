@@ -28,6 +28,8 @@ fn aiosmtpd(
         refuse_rcpt,
         cert_key: Some(pki.write_leaf(dir)),
         oauth: None,
+        auth_reply: None,
+        mail_reply: None,
     })?;
     let profile_security = if security == "tls" { "tls" } else { "starttls" };
     let config = Config::new(server.port(), profile_security)

@@ -13,6 +13,7 @@ mod data;
 mod deadline;
 mod dkim;
 mod docs;
+mod guides;
 mod harness;
 mod interop;
 mod oauth;

@@ -27,6 +27,8 @@ fn server(dir: &Path, auth: &str, lines: &[&str]) -> Option<(Aiosmtpd, PathBuf)>
         refuse_rcpt: vec![],
         cert_key: Some(pki.write_leaf(dir)),
         oauth: Some((MAILBOX.into(), vec![TOKEN.into()])),
+        auth_reply: None,
+        mail_reply: None,
     })?;
     let mut config = Config::new(server.port(), "starttls")
         .trust(&ca)
@@ -231,6 +233,8 @@ fn servers(
             MAILBOX.into(),
             (1..=9).map(|n| format!("{PREFIX}{n}")).collect(),
         )),
+        auth_reply: None,
+        mail_reply: None,
     })?;
     Some((dir, ca, endpoint, smtp))
 }

@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use crate::error::{Error, ErrorKind, Result};
 use crate::profile::{Auth, Password};
 
-use super::fail::negative;
+use super::fail::{negative, with_hint};
 use super::reply::{Reply, printable};
 use super::session::SmtpSession;
 
@@ -18,10 +18,13 @@ impl SmtpSession {
             if reply.code >= 500 {
                 Error::new(
                     ErrorKind::AuthRefused,
-                    format!(
-                        "{server} refused the login for user {user:?}: {} {}",
-                        reply.code,
-                        printable(reply.text())
+                    with_hint(
+                        format!(
+                            "{server} refused the login for user {user:?}: {} {}",
+                            reply.code,
+                            printable(reply.text())
+                        ),
+                        reply,
                     ),
                 )
             } else {
@@ -126,17 +129,18 @@ impl SmtpSession {
         }
         Err(Error::new(
             ErrorKind::AuthRefused,
-            format!(
-                "{} refused the {mechanism} token for user {user:?}: {} {}{}",
-                self.server,
-                reply.code,
-                printable(reply.text()),
-                reason
-                    .map(|r| format!(" (the server said: {r})"))
-                    .unwrap_or_default()
-            )
-            .trim_end()
-            .to_owned(),
+            with_hint(
+                format!(
+                    "{} refused the {mechanism} token for user {user:?}: {} {}{}",
+                    self.server,
+                    reply.code,
+                    printable(reply.text()),
+                    reason
+                        .map(|r| format!(" (the server said: {r})"))
+                        .unwrap_or_default()
+                ),
+                &reply,
+            ),
         ))
     }
 }

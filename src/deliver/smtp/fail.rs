@@ -19,14 +19,57 @@ pub(super) fn negative(what: &str, reply: &Reply) -> Error {
     };
     Error::new(
         kind,
-        format!(
-            "{what}: the server answered {} {}",
-            reply.code,
-            printable(reply.text())
-        )
-        .trim_end()
-        .to_owned(),
+        with_hint(
+            format!(
+                "{what}: the server answered {} {}",
+                reply.code,
+                printable(reply.text())
+            ),
+            reply,
+        ),
     )
+}
+
+/// `message` (trimmed), and the fix for `reply` when [`login_hint`] knows one.
+pub(super) fn with_hint(message: String, reply: &Reply) -> String {
+    let message = message.trim_end();
+    match login_hint(reply) {
+        Some(hint) => format!("{message}; {hint}"),
+        None => message.to_owned(),
+    }
+}
+
+/// What to change when a server refuses a login for a reason its words name but whose
+/// fix lies in envoi's profile or the tenant's settings: Microsoft 365's replies once
+/// Basic authentication or SMTP AUTH is switched off (end of December 2026 for existing
+/// tenants), keyed on the enhanced status code (RFC 3463) that begins the reply.
+fn login_hint(reply: &Reply) -> Option<&'static str> {
+    let text = reply.text().to_ascii_lowercase();
+    let status = text.split_whitespace().next().unwrap_or_default();
+    match (reply.code, status) {
+        (_, "5.7.139") if text.contains("smtpclientauthentication is disabled") => Some(
+            "SMTP AUTH is switched off for this mailbox or tenant: an admin can turn it on \
+             for the mailbox (Set-CASMailbox -Identity <mailbox> \
+             -SmtpClientAuthenticationDisabled $false), or send over HTTPS with \
+             transport = \"graph\" (see docs/microsoft-365.md)",
+        ),
+        (_, "5.7.139" | "5.7.30") => Some(
+            "Microsoft 365 takes no password (Basic) login here: log in with OAuth2 \
+             (auth = \"xoauth2\" and a [profiles.NAME.oauth2] table), or send over HTTPS \
+             with transport = \"graph\" (see docs/microsoft-365.md)",
+        ),
+        (535, "5.7.3") => Some(
+            "on Microsoft 365 a password login also needs SMTP AUTH on for the mailbox and \
+             no MFA on the account, and an app's OAuth2 token needs the app registered in \
+             Exchange (New-ServicePrincipal) with FullAccess on the mailbox \
+             (Add-MailboxPermission) (see docs/microsoft-365.md)",
+        ),
+        (530, "5.7.57") => Some(
+            "the server takes mail only after a login: give the profile a username and a \
+             password or token source (or the user in --smtp-url)",
+        ),
+        _ => None,
+    }
 }
 
 /// A failure of the connection during `what`.

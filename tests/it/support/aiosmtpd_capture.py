@@ -11,6 +11,9 @@ With --oauth USER:TOKEN (repeatable: any of the tokens is accepted) it also offe
 OAUTHBEARER (RFC 7628), as Gmail and Microsoft 365 speak them: a wrong token is answered `334 <base64 JSON error>`, and only after the
 client's reply to that (an empty line, or ^A for OAUTHBEARER) comes the 535. Each decoded SASL
 message is appended to OUT/sasl.log as one JSON line {"mechanism", "message", "ok"}.
+With --auth-reply TEXT every AUTH PLAIN/LOGIN is refused with exactly that reply, and with
+--mail-reply TEXT every MAIL FROM is: Microsoft 365's words when Basic authentication or SMTP
+AUTH is off (`535 5.7.139 …`, `550 5.7.30 …`, `530 5.7.57 …`), for docs/microsoft-365.md.
 Stops on SIGTERM or SIGINT (and, with --exit-on-stdin-eof, when stdin closes: the parent died).
 """
 import argparse
@@ -41,6 +44,8 @@ def parse_args():
     p.add_argument("--auth", metavar="USER:PASS", help="accept AUTH PLAIN/LOGIN with these")
     p.add_argument("--oauth", metavar="USER:TOKEN", action="append", default=[],
                    help="accept XOAUTH2/OAUTHBEARER with these (repeatable, one user)")
+    p.add_argument("--auth-reply", metavar="TEXT", help="refuse every AUTH PLAIN/LOGIN with this reply")
+    p.add_argument("--mail-reply", metavar="TEXT", help="refuse every MAIL FROM with this reply")
     p.add_argument("--require-starttls", action="store_true", help="starttls mode: 530 before STARTTLS")
     p.add_argument("--refuse-rcpt", metavar="ADDR=CODE", action="append", default=[])
     p.add_argument("--out", required=True, help="directory for NNNN.json and transcript.log")
@@ -54,8 +59,16 @@ def parse_args():
 class Capture:
     """aiosmtpd handler: applies --refuse-rcpt and stores each message."""
 
-    def __init__(self, out, refuse):
+    def __init__(self, out, refuse, mail_reply=None):
         self.out, self.refuse, self.seq = out, refuse, itertools.count(1)
+        self.mail_reply = mail_reply
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.mail_reply is not None:
+            return self.mail_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         code = self.refuse.get(address.lower())
@@ -142,8 +155,10 @@ class OAuthCapture(Capture):
         return await self.bearer(server, args, "OAUTHBEARER", expected, b"\x01")
 
 
-def make_authenticator(user, password):
+def make_authenticator(user, password, reply=None):
     def authenticator(server, session, envelope, mechanism, auth_data):
+        if reply is not None:
+            return AuthResult(success=False, handled=False, message=reply)
         ok = auth_data.login == user.encode() and auth_data.password == password.encode()
         return AuthResult(success=ok, handled=False, auth_data=auth_data)
 
@@ -168,7 +183,7 @@ async def serve(a):
             sys.exit("aiosmtpd_capture: every --oauth must name the same user")
         handler = OAuthCapture(a.out, refuse, oauth_user, [token for _, _, token in pairs])
     else:
-        handler = Capture(a.out, refuse)
+        handler = Capture(a.out, refuse, a.mail_reply)
 
     tls_ctx = None
     if a.security != "none":
@@ -177,7 +192,7 @@ async def serve(a):
     kwargs = {"hostname": "capture.test"}
     if a.auth:
         user, _, password = a.auth.partition(":")
-        kwargs["authenticator"] = make_authenticator(user, password)
+        kwargs["authenticator"] = make_authenticator(user, password, a.auth_reply)
     if a.security == "starttls":
         # AUTH is offered only after STARTTLS (aiosmtpd's default auth_require_tls=True).
         kwargs.update(tls_context=tls_ctx, require_starttls=a.require_starttls)

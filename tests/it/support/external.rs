@@ -118,6 +118,11 @@ pub struct AiosmtpdOptions {
     /// bearer tokens; a wrong token gets the providers' `334 <base64 JSON>` challenge, then
     /// 535.
     pub oauth: Option<(String, Vec<String>)>,
+    /// Refuse every AUTH PLAIN/LOGIN with exactly this reply (e.g. Microsoft 365's
+    /// `535 5.7.139 …`), whatever the login.
+    pub auth_reply: Option<String>,
+    /// Refuse every MAIL FROM with exactly this reply (e.g. `530 5.7.57 …`).
+    pub mail_reply: Option<String>,
 }
 
 /// One SASL message the server decoded (`--oauth`), in order of arrival.
@@ -220,6 +225,12 @@ impl Aiosmtpd {
             for token in tokens {
                 cmd.arg("--oauth").arg(format!("{user}:{token}"));
             }
+        }
+        if let Some(reply) = &opts.auth_reply {
+            cmd.arg("--auth-reply").arg(reply);
+        }
+        if let Some(reply) = &opts.mail_reply {
+            cmd.arg("--mail-reply").arg(reply);
         }
         if opts.security == "starttls" {
             cmd.arg("--require-starttls");
