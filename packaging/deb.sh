@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds envoi's two Debian packages with cargo-deb (metadata: [package.metadata.deb] in
 # Cargo.toml), lists them, and fails unless each holds what it must:
-#   envoi      the binary, the man page, bash/zsh/fish completions, README and example config
+#   envoi      the binary, the man page, bash/zsh/fish completions, README, example config, docs/
 #   envoi-mta  only the links /usr/sbin/sendmail and /usr/lib/sendmail to /usr/bin/envoi;
 #              Provides/Conflicts/Replaces mail-transport-agent; Depends on this very envoi
 # Then it unpacks both into a temporary directory (dpkg-deb -x, no dpkg database involved)
@@ -82,6 +82,7 @@ must "$files" '^-rw-r--r-- .* \./usr/share/zsh/vendor-completions/_envoi$' "envo
 must "$files" '^-rw-r--r-- .* \./usr/share/fish/vendor_completions\.d/envoi\.fish$' "envoi: fish completion"
 must "$files" ' \./usr/share/doc/envoi/README\.md$' "envoi: README.md"
 must "$files" ' \./usr/share/doc/envoi/config\.example\.toml$' "envoi: config.example.toml"
+must "$files" ' \./usr/share/doc/envoi/docs/microsoft-365\.md$' "envoi: the guides (docs/)"
 must "$files" ' \./usr/share/doc/envoi/copyright$' "envoi: copyright"
 must_not "$files" 'sendmail' "envoi: a sendmail link (it belongs to envoi-mta)"
 
