@@ -16,9 +16,11 @@ use crate::message::check::{self, no_line_breaks};
 use crate::message::given::Names;
 use crate::ownership::{self, Owner, ReadError};
 use crate::profile::dkim::Dkim;
+use crate::profile::env::{Origin, ProxyEnv};
 use crate::profile::fingerprint::{Fingerprint, profile_pin};
 use crate::profile::oauth2::{OAuth2, OAuth2Entry};
 use crate::profile::password::{Password, PasswordSource};
+use crate::profile::proxy::{Proxy, ProxyKey};
 
 /// The whole config file.
 #[derive(Debug, Default, Deserialize)]
@@ -58,6 +60,8 @@ pub(super) struct ProfileEntry {
     pub(super) tls_fingerprint: Option<String>,
     pub(super) hello_name: Option<String>,
     pub(super) allow_plaintext_auth: Option<bool>,
+    pub(super) proxy: Option<String>,
+    pub(super) proxy_password_env: Option<String>,
     pub(super) dir: Option<PathBuf>,
     pub(super) outbox: Option<bool>,
     pub(super) outbox_dir: Option<PathBuf>,
@@ -176,6 +180,8 @@ pub struct Profile {
 }
 
 /// Where a profile delivers.
+// A run holds one or two: the size of the SMTP variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Transport {
     /// Over SMTP.
@@ -217,6 +223,20 @@ pub struct SmtpProfile {
     pub hello_name: Option<String>,
     /// Allow AUTH on a connection without TLS.
     pub allow_plaintext_auth: bool,
+    /// The proxy the connection goes through, and what chose it (the `proxy` key, or
+    /// `ALL_PROXY`); `None` to connect directly.
+    pub proxy: Option<(Proxy, Origin)>,
+    /// The `proxy` key as written: whether the environment may choose a proxy.
+    pub(crate) proxy_key: ProxyKey,
+}
+
+impl SmtpProfile {
+    /// Lets the environment's proxy variables choose the proxy, unless the `proxy` key
+    /// did (a bad `ALL_PROXY` is 78, naming it).
+    pub(crate) fn take_proxy_env(&mut self, env: &ProxyEnv) -> Result<()> {
+        self.proxy = self.proxy_key.choose(&self.host, env)?;
+        Ok(())
+    }
 }
 
 impl Profile {
@@ -322,6 +342,18 @@ impl ProfileEntry {
                     self.tls_fingerprint.as_deref(),
                     self.ca_file.is_some(),
                 )?;
+                let proxy_key = match &self.proxy {
+                    Some(value) => ProxyKey::parse(
+                        &format!("profile {name:?}: proxy"),
+                        value,
+                        self.proxy_password_env.as_deref(),
+                    )?,
+                    None if self.proxy_password_env.is_some() => {
+                        return Err(bad("proxy_password_env is set but proxy is not".into()));
+                    }
+                    None => ProxyKey::Unset,
+                };
+                let proxy = proxy_key.choose(&host, &ProxyEnv::default())?;
                 Transport::Smtp(SmtpProfile {
                     login: self.login(name),
                     auth: self.auth.unwrap_or_default(),
@@ -336,6 +368,8 @@ impl ProfileEntry {
                     tls_fingerprint,
                     hello_name: self.hello_name,
                     allow_plaintext_auth: self.allow_plaintext_auth.unwrap_or(false),
+                    proxy,
+                    proxy_key,
                 })
             }
         };
@@ -687,8 +721,10 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
         other => return Err(bad(&format!("scheme {other:?} is not smtp or smtps"))),
     };
     let mut auth = Auth::Password;
+    let mut proxy_key = ProxyKey::Unset;
     for (key, value) in url.query_pairs() {
         match (key.as_ref(), value.as_ref()) {
+            ("proxy", value) => proxy_key = ProxyKey::parse("--smtp-url: proxy", value, None)?,
             ("security", "tls") => security = Security::Tls,
             ("security", "starttls") => security = Security::Starttls,
             ("security", "none") => security = Security::None,
@@ -700,7 +736,7 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
                 // shown: like the URL, it may hold a secret.
                 return Err(bad(&format!(
                     "unknown parameter or value for {key:?} (known: security=tls|starttls|none, \
-                     auth=password|xoauth2|oauthbearer)"
+                     auth=password|xoauth2|oauthbearer, proxy=URL)"
                 )));
             }
         }
@@ -725,6 +761,7 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
         // Decoded, %0D%0A is a line break: it would end the AUTH command (65).
         no_line_breaks("profile \"--smtp-url\": username", user)?;
     }
+    let proxy = proxy_key.choose(&host, &ProxyEnv::default())?;
     Ok(Profile {
         transport: Transport::Smtp(SmtpProfile {
             login: match (username, auth) {
@@ -751,6 +788,8 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
             tls_fingerprint: None,
             hello_name: None,
             allow_plaintext_auth: false,
+            proxy,
+            proxy_key,
         }),
         from: None,
         outbox: false,
