@@ -625,10 +625,8 @@ pub fn print_check(report: &ServerReport, as_json: bool) {
     };
     let address = report.address.as_deref().unwrap_or("?");
     let mut lines = vec![match &report.proxy {
-        Some(proxy) => format!(
-            "server   {} (through the proxy {proxy} at {address})",
-            report.server
-        ),
+        // The address connected to is the proxy's: its URL says it.
+        Some(proxy) => format!("server   {} (through the proxy {proxy})", report.server),
         None => format!("server   {} ({address})", report.server),
     }];
     lines.push(format!("tls      {tls}"));

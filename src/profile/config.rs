@@ -223,8 +223,9 @@ pub struct SmtpProfile {
     pub hello_name: Option<String>,
     /// Allow AUTH on a connection without TLS.
     pub allow_plaintext_auth: bool,
-    /// The proxy the connection goes through, and what chose it (the `proxy` key, or
-    /// `ALL_PROXY`); `None` to connect directly.
+    /// The proxy the connection goes through, and what chose it: [`Origin::File`] for
+    /// the `proxy` key (or `--smtp-url`'s `?proxy=`), [`Origin::Variable`] for
+    /// `ALL_PROXY`; `None` to connect directly.
     pub proxy: Option<(Proxy, Origin)>,
     /// The `proxy` key as written: whether the environment may choose a proxy.
     pub(crate) proxy_key: ProxyKey,
@@ -1043,6 +1044,19 @@ mod tests {
             let err = smtp(profile).login.unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Config, "{err}");
         }
+    }
+
+    #[test]
+    fn an_smtp_url_may_name_its_proxy() {
+        let p = smtp(profile_from_url("smtp://h?proxy=socks5h%3A%2F%2F127.0.0.1%3A1080").unwrap());
+        let (proxy, origin) = p.proxy.expect("a proxy");
+        assert_eq!(proxy.to_string(), "socks5h://127.0.0.1:1080");
+        assert_eq!(origin, Origin::File);
+        let p = smtp(profile_from_url("smtp://h?proxy=none").unwrap());
+        assert!(p.proxy.is_none() && matches!(p.proxy_key, ProxyKey::Off));
+        let e = profile_from_url("smtp://h?proxy=http%3A%2F%2Fu%3As3cr3t%40p%3A3128").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(!e.message().contains("s3cr3t"), "{e}");
     }
 
     #[test]

@@ -96,7 +96,7 @@ fn only_body(server: &TestServer) -> String {
 fn starttls_runs_inside_an_http_connect_tunnel_of_tinyproxy() {
     let dir = TempDir::new().unwrap();
     let (server, ca) = starttls_server(dir.path());
-    let Some(proxy) = Proxy::tinyproxy(dir.path(), &[server.port()]) else {
+    let Some(proxy) = Proxy::tinyproxy(dir.path(), &[server.port()], None) else {
         return;
     };
     let proxy_line = format!("proxy = \"http://127.0.0.1:{}\"", proxy.port);
@@ -147,7 +147,7 @@ fn a_tunnel_tinyproxy_refuses_is_69_in_words_and_nothing_is_sent() {
     let dir = TempDir::new().unwrap();
     let (server, ca) = starttls_server(dir.path());
     // tinyproxy may CONNECT to another port only.
-    let Some(proxy) = Proxy::tinyproxy(dir.path(), &[server.port().wrapping_add(1)]) else {
+    let Some(proxy) = Proxy::tinyproxy(dir.path(), &[server.port().wrapping_add(1)], None) else {
         return;
     };
     let proxy_line = format!("proxy = \"http://127.0.0.1:{}\"", proxy.port);
@@ -170,6 +170,50 @@ fn a_tunnel_tinyproxy_refuses_is_69_in_words_and_nothing_is_sent() {
         "{}",
         proxy.log()
     );
+}
+
+#[test]
+fn a_proxy_login_comes_from_proxy_password_env_and_a_wrong_one_is_77() {
+    let dir = TempDir::new().unwrap();
+    let (server, ca) = starttls_server(dir.path());
+    let Some(proxy) = Proxy::tinyproxy(dir.path(), &[server.port()], Some(("bot", "Pr0xy-S3cret")))
+    else {
+        return;
+    };
+    let lines = format!(
+        "proxy = \"http://bot@127.0.0.1:{}\"\nproxy_password_env = \"ENVOI_TEST_PROXY_PASSWORD\"",
+        proxy.port
+    );
+    let config = starttls_config(dir.path(), &server, &ca, &lines);
+    let run = send(dir.path(), &config)
+        .env("ENVOI_TEST_PROXY_PASSWORD", "Pr0xy-S3cret")
+        .arg("-v")
+        .expect_exit(0);
+    assert!(!run.output().contains("Pr0xy-S3cret"), "{run}");
+    assert!(
+        !run.output().contains("bot@"),
+        "the proxy's user shown: {run}"
+    );
+    all_from(&server, TINYPROXY_FROM);
+    assert_eq!(server.messages().len(), 1);
+
+    let run = send(dir.path(), &config)
+        .env("ENVOI_TEST_PROXY_PASSWORD", "Wr0ng-Pw-91")
+        .expect_exit(77);
+    assert!(
+        run.stderr.contains(&format!(
+            "the proxy http://127.0.0.1:{} refused the tunnel to localhost:{}: 401",
+            proxy.port,
+            server.port()
+        )),
+        "{run}"
+    );
+    assert!(run.stderr.contains("proxy_password_env"), "{run}");
+    assert!(!run.output().contains("Wr0ng-Pw-91"), "{run}");
+    // Without the variable: 78 before anything is sent, naming it.
+    let run = send(dir.path(), &config).expect_exit(78);
+    assert!(run.stderr.contains("ENVOI_TEST_PROXY_PASSWORD"), "{run}");
+    assert_eq!(server.messages().len(), 1);
 }
 
 #[test]

@@ -143,11 +143,19 @@ impl<'a> Step<'a> {
     }
 }
 
+/// A socket timeout as what it is: std reports it as `WouldBlock` on Unix.
+fn timed_out<T>(result: io::Result<T>) -> io::Result<T> {
+    result.map_err(|e| match e.kind() {
+        io::ErrorKind::WouldBlock => io::Error::from(io::ErrorKind::TimedOut),
+        _ => e,
+    })
+}
+
 impl Read for Step<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.tcp.set_read_timeout(Some(self.left()?))?;
         let mut tcp = self.tcp;
-        tcp.read(buf)
+        timed_out(tcp.read(buf))
     }
 }
 
@@ -155,7 +163,7 @@ impl Write for Step<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.tcp.set_write_timeout(Some(self.left()?))?;
         let mut tcp = self.tcp;
-        tcp.write(buf)
+        timed_out(tcp.write(buf))
     }
 
     fn flush(&mut self) -> io::Result<()> {

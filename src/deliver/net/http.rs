@@ -88,16 +88,18 @@ pub(super) fn tunnel(
         return Ok(());
     }
     let reason = printable(parts.next().unwrap_or_default());
+    // 407 is the proxy's "who are you" (RFC 9110 §15.5.8); tinyproxy answers a CONNECT
+    // without the right login with 401.
     let kind = match code {
-        407 => ErrorKind::AuthRefused,
+        401 | 407 => ErrorKind::AuthRefused,
         400..500 => ErrorKind::Unavailable,
         _ => ErrorKind::Temporary,
     };
     let hint = match (code, login.is_some()) {
-        (407, false) => {
+        (401 | 407, false) => {
             " (it wants a login: write http://USER@host:port and set proxy_password_env)"
         }
-        (407, true) => " (check the user name and the variable proxy_password_env names)",
+        (401 | 407, true) => " (check the user name and the variable proxy_password_env names)",
         _ => "",
     };
     let status = format!("{code} {reason}");
@@ -118,4 +120,76 @@ fn printable(text: &str) -> String {
         .collect::<String>()
         .trim()
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::ProxyKind;
+    use std::net::TcpListener;
+
+    /// A peer that reads the CONNECT request and then writes `answer` over and over,
+    /// `pause` apart, until the client leaves.
+    fn peer(answer: &'static [u8], pause: Duration) -> (Proxy, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        std::thread::spawn(move || {
+            let (mut c, _) = listener.accept().expect("accept");
+            let mut request = [0u8; 512];
+            let _ = c.read(&mut request);
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\n");
+            while c.write_all(answer).is_ok() {
+                std::thread::sleep(pause);
+            }
+        });
+        let proxy = Proxy {
+            kind: ProxyKind::Http,
+            host: "127.0.0.1".into(),
+            port,
+            login: None,
+        };
+        let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        (proxy, tcp)
+    }
+
+    #[test]
+    fn an_endless_head_is_cut_at_the_cap() {
+        let (proxy, tcp) = peer(
+            b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
+            Duration::ZERO,
+        );
+        let e = tunnel(
+            &tcp,
+            &proxy,
+            None,
+            "mail.example",
+            25,
+            (Duration::from_secs(5), None),
+        )
+        .expect_err("too long");
+        assert!(e.words.contains("longer than 8192 octets"), "{}", e.words);
+    }
+
+    #[test]
+    fn a_dripping_head_cannot_outlast_the_deadline() {
+        let (proxy, tcp) = peer(b"X", Duration::from_millis(50));
+        let started = Instant::now();
+        let deadline = Some(started + Duration::from_millis(600));
+        let e = tunnel(
+            &tcp,
+            &proxy,
+            None,
+            "mail.example",
+            25,
+            (Duration::from_secs(30), deadline),
+        )
+        .expect_err("out of time");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        let cause = e.cause.expect("a socket error");
+        assert_eq!(cause.kind(), std::io::ErrorKind::TimedOut, "{cause}");
+    }
 }

@@ -175,3 +175,108 @@ fn reply_words(code: u8) -> (ErrorKind, String) {
     };
     (kind, format!("{words} (SOCKS5 reply {code})"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{PasswordSource, ProxyKind};
+    use std::io::Read;
+    use std::net::TcpListener;
+
+    /// A SOCKS5 peer on loopback that wants RFC 1929's login `bot`/`pw`, checks the
+    /// request for `mail.example:587` by name, answers success and writes `220 hi`.
+    fn peer() -> (u16, std::thread::JoinHandle<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let handle = std::thread::spawn(move || {
+            let (mut c, _) = listener.accept().expect("accept");
+            let mut greeting = [0u8; 4];
+            c.read_exact(&mut greeting).expect("greeting");
+            assert_eq!(
+                greeting,
+                [5, 2, 0, 2],
+                "no authentication and user/password"
+            );
+            c.write_all(&[5, 2]).expect("choose");
+            let mut head = [0u8; 2];
+            c.read_exact(&mut head).expect("auth head");
+            let mut user = vec![0u8; usize::from(head[1])];
+            c.read_exact(&mut user).expect("user");
+            let mut plen = [0u8; 1];
+            c.read_exact(&mut plen).expect("plen");
+            let mut password = vec![0u8; usize::from(plen[0])];
+            c.read_exact(&mut password).expect("password");
+            let ok = user == b"bot" && password == b"pw";
+            c.write_all(&[1, u8::from(!ok)]).expect("status");
+            if !ok {
+                return Vec::new();
+            }
+            let mut request = [0u8; 5];
+            c.read_exact(&mut request).expect("request");
+            let mut rest = vec![0u8; usize::from(request[4]) + 2];
+            c.read_exact(&mut rest).expect("name and port");
+            c.write_all(&[
+                5, 0, 0, 1, 127, 0, 0, 1, 0, 25, b'2', b'2', b'0', b' ', b'h', b'i',
+            ])
+            .expect("reply and greeting");
+            [&request[..], &rest[..]].concat()
+        });
+        (port, handle)
+    }
+
+    fn proxy(port: u16) -> Proxy {
+        Proxy {
+            kind: ProxyKind::Socks5h,
+            host: "127.0.0.1".into(),
+            port,
+            login: Some(("bot".into(), PasswordSource::Env("UNUSED".into()))),
+        }
+    }
+
+    #[test]
+    fn a_login_then_a_name_then_the_servers_bytes_untouched() {
+        let (port, handle) = peer();
+        let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let bounds = (Duration::from_secs(5), None);
+        tunnel(
+            &tcp,
+            &proxy(port),
+            Some(("bot", "pw")),
+            Destination::Name("mail.example"),
+            587,
+            bounds,
+        )
+        .expect("a tunnel");
+        let mut greeting = [0u8; 6];
+        (&tcp)
+            .read_exact(&mut greeting)
+            .expect("the server's bytes");
+        assert_eq!(&greeting, b"220 hi");
+        let request = handle.join().expect("peer");
+        assert_eq!(&request[..5], &[5, 1, 0, 3, 12]);
+        assert_eq!(&request[5..17], b"mail.example");
+        assert_eq!(&request[17..], &587u16.to_be_bytes());
+    }
+
+    #[test]
+    fn a_refused_login_is_77_in_words() {
+        let (port, handle) = peer();
+        let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let e = tunnel(
+            &tcp,
+            &proxy(port),
+            Some(("bot", "nope")),
+            Destination::Name("mail.example"),
+            587,
+            (Duration::from_secs(5), None),
+        )
+        .expect_err("refused");
+        assert_eq!(e.kind, ErrorKind::AuthRefused);
+        assert!(
+            e.words.contains("refused the user name and password"),
+            "{}",
+            e.words
+        );
+        handle.join().expect("peer");
+    }
+}

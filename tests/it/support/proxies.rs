@@ -76,8 +76,13 @@ impl Proxy {
     }
 
     /// Debian's `tinyproxy` in the foreground, letting 127.0.0.1 CONNECT to the ports
-    /// `connect_ports` only, logging each CONNECT into `dir`.
-    pub fn tinyproxy(dir: &Path, connect_ports: &[u16]) -> Option<Proxy> {
+    /// `connect_ports` only (with a Basic login when `login` is given), logging each
+    /// CONNECT into `dir`.
+    pub fn tinyproxy(
+        dir: &Path,
+        connect_ports: &[u16],
+        login: Option<(&str, &str)>,
+    ) -> Option<Proxy> {
         let program = Path::new("/usr/bin/tinyproxy");
         if !require_external("tinyproxy", program.exists()) {
             return None;
@@ -91,6 +96,9 @@ impl Proxy {
         );
         for p in connect_ports {
             config.push_str(&format!("ConnectPort {p}\n"));
+        }
+        if let Some((user, password)) = login {
+            config.push_str(&format!("BasicAuth {user} {password}\n"));
         }
         let path = dir.join("tinyproxy.conf");
         std::fs::write(&path, config).expect("write tinyproxy.conf");
