@@ -593,11 +593,17 @@ fn check_file(path: &Path, file: &ConfigFile) -> Result<()> {
             Owner::MeOrRoot,
         )?;
     }
-    if any(|p| p.password_env.is_some() || p.token_env.is_some() || p.oauth2.is_some()) {
+    if any(|p| {
+        p.password_env.is_some()
+            || p.token_env.is_some()
+            || p.oauth2.is_some()
+            || p.proxy_password_env.is_some()
+    }) {
         ownership::check_trusted_file(
             path,
             WHAT,
-            "says where a secret goes (password_env, token_env or an oauth2 table)",
+            "says where a secret goes (password_env, token_env, proxy_password_env or an \
+             oauth2 table)",
             Owner::MeOrRoot,
         )?;
     }
