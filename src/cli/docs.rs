@@ -12,7 +12,7 @@ use envoi::error::ErrorKind;
 use crate::cli::args::Cli;
 
 /// The variables envoi reads, and what each sets.
-const ENVIRONMENT: [(&str, &str); 9] = [
+const ENVIRONMENT: [(&str, &str); 11] = [
     ("ENVOI_CONFIG", "the config file (like --config)"),
     ("ENVOI_PROFILE", "the profile (like --profile)"),
     (
@@ -31,6 +31,14 @@ const ENVIRONMENT: [(&str, &str); 9] = [
     (
         "ENVOI_IDEMPOTENCY_KEY",
         "send at most once per key (like --idempotency-key)",
+    ),
+    (
+        "ALL_PROXY",
+        "the proxy of a profile without a proxy key (all_proxy first, as curl)",
+    ),
+    (
+        "NO_PROXY",
+        "hosts reached without the ALL_PROXY proxy (no_proxy first; loopback never proxied)",
     ),
     (
         "XDG_CONFIG_HOME",

@@ -525,6 +525,8 @@ struct CheckReport<'a> {
     status: Status,
     server: &'a str,
     address: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy: Option<&'a str>,
     tls: Option<TlsReport<'a>>,
     extensions: &'a [String],
     size: Option<u64>,
@@ -588,6 +590,7 @@ pub fn print_check(report: &ServerReport, as_json: bool) {
             status: Status::Ok,
             server: &report.server,
             address: report.address.as_deref(),
+            proxy: report.proxy.as_deref(),
             tls: report
                 .tls
                 .as_ref()
@@ -620,14 +623,13 @@ pub fn print_check(report: &ServerReport, as_json: bool) {
         }
         None => "none (security = \"none\")".to_owned(),
     };
-    let mut lines = vec![
-        format!(
-            "server   {} ({})",
-            report.server,
-            report.address.as_deref().unwrap_or("?")
-        ),
-        format!("tls      {tls}"),
-    ];
+    let address = report.address.as_deref().unwrap_or("?");
+    let mut lines = vec![match &report.proxy {
+        // The address connected to is the proxy's: its URL says it.
+        Some(proxy) => format!("server   {} (through the proxy {proxy})", report.server),
+        None => format!("server   {} ({address})", report.server),
+    }];
+    lines.push(format!("tls      {tls}"));
     if let Some(c) = &report.certificate {
         let left = days_left(c.not_after);
         lines.push(format!("cert     {}", c.subject));

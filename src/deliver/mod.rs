@@ -5,6 +5,7 @@
 
 mod deadline;
 mod file;
+mod net;
 mod oauth2;
 mod observe;
 mod options;
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Prepared;
-use crate::profile::{Auth, Password, Profile, SecretSource, Security, SmtpProfile};
+use crate::profile::{Auth, Password, Profile, ProxyKey, SecretSource, Security, SmtpProfile};
 use deadline::cut_to_deadline;
 use oauth2::TokenOrigin;
 use transport::{Sessions, Transport};
@@ -314,6 +315,9 @@ pub fn probe(host: &str, ports: &[u16], ca_file: Option<&Path>, timeout: Duratio
                 tls_fingerprint: None,
                 hello_name: None,
                 allow_plaintext_auth: false,
+                // A probe reads no profile: it connects directly.
+                proxy: None,
+                proxy_key: ProxyKey::Off,
             };
             let settings = smtp::SmtpSettings::new(&server, None, None, Some(deadline));
             let (outcome, tls_offered) = smtp::probe_check(settings);

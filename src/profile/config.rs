@@ -16,9 +16,11 @@ use crate::message::check::{self, no_line_breaks};
 use crate::message::given::Names;
 use crate::ownership::{self, Owner, ReadError};
 use crate::profile::dkim::Dkim;
+use crate::profile::env::{Origin, ProxyEnv};
 use crate::profile::fingerprint::{Fingerprint, profile_pin};
 use crate::profile::oauth2::{OAuth2, OAuth2Entry};
 use crate::profile::password::{Password, PasswordSource};
+use crate::profile::proxy::{Proxy, ProxyKey};
 
 /// The whole config file.
 #[derive(Debug, Default, Deserialize)]
@@ -58,6 +60,8 @@ pub(super) struct ProfileEntry {
     pub(super) tls_fingerprint: Option<String>,
     pub(super) hello_name: Option<String>,
     pub(super) allow_plaintext_auth: Option<bool>,
+    pub(super) proxy: Option<String>,
+    pub(super) proxy_password_env: Option<String>,
     pub(super) dir: Option<PathBuf>,
     pub(super) outbox: Option<bool>,
     pub(super) outbox_dir: Option<PathBuf>,
@@ -176,6 +180,8 @@ pub struct Profile {
 }
 
 /// Where a profile delivers.
+// A run holds one or two: the size of the SMTP variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Transport {
     /// Over SMTP.
@@ -217,6 +223,21 @@ pub struct SmtpProfile {
     pub hello_name: Option<String>,
     /// Allow AUTH on a connection without TLS.
     pub allow_plaintext_auth: bool,
+    /// The proxy the connection goes through, and what chose it: [`Origin::File`] for
+    /// the `proxy` key (or `--smtp-url`'s `?proxy=`), [`Origin::Variable`] for
+    /// `ALL_PROXY`; `None` to connect directly.
+    pub proxy: Option<(Proxy, Origin)>,
+    /// The `proxy` key as written: whether the environment may choose a proxy.
+    pub(crate) proxy_key: ProxyKey,
+}
+
+impl SmtpProfile {
+    /// Lets the environment's proxy variables choose the proxy, unless the `proxy` key
+    /// did (a bad `ALL_PROXY` is 78, naming it).
+    pub(crate) fn take_proxy_env(&mut self, env: &ProxyEnv) -> Result<()> {
+        self.proxy = self.proxy_key.choose(&self.host, env)?;
+        Ok(())
+    }
 }
 
 impl Profile {
@@ -322,6 +343,18 @@ impl ProfileEntry {
                     self.tls_fingerprint.as_deref(),
                     self.ca_file.is_some(),
                 )?;
+                let proxy_key = match &self.proxy {
+                    Some(value) => ProxyKey::parse(
+                        &format!("profile {name:?}: proxy"),
+                        value,
+                        self.proxy_password_env.as_deref(),
+                    )?,
+                    None if self.proxy_password_env.is_some() => {
+                        return Err(bad("proxy_password_env is set but proxy is not".into()));
+                    }
+                    None => ProxyKey::Unset,
+                };
+                let proxy = proxy_key.choose(&host, &ProxyEnv::default())?;
                 Transport::Smtp(SmtpProfile {
                     login: self.login(name),
                     auth: self.auth.unwrap_or_default(),
@@ -336,6 +369,8 @@ impl ProfileEntry {
                     tls_fingerprint,
                     hello_name: self.hello_name,
                     allow_plaintext_auth: self.allow_plaintext_auth.unwrap_or(false),
+                    proxy,
+                    proxy_key,
                 })
             }
         };
@@ -558,11 +593,17 @@ fn check_file(path: &Path, file: &ConfigFile) -> Result<()> {
             Owner::MeOrRoot,
         )?;
     }
-    if any(|p| p.password_env.is_some() || p.token_env.is_some() || p.oauth2.is_some()) {
+    if any(|p| {
+        p.password_env.is_some()
+            || p.token_env.is_some()
+            || p.oauth2.is_some()
+            || p.proxy_password_env.is_some()
+    }) {
         ownership::check_trusted_file(
             path,
             WHAT,
-            "says where a secret goes (password_env, token_env or an oauth2 table)",
+            "says where a secret goes (password_env, token_env, proxy_password_env or an \
+             oauth2 table)",
             Owner::MeOrRoot,
         )?;
     }
@@ -687,8 +728,10 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
         other => return Err(bad(&format!("scheme {other:?} is not smtp or smtps"))),
     };
     let mut auth = Auth::Password;
+    let mut proxy_key = ProxyKey::Unset;
     for (key, value) in url.query_pairs() {
         match (key.as_ref(), value.as_ref()) {
+            ("proxy", value) => proxy_key = ProxyKey::parse("--smtp-url: proxy", value, None)?,
             ("security", "tls") => security = Security::Tls,
             ("security", "starttls") => security = Security::Starttls,
             ("security", "none") => security = Security::None,
@@ -700,7 +743,7 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
                 // shown: like the URL, it may hold a secret.
                 return Err(bad(&format!(
                     "unknown parameter or value for {key:?} (known: security=tls|starttls|none, \
-                     auth=password|xoauth2|oauthbearer)"
+                     auth=password|xoauth2|oauthbearer, proxy=URL)"
                 )));
             }
         }
@@ -725,6 +768,7 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
         // Decoded, %0D%0A is a line break: it would end the AUTH command (65).
         no_line_breaks("profile \"--smtp-url\": username", user)?;
     }
+    let proxy = proxy_key.choose(&host, &ProxyEnv::default())?;
     Ok(Profile {
         transport: Transport::Smtp(SmtpProfile {
             login: match (username, auth) {
@@ -751,6 +795,8 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
             tls_fingerprint: None,
             hello_name: None,
             allow_plaintext_auth: false,
+            proxy,
+            proxy_key,
         }),
         from: None,
         outbox: false,
@@ -1004,6 +1050,19 @@ mod tests {
             let err = smtp(profile).login.unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Config, "{err}");
         }
+    }
+
+    #[test]
+    fn an_smtp_url_may_name_its_proxy() {
+        let p = smtp(profile_from_url("smtp://h?proxy=socks5h%3A%2F%2F127.0.0.1%3A1080").unwrap());
+        let (proxy, origin) = p.proxy.expect("a proxy");
+        assert_eq!(proxy.to_string(), "socks5h://127.0.0.1:1080");
+        assert_eq!(origin, Origin::File);
+        let p = smtp(profile_from_url("smtp://h?proxy=none").unwrap());
+        assert!(p.proxy.is_none() && matches!(p.proxy_key, ProxyKey::Off));
+        let e = profile_from_url("smtp://h?proxy=http%3A%2F%2Fu%3As3cr3t%40p%3A3128").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(!e.message().contains("s3cr3t"), "{e}");
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct Env {
     pub platform_config: Option<PathBuf>,
     /// The platform data directory's `envoi/outbox`, when the platform has one.
     pub platform_outbox: Option<PathBuf>,
+    /// `ALL_PROXY` and `NO_PROXY` (either case), for a profile without a `proxy` key.
+    pub proxy: ProxyEnv,
 }
 
 impl Env {
@@ -64,6 +66,7 @@ impl Env {
                 .as_ref()
                 .map(|b| b.config_dir().join("envoi").join("config.toml")),
             platform_outbox: base.map(|b| b.data_dir().join("envoi").join("outbox")),
+            proxy: ProxyEnv::from_process(),
         })
     }
 }
@@ -94,4 +97,32 @@ pub enum Origin {
     File,
     /// Nothing set it: envoi's default.
     Default,
+}
+
+/// The proxy variables of the environment, read once: lower case first, as curl reads
+/// them; an empty value counts as unset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyEnv {
+    /// `all_proxy`, else `ALL_PROXY`: the variable's name and its value.
+    pub all_proxy: Option<(&'static str, String)>,
+    /// `no_proxy`, else `NO_PROXY`.
+    pub no_proxy: Option<String>,
+}
+
+impl ProxyEnv {
+    /// Reads this process's environment (a value that is not UTF-8 counts as unset).
+    pub fn from_process() -> ProxyEnv {
+        let first = |names: [&'static str; 2]| {
+            names.into_iter().find_map(|name| {
+                std::env::var(name)
+                    .ok()
+                    .filter(|v| !v.trim().is_empty())
+                    .map(|v| (name, v))
+            })
+        };
+        ProxyEnv {
+            all_proxy: first(["all_proxy", "ALL_PROXY"]),
+            no_proxy: first(["no_proxy", "NO_PROXY"]).map(|(_, v)| v),
+        }
+    }
 }

@@ -14,6 +14,7 @@ mod fingerprint;
 pub mod fuzzing;
 mod oauth2;
 mod password;
+mod proxy;
 mod resolve;
 mod route;
 mod show;
@@ -23,11 +24,12 @@ pub use config::{
     profile_from_url,
 };
 pub use dkim::Dkim;
-pub use env::{Env, Flags, Origin};
+pub use env::{Env, Flags, Origin, ProxyEnv};
 pub use files::{config_path, list_profiles, write_starter};
 pub use fingerprint::Fingerprint;
 pub use oauth2::{Consent, Flow, OAuth2};
 pub use password::{Password, PasswordSource};
+pub use proxy::{Proxy, ProxyKey, ProxyKind};
 pub use resolve::{Resolved, resolve, resolve_outbox};
 pub use route::{Connection, Route};
 pub use show::{Setting, Shown, show};

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::profile::config::{self, Profile, profile_from_url};
+use crate::profile::config::{self, Profile, Transport, profile_from_url};
 use crate::profile::env::Env;
 
 /// How a message reaches its server: a profile of a config file, or a URL. Stored in
@@ -41,7 +41,7 @@ impl Route {
         if let Some(url) = &self.smtp_url {
             return Ok(Some(Connection {
                 name: "--smtp-url".into(),
-                profile: profile_from_url(url)?,
+                profile: with_proxy_env(profile_from_url(url)?, env)?,
                 route: self.clone(),
             }));
         }
@@ -54,16 +54,27 @@ impl Route {
         };
         let file = config::load(&path, source.is_explicit())?;
         let path = std::path::absolute(&path).unwrap_or(path);
-        Ok(file
-            .select(self.profile.as_deref())?
-            .map(|(name, profile)| Connection {
-                route: Route {
-                    config: Some(path),
-                    profile: Some(name.clone()),
-                    smtp_url: None,
-                },
-                name,
-                profile,
-            }))
+        file.select(self.profile.as_deref())?
+            .map(|(name, profile)| {
+                Ok(Connection {
+                    route: Route {
+                        config: Some(path),
+                        profile: Some(name.clone()),
+                        smtp_url: None,
+                    },
+                    name,
+                    profile: with_proxy_env(profile, env)?,
+                })
+            })
+            .transpose()
     }
+}
+
+/// `profile` with the proxy the environment chooses for it, when its `proxy` key
+/// leaves the choice to the environment.
+fn with_proxy_env(mut profile: Profile, env: &Env) -> Result<Profile> {
+    if let Transport::Smtp(smtp) = &mut profile.transport {
+        smtp.take_proxy_env(&env.proxy)?;
+    }
+    Ok(profile)
 }

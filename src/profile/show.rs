@@ -10,6 +10,7 @@ use crate::profile::env::{Env, Flags, Origin};
 use crate::profile::files::config_path;
 use crate::profile::oauth2::Consent;
 use crate::profile::password::PasswordSource;
+use crate::profile::proxy::ProxyKey;
 use crate::profile::resolve::resolve;
 
 /// One effective setting.
@@ -269,6 +270,38 @@ fn explain(
                 Some(smtp.allow_plaintext_auth.to_string()),
                 written.origin(|e| e.allow_plaintext_auth.is_some(), false),
             );
+            let key_written = !matches!(smtp.proxy_key, ProxyKey::Unset);
+            let (proxy, origin) = match (&smtp.proxy, key_written) {
+                (Some((proxy, origin @ Origin::Variable(_))), _) => {
+                    (Some(proxy.to_string()), *origin)
+                }
+                (Some((proxy, _)), _) => (
+                    Some(proxy.to_string()),
+                    written.origin(|e| e.proxy.is_some(), true),
+                ),
+                (None, true) => (
+                    Some("none (connects directly)".into()),
+                    written.origin(|e| e.proxy.is_some(), true),
+                ),
+                (None, false) => (None, Origin::Default),
+            };
+            push("proxy", proxy, origin);
+            if let Some((proxy, origin)) = &smtp.proxy
+                && let Some((user, source)) = &proxy.login
+            {
+                let (described, problem) = match (source, origin) {
+                    (PasswordSource::Inline(_), Origin::Variable(name)) => {
+                        (format!("in ${name} (hidden)"), None)
+                    }
+                    (source, _) => describe_secret("proxy password", source),
+                };
+                push(
+                    "proxy_password_env",
+                    Some(format!("user {user}, password {described}")),
+                    *origin,
+                );
+                problems.extend(problem);
+            }
         }
     }
     push(

@@ -18,6 +18,7 @@ mod harness;
 mod interop;
 mod oauth;
 mod outbox;
+mod reach;
 mod reliability;
 mod send;
 mod sendmail;

@@ -6,7 +6,7 @@
 //! such bytes and reads them as if they had come over TLS.
 
 use std::io::{self, BufWriter, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use super::reply::{MAX_LINE, Reply, ReplyParser};
+use crate::deliver::net::{self, ReachError, Via};
 
 /// A failure on the wire: the socket's, or the server breaking the protocol.
 #[derive(Debug)]
@@ -108,6 +109,14 @@ impl Bounds {
                 Err(self.out_of_time())
             }
             other => other,
+        }
+    }
+
+    /// [`Bounds::timed`] for an error alone.
+    fn timed_error(&self, e: io::Error) -> io::Error {
+        match self.timed::<()>(Err(e)) {
+            Err(e) => e,
+            Ok(()) => io::Error::from(io::ErrorKind::TimedOut),
         }
     }
 }
@@ -218,35 +227,40 @@ pub(crate) struct Conn {
 const WRITE_BUFFER: usize = 64 * 1024;
 
 impl Conn {
-    /// Connects to the first address of `host:port` that answers within `timeout` and
-    /// before `deadline`; from then on each reply, and each write, takes at most
-    /// `timeout`, and nothing goes on past `deadline`.
+    /// Connects to `host:port` (through `via`, a proxy, when given) by Happy Eyeballs:
+    /// each attempt, and a proxy's handshake, within `timeout` and before `deadline`;
+    /// from then on each reply, and each write, takes at most `timeout`, and nothing
+    /// goes on past `deadline`.
     pub(crate) fn connect(
         host: &str,
         port: u16,
+        via: Option<Via<'_>>,
         timeout: Duration,
         deadline: Option<Instant>,
-    ) -> io::Result<Conn> {
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "the host name has no address");
-        for address in (host, port).to_socket_addrs()? {
-            let bounds = Bounds {
-                timeout,
-                deadline,
-                step_ends: None,
-            };
-            match bounds.timed(TcpStream::connect_timeout(&address, bounds.left()?)) {
-                Ok(tcp) => {
-                    // Commands wait for their replies anyway; never let Nagle hold a tail.
-                    tcp.set_nodelay(true)?;
-                    return Ok(Conn {
-                        stream: Stream::Plain(Socket::new(tcp, bounds)),
-                        unread: Vec::new(),
-                    });
-                }
-                Err(e) => last = e,
+    ) -> Result<Conn, ReachError> {
+        let bounds = Bounds {
+            timeout,
+            deadline,
+            step_ends: None,
+        };
+        // The deadline's own error when it is what ended the attempt.
+        let timed = |e: ReachError| match e {
+            ReachError::Direct(io) => ReachError::Direct(bounds.timed_error(io)),
+            ReachError::Proxy(mut proxy) => {
+                proxy.cause = proxy.cause.map(|io| bounds.timed_error(io));
+                ReachError::Proxy(proxy)
             }
+        };
+        if let Err(e) = bounds.left() {
+            return Err(ReachError::Direct(e));
         }
-        Err(last)
+        let tcp = net::open(host, port, via, timeout, deadline).map_err(timed)?;
+        // Commands wait for their replies anyway; never let Nagle hold a tail.
+        tcp.set_nodelay(true).map_err(ReachError::Direct)?;
+        Ok(Conn {
+            stream: Stream::Plain(Socket::new(tcp, bounds)),
+            unread: Vec::new(),
+        })
     }
 
     fn socket(&self) -> &Socket {
@@ -479,7 +493,7 @@ mod tests {
 
     fn read_from(port: u16, timeout: Duration, deadline: Option<Instant>) -> (io::Error, Duration) {
         let started = Instant::now();
-        let mut conn = Conn::connect("127.0.0.1", port, timeout, deadline).expect("connect");
+        let mut conn = Conn::connect("127.0.0.1", port, None, timeout, deadline).expect("connect");
         match conn.read_reply() {
             Err(WireError::Io(e)) => (e, started.elapsed()),
             other => panic!("expected a timeout, got {other:?}"),
@@ -510,11 +524,15 @@ mod tests {
         let e = Conn::connect(
             "127.0.0.1",
             dripping_peer(),
+            None,
             Duration::from_secs(5),
             Some(past),
         )
         .err()
         .expect("no connection after the deadline");
+        let ReachError::Direct(e) = e else {
+            panic!("a direct connection's error: {e:?}");
+        };
         assert!(is_deadline(&e), "{e}");
     }
 }

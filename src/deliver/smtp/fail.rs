@@ -3,6 +3,7 @@
 
 use std::io;
 
+use crate::deliver::net::ReachError;
 use crate::error::{Error, ErrorKind};
 use crate::profile::Security;
 
@@ -129,6 +130,22 @@ pub(super) fn io_failure(what: &str, e: &io::Error) -> Error {
         };
     }
     Error::new(ErrorKind::Temporary, format!("{what}: {}", describe_io(e)))
+}
+
+/// A failure to reach the server during `what`: directly as [`io_failure`] says; through
+/// a proxy in the proxy's words, with its kind (75 unreachable or failing, 69 refusing
+/// the destination, 77 refusing envoi's login).
+pub(super) fn reach_failure(what: &str, e: ReachError) -> Error {
+    match e {
+        ReachError::Direct(io) => io_failure(what, &io),
+        ReachError::Proxy(proxy) => {
+            let cause = proxy
+                .cause
+                .as_ref()
+                .map_or(String::new(), |io| format!(": {}", describe_io(io)));
+            Error::new(proxy.kind, format!("{what}: {}{cause}", proxy.words))
+        }
+    }
 }
 
 /// A read that ran out of time (std reports it as `WouldBlock` on Unix).

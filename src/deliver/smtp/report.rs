@@ -12,8 +12,10 @@ use super::settings::{SmtpSettings, tls_config};
 pub struct ServerReport {
     /// `host:port` as configured.
     pub server: String,
-    /// The address connected to.
+    /// The address connected to: the server's, or with a proxy the proxy's.
     pub address: Option<String>,
+    /// The proxy the connection went through (`socks5h://host:port`, never its login).
+    pub proxy: Option<String>,
     /// TLS version and cipher suite; `None` without TLS.
     pub tls: Option<(String, String)>,
     /// The EHLO keywords, as the server wrote them.
@@ -102,6 +104,7 @@ fn check_noting(settings: SmtpSettings, tls_offered: &mut bool) -> Result<Server
     let report = ServerReport {
         server: session.server.clone(),
         address: session.conn.peer().map(|a| a.to_string()),
+        proxy: settings.proxy.as_ref().map(ToString::to_string),
         tls: session.conn.tls(),
         extensions: session.extensions.clone(),
         size: session.caps.size,

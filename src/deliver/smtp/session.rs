@@ -23,7 +23,8 @@ use crate::profile::{Auth, Security};
 
 use super::conn::{self, Conn, WireError};
 use super::fail::{
-    describe_io, implicit_tls_port, io_failure, is_timeout, negative, plain_text_port, wire_failure,
+    describe_io, implicit_tls_port, io_failure, is_timeout, negative, plain_text_port,
+    reach_failure, wire_failure,
 };
 use super::reply::{Reply, printable};
 use super::settings::{SmtpSettings, answers_tls, check_settings, default_hello_name};
@@ -157,22 +158,32 @@ impl SmtpSession {
             settings.transcript,
             "*",
             &format!(
-                "connecting to {server} ({}), EHLO {hello}",
+                "connecting to {server} ({}){}, EHLO {hello}",
                 match settings.security {
                     Security::Tls => "implicit TLS",
                     Security::Starttls => "STARTTLS required",
                     Security::None => "no TLS",
-                }
+                },
+                settings
+                    .proxy
+                    .as_ref()
+                    .map_or(String::new(), |proxy| format!(" through the proxy {proxy}")),
             ),
         );
         let connecting = format!("connecting to {server}");
+        let proxy_password = settings.proxy_password()?;
+        let via = settings
+            .proxy
+            .as_ref()
+            .map(|proxy| (proxy, proxy_password.as_ref()));
         let mut conn = Conn::connect(
             &settings.host,
             settings.port,
+            via,
             settings.timeout,
             settings.deadline,
         )
-        .map_err(|e| io_failure(&connecting, &e))?;
+        .map_err(|e| reach_failure(&connecting, e))?;
         if let (Security::Tls, Some(config)) = (settings.security, &tls) {
             let name = tls::server_name(&settings.host)?;
             let upgraded = conn.upgrade(Arc::clone(config), name);

@@ -11,7 +11,7 @@ use crate::deliver::observe::Transcript;
 use crate::deliver::options::Dsn;
 use crate::error::{Error, Result};
 use crate::message::check::no_line_breaks;
-use crate::profile::{Auth, Password, Security, SmtpProfile};
+use crate::profile::{Auth, Password, Proxy, Security, SmtpProfile};
 
 use super::conn::{Conn, WireError};
 use super::tls;
@@ -46,6 +46,8 @@ pub(crate) struct SmtpSettings {
     pub deadline: Option<Instant>,
     /// Delivery status notifications to request.
     pub dsn: Option<Dsn>,
+    /// The SOCKS5 or HTTP proxy the connection goes through, if any.
+    pub proxy: Option<Proxy>,
 }
 
 impl SmtpSettings {
@@ -70,7 +72,18 @@ impl SmtpSettings {
             transcript,
             deadline,
             dsn: None,
+            proxy: profile.proxy.as_ref().map(|(proxy, _)| proxy.clone()),
         }
+    }
+
+    /// The proxy's password, when it wants a login: fetched (from its variable) for
+    /// each connection, within the command timeout.
+    pub(super) fn proxy_password(&self) -> Result<Option<Password>> {
+        self.proxy
+            .as_ref()
+            .and_then(|proxy| proxy.login.as_ref())
+            .map(|(_, source)| source.fetch_as("proxy_password", self.timeout))
+            .transpose()
     }
 }
 
@@ -136,9 +149,17 @@ pub(super) fn answers_tls(settings: &SmtpSettings) -> bool {
     let (Ok(config), Ok(name)) = (config, tls::server_name(&settings.host)) else {
         return false;
     };
+    let Ok(password) = settings.proxy_password() else {
+        return false;
+    };
+    let via = settings
+        .proxy
+        .as_ref()
+        .map(|proxy| (proxy, password.as_ref()));
     let connected = Conn::connect(
         &settings.host,
         settings.port,
+        via,
         settings.timeout,
         settings.deadline,
     );

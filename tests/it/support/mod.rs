@@ -5,6 +5,8 @@
 pub mod certs;
 pub mod envoi;
 pub mod external;
+pub mod namespaces;
+pub mod proxies;
 pub mod smtp_server;
 
 /// The canary login, shared by every test that authenticates: a password unique enough that

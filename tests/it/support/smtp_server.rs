@@ -301,6 +301,12 @@ impl TestServer {
         self.shared.records().transcript.clone()
     }
 
+    /// The address each accepted connection came from, in order: a proxy's when the
+    /// client went through one.
+    pub fn peers(&self) -> Vec<SocketAddr> {
+        self.shared.records().peers.clone()
+    }
+
     /// Number of TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
@@ -414,6 +420,7 @@ struct Records {
     unacknowledged: Vec<Received>,
     transcript: Vec<String>,
     errors: Vec<String>,
+    peers: Vec<SocketAddr>,
 }
 
 #[derive(Default)]
@@ -479,6 +486,9 @@ fn accept_loop(listener: TcpListener, config: Arc<Config>, shared: Arc<Shared>) 
             }
         };
         shared.connections.fetch_add(1, Ordering::SeqCst);
+        if let Ok(peer) = stream.peer_addr() {
+            shared.records().peers.push(peer);
+        }
         let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
         if let Ok(clone) = stream.try_clone() {
             lock(&shared.live).insert(id, clone);
