@@ -1024,6 +1024,7 @@ pub fn secret_vars(connection: Option<&Connection>) -> Vec<String> {
     let mut names = vec!["ENVOI_PASSWORD".to_owned(), "ENVOI_TOKEN".to_owned()];
     let login = connection.and_then(|c| match &c.profile.transport {
         Transport::Smtp(smtp) => smtp.login.as_ref().ok().and_then(Option::as_ref),
+        Transport::Api(api) => api.login.as_ref().ok().and_then(Option::as_ref),
         Transport::File { .. } => None,
     });
     let sources: Vec<&PasswordSource> = match login {
