@@ -230,12 +230,17 @@ fn credentials(
 /// The user name and `[oauth2]` table of a profile, for `envoi auth`; 78 for a profile
 /// without one.
 fn oauth_of(profile: &Profile) -> Result<(&str, &crate::profile::OAuth2, Option<&Path>)> {
-    if let crate::profile::Transport::Smtp(smtp) = &profile.transport {
-        if let Some((user, oauth)) = profile.oauth2() {
-            return Ok((user, oauth, smtp.ca_file.as_deref()));
-        }
+    let ca_file = match &profile.transport {
+        crate::profile::Transport::Smtp(smtp) => smtp.ca_file.as_deref(),
+        crate::profile::Transport::Api(api) => api.ca_file.as_deref(),
+        crate::profile::Transport::File { .. } => None,
+    };
+    if let Some((user, oauth)) = profile.oauth2() {
+        return Ok((user, oauth, ca_file));
+    }
+    if let Some(login) = profile.login() {
         // A login the profile got wrong says so itself.
-        smtp.login.clone()?;
+        login.clone()?;
     }
     Err(Error::config(
         "this profile has no [profiles.NAME.oauth2] table: envoi auth is for OAuth2 \
