@@ -15,7 +15,7 @@
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::deliver::in_flight::InFlight;
 use crate::deliver::smtp::tls;
@@ -141,23 +141,30 @@ impl Client {
         read(response).whole(&self.what)
     }
 
-    /// POSTs `body` as `content_type` to `url` with `headers`, all within `timeout`.
-    /// From its first byte going out to the answer, the message counts as in flight; a
-    /// body that went out whole without an answer is `OutcomeUnknown` (75, never
-    /// retried: the service may have acted on it).
+    /// POSTs `body` as `content_type` to `url` with `headers`. Connecting, and waiting
+    /// for the answer once the body is out, may each take `step`; the whole request
+    /// (a large body going out included) must end by `deadline`. From its first byte
+    /// going out to the answer, the message counts as in flight; a body that went out
+    /// whole without an answer is `OutcomeUnknown` (75, never retried: the service may
+    /// have acted on it).
     pub(crate) fn post(
         &self,
         url: &str,
         headers: &[(&str, &str)],
         content_type: &str,
         body: &[u8],
-        timeout: Duration,
+        step: Duration,
+        deadline: Option<Instant>,
     ) -> Result<Answer> {
         let mut request = self
             .agent
             .post(url)
             .config()
-            .timeout_global(Some(timeout))
+            .timeout_global(deadline.map(|d| d.saturating_duration_since(Instant::now())))
+            .timeout_connect(Some(step))
+            .timeout_send_request(Some(step))
+            .timeout_recv_response(Some(step))
+            .timeout_recv_body(Some(step))
             .build()
             .header("Accept", "application/json")
             .header("Content-Type", content_type)

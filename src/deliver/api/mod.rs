@@ -184,11 +184,12 @@ impl ApiTransport {
         Ok(())
     }
 
-    /// One request: the service's id for it when it took the message.
+    /// One request, ended by `deadline`: the service's id for it when it took the
+    /// message.
     fn exchange(
         &self,
         request: &Request,
-        timeout: Duration,
+        deadline: Option<Instant>,
     ) -> std::result::Result<Option<String>, Refusal> {
         let bearer = format!("Bearer {}", self.token.current.expose());
         let client_request_id = uuid();
@@ -213,7 +214,8 @@ impl ApiTransport {
                 &headers,
                 request.content_type,
                 &request.body,
-                timeout,
+                self.api.timeout,
+                deadline,
             )
             .map_err(Refusal::from)?;
         self.trace(
@@ -362,7 +364,7 @@ impl Transport for ApiTransport {
             self.take_token(std::mem::take(&mut fresh), timeout)
                 .map_err(|e| failed(e, attempts))?;
             attempts += 1;
-            let refusal = match self.exchange(&request, timeout) {
+            let refusal = match self.exchange(&request, policy.deadline) {
                 Ok(id) => {
                     let status = match self.api.service {
                         Service::Graph => 202,
@@ -481,6 +483,79 @@ pub(crate) fn check(api: &ApiProfile, timeout: Duration) -> Result<ApiCheck> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn transport(service: Service) -> ApiTransport {
+        let api = ApiProfile {
+            service,
+            api_url: "https://127.0.0.1:9".into(),
+            mailbox: Some("box@example.com".into()),
+            login: Ok(None),
+            timeout: Duration::from_secs(1),
+            ca_file: None,
+        };
+        ApiTransport {
+            client: client(&api).unwrap(),
+            api,
+            token: Token {
+                user: "u".into(),
+                current: Password::new("tok-123".into()),
+                source: TokenSource::Given(PasswordSource::Env("T".into())),
+                unused: true,
+            },
+            transcript: None,
+        }
+    }
+
+    /// Each status in envoi's terms, the service's words kept and the token never shown.
+    #[test]
+    fn answers_become_envois_outcomes() {
+        let graph = transport(Service::Graph);
+        let answer = |status: u16, body: &str, retry_after: Option<u64>| Answer {
+            status,
+            request_id: None,
+            retry_after: retry_after.map(Duration::from_secs),
+            body: body.into(),
+            unread: None,
+        };
+        let denied =
+            r#"{"error":{"code":"ErrorAccessDenied","message":"Access is denied for tok-123."}}"#;
+        for (status, kind, says) in [
+            (401, ErrorKind::AuthRefused, "token was refused"),
+            (403, ErrorKind::AuthRefused, "Mail.Send"),
+            (400, ErrorKind::InvalidData, "refused this message"),
+            (413, ErrorKind::InvalidData, "refused this message"),
+            (404, ErrorKind::Config, "no mailbox box@example.com"),
+            (429, ErrorKind::Temporary, "busy"),
+            (503, ErrorKind::Temporary, "busy"),
+            (302, ErrorKind::Config, "redirects"),
+            (415, ErrorKind::Unavailable, "check api_url"),
+        ] {
+            let refusal = graph.refusal(&answer(status, denied, None));
+            assert_eq!(refusal.error.kind(), kind, "{status}");
+            let message = refusal.error.message();
+            assert!(message.contains(says), "{status}: {message}");
+            assert!(
+                message.contains("ErrorAccessDenied: Access is denied"),
+                "{message}"
+            );
+            assert!(!message.contains("tok-123"), "{message}");
+            assert_eq!(refusal.unauthorized, status == 401);
+        }
+        let busy = graph.refusal(&answer(429, "", Some(7)));
+        assert_eq!(busy.retry_after, Some(Duration::from_secs(7)));
+        assert!(
+            busy.error.message().contains("asks to wait 7 s"),
+            "{}",
+            busy.error
+        );
+        let gmail = transport(Service::Gmail);
+        let scope = gmail.refusal(&answer(403, "{}", None));
+        assert!(
+            scope.error.message().contains("gmail.send"),
+            "{}",
+            scope.error
+        );
+    }
 
     #[test]
     fn client_request_ids_are_uuids() {
