@@ -6,11 +6,11 @@
 //! message bytes, parsed with `mail-parser`.
 //!
 //! The first tests drive the server with `curl` alone, so that it is proven to follow the
-//! contract independently of envoi.
+//! contract independently of envoi. One test, `tls_fingerprint_pins_the_api_services_certificate`,
+//! is ignored: the contract lists `tls_fingerprint` for these transports and envoi refuses it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -474,8 +474,23 @@ impl Env {
         tune: impl FnOnce(MailApiOptions) -> MailApiOptions,
         extra: &[&str],
     ) -> Option<Env> {
-        let dir = TempDir::new().expect("temp dir");
-        let pki = Arc::new(TestPki::new());
+        Env::in_dir(
+            TempDir::new().expect("temp dir"),
+            &TestPki::new(),
+            api,
+            tune,
+            extra,
+        )
+    }
+
+    /// [`Env::with`] in `dir`, serving a leaf of `pki` (which the profile trusts).
+    fn in_dir(
+        dir: TempDir,
+        pki: &TestPki,
+        api: Api,
+        tune: impl FnOnce(MailApiOptions) -> MailApiOptions,
+        extra: &[&str],
+    ) -> Option<Env> {
         let ca = pki.write_ca(dir.path());
         let leaf = pki.write_leaf(dir.path());
         let server = MailApi::start(tune(MailApiOptions::new(leaf.clone(), TOKEN)))?;
@@ -593,7 +608,6 @@ fn sha256(bytes: &[u8]) -> String {
 }
 
 #[test]
-#[ignore = "needs the api branch: transport = \"graph\" / \"gmail\""]
 fn api_send_delivers_the_composed_message_with_attachment_and_inline_image() {
     for api in BOTH {
         let Some(env) = Env::new(api, |o| o) else {
@@ -605,19 +619,17 @@ fn api_send_delivers_the_composed_message_with_attachment_and_inline_image() {
         let logo = env.home().join("logo.png");
         std::fs::write(&attach, &data).unwrap();
         std::fs::write(&logo, &png).unwrap();
-        env.send(&[
-            "--cc",
-            "bob@example.net",
-            "--body",
-            "<p>See <img src=\"cid:logo\"></p>",
-        ])
-        .args(["--html", "--text", "See the logo"])
-        .arg("--attach")
-        .arg(&attach)
-        .arg("--attach")
-        .arg(&logo)
-        .args(["--attach-id", "logo"])
-        .expect_exit(0);
+        env.cmd("send")
+            .args(["--to", "ann@example.net", "--cc", "bob@example.net"])
+            .args(["--subject", "Nightly"])
+            .args(["--body", "<p>See <img src=\"cid:logo\"></p>"])
+            .args(["--html", "--text", "See the logo"])
+            .arg("--attach")
+            .arg(&attach)
+            .arg("--attach")
+            .arg(&logo)
+            .args(["--attach-id", "logo"])
+            .expect_exit(0);
         let (req, bytes) = env.accepted();
         let parsed = MessageParser::default().parse(&bytes).expect("a message");
         assert_eq!(parsed.subject(), Some("Nightly"), "{api:?}");
@@ -663,7 +675,6 @@ fn api_send_delivers_the_composed_message_with_attachment_and_inline_image() {
 }
 
 #[test]
-#[ignore = "needs the api branch: transport = \"graph\" / \"gmail\""]
 fn bcc_reaches_the_api_in_the_bytes_and_shows_in_no_to_cc_nor_dry_run() {
     for api in BOTH {
         let Some(env) = Env::new(api, |o| o) else {
@@ -702,7 +713,6 @@ fn bcc_reaches_the_api_in_the_bytes_and_shows_in_no_to_cc_nor_dry_run() {
 }
 
 #[test]
-#[ignore = "needs the api branch: transport = \"graph\" / \"gmail\""]
 fn dkim_signature_verifies_on_the_bytes_the_api_got_and_leaves_bcc_unsigned() {
     if !crate::dkim::tools() {
         return;
@@ -736,7 +746,6 @@ fn dkim_signature_verifies_on_the_bytes_the_api_got_and_leaves_bcc_unsigned() {
 }
 
 #[test]
-#[ignore = "needs the api branch: transport = \"graph\" / \"gmail\""]
 fn json_output_says_sent_with_the_services_id() {
     for api in BOTH {
         let Some(env) = Env::new(api, |o| o) else {
@@ -762,7 +771,6 @@ fn json_output_says_sent_with_the_services_id() {
 }
 
 #[test]
-#[ignore = "needs the api branch: transport = \"graph\" / \"gmail\""]
 fn throttled_429_then_accepted_is_sent_after_honouring_retry_after() {
     for api in BOTH {
         let Some(env) = Env::new(api, |o| o.fault(429, Some(1)).retry_after("2")) else {
@@ -782,7 +790,6 @@ fn throttled_429_then_accepted_is_sent_after_honouring_retry_after() {
 }
 
 #[test]
-#[ignore = "needs the api branch: transport = \"graph\" / \"gmail\""]
 fn unavailable_503_every_time_is_75_after_the_retries() {
     for api in BOTH {
         let Some(env) = Env::new(api, |o| o.fault(503, None).retry_after("1")) else {
@@ -797,7 +804,6 @@ fn unavailable_503_every_time_is_75_after_the_retries() {
 }
 
 #[test]
-#[ignore = "needs the api branch: transport = \"graph\" / \"gmail\""]
 fn a_refused_native_oauth2_token_is_fetched_again_once_and_the_send_goes() {
     for api in BOTH {
         let dir = TempDir::new().unwrap();
@@ -824,7 +830,9 @@ fn a_refused_native_oauth2_token_is_fetched_again_once_and_the_send_goes() {
         ];
         let oauth: Vec<&str> = oauth.iter().map(String::as_str).collect();
         // at-1 is refused (revoked), at-2 accepted.
-        let Some(env) = Env::with(
+        let Some(env) = Env::in_dir(
+            dir,
+            &pki,
             api,
             |o| MailApiOptions {
                 tokens: vec!["at-2".into()],
@@ -869,7 +877,6 @@ fn a_refused_native_oauth2_token_is_fetched_again_once_and_the_send_goes() {
 }
 
 #[test]
-#[ignore = "needs the api branch: transport = \"graph\" / \"gmail\""]
 fn a_token_refused_every_time_is_77_without_showing_it() {
     for api in BOTH {
         let Some(env) = Env::new(api, |o| MailApiOptions {
@@ -890,7 +897,6 @@ fn a_token_refused_every_time_is_77_without_showing_it() {
 }
 
 #[test]
-#[ignore = "needs the api branch: transport = \"graph\" / \"gmail\""]
 fn forbidden_403_is_77_with_the_services_code_message_and_what_to_grant() {
     let cases = [
         (
@@ -939,7 +945,6 @@ fn forbidden_403_is_77_with_the_services_code_message_and_what_to_grant() {
 }
 
 #[test]
-#[ignore = "needs the api branch: transport = \"graph\" / \"gmail\""]
 fn bad_request_400_is_65_and_not_retried() {
     for api in BOTH {
         let code = if api == Api::Graph {
@@ -960,7 +965,6 @@ fn bad_request_400_is_65_and_not_retried() {
 }
 
 #[test]
-#[ignore = "needs the api branch: transport = \"graph\" / \"gmail\""]
 fn an_unknown_graph_mailbox_is_78_naming_it() {
     let Some(env) = Env::with(
         Api::Graph,
@@ -981,7 +985,6 @@ fn an_unknown_graph_mailbox_is_78_naming_it() {
 }
 
 #[test]
-#[ignore = "needs the api branch: transport = \"graph\" / \"gmail\""]
 fn a_message_over_the_graph_limit_is_65_before_any_request() {
     let Some(env) = Env::new(Api::Graph, |o| o) else {
         return;
@@ -1000,7 +1003,6 @@ fn a_message_over_the_graph_limit_is_65_before_any_request() {
 }
 
 #[test]
-#[ignore = "needs the api branch: transport = \"graph\" / \"gmail\""]
 fn a_large_gmail_message_goes_by_media_upload() {
     let Some(env) = Env::new(Api::Gmail, |o| o) else {
         return;
@@ -1019,7 +1021,6 @@ fn a_large_gmail_message_goes_by_media_upload() {
 /// A send whose answer never comes (or never completes) is `unknown` (75, outcome_unknown)
 /// within --timeout and is never retried: exactly one request.
 #[test]
-#[ignore = "needs the api branch: transport = \"graph\" / \"gmail\""]
 fn an_answer_that_never_comes_or_drips_is_unknown_within_the_timeout_and_not_retried() {
     for stall in [Stall::Hang, Stall::Drip] {
         for api in BOTH {
@@ -1045,7 +1046,6 @@ fn an_answer_that_never_comes_or_drips_is_unknown_within_the_timeout_and_not_ret
 }
 
 #[test]
-#[ignore = "needs the api branch: transport = \"graph\" / \"gmail\""]
 fn a_huge_error_body_is_read_only_as_far_as_the_bound() {
     for api in BOTH {
         let Some(env) = Env::new(api, |o| {
@@ -1074,7 +1074,6 @@ fn a_huge_error_body_is_read_only_as_far_as_the_bound() {
 }
 
 #[test]
-#[ignore = "needs the api branch: transport = \"graph\" / \"gmail\""]
 fn batch_sends_each_record_once() {
     for api in BOTH {
         let Some(env) = Env::new(api, |o| o) else {
@@ -1128,7 +1127,6 @@ fn batch_sends_each_record_once() {
 }
 
 #[test]
-#[ignore = "needs the api branch: transport = \"graph\" / \"gmail\""]
 fn a_queued_message_is_sent_by_outbox_flush() {
     for api in BOTH {
         // The service is down: the send queues it.
@@ -1182,7 +1180,6 @@ fn sendmail(env: &Env, args: &[&str], input: &[u8]) -> assert_cmd::Command {
 }
 
 #[test]
-#[ignore = "needs the api branch: transport = \"graph\" / \"gmail\""]
 fn sendmail_t_carries_bcc_to_the_api_only_in_the_bcc_header() {
     for api in BOTH {
         let Some(env) = Env::new(api, |o| o) else {
@@ -1211,7 +1208,6 @@ fn sendmail_t_carries_bcc_to_the_api_only_in_the_bcc_header() {
 }
 
 #[test]
-#[ignore = "needs the api branch: transport = \"graph\" / \"gmail\""]
 fn sendmail_explicit_recipients_add_bcc_and_refuse_a_to_outside_the_envelope() {
     for api in BOTH {
         let Some(env) = Env::new(api, |o| o) else {
@@ -1261,7 +1257,6 @@ fn sendmail_explicit_recipients_add_bcc_and_refuse_a_to_outside_the_envelope() {
 }
 
 #[test]
-#[ignore = "needs the api branch: transport = \"graph\" / \"gmail\""]
 fn check_proves_the_token_and_mailbox_without_sending() {
     // (api, server options, profile extra, expected exit, words expected in the output)
     type Tune = fn(MailApiOptions) -> MailApiOptions;
@@ -1346,7 +1341,6 @@ fn check_proves_the_token_and_mailbox_without_sending() {
 }
 
 #[test]
-#[ignore = "needs the api branch: transport = \"graph\" / \"gmail\""]
 fn a_second_send_with_the_same_idempotency_key_makes_no_second_request() {
     for api in BOTH {
         let Some(env) = Env::new(api, |o| o) else {
@@ -1369,7 +1363,6 @@ fn a_second_send_with_the_same_idempotency_key_makes_no_second_request() {
 }
 
 #[test]
-#[ignore = "needs the api branch: transport = \"graph\" / \"gmail\""]
 fn the_url_form_sends_through_graph_and_gmail_without_a_config_file() {
     for api in BOTH {
         let Some(env) = Env::new(api, |o| MailApiOptions { plain: true, ..o }) else {
@@ -1395,5 +1388,74 @@ fn the_url_form_sends_through_graph_and_gmail_without_a_config_file() {
             .expect_exit(0);
         env.accepted();
         assert!(!run.output().contains(TOKEN), "{run}");
+    }
+}
+
+#[test]
+fn save_to_sent_false_is_78_before_any_request_as_the_mime_form_always_saves() {
+    let Some(env) = Env::with(
+        Api::Graph,
+        |o| o,
+        &["token_env = \"API_TOKEN\"", "save_to_sent = false"],
+    ) else {
+        return;
+    };
+    let run = env.send(&[]).expect_exit(78);
+    assert!(run.stderr.contains("save_to_sent"), "{run}");
+    let url = format!(
+        "graph://{MAILBOX}?api_url={}&save_to_sent=false",
+        env.server.graph_url()
+    );
+    let by_url = envoi(env.home())
+        .env("ENVOI_TOKEN", TOKEN)
+        .args(["send", "--smtp-url", &url, "--to", "ann@example.net"])
+        .args(["--subject", "s", "--body", "b"])
+        .expect_exit(78);
+    assert!(by_url.stderr.contains("save_to_sent"), "{by_url}");
+    assert!(env.server.requests().is_empty(), "a request was made");
+}
+
+#[test]
+fn an_smtp_key_in_an_api_profile_is_78_naming_it() {
+    for api in BOTH {
+        for line in [
+            "host = \"smtp.example.com\"",
+            "port = 587",
+            "auth = \"xoauth2\"",
+        ] {
+            let Some(env) = Env::with(api, |o| o, &["token_env = \"API_TOKEN\"", line]) else {
+                return;
+            };
+            let run = env.send(&[]).expect_exit(78);
+            let key = line.split(' ').next().unwrap();
+            assert!(run.stderr.contains(key), "{api:?} {line}: {run}");
+            assert!(env.server.requests().is_empty(), "{api:?} {line}");
+        }
+    }
+}
+
+/// The contract lists tls_fingerprint among the keys that apply "as for SMTP, for the HTTPS
+/// connection": a pinned leaf, without ca_file, is trusted.
+#[test]
+#[ignore = "needs the api branch: tls_fingerprint on a graph/gmail profile is refused (78)"]
+fn tls_fingerprint_pins_the_api_services_certificate() {
+    for api in BOTH {
+        let dir = TempDir::new().expect("temp dir");
+        let pki = TestPki::new();
+        let pin = format!("tls_fingerprint = \"{}\"", pki.leaf_fingerprint());
+        let Some(env) = Env::in_dir(dir, &pki, api, |o| o, &["token_env = \"API_TOKEN\"", &pin])
+        else {
+            return;
+        };
+        // The same profile without ca_file: only the pin can make it trusted.
+        let text = std::fs::read_to_string(&env.config).unwrap();
+        let text: String = text
+            .lines()
+            .filter(|l| !l.starts_with("ca_file"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&env.config, text).unwrap();
+        env.send(&[]).expect_exit(0);
+        env.accepted();
     }
 }
