@@ -124,6 +124,7 @@ fn client(api: &ApiProfile) -> Result<Client> {
     Client::new(
         &api.api_url,
         api.ca_file.as_deref(),
+        api.tls_fingerprint.as_ref(),
         format!("{} at {}", api.service.name(), api.api_url),
         "api_url",
     )
@@ -492,6 +493,7 @@ mod tests {
             login: Ok(None),
             timeout: Duration::from_secs(1),
             ca_file: None,
+            tls_fingerprint: None,
         };
         ApiTransport {
             client: client(&api).unwrap(),
