@@ -9,7 +9,7 @@
 //! then got no answer is told apart from one that never got that far (75 both, but
 //! `OutcomeUnknown`, never retried), and is counted in flight for the watchdog meanwhile.
 //!
-//! A leaf of `deliver/` apart from `smtp::tls` and `in_flight`: the token code and the
+//! A leaf of `deliver/` apart from `smtp::tls`, `pinned_tls` and `in_flight`: the token code and the
 //! API transports both use it without importing each other.
 
 use std::io::Read;
@@ -18,8 +18,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::deliver::in_flight::InFlight;
+use crate::deliver::pinned_tls;
 use crate::deliver::smtp::tls;
 use crate::error::{Error, ErrorKind, Result};
+use crate::profile::Fingerprint;
 
 /// An answer's body is a token, an id or an error: a few kilobytes. More is not what
 /// envoi asked for, and is not read.
@@ -72,10 +74,12 @@ impl Answer {
 
 impl Client {
     /// A client for the service at `url` (which decides whether a proxy is used),
-    /// trusting the system's roots and `ca_file`'s certificates.
+    /// trusting the system's roots and `ca_file`'s certificates, or only the certificate
+    /// `pin` names.
     pub(crate) fn new(
         url: &str,
         ca_file: Option<&Path>,
+        pin: Option<&Fingerprint>,
         what: String,
         key: &'static str,
     ) -> Result<Client> {
@@ -89,14 +93,18 @@ impl Client {
             .root_certs(RootCerts::Specific(Arc::new(roots)))
             .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .build();
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .proxy(proxy_for(url))
             .tls_config(tls)
             .http_status_as_error(false)
             .max_redirects(0)
             .user_agent(concat!("envoi/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+            .build();
+        let agent = match pin {
+            // The pin is the whole trust, checked by the SMTP client's own verifier.
+            Some(_) => pinned_tls::agent(config, tls::client_config(ca_file, pin)?),
+            None => config.into(),
+        };
         Ok(Client { agent, what, key })
     }
 
@@ -211,7 +219,7 @@ impl Client {
             return Error::new(
                 ErrorKind::Certificate,
                 format!(
-                    "{}: its certificate is {}",
+                    "{}: its certificate is not trusted: {}",
                     self.what,
                     tls::describe_certificate_error(reason)
                 ),

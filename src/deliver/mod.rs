@@ -12,6 +12,7 @@ mod oauth2;
 mod observe;
 mod options;
 mod outcome;
+mod pinned_tls;
 mod renew;
 mod retry;
 mod smtp;

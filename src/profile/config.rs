@@ -262,6 +262,9 @@ pub struct ApiProfile {
     /// A PEM file with extra trusted root certificates (a proxy that inspects TLS, a
     /// test server).
     pub ca_file: Option<PathBuf>,
+    /// The SHA-256 of the one certificate the service may present (a TLS-inspecting
+    /// proxy's, say): with it, that match is the whole trust.
+    pub tls_fingerprint: Option<Fingerprint>,
 }
 
 /// An SMTP server and how to log in to it.
@@ -548,12 +551,11 @@ impl ProfileEntry {
                     .into(),
             ));
         }
-        if self.tls_fingerprint.is_some() {
-            return Err(bad(format!(
-                "tls_fingerprint is for SMTP servers; transport = \"{transport}\" checks the \
-                 service's certificate against the system's authorities (and ca_file)"
-            )));
-        }
+        let tls_fingerprint = profile_pin(
+            name,
+            self.tls_fingerprint.as_deref(),
+            self.ca_file.is_some(),
+        )?;
         let api_url = api_url(
             &format!("profile {name:?}: api_url"),
             self.api_url.as_deref().unwrap_or(service.default_url()),
@@ -591,6 +593,7 @@ impl ProfileEntry {
                 .map(Duration::from_secs)
                 .unwrap_or(DEFAULT_TIMEOUT),
             ca_file: self.ca_file.clone(),
+            tls_fingerprint,
         })
     }
 
@@ -1071,6 +1074,7 @@ fn api_profile_from_url(url: &url::Url, service: Service) -> Result<Profile> {
             ))),
             timeout: DEFAULT_TIMEOUT,
             ca_file: None,
+            tls_fingerprint: None,
         }),
         from: Some(mailbox),
         outbox: false,

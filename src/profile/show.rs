@@ -170,6 +170,11 @@ fn explain(
                 api.ca_file.as_ref().map(|p| p.display().to_string()),
                 written.origin(|e| e.ca_file.is_some(), false),
             );
+            push(
+                "tls_fingerprint",
+                api.tls_fingerprint.map(|pin| pin.to_string()),
+                written.origin(|e| e.tls_fingerprint.is_some(), false),
+            );
         }
         Transport::Smtp(smtp) => {
             push(

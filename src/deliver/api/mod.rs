@@ -124,6 +124,7 @@ fn client(api: &ApiProfile) -> Result<Client> {
     Client::new(
         &api.api_url,
         api.ca_file.as_deref(),
+        api.tls_fingerprint.as_ref(),
         format!("{} at {}", api.service.name(), api.api_url),
         "api_url",
     )
@@ -184,13 +185,13 @@ impl ApiTransport {
         Ok(())
     }
 
-    /// One request, ended by `deadline`: the service's id for it when it took the
-    /// message.
+    /// One request, ended by `deadline`: the status and the service's id for the message
+    /// when it took it.
     fn exchange(
         &self,
         request: &Request,
         deadline: Option<Instant>,
-    ) -> std::result::Result<Option<String>, Refusal> {
+    ) -> std::result::Result<(u16, Option<String>), Refusal> {
         let bearer = format!("Bearer {}", self.token.current.expose());
         let client_request_id = uuid();
         let mut headers = vec![("Authorization", bearer.as_str())];
@@ -234,6 +235,7 @@ impl ApiTransport {
             Service::Graph => graph::accepted(&answer),
             Service::Gmail => gmail::accepted(&answer),
         }
+        .map(|id| (answer.status, id))
         .map_err(|()| self.refusal(&answer))
     }
 
@@ -365,11 +367,7 @@ impl Transport for ApiTransport {
                 .map_err(|e| failed(e, attempts))?;
             attempts += 1;
             let refusal = match self.exchange(&request, policy.deadline) {
-                Ok(id) => {
-                    let status = match self.api.service {
-                        Service::Graph => 202,
-                        Service::Gmail => 200,
-                    };
+                Ok((status, id)) => {
                     let report = self.accepted_report(prepared, status, id, attempts);
                     if let Err(e) = observer.accepted(&report) {
                         // Sent all the same: retrying would send it again.
@@ -492,6 +490,7 @@ mod tests {
             login: Ok(None),
             timeout: Duration::from_secs(1),
             ca_file: None,
+            tls_fingerprint: None,
         };
         ApiTransport {
             client: client(&api).unwrap(),

@@ -55,6 +55,7 @@ pub(super) fn request(
     let client = Client::new(
         url,
         ca_file,
+        None,
         format!("the token endpoint {url}"),
         "oauth2.token_url",
     )?;
