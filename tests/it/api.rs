@@ -6,8 +6,7 @@
 //! message bytes, parsed with `mail-parser`.
 //!
 //! The first tests drive the server with `curl` alone, so that it is proven to follow the
-//! contract independently of envoi. One test, `tls_fingerprint_pins_the_api_services_certificate`,
-//! is ignored: the contract lists `tls_fingerprint` for these transports and envoi refuses it.
+//! contract independently of envoi.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -686,6 +685,16 @@ fn bcc_reaches_the_api_in_the_bytes_and_shows_in_no_to_cc_nor_dry_run() {
             !dry.stdout.contains("hidden@example.org"),
             "{api:?}: dry run shows the Bcc: {dry}"
         );
+        let dry_json = env.send(&args).args(["--dry-run", "--json"]).expect_exit(0);
+        let shown = dry_json.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(shown.contains("bob@example.net"), "{api:?}: {dry_json}");
+        assert!(
+            !shown.contains("hidden"),
+            "{api:?}: the JSON dry run shows the Bcc: {shown}"
+        );
         assert!(env.server.requests().is_empty(), "a dry run made a request");
         env.send(&args).expect_exit(0);
         let (req, bytes) = env.accepted();
@@ -1137,6 +1146,8 @@ fn a_queued_message_is_sent_by_outbox_flush() {
         let outbox_arg = outbox.display().to_string();
         let run = env
             .send(&[
+                "--bcc",
+                "hidden@example.org",
                 "--queue",
                 "--retries",
                 "0",
@@ -1146,6 +1157,15 @@ fn a_queued_message_is_sent_by_outbox_flush() {
             ])
             .expect_exit(0);
         assert_eq!(run.json()["status"], "queued", "{api:?}: {run}");
+        // The Bcc header is written only into what the API is handed, never into the
+        // queued message.
+        let queued = files_named(&outbox, "message.eml");
+        assert_eq!(queued.len(), 1, "{api:?}: {queued:?}");
+        let text = std::fs::read_to_string(&queued[0]).unwrap();
+        assert!(
+            !text.contains("hidden"),
+            "{api:?}: the outbox file shows the Bcc: {text}"
+        );
         // The service is back, on a new port: the config follows it.
         let leaf = env.leaf.clone();
         env.server = MailApi::start(MailApiOptions::new(leaf, TOKEN)).expect("restart");
@@ -1163,10 +1183,37 @@ fn a_queued_message_is_sent_by_outbox_flush() {
             ])
             .arg(&env.config)
             .expect_exit(0);
-        let (_, bytes) = env.accepted();
+        let (req, bytes) = env.accepted();
         let parsed = MessageParser::default().parse(&bytes).unwrap();
         assert_eq!(parsed.subject(), Some("Nightly"), "{api:?}: {flush}");
+        assert!(
+            header_values(&bytes, "Bcc")
+                .concat()
+                .contains("hidden@example.org")
+        );
+        assert!(
+            req.recipients
+                .unwrap_or_default()
+                .contains(&"hidden@example.org".into())
+        );
     }
+}
+
+/// Every file called `name` under `dir`, at any depth.
+fn files_named(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if path.file_name().is_some_and(|n| n == name) {
+                found.push(path);
+            }
+        }
+    }
+    found
 }
 
 fn sendmail(env: &Env, args: &[&str], input: &[u8]) -> assert_cmd::Command {
@@ -1437,7 +1484,6 @@ fn an_smtp_key_in_an_api_profile_is_78_naming_it() {
 /// The contract lists tls_fingerprint among the keys that apply "as for SMTP, for the HTTPS
 /// connection": a pinned leaf, without ca_file, is trusted.
 #[test]
-#[ignore = "needs the api branch: tls_fingerprint on a graph/gmail profile is refused (78)"]
 fn tls_fingerprint_pins_the_api_services_certificate() {
     for api in BOTH {
         let dir = TempDir::new().expect("temp dir");
@@ -1457,5 +1503,43 @@ fn tls_fingerprint_pins_the_api_services_certificate() {
         std::fs::write(&env.config, text).unwrap();
         env.send(&[]).expect_exit(0);
         env.accepted();
+    }
+}
+
+/// A Retry-After longer than what is left of --timeout is not waited for: 75 at once, the
+/// service's wait named, one request.
+#[test]
+fn a_retry_after_beyond_the_deadline_is_75_without_waiting() {
+    for (api, status) in [(Api::Graph, 429), (Api::Gmail, 503)] {
+        let Some(env) = Env::new(api, |o| o.fault(status, None).retry_after("100")) else {
+            return;
+        };
+        let started = Instant::now();
+        let run = env.send(&["--timeout", "8"]).expect_exit(75);
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{api:?}: waited: {run}"
+        );
+        assert_eq!(env.server.sends().len(), 1, "{api:?}: {run}");
+        assert!(
+            run.stderr.contains("100"),
+            "{api:?}: the service's wait: {run}"
+        );
+    }
+}
+
+/// An error answer longer than envoi reads (64 KiB) is not an empty one: the words must not
+/// say the service sent nothing.
+#[test]
+#[ignore = "needs the api branch: an over-long error body is described as \"an empty body\""]
+fn an_error_body_over_the_bound_is_not_called_empty() {
+    for api in BOTH {
+        let Some(env) = Env::new(api, |o| {
+            o.fault(400, None).stall(Stall::Huge(1 << 20), None)
+        }) else {
+            return;
+        };
+        let run = env.send(&[]).expect_exit(65);
+        assert!(!run.stderr.contains("empty body"), "{api:?}: {run}");
     }
 }
