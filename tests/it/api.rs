@@ -1543,3 +1543,90 @@ fn an_error_body_over_the_bound_is_not_called_empty() {
         assert!(!run.stderr.contains("empty body"), "{api:?}: {run}");
     }
 }
+
+/// A batch whose first record is throttled twice waits as asked and still sends each record
+/// exactly once.
+#[test]
+fn batch_retries_a_throttled_record_and_sends_each_once() {
+    let Some(env) = Env::new(Api::Graph, |o| o.fault(429, Some(2)).retry_after("1")) else {
+        return;
+    };
+    let records = env.home().join("records.jsonl");
+    std::fs::write(
+        &records,
+        "{\"To\":\"a1@example.net\",\"Subject\":\"one\",\"Body\":\"1\"}\n\
+         {\"To\":\"a2@example.net\",\"Subject\":\"two\",\"Body\":\"2\"}\n\
+         {\"To\":\"a3@example.net\",\"Subject\":\"three\",\"Body\":\"3\"}\n",
+    )
+    .unwrap();
+    let report = env.home().join("report.jsonl");
+    let started = Instant::now();
+    let run = env
+        .cmd("batch")
+        .arg("--report")
+        .arg(&report)
+        .arg(&records)
+        .expect_exit(0);
+    assert!(started.elapsed() >= Duration::from_secs(2), "{run}");
+    let accepted: Vec<Vec<String>> = env
+        .server
+        .sends()
+        .into_iter()
+        .filter(|r| r.status == Some(202))
+        .map(|r| r.recipients.unwrap_or_default())
+        .collect();
+    assert_eq!(
+        accepted,
+        [["a1@example.net"], ["a2@example.net"], ["a3@example.net"]],
+        "{run}"
+    );
+    assert_eq!(env.server.sends().len(), 5, "two 429s, three 202s: {run}");
+}
+
+/// A native OAuth2 token refused, and the fresh one refused too: 77 after exactly one new
+/// token and one more request.
+#[test]
+fn a_native_oauth2_token_refused_twice_is_77_after_one_fresh_token() {
+    let dir = TempDir::new().unwrap();
+    let pki = TestPki::new();
+    let Some(endpoint) = TokenEndpoint::start(TokenEndpointOptions {
+        cert_key: pki.write_leaf(dir.path()),
+        client_id: "envoi-app".into(),
+        client_secret: "Canary-Client-Secret-77".into(),
+        refresh_token: None,
+        token_prefix: "at-".into(),
+        expires_in: 3600,
+        fail_status: None,
+    }) else {
+        return;
+    };
+    let url = format!("token_url = \"{}\"", endpoint.url());
+    let oauth = [
+        "[profiles.api.oauth2]",
+        "flow = \"client_credentials\"",
+        &url,
+        "client_id = \"envoi-app\"",
+        "client_secret_env = \"APP_SECRET\"",
+        "scope = \"https://graph.microsoft.com/.default\"",
+    ];
+    let Some(env) = Env::in_dir(
+        dir,
+        &pki,
+        Api::Graph,
+        |o| MailApiOptions {
+            tokens: vec!["at-9".into()],
+            ..o
+        },
+        &oauth,
+    ) else {
+        return;
+    };
+    let run = env
+        .send(&[])
+        .env("APP_SECRET", "Canary-Client-Secret-77")
+        .expect_exit(77);
+    let tokens: Vec<_> = env.server.sends().into_iter().map(|r| r.token).collect();
+    assert_eq!(tokens, [Some("at-1".into()), Some("at-2".into())], "{run}");
+    assert_eq!(endpoint.requests().len(), 2, "{run}");
+    assert!(!run.output().contains("at-2"), "a token was printed: {run}");
+}
