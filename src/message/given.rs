@@ -14,6 +14,9 @@
 //! `--from` would refuse, and lines over 998 octets: a header line is folded at its
 //! whitespace when it has some, a body line is refused (65), since encoding it would
 //! mean rewriting the caller's MIME structure.
+//!
+//! [`with_envelope_in_header`] reads a built message's header the same way, for the
+//! HTTPS mail APIs, which take their recipients from To, Cc and Bcc.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;

@@ -254,11 +254,20 @@ impl ApiTransport {
         let said = match (code, message) {
             (Some(code), Some(message)) => format!("{}: {}", shown(&code), shown(&message)),
             (Some(one), None) | (None, Some(one)) => shown(&one),
-            (None, None) if answer.body.trim().is_empty() => "an empty body".into(),
+            (None, None) if answer.body.trim().is_empty() => match &answer.unread {
+                Some(why) => format!("a body that could not be read: {why}"),
+                None => "an empty body".into(),
+            },
             (None, None) => format!("\"{}\"", shown(answer.body.trim())),
         };
         let status = answer.status;
-        let head = format!("{} answered HTTP {status} ({said})", service.name());
+        // Graph's request-id is what Microsoft's support asks for.
+        let id = answer
+            .request_id
+            .as_deref()
+            .map(|id| format!(", request-id {}", shown(id)))
+            .unwrap_or_default();
+        let head = format!("{} answered HTTP {status} ({said}{id})", service.name());
         let retry_after = answer.retry_after;
         let (kind, advice) = match status {
             401 => (
