@@ -482,7 +482,8 @@ pub struct RouteArgs {
     pub connection: ConnectionArgs,
     /// Connect without a config file (else $ENVOI_SMTP_URL): smtps://user@host:465,
     /// smtp://user@host:587 (STARTTLS), smtp://host:25?security=none; the password comes from
-    /// $ENVOI_PASSWORD.
+    /// $ENVOI_PASSWORD. graph://MAILBOX or gmail://ADDRESS sends over HTTPS with the token in
+    /// $ENVOI_TOKEN.
     #[arg(long, value_name = "URL", help_heading = "Connection")]
     pub smtp_url: Option<String>,
 }
@@ -1024,6 +1025,7 @@ pub fn secret_vars(connection: Option<&Connection>) -> Vec<String> {
     let mut names = vec!["ENVOI_PASSWORD".to_owned(), "ENVOI_TOKEN".to_owned()];
     let login = connection.and_then(|c| match &c.profile.transport {
         Transport::Smtp(smtp) => smtp.login.as_ref().ok().and_then(Option::as_ref),
+        Transport::Api(api) => api.login.as_ref().ok().and_then(Option::as_ref),
         Transport::File { .. } => None,
     });
     let sources: Vec<&PasswordSource> = match login {

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use envoi::deliver::{Probe, ServerReport, check, probe};
+use envoi::deliver::{ApiCheck, Probe, ServerReport, check, check_api, probe};
 use envoi::error::{Error, ErrorKind, Result};
-use envoi::profile::{Env, resolve};
+use envoi::profile::{Env, Transport, resolve};
 
 use crate::cli::args::CheckArgs;
 
@@ -16,6 +16,8 @@ pub enum Checked {
     Server(Box<ServerReport>),
     /// What each port and way of speaking gave.
     Probes(Vec<Probe>),
+    /// The HTTPS mail API took the token (and knows the mailbox).
+    Api(ApiCheck),
 }
 
 /// Runs the check.
@@ -26,11 +28,12 @@ pub fn run(args: &CheckArgs) -> Result<Checked> {
         return Ok(Checked::Probes(probe(&host, &ports, None, timeout)));
     }
     let resolved = resolve(&args.flags(), &Env::from_process()?)?;
-    check(
-        &resolved.connection()?.profile,
-        Duration::from_secs(args.timeout),
-    )
-    .map(|r| Checked::Server(Box::new(r)))
+    let profile = &resolved.connection()?.profile;
+    let timeout = Duration::from_secs(args.timeout);
+    if let Transport::Api(api) = &profile.transport {
+        return check_api(api, timeout).map(Checked::Api);
+    }
+    check(profile, timeout).map(|r| Checked::Server(Box::new(r)))
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port`; without a port, the three submission

@@ -111,6 +111,10 @@ fn run(args: Vec<OsString>) -> ExitCode {
                 render::print_check(&report, args.json);
                 ExitCode::SUCCESS
             }
+            Ok(check::Checked::Api(report)) => {
+                render::print_api_check(&report, args.json);
+                ExitCode::SUCCESS
+            }
             Ok(check::Checked::Probes(probes)) => {
                 let best = check::best(&probes);
                 render::print_probes(&probes, best, args.json);

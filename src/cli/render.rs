@@ -9,7 +9,9 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use envoi::deliver::{Delivery, Notice, Observer, Probe, RcptReply, Report, ServerReport};
+use envoi::deliver::{
+    ApiCheck, Delivery, Notice, Observer, Probe, RcptReply, Report, ServerReport,
+};
 use envoi::error::{Error, Result};
 use envoi::message::{Prepared, StreamError};
 use envoi::outbox::idempotency::{FirstSend, FirstStatus};
@@ -93,6 +95,9 @@ struct SendReport<'a> {
     recipients: Option<Vec<RecipientReport<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     attempts: Option<u32>,
+    /// The HTTPS mail API's id for the message (Graph's `request-id`, Gmail's `id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     path: Option<&'a Path>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -116,6 +121,7 @@ impl<'a> SendReport<'a> {
             server: None,
             recipients: None,
             attempts: None,
+            service_id: None,
             path: None,
             outbox_id: None,
             reason: None,
@@ -241,6 +247,7 @@ fn send_report(outcome: &Outcome) -> Result<SendReport<'_>> {
                 server: Some(ServerReply { code, message }),
                 recipients: Some(recipients(report)),
                 attempts: Some(report.attempts),
+                service_id: report.service.as_ref().and_then(|s| s.id.as_deref()),
                 ..SendReport::of(status, prepared)
             }
         }
@@ -311,13 +318,29 @@ fn write_human(out: &mut impl Write, outcome: &Outcome) -> std::result::Result<(
                 .iter()
                 .map(|r| r.address.as_str())
                 .collect();
-            let (code, reply) = report.data_reply.clone().unwrap_or_default();
-            writeln!(
-                out,
-                "sent {} to {} ({code} {reply})",
-                prepared.message_id,
-                to.join(", ")
-            )
+            match &report.service {
+                Some(receipt) => writeln!(
+                    out,
+                    "sent {} to {}: accepted by {}{}",
+                    prepared.message_id,
+                    to.join(", "),
+                    receipt.service,
+                    receipt
+                        .id
+                        .as_deref()
+                        .map(|id| format!(" (id {id})"))
+                        .unwrap_or_default()
+                ),
+                None => {
+                    let (code, reply) = report.data_reply.clone().unwrap_or_default();
+                    writeln!(
+                        out,
+                        "sent {} to {} ({code} {reply})",
+                        prepared.message_id,
+                        to.join(", ")
+                    )
+                }
+            }
         }
         Outcome::Delivered(Delivery::Saved { prepared, path }) => {
             writeln!(out, "saved {} to {}", prepared.message_id, path.display())
@@ -657,6 +680,46 @@ pub fn print_check(report: &ServerReport, as_json: bool) {
     let _ = writeln!(out, "{}", lines.join("\n"));
 }
 
+/// The result of `envoi check --json` on an HTTPS mail API profile.
+#[derive(Debug, Serialize)]
+struct ApiCheckReport<'a> {
+    status: Status,
+    service: &'a str,
+    url: &'a str,
+    mailbox: Option<&'a str>,
+    login: bool,
+    finding: &'a str,
+}
+
+/// `envoi check` on an HTTPS mail API: what the service said, or one JSON object.
+pub fn print_api_check(report: &ApiCheck, as_json: bool) {
+    let mut out = io::stdout().lock();
+    if as_json {
+        let _ = write_json(
+            &mut out,
+            &ApiCheckReport {
+                status: Status::Ok,
+                service: report.service,
+                url: &report.url,
+                mailbox: report.mailbox.as_deref(),
+                login: true,
+                finding: &report.finding,
+            },
+        );
+        return;
+    }
+    let mut lines = vec![
+        format!("service  {}", report.service),
+        format!("url      {}", report.url),
+    ];
+    if let Some(mailbox) = &report.mailbox {
+        lines.push(format!("mailbox  {mailbox}"));
+    }
+    lines.push(format!("login    ok: {}", report.finding));
+    lines.push("result   the token works; no mail was sent".to_owned());
+    let _ = writeln!(out, "{}", lines.join("\n"));
+}
+
 /// One line of `envoi check --probe --json`.
 #[derive(Debug, Serialize)]
 struct ProbeJson<'a> {
@@ -818,6 +881,7 @@ mod tests {
                 refused: vec![],
                 data_reply: Some((250, "OK".into())),
                 attempts: 1,
+                service: None,
             },
         });
         assert_eq!(

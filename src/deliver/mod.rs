@@ -3,13 +3,17 @@
 //! as sent; it prints nothing — what the user should hear goes to an [`Observer`], and
 //! the `-v` dialogue to a [`Transcript`].
 
+mod api;
 mod deadline;
 mod file;
+mod http;
+mod in_flight;
 mod net;
 mod oauth2;
 mod observe;
 mod options;
 mod outcome;
+mod pinned_tls;
 mod renew;
 mod retry;
 mod smtp;
@@ -25,12 +29,14 @@ use deadline::cut_to_deadline;
 use oauth2::TokenOrigin;
 use transport::{Sessions, Transport};
 
+pub use api::ApiCheck;
+pub use in_flight::payload_in_flight;
 pub use oauth2::{LoginStep, Stored};
 pub use observe::{Notice, Observer, Transcript};
 pub use options::{DeliveryOptions, Dsn};
-pub use outcome::{BatchSent, Delivery, Failure, RcptReply, Report};
+pub use outcome::{BatchSent, Delivery, Failure, RcptReply, Report, ServiceReceipt};
 pub use retry::Policy;
-pub use smtp::{CertificateReport, ServerReport, payload_in_flight};
+pub use smtp::{CertificateReport, ServerReport};
 
 /// Doors for the fuzz targets in `fuzz/` to the parsers of what servers send: not part
 /// of envoi's API.
@@ -181,6 +187,9 @@ fn open(
         crate::profile::Transport::File { dir } => {
             Box::new(file::FileTransport { dir: dir.clone() })
         }
+        crate::profile::Transport::Api(api) => {
+            Box::new(api::open(api, fetch_by, options.transcript)?)
+        }
         crate::profile::Transport::Smtp(smtp) => {
             let connector = logged_in(profile, smtp, options, fetch_by, deadline, observer)?;
             Box::new(match sessions {
@@ -223,12 +232,17 @@ fn credentials(
 /// The user name and `[oauth2]` table of a profile, for `envoi auth`; 78 for a profile
 /// without one.
 fn oauth_of(profile: &Profile) -> Result<(&str, &crate::profile::OAuth2, Option<&Path>)> {
-    if let crate::profile::Transport::Smtp(smtp) = &profile.transport {
-        if let Some((user, oauth)) = profile.oauth2() {
-            return Ok((user, oauth, smtp.ca_file.as_deref()));
-        }
+    let ca_file = match &profile.transport {
+        crate::profile::Transport::Smtp(smtp) => smtp.ca_file.as_deref(),
+        crate::profile::Transport::Api(api) => api.ca_file.as_deref(),
+        crate::profile::Transport::File { .. } => None,
+    };
+    if let Some((user, oauth)) = profile.oauth2() {
+        return Ok((user, oauth, ca_file));
+    }
+    if let Some(login) = profile.login() {
         // A login the profile got wrong says so itself.
-        smtp.login.clone()?;
+        login.clone()?;
     }
     Err(Error::config(
         "this profile has no [profiles.NAME.oauth2] table: envoi auth is for OAuth2 \
@@ -259,14 +273,30 @@ pub fn auth_logout(profile: &Profile) -> Result<bool> {
     oauth2::logout(user, oauth)
 }
 
+/// `envoi check` on an HTTPS mail API profile (`transport = "graph"` or `"gmail"`):
+/// proves the token and the mailbox without sending (Graph reads the mailbox's
+/// settings, Gmail the token user's profile).
+pub fn check_api(api: &crate::profile::ApiProfile, timeout: Duration) -> Result<ApiCheck> {
+    api::check(api, timeout)
+}
+
 /// `envoi check`: connects to the profile's server as a delivery would (TLS, EHLO,
 /// login), reports what it offers, and sends no mail. A file profile has no server
-/// (78).
+/// (78); an HTTPS API profile is checked by [`check_api`].
 pub fn check(profile: &Profile, timeout: Duration) -> Result<ServerReport> {
-    let crate::profile::Transport::Smtp(smtp) = &profile.transport else {
-        return Err(Error::config(
-            "this profile writes files (transport = \"file\"): there is no server to check",
-        ));
+    let smtp = match &profile.transport {
+        crate::profile::Transport::Smtp(smtp) => smtp,
+        crate::profile::Transport::Api(api) => {
+            return Err(Error::config(format!(
+                "transport = \"{}\" has no SMTP server to check: check it with check_api",
+                api.service.key()
+            )));
+        }
+        crate::profile::Transport::File { .. } => {
+            return Err(Error::config(
+                "this profile writes files (transport = \"file\"): there is no server to check",
+            ));
+        }
     };
     let deadline = Instant::now() + timeout;
     let (credentials, _) = credentials(smtp, Some(deadline), None)?;

@@ -48,8 +48,21 @@ pub struct Report {
     pub refused: Vec<RcptReply>,
     /// The reply to the last final dot.
     pub data_reply: Option<(u16, String)>,
-    /// Sessions opened.
+    /// Sessions opened (an HTTPS API: requests made).
     pub attempts: u32,
+    /// The HTTPS mail API that took the message, and its id for it; `None` over SMTP.
+    pub service: Option<Box<ServiceReceipt>>,
+}
+
+/// What an HTTPS mail API said when it took a message: accepted for delivery, like
+/// SMTP's 250 to the final dot (not yet delivered).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceReceipt {
+    /// The service, as a sentence names it: "Microsoft Graph", "the Gmail API".
+    pub service: &'static str,
+    /// The service's id for the request or message (Graph's `request-id`, Gmail's
+    /// message `id`), when it gave one: what its support or logs know it by.
+    pub id: Option<String>,
 }
 
 impl Report {

@@ -310,12 +310,7 @@ pub(crate) fn send_via(
                 (error, false)
             }
         };
-        let wait = backoff(state.report.attempts, policy.retry_max);
-        let in_time = policy.deadline.is_none_or(|d| Instant::now() + wait < d);
-        if error.kind() != ErrorKind::Temporary
-            || state.report.attempts > policy.retries
-            || !in_time
-        {
+        let Some(wait) = next_attempt(&error, state.report.attempts, policy, None) else {
             if deferred && policy.allow_partial {
                 // Some got it; the caller owns the retry of the still-deferred ones.
                 let error = Error::new(
@@ -340,7 +335,7 @@ pub(crate) fn send_via(
                 error,
                 report: state.report,
             });
-        }
+        };
         observer.notice(Notice::Retrying {
             reason: error,
             wait,
@@ -349,6 +344,22 @@ pub(crate) fn send_via(
         });
         std::thread::sleep(wait);
     }
+}
+
+/// The wait before another attempt after attempt number `attempts` failed with
+/// `error`, or `None` when there is none: only a temporary failure is retried, within
+/// `policy`'s retries and before its deadline. `asked` is the wait the server asked for
+/// (HTTP `Retry-After`), taken instead of the backoff: retrying sooner would only be
+/// refused again.
+pub(crate) fn next_attempt(
+    error: &Error,
+    attempts: u32,
+    policy: &Policy,
+    asked: Option<Duration>,
+) -> Option<Duration> {
+    let wait = asked.unwrap_or_else(|| backoff(attempts, policy.retry_max));
+    let in_time = policy.deadline.is_none_or(|d| Instant::now() + wait < d);
+    (error.kind() == ErrorKind::Temporary && attempts <= policy.retries && in_time).then_some(wait)
 }
 
 /// The wait before attempt `n + 1`: 1 s, 2 s, 4 s… capped at `max`, then a random

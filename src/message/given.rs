@@ -14,6 +14,9 @@
 //! `--from` would refuse, and lines over 998 octets: a header line is folded at its
 //! whitespace when it has some, a body line is refused (65), since encoding it would
 //! mean rewriting the caller's MIME structure.
+//!
+//! [`with_envelope_in_header`] reads a built message's header the same way, for the
+//! HTTPS mail APIs, which take their recipients from To, Cc and Bcc.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -582,6 +585,89 @@ fn split_list(list: &str) -> Vec<Entry<'_, &str>> {
     entries
 }
 
+/// `message` as a service that takes its recipients from the header must get it (Graph,
+/// the Gmail API: they take no envelope): every recipient of `envelope` missing from To
+/// and Cc written into a Bcc field at the end of the header. Only these bytes carry it,
+/// never what an SMTP server, the outbox or a dry run sees; DKIM never signs Bcc, so a
+/// signature stays valid. An address of To, Cc or Bcc that is not in the envelope
+/// (sendmail mode with explicit recipients, say) is refused (65, naming it): such a
+/// service would send to it.
+pub fn with_envelope_in_header(message: &[u8], envelope: &Envelope) -> Result<Vec<u8>> {
+    let end = header_end(message);
+    let mut named: Vec<Address> = Vec::new();
+    let mut field: Option<Field> = None;
+    let mut read = |field: Option<Field>| -> Result<()> {
+        if let Some(field) = field.filter(|f| f.is("To") || f.is("Cc") || f.is("Bcc")) {
+            let (list, _) = Names::default().mailboxes(&field.name, &field.value())?;
+            for mailbox in list {
+                if !envelope
+                    .to()
+                    .iter()
+                    .any(|r| same_mailbox(r, &mailbox.email))
+                {
+                    return Err(Error::invalid(format!(
+                        "{} is in the message's {} field but not among its recipients: an \
+                         HTTPS mail API (transport = \"graph\" or \"gmail\") sends to every \
+                         address of To and Cc and cannot leave it out; add it to the \
+                         recipients, or send over SMTP",
+                        mailbox.email, field.name
+                    )));
+                }
+                named.push(mailbox.email);
+            }
+        }
+        Ok(())
+    };
+    for line in message[..end].split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+            if let Some(field) = &mut field {
+                field.lines.push(line.to_vec());
+            }
+            continue;
+        }
+        read(field.take())?;
+        if let Some(colon) = line.iter().position(|b| *b == b':') {
+            field = Some(Field {
+                name: String::from_utf8_lossy(&line[..colon]).trim().to_owned(),
+                lines: vec![line.to_vec()],
+            });
+        }
+    }
+    read(field)?;
+    let blind: Vec<String> = envelope
+        .to()
+        .iter()
+        .filter(|r| !named.iter().any(|n| same_mailbox(n, r)))
+        .map(ToString::to_string)
+        .collect();
+    let mut out = Vec::with_capacity(message.len() + 64 * blind.len());
+    out.extend_from_slice(&message[..end]);
+    if !blind.is_empty() {
+        out.extend_from_slice(format!("Bcc: {}\r\n", blind.join(",\r\n ")).as_bytes());
+    }
+    out.extend_from_slice(&message[end..]);
+    Ok(out)
+}
+
+/// Where the header of `message` ends: just after the line ending of its last field
+/// (the empty line that follows is the body's side); the whole message when it has no
+/// empty line.
+fn header_end(message: &[u8]) -> usize {
+    if message.starts_with(b"\r\n") || message.starts_with(b"\n") {
+        return 0;
+    }
+    let crlf = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 2);
+    let lf = message.windows(2).position(|w| w == b"\n\n").map(|i| i + 1);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b).unwrap_or(message.len()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -860,5 +946,38 @@ mod tests {
         );
         let rcpts: Vec<String> = p.envelope.to().iter().map(ToString::to_string).collect();
         assert_eq!(rcpts, ["ops@example.com", "b@example.com", "c@example.com"]);
+    }
+    #[test]
+    fn the_envelope_goes_into_the_header_for_an_api() {
+        let address = |a: &str| a.parse::<Address>().unwrap();
+        let envelope = Envelope::new(
+            Some(address("me@x.org")),
+            vec![
+                address("ann@x.org"),
+                address("Bob@X.org"),
+                address("hidden@y.org"),
+                address("audit@y.org"),
+            ],
+        )
+        .unwrap();
+        let message = b"From: me@x.org\r\nTo: Ann <ann@x.org>,\r\n \"B, o\" <Bob@x.ORG>\r\n\
+                        Subject: hi\r\n\r\nTo: body@z.org\r\n";
+        let out = with_envelope_in_header(message, &envelope).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "From: me@x.org\r\nTo: Ann <ann@x.org>,\r\n \"B, o\" <Bob@x.ORG>\r\n\
+             Subject: hi\r\nBcc: hidden@y.org,\r\n audit@y.org\r\n\r\nTo: body@z.org\r\n"
+        );
+        let only = Envelope::new(None, vec![address("ann@x.org")]).unwrap();
+        let err = with_envelope_in_header(message, &only).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData);
+        assert!(
+            err.message().contains("Bob@x.org is in the message's To"),
+            "{err}"
+        );
+        let all_named = Envelope::new(None, vec![address("ann@x.org"), address("Bob@x.org")]);
+        let same = with_envelope_in_header(message, &all_named.unwrap()).unwrap();
+        assert_eq!(same, message, "nothing to add: the bytes as they are");
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::message::address;
 use crate::message::check::{self, no_line_breaks};
 use crate::message::given::Names;
 use crate::ownership::{self, Owner, ReadError};
@@ -63,6 +64,9 @@ pub(super) struct ProfileEntry {
     pub(super) proxy: Option<String>,
     pub(super) proxy_password_env: Option<String>,
     pub(super) dir: Option<PathBuf>,
+    pub(super) mailbox: Option<String>,
+    pub(super) save_to_sent: Option<bool>,
+    pub(super) api_url: Option<String>,
     pub(super) outbox: Option<bool>,
     pub(super) outbox_dir: Option<PathBuf>,
     #[serde(default)]
@@ -80,6 +84,19 @@ pub(super) enum TransportKey {
     #[default]
     Smtp,
     File,
+    Graph,
+    Gmail,
+}
+
+impl TransportKey {
+    /// The HTTPS mail API this transport speaks, if it is one.
+    fn service(self) -> Option<Service> {
+        match self {
+            TransportKey::Graph => Some(Service::Graph),
+            TransportKey::Gmail => Some(Service::Gmail),
+            TransportKey::Smtp | TransportKey::File => None,
+        }
+    }
 }
 
 /// How the SMTP connection is protected.
@@ -191,6 +208,69 @@ pub enum Transport {
         /// The directory.
         dir: PathBuf,
     },
+    /// Over an HTTPS mail API (`transport = "graph"` or `"gmail"`), for hosts and
+    /// tenants where SMTP is switched off or blocked.
+    Api(ApiProfile),
+}
+
+/// The HTTPS mail APIs envoi sends through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    /// Microsoft Graph `sendMail`, the message as MIME.
+    Graph,
+    /// The Gmail API `users.messages.send`.
+    Gmail,
+}
+
+impl Service {
+    /// The `transport` value that names it.
+    pub fn key(self) -> &'static str {
+        match self {
+            Service::Graph => "graph",
+            Service::Gmail => "gmail",
+        }
+    }
+
+    /// Its name in sentences: "accepted by Microsoft Graph".
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Graph => "Microsoft Graph",
+            Service::Gmail => "the Gmail API",
+        }
+    }
+
+    /// Where the service is when the profile says nothing (`api_url`).
+    pub fn default_url(self) -> &'static str {
+        match self {
+            Service::Graph => "https://graph.microsoft.com/v1.0",
+            Service::Gmail => "https://gmail.googleapis.com",
+        }
+    }
+}
+
+/// A profile that sends over Microsoft Graph or the Gmail API.
+#[derive(Debug, Clone)]
+pub struct ApiProfile {
+    /// Which API.
+    pub service: Service,
+    /// The API's base URL without a trailing `/` (https, or http to this machine).
+    pub api_url: String,
+    /// Graph: the mailbox that sends (in the request path): `mailbox`, else the
+    /// profile's `from` address; `None` then means the message's sender. The Gmail API
+    /// always sends as the token's own user (`me`).
+    pub mailbox: Option<String>,
+    /// The identity of the token (`username`, else the mailbox or `from` address) and
+    /// where the token comes from; an `Err` fails the delivery that needs it (78), as
+    /// for SMTP.
+    pub login: Result<Option<(String, SecretSource)>>,
+    /// For connecting and for each request.
+    pub timeout: Duration,
+    /// A PEM file with extra trusted root certificates (a proxy that inspects TLS, a
+    /// test server).
+    pub ca_file: Option<PathBuf>,
+    /// The SHA-256 of the one certificate the service may present (a TLS-inspecting
+    /// proxy's, say): with it, that match is the whole trust.
+    pub tls_fingerprint: Option<Fingerprint>,
 }
 
 /// An SMTP server and how to log in to it.
@@ -246,6 +326,7 @@ impl Profile {
     pub fn login_user(&self) -> Option<&str> {
         match &self.transport {
             Transport::Smtp(smtp) => smtp.login.as_ref().ok()?.as_ref().map(|(u, _)| u.as_str()),
+            Transport::Api(api) => api.login.as_ref().ok()?.as_ref().map(|(u, _)| u.as_str()),
             Transport::File { .. } => None,
         }
     }
@@ -253,11 +334,18 @@ impl Profile {
     /// The user name and `[oauth2]` table, when the profile gets its tokens itself
     /// (`envoi auth`).
     pub fn oauth2(&self) -> Option<(&str, &OAuth2)> {
+        match self.login()?.as_ref().ok()? {
+            Some((user, SecretSource::OAuth2(oauth))) => Some((user, oauth)),
+            _ => None,
+        }
+    }
+
+    /// The login of a transport that logs in (SMTP, the HTTPS APIs): the user name and
+    /// where its secret comes from, or why the profile's keys for it are wrong.
+    pub fn login(&self) -> Option<&Result<Option<(String, SecretSource)>>> {
         match &self.transport {
-            Transport::Smtp(smtp) => match smtp.login.as_ref().ok()? {
-                Some((user, SecretSource::OAuth2(oauth))) => Some((user, oauth)),
-                _ => None,
-            },
+            Transport::Smtp(smtp) => Some(&smtp.login),
+            Transport::Api(api) => Some(&api.login),
             Transport::File { .. } => None,
         }
     }
@@ -327,7 +415,23 @@ impl ProfileEntry {
             self.dkim_key_file.as_deref(),
         )?;
         let security = self.security.unwrap_or_default();
-        let transport = match self.transport.unwrap_or_default() {
+        let transport_key = self.transport.unwrap_or_default();
+        if transport_key.service().is_none()
+            && let Some(key) = [
+                ("mailbox", self.mailbox.is_some()),
+                ("save_to_sent", self.save_to_sent.is_some()),
+                ("api_url", self.api_url.is_some()),
+            ]
+            .into_iter()
+            .find_map(|(key, set)| set.then_some(key))
+        {
+            return Err(bad(format!(
+                "{key} is for transport = \"graph\" or \"gmail\"; remove it, or set transport"
+            )));
+        }
+        let transport = match transport_key {
+            TransportKey::Graph => Transport::Api(self.api_profile(name, Service::Graph)?),
+            TransportKey::Gmail => Transport::Api(self.api_profile(name, Service::Gmail)?),
             TransportKey::File => Transport::File {
                 dir: self
                     .dir
@@ -438,6 +542,118 @@ impl ProfileEntry {
 }
 
 impl ProfileEntry {
+    /// The `[profiles.NAME]` of `transport = "graph"` or `"gmail"`, checked: no SMTP key,
+    /// an `api_url` that keeps the token private, and one token source.
+    fn api_profile(&self, name: &str, service: Service) -> Result<ApiProfile> {
+        let bad = |what: String| Error::config(format!("profile {name:?}: {what}"));
+        let transport = service.key();
+        for (key, set) in [
+            ("host", self.host.is_some()),
+            ("port", self.port.is_some()),
+            ("security", self.security.is_some()),
+            ("auth", self.auth.is_some()),
+            ("password_env", self.password_env.is_some()),
+            ("password_command", self.password_command.is_some()),
+            ("password", self.password.is_some()),
+            ("hello_name", self.hello_name.is_some()),
+            ("allow_plaintext_auth", self.allow_plaintext_auth.is_some()),
+            ("dir", self.dir.is_some()),
+        ] {
+            if set {
+                return Err(bad(format!(
+                    "transport = \"{transport}\" sends over HTTPS: remove {key}"
+                )));
+            }
+        }
+        if service == Service::Gmail {
+            for (key, set) in [
+                ("mailbox", self.mailbox.is_some()),
+                ("save_to_sent", self.save_to_sent.is_some()),
+            ] {
+                if set {
+                    return Err(bad(format!(
+                        "{key} is for transport = \"graph\": the Gmail API sends as the \
+                         token's own user and always keeps a copy in Sent; remove {key}"
+                    )));
+                }
+            }
+        }
+        if self.save_to_sent == Some(false) {
+            return Err(bad(
+                "save_to_sent = false cannot be honoured: envoi hands Graph the message as \
+                 MIME, and Graph's sendMail always saves a MIME message to Sent Items (only its \
+                 JSON form takes saveToSentItems); remove save_to_sent"
+                    .into(),
+            ));
+        }
+        let tls_fingerprint = profile_pin(
+            name,
+            self.tls_fingerprint.as_deref(),
+            self.ca_file.is_some(),
+        )?;
+        let api_url = api_url(
+            &format!("profile {name:?}: api_url"),
+            self.api_url.as_deref().unwrap_or(service.default_url()),
+        )?;
+        if let Some(mailbox) = &self.mailbox {
+            address::parse_single(&format!("profile {name:?}: mailbox"), mailbox)?;
+        }
+        let from = self
+            .from
+            .as_deref()
+            .map(|f| address::parse_single(&format!("profile {name:?}: from"), f))
+            .transpose()?
+            .map(|m| m.email.to_string());
+        let mailbox = match service {
+            Service::Graph => self.mailbox.clone().or_else(|| from.clone()),
+            Service::Gmail => None,
+        };
+        let user = self.username.clone().or_else(|| mailbox.clone()).or(from);
+        let login = self
+            .token_source(name, &format!("transport = \"{transport}\""))
+            .and_then(|source| match user {
+                Some(user) => Ok(Some((user, source))),
+                None => Err(bad(format!(
+                    "transport = \"{transport}\" needs from (the address that sends) or \
+                     username (whose token it is)"
+                ))),
+            });
+        Ok(ApiProfile {
+            service,
+            api_url,
+            mailbox,
+            login,
+            timeout: self
+                .timeout_secs
+                .map(Duration::from_secs)
+                .unwrap_or(DEFAULT_TIMEOUT),
+            ca_file: self.ca_file.clone(),
+            tls_fingerprint,
+        })
+    }
+
+    /// Where the bearer token of `needs` (`auth = "xoauth2"`, `transport = "graph"`)
+    /// comes from: exactly one of token_env, token_command and the `oauth2` table.
+    fn token_source(&self, name: &str, needs: &str) -> Result<SecretSource> {
+        let bad = |what: String| Err(Error::config(format!("profile {name:?}: {what}")));
+        match (&self.token_env, &self.token_command, &self.oauth2) {
+            (Some(var), None, None) => Ok(SecretSource::Given(PasswordSource::Env(var.clone()))),
+            (None, Some(command), None) => Ok(SecretSource::Given(PasswordSource::Command(
+                command.clone(),
+            ))),
+            (None, None, Some(table)) => Ok(SecretSource::OAuth2(Box::new(table.check(name)?))),
+            (Some(_), Some(_), _) => bad("give only one of token_env and token_command".into()),
+            (Some(_), None, Some(_)) | (None, Some(_), Some(_)) => bad(format!(
+                "give token_env / token_command or a [profiles.{name}.oauth2] table, not both"
+            )),
+            (None, None, None) => bad(format!(
+                "{needs} needs token_env, token_command (a program that prints an access \
+                 token, like oama or `gcloud auth print-access-token`) or a \
+                 [profiles.{name}.oauth2] table"
+            )),
+        }
+    }
+
     /// The user name and token source of an OAuth2 mechanism: a user name and exactly
     /// one of token_env, token_command and the `oauth2` table; a password key is a
     /// mistake, named.
@@ -451,29 +667,7 @@ impl ProfileEntry {
                  or token_command instead of password_env, password_command or password"
             ));
         }
-        let source = match (&self.token_env, &self.token_command, &self.oauth2) {
-            (Some(var), None, None) => SecretSource::Given(PasswordSource::Env(var.clone())),
-            (None, Some(command), None) => {
-                SecretSource::Given(PasswordSource::Command(command.clone()))
-            }
-            (None, None, Some(table)) => SecretSource::OAuth2(Box::new(table.check(name)?)),
-            (Some(_), Some(_), _) => {
-                return bad("give only one of token_env and token_command".into());
-            }
-            (Some(_), None, Some(_)) | (None, Some(_), Some(_)) => {
-                return bad(format!(
-                    "give token_env / token_command or a [profiles.{name}.oauth2] table, not \
-                     both"
-                ));
-            }
-            (None, None, None) => {
-                return bad(format!(
-                    "auth = \"{mechanism}\" needs token_env, token_command (a program that \
-                     prints an access token, like oama or `gcloud auth print-access-token`) \
-                     or a [profiles.{name}.oauth2] table"
-                ));
-            }
-        };
+        let source = self.token_source(name, &format!("auth = \"{mechanism}\""))?;
         match &self.username {
             Some(user) => Ok(Some((user.clone(), source))),
             None => bad(format!(
@@ -642,6 +836,22 @@ impl ConfigFile {
                             .as_deref()
                             .map_or("?".into(), |d| d.display().to_string())
                     ),
+                    TransportKey::Graph | TransportKey::Gmail => format!(
+                        "{} -> {}",
+                        entry
+                            .transport
+                            .unwrap_or_default()
+                            .service()
+                            .map_or("?", Service::key),
+                        entry
+                            .api_url
+                            .as_deref()
+                            .or(entry
+                                .transport
+                                .and_then(TransportKey::service)
+                                .map(Service::default_url))
+                            .unwrap_or("?")
+                    ),
                     TransportKey::Smtp => format!(
                         "{}:{} ({})",
                         entry.host.as_deref().unwrap_or("?"),
@@ -694,6 +904,49 @@ pub struct ProfileSummary {
     pub user: Option<String>,
 }
 
+/// An `api_url` (`what` names it), checked: `https`, or `http` only to this machine (a
+/// bearer token must not cross a network in clear), no user, query or fragment; given
+/// back without its trailing `/`.
+fn api_url(what: &str, raw: &str) -> Result<String> {
+    let bad = |why: &str| Error::config(format!("{what} {raw:?}: {why}"));
+    if raw.chars().any(char::is_control) {
+        return Err(Error::config(format!(
+            "{what}: the URL contains a control character (CR, LF, NUL…)"
+        )));
+    }
+    let url = url::Url::parse(raw).map_err(|e| bad(&format!("not a valid URL ({e})")))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => {
+            return Err(bad(
+                "http would send the bearer token in clear text; use https (http is only \
+                 for this machine)",
+            ));
+        }
+        other => return Err(bad(&format!("scheme {other:?} is not https"))),
+    }
+    if url.host().is_none() {
+        return Err(bad("no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Error::config(format!(
+            "{what}: a user or password in the URL is refused; the token comes from the \
+             profile's token source"
+        )));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("give the base URL, without ? or #"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
 /// Where an `--smtp-url` connection's password comes from.
 const PASSWORD_VAR: &str = "ENVOI_PASSWORD";
 
@@ -725,7 +978,13 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
     let mut security = match url.scheme() {
         "smtps" => Security::Tls,
         "smtp" => Security::Starttls,
-        other => return Err(bad(&format!("scheme {other:?} is not smtp or smtps"))),
+        "graph" => return api_profile_from_url(&url, Service::Graph),
+        "gmail" => return api_profile_from_url(&url, Service::Gmail),
+        other => {
+            return Err(bad(&format!(
+                "scheme {other:?} is not smtp, smtps, graph or gmail"
+            )));
+        }
     };
     let mut auth = Auth::Password;
     let mut proxy_key = ProxyKey::Unset;
@@ -806,6 +1065,71 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
     })
 }
 
+/// A profile from `graph://mailbox@domain` or `gmail://me@gmail.com`: the address is
+/// the mailbox that sends and the profile's `from`; the token comes from `$ENVOI_TOKEN`;
+/// `?api_url=` moves the service (a sovereign cloud, a test server).
+fn api_profile_from_url(url: &url::Url, service: Service) -> Result<Profile> {
+    let bad = |why: &str| Error::config(format!("--smtp-url: {why}"));
+    let scheme = service.key();
+    let user = percent_encoding::percent_decode_str(url.username())
+        .decode_utf8()
+        .map_err(|_| bad("the user name is not valid UTF-8"))?;
+    let host = url.host_str().unwrap_or_default();
+    if user.is_empty() || host.is_empty() || url.port().is_some() || !matches!(url.path(), "" | "/")
+    {
+        return Err(bad(&format!(
+            "give {scheme}://ADDRESS, the mailbox that sends (like {scheme}://reports@example.com)"
+        )));
+    }
+    let address = format!("{user}@{host}");
+    no_line_breaks("profile \"--smtp-url\": the address", &address)?;
+    let mailbox = address::parse_single("--smtp-url: the address", &address)?
+        .email
+        .to_string();
+    let mut api = service.default_url().to_owned();
+    for (key, value) in url.query_pairs() {
+        match (key.as_ref(), value.as_ref(), service) {
+            ("api_url", given, _) => api = api_url("--smtp-url: api_url", given)?,
+            ("save_to_sent", "true", Service::Graph) => {}
+            ("save_to_sent", "false", Service::Graph) => {
+                return Err(bad(
+                    "save_to_sent=false cannot be honoured: Graph's sendMail always saves a \
+                     MIME message to Sent Items (only its JSON form takes saveToSentItems)",
+                ));
+            }
+            _ => {
+                return Err(bad(&format!(
+                    "unknown parameter or value for {key:?} (known: api_url=URL{})",
+                    if service == Service::Graph {
+                        ", save_to_sent=true"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+        }
+    }
+    Ok(Profile {
+        transport: Transport::Api(ApiProfile {
+            service,
+            api_url: api,
+            mailbox: (service == Service::Graph).then(|| mailbox.clone()),
+            login: Ok(Some((
+                mailbox.clone(),
+                SecretSource::Given(PasswordSource::Env(TOKEN_VAR.into())),
+            ))),
+            timeout: DEFAULT_TIMEOUT,
+            ca_file: None,
+            tls_fingerprint: None,
+        }),
+        from: Some(mailbox),
+        outbox: false,
+        outbox_dir: None,
+        names: Names::default(),
+        dkim: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -819,6 +1143,90 @@ mod tests {
         match profile.transport {
             Transport::Smtp(smtp) => smtp,
             Transport::File { dir } => panic!("a file profile ({})", dir.display()),
+            Transport::Api(api) => panic!("a {} profile", api.service.key()),
+        }
+    }
+
+    fn api(profile: Profile) -> ApiProfile {
+        match profile.transport {
+            Transport::Api(api) => api,
+            _ => panic!("not an HTTPS API profile"),
+        }
+    }
+
+    #[test]
+    fn graph_and_gmail_profiles() {
+        let file = parse(
+            "[profiles.g]\ntransport = \"graph\"\nfrom = \"Reports <reports@contoso.com>\"\n\
+             token_env = \"T\"\n\
+             [profiles.shared]\ntransport = \"graph\"\nfrom = \"a@contoso.com\"\n\
+             mailbox = \"shared@contoso.com\"\nsave_to_sent = true\n\
+             api_url = \"http://127.0.0.1:8080/v1.0/\"\ntoken_command = \"t\"\n\
+             [profiles.m]\ntransport = \"gmail\"\nfrom = \"me@gmail.com\"\n\
+             [profiles.m.oauth2]\nflow = \"refresh_token\"\nclient_id = \"c\"\n\
+             token_url = \"https://oauth2.googleapis.com/token\"\nrefresh_token_env = \"R\"\n\
+             [profiles.host]\ntransport = \"graph\"\nfrom = \"a@b.c\"\nhost = \"h\"\n\
+             [profiles.nosave]\ntransport = \"graph\"\nfrom = \"a@b.c\"\nsave_to_sent = false\n\
+             [profiles.clear]\ntransport = \"gmail\"\nfrom = \"a@b.c\"\n\
+             api_url = \"http://mail.example.com\"\n\
+             [profiles.smtp]\nhost = \"h\"\nmailbox = \"a@b.c\"\n\
+             [profiles.nobody]\ntransport = \"graph\"\ntoken_env = \"T\"\n",
+        );
+        let g = api(file.select(Some("g")).unwrap().unwrap().1);
+        assert_eq!(g.service, Service::Graph);
+        assert_eq!(g.api_url, "https://graph.microsoft.com/v1.0");
+        assert_eq!(g.mailbox.as_deref(), Some("reports@contoso.com"));
+        assert!(
+            matches!(g.login, Ok(Some((ref u, SecretSource::Given(PasswordSource::Env(_))))) if u == "reports@contoso.com")
+        );
+        let shared = api(file.select(Some("shared")).unwrap().unwrap().1);
+        assert_eq!(shared.mailbox.as_deref(), Some("shared@contoso.com"));
+        assert_eq!(shared.api_url, "http://127.0.0.1:8080/v1.0");
+        let m = api(file.select(Some("m")).unwrap().unwrap().1);
+        assert_eq!((m.service, m.mailbox), (Service::Gmail, None));
+        assert!(matches!(m.login, Ok(Some((_, SecretSource::OAuth2(_))))));
+        for (name, says) in [
+            ("host", "sends over HTTPS: remove host"),
+            ("nosave", "always saves a MIME message"),
+            ("clear", "in clear text"),
+            ("smtp", "mailbox is for transport"),
+        ] {
+            let err = file.select(Some(name)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{name}");
+            assert!(err.message().contains(says), "{name}: {err}");
+        }
+        let nobody = api(file.select(Some("nobody")).unwrap().unwrap().1);
+        assert!(nobody.login.unwrap_err().message().contains("needs from"));
+    }
+
+    #[test]
+    fn graph_and_gmail_urls() {
+        let g = profile_from_url("graph://reports@contoso.com").unwrap();
+        assert_eq!(g.from.as_deref(), Some("reports@contoso.com"));
+        let g = api(g);
+        assert_eq!(g.mailbox.as_deref(), Some("reports@contoso.com"));
+        assert!(
+            matches!(g.login, Ok(Some((_, SecretSource::Given(PasswordSource::Env(ref v))))) if v == "ENVOI_TOKEN")
+        );
+        let m = api(profile_from_url(
+            "gmail://me@gmail.com?api_url=https%3A%2F%2F127.0.0.1%3A9%2F",
+        )
+        .unwrap());
+        assert_eq!(
+            (m.service, m.api_url.as_str()),
+            (Service::Gmail, "https://127.0.0.1:9")
+        );
+        for bad in [
+            "graph://contoso.com",
+            "graph://a@contoso.com?save_to_sent=false",
+            "gmail://me@gmail.com?save_to_sent=true",
+            "graph://a@contoso.com?api_url=http%3A%2F%2Fexample.com",
+        ] {
+            assert_eq!(
+                profile_from_url(bad).unwrap_err().kind(),
+                ErrorKind::Config,
+                "{bad}"
+            );
         }
     }
 

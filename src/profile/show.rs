@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::profile::config::{self, ConfigSource, ProfileEntry, SecretSource, Security, Transport};
+use crate::profile::config::{
+    self, ConfigSource, ProfileEntry, SecretSource, Security, Service, Transport,
+};
 use crate::profile::env::{Env, Flags, Origin};
 use crate::profile::files::config_path;
 use crate::profile::oauth2::Consent;
@@ -120,6 +122,61 @@ fn explain(
             );
             push("dir", Some(dir.display().to_string()), Origin::File);
         }
+        Transport::Api(api) => {
+            push(
+                "transport",
+                Some(api.service.key().into()),
+                written.origin(|e| e.transport.is_some(), true),
+            );
+            push(
+                "api_url",
+                Some(api.api_url.clone()),
+                written.origin(|e| e.api_url.is_some(), true),
+            );
+            if api.service == Service::Graph {
+                push(
+                    "mailbox",
+                    Some(
+                        api.mailbox
+                            .clone()
+                            .unwrap_or_else(|| "the message's sender".into()),
+                    ),
+                    written.origin(|e| e.mailbox.is_some(), true),
+                );
+                push(
+                    "save_to_sent",
+                    Some("true".into()),
+                    written.origin(|e| e.save_to_sent.is_some(), false),
+                );
+            }
+            let login_origin = written.origin(|e| e.username.is_some(), true);
+            explain_login(
+                &api.login,
+                "token",
+                login_origin,
+                written,
+                settings,
+                problems,
+            );
+            let mut push = |key, value: Option<String>, origin| {
+                settings.push(Setting { key, value, origin });
+            };
+            push(
+                "timeout_secs",
+                Some(api.timeout.as_secs().to_string()),
+                written.origin(|e| e.timeout_secs.is_some(), false),
+            );
+            push(
+                "ca_file",
+                api.ca_file.as_ref().map(|p| p.display().to_string()),
+                written.origin(|e| e.ca_file.is_some(), false),
+            );
+            push(
+                "tls_fingerprint",
+                api.tls_fingerprint.map(|pin| pin.to_string()),
+                written.origin(|e| e.tls_fingerprint.is_some(), false),
+            );
+        }
         Transport::Smtp(smtp) => {
             push(
                 "transport",
@@ -147,100 +204,28 @@ fn explain(
                 written.origin(|e| e.auth.is_some(), true),
             );
             let login_origin = written.origin(|e| e.username.is_some(), true);
-            let secret = smtp.auth.secret_word();
-            match &smtp.login {
-                Ok(Some((user, source))) => {
-                    push("username", Some(user.clone()), login_origin);
-                    match source {
-                        SecretSource::Given(source) => {
-                            let (described, problem) = describe_secret(secret, source);
-                            push(secret, Some(described), login_origin);
-                            problems.extend(problem);
-                        }
-                        SecretSource::OAuth2(oauth) => {
-                            push(
-                                secret,
-                                Some("from the OAuth2 token endpoint (see oauth2.*)".into()),
-                                Origin::File,
-                            );
-                            let mut secret_setting = |key, what, source: &Option<_>| {
-                                let (value, problem) = match source {
-                                    Some(source) => {
-                                        let (described, problem) = describe_secret(what, source);
-                                        (Some(described), problem)
-                                    }
-                                    None => (None, None),
-                                };
-                                problems.extend(problem);
-                                (key, value)
-                            };
-                            let client_secret = secret_setting(
-                                "oauth2.client_secret",
-                                "client secret",
-                                &oauth.client_secret,
-                            );
-                            let refresh_token = secret_setting(
-                                "oauth2.refresh_token",
-                                "refresh token",
-                                &oauth.refresh_token,
-                            );
-                            for (key, value) in [
-                                ("oauth2.flow", Some(oauth.flow.name().to_owned())),
-                                ("oauth2.token_url", Some(oauth.token_url.clone())),
-                                ("oauth2.client_id", Some(oauth.client_id.clone())),
-                                client_secret,
-                                ("oauth2.scope", oauth.scope.clone()),
-                                refresh_token,
-                                (
-                                    "oauth2.login",
-                                    oauth.consent.as_ref().map(|consent| match consent {
-                                        Consent::Device(url) => format!("device flow at {url}"),
-                                        Consent::Browser(url) => {
-                                            format!("browser flow at {url}")
-                                        }
-                                    }),
-                                ),
-                            ] {
-                                let origin = if value.is_some() {
-                                    Origin::File
-                                } else {
-                                    Origin::Default
-                                };
-                                push(key, value, origin);
-                            }
-                            use etcetera::BaseStrategy;
-                            push(
-                                "oauth2.cache",
-                                etcetera::choose_base_strategy()
-                                    .ok()
-                                    .map(|b| b.cache_dir().join("envoi").display().to_string()),
-                                Origin::Default,
-                            );
-                        }
-                    }
-                    if smtp.security == Security::None && !smtp.allow_plaintext_auth {
-                        problems.push(
-                            "a secret with security = \"none\" would cross the network in \
-                             clear text: use \"starttls\" or \"tls\" (or set \
-                             allow_plaintext_auth = true on a trusted network)"
-                                .into(),
-                        );
-                    }
-                }
-                Ok(None) => {
-                    push("username", None, Origin::Default);
-                    push(secret, None, Origin::Default);
-                }
-                Err(e) => {
-                    push(
-                        "username",
-                        text(&written.entry.as_ref().and_then(|e| e.username.clone())),
-                        login_origin,
-                    );
-                    push(secret, None, login_origin);
-                    problems.push(e.message().to_owned());
-                }
+            explain_login(
+                &smtp.login,
+                smtp.auth.secret_word(),
+                login_origin,
+                written,
+                settings,
+                problems,
+            );
+            if matches!(smtp.login, Ok(Some(_)))
+                && smtp.security == Security::None
+                && !smtp.allow_plaintext_auth
+            {
+                problems.push(
+                    "a secret with security = \"none\" would cross the network in clear \
+                     text: use \"starttls\" or \"tls\" (or set allow_plaintext_auth = true \
+                     on a trusted network)"
+                        .into(),
+                );
             }
+            let mut push = |key, value: Option<String>, origin| {
+                settings.push(Setting { key, value, origin });
+            };
             push(
                 "timeout_secs",
                 Some(smtp.timeout.as_secs().to_string()),
@@ -304,6 +289,9 @@ fn explain(
             }
         }
     }
+    let mut push = |key, value: Option<String>, origin| {
+        settings.push(Setting { key, value, origin });
+    };
     push(
         "from",
         text(&profile.from),
@@ -349,6 +337,107 @@ fn explain(
     }
     if let Some(Err(e)) = dkim.map(|d| d.signer()) {
         problems.push(e.message().to_owned());
+    }
+}
+
+/// Appends the user name and the source of its secret (`password` or `token`), an
+/// `[oauth2]` table's keys included, and the problem a send would meet fetching it.
+fn explain_login(
+    login: &Result<Option<(String, SecretSource)>>,
+    secret: &'static str,
+    login_origin: Origin,
+    written: &Written,
+    settings: &mut Vec<Setting>,
+    problems: &mut Vec<String>,
+) {
+    let mut push = |key, value: Option<String>, origin| {
+        settings.push(Setting { key, value, origin });
+    };
+    let text = |v: &Option<String>| v.clone();
+    match login {
+        Ok(Some((user, source))) => {
+            push("username", Some(user.clone()), login_origin);
+            match source {
+                SecretSource::Given(source) => {
+                    let (described, problem) = describe_secret(secret, source);
+                    push(secret, Some(described), login_origin);
+                    problems.extend(problem);
+                }
+                SecretSource::OAuth2(oauth) => {
+                    push(
+                        secret,
+                        Some("from the OAuth2 token endpoint (see oauth2.*)".into()),
+                        Origin::File,
+                    );
+                    let mut secret_setting = |key, what, source: &Option<_>| {
+                        let (value, problem) = match source {
+                            Some(source) => {
+                                let (described, problem) = describe_secret(what, source);
+                                (Some(described), problem)
+                            }
+                            None => (None, None),
+                        };
+                        problems.extend(problem);
+                        (key, value)
+                    };
+                    let client_secret = secret_setting(
+                        "oauth2.client_secret",
+                        "client secret",
+                        &oauth.client_secret,
+                    );
+                    let refresh_token = secret_setting(
+                        "oauth2.refresh_token",
+                        "refresh token",
+                        &oauth.refresh_token,
+                    );
+                    for (key, value) in [
+                        ("oauth2.flow", Some(oauth.flow.name().to_owned())),
+                        ("oauth2.token_url", Some(oauth.token_url.clone())),
+                        ("oauth2.client_id", Some(oauth.client_id.clone())),
+                        client_secret,
+                        ("oauth2.scope", oauth.scope.clone()),
+                        refresh_token,
+                        (
+                            "oauth2.login",
+                            oauth.consent.as_ref().map(|consent| match consent {
+                                Consent::Device(url) => format!("device flow at {url}"),
+                                Consent::Browser(url) => {
+                                    format!("browser flow at {url}")
+                                }
+                            }),
+                        ),
+                    ] {
+                        let origin = if value.is_some() {
+                            Origin::File
+                        } else {
+                            Origin::Default
+                        };
+                        push(key, value, origin);
+                    }
+                    use etcetera::BaseStrategy;
+                    push(
+                        "oauth2.cache",
+                        etcetera::choose_base_strategy()
+                            .ok()
+                            .map(|b| b.cache_dir().join("envoi").display().to_string()),
+                        Origin::Default,
+                    );
+                }
+            }
+        }
+        Ok(None) => {
+            push("username", None, Origin::Default);
+            push(secret, None, Origin::Default);
+        }
+        Err(e) => {
+            push(
+                "username",
+                text(&written.entry.as_ref().and_then(|e| e.username.clone())),
+                login_origin,
+            );
+            push(secret, None, login_origin);
+            problems.push(e.message().to_owned());
+        }
     }
 }
 

@@ -28,13 +28,13 @@ fn openssl_present() -> bool {
 }
 
 /// Whether the external tools are here (a panic under CI when they are not).
-fn tools() -> bool {
+pub(crate) fn tools() -> bool {
     require_external("openssl", openssl_present())
         && require_external("dkimpy (pip install dkimpy pynacl)", dkimpy_present())
 }
 
 #[derive(Clone, Copy, Debug)]
-enum KeyKind {
+pub(crate) enum KeyKind {
     /// RSA 2048 in PKCS#8 (`BEGIN PRIVATE KEY`).
     Rsa,
     /// RSA 2048 in PKCS#1 (`BEGIN RSA PRIVATE KEY`).
@@ -57,7 +57,7 @@ fn openssl(args: &[&str]) -> Vec<u8> {
 
 /// A new private key in `dir` (mode 600) and the DNS TXT record of its public key, as
 /// openssl (not envoi) derives it.
-fn make_key(dir: &Path, kind: KeyKind) -> (PathBuf, String) {
+pub(crate) fn make_key(dir: &Path, kind: KeyKind) -> (PathBuf, String) {
     let path = dir.join(format!("{kind:?}.pem").to_lowercase());
     let file = path.to_str().unwrap();
     match kind {
@@ -94,7 +94,7 @@ fn make_key(dir: &Path, kind: KeyKind) -> (PathBuf, String) {
 
 /// dkimpy's verdict on `message`, the TXT record served for exactly
 /// `s1._domainkey.example.com` and nothing else: `Ok(())` or the reason it failed.
-fn dkimpy_verify(dir: &Path, message: &[u8], record: &str) -> Result<(), String> {
+pub(crate) fn dkimpy_verify(dir: &Path, message: &[u8], record: &str) -> Result<(), String> {
     const SCRIPT: &str = r#"
 import sys, dkim
 msg = open(sys.argv[1], "rb").read()
@@ -164,7 +164,7 @@ impl Signing {
     }
 }
 
-fn dkim_lines(key: &Path) -> String {
+pub(crate) fn dkim_lines(key: &Path) -> String {
     format!(
         "dkim_selector = \"s1\"\ndkim_domain = \"example.com\"\ndkim_key_file = \"{}\"",
         key.display()

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod api;
 mod attachments;
 mod batch;
 mod check;

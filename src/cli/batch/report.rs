@@ -32,6 +32,9 @@ pub(super) struct Line {
     pub(super) recipients: Vec<Recipient>,
     /// The server's answer to the final dot.
     pub(super) data_reply: Option<String>,
+    /// The HTTPS mail API's id for the message (Graph's `request-id`, Gmail's `id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) service_id: Option<String>,
     /// What `envoi send` would have exited with for this record.
     pub(super) exit_code: u8,
     pub(super) error: Option<String>,
@@ -54,6 +57,7 @@ impl Line {
             message_id: None,
             recipients: Vec::new(),
             data_reply: None,
+            service_id: None,
             exit_code: kind.exit_code(),
             error: Some(why),
             outbox_id: None,
@@ -673,6 +677,7 @@ pub(super) fn result_line(
                     })
                     .collect(),
                 data_reply: None,
+                service_id: None,
                 exit_code: 0,
                 error: None,
                 fatal: None,
@@ -710,6 +715,7 @@ pub(super) fn result_line(
         message_id: Some(message_id),
         recipients,
         data_reply,
+        service_id: report.service.as_ref().and_then(|s| s.id.clone()),
         exit_code,
         error: error.map(|e| e.message().to_owned()),
         fatal,

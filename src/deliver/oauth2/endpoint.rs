@@ -1,23 +1,17 @@
-//! Speaking to a token endpoint: the form POSTed (through the authorities the SMTP
-//! connection trusts), and its answer read as a token or an error in its own words.
+//! Speaking to a token endpoint: the form POSTed (over envoi's one HTTPS client, which
+//! trusts the authorities the SMTP connection trusts), and its answer read as a token or
+//! an error in its own words.
 //!
 //! A leaf of `oauth2/`, apart from [`access_token`](super::access_token) and `login`,
 //! which both speak to the endpoint without importing each other.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::deliver::smtp::tls;
+use crate::deliver::http::{Client, printable};
 use crate::error::{Error, ErrorKind, Result};
-
-/// A token answer is a few kilobytes; more is not a token endpoint.
-const MAX_ANSWER_BYTES: u64 = 64 * 1024;
-
-/// The longest text of the endpoint's shown in an error.
-const MAX_SHOWN_CHARS: usize = 400;
 
 /// The endpoint's JSON answer, success (RFC 6749 §5.1) or error (§5.2).
 #[derive(Deserialize)]
@@ -49,64 +43,24 @@ pub(super) fn post(
     interpret(url, status, &text, secrets)
 }
 
-/// POSTs the form to `url` and returns the HTTP status and body, whatever they are:
-/// the caller reads them (a device-code poll expects some errors).
+/// POSTs the form to `url` (over envoi's one HTTPS client) and returns the HTTP status
+/// and body, whatever they are: the caller reads them (a device-code poll expects some
+/// errors).
 pub(super) fn request(
     url: &str,
     form: &[(&str, String)],
     ca_file: Option<&Path>,
     timeout: Duration,
 ) -> Result<(u16, String)> {
-    use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
-    let roots: Vec<Certificate<'static>> = tls::trusted_roots(ca_file)?
-        .iter()
-        .map(|der| Certificate::from_der(der.as_ref()).to_owned())
-        .collect();
-    let tls = TlsConfig::builder()
-        .provider(TlsProvider::Rustls)
-        .root_certs(RootCerts::Specific(Arc::new(roots)))
-        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .build();
-    // A proxy from the environment (ALL_PROXY, HTTPS_PROXY, HTTP_PROXY; NO_PROXY) is used,
-    // as corporate networks need, except for this machine: a loopback endpoint may be
-    // plain http, which must not go to a proxy in clear.
-    let loopback = url::Url::parse(url).is_ok_and(|u| match u.host() {
-        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    });
-    let mut config = ureq::Agent::config_builder();
-    if loopback {
-        config = config.proxy(None);
-    }
-    let agent: ureq::Agent = config
-        .tls_config(tls)
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .user_agent(concat!("envoi/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into();
-    let response = agent
-        .post(url)
-        .header("Accept", "application/json")
-        .send_form(form.iter().map(|(key, value)| (*key, value.as_str())))
-        .map_err(|e| request_error(url, &e))?;
-    let status = response.status();
-    let mut body = response.into_body();
-    let text = body
-        .with_config()
-        .limit(MAX_ANSWER_BYTES)
-        .lossy_utf8(true)
-        .read_to_string()
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Temporary,
-                format!("the token endpoint {url}: cannot read its answer: {e}"),
-            )
-        })?;
-    Ok((status.as_u16(), text))
+    let client = Client::new(
+        url,
+        ca_file,
+        None,
+        format!("the token endpoint {url}"),
+        "oauth2.token_url",
+    )?;
+    let answer = client.post_form(url, form, timeout)?;
+    Ok((answer.status, answer.body))
 }
 
 /// The endpoint's answer → a token, or the error in the endpoint's words: 77 for a
@@ -212,53 +166,6 @@ pub(super) fn interpret(url: &str, status: u16, text: &str, secrets: &[String]) 
         expires_in,
         refresh_token: answer.refresh_token.filter(|t| !t.is_empty()),
     })
-}
-
-/// A request that got no answer: 75 (unreachable, timed out, reset), or 77 for a
-/// certificate envoi does not trust.
-fn request_error(url: &str, error: &ureq::Error) -> Error {
-    let certificate = match error {
-        ureq::Error::Rustls(rustls::Error::InvalidCertificate(reason)) => Some(reason),
-        ureq::Error::Io(io) => match io.get_ref().and_then(|e| e.downcast_ref()) {
-            Some(rustls::Error::InvalidCertificate(reason)) => Some(reason),
-            _ => None,
-        },
-        _ => None,
-    };
-    if let Some(reason) = certificate {
-        return Error::new(
-            ErrorKind::Certificate,
-            format!(
-                "the token endpoint {url}: its certificate is {}",
-                tls::describe_certificate_error(reason)
-            ),
-        );
-    }
-    if matches!(error, ureq::Error::TooManyRedirects) {
-        return Error::config(format!(
-            "oauth2.token_url {url} redirects elsewhere; give the endpoint's own URL"
-        ));
-    }
-    Error::new(
-        ErrorKind::Temporary,
-        format!("cannot reach the token endpoint {url}: {error}"),
-    )
-}
-
-/// Text from the endpoint made safe to show: control characters out, secrets envoi
-/// sent replaced, at most [`MAX_SHOWN_CHARS`].
-pub(super) fn printable(text: &str, secrets: &[String]) -> String {
-    let mut text: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        text = text.replace(secret.as_str(), "[redacted]");
-    }
-    match text.char_indices().nth(MAX_SHOWN_CHARS) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text,
-    }
 }
 
 #[cfg(test)]

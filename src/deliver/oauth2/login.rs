@@ -25,7 +25,8 @@ use super::cache::{
     Cached, LOGIN_ORIGIN, cache_dir, cache_error, check_cache, identity, lock, read_cache,
     write_cache,
 };
-use super::endpoint::{Granted, interpret, printable, request};
+use super::endpoint::{Granted, interpret, request};
+use crate::deliver::http::printable;
 use crate::durable::{self, unix_now};
 use crate::error::{Error, ErrorKind, Result};
 use crate::profile::{Consent, Flow, OAuth2};

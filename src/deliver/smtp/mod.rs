@@ -30,5 +30,4 @@ pub(crate) use connector::SmtpConnector;
 pub use report::{CertificateReport, ServerReport};
 pub(crate) use report::{check, probe_check};
 pub(crate) use session::SmtpSession;
-pub use session::payload_in_flight;
 pub(crate) use settings::SmtpSettings;

@@ -5,13 +5,13 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use lettre::Address;
 use rustls::ClientConfig;
 
 use crate::deliver::deadline::deadline_passed;
+use crate::deliver::in_flight::InFlight;
 use crate::deliver::observe::{Notice, Transcript};
 use crate::deliver::options::Dsn;
 use crate::deliver::outcome::RcptReply;
@@ -29,34 +29,6 @@ use super::fail::{
 use super::reply::{Reply, printable};
 use super::settings::{SmtpSettings, answers_tls, check_settings, default_hello_name};
 use super::tls;
-
-/// How many messages are between their first byte going out and the server's answer to
-/// them: a process ended meanwhile cannot know whether they were delivered. A count, not
-/// a flag, because `envoi batch --concurrency` has several sessions at that step at once.
-static PAYLOADS_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
-
-/// Whether a message is on its way and unanswered: a process stopped now (the command
-/// line's watchdog) must report the outcome as unknown.
-pub fn payload_in_flight() -> bool {
-    PAYLOADS_IN_FLIGHT.load(Ordering::SeqCst) > 0
-}
-
-/// One message counted in [`PAYLOADS_IN_FLIGHT`] while it lives, whichever way the DATA
-/// step ends.
-struct InFlight;
-
-impl InFlight {
-    fn start() -> InFlight {
-        PAYLOADS_IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
-        InFlight
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        PAYLOADS_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
-    }
-}
 
 /// What the server said it supports, from its EHLO reply.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -43,7 +43,7 @@ pub fn require_external(what: &str, present: bool) -> bool {
     present || unavailable::<()>(&format!("{what} is not installed")).is_some()
 }
 
-fn unavailable<T>(why: &str) -> Option<T> {
+pub(super) fn unavailable<T>(why: &str) -> Option<T> {
     if external_required() {
         panic!(
             "{why}; CI/ENVOI_REQUIRE_EXTERNAL is set, so this out-of-process SMTP peer must be \
@@ -57,7 +57,7 @@ fn unavailable<T>(why: &str) -> Option<T> {
 /// The port a python peer announced with its first line, `READY <port>` (at most
 /// [`STARTUP_TIMEOUT`]); its stdout is drained after that until it ends. A peer that
 /// does not announce one is killed, and the test fails with its stderr.
-fn ready_port(child: &mut Child, what: &str, stderr_log: &Path) -> u16 {
+pub(super) fn ready_port(child: &mut Child, what: &str, stderr_log: &Path) -> u16 {
     let stdout = child.stdout.take().expect("the peer's stdout is piped");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -86,13 +86,13 @@ fn ready_port(child: &mut Child, what: &str, stderr_log: &Path) -> u16 {
     }
 }
 
-fn read_or_empty(path: &Path) -> String {
+pub(super) fn read_or_empty(path: &Path) -> String {
     fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
 }
 
-fn kill_and_wait(child: &mut Child) {
+pub(super) fn kill_and_wait(child: &mut Child) {
     // Errors only mean the child is already gone.
     let _ = child.kill();
     let _ = child.wait();

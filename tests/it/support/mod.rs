@@ -7,6 +7,7 @@ pub mod envoi;
 pub mod external;
 pub mod namespaces;
 pub mod proxies;
+pub mod mail_api;
 pub mod smtp_server;
 
 /// The canary login, shared by every test that authenticates: a password unique enough that
