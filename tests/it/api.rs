@@ -1531,7 +1531,6 @@ fn a_retry_after_beyond_the_deadline_is_75_without_waiting() {
 /// An error answer longer than envoi reads (64 KiB) is not an empty one: the words must not
 /// say the service sent nothing.
 #[test]
-#[ignore = "needs the api branch: an over-long error body is described as \"an empty body\""]
 fn an_error_body_over_the_bound_is_not_called_empty() {
     for api in BOTH {
         let Some(env) = Env::new(api, |o| {
