@@ -2,10 +2,6 @@
 //! `envoi …` line of a ```sh or ```console block must parse against them. And the words
 //! envoi prints for Microsoft 365's refusals, which docs/microsoft-365.md quotes: run against
 //! aiosmtpd answering exactly those replies (tests named after the status codes).
-//!
-//! Blocks after a `<!-- needs: transport-api -->` line use `transport = "graph"` / `"gmail"`;
-//! they are checked only once envoi accepts such a profile (found by trying), and skipped
-//! with a note before that.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -18,16 +14,12 @@ use crate::support::envoi::{Config, ExpectExit, Route, assert_no_secret, envoi, 
 use crate::support::external::{Aiosmtpd, AiosmtpdOptions};
 use crate::support::{PASSWORD, USER};
 
-/// The marker of a block that needs the HTTPS transports.
-const NEEDS_API: &str = "<!-- needs: transport-api -->";
-
 /// One fenced code block of a guide.
 struct Block {
     /// `docs/NAME.md:LINE` of its opening fence.
     place: String,
     lang: String,
     text: String,
-    needs_api: bool,
 }
 
 fn guides() -> Vec<PathBuf> {
@@ -51,7 +43,6 @@ fn blocks(path: &Path) -> Vec<Block> {
     let text = std::fs::read_to_string(path).expect("read a guide");
     let mut out = Vec::new();
     let mut open: Option<Block> = None;
-    let mut last_text_line = "";
     for (n, line) in text.lines().enumerate() {
         let trimmed = line.trim_start();
         let fence = trimmed.starts_with("```");
@@ -66,14 +57,9 @@ fn blocks(path: &Path) -> Vec<Block> {
                     place: format!("docs/{name}:{}", n + 1),
                     lang: trimmed.trim_start_matches('`').trim().to_owned(),
                     text: String::new(),
-                    needs_api: last_text_line == NEEDS_API,
                 });
             }
-            None => {
-                if !trimmed.is_empty() {
-                    last_text_line = trimmed;
-                }
-            }
+            None => {}
         }
     }
     assert!(open.is_none(), "{name}: a code block is not closed");
@@ -113,31 +99,6 @@ fn profiles_and_vars(place: &str, text: &str) -> (Vec<String>, BTreeSet<String>)
     }
     walk(&toml::Value::Table(doc), &mut vars);
     (profiles, vars)
-}
-
-/// Whether this envoi accepts `transport = "graph"` (the api branch merged).
-fn api_transports_accepted() -> bool {
-    let home = TempDir::new().unwrap();
-    let config = write_config(
-        home.path(),
-        "probe.toml",
-        "[profiles.g]\ntransport = \"graph\"\nfrom = \"a@example.com\"\ntoken_env = \"T\"\n",
-    );
-    let ok = envoi(home.path())
-        .env("T", "x")
-        .args(["config", "show", "--profile", "g", "--config"])
-        .arg(&config)
-        .output()
-        .expect("run envoi")
-        .status
-        .success();
-    if !ok {
-        eprintln!(
-            "note: envoi does not accept transport = \"graph\" yet: the guides' blocks marked \
-             {NEEDS_API} are skipped"
-        );
-    }
-    ok
 }
 
 /// Splits a shell command line as sh would for the plain words and quotes the guides use.
@@ -186,13 +147,9 @@ fn commands(text: &str) -> Vec<String> {
 
 #[test]
 fn every_toml_block_of_the_guides_is_a_config_envoi_accepts() {
-    let api = api_transports_accepted();
     let mut checked = 0;
     for guide in guides() {
         for block in blocks(&guide).iter().filter(|b| b.lang == "toml") {
-            if block.needs_api && !api {
-                continue;
-            }
             let (profiles, vars) = profiles_and_vars(&block.place, &block.text);
             assert!(!profiles.is_empty(), "{}: no profile", block.place);
             let home = TempDir::new().unwrap();
@@ -230,7 +187,6 @@ fn every_toml_block_of_the_guides_is_a_config_envoi_accepts() {
 
 #[test]
 fn every_envoi_command_of_the_guides_parses() {
-    let api = api_transports_accepted();
     let mut checked = 0;
     for guide in guides() {
         let blocks = blocks(&guide);
@@ -238,9 +194,6 @@ fn every_envoi_command_of_the_guides_parses() {
         let mut all = String::new();
         let mut vars = BTreeSet::new();
         for block in blocks.iter().filter(|b| b.lang == "toml") {
-            if block.needs_api && !api {
-                continue;
-            }
             vars.extend(profiles_and_vars(&block.place, &block.text).1);
             all.push_str(&block.text);
             all.push('\n');
@@ -261,9 +214,6 @@ fn every_envoi_command_of_the_guides_parses() {
             .iter()
             .filter(|b| b.lang == "sh" || b.lang == "console")
         {
-            if block.needs_api && !api {
-                continue;
-            }
             for line in commands(&block.text) {
                 eprintln!("{}: {line}", block.place);
                 let mut args = shell_words(&line);
