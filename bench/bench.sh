@@ -20,6 +20,10 @@
 #    loop on one connection.
 # 5: the same BATCH_MSGS into the private Postfix's disk queue (discard transport):
 #    `envoi batch` vs `smtp-source -d` (1 session, and 4 when envoi has --concurrency).
+# 6: peak RSS of `envoi batch` over FLAT_SMALL and FLAT_BIG records.
+# 7: one ~1 KB message over HTTPS to a loopback Microsoft Graph sendMail endpoint (the tests'
+#    tests/it/support/mail_api.py, which follows Graph's MIME contract): `envoi send` through a
+#    `transport = "graph"` profile vs curl POSTing the same kind of body (base64 MIME).
 set -euo pipefail
 
 # --- envoi's command line: the only place to change when its flags change -------------------
@@ -34,6 +38,8 @@ ENVOI_TLS_ARGS="send --config @TLSCONFIG@ --profile bench --to r@example.test --
 ENVOI_BATCH_ARGS="batch --smtp-url 'smtp://127.0.0.1:@PORT@?security=none' --from s@example.test --per-session @MSGS@ --report @REPORT@ @RECORDS@"
 # Added to ENVOI_BATCH_ARGS for 4 sessions at once, only when `envoi batch --help` has it.
 ENVOI_CONCURRENCY_FLAG="--concurrency"
+# Scenario 7: @GRAPHCONFIG@ holds a graph profile (api_url on loopback, ca_file, token_env).
+ENVOI_GRAPH_ARGS="send --config @GRAPHCONFIG@ --profile graph --to r@example.test --subject bench --body-file @BODY@"
 # ----------------------------------------------------------------------------------------------
 
 WARMUP=${WARMUP:-20}
@@ -47,7 +53,9 @@ POSTFIX_RUNS=${POSTFIX_RUNS:-5}
 # Scenario 6: peak memory of `envoi batch` over FLAT_SMALL and FLAT_BIG records (one run each).
 FLAT_SMALL=${FLAT_SMALL:-1000}
 FLAT_BIG=${FLAT_BIG:-1000000}
-BENCH_SCENARIOS=${BENCH_SCENARIOS:-123456}
+# Scenario 7: the loopback Graph endpoint is a Python server: fewer runs than scenario 1.
+GRAPH_RUNS=${GRAPH_RUNS:-100}
+BENCH_SCENARIOS=${BENCH_SCENARIOS:-1234567}
 # Set BENCH_INSTALL=0 to never call apt-get (then missing tools are skipped or fatal).
 BENCH_INSTALL=${BENCH_INSTALL:-1}
 # Set BENCH_SKIP_ENVOI=1 to bench the peers only (e.g. while `envoi send` does not work yet).
@@ -274,6 +282,7 @@ fill() { # fill ARGS: substitute the file placeholders (@PORT@ is filled when ru
   s=${s//@REPORT@/$WORK/batch.report.jsonl}
   s=${s//@MSGS@/$BATCH_MSGS}
   s=${s//@TLSCONFIG@/$WORK/envoi-tls.toml}
+  s=${s//@GRAPHCONFIG@/$WORK/envoi-graph.toml}
   printf '%s' "$s"
 }
 
@@ -608,6 +617,73 @@ if want 6 && [ -n "$ENVOI" ]; then
   [ -n "$S6" ] || S6="  failed (see above)"
 fi
 
+# Scenario 7: the tests' loopback Graph endpoint over HTTPS with a throwaway CA of its own.
+S7=""
+if want 7 && [ -n "$ENVOI" ]; then
+  say "scenario 7: one ~1 KB message to a loopback Graph sendMail endpoint (warmup $WARMUP, runs $GRAPH_RUNS)"
+  mkdir -p "$WORK/graph-tls" "$WORK/graph-out"
+  (
+    cd "$WORK/graph-tls"
+    timeout 60 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+      -subj "/CN=envoi bench graph CA" -addext "basicConstraints=critical,CA:true" \
+      -addext "keyUsage=critical,keyCertSign" -keyout ca.key -out ca.pem 2>/dev/null
+    timeout 60 openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+      -keyout server.key -out server.csr 2>/dev/null
+    printf '%s\n' "subjectAltName=IP:127.0.0.1" "basicConstraints=critical,CA:false" \
+      "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >server.ext
+    timeout 60 openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile server.ext -out leaf.pem 2>/dev/null
+    cat leaf.pem ca.pem >server.pem
+  )
+  GRAPH_TOKEN="bench-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
+  # The server prints READY <port>; its stdin is a pipe kept open by this shell (fd 8), so it
+  # also stops when the script dies.
+  coproc GRAPH { exec python3 "$ROOT/tests/it/support/mail_api.py" --cert "$WORK/graph-tls/server.pem" \
+    --key "$WORK/graph-tls/server.key" --out "$WORK/graph-out" --token "$GRAPH_TOKEN" \
+    --mailbox s@example.test --exit-on-stdin-eof 2>"$WORK/graph.log"; }
+  SINK_PIDS+=("$GRAPH_PID")
+  read -r -t 30 ready GRAPH_PORT <&"${GRAPH[0]}" || true
+  if [ "${ready:-}" != READY ]; then
+    S7="  skipped: the loopback Graph endpoint did not start ($(tail -n 1 "$WORK/graph.log"))"
+  else
+    cat >"$WORK/envoi-graph.toml" <<EOF
+[profiles.graph]
+transport = "graph"
+api_url = "https://127.0.0.1:$GRAPH_PORT/v1.0"
+ca_file = "$WORK/graph-tls/ca.pem"
+token_env = "GRAPH_TOKEN"
+from = "s@example.test"
+timeout_secs = 30
+EOF
+    base64 -w0 "$WORK/small.eml" >"$WORK/small.b64"
+    graph=("curl|curl -sS --fail --max-time 60 --cacert $WORK/graph-tls/ca.pem -H 'Authorization: Bearer $GRAPH_TOKEN' -H 'Content-Type: text/plain' --data-binary @$WORK/small.b64 https://127.0.0.1:@PORT@/v1.0/users/s@example.test/sendMail"
+      "envoi|env -i PATH=$PATH HOME=$WORK/home GRAPH_TOKEN=$GRAPH_TOKEN $ENVOI_EXE $(fill "$ENVOI_GRAPH_ARGS")")
+    # Each command once first: it must exit 0 and have exactly one request answered 202
+    # whose decoded message holds the body (the endpoint writes what it decoded).
+    kept=()
+    for entry in "${graph[@]}"; do
+      before=$(grep -c '"status": 202' "$WORK/graph-out/requests.jsonl" 2>/dev/null || true)
+      if eval "timeout 120 $(with_port "$GRAPH_PORT" "${entry#*|}")" >"$WORK/check.log" 2>&1 &&
+        [ "$(grep -c '"status": 202' "$WORK/graph-out/requests.jsonl")" -eq $((${before:-0} + 1)) ]; then
+        echo "checked: ${entry%%|*}: the endpoint answered 202 to one request"
+        kept+=("$entry")
+      else
+        echo "WARNING: ${entry%%|*} failed or was not accepted, left out:" >&2
+        tail -n 5 "$WORK/check.log" >&2
+      fi
+    done
+    if [ "${#kept[@]}" -eq 2 ]; then
+      run_hyperfine "$GRAPH_PORT" "$OUT_DIR/graph.json" "$WARMUP" "$GRAPH_RUNS" "${kept[@]}"
+      S7=$(summary "$OUT_DIR/graph.json")
+      S7+=$'\n'"  (the endpoint answered 202 to $(grep -c '"status": 202' "$WORK/graph-out/requests.jsonl") requests in all, checks and warmups included)"
+    else
+      S7="  failed (see above)"
+    fi
+  fi
+elif want 7; then
+  S7="  skipped: no envoi to bench"
+fi
+
 say "summary (loopback; JSON in ${OUT_DIR#"$ROOT"/}; $(date -u '+%Y-%m-%d %H:%M UTC'), nproc $(nproc), load $(cut -d' ' -f1-3 /proc/loadavg))"
 if [ -n "$S1" ]; then echo "1. one ~1 KB message (smtp-sink, runs $RUNS):"; echo "$S1"; fi
 if [ -n "$S2" ]; then echo "2. one ~1 KB message, STARTTLS + AUTH (private Postfix, runs $RUNS):"; echo "$S2"; fi
@@ -615,3 +691,4 @@ if [ -n "$S3" ]; then echo "3. one $ATTACH_MIB MiB attachment (smtp-sink, runs $
 if [ -n "$S4" ]; then echo "4. $BATCH_MSGS messages of ~2 KB (smtp-sink, runs $BATCH_RUNS):"; echo "$S4"; fi
 if [ -n "$S5" ]; then echo "5. $BATCH_MSGS messages of ~2 KB into Postfix's disk queue (runs $POSTFIX_RUNS):"; echo "$S5"; fi
 if [ -n "$S6" ]; then echo "6. peak RSS of envoi batch, $FLAT_SMALL vs $FLAT_BIG records of ~2 KB (smtp-sink, 1 run each):"; echo "$S6"; fi
+if [ -n "$S7" ]; then echo "7. one ~1 KB message over HTTPS to a loopback Graph sendMail endpoint (runs $GRAPH_RUNS):"; echo "$S7"; fi
