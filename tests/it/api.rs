@@ -1132,6 +1132,12 @@ fn batch_sends_each_record_once() {
             3,
             "{lines}"
         );
+        // An HTTPS API opens no SMTP session: the summary counts none.
+        assert!(
+            run.stderr
+                .contains("envoi: batch: sent 3, refused 0, invalid 0; in "),
+            "{api:?}: {run}"
+        );
     }
 }
 

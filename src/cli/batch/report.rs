@@ -778,10 +778,14 @@ pub(super) fn summary(tally: &Tally, sessions: u32, elapsed: Duration) {
             text.push_str(&format!(", {what} {count}"));
         }
     }
-    let plural = if sessions == 1 { "" } else { "s" };
-    text.push_str(&format!(
-        "; {sessions} session{plural}, in {secs:.2} s, {rate:.1} msg/s"
-    ));
+    // SMTP only: the file transport and the HTTPS APIs open no session to count.
+    if sessions > 0 {
+        let plural = if sessions == 1 { "" } else { "s" };
+        text.push_str(&format!("; {sessions} session{plural},"));
+    } else {
+        text.push(';');
+    }
+    text.push_str(&format!(" in {secs:.2} s, {rate:.1} msg/s"));
     eprintln!("{text}");
 }
 

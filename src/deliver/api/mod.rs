@@ -251,9 +251,9 @@ impl ApiTransport {
         let service = self.api.service;
         let (code, message) = service_error(&answer.body);
         let shown = |s: &str| printable(s, &[self.token.current.expose().to_owned()]);
-        let said = match (code, message) {
-            (Some(code), Some(message)) => format!("{}: {}", shown(&code), shown(&message)),
-            (Some(one), None) | (None, Some(one)) => shown(&one),
+        let said = match (&code, &message) {
+            (Some(code), Some(message)) => format!("{}: {}", shown(code), shown(message)),
+            (Some(one), None) | (None, Some(one)) => shown(one),
             (None, None) if answer.body.trim().is_empty() => match &answer.unread {
                 Some(why) => format!("a body that could not be read: {why}"),
                 None => "an empty body".into(),
@@ -276,7 +276,10 @@ impl ApiTransport {
                  (check the token source, and oauth2.scope)"
                     .to_owned(),
             ),
-            403 => (ErrorKind::AuthRefused, grant_advice(service).to_owned()),
+            403 => (
+                ErrorKind::AuthRefused,
+                grant_advice(service, code.as_deref()).to_owned(),
+            ),
             400 | 413 | 422 => (
                 ErrorKind::InvalidData,
                 "the service refused this message; sending it again will not change that".into(),
@@ -412,16 +415,25 @@ impl Transport for ApiTransport {
     }
 }
 
-/// What to grant after a 403.
-fn grant_advice(service: Service) -> &'static str {
-    match service {
-        Service::Graph => {
+/// What to grant (or fix) after a 403 whose error code is `code`.
+fn grant_advice(service: Service, code: Option<&str>) -> &'static str {
+    match (service, code) {
+        // Not a permission: the mailbox itself cannot be used through Graph.
+        (Service::Graph, Some("MailboxNotEnabledForRESTAPI")) => {
+            "this mailbox cannot be reached through Graph: it is inactive, soft-deleted, \
+             hosted on-premises (hybrid), or has no Exchange Online licence; check it in the \
+             Exchange admin center, or send through SMTP from a profile without transport"
+        }
+        (Service::Graph, Some("ErrorSendAsDenied")) => {
+            "the mailbox may not send as the From address: give the mailbox Send As on that \
+             address, or send From the mailbox's own address"
+        }
+        (Service::Graph, _) => {
             "the token may not send as this mailbox: grant the app the Mail.Send application \
              permission with admin consent (limited to this mailbox by an application access \
-             policy or RBAC for Applications), or a delegated token the Mail.Send scope; \
-             ErrorSendAsDenied means the From address is not one the mailbox may send as"
+             policy or RBAC for Applications), or a delegated token the Mail.Send scope"
         }
-        Service::Gmail => {
+        (Service::Gmail, _) => {
             "the token may not send mail: it needs the \
              https://www.googleapis.com/auth/gmail.send scope (set oauth2.scope and log in \
              again with envoi auth login)"
@@ -565,6 +577,28 @@ mod tests {
         );
     }
 
+    /// A 403 says what to fix by Graph's code: a mailbox Graph cannot reach is not a
+    /// missing permission.
+    #[test]
+    fn a_403_names_the_fix_its_code_calls_for() {
+        let graph = transport(Service::Graph);
+        for (code, says, not) in [
+            ("MailboxNotEnabledForRESTAPI", "on-premises", "Mail.Send"),
+            ("ErrorSendAsDenied", "Send As", "admin consent"),
+            ("ErrorAccessDenied", "Mail.Send", "on-premises"),
+        ] {
+            let answer = Answer {
+                status: 403,
+                request_id: None,
+                retry_after: None,
+                body: format!(r#"{{"error":{{"code":"{code}","message":"no"}}}}"#),
+                unread: None,
+            };
+            let message = graph.refusal(&answer).error.message().to_owned();
+            assert!(message.contains(says), "{code}: {message}");
+            assert!(!message.contains(not), "{code}: {message}");
+        }
+    }
     #[test]
     fn client_request_ids_are_uuids() {
         let id = uuid();
