@@ -271,6 +271,12 @@ pub struct ApiProfile {
     /// The SHA-256 of the one certificate the service may present (a TLS-inspecting
     /// proxy's, say): with it, that match is the whole trust.
     pub tls_fingerprint: Option<Fingerprint>,
+    /// The proxy the requests go through, and what chose it: [`Origin::File`] for the
+    /// `proxy` key (or the URL's `?proxy=`), [`Origin::Variable`] for `HTTPS_PROXY` or
+    /// `ALL_PROXY`; `None` to connect directly.
+    pub proxy: Option<(Proxy, Origin)>,
+    /// The `proxy` key as written: whether the environment may choose a proxy.
+    pub(crate) proxy_key: ProxyKey,
 }
 
 /// An SMTP server and how to log in to it.
@@ -311,16 +317,31 @@ pub struct SmtpProfile {
     pub(crate) proxy_key: ProxyKey,
 }
 
-impl SmtpProfile {
-    /// Lets the environment's proxy variables choose the proxy, unless the `proxy` key
-    /// did (a bad `ALL_PROXY` is 78, naming it).
+impl Profile {
+    /// Lets the environment's proxy variables choose the proxies, unless the `proxy` key
+    /// did (a bad `ALL_PROXY` is 78, naming it): the transport's (an SMTP server as curl
+    /// reads `smtp://`, an HTTPS API as it reads `https://`) and the `[oauth2]` token
+    /// endpoint's (for its own host, as an `https://` URL).
     pub(crate) fn take_proxy_env(&mut self, env: &ProxyEnv) -> Result<()> {
-        self.proxy = self.proxy_key.choose(&self.host, env)?;
+        let (key, login) = match &mut self.transport {
+            Transport::Smtp(smtp) => {
+                smtp.proxy = smtp.proxy_key.choose(&smtp.host, env)?;
+                (&smtp.proxy_key, &mut smtp.login)
+            }
+            Transport::Api(api) => {
+                api.proxy = api.proxy_key.choose_https(&url_host(&api.api_url), env)?;
+                (&api.proxy_key, &mut api.login)
+            }
+            Transport::File { .. } => return Ok(()),
+        };
+        if let Ok(Some((_, SecretSource::OAuth2(oauth)))) = login {
+            oauth.proxy = key
+                .choose_https(&url_host(&oauth.token_url), env)?
+                .map(|(proxy, _)| proxy);
+        }
         Ok(())
     }
-}
 
-impl Profile {
     /// The SMTP login's user name, when the profile logs in (and its login keys are
     /// right): what the pre-send lint compares the From domain with.
     pub fn login_user(&self) -> Option<&str> {
@@ -447,17 +468,7 @@ impl ProfileEntry {
                     self.tls_fingerprint.as_deref(),
                     self.ca_file.is_some(),
                 )?;
-                let proxy_key = match &self.proxy {
-                    Some(value) => ProxyKey::parse(
-                        &format!("profile {name:?}: proxy"),
-                        value,
-                        self.proxy_password_env.as_deref(),
-                    )?,
-                    None if self.proxy_password_env.is_some() => {
-                        return Err(bad("proxy_password_env is set but proxy is not".into()));
-                    }
-                    None => ProxyKey::Unset,
-                };
+                let proxy_key = self.proxy_key(name)?;
                 let proxy = proxy_key.choose(&host, &ProxyEnv::default())?;
                 Transport::Smtp(SmtpProfile {
                     login: self.login(name),
@@ -478,7 +489,7 @@ impl ProfileEntry {
                 })
             }
         };
-        Ok(Profile {
+        let mut profile = Profile {
             transport,
             from: self.from,
             outbox: self.outbox.unwrap_or(false),
@@ -488,7 +499,25 @@ impl ProfileEntry {
                 default_domain: self.default_domain,
             },
             dkim,
-        })
+        };
+        // The `proxy` key's choice; the environment's comes with the route.
+        profile.take_proxy_env(&ProxyEnv::default())?;
+        Ok(profile)
+    }
+
+    /// The `proxy` key with `proxy_password_env`, as written.
+    fn proxy_key(&self, name: &str) -> Result<ProxyKey> {
+        match &self.proxy {
+            Some(value) => ProxyKey::parse(
+                &format!("profile {name:?}: proxy"),
+                value,
+                self.proxy_password_env.as_deref(),
+            ),
+            None if self.proxy_password_env.is_some() => Err(Error::config(format!(
+                "profile {name:?}: proxy_password_env is set but proxy is not"
+            ))),
+            None => Ok(ProxyKey::Unset),
+        }
     }
 
     /// The user name and its secret's source: exactly one source with a user name, of
@@ -629,6 +658,8 @@ impl ProfileEntry {
                 .unwrap_or(DEFAULT_TIMEOUT),
             ca_file: self.ca_file.clone(),
             tls_fingerprint,
+            proxy: None,
+            proxy_key: self.proxy_key(name)?,
         })
     }
 
@@ -1065,6 +1096,15 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
     })
 }
 
+/// The host of a checked `https://` URL, without brackets: what `NO_PROXY` is matched
+/// against (empty, so matching nothing but `*`, for a URL that does not parse).
+fn url_host(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_owned()))
+        .unwrap_or_default()
+}
+
 /// A profile from `graph://mailbox@domain` or `gmail://me@gmail.com`: the address is
 /// the mailbox that sends and the profile's `from`; the token comes from `$ENVOI_TOKEN`;
 /// `?api_url=` moves the service (a sovereign cloud, a test server).
@@ -1087,9 +1127,11 @@ fn api_profile_from_url(url: &url::Url, service: Service) -> Result<Profile> {
         .email
         .to_string();
     let mut api = service.default_url().to_owned();
+    let mut proxy_key = ProxyKey::Unset;
     for (key, value) in url.query_pairs() {
         match (key.as_ref(), value.as_ref(), service) {
             ("api_url", given, _) => api = api_url("--smtp-url: api_url", given)?,
+            ("proxy", given, _) => proxy_key = ProxyKey::parse("--smtp-url: proxy", given, None)?,
             ("save_to_sent", "true", Service::Graph) => {}
             ("save_to_sent", "false", Service::Graph) => {
                 return Err(bad(
@@ -1099,7 +1141,7 @@ fn api_profile_from_url(url: &url::Url, service: Service) -> Result<Profile> {
             }
             _ => {
                 return Err(bad(&format!(
-                    "unknown parameter or value for {key:?} (known: api_url=URL{})",
+                    "unknown parameter or value for {key:?} (known: api_url=URL, proxy=URL{})",
                     if service == Service::Graph {
                         ", save_to_sent=true"
                     } else {
@@ -1109,7 +1151,7 @@ fn api_profile_from_url(url: &url::Url, service: Service) -> Result<Profile> {
             }
         }
     }
-    Ok(Profile {
+    let mut profile = Profile {
         transport: Transport::Api(ApiProfile {
             service,
             api_url: api,
@@ -1121,13 +1163,17 @@ fn api_profile_from_url(url: &url::Url, service: Service) -> Result<Profile> {
             timeout: DEFAULT_TIMEOUT,
             ca_file: None,
             tls_fingerprint: None,
+            proxy: None,
+            proxy_key,
         }),
         from: Some(mailbox),
         outbox: false,
         outbox_dir: None,
         names: Names::default(),
         dkim: None,
-    })
+    };
+    profile.take_proxy_env(&ProxyEnv::default())?;
+    Ok(profile)
 }
 
 #[cfg(test)]

@@ -5,9 +5,9 @@
 pub mod certs;
 pub mod envoi;
 pub mod external;
+pub mod mail_api;
 pub mod namespaces;
 pub mod proxies;
-pub mod mail_api;
 pub mod smtp_server;
 
 /// The canary login, shared by every test that authenticates: a password unique enough that
