@@ -334,6 +334,11 @@ fn read(response: ureq::http::Response<ureq::Body>) -> Answer {
 fn describe(error: &ureq::Error) -> String {
     match error {
         ureq::Error::Timeout(_) => "no answer in time (timeout_secs, or the deadline)".into(),
+        // The socket's own words ("Connection refused"), without ureq's "io: " before them.
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            "no answer in time (timeout_secs, or the deadline)".into()
+        }
+        ureq::Error::Io(io) => io.to_string(),
         other => other.to_string(),
     }
 }

@@ -1507,6 +1507,54 @@ mod tests {
     }
 
     #[test]
+    fn an_api_profile_and_its_token_endpoint_take_the_proxy_key_or_the_https_environment() {
+        let token = |p: &ApiProfile| match &p.login {
+            Ok(Some((_, SecretSource::OAuth2(o)))) => o.proxy.as_ref().map(ToString::to_string),
+            other => panic!("{other:?}"),
+        };
+        let file = parse(
+            "[profiles.k]\ntransport = \"graph\"\nfrom = \"a@contoso.com\"\n\
+             proxy = \"socks5h://p:1080\"\n\
+             [profiles.k.oauth2]\nflow = \"client_credentials\"\nclient_id = \"c\"\n\
+             token_url = \"https://login.example/token\"\nclient_secret_env = \"S\"\n\
+             [profiles.e]\ntransport = \"gmail\"\nfrom = \"me@gmail.com\"\n\
+             [profiles.e.oauth2]\nflow = \"client_credentials\"\nclient_id = \"c\"\n\
+             token_url = \"https://login.example/token\"\nclient_secret_env = \"S\"\n\
+             [profiles.bad]\ntransport = \"graph\"\nfrom = \"a@b.c\"\ntoken_env = \"T\"\n\
+             proxy_password_env = \"P\"\n",
+        );
+        let (_, k) = file.select(Some("k")).unwrap().unwrap();
+        let k = api(k);
+        let (proxy, origin) = k.proxy.clone().expect("the key's proxy");
+        assert_eq!(
+            (proxy.to_string(), origin),
+            ("socks5h://p:1080".into(), Origin::File)
+        );
+        assert_eq!(token(&k).as_deref(), Some("socks5h://p:1080"));
+
+        let (_, mut e) = file.select(Some("e")).unwrap().unwrap();
+        let env = ProxyEnv {
+            all_proxy: Some(("ALL_PROXY", "socks5://all:1080".into())),
+            https_proxy: Some(("HTTPS_PROXY", "http://web:3128".into())),
+            no_proxy: Some("login.example".into()),
+        };
+        e.take_proxy_env(&env).unwrap();
+        let e = api(e);
+        let (proxy, origin) = e.proxy.clone().expect("the environment's proxy");
+        assert_eq!(proxy.to_string(), "http://web:3128");
+        assert_eq!(origin, Origin::Variable("HTTPS_PROXY"));
+        assert_eq!(token(&e), None, "NO_PROXY names the token endpoint's host");
+
+        let err = file.select(Some("bad")).unwrap_err();
+        assert!(err.message().contains("proxy_password_env"), "{err}");
+
+        let g = api(profile_from_url("graph://a@contoso.com?proxy=http%3A%2F%2Fp%3A3128").unwrap());
+        assert_eq!(g.proxy.expect("a proxy").0.to_string(), "http://p:3128");
+        let g = api(profile_from_url("gmail://me@gmail.com?proxy=none").unwrap());
+        assert!(g.proxy.is_none() && matches!(g.proxy_key, ProxyKey::Off));
+    }
+
+    #[test]
     fn an_smtp_url_may_name_its_proxy() {
         let p = smtp(profile_from_url("smtp://h?proxy=socks5h%3A%2F%2F127.0.0.1%3A1080").unwrap());
         let (proxy, origin) = p.proxy.expect("a proxy");
