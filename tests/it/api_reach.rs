@@ -8,16 +8,19 @@
 //! by a name that only dante's own `/etc/hosts` knows (127.0.0.1 there), and pin the
 //! server's certificate (the pin is the whole trust, whatever the name).
 
-use std::net::ToSocketAddrs;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use mail_parser::MessageParser;
 use tempfile::TempDir;
 
+use crate::reach::black_hole_v6;
 use crate::support::certs::TestPki;
-use crate::support::envoi::{ExpectExit, Run, assert_no_secret, envoi};
+use crate::support::envoi::{ExpectExit, Run, assert_no_secret, envoi, hermetic_env};
 use crate::support::external::{TokenEndpoint, TokenEndpointOptions};
 use crate::support::mail_api::{GMAIL, MAILBOX, MailApi, MailApiOptions};
+use crate::support::namespaces;
 use crate::support::proxies::Proxy;
 
 /// The bearer token the API server accepts (token_env).
@@ -105,10 +108,11 @@ fn api_port(server: &MailApi) -> u16 {
     port_of(&server.gmail_url())
 }
 
-/// A hosts file naming `name` 127.0.0.1 (and localhost).
-fn hosts_file(dir: &Path, name: &str) -> PathBuf {
+/// A hosts file naming `name` each of `addresses` in turn (and 127.0.0.1 localhost).
+fn hosts_file(dir: &Path, name: &str, addresses: &[&str]) -> PathBuf {
     let path = dir.join("hosts");
-    std::fs::write(&path, format!("127.0.0.1 localhost\n127.0.0.1 {name}\n")).expect("hosts");
+    let text: String = addresses.iter().map(|a| format!("{a} {name}\n")).collect();
+    std::fs::write(&path, format!("127.0.0.1 localhost\n{text}")).expect("write hosts");
     path
 }
 
@@ -142,8 +146,13 @@ fn graph_sends_through_a_tinyproxy_connect_tunnel_and_check_and_show_say_so() {
             format!("proxy = \"{proxy_url}\""),
         ],
     );
-    let run = send(dir.path(), &config).expect_exit(0);
+    let run = send(dir.path(), &config).arg("-v").expect_exit(0);
     assert_eq!(accepted_body(&server), "through the proxy");
+    assert!(
+        run.stderr
+            .contains(&format!("Microsoft Graph through the proxy {proxy_url}")),
+        "{run}"
+    );
     assert!(
         proxy.logged(&format!("CONNECT 127.0.0.1:{} HTTP/1.1", api_port(&server))),
         "{}",
@@ -212,7 +221,7 @@ fn gmail_goes_through_dante_by_https_proxy_socks5h_and_no_proxy_excludes_the_hos
     let Some((dir, _ca, server)) = start(&pki) else {
         return;
     };
-    let hosts = hosts_file(dir.path(), PROXY_ONLY_API);
+    let hosts = hosts_file(dir.path(), PROXY_ONLY_API, &["127.0.0.1"]);
     let Some(proxy) = Proxy::dante(dir.path(), Some(&hosts)) else {
         return;
     };
@@ -329,4 +338,66 @@ fn a_native_oauth2_token_is_fetched_through_the_profiles_proxy() {
         !run.output().contains("at-1") && !run.output().contains("Canary-Client"),
         "{run}"
     );
+}
+
+#[test]
+fn happy_eyeballs_takes_graph_past_a_black_holed_ipv6_address_in_well_under_the_timeout() {
+    if !namespaces::available() {
+        return;
+    }
+    let pki = TestPki::new();
+    let Some((dir, _ca, server)) = start(&pki) else {
+        return;
+    };
+    // The API on 127.0.0.1:P, a black hole on [::1]:P, one name for both, IPv6 first.
+    let port = api_port(&server);
+    let mut hole = black_hole_v6(port);
+    let v6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+    // Fill the accept queue until an attempt times out: from then on every SYN is dropped.
+    let mut held = Vec::new();
+    let black_holed =
+        (0..4).any(
+            |_| match TcpStream::connect_timeout(&v6, Duration::from_millis(300)) {
+                Ok(tcp) => {
+                    held.push(tcp);
+                    false
+                }
+                Err(e) => e.kind() == std::io::ErrorKind::TimedOut,
+            },
+        );
+    assert!(black_holed, "[::1]:{port} answers: not a black hole");
+    let name = "graph.both.test";
+    let hosts = hosts_file(dir.path(), name, &["::1", "127.0.0.1"]);
+    let config = config(
+        dir.path(),
+        "graph",
+        MAILBOX,
+        &format!("https://{name}:{port}/v1.0"),
+        &[format!("tls_fingerprint = \"{}\"", pki.leaf_fingerprint())],
+    );
+    let mut command = namespaces::with_hosts(&hosts);
+    command
+        .arg(assert_cmd::cargo::cargo_bin("envoi"))
+        .env_clear()
+        .envs(hermetic_env(dir.path()))
+        .env("API_TOKEN", TOKEN)
+        .args(["send", "--config"])
+        .arg(&config)
+        .args(["--to", "ann@example.net", "--subject", "Nightly"])
+        .args(["--body", "through the proxy", "--retries", "0"]);
+    let started = Instant::now();
+    let out = command.output().expect("run envoi");
+    let took = started.elapsed();
+    let run = Run::new(
+        format!("envoi send ({name})"),
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+    .expect(0);
+    // timeout_secs is 10: trying the addresses one after the other would wait that long.
+    assert!(took < Duration::from_secs(3), "took {took:?}\n{run}");
+    assert_eq!(accepted_body(&server), "through the proxy");
+    let _ = hole.kill();
+    let _ = hole.wait();
 }

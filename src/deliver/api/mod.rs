@@ -104,6 +104,10 @@ pub(crate) fn open(
             )));
         }
     };
+    if let (Some(transcript), Some((proxy, _))) = (transcript, &api.proxy) {
+        let line = format!("{} through the proxy {proxy}", api.service.name());
+        transcript("*", &line);
+    }
     let timeout = cut_to_deadline(api.timeout, fetch_by);
     let current = fetch(&user, &source, api.ca_file.as_deref(), timeout, transcript)?;
     Ok(ApiTransport {
