@@ -2,8 +2,8 @@
 //! curl reads them for an `smtp://` URL; `HTTPS_PROXY` first for an `https://` one): which
 //! proxy, if any, a connection to a host goes through, and who chose it.
 //!
-//! One parsed [`Proxy`] serves every transport: the SMTP client speaks SOCKS5 and HTTP
-//! CONNECT itself, and an HTTP client can take [`Proxy::to_url`].
+//! One parsed [`Proxy`] serves every transport: envoi speaks SOCKS5 and HTTP CONNECT
+//! itself, for SMTP and for the HTTPS client alike.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -59,22 +59,6 @@ impl Proxy {
         } else {
             format!("{}:{}", self.host, self.port)
         }
-    }
-
-    /// The proxy as a URL for an HTTP client (ureq's `Proxy::new`), with the login's
-    /// password, when there is one, percent-encoded into it.
-    pub fn to_url(&self, password: Option<&Password>) -> String {
-        let encode = |s: &str| {
-            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-        };
-        let userinfo = match (&self.login, password) {
-            (Some((user, _)), Some(password)) => {
-                format!("{}:{}@", encode(user), encode(password.expose()))
-            }
-            (Some((user, _)), None) => format!("{}@", encode(user)),
-            (None, _) => String::new(),
-        };
-        format!("{}://{userinfo}{}", self.kind.scheme(), self.address())
     }
 }
 
@@ -351,7 +335,7 @@ mod tests {
     }
 
     #[test]
-    fn the_key_parses_the_three_schemes_and_turns_back_into_a_url() {
+    fn the_key_parses_the_three_schemes_and_its_login() {
         for (raw, shown) in [
             ("socks5://127.0.0.1:1080", "socks5://127.0.0.1:1080"),
             ("socks5h://proxy.example", "socks5h://proxy.example:1080"),
@@ -361,7 +345,6 @@ mod tests {
                 panic!("{raw} is a proxy");
             };
             assert_eq!(proxy.to_string(), shown);
-            assert_eq!(proxy.to_url(None), shown);
         }
         let ProxyKey::Url(proxy) =
             ProxyKey::parse("proxy", "http://me%40x@p:3128", Some("PROXY_PW")).unwrap()
@@ -369,10 +352,6 @@ mod tests {
             panic!("a proxy");
         };
         assert_eq!(proxy.to_string(), "http://p:3128", "no user name shown");
-        assert_eq!(
-            proxy.to_url(Some(&Password::new("p:w@".into()))),
-            "http://me%40x:p%3Aw%40@p:3128"
-        );
         assert!(matches!(
             &proxy.login,
             Some((user, PasswordSource::Env(var))) if user == "me@x" && var == "PROXY_PW"
