@@ -469,7 +469,6 @@ impl ProfileEntry {
                     self.ca_file.is_some(),
                 )?;
                 let proxy_key = self.proxy_key(name)?;
-                let proxy = proxy_key.choose(&host, &ProxyEnv::default())?;
                 Transport::Smtp(SmtpProfile {
                     login: self.login(name),
                     auth: self.auth.unwrap_or_default(),
@@ -484,7 +483,7 @@ impl ProfileEntry {
                     tls_fingerprint,
                     hello_name: self.hello_name,
                     allow_plaintext_auth: self.allow_plaintext_auth.unwrap_or(false),
-                    proxy,
+                    proxy: None,
                     proxy_key,
                 })
             }

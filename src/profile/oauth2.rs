@@ -77,7 +77,8 @@ pub struct OAuth2 {
     pub consent: Option<Consent>,
     /// The proxy the token endpoint is reached through: the profile's `proxy` key, else
     /// the environment's for `token_url`'s host (set when the profile is resolved;
-    /// `None`, directly).
+    /// `None`, directly). `envoi auth login` asks the device code endpoint through it
+    /// too: the same provider's, from the same network.
     pub proxy: Option<Proxy>,
 }
 
