@@ -12,7 +12,7 @@ use envoi::error::ErrorKind;
 use crate::cli::args::Cli;
 
 /// The variables envoi reads, and what each sets.
-const ENVIRONMENT: [(&str, &str); 11] = [
+const ENVIRONMENT: [(&str, &str); 12] = [
     ("ENVOI_CONFIG", "the config file (like --config)"),
     ("ENVOI_PROFILE", "the profile (like --profile)"),
     (
@@ -37,8 +37,12 @@ const ENVIRONMENT: [(&str, &str); 11] = [
         "the proxy of a profile without a proxy key (all_proxy first, as curl)",
     ),
     (
+        "HTTPS_PROXY",
+        "for the HTTPS APIs and token endpoints, before ALL_PROXY (https_proxy first)",
+    ),
+    (
         "NO_PROXY",
-        "hosts reached without the ALL_PROXY proxy (no_proxy first; loopback never proxied)",
+        "hosts reached without the environment's proxy (no_proxy first; loopback never proxied)",
     ),
     (
         "XDG_CONFIG_HOME",

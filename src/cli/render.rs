@@ -687,6 +687,7 @@ struct ApiCheckReport<'a> {
     service: &'a str,
     url: &'a str,
     mailbox: Option<&'a str>,
+    proxy: Option<&'a str>,
     login: bool,
     finding: &'a str,
 }
@@ -702,6 +703,7 @@ pub fn print_api_check(report: &ApiCheck, as_json: bool) {
                 service: report.service,
                 url: &report.url,
                 mailbox: report.mailbox.as_deref(),
+                proxy: report.proxy.as_deref(),
                 login: true,
                 finding: &report.finding,
             },
@@ -710,7 +712,10 @@ pub fn print_api_check(report: &ApiCheck, as_json: bool) {
     }
     let mut lines = vec![
         format!("service  {}", report.service),
-        format!("url      {}", report.url),
+        match &report.proxy {
+            Some(proxy) => format!("url      {} (through the proxy {proxy})", report.url),
+            None => format!("url      {}", report.url),
+        },
     ];
     if let Some(mailbox) = &report.mailbox {
         lines.push(format!("mailbox  {mailbox}"));

@@ -9,23 +9,31 @@
 //! then got no answer is told apart from one that never got that far (75 both, but
 //! `OutcomeUnknown`, never retried), and is counted in flight for the watchdog meanwhile.
 //!
-//! A leaf of `deliver/` apart from `smtp::tls`, `pinned_tls` and `in_flight`: the token code and the
-//! API transports both use it without importing each other.
+//! It reaches the service as the SMTP client reaches its server (`http_reach`: Happy
+//! Eyeballs, and the profile's SOCKS5 or HTTP CONNECT proxy), and says a proxy's failure
+//! in the same words, with the same exit code.
+//!
+//! A leaf of `deliver/` apart from `smtp::tls`, `http_reach` and `in_flight`: the token
+//! code and the API transports both use it without importing each other.
 
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::deliver::http_reach::{self, Unreached};
 use crate::deliver::in_flight::InFlight;
-use crate::deliver::pinned_tls;
 use crate::deliver::smtp::tls;
 use crate::error::{Error, ErrorKind, Result};
-use crate::profile::Fingerprint;
+use crate::profile::{Fingerprint, Proxy};
 
 /// An answer's body is a token, an id or an error: a few kilobytes. More is not what
 /// envoi asked for, and is not read.
 pub(crate) const MAX_ANSWER_BYTES: u64 = 64 * 1024;
+
+/// A proxy's password comes from a variable (`proxy_password_env`, or the URL of
+/// `HTTPS_PROXY`): no command runs, so this bound is never near.
+const PASSWORD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The longest text of a service's shown in an error.
 const MAX_SHOWN_CHARS: usize = 400;
@@ -73,13 +81,14 @@ impl Answer {
 }
 
 impl Client {
-    /// A client for the service at `url` (which decides whether a proxy is used),
-    /// trusting the system's roots and `ca_file`'s certificates, or only the certificate
-    /// `pin` names.
+    /// A client for a service reached through `proxy` (else directly), trusting the
+    /// system's roots and `ca_file`'s certificates, or only the certificate `pin` names.
+    /// The proxy's password, when it wants a login, is fetched here (78 when its
+    /// variable is unset).
     pub(crate) fn new(
-        url: &str,
         ca_file: Option<&Path>,
         pin: Option<&Fingerprint>,
+        proxy: Option<&Proxy>,
         what: String,
         key: &'static str,
     ) -> Result<Client> {
@@ -94,17 +103,30 @@ impl Client {
             .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .build();
         let config = ureq::Agent::config_builder()
-            .proxy(proxy_for(url))
+            // envoi's connector reaches the service, through the profile's proxy.
+            .proxy(None)
             .tls_config(tls)
             .http_status_as_error(false)
             .max_redirects(0)
             .user_agent(concat!("envoi/", env!("CARGO_PKG_VERSION")))
             .build();
-        let agent = match pin {
-            // The pin is the whole trust, checked by the SMTP client's own verifier.
-            Some(_) => pinned_tls::agent(config, tls::client_config(ca_file, pin)?),
-            None => config.into(),
+        let via = match proxy {
+            Some(proxy) => {
+                let password = proxy
+                    .login
+                    .as_ref()
+                    .map(|(_, source)| source.fetch_as("proxy_password", PASSWORD_TIMEOUT))
+                    .transpose()?;
+                Some((proxy.clone(), password))
+            }
+            None => None,
         };
+        // With a pin, the pin is the whole trust, checked by the SMTP client's own verifier.
+        let pinned = match pin {
+            Some(_) => Some(tls::client_config(ca_file, pin)?),
+            None => None,
+        };
+        let agent = http_reach::agent(config, via, pinned);
         Ok(Client { agent, what, key })
     }
 
@@ -207,6 +229,23 @@ impl Client {
     /// A request that got no answer: 75 (unreachable, timed out, reset), 77 for a
     /// certificate envoi does not trust, 78 for a redirect.
     fn request_error(&self, url: &str, error: &ureq::Error) -> Error {
+        if let ureq::Error::Io(io) = error
+            && let Some(Unreached(proxy)) = io.get_ref().and_then(|e| e.downcast_ref())
+        {
+            let cause = proxy
+                .cause
+                .as_ref()
+                .map_or(String::new(), |io| match io.kind() {
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+                        ": timed out".to_owned()
+                    }
+                    _ => format!(": {io}"),
+                });
+            return Error::new(
+                proxy.kind,
+                format!("cannot reach {}: {}{cause}", self.what, proxy.words),
+            );
+        }
         let certificate = match error {
             ureq::Error::Rustls(rustls::Error::InvalidCertificate(reason)) => Some(reason),
             ureq::Error::Io(io) => match io.get_ref().and_then(|e| e.downcast_ref()) {
@@ -295,29 +334,13 @@ fn read(response: ureq::http::Response<ureq::Body>) -> Answer {
 fn describe(error: &ureq::Error) -> String {
     match error {
         ureq::Error::Timeout(_) => "no answer in time (timeout_secs, or the deadline)".into(),
+        // The socket's own words ("Connection refused"), without ureq's "io: " before them.
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            "no answer in time (timeout_secs, or the deadline)".into()
+        }
+        ureq::Error::Io(io) => io.to_string(),
         other => other.to_string(),
     }
-}
-
-/// THE place where a client's proxy is chosen. Today: a proxy from the environment
-/// (ALL_PROXY, HTTPS_PROXY, HTTP_PROXY; NO_PROXY), as corporate networks need, except
-/// for this machine: a loopback service may be plain http, which must not go to a proxy
-/// in clear.
-fn proxy_for(url: &str) -> Option<ureq::Proxy> {
-    if is_loopback(url) {
-        return None;
-    }
-    ureq::Proxy::try_from_env()
-}
-
-/// Whether `url` names this machine.
-pub(crate) fn is_loopback(url: &str) -> bool {
-    url::Url::parse(url).is_ok_and(|u| match u.host() {
-        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    })
 }
 
 /// A request body that notes when it starts going out (then the message is in

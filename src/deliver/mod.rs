@@ -7,6 +7,7 @@ mod api;
 mod deadline;
 mod file;
 mod http;
+mod http_reach;
 mod in_flight;
 mod net;
 mod oauth2;

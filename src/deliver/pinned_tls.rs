@@ -3,7 +3,7 @@
 //! only root certificates, so envoi's verifier (the pin is the whole trust) goes in
 //! through ureq's connector seam instead.
 //!
-//! A leaf of `deliver/` apart from `smtp::tls`; `http` builds its agent with it.
+//! A leaf of `deliver/` apart from `smtp::tls`; `http_reach` puts it in its chain.
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -11,25 +11,14 @@ use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
-use ureq::unversioned::resolver::DefaultResolver;
 use ureq::unversioned::transport::{
-    Buffers, ConnectProxyConnector, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout,
-    TcpConnector, Transport, TransportAdapter,
+    Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, Transport,
+    TransportAdapter,
 };
-
-/// An agent whose HTTPS connections trust what `tls` trusts, with `config`'s other
-/// settings. Its chain is ureq's own (an HTTP CONNECT proxy, else TCP) with this TLS.
-pub(crate) fn agent(config: ureq::config::Config, tls: Arc<ClientConfig>) -> ureq::Agent {
-    let chain =
-        ().chain(ConnectProxyConnector::default())
-            .chain(TcpConnector::default())
-            .chain(PinnedTls(tls));
-    ureq::Agent::with_parts(config, chain, DefaultResolver::default())
-}
 
 /// Wraps the connection in TLS with a fixed rustls configuration.
 #[derive(Debug)]
-struct PinnedTls(Arc<ClientConfig>);
+pub(crate) struct PinnedTls(pub(crate) Arc<ClientConfig>);
 
 impl<In: Transport> Connector<In> for PinnedTls {
     type Out = Either<In, TlsTransport>;
@@ -68,7 +57,7 @@ impl<In: Transport> Connector<In> for PinnedTls {
 }
 
 /// A connection inside TLS.
-struct TlsTransport {
+pub(crate) struct TlsTransport {
     buffers: LazyBuffers,
     stream: StreamOwned<ClientConnection, TransportAdapter>,
 }

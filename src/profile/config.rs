@@ -271,6 +271,12 @@ pub struct ApiProfile {
     /// The SHA-256 of the one certificate the service may present (a TLS-inspecting
     /// proxy's, say): with it, that match is the whole trust.
     pub tls_fingerprint: Option<Fingerprint>,
+    /// The proxy the requests go through, and what chose it: [`Origin::File`] for the
+    /// `proxy` key (or the URL's `?proxy=`), [`Origin::Variable`] for `HTTPS_PROXY` or
+    /// `ALL_PROXY`; `None` to connect directly.
+    pub proxy: Option<(Proxy, Origin)>,
+    /// The `proxy` key as written: whether the environment may choose a proxy.
+    pub(crate) proxy_key: ProxyKey,
 }
 
 /// An SMTP server and how to log in to it.
@@ -311,16 +317,31 @@ pub struct SmtpProfile {
     pub(crate) proxy_key: ProxyKey,
 }
 
-impl SmtpProfile {
-    /// Lets the environment's proxy variables choose the proxy, unless the `proxy` key
-    /// did (a bad `ALL_PROXY` is 78, naming it).
+impl Profile {
+    /// Lets the environment's proxy variables choose the proxies, unless the `proxy` key
+    /// did (a bad `ALL_PROXY` is 78, naming it): the transport's (an SMTP server as curl
+    /// reads `smtp://`, an HTTPS API as it reads `https://`) and the `[oauth2]` token
+    /// endpoint's (for its own host, as an `https://` URL).
     pub(crate) fn take_proxy_env(&mut self, env: &ProxyEnv) -> Result<()> {
-        self.proxy = self.proxy_key.choose(&self.host, env)?;
+        let (key, login) = match &mut self.transport {
+            Transport::Smtp(smtp) => {
+                smtp.proxy = smtp.proxy_key.choose(&smtp.host, env)?;
+                (&smtp.proxy_key, &mut smtp.login)
+            }
+            Transport::Api(api) => {
+                api.proxy = api.proxy_key.choose_https(&url_host(&api.api_url), env)?;
+                (&api.proxy_key, &mut api.login)
+            }
+            Transport::File { .. } => return Ok(()),
+        };
+        if let Ok(Some((_, SecretSource::OAuth2(oauth)))) = login {
+            oauth.proxy = key
+                .choose_https(&url_host(&oauth.token_url), env)?
+                .map(|(proxy, _)| proxy);
+        }
         Ok(())
     }
-}
 
-impl Profile {
     /// The SMTP login's user name, when the profile logs in (and its login keys are
     /// right): what the pre-send lint compares the From domain with.
     pub fn login_user(&self) -> Option<&str> {
@@ -447,18 +468,7 @@ impl ProfileEntry {
                     self.tls_fingerprint.as_deref(),
                     self.ca_file.is_some(),
                 )?;
-                let proxy_key = match &self.proxy {
-                    Some(value) => ProxyKey::parse(
-                        &format!("profile {name:?}: proxy"),
-                        value,
-                        self.proxy_password_env.as_deref(),
-                    )?,
-                    None if self.proxy_password_env.is_some() => {
-                        return Err(bad("proxy_password_env is set but proxy is not".into()));
-                    }
-                    None => ProxyKey::Unset,
-                };
-                let proxy = proxy_key.choose(&host, &ProxyEnv::default())?;
+                let proxy_key = self.proxy_key(name)?;
                 Transport::Smtp(SmtpProfile {
                     login: self.login(name),
                     auth: self.auth.unwrap_or_default(),
@@ -473,12 +483,12 @@ impl ProfileEntry {
                     tls_fingerprint,
                     hello_name: self.hello_name,
                     allow_plaintext_auth: self.allow_plaintext_auth.unwrap_or(false),
-                    proxy,
+                    proxy: None,
                     proxy_key,
                 })
             }
         };
-        Ok(Profile {
+        let mut profile = Profile {
             transport,
             from: self.from,
             outbox: self.outbox.unwrap_or(false),
@@ -488,7 +498,25 @@ impl ProfileEntry {
                 default_domain: self.default_domain,
             },
             dkim,
-        })
+        };
+        // The `proxy` key's choice; the environment's comes with the route.
+        profile.take_proxy_env(&ProxyEnv::default())?;
+        Ok(profile)
+    }
+
+    /// The `proxy` key with `proxy_password_env`, as written.
+    fn proxy_key(&self, name: &str) -> Result<ProxyKey> {
+        match &self.proxy {
+            Some(value) => ProxyKey::parse(
+                &format!("profile {name:?}: proxy"),
+                value,
+                self.proxy_password_env.as_deref(),
+            ),
+            None if self.proxy_password_env.is_some() => Err(Error::config(format!(
+                "profile {name:?}: proxy_password_env is set but proxy is not"
+            ))),
+            None => Ok(ProxyKey::Unset),
+        }
     }
 
     /// The user name and its secret's source: exactly one source with a user name, of
@@ -629,6 +657,8 @@ impl ProfileEntry {
                 .unwrap_or(DEFAULT_TIMEOUT),
             ca_file: self.ca_file.clone(),
             tls_fingerprint,
+            proxy: None,
+            proxy_key: self.proxy_key(name)?,
         })
     }
 
@@ -1065,6 +1095,15 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
     })
 }
 
+/// The host of a checked `https://` URL, without brackets: what `NO_PROXY` is matched
+/// against (empty, so matching nothing but `*`, for a URL that does not parse).
+fn url_host(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_owned()))
+        .unwrap_or_default()
+}
+
 /// A profile from `graph://mailbox@domain` or `gmail://me@gmail.com`: the address is
 /// the mailbox that sends and the profile's `from`; the token comes from `$ENVOI_TOKEN`;
 /// `?api_url=` moves the service (a sovereign cloud, a test server).
@@ -1087,9 +1126,11 @@ fn api_profile_from_url(url: &url::Url, service: Service) -> Result<Profile> {
         .email
         .to_string();
     let mut api = service.default_url().to_owned();
+    let mut proxy_key = ProxyKey::Unset;
     for (key, value) in url.query_pairs() {
         match (key.as_ref(), value.as_ref(), service) {
             ("api_url", given, _) => api = api_url("--smtp-url: api_url", given)?,
+            ("proxy", given, _) => proxy_key = ProxyKey::parse("--smtp-url: proxy", given, None)?,
             ("save_to_sent", "true", Service::Graph) => {}
             ("save_to_sent", "false", Service::Graph) => {
                 return Err(bad(
@@ -1099,7 +1140,7 @@ fn api_profile_from_url(url: &url::Url, service: Service) -> Result<Profile> {
             }
             _ => {
                 return Err(bad(&format!(
-                    "unknown parameter or value for {key:?} (known: api_url=URL{})",
+                    "unknown parameter or value for {key:?} (known: api_url=URL, proxy=URL{})",
                     if service == Service::Graph {
                         ", save_to_sent=true"
                     } else {
@@ -1109,7 +1150,7 @@ fn api_profile_from_url(url: &url::Url, service: Service) -> Result<Profile> {
             }
         }
     }
-    Ok(Profile {
+    let mut profile = Profile {
         transport: Transport::Api(ApiProfile {
             service,
             api_url: api,
@@ -1121,13 +1162,17 @@ fn api_profile_from_url(url: &url::Url, service: Service) -> Result<Profile> {
             timeout: DEFAULT_TIMEOUT,
             ca_file: None,
             tls_fingerprint: None,
+            proxy: None,
+            proxy_key,
         }),
         from: Some(mailbox),
         outbox: false,
         outbox_dir: None,
         names: Names::default(),
         dkim: None,
-    })
+    };
+    profile.take_proxy_env(&ProxyEnv::default())?;
+    Ok(profile)
 }
 
 #[cfg(test)]
@@ -1458,6 +1503,54 @@ mod tests {
             let err = smtp(profile).login.unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Config, "{err}");
         }
+    }
+
+    #[test]
+    fn an_api_profile_and_its_token_endpoint_take_the_proxy_key_or_the_https_environment() {
+        let token = |p: &ApiProfile| match &p.login {
+            Ok(Some((_, SecretSource::OAuth2(o)))) => o.proxy.as_ref().map(ToString::to_string),
+            other => panic!("{other:?}"),
+        };
+        let file = parse(
+            "[profiles.k]\ntransport = \"graph\"\nfrom = \"a@contoso.com\"\n\
+             proxy = \"socks5h://p:1080\"\n\
+             [profiles.k.oauth2]\nflow = \"client_credentials\"\nclient_id = \"c\"\n\
+             token_url = \"https://login.example/token\"\nclient_secret_env = \"S\"\n\
+             [profiles.e]\ntransport = \"gmail\"\nfrom = \"me@gmail.com\"\n\
+             [profiles.e.oauth2]\nflow = \"client_credentials\"\nclient_id = \"c\"\n\
+             token_url = \"https://login.example/token\"\nclient_secret_env = \"S\"\n\
+             [profiles.bad]\ntransport = \"graph\"\nfrom = \"a@b.c\"\ntoken_env = \"T\"\n\
+             proxy_password_env = \"P\"\n",
+        );
+        let (_, k) = file.select(Some("k")).unwrap().unwrap();
+        let k = api(k);
+        let (proxy, origin) = k.proxy.clone().expect("the key's proxy");
+        assert_eq!(
+            (proxy.to_string(), origin),
+            ("socks5h://p:1080".into(), Origin::File)
+        );
+        assert_eq!(token(&k).as_deref(), Some("socks5h://p:1080"));
+
+        let (_, mut e) = file.select(Some("e")).unwrap().unwrap();
+        let env = ProxyEnv {
+            all_proxy: Some(("ALL_PROXY", "socks5://all:1080".into())),
+            https_proxy: Some(("HTTPS_PROXY", "http://web:3128".into())),
+            no_proxy: Some("login.example".into()),
+        };
+        e.take_proxy_env(&env).unwrap();
+        let e = api(e);
+        let (proxy, origin) = e.proxy.clone().expect("the environment's proxy");
+        assert_eq!(proxy.to_string(), "http://web:3128");
+        assert_eq!(origin, Origin::Variable("HTTPS_PROXY"));
+        assert_eq!(token(&e), None, "NO_PROXY names the token endpoint's host");
+
+        let err = file.select(Some("bad")).unwrap_err();
+        assert!(err.message().contains("proxy_password_env"), "{err}");
+
+        let g = api(profile_from_url("graph://a@contoso.com?proxy=http%3A%2F%2Fp%3A3128").unwrap());
+        assert_eq!(g.proxy.expect("a proxy").0.to_string(), "http://p:3128");
+        let g = api(profile_from_url("gmail://me@gmail.com?proxy=none").unwrap());
+        assert!(g.proxy.is_none() && matches!(g.proxy_key, ProxyKey::Off));
     }
 
     #[test]

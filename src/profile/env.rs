@@ -29,7 +29,8 @@ pub struct Env {
     pub platform_config: Option<PathBuf>,
     /// The platform data directory's `envoi/outbox`, when the platform has one.
     pub platform_outbox: Option<PathBuf>,
-    /// `ALL_PROXY` and `NO_PROXY` (either case), for a profile without a `proxy` key.
+    /// `ALL_PROXY`, `HTTPS_PROXY` and `NO_PROXY` (either case), for a profile without a
+    /// `proxy` key.
     pub proxy: ProxyEnv,
 }
 
@@ -105,6 +106,8 @@ pub enum Origin {
 pub struct ProxyEnv {
     /// `all_proxy`, else `ALL_PROXY`: the variable's name and its value.
     pub all_proxy: Option<(&'static str, String)>,
+    /// `https_proxy`, else `HTTPS_PROXY`: for an `https://` URL, before `all_proxy`.
+    pub https_proxy: Option<(&'static str, String)>,
     /// `no_proxy`, else `NO_PROXY`.
     pub no_proxy: Option<String>,
 }
@@ -122,6 +125,7 @@ impl ProxyEnv {
         };
         ProxyEnv {
             all_proxy: first(["all_proxy", "ALL_PROXY"]),
+            https_proxy: first(["https_proxy", "HTTPS_PROXY"]),
             no_proxy: first(["no_proxy", "NO_PROXY"]).map(|(_, v)| v),
         }
     }

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::message::check::no_line_breaks;
 use crate::profile::password::{Password, PasswordSource};
+use crate::profile::proxy::Proxy;
 
 /// The table exactly as the file spells it; `config.example.toml` documents each key.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -74,6 +75,11 @@ pub struct OAuth2 {
     /// How `envoi auth login` asks the user's consent; `None` when the table names no
     /// way (then it says which key to add).
     pub consent: Option<Consent>,
+    /// The proxy the token endpoint is reached through: the profile's `proxy` key, else
+    /// the environment's for `token_url`'s host (set when the profile is resolved;
+    /// `None`, directly). `envoi auth login` asks the device code endpoint through it
+    /// too: the same provider's, from the same network.
+    pub proxy: Option<Proxy>,
 }
 
 /// How `envoi auth login` gets a user's consent, and so the first refresh token.
@@ -294,6 +300,7 @@ impl OAuth2Entry {
             scope: self.scope.clone().filter(|s| !s.is_empty()),
             refresh_token,
             consent,
+            proxy: None,
         })
     }
 

@@ -1,9 +1,9 @@
 //! The `proxy` key and the proxy variables of the environment (`ALL_PROXY`, `NO_PROXY`, as
-//! curl reads them for an `smtp://` URL): which proxy, if any, a connection to a host goes
-//! through, and who chose it.
+//! curl reads them for an `smtp://` URL; `HTTPS_PROXY` first for an `https://` one): which
+//! proxy, if any, a connection to a host goes through, and who chose it.
 //!
-//! One parsed [`Proxy`] serves every transport: the SMTP client speaks SOCKS5 and HTTP
-//! CONNECT itself, and an HTTP client can take [`Proxy::to_url`].
+//! One parsed [`Proxy`] serves every transport: envoi speaks SOCKS5 and HTTP CONNECT
+//! itself, for SMTP and for the HTTPS client alike.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -59,22 +59,6 @@ impl Proxy {
         } else {
             format!("{}:{}", self.host, self.port)
         }
-    }
-
-    /// The proxy as a URL for an HTTP client (ureq's `Proxy::new`), with the login's
-    /// password, when there is one, percent-encoded into it.
-    pub fn to_url(&self, password: Option<&Password>) -> String {
-        let encode = |s: &str| {
-            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-        };
-        let userinfo = match (&self.login, password) {
-            (Some((user, _)), Some(password)) => {
-                format!("{}:{}@", encode(user), encode(password.expose()))
-            }
-            (Some((user, _)), None) => format!("{}@", encode(user)),
-            (None, _) => String::new(),
-        };
-        format!("{}://{userinfo}{}", self.kind.scheme(), self.address())
     }
 }
 
@@ -136,22 +120,47 @@ impl ProxyKey {
     /// is written, else the environment (`all_proxy`, `ALL_PROXY`, minus `no_proxy` /
     /// `NO_PROXY` and loopback hosts). `None` for a direct connection.
     pub fn choose(&self, host: &str, env: &ProxyEnv) -> Result<Option<(Proxy, Origin)>> {
+        self.choose_from(host, env.all_proxy.as_ref(), env)
+    }
+
+    /// As [`ProxyKey::choose`] for an `https://` URL to `host` (a mail API, a token
+    /// endpoint): from the environment, `https_proxy` / `HTTPS_PROXY` first, then
+    /// `all_proxy` / `ALL_PROXY`, as curl reads them.
+    pub fn choose_https(&self, host: &str, env: &ProxyEnv) -> Result<Option<(Proxy, Origin)>> {
+        self.choose_from(
+            host,
+            env.https_proxy.as_ref().or(env.all_proxy.as_ref()),
+            env,
+        )
+    }
+
+    /// The key's proxy, else the variable `from_env` (minus `no_proxy` and loopback).
+    fn choose_from(
+        &self,
+        host: &str,
+        from_env: Option<&(&'static str, String)>,
+        env: &ProxyEnv,
+    ) -> Result<Option<(Proxy, Origin)>> {
         match self {
             ProxyKey::Off => Ok(None),
             ProxyKey::Url(proxy) => Ok(Some((Proxy::clone(proxy), Origin::File))),
-            ProxyKey::Unset => from_environment(env, host),
+            ProxyKey::Unset => from_environment(from_env, env.no_proxy.as_deref(), host),
         }
     }
 }
 
-/// The environment's proxy for `host`, unless `host` is loopback or `no_proxy` names
-/// it. A value envoi cannot use is a configuration error (78), not a silent direct
-/// connection.
-fn from_environment(env: &ProxyEnv, host: &str) -> Result<Option<(Proxy, Origin)>> {
-    let Some((name, value)) = &env.all_proxy else {
+/// The proxy of the variable `var` (its name and value) for `host`, unless `host` is
+/// loopback or the `no_proxy` list names it. A value envoi cannot use is a configuration
+/// error (78), not a silent direct connection.
+fn from_environment(
+    var: Option<&(&'static str, String)>,
+    no_proxy_list: Option<&str>,
+    host: &str,
+) -> Result<Option<(Proxy, Origin)>> {
+    let Some((name, value)) = var else {
         return Ok(None);
     };
-    if is_loopback(host) || env.no_proxy.as_deref().is_some_and(|l| no_proxy(l, host)) {
+    if is_loopback(host) || no_proxy_list.is_some_and(|l| no_proxy(l, host)) {
         return Ok(None);
     }
     let what = format!("${name}");
@@ -316,6 +325,7 @@ mod tests {
     fn env(all: &str, no: &str) -> ProxyEnv {
         ProxyEnv {
             all_proxy: (!all.is_empty()).then(|| ("ALL_PROXY", all.to_owned())),
+            https_proxy: None,
             no_proxy: (!no.is_empty()).then(|| no.to_owned()),
         }
     }
@@ -325,7 +335,7 @@ mod tests {
     }
 
     #[test]
-    fn the_key_parses_the_three_schemes_and_turns_back_into_a_url() {
+    fn the_key_parses_the_three_schemes_and_its_login() {
         for (raw, shown) in [
             ("socks5://127.0.0.1:1080", "socks5://127.0.0.1:1080"),
             ("socks5h://proxy.example", "socks5h://proxy.example:1080"),
@@ -335,7 +345,6 @@ mod tests {
                 panic!("{raw} is a proxy");
             };
             assert_eq!(proxy.to_string(), shown);
-            assert_eq!(proxy.to_url(None), shown);
         }
         let ProxyKey::Url(proxy) =
             ProxyKey::parse("proxy", "http://me%40x@p:3128", Some("PROXY_PW")).unwrap()
@@ -343,10 +352,6 @@ mod tests {
             panic!("a proxy");
         };
         assert_eq!(proxy.to_string(), "http://p:3128", "no user name shown");
-        assert_eq!(
-            proxy.to_url(Some(&Password::new("p:w@".into()))),
-            "http://me%40x:p%3Aw%40@p:3128"
-        );
         assert!(matches!(
             &proxy.login,
             Some((user, PasswordSource::Env(var))) if user == "me@x" && var == "PROXY_PW"
@@ -416,6 +421,30 @@ mod tests {
             );
         }
         assert_eq!(chosen(&unset, "anything", &self::env("p:1", "*")), None);
+    }
+
+    #[test]
+    fn an_https_url_takes_https_proxy_first_and_smtp_never_does() {
+        let mut env = env("socks5h://all:1080", "api.example.net");
+        env.https_proxy = Some(("HTTPS_PROXY", "http://web:3128".to_owned()));
+        let unset = ProxyKey::Unset;
+        let (proxy, origin) = unset.choose_https("graph.example", &env).unwrap().unwrap();
+        assert_eq!(proxy.to_string(), "http://web:3128");
+        assert_eq!(origin, Origin::Variable("HTTPS_PROXY"));
+        assert_eq!(
+            chosen(&unset, "smtp.example", &env).as_deref(),
+            Some("socks5h://all:1080")
+        );
+        assert!(
+            unset
+                .choose_https("api.example.net", &env)
+                .unwrap()
+                .is_none()
+        );
+        assert!(unset.choose_https("127.0.0.1", &env).unwrap().is_none());
+        env.https_proxy = None;
+        let (proxy, _) = unset.choose_https("graph.example", &env).unwrap().unwrap();
+        assert_eq!(proxy.to_string(), "socks5h://all:1080", "then ALL_PROXY");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::profile::config::{self, Profile, Transport, profile_from_url};
+use crate::profile::config::{self, Profile, profile_from_url};
 use crate::profile::env::Env;
 
 /// How a message reaches its server: a profile of a config file, or a URL. Stored in
@@ -70,11 +70,9 @@ impl Route {
     }
 }
 
-/// `profile` with the proxy the environment chooses for it, when its `proxy` key
-/// leaves the choice to the environment.
+/// `profile` with the proxies the environment chooses for it (its transport's, its
+/// token endpoint's), when its `proxy` key leaves the choice to the environment.
 fn with_proxy_env(mut profile: Profile, env: &Env) -> Result<Profile> {
-    if let Transport::Smtp(smtp) = &mut profile.transport {
-        smtp.take_proxy_env(&env.proxy)?;
-    }
+    profile.take_proxy_env(&env.proxy)?;
     Ok(profile)
 }

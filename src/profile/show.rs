@@ -12,7 +12,7 @@ use crate::profile::env::{Env, Flags, Origin};
 use crate::profile::files::config_path;
 use crate::profile::oauth2::Consent;
 use crate::profile::password::PasswordSource;
-use crate::profile::proxy::ProxyKey;
+use crate::profile::proxy::{Proxy, ProxyKey};
 use crate::profile::resolve::resolve;
 
 /// One effective setting.
@@ -101,6 +101,50 @@ impl Written {
     }
 }
 
+/// The proxy of a transport and what chose it (the key, `--smtp-url`'s `?proxy=`, or a
+/// variable), with the proxy login's password source.
+fn explain_proxy(
+    chosen: &Option<(Proxy, Origin)>,
+    key: &ProxyKey,
+    written: &Written,
+    settings: &mut Vec<Setting>,
+    problems: &mut Vec<String>,
+) {
+    let mut push = |key, value: Option<String>, origin| {
+        settings.push(Setting { key, value, origin });
+    };
+    let key_written = !matches!(key, ProxyKey::Unset);
+    let (proxy, origin) = match (chosen, key_written) {
+        (Some((proxy, origin @ Origin::Variable(_))), _) => (Some(proxy.to_string()), *origin),
+        (Some((proxy, _)), _) => (
+            Some(proxy.to_string()),
+            written.origin(|e| e.proxy.is_some(), true),
+        ),
+        (None, true) => (
+            Some("none (connects directly)".into()),
+            written.origin(|e| e.proxy.is_some(), true),
+        ),
+        (None, false) => (None, Origin::Default),
+    };
+    push("proxy", proxy, origin);
+    if let Some((proxy, origin)) = chosen
+        && let Some((user, source)) = &proxy.login
+    {
+        let (described, problem) = match (source, origin) {
+            (PasswordSource::Inline(_), Origin::Variable(name)) => {
+                (format!("in ${name} (hidden)"), None)
+            }
+            (source, _) => describe_secret("proxy password", source),
+        };
+        push(
+            "proxy_password_env",
+            Some(format!("user {user}, password {described}")),
+            *origin,
+        );
+        problems.extend(problem);
+    }
+}
+
 /// Appends the settings of `profile`, each with its origin, and the problems a send
 /// would meet.
 fn explain(
@@ -176,6 +220,7 @@ fn explain(
                 api.tls_fingerprint.map(|pin| pin.to_string()),
                 written.origin(|e| e.tls_fingerprint.is_some(), false),
             );
+            explain_proxy(&api.proxy, &api.proxy_key, written, settings, problems);
         }
         Transport::Smtp(smtp) => {
             push(
@@ -255,38 +300,7 @@ fn explain(
                 Some(smtp.allow_plaintext_auth.to_string()),
                 written.origin(|e| e.allow_plaintext_auth.is_some(), false),
             );
-            let key_written = !matches!(smtp.proxy_key, ProxyKey::Unset);
-            let (proxy, origin) = match (&smtp.proxy, key_written) {
-                (Some((proxy, origin @ Origin::Variable(_))), _) => {
-                    (Some(proxy.to_string()), *origin)
-                }
-                (Some((proxy, _)), _) => (
-                    Some(proxy.to_string()),
-                    written.origin(|e| e.proxy.is_some(), true),
-                ),
-                (None, true) => (
-                    Some("none (connects directly)".into()),
-                    written.origin(|e| e.proxy.is_some(), true),
-                ),
-                (None, false) => (None, Origin::Default),
-            };
-            push("proxy", proxy, origin);
-            if let Some((proxy, origin)) = &smtp.proxy
-                && let Some((user, source)) = &proxy.login
-            {
-                let (described, problem) = match (source, origin) {
-                    (PasswordSource::Inline(_), Origin::Variable(name)) => {
-                        (format!("in ${name} (hidden)"), None)
-                    }
-                    (source, _) => describe_secret("proxy password", source),
-                };
-                push(
-                    "proxy_password_env",
-                    Some(format!("user {user}, password {described}")),
-                    *origin,
-                );
-                problems.extend(problem);
-            }
+            explain_proxy(&smtp.proxy, &smtp.proxy_key, written, settings, problems);
         }
     }
     let mut push = |key, value: Option<String>, origin| {

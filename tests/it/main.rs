@@ -6,6 +6,7 @@
 mod support;
 
 mod api;
+mod api_reach;
 mod attachments;
 mod batch;
 mod check;

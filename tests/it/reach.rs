@@ -386,7 +386,7 @@ fn all_proxy_is_honoured_and_no_proxy_excludes_the_host() {
 /// A listener on `[::1]:port` whose accept queue is full: the kernel drops every further
 /// SYN, so a connection to it neither succeeds nor fails until its timeout — a
 /// black-holed address. A Python process, since std cannot listen with a backlog of 0.
-fn black_hole_v6(port: u16) -> Child {
+pub(crate) fn black_hole_v6(port: u16) -> Child {
     let script = "import socket, sys, time\n\
         s = socket.socket(socket.AF_INET6)\n\
         s.bind(('::1', int(sys.argv[1])))\n\

@@ -104,6 +104,10 @@ pub(crate) fn open(
             )));
         }
     };
+    if let (Some(transcript), Some((proxy, _))) = (transcript, &api.proxy) {
+        let line = format!("{} through the proxy {proxy}", api.service.name());
+        transcript("*", &line);
+    }
     let timeout = cut_to_deadline(api.timeout, fetch_by);
     let current = fetch(&user, &source, api.ca_file.as_deref(), timeout, transcript)?;
     Ok(ApiTransport {
@@ -122,9 +126,9 @@ pub(crate) fn open(
 /// The HTTPS client for `api`'s service.
 fn client(api: &ApiProfile) -> Result<Client> {
     Client::new(
-        &api.api_url,
         api.ca_file.as_deref(),
         api.tls_fingerprint.as_ref(),
+        api.proxy.as_ref().map(|(proxy, _)| proxy),
         format!("{} at {}", api.service.name(), api.api_url),
         "api_url",
     )
@@ -468,6 +472,8 @@ pub struct ApiCheck {
     pub mailbox: Option<String>,
     /// What the answer proves, in words.
     pub finding: String,
+    /// The proxy the requests went through (`scheme://host:port`), if any.
+    pub proxy: Option<String>,
 }
 
 /// `envoi check` for `api` within `timeout`.
@@ -494,6 +500,7 @@ pub(crate) fn check(api: &ApiProfile, timeout: Duration) -> Result<ApiCheck> {
             url,
             mailbox,
             finding,
+            proxy: api.proxy.as_ref().map(|(proxy, _)| proxy.to_string()),
         }),
         None => Err(transport.refusal(&answer).error),
     }
@@ -512,6 +519,8 @@ mod tests {
             timeout: Duration::from_secs(1),
             ca_file: None,
             tls_fingerprint: None,
+            proxy: None,
+            proxy_key: crate::profile::ProxyKey::Unset,
         };
         ApiTransport {
             client: client(&api).unwrap(),

@@ -11,4 +11,5 @@ mod http;
 mod reach;
 mod socks5;
 
+pub(crate) use connect::ProxyError;
 pub(crate) use reach::{ReachError, Via, open};

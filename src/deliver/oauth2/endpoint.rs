@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::deliver::http::{Client, printable};
 use crate::error::{Error, ErrorKind, Result};
+use crate::profile::Proxy;
 
 /// The endpoint's JSON answer, success (RFC 6749 §5.1) or error (§5.2).
 #[derive(Deserialize)]
@@ -31,31 +32,33 @@ pub(super) struct Granted {
     pub(super) refresh_token: Option<String>,
 }
 
-/// POSTs the form (RFC 6749 §4.4.2 / §6) and reads the answer.
+/// POSTs the form (RFC 6749 §4.4.2 / §6) through `proxy`, if any, and reads the answer.
 pub(super) fn post(
     url: &str,
     form: &[(&str, String)],
     ca_file: Option<&Path>,
+    proxy: Option<&Proxy>,
     timeout: Duration,
     secrets: &[String],
 ) -> Result<Granted> {
-    let (status, text) = request(url, form, ca_file, timeout)?;
+    let (status, text) = request(url, form, ca_file, proxy, timeout)?;
     interpret(url, status, &text, secrets)
 }
 
-/// POSTs the form to `url` (over envoi's one HTTPS client) and returns the HTTP status
-/// and body, whatever they are: the caller reads them (a device-code poll expects some
-/// errors).
+/// POSTs the form to `url` (over envoi's one HTTPS client, through `proxy` if any) and
+/// returns the HTTP status and body, whatever they are: the caller reads them (a
+/// device-code poll expects some errors).
 pub(super) fn request(
     url: &str,
     form: &[(&str, String)],
     ca_file: Option<&Path>,
+    proxy: Option<&Proxy>,
     timeout: Duration,
 ) -> Result<(u16, String)> {
     let client = Client::new(
-        url,
         ca_file,
         None,
+        proxy,
         format!("the token endpoint {url}"),
         "oauth2.token_url",
     )?;

@@ -186,7 +186,7 @@ fn device_flow(
     if let Some(scope) = &oauth.scope {
         form.push(("scope", scope.clone()));
     }
-    let (status, text) = request(url, &form, ca_file, REQUEST_TIMEOUT)?;
+    let (status, text) = request(url, &form, ca_file, oauth.proxy.as_ref(), REQUEST_TIMEOUT)?;
     let answer: Option<DeviceAnswer> = serde_json::from_str(&text).ok();
     let refused = |code: &str, description: Option<&str>| {
         Error::new(
@@ -249,7 +249,13 @@ fn device_flow(
                  login again",
             ));
         }
-        let (status, text) = request(&oauth.token_url, &poll, ca_file, REQUEST_TIMEOUT)?;
+        let (status, text) = request(
+            &oauth.token_url,
+            &poll,
+            ca_file,
+            oauth.proxy.as_ref(),
+            REQUEST_TIMEOUT,
+        )?;
         let waiting = serde_json::from_str::<DeviceAnswer>(&text)
             .ok()
             .and_then(|a| a.error);
@@ -315,7 +321,13 @@ fn browser_flow(
     ];
     let mut secrets = vec![code, verifier];
     add_client_secret(oauth, &mut form, &mut secrets)?;
-    let (status, text) = request(&oauth.token_url, &form, ca_file, REQUEST_TIMEOUT)?;
+    let (status, text) = request(
+        &oauth.token_url,
+        &form,
+        ca_file,
+        oauth.proxy.as_ref(),
+        REQUEST_TIMEOUT,
+    )?;
     interpret(&oauth.token_url, status, &text, &secrets)
 }
 

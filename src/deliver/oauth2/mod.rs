@@ -149,7 +149,14 @@ pub(crate) fn access_token(
         oauth.flow.name()
     ));
     let asked_at = unix_now();
-    let answer = post(&oauth.token_url, &form, ca_file, left(), &secrets)?;
+    let answer = post(
+        &oauth.token_url,
+        &form,
+        ca_file,
+        oauth.proxy.as_ref(),
+        left(),
+        &secrets,
+    )?;
     let rotated = answer.refresh_token.is_some() && answer.refresh_token != refresh_used;
     let fresh = Cached {
         token_url: oauth.token_url.clone(),
