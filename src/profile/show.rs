@@ -2,7 +2,8 @@
 //! where each came from (flag, environment, file, default). Secrets are described by
 //! their source, never shown.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::profile::config::{
@@ -10,6 +11,7 @@ use crate::profile::config::{
 };
 use crate::profile::env::{Env, Flags, Origin};
 use crate::profile::files::config_path;
+use crate::profile::fingerprint::Fingerprint;
 use crate::profile::oauth2::Consent;
 use crate::profile::password::PasswordSource;
 use crate::profile::proxy::{Proxy, ProxyKey};
@@ -103,6 +105,35 @@ impl Written {
 
 /// The proxy of a transport and what chose it (the key, `--smtp-url`'s `?proxy=`, or a
 /// variable), with the proxy login's password source.
+/// The settings of a connection that SMTP and the HTTPS APIs share: how long a step may
+/// take, and which certificates are trusted.
+fn explain_trust(
+    timeout: Duration,
+    ca_file: Option<&Path>,
+    pin: Option<Fingerprint>,
+    written: &Written,
+    settings: &mut Vec<Setting>,
+) {
+    let mut push = |key, value: Option<String>, origin| {
+        settings.push(Setting { key, value, origin });
+    };
+    push(
+        "timeout_secs",
+        Some(timeout.as_secs().to_string()),
+        written.origin(|e| e.timeout_secs.is_some(), false),
+    );
+    push(
+        "ca_file",
+        ca_file.map(|p| p.display().to_string()),
+        written.origin(|e| e.ca_file.is_some(), false),
+    );
+    push(
+        "tls_fingerprint",
+        pin.map(|pin| pin.to_string()),
+        written.origin(|e| e.tls_fingerprint.is_some(), false),
+    );
+}
+
 fn explain_proxy(
     chosen: &Option<(Proxy, Origin)>,
     key: &ProxyKey,
@@ -202,23 +233,12 @@ fn explain(
                 settings,
                 problems,
             );
-            let mut push = |key, value: Option<String>, origin| {
-                settings.push(Setting { key, value, origin });
-            };
-            push(
-                "timeout_secs",
-                Some(api.timeout.as_secs().to_string()),
-                written.origin(|e| e.timeout_secs.is_some(), false),
-            );
-            push(
-                "ca_file",
-                api.ca_file.as_ref().map(|p| p.display().to_string()),
-                written.origin(|e| e.ca_file.is_some(), false),
-            );
-            push(
-                "tls_fingerprint",
-                api.tls_fingerprint.map(|pin| pin.to_string()),
-                written.origin(|e| e.tls_fingerprint.is_some(), false),
+            explain_trust(
+                api.timeout,
+                api.ca_file.as_deref(),
+                api.tls_fingerprint,
+                written,
+                settings,
             );
             explain_proxy(&api.proxy, &api.proxy_key, written, settings, problems);
         }
@@ -268,24 +288,16 @@ fn explain(
                         .into(),
                 );
             }
+            explain_trust(
+                smtp.timeout,
+                smtp.ca_file.as_deref(),
+                smtp.tls_fingerprint,
+                written,
+                settings,
+            );
             let mut push = |key, value: Option<String>, origin| {
                 settings.push(Setting { key, value, origin });
             };
-            push(
-                "timeout_secs",
-                Some(smtp.timeout.as_secs().to_string()),
-                written.origin(|e| e.timeout_secs.is_some(), false),
-            );
-            push(
-                "ca_file",
-                smtp.ca_file.as_ref().map(|p| p.display().to_string()),
-                written.origin(|e| e.ca_file.is_some(), false),
-            );
-            push(
-                "tls_fingerprint",
-                smtp.tls_fingerprint.map(|pin| pin.to_string()),
-                written.origin(|e| e.tls_fingerprint.is_some(), false),
-            );
             push(
                 "hello_name",
                 Some(
