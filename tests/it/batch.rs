@@ -1390,3 +1390,130 @@ fn a_mark_counts_only_result_lines_of_the_run_that_made_it() {
     let subjects: Vec<String> = s.server.messages().iter().map(subject).collect();
     assert_eq!(subjects, ["m3"], "m2 is not sent again");
 }
+
+/// A config in the setup's home for a port where nothing listens: `closed.toml`.
+fn closed_port_config(s: &Setup) -> PathBuf {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+        listener.local_addr().expect("its address").port()
+    };
+    let dir = s.home().join("closed");
+    std::fs::create_dir_all(&dir).unwrap();
+    Config::new(port, "none").write(&dir)
+}
+
+#[test]
+fn a_down_server_stops_the_batch_after_three_records_and_resume_sends_the_rest() {
+    let s = plain();
+    let file = numbered(&s, 50);
+    let closed = closed_port_config(&s);
+    let started = std::time::Instant::now();
+    let run = envoi(s.home())
+        .args(["batch", "--config"])
+        .arg(&closed)
+        .arg("--report")
+        .arg(report_path(&s))
+        .arg(&file)
+        .expect_exit(75);
+    let took = started.elapsed();
+    // The first record waits out its retries (about 4 s); the next two try once each.
+    assert!(took < Duration::from_secs(15), "took {took:?}: {run}");
+    assert!(
+        run.stderr
+            .contains("3 record(s) in a row could not reach the server")
+            && run.stderr.contains("47 record(s) after it were not tried")
+            && run
+                .stderr
+                .contains(&format!("--resume {}", report_path(&s).display()))
+            && run.stderr.contains("deferred 3, not tried 47"),
+        "{run}"
+    );
+    // Only the records tried are listed: the others are not "failed", just not tried.
+    let lines = statuses(&report_path(&s));
+    assert_eq!(
+        lines,
+        [
+            (1, "deferred".into()),
+            (2, "deferred".into()),
+            (3, "deferred".into())
+        ]
+    );
+    // The server is up again: --resume sends every record, each once.
+    let report_arg = report_path(&s).display().to_string();
+    batch(&s, &[&file, "--resume", &report_arg]).expect_exit(0);
+    let mut subjects: Vec<String> = s.server.messages().iter().map(subject).collect();
+    subjects.sort();
+    let mut expected: Vec<String> = (1..=50).map(|i| format!("m{i}")).collect();
+    expected.sort();
+    assert_eq!(subjects, expected);
+}
+
+#[test]
+fn max_connect_failures_0_tries_every_record_and_without_report_lists_each_on_stderr() {
+    let s = plain();
+    let file = numbered(&s, 5);
+    let closed = closed_port_config(&s);
+    let run = envoi(s.home())
+        .args([
+            "batch",
+            "--retries",
+            "0",
+            "--max-connect-failures",
+            "0",
+            "--config",
+        ])
+        .arg(&closed)
+        .arg(&file)
+        .expect_exit(75);
+    for i in 1..=5 {
+        assert!(
+            run.stderr.contains(&format!(
+                "envoi: line {i}: r{i}@example.com: deferred: connecting to"
+            )),
+            "record {i} has its line: {run}"
+        );
+    }
+    assert!(run.stderr.contains("deferred 5;"), "{run}");
+    assert!(!run.stderr.contains("not tried"), "{run}");
+}
+
+#[test]
+fn refused_or_deferred_transactions_do_not_trip_the_connect_breaker() {
+    let s = Setup::plain(
+        ServerOptions {
+            refuse_rcpt: vec![("gone@example.com".into(), 550)],
+            // 451 to the first two MAIL FROMs: the server is up, it defers messages.
+            tempfail_transactions: 2,
+            ..ServerOptions::default()
+        },
+        10,
+    );
+    let file = write(
+        &s,
+        "mail.jsonl",
+        &[
+            record("a@example.com", "one"),
+            record("b@example.com", "two"),
+            record("gone@example.com", "three"),
+            record("c@example.com", "four"),
+        ]
+        .join("\n"),
+    );
+    let run = batch(
+        &s,
+        &[&file, "--retries", "0", "--max-connect-failures", "1"],
+    )
+    .expect_exit(75);
+    assert!(!run.stderr.contains("could not reach"), "{run}");
+    let subjects: Vec<String> = s.server.messages().iter().map(subject).collect();
+    assert_eq!(subjects, ["four"]);
+    assert_eq!(
+        statuses(&report_path(&s)),
+        [
+            (1, "deferred".into()),
+            (2, "deferred".into()),
+            (3, "refused".into()),
+            (4, "sent".into())
+        ]
+    );
+}

@@ -44,6 +44,10 @@ pub(super) struct Line {
     /// A failure every later record would meet too (login, certificate, configuration).
     #[serde(skip)]
     pub(super) fatal: Option<ErrorKind>,
+    /// The record could not reach the server: no session could be opened
+    /// (`--max-connect-failures` counts these).
+    #[serde(skip)]
+    pub(super) unreachable: bool,
 }
 
 impl Line {
@@ -62,6 +66,7 @@ impl Line {
             error: Some(why),
             outbox_id: None,
             fatal: None,
+            unreachable: false,
         }
     }
 }
@@ -101,6 +106,9 @@ pub(super) struct Tally {
     rule: ExitRule,
     /// The batch stopped early with this error.
     pub(super) stopped: Option<Error>,
+    /// Records left in the input when the batch stopped because the server was down
+    /// (not counted for standard input).
+    pub(super) not_tried: Option<u64>,
 }
 
 impl Tally {
@@ -121,6 +129,11 @@ impl Tally {
         i.map_or(0, |i| self.counts[i])
     }
 
+    /// Records that went out: sent, saved or partial.
+    pub(super) fn went(&self) -> u64 {
+        self.of(Status::Sent) + self.of(Status::Saved) + self.of(Status::Partial)
+    }
+
     pub(super) fn exit_code(&self) -> u8 {
         match &self.stopped {
             Some(e) => e.kind().exit_code(),
@@ -136,6 +149,12 @@ pub(super) struct Output {
 }
 
 impl Output {
+    /// Whether the result lines go somewhere (`--report`, `--json`): else each failed
+    /// record gets a line on stderr, or nothing would say which ones failed.
+    pub(super) fn listed(&self) -> bool {
+        self.report.is_some() || self.json
+    }
+
     /// Writes one line to the report (flushed to the OS before the record's in-flight
     /// mark is cleared) and to standard output with `--json`.
     pub(super) fn write(&mut self, line: &Line) -> Result<()> {
@@ -682,6 +701,7 @@ pub(super) fn result_line(
                 error: None,
                 fatal: None,
                 outbox_id: None,
+                unreachable: false,
             };
         }
         Err(failure) => (failure.report, Some(failure.error)),
@@ -720,6 +740,7 @@ pub(super) fn result_line(
         error: error.map(|e| e.message().to_owned()),
         fatal,
         outbox_id: None,
+        unreachable: false,
     }
 }
 
@@ -754,6 +775,22 @@ fn recipients(envelope: &[String], report: &Report) -> Vec<Recipient> {
         .collect()
 }
 
+/// A record that failed, as one line on stderr (without `--report` or `--json`): its
+/// line, recipients, status and why.
+pub(super) fn failed_record(line: &Line) -> String {
+    let to: Vec<&str> = line.recipients.iter().map(|r| r.address.as_str()).collect();
+    let to = if to.is_empty() {
+        "no recipient".to_owned()
+    } else {
+        to.join(", ")
+    };
+    let why = line.error.as_deref().unwrap_or("");
+    let why = why
+        .strip_prefix(&format!("line {}: ", line.line))
+        .unwrap_or(why);
+    format!("envoi: line {}: {to}: {}: {why}", line.line, line.status)
+}
+
 /// The one line on stderr at the end.
 pub(super) fn summary(tally: &Tally, sessions: u32, elapsed: Duration) {
     let secs = elapsed.as_secs_f64();
@@ -773,6 +810,7 @@ pub(super) fn summary(tally: &Tally, sessions: u32, elapsed: Duration) {
         (tally.of(Status::Unknown), "unknown"),
         (tally.of(Status::Failed), "failed"),
         (tally.skipped, "skipped (--resume)"),
+        (tally.not_tried.unwrap_or(0), "not tried"),
     ] {
         if count > 0 {
             text.push_str(&format!(", {what} {count}"));
