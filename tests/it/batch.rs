@@ -1517,3 +1517,61 @@ fn refused_or_deferred_transactions_do_not_trip_the_connect_breaker() {
         ]
     );
 }
+
+/// Excel and Python's csv module write CRLF; people leave blank lines; a quoted cell may
+/// span lines. Each result line and error names the record's physical line (the csv
+/// crate's count is one short with CRLF and names the blank line before a record), and
+/// every result line names the row's recipient, an invalid one's too.
+#[test]
+fn csv_lines_are_physical_with_crlf_blank_lines_and_quoted_breaks_and_name_the_recipient() {
+    let s = plain();
+    let text = "email,name\n\
+                ann@example.com,Ann\n\
+                \n\
+                bob@example.com,\"Bob\nthe second\"\n\
+                \n\
+                cy@example.com,\n\
+                dee@example.com,Dee\n"
+        .replace('\n', "\r\n");
+    let file = write(&s, "list.csv", &text);
+    let run = batch(
+        &s,
+        &[
+            &file,
+            "--to-column",
+            "email",
+            "--subject",
+            "Hi",
+            "--body",
+            "Dear {{ name }}",
+            "--json",
+        ],
+    )
+    .expect_exit(65);
+    let lines = report(&report_path(&s));
+    let got: Vec<(u64, &str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["line"].as_u64().unwrap(),
+                l["status"].as_str().unwrap(),
+                l["recipients"][0]["address"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (2, "sent", "ann@example.com"),
+            (4, "sent", "bob@example.com"),
+            (7, "invalid", "cy@example.com"),
+            (8, "sent", "dee@example.com"),
+        ],
+        "{run}"
+    );
+    assert_eq!(lines[2]["recipients"][0]["status"], "not_sent");
+    let error = lines[2]["error"].as_str().unwrap();
+    assert!(error.starts_with("line 7: "), "{error}");
+    let bodies: Vec<String> = s.server.messages().iter().map(body).collect();
+    assert_eq!(bodies[1], "Dear Bob\r\nthe second");
+}

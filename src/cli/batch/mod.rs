@@ -423,6 +423,7 @@ impl<R: Iterator<Item = Result<Record>>> Books<R> {
 /// record is listed as of unknown outcome and the batch stops.
 fn send_guarded(shared: &Shared, batch: &mut Batch, sender: usize, record: Record) -> Outcome {
     let line = record.line;
+    let to = record.to.clone();
     let sent = panic::catch_unwind(AssertUnwindSafe(|| {
         send_record(shared, batch, sender, record)
     }));
@@ -437,6 +438,7 @@ fn send_guarded(shared: &Shared, batch: &mut Batch, sender: usize, record: Recor
                  it may have been delivered"
                     .to_owned(),
             )
+            .to(&to)
         })
     })
 }
@@ -451,7 +453,7 @@ fn send_record(shared: &Shared, batch: &mut Batch, sender: usize, record: Record
         Ok(prepared) => prepared,
         Err(e) => {
             let why = e.message().to_owned();
-            return Ok(Line::unsent(record.line, Status::Invalid, e.kind(), why));
+            return Ok(Line::unsent(record.line, Status::Invalid, e.kind(), why).to(&record.to));
         }
     };
     pace(shared.pacer);

@@ -69,6 +69,23 @@ impl Line {
             unreachable: false,
         }
     }
+
+    /// Names the record's recipients as it gives them (`not_sent`): a line without a
+    /// Message-ID is found by them, not only by its line number.
+    pub(super) fn to(self, to: &[String]) -> Line {
+        Line {
+            recipients: to
+                .iter()
+                .map(|address| Recipient {
+                    address: address.clone(),
+                    status: "not_sent",
+                    code: None,
+                    reply: None,
+                })
+                .collect(),
+            ..self
+        }
+    }
 }
 
 /// One recipient of a record and the server's answer to it.
