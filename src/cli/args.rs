@@ -642,6 +642,10 @@ pub struct BatchArgs {
     /// is found down, each record gets one try, without retries.
     #[arg(long, value_name = "N", default_value_t = 3, help_heading = "Delivery")]
     pub max_connect_failures: u32,
+    /// Build and check every record (templates, addresses, attachments, DKIM) and list
+    /// what would go, without connecting or sending anything.
+    #[arg(long, help_heading = "Delivery")]
+    pub dry_run: bool,
     /// Retries, deadline and partial delivery, per record.
     #[command(flatten)]
     pub delivery: DeliveryArgs,

@@ -1575,3 +1575,91 @@ fn csv_lines_are_physical_with_crlf_blank_lines_and_quoted_breaks_and_name_the_r
     let bodies: Vec<String> = s.server.messages().iter().map(body).collect();
     assert_eq!(bodies[1], "Dear Bob\r\nthe second");
 }
+
+/// `--dry-run` builds and checks every row, lists what would go (stdout without
+/// `--report`/`--json`, `dry_run` lines with them), fails the bad rows as a batch does,
+/// and connects nowhere.
+#[test]
+fn dry_run_checks_every_record_lists_what_would_go_and_connects_nowhere() {
+    let s = plain();
+    let file = write(
+        &s,
+        "list.csv",
+        "email,name,number\n\
+         ann@example.com,Ann,1\n\
+         bad,Bob,2\n\
+         cy@example.com,,3\n\
+         dee@example.com,Dee,4\n",
+    );
+    let args = [
+        file.as_str(),
+        "--to-column",
+        "email",
+        "--subject",
+        "Invoice {{ number }}",
+        "--body",
+        "Dear {{ name }}",
+        "--dry-run",
+    ];
+    let run = envoi(s.home())
+        .args(["batch", "--config"])
+        .arg(&s.config)
+        .args(args)
+        .expect_exit(65);
+    assert_eq!(
+        run.stdout,
+        "line 2: would send to ann@example.com: \"Invoice 1\"\n\
+         line 5: would send to dee@example.com: \"Invoice 4\"\n",
+        "{run}"
+    );
+    assert!(
+        run.stderr
+            .contains("envoi: line 3: bad: invalid: column \"email\"")
+            && run
+                .stderr
+                .contains("envoi: line 4: cy@example.com: invalid: --body")
+            && run.stderr.contains("invalid 2, would send (--dry-run) 2"),
+        "{run}"
+    );
+    batch(&s, &args).expect_exit(65);
+    let lines = report(&report_path(&s));
+    let got: Vec<(u64, &str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["line"].as_u64().unwrap(),
+                l["status"].as_str().unwrap(),
+                l["subject"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (2, "dry_run", "Invoice 1"),
+            (3, "invalid", "-"),
+            (4, "invalid", "-"),
+            (5, "dry_run", "Invoice 4")
+        ]
+    );
+    assert_eq!(lines[0]["recipients"][0]["address"], "ann@example.com");
+    assert_eq!(lines[0]["exit_code"], 0);
+    assert_eq!(s.server.connections(), 0, "a dry run connects nowhere");
+    assert!(s.server.messages().is_empty());
+    // The rows a dry run listed are not done: --resume of its report sends them.
+    let report_arg = report_path(&s).display().to_string();
+    let resumed = [
+        file.as_str(),
+        "--to-column",
+        "email",
+        "--subject",
+        "Invoice {{ number }}",
+        "--body",
+        "Dear {{ name }}",
+        "--resume",
+        &report_arg,
+    ];
+    batch(&s, &resumed).expect_exit(65);
+    let subjects: Vec<String> = s.server.messages().iter().map(subject).collect();
+    assert_eq!(subjects, ["Invoice 1", "Invoice 4"]);
+}

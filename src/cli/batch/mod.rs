@@ -31,8 +31,8 @@ use crate::cli::progress::Progress;
 use crate::cli::render::{Notices, transcript, warning};
 use pace::{Pacer, pace, send_slowing};
 use report::{
-    Line, Marks, Output, Resume, Tally, earlier_report, failed_record, hash_text, inflight_path,
-    open_earlier, open_report, result_line, summary,
+    Line, Marks, Output, Resume, Tally, dry_run_record, earlier_report, failed_record, hash_text,
+    inflight_path, open_earlier, open_report, result_line, summary,
 };
 
 /// What every sender shares. Only the pacer changes, under its lock.
@@ -68,7 +68,12 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
             args.concurrency
         )));
     }
-    let senders = usize::try_from(args.concurrency).unwrap_or(1).max(1);
+    // A dry run sends nothing, so one sender lists the records in the input's order.
+    let senders = if args.dry_run {
+        1
+    } else {
+        usize::try_from(args.concurrency).unwrap_or(1).max(1)
+    };
     let format = format(args)?;
     // Read up to the first record (a CSV header, the templates), and check the sender
     // and the DKIM key, before the report is made: a usage error leaves no report behind.
@@ -123,22 +128,27 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         transcript: args.output.verbose.then_some(transcript as Transcript),
         dsn: None,
     };
-    let outbox = if connection.profile.outbox {
+    let outbox = if connection.profile.outbox && !args.dry_run {
         Some(Outbox::open(resolved.outbox_dir()?)?)
     } else {
         None
     };
     // A password is fetched once; the other senders share it (and renew OAuth2 tokens
-    // themselves, from the shared cache).
-    let first = Batch::new(
-        &connection.profile,
-        options.clone(),
-        Duration::from_secs(args.delivery.timeout),
-        args.per_session,
-        &mut Notices,
-    )?;
-    let mut batches: Vec<Batch> = (1..senders).map(|_| first.sibling()).collect();
-    batches.insert(0, first);
+    // themselves, from the shared cache). A dry run fetches none and connects nowhere.
+    let batches: Vec<Option<Batch>> = if args.dry_run {
+        vec![None]
+    } else {
+        let first = Batch::new(
+            &connection.profile,
+            options.clone(),
+            Duration::from_secs(args.delivery.timeout),
+            args.per_session,
+            &mut Notices,
+        )?;
+        let mut batches: Vec<Option<Batch>> = (1..senders).map(|_| Some(first.sibling())).collect();
+        batches.insert(0, Some(first));
+        batches
+    };
     // Created once the batch can start, so a failure before leaves nothing behind.
     let marks = Marks::create(args.report.as_deref().zip(output.report.as_ref()), senders)?;
     let pacer = Mutex::new(Pacer::new(
@@ -176,10 +186,12 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
             .map(|(sender, mut batch)| {
                 let (shared, books) = (&shared, &books);
                 scope.spawn(move || {
-                    serve(shared, books, &mut batch, sender);
-                    let opened = batch.sessions_opened();
-                    batch.finish();
-                    opened
+                    serve(shared, books, batch.as_mut(), sender);
+                    batch.map_or(0, |batch| {
+                        let opened = batch.sessions_opened();
+                        batch.finish();
+                        opened
+                    })
                 })
             })
             .collect();
@@ -310,7 +322,7 @@ fn tripped(
 fn serve<R: Iterator<Item = Result<Record>>>(
     shared: &Shared,
     books: &Mutex<Books<R>>,
-    batch: &mut Batch,
+    mut batch: Option<&mut Batch>,
     sender: usize,
 ) {
     // The books stay whole if a sender panicked holding them: every change to them is
@@ -323,9 +335,11 @@ fn serve<R: Iterator<Item = Result<Record>>>(
         let Some((record, hurried)) = next else {
             break;
         };
-        batch.hurry(hurried);
+        if let Some(batch) = batch.as_deref_mut() {
+            batch.hurry(hurried);
+        }
         let hash = hash_text(record.hash);
-        let outcome = send_guarded(shared, batch, sender, record).map(|mut line| {
+        let outcome = send_guarded(shared, batch.as_deref_mut(), sender, record).map(|mut line| {
             line.hash = Some(hash);
             line
         });
@@ -366,8 +380,12 @@ impl<R: Iterator<Item = Result<Record>>> Books<R> {
         };
         self.tally.count(&line);
         self.progress.record(line.exit_code == 0);
-        if !self.output.listed() && line.exit_code != 0 {
-            self.progress.say(&failed_record(&line));
+        if !self.output.listed() {
+            if line.status == Status::DryRun {
+                println!("{}", dry_run_record(&line));
+            } else if line.exit_code != 0 {
+                self.progress.say(&failed_record(&line));
+            }
         }
         self.trip(&line);
         if !self.output_broken
@@ -421,7 +439,12 @@ impl<R: Iterator<Item = Result<Record>>> Books<R> {
 
 /// [`send_record`], with a bug in it turned into a result instead of a hung batch: the
 /// record is listed as of unknown outcome and the batch stops.
-fn send_guarded(shared: &Shared, batch: &mut Batch, sender: usize, record: Record) -> Outcome {
+fn send_guarded(
+    shared: &Shared,
+    batch: Option<&mut Batch>,
+    sender: usize,
+    record: Record,
+) -> Outcome {
     let line = record.line;
     let to = record.to.clone();
     let sent = panic::catch_unwind(AssertUnwindSafe(|| {
@@ -444,20 +467,24 @@ fn send_guarded(shared: &Shared, batch: &mut Batch, sender: usize, record: Recor
 }
 
 /// Builds, paces, marks and sends one record on `sender`'s sessions; queues it in the
-/// outbox when it is still deferred and the profile says so.
-fn send_record(shared: &Shared, batch: &mut Batch, sender: usize, record: Record) -> Outcome {
+/// outbox when it is still deferred and the profile says so. Without sessions (a dry
+/// run), the record is built and checked, and listed as what would go.
+fn send_record(
+    shared: &Shared,
+    batch: Option<&mut Batch>,
+    sender: usize,
+    record: Record,
+) -> Outcome {
     let prepared = record
         .draft
         .and_then(|draft| prepare_record(draft, shared, record.line));
-    let prepared = match prepared {
+    let (prepared, subject) = match prepared {
         Ok(prepared) => prepared,
         Err(e) => {
             let why = e.message().to_owned();
             return Ok(Line::unsent(record.line, Status::Invalid, e.kind(), why).to(&record.to));
         }
     };
-    pace(shared.pacer);
-    shared.marks.mark(sender, record.line, record.hash)?;
     let message_id = prepared.message_id.clone();
     let envelope: Vec<String> = prepared
         .envelope
@@ -465,6 +492,11 @@ fn send_record(shared: &Shared, batch: &mut Batch, sender: usize, record: Record
         .iter()
         .map(ToString::to_string)
         .collect();
+    let Some(batch) = batch else {
+        return Ok(Line::dry_run(record.line, message_id, &envelope, subject));
+    };
+    pace(shared.pacer);
+    shared.marks.mark(sender, record.line, record.hash)?;
     let sent = send_slowing(batch, &prepared, shared.pacer);
     // Nothing got anywhere, and the last try to open a session failed.
     let unreachable = matches!(&sent, Err(failure) if failure.error.kind() == ErrorKind::Temporary
@@ -642,12 +674,13 @@ fn images(args: &BatchArgs) -> Images {
     }
 }
 
-/// A record's message, checked, built and signed; an error names the record's line.
+/// A record's message, checked, built and signed, and its subject; an error names the
+/// record's line.
 fn prepare_record(
     draft: envoi::draft::Draft,
     shared: &Shared,
     line: u64,
-) -> Result<message::Prepared> {
+) -> Result<(message::Prepared, String)> {
     let at_line = |e: Error| {
         if e.message().starts_with("line ") {
             e
@@ -657,5 +690,7 @@ fn prepare_record(
     };
     let email = draft.into_email().map_err(at_line)?;
     let from = shared.sender.pick(email.from.as_ref()).map_err(at_line)?;
-    prepare(email, &from, shared.signing, SystemTime::now()).map_err(at_line)
+    let subject = email.subject.clone();
+    let prepared = prepare(email, &from, shared.signing, SystemTime::now()).map_err(at_line)?;
+    Ok((prepared, subject))
 }

@@ -41,6 +41,9 @@ pub(super) struct Line {
     /// The outbox entry that now owns the record's retries (profile `outbox = true`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) outbox_id: Option<String>,
+    /// `--dry-run`: the subject the record's message would have.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) subject: Option<String>,
     /// A failure every later record would meet too (login, certificate, configuration).
     #[serde(skip)]
     pub(super) fatal: Option<ErrorKind>,
@@ -65,9 +68,35 @@ impl Line {
             exit_code: kind.exit_code(),
             error: Some(why),
             outbox_id: None,
+            subject: None,
             fatal: None,
             unreachable: false,
         }
+    }
+
+    /// A record `--dry-run` built and checked: what would go, to whom (`not_sent`).
+    pub(super) fn dry_run(
+        line: u64,
+        message_id: String,
+        envelope: &[String],
+        subject: String,
+    ) -> Line {
+        Line {
+            line,
+            hash: None,
+            status: Status::DryRun,
+            message_id: Some(message_id),
+            recipients: Vec::new(),
+            data_reply: None,
+            service_id: None,
+            exit_code: 0,
+            error: None,
+            outbox_id: None,
+            subject: Some(subject),
+            fatal: None,
+            unreachable: false,
+        }
+        .to(envelope)
     }
 
     /// Names the record's recipients as it gives them (`not_sent`): a line without a
@@ -716,6 +745,7 @@ pub(super) fn result_line(
                 service_id: None,
                 exit_code: 0,
                 error: None,
+                subject: None,
                 fatal: None,
                 outbox_id: None,
                 unreachable: false,
@@ -755,6 +785,7 @@ pub(super) fn result_line(
         service_id: report.service.as_ref().and_then(|s| s.id.clone()),
         exit_code,
         error: error.map(|e| e.message().to_owned()),
+        subject: None,
         fatal,
         outbox_id: None,
         unreachable: false,
@@ -808,6 +839,17 @@ pub(super) fn failed_record(line: &Line) -> String {
     format!("envoi: line {}: {to}: {}: {why}", line.line, line.status)
 }
 
+/// A record `--dry-run` checked, as one line on stdout (without `--report` or `--json`).
+pub(super) fn dry_run_record(line: &Line) -> String {
+    let to: Vec<&str> = line.recipients.iter().map(|r| r.address.as_str()).collect();
+    format!(
+        "line {}: would send to {}: {:?}",
+        line.line,
+        to.join(", "),
+        line.subject.as_deref().unwrap_or("")
+    )
+}
+
 /// The one line on stderr at the end.
 pub(super) fn summary(tally: &Tally, sessions: u32, elapsed: Duration) {
     let secs = elapsed.as_secs_f64();
@@ -826,6 +868,7 @@ pub(super) fn summary(tally: &Tally, sessions: u32, elapsed: Duration) {
         (tally.of(Status::Queued), "queued (outbox)"),
         (tally.of(Status::Unknown), "unknown"),
         (tally.of(Status::Failed), "failed"),
+        (tally.of(Status::DryRun), "would send (--dry-run)"),
         (tally.skipped, "skipped (--resume)"),
         (tally.not_tried.unwrap_or(0), "not tried"),
     ] {
