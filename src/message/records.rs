@@ -896,6 +896,37 @@ mod tests {
         assert!(e.message().starts_with("line 3: "), "{e}");
     }
 
+    /// A record that is not valid still names its recipients, for its result line.
+    #[test]
+    fn a_record_keeps_its_recipients_as_given_even_when_invalid() {
+        let input =
+            "{\"To\":\"a@example.com\"}\n{\"To\":\"b@example.com\",\"Nope\":1}\n{\"Nope\":1}\n";
+        let to: Vec<Vec<String>> = Records::Jsonl(JsonLines::new(input.as_bytes()))
+            .map(|r| r.unwrap().to)
+            .collect();
+        assert_eq!(
+            to,
+            [
+                vec!["a@example.com"],
+                vec!["b@example.com"],
+                Vec::<&str>::new()
+            ]
+        );
+        let merge = Merge {
+            subject: Some("{{ missing }}".to_owned()),
+            to_column: "to".to_owned(),
+            ..Merge::default()
+        };
+        let csv = "to,name\nc@example.com,C\n,D\n";
+        let records: Vec<Record> =
+            Records::Csv(Box::new(CsvMerge::new(csv.as_bytes(), merge).unwrap()))
+                .map(|r| r.unwrap())
+                .collect();
+        assert!(records.iter().all(|r| r.draft.is_err()));
+        assert_eq!(records[0].to, ["c@example.com"]);
+        assert!(records[1].to.is_empty());
+    }
+
     #[test]
     fn json_lines_skip_blank_lines_and_count_them() {
         let input = "{\"To\":\"a@example.com\"}\n\n  \n{\"Nope\":1}\n";
