@@ -637,6 +637,15 @@ pub struct BatchArgs {
     #[arg(long, value_name = "N", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..), help_heading = "Delivery")]
     pub per_session: u32,
+    /// Stop the batch (75) after N records in a row could not reach the server (no
+    /// connection, no greeting, a failed TLS handshake); 0 never stops. While the server
+    /// is found down, each record gets one try, without retries.
+    #[arg(long, value_name = "N", default_value_t = 3, help_heading = "Delivery")]
+    pub max_connect_failures: u32,
+    /// Build and check every record (templates, addresses, attachments, DKIM) and list
+    /// what would go, without connecting or sending anything.
+    #[arg(long, help_heading = "Delivery")]
+    pub dry_run: bool,
     /// Retries, deadline and partial delivery, per record.
     #[command(flatten)]
     pub delivery: DeliveryArgs,

@@ -63,6 +63,14 @@ impl Progress {
         }
     }
 
+    /// A line on stderr, above the bar when there is one.
+    pub fn say(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| eprintln!("{text}")),
+            None => eprintln!("{text}"),
+        }
+    }
+
     /// Takes the bar away, leaving the terminal to the summary line.
     pub fn finish(self) {
         if let Some(bar) = self.bar {

@@ -113,6 +113,8 @@ pub struct Batch {
     transport: Box<dyn Transport>,
     options: DeliveryOptions,
     per_message: Duration,
+    /// Each message gets one attempt, no retries (see [`Batch::hurry`]).
+    hurried: bool,
 }
 
 impl Batch {
@@ -135,6 +137,7 @@ impl Batch {
             transport,
             options,
             per_message,
+            hurried: false,
         })
     }
 
@@ -146,7 +149,22 @@ impl Batch {
             transport: self.transport.sibling(),
             options: self.options.clone(),
             per_message: self.per_message,
+            hurried: false,
         }
+    }
+
+    /// With `hurried`, each message gets one attempt and no retries: `envoi batch` asks
+    /// this while the server is found down, so that each record does not wait out the
+    /// retries again for a server the last one could not reach.
+    pub fn hurry(&mut self, hurried: bool) {
+        self.hurried = hurried;
+    }
+
+    /// Whether the last try to reach the server failed before any message went (SMTP:
+    /// no session could be opened, from the TCP connection to the login); false for a
+    /// transport that cannot tell (the HTTPS APIs, the file transport).
+    pub fn unreachable(&self) -> bool {
+        self.transport.unreachable()
     }
 
     /// Sends one message, on the open session when there is one. The caller keeps the
@@ -158,6 +176,11 @@ impl Batch {
     ) -> Result<BatchSent, Failure> {
         let policy = Policy {
             deadline: Some(Instant::now() + self.per_message),
+            retries: if self.hurried {
+                0
+            } else {
+                self.options.policy.retries
+            },
             ..self.options.policy.clone()
         };
         self.transport.send(prepared, &policy, observer)

@@ -106,6 +106,9 @@ pub(crate) struct Reuse<C: Connector> {
     used: u32,
     per_session: u32,
     opened: u32,
+    /// The last try to open a session failed (no connection, no greeting, a failed TLS
+    /// handshake or login), and none has opened since: the server looks down.
+    unreachable: bool,
 }
 
 impl<C: Connector> Reuse<C> {
@@ -117,6 +120,7 @@ impl<C: Connector> Reuse<C> {
             used: 0,
             per_session: per_session.max(1),
             opened: 0,
+            unreachable: false,
         }
     }
 
@@ -132,6 +136,11 @@ impl<C: Connector> Reuse<C> {
     /// Sessions opened so far (connection attempts that succeeded).
     pub(crate) fn opened(&self) -> u32 {
         self.opened
+    }
+
+    /// Whether the last try to open a session failed, none having opened since.
+    pub(crate) fn unreachable(&self) -> bool {
+        self.unreachable
     }
 
     /// Ends the open session, if any, with QUIT.
@@ -156,7 +165,9 @@ impl<C: Connector> Sessions for Reuse<C> {
                 (session, true)
             }
             None => {
-                let session = self.connector.open(deadline)?;
+                let opened = self.connector.open(deadline);
+                self.unreachable = opened.is_err();
+                let session = opened?;
                 self.opened += 1;
                 self.used = 0;
                 (session, false)

@@ -30,6 +30,12 @@ pub(crate) trait Transport: Send {
         0
     }
 
+    /// Whether the last try to reach the server failed before any message went (SMTP:
+    /// no session could be opened); false for a transport that cannot tell.
+    fn unreachable(&self) -> bool {
+        false
+    }
+
     /// Ends what is still open (SMTP: QUIT).
     fn finish(&mut self) {}
 }
@@ -78,6 +84,13 @@ impl Transport for Smtp {
         match self {
             Smtp::Fresh(_) => 0,
             Smtp::Reused(sessions) => sessions.opened(),
+        }
+    }
+
+    fn unreachable(&self) -> bool {
+        match self {
+            Smtp::Fresh(_) => false,
+            Smtp::Reused(sessions) => sessions.unreachable(),
         }
     }
 

@@ -7,7 +7,7 @@
 //! [`MAX_RECORD`]: a longer one is `invalid` and skipped to the next line end without
 //! being held (`batch /dev/zero` from standard input runs in constant memory).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{self, BufRead, Read};
 use std::path::{Path, PathBuf};
 
@@ -33,6 +33,10 @@ pub struct Record {
     pub hash: u64,
     /// The message, not yet checked beyond what reading it needed.
     pub draft: Result<Draft>,
+    /// The recipients as the record gives them (a JSON Lines `To`, the CSV recipient
+    /// cell), unchecked, when they can be read: a result line names them even for a
+    /// record that is invalid, so it can be found without its line number.
+    pub to: Vec<String>,
 }
 
 /// The templates of a CSV mail merge and where the recipient is.
@@ -223,6 +227,7 @@ impl<R: BufRead> JsonLines<R> {
                     line: self.line,
                     hash: 0,
                     draft: Err(e),
+                    to: Vec::new(),
                 }));
             }
             if self.buf.iter().all(u8::is_ascii_whitespace) {
@@ -237,13 +242,22 @@ impl<R: BufRead> JsonLines<R> {
                     .rev()
                     .take_while(|b| matches!(b, b'\n' | b'\r'))
                     .count();
+            let draft = payload::parse_record(&label, &self.buf).map(|draft| Draft {
+                images: self.images.clone(),
+                ..draft.body_is_data(self.folder.clone())
+            });
+            let to = match &draft {
+                Ok(draft) => draft.to.as_ref().map(|to| to.value.clone()),
+                // Read again, leniently, only for a record that failed.
+                Err(_) => serde_json::from_slice::<serde_json::Value>(&self.buf)
+                    .ok()
+                    .and_then(|v| v.get("To")?.as_str().map(|to| vec![to.to_owned()])),
+            };
             return Some(Ok(Record {
                 line: self.line,
                 hash: record_hash(&[&self.buf[..end]]),
-                draft: payload::parse_record(&label, &self.buf).map(|draft| Draft {
-                    images: self.images.clone(),
-                    ..draft.body_is_data(self.folder.clone())
-                }),
+                draft,
+                to: to.unwrap_or_default(),
             }));
         }
     }
@@ -259,6 +273,13 @@ fn too_long_at(label: &str, cap: usize) -> Error {
 /// whatever its length, so this hands it no more than `cap` bytes past the start of the
 /// record being read, then fails its read (the [`CsvMerge`] then skips to the next line
 /// and starts a new reader there).
+///
+/// It also counts the physical lines, because the csv crate's `Position::line()` is one
+/// short after a CRLF line end and names the first blank line before a record instead of
+/// the record's (BurntSushi/rust-csv#395, #208): a user told "line 137" would fix the
+/// wrong customer. The crate's byte offsets are right, so a record's line is counted
+/// here from where its reading starts: the line ends before that offset, and those of the
+/// line ends (and blank lines) the reader skips from there to the record's first byte.
 struct Capped<R> {
     input: R,
     /// Bytes handed to the CSV reader, or skipped, since the input began.
@@ -269,6 +290,16 @@ struct Capped<R> {
     newlines: u64,
     /// The last read failed at the limit.
     over: bool,
+    /// The line of the record being read, as far as [`Capped::record_at`] could tell.
+    line: u64,
+    /// The offsets of the CR and LF bytes (true: LF) of the last bytes handed. The CSV
+    /// reader (a `BufReader`) asks for more only once it has used all it had, so a record
+    /// yet to be read starts at or after them: nothing older is needed, and this holds
+    /// one buffer's worth at most.
+    ends: VecDeque<(u64, bool)>,
+    /// The line ends at the start of the record being read that were not yet handed when
+    /// its reading began; `None` once a byte of the record itself came.
+    leading: Option<u64>,
 }
 
 impl<R: BufRead> Read for Capped<R> {
@@ -280,13 +311,74 @@ impl<R: BufRead> Read for Capped<R> {
         }
         let most = out.len().min(usize::try_from(room).unwrap_or(usize::MAX));
         let n = self.input.read(&mut out[..most])?;
+        self.ends.clear();
+        for (i, &b) in out[..n].iter().enumerate() {
+            if matches!(b, b'\r' | b'\n') {
+                self.ends.push_back((self.handed + i as u64, b == b'\n'));
+            } else if self.leading.is_some() {
+                // The record's first byte: its line is known.
+                self.leading_done();
+            }
+            if b == b'\n' {
+                self.newlines += 1;
+                if let Some(leading) = &mut self.leading {
+                    *leading += 1;
+                }
+            }
+        }
         self.handed += n as u64;
-        self.newlines += out[..n].iter().filter(|&&b| b == b'\n').count() as u64;
         Ok(n)
     }
 }
 
 impl<R: BufRead> Capped<R> {
+    fn new(input: R, cap: usize) -> Capped<R> {
+        Capped {
+            input,
+            handed: 0,
+            limit: cap as u64,
+            newlines: 0,
+            over: false,
+            ends: VecDeque::new(),
+            leading: None,
+            line: 0,
+        }
+    }
+
+    /// The reader starts a record at byte `start`: works out its line as far as the
+    /// bytes handed tell; [`Capped::line`] has it once the record was read.
+    fn record_at(&mut self, start: u64) {
+        let after = self.ends.partition_point(|&(at, _)| at < start);
+        let later = self.ends.range(after..).filter(|&&(_, lf)| lf).count() as u64;
+        let before = self.newlines - later;
+        // The line ends the reader skips from `start` on: a run of CR and LF bytes.
+        let mut at = start;
+        let mut skipped = 0;
+        for &(offset, lf) in self.ends.range(after..) {
+            if offset != at {
+                break;
+            }
+            skipped += u64::from(lf);
+            at += 1;
+        }
+        self.line = before + skipped + 1;
+        // The run may go on in bytes not handed yet.
+        self.leading = (at == self.handed).then_some(0);
+    }
+
+    /// The record's first byte came: the line ends before it are all counted.
+    fn leading_done(&mut self) {
+        if let Some(more) = self.leading.take() {
+            self.line += more;
+        }
+    }
+
+    /// The 1-based line of the record read last.
+    fn line(&mut self) -> u64 {
+        self.leading_done();
+        self.line
+    }
+
     /// Skips to the end of the line and past it.
     fn skip_line(&mut self) -> io::Result<()> {
         loop {
@@ -324,9 +416,6 @@ fn csv_reader<R: BufRead>(input: Capped<R>, headers: bool) -> csv::Reader<Capped
 pub struct CsvMerge<R> {
     /// `None` only after the input failed while a record over the cap was skipped.
     reader: Option<csv::Reader<Capped<R>>>,
-    /// Lines before the current reader's first: each record over the cap starts a new
-    /// reader after it, which counts from 1 again.
-    lines_before: u64,
     /// Bytes before the current reader's first.
     bytes_before: u64,
     cap: usize,
@@ -357,14 +446,7 @@ impl<R: BufRead> CsvMerge<R> {
 
     /// [`CsvMerge::new`], with records (and the header row) of up to `cap` bytes.
     fn capped(input: R, merge: Merge, cap: usize) -> Result<CsvMerge<R>> {
-        let capped = Capped {
-            input,
-            handed: 0,
-            limit: cap as u64,
-            newlines: 0,
-            over: false,
-        };
-        let mut reader = csv_reader(capped, true);
+        let mut reader = csv_reader(Capped::new(input, cap), true);
         let header = reader.byte_headers().cloned();
         let header = header.map_err(|e| {
             let why = if reader.get_ref().over {
@@ -428,7 +510,6 @@ impl<R: BufRead> CsvMerge<R> {
         }
         Ok(CsvMerge {
             reader: Some(reader),
-            lines_before: 0,
             bytes_before: 0,
             cap,
             columns,
@@ -445,33 +526,30 @@ impl<R: BufRead> CsvMerge<R> {
 
     fn next(&mut self) -> Option<Result<Record>> {
         let reader = self.reader.as_mut()?;
-        let position = reader.position();
-        let line = self.lines_before + position.line();
         // The record starts where the last one ended: it may take `cap` bytes from there.
-        let start = self.bytes_before + position.byte();
+        let start = self.bytes_before + reader.position().byte();
         reader.get_mut().limit = start.saturating_add(self.cap as u64);
-        match reader.read_byte_record(&mut self.record) {
+        reader.get_mut().record_at(start);
+        let read = reader.read_byte_record(&mut self.record);
+        let line = reader.get_mut().line();
+        match read {
             Ok(false) => None,
-            Ok(true) => {
-                let line = self
-                    .record
-                    .position()
-                    .map_or(line, |p| self.lines_before + p.line());
-                Some(Ok(Record {
-                    line,
-                    hash: self.hash(),
-                    draft: self.draft(line),
-                }))
-            }
+            Ok(true) => Some(Ok(Record {
+                line,
+                hash: self.hash(),
+                draft: self.draft(line),
+                to: self.to(),
+            })),
             Err(_) if reader.get_ref().over => Some(self.skip_too_long(line)),
             Err(e) if e.is_io_error() => Some(Err(Error::new(
                 ErrorKind::NoInput,
                 format!("cannot read the batch after line {}: {e}", line - 1),
             ))),
             Err(e) => Some(Ok(Record {
-                line: e.position().map_or(line, |p| self.lines_before + p.line()),
+                line,
                 hash: self.hash(),
                 draft: Err(Error::invalid(format!("not a CSV record: {e}"))),
+                to: self.to(),
             })),
         }
     }
@@ -490,7 +568,6 @@ impl<R: BufRead> CsvMerge<R> {
                 )
             })?;
             input.over = false;
-            self.lines_before = input.newlines;
             self.bytes_before = input.handed;
         }
         self.reader = input.map(|input| csv_reader(input, false));
@@ -498,7 +575,17 @@ impl<R: BufRead> CsvMerge<R> {
             line,
             hash: 0,
             draft: Err(too_long_at(&format!("line {line}"), self.cap)),
+            to: Vec::new(),
         })
+    }
+
+    /// The row's recipient cell as it is, when it has one.
+    fn to(&self) -> Vec<String> {
+        self.record
+            .get(self.to)
+            .filter(|cell| !cell.is_empty())
+            .map(|cell| vec![String::from_utf8_lossy(cell).into_owned()])
+            .unwrap_or_default()
     }
 
     /// The row's hash: its non-empty cells with their column names, in column-name
@@ -759,6 +846,85 @@ mod tests {
             e.message().starts_with("--subject: not a valid template"),
             "{e}"
         );
+    }
+
+    /// A source that hands one byte per read, so every line end and blank line falls
+    /// across the CSV reader's buffer refills.
+    struct Dribble<'a>(&'a [u8]);
+
+    impl Read for Dribble<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = self.0.len().min(out.len()).min(1);
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    /// The csv crate's `Position::line()` is one short after CRLF and names the blank
+    /// line before a record (rust-csv#395, #208): each record has its physical line, also
+    /// after a quoted field spanning lines, a blank line, and a record over the cap.
+    #[test]
+    fn csv_records_have_their_physical_line_with_crlf_blank_lines_and_quoted_breaks() {
+        let lf = "to,name\na@x.org,A\n\n\nb@x.org,\"B\nsecond line\"\nc@x.org,C\n\n";
+        let crlf = lf.replace('\n', "\r\n");
+        let expected = [2, 5, 7];
+        for text in [lf.to_owned(), crlf] {
+            let lines: Vec<u64> = merge(&text, "Hi", "Dear {{ name }}", false)
+                .into_iter()
+                .map(|(line, _)| line)
+                .collect();
+            assert_eq!(lines, expected, "{text:?}");
+            // The same, one byte a read.
+            let input = io::BufReader::with_capacity(1, Dribble(text.as_bytes()));
+            let merge = Merge {
+                subject: Some("Hi".to_owned()),
+                body: Some("Dear {{ name }}".to_owned()),
+                to_column: "to".to_owned(),
+                ..Merge::default()
+            };
+            let lines: Vec<u64> = Records::Csv(Box::new(CsvMerge::new(input, merge).unwrap()))
+                .map(|r| r.unwrap().line)
+                .collect();
+            assert_eq!(lines, expected, "one byte a read: {text:?}");
+        }
+        // The error of a row names its physical line too.
+        let crlf = "to,name\r\n\r\na@x.org,\r\n";
+        let records = merge(crlf, "Hi", "Dear {{ name }}", false);
+        assert_eq!(records[0].0, 3);
+        let e = records[0].1.as_ref().unwrap_err();
+        assert!(e.message().starts_with("line 3: "), "{e}");
+    }
+
+    /// A record that is not valid still names its recipients, for its result line.
+    #[test]
+    fn a_record_keeps_its_recipients_as_given_even_when_invalid() {
+        let input =
+            "{\"To\":\"a@example.com\"}\n{\"To\":\"b@example.com\",\"Nope\":1}\n{\"Nope\":1}\n";
+        let to: Vec<Vec<String>> = Records::Jsonl(JsonLines::new(input.as_bytes()))
+            .map(|r| r.unwrap().to)
+            .collect();
+        assert_eq!(
+            to,
+            [
+                vec!["a@example.com"],
+                vec!["b@example.com"],
+                Vec::<&str>::new()
+            ]
+        );
+        let merge = Merge {
+            subject: Some("{{ missing }}".to_owned()),
+            to_column: "to".to_owned(),
+            ..Merge::default()
+        };
+        let csv = "to,name\nc@example.com,C\n,D\n";
+        let records: Vec<Record> =
+            Records::Csv(Box::new(CsvMerge::new(csv.as_bytes(), merge).unwrap()))
+                .map(|r| r.unwrap())
+                .collect();
+        assert!(records.iter().all(|r| r.draft.is_err()));
+        assert_eq!(records[0].to, ["c@example.com"]);
+        assert!(records[1].to.is_empty());
     }
 
     #[test]

@@ -32,11 +32,14 @@ pub enum Status {
     Invalid,
     /// Login, certificate or configuration: every later message would fail alike.
     Failed,
+    /// Built and checked, not sent (`batch --dry-run`; `send --dry-run` prints the same
+    /// word): nothing reached anyone, so `--resume` sends it.
+    DryRun,
 }
 
 impl Status {
     /// Every status, in the order the README lists them.
-    pub const ALL: [Status; 10] = [
+    pub const ALL: [Status; 11] = [
         Status::Sent,
         Status::Saved,
         Status::Queued,
@@ -47,6 +50,7 @@ impl Status {
         Status::Refused,
         Status::Invalid,
         Status::Failed,
+        Status::DryRun,
     ];
 
     /// The word printed for it.
@@ -62,6 +66,7 @@ impl Status {
             Status::Refused => "refused",
             Status::Invalid => "invalid",
             Status::Failed => "failed",
+            Status::DryRun => "dry_run",
         }
     }
 

@@ -1390,3 +1390,276 @@ fn a_mark_counts_only_result_lines_of_the_run_that_made_it() {
     let subjects: Vec<String> = s.server.messages().iter().map(subject).collect();
     assert_eq!(subjects, ["m3"], "m2 is not sent again");
 }
+
+/// A config in the setup's home for a port where nothing listens: `closed.toml`.
+fn closed_port_config(s: &Setup) -> PathBuf {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+        listener.local_addr().expect("its address").port()
+    };
+    let dir = s.home().join("closed");
+    std::fs::create_dir_all(&dir).unwrap();
+    Config::new(port, "none").write(&dir)
+}
+
+#[test]
+fn a_down_server_stops_the_batch_after_three_records_and_resume_sends_the_rest() {
+    let s = plain();
+    let file = numbered(&s, 50);
+    let closed = closed_port_config(&s);
+    let started = std::time::Instant::now();
+    let run = envoi(s.home())
+        .args(["batch", "--config"])
+        .arg(&closed)
+        .arg("--report")
+        .arg(report_path(&s))
+        .arg(&file)
+        .expect_exit(75);
+    let took = started.elapsed();
+    // The first record waits out its retries (about 4 s); the next two try once each.
+    assert!(took < Duration::from_secs(15), "took {took:?}: {run}");
+    assert!(
+        run.stderr
+            .contains("3 record(s) in a row could not reach the server")
+            && run.stderr.contains("47 record(s) after it were not tried")
+            && run
+                .stderr
+                .contains(&format!("--resume {}", report_path(&s).display()))
+            && run.stderr.contains("deferred 3, not tried 47"),
+        "{run}"
+    );
+    // Only the records tried are listed: the others are not "failed", just not tried.
+    let lines = statuses(&report_path(&s));
+    assert_eq!(
+        lines,
+        [
+            (1, "deferred".into()),
+            (2, "deferred".into()),
+            (3, "deferred".into())
+        ]
+    );
+    // The server is up again: --resume sends every record, each once.
+    let report_arg = report_path(&s).display().to_string();
+    batch(&s, &[&file, "--resume", &report_arg]).expect_exit(0);
+    let mut subjects: Vec<String> = s.server.messages().iter().map(subject).collect();
+    subjects.sort();
+    let mut expected: Vec<String> = (1..=50).map(|i| format!("m{i}")).collect();
+    expected.sort();
+    assert_eq!(subjects, expected);
+}
+
+#[test]
+fn max_connect_failures_0_tries_every_record_and_without_report_lists_each_on_stderr() {
+    let s = plain();
+    let file = numbered(&s, 5);
+    let closed = closed_port_config(&s);
+    let run = envoi(s.home())
+        .args([
+            "batch",
+            "--retries",
+            "0",
+            "--max-connect-failures",
+            "0",
+            "--config",
+        ])
+        .arg(&closed)
+        .arg(&file)
+        .expect_exit(75);
+    for i in 1..=5 {
+        assert!(
+            run.stderr.contains(&format!(
+                "envoi: line {i}: r{i}@example.com: deferred: connecting to"
+            )),
+            "record {i} has its line: {run}"
+        );
+    }
+    assert!(run.stderr.contains("deferred 5;"), "{run}");
+    assert!(!run.stderr.contains("not tried"), "{run}");
+}
+
+#[test]
+fn refused_or_deferred_transactions_do_not_trip_the_connect_breaker() {
+    let s = Setup::plain(
+        ServerOptions {
+            refuse_rcpt: vec![("gone@example.com".into(), 550)],
+            // 451 to the first two MAIL FROMs: the server is up, it defers messages.
+            tempfail_transactions: 2,
+            ..ServerOptions::default()
+        },
+        10,
+    );
+    let file = write(
+        &s,
+        "mail.jsonl",
+        &[
+            record("a@example.com", "one"),
+            record("b@example.com", "two"),
+            record("gone@example.com", "three"),
+            record("c@example.com", "four"),
+        ]
+        .join("\n"),
+    );
+    let run = batch(
+        &s,
+        &[&file, "--retries", "0", "--max-connect-failures", "1"],
+    )
+    .expect_exit(75);
+    assert!(!run.stderr.contains("could not reach"), "{run}");
+    let subjects: Vec<String> = s.server.messages().iter().map(subject).collect();
+    assert_eq!(subjects, ["four"]);
+    assert_eq!(
+        statuses(&report_path(&s)),
+        [
+            (1, "deferred".into()),
+            (2, "deferred".into()),
+            (3, "refused".into()),
+            (4, "sent".into())
+        ]
+    );
+}
+
+/// Excel and Python's csv module write CRLF; people leave blank lines; a quoted cell may
+/// span lines. Each result line and error names the record's physical line (the csv
+/// crate's count is one short with CRLF and names the blank line before a record), and
+/// every result line names the row's recipient, an invalid one's too.
+#[test]
+fn csv_lines_are_physical_with_crlf_blank_lines_and_quoted_breaks_and_name_the_recipient() {
+    let s = plain();
+    let text = "email,name\n\
+                ann@example.com,Ann\n\
+                \n\
+                bob@example.com,\"Bob\nthe second\"\n\
+                \n\
+                cy@example.com,\n\
+                dee@example.com,Dee\n"
+        .replace('\n', "\r\n");
+    let file = write(&s, "list.csv", &text);
+    let run = batch(
+        &s,
+        &[
+            &file,
+            "--to-column",
+            "email",
+            "--subject",
+            "Hi",
+            "--body",
+            "Dear {{ name }}",
+            "--json",
+        ],
+    )
+    .expect_exit(65);
+    let lines = report(&report_path(&s));
+    let got: Vec<(u64, &str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["line"].as_u64().unwrap(),
+                l["status"].as_str().unwrap(),
+                l["recipients"][0]["address"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (2, "sent", "ann@example.com"),
+            (4, "sent", "bob@example.com"),
+            (7, "invalid", "cy@example.com"),
+            (8, "sent", "dee@example.com"),
+        ],
+        "{run}"
+    );
+    assert_eq!(lines[2]["recipients"][0]["status"], "not_sent");
+    let error = lines[2]["error"].as_str().unwrap();
+    assert!(error.starts_with("line 7: "), "{error}");
+    let bodies: Vec<String> = s.server.messages().iter().map(body).collect();
+    assert_eq!(bodies[1], "Dear Bob\r\nthe second");
+}
+
+/// `--dry-run` builds and checks every row, lists what would go (stdout without
+/// `--report`/`--json`, `dry_run` lines with them), fails the bad rows as a batch does,
+/// and connects nowhere.
+#[test]
+fn dry_run_checks_every_record_lists_what_would_go_and_connects_nowhere() {
+    let s = plain();
+    let file = write(
+        &s,
+        "list.csv",
+        "email,name,number\n\
+         ann@example.com,Ann,1\n\
+         bad,Bob,2\n\
+         cy@example.com,,3\n\
+         dee@example.com,Dee,4\n",
+    );
+    let args = [
+        file.as_str(),
+        "--to-column",
+        "email",
+        "--subject",
+        "Invoice {{ number }}",
+        "--body",
+        "Dear {{ name }}",
+        "--dry-run",
+    ];
+    let run = envoi(s.home())
+        .args(["batch", "--config"])
+        .arg(&s.config)
+        .args(args)
+        .expect_exit(65);
+    assert_eq!(
+        run.stdout,
+        "line 2: would send to ann@example.com: \"Invoice 1\"\n\
+         line 5: would send to dee@example.com: \"Invoice 4\"\n",
+        "{run}"
+    );
+    assert!(
+        run.stderr
+            .contains("envoi: line 3: bad: invalid: column \"email\"")
+            && run
+                .stderr
+                .contains("envoi: line 4: cy@example.com: invalid: --body")
+            && run.stderr.contains("invalid 2, would send (--dry-run) 2"),
+        "{run}"
+    );
+    batch(&s, &args).expect_exit(65);
+    let lines = report(&report_path(&s));
+    let got: Vec<(u64, &str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["line"].as_u64().unwrap(),
+                l["status"].as_str().unwrap(),
+                l["subject"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (2, "dry_run", "Invoice 1"),
+            (3, "invalid", "-"),
+            (4, "invalid", "-"),
+            (5, "dry_run", "Invoice 4")
+        ]
+    );
+    assert_eq!(lines[0]["recipients"][0]["address"], "ann@example.com");
+    assert_eq!(lines[0]["exit_code"], 0);
+    assert_eq!(s.server.connections(), 0, "a dry run connects nowhere");
+    assert!(s.server.messages().is_empty());
+    // The rows a dry run listed are not done: --resume of its report sends them.
+    let report_arg = report_path(&s).display().to_string();
+    let resumed = [
+        file.as_str(),
+        "--to-column",
+        "email",
+        "--subject",
+        "Invoice {{ number }}",
+        "--body",
+        "Dear {{ name }}",
+        "--resume",
+        &report_arg,
+    ];
+    batch(&s, &resumed).expect_exit(65);
+    let subjects: Vec<String> = s.server.messages().iter().map(subject).collect();
+    assert_eq!(subjects, ["Invoice 1", "Invoice 4"]);
+}

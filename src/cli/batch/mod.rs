@@ -31,8 +31,8 @@ use crate::cli::progress::Progress;
 use crate::cli::render::{Notices, transcript, warning};
 use pace::{Pacer, pace, send_slowing};
 use report::{
-    Line, Marks, Output, Resume, Tally, earlier_report, hash_text, inflight_path, open_earlier,
-    open_report, result_line, summary,
+    Line, Marks, Output, Resume, Tally, dry_run_record, earlier_report, failed_record, hash_text,
+    inflight_path, open_earlier, open_report, result_line, summary,
 };
 
 /// What every sender shares. Only the pacer changes, under its lock.
@@ -68,7 +68,12 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
             args.concurrency
         )));
     }
-    let senders = usize::try_from(args.concurrency).unwrap_or(1).max(1);
+    // A dry run sends nothing, so one sender lists the records in the input's order.
+    let senders = if args.dry_run {
+        1
+    } else {
+        usize::try_from(args.concurrency).unwrap_or(1).max(1)
+    };
     let format = format(args)?;
     // Read up to the first record (a CSV header, the templates), and check the sender
     // and the DKIM key, before the report is made: a usage error leaves no report behind.
@@ -123,22 +128,27 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         transcript: args.output.verbose.then_some(transcript as Transcript),
         dsn: None,
     };
-    let outbox = if connection.profile.outbox {
+    let outbox = if connection.profile.outbox && !args.dry_run {
         Some(Outbox::open(resolved.outbox_dir()?)?)
     } else {
         None
     };
     // A password is fetched once; the other senders share it (and renew OAuth2 tokens
-    // themselves, from the shared cache).
-    let first = Batch::new(
-        &connection.profile,
-        options.clone(),
-        Duration::from_secs(args.delivery.timeout),
-        args.per_session,
-        &mut Notices,
-    )?;
-    let mut batches: Vec<Batch> = (1..senders).map(|_| first.sibling()).collect();
-    batches.insert(0, first);
+    // themselves, from the shared cache). A dry run fetches none and connects nowhere.
+    let batches: Vec<Option<Batch>> = if args.dry_run {
+        vec![None]
+    } else {
+        let first = Batch::new(
+            &connection.profile,
+            options.clone(),
+            Duration::from_secs(args.delivery.timeout),
+            args.per_session,
+            &mut Notices,
+        )?;
+        let mut batches: Vec<Option<Batch>> = (1..senders).map(|_| Some(first.sibling())).collect();
+        batches.insert(0, Some(first));
+        batches
+    };
     // Created once the batch can start, so a failure before leaves nothing behind.
     let marks = Marks::create(args.report.as_deref().zip(output.report.as_ref()), senders)?;
     let pacer = Mutex::new(Pacer::new(
@@ -163,6 +173,11 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         output_broken: false,
         tally,
         progress: Progress::start(&args.file, format),
+        breaker: Breaker {
+            limit: args.max_connect_failures,
+            ..Breaker::default()
+        },
+        last_taken: 0,
     });
     let sessions = thread::scope(|scope| {
         let workers: Vec<_> = batches
@@ -171,10 +186,12 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
             .map(|(sender, mut batch)| {
                 let (shared, books) = (&shared, &books);
                 scope.spawn(move || {
-                    serve(shared, books, &mut batch, sender);
-                    let opened = batch.sessions_opened();
-                    batch.finish();
-                    opened
+                    serve(shared, books, batch.as_mut(), sender);
+                    batch.map_or(0, |batch| {
+                        let opened = batch.sessions_opened();
+                        batch.finish();
+                        opened
+                    })
                 })
             })
             .collect();
@@ -184,13 +201,33 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
             .sum::<u32>()
     });
     let Books {
-        tally,
+        mut records,
+        mut tally,
         progress,
-        resume,
-        ended,
+        mut resume,
+        mut ended,
+        breaker,
+        last_taken,
         ..
     } = books.into_inner().unwrap_or_else(PoisonError::into_inner);
     progress.finish();
+    if let Some(why) = &breaker.tripped {
+        // Counted, not sent: what `--resume` would skip is not "not tried".
+        let not_tried = (!ended && !is_stdin(&args.file)).then(|| {
+            let mut count = 0_u64;
+            for record in records.by_ref() {
+                match record {
+                    Ok(record) if resume.skips(record.line, record.hash) => {}
+                    Ok(_) => count += 1,
+                    Err(_) => break,
+                }
+            }
+            ended = true;
+            count
+        });
+        tally.not_tried = not_tried;
+        tally.stopped = Some(tripped(args, &breaker, why, last_taken, not_tried, &tally));
+    }
     if let (Some(path), true) = (&args.resume, ended) {
         for change in resume.changes(path) {
             warning(&change);
@@ -225,6 +262,59 @@ struct Books<R> {
     output_broken: bool,
     tally: Tally,
     progress: Progress,
+    /// `--max-connect-failures`: the records in a row that could not reach the server.
+    breaker: Breaker,
+    /// The line of the last record a sender took.
+    last_taken: u64,
+}
+
+/// Stops a batch whose server is down (`--max-connect-failures`), instead of waiting out
+/// every record's retries: 500 records would take some 50 minutes to all be `deferred`.
+#[derive(Default)]
+struct Breaker {
+    /// Records in a row before the batch stops; 0 never stops.
+    limit: u32,
+    /// Records in a row, so far, that could not reach the server.
+    run: u32,
+    /// Why the batch stopped: the last such record's line and error.
+    tripped: Option<(u64, String)>,
+}
+
+/// Why a batch whose server is down stopped, with what to do: how many records were not
+/// tried, and how to send them once the server is up.
+fn tripped(
+    args: &BatchArgs,
+    breaker: &Breaker,
+    (line, why): &(u64, String),
+    last_taken: u64,
+    not_tried: Option<u64>,
+    tally: &Tally,
+) -> Error {
+    let rest = match not_tried {
+        Some(count) => format!("{count} record(s) after it were not tried"),
+        None => format!("the records after line {last_taken} were not tried"),
+    };
+    let hint = match &args.report {
+        Some(report) => format!(
+            "once the server is up, run the batch again with --resume {} to send them and \
+             the deferred ones",
+            report.display()
+        ),
+        None if tally.went() == 0 => "once the server is up, run the batch again".to_owned(),
+        None => format!(
+            "once the server is up, run the batch again; {} record(s) went out already \
+             and would go again: give --report FILE to be able to --resume",
+            tally.went()
+        ),
+    };
+    Error::new(
+        ErrorKind::Temporary,
+        format!(
+            "the batch stopped: {} record(s) in a row could not reach the server (line {line}: \
+             {why}); {rest}; {hint}",
+            breaker.run
+        ),
+    )
 }
 
 /// One sender's loop: take a record, send it, write its result, until the records end
@@ -232,7 +322,7 @@ struct Books<R> {
 fn serve<R: Iterator<Item = Result<Record>>>(
     shared: &Shared,
     books: &Mutex<Books<R>>,
-    batch: &mut Batch,
+    mut batch: Option<&mut Batch>,
     sender: usize,
 ) {
     // The books stay whole if a sender panicked holding them: every change to them is
@@ -242,11 +332,14 @@ fn serve<R: Iterator<Item = Result<Record>>>(
         // Its own statement: the lock is released before the record is sent (in a
         // `while let` it would be held through the loop's body).
         let next = lock().next_record();
-        let Some(record) = next else {
+        let Some((record, hurried)) = next else {
             break;
         };
+        if let Some(batch) = batch.as_deref_mut() {
+            batch.hurry(hurried);
+        }
         let hash = hash_text(record.hash);
-        let outcome = send_guarded(shared, batch, sender, record).map(|mut line| {
+        let outcome = send_guarded(shared, batch.as_deref_mut(), sender, record).map(|mut line| {
             line.hash = Some(hash);
             line
         });
@@ -255,9 +348,10 @@ fn serve<R: Iterator<Item = Result<Record>>>(
 }
 
 impl<R: Iterator<Item = Result<Record>>> Books<R> {
-    /// The next record to send, past those `--resume` skips; `None` at the end of the
-    /// input or once the batch stopped.
-    fn next_record(&mut self) -> Option<Record> {
+    /// The next record to send, past those `--resume` skips, and whether the server was
+    /// found down by the record before (then it gets one try, no retries); `None` at the
+    /// end of the input or once the batch stopped.
+    fn next_record(&mut self) -> Option<(Record, bool)> {
         while self.tally.stopped.is_none() {
             let Some(next) = self.records.next() else {
                 self.ended = true;
@@ -269,7 +363,10 @@ impl<R: Iterator<Item = Result<Record>>> Books<R> {
                     self.tally.skipped += 1;
                     self.progress.record(true);
                 }
-                Ok(record) => return Some(record),
+                Ok(record) => {
+                    self.last_taken = record.line;
+                    return Some((record, self.breaker.run > 0));
+                }
             }
         }
         None
@@ -283,6 +380,14 @@ impl<R: Iterator<Item = Result<Record>>> Books<R> {
         };
         self.tally.count(&line);
         self.progress.record(line.exit_code == 0);
+        if !self.output.listed() {
+            if line.status == Status::DryRun {
+                println!("{}", dry_run_record(&line));
+            } else if line.exit_code != 0 {
+                self.progress.say(&failed_record(&line));
+            }
+        }
+        self.trip(&line);
         if !self.output_broken
             && let Err(e) = self.output.write(&line)
         {
@@ -302,6 +407,28 @@ impl<R: Iterator<Item = Result<Record>>> Books<R> {
         }
     }
 
+    /// Counts a record that could not reach the server, and stops the batch after
+    /// `--max-connect-failures` of them in a row. A record that reached it starts the
+    /// count again; an invalid one, which never tries, leaves it as it is.
+    fn trip(&mut self, line: &Line) {
+        if !line.unreachable {
+            if line.status != Status::Invalid {
+                self.breaker.run = 0;
+            }
+            return;
+        }
+        self.breaker.run = self.breaker.run.saturating_add(1);
+        if self.breaker.limit > 0
+            && self.breaker.run >= self.breaker.limit
+            && self.tally.stopped.is_none()
+        {
+            let why = line.error.clone().unwrap_or_default();
+            self.breaker.tripped = Some((line.line, why.clone()));
+            // Replaced by the whole story once the senders are done.
+            self.stop(Error::new(ErrorKind::Temporary, why));
+        }
+    }
+
     /// No record is taken after this; those in flight finish. The first reason wins.
     fn stop(&mut self, e: Error) {
         if self.tally.stopped.is_none() {
@@ -312,8 +439,14 @@ impl<R: Iterator<Item = Result<Record>>> Books<R> {
 
 /// [`send_record`], with a bug in it turned into a result instead of a hung batch: the
 /// record is listed as of unknown outcome and the batch stops.
-fn send_guarded(shared: &Shared, batch: &mut Batch, sender: usize, record: Record) -> Outcome {
+fn send_guarded(
+    shared: &Shared,
+    batch: Option<&mut Batch>,
+    sender: usize,
+    record: Record,
+) -> Outcome {
     let line = record.line;
+    let to = record.to.clone();
     let sent = panic::catch_unwind(AssertUnwindSafe(|| {
         send_record(shared, batch, sender, record)
     }));
@@ -328,25 +461,30 @@ fn send_guarded(shared: &Shared, batch: &mut Batch, sender: usize, record: Recor
                  it may have been delivered"
                     .to_owned(),
             )
+            .to(&to)
         })
     })
 }
 
 /// Builds, paces, marks and sends one record on `sender`'s sessions; queues it in the
-/// outbox when it is still deferred and the profile says so.
-fn send_record(shared: &Shared, batch: &mut Batch, sender: usize, record: Record) -> Outcome {
+/// outbox when it is still deferred and the profile says so. Without sessions (a dry
+/// run), the record is built and checked, and listed as what would go.
+fn send_record(
+    shared: &Shared,
+    batch: Option<&mut Batch>,
+    sender: usize,
+    record: Record,
+) -> Outcome {
     let prepared = record
         .draft
         .and_then(|draft| prepare_record(draft, shared, record.line));
-    let prepared = match prepared {
+    let (prepared, subject) = match prepared {
         Ok(prepared) => prepared,
         Err(e) => {
             let why = e.message().to_owned();
-            return Ok(Line::unsent(record.line, Status::Invalid, e.kind(), why));
+            return Ok(Line::unsent(record.line, Status::Invalid, e.kind(), why).to(&record.to));
         }
     };
-    pace(shared.pacer);
-    shared.marks.mark(sender, record.line, record.hash)?;
     let message_id = prepared.message_id.clone();
     let envelope: Vec<String> = prepared
         .envelope
@@ -354,9 +492,21 @@ fn send_record(shared: &Shared, batch: &mut Batch, sender: usize, record: Record
         .iter()
         .map(ToString::to_string)
         .collect();
+    let Some(batch) = batch else {
+        return Ok(Line::dry_run(record.line, message_id, &envelope, subject));
+    };
+    pace(shared.pacer);
+    shared.marks.mark(sender, record.line, record.hash)?;
     let sent = send_slowing(batch, &prepared, shared.pacer);
+    // Nothing got anywhere, and the last try to open a session failed.
+    let unreachable = matches!(&sent, Err(failure) if failure.error.kind() == ErrorKind::Temporary
+        && failure.report.delivered.is_empty()
+        && failure.report.refused.is_empty()
+        && failure.report.data_reply.is_none())
+        && batch.unreachable();
     let settled = settle_record(&prepared, sent, shared.deferrals);
     let mut line = result_line(record.line, message_id, &envelope, settled.sent);
+    line.unreachable = unreachable;
     match settled.queued {
         Some(Ok(id)) => {
             if line.status == Status::Deferred {
@@ -524,12 +674,13 @@ fn images(args: &BatchArgs) -> Images {
     }
 }
 
-/// A record's message, checked, built and signed; an error names the record's line.
+/// A record's message, checked, built and signed, and its subject; an error names the
+/// record's line.
 fn prepare_record(
     draft: envoi::draft::Draft,
     shared: &Shared,
     line: u64,
-) -> Result<message::Prepared> {
+) -> Result<(message::Prepared, String)> {
     let at_line = |e: Error| {
         if e.message().starts_with("line ") {
             e
@@ -539,5 +690,7 @@ fn prepare_record(
     };
     let email = draft.into_email().map_err(at_line)?;
     let from = shared.sender.pick(email.from.as_ref()).map_err(at_line)?;
-    prepare(email, &from, shared.signing, SystemTime::now()).map_err(at_line)
+    let subject = email.subject.clone();
+    let prepared = prepare(email, &from, shared.signing, SystemTime::now()).map_err(at_line)?;
+    Ok((prepared, subject))
 }

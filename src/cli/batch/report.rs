@@ -41,9 +41,16 @@ pub(super) struct Line {
     /// The outbox entry that now owns the record's retries (profile `outbox = true`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) outbox_id: Option<String>,
+    /// `--dry-run`: the subject the record's message would have.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) subject: Option<String>,
     /// A failure every later record would meet too (login, certificate, configuration).
     #[serde(skip)]
     pub(super) fatal: Option<ErrorKind>,
+    /// The record could not reach the server: no session could be opened
+    /// (`--max-connect-failures` counts these).
+    #[serde(skip)]
+    pub(super) unreachable: bool,
 }
 
 impl Line {
@@ -61,7 +68,51 @@ impl Line {
             exit_code: kind.exit_code(),
             error: Some(why),
             outbox_id: None,
+            subject: None,
             fatal: None,
+            unreachable: false,
+        }
+    }
+
+    /// A record `--dry-run` built and checked: what would go, to whom (`not_sent`).
+    pub(super) fn dry_run(
+        line: u64,
+        message_id: String,
+        envelope: &[String],
+        subject: String,
+    ) -> Line {
+        Line {
+            line,
+            hash: None,
+            status: Status::DryRun,
+            message_id: Some(message_id),
+            recipients: Vec::new(),
+            data_reply: None,
+            service_id: None,
+            exit_code: 0,
+            error: None,
+            outbox_id: None,
+            subject: Some(subject),
+            fatal: None,
+            unreachable: false,
+        }
+        .to(envelope)
+    }
+
+    /// Names the record's recipients as it gives them (`not_sent`): a line without a
+    /// Message-ID is found by them, not only by its line number.
+    pub(super) fn to(self, to: &[String]) -> Line {
+        Line {
+            recipients: to
+                .iter()
+                .map(|address| Recipient {
+                    address: address.clone(),
+                    status: "not_sent",
+                    code: None,
+                    reply: None,
+                })
+                .collect(),
+            ..self
         }
     }
 }
@@ -101,6 +152,9 @@ pub(super) struct Tally {
     rule: ExitRule,
     /// The batch stopped early with this error.
     pub(super) stopped: Option<Error>,
+    /// Records left in the input when the batch stopped because the server was down
+    /// (not counted for standard input).
+    pub(super) not_tried: Option<u64>,
 }
 
 impl Tally {
@@ -121,6 +175,11 @@ impl Tally {
         i.map_or(0, |i| self.counts[i])
     }
 
+    /// Records that went out: sent, saved or partial.
+    pub(super) fn went(&self) -> u64 {
+        self.of(Status::Sent) + self.of(Status::Saved) + self.of(Status::Partial)
+    }
+
     pub(super) fn exit_code(&self) -> u8 {
         match &self.stopped {
             Some(e) => e.kind().exit_code(),
@@ -136,6 +195,12 @@ pub(super) struct Output {
 }
 
 impl Output {
+    /// Whether the result lines go somewhere (`--report`, `--json`): else each failed
+    /// record gets a line on stderr, or nothing would say which ones failed.
+    pub(super) fn listed(&self) -> bool {
+        self.report.is_some() || self.json
+    }
+
     /// Writes one line to the report (flushed to the OS before the record's in-flight
     /// mark is cleared) and to standard output with `--json`.
     pub(super) fn write(&mut self, line: &Line) -> Result<()> {
@@ -680,8 +745,10 @@ pub(super) fn result_line(
                 service_id: None,
                 exit_code: 0,
                 error: None,
+                subject: None,
                 fatal: None,
                 outbox_id: None,
+                unreachable: false,
             };
         }
         Err(failure) => (failure.report, Some(failure.error)),
@@ -718,8 +785,10 @@ pub(super) fn result_line(
         service_id: report.service.as_ref().and_then(|s| s.id.clone()),
         exit_code,
         error: error.map(|e| e.message().to_owned()),
+        subject: None,
         fatal,
         outbox_id: None,
+        unreachable: false,
     }
 }
 
@@ -754,6 +823,33 @@ fn recipients(envelope: &[String], report: &Report) -> Vec<Recipient> {
         .collect()
 }
 
+/// A record that failed, as one line on stderr (without `--report` or `--json`): its
+/// line, recipients, status and why.
+pub(super) fn failed_record(line: &Line) -> String {
+    let to: Vec<&str> = line.recipients.iter().map(|r| r.address.as_str()).collect();
+    let to = if to.is_empty() {
+        "no recipient".to_owned()
+    } else {
+        to.join(", ")
+    };
+    let why = line.error.as_deref().unwrap_or("");
+    let why = why
+        .strip_prefix(&format!("line {}: ", line.line))
+        .unwrap_or(why);
+    format!("envoi: line {}: {to}: {}: {why}", line.line, line.status)
+}
+
+/// A record `--dry-run` checked, as one line on stdout (without `--report` or `--json`).
+pub(super) fn dry_run_record(line: &Line) -> String {
+    let to: Vec<&str> = line.recipients.iter().map(|r| r.address.as_str()).collect();
+    format!(
+        "line {}: would send to {}: {:?}",
+        line.line,
+        to.join(", "),
+        line.subject.as_deref().unwrap_or("")
+    )
+}
+
 /// The one line on stderr at the end.
 pub(super) fn summary(tally: &Tally, sessions: u32, elapsed: Duration) {
     let secs = elapsed.as_secs_f64();
@@ -772,7 +868,9 @@ pub(super) fn summary(tally: &Tally, sessions: u32, elapsed: Duration) {
         (tally.of(Status::Queued), "queued (outbox)"),
         (tally.of(Status::Unknown), "unknown"),
         (tally.of(Status::Failed), "failed"),
+        (tally.of(Status::DryRun), "would send (--dry-run)"),
         (tally.skipped, "skipped (--resume)"),
+        (tally.not_tried.unwrap_or(0), "not tried"),
     ] {
         if count > 0 {
             text.push_str(&format!(", {what} {count}"));
