@@ -334,7 +334,21 @@ const PROBE_ATTEMPT: Duration = Duration::from_secs(10);
 pub fn probe(host: &str, ports: &[u16], ca_file: Option<&Path>, timeout: Duration) -> Vec<Probe> {
     let deadline = Instant::now() + timeout;
     let probe_port = |port: u16| {
+        // A port that answered the TLS handshake speaks implicit TLS: its plain ways
+        // would only wait out a greeting that never comes.
+        let mut speaks_tls = false;
         [Security::Tls, Security::Starttls, Security::None].map(|security| {
+            if speaks_tls {
+                return Probe {
+                    port,
+                    security,
+                    outcome: Err(Error::config(format!(
+                        "not tried: port {port} speaks implicit TLS (it answered the TLS \
+                         handshake), so it sends no greeting in plain text"
+                    ))),
+                    tls_failed: false,
+                };
+            }
             let server = SmtpProfile {
                 host: host.to_owned(),
                 port,
@@ -352,6 +366,7 @@ pub fn probe(host: &str, ports: &[u16], ca_file: Option<&Path>, timeout: Duratio
             };
             let settings = smtp::SmtpSettings::new(&server, None, None, Some(deadline));
             let (outcome, tls_offered) = smtp::probe_check(settings);
+            speaks_tls = security == Security::Tls && tls_offered;
             Probe {
                 port,
                 security,

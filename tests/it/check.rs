@@ -252,17 +252,46 @@ fn pr04_probe_never_advises_plaintext_after_starttls_failed() {
     }
 }
 
-/// STARTTLS works but the certificate is not trusted: 77 with the ca_file and
-/// tls_fingerprint way out, not the plain port that also answers.
+/// STARTTLS (or implicit TLS) works but the certificate is not trusted: 77 naming the
+/// way that works and the ready `tls_fingerprint` line, not the plain port that also
+/// answers; on an implicit-TLS port, within seconds.
 #[test]
-fn pr04_probe_with_an_untrusted_certificate_is_77_not_plaintext() {
-    let s = Setup::new(Security::StartTls, ServerOptions::default());
-    let run = probe(&s, false, 77);
-    assert!(!run.stdout.contains("use:"), "{run}");
-    assert!(
-        run.stderr.contains("ca_file") && run.stderr.contains("tls_fingerprint"),
-        "{run}"
-    );
+fn probe_with_an_untrusted_certificate_says_tls_works_and_gives_the_pin_line() {
+    for (security, way, name) in [
+        (Security::StartTls, "STARTTLS", "starttls"),
+        (Security::ImplicitTls, "implicit TLS", "tls"),
+    ] {
+        let s = Setup::new(security, ServerOptions::default());
+        let started = std::time::Instant::now();
+        let run = probe(&s, false, 77);
+        // An implicit-TLS port's plain ways are not tried: no 10 s greeting waits.
+        assert!(started.elapsed() < Duration::from_secs(5), "{run}");
+        let port = s.server.port();
+        assert!(!run.stdout.contains("use:"), "{run}");
+        assert!(
+            run.stderr.contains(&format!(
+                "{way} works on port {port}, the certificate is not trusted"
+            )),
+            "{run}"
+        );
+        assert!(
+            run.stderr
+                .contains(&format!("use port = {port} and security = \"{name}\"")),
+            "{run}"
+        );
+        assert!(run.stderr.contains("ca_file"), "{run}");
+        // The pin line is the one certificate errors print everywhere, ready to paste.
+        let pin = run
+            .stdout
+            .lines()
+            .find(|l| l.contains(&format!(" {name} ")))
+            .and_then(|l| l.split("tls_fingerprint = \"").nth(1))
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no tls_fingerprint line: {run}"));
+        assert_eq!(pin.len(), 32 * 3 - 1, "{run}");
+        assert!(!run.output().contains("security = \"none\"\n"), "{run}");
+        s.assert_nothing_delivered();
+    }
 }
 
 /// A server that never offers TLS on the port: plain SMTP is reported, with the warning
