@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use envoi::deliver::{ApiCheck, Probe, ServerReport, check, check_api, probe};
+use envoi::deliver::{ApiCheck, Probe, ServerReport, advice_for, check, check_api, probe};
 use envoi::error::{Error, ErrorKind, Result};
 use envoi::profile::{Env, Security, Transport, resolve};
 
@@ -31,7 +31,9 @@ pub fn run(args: &CheckArgs) -> Result<Checked> {
     let profile = &resolved.connection()?.profile;
     let timeout = Duration::from_secs(args.timeout);
     if let Transport::Api(api) = &profile.transport {
-        return check_api(api, timeout).map(Checked::Api);
+        return check_api(api, timeout)
+            .map(Checked::Api)
+            .map_err(|e| advice_for(profile, e));
     }
     check(profile, timeout).map(|r| Checked::Server(Box::new(r)))
 }

@@ -184,6 +184,24 @@ fn open(
     deadline: Option<Instant>,
     observer: &mut dyn Observer,
 ) -> Result<Box<dyn Transport>> {
+    let transport = open_transport(profile, options, sessions, fetch_by, deadline, observer)
+        .map_err(|e| advice_for(profile, e))?;
+    Ok(if profile.from_url {
+        Box::new(FromUrl(transport))
+    } else {
+        transport
+    })
+}
+
+/// [`open`], in the profile's words.
+fn open_transport(
+    profile: &Profile,
+    options: &DeliveryOptions,
+    sessions: Sessions,
+    fetch_by: Option<Instant>,
+    deadline: Option<Instant>,
+    observer: &mut dyn Observer,
+) -> Result<Box<dyn Transport>> {
     Ok(match &profile.transport {
         crate::profile::Transport::File { dir } => {
             Box::new(file::FileTransport { dir: dir.clone() })
@@ -201,6 +219,51 @@ fn open(
             })
         }
     })
+}
+
+/// `error` in the words of where `profile` came from: with `--smtp-url` its trust advice
+/// names the URL's `?ca_file=…` / `?tls_fingerprint=…`, since there is no profile to put
+/// a key in.
+pub fn advice_for(profile: &Profile, error: Error) -> Error {
+    if profile.from_url {
+        Error::new(error.kind(), smtp::tls::url_form(error.message()))
+    } else {
+        error
+    }
+}
+
+/// A transport of a profile made from a URL: its failures advise URL parameters.
+struct FromUrl(Box<dyn Transport>);
+
+impl Transport for FromUrl {
+    fn send(
+        &mut self,
+        prepared: &Prepared,
+        policy: &Policy,
+        observer: &mut dyn Observer,
+    ) -> Result<BatchSent, Failure> {
+        self.0
+            .send(prepared, policy, observer)
+            .map_err(|failure| Failure {
+                error: Error::new(
+                    failure.error.kind(),
+                    smtp::tls::url_form(failure.error.message()),
+                ),
+                ..failure
+            })
+    }
+
+    fn sibling(&self) -> Box<dyn Transport> {
+        Box::new(FromUrl(self.0.sibling()))
+    }
+
+    fn sessions_opened(&self) -> u32 {
+        self.0.sessions_opened()
+    }
+
+    fn finish(&mut self) {
+        self.0.finish();
+    }
 }
 
 /// A user name with its password or token, fetched.
@@ -307,6 +370,7 @@ pub fn check(profile: &Profile, timeout: Duration) -> Result<ServerReport> {
         None,
         Some(deadline),
     ))
+    .map_err(|e| advice_for(profile, e))
 }
 
 /// What one way of speaking to one port gave (`envoi check --probe`).

@@ -213,12 +213,15 @@ fn explain(
             push(
                 "ca_file",
                 api.ca_file.as_ref().map(|p| p.display().to_string()),
-                written.origin(|e| e.ca_file.is_some(), false),
+                written.origin(|e| e.ca_file.is_some(), api.ca_file.is_some()),
             );
             push(
                 "tls_fingerprint",
                 api.tls_fingerprint.map(|pin| pin.to_string()),
-                written.origin(|e| e.tls_fingerprint.is_some(), false),
+                written.origin(
+                    |e| e.tls_fingerprint.is_some(),
+                    api.tls_fingerprint.is_some(),
+                ),
             );
             explain_proxy(&api.proxy, &api.proxy_key, written, settings, problems);
         }
@@ -279,12 +282,15 @@ fn explain(
             push(
                 "ca_file",
                 smtp.ca_file.as_ref().map(|p| p.display().to_string()),
-                written.origin(|e| e.ca_file.is_some(), false),
+                written.origin(|e| e.ca_file.is_some(), smtp.ca_file.is_some()),
             );
             push(
                 "tls_fingerprint",
                 smtp.tls_fingerprint.map(|pin| pin.to_string()),
-                written.origin(|e| e.tls_fingerprint.is_some(), false),
+                written.origin(
+                    |e| e.tls_fingerprint.is_some(),
+                    smtp.tls_fingerprint.is_some(),
+                ),
             );
             push(
                 "hello_name",
