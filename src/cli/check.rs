@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use envoi::deliver::{ApiCheck, Probe, ServerReport, check, check_api, probe};
+use envoi::deliver::{ApiCheck, Probe, ServerReport, advice_for, check, check_api, probe};
 use envoi::error::{Error, ErrorKind, Result};
-use envoi::profile::{Env, Transport, resolve};
+use envoi::profile::{Env, Security, Transport, resolve};
 
 use crate::cli::args::CheckArgs;
 
@@ -31,7 +31,9 @@ pub fn run(args: &CheckArgs) -> Result<Checked> {
     let profile = &resolved.connection()?.profile;
     let timeout = Duration::from_secs(args.timeout);
     if let Transport::Api(api) = &profile.transport {
-        return check_api(api, timeout).map(Checked::Api);
+        return check_api(api, timeout)
+            .map(Checked::Api)
+            .map_err(|e| advice_for(profile, e));
     }
     check(profile, timeout).map(|r| Checked::Server(Box::new(r)))
 }
@@ -65,7 +67,6 @@ fn probe_target(target: &str) -> Result<(String, Vec<u16>)> {
 /// tampered with, an untrusted certificate), plain SMTP is the downgrade someone in
 /// between may want: no advice then, and [`nothing_works`] says why.
 pub fn best(probes: &[Probe]) -> Option<&Probe> {
-    use envoi::profile::Security;
     let works = |security: Security| {
         probes
             .iter()
@@ -100,16 +101,31 @@ fn tls_failed(probes: &[Probe]) -> bool {
 /// The error for a probe that gives no advice: TLS with an untrusted certificate (77),
 /// TLS offered and failing (75), or nothing answering (75).
 pub fn nothing_works(probes: &[Probe]) -> Error {
-    let certificate = probes.iter().any(|p| {
-        p.outcome
-            .as_ref()
-            .is_err_and(|e| e.kind() == ErrorKind::Certificate)
-    });
-    if certificate {
+    // TLS works and only trust is missing: name the way that works, and point at the
+    // ready `ca_file` / `tls_fingerprint` advice its line above carries.
+    let untrusted = |security: Security| {
+        probes.iter().find(|p| {
+            p.security == security
+                && p.outcome
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == ErrorKind::Certificate)
+        })
+    };
+    if let Some(p) = untrusted(Security::Tls).or_else(|| untrusted(Security::Starttls)) {
+        let way = match p.security {
+            Security::Tls => "implicit TLS",
+            _ => "STARTTLS",
+        };
         return Error::new(
             ErrorKind::Certificate,
-            "the server speaks TLS but its certificate is not trusted (the lines above say \
-             why): trust it in the profile with ca_file, or pin it with tls_fingerprint",
+            format!(
+                "{way} works on port {port}, the certificate is not trusted (its line above \
+                 says why): use port = {port} and security = \"{security}\", and trust the \
+                 certificate with ca_file or the tls_fingerprint line above (security = \
+                 \"none\" is no way around it)",
+                port = p.port,
+                security = p.security.name(),
+            ),
         );
     }
     if tls_failed(probes) {

@@ -12,7 +12,7 @@ use envoi::error::ErrorKind;
 use crate::cli::args::Cli;
 
 /// The variables envoi reads, and what each sets.
-const ENVIRONMENT: [(&str, &str); 12] = [
+const ENVIRONMENT: [(&str, &str); 13] = [
     ("ENVOI_CONFIG", "the config file (like --config)"),
     ("ENVOI_PROFILE", "the profile (like --profile)"),
     (
@@ -43,6 +43,10 @@ const ENVIRONMENT: [(&str, &str); 12] = [
     (
         "NO_PROXY",
         "hosts reached without the environment's proxy (no_proxy first; loopback never proxied)",
+    ),
+    (
+        "SSL_CERT_FILE",
+        "the CAs trusted instead of the system's (SSL_CERT_DIR too); ca_file still adds its own",
     ),
     (
         "XDG_CONFIG_HOME",

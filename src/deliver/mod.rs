@@ -207,6 +207,24 @@ fn open(
     deadline: Option<Instant>,
     observer: &mut dyn Observer,
 ) -> Result<Box<dyn Transport>> {
+    let transport = open_transport(profile, options, sessions, fetch_by, deadline, observer)
+        .map_err(|e| advice_for(profile, e))?;
+    Ok(if profile.from_url {
+        Box::new(FromUrl(transport))
+    } else {
+        transport
+    })
+}
+
+/// [`open`], in the profile's words.
+fn open_transport(
+    profile: &Profile,
+    options: &DeliveryOptions,
+    sessions: Sessions,
+    fetch_by: Option<Instant>,
+    deadline: Option<Instant>,
+    observer: &mut dyn Observer,
+) -> Result<Box<dyn Transport>> {
     Ok(match &profile.transport {
         crate::profile::Transport::File { dir } => {
             Box::new(file::FileTransport { dir: dir.clone() })
@@ -224,6 +242,51 @@ fn open(
             })
         }
     })
+}
+
+/// `error` in the words of where `profile` came from: with `--smtp-url` its trust advice
+/// names the URL's `?ca_file=…` / `?tls_fingerprint=…`, since there is no profile to put
+/// a key in.
+pub fn advice_for(profile: &Profile, error: Error) -> Error {
+    if profile.from_url {
+        Error::new(error.kind(), smtp::tls::url_form(error.message()))
+    } else {
+        error
+    }
+}
+
+/// A transport of a profile made from a URL: its failures advise URL parameters.
+struct FromUrl(Box<dyn Transport>);
+
+impl Transport for FromUrl {
+    fn send(
+        &mut self,
+        prepared: &Prepared,
+        policy: &Policy,
+        observer: &mut dyn Observer,
+    ) -> Result<BatchSent, Failure> {
+        self.0
+            .send(prepared, policy, observer)
+            .map_err(|failure| Failure {
+                error: Error::new(
+                    failure.error.kind(),
+                    smtp::tls::url_form(failure.error.message()),
+                ),
+                ..failure
+            })
+    }
+
+    fn sibling(&self) -> Box<dyn Transport> {
+        Box::new(FromUrl(self.0.sibling()))
+    }
+
+    fn sessions_opened(&self) -> u32 {
+        self.0.sessions_opened()
+    }
+
+    fn finish(&mut self) {
+        self.0.finish();
+    }
 }
 
 /// A user name with its password or token, fetched.
@@ -330,6 +393,7 @@ pub fn check(profile: &Profile, timeout: Duration) -> Result<ServerReport> {
         None,
         Some(deadline),
     ))
+    .map_err(|e| advice_for(profile, e))
 }
 
 /// What one way of speaking to one port gave (`envoi check --probe`).
@@ -357,7 +421,21 @@ const PROBE_ATTEMPT: Duration = Duration::from_secs(10);
 pub fn probe(host: &str, ports: &[u16], ca_file: Option<&Path>, timeout: Duration) -> Vec<Probe> {
     let deadline = Instant::now() + timeout;
     let probe_port = |port: u16| {
+        // A port that answered the TLS handshake speaks implicit TLS: its plain ways
+        // would only wait out a greeting that never comes.
+        let mut speaks_tls = false;
         [Security::Tls, Security::Starttls, Security::None].map(|security| {
+            if speaks_tls {
+                return Probe {
+                    port,
+                    security,
+                    outcome: Err(Error::config(format!(
+                        "not tried: port {port} speaks implicit TLS (it answered the TLS \
+                         handshake), so it sends no greeting in plain text"
+                    ))),
+                    tls_failed: false,
+                };
+            }
             let server = SmtpProfile {
                 host: host.to_owned(),
                 port,
@@ -375,6 +453,7 @@ pub fn probe(host: &str, ports: &[u16], ca_file: Option<&Path>, timeout: Duratio
             };
             let settings = smtp::SmtpSettings::new(&server, None, None, Some(deadline));
             let (outcome, tls_offered) = smtp::probe_check(settings);
+            speaks_tls = security == Security::Tls && tls_offered;
             Probe {
                 port,
                 security,

@@ -194,6 +194,9 @@ pub struct Profile {
     pub names: Names,
     /// DKIM signing (`dkim_*` keys), when set.
     pub dkim: Option<Dkim>,
+    /// Made from `--smtp-url` (or `$ENVOI_SMTP_URL`), not a config file: advice names
+    /// the URL's parameters (`?ca_file=…`), which is where the fix goes.
+    pub from_url: bool,
 }
 
 /// Where a profile delivers.
@@ -380,6 +383,7 @@ impl Profile {
             outbox_dir: None,
             names: Names::default(),
             dkim: None,
+            from_url: false,
         }
     }
 }
@@ -498,6 +502,7 @@ impl ProfileEntry {
                 default_domain: self.default_domain,
             },
             dkim,
+            from_url: false,
         };
         // The `proxy` key's choice; the environment's comes with the route.
         profile.take_proxy_env(&ProxyEnv::default())?;
@@ -1018,7 +1023,11 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
     };
     let mut auth = Auth::Password;
     let mut proxy_key = ProxyKey::Unset;
+    let mut trust = UrlTrust::default();
     for (key, value) in url.query_pairs() {
+        if trust.take(&key, &value)? {
+            continue;
+        }
         match (key.as_ref(), value.as_ref()) {
             ("proxy", value) => proxy_key = ProxyKey::parse("--smtp-url: proxy", value, None)?,
             ("security", "tls") => security = Security::Tls,
@@ -1032,7 +1041,8 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
                 // shown: like the URL, it may hold a secret.
                 return Err(bad(&format!(
                     "unknown parameter or value for {key:?} (known: security=tls|starttls|none, \
-                     auth=password|xoauth2|oauthbearer, proxy=URL)"
+                     auth=password|xoauth2|oauthbearer, proxy=URL, ca_file=PATH, \
+                     tls_fingerprint=SHA256)"
                 )));
             }
         }
@@ -1058,6 +1068,7 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
         no_line_breaks("profile \"--smtp-url\": username", user)?;
     }
     let proxy = proxy_key.choose(&host, &ProxyEnv::default())?;
+    let (ca_file, tls_fingerprint) = trust.checked()?;
     Ok(Profile {
         transport: Transport::Smtp(SmtpProfile {
             login: match (username, auth) {
@@ -1080,8 +1091,8 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
             port: url.port().unwrap_or(security.default_port()),
             security,
             timeout: DEFAULT_TIMEOUT,
-            ca_file: None,
-            tls_fingerprint: None,
+            ca_file,
+            tls_fingerprint,
             hello_name: None,
             allow_plaintext_auth: false,
             proxy,
@@ -1092,7 +1103,58 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
         outbox_dir: None,
         names: Names::default(),
         dkim: None,
+        from_url: true,
     })
+}
+
+/// A URL's `?ca_file=PATH` and `?tls_fingerprint=SHA256`: a private CA or a pinned
+/// certificate, as a profile's keys of the same names give.
+#[derive(Default)]
+struct UrlTrust {
+    ca_file: Option<PathBuf>,
+    tls_fingerprint: Option<String>,
+}
+
+impl UrlTrust {
+    /// Takes `key=value` when it is one of the two; `false` for any other key.
+    fn take(&mut self, key: &str, value: &str) -> Result<bool> {
+        let bad = |why: String| Error::config(format!("--smtp-url: {why}"));
+        match key {
+            "ca_file" if value.is_empty() => Err(bad("ca_file= needs a path".into())),
+            "ca_file" => {
+                self.ca_file = Some(PathBuf::from(value));
+                Ok(true)
+            }
+            "tls_fingerprint" => {
+                self.tls_fingerprint = Some(value.to_owned());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// The CA file and the pin, checked as a profile's are: one or the other, the pin a
+    /// SHA-256.
+    fn checked(self) -> Result<(Option<PathBuf>, Option<Fingerprint>)> {
+        let bad = |why: String| Error::config(format!("--smtp-url: {why}"));
+        let Some(text) = self.tls_fingerprint else {
+            return Ok((self.ca_file, None));
+        };
+        if self.ca_file.is_some() {
+            return Err(bad(
+                "give ca_file or tls_fingerprint, not both: a pinned certificate is trusted \
+                 without any CA, so ca_file would never be consulted"
+                    .into(),
+            ));
+        }
+        let pin = Fingerprint::parse(&text).map_err(|why| {
+            bad(format!(
+                "tls_fingerprint={text} is not a SHA-256 fingerprint: {why}; read it from the \
+                 server's certificate with: openssl x509 -noout -fingerprint -sha256 -in cert.pem"
+            ))
+        })?;
+        Ok((None, Some(pin)))
+    }
 }
 
 /// The host of a checked `https://` URL, without brackets: what `NO_PROXY` is matched
@@ -1127,7 +1189,11 @@ fn api_profile_from_url(url: &url::Url, service: Service) -> Result<Profile> {
         .to_string();
     let mut api = service.default_url().to_owned();
     let mut proxy_key = ProxyKey::Unset;
+    let mut trust = UrlTrust::default();
     for (key, value) in url.query_pairs() {
+        if trust.take(&key, &value)? {
+            continue;
+        }
         match (key.as_ref(), value.as_ref(), service) {
             ("api_url", given, _) => api = api_url("--smtp-url: api_url", given)?,
             ("proxy", given, _) => proxy_key = ProxyKey::parse("--smtp-url: proxy", given, None)?,
@@ -1140,7 +1206,8 @@ fn api_profile_from_url(url: &url::Url, service: Service) -> Result<Profile> {
             }
             _ => {
                 return Err(bad(&format!(
-                    "unknown parameter or value for {key:?} (known: api_url=URL, proxy=URL{})",
+                    "unknown parameter or value for {key:?} (known: api_url=URL, proxy=URL, \
+                     ca_file=PATH, tls_fingerprint=SHA256{})",
                     if service == Service::Graph {
                         ", save_to_sent=true"
                     } else {
@@ -1150,6 +1217,7 @@ fn api_profile_from_url(url: &url::Url, service: Service) -> Result<Profile> {
             }
         }
     }
+    let (ca_file, tls_fingerprint) = trust.checked()?;
     let mut profile = Profile {
         transport: Transport::Api(ApiProfile {
             service,
@@ -1160,8 +1228,8 @@ fn api_profile_from_url(url: &url::Url, service: Service) -> Result<Profile> {
                 SecretSource::Given(PasswordSource::Env(TOKEN_VAR.into())),
             ))),
             timeout: DEFAULT_TIMEOUT,
-            ca_file: None,
-            tls_fingerprint: None,
+            ca_file,
+            tls_fingerprint,
             proxy: None,
             proxy_key,
         }),
@@ -1170,6 +1238,7 @@ fn api_profile_from_url(url: &url::Url, service: Service) -> Result<Profile> {
         outbox_dir: None,
         names: Names::default(),
         dkim: None,
+        from_url: true,
     };
     profile.take_proxy_env(&ProxyEnv::default())?;
     Ok(profile)

@@ -103,8 +103,6 @@ impl Written {
     }
 }
 
-/// The proxy of a transport and what chose it (the key, `--smtp-url`'s `?proxy=`, or a
-/// variable), with the proxy login's password source.
 /// The settings of a connection that SMTP and the HTTPS APIs share: how long a step may
 /// take, and which certificates are trusted.
 fn explain_trust(
@@ -122,18 +120,21 @@ fn explain_trust(
         Some(timeout.as_secs().to_string()),
         written.origin(|e| e.timeout_secs.is_some(), false),
     );
+    // A URL's ?ca_file= / ?tls_fingerprint= are set but not written in a file.
     push(
         "ca_file",
         ca_file.map(|p| p.display().to_string()),
-        written.origin(|e| e.ca_file.is_some(), false),
+        written.origin(|e| e.ca_file.is_some(), ca_file.is_some()),
     );
     push(
         "tls_fingerprint",
         pin.map(|pin| pin.to_string()),
-        written.origin(|e| e.tls_fingerprint.is_some(), false),
+        written.origin(|e| e.tls_fingerprint.is_some(), pin.is_some()),
     );
 }
 
+/// The proxy of a transport and what chose it (the key, `--smtp-url`'s `?proxy=`, or a
+/// variable), with the proxy login's password source.
 fn explain_proxy(
     chosen: &Option<(Proxy, Origin)>,
     key: &ProxyKey,

@@ -1635,3 +1635,40 @@ fn a_native_oauth2_token_refused_twice_is_77_after_one_fresh_token() {
     assert_eq!(endpoint.requests().len(), 2, "{run}");
     assert!(!run.output().contains("at-2"), "a token was printed: {run}");
 }
+
+/// `graph://` and `gmail://` take `?ca_file=` for a service behind a private CA; without
+/// it the certificate error names that parameter, not a profile key.
+#[test]
+fn the_url_form_takes_a_private_ca_and_its_certificate_error_says_how() {
+    for api in BOTH {
+        let Some(env) = Env::new(api, |o| o) else {
+            return;
+        };
+        let url = format!(
+            "{}://{}?api_url={}",
+            api.transport(),
+            api.from(),
+            api.url(&env.server)
+        );
+        let by_url = |url: &str, code: i32| -> Run {
+            envoi(env.home())
+                .env("ENVOI_TOKEN", TOKEN)
+                .args(["send", "--smtp-url", url, "--to", "ann@example.net"])
+                .args(["--subject", "s", "--body", "b"])
+                .expect_exit(code)
+        };
+        let refused = by_url(&url, 77);
+        assert!(
+            refused.stderr.contains("?ca_file=PATH"),
+            "{api:?}: {refused}"
+        );
+        assert_eq!(
+            refused.stderr.matches("ca_file").count(),
+            refused.stderr.matches("?ca_file=").count(),
+            "{api:?}: {refused}"
+        );
+        assert!(env.server.sends().is_empty(), "{api:?}");
+        by_url(&format!("{url}&ca_file={}", env.ca.display()), 0);
+        env.accepted();
+    }
+}

@@ -1,14 +1,17 @@
 //! `envoi check`, the connection doctor: it connects, secures, logs in and says QUIT,
 //! against the in-process server, and sends no mail.
 
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
 use crate::support::certs::{Leaf, TestPki};
-use crate::support::envoi::{Config, ExpectExit, Setup, assert_no_secret, envoi};
-use crate::support::smtp_server::{Security, ServerOptions};
+use crate::support::envoi::{Config, ExpectExit, Run, Setup, assert_no_secret, envoi};
+use crate::support::smtp_server::{Security, ServerOptions, TestServer};
 use crate::support::{PASSWORD, USER};
 
 /// `envoi check --config F …` with the canary password available.
@@ -252,17 +255,46 @@ fn pr04_probe_never_advises_plaintext_after_starttls_failed() {
     }
 }
 
-/// STARTTLS works but the certificate is not trusted: 77 with the ca_file and
-/// tls_fingerprint way out, not the plain port that also answers.
+/// STARTTLS (or implicit TLS) works but the certificate is not trusted: 77 naming the
+/// way that works and the ready `tls_fingerprint` line, not the plain port that also
+/// answers; on an implicit-TLS port, within seconds.
 #[test]
-fn pr04_probe_with_an_untrusted_certificate_is_77_not_plaintext() {
-    let s = Setup::new(Security::StartTls, ServerOptions::default());
-    let run = probe(&s, false, 77);
-    assert!(!run.stdout.contains("use:"), "{run}");
-    assert!(
-        run.stderr.contains("ca_file") && run.stderr.contains("tls_fingerprint"),
-        "{run}"
-    );
+fn probe_with_an_untrusted_certificate_says_tls_works_and_gives_the_pin_line() {
+    for (security, way, name) in [
+        (Security::StartTls, "STARTTLS", "starttls"),
+        (Security::ImplicitTls, "implicit TLS", "tls"),
+    ] {
+        let s = Setup::new(security, ServerOptions::default());
+        let started = std::time::Instant::now();
+        let run = probe(&s, false, 77);
+        // An implicit-TLS port's plain ways are not tried: no 10 s greeting waits.
+        assert!(started.elapsed() < Duration::from_secs(5), "{run}");
+        let port = s.server.port();
+        assert!(!run.stdout.contains("use:"), "{run}");
+        assert!(
+            run.stderr.contains(&format!(
+                "{way} works on port {port}, the certificate is not trusted"
+            )),
+            "{run}"
+        );
+        assert!(
+            run.stderr
+                .contains(&format!("use port = {port} and security = \"{name}\"")),
+            "{run}"
+        );
+        assert!(run.stderr.contains("ca_file"), "{run}");
+        // The pin line is the one certificate errors print everywhere, ready to paste.
+        let pin = run
+            .stdout
+            .lines()
+            .find(|l| l.contains(&format!(" {name} ")))
+            .and_then(|l| l.split("tls_fingerprint = \"").nth(1))
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no tls_fingerprint line: {run}"));
+        assert_eq!(pin.len(), 32 * 3 - 1, "{run}");
+        assert!(!run.output().contains("security = \"none\"\n"), "{run}");
+        s.assert_nothing_delivered();
+    }
 }
 
 /// A server that never offers TLS on the port: plain SMTP is reported, with the warning
@@ -273,4 +305,162 @@ fn pr04_probe_without_any_tls_still_reports_plain_smtp_with_a_warning() {
     let run = probe(&s, false, 0);
     assert!(run.stdout.contains("security = \"none\""), "{run}");
     assert!(run.stderr.contains("only plain SMTP works"), "{run}");
+}
+
+/// A profile for `host:port` with `security`, the per-command timeout envoi's default
+/// (30 s), no login: `dir/config.toml`.
+fn profile_at(dir: &std::path::Path, host: &str, port: u16, security: &str) -> PathBuf {
+    let path = dir.join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "default = \"t\"\n[profiles.t]\nhost = \"{host}\"\nport = {port}\n\
+             security = \"{security}\"\nfrom = \"sender@example.com\"\ntimeout_secs = 30\n"
+        ),
+    )
+    .expect("write the config");
+    path
+}
+
+/// `envoi check` and `envoi send` with `config`, timed.
+fn check_and_send(
+    home: &std::path::Path,
+    config: &std::path::Path,
+    code: i32,
+) -> Vec<(Run, Duration)> {
+    let mut check = envoi(home);
+    check.args(["check", "--config"]).arg(config);
+    let mut send = envoi(home);
+    send.args(["send", "--config"]).arg(config).args([
+        "--to",
+        "a@example.com",
+        "--subject",
+        "x",
+        "--body",
+        "x",
+    ]);
+    [check, send]
+        .into_iter()
+        .map(|mut cmd| {
+            let started = Instant::now();
+            let run = cmd.expect_exit(code);
+            (run, started.elapsed())
+        })
+        .collect()
+}
+
+/// `security = "starttls"` or `"none"` on port 465, whose server waits for a TLS
+/// ClientHello and says nothing: 78 after a 2 s silence, not a 30 s timeout, on the one
+/// connection (nothing more is sent to find out). Port 465 needs root to listen on; the
+/// server listens on an address of the loopback range no other test uses.
+#[test]
+fn starttls_on_port_465_is_named_after_two_silent_seconds_on_one_connection() {
+    if !crate::trust::running_as_root() {
+        eprintln!("skipped: listening on port 465 needs root");
+        return;
+    }
+    let server = TestServer::start(ServerOptions {
+        security: Security::ImplicitTls,
+        pki: Some(Arc::new(TestPki::new())),
+        listen: Some(SocketAddr::from(([127, 0, 4, 65], 465))),
+        ..ServerOptions::default()
+    });
+    for security in ["starttls", "none"] {
+        let dir = TempDir::new().expect("temp dir");
+        let config = profile_at(dir.path(), "127.0.4.65", 465, security);
+        for (run, took) in check_and_send(dir.path(), &config, 78) {
+            assert!(
+                run.stderr.contains(
+                    "no SMTP greeting in 2 s: this port may speak implicit TLS: set security \
+                     = \"tls\" (port 465)"
+                ),
+                "{run}"
+            );
+            assert!(
+                took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
+                "{took:?}: {run}"
+            );
+            assert!(!run.stderr.contains("retrying"), "{run}");
+        }
+    }
+    assert!(server.wait_idle(Duration::from_secs(5)));
+    assert_eq!(server.connections(), 4, "one connection for each run");
+    assert!(server.transcript().is_empty(), "{:?}", server.transcript());
+}
+
+/// A port that answers the connection with a TLS record (here an alert, as some TLS
+/// servers send when no ClientHello comes) instead of `220`: 78 at once, on any port.
+#[test]
+fn a_tls_record_instead_of_a_greeting_is_named_implicit_tls_at_once() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let serving = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            let (mut tcp, _) = listener.accept().expect("accept");
+            // TLS 1.2 record: alert, 2 bytes, fatal handshake_failure.
+            tcp.write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28])
+                .expect("write the alert");
+            held.push(tcp);
+        }
+        held
+    });
+    for security in ["starttls", "none"] {
+        let dir = TempDir::new().expect("temp dir");
+        let config = profile_at(dir.path(), "127.0.0.1", port, security);
+        for (run, took) in check_and_send(dir.path(), &config, 78) {
+            assert!(
+                run.stderr.contains(
+                    "sent a TLS record, not an SMTP greeting: this port speaks implicit TLS: \
+                     set security = \"tls\""
+                ),
+                "{run}"
+            );
+            assert!(took < Duration::from_secs(2), "{took:?}: {run}");
+        }
+    }
+    assert_eq!(serving.join().expect("the listener").len(), 4);
+}
+
+/// A real server that delays its greeting 3 s (as some do on port 25 to catch spam
+/// software that talks first) still works on a port other than 465: the short window
+/// is 465's alone.
+#[test]
+fn a_greeting_three_seconds_late_still_works_off_port_465() {
+    let s = Setup::plain(
+        ServerOptions {
+            delay_greeting: Some(Duration::from_secs(3)),
+            ..ServerOptions::default()
+        },
+        10,
+    );
+    let started = Instant::now();
+    s.send()
+        .args(["--to", "a@example.com", "--subject", "late", "--body", "x"])
+        .expect_exit(0);
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert_eq!(s.only_message().rcpt_to, ["a@example.com"]);
+}
+
+/// A silent port other than 465 is waited for (it may be a slow server), and when the
+/// wait ends the message names implicit TLS as the other likely cause.
+#[test]
+fn a_silent_port_times_out_with_the_implicit_tls_hint() {
+    let s = Setup::plain(
+        ServerOptions {
+            silent_greeting: true,
+            ..ServerOptions::default()
+        },
+        2,
+    );
+    let started = Instant::now();
+    let run = check(&s).args(["--timeout", "2"]).expect_exit(75);
+    assert!(started.elapsed() < Duration::from_secs(5), "{run}");
+    assert!(
+        run.stderr.contains("no SMTP greeting came")
+            && run
+                .stderr
+                .contains("if this port speaks implicit TLS, set security = \"tls\""),
+        "{run}"
+    );
 }

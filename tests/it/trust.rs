@@ -798,3 +798,82 @@ fn oa14_a_token_cache_others_can_open_is_refused() {
         run.stderr
     );
 }
+
+/// `--smtp-url` takes a private CA (`?ca_file=`) or a pin (`?tls_fingerprint=`), and
+/// its certificate error advises those parameters, not profile keys: the pin it prints
+/// is pasted into the URL and the send goes.
+#[test]
+fn smtp_url_takes_ca_file_or_tls_fingerprint_and_its_errors_say_so() {
+    let pki = Arc::new(TestPki::new());
+    let dir = TempDir::new().expect("temp dir");
+    let ca = pki.write_ca(dir.path());
+    let server = TestServer::start(ServerOptions {
+        security: Security::StartTls,
+        auth: Some((USER.into(), PASSWORD.into())),
+        pki: Some(pki),
+        ..ServerOptions::default()
+    });
+    let base = format!("smtp://{USER}@localhost:{}", server.port());
+    let by_url = |url: &str, code: i32| {
+        envoi(dir.path())
+            .env("ENVOI_PASSWORD", PASSWORD)
+            .args(["send", "--smtp-url", url, "--from", "sender@example.com"])
+            .args(["--to", "a@example.com", "--subject", "s", "--body", "b"])
+            .expect_exit(code)
+    };
+    let refused = by_url(&base, 77);
+    assert!(refused.stderr.contains("as ?ca_file=PATH"), "{refused}");
+    let pin = refused
+        .stderr
+        .split("?tls_fingerprint=")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no ?tls_fingerprint= to paste: {refused}"));
+    assert_eq!(pin.len(), 32 * 3 - 1, "{refused}");
+    for key in ["ca_file", "tls_fingerprint"] {
+        assert_eq!(
+            refused.stderr.matches(key).count(),
+            refused.stderr.matches(&format!("?{key}=")).count(),
+            "a profile key in URL mode: {refused}"
+        );
+    }
+    assert!(server.messages().is_empty());
+
+    by_url(&format!("{base}?tls_fingerprint={pin}"), 0);
+    by_url(&format!("{base}?ca_file={}", ca.display()), 0);
+    assert_eq!(server.messages().len(), 2);
+    let check = envoi(dir.path())
+        .env("ENVOI_PASSWORD", PASSWORD)
+        .args(["check", "--smtp-url"])
+        .arg(format!("{base}?ca_file={}", ca.display()))
+        .expect_exit(0);
+    assert!(check.stdout.contains("the connection works"), "{check}");
+    let shown = envoi(dir.path())
+        .env("ENVOI_PASSWORD", PASSWORD)
+        .args(["config", "show", "--smtp-url"])
+        .arg(format!("{base}?ca_file={}", ca.display()))
+        .expect_exit(0);
+    let line = shown
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("ca_file"))
+        .unwrap_or_else(|| panic!("no ca_file line: {shown}"));
+    assert!(
+        line.contains(&ca.display().to_string()) && line.ends_with("--smtp-url"),
+        "{shown}"
+    );
+
+    let both = by_url(
+        &format!("{base}?ca_file={}&tls_fingerprint={pin}", ca.display()),
+        78,
+    );
+    assert!(both.stderr.contains("not both"), "{both}");
+    let wrong = by_url(&format!("{base}?tls_fingerprint=AB:CD"), 78);
+    assert!(
+        wrong
+            .stderr
+            .contains("tls_fingerprint=AB:CD is not a SHA-256"),
+        "{wrong}"
+    );
+    assert_eq!(server.messages().len(), 2);
+}

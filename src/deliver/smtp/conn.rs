@@ -26,6 +26,9 @@ pub(crate) enum WireError {
     /// The TLS handshake got plain text back: the server's first line (an SMTP
     /// greeting, most likely), made printable. The port does not speak implicit TLS.
     PlainTextNotTls(String),
+    /// A TLS record came where the plain-text greeting was expected (a TLS alert, most
+    /// likely): the port speaks implicit TLS.
+    TlsNotPlainText,
 }
 
 impl From<io::Error> for WireError {
@@ -369,16 +372,35 @@ impl Conn {
     /// within one command timeout (however the server spreads its bytes) and before the
     /// deadline.
     pub(crate) fn read_reply(&mut self) -> Result<Reply, WireError> {
+        self.read_reply_within(None, false)
+    }
+
+    /// Reads the server's greeting as [`Conn::read_reply`] does, but within `window`
+    /// when it is shorter than the command timeout; bytes that open a TLS record end it
+    /// at once ([`WireError::TlsNotPlainText`]), however few.
+    pub(crate) fn read_greeting(&mut self, window: Option<Duration>) -> Result<Reply, WireError> {
+        self.read_reply_within(window, true)
+    }
+
+    fn read_reply_within(
+        &mut self,
+        window: Option<Duration>,
+        greeting: bool,
+    ) -> Result<Reply, WireError> {
         let bounds = &mut self.socket_mut().bounds;
-        bounds.step_ends = Some(Instant::now() + bounds.timeout);
-        let reply = self.read_whole_reply();
+        let step = window.map_or(bounds.timeout, |w| w.min(bounds.timeout));
+        bounds.step_ends = Some(Instant::now() + step);
+        let reply = self.read_whole_reply(greeting);
         self.socket_mut().bounds.step_ends = None;
         reply
     }
 
-    fn read_whole_reply(&mut self) -> Result<Reply, WireError> {
+    fn read_whole_reply(&mut self, greeting: bool) -> Result<Reply, WireError> {
         let mut parser = ReplyParser::default();
         loop {
+            if greeting && opens_tls_record(&self.unread) {
+                return Err(WireError::TlsNotPlainText);
+            }
             if let Some(end) = self.unread.iter().position(|b| *b == b'\n') {
                 if end + 1 > MAX_LINE {
                     return Err(too_long());
@@ -461,6 +483,13 @@ impl Write for FirstBytes<'_> {
     fn flush(&mut self) -> io::Result<()> {
         self.socket.flush()
     }
+}
+
+/// Whether `bytes` start as a TLS record does: a content type (change cipher spec,
+/// alert, handshake, application data) and a major version of 3. No SMTP reply starts
+/// with a control character.
+fn opens_tls_record(bytes: &[u8]) -> bool {
+    matches!(bytes, [0x14..=0x17, 0x03, ..])
 }
 
 fn too_long() -> WireError {

@@ -88,6 +88,10 @@ pub(super) fn wire_failure(what: &str, e: WireError) -> Error {
             ErrorKind::Temporary,
             format!("{what}: the server answered the TLS handshake in plain text: {line}"),
         ),
+        WireError::TlsNotPlainText => Error::config(format!(
+            "{what}: the server sent a TLS record where an SMTP reply belongs: this port \
+             speaks implicit TLS: set security = \"tls\" (port 465)"
+        )),
     }
 }
 
@@ -99,6 +103,39 @@ pub(super) fn plain_text_port(server: &str, port: u16, line: &str) -> Error {
          {line:?}): set security = \"starttls\" for port {port} (or use an smtp:// URL); \
          security = \"tls\" is for implicit-TLS ports like 465"
     ))
+}
+
+/// A greeting that opened a TLS record (an alert, most likely) rather than `220`: the
+/// port speaks implicit TLS, a wrong profile (78).
+pub(super) fn tls_greeting(server: &str) -> Error {
+    Error::config(format!(
+        "{server} sent a TLS record, not an SMTP greeting: this port speaks implicit TLS: \
+         set security = \"tls\" (port 465) (or use an smtps:// URL)"
+    ))
+}
+
+/// No greeting within the short window on port 465, the implicit-TLS port (RFC 8314):
+/// a wrong profile (78), said without sending a byte more.
+pub(super) fn silent_implicit_tls_port(server: &str, window: std::time::Duration) -> Error {
+    Error::config(format!(
+        "{server}: no SMTP greeting in {} s: this port may speak implicit TLS: set \
+         security = \"tls\" (port 465) (or use an smtps:// URL)",
+        window.as_secs()
+    ))
+}
+
+/// No greeting before the command timeout or the deadline, on a port that may be a slow
+/// server's: 75 as any timeout is, with the other likely cause named.
+pub(super) fn no_greeting(server: &str, e: &io::Error) -> Error {
+    Error::new(
+        ErrorKind::Temporary,
+        format!(
+            "connected to {server}, but no SMTP greeting came ({}): if this port speaks implicit TLS, set security = \
+             \"tls\" (port 465); a server that delays its greeting needs a larger \
+             timeout_secs (or --timeout)",
+            describe_io(e)
+        ),
+    )
 }
 
 /// A port that sent no greeting in plain text but completes a TLS handshake speaks

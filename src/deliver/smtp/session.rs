@@ -5,7 +5,7 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lettre::Address;
 use rustls::ClientConfig;
@@ -23,8 +23,8 @@ use crate::profile::{Auth, Security};
 
 use super::conn::{self, Conn, WireError};
 use super::fail::{
-    describe_io, implicit_tls_port, io_failure, is_timeout, negative, plain_text_port,
-    reach_failure, wire_failure,
+    describe_io, implicit_tls_port, io_failure, is_timeout, negative, no_greeting, plain_text_port,
+    reach_failure, silent_implicit_tls_port, tls_greeting, wire_failure,
 };
 use super::reply::{Reply, printable};
 use super::settings::{SmtpSettings, answers_tls, check_settings, default_hello_name};
@@ -99,6 +99,11 @@ pub(crate) struct SmtpSession {
     /// The EHLO keywords as written (for `envoi check`).
     pub(super) extensions: Vec<String>,
 }
+
+/// How long a plain-text greeting is awaited on port 465 before envoi says the port may
+/// speak implicit TLS: a server that waits for a ClientHello says nothing at all, and a
+/// real one greets within milliseconds.
+const GREETING_WINDOW: Duration = Duration::from_secs(2);
 
 impl SmtpSession {
     /// Connects, secures the connection as `settings.security` demands, and logs in,
@@ -240,18 +245,30 @@ impl SmtpSession {
     /// wrong profile (78), not a server to retry for half a minute.
     fn greeting(&mut self, settings: &SmtpSettings) -> Result<()> {
         let connecting = format!("connecting to {}", self.server);
-        let greeting = match self.conn.read_reply() {
+        // Port 465 is implicit TLS's (RFC 8314): a plain greeting is not waited for long
+        // there. Elsewhere a slow greeting may be a tarpit's, and gets the full timeout.
+        let window =
+            (settings.port == 465 && settings.security != Security::Tls).then_some(GREETING_WINDOW);
+        let greeting = match self.conn.read_greeting(window) {
             Ok(reply) => reply,
             Err(e) => {
                 self.broken = true;
                 self.trace("*", "no greeting");
+                let timed_out =
+                    !self.conn.has_unread() && matches!(&e, WireError::Io(io) if is_timeout(io));
                 // Silent, not slow: a server that dripped part of a greeting speaks.
-                let silent = !self.conn.has_unread()
-                    && matches!(&e, WireError::Io(io) if is_timeout(io) && !conn::is_deadline(io));
-                if silent && settings.security != Security::Tls && answers_tls(settings) {
-                    return Err(implicit_tls_port(&self.server, settings.security));
-                }
-                return Err(wire_failure(&connecting, e));
+                let silent = timed_out && matches!(&e, WireError::Io(io) if !conn::is_deadline(io));
+                return Err(match e {
+                    WireError::TlsNotPlainText => tls_greeting(&self.server),
+                    _ if silent && window.is_some() => {
+                        silent_implicit_tls_port(&self.server, GREETING_WINDOW)
+                    }
+                    _ if silent && answers_tls(settings) => {
+                        implicit_tls_port(&self.server, settings.security)
+                    }
+                    WireError::Io(io) if timed_out => no_greeting(&self.server, &io),
+                    e => wire_failure(&connecting, e),
+                });
             }
         };
         self.trace(
@@ -500,6 +517,7 @@ impl Session for SmtpSession {
                 let why = match &e {
                     WireError::Io(io) => describe_io(io),
                     WireError::Protocol(why) | WireError::PlainTextNotTls(why) => why.clone(),
+                    WireError::TlsNotPlainText => "a TLS record came back".to_owned(),
                 };
                 return Err(Error::new(
                     ErrorKind::OutcomeUnknown,

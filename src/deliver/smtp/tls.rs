@@ -513,6 +513,53 @@ pub(crate) fn describe_certificate_error(reason: &CertificateError) -> String {
     }
 }
 
+/// The keys trust advice names, each with what stands for its value when the message
+/// gives none.
+const TRUST_KEYS: [(&str, &str); 2] = [("ca_file", "PATH"), ("tls_fingerprint", "SHA256")];
+
+/// `message` with its trust advice in `--smtp-url`'s words: `tls_fingerprint = "AB:…"`
+/// becomes `?tls_fingerprint=AB:…`, and a bare `ca_file` `?ca_file=PATH`, since a URL has
+/// no profile to put a key in. Done on the finished words, so every message that advises
+/// these keys (this file's, the HTTPS client's, a `ca_file` that cannot be read) follows.
+pub(crate) fn url_form(message: &str) -> String {
+    let mut out = String::with_capacity(message.len() + 32);
+    let mut rest = message;
+    loop {
+        let next = TRUST_KEYS
+            .iter()
+            .filter_map(|&(key, stands_for)| Some((find_word(rest, key)?, key, stands_for)))
+            .min_by_key(|&(at, ..)| at);
+        let Some((at, key, stands_for)) = next else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..at]);
+        let after = &rest[at + key.len()..];
+        // `key = "value"`: the value moves into the parameter.
+        if let Some(quoted) = after.strip_prefix(" = \"")
+            && let Some(end) = quoted.find('"')
+        {
+            out.push_str(&format!("?{key}={}", &quoted[..end]));
+            rest = &quoted[end + 1..];
+        } else {
+            out.push_str(&format!("?{key}={stands_for}"));
+            rest = after;
+        }
+    }
+}
+
+/// Where `word` first stands alone in `text`: not inside a longer name, not already a
+/// parameter (`?word=`).
+fn find_word(text: &str, word: &str) -> Option<usize> {
+    let part_of_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    text.match_indices(word).map(|(at, _)| at).find(|&at| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + word.len()..].chars().next();
+        !before.is_some_and(|c| part_of_name(c) || c == '?')
+            && !after.is_some_and(|c| part_of_name(c) || c == '=')
+    })
+}
+
 /// A refusal this version of envoi has no words for.
 const UNKNOWN: &str = "refused for a reason this version of envoi cannot name; \
                        `envoi check --probe HOST` shows what the server offers";
@@ -780,6 +827,58 @@ mod tests {
         assert!(not_trusted.starts_with("unknown issuer"), "{not_trusted}");
         let pin = format!("tls_fingerprint = \"{}\"", Fingerprint::of(b"x"));
         assert!(not_trusted.contains(&pin), "{not_trusted}");
+    }
+
+    /// Every refusal that advises a trust key says it in a URL's words in URL mode: no
+    /// bare key is left, and the pin keeps its value.
+    #[test]
+    fn trust_advice_reads_as_url_parameters() {
+        let seen = Fingerprint::of(b"x");
+        let advising = [
+            describe_certificate_error(&CertificateError::UnknownIssuer),
+            describe_webpki_error(&webpki::Error::CaUsedAsEndEntity),
+            Refusal::NotTrusted {
+                self_signed: true,
+                seen,
+            }
+            .to_string(),
+            Refusal::NotTrusted {
+                self_signed: false,
+                seen,
+            }
+            .to_string(),
+            Refusal::PinMismatch {
+                expected: Fingerprint::of(b"y"),
+                seen,
+            }
+            .to_string(),
+            "ca_file: cannot read /nowhere.pem: not found".to_owned(),
+        ];
+        for words in &advising {
+            let url = url_form(words);
+            assert!(
+                url.contains("?ca_file=") || url.contains("?tls_fingerprint="),
+                "{url}"
+            );
+            for key in ["ca_file", "tls_fingerprint"] {
+                assert_eq!(
+                    url.matches(key).count(),
+                    url.matches(&format!("?{key}=")).count(),
+                    "a bare {key}: {url}"
+                );
+            }
+        }
+        let pinned = url_form(&advising[3]);
+        assert!(
+            pinned.contains(&format!("?tls_fingerprint={seen} (")),
+            "{pinned}"
+        );
+        assert!(url_form(&advising[0]).contains("as ?ca_file=PATH,"));
+        assert_eq!(url_form("no advice here"), "no advice here");
+        assert_eq!(
+            url_form("my_ca_file and ca_files"),
+            "my_ca_file and ca_files"
+        );
     }
 
     fn as_certificate_error(refused: Refusal) -> CertificateError {

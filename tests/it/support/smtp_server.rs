@@ -154,6 +154,12 @@ pub struct ServerOptions {
     /// Fault: the EHLO reply is written one byte at a time, this long before each byte (a
     /// server, or someone in between, that drips its answer to hold the client).
     pub drip_ehlo: Option<Duration>,
+    /// Fault: wait this long before the greeting alone (a server that delays it to
+    /// catch spam software that talks first).
+    pub delay_greeting: Option<Duration>,
+    /// Listen on this address instead of 127.0.0.1 on a free port (a well-known port such
+    /// as 465, on an address of the loopback range no other test uses).
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for ServerOptions {
@@ -179,6 +185,8 @@ impl Default for ServerOptions {
             inject_after_starttls: None,
             delay_replies: None,
             drip_ehlo: None,
+            delay_greeting: None,
+            listen: None,
         }
     }
 }
@@ -255,11 +263,15 @@ impl TestServer {
                 close_after_messages: opts.close_after_messages,
                 inject_after_starttls: opts.inject_after_starttls,
                 delay_replies: opts.delay_replies,
+                delay_greeting: opts.delay_greeting,
                 drip_ehlo: opts.drip_ehlo,
             },
         });
 
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+        let listen = opts
+            .listen
+            .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+        let listener = TcpListener::bind(listen).unwrap_or_else(|e| panic!("bind {listen}: {e}"));
         let addr = listener.local_addr().expect("local address of listener");
         let shared = Arc::new(Shared::default());
         let accept_shared = Arc::clone(&shared);
@@ -392,6 +404,7 @@ struct Faults {
     close_after_messages: Option<usize>,
     inject_after_starttls: Option<Vec<u8>>,
     delay_replies: Option<Duration>,
+    delay_greeting: Option<Duration>,
     drip_ehlo: Option<Duration>,
 }
 
@@ -979,6 +992,9 @@ fn serve(tcp: TcpStream, config: &Arc<Config>, shared: &Arc<Shared>) -> Result<(
     if faults.silent_greeting {
         hang(reader.get_ref(), shared);
         return Ok(());
+    }
+    if let Some(delay) = faults.delay_greeting {
+        thread::sleep(delay);
     }
     write_response(reader.get_mut(), &session.greeting(), config, shared)?;
 
