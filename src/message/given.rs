@@ -7,7 +7,9 @@
 //! profile's aliases or default domain in the envelope and in From, To and Cc (and their
 //! Resent- forms). Every line ending becomes CRLF; 8-bit bytes pass unchanged. An address
 //! group (RFC 5322 §3.4, `Team: a@x, b@y;`) stands for its members; an empty one
-//! (`undisclosed-recipients:;`) for no one.
+//! (`undisclosed-recipients:;`) for no one. Two profile keys, msmtp's, decide who the
+//! sender is: `allow_from_override` (may `-f` set the envelope sender) and
+//! [`SetFromHeader`] (is From kept, added when missing, or rewritten to the profile's).
 //!
 //! What `send` refuses is refused here too, by the same checks (`check`): empty input
 //! (66), NUL and other control characters in a header, NUL in the body, a `-F` that
@@ -24,6 +26,8 @@ use std::time::SystemTime;
 use lettre::Address;
 use lettre::address::Envelope;
 use lettre::message::Mailbox;
+
+use serde::Deserialize;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::build::{
@@ -139,6 +143,35 @@ impl Names {
     }
 }
 
+/// What sendmail mode does with the message's From field: msmtp's `set_from_header`, with
+/// its values and meaning, except that `on` writes the profile's `from`, the address the
+/// account may send as, where msmtp writes the envelope sender (which `-f` may set).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SetFromHeader {
+    /// Keep the From field; add one when it is missing, and replace a bare name
+    /// (cron's `root (Cron Daemon)`) with the profile's `from`, keeping the name.
+    #[default]
+    Auto,
+    /// Always write the profile's `from`, keeping the display name the message gives:
+    /// for a relay that refuses a From its account does not own.
+    On,
+    /// Never write a From field: a message without one, or with a bare name there, is
+    /// refused rather than changed.
+    Off,
+}
+
+impl SetFromHeader {
+    /// The value as the config file spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SetFromHeader::Auto => "auto",
+            SetFromHeader::On => "on",
+            SetFromHeader::Off => "off",
+        }
+    }
+}
+
 /// One entry of an address list (RFC 5322 §3.4): a mailbox, or a group, its display name
 /// and its members (`Team: a@x, b@y;`, or none: `undisclosed-recipients:;`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +223,13 @@ pub struct Submission<'a> {
     pub full_name: Option<&'a str>,
     /// The profile's `from`.
     pub profile_from: Option<&'a str>,
+    /// The profile's `allow_from_override`: whether `-f` may set the envelope sender
+    /// (and, without a profile `from`, the From field). When false the sender is always
+    /// the profile's `from` and `-f` is ignored, as msmtp ignores it, since cron always
+    /// passes one.
+    pub allow_from_override: bool,
+    /// The profile's `set_from_header`.
+    pub set_from_header: SetFromHeader,
     /// How bare names become addresses.
     pub names: &'a Names,
     /// For Date and Message-ID.
@@ -305,7 +345,19 @@ impl Given {
             .profile_from
             .map(|f| address::parse_single("profile from", f))
             .transpose()?;
-        let from = self.settle_from(submission, profile_from.as_ref())?;
+        // allow_from_override = false: the profile's `from` is the sender whatever -f
+        // says (msmtp ignores -f then too: cron passes one on every run).
+        if !submission.allow_from_override && profile_from.is_none() {
+            return Err(Error::config(
+                "allow_from_override = false keeps the envelope sender to the profile's \
+                 `from`, but the profile has no `from`: set one, or set \
+                 allow_from_override = true",
+            ));
+        }
+        let flag_from = submission
+            .envelope_from
+            .filter(|_| submission.allow_from_override);
+        let from = self.settle_from(submission, flag_from, profile_from.as_ref())?;
 
         let mut recipients: Vec<Address> = Vec::new();
         for value in submission.recipients {
@@ -355,7 +407,7 @@ impl Given {
 
         // -f, else the profile's `from` (the address the relay lets this account send
         // as), else the From field's: never what the message claims over the profile.
-        let envelope_from = match submission.envelope_from {
+        let envelope_from = match flag_from {
             Some("<>") | Some("") => None,
             Some(given) => Some(address::parse_single("-f", &names.qualify("-f", given)?)?.email),
             None => Some(profile_from.as_ref().unwrap_or(&from).email.clone()),
@@ -383,50 +435,78 @@ impl Given {
         })
     }
 
-    /// The sender: the From field when it holds an address; a bare name there (cron's
-    /// `root (Cron Daemon)`) or no From at all becomes the profile's `from`, keeping the
-    /// display name (or `-F`'s).
+    /// The sender, as `set_from_header` says. `auto`: the From field when it holds an
+    /// address; a bare name there (cron's `root (Cron Daemon)`) or no From at all
+    /// becomes the profile's `from` (else `-f`'s address), keeping the display name (or
+    /// `-F`'s). `on`: always the profile's `from`, keeping the display name written.
+    /// `off`: the From field as written, which must then hold an address.
     fn settle_from(
         &mut self,
         submission: &Submission,
+        envelope_from: Option<&str>,
         profile_from: Option<&Mailbox>,
     ) -> Result<Mailbox> {
-        let written = match self.field("From") {
-            Some(field) => {
-                let value = field.value();
-                let (bare, comment) = strip_comments(&value);
-                let bare = bare.trim().trim_start_matches('<').trim_end_matches('>');
-                if bare.contains('@') {
-                    return match address::parse_lists("From", &[value.as_str()]) {
-                        Ok(mut list) if !list.is_empty() => Ok(list.remove(0)),
-                        _ => Ok(self.names_from(submission, &value)?),
-                    };
+        let mode = submission.set_from_header;
+        let field = self.field("From").map(Field::value);
+        let mut written = None;
+        if let Some(value) = &field {
+            let (bare, comment) = strip_comments(value);
+            let bare = bare.trim().trim_start_matches('<').trim_end_matches('>');
+            if bare.contains('@') {
+                let mailbox = match address::parse_lists("From", &[value.as_str()]) {
+                    Ok(mut list) if !list.is_empty() => list.remove(0),
+                    _ => self.names_from(submission, value)?,
+                };
+                if mode != SetFromHeader::On {
+                    return Ok(mailbox);
                 }
-                comment
+                written = mailbox.name;
+            } else {
+                written = comment;
             }
-            None => None,
-        };
+        }
+        if mode == SetFromHeader::Off {
+            return Err(Error::invalid(match &field {
+                None => "the message has no From field, and the profile's set_from_header =                          \"off\" forbids adding one: write a From field, or set \
+                         set_from_header = \"auto\""
+                    .to_owned(),
+                Some(value) => format!(
+                    "From: {value:?} is a bare name, not an address, and the profile's \
+                     set_from_header = \"off\" keeps the From field as written: write an \
+                     address, or set set_from_header = \"auto\" (the profile's `from` \
+                     replaces it)"
+                ),
+            }));
+        }
         if let Some(name) = &written {
             check::header_text("From", name)?;
         }
         // Like sendmail: without a usable From, the envelope sender (-f) is the author.
-        let envelope_from = submission
-            .envelope_from
+        let envelope_from = envelope_from
             .filter(|f| !matches!(*f, "" | "<>"))
             .map(|f| submission.names.qualify("-f", f))
             .transpose()?
             .map(|f| address::parse_single("-f", &f))
             .transpose()?;
-        let Some(profile_from) = profile_from.or(envelope_from.as_ref()) else {
-            return Err(Error::usage(
-                "no sender: the message's From is missing or a bare name, and neither -f nor \
-                 the profile's `from` gives one",
-            ));
+        let sender = match mode {
+            SetFromHeader::On => profile_from.ok_or_else(|| {
+                Error::config(
+                    "set_from_header = \"on\" writes the profile's `from` into every message \
+                     sendmail mode sends, but the profile has no `from`: set one, or set \
+                     set_from_header = \"auto\"",
+                )
+            })?,
+            _ => profile_from.or(envelope_from.as_ref()).ok_or_else(|| {
+                Error::usage(
+                    "no sender: the message's From is missing or a bare name, and neither -f \
+                     nor the profile's `from` gives one",
+                )
+            })?,
         };
         let name = written
             .or_else(|| submission.full_name.map(str::to_owned))
-            .or_else(|| profile_from.name.clone());
-        let from = Mailbox::new(name, profile_from.email.clone());
+            .or_else(|| sender.name.clone());
+        let from = Mailbox::new(name, sender.email.clone());
         self.fields.retain(|f| !f.is("From"));
         self.append("From", &encoded_mailboxes(std::slice::from_ref(&from)));
         Ok(from)
@@ -691,6 +771,8 @@ mod tests {
             envelope_from: None,
             full_name: None,
             profile_from: Some("Reports <reports@example.com>"),
+            allow_from_override: true,
+            set_from_header: SetFromHeader::Auto,
             names,
             now: SystemTime::UNIX_EPOCH,
         }
@@ -926,6 +1008,72 @@ mod tests {
             Some("reports@example.com")
         );
         assert_eq!(sender(None, None).as_deref(), Some("chief@victim.example"));
+    }
+
+    /// `allow_from_override = false`: -f (even `<>`) never reaches the envelope, and the
+    /// From field does not either; without a profile `from` that is a configuration error.
+    #[test]
+    fn allow_from_override_false_pins_the_sender_to_the_profile() {
+        let names = names();
+        let input = b"From: Chief <chief@victim.example>\nTo: a@example.com\n\nbody\n";
+        for f in [Some("bounces@example.com"), Some("<>"), Some("root"), None] {
+            let mut s = submission(&names, &[], true);
+            s.allow_from_override = false;
+            s.envelope_from = f;
+            let p = parse(input).unwrap().prepare(&s).unwrap();
+            assert_eq!(
+                p.envelope.from().map(ToString::to_string).as_deref(),
+                Some("reports@example.com"),
+                "{f:?}"
+            );
+            assert!(text(&p).starts_with("From: Chief <chief@victim.example>\r\n"));
+        }
+        let mut s = submission(&names, &[], true);
+        s.allow_from_override = false;
+        s.profile_from = None;
+        let err = parse(input).unwrap().prepare(&s).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().contains("allow_from_override"), "{err}");
+    }
+
+    /// `set_from_header`: `on` writes the profile's `from` with the name the message
+    /// gives; `off` keeps From as written and refuses what it cannot keep; `auto` is the
+    /// default tested above.
+    #[test]
+    fn set_from_header_on_rewrites_and_off_keeps() {
+        let names = names();
+        let with = |mode: SetFromHeader, input: &[u8]| {
+            let mut s = submission(&names, &[], true);
+            s.set_from_header = mode;
+            s.envelope_from = Some("bounces@example.com");
+            parse(input).unwrap().prepare(&s)
+        };
+        let spoof = b"From: Chief <chief@victim.example>\nTo: a@example.com\n\nbody\n";
+        let p = with(SetFromHeader::On, spoof).unwrap();
+        let t = text(&p);
+        assert!(
+            t.contains("\r\nFrom: Chief <reports@example.com>\r\n"),
+            "{t}"
+        );
+        assert!(!t.contains("victim"), "{t}");
+        assert_eq!(
+            p.envelope.from().unwrap().to_string(),
+            "bounces@example.com",
+            "-f still sets the envelope"
+        );
+        let p = with(SetFromHeader::On, b"To: a@example.com\n\nbody\n").unwrap();
+        assert!(text(&p).contains("From: Reports <reports@example.com>\r\n"));
+
+        let p = with(SetFromHeader::Off, spoof).unwrap();
+        assert!(text(&p).starts_with("From: Chief <chief@victim.example>\r\n"));
+        for input in [
+            &b"To: a@example.com\n\nbody\n"[..],
+            b"From: root (Cron Daemon)\nTo: a@example.com\n\nbody\n",
+        ] {
+            let err = with(SetFromHeader::Off, input).unwrap_err();
+            assert!(is_invalid(&err), "{err}");
+            assert!(err.message().contains("set_from_header"), "{err}");
+        }
     }
 
     /// A bare name inside a group is qualified like any other, and the group kept.

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::message::address;
 use crate::message::check::{self, no_line_breaks};
-use crate::message::given::Names;
+use crate::message::given::{Names, SetFromHeader};
 use crate::ownership::{self, Owner, ReadError};
 use crate::profile::dkim::Dkim;
 use crate::profile::env::{Origin, ProxyEnv};
@@ -72,6 +72,8 @@ pub(super) struct ProfileEntry {
     #[serde(default)]
     pub(super) aliases: BTreeMap<String, String>,
     pub(super) default_domain: Option<String>,
+    pub(super) allow_from_override: Option<bool>,
+    pub(super) set_from_header: Option<SetFromHeader>,
     pub(super) dkim_selector: Option<String>,
     pub(super) dkim_domain: Option<String>,
     pub(super) dkim_key_file: Option<PathBuf>,
@@ -189,11 +191,33 @@ pub struct Profile {
     pub outbox: bool,
     /// The outbox directory for this profile's sends.
     pub outbox_dir: Option<PathBuf>,
-    /// How sendmail mode qualifies bare names like `root`: `[profiles.NAME.aliases]` and
-    /// `default_domain`.
-    pub names: Names,
+    /// Sendmail mode's keys: bare names, and who sets the sender.
+    pub sendmail: SendmailKeys,
     /// DKIM signing (`dkim_*` keys), when set.
     pub dkim: Option<Dkim>,
+}
+
+/// The keys only sendmail mode reads, named as msmtp names those it shares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendmailKeys {
+    /// How bare names like `root` become addresses: `[profiles.NAME.aliases]` and
+    /// `default_domain`.
+    pub names: Names,
+    /// Whether `-f`/`-r` may set the envelope sender (msmtp's key, on by default as
+    /// there); false pins it to `from`.
+    pub allow_from_override: bool,
+    /// What becomes of the message's From field (msmtp's key and values).
+    pub set_from_header: SetFromHeader,
+}
+
+impl Default for SendmailKeys {
+    fn default() -> SendmailKeys {
+        SendmailKeys {
+            names: Names::default(),
+            allow_from_override: true,
+            set_from_header: SetFromHeader::Auto,
+        }
+    }
 }
 
 /// Where a profile delivers.
@@ -378,7 +402,7 @@ impl Profile {
             from: None,
             outbox: false,
             outbox_dir: None,
-            names: Names::default(),
+            sendmail: SendmailKeys::default(),
             dkim: None,
         }
     }
@@ -488,15 +512,37 @@ impl ProfileEntry {
                 })
             }
         };
+        let sendmail = SendmailKeys {
+            names: Names {
+                aliases: self.aliases,
+                default_domain: self.default_domain,
+            },
+            allow_from_override: self.allow_from_override.unwrap_or(true),
+            set_from_header: self.set_from_header.unwrap_or_default(),
+        };
+        // Both pin the sender to `from`: without one, every sendmail run would fail.
+        if self.from.is_none()
+            && let Some(key) = [
+                ("allow_from_override = false", !sendmail.allow_from_override),
+                (
+                    "set_from_header = \"on\"",
+                    sendmail.set_from_header == SetFromHeader::On,
+                ),
+            ]
+            .into_iter()
+            .find_map(|(key, set)| set.then_some(key))
+        {
+            return Err(bad(format!(
+                "{key} makes the profile's `from` the sender of what sendmail mode sends, \
+                 but from is not set: set from = \"you@example.com\", or remove {key}"
+            )));
+        }
         let mut profile = Profile {
             transport,
             from: self.from,
             outbox: self.outbox.unwrap_or(false),
             outbox_dir: self.outbox_dir,
-            names: Names {
-                aliases: self.aliases,
-                default_domain: self.default_domain,
-            },
+            sendmail,
             dkim,
         };
         // The `proxy` key's choice; the environment's comes with the route.
@@ -1090,7 +1136,7 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
         from: None,
         outbox: false,
         outbox_dir: None,
-        names: Names::default(),
+        sendmail: SendmailKeys::default(),
         dkim: None,
     })
 }
@@ -1168,7 +1214,7 @@ fn api_profile_from_url(url: &url::Url, service: Service) -> Result<Profile> {
         from: Some(mailbox),
         outbox: false,
         outbox_dir: None,
-        names: Names::default(),
+        sendmail: SendmailKeys::default(),
         dkim: None,
     };
     profile.take_proxy_env(&ProxyEnv::default())?;
@@ -1284,6 +1330,39 @@ mod tests {
         let err = super::parse(Path::new("c.toml"), text).unwrap_err();
         assert!(!err.message().chars().any(char::is_control), "{err:?}");
         assert!(err.message().contains("client_cre\\u{1b}ntials"), "{err}");
+    }
+
+    /// msmtp's two sendmail keys: read as written, defaulting as msmtp's do, and each
+    /// setting that makes `from` the sender refused without one, naming itself.
+    #[test]
+    fn the_sendmail_keys_default_as_msmtp_s_and_need_from_to_pin() {
+        let (_, plain) = parse("[profiles.a]\nhost = \"h\"\n")
+            .select(Some("a"))
+            .unwrap()
+            .unwrap();
+        assert!(plain.sendmail.allow_from_override);
+        assert_eq!(plain.sendmail.set_from_header, SetFromHeader::Auto);
+        let (_, pinned) = parse(
+            "[profiles.a]\nhost = \"h\"\nfrom = \"a@example.com\"\n\
+             allow_from_override = false\nset_from_header = \"off\"\n",
+        )
+        .select(Some("a"))
+        .unwrap()
+        .unwrap();
+        assert!(!pinned.sendmail.allow_from_override);
+        assert_eq!(pinned.sendmail.set_from_header, SetFromHeader::Off);
+        for key in ["allow_from_override = false", "set_from_header = \"on\""] {
+            let err = parse(&format!("[profiles.a]\nhost = \"h\"\n{key}\n"))
+                .select(Some("a"))
+                .unwrap_err();
+            assert_eq!(err.kind(), crate::error::ErrorKind::Config);
+            assert!(err.message().contains(key), "{err}");
+        }
+        let err = toml::from_str::<ConfigFile>(
+            "[profiles.a]\nhost = \"h\"\nset_from_header = \"always\"\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("auto"), "{err}");
     }
 
     #[test]

@@ -20,8 +20,8 @@ mod route;
 mod show;
 
 pub use config::{
-    ApiProfile, Auth, ConfigSource, Profile, ProfileSummary, SecretSource, Security, Service,
-    SmtpProfile, Transport, profile_from_url,
+    ApiProfile, Auth, ConfigSource, Profile, ProfileSummary, SecretSource, Security, SendmailKeys,
+    Service, SmtpProfile, Transport, profile_from_url,
 };
 pub use dkim::Dkim;
 pub use env::{Env, Flags, Origin, ProxyEnv};

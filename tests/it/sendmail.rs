@@ -694,3 +694,110 @@ fn t54_a_quoted_local_part_stays_quoted_on_the_wire() {
     let text = String::from_utf8_lossy(&messages[2].data);
     assert_eq!(header(&text, "To"), Some("Ann <\"ann lee\"@example.test>"));
 }
+
+/// Issue 18, msmtp's `allow_from_override = false`: cron's `-f root`, a caller's `-f` of
+/// its own and the From field all leave the envelope sender at the profile's `from`;
+/// the From field stays as written (`set_from_header` is still `auto`).
+#[test]
+fn allow_from_override_false_keeps_the_profile_s_sender() {
+    let mta = Mta::new("allow_from_override = false");
+    let input = b"From: Chief <chief@victim.example>\nTo: root\nSubject: s\n\nbody\n";
+    mta.sendmail(&["-FCronDaemon", "-i", "-oi", "-t", "-f", "root"], input);
+    mta.sendmail(&["-t", "-fbounces@example.com"], input);
+    mta.sendmail(&["-t", "-r", "<>"], input);
+    let messages = mta.server.messages();
+    let senders: Vec<&str> = messages.iter().map(|m| m.mail_from.as_str()).collect();
+    assert_eq!(senders, ["sender@example.com"; 3]);
+    for m in &messages {
+        assert_eq!(m.rcpt_to, ["ops@example.com"]);
+        let text = String::from_utf8_lossy(&m.data);
+        assert_eq!(header(&text, "From"), Some("Chief <chief@victim.example>"));
+    }
+    // The default lets -f through, as msmtp does.
+    let open = Mta::new("");
+    open.sendmail(&["-t", "-fbounces@example.com"], input);
+    let (m, _) = open.only_message();
+    assert_eq!(m.mail_from, "bounces@example.com");
+}
+
+/// Issue 18, msmtp's `set_from_header`: `on` rewrites From to the profile's `from`
+/// (keeping the name written), `off` sends the From field untouched and refuses a
+/// message it would have to change (65, naming the key), `auto` adds a missing one.
+#[test]
+fn set_from_header_on_rewrites_off_keeps_auto_adds() {
+    let spoof = b"From: Chief <chief@victim.example>\nTo: a@example.com\nSubject: s\n\nb\n";
+    let cron = b"From: root (Cron Daemon)\nTo: a@example.com\nSubject: s\n\nb\n";
+    let none = b"To: a@example.com\nSubject: s\n\nb\n";
+
+    let on = Mta::new("set_from_header = \"on\"");
+    on.sendmail(&["-t", "-f", "bounces@example.com"], spoof);
+    on.sendmail(&["-t"], cron);
+    on.sendmail(&["-t", "-F", "Nightly Job"], none);
+    let messages = on.server.messages();
+    let froms: Vec<String> = messages
+        .iter()
+        .map(|m| unfolded(&String::from_utf8_lossy(&m.data), "From").unwrap_or_default())
+        .collect();
+    assert_eq!(
+        froms,
+        [
+            "Chief <sender@example.com>",
+            "\"Cron Daemon\" <sender@example.com>",
+            "\"Nightly Job\" <sender@example.com>"
+        ]
+    );
+    assert_eq!(messages[0].mail_from, "bounces@example.com");
+    assert!(
+        !String::from_utf8_lossy(&messages[0].data).contains("victim"),
+        "the old From is gone"
+    );
+
+    let off = Mta::new("set_from_header = \"off\"");
+    off.sendmail(&["-t"], spoof);
+    let (_, text) = off.only_message();
+    assert_eq!(header(&text, "From"), Some("Chief <chief@victim.example>"));
+    for input in [&cron[..], none] {
+        let run = envoi(off.home.path())
+            .args(["sendmail", "-t"])
+            .write_stdin(input.to_vec())
+            .expect_exit(65);
+        assert!(run.stderr.contains("set_from_header = \"auto\""), "{run}");
+    }
+    assert_eq!(off.server.messages().len(), 1, "a refused message went out");
+
+    let auto = Mta::new("");
+    auto.sendmail(&["-t", "-F", "Nightly Job"], none);
+    let (_, text) = auto.only_message();
+    assert_eq!(
+        header(&text, "From"),
+        Some("\"Nightly Job\" <sender@example.com>")
+    );
+}
+
+/// Both keys pin the sender to `from`: a profile that sets either without `from` is a
+/// configuration error (78) naming the key, before anything is sent.
+#[test]
+fn pinning_the_sender_without_from_is_78_naming_the_key() {
+    let server = TestServer::start(ServerOptions::default());
+    for key in ["allow_from_override = false", "set_from_header = \"on\""] {
+        let home = TempDir::new().expect("temp dir");
+        let dir = home.path().join(".config/envoi");
+        std::fs::create_dir_all(&dir).expect("config dir");
+        std::fs::write(
+            dir.join("config.toml"),
+            format!(
+                "default = \"t\"\n[profiles.t]\nhost = \"localhost\"\nport = {}\n\
+                 security = \"none\"\n{key}\n",
+                server.port()
+            ),
+        )
+        .expect("config");
+        let run = envoi(home.path())
+            .args(["sendmail", "a@example.com"])
+            .write_stdin(&b"From: a@example.com\nSubject: s\n\nb\n"[..])
+            .expect_exit(78);
+        assert!(run.stderr.contains(key), "{run}");
+        assert!(run.stderr.contains("from = "), "{run}");
+    }
+    assert!(server.messages().is_empty());
+}
