@@ -11,7 +11,8 @@
 //! `-pADDR` sets its `from` (default `Ops <ops@example.com>`; `-p` alone: none), `-D`
 //! removes its `default_domain` (`example.net`), `-L` sets `allow_from_override = false`,
 //! `-Hon` and `-Hoff` its `set_from_header`. Anything else is a recipient. The
-//! profile's aliases map `root` to `admin@example.org`.
+//! profile's aliases map `root` to `admin@example.org`, and `team` to it, `root`, `\ops`
+//! and `team` itself (a chain, a name not aliased further, a loop).
 //!
 //! Invariants (a panic is a bug):
 //! - nothing panics;
@@ -27,9 +28,16 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use envoi::message::given::{self, Names, SetFromHeader, Submission};
+use envoi::message::given::{self, Alias, Names, SetFromHeader, Submission};
 use envoi_fuzz::{check_error, check_message};
 use libfuzzer_sys::fuzz_target;
+
+fn alias(targets: &[&str]) -> Alias {
+    Alias {
+        targets: targets.iter().map(|t| t.to_string()).collect(),
+        origin: "the fuzz target".to_owned(),
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     let (args, stdin) = match data.windows(2).position(|w| w == b"\0\0") {
@@ -50,7 +58,13 @@ fuzz_target!(|data: &[u8]| {
     let mut allow_from_override = true;
     let mut set_from_header = SetFromHeader::Auto;
     let mut names = Names {
-        aliases: BTreeMap::from([("root".to_owned(), "admin@example.org".to_owned())]),
+        aliases: BTreeMap::from([
+            ("root".to_owned(), alias(&["admin@example.org"])),
+            (
+                "team".to_owned(),
+                alias(&["admin@example.org", "root", "\\ops", "team"]),
+            ),
+        ]),
         default_domain: Some("example.net".to_owned()),
     };
     for arg in &args {

@@ -35,25 +35,100 @@ use crate::message::build::{
 };
 use crate::message::{address, check};
 
-/// How bare names become addresses: the profile's `aliases`, else `name@default_domain`.
+/// How bare names become addresses: the profile's `aliases` (and its `aliases_file`'s),
+/// else `name@default_domain`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Names {
-    /// `root = "ops@example.com"`.
-    pub aliases: BTreeMap<String, String>,
+    /// `root = "ops@example.com, alice@example.com"`, by lowercase name (aliases(5)
+    /// matches names in any case).
+    pub aliases: BTreeMap<String, Alias>,
     /// The domain of a bare name without an alias.
     pub default_domain: Option<String>,
 }
 
+/// What one alias stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alias {
+    /// Addresses, or names that may be aliases themselves, as written. A system aliases
+    /// file may also give a local delivery (`|command`, `/file`, `:include:`), which
+    /// envoi cannot make: it is refused when a message goes to the alias.
+    pub targets: Vec<String>,
+    /// Where it is written, for errors: `[profiles.work.aliases]`, `/etc/aliases line 12`.
+    pub origin: String,
+}
+
+/// The most addresses one name may stand for once its aliases are followed: more is a
+/// mistake (or a file written to blow up), and every one is an RCPT command.
+const MAX_EXPANSION: usize = 1000;
+
+/// Whether an alias target is a local delivery (aliases(5)): a program, a file or an
+/// included list, none of which a relay can be told to do.
+pub fn is_local_delivery(target: &str) -> bool {
+    target.starts_with('|') || target.starts_with('/') || target.starts_with(":include:")
+}
+
 impl Names {
-    /// `name` as an address: an alias, else `name@default_domain`; a name with `@` is
-    /// already one.
+    /// `name` as one address, for the envelope sender: the first of [`Names::expand`]'s.
     fn qualify(&self, what: &str, name: &str) -> Result<String> {
+        self.expand(what, name)?.into_iter().next().ok_or_else(|| {
+            Error::config(format!("{what}: the alias {name:?} stands for no address"))
+        })
+    }
+
+    /// `name` as addresses: a name with `@` is one already; an alias stands for its
+    /// targets, each followed in turn (`postmaster: root`, `root: ops@x, ann@x`); else
+    /// `name@default_domain`. Each alias is expanded once on a chain: a name met again
+    /// (`root: root, ops@x`, or a loop) is not looked up again but qualified, as a
+    /// `\name` target always is (aliases(5): no further aliasing).
+    fn expand(&self, what: &str, name: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        self.expand_into(what, name, &mut Vec::new(), &mut out)?;
+        Ok(out)
+    }
+
+    fn expand_into<'n>(
+        &'n self,
+        what: &str,
+        name: &str,
+        chain: &mut Vec<&'n str>,
+        out: &mut Vec<String>,
+    ) -> Result<()> {
         if name.contains('@') {
-            return Ok(name.to_owned());
+            out.push(name.to_owned());
+        } else if let Some(local) = name.strip_prefix('\\') {
+            out.push(self.with_domain(what, local)?);
+        } else {
+            match self.aliases.get_key_value(&name.to_ascii_lowercase()) {
+                Some((key, alias)) if !chain.contains(&key.as_str()) => {
+                    chain.push(key);
+                    for target in &alias.targets {
+                        if is_local_delivery(target) {
+                            return Err(Error::config(format!(
+                                "{what}: {name:?} goes to {target:?} ({}): a local delivery \
+                                 (a command, file or :include:) that envoi, which only hands \
+                                 mail to a relay, cannot make; give {key} an address under \
+                                 [profiles.NAME.aliases], which comes before the file",
+                                alias.origin
+                            )));
+                        }
+                        self.expand_into(what, target, chain, out)?;
+                    }
+                    chain.pop();
+                }
+                _ => out.push(self.with_domain(what, name)?),
+            }
         }
-        if let Some(address) = self.aliases.get(name) {
-            return Ok(address.clone());
+        if out.len() > MAX_EXPANSION {
+            return Err(Error::config(format!(
+                "{what}: {name:?} stands for more than {MAX_EXPANSION} addresses through the \
+                 profile's aliases; check them for a mistake"
+            )));
         }
+        Ok(())
+    }
+
+    /// `name@default_domain`, for a bare name no alias covers.
+    fn with_domain(&self, what: &str, name: &str) -> Result<String> {
         if name.chars().any(char::is_control) {
             // Never repeated raw: it came from the message or the command line.
             return Err(Error::invalid(format!(
@@ -70,13 +145,15 @@ impl Names {
     }
 
     /// One item of an address list as written in a header or on the command line:
-    /// `a@x`, `Name <a@x>`, `root`, `root (Cron Daemon)`. A comment stands in for a
-    /// missing display name. `None` for an empty item.
-    fn mailbox(&self, what: &str, item: &str) -> Result<Option<(Mailbox, bool)>> {
+    /// `a@x`, `Name <a@x>`, `root`, `root (Cron Daemon)`, as its mailboxes (several for
+    /// an alias with several targets, each with the name written; none for an empty
+    /// item). A comment stands in for a missing display name. The bool says whether the
+    /// item was a bare name.
+    fn mailbox(&self, what: &str, item: &str) -> Result<(Vec<Mailbox>, bool)> {
         let (bare, comment) = strip_comments(item);
         let bare = bare.trim();
         if bare.is_empty() {
-            return Ok(None);
+            return Ok((Vec::new(), false));
         }
         let (display, inner) = match (bare.rfind('<'), bare.ends_with('>')) {
             (Some(open), true) => (
@@ -86,15 +163,18 @@ impl Names {
             _ => (None, bare),
         };
         let qualified = !inner.contains('@');
-        let address = self.qualify(what, inner.trim())?;
         let name = display
             .filter(|d| !d.is_empty())
             .or(comment.filter(|c| !c.is_empty()));
-        let text = match name {
-            Some(name) => format!("\"{}\" <{address}>", name.replace(['"', '\\'], "")),
-            None => address,
-        };
-        Ok(Some((address::parse_single(what, &text)?, qualified)))
+        let mut mailboxes = Vec::new();
+        for address in self.expand(what, inner.trim())? {
+            let text = match &name {
+                Some(name) => format!("\"{}\" <{address}>", name.replace(['"', '\\'], "")),
+                None => address,
+            };
+            mailboxes.push(address::parse_single(what, &text)?);
+        }
+        Ok((mailboxes, qualified))
     }
 
     /// Every mailbox of an address list, the members of its groups included (an empty
@@ -112,24 +192,19 @@ impl Names {
         Ok((all, any_bare))
     }
 
-    /// The list's entries, each mailbox qualified; the bool says whether any was a bare
-    /// name.
+    /// The list's entries, each mailbox qualified (an alias with several targets as
+    /// several); the bool says whether any was a bare name.
     fn entries<'l>(&self, what: &str, list: &'l str) -> Result<(Vec<Entry<'l, Mailbox>>, bool)> {
         let mut any_bare = false;
-        let mut one = |item: &str| -> Result<Option<Mailbox>> {
-            Ok(self.mailbox(what, item)?.map(|(mailbox, bare)| {
-                any_bare |= bare;
-                mailbox
-            }))
+        let mut one = |item: &str| -> Result<Vec<Mailbox>> {
+            let (mailboxes, bare) = self.mailbox(what, item)?;
+            any_bare |= bare;
+            Ok(mailboxes)
         };
         let mut entries = Vec::new();
         for entry in split_list(list) {
             match entry {
-                Entry::Single(item) => {
-                    if let Some(mailbox) = one(item)? {
-                        entries.push(Entry::Single(mailbox));
-                    }
-                }
+                Entry::Single(item) => entries.extend(one(item)?.into_iter().map(Entry::Single)),
                 Entry::Group(name, items) => {
                     let mut members = Vec::new();
                     for item in items {
@@ -759,7 +834,13 @@ mod tests {
 
     fn names() -> Names {
         Names {
-            aliases: BTreeMap::from([("root".to_owned(), "ops@example.com".to_owned())]),
+            aliases: BTreeMap::from([(
+                "root".to_owned(),
+                Alias {
+                    targets: vec!["ops@example.com".to_owned()],
+                    origin: "test".to_owned(),
+                },
+            )]),
             default_domain: Some("host.example.com".into()),
         }
     }
@@ -1074,6 +1155,101 @@ mod tests {
             assert!(is_invalid(&err), "{err}");
             assert!(err.message().contains("set_from_header"), "{err}");
         }
+    }
+
+    fn alias_table(entries: &[(&str, &[&str])]) -> Names {
+        Names {
+            aliases: entries
+                .iter()
+                .map(|(name, targets)| {
+                    let alias = Alias {
+                        targets: targets.iter().map(|t| t.to_string()).collect(),
+                        origin: format!("/etc/aliases line {}", name.len()),
+                    };
+                    (name.to_string(), alias)
+                })
+                .collect(),
+            default_domain: Some("box.example.com".into()),
+        }
+    }
+
+    /// Several targets, chains followed, each alias expanded once on a chain: a name
+    /// met again (itself, a loop) or written `\name` is qualified, not looked up.
+    #[test]
+    fn aliases_expand_to_several_targets_once_each() {
+        let names = alias_table(&[
+            ("mailer-daemon", &["postmaster"]),
+            ("postmaster", &["root"]),
+            ("root", &["ops@example.com", "ann", "root"]),
+            ("ann", &["ann@example.com"]),
+            ("ping", &["pong"]),
+            ("pong", &["ping", "\\ann"]),
+            ("bob", &["ops@example.com", "|/usr/bin/procmail"]),
+        ]);
+        let expand = |name: &str| names.expand("To", name);
+        assert_eq!(
+            expand("Mailer-Daemon").unwrap(),
+            ["ops@example.com", "ann@example.com", "root@box.example.com"]
+        );
+        assert_eq!(
+            expand("ping").unwrap(),
+            ["ping@box.example.com", "ann@box.example.com"]
+        );
+        assert_eq!(expand("carl").unwrap(), ["carl@box.example.com"]);
+        let err = expand("bob").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(
+            err.message()
+                .contains("\"|/usr/bin/procmail\" (/etc/aliases line 3)"),
+            "{err}"
+        );
+        // The envelope sender takes the first address.
+        assert_eq!(names.qualify("-f", "root").unwrap(), "ops@example.com");
+
+        // A header keeps the name written on each address.
+        let input = b"To: Admins <root>, b@example.com\nCc: ann\n\nbody\n";
+        let p = parse(input)
+            .unwrap()
+            .prepare(&submission(&names, &[], true))
+            .unwrap();
+        let t = text(&p);
+        assert!(
+            t.starts_with(
+                "To: Admins <ops@example.com>,\r\n Admins <ann@example.com>,\r\n \
+                 Admins <root@box.example.com>,\r\n b@example.com\r\nCc: ann@example.com\r\n"
+            ),
+            "{t}"
+        );
+        let rcpts: Vec<String> = p.envelope.to().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            rcpts,
+            [
+                "ops@example.com",
+                "ann@example.com",
+                "root@box.example.com",
+                "b@example.com"
+            ]
+        );
+    }
+
+    /// A file written to multiply (each alias twice the one below) stops at the bound.
+    #[test]
+    fn an_alias_that_multiplies_is_bounded() {
+        let levels: Vec<(String, Vec<String>)> = (0..20)
+            .map(|i| (format!("a{i}"), vec![format!("a{}", i + 1); 2]))
+            .collect();
+        let names = Names {
+            aliases: levels
+                .into_iter()
+                .map(|(name, targets)| {
+                    let origin = "x".to_owned();
+                    (name, Alias { targets, origin })
+                })
+                .collect(),
+            default_domain: Some("example.com".into()),
+        };
+        let err = names.expand("To", "a0").unwrap_err();
+        assert!(err.message().contains("more than 1000"), "{err}");
     }
 
     /// A bare name inside a group is qualified like any other, and the group kept.

@@ -16,6 +16,7 @@ use crate::message::address;
 use crate::message::check::{self, no_line_breaks};
 use crate::message::given::{Names, SetFromHeader};
 use crate::ownership::{self, Owner, ReadError};
+use crate::profile::aliases::{self, AliasValue};
 use crate::profile::dkim::Dkim;
 use crate::profile::env::{Origin, ProxyEnv};
 use crate::profile::fingerprint::{Fingerprint, profile_pin};
@@ -70,7 +71,8 @@ pub(super) struct ProfileEntry {
     pub(super) outbox: Option<bool>,
     pub(super) outbox_dir: Option<PathBuf>,
     #[serde(default)]
-    pub(super) aliases: BTreeMap<String, String>,
+    pub(super) aliases: BTreeMap<String, AliasValue>,
+    pub(super) aliases_file: Option<PathBuf>,
     pub(super) default_domain: Option<String>,
     pub(super) allow_from_override: Option<bool>,
     pub(super) set_from_header: Option<SetFromHeader>,
@@ -201,8 +203,10 @@ pub struct Profile {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendmailKeys {
     /// How bare names like `root` become addresses: `[profiles.NAME.aliases]` and
-    /// `default_domain`.
+    /// `default_domain` (the `aliases_file`'s are read by [`SendmailKeys::names`]).
     pub names: Names,
+    /// The system aliases file to read too (`aliases_file`, `/etc/aliases`).
+    pub aliases_file: Option<PathBuf>,
     /// Whether `-f`/`-r` may set the envelope sender (msmtp's key, on by default as
     /// there); false pins it to `from`.
     pub allow_from_override: bool,
@@ -214,9 +218,25 @@ impl Default for SendmailKeys {
     fn default() -> SendmailKeys {
         SendmailKeys {
             names: Names::default(),
+            aliases_file: None,
             allow_from_override: true,
             set_from_header: SetFromHeader::Auto,
         }
+    }
+}
+
+impl SendmailKeys {
+    /// The names sendmail mode qualifies with: the profile's aliases, and those of its
+    /// `aliases_file`, read now (only sendmail mode reads it, so a missing file fails
+    /// no other command), for names the profile's table does not have.
+    pub fn names(&self) -> Result<Names> {
+        let mut names = self.names.clone();
+        if let Some(path) = &self.aliases_file {
+            for (name, alias) in aliases::read_file(path)? {
+                names.aliases.entry(name).or_insert(alias);
+            }
+        }
+        Ok(names)
     }
 }
 
@@ -514,9 +534,10 @@ impl ProfileEntry {
         };
         let sendmail = SendmailKeys {
             names: Names {
-                aliases: self.aliases,
+                aliases: aliases::from_table(name, &self.aliases)?,
                 default_domain: self.default_domain,
             },
+            aliases_file: self.aliases_file,
             allow_from_override: self.allow_from_override.unwrap_or(true),
             set_from_header: self.set_from_header.unwrap_or_default(),
         };

@@ -5,6 +5,7 @@
 //! profile, then the platform defaults. `send` and every `outbox` subcommand call it, so
 //! they cannot disagree about the connection or the outbox directory.
 
+mod aliases;
 mod config;
 mod dkim;
 mod env;

@@ -326,12 +326,21 @@ fn explain(
         .names
         .aliases
         .iter()
-        .map(|(name, to)| format!("{name} = {to}"))
+        .map(|(name, alias)| format!("{name} = {}", alias.targets.join(", ")))
         .collect();
     push(
         "aliases",
         (!aliases.is_empty()).then(|| aliases.join(", ")),
         written.origin(|e| !e.aliases.is_empty(), false),
+    );
+    push(
+        "aliases_file",
+        profile
+            .sendmail
+            .aliases_file
+            .as_ref()
+            .map(|p| p.display().to_string()),
+        written.origin(|e| e.aliases_file.is_some(), false),
     );
     push(
         "allow_from_override",
