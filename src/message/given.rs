@@ -68,10 +68,16 @@ pub fn is_local_delivery(target: &str) -> bool {
 }
 
 impl Names {
-    /// `name` as one address, for the envelope sender: the first of [`Names::expand`]'s.
+    /// `name` as one address, for the envelope sender: the first address it stands for
+    /// ([`Names::expand`]). Local deliveries are passed over, not refused: no mail goes
+    /// to a sender, so cron's `-f root` works with a `root: /var/mail/archive, ops@x`.
     fn qualify(&self, what: &str, name: &str) -> Result<String> {
-        self.expand(what, name)?.into_iter().next().ok_or_else(|| {
-            Error::config(format!("{what}: the alias {name:?} stands for no address"))
+        let mut out = Vec::new();
+        self.expand_into(what, name, true, &mut Vec::new(), &mut out)?;
+        out.into_iter().next().ok_or_else(|| {
+            Error::config(format!(
+                "{what}: the alias {name:?} stands for no address, only local deliveries"
+            ))
         })
     }
 
@@ -82,7 +88,7 @@ impl Names {
     /// `\name` target always is (aliases(5): no further aliasing).
     fn expand(&self, what: &str, name: &str) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        self.expand_into(what, name, &mut Vec::new(), &mut out)?;
+        self.expand_into(what, name, false, &mut Vec::new(), &mut out)?;
         Ok(out)
     }
 
@@ -90,6 +96,7 @@ impl Names {
         &'n self,
         what: &str,
         name: &str,
+        sender: bool,
         chain: &mut Vec<&'n str>,
         out: &mut Vec<String>,
     ) -> Result<()> {
@@ -103,6 +110,9 @@ impl Names {
                     chain.push(key);
                     for target in &alias.targets {
                         if is_local_delivery(target) {
+                            if sender {
+                                continue;
+                            }
                             return Err(Error::config(format!(
                                 "{what}: {name:?} goes to {target:?} ({}): a local delivery \
                                  (a command, file or :include:) that envoi, which only hands \
@@ -111,7 +121,7 @@ impl Names {
                                 alias.origin
                             )));
                         }
-                        self.expand_into(what, target, chain, out)?;
+                        self.expand_into(what, target, sender, chain, out)?;
                     }
                     chain.pop();
                 }
@@ -1203,8 +1213,11 @@ mod tests {
                 .contains("\"|/usr/bin/procmail\" (/etc/aliases line 3)"),
             "{err}"
         );
-        // The envelope sender takes the first address.
+        // The envelope sender takes the first address, passing over local deliveries.
         assert_eq!(names.qualify("-f", "root").unwrap(), "ops@example.com");
+        let archive = alias_table(&[("root", &["/var/mail/archive", "ops@example.com"])]);
+        assert_eq!(archive.qualify("-f", "root").unwrap(), "ops@example.com");
+        assert!(archive.expand("To", "root").is_err());
 
         // A header keeps the name written on each address.
         let input = b"To: Admins <root>, b@example.com\nCc: ann\n\nbody\n";
