@@ -9,8 +9,10 @@
 //! them, the value attached: `-t`, `-fADDR` or `-rADDR` (`-f<>`: no envelope sender),
 //! `-FNAME`, and `-i`, `-o…`, `-B…` (ignored); and two of the profile's settings:
 //! `-pADDR` sets its `from` (default `Ops <ops@example.com>`; `-p` alone: none), `-D`
-//! removes its `default_domain` (`example.net`). Anything else is a recipient. The
-//! profile's aliases map `root` to `admin@example.org`.
+//! removes its `default_domain` (`example.net`), `-L` sets `allow_from_override = false`,
+//! `-Hon` and `-Hoff` its `set_from_header`. Anything else is a recipient. The
+//! profile's aliases map `root` to `admin@example.org`, and `team` to it, `root`, `\ops`
+//! and `team` itself (a chain, a name not aliased further, a loop).
 //!
 //! Invariants (a panic is a bug):
 //! - nothing panics;
@@ -26,9 +28,16 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use envoi::message::given::{self, Names, Submission};
+use envoi::message::given::{self, Alias, Names, SetFromHeader, Submission};
 use envoi_fuzz::{check_error, check_message};
 use libfuzzer_sys::fuzz_target;
+
+fn alias(targets: &[&str]) -> Alias {
+    Alias {
+        targets: targets.iter().map(|t| t.to_string()).collect(),
+        origin: "the fuzz target".to_owned(),
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     let (args, stdin) = match data.windows(2).position(|w| w == b"\0\0") {
@@ -46,8 +55,16 @@ fuzz_target!(|data: &[u8]| {
     let mut envelope_from = None;
     let mut full_name = None;
     let mut profile_from = Some("Ops <ops@example.com>");
+    let mut allow_from_override = true;
+    let mut set_from_header = SetFromHeader::Auto;
     let mut names = Names {
-        aliases: BTreeMap::from([("root".to_owned(), "admin@example.org".to_owned())]),
+        aliases: BTreeMap::from([
+            ("root".to_owned(), alias(&["admin@example.org"])),
+            (
+                "team".to_owned(),
+                alias(&["admin@example.org", "root", "\\ops", "team"]),
+            ),
+        ]),
         default_domain: Some("example.net".to_owned()),
     };
     for arg in &args {
@@ -57,6 +74,12 @@ fuzz_target!(|data: &[u8]| {
             // Accepted and ignored, as sendmail mode does.
         } else if arg == "-D" {
             names.default_domain = None;
+        } else if arg == "-L" {
+            allow_from_override = false;
+        } else if arg == "-Hon" {
+            set_from_header = SetFromHeader::On;
+        } else if arg == "-Hoff" {
+            set_from_header = SetFromHeader::Off;
         } else if let Some(name) = arg.strip_prefix("-F") {
             full_name = Some(name);
         } else if let Some(address) = arg.strip_prefix("-f").or(arg.strip_prefix("-r")) {
@@ -73,6 +96,8 @@ fuzz_target!(|data: &[u8]| {
         envelope_from,
         full_name,
         profile_from,
+        allow_from_override,
+        set_from_header,
         names: &names,
         now: SystemTime::UNIX_EPOCH,
     };

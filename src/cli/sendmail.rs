@@ -185,6 +185,7 @@ pub fn run(args: &[OsString]) -> Result<Outcome, Failure> {
     };
     let resolved = resolve(&flags, &Env::from_process()?)?;
     let connection = resolved.connection()?;
+    let names = connection.profile.sendmail.names()?;
     let input = read_bytes("standard input", Path::new("-"))?;
     let submission = Submission {
         recipients: &request.recipients,
@@ -192,7 +193,9 @@ pub fn run(args: &[OsString]) -> Result<Outcome, Failure> {
         envelope_from: request.envelope_from.as_deref(),
         full_name: request.full_name.as_deref(),
         profile_from: connection.profile.from.as_deref(),
-        names: &connection.profile.names,
+        names: &names,
+        allow_from_override: connection.profile.sendmail.allow_from_override,
+        set_from_header: connection.profile.sendmail.set_from_header,
         now: SystemTime::now(),
     };
     let prepared = given::parse(&input)?.prepare(&submission)?;

@@ -7,7 +7,9 @@
 //! profile's aliases or default domain in the envelope and in From, To and Cc (and their
 //! Resent- forms). Every line ending becomes CRLF; 8-bit bytes pass unchanged. An address
 //! group (RFC 5322 §3.4, `Team: a@x, b@y;`) stands for its members; an empty one
-//! (`undisclosed-recipients:;`) for no one.
+//! (`undisclosed-recipients:;`) for no one. Two profile keys, msmtp's, decide who the
+//! sender is: `allow_from_override` (may `-f` set the envelope sender) and
+//! [`SetFromHeader`] (is From kept, added when missing, or rewritten to the profile's).
 //!
 //! What `send` refuses is refused here too, by the same checks (`check`): empty input
 //! (66), NUL and other control characters in a header, NUL in the body, a `-F` that
@@ -25,31 +27,118 @@ use lettre::Address;
 use lettre::address::Envelope;
 use lettre::message::Mailbox;
 
+use serde::Deserialize;
+
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::build::{
     Prepared, date_value, encoded_mailboxes, new_message_id, same_mailbox,
 };
 use crate::message::{address, check};
 
-/// How bare names become addresses: the profile's `aliases`, else `name@default_domain`.
+/// How bare names become addresses: the profile's `aliases` (and its `aliases_file`'s),
+/// else `name@default_domain`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Names {
-    /// `root = "ops@example.com"`.
-    pub aliases: BTreeMap<String, String>,
+    /// `root = "ops@example.com, alice@example.com"`, by lowercase name (aliases(5)
+    /// matches names in any case).
+    pub aliases: BTreeMap<String, Alias>,
     /// The domain of a bare name without an alias.
     pub default_domain: Option<String>,
 }
 
+/// What one alias stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alias {
+    /// Addresses, or names that may be aliases themselves, as written. A system aliases
+    /// file may also give a local delivery (`|command`, `/file`, `:include:`), which
+    /// envoi cannot make: it is refused when a message goes to the alias.
+    pub targets: Vec<String>,
+    /// Where it is written, for errors: `[profiles.work.aliases]`, `/etc/aliases line 12`.
+    pub origin: String,
+}
+
+/// The most addresses one name may stand for once its aliases are followed: more is a
+/// mistake (or a file written to blow up), and every one is an RCPT command.
+const MAX_EXPANSION: usize = 1000;
+
+/// Whether an alias target is a local delivery (aliases(5)): a program, a file or an
+/// included list, none of which a relay can be told to do.
+pub fn is_local_delivery(target: &str) -> bool {
+    target.starts_with('|') || target.starts_with('/') || target.starts_with(":include:")
+}
+
 impl Names {
-    /// `name` as an address: an alias, else `name@default_domain`; a name with `@` is
-    /// already one.
+    /// `name` as one address, for the envelope sender: the first address it stands for
+    /// ([`Names::expand`]). Local deliveries are passed over, not refused: no mail goes
+    /// to a sender, so cron's `-f root` works with a `root: /var/mail/archive, ops@x`.
     fn qualify(&self, what: &str, name: &str) -> Result<String> {
+        let mut out = Vec::new();
+        self.expand_into(what, name, true, &mut Vec::new(), &mut out)?;
+        out.into_iter().next().ok_or_else(|| {
+            Error::config(format!(
+                "{what}: the alias {name:?} stands for no address, only local deliveries"
+            ))
+        })
+    }
+
+    /// `name` as addresses: a name with `@` is one already; an alias stands for its
+    /// targets, each followed in turn (`postmaster: root`, `root: ops@x, ann@x`); else
+    /// `name@default_domain`. Each alias is expanded once on a chain: a name met again
+    /// (`root: root, ops@x`, or a loop) is not looked up again but qualified, as a
+    /// `\name` target always is (aliases(5): no further aliasing).
+    fn expand(&self, what: &str, name: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        self.expand_into(what, name, false, &mut Vec::new(), &mut out)?;
+        Ok(out)
+    }
+
+    fn expand_into<'n>(
+        &'n self,
+        what: &str,
+        name: &str,
+        sender: bool,
+        chain: &mut Vec<&'n str>,
+        out: &mut Vec<String>,
+    ) -> Result<()> {
         if name.contains('@') {
-            return Ok(name.to_owned());
+            out.push(name.to_owned());
+        } else if let Some(local) = name.strip_prefix('\\') {
+            out.push(self.with_domain(what, local)?);
+        } else {
+            match self.aliases.get_key_value(&name.to_ascii_lowercase()) {
+                Some((key, alias)) if !chain.contains(&key.as_str()) => {
+                    chain.push(key);
+                    for target in &alias.targets {
+                        if is_local_delivery(target) {
+                            if sender {
+                                continue;
+                            }
+                            return Err(Error::config(format!(
+                                "{what}: {name:?} goes to {target:?} ({}): a local delivery \
+                                 (a command, file or :include:) that envoi, which only hands \
+                                 mail to a relay, cannot make; give {key} an address under \
+                                 [profiles.NAME.aliases], which comes before the file",
+                                alias.origin
+                            )));
+                        }
+                        self.expand_into(what, target, sender, chain, out)?;
+                    }
+                    chain.pop();
+                }
+                _ => out.push(self.with_domain(what, name)?),
+            }
         }
-        if let Some(address) = self.aliases.get(name) {
-            return Ok(address.clone());
+        if out.len() > MAX_EXPANSION {
+            return Err(Error::config(format!(
+                "{what}: {name:?} stands for more than {MAX_EXPANSION} addresses through the \
+                 profile's aliases; check them for a mistake"
+            )));
         }
+        Ok(())
+    }
+
+    /// `name@default_domain`, for a bare name no alias covers.
+    fn with_domain(&self, what: &str, name: &str) -> Result<String> {
         if name.chars().any(char::is_control) {
             // Never repeated raw: it came from the message or the command line.
             return Err(Error::invalid(format!(
@@ -66,13 +155,15 @@ impl Names {
     }
 
     /// One item of an address list as written in a header or on the command line:
-    /// `a@x`, `Name <a@x>`, `root`, `root (Cron Daemon)`. A comment stands in for a
-    /// missing display name. `None` for an empty item.
-    fn mailbox(&self, what: &str, item: &str) -> Result<Option<(Mailbox, bool)>> {
+    /// `a@x`, `Name <a@x>`, `root`, `root (Cron Daemon)`, as its mailboxes (several for
+    /// an alias with several targets, each with the name written; none for an empty
+    /// item). A comment stands in for a missing display name. The bool says whether the
+    /// item was a bare name.
+    fn mailbox(&self, what: &str, item: &str) -> Result<(Vec<Mailbox>, bool)> {
         let (bare, comment) = strip_comments(item);
         let bare = bare.trim();
         if bare.is_empty() {
-            return Ok(None);
+            return Ok((Vec::new(), false));
         }
         let (display, inner) = match (bare.rfind('<'), bare.ends_with('>')) {
             (Some(open), true) => (
@@ -82,15 +173,18 @@ impl Names {
             _ => (None, bare),
         };
         let qualified = !inner.contains('@');
-        let address = self.qualify(what, inner.trim())?;
         let name = display
             .filter(|d| !d.is_empty())
             .or(comment.filter(|c| !c.is_empty()));
-        let text = match name {
-            Some(name) => format!("\"{}\" <{address}>", name.replace(['"', '\\'], "")),
-            None => address,
-        };
-        Ok(Some((address::parse_single(what, &text)?, qualified)))
+        let mut mailboxes = Vec::new();
+        for address in self.expand(what, inner.trim())? {
+            let text = match &name {
+                Some(name) => format!("\"{}\" <{address}>", name.replace(['"', '\\'], "")),
+                None => address,
+            };
+            mailboxes.push(address::parse_single(what, &text)?);
+        }
+        Ok((mailboxes, qualified))
     }
 
     /// Every mailbox of an address list, the members of its groups included (an empty
@@ -108,24 +202,19 @@ impl Names {
         Ok((all, any_bare))
     }
 
-    /// The list's entries, each mailbox qualified; the bool says whether any was a bare
-    /// name.
+    /// The list's entries, each mailbox qualified (an alias with several targets as
+    /// several); the bool says whether any was a bare name.
     fn entries<'l>(&self, what: &str, list: &'l str) -> Result<(Vec<Entry<'l, Mailbox>>, bool)> {
         let mut any_bare = false;
-        let mut one = |item: &str| -> Result<Option<Mailbox>> {
-            Ok(self.mailbox(what, item)?.map(|(mailbox, bare)| {
-                any_bare |= bare;
-                mailbox
-            }))
+        let mut one = |item: &str| -> Result<Vec<Mailbox>> {
+            let (mailboxes, bare) = self.mailbox(what, item)?;
+            any_bare |= bare;
+            Ok(mailboxes)
         };
         let mut entries = Vec::new();
         for entry in split_list(list) {
             match entry {
-                Entry::Single(item) => {
-                    if let Some(mailbox) = one(item)? {
-                        entries.push(Entry::Single(mailbox));
-                    }
-                }
+                Entry::Single(item) => entries.extend(one(item)?.into_iter().map(Entry::Single)),
                 Entry::Group(name, items) => {
                     let mut members = Vec::new();
                     for item in items {
@@ -136,6 +225,35 @@ impl Names {
             }
         }
         Ok((entries, any_bare))
+    }
+}
+
+/// What sendmail mode does with the message's From field: msmtp's `set_from_header`, with
+/// its values and meaning, except that `on` writes the profile's `from`, the address the
+/// account may send as, where msmtp writes the envelope sender (which `-f` may set).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SetFromHeader {
+    /// Keep the From field; add one when it is missing, and replace a bare name
+    /// (cron's `root (Cron Daemon)`) with the profile's `from`, keeping the name.
+    #[default]
+    Auto,
+    /// Always write the profile's `from`, keeping the display name the message gives:
+    /// for a relay that refuses a From its account does not own.
+    On,
+    /// Never write a From field: a message without one, or with a bare name there, is
+    /// refused rather than changed.
+    Off,
+}
+
+impl SetFromHeader {
+    /// The value as the config file spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SetFromHeader::Auto => "auto",
+            SetFromHeader::On => "on",
+            SetFromHeader::Off => "off",
+        }
     }
 }
 
@@ -190,6 +308,13 @@ pub struct Submission<'a> {
     pub full_name: Option<&'a str>,
     /// The profile's `from`.
     pub profile_from: Option<&'a str>,
+    /// The profile's `allow_from_override`: whether `-f` may set the envelope sender
+    /// (and, without a profile `from`, the From field). When false the sender is always
+    /// the profile's `from` and `-f` is ignored, as msmtp ignores it, since cron always
+    /// passes one.
+    pub allow_from_override: bool,
+    /// The profile's `set_from_header`.
+    pub set_from_header: SetFromHeader,
     /// How bare names become addresses.
     pub names: &'a Names,
     /// For Date and Message-ID.
@@ -305,7 +430,19 @@ impl Given {
             .profile_from
             .map(|f| address::parse_single("profile from", f))
             .transpose()?;
-        let from = self.settle_from(submission, profile_from.as_ref())?;
+        // allow_from_override = false: the profile's `from` is the sender whatever -f
+        // says (msmtp ignores -f then too: cron passes one on every run).
+        if !submission.allow_from_override && profile_from.is_none() {
+            return Err(Error::config(
+                "allow_from_override = false keeps the envelope sender to the profile's \
+                 `from`, but the profile has no `from`: set one, or set \
+                 allow_from_override = true",
+            ));
+        }
+        let flag_from = submission
+            .envelope_from
+            .filter(|_| submission.allow_from_override);
+        let from = self.settle_from(submission, flag_from, profile_from.as_ref())?;
 
         let mut recipients: Vec<Address> = Vec::new();
         for value in submission.recipients {
@@ -355,7 +492,7 @@ impl Given {
 
         // -f, else the profile's `from` (the address the relay lets this account send
         // as), else the From field's: never what the message claims over the profile.
-        let envelope_from = match submission.envelope_from {
+        let envelope_from = match flag_from {
             Some("<>") | Some("") => None,
             Some(given) => Some(address::parse_single("-f", &names.qualify("-f", given)?)?.email),
             None => Some(profile_from.as_ref().unwrap_or(&from).email.clone()),
@@ -383,50 +520,78 @@ impl Given {
         })
     }
 
-    /// The sender: the From field when it holds an address; a bare name there (cron's
-    /// `root (Cron Daemon)`) or no From at all becomes the profile's `from`, keeping the
-    /// display name (or `-F`'s).
+    /// The sender, as `set_from_header` says. `auto`: the From field when it holds an
+    /// address; a bare name there (cron's `root (Cron Daemon)`) or no From at all
+    /// becomes the profile's `from` (else `-f`'s address), keeping the display name (or
+    /// `-F`'s). `on`: always the profile's `from`, keeping the display name written.
+    /// `off`: the From field as written, which must then hold an address.
     fn settle_from(
         &mut self,
         submission: &Submission,
+        envelope_from: Option<&str>,
         profile_from: Option<&Mailbox>,
     ) -> Result<Mailbox> {
-        let written = match self.field("From") {
-            Some(field) => {
-                let value = field.value();
-                let (bare, comment) = strip_comments(&value);
-                let bare = bare.trim().trim_start_matches('<').trim_end_matches('>');
-                if bare.contains('@') {
-                    return match address::parse_lists("From", &[value.as_str()]) {
-                        Ok(mut list) if !list.is_empty() => Ok(list.remove(0)),
-                        _ => Ok(self.names_from(submission, &value)?),
-                    };
+        let mode = submission.set_from_header;
+        let field = self.field("From").map(Field::value);
+        let mut written = None;
+        if let Some(value) = &field {
+            let (bare, comment) = strip_comments(value);
+            let bare = bare.trim().trim_start_matches('<').trim_end_matches('>');
+            if bare.contains('@') {
+                let mailbox = match address::parse_lists("From", &[value.as_str()]) {
+                    Ok(mut list) if !list.is_empty() => list.remove(0),
+                    _ => self.names_from(submission, value)?,
+                };
+                if mode != SetFromHeader::On {
+                    return Ok(mailbox);
                 }
-                comment
+                written = mailbox.name;
+            } else {
+                written = comment;
             }
-            None => None,
-        };
+        }
+        if mode == SetFromHeader::Off {
+            return Err(Error::invalid(match &field {
+                None => "the message has no From field, and the profile's set_from_header =                          \"off\" forbids adding one: write a From field, or set \
+                         set_from_header = \"auto\""
+                    .to_owned(),
+                Some(value) => format!(
+                    "From: {value:?} is a bare name, not an address, and the profile's \
+                     set_from_header = \"off\" keeps the From field as written: write an \
+                     address, or set set_from_header = \"auto\" (the profile's `from` \
+                     replaces it)"
+                ),
+            }));
+        }
         if let Some(name) = &written {
             check::header_text("From", name)?;
         }
         // Like sendmail: without a usable From, the envelope sender (-f) is the author.
-        let envelope_from = submission
-            .envelope_from
+        let envelope_from = envelope_from
             .filter(|f| !matches!(*f, "" | "<>"))
             .map(|f| submission.names.qualify("-f", f))
             .transpose()?
             .map(|f| address::parse_single("-f", &f))
             .transpose()?;
-        let Some(profile_from) = profile_from.or(envelope_from.as_ref()) else {
-            return Err(Error::usage(
-                "no sender: the message's From is missing or a bare name, and neither -f nor \
-                 the profile's `from` gives one",
-            ));
+        let sender = match mode {
+            SetFromHeader::On => profile_from.ok_or_else(|| {
+                Error::config(
+                    "set_from_header = \"on\" writes the profile's `from` into every message \
+                     sendmail mode sends, but the profile has no `from`: set one, or set \
+                     set_from_header = \"auto\"",
+                )
+            })?,
+            _ => profile_from.or(envelope_from.as_ref()).ok_or_else(|| {
+                Error::usage(
+                    "no sender: the message's From is missing or a bare name, and neither -f \
+                     nor the profile's `from` gives one",
+                )
+            })?,
         };
         let name = written
             .or_else(|| submission.full_name.map(str::to_owned))
-            .or_else(|| profile_from.name.clone());
-        let from = Mailbox::new(name, profile_from.email.clone());
+            .or_else(|| sender.name.clone());
+        let from = Mailbox::new(name, sender.email.clone());
         self.fields.retain(|f| !f.is("From"));
         self.append("From", &encoded_mailboxes(std::slice::from_ref(&from)));
         Ok(from)
@@ -679,7 +844,13 @@ mod tests {
 
     fn names() -> Names {
         Names {
-            aliases: BTreeMap::from([("root".to_owned(), "ops@example.com".to_owned())]),
+            aliases: BTreeMap::from([(
+                "root".to_owned(),
+                Alias {
+                    targets: vec!["ops@example.com".to_owned()],
+                    origin: "test".to_owned(),
+                },
+            )]),
             default_domain: Some("host.example.com".into()),
         }
     }
@@ -691,6 +862,8 @@ mod tests {
             envelope_from: None,
             full_name: None,
             profile_from: Some("Reports <reports@example.com>"),
+            allow_from_override: true,
+            set_from_header: SetFromHeader::Auto,
             names,
             now: SystemTime::UNIX_EPOCH,
         }
@@ -926,6 +1099,170 @@ mod tests {
             Some("reports@example.com")
         );
         assert_eq!(sender(None, None).as_deref(), Some("chief@victim.example"));
+    }
+
+    /// `allow_from_override = false`: -f (even `<>`) never reaches the envelope, and the
+    /// From field does not either; without a profile `from` that is a configuration error.
+    #[test]
+    fn allow_from_override_false_pins_the_sender_to_the_profile() {
+        let names = names();
+        let input = b"From: Chief <chief@victim.example>\nTo: a@example.com\n\nbody\n";
+        for f in [Some("bounces@example.com"), Some("<>"), Some("root"), None] {
+            let mut s = submission(&names, &[], true);
+            s.allow_from_override = false;
+            s.envelope_from = f;
+            let p = parse(input).unwrap().prepare(&s).unwrap();
+            assert_eq!(
+                p.envelope.from().map(ToString::to_string).as_deref(),
+                Some("reports@example.com"),
+                "{f:?}"
+            );
+            assert!(text(&p).starts_with("From: Chief <chief@victim.example>\r\n"));
+        }
+        let mut s = submission(&names, &[], true);
+        s.allow_from_override = false;
+        s.profile_from = None;
+        let err = parse(input).unwrap().prepare(&s).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().contains("allow_from_override"), "{err}");
+    }
+
+    /// `set_from_header`: `on` writes the profile's `from` with the name the message
+    /// gives; `off` keeps From as written and refuses what it cannot keep; `auto` is the
+    /// default tested above.
+    #[test]
+    fn set_from_header_on_rewrites_and_off_keeps() {
+        let names = names();
+        let with = |mode: SetFromHeader, input: &[u8]| {
+            let mut s = submission(&names, &[], true);
+            s.set_from_header = mode;
+            s.envelope_from = Some("bounces@example.com");
+            parse(input).unwrap().prepare(&s)
+        };
+        let spoof = b"From: Chief <chief@victim.example>\nTo: a@example.com\n\nbody\n";
+        let p = with(SetFromHeader::On, spoof).unwrap();
+        let t = text(&p);
+        assert!(
+            t.contains("\r\nFrom: Chief <reports@example.com>\r\n"),
+            "{t}"
+        );
+        assert!(!t.contains("victim"), "{t}");
+        assert_eq!(
+            p.envelope.from().unwrap().to_string(),
+            "bounces@example.com",
+            "-f still sets the envelope"
+        );
+        let p = with(SetFromHeader::On, b"To: a@example.com\n\nbody\n").unwrap();
+        assert!(text(&p).contains("From: Reports <reports@example.com>\r\n"));
+
+        let p = with(SetFromHeader::Off, spoof).unwrap();
+        assert!(text(&p).starts_with("From: Chief <chief@victim.example>\r\n"));
+        for input in [
+            &b"To: a@example.com\n\nbody\n"[..],
+            b"From: root (Cron Daemon)\nTo: a@example.com\n\nbody\n",
+        ] {
+            let err = with(SetFromHeader::Off, input).unwrap_err();
+            assert!(is_invalid(&err), "{err}");
+            assert!(err.message().contains("set_from_header"), "{err}");
+        }
+    }
+
+    fn alias_table(entries: &[(&str, &[&str])]) -> Names {
+        Names {
+            aliases: entries
+                .iter()
+                .map(|(name, targets)| {
+                    let alias = Alias {
+                        targets: targets.iter().map(|t| t.to_string()).collect(),
+                        origin: format!("/etc/aliases line {}", name.len()),
+                    };
+                    (name.to_string(), alias)
+                })
+                .collect(),
+            default_domain: Some("box.example.com".into()),
+        }
+    }
+
+    /// Several targets, chains followed, each alias expanded once on a chain: a name
+    /// met again (itself, a loop) or written `\name` is qualified, not looked up.
+    #[test]
+    fn aliases_expand_to_several_targets_once_each() {
+        let names = alias_table(&[
+            ("mailer-daemon", &["postmaster"]),
+            ("postmaster", &["root"]),
+            ("root", &["ops@example.com", "ann", "root"]),
+            ("ann", &["ann@example.com"]),
+            ("ping", &["pong"]),
+            ("pong", &["ping", "\\ann"]),
+            ("bob", &["ops@example.com", "|/usr/bin/procmail"]),
+        ]);
+        let expand = |name: &str| names.expand("To", name);
+        assert_eq!(
+            expand("Mailer-Daemon").unwrap(),
+            ["ops@example.com", "ann@example.com", "root@box.example.com"]
+        );
+        assert_eq!(
+            expand("ping").unwrap(),
+            ["ping@box.example.com", "ann@box.example.com"]
+        );
+        assert_eq!(expand("carl").unwrap(), ["carl@box.example.com"]);
+        let err = expand("bob").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(
+            err.message()
+                .contains("\"|/usr/bin/procmail\" (/etc/aliases line 3)"),
+            "{err}"
+        );
+        // The envelope sender takes the first address, passing over local deliveries.
+        assert_eq!(names.qualify("-f", "root").unwrap(), "ops@example.com");
+        let archive = alias_table(&[("root", &["/var/mail/archive", "ops@example.com"])]);
+        assert_eq!(archive.qualify("-f", "root").unwrap(), "ops@example.com");
+        assert!(archive.expand("To", "root").is_err());
+
+        // A header keeps the name written on each address.
+        let input = b"To: Admins <root>, b@example.com\nCc: ann\n\nbody\n";
+        let p = parse(input)
+            .unwrap()
+            .prepare(&submission(&names, &[], true))
+            .unwrap();
+        let t = text(&p);
+        assert!(
+            t.starts_with(
+                "To: Admins <ops@example.com>,\r\n Admins <ann@example.com>,\r\n \
+                 Admins <root@box.example.com>,\r\n b@example.com\r\nCc: ann@example.com\r\n"
+            ),
+            "{t}"
+        );
+        let rcpts: Vec<String> = p.envelope.to().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            rcpts,
+            [
+                "ops@example.com",
+                "ann@example.com",
+                "root@box.example.com",
+                "b@example.com"
+            ]
+        );
+    }
+
+    /// A file written to multiply (each alias twice the one below) stops at the bound.
+    #[test]
+    fn an_alias_that_multiplies_is_bounded() {
+        let levels: Vec<(String, Vec<String>)> = (0..20)
+            .map(|i| (format!("a{i}"), vec![format!("a{}", i + 1); 2]))
+            .collect();
+        let names = Names {
+            aliases: levels
+                .into_iter()
+                .map(|(name, targets)| {
+                    let origin = "x".to_owned();
+                    (name, Alias { targets, origin })
+                })
+                .collect(),
+            default_domain: Some("example.com".into()),
+        };
+        let err = names.expand("To", "a0").unwrap_err();
+        assert!(err.message().contains("more than 1000"), "{err}");
     }
 
     /// A bare name inside a group is qualified like any other, and the group kept.

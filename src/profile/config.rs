@@ -14,8 +14,9 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::message::address;
 use crate::message::check::{self, no_line_breaks};
-use crate::message::given::Names;
+use crate::message::given::{Names, SetFromHeader};
 use crate::ownership::{self, Owner, ReadError};
+use crate::profile::aliases::{self, AliasValue};
 use crate::profile::dkim::Dkim;
 use crate::profile::env::{Origin, ProxyEnv};
 use crate::profile::fingerprint::{Fingerprint, profile_pin};
@@ -70,8 +71,11 @@ pub(super) struct ProfileEntry {
     pub(super) outbox: Option<bool>,
     pub(super) outbox_dir: Option<PathBuf>,
     #[serde(default)]
-    pub(super) aliases: BTreeMap<String, String>,
+    pub(super) aliases: BTreeMap<String, AliasValue>,
+    pub(super) aliases_file: Option<PathBuf>,
     pub(super) default_domain: Option<String>,
+    pub(super) allow_from_override: Option<bool>,
+    pub(super) set_from_header: Option<SetFromHeader>,
     pub(super) dkim_selector: Option<String>,
     pub(super) dkim_domain: Option<String>,
     pub(super) dkim_key_file: Option<PathBuf>,
@@ -189,14 +193,54 @@ pub struct Profile {
     pub outbox: bool,
     /// The outbox directory for this profile's sends.
     pub outbox_dir: Option<PathBuf>,
-    /// How sendmail mode qualifies bare names like `root`: `[profiles.NAME.aliases]` and
-    /// `default_domain`.
-    pub names: Names,
+    /// Sendmail mode's keys: bare names, and who sets the sender.
+    pub sendmail: SendmailKeys,
     /// DKIM signing (`dkim_*` keys), when set.
     pub dkim: Option<Dkim>,
     /// Made from `--smtp-url` (or `$ENVOI_SMTP_URL`), not a config file: advice names
     /// the URL's parameters (`?ca_file=…`), which is where the fix goes.
     pub from_url: bool,
+}
+
+/// The keys only sendmail mode reads, named as msmtp names those it shares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendmailKeys {
+    /// How bare names like `root` become addresses: `[profiles.NAME.aliases]` and
+    /// `default_domain` (the `aliases_file`'s are read by [`SendmailKeys::names`]).
+    pub names: Names,
+    /// The system aliases file to read too (`aliases_file`, `/etc/aliases`).
+    pub aliases_file: Option<PathBuf>,
+    /// Whether `-f`/`-r` may set the envelope sender (msmtp's key, on by default as
+    /// there); false pins it to `from`.
+    pub allow_from_override: bool,
+    /// What becomes of the message's From field (msmtp's key and values).
+    pub set_from_header: SetFromHeader,
+}
+
+impl Default for SendmailKeys {
+    fn default() -> SendmailKeys {
+        SendmailKeys {
+            names: Names::default(),
+            aliases_file: None,
+            allow_from_override: true,
+            set_from_header: SetFromHeader::Auto,
+        }
+    }
+}
+
+impl SendmailKeys {
+    /// The names sendmail mode qualifies with: the profile's aliases, and those of its
+    /// `aliases_file`, read now (only sendmail mode reads it, so a missing file fails
+    /// no other command), for names the profile's table does not have.
+    pub fn names(&self) -> Result<Names> {
+        let mut names = self.names.clone();
+        if let Some(path) = &self.aliases_file {
+            for (name, alias) in aliases::read_file(path)? {
+                names.aliases.entry(name).or_insert(alias);
+            }
+        }
+        Ok(names)
+    }
 }
 
 /// Where a profile delivers.
@@ -381,7 +425,7 @@ impl Profile {
             from: None,
             outbox: false,
             outbox_dir: None,
-            names: Names::default(),
+            sendmail: SendmailKeys::default(),
             dkim: None,
             from_url: false,
         }
@@ -492,15 +536,38 @@ impl ProfileEntry {
                 })
             }
         };
+        let sendmail = SendmailKeys {
+            names: Names {
+                aliases: aliases::from_table(name, &self.aliases)?,
+                default_domain: self.default_domain,
+            },
+            aliases_file: self.aliases_file,
+            allow_from_override: self.allow_from_override.unwrap_or(true),
+            set_from_header: self.set_from_header.unwrap_or_default(),
+        };
+        // Both pin the sender to `from`: without one, every sendmail run would fail.
+        if self.from.is_none()
+            && let Some(key) = [
+                ("allow_from_override = false", !sendmail.allow_from_override),
+                (
+                    "set_from_header = \"on\"",
+                    sendmail.set_from_header == SetFromHeader::On,
+                ),
+            ]
+            .into_iter()
+            .find_map(|(key, set)| set.then_some(key))
+        {
+            return Err(bad(format!(
+                "{key} makes the profile's `from` the sender of what sendmail mode sends, \
+                 but from is not set: set from = \"you@example.com\", or remove {key}"
+            )));
+        }
         let mut profile = Profile {
             transport,
             from: self.from,
             outbox: self.outbox.unwrap_or(false),
             outbox_dir: self.outbox_dir,
-            names: Names {
-                aliases: self.aliases,
-                default_domain: self.default_domain,
-            },
+            sendmail,
             dkim,
             from_url: false,
         };
@@ -1101,7 +1168,7 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
         from: None,
         outbox: false,
         outbox_dir: None,
-        names: Names::default(),
+        sendmail: SendmailKeys::default(),
         dkim: None,
         from_url: true,
     })
@@ -1236,7 +1303,7 @@ fn api_profile_from_url(url: &url::Url, service: Service) -> Result<Profile> {
         from: Some(mailbox),
         outbox: false,
         outbox_dir: None,
-        names: Names::default(),
+        sendmail: SendmailKeys::default(),
         dkim: None,
         from_url: true,
     };
@@ -1353,6 +1420,39 @@ mod tests {
         let err = super::parse(Path::new("c.toml"), text).unwrap_err();
         assert!(!err.message().chars().any(char::is_control), "{err:?}");
         assert!(err.message().contains("client_cre\\u{1b}ntials"), "{err}");
+    }
+
+    /// msmtp's two sendmail keys: read as written, defaulting as msmtp's do, and each
+    /// setting that makes `from` the sender refused without one, naming itself.
+    #[test]
+    fn the_sendmail_keys_default_as_msmtp_s_and_need_from_to_pin() {
+        let (_, plain) = parse("[profiles.a]\nhost = \"h\"\n")
+            .select(Some("a"))
+            .unwrap()
+            .unwrap();
+        assert!(plain.sendmail.allow_from_override);
+        assert_eq!(plain.sendmail.set_from_header, SetFromHeader::Auto);
+        let (_, pinned) = parse(
+            "[profiles.a]\nhost = \"h\"\nfrom = \"a@example.com\"\n\
+             allow_from_override = false\nset_from_header = \"off\"\n",
+        )
+        .select(Some("a"))
+        .unwrap()
+        .unwrap();
+        assert!(!pinned.sendmail.allow_from_override);
+        assert_eq!(pinned.sendmail.set_from_header, SetFromHeader::Off);
+        for key in ["allow_from_override = false", "set_from_header = \"on\""] {
+            let err = parse(&format!("[profiles.a]\nhost = \"h\"\n{key}\n"))
+                .select(Some("a"))
+                .unwrap_err();
+            assert_eq!(err.kind(), crate::error::ErrorKind::Config);
+            assert!(err.message().contains(key), "{err}");
+        }
+        let err = toml::from_str::<ConfigFile>(
+            "[profiles.a]\nhost = \"h\"\nset_from_header = \"always\"\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("auto"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! profile, then the platform defaults. `send` and every `outbox` subcommand call it, so
 //! they cannot disagree about the connection or the outbox directory.
 
+mod aliases;
 mod config;
 mod dkim;
 mod env;
@@ -20,8 +21,8 @@ mod route;
 mod show;
 
 pub use config::{
-    ApiProfile, Auth, ConfigSource, Profile, ProfileSummary, SecretSource, Security, Service,
-    SmtpProfile, Transport, profile_from_url,
+    ApiProfile, Auth, ConfigSource, Profile, ProfileSummary, SecretSource, Security, SendmailKeys,
+    Service, SmtpProfile, Transport, profile_from_url,
 };
 pub use dkim::Dkim;
 pub use env::{Env, Flags, Origin, ProxyEnv};

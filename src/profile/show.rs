@@ -331,19 +331,39 @@ fn explain(
     );
     push(
         "default_domain",
-        text(&profile.names.default_domain),
+        text(&profile.sendmail.names.default_domain),
         written.origin(|e| e.default_domain.is_some(), false),
     );
     let aliases: Vec<String> = profile
+        .sendmail
         .names
         .aliases
         .iter()
-        .map(|(name, to)| format!("{name} = {to}"))
+        .map(|(name, alias)| format!("{name} = {}", alias.targets.join(", ")))
         .collect();
     push(
         "aliases",
         (!aliases.is_empty()).then(|| aliases.join(", ")),
         written.origin(|e| !e.aliases.is_empty(), false),
+    );
+    push(
+        "aliases_file",
+        profile
+            .sendmail
+            .aliases_file
+            .as_ref()
+            .map(|p| p.display().to_string()),
+        written.origin(|e| e.aliases_file.is_some(), false),
+    );
+    push(
+        "allow_from_override",
+        Some(profile.sendmail.allow_from_override.to_string()),
+        written.origin(|e| e.allow_from_override.is_some(), false),
+    );
+    push(
+        "set_from_header",
+        Some(profile.sendmail.set_from_header.name().to_owned()),
+        written.origin(|e| e.set_from_header.is_some(), false),
     );
     // The key file by its path only; reading it checks what a send would check.
     let dkim = profile.dkim.as_ref();

@@ -694,3 +694,206 @@ fn t54_a_quoted_local_part_stays_quoted_on_the_wire() {
     let text = String::from_utf8_lossy(&messages[2].data);
     assert_eq!(header(&text, "To"), Some("Ann <\"ann lee\"@example.test>"));
 }
+
+/// Issue 18, msmtp's `allow_from_override = false`: cron's `-f root`, a caller's `-f` of
+/// its own and the From field all leave the envelope sender at the profile's `from`;
+/// the From field stays as written (`set_from_header` is still `auto`).
+#[test]
+fn allow_from_override_false_keeps_the_profile_s_sender() {
+    let mta = Mta::new("allow_from_override = false");
+    let input = b"From: Chief <chief@victim.example>\nTo: root\nSubject: s\n\nbody\n";
+    mta.sendmail(&["-FCronDaemon", "-i", "-oi", "-t", "-f", "root"], input);
+    mta.sendmail(&["-t", "-fbounces@example.com"], input);
+    mta.sendmail(&["-t", "-r", "<>"], input);
+    let messages = mta.server.messages();
+    let senders: Vec<&str> = messages.iter().map(|m| m.mail_from.as_str()).collect();
+    assert_eq!(senders, ["sender@example.com"; 3]);
+    for m in &messages {
+        assert_eq!(m.rcpt_to, ["ops@example.com"]);
+        let text = String::from_utf8_lossy(&m.data);
+        assert_eq!(header(&text, "From"), Some("Chief <chief@victim.example>"));
+    }
+    // The default lets -f through, as msmtp does.
+    let open = Mta::new("");
+    open.sendmail(&["-t", "-fbounces@example.com"], input);
+    let (m, _) = open.only_message();
+    assert_eq!(m.mail_from, "bounces@example.com");
+}
+
+/// Issue 18, msmtp's `set_from_header`: `on` rewrites From to the profile's `from`
+/// (keeping the name written), `off` sends the From field untouched and refuses a
+/// message it would have to change (65, naming the key), `auto` adds a missing one.
+#[test]
+fn set_from_header_on_rewrites_off_keeps_auto_adds() {
+    let spoof = b"From: Chief <chief@victim.example>\nTo: a@example.com\nSubject: s\n\nb\n";
+    let cron = b"From: root (Cron Daemon)\nTo: a@example.com\nSubject: s\n\nb\n";
+    let none = b"To: a@example.com\nSubject: s\n\nb\n";
+
+    let on = Mta::new("set_from_header = \"on\"");
+    on.sendmail(&["-t", "-f", "bounces@example.com"], spoof);
+    on.sendmail(&["-t"], cron);
+    on.sendmail(&["-t", "-F", "Nightly Job"], none);
+    let messages = on.server.messages();
+    let froms: Vec<String> = messages
+        .iter()
+        .map(|m| unfolded(&String::from_utf8_lossy(&m.data), "From").unwrap_or_default())
+        .collect();
+    assert_eq!(
+        froms,
+        [
+            "Chief <sender@example.com>",
+            "\"Cron Daemon\" <sender@example.com>",
+            "\"Nightly Job\" <sender@example.com>"
+        ]
+    );
+    assert_eq!(messages[0].mail_from, "bounces@example.com");
+    assert!(
+        !String::from_utf8_lossy(&messages[0].data).contains("victim"),
+        "the old From is gone"
+    );
+
+    let off = Mta::new("set_from_header = \"off\"");
+    off.sendmail(&["-t"], spoof);
+    let (_, text) = off.only_message();
+    assert_eq!(header(&text, "From"), Some("Chief <chief@victim.example>"));
+    for input in [&cron[..], none] {
+        let run = envoi(off.home.path())
+            .args(["sendmail", "-t"])
+            .write_stdin(input.to_vec())
+            .expect_exit(65);
+        assert!(run.stderr.contains("set_from_header = \"auto\""), "{run}");
+    }
+    assert_eq!(off.server.messages().len(), 1, "a refused message went out");
+
+    let auto = Mta::new("");
+    auto.sendmail(&["-t", "-F", "Nightly Job"], none);
+    let (_, text) = auto.only_message();
+    assert_eq!(
+        header(&text, "From"),
+        Some("\"Nightly Job\" <sender@example.com>")
+    );
+}
+
+/// Both keys pin the sender to `from`: a profile that sets either without `from` is a
+/// configuration error (78) naming the key, before anything is sent.
+#[test]
+fn pinning_the_sender_without_from_is_78_naming_the_key() {
+    let server = TestServer::start(ServerOptions::default());
+    for key in ["allow_from_override = false", "set_from_header = \"on\""] {
+        let home = TempDir::new().expect("temp dir");
+        let dir = home.path().join(".config/envoi");
+        std::fs::create_dir_all(&dir).expect("config dir");
+        std::fs::write(
+            dir.join("config.toml"),
+            format!(
+                "default = \"t\"\n[profiles.t]\nhost = \"localhost\"\nport = {}\n\
+                 security = \"none\"\n{key}\n",
+                server.port()
+            ),
+        )
+        .expect("config");
+        let run = envoi(home.path())
+            .args(["sendmail", "a@example.com"])
+            .write_stdin(&b"From: a@example.com\nSubject: s\n\nb\n"[..])
+            .expect_exit(78);
+        assert!(run.stderr.contains(key), "{run}");
+        assert!(run.stderr.contains("from = "), "{run}");
+    }
+    assert!(server.messages().is_empty());
+}
+
+/// Issue 18: an alias with several targets, as a comma-separated string or a TOML
+/// list: each target gets the message, and a bare name in To becomes them all.
+#[test]
+fn an_alias_with_several_targets_reaches_each() {
+    for value in [
+        "\"ops@example.com, ann@example.com\"",
+        "[\"ops@example.com\", \"ann@example.com\"]",
+    ] {
+        let home = TempDir::new().expect("temp dir");
+        let server = TestServer::start(ServerOptions::default());
+        let dir = home.path().join(".config/envoi");
+        std::fs::create_dir_all(&dir).expect("config dir");
+        Config::new(server.port(), "none")
+            .line(&format!("[profiles.test.aliases]\nroot = {value}"))
+            .write(&dir);
+        envoi(home.path())
+            .args(["sendmail", "-t", "-f", "root"])
+            .write_stdin(&b"From: root (Cron Daemon)\nTo: root\nSubject: s\n\nbody\n"[..])
+            .expect_exit(0);
+        let messages = server.messages();
+        assert_eq!(messages.len(), 1, "{value}");
+        assert_eq!(messages[0].mail_from, "ops@example.com", "the first target");
+        assert_eq!(messages[0].rcpt_to, ["ops@example.com", "ann@example.com"]);
+        let text = String::from_utf8_lossy(&messages[0].data);
+        assert_eq!(
+            unfolded(&text, "To").as_deref(),
+            Some("ops@example.com, ann@example.com")
+        );
+    }
+}
+
+/// Issue 18: `aliases_file` reads the system aliases file as Postfix writes it — a chain
+/// (`mailer-daemon: postmaster: root`), several targets, a continuation line, comments,
+/// names in any case — and the profile's own table wins for a name both have.
+#[test]
+fn aliases_file_is_read_as_the_system_writes_it() {
+    let file = TempDir::new().expect("temp dir");
+    let aliases = file.path().join("aliases");
+    std::fs::write(
+        &aliases,
+        "# See man 5 aliases\nmailer-daemon: postmaster\npostmaster: root\n\
+         root: nobody@example.net\n\
+         WebMaster: www@example.com, # the web team:\n  ann@example.com\n\
+         backup: \"|/usr/local/bin/store-mail\"\n",
+    )
+    .expect("aliases");
+    let mta = Mta::new(&format!("aliases_file = \"{}\"", aliases.display()));
+    let input = b"From: root (Cron Daemon)\nTo: webmaster\nCc: Mailer-Daemon\nSubject: s\n\nb\n";
+    mta.sendmail(&["-t", "-f", "postmaster"], input);
+    let (m, text) = mta.only_message();
+    assert_eq!(m.mail_from, "ops@example.com");
+    assert_eq!(
+        m.rcpt_to,
+        ["www@example.com", "ann@example.com", "ops@example.com"],
+        "root is the profile's alias, not the file's"
+    );
+    assert_eq!(
+        unfolded(&text, "To").as_deref(),
+        Some("www@example.com, ann@example.com")
+    );
+    assert_eq!(header(&text, "Cc"), Some("ops@example.com"));
+
+    // A local delivery is refused when a message goes there, naming the file's line.
+    let run = envoi(mta.home.path())
+        .args(["sendmail", "backup"])
+        .write_stdin(&b"Subject: s\n\nb\n"[..])
+        .expect_exit(78);
+    let line = format!("({} line 7)", aliases.display());
+    assert!(run.stderr.contains(&line), "{run}");
+    assert!(run.stderr.contains("[profiles.NAME.aliases]"), "{run}");
+    assert_eq!(mta.server.messages().len(), 1);
+}
+
+/// `aliases_file` must be a regular file that exists, read bounded: a folder, a missing
+/// file or a line that is not an alias is 78 naming the key; nothing is sent.
+#[test]
+fn a_bad_aliases_file_is_78_naming_the_key() {
+    let file = TempDir::new().expect("temp dir");
+    let broken = file.path().join("broken");
+    std::fs::write(&broken, "root: ops@example.com\nthis is not an alias\n").expect("write");
+    for (path, says) in [
+        (file.path().to_path_buf(), "a directory".to_owned()),
+        (file.path().join("missing"), "aliases_file".to_owned()),
+        (broken.clone(), format!("{} line 2", broken.display())),
+    ] {
+        let mta = Mta::new(&format!("aliases_file = \"{}\"", path.display()));
+        let run = envoi(mta.home.path())
+            .args(["sendmail", "a@example.com"])
+            .write_stdin(&b"Subject: s\n\nb\n"[..])
+            .expect_exit(78);
+        assert!(run.stderr.contains(&says), "{run}");
+        assert!(run.stderr.contains("aliases_file"), "{run}");
+        assert!(mta.server.messages().is_empty());
+    }
+}
