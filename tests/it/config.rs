@@ -51,6 +51,66 @@ fn a_new_machine_gets_a_private_starter_and_sees_its_profiles() {
     );
 }
 
+/// Trial 1.4: right after `config init`, a send through the starter's example profile
+/// names the profile, the file, that its host is the starter's placeholder, and the keys
+/// to edit — whether or not the password variable is set — and `config show` says the same.
+#[test]
+fn a_send_through_the_unedited_starter_says_what_to_edit() {
+    let home = TempDir::new().expect("temp dir");
+    let file = home.path().join(".config/envoi/config.toml");
+    envoi(home.path()).args(["config", "init"]).expect_exit(0);
+    let send = [
+        "send",
+        "--to",
+        "ann@example.net",
+        "--subject",
+        "s",
+        "--body",
+        "b",
+    ];
+    for password in [None, Some("s3cr3t")] {
+        let mut cmd = envoi(home.path());
+        if let Some(password) = password {
+            cmd.env("ENVOI_PASSWORD", password);
+        }
+        let run = cmd.args(send).expect_exit(78);
+        for words in [
+            "profile \"work\"",
+            &file.display().to_string(),
+            "still the starter's example",
+            "smtp.example.com",
+            "[profiles.work]",
+            "host",
+            "username",
+            "password_env",
+        ] {
+            assert!(run.stderr.contains(words), "{password:?}: {words}: {run}");
+        }
+        assert!(!run.stderr.contains("is not set"), "{run}");
+        assert!(!run.output().contains("s3cr3t"), "{run}");
+    }
+    // A dry look still works and names the same problem.
+    let show = envoi(home.path()).args(["config", "show"]).expect_exit(78);
+    assert!(
+        show.output().contains("still the starter's example"),
+        "{show}"
+    );
+    envoi(home.path()).arg("profiles").expect_exit(0);
+    // The file profile beside it is not the placeholder and sends.
+    let outbox = envoi(home.path())
+        .current_dir(home.path())
+        .args(send)
+        .args(["--profile", "outbox"])
+        .expect_exit(0);
+    assert!(
+        std::fs::read_dir(home.path().join("outbox"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 1,
+        "{outbox}"
+    );
+}
+
 /// The setting called `key` in a `config show --json` report: (value, source, via).
 fn setting(report: &serde_json::Value, key: &str) -> (serde_json::Value, String, String) {
     let found = report["settings"]
@@ -72,7 +132,7 @@ fn config_show_tells_each_setting_and_who_set_it_without_a_secret() {
     std::fs::write(
         &file,
         "default = \"work\"\n\
-         [profiles.work]\nhost = \"smtp.example.com\"\nusername = \"bot@example.com\"\n\
+         [profiles.work]\nhost = \"mail.example.net\"\nusername = \"bot@example.com\"\n\
          password_env = \"WORK_SMTP_PASSWORD\"\n\
          [profiles.lab]\nhost = \"127.0.0.1\"\nport = 2525\nsecurity = \"tls\"\n\
          username = \"lab\"\npassword = \"s3cr3t-in-file\"\noutbox = false\n\
@@ -101,7 +161,7 @@ fn config_show_tells_each_setting_and_who_set_it_without_a_secret() {
     let host = setting(&report, "host");
     assert_eq!(
         (host.0.as_str(), host.1.as_str()),
-        (Some("smtp.example.com"), "file")
+        (Some("mail.example.net"), "file")
     );
     let port = setting(&report, "port");
     assert_eq!((port.0.as_str(), port.1.as_str()), (Some("587"), "default"));
