@@ -111,6 +111,74 @@ fn a_send_through_the_unedited_starter_says_what_to_edit() {
     );
 }
 
+/// Trial 1.5: an unknown profile names the file and the nearest known name (a swap, a
+/// typo, a prefix), and lists the profiles when there are few.
+#[test]
+fn an_unknown_profile_suggests_the_name_meant() {
+    let home = TempDir::new().expect("temp dir");
+    let file = home.path().join("envoi.toml");
+    let profile = |name: &str| format!("[profiles.{name}]\ntransport = \"file\"\ndir = \"out\"\n");
+    std::fs::write(&file, ["lab", "local", "work"].map(profile).concat()).expect("write");
+    let send = |name: &str| {
+        envoi(home.path())
+            .env("ENVOI_CONFIG", &file)
+            .args(["send", "--profile", name, "--to", "a@example.net"])
+            .args(["--subject", "s", "--body", "b"])
+            .expect_exit(78)
+    };
+    let near = format!(
+        "no profile \"lcoal\" in {}; did you mean \"local\"?",
+        file.display()
+    );
+    let run = send("lcoal");
+    assert!(run.stderr.contains(&near), "{run}");
+    assert!(run.stderr.contains("\"lab\", \"local\", \"work\""), "{run}");
+    assert!(
+        send("wor").stderr.contains("did you mean \"work\"?"),
+        "a prefix"
+    );
+    let far = send("production");
+    assert!(!far.stderr.contains("did you mean"), "{far}");
+    assert!(far.stderr.contains("\"work\""), "{far}");
+
+    // Many profiles: the nearest one, and where to see the rest.
+    let many: Vec<String> = (0..14).map(|i| profile(&format!("site{i:02}"))).collect();
+    std::fs::write(&file, [many.concat(), profile("local")].concat()).expect("write");
+    let run = send("locl");
+    assert!(run.stderr.contains("did you mean \"local\"?"), "{run}");
+    assert!(
+        run.stderr.contains("15 profiles: `envoi profiles`"),
+        "{run}"
+    );
+    assert!(!run.stderr.contains("site03"), "{run}");
+}
+
+/// Trial 1.3: `envoi profiles` on a new machine says where it looked and how to make a
+/// file, as `config path` does.
+#[test]
+fn profiles_without_a_config_file_say_how_to_make_one() {
+    let home = TempDir::new().expect("temp dir");
+    let file = home.path().join(".config/envoi/config.toml");
+    let run = envoi(home.path()).arg("profiles").expect_exit(78);
+    for words in [
+        format!("envoi looked for {}", file.display()),
+        "`envoi config init`".to_owned(),
+    ] {
+        assert!(run.stderr.contains(&words), "{words}: {run}");
+    }
+    assert!(!run.stderr.contains("No such file"), "{run}");
+    let named = home.path().join("other.toml");
+    let run = envoi(home.path())
+        .args(["profiles", "--config"])
+        .arg(&named)
+        .expect_exit(78);
+    let init = format!("`envoi config init --config {}`", named.display());
+    assert!(run.stderr.contains(&init), "{run}");
+    // Following the advice works.
+    envoi(home.path()).args(["config", "init"]).expect_exit(0);
+    envoi(home.path()).arg("profiles").expect_exit(0);
+}
+
 /// The setting called `key` in a `config show --json` report: (value, source, via).
 fn setting(report: &serde_json::Value, key: &str) -> (serde_json::Value, String, String) {
     let found = report["settings"]
