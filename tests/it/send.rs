@@ -950,3 +950,50 @@ fn templates_fill_markdown_and_text_parts() {
         "Ops & Co: 412 passed"
     );
 }
+
+/// Trial 1.8: a printable ASCII display name that needs quoting (a comma, parentheses, an
+/// apostrophe, quotes) goes out as an RFC 5322 quoted-string, in From, To, Cc and
+/// Reply-To, not as RFC 2047 base64; a non-ASCII name is still RFC 2047. A real MIME
+/// parser reads every name back.
+#[test]
+fn a_printable_ascii_display_name_is_a_quoted_string() {
+    let s = Setup::plain(ServerOptions::default(), 10);
+    s.send()
+        .args(["--from", r#""Build Bot, CI" <bot@example.com>"#])
+        .args(["--to", r#""Doe, John" <john@example.com>"#])
+        .args(["--cc", r#""O'Brien (Ops)" <ob@example.com>"#])
+        .args(["--cc", r#""Say \"hi\", Ann" <ann@example.com>"#])
+        .args(["--reply-to", r#""Zoë, Ops" <zoe@example.com>"#])
+        .args(["--subject", "names", "--body", "b"])
+        .expect_exit(0);
+    let m = s.only_message();
+    let raw = String::from_utf8_lossy(&m.data).into_owned();
+    let head = &raw[..raw.find("\r\n\r\n").expect("a header block")];
+    for line in [
+        "\r\nFrom: \"Build Bot, CI\" <bot@example.com>\r\n",
+        "\r\nTo: \"Doe, John\" <john@example.com>\r\n",
+        "\r\nCc: \"O'Brien (Ops)\" <ob@example.com>,\r\n \"Say \\\"hi\\\", Ann\" <ann@example.com>\r\n",
+    ] {
+        assert!(
+            format!("\r\n{head}\r\n").contains(line),
+            "{line:?} in:\n{head}"
+        );
+    }
+    assert!(
+        head.contains("Reply-To: =?utf-8?"),
+        "non-ASCII stays RFC 2047: {head}"
+    );
+    assert_eq!(head.matches("=?utf-8?").count(), 1, "{head}");
+
+    let parsed = MessageParser::default().parse(&m.data).expect("parsable");
+    let name = |list: Option<&mail_parser::Address>, i: usize| {
+        list.and_then(|l| l.iter().nth(i))
+            .and_then(|a| a.name())
+            .map(str::to_owned)
+    };
+    assert_eq!(name(parsed.from(), 0).as_deref(), Some("Build Bot, CI"));
+    assert_eq!(name(parsed.to(), 0).as_deref(), Some("Doe, John"));
+    assert_eq!(name(parsed.cc(), 0).as_deref(), Some("O'Brien (Ops)"));
+    assert_eq!(name(parsed.cc(), 1).as_deref(), Some("Say \"hi\", Ann"));
+    assert_eq!(name(parsed.reply_to(), 0).as_deref(), Some("Zoë, Ops"));
+}
