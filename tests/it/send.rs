@@ -11,7 +11,9 @@ use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
 use crate::support::certs::{Leaf, TestPki};
-use crate::support::envoi::{Config, ExpectExit, Route, Setup, assert_no_secret, envoi, send};
+use crate::support::envoi::{
+    Config, ExpectExit, Route, Setup, assert_no_secret, envoi, hermetic_env, send,
+};
 use crate::support::smtp_server::{Security, ServerOptions, TestServer};
 use crate::support::{PASSWORD, USER};
 
@@ -996,4 +998,82 @@ fn a_printable_ascii_display_name_is_a_quoted_string() {
     assert_eq!(name(parsed.cc(), 0).as_deref(), Some("O'Brien (Ops)"));
     assert_eq!(name(parsed.cc(), 1).as_deref(), Some("Say \"hi\", Ann"));
     assert_eq!(name(parsed.reply_to(), 0).as_deref(), Some("Zoë, Ops"));
+}
+
+/// Trial task 8: `envoi send < msg.eml` (a whole message, redirected from a file or
+/// piped) is refused with 64 before anything is sent, pointing to `envoi sendmail -t`,
+/// which then sends that file as it is. A body that only looks like a memo is sent, and
+/// `--body-file -` sends even a whole message as the text.
+#[test]
+fn a_whole_message_on_send_stdin_points_to_sendmail_t() {
+    let s = Setup::plain(ServerOptions::default(), 10);
+    let eml = s.home().join("msg.eml");
+    std::fs::write(
+        &eml,
+        "From: Ann <sender@example.com>\r\nTo: Bob <bob@example.com>\r\n\
+         Subject: as written\r\nMIME-Version: 1.0\r\n\r\nHello Bob.\r\n",
+    )
+    .expect("write msg.eml");
+    // `< msg.eml`: standard input is the file itself, not a pipe.
+    let redirected = |args: &[&str]| {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("envoi"))
+            .env_clear()
+            .envs(hermetic_env(s.home()))
+            .args(args)
+            .arg("--config")
+            .arg(&s.config)
+            .stdin(std::fs::File::open(&eml).expect("open msg.eml"))
+            .output()
+            .expect("run envoi")
+    };
+    let refused = redirected(&["send"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("envoi sendmail -t"), "{stderr}");
+    assert!(stderr.contains("whole message"), "{stderr}");
+    let piped = s
+        .send()
+        .args(["--to", "carl@example.com", "--subject", "s"])
+        .write_stdin(std::fs::read(&eml).expect("read"))
+        .expect_exit(64);
+    assert!(
+        piped.stderr.contains("From, To, Subject, MIME-Version"),
+        "{piped}"
+    );
+    s.assert_nothing_delivered();
+
+    // The advice, followed.
+    let sent = redirected(&["sendmail", "-t"]);
+    assert!(sent.status.success(), "{sent:?}");
+    let m = s.only_message();
+    assert_eq!(m.rcpt_to, ["bob@example.com"]);
+    let parsed = MessageParser::default().parse(&m.data).expect("parsable");
+    assert_eq!(parsed.subject(), Some("as written"));
+
+    // A memo is a body; --body-file - takes even a whole message as the text.
+    let memo = "To: all staff\nSubject: outage\n\nThe server is down.\n";
+    for (input, body_file) in [
+        (memo.as_bytes().to_vec(), false),
+        (std::fs::read(&eml).expect("read"), true),
+    ] {
+        let mut cmd = s.send();
+        cmd.args(["--to", "carl@example.com", "--subject", "s"]);
+        if body_file {
+            cmd.args(["--body-file", "-"]);
+        }
+        cmd.write_stdin(input).expect_exit(0);
+    }
+    let messages = s.server.messages();
+    assert_eq!(messages.len(), 3);
+    for (m, words) in messages[1..]
+        .iter()
+        .zip(["The server is down.", "Hello Bob."])
+    {
+        let parsed = MessageParser::default().parse(&m.data).expect("parsable");
+        assert!(
+            parsed.body_text(0).is_some_and(|b| b.contains(words)),
+            "{words}"
+        );
+        assert_eq!(m.rcpt_to, ["carl@example.com"]);
+    }
 }
