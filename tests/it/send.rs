@@ -1077,3 +1077,65 @@ fn a_whole_message_on_send_stdin_points_to_sendmail_t() {
         assert_eq!(m.rcpt_to, ["carl@example.com"]);
     }
 }
+
+/// Trial task 8: `--to @FILE` (and --cc, --bcc) reads one address a line, skipping `#`
+/// comments and blank lines; a bad line is 65 naming its line, a file that is not a
+/// regular file or holds no address is 66, and nothing is sent.
+#[test]
+fn recipients_come_from_a_file_one_a_line() {
+    let s = Setup::plain(ServerOptions::default(), 10);
+    let to = s.home().join("team.txt");
+    std::fs::write(
+        &to,
+        "# the on-call team\nAnn Lee <ann@example.com>\n\n  bob@example.com  \r\n\
+         \"Doe, John\" <john@example.com>\n",
+    )
+    .expect("write");
+    let bcc = s.home().join("audit.txt");
+    std::fs::write(&bcc, "audit@example.com\n").expect("write");
+    let at = |p: &std::path::Path| format!("@{}", p.display());
+    s.send()
+        .args(["--to", &at(&to), "--to", "carl@example.com"])
+        .args(["--bcc", &at(&bcc), "--subject", "s", "--body", "b"])
+        .expect_exit(0);
+    let m = s.only_message();
+    assert_eq!(
+        m.rcpt_to,
+        [
+            "ann@example.com",
+            "bob@example.com",
+            "john@example.com",
+            "carl@example.com",
+            "audit@example.com"
+        ]
+    );
+    let parsed = MessageParser::default().parse(&m.data).expect("parsable");
+    let names: Vec<Option<&str>> = parsed.to().unwrap().iter().map(|a| a.name()).collect();
+    assert_eq!(names, [Some("Ann Lee"), None, Some("Doe, John"), None]);
+    assert!(parsed.bcc().is_none());
+
+    let bad = s.home().join("bad.txt");
+    std::fs::write(&bad, "ann@example.com\n# fine\nnot an address\n").expect("write");
+    let run = s
+        .send()
+        .args(["--cc", &at(&bad), "--subject", "s", "--body", "b"])
+        .expect_exit(65);
+    assert!(
+        run.stderr.contains(&format!("--cc {} line 3", at(&bad))),
+        "{run}"
+    );
+    let empty = s.home().join("empty.txt");
+    std::fs::write(&empty, "# nobody yet\n\n").expect("write");
+    for (path, words) in [
+        (empty.as_path(), "holds no address"),
+        (s.home(), "cannot read"),
+        (std::path::Path::new("/nonexistent/rcpts"), "cannot read"),
+    ] {
+        let run = s
+            .send()
+            .args(["--to", &at(path), "--subject", "s", "--body", "b"])
+            .expect_exit(66);
+        assert!(run.stderr.contains(words), "{}: {run}", path.display());
+    }
+    assert_eq!(s.server.messages().len(), 1, "only the first send went");
+}
