@@ -688,7 +688,7 @@ const MAX_HEADER_LINES: usize = 500;
 /// (continuation lines allowed) up to a blank line or its end, and one of them is From,
 /// To, Cc or Bcc holding an `@`, or one of [`WHOLE_MESSAGE_FIELDS`]. `None` for any
 /// other text.
-pub fn whole_message_fields(text: &str) -> Option<Vec<String>> {
+pub(crate) fn whole_message_fields(text: &str) -> Option<Vec<String>> {
     let mut names: Vec<String> = Vec::new();
     let mut whole = false;
     for line in text.lines().take(MAX_HEADER_LINES) {
