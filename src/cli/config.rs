@@ -69,7 +69,8 @@ pub fn run(command: ConfigCommand) -> Result<()> {
             write_starter(&path)?;
             let _ = writeln!(
                 out,
-                "wrote {} (mode 0600); edit the profile `work`",
+                "wrote {} (mode 0600); edit the profile `work` (host, username, \
+                 password_env, from), then try `envoi config show` and `envoi check`",
                 path.display()
             );
         }

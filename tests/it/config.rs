@@ -58,7 +58,14 @@ fn a_new_machine_gets_a_private_starter_and_sees_its_profiles() {
 fn a_send_through_the_unedited_starter_says_what_to_edit() {
     let home = TempDir::new().expect("temp dir");
     let file = home.path().join(".config/envoi/config.toml");
-    envoi(home.path()).args(["config", "init"]).expect_exit(0);
+    let init = envoi(home.path()).args(["config", "init"]).expect_exit(0);
+    for words in [
+        "`work`",
+        "host, username, password_env, from",
+        "envoi check",
+    ] {
+        assert!(init.stdout.contains(words), "{words}: {init}");
+    }
     let send = [
         "send",
         "--to",
