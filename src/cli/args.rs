@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{ArgMatches, Args, Parser, Subcommand};
 use envoi::draft::{AttachmentDraft, AttachmentSource, DataEncoding, Draft, Images, Sourced, Text};
 use envoi::error::{Error, ErrorKind, Result};
+use envoi::message::address;
 use envoi::message::input::{MAX_VARS, attachment_paths, is_stdin, read_capped};
 use envoi::message::template;
 use envoi::profile::{Connection, Flags, PasswordSource, SecretSource, Transport};
@@ -304,10 +305,61 @@ impl ConnectionArgs {
     }
 }
 
+/// The most envoi reads of an `--to @FILE`: 1 MiB is tens of thousands of addresses,
+/// past what any server takes for one message.
+const MAX_ADDRESS_FILE: u64 = 1 << 20;
+
+/// The values of an address flag (`label`), each `@FILE` replaced by that file's
+/// addresses ([`address_file`]). An address never begins with `@`, so the prefix is
+/// free, as in `--attach-data @FILE`.
+fn with_address_files(label: &str, values: &[String]) -> Result<Vec<String>> {
+    let mut all = Vec::with_capacity(values.len());
+    for value in values {
+        match value.strip_prefix('@') {
+            Some(path) => all.extend(address_file(label, path)?),
+            None => all.push(value.clone()),
+        }
+    }
+    Ok(all)
+}
+
+/// `--to @FILE` (mailx's and swaks' habit): one address a line, `# comments` and blank
+/// lines skipped. The file is read as every input is (a regular file, at most
+/// [`MAX_ADDRESS_FILE`]; 66 when it cannot be read), and each line is checked here so
+/// that a bad one is named by its line number (65).
+fn address_file(label: &str, path: &str) -> Result<Vec<String>> {
+    let shown = format!("{label} @{path}");
+    if is_stdin(std::path::Path::new(path)) {
+        return Err(Error::usage(format!(
+            "{shown}: recipients are read from a file, not standard input; write them to one"
+        )));
+    }
+    let bytes = read_capped(&shown, std::path::Path::new(path), MAX_ADDRESS_FILE)?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| Error::invalid(format!("{shown}: not UTF-8 text")))?;
+    let mut lines = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        address::parse_lists(&format!("{shown} line {}", n + 1), &[line])?;
+        lines.push(line.to_owned());
+    }
+    if lines.is_empty() {
+        return Err(Error::new(
+            ErrorKind::NoInput,
+            format!("{shown}: the file holds no address (its producer probably failed)"),
+        ));
+    }
+    Ok(lines)
+}
+
 /// Flags of `envoi send`.
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// Recipients; repeatable; a value may hold several, separated by ';' or ','.
+    /// Recipients; repeatable; a value may hold several, separated by ';' or ','; @FILE
+    /// reads one a line.
     #[arg(long, value_name = "LIST", help_heading = "Message")]
     pub to: Vec<String>,
     /// Copy recipients; like --to.
@@ -828,6 +880,9 @@ impl SendArgs {
         let list = |label: &str, values: &[String]| {
             (!values.is_empty()).then(|| Sourced::new(label, values.to_vec()))
         };
+        let addresses = |label: &str, values: &[String]| -> Result<_> {
+            Ok(list(label, &with_address_files(label, values)?))
+        };
         let text =
             |label: &str, inline: &Option<String>, file: &Option<PathBuf>| match (inline, file) {
                 (Some(t), _) => Some(Sourced::new(label, Text::Inline(t.clone()))),
@@ -848,10 +903,10 @@ impl SendArgs {
         .any(|values| !values.is_empty());
         Ok(Draft {
             from: self.from.clone().map(|v| Sourced::new("--from", v)),
-            to: list("--to", &self.to),
-            cc: list("--cc", &self.cc),
-            bcc: list("--bcc", &self.bcc),
-            reply_to: list("--reply-to", &self.reply_to),
+            to: addresses("--to", &self.to)?,
+            cc: addresses("--cc", &self.cc)?,
+            bcc: addresses("--bcc", &self.bcc)?,
+            reply_to: addresses("--reply-to", &self.reply_to)?,
             subject: self.subject.clone().map(|v| Sourced::new("--subject", v)),
             body: text("--body", &self.body, &self.body_file),
             is_html: self.html.then_some(true),

@@ -69,7 +69,8 @@ pub fn run(command: ConfigCommand) -> Result<()> {
             write_starter(&path)?;
             let _ = writeln!(
                 out,
-                "wrote {} (mode 0600); edit the profile `work`",
+                "wrote {} (mode 0600); edit the profile `work` (host, username, \
+                 password_env, from), then try `envoi config show` and `envoi check`",
                 path.display()
             );
         }
@@ -79,7 +80,21 @@ pub fn run(command: ConfigCommand) -> Result<()> {
 
 /// `envoi profiles`.
 pub fn profiles(config: Option<PathBuf>, json: bool) -> Result<()> {
-    let (path, _) = located(config)?;
+    let (path, source) = located(config)?;
+    if !path.exists() {
+        // Trial 1.3: a newcomer's first `envoi profiles` must say where envoi looked and
+        // how to make the file, not "No such file or directory".
+        let init = match source {
+            ConfigSource::Flag => format!("envoi config init --config {}", path.display()),
+            ConfigSource::Variable | ConfigSource::Platform => "envoi config init".to_owned(),
+        };
+        return Err(Error::config(format!(
+            "no config file: envoi looked for {} (from {}); `{init}` writes a commented \
+             starter there to edit",
+            path.display(),
+            why(source)
+        )));
+    }
     let list = list_profiles(&path)?;
     let mut out = io::stdout().lock();
     if json {

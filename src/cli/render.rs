@@ -572,6 +572,25 @@ struct CertificateJson<'a> {
     pinned: bool,
 }
 
+/// Whole days left ([`days_left`]) in words: "in 1 day", never "in 1 days" (trial 1.6).
+fn in_days(days: i64) -> String {
+    match days {
+        ..0 => "expired".to_owned(),
+        0 => "in less than a day".to_owned(),
+        1 => "in 1 day".to_owned(),
+        n => format!("in {n} days"),
+    }
+}
+
+/// A certificate's end, as a warning says it: "expires in 1 day", "has expired".
+fn expiry_words(days: i64) -> String {
+    if days < 0 {
+        "has expired".to_owned()
+    } else {
+        format!("expires {}", in_days(days))
+    }
+}
+
 /// Whole days until `not_after` (negative once expired).
 fn days_left(not_after: i64) -> i64 {
     let now = SystemTime::now()
@@ -591,8 +610,8 @@ fn check_warnings(report: &ServerReport) -> Vec<String> {
         .filter(|c| days_left(c.not_after) < EXPIRY_WARNING_DAYS)
         .map(|c| {
             format!(
-                "the server's certificate expires in {} days ({})",
-                days_left(c.not_after),
+                "the server's certificate {} ({})",
+                expiry_words(days_left(c.not_after)),
                 c.expires
             )
         })
@@ -658,7 +677,11 @@ pub fn print_check(report: &ServerReport, as_json: bool) {
         lines.push(format!("cert     {}", c.subject));
         lines.push(format!("         issued by {}", c.issuer));
         lines.push(format!("         for {}", c.names.join(", ")));
-        lines.push(format!("         expires {} (in {left} days)", c.expires));
+        lines.push(format!(
+            "         expires {} ({})",
+            c.expires,
+            in_days(left)
+        ));
         lines.push(format!("         sha256 {}", c.sha256));
     }
     for text in check_warnings(report) {
@@ -841,6 +864,18 @@ mod tests {
     use envoi::ErrorKind;
     use lettre::Address;
     use lettre::address::Envelope;
+
+    /// Trial 1.6: "in 1 day", not "in 1 days".
+    #[test]
+    fn days_left_read_as_words() {
+        let words: Vec<String> = [-2, 0, 1, 3].into_iter().map(in_days).collect();
+        assert_eq!(
+            words,
+            ["expired", "in less than a day", "in 1 day", "in 3 days"]
+        );
+        assert_eq!(expiry_words(1), "expires in 1 day");
+        assert_eq!(expiry_words(-1), "has expired");
+    }
 
     /// The README's `--json` examples, in order.
     fn readme_examples() -> Vec<serde_json::Value> {

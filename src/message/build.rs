@@ -40,6 +40,8 @@ pub fn build(email: Email, from: &Mailbox, now: SystemTime) -> Result<Prepared> 
 
     let mut builder = lettre::Message::builder()
         .from(from.clone())
+        // The same From, in its place, encoded as every address header is.
+        .raw_header(address_header("From", std::slice::from_ref(from))?)
         .date(now)
         .message_id(Some(message_id.clone()))
         .subject(email.subject.clone())
@@ -158,11 +160,15 @@ fn address_header(name: &str, list: &[Mailbox]) -> Result<HeaderValue> {
 }
 
 /// The value of an address-list header: each mailbox as lettre encodes it (ASCII), one
-/// per line, folded after each comma.
+/// per line, folded after each comma; a printable ASCII name that lettre would write
+/// as RFC 2047 base64 is a quoted-string instead ([`quoted_mailbox`]).
 pub(crate) fn encoded_mailboxes(list: &[Mailbox]) -> String {
     let encoded: Vec<String> = list
         .iter()
         .map(|m| {
+            if let Some(quoted) = quoted_mailbox(m) {
+                return quoted;
+            }
             let mut one = Headers::new();
             one.set(header::To::from(Mailboxes::new().with(m.clone())));
             let line = one.to_string();
@@ -173,6 +179,40 @@ pub(crate) fn encoded_mailboxes(list: &[Mailbox]) -> String {
         })
         .collect();
     encoded.join(",\r\n ")
+}
+
+/// The longest mailbox [`quoted_mailbox`] writes: it is never folded, so it must fit a
+/// header line (RFC 5322's 78 octets, less the name of the header).
+const MAX_QUOTED: usize = 76;
+
+/// `"Doe, John" <john@example.com>`: lettre's encoder (email-encoding 0.4) writes any
+/// name holding a character other than letters, digits, space and `-_.\"` (a comma, a
+/// parenthesis, an apostrophe) as RFC 2047 base64, which a reader of the raw message
+/// (and some filters) cannot read, where RFC 5322 has a quoted-string for exactly this
+/// (trial 1.8). `None` (lettre's encoding) for a name with a character outside printable
+/// ASCII, for one lettre writes without base64 already, and for a mailbox too long for
+/// one line.
+fn quoted_mailbox(mailbox: &Mailbox) -> Option<String> {
+    let name = mailbox.name.as_deref()?;
+    let lettre_quotes = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b" -_.\\\"".contains(&b));
+    if lettre_quotes || !name.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        return None;
+    }
+    let address: &str = mailbox.email.as_ref();
+    let mut quoted = String::with_capacity(name.len() + address.len() + 6);
+    quoted.push('"');
+    for c in name.chars() {
+        if c == '"' || c == '\\' {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push_str("\" <");
+    quoted.push_str(address);
+    quoted.push('>');
+    (quoted.len() <= MAX_QUOTED).then_some(quoted)
 }
 
 /// A `Date` header value for `now` (RFC 5322, `+0000`).

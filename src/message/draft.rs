@@ -18,7 +18,7 @@ use crate::message::email::{Attachment, AttachmentData, Body, Email, Importance}
 use crate::message::input::{
     Confine, attachment_data, folder_of, is_stdin, read_bytes, stdin_is_piped,
 };
-use crate::message::{images, markdown, template};
+use crate::message::{given, images, markdown, template};
 
 /// A value and the flag or property it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,6 +162,26 @@ pub struct Draft {
     pub body_from_stdin: bool,
 }
 
+/// `envoi send < msg.eml`: a whole message piped where a body was expected. Refused
+/// (64) rather than sent with a hint: sent, its header would arrive as the text of a new
+/// message (or, without --to, fail as "no recipient"); `sendmail -t` sends it as it is.
+fn whole_message_on_stdin(fields: &[String]) -> Error {
+    let shown: Vec<&str> = fields.iter().take(5).map(String::as_str).collect();
+    Error::usage(format!(
+        "standard input holds a whole message (header fields {}{}), but `envoi send` \
+         builds a new one from its flags and would send that as its body. To send it as \
+         it is, recipients from its To, Cc and Bcc: `envoi sendmail -t < FILE` (with \
+         --profile or --config as for send); to send the text as the body anyway: \
+         --body-file -",
+        shown.join(", "),
+        if fields.len() > shown.len() {
+            ", …"
+        } else {
+            ""
+        }
+    ))
+}
+
 /// What allows an image from outside the body's folder, for the error that refuses it.
 const IMAGE_ROOT_HINT: &str = "give --image-root DIR to allow another folder";
 
@@ -268,6 +288,9 @@ impl Draft {
                 "standard input",
                 Text::File(PathBuf::from("-")),
             ))?;
+            if let Some(fields) = given::whole_message_fields(&piped) {
+                return Err(whole_message_on_stdin(&fields));
+            }
             self.body =
                 (!piped.is_empty()).then(|| Sourced::new("standard input", Text::Inline(piped)));
         }

@@ -833,9 +833,81 @@ fn header_end(message: &[u8]) -> usize {
     }
 }
 
+/// The fields that only a whole message carries at its top: a mailbox field with an
+/// address, or one a mail program or server writes. A note that opens with `To: all
+/// staff` or `Subject: outage` is a body, not a message.
+const WHOLE_MESSAGE_FIELDS: &[&str] = &[
+    "received",
+    "return-path",
+    "message-id",
+    "mime-version",
+    "dkim-signature",
+    "delivered-to",
+];
+
+/// The most header lines [`whole_message_fields`] reads before deciding.
+const MAX_HEADER_LINES: usize = 500;
+
+/// The field names of `text`'s header block when `text` is a whole RFC 5322 message
+/// (`envoi send < msg.eml`, meant for `envoi sendmail -t`): it opens with header fields
+/// (continuation lines allowed) up to a blank line or its end, and one of them is From,
+/// To, Cc or Bcc holding an `@`, or one of [`WHOLE_MESSAGE_FIELDS`]. `None` for any
+/// other text.
+pub(crate) fn whole_message_fields(text: &str) -> Option<Vec<String>> {
+    let mut names: Vec<String> = Vec::new();
+    let mut whole = false;
+    for line in text.lines().take(MAX_HEADER_LINES) {
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) && !names.is_empty() {
+            continue;
+        }
+        let (name, value) = line.split_once(':')?;
+        if name.is_empty() || name.len() > 76 || !name.bytes().all(|b| b.is_ascii_graphic()) {
+            return None;
+        }
+        let lower = name.to_ascii_lowercase();
+        whole |= WHOLE_MESSAGE_FIELDS.contains(&lower.as_str())
+            || (["from", "to", "cc", "bcc"].contains(&lower.as_str()) && value.contains('@'));
+        if !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            names.push(name.to_owned());
+        }
+    }
+    whole.then_some(names)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_whole_message_is_told_from_a_body() {
+        let eml = "Return-Path: <a@x.org>\r\nFrom: Ann <a@x.org>\r\nTo: b@y.org\r\n\
+                   Subject: hi\r\n folded\r\n\r\nbody: not a header\r\n";
+        assert_eq!(
+            whole_message_fields(eml),
+            Some(vec![
+                "Return-Path".into(),
+                "From".into(),
+                "To".into(),
+                "Subject".into()
+            ])
+        );
+        let headers_only = "To: b@y.org\nSubject: s\n";
+        assert!(whole_message_fields(headers_only).is_some());
+        for body in [
+            "",
+            "hello\n",
+            "To: all staff\nSubject: outage\n\nThe server is down.\n",
+            "Note: the build broke\n\nsee a@x.org\n",
+            "From: a@x.org\nthis line is prose\n\n",
+            " From: a@x.org\n\n",
+            "From a@x.org Mon Dec  7 00:00:00 2026\nTo: b@y.org\n\n",
+        ] {
+            assert_eq!(whole_message_fields(body), None, "{body:?}");
+        }
+    }
     use crate::error::ErrorKind;
 
     fn is_invalid(e: &Error) -> bool {

@@ -613,9 +613,12 @@ impl<R: BufRead> CsvMerge<R> {
     fn draft(&self, line: u64) -> Result<Draft> {
         if self.record.len() > self.columns.len() {
             return Err(Error::invalid(format!(
-                "line {line}: {} fields, but the header names {} columns",
+                "line {line}: {} fields, but the header names {}",
                 self.record.len(),
-                self.columns.len()
+                match self.columns.len() {
+                    1 => "1 column".to_owned(),
+                    n => format!("{n} columns"),
+                }
             )));
         }
         let mut vars = BTreeMap::new();

@@ -249,8 +249,11 @@ impl Flusher<'_> {
             let error = Error::new(
                 ErrorKind::Unavailable,
                 format!(
-                    "gave up after {} days; last error: {}",
-                    lifetime / 86_400,
+                    "gave up after {}; last error: {}",
+                    match lifetime / 86_400 {
+                        1 => "1 day".to_owned(),
+                        days => format!("{days} days"),
+                    },
                     state.last_error.as_deref().unwrap_or("none")
                 ),
             );

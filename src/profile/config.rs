@@ -23,6 +23,7 @@ use crate::profile::fingerprint::{Fingerprint, profile_pin};
 use crate::profile::oauth2::{OAuth2, OAuth2Entry};
 use crate::profile::password::{Password, PasswordSource};
 use crate::profile::proxy::{Proxy, ProxyKey};
+use crate::profile::suggest;
 
 /// The whole config file.
 #[derive(Debug, Default, Deserialize)]
@@ -34,6 +35,9 @@ pub(crate) struct ConfigFile {
     /// broken profile the run does not use does not stop it.
     #[serde(default)]
     profiles: BTreeMap<String, ProfileEntry>,
+    /// Where it was read from, for errors that must name it.
+    #[serde(skip)]
+    path: PathBuf,
 }
 
 /// A `[profiles.NAME]` table exactly as the file spells it; `config.example.toml`
@@ -820,7 +824,10 @@ pub(crate) fn load(path: &Path, explicit: bool) -> Result<ConfigFile> {
     let bytes = match ownership::read_named(path) {
         Ok(bytes) => bytes,
         Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-            return Ok(ConfigFile::default());
+            return Ok(ConfigFile {
+                path: path.to_path_buf(),
+                ..ConfigFile::default()
+            });
         }
         Err(e) => {
             return Err(Error::config(format!(
@@ -844,7 +851,7 @@ pub(crate) fn load(path: &Path, explicit: bool) -> Result<ConfigFile> {
 /// the types of its keys).
 pub(super) fn parse(path: &Path, text: &str) -> Result<ConfigFile> {
     // e.message() rather than e's Display, which quotes the offending line (maybe a password).
-    toml::from_str(text).map_err(|e| {
+    let mut file: ConfigFile = toml::from_str(text).map_err(|e| {
         let line = e
             .span()
             .map(|span| format!(" (line {})", text[..span.start].matches('\n').count() + 1))
@@ -855,7 +862,9 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<ConfigFile> {
             path.display(),
             check::escape_controls(e.message())
         ))
-    })
+    })?;
+    file.path = path.to_path_buf();
+    Ok(file)
 }
 
 /// msmtp's rule, extended (T24, N8): a file that holds a secret must not be readable by
@@ -973,25 +982,46 @@ impl ConfigFile {
         &'a self,
         name: Option<&'a str>,
     ) -> Result<Option<(&'a str, &'a ProfileEntry)>> {
-        let Some(name) = name.or(self.default.as_deref()) else {
-            return Ok(None);
+        let (name, why) = match (name, self.default.as_deref()) {
+            (Some(name), _) => (name, ""),
+            (None, Some(name)) => (name, " (the file's default)"),
+            (None, None) => return Ok(None),
         };
-        match self.profiles.get(name) {
-            Some(entry) => Ok(Some((name, entry))),
-            None => {
-                let known: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
-                Err(Error::config(format!(
-                    "no profile named {name:?} (known: {})",
-                    if known.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
-                )))
-            }
+        if let Some(entry) = self.profiles.get(name) {
+            return Ok(Some((name, entry)));
         }
+        let file = if self.path.as_os_str().is_empty() {
+            "the config file".to_owned()
+        } else {
+            self.path.display().to_string()
+        };
+        let known = self.profiles.keys().map(String::as_str);
+        let hint = match suggest::nearest(name, known.clone()) {
+            Some(near) => format!("; did you mean {near:?}?"),
+            None => ".".to_owned(),
+        };
+        let list = match self.profiles.len() {
+            0 if !self.path.as_os_str().is_empty() && !self.path.exists() => {
+                " That file does not exist: `envoi config init` writes a commented starter \
+                 there to edit"
+                    .to_owned()
+            }
+            0 => " It has no [profiles.NAME] table yet".to_owned(),
+            n if n <= MAX_LISTED => {
+                let names: Vec<String> = known.map(|k| format!("{k:?}")).collect();
+                format!(" Its profiles: {}", names.join(", "))
+            }
+            n => format!(" It has {n} profiles: `envoi profiles` lists them"),
+        };
+        Err(Error::config(format!(
+            "no profile {name:?}{why} in {file}{hint}{list}"
+        )))
     }
 }
+
+/// The most profile names an unknown-profile error lists; beyond, it points to
+/// `envoi profiles`.
+const MAX_LISTED: usize = 8;
 
 /// One profile as `envoi profiles` shows it: where it connects, never a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]

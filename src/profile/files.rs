@@ -74,6 +74,12 @@ mod tests {
             .map(|p| p.name)
             .collect();
         assert_eq!(names, ["outbox", "work"]);
+        let work = list_profiles(&path).unwrap().remove(1);
+        assert_eq!(
+            work.target,
+            format!("{}:587 (starttls)", crate::profile::route::STARTER_HOST),
+            "the placeholder a send recognises"
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod proxy;
 mod resolve;
 mod route;
 mod show;
+mod suggest;
 
 pub use config::{
     ApiProfile, Auth, ConfigSource, Profile, ProfileSummary, SecretSource, Security, SendmailKeys,

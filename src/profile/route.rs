@@ -1,12 +1,12 @@
 //! A route: how to find a connection again later (an outbox entry stores one), and the
 //! connection it leads to.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
-use crate::profile::config::{self, Profile, profile_from_url};
+use crate::error::{Error, Result};
+use crate::profile::config::{self, Profile, Transport, profile_from_url};
 use crate::profile::env::Env;
 
 /// How a message reaches its server: a profile of a config file, or a URL. Stored in
@@ -56,6 +56,7 @@ impl Route {
         let path = std::path::absolute(&path).unwrap_or(path);
         file.select(self.profile.as_deref())?
             .map(|(name, profile)| {
+                let profile = with_proxy_env(unless_starter(profile, &name, &path), env)?;
                 Ok(Connection {
                     route: Route {
                         config: Some(path),
@@ -63,11 +64,37 @@ impl Route {
                         smtp_url: None,
                     },
                     name,
-                    profile: with_proxy_env(profile, env)?,
+                    profile,
                 })
             })
             .transpose()
     }
+}
+
+/// The host of the example profile in `config.example.toml`, the starter `envoi config
+/// init` writes: a reserved name (RFC 2606) that no mail server answers to.
+pub(crate) const STARTER_HOST: &str = "smtp.example.com";
+
+/// `profile`, unless it still sends to the starter's placeholder host: then its login
+/// becomes the error that says so, naming the profile, the file and the keys to edit.
+/// The login is where a profile's errors wait for the delivery that needs them (every
+/// SMTP delivery and `check` take it first), so a dry run, `config show` and the outbox
+/// commands still work, and the newcomer reads what to edit instead of "ENVOI_PASSWORD
+/// is not set" or, with it set, a name that does not resolve.
+fn unless_starter(mut profile: Profile, name: &str, path: &Path) -> Profile {
+    if let Transport::Smtp(smtp) = &mut profile.transport
+        && smtp.host.eq_ignore_ascii_case(STARTER_HOST)
+    {
+        let file = path.display();
+        smtp.login = Err(Error::config(format!(
+            "profile {name:?} in {file} is still the starter's example: host = \
+             \"{STARTER_HOST}\" is a placeholder, not a mail server. Edit [profiles.{name}] \
+             in {file}: host (your SMTP server), port and security, username, password_env \
+             (the variable that holds your password) and from, then try `envoi check`; or \
+             choose another profile with --profile"
+        )));
+    }
+    profile
 }
 
 /// `profile` with the proxies the environment chooses for it (its transport's, its

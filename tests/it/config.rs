@@ -51,6 +51,141 @@ fn a_new_machine_gets_a_private_starter_and_sees_its_profiles() {
     );
 }
 
+/// Trial 1.4: right after `config init`, a send through the starter's example profile
+/// names the profile, the file, that its host is the starter's placeholder, and the keys
+/// to edit — whether or not the password variable is set — and `config show` says the same.
+#[test]
+fn a_send_through_the_unedited_starter_says_what_to_edit() {
+    let home = TempDir::new().expect("temp dir");
+    let file = home.path().join(".config/envoi/config.toml");
+    let init = envoi(home.path()).args(["config", "init"]).expect_exit(0);
+    for words in [
+        "`work`",
+        "host, username, password_env, from",
+        "envoi check",
+    ] {
+        assert!(init.stdout.contains(words), "{words}: {init}");
+    }
+    let send = [
+        "send",
+        "--to",
+        "ann@example.net",
+        "--subject",
+        "s",
+        "--body",
+        "b",
+    ];
+    for password in [None, Some("s3cr3t")] {
+        let mut cmd = envoi(home.path());
+        if let Some(password) = password {
+            cmd.env("ENVOI_PASSWORD", password);
+        }
+        let run = cmd.args(send).expect_exit(78);
+        for words in [
+            "profile \"work\"",
+            &file.display().to_string(),
+            "still the starter's example",
+            "smtp.example.com",
+            "[profiles.work]",
+            "host",
+            "username",
+            "password_env",
+        ] {
+            assert!(run.stderr.contains(words), "{password:?}: {words}: {run}");
+        }
+        assert!(!run.stderr.contains("is not set"), "{run}");
+        assert!(!run.output().contains("s3cr3t"), "{run}");
+    }
+    // A dry look still works and names the same problem.
+    let show = envoi(home.path()).args(["config", "show"]).expect_exit(78);
+    assert!(
+        show.output().contains("still the starter's example"),
+        "{show}"
+    );
+    envoi(home.path()).arg("profiles").expect_exit(0);
+    // The file profile beside it is not the placeholder and sends.
+    let outbox = envoi(home.path())
+        .current_dir(home.path())
+        .args(send)
+        .args(["--profile", "outbox"])
+        .expect_exit(0);
+    assert!(
+        std::fs::read_dir(home.path().join("outbox"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 1,
+        "{outbox}"
+    );
+}
+
+/// Trial 1.5: an unknown profile names the file and the nearest known name (a swap, a
+/// typo, a prefix), and lists the profiles when there are few.
+#[test]
+fn an_unknown_profile_suggests_the_name_meant() {
+    let home = TempDir::new().expect("temp dir");
+    let file = home.path().join("envoi.toml");
+    let profile = |name: &str| format!("[profiles.{name}]\ntransport = \"file\"\ndir = \"out\"\n");
+    std::fs::write(&file, ["lab", "local", "work"].map(profile).concat()).expect("write");
+    let send = |name: &str| {
+        envoi(home.path())
+            .env("ENVOI_CONFIG", &file)
+            .args(["send", "--profile", name, "--to", "a@example.net"])
+            .args(["--subject", "s", "--body", "b"])
+            .expect_exit(78)
+    };
+    let near = format!(
+        "no profile \"lcoal\" in {}; did you mean \"local\"?",
+        file.display()
+    );
+    let run = send("lcoal");
+    assert!(run.stderr.contains(&near), "{run}");
+    assert!(run.stderr.contains("\"lab\", \"local\", \"work\""), "{run}");
+    assert!(
+        send("wor").stderr.contains("did you mean \"work\"?"),
+        "a prefix"
+    );
+    let far = send("production");
+    assert!(!far.stderr.contains("did you mean"), "{far}");
+    assert!(far.stderr.contains("\"work\""), "{far}");
+
+    // Many profiles: the nearest one, and where to see the rest.
+    let many: Vec<String> = (0..14).map(|i| profile(&format!("site{i:02}"))).collect();
+    std::fs::write(&file, [many.concat(), profile("local")].concat()).expect("write");
+    let run = send("locl");
+    assert!(run.stderr.contains("did you mean \"local\"?"), "{run}");
+    assert!(
+        run.stderr.contains("15 profiles: `envoi profiles`"),
+        "{run}"
+    );
+    assert!(!run.stderr.contains("site03"), "{run}");
+}
+
+/// Trial 1.3: `envoi profiles` on a new machine says where it looked and how to make a
+/// file, as `config path` does.
+#[test]
+fn profiles_without_a_config_file_say_how_to_make_one() {
+    let home = TempDir::new().expect("temp dir");
+    let file = home.path().join(".config/envoi/config.toml");
+    let run = envoi(home.path()).arg("profiles").expect_exit(78);
+    for words in [
+        format!("envoi looked for {}", file.display()),
+        "`envoi config init`".to_owned(),
+    ] {
+        assert!(run.stderr.contains(&words), "{words}: {run}");
+    }
+    assert!(!run.stderr.contains("No such file"), "{run}");
+    let named = home.path().join("other.toml");
+    let run = envoi(home.path())
+        .args(["profiles", "--config"])
+        .arg(&named)
+        .expect_exit(78);
+    let init = format!("`envoi config init --config {}`", named.display());
+    assert!(run.stderr.contains(&init), "{run}");
+    // Following the advice works.
+    envoi(home.path()).args(["config", "init"]).expect_exit(0);
+    envoi(home.path()).arg("profiles").expect_exit(0);
+}
+
 /// The setting called `key` in a `config show --json` report: (value, source, via).
 fn setting(report: &serde_json::Value, key: &str) -> (serde_json::Value, String, String) {
     let found = report["settings"]
@@ -72,7 +207,7 @@ fn config_show_tells_each_setting_and_who_set_it_without_a_secret() {
     std::fs::write(
         &file,
         "default = \"work\"\n\
-         [profiles.work]\nhost = \"smtp.example.com\"\nusername = \"bot@example.com\"\n\
+         [profiles.work]\nhost = \"mail.example.net\"\nusername = \"bot@example.com\"\n\
          password_env = \"WORK_SMTP_PASSWORD\"\n\
          [profiles.lab]\nhost = \"127.0.0.1\"\nport = 2525\nsecurity = \"tls\"\n\
          username = \"lab\"\npassword = \"s3cr3t-in-file\"\noutbox = false\n\
@@ -101,7 +236,7 @@ fn config_show_tells_each_setting_and_who_set_it_without_a_secret() {
     let host = setting(&report, "host");
     assert_eq!(
         (host.0.as_str(), host.1.as_str()),
-        (Some("smtp.example.com"), "file")
+        (Some("mail.example.net"), "file")
     );
     let port = setting(&report, "port");
     assert_eq!((port.0.as_str(), port.1.as_str()), (Some("587"), "default"));

@@ -11,7 +11,9 @@ use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
 use crate::support::certs::{Leaf, TestPki};
-use crate::support::envoi::{Config, ExpectExit, Route, Setup, assert_no_secret, envoi, send};
+use crate::support::envoi::{
+    Config, ExpectExit, Route, Setup, assert_no_secret, envoi, hermetic_env, send,
+};
 use crate::support::smtp_server::{Security, ServerOptions, TestServer};
 use crate::support::{PASSWORD, USER};
 
@@ -949,4 +951,191 @@ fn templates_fill_markdown_and_text_parts() {
         parsed.body_text(0).unwrap().trim_end(),
         "Ops & Co: 412 passed"
     );
+}
+
+/// Trial 1.8: a printable ASCII display name that needs quoting (a comma, parentheses, an
+/// apostrophe, quotes) goes out as an RFC 5322 quoted-string, in From, To, Cc and
+/// Reply-To, not as RFC 2047 base64; a non-ASCII name is still RFC 2047. A real MIME
+/// parser reads every name back.
+#[test]
+fn a_printable_ascii_display_name_is_a_quoted_string() {
+    let s = Setup::plain(ServerOptions::default(), 10);
+    s.send()
+        .args(["--from", r#""Build Bot, CI" <bot@example.com>"#])
+        .args(["--to", r#""Doe, John" <john@example.com>"#])
+        .args(["--cc", r#""O'Brien (Ops)" <ob@example.com>"#])
+        .args(["--cc", r#""Say \"hi\", Ann" <ann@example.com>"#])
+        .args(["--reply-to", r#""Zoë, Ops" <zoe@example.com>"#])
+        .args(["--subject", "names", "--body", "b"])
+        .expect_exit(0);
+    let m = s.only_message();
+    let raw = String::from_utf8_lossy(&m.data).into_owned();
+    let head = &raw[..raw.find("\r\n\r\n").expect("a header block")];
+    for line in [
+        "\r\nFrom: \"Build Bot, CI\" <bot@example.com>\r\n",
+        "\r\nTo: \"Doe, John\" <john@example.com>\r\n",
+        "\r\nCc: \"O'Brien (Ops)\" <ob@example.com>,\r\n \"Say \\\"hi\\\", Ann\" <ann@example.com>\r\n",
+    ] {
+        assert!(
+            format!("\r\n{head}\r\n").contains(line),
+            "{line:?} in:\n{head}"
+        );
+    }
+    assert!(
+        head.contains("Reply-To: =?utf-8?"),
+        "non-ASCII stays RFC 2047: {head}"
+    );
+    assert_eq!(head.matches("=?utf-8?").count(), 1, "{head}");
+
+    let parsed = MessageParser::default().parse(&m.data).expect("parsable");
+    let name = |list: Option<&mail_parser::Address>, i: usize| {
+        list.and_then(|l| l.iter().nth(i))
+            .and_then(|a| a.name())
+            .map(str::to_owned)
+    };
+    assert_eq!(name(parsed.from(), 0).as_deref(), Some("Build Bot, CI"));
+    assert_eq!(name(parsed.to(), 0).as_deref(), Some("Doe, John"));
+    assert_eq!(name(parsed.cc(), 0).as_deref(), Some("O'Brien (Ops)"));
+    assert_eq!(name(parsed.cc(), 1).as_deref(), Some("Say \"hi\", Ann"));
+    assert_eq!(name(parsed.reply_to(), 0).as_deref(), Some("Zoë, Ops"));
+}
+
+/// Trial task 8: `envoi send < msg.eml` (a whole message, redirected from a file or
+/// piped) is refused with 64 before anything is sent, pointing to `envoi sendmail -t`,
+/// which then sends that file as it is. A body that only looks like a memo is sent, and
+/// `--body-file -` sends even a whole message as the text.
+#[test]
+fn a_whole_message_on_send_stdin_points_to_sendmail_t() {
+    let s = Setup::plain(ServerOptions::default(), 10);
+    let eml = s.home().join("msg.eml");
+    std::fs::write(
+        &eml,
+        "From: Ann <sender@example.com>\r\nTo: Bob <bob@example.com>\r\n\
+         Subject: as written\r\nMIME-Version: 1.0\r\n\r\nHello Bob.\r\n",
+    )
+    .expect("write msg.eml");
+    // `< msg.eml`: standard input is the file itself, not a pipe.
+    let redirected = |args: &[&str]| {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("envoi"))
+            .env_clear()
+            .envs(hermetic_env(s.home()))
+            .args(args)
+            .arg("--config")
+            .arg(&s.config)
+            .stdin(std::fs::File::open(&eml).expect("open msg.eml"))
+            .output()
+            .expect("run envoi")
+    };
+    let refused = redirected(&["send"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("envoi sendmail -t"), "{stderr}");
+    assert!(stderr.contains("whole message"), "{stderr}");
+    let piped = s
+        .send()
+        .args(["--to", "carl@example.com", "--subject", "s"])
+        .write_stdin(std::fs::read(&eml).expect("read"))
+        .expect_exit(64);
+    assert!(
+        piped.stderr.contains("From, To, Subject, MIME-Version"),
+        "{piped}"
+    );
+    s.assert_nothing_delivered();
+
+    // The advice, followed.
+    let sent = redirected(&["sendmail", "-t"]);
+    assert!(sent.status.success(), "{sent:?}");
+    let m = s.only_message();
+    assert_eq!(m.rcpt_to, ["bob@example.com"]);
+    let parsed = MessageParser::default().parse(&m.data).expect("parsable");
+    assert_eq!(parsed.subject(), Some("as written"));
+
+    // A memo is a body; --body-file - takes even a whole message as the text.
+    let memo = "To: all staff\nSubject: outage\n\nThe server is down.\n";
+    for (input, body_file) in [
+        (memo.as_bytes().to_vec(), false),
+        (std::fs::read(&eml).expect("read"), true),
+    ] {
+        let mut cmd = s.send();
+        cmd.args(["--to", "carl@example.com", "--subject", "s"]);
+        if body_file {
+            cmd.args(["--body-file", "-"]);
+        }
+        cmd.write_stdin(input).expect_exit(0);
+    }
+    let messages = s.server.messages();
+    assert_eq!(messages.len(), 3);
+    for (m, words) in messages[1..]
+        .iter()
+        .zip(["The server is down.", "Hello Bob."])
+    {
+        let parsed = MessageParser::default().parse(&m.data).expect("parsable");
+        assert!(
+            parsed.body_text(0).is_some_and(|b| b.contains(words)),
+            "{words}"
+        );
+        assert_eq!(m.rcpt_to, ["carl@example.com"]);
+    }
+}
+
+/// Trial task 8: `--to @FILE` (and --cc, --bcc) reads one address a line, skipping `#`
+/// comments and blank lines; a bad line is 65 naming its line, a file that is not a
+/// regular file or holds no address is 66, and nothing is sent.
+#[test]
+fn recipients_come_from_a_file_one_a_line() {
+    let s = Setup::plain(ServerOptions::default(), 10);
+    let to = s.home().join("team.txt");
+    std::fs::write(
+        &to,
+        "# the on-call team\nAnn Lee <ann@example.com>\n\n  bob@example.com  \r\n\
+         \"Doe, John\" <john@example.com>\n",
+    )
+    .expect("write");
+    let bcc = s.home().join("audit.txt");
+    std::fs::write(&bcc, "audit@example.com\n").expect("write");
+    let at = |p: &std::path::Path| format!("@{}", p.display());
+    s.send()
+        .args(["--to", &at(&to), "--to", "carl@example.com"])
+        .args(["--bcc", &at(&bcc), "--subject", "s", "--body", "b"])
+        .expect_exit(0);
+    let m = s.only_message();
+    assert_eq!(
+        m.rcpt_to,
+        [
+            "ann@example.com",
+            "bob@example.com",
+            "john@example.com",
+            "carl@example.com",
+            "audit@example.com"
+        ]
+    );
+    let parsed = MessageParser::default().parse(&m.data).expect("parsable");
+    let names: Vec<Option<&str>> = parsed.to().unwrap().iter().map(|a| a.name()).collect();
+    assert_eq!(names, [Some("Ann Lee"), None, Some("Doe, John"), None]);
+    assert!(parsed.bcc().is_none());
+
+    let bad = s.home().join("bad.txt");
+    std::fs::write(&bad, "ann@example.com\n# fine\nnot an address\n").expect("write");
+    let run = s
+        .send()
+        .args(["--cc", &at(&bad), "--subject", "s", "--body", "b"])
+        .expect_exit(65);
+    assert!(
+        run.stderr.contains(&format!("--cc {} line 3", at(&bad))),
+        "{run}"
+    );
+    let empty = s.home().join("empty.txt");
+    std::fs::write(&empty, "# nobody yet\n\n").expect("write");
+    for (path, words) in [
+        (empty.as_path(), "holds no address"),
+        (s.home(), "cannot read"),
+        (std::path::Path::new("/nonexistent/rcpts"), "cannot read"),
+    ] {
+        let run = s
+            .send()
+            .args(["--to", &at(path), "--subject", "s", "--body", "b"])
+            .expect_exit(66);
+        assert!(run.stderr.contains(words), "{}: {run}", path.display());
+    }
+    assert_eq!(s.server.messages().len(), 1, "only the first send went");
 }
