@@ -80,6 +80,13 @@ impl Answer {
     }
 }
 
+/// A POST that got no answer: why, and whether any byte of its body went out (if none
+/// did, the service was never reached: `envoi batch` counts that toward stopping).
+pub(crate) struct NoAnswer {
+    pub(crate) error: Error,
+    pub(crate) body_started: bool,
+}
+
 impl Client {
     /// A client for a service reached through `proxy` (else directly), trusting the
     /// system's roots and `ca_file`'s certificates, or only the certificate `pin` names.
@@ -185,7 +192,7 @@ impl Client {
         body: &[u8],
         step: Duration,
         deadline: Option<Instant>,
-    ) -> Result<Answer> {
+    ) -> std::result::Result<Answer, NoAnswer> {
         let mut request = self
             .agent
             .post(url)
@@ -210,10 +217,12 @@ impl Client {
         };
         let sent = request.send(ureq::SendBody::from_reader(&mut watched));
         let whole = watched.whole;
+        let body_started = watched.in_flight.is_some();
         let answer = sent.map_err(|e| self.request_error(url, &e)).map(read);
         drop(watched);
-        answer.map_err(
-            |error| match whole && error.kind() == ErrorKind::Temporary {
+        answer.map_err(|error| NoAnswer {
+            body_started,
+            error: match whole && error.kind() == ErrorKind::Temporary {
                 true => Error::new(
                     ErrorKind::OutcomeUnknown,
                     format!(
@@ -223,7 +232,7 @@ impl Client {
                 ),
                 false => error,
             },
-        )
+        })
     }
 
     /// A request that got no answer: 75 (unreachable, timed out, reset), 77 for a

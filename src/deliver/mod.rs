@@ -161,8 +161,8 @@ impl Batch {
     }
 
     /// Whether the last try to reach the server failed before any message went (SMTP:
-    /// no session could be opened, from the TCP connection to the login); false for a
-    /// transport that cannot tell (the HTTPS APIs, the file transport).
+    /// no session could be opened, from the TCP connection to the login; an HTTPS API: no
+    /// byte of the request's body went out); false for the file transport.
     pub fn unreachable(&self) -> bool {
         self.transport.unreachable()
     }

@@ -1672,3 +1672,50 @@ fn the_url_form_takes_a_private_ca_and_its_certificate_error_says_how() {
         env.accepted();
     }
 }
+
+/// A service that cannot be reached (nothing listens on its port) trips `envoi batch`'s
+/// stop after three records in a row, as an SMTP server that is down does: a batch of 10
+/// ends with 75 and the rest untried, instead of waiting out every record's retries.
+#[test]
+fn a_batch_stops_when_the_api_cannot_be_reached() {
+    for service in ["graph", "gmail"] {
+        let home = TempDir::new().unwrap();
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let config = home.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "default = \"down\"\n[profiles.down]\ntransport = \"{service}\"\nfrom = \"{MAILBOX}\"\n\
+                 api_url = \"https://127.0.0.1:{port}/v1.0\"\ntoken_env = \"API_TOKEN\"\n\
+                 timeout_secs = 5\n"
+            ),
+        )
+        .unwrap();
+        let records = home.path().join("records.jsonl");
+        let lines: Vec<String> = (1..=10)
+            .map(|i| format!(r#"{{"To":"r{i}@example.net","Subject":"m{i}","Body":"b"}}"#))
+            .collect();
+        std::fs::write(&records, lines.join("\n")).unwrap();
+        let started = Instant::now();
+        let run = envoi(home.path())
+            .env("API_TOKEN", "tok-down")
+            .args(["batch", "--config"])
+            .arg(&config)
+            .arg(&records)
+            .expect_exit(75);
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{service}: took {:?}: {run}",
+            started.elapsed()
+        );
+        assert!(
+            run.stderr
+                .contains("3 record(s) in a row could not reach the server")
+                && run.stderr.contains("7 record(s) after it were not tried"),
+            "{service}: {run}"
+        );
+    }
+}

@@ -25,7 +25,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::deliver::deadline::{cut_to_deadline, deadline_passed};
-use crate::deliver::http::{Answer, Client, printable};
+use crate::deliver::http::{Answer, Client, NoAnswer, printable};
 use crate::deliver::oauth2;
 use crate::deliver::observe::{Notice, Observer, Transcript};
 use crate::deliver::outcome::{BatchSent, Failure, RcptReply, Report, ServiceReceipt};
@@ -43,6 +43,9 @@ pub(crate) struct ApiTransport {
     client: Client,
     token: Token,
     transcript: Option<Transcript>,
+    /// The last request of the last message never reached the service (`envoi batch`
+    /// stops after a few such messages in a row).
+    unreachable: bool,
 }
 
 /// The bearer token and where another one comes from.
@@ -73,6 +76,8 @@ struct Refusal {
     retry_after: Option<Duration>,
     /// HTTP 401: the token was refused.
     unauthorized: bool,
+    /// The service was not reached: no byte of the request's body went out.
+    unreached: bool,
 }
 
 impl From<Error> for Refusal {
@@ -81,6 +86,16 @@ impl From<Error> for Refusal {
             error,
             retry_after: None,
             unauthorized: false,
+            unreached: false,
+        }
+    }
+}
+
+impl From<NoAnswer> for Refusal {
+    fn from(no: NoAnswer) -> Refusal {
+        Refusal {
+            unreached: !no.body_started && no.error.kind() == ErrorKind::Temporary,
+            ..Refusal::from(no.error)
         }
     }
 }
@@ -120,6 +135,7 @@ pub(crate) fn open(
             unused: true,
         },
         transcript,
+        unreachable: false,
     })
 }
 
@@ -317,6 +333,7 @@ impl ApiTransport {
             error: Error::new(kind, format!("{head}: {advice}")),
             retry_after,
             unauthorized: status == 401,
+            unreached: false,
         }
     }
 
@@ -382,7 +399,9 @@ impl Transport for ApiTransport {
             self.take_token(std::mem::take(&mut fresh), timeout)
                 .map_err(|e| failed(e, attempts))?;
             attempts += 1;
-            let refusal = match self.exchange(&request, policy.deadline) {
+            let exchanged = self.exchange(&request, policy.deadline);
+            self.unreachable = exchanged.as_ref().is_err_and(|r| r.unreached);
+            let refusal = match exchanged {
                 Ok((status, id)) => {
                     let report = self.accepted_report(prepared, status, id, attempts);
                     if let Err(e) = observer.accepted(&report) {
@@ -416,6 +435,10 @@ impl Transport for ApiTransport {
 
     fn sibling(&self) -> Box<dyn Transport> {
         Box::new(self.clone())
+    }
+
+    fn unreachable(&self) -> bool {
+        self.unreachable
     }
 }
 
@@ -532,6 +555,7 @@ mod tests {
                 unused: true,
             },
             transcript: None,
+            unreachable: false,
         }
     }
 
