@@ -261,6 +261,19 @@ pub struct CheckArgs {
     /// 25) and say what each speaks and which profile lines to use; no profile is read.
     #[arg(long, value_name = "HOST[:PORT]", conflicts_with_all = ["smtp_url", "profile", "config"])]
     pub probe: Option<String>,
+    /// With --probe: also trust the certificates in this PEM file (a private CA, or the
+    /// server's own self-signed certificate), as the profile key ca_file does.
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "probe",
+        conflicts_with = "tls_fingerprint"
+    )]
+    pub ca_file: Option<PathBuf>,
+    /// With --probe: trust exactly the certificate with this SHA-256, as the profile key
+    /// tls_fingerprint does.
+    #[arg(long, value_name = "SHA256", requires = "probe")]
+    pub tls_fingerprint: Option<String>,
     /// Seconds allowed for the whole check (with --probe: for all the ways tried; each at
     /// most 10).
     #[arg(long, value_name = "SECS", default_value_t = 30,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use envoi::deliver::{ApiCheck, Probe, ServerReport, advice_for, check, check_api, probe};
 use envoi::error::{Error, ErrorKind, Result};
-use envoi::profile::{Env, Security, Transport, resolve};
+use envoi::profile::{Env, Fingerprint, Security, Transport, resolve};
 
 use crate::cli::args::CheckArgs;
 
@@ -25,7 +25,15 @@ pub fn run(args: &CheckArgs) -> Result<Checked> {
     if let Some(target) = &args.probe {
         let (host, ports) = probe_target(target)?;
         let timeout = Duration::from_secs(args.timeout);
-        return Ok(Checked::Probes(probe(&host, &ports, None, timeout)));
+        let pin = match &args.tls_fingerprint {
+            Some(text) => Some(
+                Fingerprint::parse(text)
+                    .map_err(|why| Error::usage(format!("--tls-fingerprint {text:?}: {why}")))?,
+            ),
+            None => None,
+        };
+        let trust = (args.ca_file.as_deref(), pin.as_ref());
+        return Ok(Checked::Probes(probe(&host, &ports, trust, timeout)));
     }
     let resolved = resolve(&args.flags(), &Env::from_process()?)?;
     let profile = &resolved.connection()?.profile;

@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Prepared;
-use crate::profile::{Auth, Password, Profile, ProxyKey, SecretSource, Security, SmtpProfile};
+use crate::profile::{
+    Auth, Fingerprint, Password, Profile, ProxyKey, SecretSource, Security, SmtpProfile,
+};
 use deadline::cut_to_deadline;
 use oauth2::TokenOrigin;
 use transport::{Sessions, Transport};
@@ -417,8 +419,14 @@ const PROBE_ATTEMPT: Duration = Duration::from_secs(10);
 /// `envoi check --probe`: tries implicit TLS, STARTTLS and plain SMTP on each of `ports`
 /// of `host`, without logging in, all within `timeout` (the ports side by side, each way
 /// within at most 10 s of it). Answers the question behind most "wrong version number"
-/// and "timed out" reports: what does this port speak?
-pub fn probe(host: &str, ports: &[u16], ca_file: Option<&Path>, timeout: Duration) -> Vec<Probe> {
+/// and "timed out" reports: what does this port speak? The certificate is checked against
+/// the system's roots plus `ca_file`, or only against the pin when one is given.
+pub fn probe(
+    host: &str,
+    ports: &[u16],
+    (ca_file, pin): (Option<&Path>, Option<&Fingerprint>),
+    timeout: Duration,
+) -> Vec<Probe> {
     let deadline = Instant::now() + timeout;
     let probe_port = |port: u16| {
         // A port that answered the TLS handshake speaks implicit TLS: its plain ways
@@ -444,7 +452,7 @@ pub fn probe(host: &str, ports: &[u16], ca_file: Option<&Path>, timeout: Duratio
                 auth: Auth::Password,
                 timeout: cut_to_deadline(PROBE_ATTEMPT, Some(deadline)),
                 ca_file: ca_file.map(Path::to_path_buf),
-                tls_fingerprint: None,
+                tls_fingerprint: pin.cloned(),
                 hello_name: None,
                 allow_plaintext_auth: false,
                 // A probe reads no profile: it connects directly.

@@ -293,8 +293,44 @@ fn probe_with_an_untrusted_certificate_says_tls_works_and_gives_the_pin_line() {
             .unwrap_or_else(|| panic!("no tls_fingerprint line: {run}"));
         assert_eq!(pin.len(), 32 * 3 - 1, "{run}");
         assert!(!run.output().contains("security = \"none\"\n"), "{run}");
+        // The advice works without a profile: the printed pin, or the CA file, given
+        // to the probe itself makes that way succeed.
+        let target = format!("localhost:{port}");
+        let ca = s.home().join("ca.pem").display().to_string();
+        for trust in [["--tls-fingerprint", pin], ["--ca-file", ca.as_str()]] {
+            let again = envoi(s.home())
+                .args(["check", "--probe", &target, "--timeout", "20"])
+                .args(trust)
+                .expect_exit(0);
+            assert!(
+                again.stdout.contains(&format!("security = \"{name}\"")),
+                "{trust:?}: {again}"
+            );
+            assert!(!again.stderr.contains("not trusted"), "{trust:?}: {again}");
+        }
         s.assert_nothing_delivered();
     }
+}
+
+/// `--ca-file` and `--tls-fingerprint` belong to `--probe` (a profile has its own keys),
+/// and a pin that is not a SHA-256 is a usage error naming the flag.
+#[test]
+fn probe_trust_flags_need_probe_and_a_real_pin() {
+    let home = tempfile::TempDir::new().unwrap();
+    let run = envoi(home.path())
+        .args(["check", "--ca-file", "/nonexistent.pem"])
+        .expect_exit(64);
+    assert!(run.stderr.contains("--probe"), "{run}");
+    let run = envoi(home.path())
+        .args([
+            "check",
+            "--probe",
+            "localhost:1",
+            "--tls-fingerprint",
+            "AB:CD",
+        ])
+        .expect_exit(64);
+    assert!(run.stderr.contains("--tls-fingerprint \"AB:CD\""), "{run}");
 }
 
 /// A server that never offers TLS on the port: plain SMTP is reported, with the warning
