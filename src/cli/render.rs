@@ -602,9 +602,10 @@ fn days_left(not_after: i64) -> i64 {
 /// A certificate that expires sooner than this gets a warning.
 const EXPIRY_WARNING_DAYS: i64 = 14;
 
-/// The warnings of a check: the certificate about to expire, if it is.
+/// The warnings of a check: the certificate about to expire, if it is; TLS offered but
+/// not used (`security = "none"` on a server that offers STARTTLS).
 fn check_warnings(report: &ServerReport) -> Vec<String> {
-    report
+    let mut warnings: Vec<String> = report
         .certificate
         .iter()
         .filter(|c| days_left(c.not_after) < EXPIRY_WARNING_DAYS)
@@ -615,7 +616,20 @@ fn check_warnings(report: &ServerReport) -> Vec<String> {
                 c.expires
             )
         })
-        .collect()
+        .collect();
+    if report.tls.is_none()
+        && report
+            .extensions
+            .iter()
+            .any(|e| e.eq_ignore_ascii_case("STARTTLS"))
+    {
+        warnings.push(
+            "the server offers STARTTLS but the profile has security = \"none\": mail \
+             crosses the network in clear text; set security = \"starttls\""
+                .into(),
+        );
+    }
+    warnings
 }
 
 #[derive(Debug, Serialize)]

@@ -500,3 +500,33 @@ fn a_silent_port_times_out_with_the_implicit_tls_hint() {
         "{run}"
     );
 }
+
+/// `security = "none"` towards a server that offers STARTTLS works, with a warning that
+/// the mail crosses the network in clear (user trial 2.4); a server offering no TLS gets
+/// no such warning.
+#[test]
+fn check_warns_when_starttls_is_offered_but_security_is_none() {
+    let offers = Setup::new(Security::StartTls, ServerOptions::default());
+    let url = format!("smtp://localhost:{}?security=none", offers.server.port());
+    let warning = "the server offers STARTTLS but the profile has security = \"none\"";
+    let run = envoi(offers.home())
+        .args(["check", "--smtp-url", &url])
+        .expect_exit(0);
+    assert!(run.stderr.contains(warning), "{run}");
+    let run = envoi(offers.home())
+        .args(["check", "--json", "--smtp-url", &url])
+        .expect_exit(0);
+    assert!(
+        run.json()["warnings"]
+            .to_string()
+            .contains("offers STARTTLS"),
+        "{run}"
+    );
+
+    let plain = Setup::plain(ServerOptions::default(), 10);
+    let url = format!("smtp://localhost:{}?security=none", plain.server.port());
+    let run = envoi(plain.home())
+        .args(["check", "--smtp-url", &url])
+        .expect_exit(0);
+    assert!(!run.stderr.contains(warning), "{run}");
+}
