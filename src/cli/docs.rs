@@ -144,7 +144,7 @@ const SENDMAIL_OPTIONS: [(&str, &str); 13] = [
     ),
     (
         "-f ADDR, -r ADDR",
-        "the envelope sender (<> for none), as the profile allows",
+        "the envelope sender (<> for none); ignored with the profile's allow_from_override = false",
     ),
     (
         "-F NAME",
@@ -420,6 +420,28 @@ mod tests {
         for (name, _) in ENVIRONMENT {
             assert!(table.contains(&format!("| `{name}` |")), "{name}");
         }
+    }
+
+    /// envoi-sendmail(1) lists every flag of sendmail mode's usage line.
+    #[test]
+    fn the_sendmail_page_lists_every_flag_of_its_usage() {
+        let usage = crate::cli::sendmail::USAGE;
+        let flags = usage
+            .split('[')
+            .skip(1)
+            .filter_map(|part| part.split([' ', ']', '…']).next())
+            .filter(|flag| flag.starts_with('-') && *flag != "--");
+        let mut seen = 0;
+        for flag in flags {
+            seen += 1;
+            assert!(
+                SENDMAIL_OPTIONS
+                    .iter()
+                    .any(|(listed, _)| listed.split(", ").any(|l| l.starts_with(flag))),
+                "{flag}"
+            );
+        }
+        assert!(seen >= 8, "{usage}");
     }
 
     #[test]
