@@ -9,7 +9,7 @@ use clap_complete::Shell;
 use clap_mangen::roff::{Roff, bold, roman};
 use envoi::error::{Error, ErrorKind, Result};
 
-use crate::cli::args;
+use crate::cli::{args, sendmail};
 
 /// The variables envoi reads, and what each sets.
 const ENVIRONMENT: [(&str, &str); 13] = [
@@ -290,7 +290,15 @@ fn sub_page(top: &clap::Command, sub: &clap::Command, out: &mut impl Write) -> i
     let man = clap_mangen::Man::new(sub.clone()).source(format!("envoi {version}"));
     man.render_title(out)?;
     man.render_name_section(out)?;
-    man.render_synopsis_section(out)?;
+    if sub.get_name() == "sendmail" {
+        // clap sees one list of arguments; the real synopsis is the parser's usage line.
+        let usage = sendmail::USAGE.trim_start_matches("usage: ");
+        let mut roff = Roff::new();
+        roff.control("SH", ["SYNOPSIS"]).text([roman(usage)]);
+        roff.to_writer(out)?;
+    } else {
+        man.render_synopsis_section(out)?;
+    }
     man.render_description_section(out)?;
     if sub.get_name() == "sendmail" {
         let mut roff = Roff::new();
@@ -425,7 +433,7 @@ mod tests {
     /// envoi-sendmail(1) lists every flag of sendmail mode's usage line.
     #[test]
     fn the_sendmail_page_lists_every_flag_of_its_usage() {
-        let usage = crate::cli::sendmail::USAGE;
+        let usage = sendmail::USAGE;
         let flags = usage
             .split('[')
             .skip(1)
