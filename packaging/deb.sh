@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds envoi's two Debian packages with cargo-deb (metadata: [package.metadata.deb] in
 # Cargo.toml), lists them, and fails unless each holds what it must:
-#   envoi      the binary, the man page, bash/zsh/fish completions, README, example config, docs/
+#   envoi      the binary, the man pages (envoi.1, envoi-COMMAND.1), bash/zsh/fish completions,
+#              README, example config, docs/
 #   envoi-mta  only the links /usr/sbin/sendmail and /usr/lib/sendmail to /usr/bin/envoi;
 #              Provides/Conflicts/Replaces mail-transport-agent; Depends on this very envoi
 # Then it unpacks both into a temporary directory (dpkg-deb -x, no dpkg database involved)
@@ -44,7 +45,7 @@ envoi="$target_dir/$profile_dir/envoi"
 assets=target/assets
 rm -rf "$assets"
 mkdir -p "$assets"
-"$envoi" man >"$assets/envoi.1"
+"$envoi" man --dir "$assets/man" >/dev/null
 "$envoi" completions bash >"$assets/envoi.bash"
 "$envoi" completions zsh >"$assets/_envoi"
 "$envoi" completions fish >"$assets/envoi.fish"
@@ -77,6 +78,11 @@ must "$control" '^Depends: .*libc6' "envoi: Depends on libc6 (from dpkg-shlibdep
 must_not "$control" 'mail-transport-agent' "envoi: any relation to mail-transport-agent"
 must "$files" '^-rwxr-xr-x .* \./usr/bin/envoi$' "envoi: /usr/bin/envoi"
 must "$files" '^-rw-r--r-- .* \./usr/share/man/man1/envoi\.1\.gz$' "envoi: the man page"
+# One page per subcommand; the list is the binary's own (envoi.1 names each in SEE ALSO).
+for page in "$assets"/man/envoi-*.1; do
+  page=$(basename "$page")
+  must "$files" "^-rw-r--r-- .* \\./usr/share/man/man1/${page//./\\.}\\.gz\$" "envoi: $page"
+done
 must "$files" '^-rw-r--r-- .* \./usr/share/bash-completion/completions/envoi$' "envoi: bash completion"
 must "$files" '^-rw-r--r-- .* \./usr/share/zsh/vendor-completions/_envoi$' "envoi: zsh completion"
 must "$files" '^-rw-r--r-- .* \./usr/share/fish/vendor_completions\.d/envoi\.fish$' "envoi: fish completion"
@@ -84,7 +90,8 @@ must "$files" ' \./usr/share/doc/envoi/README\.md$' "envoi: README.md"
 must "$files" ' \./usr/share/doc/envoi/config\.example\.toml$' "envoi: config.example.toml"
 must "$files" ' \./usr/share/doc/envoi/docs/microsoft-365\.md$' "envoi: the guides (docs/)"
 must "$files" ' \./usr/share/doc/envoi/copyright$' "envoi: copyright"
-must_not "$files" 'sendmail' "envoi: a sendmail link (it belongs to envoi-mta)"
+# (envoi-sendmail.1.gz, the page of `envoi sendmail`, is envoi's own.)
+must_not "$files" '\./usr/(s?bin|lib)/sendmail( |$)' "envoi: a sendmail link (it belongs to envoi-mta)"
 
 files=$(dpkg-deb -c "$mta_deb")
 control=$(dpkg-deb -f "$mta_deb")

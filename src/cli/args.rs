@@ -8,7 +8,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgMatches, Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory, Parser, Subcommand};
 use envoi::draft::{AttachmentDraft, AttachmentSource, DataEncoding, Draft, Images, Sourced, Text};
 use envoi::error::{Error, ErrorKind, Result};
 use envoi::message::address;
@@ -37,6 +37,82 @@ fn exit_codes_help() -> String {
         ));
     }
     text
+}
+
+/// Flags left out of `-h` (still in `--help` and the man pages): the rarely needed ones,
+/// so that `envoi send -h` fits on a screen. Listed here, by clap id, rather than on each
+/// flag, so that one place says what the short help keeps.
+const LONG_HELP_ONLY: [&str; 18] = [
+    "read_receipt",
+    "delivery_receipt",
+    "allow_empty",
+    "vars_file",
+    "var_env",
+    "image_root",
+    "embed_images",
+    "no_text_part",
+    "text_file",
+    "attach_data",
+    "attach_name",
+    "attach_type",
+    "attach_encoding",
+    "attach_id",
+    "retry_max_secs",
+    "allow_partial",
+    "outbox_dir",
+    "quiet",
+];
+
+/// A short help longer than this is cut to its first clause for `-h`.
+const SHORT_HELP_MAX: usize = 60;
+
+/// The command line as clap sees it: the derive's definitions with clap's `-h`/`--help`
+/// split filled in. `--help` (and the man pages) keep each flag's whole text; `-h` shows
+/// each flag's first clause, leaves out [`LONG_HELP_ONLY`], and points to `--help` for
+/// the exit codes. Done here, once, rather than by a second paragraph in every doc
+/// comment, so that a flag added later is shortened too.
+pub fn command() -> clap::Command {
+    split_help(Cli::command(), "envoi")
+}
+
+/// [`command`]'s split, on one command (called as `path`) and its subcommands.
+fn split_help(command: clap::Command, path: &str) -> clap::Command {
+    let mut command = command.mut_args(|arg| {
+        let Some(help) = arg.get_help().map(ToString::to_string) else {
+            return arg;
+        };
+        if LONG_HELP_ONLY.contains(&arg.get_id().as_str()) {
+            return arg.long_help(help).hide_short_help(true);
+        }
+        let short = first_clause(&help);
+        if short.len() == help.len() {
+            return arg;
+        }
+        let short = short.to_owned();
+        arg.long_help(help).help(short)
+    });
+    if let Some(after) = command.get_after_help().map(ToString::to_string) {
+        command = command.after_long_help(after).after_help(format!(
+            "Every flag, explained, and the exit codes: {path} --help"
+        ));
+    }
+    command.mut_subcommands(|sub| {
+        let path = format!("{path} {}", sub.get_name());
+        split_help(sub, &path)
+    })
+}
+
+/// The start of a long help text up to its first clause's end (" (", "; " or ". "), or
+/// the whole text when it is short already.
+fn first_clause(help: &str) -> &str {
+    if help.len() <= SHORT_HELP_MAX {
+        return help;
+    }
+    [" (", "; ", ". "]
+        .iter()
+        .filter_map(|end| help.find(end))
+        .min()
+        .map_or(help, |at| &help[..at])
 }
 
 /// Send email from scripts, cron jobs and CI pipelines.
@@ -88,14 +164,27 @@ pub enum Command {
         /// Print JSON on standard output.
         #[arg(long)]
         json: bool,
+        /// Print the names alone, one a line (what the shell completions call); nothing,
+        /// and exit 0, without a config file.
+        #[arg(long, conflicts_with = "json")]
+        names: bool,
     },
     /// Print the shell completion script: envoi completions bash > /etc/bash_completion.d/envoi
     Completions {
         /// bash, zsh, fish, powershell or elvish.
         shell: clap_complete::Shell,
     },
-    /// Print the man page: envoi man > /usr/local/share/man/man1/envoi.1
-    Man,
+    /// Print a man page: envoi man > envoi.1, envoi man send > envoi-send.1; or write
+    /// them all: envoi man --dir /usr/local/share/man/man1
+    Man {
+        /// The subcommand whose page to print (envoi-COMMAND(1)); without it, envoi(1).
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
+        /// Write every page (envoi.1 and one envoi-COMMAND.1 per subcommand) into DIR,
+        /// and print their paths.
+        #[arg(long, value_name = "DIR", conflicts_with = "command")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// `envoi outbox …`.
@@ -1171,6 +1260,36 @@ mod tests {
             panic!("not a send command");
         };
         send.draft(matches.subcommand_matches("send").unwrap(), &[])
+    }
+
+    #[test]
+    fn short_help_is_the_first_clause_of_a_long_text() {
+        assert_eq!(
+            first_clause("Copy recipients; like --to"),
+            "Copy recipients; like --to"
+        );
+        let long = "Ask for a read receipt to ADDRESS (Disposition-Notification-To; the \
+                    connector's ReadReceipt). The recipient's program decides";
+        assert_eq!(first_clause(long), "Ask for a read receipt to ADDRESS");
+        let one = "A long help text without any clause end that goes on and on past the limit";
+        assert_eq!(first_clause(one), one);
+    }
+
+    /// Every name in LONG_HELP_ONLY is a flag of some command (a renamed flag would
+    /// otherwise come back into `-h` unnoticed).
+    #[test]
+    fn long_help_only_names_real_flags() {
+        fn ids(command: &clap::Command, into: &mut Vec<String>) {
+            into.extend(command.get_arguments().map(|a| a.get_id().to_string()));
+            for sub in command.get_subcommands() {
+                ids(sub, into);
+            }
+        }
+        let mut all = Vec::new();
+        ids(&command(), &mut all);
+        for id in LONG_HELP_ONLY {
+            assert!(all.iter().any(|a| a == id), "{id}");
+        }
     }
 
     #[test]

@@ -78,9 +78,20 @@ pub fn run(command: ConfigCommand) -> Result<()> {
     Ok(())
 }
 
-/// `envoi profiles`.
-pub fn profiles(config: Option<PathBuf>, json: bool) -> Result<()> {
+/// `envoi profiles`; with `names`, the bare names the shell completions offer after
+/// `--profile` (none without a config file: a completion has no one to tell how to make one).
+pub fn profiles(config: Option<PathBuf>, json: bool, names: bool) -> Result<()> {
     let (path, source) = located(config)?;
+    if names {
+        if !path.exists() {
+            return Ok(());
+        }
+        let mut out = io::stdout().lock();
+        for p in list_profiles(&path)? {
+            let _ = writeln!(out, "{}", p.name);
+        }
+        return Ok(());
+    }
     if !path.exists() {
         // Trial 1.3: a newcomer's first `envoi profiles` must say where envoi looked and
         // how to make the file, not "No such file or directory".

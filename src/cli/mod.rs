@@ -20,7 +20,7 @@ mod sendmail;
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches};
+use clap::FromArgMatches;
 use envoi::deliver::Report;
 use envoi::error::{Error, ErrorKind};
 
@@ -93,7 +93,7 @@ fn run(args: Vec<OsString>) -> ExitCode {
         return sendmail(rest);
     }
     let wants_json = args.iter().any(|a| a == "--json");
-    let matches = match Cli::command().try_get_matches_from(&args) {
+    let matches = match args::command().try_get_matches_from(&args) {
         Ok(m) => m,
         Err(e) => return clap_exit(e, wants_json),
     };
@@ -105,7 +105,11 @@ fn run(args: Vec<OsString>) -> ExitCode {
         Command::Sendmail { args } => sendmail(&args),
         Command::Config(command) => done(config::run(command)),
         Command::Auth(command) => done(auth::run(command)),
-        Command::Profiles { config, json } => done(config::profiles(config, json)),
+        Command::Profiles {
+            config,
+            json,
+            names,
+        } => done(config::profiles(config, json, names)),
         Command::Check(args) => match check::run(&args) {
             Ok(check::Checked::Server(report)) => {
                 render::print_check(&report, args.json);
@@ -135,7 +139,16 @@ fn run(args: Vec<OsString>) -> ExitCode {
         Command::Completions { shell } => {
             written(docs::completions(shell, &mut std::io::stdout().lock()))
         }
-        Command::Man => written(docs::man(&mut std::io::stdout().lock())),
+        Command::Man { command, dir } => match (command, dir) {
+            (_, Some(dir)) => done(docs::man_dir(&dir)),
+            (command, None) => match docs::page(command.as_deref()) {
+                Ok(page) => written(std::io::Write::write_all(
+                    &mut std::io::stdout().lock(),
+                    &page,
+                )),
+                Err(e) => done(Err(e)),
+            },
+        },
         Command::Send(send) => {
             // The `send` subcommand matched, so its matches exist.
             let Some(send_matches) = matches.subcommand_matches("send") else {

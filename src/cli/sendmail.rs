@@ -50,8 +50,8 @@ struct Request {
     verbose: bool,
 }
 
-/// The usage line shown with a usage error.
-const USAGE: &str = "usage: envoi sendmail [-t] [-i] [-f ADDR] [-F NAME] [-o…] [-B…] \
+/// The usage line shown with a usage error (and checked against envoi-sendmail(1)).
+pub(crate) const USAGE: &str = "usage: envoi sendmail [-t] [-i] [-f ADDR] [-F NAME] [-o…] [-B…] \
                      [--profile NAME] [--config PATH] [--queue] [-v] [--] [RECIPIENT…]";
 
 /// Reads sendmail's flags. Every `-o…` and `-B…` is accepted and ignored (delivery

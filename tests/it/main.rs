@@ -21,6 +21,7 @@ mod interop;
 mod oauth;
 mod outbox;
 mod reach;
+mod reference;
 mod reliability;
 mod send;
 mod sendmail;
