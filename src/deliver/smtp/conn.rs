@@ -165,12 +165,32 @@ fn arm(
     Ok(())
 }
 
+/// ACKs at once what was just read, rather than up to 40 ms later.
+///
+/// Postfix's smtpd writes with Nagle on: after STARTTLS it writes the TLS 1.3 session
+/// ticket, then the EHLO reply, and the kernel holds the reply until the ticket is
+/// ACKed. Linux delays that ACK (an interactive connection ACKs with its next command),
+/// and envoi's next command waits for the reply: 40 ms lost, in most TLS sessions
+/// (issue 18, bench scenario 2). `TCP_QUICKACK` is not sticky, so it is set after each
+/// read that got bytes; setting it sends the pending ACK. A failure only costs time.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn ack_now(tcp: &TcpStream) {
+    let _ = socket2::SockRef::from(tcp).set_tcp_quickack(true);
+}
+
+/// Other systems have no `TCP_QUICKACK`; their delayed ACK is left as it is.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn ack_now(_tcp: &TcpStream) {}
+
 impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let left = self.bounds.left()?;
         let tcp = &self.tcp;
         arm(&mut self.read_set, left, |t| tcp.set_read_timeout(t))?;
         let result = self.tcp.read(buf);
+        if matches!(result, Ok(n) if n > 0) {
+            ack_now(&self.tcp);
+        }
         self.bounds.timed(result)
     }
 }
@@ -181,6 +201,16 @@ impl Write for Socket {
         let tcp = &self.tcp;
         arm(&mut self.write_set, left, |t| tcp.set_write_timeout(t))?;
         let result = self.tcp.write(buf);
+        self.bounds.timed(result)
+    }
+
+    /// rustls hands its queued TLS records over as one slice each: one `writev`, so
+    /// they leave in one segment (with `TCP_NODELAY`, each `write` is a segment).
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let left = self.bounds.left()?;
+        let tcp = &self.tcp;
+        arm(&mut self.write_set, left, |t| tcp.set_write_timeout(t))?;
+        let result = self.tcp.write_vectored(bufs);
         self.bounds.timed(result)
     }
 
@@ -480,6 +510,11 @@ impl Write for FirstBytes<'_> {
         self.socket.write(buf)
     }
 
+    /// The client's last flight (ChangeCipherSpec and Finished) in one segment.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.socket.write_vectored(bufs)
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         self.socket.flush()
     }
@@ -527,6 +562,64 @@ mod tests {
             Err(WireError::Io(e)) => (e, started.elapsed()),
             other => panic!("expected a timeout, got {other:?}"),
         }
+    }
+
+    /// A peer on loopback with Nagle on, as Postfix's smtpd is, that answers each
+    /// command in two writes (as after STARTTLS it writes a TLS 1.3 session ticket and
+    /// then the EHLO reply): the second waits in its kernel until the first is ACKed.
+    /// Its port.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn two_write_peer(commands: usize) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let port = listener.local_addr().expect("local address").port();
+        std::thread::spawn(move || {
+            let Ok((mut peer, _)) = listener.accept() else {
+                return;
+            };
+            let _ = peer.write_all(b"220 ready\r\n");
+            let mut buf = [0u8; 512];
+            for _ in 0..commands {
+                if !matches!(peer.read(&mut buf), Ok(n) if n > 0) {
+                    return;
+                }
+                let _ = peer.write_all(b"250-first\r\n");
+                std::thread::sleep(Duration::from_millis(2));
+                let _ = peer.write_all(b"250 second\r\n");
+            }
+        });
+        port
+    }
+
+    /// The ~40 ms stall of issue 18 (scenario 2 of bench/README.md): a server's second
+    /// small write waits for the ACK of its first, which a client in delayed-ACK mode
+    /// holds for 40 ms. envoi ACKs what it reads at once, so no reply waits (where the
+    /// system has `TCP_QUICKACK`).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn a_reply_in_two_writes_does_not_wait_for_a_delayed_ack() {
+        const COMMANDS: usize = 6;
+        let mut conn = Conn::connect(
+            "127.0.0.1",
+            two_write_peer(COMMANDS),
+            None,
+            Duration::from_secs(10),
+            None,
+        )
+        .expect("connect");
+        conn.read_greeting(None).expect("greeting");
+        let started = Instant::now();
+        for _ in 0..COMMANDS {
+            conn.send(b"NOOP\r\n").expect("send");
+            let reply = conn.read_reply().expect("reply");
+            assert_eq!(reply.code, 250);
+        }
+        let took = started.elapsed();
+        // Six replies at 2 ms each without the stall; one 40 ms delayed ACK is enough
+        // to fail.
+        assert!(
+            took < Duration::from_millis(12 * COMMANDS as u64 + 30),
+            "{COMMANDS} replies took {took:?}"
+        );
     }
 
     #[test]
