@@ -56,6 +56,15 @@ pub(crate) fn connect(
     timeout: Duration,
     deadline: Option<Instant>,
 ) -> io::Result<TcpStream> {
+    // One address (an IP literal, or a name with one): nothing to race, so no thread.
+    if let [address] = addresses {
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return Err(io::Error::from(io::ErrorKind::TimedOut));
+        }
+        let limit = deadline.map_or(timeout, |d| timeout.min(d - now));
+        return TcpStream::connect_timeout(address, limit);
+    }
     let (done, results) = mpsc::channel::<io::Result<TcpStream>>();
     let mut next = addresses.iter().peekable();
     let mut running = 0usize;
