@@ -10,7 +10,7 @@
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mail_parser::MessageParser;
 use tempfile::TempDir;
@@ -385,16 +385,8 @@ fn happy_eyeballs_takes_graph_past_a_black_holed_ipv6_address_in_well_under_the_
         .arg(&config)
         .args(["--to", "ann@example.net", "--subject", "Nightly"])
         .args(["--body", "through the proxy", "--retries", "0"]);
-    let started = Instant::now();
-    let out = command.output().expect("run envoi");
-    let took = started.elapsed();
-    let run = Run::new(
-        format!("envoi send ({name})"),
-        out.status,
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-    .expect(0);
+    let (run, took) = Run::timed(&format!("envoi send ({name})"), &mut command);
+    let run = run.expect(0);
     // timeout_secs is 10: trying the addresses one after the other would wait that long.
     assert!(took < Duration::from_secs(3), "took {took:?}\n{run}");
     assert_eq!(accepted_body(&server), "through the proxy");

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mail_parser::MessageParser;
 use tempfile::TempDir;
@@ -458,16 +458,8 @@ fn happy_eyeballs_passes_a_black_holed_ipv6_address_in_well_under_the_timeout() 
         .arg(&config)
         .args(["--to", "rcpt@example.com", "--subject", "eyeballs"])
         .args(["--body", "through", "--retries", "0"]);
-    let started = Instant::now();
-    let out = command.output().expect("run envoi");
-    let took = started.elapsed();
-    let run = Run::new(
-        "envoi send (mail.both.test)".into(),
-        out.status,
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-    .expect(0);
+    let (run, took) = Run::timed("envoi send (mail.both.test)", &mut command);
+    let run = run.expect(0);
     // timeout_secs is 10: trying the addresses one after the other would wait that long.
     assert!(took < Duration::from_secs(3), "took {took:?}\n{run}");
     assert_eq!(only_body(&server), "through");

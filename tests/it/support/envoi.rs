@@ -276,6 +276,21 @@ impl Run {
         }
     }
 
+    /// Runs `command` (a plain process, e.g. envoi under `unshare`) to its end, named
+    /// `what`, and how long it took.
+    pub fn timed(what: &str, command: &mut std::process::Command) -> (Run, std::time::Duration) {
+        let started = std::time::Instant::now();
+        let out = command.output().expect("run envoi");
+        let took = started.elapsed();
+        let run = Run::new(
+            what.to_owned(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        (run, took)
+    }
+
     /// Asserts the run exited with `code`; the failure message shows the run whole.
     #[track_caller]
     pub fn expect(self, code: i32) -> Run {

@@ -54,6 +54,30 @@ pub(super) fn unavailable<T>(why: &str) -> Option<T> {
     None
 }
 
+/// Starts a Python peer (`cmd`, its standard error into `stderr_log`) that prints
+/// `READY <port>` once listening: the child, its standard input (closing it stops a peer
+/// run with `--exit-on-stdin-eof`) and its port; `None` (skipped, or a failure under CI)
+/// when python3 cannot be run.
+pub(super) fn start_python_peer(
+    mut cmd: Command,
+    what: &str,
+    stderr_log: &Path,
+) -> Option<(Child, Option<ChildStdin>, u16)> {
+    let log = fs::File::create(stderr_log).expect("create the peer's stderr log");
+    let mut child = match cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => return unavailable(&format!("python3 cannot be run ({e})")),
+    };
+    let stdin = child.stdin.take();
+    let port = ready_port(&mut child, what, stderr_log);
+    Some((child, stdin, port))
+}
+
 /// The port a python peer announced with its first line, `READY <port>` (at most
 /// [`STARTUP_TIMEOUT`]); its stdout is drained after that until it ends. A peer that
 /// does not announce one is killed, and the test fails with its stderr.
@@ -408,18 +432,7 @@ impl TokenEndpoint {
         if let Some(status) = opts.fail_status {
             cmd.args(["--fail-status", &status.to_string()]);
         }
-        let log = fs::File::create(&stderr_log).expect("create the token endpoint stderr log");
-        let mut child = match cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(e) => return unavailable(&format!("python3 cannot be run ({e})")),
-        };
-        let stdin = child.stdin.take();
-        let port = ready_port(&mut child, "the token endpoint", &stderr_log);
+        let (child, stdin, port) = start_python_peer(cmd, "the token endpoint", &stderr_log)?;
         Some(TokenEndpoint {
             child,
             stdin,

@@ -7,12 +7,12 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::external::{kill_and_wait, read_or_empty, ready_port, unavailable};
+use super::external::{kill_and_wait, read_or_empty, start_python_peer};
 
 /// The Graph mailbox that exists unless a test says otherwise.
 pub const MAILBOX: &str = "reports@example.com";
@@ -221,18 +221,7 @@ impl MailApi {
         if opts.plain {
             cmd.arg("--plain");
         }
-        let log = fs::File::create(&stderr_log).expect("create the mail API stderr log");
-        let mut child = match cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(e) => return unavailable(&format!("python3 cannot be run ({e})")),
-        };
-        let stdin = child.stdin.take();
-        let port = ready_port(&mut child, "the mail API server", &stderr_log);
+        let (child, stdin, port) = start_python_peer(cmd, "the mail API server", &stderr_log)?;
         Some(MailApi {
             child,
             stdin,
