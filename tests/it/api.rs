@@ -812,43 +812,42 @@ fn unavailable_503_every_time_is_75_after_the_retries() {
     }
 }
 
+/// A token endpoint issuing at-1, at-2, … by client credentials, and `api` behind an
+/// `[oauth2]` profile that fetches from it, accepting only the token `accepted`.
+fn native_oauth2(api: Api, accepted: &str) -> Option<(Env, TokenEndpoint)> {
+    let dir = TempDir::new().unwrap();
+    let pki = TestPki::new();
+    let endpoint = TokenEndpoint::start(TokenEndpointOptions {
+        cert_key: pki.write_leaf(dir.path()),
+        client_id: "envoi-app".into(),
+        client_secret: "Canary-Client-Secret-77".into(),
+        refresh_token: None,
+        token_prefix: "at-".into(),
+        expires_in: 3600,
+        fail_status: None,
+    })?;
+    let url = format!("token_url = \"{}\"", endpoint.url());
+    let oauth = [
+        "[profiles.api.oauth2]",
+        "flow = \"client_credentials\"",
+        &url,
+        "client_id = \"envoi-app\"",
+        "client_secret_env = \"APP_SECRET\"",
+        "scope = \"https://graph.microsoft.com/.default\"",
+    ];
+    let tune = |o| MailApiOptions {
+        tokens: vec![accepted.to_owned()],
+        ..o
+    };
+    let env = Env::in_dir(dir, &pki, api, tune, &oauth)?;
+    Some((env, endpoint))
+}
+
 #[test]
 fn a_refused_native_oauth2_token_is_fetched_again_once_and_the_send_goes() {
     for api in BOTH {
-        let dir = TempDir::new().unwrap();
-        let pki = TestPki::new();
-        let leaf = pki.write_leaf(dir.path());
-        let Some(endpoint) = TokenEndpoint::start(TokenEndpointOptions {
-            cert_key: leaf.clone(),
-            client_id: "envoi-app".into(),
-            client_secret: "Canary-Client-Secret-77".into(),
-            refresh_token: None,
-            token_prefix: "at-".into(),
-            expires_in: 3600,
-            fail_status: None,
-        }) else {
-            return;
-        };
-        let oauth = [
-            "[profiles.api.oauth2]".to_string(),
-            "flow = \"client_credentials\"".into(),
-            format!("token_url = \"{}\"", endpoint.url()),
-            "client_id = \"envoi-app\"".into(),
-            "client_secret_env = \"APP_SECRET\"".into(),
-            "scope = \"https://graph.microsoft.com/.default\"".into(),
-        ];
-        let oauth: Vec<&str> = oauth.iter().map(String::as_str).collect();
         // at-1 is refused (revoked), at-2 accepted.
-        let Some(env) = Env::in_dir(
-            dir,
-            &pki,
-            api,
-            |o| MailApiOptions {
-                tokens: vec!["at-2".into()],
-                ..o
-            },
-            &oauth,
-        ) else {
+        let Some((env, endpoint)) = native_oauth2(api, "at-2") else {
             return;
         };
         let run = env
@@ -1592,38 +1591,7 @@ fn batch_retries_a_throttled_record_and_sends_each_once() {
 /// token and one more request.
 #[test]
 fn a_native_oauth2_token_refused_twice_is_77_after_one_fresh_token() {
-    let dir = TempDir::new().unwrap();
-    let pki = TestPki::new();
-    let Some(endpoint) = TokenEndpoint::start(TokenEndpointOptions {
-        cert_key: pki.write_leaf(dir.path()),
-        client_id: "envoi-app".into(),
-        client_secret: "Canary-Client-Secret-77".into(),
-        refresh_token: None,
-        token_prefix: "at-".into(),
-        expires_in: 3600,
-        fail_status: None,
-    }) else {
-        return;
-    };
-    let url = format!("token_url = \"{}\"", endpoint.url());
-    let oauth = [
-        "[profiles.api.oauth2]",
-        "flow = \"client_credentials\"",
-        &url,
-        "client_id = \"envoi-app\"",
-        "client_secret_env = \"APP_SECRET\"",
-        "scope = \"https://graph.microsoft.com/.default\"",
-    ];
-    let Some(env) = Env::in_dir(
-        dir,
-        &pki,
-        Api::Graph,
-        |o| MailApiOptions {
-            tokens: vec!["at-9".into()],
-            ..o
-        },
-        &oauth,
-    ) else {
+    let Some((env, endpoint)) = native_oauth2(Api::Graph, "at-9") else {
         return;
     };
     let run = env
