@@ -148,6 +148,39 @@ impl AttachedFile {
         })
     }
 
+    /// Whether the whole file is UTF-8 text, read [`CHUNK`] bytes at a time (memory stays
+    /// one chunk whatever the size): a guessed `text/*` type gets `charset=utf-8` only when
+    /// that is true, since a wrong charset garbles what a missing one would not.
+    pub(crate) fn is_utf8(&self) -> Result<bool> {
+        let mut valid = true;
+        // The end of a chunk may cut a character: its first bytes wait for the next chunk.
+        let mut carry: Vec<u8> = Vec::new();
+        self.read_chunks(|chunk, _| {
+            if !valid {
+                return Ok(());
+            }
+            let joined;
+            let bytes = if carry.is_empty() {
+                chunk
+            } else {
+                joined = [carry.as_slice(), chunk].concat();
+                joined.as_slice()
+            };
+            carry = match std::str::from_utf8(bytes) {
+                Ok(_) => Vec::new(),
+                // error_len() None: the bytes end inside a character (at most 3 of them).
+                Err(e) if e.error_len().is_none() => bytes[e.valid_up_to()..].to_vec(),
+                Err(_) => {
+                    valid = false;
+                    Vec::new()
+                }
+            };
+            Ok(())
+        })
+        .map_err(StreamError::into_error)?;
+        Ok(valid && carry.is_empty())
+    }
+
     /// Writes the file's bytes as they are to `out`, checked as in
     /// [`AttachedFile::write_base64`].
     pub(crate) fn write_as_is(&self, out: &mut impl Write) -> std::result::Result<(), StreamError> {

@@ -513,13 +513,7 @@ fn load_attachment(draft: AttachmentDraft) -> Result<Attachment> {
     check::header_text(&format!("{label} file name"), &file_name)?;
     let content_type = match &draft.content_type {
         Some(t) => parse_content_type(label, t)?,
-        // mime_guess yields well-formed types (octet-stream when it knows none).
-        None => parse_content_type(
-            label,
-            mime_guess::from_path(&file_name)
-                .first_or_octet_stream()
-                .as_ref(),
-        )?,
+        None => guessed_content_type(label, &file_name, &data)?,
     };
     let content_id = draft
         .content_id
@@ -569,6 +563,30 @@ fn decode_base64(label: &str, raw: &[u8]) -> Result<Vec<u8>> {
     base64::engine::general_purpose::STANDARD
         .decode(&compact)
         .map_err(|e| Error::invalid(format!("{label}: the data is not valid base64 ({e})")))
+}
+
+/// The type of an attachment given without one, from its file name; a `text/*` type
+/// says `charset=utf-8` when the bytes are UTF-8 (a `.log` or `.csv` then shows its
+/// accents right), and no charset otherwise, rather than a wrong one. A type the user
+/// gave is left as given.
+fn guessed_content_type(
+    label: &str,
+    file_name: &str,
+    data: &AttachmentData,
+) -> Result<ContentType> {
+    // mime_guess yields well-formed types (octet-stream when it knows none).
+    let guess = mime_guess::from_path(file_name).first_or_octet_stream();
+    let is_text = guess.type_() == mime_guess::mime::TEXT && guess.get_param("charset").is_none();
+    let utf8 = is_text
+        && match data {
+            AttachmentData::Bytes(bytes) => std::str::from_utf8(bytes).is_ok(),
+            AttachmentData::File(file) => file.is_utf8()?,
+        };
+    if utf8 {
+        parse_content_type(label, &format!("{}; charset=utf-8", guess.essence_str()))
+    } else {
+        parse_content_type(label, guess.as_ref())
+    }
 }
 
 fn parse_content_type(label: &str, value: &str) -> Result<ContentType> {

@@ -31,6 +31,19 @@ fn attachment_of(message: &[u8]) -> (String, Vec<u8>) {
     )
 }
 
+/// A base64 body, decoded.
+fn base64_body(raw: &[u8]) -> Vec<u8> {
+    use base64::Engine as _;
+    let compact: Vec<u8> = raw
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .expect("base64")
+}
+
 /// Several chunks of the streaming reader, and a last one cut short.
 const BIG: usize = 3 * 65550 + 1234;
 
@@ -196,4 +209,66 @@ fn a_file_that_shrank_during_data_is_never_half_sent() {
     );
     assert!(server.unacknowledged().is_empty(), "the final dot was sent");
     assert_eq!(server.connections(), 1, "retried");
+}
+
+/// A text file attached without a type gets the type its name implies and
+/// `charset=utf-8` when it is UTF-8 — also when a character straddles the reader's
+/// chunks — and no charset when it is not (a wrong one would garble it); a type given
+/// with `--attach-type` is sent as given.
+#[test]
+fn a_text_attachment_says_its_charset_only_when_it_is_utf8() {
+    let dir = TempDir::new().unwrap();
+    // "é" is two bytes: one ends the first 65,550-byte chunk, the other starts the next.
+    let mut utf8 = vec![b'a'; 65549];
+    utf8.extend_from_slice("é crème brûlée\n".as_bytes());
+    std::fs::write(dir.path().join("app.log"), &utf8).unwrap();
+    let latin1 = b"cr\xe8me br\xfbl\xe9e\n".to_vec();
+    std::fs::write(dir.path().join("latin1.txt"), &latin1).unwrap();
+    std::fs::write(dir.path().join("given.csv"), "a,é\n").unwrap();
+    let server = TestServer::start(ServerOptions::default());
+    send(dir.path(), Route::Url(server.port()))
+        .args(["--from", "s@example.com", "--to", "r@example.net"])
+        .args(["--subject", "logs", "--body", "see attached"])
+        .arg("--attach")
+        .arg(dir.path().join("app.log"))
+        .arg("--attach")
+        .arg(dir.path().join("latin1.txt"))
+        .arg("--attach")
+        .arg(dir.path().join("given.csv"))
+        .args(["--attach-type", "text/csv"])
+        .expect_exit(0);
+    let messages = server.messages();
+    let parsed = MessageParser::default()
+        .parse(&messages[0].data)
+        .expect("a message");
+    let types: Vec<(String, String, Option<String>, bool)> = parsed
+        .attachments()
+        .zip([utf8, latin1, "a,é\n".into()])
+        .map(|(part, sent)| {
+            let ct = part.content_type().expect("a Content-Type");
+            (
+                part.attachment_name().unwrap_or_default().to_owned(),
+                format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or_default()),
+                ct.attribute("charset").map(str::to_owned),
+                // The base64 as sent, decoded here: a parser turns text into UTF-8.
+                base64_body(
+                    &messages[0].data
+                        [part.raw_body_offset() as usize..part.raw_end_offset() as usize],
+                ) == sent,
+            )
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [
+            (
+                "app.log".into(),
+                "text/plain".into(),
+                Some("utf-8".into()),
+                true
+            ),
+            ("latin1.txt".into(), "text/plain".into(), None, true),
+            ("given.csv".into(), "text/csv".into(), None, true),
+        ]
+    );
 }
