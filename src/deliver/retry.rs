@@ -35,21 +35,31 @@ pub(crate) trait Session {
     fn mail(&mut self, prepared: &Prepared, recipients: &[Address]) -> Result<()>;
     /// RCPT TO: the server's answer, positive or not.
     fn rcpt(&mut self, recipient: &Address) -> Result<RcptReply>;
-    /// MAIL and every RCPT in one write (RFC 2920 PIPELINING), then their replies in
-    /// order: the RCPT answers. `None` when the server does not offer it; then [`mail`]
-    /// and [`rcpt`] go one by one.
+    /// MAIL, every RCPT and DATA in one write (RFC 2920 PIPELINING: DATA may end a
+    /// group), then their replies in order. `None` when the server does not offer it;
+    /// then [`mail`], [`rcpt`] and [`data`] go one by one.
     ///
     /// [`mail`]: Session::mail
     /// [`rcpt`]: Session::rcpt
+    /// [`data`]: Session::data
     fn pipelined_envelope(
         &mut self,
         _prepared: &Prepared,
         _recipients: &[Address],
-    ) -> Option<Result<Vec<RcptReply>>> {
+    ) -> Option<Result<Pipelined>> {
         None
     }
     /// Abandons the transaction; the session stays usable.
     fn rset(&mut self);
+    /// Abandons a transaction whose pipelined DATA was answered 354 although the message
+    /// must not go (a recipient refused): the connection is closed before any of the
+    /// message, so the server discards the transaction (RFC 5321 §4.1.1.4; RFC 2920 §3.1
+    /// has the client send a lone dot instead, which would deliver to the accepted
+    /// recipients). The session is no longer usable.
+    fn abandon(&mut self);
+    /// After a 354 to a pipelined DATA: the message and the final dot, and the reply to
+    /// the dot.
+    fn message(&mut self, prepared: &Prepared) -> Result<(u16, String)>;
     /// What the session has to tell the user since it was last asked (a DSN request
     /// the server cannot honour, say).
     fn take_notices(&mut self) -> Vec<Notice> {
@@ -190,6 +200,16 @@ impl<C: Connector> Sessions for Reuse<C> {
     }
 }
 
+/// The replies to a pipelined MAIL, RCPTs and DATA.
+#[derive(Debug)]
+pub(crate) struct Pipelined {
+    /// Each RCPT's answer, in order.
+    pub rcpts: Vec<RcptReply>,
+    /// `Ok` when DATA was answered 354 (the server now waits for the message: it must
+    /// get it, or [`Session::abandon`]); else the error for its negative reply.
+    pub data: Result<()>,
+}
+
 /// What one transaction did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Transaction {
@@ -231,12 +251,16 @@ fn transaction(
     allow_partial: bool,
 ) -> Result<Transaction> {
     let mut t = Transaction::default();
+    // The answer to a DATA already sent with the envelope.
+    let mut pipelined_data = None;
     match session.pipelined_envelope(prepared, recipients) {
         Some(replies) => {
+            let replies = replies?;
             // Every RCPT was asked: whoever got 250 is in, after a 452 or not.
-            for (rcpt, reply) in recipients.iter().zip(replies?) {
+            for (rcpt, reply) in recipients.iter().zip(replies.rcpts) {
                 t.file(rcpt, reply);
             }
+            pipelined_data = Some(replies.data);
         }
         None => {
             session.mail(prepared, recipients)?;
@@ -250,11 +274,17 @@ fn transaction(
         }
     }
     if t.accepted.is_empty() || (!t.refused.is_empty() && !allow_partial) {
-        session.rset();
+        match pipelined_data {
+            Some(Ok(())) => session.abandon(),
+            _ => session.rset(),
+        }
         t.deferred.clear();
         return Ok(t);
     }
-    t.data_reply = Some(session.data(prepared)?);
+    t.data_reply = Some(match pipelined_data {
+        Some(data) => data.and_then(|()| session.message(prepared))?,
+        None => session.data(prepared)?,
+    });
     Ok(t)
 }
 
@@ -682,18 +712,38 @@ mod tests {
             &mut self,
             prepared: &Prepared,
             recipients: &[Address],
-        ) -> Option<Result<Vec<RcptReply>>> {
+        ) -> Option<Result<Pipelined>> {
             if !self.server.pipelining {
                 return None;
             }
             self.log.borrow_mut().push("PIPELINE".into());
-            let replies = self
-                .mail(prepared, recipients)
-                .and_then(|()| recipients.iter().map(|r| self.rcpt(r)).collect());
-            Some(replies)
+            let replies = self.mail(prepared, recipients).and_then(|()| {
+                recipients
+                    .iter()
+                    .map(|r| self.rcpt(r))
+                    .collect::<Result<Vec<_>>>()
+            });
+            // As Postfix: DATA is 354 when someone is in, else 554.
+            Some(replies.map(|rcpts| Pipelined {
+                data: if rcpts.iter().any(|r| r.code < 400) {
+                    Ok(())
+                } else {
+                    Err(Error::new(ErrorKind::RecipientRefused, "scripted 554"))
+                },
+                rcpts,
+            }))
         }
 
-        fn data(&mut self, _: &Prepared) -> Result<(u16, String)> {
+        fn abandon(&mut self) {
+            self.log.borrow_mut().push("ABANDON".into());
+            self.gone = true;
+        }
+
+        fn data(&mut self, prepared: &Prepared) -> Result<(u16, String)> {
+            self.message(prepared)
+        }
+
+        fn message(&mut self, _: &Prepared) -> Result<(u16, String)> {
             self.log.borrow_mut().push("DATA".into());
             match self.server.data_error {
                 Some(kind) => Err(Error::new(kind, "scripted data failure")),
@@ -818,6 +868,26 @@ mod tests {
         assert_eq!(script.count("RSET"), 1);
         assert_eq!(script.count("DATA"), 0, "{:?}", script.log());
         assert!(seen.accepted.is_empty());
+    }
+
+    /// Pipelined, DATA went with the envelope and was answered 354: with a recipient
+    /// refused, the connection is dropped before the message (no lone dot, which would
+    /// deliver to the others), and a further message gets a new session.
+    #[test]
+    fn a_refused_recipient_after_a_pipelined_354_abandons_the_connection() {
+        let server = Server {
+            pipelining: true,
+            ..Server::refusing("b@example.com", 550)
+        };
+        let mut script = Script::new(vec![Ok(server)]);
+        let (result, _) = run(&mut script, &FIVE[..3], &policy(3, false));
+        let failure = result.unwrap_err();
+        assert_eq!(failure.error.kind(), ErrorKind::RecipientRefused);
+        assert!(failure.report.delivered.is_empty());
+        let log = script.log();
+        assert_eq!(script.count("DATA"), 0, "{log:?}");
+        assert_eq!(script.count("ABANDON"), 1, "{log:?}");
+        assert_eq!(log.last().map(String::as_str), Some("HANGUP"), "{log:?}");
     }
 
     #[test]

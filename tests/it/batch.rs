@@ -550,6 +550,36 @@ fn allow_partial_sends_to_the_accepted_and_reports_each_recipient() {
     );
 }
 
+/// With PIPELINING, DATA leaves with the envelope and the server answers it 354 even
+/// though a recipient was refused: that record's message must not go to the others, so
+/// the connection is dropped before it (never a lone dot), and the next record goes out
+/// on a new session.
+#[test]
+fn a_pipelined_354_after_a_refused_recipient_sends_nothing_and_the_batch_goes_on() {
+    let s = Setup::plain(
+        ServerOptions {
+            ehlo_extra: vec!["PIPELINING".into()],
+            refuse_rcpt: vec![("gone@example.com".into(), 550)],
+            ..ServerOptions::default()
+        },
+        10,
+    );
+    let records = [
+        record("a@example.com; gone@example.com", "first"),
+        record("b@example.com", "second"),
+    ];
+    let file = write(&s, "mail.jsonl", &records.join("\n"));
+    let run = batch(&s, &[&file]).expect_exit(67);
+    assert!(run.stderr.contains("2 sessions"), "{run}");
+    let delivered: Vec<Vec<String>> = s.server.messages().into_iter().map(|m| m.rcpt_to).collect();
+    assert_eq!(delivered, [vec!["b@example.com".to_owned()]]);
+    let statuses: Vec<String> = report(&report_path(&s))
+        .iter()
+        .map(|line| line["status"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(statuses, ["refused", "sent"]);
+}
+
 /// `--rate 10/s`: the server sees the messages at least ~100 ms apart (gaps measured at
 /// the server, with slack for scheduling; never the batch's total time).
 #[test]

@@ -233,8 +233,8 @@ fn t25_a_hanging_password_command_is_stopped() {
     s.assert_nothing_delivered();
 }
 
-/// RFC 2920: with PIPELINING offered, MAIL FROM and every RCPT TO leave in one write (the
-/// peer finds them all in its first read) and each recipient's reply is still its own.
+/// RFC 2920: with PIPELINING offered, MAIL FROM, every RCPT TO and DATA leave in one write
+/// (the peer finds them all in its first read) and each recipient's reply is still its own.
 #[test]
 fn pipelining_sends_the_envelope_in_one_write() {
     let (port, peer) = peer(|mut socket| {
@@ -294,6 +294,7 @@ fn pipelining_sends_the_envelope_in_one_write() {
         "MAIL FROM:<a@example.com>",
         "RCPT TO:<b@example.com>",
         "RCPT TO:<d@example.com>",
+        "DATA",
     ] {
         assert!(
             first.contains(line),

@@ -15,7 +15,7 @@ use crate::deliver::in_flight::InFlight;
 use crate::deliver::observe::{Notice, Transcript};
 use crate::deliver::options::Dsn;
 use crate::deliver::outcome::RcptReply;
-use crate::deliver::retry::Session;
+use crate::deliver::retry::{Pipelined, Session};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::wire::DataWriter;
 use crate::message::{MessageBytes, Prepared, StreamError};
@@ -472,7 +472,7 @@ impl Session for SmtpSession {
         &mut self,
         prepared: &Prepared,
         recipients: &[Address],
-    ) -> Option<Result<Vec<RcptReply>>> {
+    ) -> Option<Result<Pipelined>> {
         if !self.caps.pipelining {
             return None;
         }
@@ -488,9 +488,23 @@ impl Session for SmtpSession {
         let _ = self.command("RSET", "RSET");
     }
 
+    fn abandon(&mut self) {
+        self.broken = true;
+        self.conn.shutdown();
+        self.trace(
+            "*",
+            "DATA was accepted but the message must not go: the connection was closed \
+             before it, so the server discards the transaction",
+        );
+    }
+
     fn data(&mut self, prepared: &Prepared) -> Result<(u16, String)> {
         let reply = self.command("DATA", "DATA")?;
         self.require(&reply, "DATA", |c| c == 354)?;
+        self.message(prepared)
+    }
+
+    fn message(&mut self, prepared: &Prepared) -> Result<(u16, String)> {
         self.arm_timeout()?;
         self.trace(
             "C",
@@ -594,15 +608,17 @@ impl SmtpSession {
         Ok(format!("MAIL FROM:<{from}>{params}"))
     }
 
-    /// RFC 2920: MAIL and the RCPTs go in one write; the replies come back in order and
-    /// are all read, so the session stays in step even when MAIL is refused.
+    /// RFC 2920: MAIL, the RCPTs and DATA go in one write (a round trip less per
+    /// message than DATA on its own); the replies come back in order and are all read,
+    /// so the session stays in step even when MAIL is refused.
     fn envelope_in_one_write(
         &mut self,
         prepared: &Prepared,
         recipients: &[Address],
-    ) -> Result<Vec<RcptReply>> {
+    ) -> Result<Pipelined> {
         let mut lines = vec![self.mail_line(prepared, recipients)?];
         lines.extend(recipients.iter().map(|r| self.rcpt_line(r)));
+        lines.push("DATA".to_owned());
         let mut batch = String::new();
         for line in &lines {
             self.trace("C", line);
@@ -621,8 +637,19 @@ impl SmtpSession {
             let reply = self.read(&format!("RCPT TO:<{rcpt}>"))?;
             replies.push(RcptReply::new(rcpt, reply.code, printable(reply.text())));
         }
-        self.require(&mail, "MAIL FROM", |c| c == 250)?;
-        Ok(replies)
+        self.arm_timeout()?;
+        let data = self.read("DATA")?;
+        if let Err(e) = self.require(&mail, "MAIL FROM", |c| c == 250) {
+            if data.code == 354 {
+                // A server that took DATA without a sender waits for a message: none goes.
+                self.abandon();
+            }
+            return Err(e);
+        }
+        Ok(Pipelined {
+            rcpts: replies,
+            data: self.require(&data, "DATA", |c| c == 354),
+        })
     }
 
     /// The dot-stuffed payload and the final dot, in large writes, the last one carrying
