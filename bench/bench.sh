@@ -142,6 +142,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 mkdir -p "$WORK/home"
+# Every command, envoi and its peers alike, runs in one clean environment: nothing but PATH,
+# a HOME of its own (no ~/.config/envoi, ~/.curlrc or ~/.msmtprc of the machine's) and the
+# secrets of BENCH_ENV. hyperfine itself runs under it, so no tool pays for a wrapper the
+# others do not: an `env -i` in front of envoi alone cost it an exec (~0.9 ms here, a
+# quarter of scenario 1) that curl never paid.
+BENCH_ENV=()
+clean_env() { env -i "PATH=$PATH" "HOME=$WORK/home" "${BENCH_ENV[@]}" "$@"; }
 
 say "inputs"
 # ~1 KB of text for the body, and the same as a complete message (CRLF) for curl/msmtp.
@@ -303,7 +310,7 @@ fi
 ENVOI=""
 ENVOI_CONCURRENCY=""
 if [ -n "$ENVOI_EXE" ]; then
-  ENVOI="env -i PATH=$PATH HOME=$WORK/home $ENVOI_EXE"
+  ENVOI="$ENVOI_EXE"
   "$ENVOI_EXE" --version 2>/dev/null || true
   if timeout 30 "$ENVOI_EXE" batch --help 2>/dev/null | grep -q -e "$ENVOI_CONCURRENCY_FLAG"; then
     ENVOI_CONCURRENCY="$ENVOI_CONCURRENCY_FLAG 4"
@@ -334,7 +341,8 @@ ca_file = "$WORK/tls/ca.pem"
 from = "s@example.test"
 timeout_secs = 30
 EOF
-    tls+=("envoi|env -i PATH=$PATH HOME=$WORK/home ENVOI_PASSWORD=$TLS_PASS $ENVOI_EXE $(fill "$ENVOI_TLS_ARGS")")
+    BENCH_ENV+=("ENVOI_PASSWORD=$TLS_PASS")
+    tls+=("envoi|$ENVOI_EXE $(fill "$ENVOI_TLS_ARGS")")
   fi
   if command -v msmtp >/dev/null; then
     # msmtp keeps the password in its (private) configuration file, as its users do.
@@ -390,7 +398,7 @@ check() {
   local n=$2 min_bytes=$3 kept=() entry before after size
   for entry in "${list[@]}"; do
     before=$(find "$WORK/dumps" -type f | wc -l)
-    if eval "timeout 300 $(with_port "$CHECK_PORT" "${entry#*|}")" >"$WORK/check.log" 2>&1; then
+    if eval "clean_env timeout 300 $(with_port "$CHECK_PORT" "${entry#*|}")" >"$WORK/check.log" 2>&1; then
       after=$(find "$WORK/dumps" -type f | wc -l)
       size=$(find "$WORK/dumps" -type f -printf '%T@ %s\n' | sort -n | tail -n 1 | cut -d' ' -f2)
       if [ "$after" -eq $((before + n)) ] && [ "${size:-0}" -ge "$min_bytes" ]; then
@@ -419,7 +427,7 @@ check_pf() {
     pf_wait_empty 120 || true
     sent0=$(pf_count ' status=sent ')
     auth0=$(pf_count "sasl_username=$TLS_USER\$")
-    if eval "timeout 300 $(with_port "$port" "${entry#*|}")" >"$WORK/check.log" 2>&1; then
+    if eval "clean_env timeout 300 $(with_port "$port" "${entry#*|}")" >"$WORK/check.log" 2>&1; then
       pf_wait_sent $((sent0 + n)) 120 || true
       sleep 1 # a message beyond N would show now
       pf_wait_empty 120 || true
@@ -449,7 +457,7 @@ run_hyperfine() { # run_hyperfine PORT JSON WARMUP RUNS ENTRIES...
   local port=$1 json=$2 warmup=$3 runs=$4 args=() entry
   shift 4
   for entry in "$@"; do args+=(-n "${entry%%|*}" "$(with_port "$port" "${entry#*|}")"); done
-  timeout 3600 hyperfine -N --style basic --warmup "$warmup" --runs "$runs" --export-json "$json" "${args[@]}"
+  clean_env timeout 3600 hyperfine -N --style basic --warmup "$warmup" --runs "$runs" --export-json "$json" "${args[@]}"
 }
 
 summary() { # summary JSON [RSS_FILE]: medians, ratios to curl, and peak RSS (ratio to s-nail)
@@ -533,7 +541,7 @@ if want 3; then
   for entry in "${attach[@]}"; do
     max=0
     for _ in 1 2 3; do
-      eval "timeout 120 /usr/bin/time -f %M -o $WORK/rss $(with_port "$PORT" "${entry#*|}")" >/dev/null 2>&1
+      eval "clean_env timeout 120 /usr/bin/time -f %M -o $WORK/rss $(with_port "$PORT" "${entry#*|}")" >/dev/null 2>&1
       kib=$(tail -n 1 "$WORK/rss")
       [ "$kib" -gt "$max" ] && max=$kib
     done
@@ -580,7 +588,7 @@ flat_run() {
   shift 2
   # shellcheck disable=SC2086 # $ENVOI is a command line
   if ! python3 "$WORK/gen_records.py" "$n" |
-    /usr/bin/time -f %M -o "$WORK/flat.rss" timeout 7200 $ENVOI batch \
+    clean_env /usr/bin/time -f %M -o "$WORK/flat.rss" timeout 7200 $ENVOI batch \
       --smtp-url "smtp://127.0.0.1:$PORT?security=none" --from s@example.test --format jsonl \
       --report "$WORK/flat-$n.jsonl" "$@" - >/dev/null 2>"$WORK/flat.err"; then
     echo "WARNING: $name failed:" >&2
@@ -657,13 +665,14 @@ timeout_secs = 30
 EOF
     base64 -w0 "$WORK/small.eml" >"$WORK/small.b64"
     graph=("curl|curl -sS --fail --max-time 60 --cacert $WORK/graph-tls/ca.pem -H 'Authorization: Bearer $GRAPH_TOKEN' -H 'Content-Type: text/plain' --data-binary @$WORK/small.b64 https://127.0.0.1:@PORT@/v1.0/users/s@example.test/sendMail"
-      "envoi|env -i PATH=$PATH HOME=$WORK/home GRAPH_TOKEN=$GRAPH_TOKEN $ENVOI_EXE $(fill "$ENVOI_GRAPH_ARGS")")
+      "envoi|$ENVOI_EXE $(fill "$ENVOI_GRAPH_ARGS")")
+    BENCH_ENV+=("GRAPH_TOKEN=$GRAPH_TOKEN")
     # Each command once first: it must exit 0 and have exactly one request answered 202
     # whose decoded message holds the body (the endpoint writes what it decoded).
     kept=()
     for entry in "${graph[@]}"; do
       before=$(grep -c '"status": 202' "$WORK/graph-out/requests.jsonl" 2>/dev/null || true)
-      if eval "timeout 120 $(with_port "$GRAPH_PORT" "${entry#*|}")" >"$WORK/check.log" 2>&1 &&
+      if eval "clean_env timeout 120 $(with_port "$GRAPH_PORT" "${entry#*|}")" >"$WORK/check.log" 2>&1 &&
         [ "$(grep -c '"status": 202' "$WORK/graph-out/requests.jsonl")" -eq $((${before:-0} + 1)) ]; then
         echo "checked: ${entry%%|*}: the endpoint answered 202 to one request"
         kept+=("$entry")
