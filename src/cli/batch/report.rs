@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::fs::{File, TryLockError};
 use std::io::{self, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use envoi::deliver::{BatchSent, Failure, Report};
@@ -261,9 +260,10 @@ const SLOT: usize = INFLIGHT_WIDTH + 1 + 16;
 const HEADER: usize = 1 + INFLIGHT_WIDTH + 1 + 10 + 1;
 
 /// The in-flight file (nothing without `--report`). A sender marks its own slot before
-/// it sends; the lock is for the file's shared position, not for the slots.
+/// it sends, with a positioned write: one system call, and no lock, since no sender
+/// moves a position the others use.
 pub(super) struct Marks {
-    file: Option<Mutex<File>>,
+    file: Option<File>,
 }
 
 impl Marks {
@@ -296,9 +296,7 @@ impl Marks {
                 file.write_all(format!("{header}{}", blank.repeat(senders)).as_bytes())
             })
             .map_err(failed)?;
-        Ok(Marks {
-            file: Some(Mutex::new(file)),
-        })
+        Ok(Marks { file: Some(file) })
     }
 
     /// Writes `line` and `hash` into `sender`'s slot.
@@ -308,20 +306,39 @@ impl Marks {
         };
         let text = format!("{line:>INFLIGHT_WIDTH$} {}\n", hash_text(hash));
         let offset = (HEADER + sender * (SLOT + 1)) as u64;
-        // A sender that panicked held no lock while writing a slot: the file is whole.
-        let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
-        file.seek(SeekFrom::Start(offset))
-            .and_then(|_| file.write_all(text.as_bytes()))
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Temporary,
-                    format!(
-                        "cannot write the in-flight mark next to --report: {e}; the batch \
+        write_all_at(file, text.as_bytes(), offset).map_err(|e| {
+            Error::new(
+                ErrorKind::Temporary,
+                format!(
+                    "cannot write the in-flight mark next to --report: {e}; the batch \
                          stops here"
-                    ),
-                )
-            })
+                ),
+            )
+        })
     }
+}
+
+/// Writes all of `bytes` at `offset` of `file`, leaving no shared position to guard.
+#[cfg(unix)]
+fn write_all_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, bytes, offset)
+}
+
+/// Writes all of `bytes` at `offset` of `file` (Windows moves the file's position too,
+/// which nothing else of the in-flight file uses).
+#[cfg(windows)]
+fn write_all_at(file: &File, mut bytes: &[u8], mut offset: u64) -> io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !bytes.is_empty() {
+        match file.seek_write(bytes, offset)? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => {
+                bytes = &bytes[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Opens `--report` (a state file: no link, this user's, 0600) and locks it for the
