@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::support::certs::{Leaf, TestPki};
-use crate::support::envoi::{Config, ExpectExit, Route, Run, envoi, send};
+use crate::support::envoi::{Config, ExpectExit, Route, Run, envoi, hermetic_env, send};
 use crate::support::external::require_external;
+use crate::support::namespaces;
 use crate::support::smtp_server::{Security, ServerOptions, TestServer};
 use crate::support::{PASSWORD, USER};
 
@@ -433,6 +434,58 @@ fn a_system_without_ca_certificates_still_refuses_at_the_handshake_with_the_fix(
         .env("SSL_CERT_FILE", &empty)
         .expect_exit(0);
     relay.assert_delivered();
+}
+
+/// The system's roots are its CA bundle (`/etc/ssl/certs/ca-certificates.crt` here), not
+/// also every file of the folder around it, which on Debian are links to the same roots
+/// (read twice before); `SSL_CERT_DIR` still reads a folder. Each run gets a test-made
+/// `/etc/ssl/certs` in a mount namespace of its own.
+#[test]
+fn the_system_roots_are_the_bundle_and_ssl_cert_dir_reads_the_folder() {
+    if !namespaces::available() {
+        return;
+    }
+    let relay = Relay::start(TestPki::with_leaf(Leaf::Good), Security::StartTls);
+    let other = TestPki::with_leaf(Leaf::Good);
+    let certs = relay.dir.path().join("etc-ssl-certs");
+    std::fs::create_dir(&certs).unwrap();
+    let bundle = certs.join("ca-certificates.crt");
+    let config = relay.config(&[]);
+    let run = |env: &[(&str, &str)]| {
+        let mut command = namespaces::with_bind("/etc/ssl/certs", &certs);
+        command
+            .arg(assert_cmd::cargo::cargo_bin("envoi"))
+            .env_clear()
+            .envs(hermetic_env(relay.dir.path()))
+            .env("ENVOI_TEST_PASSWORD", PASSWORD)
+            .envs(env.iter().copied())
+            .args(["send", "--config"])
+            .arg(&config)
+            .args([
+                "--to",
+                "a@example.com",
+                "--subject",
+                "roots",
+                "--body",
+                "hi",
+            ]);
+        Run::timed("envoi send (test-made /etc/ssl/certs)", &mut command).0
+    };
+
+    // The relay's CA in the bundle, after another: trusted, no ca_file needed.
+    std::fs::write(&bundle, other.ca_pem() + &relay.pki.ca_pem()).unwrap();
+    run(&[]).expect(0);
+    assert_eq!(relay.server.messages().len(), 1);
+
+    // The bundle without it, the CA as a file of the folder: not read, so not trusted.
+    std::fs::write(&bundle, other.ca_pem()).unwrap();
+    std::fs::write(certs.join("relay-ca.pem"), relay.pki.ca_pem()).unwrap();
+    // (Both test CAs have one name: the bundle's is tried, and its signature fails.)
+    assert_untrusted(&run(&[]).expect(77), "signature does not verify");
+
+    // SSL_CERT_DIR names the folder: its files are read.
+    run(&[("SSL_CERT_DIR", "/etc/ssl/certs")]).expect(0);
+    assert_eq!(relay.server.messages().len(), 2);
 }
 
 #[test]

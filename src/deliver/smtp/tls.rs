@@ -276,11 +276,36 @@ pub(crate) fn trusted_roots(ca_file: Option<&Path>) -> Result<Vec<CertificateDer
 }
 
 /// The system's trusted roots, read from disk once per process (about a hundred and
-/// fifty files' worth): the SMTP verifier and the OAuth2 client both start from them,
+/// fifty certificates): the SMTP verifier and the OAuth2 client both start from them,
 /// and a device-code login polls the token endpoint many times.
 fn system_roots() -> &'static [CertificateDer<'static>] {
     static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
-    ROOTS.get_or_init(|| rustls_native_certs::load_native_certs().certs)
+    ROOTS.get_or_init(|| {
+        #[cfg(all(unix, not(target_os = "macos")))]
+        if let Some(certs) = bundle_roots() {
+            return certs;
+        }
+        rustls_native_certs::load_native_certs().certs
+    })
+}
+
+/// The roots of the system's CA bundle alone, unless `SSL_CERT_FILE` or `SSL_CERT_DIR`
+/// choose (then rustls-native-certs reads what they name); `None` without a bundle.
+///
+/// rustls-native-certs reads both the bundle and the certificate directory: on Debian
+/// the directory holds ~150 links to the very roots of the bundle, so each was read and
+/// parsed twice, about 1.4 ms of every TLS send. `update-ca-certificates` (Debian,
+/// Ubuntu, Alpine) and `update-ca-trust` (Fedora, RHEL) write every root, local ones
+/// too, into the bundle; a CA dropped into the directory by hand without them is found
+/// with `SSL_CERT_DIR=/etc/ssl/certs` (or `ca_file`).
+#[cfg(all(unix, not(target_os = "macos")))]
+fn bundle_roots() -> Option<Vec<CertificateDer<'static>>> {
+    if openssl_probe::has_ssl_cert_env_vars() {
+        return None;
+    }
+    let bundle = openssl_probe::probe().cert_file?;
+    let certs = rustls_native_certs::load_certs_from_paths(Some(&bundle), None).certs;
+    (!certs.is_empty()).then_some(certs)
 }
 
 /// Reads the PEM certificates of `ca_file` into `roots`, and returns them as written.

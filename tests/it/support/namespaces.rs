@@ -1,6 +1,7 @@
-//! A command whose `/etc/hosts` is a file of the test's: `unshare -m` (a mount namespace
-//! of its own, root only) and a bind mount over `/etc/hosts` there, so the system resolver
-//! (glibc's `files` source) answers a test name as the test says, for that process alone.
+//! A command whose `/etc/hosts` (or another system path) is a file of the test's:
+//! `unshare -m` (a mount namespace of its own, root only) and a bind mount over it there,
+//! so the system resolver (glibc's `files` source) answers a test name as the test says,
+//! or the system's CA bundle holds the test's CA, for that process alone.
 //!
 //! When namespaces cannot be made (not root, no `unshare`), [`available`] notes it and
 //! says false, unless `CI` or `ENVOI_REQUIRE_EXTERNAL` is set (CI runs as root), in which
@@ -30,14 +31,21 @@ pub fn available() -> bool {
 /// A command that runs its program (the first argument added to it) with `hosts` as its
 /// `/etc/hosts`.
 pub fn with_hosts(hosts: &Path) -> Command {
+    with_bind("/etc/hosts", hosts)
+}
+
+/// A command that runs its program (the first argument added to it) with `source` (a
+/// file or a folder of the test's) mounted over `target`, for that process alone.
+pub fn with_bind(target: &str, source: &Path) -> Command {
     let mut command = Command::new("unshare");
     command
         .args([
             "-m",
             "sh",
             "-c",
-            "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
+            "mount --bind \"$0\" \"$1\" && shift && exec \"$@\"",
         ])
-        .arg(hosts);
+        .arg(source)
+        .arg(target);
     command
 }
