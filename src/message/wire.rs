@@ -67,7 +67,7 @@ impl<W: Write> Write for DataWriter<W> {
             }
         }
         while !rest.is_empty() {
-            let end = rest.iter().position(|b| matches!(b, b'\r' | b'\n'));
+            let end = memchr::memchr2(b'\r', b'\n', rest);
             let line = &rest[..end.unwrap_or(rest.len())];
             if self.at_line_start && line.starts_with(b".") {
                 self.out.write_all(b".")?;
@@ -112,7 +112,7 @@ impl<'a> Lines<'a> {
         if self.rest.is_empty() {
             return None;
         }
-        match self.rest.find(['\r', '\n']) {
+        match memchr::memchr2(b'\r', b'\n', self.rest.as_bytes()) {
             None => {
                 let line = self.rest;
                 self.rest = "";
