@@ -93,7 +93,7 @@ fn run(args: Vec<OsString>) -> ExitCode {
         return sendmail(rest);
     }
     let wants_json = args.iter().any(|a| a == "--json");
-    let matches = match args::command().try_get_matches_from(&args) {
+    let matches = match args::parse(&args) {
         Ok(m) => m,
         Err(e) => return clap_exit(e, wants_json),
     };
