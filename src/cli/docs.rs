@@ -133,7 +133,7 @@ fn with_profile_names(shell: Shell, script: &str) -> String {
 
 /// The options of sendmail mode, which envoi reads by hand (see `sendmail.rs`), so clap
 /// cannot list them in `envoi-sendmail(1)`.
-const SENDMAIL_OPTIONS: [(&str, &str); 13] = [
+const SENDMAIL_OPTIONS: [(&str, &str); 14] = [
     (
         "-t",
         "also send to the To, Cc and Bcc of the message (Bcc is removed)",
@@ -175,6 +175,11 @@ const SENDMAIL_OPTIONS: [(&str, &str); 13] = [
     (
         "--queue",
         "write to the outbox first; a temporary failure exits 0 (queued)",
+    ),
+    (
+        "--log WHERE",
+        "log the outcome to syslog, journal or a file; none: off (else $ENVOI_LOG, else the \
+         profile's log)",
     ),
     (
         "-v",
