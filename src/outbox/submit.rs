@@ -159,17 +159,24 @@ pub enum Submitted {
 /// Delivers a prepared message along the resolved connection: claims the idempotency
 /// key, queues the message (`--queue`, profile `outbox = true`) or sends it directly,
 /// and records the key. `going_direct` is called with the deadline just before a direct
-/// send (the command's watchdog). The outcome, whatever it is, goes to the delivery log.
+/// send (the command's watchdog), with the log line it is to write if it ends the
+/// process. The outcome, whatever it is, goes to the delivery log.
 pub fn dispatch(
     resolved: &Resolved,
     prepared: Prepared,
     plan: &Plan,
     observer: &mut dyn Observer,
-    going_direct: &dyn Fn(Instant),
+    going_direct: &dyn Fn(Instant, LastWords),
 ) -> Result<Submitted, Failure> {
     let facts = Facts::of(&prepared);
-    let submitted = dispatch_unlogged(resolved, prepared, plan, observer, going_direct);
     let log = DeliveryLog::of(resolved, resolved.connection.as_ref());
+    let last_words = || LastWords {
+        log: log.clone(),
+        facts: facts.clone(),
+    };
+    let submitted = dispatch_unlogged(resolved, prepared, plan, observer, &|deadline| {
+        going_direct(deadline, last_words());
+    });
     let logged = match &submitted {
         Ok(Submitted::Delivered(delivery)) => match delivery {
             Delivery::Sent { report, .. } => {
@@ -190,6 +197,22 @@ pub fn dispatch(
     };
     log.record(&facts, &logged, observer);
     submitted
+}
+
+/// The delivery log line of a message whose process a watchdog ends at the deadline
+/// (no `Drop` runs then, nor the rest of [`dispatch`]).
+#[derive(Debug)]
+pub struct LastWords {
+    log: DeliveryLog,
+    facts: Facts,
+}
+
+impl LastWords {
+    /// Writes the message's line with the error the process ends with.
+    pub fn say(&self, error: &Error, observer: &mut dyn Observer) {
+        self.log
+            .record(&self.facts, &Logged::failed(error, None), observer);
+    }
 }
 
 /// [`dispatch`] without its log line.

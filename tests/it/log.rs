@@ -742,3 +742,60 @@ fn the_journal_gets_native_fields_and_syslog_takes_over_when_it_is_absent() {
         "sent",
     );
 }
+
+#[test]
+fn a_send_its_watchdog_ends_at_the_deadline_still_logs() {
+    if !namespaces::available() {
+        return;
+    }
+    // A name server that never answers: looking up the relay's name hangs, which only
+    // the watchdog ends (std cannot interrupt getaddrinfo).
+    let silent = std::net::UdpSocket::bind("127.0.0.77:53").expect("bind 127.0.0.77:53");
+    let home = TempDir::new().unwrap();
+    let resolv = home.path().join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        "nameserver 127.0.0.77\noptions timeout:30 attempts:1\n",
+    )
+    .unwrap();
+    let log = home.path().join("log.txt");
+    let started = std::time::Instant::now();
+    let run = in_namespace(
+        home.path(),
+        &[(resolv.as_path(), "/etc/resolv.conf")],
+        &[
+            "send",
+            "--smtp-url",
+            "smtp://relay.hangs.example:25?security=none",
+            "--timeout",
+            "1",
+            "--retries",
+            "0",
+            "--from",
+            "a@example.com",
+            "--to",
+            "b@example.com",
+            "--subject",
+            "x",
+            "--body",
+            "y",
+            "--log",
+            log.to_str().unwrap(),
+        ],
+        "",
+    )
+    .expect(75);
+    assert!(started.elapsed() < Duration::from_secs(20), "{run}");
+    let lines = lines(&log);
+    assert_eq!(lines.len(), 1, "{lines:?}\n{run}");
+    let f = fields(&lines[0]);
+    assert_eq!(f["status"], "deferred", "{f:?}");
+    assert_eq!(f["exitcode"], "75", "{f:?}");
+    assert_eq!(f["host"], "relay.hangs.example", "{f:?}");
+    // The watchdog's words: the lookup itself never ended.
+    assert!(
+        f["errormsg"].contains("the deadline (--timeout) passed while"),
+        "{f:?}"
+    );
+    drop(silent);
+}
