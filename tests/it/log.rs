@@ -398,7 +398,8 @@ fn outbox_flush_logs_a_line_per_entry() {
 }
 
 /// An SMTP server that answers the final dot with `reply` (as raw bytes), for one
-/// connection.
+/// connection; AUTH PLAIN is refused with a reply that echoes what the client sent, in
+/// base64 and decoded.
 fn scripted_server(reply: &'static [u8]) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -413,28 +414,39 @@ fn scripted_server(reply: &'static [u8]) -> u16 {
         let mut line = String::new();
         let mut in_data = false;
         while lines.read_line(&mut line).unwrap_or(0) > 0 {
-            let answer: &[u8] = if in_data {
+            let answer: Vec<u8> = if in_data {
                 if line == ".\r\n" {
                     in_data = false;
-                    reply
+                    reply.to_vec()
                 } else {
-                    b""
+                    Vec::new()
                 }
             } else {
                 match line.get(..4).map(str::to_ascii_uppercase).as_deref() {
-                    Some("EHLO") => b"250-hostile.example\r\n250 8BITMIME\r\n",
+                    Some("EHLO") => {
+                        b"250-hostile.example\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n".to_vec()
+                    }
+                    Some("AUTH") => {
+                        use base64::Engine;
+                        let sent = line.trim_end().rsplit(' ').next().unwrap_or("").to_owned();
+                        let decoded = base64::engine::general_purpose::STANDARD
+                            .decode(&sent)
+                            .unwrap_or_default();
+                        let decoded = String::from_utf8_lossy(&decoded).replace('\0', " ");
+                        format!("535 5.7.8 {sent} ({decoded}) is not a login\r\n").into_bytes()
+                    }
                     Some("DATA") => {
                         in_data = true;
-                        b"354 go on\r\n"
+                        b"354 go on\r\n".to_vec()
                     }
                     Some("QUIT") => {
                         let _ = out.write_all(b"221 bye\r\n");
                         return;
                     }
-                    _ => b"250 ok\r\n",
+                    _ => b"250 ok\r\n".to_vec(),
                 }
             };
-            out.write_all(answer).unwrap();
+            out.write_all(&answer).unwrap();
             line.clear();
         }
     });
@@ -798,4 +810,35 @@ fn a_send_its_watchdog_ends_at_the_deadline_still_logs() {
         "{f:?}"
     );
     drop(silent);
+}
+
+#[test]
+fn a_server_that_echoes_the_password_gets_it_into_no_log() {
+    let port = scripted_server(b"250 ok\r\n");
+    let home = TempDir::new().unwrap();
+    let log = home.path().join("log.txt");
+    let config = Config::new(port, "none")
+        .login()
+        .line("allow_plaintext_auth = true")
+        .line(&format!("log = \"{}\"", log.display()))
+        .write(home.path());
+    let run = send(home.path(), Route::Config(&config))
+        .args([
+            "--to",
+            "b@example.com",
+            "--subject",
+            "x",
+            "--body",
+            "y",
+            "--retries",
+            "0",
+        ])
+        .args(["-v"])
+        .expect_exit(77);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let f = fields(text.trim_end());
+    assert_eq!(f["status"], "failed", "{f:?}");
+    assert!(f["errormsg"].contains("535 5.7.8 [redacted]"), "{f:?}");
+    assert_no_secret(&text);
+    assert_no_secret(&run.output());
 }
