@@ -12,7 +12,7 @@ use envoi::error::{Error, ErrorKind, Result};
 use crate::cli::{args, sendmail};
 
 /// The variables envoi reads, and what each sets.
-const ENVIRONMENT: [(&str, &str); 13] = [
+const ENVIRONMENT: [(&str, &str); 14] = [
     ("ENVOI_CONFIG", "the config file (like --config)"),
     ("ENVOI_PROFILE", "the profile (like --profile)"),
     (
@@ -31,6 +31,10 @@ const ENVIRONMENT: [(&str, &str); 13] = [
     (
         "ENVOI_IDEMPOTENCY_KEY",
         "send at most once per key (like --idempotency-key)",
+    ),
+    (
+        "ENVOI_LOG",
+        "where the delivery log goes: syslog, journal, a file or none (like --log)",
     ),
     (
         "ALL_PROXY",

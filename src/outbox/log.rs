@@ -36,6 +36,7 @@ const MAX_TEXT_CHARS: usize = 400;
 const MAX_RECIPIENTS_BYTES: usize = 1000;
 /// How long a send to a syslog or journal socket may wait for a daemon whose queue is
 /// full: the log must never hold up mail.
+#[cfg(unix)]
 const SOCKET_WAIT: Duration = Duration::from_secs(1);
 
 /// Where the lines of messages sent through one connection go, and what they say of
@@ -343,6 +344,7 @@ fn write_file(path: &Path, fields: &[(&'static str, String)]) -> Result<(), Erro
 
 /// The syslog severity of an outcome: info when it went (or the outbox owns it), warning
 /// when it may still go, err when it failed.
+#[cfg(unix)]
 fn severity(status: Status) -> u8 {
     match status {
         Status::Sent | Status::Saved | Status::Queued | Status::Duplicate | Status::DryRun => 6,

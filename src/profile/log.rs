@@ -110,6 +110,14 @@ impl Facility {
             })
     }
 
+    /// Its name, as `log_facility` gives it.
+    pub fn name(self) -> &'static str {
+        FACILITIES
+            .iter()
+            .find(|(_, code)| *code == self.0)
+            .map_or("mail", |(name, _)| name)
+    }
+
     /// Its code, which syslog multiplies by 8 into a priority.
     pub fn code(self) -> u8 {
         self.0

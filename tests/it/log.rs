@@ -842,3 +842,30 @@ fn a_server_that_echoes_the_password_gets_it_into_no_log() {
     assert_no_secret(&text);
     assert_no_secret(&run.output());
 }
+
+#[test]
+fn config_show_says_where_the_log_goes_and_why() {
+    let l = Logged::new(ServerOptions::default(), "log_facility = \"local1\"");
+    let show = |var: Option<&str>| {
+        let mut cmd = envoi(l.home());
+        if let Some(value) = var {
+            cmd.env("ENVOI_LOG", value);
+        }
+        let run = cmd
+            .args(["config", "show", "--config", l.config.to_str().unwrap()])
+            .expect_exit(0);
+        run.stdout
+            .lines()
+            .find(|line| line.starts_with("log "))
+            .unwrap_or_else(|| panic!("no log row\n{run}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(show(None), format!("log {} config file", l.log.display()));
+    assert_eq!(
+        show(Some("syslog")),
+        "log syslog (facility local1) $ENVOI_LOG"
+    );
+}
