@@ -16,6 +16,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::deliver::{Notice, Observer, Report};
@@ -96,7 +97,14 @@ impl DeliveryLog {
             }
         };
         if let Err(e) = written {
-            observer.notice(Notice::Log(e));
+            // Said once while it stays the same: a batch of 10,000 records to a log that
+            // is refused must not print 10,000 warnings.
+            let mut last = LAST_WARNING.lock().unwrap_or_else(PoisonError::into_inner);
+            if last.as_deref() != Some(e.message()) {
+                *last = Some(e.message().to_owned());
+                drop(last);
+                observer.notice(Notice::Log(e));
+            }
         }
     }
 
@@ -142,6 +150,9 @@ impl DeliveryLog {
 
 /// Said once per process: the journal is absent and syslog takes its lines.
 static FELL_BACK: AtomicBool = AtomicBool::new(false);
+
+/// The last warning about the log, not said again while it is the same.
+static LAST_WARNING: Mutex<Option<String>> = Mutex::new(None);
 
 /// What a line says of the message itself.
 #[derive(Debug, Clone)]

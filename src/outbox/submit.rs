@@ -195,6 +195,14 @@ pub fn dispatch(
         Ok(Submitted::Duplicate(_)) => Logged::ok(Status::Duplicate, None),
         Err(failure) => Logged::failed(&failure.error, Some(&failure.report)),
     };
+    let facts = match &submitted {
+        // The message that went, as `--json` names it: this one was never sent.
+        Ok(Submitted::Duplicate(first)) => Facts {
+            message_id: first.message_id.clone(),
+            ..facts
+        },
+        _ => facts,
+    };
     log.record(&facts, &logged, observer);
     submitted
 }

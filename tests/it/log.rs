@@ -205,6 +205,25 @@ fn send_logs_one_line_with_what_reached_the_server() {
     let lines = super::log::lines(&l.log);
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert_line_of(&fields(&lines[1]), &l.server.messages()[1], "sent");
+
+    // A repeated idempotency key: the line names the message that went the first time.
+    for _ in 0..2 {
+        l.send()
+            .args(["--to", "a@example.com", "--subject", "once", "--body", "hi"])
+            .args(["--idempotency-key", "nightly-1"])
+            .expect_exit(0);
+    }
+    let lines = super::log::lines(&l.log);
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert_eq!(l.server.messages().len(), 4, "sent once (the third went unlogged)");
+    let (first, again) = (fields(&lines[2]), fields(&lines[3]));
+    assert_eq!(again["status"], "duplicate", "{again:?}");
+    assert_eq!(again["exitcode"], "0", "{again:?}");
+    assert_eq!(again["message_id"], first["message_id"], "{again:?}");
+    assert!(
+        !again.contains_key("smtpstatus"),
+        "nothing was said to a server: {again:?}"
+    );
 }
 
 #[test]
@@ -502,6 +521,16 @@ fn a_log_that_is_a_link_or_writable_by_others_is_refused_and_the_mail_still_goes
     );
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep\n");
     assert_eq!(l.server.messages().len(), 1, "sent all the same");
+    // A batch says it once, not once per record.
+    let records = l.home().join("r.jsonl");
+    let record = "{\"To\":\"a@example.com\",\"Subject\":\"s\",\"Body\":\"b\"}\n";
+    std::fs::write(&records, record.repeat(3)).unwrap();
+    let run = envoi(l.home())
+        .args(["batch", "--config", l.config.to_str().unwrap()])
+        .arg(&records)
+        .expect_exit(0);
+    assert_eq!(run.stderr.matches("symbolic link").count(), 1, "{run}");
+    assert_eq!(l.server.messages().len(), 4);
 
     std::fs::remove_file(&l.log).unwrap();
     std::fs::write(&l.log, "").unwrap();
