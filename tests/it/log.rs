@@ -215,7 +215,11 @@ fn send_logs_one_line_with_what_reached_the_server() {
     }
     let lines = super::log::lines(&l.log);
     assert_eq!(lines.len(), 4, "{lines:?}");
-    assert_eq!(l.server.messages().len(), 4, "sent once (the third went unlogged)");
+    assert_eq!(
+        l.server.messages().len(),
+        4,
+        "sent once (the third went unlogged)"
+    );
     let (first, again) = (fields(&lines[2]), fields(&lines[3]));
     assert_eq!(again["status"], "duplicate", "{again:?}");
     assert_eq!(again["exitcode"], "0", "{again:?}");
@@ -897,4 +901,56 @@ fn config_show_says_where_the_log_goes_and_why() {
         show(Some("syslog")),
         "log syslog (facility local1) $ENVOI_LOG"
     );
+}
+
+#[test]
+fn lines_written_at_once_never_mix() {
+    let l = Logged::new(ServerOptions::default(), "");
+    // Four senders of one batch, and three envoi processes, all appending at once.
+    let records = l.home().join("r.jsonl");
+    let text: String = (0..40)
+        .map(|i| format!("{{\"To\":\"r{i}@example.com\",\"Subject\":\"s{i}\",\"Body\":\"{i}\"}}\n"))
+        .collect();
+    std::fs::write(&records, text).unwrap();
+    let mut batch = std::process::Command::new(assert_cmd::cargo::cargo_bin("envoi"));
+    batch
+        .env_clear()
+        .envs(hermetic_env(l.home()))
+        .args(["batch", "--concurrency", "4", "--config"])
+        .arg(&l.config)
+        .arg(&records)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut children = vec![batch.spawn().unwrap()];
+    for i in 0..3 {
+        let mut one = std::process::Command::new(assert_cmd::cargo::cargo_bin("envoi"));
+        one.env_clear()
+            .envs(hermetic_env(l.home()))
+            .args(["send", "--config"])
+            .arg(&l.config)
+            .args([
+                "--to",
+                &format!("p{i}@example.com"),
+                "--subject",
+                "p",
+                "--body",
+                "b",
+            ]);
+        children.push(one.spawn().unwrap());
+    }
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    let messages = l.server.messages();
+    assert_eq!(messages.len(), 43);
+    let lines = lines(&l.log);
+    assert_eq!(lines.len(), 43, "{lines:?}");
+    for line in &lines {
+        let f = fields(line);
+        let message = messages
+            .iter()
+            .find(|m| m.rcpt_to.join(",") == f["recipients"])
+            .unwrap_or_else(|| panic!("a line of no message: {line}"));
+        assert_line_of(&f, message, "sent");
+    }
 }
