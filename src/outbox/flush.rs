@@ -273,7 +273,11 @@ impl Flusher<'_> {
                 outbox_id: Some(id),
                 ..Logged::failed(e, report)
             },
-            EntryOutcome::Failed(e) => Logged::failed(e, report),
+            // Kept in failed/ under the same id.
+            EntryOutcome::Failed(e) => Logged {
+                outbox_id: Some(id),
+                ..Logged::failed(e, report)
+            },
         };
         log.record(facts, &logged, observer);
     }

@@ -369,20 +369,25 @@ fn batch_logs_a_line_per_record() {
 fn outbox_flush_logs_a_line_per_entry() {
     let l = Logged::new(
         ServerOptions {
-            tempfail_transactions: 2,
+            tempfail_transactions: 3,
+            refuse_rcpt: vec![("gone@example.com".into(), 550)],
             ..ServerOptions::default()
         },
         "",
     );
     let outbox = l.home().join("outbox");
-    for subject in ["first", "second"] {
+    for (to, subject) in [
+        ("a@example.com", "first"),
+        ("a@example.com", "second"),
+        ("gone@example.com", "third"),
+    ] {
         l.send()
             .args(["--queue", "--outbox-dir", outbox.to_str().unwrap()])
-            .args(["--to", "a@example.com", "--subject", subject, "--body", "b"])
+            .args(["--to", to, "--subject", subject, "--body", "b"])
             .expect_exit(0);
     }
     let queued: Vec<_> = lines(&l.log).iter().map(|l| fields(l)).collect();
-    assert_eq!(queued.len(), 2, "{queued:?}");
+    assert_eq!(queued.len(), 3, "{queued:?}");
     for f in &queued {
         assert_eq!(f["status"], "queued", "{f:?}");
         assert_eq!(f["exitcode"], "0", "{f:?}");
@@ -391,32 +396,36 @@ fn outbox_flush_logs_a_line_per_entry() {
     }
     // The flush's own --log: its lines go there, one per entry.
     let flushed_log = l.home().join("flush.log");
-    envoi(l.home())
-        .args([
-            "outbox",
-            "flush",
-            "--all",
-            "--config",
-            l.config.to_str().unwrap(),
-        ])
+    let run = envoi(l.home())
+        .args(["outbox", "flush", "--all", "--config"])
+        .arg(&l.config)
         .args(["--outbox-dir", outbox.to_str().unwrap()])
         .args(["--log", flushed_log.to_str().unwrap()])
-        .expect_exit(0);
+        .output()
+        .unwrap();
     let messages = l.server.messages();
     assert_eq!(messages.len(), 2);
-    let flushed = lines(&flushed_log);
-    assert_eq!(flushed.len(), 2, "{flushed:?}");
-    for line in &flushed {
-        let f = fields(line);
+    let flushed: Vec<_> = lines(&flushed_log).iter().map(|l| fields(l)).collect();
+    assert_eq!(flushed.len(), 3, "{flushed:?}\n{run:?}");
+    for f in &flushed {
+        let queued_as = queued
+            .iter()
+            .find(|q| q["message_id"] == f["message_id"])
+            .unwrap_or_else(|| panic!("not an entry queued earlier: {f:?}"));
+        if f["recipients"] == "gone@example.com" {
+            assert_eq!(f["status"], "refused", "{f:?}");
+            assert_eq!(f["exitcode"], "67", "{f:?}");
+            assert_eq!(
+                f["outbox_id"], queued_as["outbox_id"],
+                "kept in failed/: {f:?}"
+            );
+            continue;
+        }
         let message = messages
             .iter()
             .find(|m| header(m, "Message-ID") == f["message_id"])
             .unwrap_or_else(|| panic!("no such message: {f:?}"));
-        assert_line_of(&f, message, "sent");
-        assert!(
-            queued.iter().any(|q| q["message_id"] == f["message_id"]),
-            "the entry queued earlier: {f:?}"
-        );
+        assert_line_of(f, message, "sent");
     }
 }
 
