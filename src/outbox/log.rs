@@ -47,6 +47,8 @@ pub struct DeliveryLog {
     settings: LogSettings,
     profile: String,
     host: String,
+    /// The HTTPS API's key (`graph`, `gmail`) when the profile speaks one.
+    api: Option<&'static str>,
 }
 
 impl DeliveryLog {
@@ -57,6 +59,10 @@ impl DeliveryLog {
             settings: resolved.log_for(connection.map(|c| &c.profile)),
             profile: connection.map_or_else(|| "-".to_owned(), |c| c.name.clone()),
             host: connection.map_or_else(|| "-".to_owned(), |c| host_of(&c.profile.transport)),
+            api: connection.and_then(|c| match &c.profile.transport {
+                Transport::Api(api) => Some(api.service.key()),
+                Transport::Smtp(_) | Transport::File { .. } => None,
+            }),
         }
     }
 
@@ -108,7 +114,7 @@ impl DeliveryLog {
         }
     }
 
-    /// The line's fields, in order, each value already made safe.
+    /// The line's fields, in order, free text bounded (quoting comes with the line).
     fn fields(&self, message: &Facts, outcome: &Logged) -> Vec<(&'static str, String)> {
         let mut fields = vec![
             ("profile", self.profile.clone()),
@@ -128,7 +134,7 @@ impl DeliveryLog {
                 fields.push(("smtpmsg", bounded(text)));
             }
             if let Some(service) = &report.service {
-                fields.push(("api", service.service.to_owned()));
+                fields.push(("api", self.api.unwrap_or(service.service).to_owned()));
                 if let Some(id) = &service.id {
                     fields.push(("request_id", bounded(id)));
                 }
