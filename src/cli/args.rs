@@ -220,6 +220,10 @@ pub enum OutboxCommand {
         /// Print the SMTP dialogue on stderr (AUTH data redacted).
         #[arg(short, long)]
         verbose: bool,
+        /// Log a line per entry sent to syslog, journal or a file; none turns the
+        /// profiles' `log` off (else $ENVOI_LOG, else each entry's profile's `log`).
+        #[arg(long, value_name = "WHERE")]
+        log: Option<String>,
         /// The outbox and the output format.
         #[command(flatten)]
         common: OutboxArgs,
@@ -636,6 +640,10 @@ pub struct SendArgs {
     /// No warnings on standard error (the lint findings a send prints otherwise).
     #[arg(short, long, help_heading = "Output")]
     pub quiet: bool,
+    /// Log a line of the outcome to syslog, journal or a file; none turns the profile's
+    /// `log` off (else $ENVOI_LOG, else the profile's `log`).
+    #[arg(long, value_name = "WHERE", help_heading = "Output")]
+    pub log: Option<String>,
 }
 
 /// Where to send, for `send` and `batch`: the profile and its file, or a URL.
@@ -831,6 +839,10 @@ pub struct BatchArgs {
     /// FILE.inflight names the last record each session started to send.
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub report: Option<PathBuf>,
+    /// Log a line per record sent to syslog, journal or a file; none turns the profile's
+    /// `log` off (else $ENVOI_LOG, else the profile's `log`).
+    #[arg(long, value_name = "WHERE", help_heading = "Output")]
+    pub log: Option<String>,
     /// `-v` and `--json`.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -908,7 +920,10 @@ fn parse_rate(value: &str) -> std::result::Result<Rate, String> {
 impl BatchArgs {
     /// What the flags say about where to send.
     pub fn flags(&self) -> Flags {
-        self.route.flags()
+        Flags {
+            log: self.log.clone(),
+            ..self.route.flags()
+        }
     }
 }
 
@@ -980,6 +995,7 @@ impl SendArgs {
         Flags {
             outbox_dir: self.outbox_dir.clone(),
             idempotency_key: self.idempotency_key.clone(),
+            log: self.log.clone(),
             ..self.route.flags()
         }
     }

@@ -12,7 +12,7 @@ use envoi::error::{Error, ErrorKind, Result};
 use crate::cli::{args, sendmail};
 
 /// The variables envoi reads, and what each sets.
-const ENVIRONMENT: [(&str, &str); 13] = [
+const ENVIRONMENT: [(&str, &str); 14] = [
     ("ENVOI_CONFIG", "the config file (like --config)"),
     ("ENVOI_PROFILE", "the profile (like --profile)"),
     (
@@ -31,6 +31,10 @@ const ENVIRONMENT: [(&str, &str); 13] = [
     (
         "ENVOI_IDEMPOTENCY_KEY",
         "send at most once per key (like --idempotency-key)",
+    ),
+    (
+        "ENVOI_LOG",
+        "where the delivery log goes: syslog, journal, a file or none (like --log)",
     ),
     (
         "ALL_PROXY",
@@ -133,7 +137,7 @@ fn with_profile_names(shell: Shell, script: &str) -> String {
 
 /// The options of sendmail mode, which envoi reads by hand (see `sendmail.rs`), so clap
 /// cannot list them in `envoi-sendmail(1)`.
-const SENDMAIL_OPTIONS: [(&str, &str); 13] = [
+const SENDMAIL_OPTIONS: [(&str, &str); 14] = [
     (
         "-t",
         "also send to the To, Cc and Bcc of the message (Bcc is removed)",
@@ -175,6 +179,11 @@ const SENDMAIL_OPTIONS: [(&str, &str); 13] = [
     (
         "--queue",
         "write to the outbox first; a temporary failure exits 0 (queued)",
+    ),
+    (
+        "--log WHERE",
+        "log the outcome to syslog, journal or a file; none: off (else $ENVOI_LOG, else the \
+         profile's log)",
     ),
     (
         "-v",

@@ -5,7 +5,7 @@ use std::time::Duration;
 use envoi::deliver::Transcript;
 use envoi::error::Result;
 use envoi::outbox::{FlushOptions, Folder, Outbox, drop_entry, flush};
-use envoi::profile::{Env, Resolved, resolve_outbox};
+use envoi::profile::{Env, Flags, Resolved, resolve_outbox};
 
 use crate::cli::args::{OutboxArgs, OutboxCommand};
 use crate::cli::render::{Notices, print_dropped, print_entries, print_flush, transcript, warning};
@@ -14,7 +14,7 @@ use crate::cli::render::{Notices, print_dropped, print_entries, print_flush, tra
 pub fn run(command: OutboxCommand) -> Result<()> {
     match command {
         OutboxCommand::List { failed, common } => {
-            let (outbox, _) = open(&common)?;
+            let (outbox, _) = open(&common, None)?;
             let folder = if failed {
                 Folder::Failed
             } else {
@@ -34,9 +34,10 @@ pub fn run(command: OutboxCommand) -> Result<()> {
             all,
             lifetime_days,
             verbose,
+            log,
             common,
         } => {
-            let (outbox, resolved) = open(&common)?;
+            let (outbox, resolved) = open(&common, log)?;
             let options = FlushOptions {
                 all,
                 lifetime: Duration::from_secs(lifetime_days * 86_400),
@@ -46,7 +47,7 @@ pub fn run(command: OutboxCommand) -> Result<()> {
             print_flush(&summary, common.json);
         }
         OutboxCommand::Drop { id, common } => {
-            let (outbox, _) = open(&common)?;
+            let (outbox, _) = open(&common, None)?;
             drop_entry(&outbox, &id)?;
             print_dropped(&id, common.json);
         }
@@ -54,8 +55,13 @@ pub fn run(command: OutboxCommand) -> Result<()> {
     Ok(())
 }
 
-/// The outbox the flags, the environment and the profile name.
-fn open(common: &OutboxArgs) -> Result<(Outbox, Resolved)> {
-    let resolved = resolve_outbox(&common.flags(), &Env::from_process()?)?;
+/// The outbox the flags, the environment and the profile name; `log` is flush's
+/// `--log`.
+fn open(common: &OutboxArgs, log: Option<String>) -> Result<(Outbox, Resolved)> {
+    let flags = Flags {
+        log,
+        ..common.flags()
+    };
+    let resolved = resolve_outbox(&flags, &Env::from_process()?)?;
     Ok((Outbox::open(resolved.outbox_dir()?)?, resolved))
 }

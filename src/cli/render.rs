@@ -429,6 +429,7 @@ impl Observer for Notices {
                 wait.as_secs_f64()
             ),
             Notice::NotRecorded(e) => warning(&format!("delivered, but could not record it: {e}")),
+            Notice::Log(e) => warning(e.message()),
             Notice::DsnNotOffered { server } => warning(&format!(
                 "{server} does not offer DSN: sent without a request for delivery status \
                  notifications (a --delivery-receipt is then only its Return-Receipt-To header)"

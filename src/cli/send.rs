@@ -12,7 +12,7 @@ use envoi::message::draft::{self, Draft};
 use envoi::message::input::{folder_of, is_stdin, read_bytes};
 use envoi::message::lint::lint;
 use envoi::message::{Prepared, payload};
-use envoi::outbox::submit::{DefaultSender, Plan, Signing, dispatch, prepare};
+use envoi::outbox::submit::{DefaultSender, LastWords, Plan, Signing, dispatch, prepare};
 use envoi::profile::{Env, Profile, Resolved, resolve};
 
 use crate::cli::args::{SendArgs, secret_vars};
@@ -78,7 +78,7 @@ pub fn submit(
     plan: &Plan,
     json: bool,
 ) -> Result<Outcome, Failure> {
-    let arm = |deadline| watchdog(deadline, json);
+    let arm = |deadline, last_words| watchdog(deadline, json, last_words);
     Ok(dispatch(resolved, prepared, plan, &mut Notices, &arm)?.into())
 }
 
@@ -106,7 +106,8 @@ fn read_draft(args: &SendArgs, matches: &ArgMatches, secrets: &[String]) -> Resu
 /// stretch it), but looking up the server's name cannot be interrupted and has no
 /// deadline of its own. Ending here is like a kill, which the ledger is built to survive.
 /// (In outbox mode the message is already queued and the socket's deadline is enough.)
-fn watchdog(deadline: Instant, json: bool) {
+/// Its line goes to the delivery log first (`last_words`).
+fn watchdog(deadline: Instant, json: bool, last_words: LastWords) {
     std::thread::spawn(move || {
         std::thread::sleep(deadline.saturating_duration_since(Instant::now()) + WATCHDOG_GRACE);
         let error = if payload_in_flight() {
@@ -121,6 +122,7 @@ fn watchdog(deadline: Instant, json: bool) {
                 "the deadline (--timeout) passed while the server was still answering",
             )
         };
+        last_words.say(&error, &mut Notices);
         print_error(&error, &Report::default(), json);
         std::process::exit(i32::from(error.kind().exit_code()));
     });

@@ -46,13 +46,15 @@ struct Request {
     config: Option<PathBuf>,
     /// `--queue`.
     queue: bool,
+    /// `--log`.
+    log: Option<String>,
     /// `-v`: the SMTP dialogue on stderr.
     verbose: bool,
 }
 
 /// The usage line shown with a usage error (and checked against envoi-sendmail(1)).
 pub(crate) const USAGE: &str = "usage: envoi sendmail [-t] [-i] [-f ADDR] [-F NAME] [-o…] [-B…] \
-                     [--profile NAME] [--config PATH] [--queue] [-v] [--] [RECIPIENT…]";
+                     [--profile NAME] [--config PATH] [--queue] [--log WHERE] [-v] [--] [RECIPIENT…]";
 
 /// Reads sendmail's flags. Every `-o…` and `-B…` is accepted and ignored (delivery
 /// modes and body types of a full MTA); `-b` modes other than `-bm` and unknown flags
@@ -86,6 +88,10 @@ fn parse(args: &[OsString]) -> Result<Request> {
             "--queue" => request.queue = true,
             "--profile" => request.profile = Some(value("--profile", "", &mut args)?),
             "--config" => request.config = Some(value("--config", "", &mut args)?.into()),
+            "--log" => request.log = Some(value("--log", "", &mut args)?),
+            long if long.starts_with("--log=") => {
+                request.log = Some(long["--log=".len()..].to_owned());
+            }
             long if long.starts_with("--profile=") => {
                 request.profile = Some(long["--profile=".len()..].to_owned());
             }
@@ -181,6 +187,7 @@ pub fn run(args: &[OsString]) -> Result<Outcome, Failure> {
     let flags = Flags {
         config: request.config.clone(),
         profile: request.profile.clone(),
+        log: request.log.clone(),
         ..Flags::default()
     };
     let resolved = resolve(&flags, &Env::from_process()?)?;
@@ -271,9 +278,11 @@ mod tests {
             "reports",
             "--config=/etc/envoi.toml",
             "--queue",
+            "--log=syslog",
             "-t",
         ])
         .unwrap();
+        assert_eq!(ours.log.as_deref(), Some("syslog"));
         assert_eq!(ours.profile.as_deref(), Some("reports"));
         assert_eq!(ours.config, Some(PathBuf::from("/etc/envoi.toml")));
         assert!(ours.queue);

@@ -36,6 +36,9 @@ pub enum Notice {
         /// `host:port`.
         server: String,
     },
+    /// The delivery log (`log`, `--log`) could not be written, or goes elsewhere than
+    /// asked: the message's fate is unchanged, but the user must hear it.
+    Log(Error),
     /// Delivery status notifications were asked for and the server does not offer DSN:
     /// the message goes without them.
     DsnNotOffered {

@@ -18,7 +18,9 @@ use crate::durable::unix_now as now;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Prepared;
 use crate::outbox::idempotency::{self, FirstStatus};
+use crate::outbox::log::{Facts, Logged};
 use crate::outbox::queue::{EntryState, Folder, Locked, Outbox, Refusal, retry_delay};
+use crate::outbox::{DeliveryLog, Status};
 use crate::profile::{Connection, Profile, Resolved, Route};
 
 /// What became of one entry in a flush.
@@ -204,16 +206,20 @@ pub fn flush(
             summary.skipped += 1;
             continue;
         };
-        let outcome = match entry.state() {
-            Ok(state) => flusher.entry(entry, state, observer),
+        let state = match entry.state() {
+            Ok(state) => state,
             Err(e) => {
                 summary.damaged.push((id, e));
                 summary.skipped += 1;
                 continue;
             }
         };
-        match outcome {
-            Some(outcome) => summary.entries.push((id, outcome)),
+        let (facts, route) = (facts_of(&state), state.route.clone());
+        match flusher.entry(entry, state, observer) {
+            Some((outcome, report)) => {
+                flusher.log(&route, &facts, &id, &outcome, report.as_ref(), observer);
+                summary.entries.push((id, outcome));
+            }
             None => summary.skipped += 1,
         }
     }
@@ -228,20 +234,68 @@ struct Flusher<'a> {
     options: &'a FlushOptions,
 }
 
+/// What an entry's log line says of its message: those it goes to in this attempt
+/// (everyone, for one an earlier run delivered), and its size as the outbox wrote it.
+fn facts_of(state: &EntryState) -> Facts {
+    Facts {
+        message_id: state.message_id.clone(),
+        from: state.from.clone(),
+        recipients: if state.pending.is_empty() {
+            state.delivered.clone()
+        } else {
+            state.pending.clone()
+        },
+        size: state.length.unwrap_or(0),
+    }
+}
+
 impl Flusher<'_> {
+    /// Writes the line of the entry `id` to the log of the connection its route names.
+    fn log(
+        &mut self,
+        route: &Route,
+        facts: &Facts,
+        id: &str,
+        outcome: &EntryOutcome,
+        report: Option<&Report>,
+        observer: &mut dyn Observer,
+    ) {
+        let connections = self.connections;
+        let connection = self
+            .routes
+            .entry(route.clone())
+            .or_insert_with(|| connections.connection_for(route));
+        let log = DeliveryLog::of(connections, connection.as_ref().ok());
+        let logged = match outcome {
+            EntryOutcome::Sent => Logged::ok(Status::Sent, report),
+            EntryOutcome::Deferred(e) => Logged {
+                status: Status::Deferred,
+                outbox_id: Some(id),
+                ..Logged::failed(e, report)
+            },
+            // Kept in failed/ under the same id.
+            EntryOutcome::Failed(e) => Logged {
+                outbox_id: Some(id),
+                ..Logged::failed(e, report)
+            },
+        };
+        log.record(facts, &logged, observer);
+    }
+
     /// Handles one locked entry; `None` when it is not due. An error is the entry's
-    /// deferral: one entry that cannot be handled must not hold up the others.
+    /// deferral: one entry that cannot be handled must not hold up the others. With the
+    /// outcome, what the server said when it took the message.
     fn entry(
         &mut self,
         entry: Locked,
         mut state: EntryState,
         observer: &mut dyn Observer,
-    ) -> Option<EntryOutcome> {
+    ) -> Option<(EntryOutcome, Option<Report>)> {
         if state.pending.is_empty() {
             // An earlier run delivered it and was stopped before removing it.
             return Some(match finish(self.outbox, &entry, &state) {
-                Ok(()) => EntryOutcome::Sent,
-                Err(e) => EntryOutcome::Deferred(e),
+                Ok(()) => (EntryOutcome::Sent, None),
+                Err(e) => (EntryOutcome::Deferred(e), None),
             });
         }
         let lifetime = self.options.lifetime.as_secs();
@@ -259,8 +313,8 @@ impl Flusher<'_> {
             );
             state.last_error = Some(error.message().to_owned());
             return Some(match self.outbox.fail(entry, &state) {
-                Ok(_) => EntryOutcome::Failed(error),
-                Err(e) => EntryOutcome::Deferred(e),
+                Ok(_) => (EntryOutcome::Failed(error), None),
+                Err(e) => (EntryOutcome::Deferred(e), None),
             });
         }
         if !self.options.all && state.next_attempt_at > now() {
@@ -283,9 +337,12 @@ impl Flusher<'_> {
             Err(error) => defer(entry, state, error.clone()),
         };
         Some(match outcome {
-            Ok(Attempted::Delivered(_)) => EntryOutcome::Sent,
-            Ok(Attempted::Deferred(e)) | Err(e) => EntryOutcome::Deferred(e),
-            Ok(Attempted::Failed(e)) => EntryOutcome::Failed(e),
+            Ok(Attempted::Delivered(Delivery::Sent { report, .. })) => {
+                (EntryOutcome::Sent, Some(report))
+            }
+            Ok(Attempted::Delivered(Delivery::Saved { .. })) => (EntryOutcome::Sent, None),
+            Ok(Attempted::Deferred(e)) | Err(e) => (EntryOutcome::Deferred(e), None),
+            Ok(Attempted::Failed(e)) => (EntryOutcome::Failed(e), None),
         })
     }
 }

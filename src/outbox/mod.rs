@@ -1,12 +1,14 @@
 //! Durable state: the crash-safe queue on disk (`queue`), sending what it holds
 //! (`flush`), and the idempotency ledger beside it ([`idempotency`]); and [`submit`],
-//! the one way every command's message goes out.
+//! the one way every command's message goes out, and the delivery log ([`DeliveryLog`])
+//! both write a line to for each message.
 //!
 //! Everything here survives a crash: it is written with [`crate::durable`] before it is
 //! relied upon, and every entry is sent with the delivery layer below.
 
 mod flush;
 pub mod idempotency;
+mod log;
 mod outcome;
 mod queue;
 pub mod submit;
@@ -15,5 +17,6 @@ pub use flush::{
     EntryOutcome, FirstAttempt, FlushOptions, FlushSummary, Queued, drop_entry, flush,
     queue_deferred, send_queued,
 };
+pub use log::DeliveryLog;
 pub use outcome::{ExitRule, Status};
 pub use queue::{EntryState, Folder, Outbox, Refusal};

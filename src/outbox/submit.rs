@@ -20,7 +20,10 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::message::dkim::Signer;
 use crate::message::{self, Email, Prepared, address};
 use crate::outbox::idempotency::{self, Claim, FirstSend, FirstStatus};
-use crate::outbox::{FirstAttempt, Outbox, Queued, queue_deferred, send_queued};
+use crate::outbox::log::{Facts, Logged};
+use crate::outbox::{
+    DeliveryLog, FirstAttempt, Outbox, Queued, Status, queue_deferred, send_queued,
+};
 use crate::profile::{Connection, Resolved};
 
 /// The sender of a message that names none itself: the flag (`--from`), else the
@@ -156,8 +159,72 @@ pub enum Submitted {
 /// Delivers a prepared message along the resolved connection: claims the idempotency
 /// key, queues the message (`--queue`, profile `outbox = true`) or sends it directly,
 /// and records the key. `going_direct` is called with the deadline just before a direct
-/// send (the command's watchdog).
+/// send (the command's watchdog), with the log line it is to write if it ends the
+/// process. The outcome, whatever it is, goes to the delivery log.
 pub fn dispatch(
+    resolved: &Resolved,
+    prepared: Prepared,
+    plan: &Plan,
+    observer: &mut dyn Observer,
+    going_direct: &dyn Fn(Instant, LastWords),
+) -> Result<Submitted, Failure> {
+    let facts = Facts::of(&prepared);
+    let log = DeliveryLog::of(resolved, resolved.connection.as_ref());
+    let last_words = || LastWords {
+        log: log.clone(),
+        facts: facts.clone(),
+    };
+    let submitted = dispatch_unlogged(resolved, prepared, plan, observer, &|deadline| {
+        going_direct(deadline, last_words());
+    });
+    let logged = match &submitted {
+        Ok(Submitted::Delivered(delivery)) => match delivery {
+            Delivery::Sent { report, .. } => {
+                Logged::ok(Status::of_delivery(delivery), Some(report))
+            }
+            Delivery::Saved { path, .. } => Logged {
+                saved: Some(path),
+                ..Logged::ok(Status::Saved, None)
+            },
+        },
+        Ok(Submitted::Queued(queued)) => Logged {
+            outbox_id: Some(&queued.id),
+            error: Some(&queued.reason),
+            ..Logged::ok(Status::Queued, None)
+        },
+        Ok(Submitted::Duplicate(_)) => Logged::ok(Status::Duplicate, None),
+        Err(failure) => Logged::failed(&failure.error, Some(&failure.report)),
+    };
+    let facts = match &submitted {
+        // The message that went, as `--json` names it: this one was never sent.
+        Ok(Submitted::Duplicate(first)) => Facts {
+            message_id: first.message_id.clone(),
+            ..facts
+        },
+        _ => facts,
+    };
+    log.record(&facts, &logged, observer);
+    submitted
+}
+
+/// The delivery log line of a message whose process a watchdog ends at the deadline
+/// (no `Drop` runs then, nor the rest of [`dispatch`]).
+#[derive(Debug)]
+pub struct LastWords {
+    log: DeliveryLog,
+    facts: Facts,
+}
+
+impl LastWords {
+    /// Writes the message's line with the error the process ends with.
+    pub fn say(&self, error: &Error, observer: &mut dyn Observer) {
+        self.log
+            .record(&self.facts, &Logged::failed(error, None), observer);
+    }
+}
+
+/// [`dispatch`] without its log line.
+fn dispatch_unlogged(
     resolved: &Resolved,
     prepared: Prepared,
     plan: &Plan,
@@ -229,11 +296,14 @@ pub struct Settled {
 }
 
 /// A batch record after its send: a temporary failure goes to the outbox when there is
-/// one, with what the attempts did (who has it already, who refused it for good).
+/// one, with what the attempts did (who has it already, who refused it for good). Its
+/// outcome goes to the delivery log.
 pub fn settle_record(
     prepared: &Prepared,
     sent: std::result::Result<BatchSent, Failure>,
     deferrals: Option<Deferrals>,
+    log: &DeliveryLog,
+    observer: &mut dyn Observer,
 ) -> Settled {
     let queued = match (&sent, deferrals) {
         (Err(failure), Some(to)) if failure.error.kind() == ErrorKind::Temporary => {
@@ -248,5 +318,25 @@ pub fn settle_record(
         }
         _ => None,
     };
+    let mut logged = match &sent {
+        Ok(BatchSent::Sent(report)) if report.refused.is_empty() => {
+            Logged::ok(Status::Sent, Some(report))
+        }
+        // --allow-partial, the others refused for good.
+        Ok(BatchSent::Sent(report)) => Logged::ok(Status::Partial, Some(report)),
+        Ok(BatchSent::Saved(path)) => Logged {
+            saved: Some(path),
+            ..Logged::ok(Status::Saved, None)
+        },
+        Err(failure) => Logged::failed(&failure.error, Some(&failure.report)),
+    };
+    if let Some(Ok(id)) = &queued {
+        logged.outbox_id = Some(id);
+        logged.exit_code = 0;
+        if logged.status == Status::Deferred {
+            logged.status = Status::Queued;
+        }
+    }
+    log.record(&Facts::of(prepared), &logged, observer);
     Settled { sent, queued }
 }

@@ -20,6 +20,7 @@ use crate::profile::aliases::{self, AliasValue};
 use crate::profile::dkim::Dkim;
 use crate::profile::env::{Origin, ProxyEnv};
 use crate::profile::fingerprint::{Fingerprint, profile_pin};
+use crate::profile::log::LogSettings;
 use crate::profile::oauth2::{OAuth2, OAuth2Entry};
 use crate::profile::password::{Password, PasswordSource};
 use crate::profile::proxy::{Proxy, ProxyKey};
@@ -35,6 +36,9 @@ pub(crate) struct ConfigFile {
     /// broken profile the run does not use does not stop it.
     #[serde(default)]
     profiles: BTreeMap<String, ProfileEntry>,
+    /// The delivery log of every profile that sets none (`log`, `log_facility`).
+    log: Option<String>,
+    log_facility: Option<String>,
     /// Where it was read from, for errors that must name it.
     #[serde(skip)]
     path: PathBuf,
@@ -83,6 +87,8 @@ pub(super) struct ProfileEntry {
     pub(super) dkim_selector: Option<String>,
     pub(super) dkim_domain: Option<String>,
     pub(super) dkim_key_file: Option<PathBuf>,
+    pub(super) log: Option<String>,
+    pub(super) log_facility: Option<String>,
 }
 
 /// The `transport` key.
@@ -204,6 +210,8 @@ pub struct Profile {
     /// Made from `--smtp-url` (or `$ENVOI_SMTP_URL`), not a config file: advice names
     /// the URL's parameters (`?ca_file=…`), which is where the fix goes.
     pub from_url: bool,
+    /// Where its delivery log goes (`log`, `log_facility`, the profile's over the file's).
+    pub log: LogSettings,
 }
 
 /// The keys only sendmail mode reads, named as msmtp names those it shares.
@@ -432,6 +440,7 @@ impl Profile {
             sendmail: SendmailKeys::default(),
             dkim: None,
             from_url: false,
+            log: LogSettings::default(),
         }
     }
 }
@@ -574,6 +583,7 @@ impl ProfileEntry {
             sendmail,
             dkim,
             from_url: false,
+            log: LogSettings::default(),
         };
         // The `proxy` key's choice; the environment's comes with the route.
         profile.take_proxy_env(&ProxyEnv::default())?;
@@ -920,8 +930,22 @@ impl ConfigFile {
     /// and no name was asked for.
     pub(crate) fn select(&self, name: Option<&str>) -> Result<Option<(String, Profile)>> {
         self.entry(name)?
-            .map(|(name, entry)| Ok((name.to_owned(), entry.clone().into_profile(name)?)))
+            .map(|(name, entry)| {
+                let mut profile = entry.clone().into_profile(name)?;
+                profile.log = self.log_settings(name, entry)?;
+                Ok((name.to_owned(), profile))
+            })
             .transpose()
+    }
+
+    /// Where the profile `name`'s delivery log goes: its `log` and `log_facility`, else
+    /// the file's top-level ones.
+    fn log_settings(&self, name: &str, entry: &ProfileEntry) -> Result<LogSettings> {
+        LogSettings::from_keys(
+            name,
+            (entry.log.as_deref(), self.log.as_deref()),
+            (entry.log_facility.as_deref(), self.log_facility.as_deref()),
+        )
     }
 
     /// The `outbox_dir` of the profile called `name` (else the `default` one), without
@@ -1201,6 +1225,7 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
         sendmail: SendmailKeys::default(),
         dkim: None,
         from_url: true,
+        log: LogSettings::default(),
     })
 }
 
@@ -1336,6 +1361,7 @@ fn api_profile_from_url(url: &url::Url, service: Service) -> Result<Profile> {
         sendmail: SendmailKeys::default(),
         dkim: None,
         from_url: true,
+        log: LogSettings::default(),
     };
     profile.take_proxy_env(&ProxyEnv::default())?;
     Ok(profile)

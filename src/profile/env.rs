@@ -25,6 +25,9 @@ pub struct Env {
     pub outbox_dir: Option<PathBuf>,
     /// `ENVOI_IDEMPOTENCY_KEY`.
     pub idempotency_key: Option<String>,
+    /// `ENVOI_LOG`: where the delivery log goes, for callers that cannot pass `--log`
+    /// (cron's sendmail, PHP's mail()).
+    pub log: Option<String>,
     /// The platform config directory's `envoi/config.toml`, when the platform has one.
     pub platform_config: Option<PathBuf>,
     /// The platform data directory's `envoi/outbox`, when the platform has one.
@@ -63,6 +66,7 @@ impl Env {
             profile: text("ENVOI_PROFILE")?,
             outbox_dir,
             idempotency_key: text("ENVOI_IDEMPOTENCY_KEY")?,
+            log: text("ENVOI_LOG")?,
             platform_config: base
                 .as_ref()
                 .map(|b| b.config_dir().join("envoi").join("config.toml")),
@@ -85,6 +89,8 @@ pub struct Flags {
     pub outbox_dir: Option<PathBuf>,
     /// `--idempotency-key`.
     pub idempotency_key: Option<String>,
+    /// `--log`.
+    pub log: Option<String>,
 }
 
 /// Where an effective setting came from, as `envoi config show` tells it.

@@ -13,6 +13,7 @@ mod files;
 mod fingerprint;
 #[doc(hidden)]
 pub mod fuzzing;
+mod log;
 mod oauth2;
 mod password;
 mod proxy;
@@ -29,6 +30,7 @@ pub use dkim::Dkim;
 pub use env::{Env, Flags, Origin, ProxyEnv};
 pub use files::{config_path, list_profiles, write_starter};
 pub use fingerprint::Fingerprint;
+pub use log::{Facility, LogDest, LogSettings};
 pub use oauth2::{Consent, Flow, OAuth2};
 pub use password::{Password, PasswordSource};
 pub use proxy::{Proxy, ProxyKey, ProxyKind};

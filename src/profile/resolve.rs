@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::profile::config;
 use crate::profile::env::{Env, Flags, Origin};
+use crate::profile::log::{LogDest, LogSettings};
 use crate::profile::route::{Connection, Route};
 
 /// The flag's value, else the variable's, with where it came from.
@@ -36,6 +37,9 @@ pub struct Resolved {
     pub outbox_dir_origin: Origin,
     /// `--idempotency-key`, else `$ENVOI_IDEMPOTENCY_KEY`.
     pub idempotency_key: Option<String>,
+    /// `--log`, else `$ENVOI_LOG`: where the delivery log goes, over every profile's
+    /// `log` key.
+    pub log: Option<LogDest>,
     outbox_dir: Option<PathBuf>,
     config_flag: Option<PathBuf>,
     env: Env,
@@ -89,6 +93,7 @@ pub fn resolve(flags: &Flags, env: &Env) -> Result<Resolved> {
             .idempotency_key
             .clone()
             .or_else(|| env.idempotency_key.clone()),
+        log: log_flag(flags, env)?,
         outbox_dir,
         config_flag: flags.config.clone(),
         env: env.clone(),
@@ -132,13 +137,39 @@ pub fn resolve_outbox(flags: &Flags, env: &Env) -> Result<Resolved> {
         connection_origin: Origin::Default,
         outbox_dir_origin,
         idempotency_key: None,
+        log: log_flag(flags, env)?,
         outbox_dir,
         config_flag: flags.config.clone(),
         env: env.clone(),
     })
 }
 
+/// `--log`, else `$ENVOI_LOG`, checked (64 naming which).
+fn log_flag(flags: &Flags, env: &Env) -> Result<Option<LogDest>> {
+    flag_or_variable((&flags.log, "--log"), (&env.log, "ENVOI_LOG"))
+        .map(|(value, origin)| {
+            let what = match origin {
+                Origin::Variable(name) => format!("${name}"),
+                Origin::Flag(name) => name.to_owned(),
+                Origin::File | Origin::Default => "--log".to_owned(),
+            };
+            LogDest::parse(&what, &value, true).map_err(Error::usage)
+        })
+        .transpose()
+}
+
 impl Resolved {
+    /// Where the delivery log of a message sent through `profile` goes: `--log` (or
+    /// `$ENVOI_LOG`) over the profile's `log` key, with the profile's facility. No
+    /// profile (the connection could not be opened): the flag's alone.
+    pub fn log_for(&self, profile: Option<&crate::profile::Profile>) -> LogSettings {
+        let keys = profile.map(|p| p.log.clone()).unwrap_or_default();
+        LogSettings {
+            dest: self.log.clone().or(keys.dest),
+            facility: keys.facility,
+        }
+    }
+
     /// The connection to send through, or the one "no connection" error every command
     /// gives (78: nothing to send through is a configuration matter, never retried).
     pub fn connection(&self) -> Result<&Connection> {

@@ -12,10 +12,11 @@ use crate::profile::config::{
 use crate::profile::env::{Env, Flags, Origin};
 use crate::profile::files::config_path;
 use crate::profile::fingerprint::Fingerprint;
+use crate::profile::log::LogDest;
 use crate::profile::oauth2::Consent;
 use crate::profile::password::PasswordSource;
 use crate::profile::proxy::{Proxy, ProxyKey};
-use crate::profile::resolve::resolve;
+use crate::profile::resolve::{Resolved, resolve};
 
 /// One effective setting.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +73,7 @@ pub fn show(flags: &Flags, env: &Env) -> Result<Shown> {
         value: resolved.outbox_dir().ok().map(|d| d.display().to_string()),
         origin: resolved.outbox_dir_origin,
     });
+    settings.push(explain_log(&resolved));
     let url = resolved
         .connection
         .as_ref()
@@ -82,6 +84,31 @@ pub fn show(flags: &Flags, env: &Env) -> Result<Shown> {
         settings,
         problems,
     })
+}
+
+/// Where the delivery log goes: `$ENVOI_LOG` (`config show` has no `--log`), else the
+/// profile's `log` (or the file's top-level one), with its facility for syslog.
+fn explain_log(resolved: &Resolved) -> Setting {
+    let profile = resolved.connection.as_ref().map(|c| &c.profile);
+    let settings = resolved.log_for(profile);
+    let origin = if resolved.log.is_some() {
+        Origin::Variable("ENVOI_LOG")
+    } else if settings.dest.is_some() {
+        Origin::File
+    } else {
+        Origin::Default
+    };
+    let value = settings.dest.map(|dest| match dest {
+        LogDest::Off => "none".to_owned(),
+        LogDest::File(path) => path.display().to_string(),
+        LogDest::Syslog => format!("syslog (facility {})", settings.facility.name()),
+        LogDest::Journal => format!("journal (facility {})", settings.facility.name()),
+    });
+    Setting {
+        key: "log",
+        value,
+        origin,
+    }
 }
 
 /// Which keys a value came from: the profile's entry as written, or a URL.

@@ -760,7 +760,10 @@ fn json_output_says_sent_with_the_services_id() {
         let Some(env) = Env::new(api, |o| o) else {
             return;
         };
-        let run = env.send(&["--json"]).expect_exit(0);
+        let log = env.dir.path().join("log.txt");
+        let run = env
+            .send(&["--json", "--log", log.to_str().unwrap()])
+            .expect_exit(0);
         let (req, _) = env.accepted();
         assert_eq!(run.json()["status"], "sent", "{run}");
         let id = req.service_id.expect("the server gave an id");
@@ -768,6 +771,20 @@ fn json_output_says_sent_with_the_services_id() {
             run.stdout.contains(&id),
             "{api:?}: the JSON lacks the service id {id}: {run}"
         );
+        // The delivery log names the API and its id for the request.
+        let line = std::fs::read_to_string(&log).unwrap();
+        let key = match api {
+            Api::Graph => "graph",
+            Api::Gmail => "gmail",
+        };
+        for field in [
+            format!(" api={key} "),
+            format!(" request_id={id} "),
+            " status=sent ".to_owned(),
+            " exitcode=0\n".to_owned(),
+        ] {
+            assert!(line.contains(&field), "{api:?}: no {field:?} in {line}");
+        }
         let words = match api {
             Api::Graph => "Microsoft Graph",
             Api::Gmail => "Gmail API",

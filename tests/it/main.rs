@@ -18,6 +18,7 @@ mod docs;
 mod guides;
 mod harness;
 mod interop;
+mod log;
 mod oauth;
 mod outbox;
 mod reach;

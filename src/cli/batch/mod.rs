@@ -22,7 +22,7 @@ use envoi::message::input::{folder_of, is_stdin, read_bytes};
 use envoi::message::records::{CsvMerge, JsonLines, Merge, Record, Records};
 use envoi::message::{self, address};
 use envoi::outbox::submit::{DefaultSender, Deferrals, Signing, prepare, settle_record};
-use envoi::outbox::{Outbox, Status};
+use envoi::outbox::{DeliveryLog, Outbox, Status};
 use envoi::ownership::{ReadError, open_regular};
 use envoi::profile::{Env, resolve};
 
@@ -45,6 +45,8 @@ struct Shared<'a> {
     deferrals: Option<Deferrals<'a>>,
     marks: &'a Marks,
     pacer: &'a Mutex<Pacer>,
+    /// Where each record's outcome is logged (`--log`, the profile's `log`).
+    log: &'a DeliveryLog,
 }
 
 /// What a sender hands back for one record: its result line, or the error that stops
@@ -150,6 +152,7 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         batches
     };
     // Created once the batch can start, so a failure before leaves nothing behind.
+    let log = DeliveryLog::of(&resolved, Some(connection));
     let marks = Marks::create(args.report.as_deref().zip(output.report.as_ref()), senders)?;
     let pacer = Mutex::new(Pacer::new(
         args.rate.map_or(Duration::ZERO, |rate| rate.interval),
@@ -164,6 +167,7 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         }),
         marks: &marks,
         pacer: &pacer,
+        log: &log,
     };
     let books = Mutex::new(Books {
         records,
@@ -504,7 +508,7 @@ fn send_record(
         && failure.report.refused.is_empty()
         && failure.report.data_reply.is_none())
         && batch.unreachable();
-    let settled = settle_record(&prepared, sent, shared.deferrals);
+    let settled = settle_record(&prepared, sent, shared.deferrals, shared.log, &mut Notices);
     let mut line = result_line(record.line, message_id, &envelope, settled.sent);
     line.unreachable = unreachable;
     match settled.queued {

@@ -31,6 +31,11 @@ impl SmtpSession {
                 negative("AUTH", reply)
             }
         };
+        self.hidden.extend([
+            password.clone(),
+            Password::new(BASE64.encode(password.expose())),
+            Password::new(BASE64.encode(format!("\0{user}\0{}", password.expose()))),
+        ]);
         let reply = if self.caps.offers_auth("PLAIN") {
             let token = BASE64.encode(format!("\0{user}\0{}", password.expose()));
             self.secret_command(&format!("AUTH PLAIN {token}"), "AUTH PLAIN [redacted]")?
@@ -108,6 +113,8 @@ impl SmtpSession {
                 ),
             ));
         }
+        self.hidden
+            .extend([token.clone(), Password::new(BASE64.encode(&response))]);
         let mut reply = self.secret_command(
             &format!("AUTH {mechanism} {}", BASE64.encode(response)),
             &format!("AUTH {mechanism} [redacted]"),

@@ -19,7 +19,7 @@ use crate::deliver::retry::{Pipelined, Session};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::wire::DataWriter;
 use crate::message::{MessageBytes, Prepared, StreamError};
-use crate::profile::{Auth, Security};
+use crate::profile::{Auth, Password, Security};
 
 use super::conn::{self, Conn, WireError};
 use super::fail::{
@@ -98,6 +98,10 @@ pub(crate) struct SmtpSession {
     pub(super) notices: Vec<Notice>,
     /// The EHLO keywords as written (for `envoi check`).
     pub(super) extensions: Vec<String>,
+    /// What the login sent that is secret (the password or token, and its base64
+    /// forms): taken out of every reply before anyone sees it, so a server that echoes
+    /// it puts it in no error, `-v` line or delivery log.
+    pub(super) hidden: Vec<Password>,
 }
 
 /// How long a plain-text greeting is awaited on port 465 before envoi says the port may
@@ -193,6 +197,7 @@ impl SmtpSession {
             dsn: None,
             notices: Vec::new(),
             extensions: Vec::new(),
+            hidden: Vec::new(),
         };
         let result = session.greet_and_login(&settings, tls, &hello);
         if result.is_err() {
@@ -421,7 +426,14 @@ impl SmtpSession {
     /// Reads one reply (traced); a failure marks the session broken.
     fn read(&mut self, what: &str) -> Result<Reply> {
         match self.conn.read_reply() {
-            Ok(reply) => {
+            Ok(mut reply) => {
+                for line in &mut reply.lines {
+                    for secret in self.hidden.iter().map(Password::expose) {
+                        if !secret.is_empty() && line.contains(secret) {
+                            *line = line.replace(secret, "[redacted]");
+                        }
+                    }
+                }
                 self.trace("S", &format!("{} {}", reply.code, reply.lines.join(" | ")));
                 if reply.code == 421 {
                     // RFC 5321 §3.8: the server is closing the channel; say nothing more.
