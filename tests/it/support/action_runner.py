@@ -2,6 +2,11 @@
 """Runs a composite action's steps as a GitHub Actions runner does, for tests/it/action.rs.
 
     action_runner.py JOB.json  ->  one JSON object on stdout
+    action_runner.py --check-uses ACTION_DIR FILE...  ->  exit 0, or 1 with the faults
+
+`--check-uses`: in each FILE (a workflow, or a YAML list of steps, as a guide shows), every
+step that `uses:` envoi's action (`*/envoi@REF`, or `./`) gives only inputs that action.yml
+declares, and at least one step does.
 
 JOB.json: {"action_dir": the folder holding action.yml (GITHUB_ACTION_PATH),
 "with": the step's inputs, "step_id": the calling step's id (github.action),
@@ -239,7 +244,33 @@ def main():
     )
 
 
+def check_uses(action_dir, files):
+    """The faults of the `with:` of each step of `files` that uses the action."""
+    with open(os.path.join(action_dir, "action.yml"), encoding="utf-8") as f:
+        declared = set((yaml.safe_load(f).get("inputs") or {}))
+    faults = []
+    for name in files:
+        with open(name, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+        if isinstance(doc, dict):
+            steps = [s for job in (doc.get("jobs") or {}).values() for s in job.get("steps", [])]
+        else:
+            steps = doc or []
+        uses = [s for s in steps if re.match(r"^(\./|[^/@]+/envoi@)", s.get("uses", ""))]
+        if not uses:
+            faults.append(f"{name}: no step uses the action")
+        for step in uses:
+            unknown = set(step.get("with") or {}) - declared
+            if unknown:
+                faults.append(f"{name}: inputs that action.yml does not declare: {sorted(unknown)}")
+    return faults
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--check-uses"]:
+        problems = check_uses(sys.argv[2], sys.argv[3:])
+        print("\n".join(problems))
+        sys.exit(1 if problems else 0)
     try:
         main()
     except Refused as e:
