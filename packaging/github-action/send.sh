@@ -237,16 +237,17 @@ if is_true dry_run "${INPUT_DRY_RUN:-}"; then args+=(--dry-run); fi
 
 rc=0
 envoi "${args[@]}" >"$work/result.json" || rc=$?
-# One JSON object on one line; status and message_id are its first two fields
-# (src/cli/render.rs), and a Message-ID holds neither quotes nor backslashes.
-json=$(head -c 65536 "$work/result.json" | head -n 1)
+# One JSON object on one line, read up to 64 KiB (a dry run's holds the message, attachments
+# and all); status and message_id are its first two fields (src/cli/render.rs), and a
+# Message-ID holds neither quotes nor backslashes.
+json=$(head -c 65536 "$work/result.json")
 re='^\{"status":"([a-z_]+)"(,"message_id":"([^"\\]*)")?'
 if [[ "$json" =~ $re ]]; then
   status=${BASH_REMATCH[1]}
   message_id=${BASH_REMATCH[3]}
 fi
 if [ "$status" = dry_run ]; then
-  # A dry run's JSON holds the whole message: show it in the log, as a dry run is for.
+  # A dry run's JSON holds the whole message: its first 64 KiB go to the log.
   printf '%s\n' "$json"
 fi
 exit "$rc"
