@@ -17,6 +17,7 @@ mod dkim;
 mod docs;
 mod guides;
 mod harness;
+mod install;
 mod interop;
 mod oauth;
 mod outbox;
