@@ -16,8 +16,9 @@ bin="${RUNNER_TEMP:?RUNNER_TEMP is set by the runner}/envoi-${version#v}/bin"
 if [ "$version" != latest ] && [ "$("$bin/envoi" --version 2>/dev/null)" = "envoi ${version#v}" ]; then
   echo "envoi ${version#v} is already installed in $bin"
 else
-  # install.sh prints the installed binary's path on stdout, its messages on stderr.
-  ENVOI_VERSION=$version sh "$GITHUB_ACTION_PATH/install.sh" --bin-dir "$bin" >/dev/null
+  # install.sh prints the installed binary's path on stdout, its messages on stderr; the
+  # folder is on PATH for it, since GITHUB_PATH puts it there (else it would say to).
+  PATH="$bin:$PATH" ENVOI_VERSION=$version sh "$GITHUB_ACTION_PATH/install.sh" --bin-dir "$bin" >/dev/null
 fi
 # On Windows (Git Bash) the runner reads GITHUB_PATH as Windows paths.
 if command -v cygpath >/dev/null 2>&1; then bin=$(cygpath -w "$bin"); fi

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod action;
 mod api;
 mod api_reach;
 mod attachments;
