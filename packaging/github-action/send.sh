@@ -150,6 +150,10 @@ for pair in to:TO cc:CC bcc:BCC reply_to:REPLY_TO; do
   name=${pair%%:*}
   var=INPUT_${pair#*:}
   value=${!var:-}
+  # One address a line (a YAML block) is a list too.
+  value=${value//$'\r'/}
+  value=${value//$'\n'/,}
+  value=${value%,}
   if [ -z "$value" ]; then continue; fi
   # envoi reads "@FILE" as a file of addresses; an input is addresses, never a file name.
   case "${value#"${value%%[![:space:]]*}"}" in
@@ -205,7 +209,10 @@ if [ -n "${INPUT_PRIORITY:-}" ]; then args+=("--importance=$INPUT_PRIORITY"); fi
 # directory. A glob that matches no file is an error, as a missing file is: a report that
 # silently goes without its attachment is worse than a failed step.
 if [ -n "${INPUT_ATTACHMENTS:-}" ]; then
-  shopt -s nullglob globstar
+  shopt -s nullglob
+  # ** needs bash 4 (macOS's /bin/bash is 3.2; its runners put Homebrew's bash first).
+  globstar=0
+  if shopt -s globstar 2>/dev/null; then globstar=1; fi
   IFS=, read -r -a patterns <<<"$INPUT_ATTACHMENTS"
   for pattern in "${patterns[@]}"; do
     pattern=${pattern#"${pattern%%[![:space:]]*}"}
@@ -213,6 +220,9 @@ if [ -n "${INPUT_ATTACHMENTS:-}" ]; then
     if [ -z "$pattern" ]; then continue; fi
     case "$pattern" in
       *[*?[]*)
+        if [ "$globstar" = 0 ] && [[ "$pattern" == *'**'* ]]; then
+          refuse 64 "attachments: $pattern needs bash 4 or newer for **; this bash is $BASH_VERSION"
+        fi
         found=0
         IFS= # the glob is expanded, never split on spaces
         for f in $pattern; do

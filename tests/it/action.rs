@@ -243,7 +243,8 @@ fn only_message(server: &TestServer) -> Received {
 
 /// The whole action, as a workflow uses it: installed from the mirror at the pinned
 /// default version, every action-send-mail input it maps reaches the server as it should
-/// (Bcc in the envelope only, attachments by glob decoded to their bytes, the Markdown
+/// (Bcc in the envelope only, a YAML block of addresses one a line, attachments by glob
+/// decoded to their bytes, the Markdown
 /// html_body as HTML with body as its text alternative, shell metacharacters literal), and
 /// the outputs are what arrived. A second send step in the same job sends (its own
 /// idempotency key) without a second download; a re-run of the job sends nothing.
@@ -295,7 +296,7 @@ fn the_action_installs_envoi_and_sends_what_its_inputs_say() {
         ("subject", subject.as_str()),
         ("from", "CI Bot <ci@example.com>"),
         ("to", "Ann Lee <ann@example.com>, bob@example.com"),
-        ("cc", "carol@example.com"),
+        ("cc", "carol@example.com\ndave@example.com\n"),
         ("bcc", "audit@example.com"),
         ("reply_to", "ops@example.com"),
         ("in_reply_to", "<first@example.com>"),
@@ -331,6 +332,7 @@ fn the_action_installs_envoi_and_sends_what_its_inputs_say() {
             "ann@example.com",
             "bob@example.com",
             "carol@example.com",
+            "dave@example.com",
             "audit@example.com"
         ]
     );
@@ -351,7 +353,7 @@ fn the_action_installs_envoi_and_sends_what_its_inputs_say() {
     assert_eq!(header("Reply-To"), "ops@example.com");
     assert_eq!(header("X-Priority"), "1 (Highest)");
     assert!(header("From").contains("ci@example.com"));
-    assert!(header("Cc").contains("carol@example.com"));
+    assert!(header("Cc").contains("carol@example.com") && header("Cc").contains("dave@"));
     assert_eq!(
         parsed.body_text(0).as_deref().map(str::trim),
         Some("The plain text.")
