@@ -575,6 +575,47 @@ fn the_url_input_sends_with_the_ca_file_and_password_inputs() {
     assert!(String::from_utf8_lossy(&got.data).contains("from a file"));
 }
 
+/// action-send-mail's default: no `secure` on port 465 is TLS from the first byte (a
+/// STARTTLS client would wait there for a greeting that never comes). The certificate is
+/// pinned: it names 127.0.0.1, not the loopback address this server listens on.
+#[test]
+fn port_465_without_secure_is_implicit_tls() {
+    if !harness_ready() {
+        return;
+    }
+    if !crate::trust::running_as_root() {
+        eprintln!("skipped: listening on port 465 needs root");
+        return;
+    }
+    let job = Job::new();
+    let pki = Arc::new(TestPki::new());
+    let server = TestServer::start(ServerOptions {
+        security: Security::ImplicitTls,
+        pki: Some(Arc::clone(&pki)),
+        auth: Some((USER.into(), PASSWORD.into())),
+        listen: Some(std::net::SocketAddr::from(([127, 0, 19, 65], 465))),
+        ..ServerOptions::default()
+    });
+    let fingerprint = pki.leaf_fingerprint();
+    let run = job.run(
+        "mail",
+        1,
+        &[
+            ("server_address", "127.0.19.65"),
+            ("server_port", "465"),
+            ("username", USER),
+            ("password", PASSWORD),
+            ("tls_fingerprint", fingerprint.as_str()),
+            ("from", "ci@example.com"),
+            ("to", "ann@example.com"),
+            ("subject", "465"),
+            ("outbox_dir", "../outbox"),
+        ],
+    );
+    assert_success(&run);
+    assert!(only_message(&server).tls);
+}
+
 /// The workflows the docs show (docs/github-action.md's ```yaml blocks and
 /// examples/github-action.yml) parse as YAML and give the action only inputs it declares:
 /// a renamed input cannot leave a guide behind.
