@@ -62,8 +62,9 @@ case $target in
 esac
 
 if [ -z "$binary" ]; then
-  target_dir=$(cargo metadata --format-version 1 --no-deps --locked |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+  # Relative to the repository root (no .cargo/config.toml moves it): cargo metadata's
+  # absolute path is JSON-escaped on Windows.
+  target_dir=${CARGO_TARGET_DIR:-target}
   case $target in
   *-linux-gnu)
     command -v cargo-zigbuild >/dev/null ||
@@ -131,7 +132,8 @@ case $archive in
   # GNU tar: no user or group names of the build machine in the archive.
   owner=()
   if tar --version 2>/dev/null | grep -q GNU; then owner=(--owner=0 --group=0 --numeric-owner); fi
-  (cd "$stage" && tar -cf - "${owner[@]}" "$name" | gzip -n >"$part")
+  # (The empty array spelled so for macOS's bash 3.2, where "${owner[@]}" is unbound.)
+  (cd "$stage" && tar -cf - ${owner[@]+"${owner[@]}"} "$name" | gzip -n >"$part")
   ;;
 esac
 mv -f "$part" "$out/$archive"
