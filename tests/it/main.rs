@@ -5,6 +5,7 @@
 
 mod support;
 
+mod action;
 mod api;
 mod api_reach;
 mod attachments;
@@ -17,6 +18,7 @@ mod dkim;
 mod docs;
 mod guides;
 mod harness;
+mod install;
 mod interop;
 mod log;
 mod oauth;
