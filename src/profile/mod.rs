@@ -26,6 +26,8 @@ pub use config::{
     Service, SmtpProfile, Transport, profile_from_url,
 };
 pub use dkim::Dkim;
+#[cfg(unix)]
+pub use env::SYSTEM_CONFIG;
 pub use env::{Env, Flags, Origin, ProxyEnv};
 pub use files::{config_path, list_profiles, write_starter};
 pub use fingerprint::Fingerprint;

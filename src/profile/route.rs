@@ -45,11 +45,7 @@ impl Route {
                 route: self.clone(),
             }));
         }
-        let Some((path, source)) = config::locate(
-            self.config.as_deref(),
-            env.config.as_deref(),
-            env.platform_config.as_deref(),
-        ) else {
+        let Some((path, source)) = config::locate(self.config.as_deref(), env) else {
             return Ok(None);
         };
         let file = config::load(&path, source.is_explicit())?;
