@@ -210,6 +210,10 @@ pub enum OutboxCommand {
         /// Print the SMTP dialogue on stderr (AUTH data redacted).
         #[arg(short, long)]
         verbose: bool,
+        /// First move the messages of this system spool (envoi-mta's /var/spool/envoi) into
+        /// the outbox, under the profile's sender policy; run as the spool's owner.
+        #[arg(long, value_name = "DIR")]
+        spool: Option<PathBuf>,
         /// The outbox and the output format.
         #[command(flatten)]
         common: OutboxArgs,

@@ -34,9 +34,13 @@ pub fn run(command: OutboxCommand) -> Result<()> {
             all,
             lifetime_days,
             verbose,
+            spool,
             common,
         } => {
-            let (outbox, resolved) = open(&common)?;
+            let (outbox, resolved) = match spool {
+                Some(dir) => take_spool(&dir, &common)?,
+                None => open(&common)?,
+            };
             let options = FlushOptions {
                 all,
                 lifetime: Duration::from_secs(lifetime_days * 86_400),
@@ -52,6 +56,26 @@ pub fn run(command: OutboxCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `flush --spool DIR`: the connection the spooled messages go through (the profile
+/// they are checked against), its outbox, and every message of the spool moved into it;
+/// each file set aside is one line on stderr.
+#[cfg(unix)]
+fn take_spool(dir: &std::path::Path, common: &OutboxArgs) -> Result<(Outbox, Resolved)> {
+    let resolved = envoi::profile::resolve(&common.flags(), &Env::from_process()?)?;
+    let outbox = Outbox::open(resolved.outbox_dir()?)?;
+    let mut log = |line: &str| eprintln!("envoi: {line}");
+    envoi::outbox::spool::ingest(dir, &outbox, resolved.connection()?, &mut log)?;
+    Ok((outbox, resolved))
+}
+
+/// The system spool is a Unix folder (its modes, its owners' uids).
+#[cfg(not(unix))]
+fn take_spool(_: &std::path::Path, _: &OutboxArgs) -> Result<(Outbox, Resolved)> {
+    Err(envoi::error::Error::usage(
+        "--spool: the system spool is for Unix machines",
+    ))
 }
 
 /// The outbox the flags, the environment and the profile name.

@@ -9,6 +9,8 @@ mod flush;
 pub mod idempotency;
 mod outcome;
 mod queue;
+#[cfg(unix)]
+pub mod spool;
 pub mod submit;
 
 pub use flush::{

@@ -32,6 +32,10 @@ pub struct Env {
     /// user may read (they can already give `--config`); the spool's flush service runs
     /// under systemd with a fixed environment and names its file with `--config`.
     pub system_config: Option<PathBuf>,
+    /// `ENVOI_SPOOL_DIR`: the system spool sendmail mode drops into when the system
+    /// config is closed to this user (else `/var/spool/envoi`). Only where this user's
+    /// own mail goes: the flush service names its spool with `--spool`.
+    pub spool_dir: Option<PathBuf>,
     /// The platform data directory's `envoi/outbox`, when the platform has one.
     pub platform_outbox: Option<PathBuf>,
     /// `ALL_PROXY`, `HTTPS_PROXY` and `NO_PROXY` (either case), for a profile without a
@@ -67,6 +71,7 @@ impl Env {
             config: path("ENVOI_CONFIG").filter(|p| !p.as_os_str().is_empty()),
             profile: text("ENVOI_PROFILE")?,
             outbox_dir,
+            spool_dir: path("ENVOI_SPOOL_DIR").filter(|p| !p.as_os_str().is_empty()),
             idempotency_key: text("ENVOI_IDEMPOTENCY_KEY")?,
             platform_config: base
                 .as_ref()

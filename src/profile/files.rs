@@ -15,6 +15,19 @@ pub fn config_path(flags: &Flags, env: &Env) -> Option<(PathBuf, ConfigSource)> 
     config::locate(flags.config.as_deref(), env)
 }
 
+/// The system-wide config file, when it is the file envoi would read (the user has none
+/// of their own and named none) and this user may not open it: root keeps the relay's
+/// secret there for the spool's flush service, and sendmail mode drops into the spool.
+pub fn closed_system_config(flags: &Flags, env: &Env) -> Option<PathBuf> {
+    match config_path(flags, env)? {
+        (path, ConfigSource::System) => match std::fs::File::open(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(path),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// The commented example of every key, as shipped (`config.example.toml`).
 const STARTER: &str = include_str!("../../config.example.toml");
 

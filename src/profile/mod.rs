@@ -29,7 +29,7 @@ pub use dkim::Dkim;
 #[cfg(unix)]
 pub use env::SYSTEM_CONFIG;
 pub use env::{Env, Flags, Origin, ProxyEnv};
-pub use files::{config_path, list_profiles, write_starter};
+pub use files::{closed_system_config, config_path, list_profiles, write_starter};
 pub use fingerprint::Fingerprint;
 pub use oauth2::{Consent, Flow, OAuth2};
 pub use password::{Password, PasswordSource};
