@@ -3,10 +3,14 @@
 # Cargo.toml), lists them, and fails unless each holds what it must:
 #   envoi      the binary, the man pages (envoi.1, envoi-COMMAND.1), bash/zsh/fish completions,
 #              README, example config, docs/
-#   envoi-mta  only the links /usr/sbin/sendmail and /usr/lib/sendmail to /usr/bin/envoi;
+#   envoi-mta  the links /usr/sbin/sendmail and /usr/lib/sendmail to /usr/bin/envoi, the
+#              system spool's systemd units (packaging/systemd/) and the maintainer scripts
+#              that make the user envoi and the spool (packaging/debian/mta/);
 #              Provides/Conflicts/Replaces mail-transport-agent; Depends on this very envoi
+#              (and adduser, for the postinst)
 # Then it unpacks both into a temporary directory (dpkg-deb -x, no dpkg database involved)
-# and runs the unpacked binary, directly and through the unpacked sendmail link.
+# and runs the unpacked binary, directly and through the unpacked sendmail link, and checks
+# the unpacked units with `systemd-analyze verify` (it needs no running systemd).
 #
 # It NEVER installs them: envoi-mta conflicts with every other MTA, so installing it would
 # remove the machine's Postfix (which the tests use), Exim or msmtp-mta.
@@ -100,14 +104,26 @@ must "$control" '^Package: envoi-mta$' "envoi-mta: Package"
 same() { [ "$1" = "$2" ] || { echo "deb.sh: WRONG $3: '$1', should be '$2'" >&2; failed=1; }; }
 same "$(dpkg-deb -f "$mta_deb" Version)" "$version" "envoi-mta: Version"
 # Cargo.toml repeats the version in this Depends (cargo-deb has no variable for it).
-same "$(dpkg-deb -f "$mta_deb" Depends)" "envoi (= $version)" \
+same "$(dpkg-deb -f "$mta_deb" Depends)" "adduser, envoi (= $version)" \
   "envoi-mta: Depends (update the mta variant's depends in Cargo.toml)"
 must "$control" '^Provides: mail-transport-agent$' "envoi-mta: Provides mail-transport-agent"
 must "$control" '^Conflicts: mail-transport-agent$' "envoi-mta: Conflicts mail-transport-agent"
 must "$control" '^Replaces: mail-transport-agent$' "envoi-mta: Replaces mail-transport-agent"
 must "$files" '^lrwxrwxrwx .* \./usr/sbin/sendmail -> \.\./bin/envoi$' "envoi-mta: /usr/sbin/sendmail link"
 must "$files" '^lrwxrwxrwx .* \./usr/lib/sendmail -> \.\./sbin/sendmail$' "envoi-mta: /usr/lib/sendmail link"
-must_not "$files" '^-.* \./usr/(bin|sbin|lib)/' "envoi-mta: a regular file in usr/bin, usr/sbin or usr/lib"
+must_not "$files" '^-.* \./usr/((bin|sbin)/|lib/[^/]+$)' "envoi-mta: a regular file in usr/bin, usr/sbin or usr/lib"
+for unit in envoi-spool.service envoi-spool.path envoi-spool.timer; do
+  must "$files" "^-rw-r--r-- .* \\./usr/lib/systemd/system/${unit//./\\.}\$" "envoi-mta: $unit"
+done
+# The maintainer scripts: the user envoi and the spool's modes, and the units enabled.
+scripts=$(dpkg-deb -I "$mta_deb")
+for script in postinst prerm postrm; do
+  must "$scripts" " $script( |$)" "envoi-mta: the $script script"
+done
+postinst=$(dpkg-deb --ctrl-tarfile "$mta_deb" | tar -xO ./postinst)
+must "$postinst" 'adduser --system --group .* envoi$' "envoi-mta postinst: the user envoi"
+must "$postinst" 'install -d -o envoi -g envoi -m 3733 /var/spool/envoi$' "envoi-mta postinst: the spool, 3733"
+must "$postinst" 'deb-systemd-helper enable envoi-spool\.path envoi-spool\.timer' "envoi-mta postinst: the units enabled"
 
 # 5. Both unpacked side by side, as dpkg would lay them out: the man page is gzipped roff,
 # the binary runs, and called through the packaged sendmail link it is in sendmail mode
@@ -129,6 +145,25 @@ err=$("$root/usr/sbin/sendmail" -bp </dev/null 2>&1 >/dev/null) || rc=$?
 echo "unpacked usr/sbin/sendmail -bp: exit $rc: $err"
 if [ "$rc" != 64 ] || [[ "$err" != envoi:* ]]; then
   echo "deb.sh: usr/sbin/sendmail -bp should be envoi's usage error (64)" >&2; failed=1
+fi
+
+# The units as unpacked, with ExecStart pointed at the unpacked binary (verify checks that
+# the command exists; --root would need a whole systemd tree). verify exits 0 on a key it
+# cannot parse, so any word it prints is a failure. --man=no: the man page is not installed.
+if command -v systemd-analyze >/dev/null; then
+  mkdir "$unpacked/units"
+  for unit in "$root"/usr/lib/systemd/system/envoi-spool.*; do
+    sed "s|^ExecStart=/usr/bin/envoi |ExecStart=$root/usr/bin/envoi |" "$unit" \
+      >"$unpacked/units/$(basename "$unit")"
+  done
+  verify=$(systemd-analyze verify --man=no "$unpacked"/units/envoi-spool.* 2>&1) || failed=1
+  if [ -n "$verify" ]; then
+    echo "deb.sh: systemd-analyze verify on the units: $verify" >&2; failed=1
+  else
+    echo "systemd-analyze verify: envoi-spool.service, .path and .timer are clean"
+  fi
+else
+  echo "deb.sh: systemd-analyze is missing (systemd); the units were not verified" >&2; failed=1
 fi
 
 if [ "$failed" != 0 ]; then
