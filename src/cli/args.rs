@@ -158,7 +158,8 @@ pub enum Command {
     Auth(AuthCommand),
     /// List the profiles of the config file: name, server, user (never a secret).
     Profiles {
-        /// Config file (else $ENVOI_CONFIG, else the platform config dir's envoi/config.toml).
+        /// Config file (else $ENVOI_CONFIG, else the platform config dir's envoi/config.toml, else
+        /// /etc/envoi/config.toml).
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
         /// Print JSON on standard output.
@@ -258,7 +259,8 @@ impl OutboxArgs {
 pub enum ConfigCommand {
     /// Which config file envoi uses, why, and whether it exists.
     Path {
-        /// Config file (else $ENVOI_CONFIG, else the platform config dir's envoi/config.toml).
+        /// Config file (else $ENVOI_CONFIG, else the platform config dir's envoi/config.toml, else
+        /// /etc/envoi/config.toml).
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
         /// Print JSON on standard output.
@@ -393,7 +395,8 @@ pub struct ConnectionArgs {
     /// Profile from the config file (else $ENVOI_PROFILE, else the file's `default`).
     #[arg(long, value_name = "NAME", help_heading = "Connection")]
     pub profile: Option<String>,
-    /// Config file (else $ENVOI_CONFIG, else the platform config dir's envoi/config.toml).
+    /// Config file (else $ENVOI_CONFIG, else the platform config dir's envoi/config.toml, else
+    /// /etc/envoi/config.toml).
     /// For `outbox flush` it also replaces the file recorded with each queued entry.
     #[arg(long, value_name = "PATH", help_heading = "Connection")]
     pub config: Option<PathBuf>,
