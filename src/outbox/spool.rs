@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::address;
+use crate::message::check::escape_controls;
 use crate::message::given::{self, SetFromHeader, Submission};
 use crate::outbox::flush::enqueue_spooled;
 use crate::outbox::queue::Outbox;
@@ -245,7 +246,14 @@ pub fn ingest(
             )));
         }
     }
-    // Whoever owned bad/ would read the mail set aside there.
+    // Whoever owned bad/ would read the mail set aside there; a link (a user may create
+    // names in the spool) could lead anywhere.
+    if fs::symlink_metadata(&bad).is_ok_and(|m| !m.is_dir()) {
+        return Err(Error::config(format!(
+            "{} is not a folder (a link?): remove it; the flush makes bad/ itself",
+            bad.display()
+        )));
+    }
     ownership::check_owned_dir(&bad, "the spool's bad/ folder", "remove it")?;
     // One ingest at a time: two would both queue a file before either removes it.
     let lock_path = outbox.root().join("spool.lock");
@@ -270,6 +278,8 @@ pub fn ingest(
     let signing = Signing::of(Some(connection))?;
     for name in names {
         let path = dir.join(&name);
+        // A user chooses the name: never a line break or escape into the log.
+        let shown = escape_controls(&name);
         if name.starts_with(TMP_PREFIX) {
             let stale = fs::symlink_metadata(&path)
                 .and_then(|m| m.modified())
@@ -284,7 +294,7 @@ pub fn ingest(
                 // The entry is durable; a file left here is found by its key next time.
                 if let Err(e) = fs::remove_file(&path) {
                     log(&format!(
-                        "spool: {name} is queued as {id} but cannot be removed: {e}"
+                        "spool: {shown} is queued as {id} but cannot be removed: {e}"
                     ));
                 }
                 done.queued.push((name, id));
@@ -293,12 +303,12 @@ pub fn ingest(
                 let aside = bad.join(&name);
                 let moved = fs::rename(&path, &aside);
                 log(&format!(
-                    "spool: {name} set aside{}, not sent: {}",
+                    "spool: {shown} set aside{}, not sent: {}",
                     match &moved {
-                        Ok(()) => format!(" in {}", aside.display()),
+                        Ok(()) => format!(" in {}", escape_controls(&aside.display().to_string())),
                         Err(e) => format!(" (it cannot be moved to {}: {e})", bad.display()),
                     },
-                    error.message()
+                    escape_controls(error.message())
                 ));
                 done.set_aside.push((name, error));
             }

@@ -38,6 +38,10 @@ pub(crate) struct ConfigFile {
     /// Where it was read from, for errors that must name it.
     #[serde(skip)]
     path: PathBuf,
+    /// The system-wide file, looked for too when the user's own file is missing (so
+    /// missing as well), for the same errors.
+    #[serde(skip)]
+    system_missing: Option<PathBuf>,
 }
 
 /// A `[profiles.NAME]` table exactly as the file spells it; `config.example.toml`
@@ -846,6 +850,16 @@ pub(crate) fn looked_for(env: &Env) -> String {
     }
 }
 
+/// [`load`] of what [`locate`] found: a user's own file that is missing also names the
+/// system-wide file in the errors of a profile not found (it was looked for too).
+pub(crate) fn load_located(path: &Path, source: ConfigSource, env: &Env) -> Result<ConfigFile> {
+    let mut file = load(path, source.is_explicit())?;
+    if source == ConfigSource::Platform {
+        file.system_missing = env.system_config.clone();
+    }
+    Ok(file)
+}
+
 /// Reads and parses the file. A missing file that was not named explicitly is empty.
 /// Only a regular file of at most 1 MiB is read (`--config /dev/zero` or a FIFO must not
 /// fill memory or hang), and the file's owner and mode must fit what it holds
@@ -1032,9 +1046,15 @@ impl ConfigFile {
         };
         let list = match self.profiles.len() {
             0 if !self.path.as_os_str().is_empty() && !self.path.exists() => {
-                " That file does not exist: `envoi config init` writes a commented starter \
-                 there to edit"
-                    .to_owned()
+                let nor = self
+                    .system_missing
+                    .as_ref()
+                    .map(|p| format!(", nor does {}", p.display()))
+                    .unwrap_or_default();
+                format!(
+                    " That file does not exist{nor}: `envoi config init` writes a commented \
+                     starter there to edit"
+                )
             }
             0 => " It has no [profiles.NAME] table yet".to_owned(),
             n if n <= MAX_LISTED => {

@@ -111,7 +111,7 @@ pub fn resolve_outbox(flags: &Flags, env: &Env) -> Result<Resolved> {
         let Some((path, source)) = located else {
             return Ok(None);
         };
-        config::load(&path, source.is_explicit())?.outbox_dir_of(profile.as_deref())
+        config::load_located(&path, source, env)?.outbox_dir_of(profile.as_deref())
     };
     let (outbox_dir, outbox_dir_origin) = match flag_or_variable(
         (&flags.outbox_dir, "--outbox-dir"),

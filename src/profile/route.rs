@@ -48,7 +48,7 @@ impl Route {
         let Some((path, source)) = config::locate(self.config.as_deref(), env) else {
             return Ok(None);
         };
-        let file = config::load(&path, source.is_explicit())?;
+        let file = config::load_located(&path, source, env)?;
         let path = std::path::absolute(&path).unwrap_or(path);
         file.select(self.profile.as_deref())?
             .map(|(name, profile)| {

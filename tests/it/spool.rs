@@ -361,9 +361,16 @@ fn a_forged_sender_is_rewritten_to_the_one_the_policy_allows() {
     let machine = Machine::new("from = \"Relay <relay@example.com>\"\nallow_from_override = false");
     let input =
         b"From: The Admin <root@example.com>\nTo: rcpt@example.net\nSubject: forged\n\nhi\n";
-    ok(
-        &machine.sendmail(&machine.bob, &["-t", "-f", "root@example.com"], input),
+    let stderr = ok(
+        &machine.sendmail(&machine.bob, &["-t", "-v", "-f", "root@example.com"], input),
         "sendmail as bob",
+    );
+    assert!(
+        stderr.contains(&format!(
+            "the message is in the system spool as {}",
+            machine.spool().display()
+        )),
+        "-v says where it went: {stderr}"
     );
     ok(&machine.flush(), "flush");
     let messages = machine.server.messages();
@@ -397,13 +404,27 @@ fn junk_in_the_spool_is_set_aside_never_sent() {
         &sh(&format!("ln -s {} {link}", machine.config().display())),
         "link",
     );
+    // A name that would forge a second log line.
+    ok(
+        &sh(&format!(
+            "echo junk > \"{}/$(printf 'x\\nenvoi: spool: forged')\"",
+            spool.display()
+        )),
+        "a name with a line break",
+    );
     let flushed = machine.flush();
     let stderr = ok(&flushed, "flush");
     assert!(machine.server.messages().is_empty(), "nothing sent");
     assert!(machine.server.connections() == 0, "no connection even");
     let mut aside = machine.set_aside();
     aside.sort();
-    assert_eq!(aside, ["junk", "link"]);
+    assert_eq!(aside, ["junk", "link", "x\nenvoi: spool: forged"]);
+    assert!(
+        !stderr
+            .lines()
+            .any(|l| l.starts_with("envoi: spool: forged")),
+        "a name cannot forge a log line: {stderr}"
+    );
     assert!(
         stderr.contains("spool: junk set aside in") && stderr.contains("it is not a spool file"),
         "{stderr}"
@@ -496,6 +517,16 @@ fn the_system_config_is_read_when_the_user_has_none() {
         .expect("run");
     let text = String::from_utf8_lossy(&path.stdout);
     assert!(text.contains(".config/envoi/config.toml"), "{text}");
+    let missing = crate::support::envoi::envoi(home.path())
+        .args(["sendmail", "--profile", "nope", "rcpt@example.net"])
+        .write_stdin(&b"Subject: s\n\nb\n"[..])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains(&format!("nor does {}", system.display())),
+        "every file looked for is named: {stderr}"
+    );
     std::fs::write(
         &system,
         "default = \"x\"\n[profiles.x]\ntransport = \"file\"\ndir = \"out\"\n",
@@ -508,6 +539,15 @@ fn the_system_config_is_read_when_the_user_has_none() {
     let text = String::from_utf8_lossy(&path.stdout);
     assert!(
         text.starts_with(&format!("{} (from the system-wide file", system.display())),
+        "{text}"
+    );
+    let show = crate::support::envoi::envoi(home.path())
+        .args(["config", "show"])
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        text.contains(&format!("{} (from the system-wide file", system.display())),
         "{text}"
     );
     let out = home.path().join("out");
