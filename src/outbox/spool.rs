@@ -27,9 +27,9 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::message::address;
 use crate::message::check::escape_controls;
 use crate::message::given::{self, SetFromHeader, Submission};
+use crate::message::{address, date_value};
 use crate::outbox::flush::enqueue_spooled;
 use crate::outbox::queue::Outbox;
 use crate::outbox::submit::Signing;
@@ -369,7 +369,15 @@ fn take(
         .map_err(|e| refused(format!("cannot read it: {e}")))?;
     let (request, message) = parse(&bytes).map_err(|e| refused(e.message().to_owned()))?;
     let policy = Policy::of(connection, &login).map_err(Taken::Refused)?;
-    let prepared = prepare(&request, message, &policy, connection, &login).map_err(|e| {
+    // Which user handed it over, as Postfix's pickup writes it: with every user sending
+    // as the profile's `from`, this is the one record of who it was.
+    let trace = format!(
+        "Received: by {} (envoi spool, from userid {uid}) id {name}; {}\n",
+        this_host(),
+        date_value(SystemTime::now())
+    );
+    let message = [trace.as_bytes(), message].concat();
+    let prepared = prepare(&request, &message, &policy, connection, &login).map_err(|e| {
         Taken::Refused(Error::new(
             e.kind(),
             format!("from {login} (uid {uid}): {e}"),
@@ -379,6 +387,20 @@ fn take(
         .sign(prepared, SystemTime::now())
         .map_err(Taken::Stop)?;
     enqueue_spooled(outbox, &prepared, connection.route.clone(), &key).map_err(Taken::Stop)
+}
+
+/// This machine's name for the Received field, when it is a plain host name.
+fn this_host() -> String {
+    hostname::get()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .filter(|name| {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        })
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// A spool file's arguments and message.

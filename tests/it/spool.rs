@@ -346,6 +346,14 @@ fn a_user_without_the_secret_sends_through_the_spool() {
         String::from_utf8_lossy(&m.data)
     );
     assert_eq!(header(&m.data, "Subject"), "from the spool");
+    let trace = header(&m.data, "Received");
+    assert!(
+        trace.contains(&format!(
+            "(envoi spool, from userid {}) id {name};",
+            ann.uid
+        )),
+        "who handed it over: {trace}"
+    );
     assert!(String::from_utf8_lossy(&m.data).contains("hello from ann\r\n"));
     assert!(machine.spooled().is_empty(), "taken out of the spool");
     assert!(machine.set_aside().is_empty());
@@ -380,6 +388,39 @@ fn a_forged_sender_is_rewritten_to_the_one_the_policy_allows() {
     assert!(
         from.contains("<relay@example.com>") && !from.contains("root@"),
         "{from}"
+    );
+}
+
+/// With `set_from_header = "off"` From is never rewritten: a From that is not the user's
+/// own address is refused (set aside, never sent); the user's own goes as written.
+#[test]
+fn with_set_from_header_off_a_forged_from_is_refused() {
+    if !can_make_users() {
+        return;
+    }
+    let machine = Machine::new("set_from_header = \"off\"");
+    let ann = &machine.ann;
+    let own = format!("{}@{DOMAIN}", ann.name);
+    let forged = b"From: root@example.com\nTo: rcpt@example.net\nSubject: forged\n\nhi\n";
+    let honest = format!("From: Ann <{own}>\nTo: rcpt@example.net\nSubject: honest\n\nhi\n");
+    ok(&machine.sendmail(ann, &["-t"], forged), "the forged one");
+    ok(
+        &machine.sendmail(ann, &["-t"], honest.as_bytes()),
+        "the honest one",
+    );
+    let stderr = ok(&machine.flush(), "flush");
+    let messages = machine.server.messages();
+    assert_eq!(messages.len(), 1, "{stderr}");
+    assert_eq!(header(&messages[0].data, "Subject"), "honest");
+    assert_eq!(header(&messages[0].data, "From"), format!("Ann <{own}>"));
+    assert_eq!(messages[0].mail_from, own);
+    assert_eq!(machine.set_aside().len(), 1);
+    assert!(
+        stderr.contains(&format!(
+            "its From field is not {own}, the only sender {}",
+            ann.name
+        )),
+        "{stderr}"
     );
 }
 
