@@ -141,6 +141,7 @@ pub fn queue_deferred(
 /// Writes a message of the system spool into the outbox, due now, with `key` (its spool
 /// file's name) as its idempotency key: a flush that stopped before removing the spool
 /// file finds the entry by it and does not queue the message twice. The entry's id.
+#[cfg(unix)]
 pub(crate) fn enqueue_spooled(
     outbox: &Outbox,
     prepared: &Prepared,
