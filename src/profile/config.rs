@@ -809,8 +809,9 @@ impl ConfigSource {
     }
 }
 
-/// Whether something is at `path`: a file that cannot be stat'ed (a folder closed to
-/// this user) counts as there, so the error that follows names it.
+/// Whether the system file is at `path`: one that cannot be stat'ed (`/etc/envoi` closed
+/// to this user) counts as there, so that sendmail mode uses the spool and other commands
+/// name it in their error.
 fn is_there(path: &Path) -> bool {
     !matches!(path.try_exists(), Ok(false))
 }
@@ -826,7 +827,9 @@ pub(crate) fn locate(flag: Option<&Path>, env: &Env) -> Option<(PathBuf, ConfigS
         (Some(p), _) => (p, ConfigSource::Flag),
         (None, Some(p)) => (p, ConfigSource::Variable),
         (None, None) => match (platform, system) {
-            (Some(p), _) if is_there(p) => (p, ConfigSource::Platform),
+            // A folder of the user's own that they cannot open (a daemon run with root's
+            // HOME) holds no file of theirs: the system's is read.
+            (Some(p), _) if matches!(p.try_exists(), Ok(true)) => (p, ConfigSource::Platform),
             (_, Some(s)) if is_there(s) => (s, ConfigSource::System),
             (Some(p), _) => (p, ConfigSource::Platform),
             (None, _) => return None,
