@@ -9,8 +9,10 @@
 #              Provides/Conflicts/Replaces mail-transport-agent; Depends on this very envoi
 #              (and adduser, for the postinst)
 # Then it unpacks both into a temporary directory (dpkg-deb -x, no dpkg database involved)
-# and runs the unpacked binary, directly and through the unpacked sendmail link, and checks
-# the unpacked units with `systemd-analyze verify` (it needs no running systemd).
+# and runs the unpacked binary, directly and through the unpacked sendmail link, checks
+# the unpacked units with `systemd-analyze verify` (it needs no running systemd), and, as
+# root, runs envoi-mta's maintainer scripts in a private mount namespace (unshare -m) over
+# copies of /etc and /var: the machine itself is never changed.
 #
 # It NEVER installs them: envoi-mta conflicts with every other MTA, so installing it would
 # remove the machine's Postfix (which the tests use), Exim or msmtp-mta.
@@ -164,6 +166,47 @@ if command -v systemd-analyze >/dev/null; then
   fi
 else
   echo "deb.sh: systemd-analyze is missing (systemd); the units were not verified" >&2; failed=1
+fi
+
+# 6. envoi-mta's maintainer scripts, as shipped, run as dpkg would run them on install,
+# remove and purge, in a private mount namespace over copies of /etc, /var/lib and
+# /var/spool (and the units alone in /usr/lib/systemd/system): the user envoi, the spool's
+# modes and the units' enable links are checked there; the machine is left as it was.
+if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && unshare -m true 2>/dev/null; then
+  work="$unpacked/maint"
+  mkdir -p "$work/control" "$work/varlib" "$work/varspool" "$work/units"
+  dpkg-deb -e "$mta_deb" "$work/control"
+  cp "$root"/usr/lib/systemd/system/envoi-spool.* "$work/units/"
+  # shellcheck disable=SC2016 # expanded by the inner shell
+  maint=$(unshare -m --propagation private sh -euc '
+    work=$1
+    cp -a /etc "$work/etc"
+    mount --bind "$work/etc" /etc
+    mount --bind "$work/varlib" /var/lib
+    mount --bind "$work/varspool" /var/spool
+    mount --bind "$work/units" /usr/lib/systemd/system
+    run() { DPKG_MAINTSCRIPT_PACKAGE=envoi-mta DPKG_MAINTSCRIPT_NAME=$1 sh "$work/control/$1" "$2" >/dev/null 2>&1; }
+    run postinst configure
+    echo "user $(getent passwd envoi | cut -d: -f1,6,7)"
+    stat -c "mode %a %U %G %n" /var/spool/envoi /var/spool/envoi/bad /var/lib/envoi
+    for link in /etc/systemd/system/*.target.wants/envoi-*; do echo "enabled ${link##*/}"; done
+    run prerm remove
+    run postrm remove
+    run postrm purge
+    [ -e /var/spool/envoi ] || echo "purged /var/spool/envoi"
+    [ -e /var/lib/envoi ] || echo "purged /var/lib/envoi"
+  ' sh "$work" 2>&1) || { echo "deb.sh: envoi-mta's maintainer scripts failed: $maint" >&2; failed=1; }
+  printf '%s\n' "$maint"
+  must "$maint" '^user envoi:/var/lib/envoi:/usr/sbin/nologin$' "envoi-mta postinst: the user envoi"
+  must "$maint" '^mode 3733 envoi envoi /var/spool/envoi$' "envoi-mta postinst: the spool, 3733 envoi:envoi"
+  must "$maint" '^mode 700 envoi envoi /var/spool/envoi/bad$' "envoi-mta postinst: bad/, 0700"
+  must "$maint" '^mode 700 envoi envoi /var/lib/envoi$' "envoi-mta postinst: /var/lib/envoi, 0700"
+  must "$maint" '^enabled envoi-spool\.path$' "envoi-mta postinst: envoi-spool.path enabled"
+  must "$maint" '^enabled envoi-spool\.timer$' "envoi-mta postinst: envoi-spool.timer enabled"
+  must "$maint" '^purged /var/spool/envoi$' "envoi-mta postrm purge: the spool deleted"
+  must "$maint" '^purged /var/lib/envoi$' "envoi-mta postrm purge: the outbox deleted"
+else
+  echo "deb.sh: note: envoi-mta's maintainer scripts were not run (it needs root and unshare -m)"
 fi
 
 if [ "$failed" != 0 ]; then
