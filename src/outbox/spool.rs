@@ -31,6 +31,7 @@ use crate::message::check::escape_controls;
 use crate::message::given::{self, SetFromHeader, Submission};
 use crate::message::{address, date_value};
 use crate::outbox::flush::enqueue_spooled;
+use crate::outbox::idempotency;
 use crate::outbox::queue::Outbox;
 use crate::outbox::submit::Signing;
 use crate::ownership::{self, Owner};
@@ -335,10 +336,19 @@ fn take(
     signing: &Signing,
 ) -> std::result::Result<String, Taken> {
     let refused = |what: String| Taken::Refused(Error::invalid(what));
+    if name.len() != 32 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(refused(
+            "its name is not one sendmail mode gives (32 hex digits)".into(),
+        ));
+    }
     let key = format!("spool:{name}");
+    // Queued (and maybe sent since) by a flush that stopped, or could not remove the file,
+    // before it removed the file. Only one ingest runs at a time (the spool lock).
     if let Some(state) = Outbox::find_key_in(outbox.root(), &key).map_err(Taken::Stop)? {
-        // Queued by a flush that stopped before it removed the file.
         return Ok(state.message_id);
+    }
+    if idempotency::recorded(outbox.root(), &key).map_err(Taken::Stop)? {
+        return Ok("(sent before)".into());
     }
     let linked = fs::symlink_metadata(path).map_err(|e| refused(format!("cannot stat it: {e}")))?;
     if let Some(what) = ownership::not_regular(&linked) {

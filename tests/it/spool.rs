@@ -433,7 +433,7 @@ fn junk_in_the_spool_is_set_aside_never_sent() {
     }
     let machine = Machine::new("");
     let spool = machine.spool();
-    let junk = format!("{}/junk", spool.display());
+    let junk = format!("{}/0123456789abcdef0123456789abcdef", spool.display());
     let link = format!("{}/link", spool.display());
     let sh =
         |script: &str| machine.run_as(&machine.ann, Path::new("/bin/sh"), &["-c", script], b"");
@@ -459,7 +459,14 @@ fn junk_in_the_spool_is_set_aside_never_sent() {
     assert!(machine.server.connections() == 0, "no connection even");
     let mut aside = machine.set_aside();
     aside.sort();
-    assert_eq!(aside, ["junk", "link", "x\nenvoi: spool: forged"]);
+    assert_eq!(
+        aside,
+        [
+            "0123456789abcdef0123456789abcdef",
+            "link",
+            "x\nenvoi: spool: forged"
+        ]
+    );
     assert!(
         !stderr
             .lines()
@@ -467,7 +474,8 @@ fn junk_in_the_spool_is_set_aside_never_sent() {
         "a name cannot forge a log line: {stderr}"
     );
     assert!(
-        stderr.contains("spool: junk set aside in") && stderr.contains("it is not a spool file"),
+        stderr.contains("spool: 0123456789abcdef0123456789abcdef set aside in")
+            && stderr.contains("it is not a spool file"),
         "{stderr}"
     );
     assert!(stderr.contains("spool: link set aside"), "{stderr}");
@@ -492,14 +500,16 @@ fn a_crash_between_drop_and_delivery_loses_nothing() {
     let input = b"To: rcpt@example.net\nSubject: survives\n\nkept\n";
     ok(&machine.sendmail(&machine.ann, &["-t"], input), "sendmail");
     let file = machine.spooled().remove(0);
-    let copy = machine.path("copy");
-    let cp = Command::new("cp")
-        .arg("-a")
-        .arg(&file)
-        .arg(&copy)
-        .output()
-        .expect("cp");
-    assert!(cp.status.success());
+    let (copy, later) = (machine.path("copy"), machine.path("later"));
+    for to in [&copy, &later] {
+        let cp = Command::new("cp")
+            .arg("-a")
+            .arg(&file)
+            .arg(to)
+            .output()
+            .expect("cp");
+        assert!(cp.status.success());
+    }
 
     let args = machine.flush_args();
     let mut child = Command::new("/usr/bin/setpriv")
@@ -544,6 +554,15 @@ fn a_crash_between_drop_and_delivery_loses_nothing() {
     assert!(machine.set_aside().is_empty());
     ok(&machine.flush(), "a flush with nothing to do");
     assert_eq!(machine.server.messages().len(), 1, "never twice");
+    // The file again, after the message was sent: the ledger knows it.
+    std::fs::rename(&later, &file).expect("put the spool file back once more");
+    ok(&machine.flush(), "a flush after the send");
+    assert_eq!(
+        machine.server.messages().len(),
+        1,
+        "not after it was sent either"
+    );
+    assert!(machine.spooled().is_empty());
 }
 
 /// A user with no config of their own reads the system file; `config path` says why, and
