@@ -269,16 +269,18 @@ pub fn ingest(
     if lock.try_lock().is_err() {
         return Ok(done);
     }
-    let mut names: Vec<String> = fs::read_dir(dir)
+    // As the file system has them: a name that is not UTF-8 is still moved aside by it.
+    let mut names: Vec<std::ffi::OsString> = fs::read_dir(dir)
         .map_err(|e| Error::config(format!("cannot list {}: {e}", dir.display())))?
         .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .map(|e| e.file_name())
         .filter(|n| n != BAD)
         .collect();
     names.sort();
     let signing = Signing::of(Some(connection))?;
-    for name in names {
-        let path = dir.join(&name);
+    for os_name in names {
+        let path = dir.join(&os_name);
+        let name = os_name.to_string_lossy().into_owned();
         // A user chooses the name: never a line break or escape into the log.
         let shown = escape_controls(&name);
         if name.starts_with(TMP_PREFIX) {
@@ -301,7 +303,7 @@ pub fn ingest(
                 done.queued.push((name, id));
             }
             Err(Taken::Refused(error)) => {
-                let aside = bad.join(&name);
+                let aside = bad.join(&os_name);
                 let moved = fs::rename(&path, &aside);
                 log(&format!(
                     "spool: {shown} set aside{}, not sent: {}",

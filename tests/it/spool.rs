@@ -453,6 +453,13 @@ fn junk_in_the_spool_is_set_aside_never_sent() {
         )),
         "a name with a line break",
     );
+    ok(
+        &sh(&format!(
+            "echo junk > \"{}/$(printf 'not\\377utf8')\"",
+            spool.display()
+        )),
+        "a name that is not UTF-8",
+    );
     let flushed = machine.flush();
     let stderr = ok(&flushed, "flush");
     assert!(machine.server.messages().is_empty(), "nothing sent");
@@ -464,6 +471,7 @@ fn junk_in_the_spool_is_set_aside_never_sent() {
         [
             "0123456789abcdef0123456789abcdef",
             "link",
+            "not\u{fffd}utf8",
             "x\nenvoi: spool: forged"
         ]
     );
