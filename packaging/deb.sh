@@ -3,10 +3,16 @@
 # Cargo.toml), lists them, and fails unless each holds what it must:
 #   envoi      the binary, the man pages (envoi.1, envoi-COMMAND.1), bash/zsh/fish completions,
 #              README, example config, docs/
-#   envoi-mta  only the links /usr/sbin/sendmail and /usr/lib/sendmail to /usr/bin/envoi;
+#   envoi-mta  the links /usr/sbin/sendmail and /usr/lib/sendmail to /usr/bin/envoi, the
+#              system spool's systemd units (packaging/systemd/) and the maintainer scripts
+#              that make the user envoi and the spool (packaging/debian/mta/);
 #              Provides/Conflicts/Replaces mail-transport-agent; Depends on this very envoi
+#              (and adduser, for the postinst)
 # Then it unpacks both into a temporary directory (dpkg-deb -x, no dpkg database involved)
-# and runs the unpacked binary, directly and through the unpacked sendmail link.
+# and runs the unpacked binary, directly and through the unpacked sendmail link, checks
+# the unpacked units with `systemd-analyze verify` (it needs no running systemd), and, as
+# root, runs envoi-mta's maintainer scripts in a private mount namespace (unshare -m) over
+# copies of /etc and /var: the machine itself is never changed.
 #
 # It NEVER installs them: envoi-mta conflicts with every other MTA, so installing it would
 # remove the machine's Postfix (which the tests use), Exim or msmtp-mta.
@@ -100,14 +106,26 @@ must "$control" '^Package: envoi-mta$' "envoi-mta: Package"
 same() { [ "$1" = "$2" ] || { echo "deb.sh: WRONG $3: '$1', should be '$2'" >&2; failed=1; }; }
 same "$(dpkg-deb -f "$mta_deb" Version)" "$version" "envoi-mta: Version"
 # Cargo.toml repeats the version in this Depends (cargo-deb has no variable for it).
-same "$(dpkg-deb -f "$mta_deb" Depends)" "envoi (= $version)" \
+same "$(dpkg-deb -f "$mta_deb" Depends)" "adduser, envoi (= $version)" \
   "envoi-mta: Depends (update the mta variant's depends in Cargo.toml)"
 must "$control" '^Provides: mail-transport-agent$' "envoi-mta: Provides mail-transport-agent"
 must "$control" '^Conflicts: mail-transport-agent$' "envoi-mta: Conflicts mail-transport-agent"
 must "$control" '^Replaces: mail-transport-agent$' "envoi-mta: Replaces mail-transport-agent"
 must "$files" '^lrwxrwxrwx .* \./usr/sbin/sendmail -> \.\./bin/envoi$' "envoi-mta: /usr/sbin/sendmail link"
 must "$files" '^lrwxrwxrwx .* \./usr/lib/sendmail -> \.\./sbin/sendmail$' "envoi-mta: /usr/lib/sendmail link"
-must_not "$files" '^-.* \./usr/(bin|sbin|lib)/' "envoi-mta: a regular file in usr/bin, usr/sbin or usr/lib"
+must_not "$files" '^-.* \./usr/((bin|sbin)/|lib/[^/]+$)' "envoi-mta: a regular file in usr/bin, usr/sbin or usr/lib"
+for unit in envoi-spool.service envoi-spool.path envoi-spool.timer; do
+  must "$files" "^-rw-r--r-- .* \\./usr/lib/systemd/system/${unit//./\\.}\$" "envoi-mta: $unit"
+done
+# The maintainer scripts: the user envoi and the spool's modes, and the units enabled.
+scripts=$(dpkg-deb -I "$mta_deb")
+for script in postinst prerm postrm; do
+  must "$scripts" " $script( |$)" "envoi-mta: the $script script"
+done
+postinst=$(dpkg-deb --ctrl-tarfile "$mta_deb" | tar -xO ./postinst)
+must "$postinst" 'adduser --system --group .* envoi$' "envoi-mta postinst: the user envoi"
+must "$postinst" 'install -d -o envoi -g envoi -m 3733 /var/spool/envoi$' "envoi-mta postinst: the spool, 3733"
+must "$postinst" 'deb-systemd-helper enable envoi-spool\.path envoi-spool\.timer' "envoi-mta postinst: the units enabled"
 
 # 5. Both unpacked side by side, as dpkg would lay them out: the man page is gzipped roff,
 # the binary runs, and called through the packaged sendmail link it is in sendmail mode
@@ -129,6 +147,66 @@ err=$("$root/usr/sbin/sendmail" -bp </dev/null 2>&1 >/dev/null) || rc=$?
 echo "unpacked usr/sbin/sendmail -bp: exit $rc: $err"
 if [ "$rc" != 64 ] || [[ "$err" != envoi:* ]]; then
   echo "deb.sh: usr/sbin/sendmail -bp should be envoi's usage error (64)" >&2; failed=1
+fi
+
+# The units as unpacked, with ExecStart pointed at the unpacked binary (verify checks that
+# the command exists; --root would need a whole systemd tree). verify exits 0 on a key it
+# cannot parse, so any word it prints is a failure. --man=no: the man page is not installed.
+if command -v systemd-analyze >/dev/null; then
+  mkdir "$unpacked/units"
+  for unit in "$root"/usr/lib/systemd/system/envoi-spool.*; do
+    sed "s|^ExecStart=/usr/bin/envoi |ExecStart=$root/usr/bin/envoi |" "$unit" \
+      >"$unpacked/units/$(basename "$unit")"
+  done
+  verify=$(systemd-analyze verify --man=no "$unpacked"/units/envoi-spool.* 2>&1) || failed=1
+  if [ -n "$verify" ]; then
+    echo "deb.sh: systemd-analyze verify on the units: $verify" >&2; failed=1
+  else
+    echo "systemd-analyze verify: envoi-spool.service, .path and .timer are clean"
+  fi
+else
+  echo "deb.sh: systemd-analyze is missing (systemd); the units were not verified" >&2; failed=1
+fi
+
+# 6. envoi-mta's maintainer scripts, as shipped, run as dpkg would run them on install,
+# remove and purge, in a private mount namespace over copies of /etc, /var/lib and
+# /var/spool (and the units alone in /usr/lib/systemd/system): the user envoi, the spool's
+# modes and the units' enable links are checked there; the machine is left as it was.
+if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && unshare -m true 2>/dev/null; then
+  work="$unpacked/maint"
+  mkdir -p "$work/control" "$work/varlib" "$work/varspool" "$work/units"
+  dpkg-deb -e "$mta_deb" "$work/control"
+  cp "$root"/usr/lib/systemd/system/envoi-spool.* "$work/units/"
+  # shellcheck disable=SC2016 # expanded by the inner shell
+  maint=$(unshare -m --propagation private sh -euc '
+    work=$1
+    cp -a /etc "$work/etc"
+    mount --bind "$work/etc" /etc
+    mount --bind "$work/varlib" /var/lib
+    mount --bind "$work/varspool" /var/spool
+    mount --bind "$work/units" /usr/lib/systemd/system
+    run() { DPKG_MAINTSCRIPT_PACKAGE=envoi-mta DPKG_MAINTSCRIPT_NAME=$1 sh "$work/control/$1" "$2" >/dev/null 2>&1; }
+    run postinst configure
+    echo "user $(getent passwd envoi | cut -d: -f1,6,7)"
+    stat -c "mode %a %U %G %n" /var/spool/envoi /var/spool/envoi/bad /var/lib/envoi
+    for link in /etc/systemd/system/*.target.wants/envoi-*; do echo "enabled ${link##*/}"; done
+    run prerm remove
+    run postrm remove
+    run postrm purge
+    [ -e /var/spool/envoi ] || echo "purged /var/spool/envoi"
+    [ -e /var/lib/envoi ] || echo "purged /var/lib/envoi"
+  ' sh "$work" 2>&1) || { echo "deb.sh: envoi-mta's maintainer scripts failed: $maint" >&2; failed=1; }
+  printf '%s\n' "$maint"
+  must "$maint" '^user envoi:/var/lib/envoi:/usr/sbin/nologin$' "envoi-mta postinst: the user envoi"
+  must "$maint" '^mode 3733 envoi envoi /var/spool/envoi$' "envoi-mta postinst: the spool, 3733 envoi:envoi"
+  must "$maint" '^mode 700 envoi envoi /var/spool/envoi/bad$' "envoi-mta postinst: bad/, 0700"
+  must "$maint" '^mode 700 envoi envoi /var/lib/envoi$' "envoi-mta postinst: /var/lib/envoi, 0700"
+  must "$maint" '^enabled envoi-spool\.path$' "envoi-mta postinst: envoi-spool.path enabled"
+  must "$maint" '^enabled envoi-spool\.timer$' "envoi-mta postinst: envoi-spool.timer enabled"
+  must "$maint" '^purged /var/spool/envoi$' "envoi-mta postrm purge: the spool deleted"
+  must "$maint" '^purged /var/lib/envoi$' "envoi-mta postrm purge: the outbox deleted"
+else
+  echo "deb.sh: note: envoi-mta's maintainer scripts were not run (it needs root and unshare -m)"
 fi
 
 if [ "$failed" != 0 ]; then

@@ -135,17 +135,25 @@ pub fn check_trusted_file(path: &Path, what: &str, why: &str, owner: Owner) -> R
 }
 
 /// A file that holds a secret (`holds`: "a password", …) must not be readable (or
-/// writable) by group or others.
+/// writable) by group or others. One of root's given to another group than root's may be
+/// read by that group (0640): a shared file under `/etc` that root gives to a service's
+/// group (`root:envoi`, for the spool's flush service) is root's choice of who reads it,
+/// as `/etc/shadow` is; others still may not read it, and no one but root may write it.
 pub fn check_private_file(path: &Path, what: &str, holds: &str) -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(path)
             .map_err(|e| Error::config(format!("cannot stat {what} {}: {e}", path.display())))?;
-        if meta.mode() & 0o077 != 0 {
+        let (closed, chmod) = if meta.uid() == 0 && meta.gid() != 0 {
+            (0o027, "640")
+        } else {
+            (0o077, "600")
+        };
+        if meta.mode() & closed != 0 {
             return Err(Error::config(format!(
                 "{what} {} holds {holds} but can be read by others (mode {:o}); run: chmod \
-                 600 {}",
+                 {chmod} {}",
                 path.display(),
                 meta.mode() & 0o777,
                 path.display()

@@ -168,7 +168,8 @@ pub enum Command {
     Auth(AuthCommand),
     /// List the profiles of the config file: name, server, user (never a secret).
     Profiles {
-        /// Config file (else $ENVOI_CONFIG, else the platform config dir's envoi/config.toml).
+        /// Config file (else $ENVOI_CONFIG, else the platform config dir's envoi/config.toml, else
+        /// /etc/envoi/config.toml).
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
         /// Print JSON on standard output.
@@ -224,6 +225,10 @@ pub enum OutboxCommand {
         /// profiles' `log` off (else $ENVOI_LOG, else each entry's profile's `log`).
         #[arg(long, value_name = "WHERE")]
         log: Option<String>,
+        /// First move the messages of this system spool (envoi-mta's /var/spool/envoi) into
+        /// the outbox, under the profile's sender policy; run as the spool's owner.
+        #[arg(long, value_name = "DIR")]
+        spool: Option<PathBuf>,
         /// The outbox and the output format.
         #[command(flatten)]
         common: OutboxArgs,
@@ -268,7 +273,8 @@ impl OutboxArgs {
 pub enum ConfigCommand {
     /// Which config file envoi uses, why, and whether it exists.
     Path {
-        /// Config file (else $ENVOI_CONFIG, else the platform config dir's envoi/config.toml).
+        /// Config file (else $ENVOI_CONFIG, else the platform config dir's envoi/config.toml, else
+        /// /etc/envoi/config.toml).
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
         /// Print JSON on standard output.
@@ -403,7 +409,8 @@ pub struct ConnectionArgs {
     /// Profile from the config file (else $ENVOI_PROFILE, else the file's `default`).
     #[arg(long, value_name = "NAME", help_heading = "Connection")]
     pub profile: Option<String>,
-    /// Config file (else $ENVOI_CONFIG, else the platform config dir's envoi/config.toml).
+    /// Config file (else $ENVOI_CONFIG, else the platform config dir's envoi/config.toml, else
+    /// /etc/envoi/config.toml).
     /// For `outbox flush` it also replaces the file recorded with each queued entry.
     #[arg(long, value_name = "PATH", help_heading = "Connection")]
     pub config: Option<PathBuf>,

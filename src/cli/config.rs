@@ -27,6 +27,10 @@ fn why(source: ConfigSource) -> &'static str {
         ConfigSource::Flag => "--config",
         ConfigSource::Variable => "$ENVOI_CONFIG",
         ConfigSource::Platform => "the platform's config directory",
+        ConfigSource::System => {
+            "the system-wide file: you have no file of your own in the platform's config \
+             directory"
+        }
     }
 }
 
@@ -65,7 +69,12 @@ pub fn run(command: ConfigCommand) -> Result<()> {
         }
         ConfigCommand::Show(args) => return show_settings(&args),
         ConfigCommand::Init { config } => {
-            let (path, _) = located(config)?;
+            let (path, source) = located(config)?;
+            // Without a file of their own a user reads the system's; init writes theirs.
+            let path = match (source, Env::from_process()?.platform_config) {
+                (ConfigSource::System, Some(own)) => own,
+                _ => path,
+            };
             write_starter(&path)?;
             let _ = writeln!(
                 out,
@@ -97,7 +106,9 @@ pub fn profiles(config: Option<PathBuf>, json: bool, names: bool) -> Result<()> 
         // how to make the file, not "No such file or directory".
         let init = match source {
             ConfigSource::Flag => format!("envoi config init --config {}", path.display()),
-            ConfigSource::Variable | ConfigSource::Platform => "envoi config init".to_owned(),
+            ConfigSource::Variable | ConfigSource::Platform | ConfigSource::System => {
+                "envoi config init".to_owned()
+            }
         };
         return Err(Error::config(format!(
             "no config file: envoi looked for {} (from {}); `{init}` writes a commented \

@@ -12,8 +12,17 @@ use envoi::error::{Error, ErrorKind, Result};
 use crate::cli::{args, sendmail};
 
 /// The variables envoi reads, and what each sets.
-const ENVIRONMENT: [(&str, &str); 14] = [
+const ENVIRONMENT: [(&str, &str); 16] = [
     ("ENVOI_CONFIG", "the config file (like --config)"),
+    (
+        "ENVOI_SYSTEM_CONFIG",
+        "the system-wide file read when the user has none (else /etc/envoi/config.toml)",
+    ),
+    (
+        "ENVOI_SPOOL_DIR",
+        "the system spool sendmail mode drops into when that file is closed to the user (else \
+         /var/spool/envoi)",
+    ),
     ("ENVOI_PROFILE", "the profile (like --profile)"),
     (
         "ENVOI_SMTP_URL",
@@ -274,6 +283,12 @@ fn top_page(command: &clap::Command, out: &mut impl Write) -> io::Result<()> {
         .text([bold("~/.config/envoi/config.toml")])
         .text([roman(
             "connection profiles; config.example.toml in the sources documents every key",
+        )]);
+    roff.control("TP", [])
+        .text([bold("/etc/envoi/config.toml")])
+        .text([roman(
+            "the system-wide config file, for users without one of their own; a user who may \
+             not read it sends through the system spool /var/spool/envoi (envoi-sendmail(1))",
         )]);
     roff.control("TP", [])
         .text([bold("~/.local/share/envoi/outbox")])

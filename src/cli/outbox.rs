@@ -35,9 +35,13 @@ pub fn run(command: OutboxCommand) -> Result<()> {
             lifetime_days,
             verbose,
             log,
+            spool,
             common,
         } => {
-            let (outbox, resolved) = open(&common, log)?;
+            let (outbox, resolved) = match spool {
+                Some(dir) => take_spool(&dir, &common, log)?,
+                None => open(&common, log)?,
+            };
             let options = FlushOptions {
                 all,
                 lifetime: Duration::from_secs(lifetime_days * 86_400),
@@ -53,6 +57,38 @@ pub fn run(command: OutboxCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `flush --spool DIR`: the connection the spooled messages go through (the profile
+/// they are checked against), its outbox, and every message of the spool moved into it;
+/// each file set aside is one line on stderr. `log` is flush's `--log`.
+#[cfg(unix)]
+fn take_spool(
+    dir: &std::path::Path,
+    common: &OutboxArgs,
+    log: Option<String>,
+) -> Result<(Outbox, Resolved)> {
+    let flags = Flags {
+        log,
+        ..common.flags()
+    };
+    let resolved = envoi::profile::resolve(&flags, &Env::from_process()?)?;
+    let outbox = Outbox::open(resolved.outbox_dir()?)?;
+    let mut say = |line: &str| eprintln!("envoi: {line}");
+    envoi::outbox::spool::ingest(dir, &outbox, resolved.connection()?, &mut say)?;
+    Ok((outbox, resolved))
+}
+
+/// The system spool is a Unix folder (its modes, its owners' uids).
+#[cfg(not(unix))]
+fn take_spool(
+    _: &std::path::Path,
+    _: &OutboxArgs,
+    _: Option<String>,
+) -> Result<(Outbox, Resolved)> {
+    Err(envoi::error::Error::usage(
+        "--spool: the system spool is for Unix machines",
+    ))
 }
 
 /// The outbox the flags, the environment and the profile name; `log` is flush's

@@ -20,7 +20,7 @@ use envoi::profile::{Env, Flags, resolve};
 use envoi::outbox::submit::{Plan, Signing};
 
 use crate::cli::args::{DEFAULT_RETRIES, DEFAULT_RETRY_MAX_SECS, DEFAULT_TIMEOUT_SECS};
-use crate::cli::render::{Outcome, transcript};
+use crate::cli::render::transcript;
 use crate::cli::send::submit;
 
 /// What the command line asked for.
@@ -179,8 +179,63 @@ fn dsn(request: &Request) -> Result<Option<Dsn>> {
     }))
 }
 
+/// Drops the message into the system spool for the flush service to send: this user
+/// may not read the system config (`closed`), which holds the relay's secret. Silent
+/// like every sendmail, but for `-v`; 0 once the file is durable, as postdrop.
+#[cfg(unix)]
+fn drop_into_spool(request: &Request, env: &Env, closed: &Path) -> Result<()> {
+    use envoi::outbox::spool::{self, MAX_SPOOLED, SPOOL_DIR};
+    let dir = env
+        .spool_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(SPOOL_DIR));
+    let input = envoi::message::input::read_capped("standard input", Path::new("-"), MAX_SPOOLED)?;
+    // Refused now what the flush would set aside: the user is here to be told.
+    given::parse(&input)?;
+    if !request.from_headers && request.recipients.is_empty() {
+        return Err(Error::usage(
+            "no recipient: give addresses as arguments, or -t to read To, Cc and Bcc",
+        ));
+    }
+    let ignored: Vec<&str> = [
+        ("-N", request.notify.is_some()),
+        ("-R", request.ret.is_some()),
+        ("-V", request.envid.is_some()),
+        ("--profile", request.profile.is_some()),
+        ("--queue", request.queue),
+    ]
+    .into_iter()
+    .filter_map(|(flag, given)| given.then_some(flag))
+    .collect();
+    if !ignored.is_empty() {
+        crate::cli::render::warning(&format!(
+            "{} not kept: the system spool sends with the flush service's profile",
+            ignored.join(", ")
+        ));
+    }
+    let path = spool::drop_message(
+        &dir,
+        &spool::Request {
+            recipients: request.recipients.clone(),
+            from_headers: request.from_headers,
+            envelope_from: request.envelope_from.clone(),
+            full_name: request.full_name.clone(),
+        },
+        &input,
+    )?;
+    if request.verbose {
+        eprintln!(
+            "envoi: you may not read {}, which holds the relay's secret; the message is \
+             in the system spool as {} for the flush service to send",
+            closed.display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Runs sendmail mode with the arguments after the program (or subcommand) name.
-pub fn run(args: &[OsString]) -> Result<Outcome, Failure> {
+pub fn run(args: &[OsString]) -> Result<(), Failure> {
     let started = Instant::now();
     let request = parse(args)?;
     let dsn = dsn(&request)?;
@@ -190,7 +245,12 @@ pub fn run(args: &[OsString]) -> Result<Outcome, Failure> {
         log: request.log.clone(),
         ..Flags::default()
     };
-    let resolved = resolve(&flags, &Env::from_process()?)?;
+    let env = Env::from_process()?;
+    #[cfg(unix)]
+    if let Some(closed) = envoi::profile::closed_system_config(&flags, &env) {
+        return Ok(drop_into_spool(&request, &env, &closed)?);
+    }
+    let resolved = resolve(&flags, &env)?;
     let connection = resolved.connection()?;
     let names = connection.profile.sendmail.names()?;
     let input = read_bytes("standard input", Path::new("-"))?;
@@ -218,7 +278,7 @@ pub fn run(args: &[OsString]) -> Result<Outcome, Failure> {
         dsn,
         transcript: request.verbose.then_some(transcript as Transcript),
     };
-    submit(&resolved, prepared, &plan, false)
+    submit(&resolved, prepared, &plan, false).map(|_| ())
 }
 
 #[cfg(test)]

@@ -81,6 +81,13 @@ impl Names {
         })
     }
 
+    /// A local user's own address, `login@default_domain`, never through an alias (an
+    /// alias says where mail to the name goes, not who the user is): the only sender the
+    /// system spool lets `login` use. 78 without `default_domain`.
+    pub fn own_address(&self, what: &str, login: &str) -> Result<String> {
+        self.with_domain(what, login)
+    }
+
     /// `name` as addresses: a name with `@` is one already; an alias stands for its
     /// targets, each followed in turn (`postmaster: root`, `root: ops@x, ann@x`); else
     /// `name@default_domain`. Each alias is expanded once on a chain: a name met again
@@ -417,6 +424,12 @@ fn split_line(bytes: &[u8]) -> (&[u8], &[u8]) {
 impl Given {
     fn field(&self, name: &str) -> Option<&Field> {
         self.fields.iter().find(|f| f.is(name))
+    }
+
+    /// The From field's value, unfolded, when the message has one: the system spool
+    /// checks it against the one sender its policy allows.
+    pub fn from_field(&self) -> Option<String> {
+        self.field("From").map(Field::value)
     }
 
     /// The message ready to send, as `submission` says.

@@ -30,6 +30,7 @@ pub mod template;
 pub(crate) mod wire;
 
 pub use attached_file::{AttachedFile, StreamError};
+pub(crate) use build::date_value;
 pub use build::{Prepared, build};
 pub use bytes::MessageBytes;
 pub use email::{Attachment, AttachmentData, Body, Email, Importance};

@@ -140,6 +140,26 @@ pub fn queue_deferred(
     Ok(entry.id().to_owned())
 }
 
+/// Writes a message of the system spool into the outbox, due now, with `key` (its spool
+/// file's name) as its idempotency key: a flush that stopped before removing the spool
+/// file finds the entry by it and does not queue the message twice. The entry's id.
+#[cfg(unix)]
+pub(crate) fn enqueue_spooled(
+    outbox: &Outbox,
+    prepared: &Prepared,
+    route: Route,
+    key: &str,
+) -> Result<String> {
+    let entry = enqueue(
+        outbox,
+        prepared,
+        route,
+        &DeliveryOptions::default(),
+        Some(key),
+    )?;
+    Ok(entry.id().to_owned())
+}
+
 /// Writes `prepared` to the outbox durably and returns the entry, locked.
 fn enqueue(
     outbox: &Outbox,

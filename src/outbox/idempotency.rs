@@ -144,6 +144,13 @@ impl KeyGuard {
     }
 }
 
+/// Whether the ledger in `dir` records `key` as sent (within the retention window): the
+/// system spool's check that a file it finds again was queued and sent already.
+#[cfg(unix)]
+pub(crate) fn recorded(dir: &Path, key: &str) -> Result<bool> {
+    Ok(lookup(dir, key)?.is_some())
+}
+
 /// The record of `key` in the ledger in `dir`, if it is within the retention window.
 fn lookup(dir: &Path, key: &str) -> Result<Option<Record>> {
     let ledger = Ledger::open(dir)?;

@@ -11,6 +11,8 @@ pub mod idempotency;
 mod log;
 mod outcome;
 mod queue;
+#[cfg(unix)]
+pub mod spool;
 pub mod submit;
 
 pub use flush::{

@@ -18,7 +18,7 @@ use crate::message::given::{Names, SetFromHeader};
 use crate::ownership::{self, Owner, ReadError};
 use crate::profile::aliases::{self, AliasValue};
 use crate::profile::dkim::Dkim;
-use crate::profile::env::{Origin, ProxyEnv};
+use crate::profile::env::{Env, Origin, ProxyEnv};
 use crate::profile::fingerprint::{Fingerprint, profile_pin};
 use crate::profile::log::LogSettings;
 use crate::profile::oauth2::{OAuth2, OAuth2Entry};
@@ -42,6 +42,10 @@ pub(crate) struct ConfigFile {
     /// Where it was read from, for errors that must name it.
     #[serde(skip)]
     path: PathBuf,
+    /// The system-wide file, looked for too when the user's own file is missing (so
+    /// missing as well), for the same errors.
+    #[serde(skip)]
+    system_missing: Option<PathBuf>,
 }
 
 /// A `[profiles.NAME]` table exactly as the file spells it; `config.example.toml`
@@ -802,28 +806,71 @@ pub enum ConfigSource {
     Variable,
     /// The platform's config directory.
     Platform,
+    /// The system-wide file (`/etc/envoi/config.toml`, or `$ENVOI_SYSTEM_CONFIG`): the
+    /// user has no file of their own.
+    System,
 }
 
 impl ConfigSource {
-    /// A file named by flag or variable must exist; the platform's may not.
+    /// A file named by flag or variable must exist; the platform's may not (and the
+    /// system's is only chosen when it exists).
     pub(crate) fn is_explicit(self) -> bool {
-        self != ConfigSource::Platform
+        matches!(self, ConfigSource::Flag | ConfigSource::Variable)
     }
 }
 
-/// Where the config file is: `--config`, else `$ENVOI_CONFIG`, else the platform path.
-pub(crate) fn locate(
-    flag: Option<&Path>,
-    env: Option<&Path>,
-    platform: Option<&Path>,
-) -> Option<(PathBuf, ConfigSource)> {
-    let (path, source) = match (flag, env, platform) {
-        (Some(p), _, _) => (p, ConfigSource::Flag),
-        (None, Some(p), _) => (p, ConfigSource::Variable),
-        (None, None, Some(p)) => (p, ConfigSource::Platform),
-        (None, None, None) => return None,
+/// Whether the system file is at `path`: one that cannot be stat'ed (`/etc/envoi` closed
+/// to this user) counts as there, so that sendmail mode uses the spool and other commands
+/// name it in their error.
+fn is_there(path: &Path) -> bool {
+    !matches!(path.try_exists(), Ok(false))
+}
+
+/// Where the config file is: `--config`, else `$ENVOI_CONFIG`, else the platform path
+/// when that file exists, else the system-wide file when it exists, else the platform
+/// path (where `envoi config init` writes). Not merged: the first file that exists is
+/// the whole configuration, as msmtp reads `~/.msmtprc` or else `/etc/msmtprc`.
+pub(crate) fn locate(flag: Option<&Path>, env: &Env) -> Option<(PathBuf, ConfigSource)> {
+    let platform = env.platform_config.as_deref();
+    let system = env.system_config.as_deref();
+    let (path, source) = match (flag, env.config.as_deref()) {
+        (Some(p), _) => (p, ConfigSource::Flag),
+        (None, Some(p)) => (p, ConfigSource::Variable),
+        (None, None) => match (platform, system) {
+            // A folder of the user's own that they cannot open (a daemon run with root's
+            // HOME) holds no file of theirs: the system's is read.
+            (Some(p), _) if matches!(p.try_exists(), Ok(true)) => (p, ConfigSource::Platform),
+            (_, Some(s)) if is_there(s) => (s, ConfigSource::System),
+            (Some(p), _) => (p, ConfigSource::Platform),
+            (None, _) => return None,
+        },
     };
     Some((path.to_path_buf(), source))
+}
+
+/// The files envoi looks for when neither `--config` nor `$ENVOI_CONFIG` names one, in
+/// order, for the errors that say nothing was found.
+pub(crate) fn looked_for(env: &Env) -> String {
+    let files: Vec<String> = [&env.platform_config, &env.system_config]
+        .into_iter()
+        .flatten()
+        .map(|p| p.display().to_string())
+        .collect();
+    match files.as_slice() {
+        [] => "no config file (this platform has no config directory)".to_owned(),
+        [one] => format!("no config file at {one}"),
+        [first, rest @ ..] => format!("no config file at {first} nor {}", rest.join(" nor ")),
+    }
+}
+
+/// [`load`] of what [`locate`] found: a user's own file that is missing also names the
+/// system-wide file in the errors of a profile not found (it was looked for too).
+pub(crate) fn load_located(path: &Path, source: ConfigSource, env: &Env) -> Result<ConfigFile> {
+    let mut file = load(path, source.is_explicit())?;
+    if source == ConfigSource::Platform {
+        file.system_missing = env.system_config.clone();
+    }
+    Ok(file)
 }
 
 /// Reads and parses the file. A missing file that was not named explicitly is empty.
@@ -1026,9 +1073,15 @@ impl ConfigFile {
         };
         let list = match self.profiles.len() {
             0 if !self.path.as_os_str().is_empty() && !self.path.exists() => {
-                " That file does not exist: `envoi config init` writes a commented starter \
-                 there to edit"
-                    .to_owned()
+                let nor = self
+                    .system_missing
+                    .as_ref()
+                    .map(|p| format!(", nor does {}", p.display()))
+                    .unwrap_or_default();
+                format!(
+                    " That file does not exist{nor}: `envoi config init` writes a commented \
+                     starter there to edit"
+                )
             }
             0 => " It has no [profiles.NAME] table yet".to_owned(),
             n if n <= MAX_LISTED => {
@@ -1647,6 +1700,17 @@ mod tests {
             set(0o600).unwrap();
             std::os::unix::fs::chown(&path, Some(0), None).unwrap();
             assert!(load(&path, true).is_ok(), "root's own file");
+            set(0o640).unwrap();
+            assert!(load(&path, true).is_err(), "root's, read by root's group");
+            std::os::unix::fs::chown(&path, None, Some(65534)).unwrap();
+            assert!(
+                load(&path, true).is_ok(),
+                "root's, read by a group root chose"
+            );
+            set(0o644).unwrap();
+            let err = load(&path, true).unwrap_err();
+            assert!(err.message().contains("chmod 640"), "{err}");
+            set(0o600).unwrap();
             std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
             let err = load(&path, true).unwrap_err();
             assert!(err.message().contains("another user (uid 65534"), "{err}");

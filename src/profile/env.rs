@@ -30,6 +30,15 @@ pub struct Env {
     pub log: Option<String>,
     /// The platform config directory's `envoi/config.toml`, when the platform has one.
     pub platform_config: Option<PathBuf>,
+    /// The system-wide config file, read when the user has no file of their own:
+    /// `$ENVOI_SYSTEM_CONFIG`, else [`SYSTEM_CONFIG`]. The variable cannot widen what a
+    /// user may read (they can already give `--config`); the spool's flush service runs
+    /// under systemd with a fixed environment and names its file with `--config`.
+    pub system_config: Option<PathBuf>,
+    /// `ENVOI_SPOOL_DIR`: the system spool sendmail mode drops into when the system
+    /// config is closed to this user (else `/var/spool/envoi`). Only where this user's
+    /// own mail goes: the flush service names its spool with `--spool`.
+    pub spool_dir: Option<PathBuf>,
     /// The platform data directory's `envoi/outbox`, when the platform has one.
     pub platform_outbox: Option<PathBuf>,
     /// `ALL_PROXY`, `HTTPS_PROXY` and `NO_PROXY` (either case), for a profile without a
@@ -65,14 +74,42 @@ impl Env {
             config: path("ENVOI_CONFIG").filter(|p| !p.as_os_str().is_empty()),
             profile: text("ENVOI_PROFILE")?,
             outbox_dir,
+            spool_dir: path("ENVOI_SPOOL_DIR").filter(|p| !p.as_os_str().is_empty()),
             idempotency_key: text("ENVOI_IDEMPOTENCY_KEY")?,
             log: text("ENVOI_LOG")?,
             platform_config: base
                 .as_ref()
                 .map(|b| b.config_dir().join("envoi").join("config.toml")),
+            system_config: path("ENVOI_SYSTEM_CONFIG")
+                .filter(|p| !p.as_os_str().is_empty())
+                .or_else(system_config),
             platform_outbox: base.map(|b| b.data_dir().join("envoi").join("outbox")),
             proxy: ProxyEnv::from_process(),
         })
+    }
+}
+
+/// The system-wide config file of Unix: root's, for every user without a file of their
+/// own (msmtp's `/etc/msmtprc`).
+#[cfg(unix)]
+pub const SYSTEM_CONFIG: &str = "/etc/envoi/config.toml";
+
+/// Where the system-wide config file is on this platform: [`SYSTEM_CONFIG`] on Unix,
+/// `%ProgramData%\envoi\config.toml` on Windows.
+fn system_config() -> Option<PathBuf> {
+    #[cfg(unix)]
+    {
+        Some(PathBuf::from(SYSTEM_CONFIG))
+    }
+    #[cfg(windows)]
+    {
+        std::env::var_os("ProgramData")
+            .filter(|d| !d.is_empty())
+            .map(|d| PathBuf::from(d).join("envoi").join("config.toml"))
+    }
+    #[cfg(not(any(unix, windows)))]
+    {
+        None
     }
 }
 

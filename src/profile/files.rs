@@ -12,11 +12,20 @@ use crate::profile::env::{Env, Flags};
 /// The config file envoi would read, and why; `None` when the platform has no config
 /// directory and none was named.
 pub fn config_path(flags: &Flags, env: &Env) -> Option<(PathBuf, ConfigSource)> {
-    config::locate(
-        flags.config.as_deref(),
-        env.config.as_deref(),
-        env.platform_config.as_deref(),
-    )
+    config::locate(flags.config.as_deref(), env)
+}
+
+/// The system-wide config file, when it is the file envoi would read (the user has none
+/// of their own and named none) and this user may not open it: root keeps the relay's
+/// secret there for the spool's flush service, and sendmail mode drops into the spool.
+pub fn closed_system_config(flags: &Flags, env: &Env) -> Option<PathBuf> {
+    match config_path(flags, env)? {
+        (path, ConfigSource::System) => match std::fs::File::open(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(path),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// The commented example of every key, as shipped (`config.example.toml`).
@@ -105,6 +114,34 @@ mod tests {
         assert_eq!(
             config_path(&Flags::default(), &platform).unwrap().1,
             ConfigSource::Platform
+        );
+    }
+
+    /// The user's own file, else the system's, else the user's (where init writes):
+    /// the first that exists, never both.
+    #[test]
+    fn the_system_file_is_read_when_the_user_has_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = dir.path().join("own.toml");
+        let system = dir.path().join("system.toml");
+        let env = Env {
+            platform_config: Some(own.clone()),
+            system_config: Some(system.clone()),
+            ..Env::default()
+        };
+        let found = || config_path(&Flags::default(), &env).unwrap();
+        assert_eq!(found(), (own.clone(), ConfigSource::Platform), "neither");
+        std::fs::write(&system, "").unwrap();
+        assert_eq!(found(), (system.clone(), ConfigSource::System));
+        std::fs::write(&own, "").unwrap();
+        assert_eq!(found(), (own.clone(), ConfigSource::Platform), "both");
+        let named = Env {
+            config: Some(dir.path().join("named.toml")),
+            ..env.clone()
+        };
+        assert_eq!(
+            config_path(&Flags::default(), &named).unwrap().1,
+            ConfigSource::Variable
         );
     }
 }

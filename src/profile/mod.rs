@@ -27,8 +27,10 @@ pub use config::{
     Service, SmtpProfile, Transport, profile_from_url,
 };
 pub use dkim::Dkim;
+#[cfg(unix)]
+pub use env::SYSTEM_CONFIG;
 pub use env::{Env, Flags, Origin, ProxyEnv};
-pub use files::{config_path, list_profiles, write_starter};
+pub use files::{closed_system_config, config_path, list_profiles, write_starter};
 pub use fingerprint::Fingerprint;
 pub use log::{Facility, LogDest, LogSettings};
 pub use oauth2::{Consent, Flow, OAuth2};

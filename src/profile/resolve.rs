@@ -112,15 +112,11 @@ pub fn resolve_outbox(flags: &Flags, env: &Env) -> Result<Resolved> {
         if env.smtp_url.is_some() && profile.is_none() {
             return Ok(None);
         }
-        let located = config::locate(
-            flags.config.as_deref(),
-            env.config.as_deref(),
-            env.platform_config.as_deref(),
-        );
+        let located = config::locate(flags.config.as_deref(), env);
         let Some((path, source)) = located else {
             return Ok(None);
         };
-        config::load(&path, source.is_explicit())?.outbox_dir_of(profile.as_deref())
+        config::load_located(&path, source, env)?.outbox_dir_of(profile.as_deref())
     };
     let (outbox_dir, outbox_dir_origin) = match flag_or_variable(
         (&flags.outbox_dir, "--outbox-dir"),
@@ -174,10 +170,20 @@ impl Resolved {
     /// gives (78: nothing to send through is a configuration matter, never retried).
     pub fn connection(&self) -> Result<&Connection> {
         self.connection.as_ref().ok_or_else(|| {
-            Error::config(
-                "no connection: give --profile or --smtp-url (or $ENVOI_PROFILE or \
-                 $ENVOI_SMTP_URL), or set `default` in the config file",
-            )
+            let file = match config::locate(self.config_flag.as_deref(), &self.env) {
+                Some((path, _)) if path.exists() => {
+                    format!("{} has no `default` profile", path.display())
+                }
+                Some((path, source)) if source.is_explicit() => {
+                    format!("{} does not exist", path.display())
+                }
+                _ => config::looked_for(&self.env),
+            };
+            Error::config(format!(
+                "no connection: {file}; give --profile or --smtp-url (or $ENVOI_PROFILE or \
+                 $ENVOI_SMTP_URL), or set `default` in the config file (`envoi config init` \
+                 writes a starter)"
+            ))
         })
     }
 

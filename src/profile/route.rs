@@ -45,14 +45,10 @@ impl Route {
                 route: self.clone(),
             }));
         }
-        let Some((path, source)) = config::locate(
-            self.config.as_deref(),
-            env.config.as_deref(),
-            env.platform_config.as_deref(),
-        ) else {
+        let Some((path, source)) = config::locate(self.config.as_deref(), env) else {
             return Ok(None);
         };
-        let file = config::load(&path, source.is_explicit())?;
+        let file = config::load_located(&path, source, env)?;
         let path = std::path::absolute(&path).unwrap_or(path);
         file.select(self.profile.as_deref())?
             .map(|(name, profile)| {

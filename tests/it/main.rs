@@ -30,5 +30,6 @@ mod send;
 mod sendmail;
 mod spam;
 mod spine;
+mod spool;
 mod trust;
 mod wire;

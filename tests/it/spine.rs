@@ -156,10 +156,15 @@ fn no_connection_is_one_answer_in_every_command() {
             .write_stdin(&b"Subject: s\n\nb\n"[..])
             .expect_exit(78),
     ];
-    let words = "no connection: give --profile or --smtp-url (or $ENVOI_PROFILE or \
-                 $ENVOI_SMTP_URL), or set `default` in the config file";
+    // Every file looked for is named: the user's own, then the system-wide one.
+    let words = format!(
+        "no connection: no config file at {} nor {}; give --profile or --smtp-url (or \
+         $ENVOI_PROFILE or $ENVOI_SMTP_URL), or set `default` in the config file",
+        home.path().join(".config/envoi/config.toml").display(),
+        home.path().join("system-config.toml").display()
+    );
     for run in runs {
-        assert!(run.stderr.contains(words), "{run}");
+        assert!(run.stderr.contains(&words), "{run}");
     }
 }
 

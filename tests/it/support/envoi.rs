@@ -20,13 +20,18 @@ use super::{PASSWORD, USER};
 /// The variable that [`Config::login`] takes the password from and [`send`] sets.
 const PASSWORD_ENV: &str = "ENVOI_TEST_PASSWORD";
 
-/// The whole environment of every envoi run: PATH, and HOME and XDG_CONFIG_HOME inside the
-/// test's own directory, so no config file or ENVOI_* variable of the machine leaks in.
+/// The whole environment of every envoi run: PATH, and HOME, XDG_CONFIG_HOME and the
+/// system-wide config file (absent unless a test writes it) inside the test's own
+/// directory, so no config file or ENVOI_* variable of the machine leaks in.
 pub fn hermetic_env(home: &Path) -> Vec<(OsString, OsString)> {
     vec![
         ("PATH".into(), std::env::var_os("PATH").unwrap_or_default()),
         ("HOME".into(), home.into()),
         ("XDG_CONFIG_HOME".into(), home.join(".config").into()),
+        (
+            "ENVOI_SYSTEM_CONFIG".into(),
+            home.join("system-config.toml").into(),
+        ),
     ]
 }
 
