@@ -256,9 +256,21 @@ fn transaction(
     match session.pipelined_envelope(prepared, recipients) {
         Some(replies) => {
             let replies = replies?;
-            // Every RCPT was asked: whoever got 250 is in, after a 452 or not.
-            for (rcpt, reply) in recipients.iter().zip(replies.rcpts) {
-                t.file(rcpt, reply);
+            // Every RCPT was asked, so a 452 means "too many recipients" only where every
+            // later RCPT got one too: the server's limit begins there. A 452 with another
+            // answer after it is that recipient's own temporary failure (a full mailbox),
+            // refused like any 4xx, so that the others do not get the message without it.
+            let limit_from = replies
+                .rcpts
+                .iter()
+                .rposition(|reply| reply.code != 452)
+                .map_or(0, |last| last + 1);
+            for (i, (rcpt, reply)) in recipients.iter().zip(replies.rcpts).enumerate() {
+                if reply.code == 452 && i < limit_from {
+                    t.refused.push(reply);
+                } else {
+                    t.file(rcpt, reply);
+                }
             }
             pipelined_data = Some(replies.data);
         }
@@ -833,10 +845,12 @@ mod tests {
         assert_eq!(script.count("QUIT"), 1);
     }
 
-    /// Pipelined, every RCPT is answered: one that got 250 after another's 452 is in
-    /// this transaction, and only the 452'd one goes in the next.
+    /// Pipelined, every RCPT is answered: a 452 with a 250 after it is not the server's
+    /// limit but that recipient's own temporary failure, so without --allow-partial
+    /// nobody gets the message then (the 354 is abandoned), and all get it together on
+    /// the retry.
     #[test]
-    fn pipelined_replies_after_a_452_are_counted_one_by_one() {
+    fn a_pipelined_452_followed_by_a_250_is_a_refusal_not_a_limit() {
         let first = Server {
             pipelining: true,
             ..Server::refusing("b@example.com", 452)
@@ -848,12 +862,29 @@ mod tests {
         let mut script = Script::new(vec![Ok(first), Ok(second)]);
         let (result, _) = run(&mut script, &FIVE[..3], &policy(3, false));
         let report = result.unwrap();
-        assert_eq!(
-            addresses(&report.delivered),
-            ["a@example.com", "c@example.com", "b@example.com"]
-        );
-        assert_eq!(script.count("DATA"), 2, "{:?}", script.log());
-        assert_eq!(script.count("PIPELINE"), 3, "{:?}", script.log());
+        assert_eq!(addresses(&report.delivered), FIVE[..3]);
+        assert_eq!(report.attempts, 2);
+        let log = script.log();
+        assert_eq!(script.count("ABANDON"), 1, "{log:?}");
+        assert_eq!(script.count("DATA"), 1, "{log:?}");
+    }
+
+    /// Pipelined, 452s to the end are the server's limit: those recipients go in a
+    /// further transaction of the same session, and nobody gets the message twice.
+    #[test]
+    fn pipelined_452s_to_the_end_go_in_further_transactions() {
+        let server = Server {
+            pipelining: true,
+            max_rcpt: Some(2),
+            ..Server::default()
+        };
+        let mut script = Script::new(vec![Ok(server)]);
+        let (result, _) = run(&mut script, &FIVE, &policy(3, false));
+        let report = result.unwrap();
+        assert_eq!(addresses(&report.delivered), FIVE);
+        assert_eq!(report.attempts, 1);
+        assert_eq!(script.count("DATA"), 3, "{:?}", script.log());
+        assert_eq!(script.count("ABANDON"), 0, "{:?}", script.log());
     }
 
     #[test]
