@@ -27,12 +27,21 @@ use crate::outbox::Status;
 use crate::profile::{Connection, Facility, LogDest, LogSettings, Resolved, Transport};
 
 /// The local syslog daemon's socket.
+#[cfg(not(target_os = "macos"))]
 const SYSLOG_SOCKET: &str = "/dev/log";
+/// The local syslog daemon's socket (macOS has no `/dev/log`).
+#[cfg(target_os = "macos")]
+const SYSLOG_SOCKET: &str = "/var/run/syslog";
 /// The systemd journal's native socket.
 const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 /// The most characters of one free-text value (a server's reply, an error): a line
-/// stays one readable line, and a datagram fits every syslog daemon's limit.
+/// stays one readable line.
 const MAX_TEXT_CHARS: usize = 400;
+/// The most bytes of one syslog datagram, cut at a character's end: rsyslog takes 8 KiB
+/// and syslog-ng 64 KiB, but the fields may add up to more (RFC 3164 asked for 1 KiB;
+/// busybox's syslogd may take less and cuts the rest itself).
+#[cfg(unix)]
+const MAX_DATAGRAM: usize = 2048;
 /// The most bytes of the recipients field; the rest are counted (`,+12 more`).
 const MAX_RECIPIENTS_BYTES: usize = 1000;
 /// How long a send to a syslog or journal socket may wait for a daemon whose queue is
@@ -379,11 +388,18 @@ fn send_syslog(
     fields: &[(&'static str, String)],
 ) -> Result<(), Error> {
     let priority = u16::from(facility.code()) * 8 + u16::from(severity(status));
-    let datagram = format!(
+    let mut datagram = format!(
         "<{priority}>envoi[{}]: {}",
         std::process::id(),
         line(fields)
     );
+    if datagram.len() > MAX_DATAGRAM {
+        let mut end = MAX_DATAGRAM;
+        while !datagram.is_char_boundary(end) {
+            end -= 1;
+        }
+        datagram.truncate(end);
+    }
     send_datagram(SYSLOG_SOCKET, datagram.as_bytes()).map_err(|e| {
         Error::new(
             ErrorKind::Unavailable,
@@ -420,11 +436,29 @@ fn send_journal(
     send_datagram(JOURNAL_SOCKET, datagram.as_bytes())
 }
 
+/// Sends one datagram, waiting at most [`SOCKET_WAIT`] for room in the daemon's queue;
+/// once a wait ran out, later datagrams of this process do not wait at all (a full
+/// queue fails them at once): a wedged daemon must cost a batch one second, not one
+/// second a record.
 #[cfg(unix)]
 fn send_datagram(socket: &str, bytes: &[u8]) -> std::io::Result<()> {
+    static WEDGED: AtomicBool = AtomicBool::new(false);
     let sock = std::os::unix::net::UnixDatagram::unbound()?;
-    sock.set_write_timeout(Some(SOCKET_WAIT))?;
-    sock.send_to(bytes, socket).map(|_| ())
+    if WEDGED.load(Ordering::Relaxed) {
+        sock.set_nonblocking(true)?;
+    } else {
+        sock.set_write_timeout(Some(SOCKET_WAIT))?;
+    }
+    let sent = sock.send_to(bytes, socket).map(|_| ());
+    if let Err(e) = &sent
+        && matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )
+    {
+        WEDGED.store(true, Ordering::Relaxed);
+    }
+    sent
 }
 
 #[cfg(not(unix))]

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
+use crate::support::PASSWORD;
 use crate::support::envoi::{
     Config, ExpectExit, Route, Run, assert_no_secret, envoi, hermetic_env, send,
 };
@@ -433,6 +434,12 @@ fn outbox_flush_logs_a_line_per_entry() {
 /// connection; AUTH PLAIN is refused with a reply that echoes what the client sent, in
 /// base64 and decoded.
 fn scripted_server(reply: &'static [u8]) -> u16 {
+    hostile_server(false, reply.to_vec())
+}
+
+/// [`scripted_server`], which takes the login when `login_ok` (and answers the final dot
+/// with `reply`); else it answers AUTH with a 535 that echoes what it was sent.
+fn hostile_server(login_ok: bool, reply: Vec<u8>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     thread::spawn(move || {
@@ -449,7 +456,7 @@ fn scripted_server(reply: &'static [u8]) -> u16 {
             let answer: Vec<u8> = if in_data {
                 if line == ".\r\n" {
                     in_data = false;
-                    reply.to_vec()
+                    reply.clone()
                 } else {
                     Vec::new()
                 }
@@ -458,6 +465,7 @@ fn scripted_server(reply: &'static [u8]) -> u16 {
                     Some("EHLO") => {
                         b"250-hostile.example\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n".to_vec()
                     }
+                    Some("AUTH") if login_ok => b"235 2.7.0 ok\r\n".to_vec(),
                     Some("AUTH") => {
                         use base64::Engine;
                         let sent = line.trim_end().rsplit(' ').next().unwrap_or("").to_owned();
@@ -576,6 +584,52 @@ fn listener(dir: &Path, name: &str) -> UnixDatagram {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     socket
+}
+
+/// A syslog daemon that stopped reading (its queue full) costs a batch one wait of a
+/// second, not one a record: after the first wait runs out, later lines are dropped at
+/// once (with one warning), and every message still goes.
+#[test]
+fn a_wedged_syslog_daemon_holds_up_a_batch_once_not_per_record() {
+    if !namespaces::available() {
+        return;
+    }
+    let l = Logged::new(ServerOptions::default(), "");
+    let records = l.home().join("records.jsonl");
+    // The kernel queues 10 datagrams (net.unix.max_dgram_qlen) for a reader that never
+    // reads: 30 records would wait 20 seconds, a second each.
+    let text: String = (0..30)
+        .map(|i| format!("{{\"To\":\"r{i}@example.com\",\"Subject\":\"s\",\"Body\":\"b\"}}\n"))
+        .collect();
+    std::fs::write(&records, text).unwrap();
+    let dev = l.home().join("dev");
+    std::fs::create_dir(&dev).unwrap();
+    let _never_read = listener(&dev, "log");
+    let started = std::time::Instant::now();
+    let run = in_namespace(
+        l.home(),
+        &[(dev.as_path(), "/dev")],
+        &[
+            "batch",
+            "--config",
+            l.config.to_str().unwrap(),
+            "--log",
+            "syslog",
+            records.to_str().unwrap(),
+        ],
+        "",
+    )
+    .expect(0);
+    let took = started.elapsed();
+    assert_eq!(l.server.messages().len(), 30);
+    assert!(took < Duration::from_secs(8), "took {took:?}\n{run}");
+    assert_eq!(
+        run.stderr
+            .matches("the delivery log was not written")
+            .count(),
+        1,
+        "{run}"
+    );
 }
 
 /// The datagrams waiting on `socket`.
@@ -883,6 +937,39 @@ fn a_server_that_echoes_the_password_gets_it_into_no_log() {
     assert!(f["errormsg"].contains("535 5.7.8 [redacted]"), "{f:?}");
     assert_no_secret(&text);
     assert_no_secret(&run.output());
+}
+
+/// After a login, the reply to the final dot, and a reply that is not SMTP at all, are
+/// read through the same redaction as every other: an echoed password reaches neither
+/// stderr, `-v` nor the log.
+#[test]
+fn a_password_echoed_after_the_message_gets_into_no_log() {
+    for (reply, status) in [
+        (format!("250 2.0.0 queued for {PASSWORD}\r\n"), "sent"),
+        (
+            format!("Error: {PASSWORD} is a fine password\r\n"),
+            "unknown",
+        ),
+    ] {
+        let port = hostile_server(true, reply.into_bytes());
+        let home = TempDir::new().unwrap();
+        let log = home.path().join("log.txt");
+        let config = Config::new(port, "none")
+            .login()
+            .line("allow_plaintext_auth = true")
+            .line(&format!("log = \"{}\"", log.display()))
+            .write(home.path());
+        let run = send(home.path(), Route::Config(&config))
+            .args(["--to", "b@example.com", "--subject", "x", "--body", "y"])
+            .args(["--retries", "0", "-v"])
+            .output()
+            .unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(fields(text.trim_end())["status"], status, "{text}");
+        assert_no_secret(&text);
+        assert_no_secret(&String::from_utf8_lossy(&run.stderr));
+        assert_no_secret(&String::from_utf8_lossy(&run.stdout));
+    }
 }
 
 #[test]

@@ -125,7 +125,7 @@ impl SmtpSession {
             reason = BASE64
                 .decode(reply.text().trim())
                 .ok()
-                .map(|json| printable(String::from_utf8_lossy(&json)));
+                .map(|json| printable(self.redact(&String::from_utf8_lossy(&json))));
             reply = self.command(&after_error, "AUTH")?;
         }
         if reply.code == 235 {

@@ -425,15 +425,8 @@ impl SmtpSession {
 
     /// Reads one reply (traced); a failure marks the session broken.
     fn read(&mut self, what: &str) -> Result<Reply> {
-        match self.conn.read_reply() {
-            Ok(mut reply) => {
-                for line in &mut reply.lines {
-                    for secret in self.hidden.iter().map(Password::expose) {
-                        if !secret.is_empty() && line.contains(secret) {
-                            *line = line.replace(secret, "[redacted]");
-                        }
-                    }
-                }
+        match self.read_redacted() {
+            Ok(reply) => {
                 self.trace("S", &format!("{} {}", reply.code, reply.lines.join(" | ")));
                 if reply.code == 421 {
                     // RFC 5321 §3.8: the server is closing the channel; say nothing more.
@@ -447,6 +440,43 @@ impl SmtpSession {
                 Err(wire_failure(what, e))
             }
         }
+    }
+
+    /// The next reply with every secret this session sent at login taken out of it, or
+    /// the failure to read one: every reply envoi reads goes through here, so no echo of
+    /// a password or token reaches an error, the transcript or the delivery log.
+    fn read_redacted(&mut self) -> std::result::Result<Reply, WireError> {
+        match self.conn.read_reply() {
+            Ok(mut reply) => {
+                for line in &mut reply.lines {
+                    *line = self.redact(line);
+                }
+                Ok(reply)
+            }
+            // A line that is not SMTP is quoted in the error, cut short: a cut secret no
+            // longer matches, so after a login nothing of it is quoted.
+            Err(WireError::Protocol(_)) if !self.hidden.is_empty() => Err(WireError::Protocol(
+                "a reply that is not SMTP (not quoted: this connection carried a login)".to_owned(),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `text` with every secret this session sent at login replaced by `[redacted]`. A
+    /// secret of under 8 characters may be part of any word, and where `[redacted]`
+    /// stood would spell it: text that holds one is withheld whole.
+    pub(super) fn redact(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for secret in self.hidden.iter().map(Password::expose) {
+            if secret.is_empty() || !text.contains(secret) {
+                continue;
+            }
+            if secret.chars().count() < 8 {
+                return "[withheld: it holds the login's secret]".to_owned();
+            }
+            text = text.replace(secret, "[redacted]");
+        }
+        text
     }
 
     /// `reply` if its code is one `ok` accepts, else the error for it.
@@ -528,7 +558,7 @@ impl Session for SmtpSession {
         );
         let in_flight = InFlight::start();
         let result = match self.write_payload(&prepared.bytes) {
-            Ok(()) => self.conn.read_reply(),
+            Ok(()) => self.read_redacted(),
             Err(StreamError::Sink(e)) => Err(WireError::Io(e)),
             Err(StreamError::Source(e)) => {
                 drop(in_flight);

@@ -281,7 +281,7 @@ pub(crate) fn trusted_roots(ca_file: Option<&Path>) -> Result<Vec<CertificateDer
 fn system_roots() -> &'static [CertificateDer<'static>] {
     static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
     ROOTS.get_or_init(|| {
-        #[cfg(all(unix, not(target_os = "macos")))]
+        #[cfg(target_os = "linux")]
         if let Some(certs) = bundle_roots() {
             return certs;
         }
@@ -289,8 +289,9 @@ fn system_roots() -> &'static [CertificateDer<'static>] {
     })
 }
 
-/// The roots of the system's CA bundle alone, unless `SSL_CERT_FILE` or `SSL_CERT_DIR`
-/// choose (then rustls-native-certs reads what they name); `None` without a bundle.
+/// The roots of the system's CA bundle alone (Linux), unless `SSL_CERT_FILE` or
+/// `SSL_CERT_DIR` choose (then rustls-native-certs reads what they name); `None` without a
+/// bundle.
 ///
 /// rustls-native-certs reads both the bundle and the certificate directory: on Debian
 /// the directory holds ~150 links to the very roots of the bundle, so each was read and
@@ -298,7 +299,7 @@ fn system_roots() -> &'static [CertificateDer<'static>] {
 /// Ubuntu, Alpine) and `update-ca-trust` (Fedora, RHEL) write every root, local ones
 /// too, into the bundle; a CA dropped into the directory by hand without them is found
 /// with `SSL_CERT_DIR=/etc/ssl/certs` (or `ca_file`).
-#[cfg(all(unix, not(target_os = "macos")))]
+#[cfg(target_os = "linux")]
 fn bundle_roots() -> Option<Vec<CertificateDer<'static>>> {
     if openssl_probe::has_ssl_cert_env_vars() {
         return None;
