@@ -122,7 +122,14 @@ fn watchdog(deadline: Instant, json: bool, last_words: LastWords) {
                 "the deadline (--timeout) passed while the server was still answering",
             )
         };
-        last_words.say(&error, &mut Notices);
+        // The log may hang (a file on a stuck NFS mount): the process ends anyway.
+        let (said, spoken) = std::sync::mpsc::channel();
+        let for_log = error.clone();
+        std::thread::spawn(move || {
+            last_words.say(&for_log, &mut Notices);
+            let _ = said.send(());
+        });
+        let _ = spoken.recv_timeout(LAST_WORDS_WAIT);
         print_error(&error, &Report::default(), json);
         std::process::exit(i32::from(error.kind().exit_code()));
     });
@@ -130,3 +137,6 @@ fn watchdog(deadline: Instant, json: bool, last_words: LastWords) {
 
 /// How long after the deadline the watchdog waits for the regular timeouts to act.
 const WATCHDOG_GRACE: Duration = Duration::from_secs(2);
+
+/// How long the watchdog waits for the delivery log's line before it ends the process.
+const LAST_WORDS_WAIT: Duration = Duration::from_millis(500);

@@ -8,6 +8,8 @@
 //! It sits in `outbox/`, the top library layer, because what follows the build (the
 //! idempotency claim, queue or deliver, the ledger) is this layer's own state.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use lettre::message::Mailbox;
@@ -170,9 +172,13 @@ pub fn dispatch(
 ) -> Result<Submitted, Failure> {
     let facts = Facts::of(&prepared);
     let log = DeliveryLog::of(resolved, resolved.connection.as_ref());
+    // One line per message: whichever of this function and the watchdog comes first
+    // writes it.
+    let said = Arc::new(AtomicBool::new(false));
     let last_words = || LastWords {
         log: log.clone(),
         facts: facts.clone(),
+        said: Arc::clone(&said),
     };
     let submitted = dispatch_unlogged(resolved, prepared, plan, observer, &|deadline| {
         going_direct(deadline, last_words());
@@ -203,7 +209,9 @@ pub fn dispatch(
         },
         _ => facts,
     };
-    log.record(&facts, &logged, observer);
+    if !said.swap(true, Ordering::SeqCst) {
+        log.record(&facts, &logged, observer);
+    }
     submitted
 }
 
@@ -213,13 +221,18 @@ pub fn dispatch(
 pub struct LastWords {
     log: DeliveryLog,
     facts: Facts,
+    /// Set by whichever writes the message's line first.
+    said: Arc<AtomicBool>,
 }
 
 impl LastWords {
-    /// Writes the message's line with the error the process ends with.
+    /// Writes the message's line with the error the process ends with, unless
+    /// [`dispatch`] wrote its own already.
     pub fn say(&self, error: &Error, observer: &mut dyn Observer) {
-        self.log
-            .record(&self.facts, &Logged::failed(error, None), observer);
+        if !self.said.swap(true, Ordering::SeqCst) {
+            self.log
+                .record(&self.facts, &Logged::failed(error, None), observer);
+        }
     }
 }
 

@@ -285,10 +285,11 @@ impl MailApi {
     }
 
     /// How many body bytes a [`Stall::Huge`] answer to request `seq` wrote before the client
-    /// stopped reading (waits at most 10 s for the server to find out).
+    /// stopped reading (waits at most 30 s for the server to find out and write it down:
+    /// a loaded disk has taken over 10 s).
     pub fn huge_written(&self, seq: u64) -> Option<u64> {
         let path = self.out.path().join(format!("written-{seq}"));
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(text) = fs::read_to_string(&path) {
                 return text.trim().parse().ok();
