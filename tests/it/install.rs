@@ -343,6 +343,29 @@ fn a_pinned_version_fetches_that_versions_path() {
     assert!(mirror.server.requests().is_empty());
 }
 
+/// `--bin-dir` alone: the binary there and nothing else (no man pages, no completions);
+/// `--base-url` wins over `ENVOI_INSTALL_BASE_URL`, and `--target` over `ENVOI_TARGET`.
+#[test]
+fn a_bin_dir_alone_gets_the_binary_only_and_flags_win() {
+    let mirror = Mirror::new();
+    let home = TempDir::new().unwrap();
+    let bin_dir = home.path().join("tools/bin");
+    let run = install(home.path(), &mirror, SYSTEM_PATH)
+        .env("ENVOI_INSTALL_BASE_URL", "http://127.0.0.1:9/nowhere")
+        .env("ENVOI_TARGET", "riscv64gc-unknown-linux-gnu")
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .args(["--base-url", &mirror.url(), "--target", &host_target()])
+        .expect_exit(0);
+    assert_eq!(
+        run.stdout,
+        format!("{}\n", bin_dir.join("envoi").display()),
+        "{run}"
+    );
+    assert_eq!(files_under(home.path()), ["tools/bin/envoi"]);
+    assert_runs(&bin_dir.join("envoi"));
+}
+
 /// Refused, exit 1, and nothing at all installed: no bin dir, no man page.
 fn assert_refused(run: &Run, prefix: &Path, why: &str) {
     assert!(run.stderr.contains(why), "{run}");
