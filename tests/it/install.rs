@@ -364,6 +364,25 @@ fn a_bin_dir_alone_gets_the_binary_only_and_flags_win() {
     );
     assert_eq!(files_under(home.path()), ["tools/bin/envoi"]);
     assert_runs(&bin_dir.join("envoi"));
+
+    // --prefix beats ENVOI_INSTALL_DIR: PREFIX/bin.
+    let prefix = home.path().join("prefix");
+    let run = install(home.path(), &mirror, SYSTEM_PATH)
+        .env("ENVOI_INSTALL_DIR", &bin_dir)
+        .arg("--prefix")
+        .arg(&prefix)
+        .expect_exit(0);
+    assert_eq!(
+        run.stdout,
+        format!("{}\n", prefix.join("bin/envoi").display()),
+        "{run}"
+    );
+    // -h prints the header comment of the script, not the script.
+    let run = install(home.path(), &mirror, SYSTEM_PATH)
+        .arg("-h")
+        .expect_exit(0);
+    assert!(run.stdout.contains("ENVOI_INSTALL_BASE_URL"), "{run}");
+    assert!(!run.stdout.contains("set -eu"), "{run}");
 }
 
 /// The Windows archive: a zip holding `envoi.exe`, which install.sh unpacks (with unzip)
