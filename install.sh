@@ -12,7 +12,8 @@
 # Where things go:
 #   default          the binary to $HOME/.local/bin, man pages to $HOME/.local/share/man/man1
 #   --prefix DIR     DIR/bin, DIR/share/man/man1, and completions under DIR/share
-#   --bin-dir DIR    the binary only, to DIR (with --prefix too: the binary to DIR)
+#   --bin-dir DIR    the binary only, to DIR (with --prefix too: the binary to DIR, the rest
+#                    under the prefix)
 # On success, stderr says "envoi VERSION installed to PATH" and stdout holds PATH alone, so
 # that a caller can capture it: envoi=$(sh install.sh).
 #
@@ -40,13 +41,15 @@ prefix=${ENVOI_PREFIX:-}
 bin_dir=${ENVOI_INSTALL_DIR:-}
 base_url=${ENVOI_INSTALL_BASE_URL:-$ENVOI_DEFAULT_BASE_URL}
 target=${ENVOI_TARGET:-}
+bin_dir_flag=""
 
 # Each flag takes its value as the next word or after "=".
 while [ $# -gt 0 ]; do
   flag=$1
   case $flag in
   -h | --help)
-    sed -n '2,21s/^# \{0,1\}//p' "$0" 2>/dev/null ||
+    # The comment block at the top of this file (not there when piped into sh).
+    awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0" 2>/dev/null ||
       say "see https://github.com/envoi-dev/envoi/blob/main/docs/install.md"
     exit 0
     ;;
@@ -64,8 +67,15 @@ while [ $# -gt 0 ]; do
   esac
   case $flag in
   --version) version=$value ;;
-  --prefix) prefix=$value ;;
-  --bin-dir) bin_dir=$value ;;
+  --prefix)
+    prefix=$value
+    # The flag beats ENVOI_INSTALL_DIR too: PREFIX/bin, unless --bin-dir is also given.
+    [ -n "$bin_dir_flag" ] || bin_dir=""
+    ;;
+  --bin-dir)
+    bin_dir=$value
+    bin_dir_flag=1
+    ;;
   --base-url) base_url=$value ;;
   --target) target=$value ;;
   *) usage_error "unknown flag: $flag" ;;

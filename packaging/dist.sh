@@ -115,7 +115,8 @@ done
 chmod -R u=rwX,go=rX "$dir"
 
 # The archive, written beside its final name and renamed, so a mirror never serves half of one.
-part=$out/.$archive.part
+# Named to end as the archive does: 7-Zip chooses an extension for a name without one.
+part=$out/.part.$archive
 case $archive in
 *.zip)
   rm -f "$part"

@@ -12,7 +12,13 @@
 //! readable by others either. Errors are 78 and say whose the file is and the fix.
 //!
 //! Owners are checked where the platform tells envoi its user id without `unsafe`
-//! (see [`effective_uid`]), modes wherever files have them.
+//! (see [`effective_uid`]), modes wherever files have them: on Unix (Linux, macOS, the
+//! BSDs). Elsewhere (Windows) neither is checked: a file's ACL decides who may read it,
+//! and envoi does not read ACLs. Not checked there, exactly: who owns a file or folder,
+//! who else may change it, who else may read a file holding a secret, and a state file's
+//! extra names (hard links). envoi does not refuse for that (a user's profile folder is
+//! private to them by default), but it says so: the files outside that folder that hold
+//! or lead to a secret are named once, at the end of the run ([`unchecked_warning`]).
 
 use std::io::Read;
 use std::path::Path;
@@ -64,6 +70,62 @@ fn created_file_uid() -> Option<u32> {
     let uid = file.metadata().ok().map(|m| m.uid());
     let _ = std::fs::remove_file(&path);
     uid
+}
+
+/// The files this run trusted without the owner and mode checks, where the platform has
+/// none (Windows): each as "PATH (what it is)", once.
+#[cfg(not(unix))]
+static UNCHECKED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Notes a file that holds or leads to a secret, trusted unchecked (see [`UNCHECKED`]),
+/// unless it is under the user's profile folder (`%USERPROFILE%`), which Windows' default
+/// ACL keeps private to them and administrators: there is envoi's own config, outbox and
+/// token cache, and a warning on every run would only teach users to ignore it.
+#[cfg(not(unix))]
+fn note_unchecked(path: &Path, what: &str) {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let profile = std::env::var_os("USERPROFILE").filter(|p| !p.is_empty());
+    if profile.is_some_and(|profile| path.starts_with(profile)) {
+        return;
+    }
+    let line = format!("{} ({what})", path.display());
+    // A panic elsewhere while the list was held leaves it usable: it is only names.
+    let mut files = UNCHECKED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !files.contains(&line) {
+        files.push(line);
+    }
+}
+
+/// The warning for the files of a secret that this run trusted without knowing who else
+/// may read or change them, because the platform has no Unix owner and mode (Windows);
+/// `None` when there were none, always on Unix. The binary prints it once, at the end of
+/// the run: the library prints nothing.
+pub fn unchecked_warning() -> Option<String> {
+    #[cfg(not(unix))]
+    let files = std::mem::take(
+        &mut *UNCHECKED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    #[cfg(unix)]
+    let files = Vec::new();
+    warning_for(&files)
+}
+
+/// [`unchecked_warning`]'s text for these files.
+fn warning_for(files: &[String]) -> Option<String> {
+    if files.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "not checked on this system: who else may read or change {} (envoi checks a file's \
+         owner and mode on Unix only, not Windows ACLs); keep such files under your profile \
+         folder (%USERPROFILE%), which only you and administrators can open, or restrict \
+         each one: icacls FILE /inheritance:r /grant:r \"%USERNAME%:F\"",
+        files.join(", ")
+    ))
 }
 
 /// Who may own a trusted file besides the user who runs envoi.
@@ -130,7 +192,10 @@ pub fn check_trusted_file(path: &Path, what: &str, why: &str, owner: Owner) -> R
         }
     }
     #[cfg(not(unix))]
-    let _ = (path, what, why, owner);
+    {
+        let _ = owner;
+        note_unchecked(path, &format!("{what}, which {why}"));
+    }
     Ok(())
 }
 
@@ -161,7 +226,7 @@ pub fn check_private_file(path: &Path, what: &str, holds: &str) -> Result<()> {
         }
     }
     #[cfg(not(unix))]
-    let _ = (path, what, holds);
+    note_unchecked(path, &format!("{what}, which holds {holds}"));
     Ok(())
 }
 
@@ -184,7 +249,10 @@ pub fn check_private_dir(dir: &Path, what: &str, instead: &str) -> Result<()> {
         }
     }
     #[cfg(not(unix))]
-    let _ = (dir, what, instead);
+    {
+        let _ = instead;
+        note_unchecked(dir, what);
+    }
     Ok(())
 }
 
@@ -389,6 +457,25 @@ pub fn not_regular(meta: &std::fs::Metadata) -> Option<&'static str> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    /// The Windows warning names each file with what it holds, and the fix; nothing to
+    /// say is no warning (and on Unix there never is one).
+    #[test]
+    fn the_unchecked_warning_names_the_files_and_the_fix() {
+        assert_eq!(warning_for(&[]), None);
+        assert_eq!(unchecked_warning(), None);
+        let files = [
+            r"C:\Users\me\AppData\Roaming\envoi\config.toml (the config file, which holds a password)".to_string(),
+            r"D:\keys\dkim.pem (the DKIM key file, which holds a private key)".to_string(),
+        ];
+        let text = warning_for(&files).unwrap();
+        assert!(
+            text.contains(&files[0]) && text.contains(&files[1]),
+            "{text}"
+        );
+        assert!(text.contains("on Unix only"), "{text}");
+        assert!(text.contains("icacls FILE /inheritance:r"), "{text}");
+    }
 
     #[test]
     fn named_files_are_regular_and_capped() {

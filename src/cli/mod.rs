@@ -32,7 +32,12 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
         eprintln!("envoi: error: internal error (a bug in envoi; please report it): {info}");
     }));
-    exit_70_on_panic(|| run(args))
+    let code = exit_70_on_panic(|| run(args));
+    // Where files have no Unix owner and mode (Windows), the secret files it trusted unchecked.
+    if let Some(text) = envoi::ownership::unchecked_warning() {
+        render::warning(&text);
+    }
+    code
 }
 
 /// The arguments of sendmail mode, when envoi runs as `sendmail` (a link named so, as

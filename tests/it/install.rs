@@ -343,6 +343,99 @@ fn a_pinned_version_fetches_that_versions_path() {
     assert!(mirror.server.requests().is_empty());
 }
 
+/// `--bin-dir` alone: the binary there and nothing else (no man pages, no completions);
+/// `--base-url` wins over `ENVOI_INSTALL_BASE_URL`, and `--target` over `ENVOI_TARGET`.
+#[test]
+fn a_bin_dir_alone_gets_the_binary_only_and_flags_win() {
+    let mirror = Mirror::new();
+    let home = TempDir::new().unwrap();
+    let bin_dir = home.path().join("tools/bin");
+    let run = install(home.path(), &mirror, SYSTEM_PATH)
+        .env("ENVOI_INSTALL_BASE_URL", "http://127.0.0.1:9/nowhere")
+        .env("ENVOI_TARGET", "riscv64gc-unknown-linux-gnu")
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .args(["--base-url", &mirror.url(), "--target", &host_target()])
+        .expect_exit(0);
+    assert_eq!(
+        run.stdout,
+        format!("{}\n", bin_dir.join("envoi").display()),
+        "{run}"
+    );
+    assert_eq!(files_under(home.path()), ["tools/bin/envoi"]);
+    assert_runs(&bin_dir.join("envoi"));
+
+    // --prefix beats ENVOI_INSTALL_DIR: PREFIX/bin.
+    let prefix = home.path().join("prefix");
+    let run = install(home.path(), &mirror, SYSTEM_PATH)
+        .env("ENVOI_INSTALL_DIR", &bin_dir)
+        .arg("--prefix")
+        .arg(&prefix)
+        .expect_exit(0);
+    assert_eq!(
+        run.stdout,
+        format!("{}\n", prefix.join("bin/envoi").display()),
+        "{run}"
+    );
+    // -h prints the header comment of the script, not the script.
+    let run = install(home.path(), &mirror, SYSTEM_PATH)
+        .arg("-h")
+        .expect_exit(0);
+    assert!(run.stdout.contains("ENVOI_INSTALL_BASE_URL"), "{run}");
+    assert!(!run.stdout.contains("set -eu"), "{run}");
+}
+
+/// The Windows archive: a zip holding `envoi.exe`, which install.sh unpacks (with unzip)
+/// when given that target. The Linux debug binary stands in for the .exe: only the packing
+/// and unpacking are under test, and it runs here.
+#[test]
+fn a_windows_zip_is_packed_and_installed() {
+    let target = "x86_64-pc-windows-msvc";
+    let release = TempDir::new().unwrap();
+    let archive = dist(target, release.path());
+    assert_eq!(archive, release.path().join(format!("envoi-{target}.zip")));
+    let listing = Command::new("unzip")
+        .arg("-Z1")
+        .arg(&archive)
+        .expect_exit(0);
+    for want in [
+        "envoi.exe",
+        "README.md",
+        "man/envoi.1",
+        "completions/_envoi",
+    ] {
+        let want = format!("envoi-{target}/{want}");
+        assert!(
+            listing.stdout.lines().any(|l| l == want),
+            "{want} not in {listing}"
+        );
+    }
+
+    let mirror = Mirror::new();
+    let dir = mirror.file("latest/download");
+    for name in [format!("envoi-{target}.zip"), "SHA256SUMS".into()] {
+        std::fs::copy(release.path().join(&name), dir.join(&name)).unwrap();
+    }
+    let home = TempDir::new().unwrap();
+    let prefix = home.path().join("prefix");
+    let run = install(home.path(), &mirror, SYSTEM_PATH)
+        .env("ENVOI_TARGET", target)
+        .arg("--prefix")
+        .arg(&prefix)
+        .expect_exit(0);
+    let exe = prefix.join("bin/envoi.exe");
+    assert_eq!(run.stdout, format!("{}\n", exe.display()), "{run}");
+    assert_eq!(
+        mirror.server.requests(),
+        [
+            format!("/latest/download/envoi-{target}.zip"),
+            "/latest/download/SHA256SUMS".into()
+        ]
+    );
+    assert_runs(&exe);
+    assert!(prefix.join("share/man/man1/envoi-send.1").is_file());
+}
+
 /// Refused, exit 1, and nothing at all installed: no bin dir, no man page.
 fn assert_refused(run: &Run, prefix: &Path, why: &str) {
     assert!(run.stderr.contains(why), "{run}");
