@@ -21,19 +21,31 @@ write_outputs() {
 }
 trap write_outputs EXIT
 
+# The data of a workflow command (`::name props::DATA`), escaped as @actions/core's
+# escapeData does: the runner un-escapes %0D, %0A and %25 in it. Unescaped, a newline in an
+# input would end our line and start any command of its own (`::stop-commands::`,
+# `::add-mask::`), and a mask would register a different secret than the one given.
+escape_data() {
+  local s=${1//'%'/'%25'}
+  s=${s//$'\r'/'%0D'}
+  printf '%s' "${s//$'\n'/'%0A'}"
+}
+
 # A refused input: a GitHub error annotation (shown on the run's summary) and the exit code.
+# The message quotes inputs, so it is escaped; `title=envoi` is ours and needs no escaping.
 refuse() {
   local code=$1
   shift
-  printf '::error title=envoi::%s\n' "$*"
+  printf '::error title=envoi::%s\n' "$(escape_data "$*")"
   exit "$code"
 }
 
 # The password is masked before anything else runs, line by line (a mask is one line), so
-# that no later log line (ours, envoi's, a shell trace) can show it.
+# that no later log line (ours, envoi's, a shell trace) can show it; each line escaped, so
+# that the runner, which un-escapes it, masks the very text (a password may hold `%0A`).
 if [ -n "${INPUT_PASSWORD:-}" ]; then
   while IFS= read -r line; do
-    if [ -n "$line" ]; then printf '::add-mask::%s\n' "$line"; fi
+    if [ -n "$line" ]; then printf '::add-mask::%s\n' "$(escape_data "$line")"; fi
   done <<<"$INPUT_PASSWORD"
 fi
 

@@ -652,3 +652,118 @@ fn the_documented_workflows_use_only_declared_inputs() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The workflow commands a run printed (the runner's reading of its log).
+fn commands(run: &Value) -> Vec<Value> {
+    run["commands"].as_array().cloned().unwrap_or_default()
+}
+
+/// A refused input that holds a newline and workflow-command text (`::add-mask::`,
+/// `::set-output`, `::stop-commands::`) is quoted in exactly one `::error` line, escaped as
+/// @actions/core escapes command data: the runner reads it back as the very input and runs
+/// no command of the input's. Through `from`, `server_port`, `dry_run` (send.sh's `refuse`
+/// and `is_true`) and `version` (install.sh).
+#[test]
+fn an_input_with_newlines_starts_no_workflow_command_of_its_own() {
+    if !harness_ready() {
+        return;
+    }
+    let job = Job::new();
+    let evil = "x\n::add-mask::ci-example\r\n::set-output name=status::sent\n\
+                ::stop-commands::t%0A\n::error::second";
+    let from = format!("CI Bot{evil}");
+    let port = format!("25{evil}");
+    let dry = format!("yes{evil}");
+    let version = format!("1.2.3{evil}");
+    let cases = [
+        ("from", from.as_str(), 1),
+        ("server_port", port.as_str(), 1),
+        ("dry_run", dry.as_str(), 1),
+        ("version", version.as_str(), 0),
+    ];
+    for (n, (input, value, step)) in cases.into_iter().enumerate() {
+        let mut with = vec![
+            ("username", USER),
+            ("to", "ann@example.com"),
+            ("subject", "s"),
+            ("outbox_dir", "../outbox"),
+        ];
+        if input != "from" {
+            with.push(("from", "ci@example.com"));
+        }
+        if input == "server_port" {
+            with.push(("server_address", "127.0.0.1"));
+        }
+        if input != "server_port" {
+            with.retain(|(k, _)| *k != "username");
+        }
+        with.push((input, value));
+        let run = job.run(&format!("inject-{n}"), 1, &with);
+        assert_eq!(run["steps"][step]["exit_code"], 64, "{input}: {run:#}");
+        let seen = commands(&run);
+        assert_eq!(seen.len(), 1, "{input}: {seen:#?}");
+        assert_eq!(seen[0]["command"], "error", "{input}: {seen:#?}");
+        assert_eq!(
+            seen[0]["properties"]["title"], "envoi",
+            "{input}: {seen:#?}"
+        );
+        let data = seen[0]["data"].as_str().unwrap_or_default();
+        assert!(data.contains(value), "{input}: {data:?}");
+        let raw = run["raw_log"].as_str().unwrap_or_default();
+        let lines: Vec<&str> = raw
+            .lines()
+            .filter(|l| l.trim_start().starts_with("::"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{input}: {raw}");
+        assert!(lines[0].contains("x%0A::add-mask::"), "{input}: {raw}");
+        assert!(lines[0].contains("t%250A"), "{input}: {raw}");
+        // An output the input tried to set is not set (the install step's failure skips
+        // the send step, whose outputs are then empty).
+        let status = if step == 1 { "error" } else { "" };
+        assert_eq!(run["outputs"]["status"], status, "{input}: {run:#}");
+    }
+}
+
+/// A password holding `%0A`, `%25` and two lines is masked as it is: each line is escaped
+/// before `::add-mask::`, which the runner un-escapes (unescaped, it would mask `pa⏎ss`
+/// and `50%off`, and show the real password). The dry run prints the message, whose
+/// subject and body hold the password, and the masked log shows neither line.
+#[test]
+fn a_password_with_percent_escapes_is_masked_as_given() {
+    if !harness_ready() {
+        return;
+    }
+    let job = Job::new();
+    let password = "pa%0Ass\n50%25off";
+    let run = job.run(
+        "mask",
+        1,
+        &[
+            ("url", &format!("smtps://{USER}@127.0.0.1:1")),
+            ("password", password),
+            ("from", "ci@example.com"),
+            ("to", "ann@example.com"),
+            ("subject", "pa%0Ass and 50%25off"),
+            ("body", "Lines: pa%0Ass 50%25off"),
+            ("dry_run", "true"),
+            ("outbox_dir", "../outbox"),
+        ],
+    );
+    assert_success(&run);
+    assert_eq!(run["outputs"]["status"], "dry_run", "{run:#}");
+    assert_eq!(
+        run["masks"],
+        serde_json::json!(["pa%0Ass", "50%25off"]),
+        "{run:#}"
+    );
+    let raw = run["raw_log"].as_str().unwrap_or_default();
+    assert!(
+        raw.lines()
+            .any(|l| !l.starts_with("::") && l.contains("pa%0Ass and 50%25off")),
+        "the dry run printed no subject, so this test proves nothing: {raw}"
+    );
+    let masked = run["masked_log"].as_str().unwrap_or_default();
+    for line in password.lines() {
+        assert!(!masked.contains(line), "{line} shown: {masked}");
+    }
+}
