@@ -74,9 +74,31 @@ urlencode() {
 }
 
 # action-send-mail reads `body`, `html_body` and `subject` from a file when they start with
-# file:// (the rest is a path, relative to the working directory).
-file_path() {
-  case "$1" in file://*) printf '%s' "${1#file://}" ;; *) return 1 ;; esac
+# file:// (the rest is a path, relative to the working directory). Only a file of the
+# workspace, outside any .git folder: an input (a pull request's title, say) must not mail
+# out the runner's files, such as .git/config, which holds the checkout token. Sets
+# REPLY to the file's real path (symbolic links resolved, so that none leads out), which
+# is what is read: never the path as given, which could be swapped after the check.
+# Returns 1 when the value is no file:// one.
+workspace_file() {
+  local input=$1 path given root real lower
+  case "$2" in file://*) given=${2#file://} ;; *) return 1 ;; esac
+  [ -f "$given" ] || refuse 66 "$input: $given (from file://) is not a file"
+  # ./ first: realpath never reads a path as an option.
+  case "$given" in /*) path=$given ;; *) path=./$given ;; esac
+  root=${GITHUB_WORKSPACE:-$PWD}
+  real=$(realpath "$path") || refuse 66 "$input: cannot resolve file://$given"
+  root=$(realpath "$root") || refuse 66 "$input: cannot resolve the workspace $root"
+  case "$real" in
+    "${root%/}"/*) ;;
+    *) refuse 64 "$input: file://$given is outside the workspace ($root), once links are followed: file:// reads only the workspace's files" ;;
+  esac
+  # Any case: .GIT is .git on macOS's and Windows' file systems.
+  lower=$(printf '%s' "$real/" | tr '[:upper:]' '[:lower:]')
+  case "$lower" in
+    */.git/*) refuse 64 "$input: file://$given is inside a .git folder (which holds the checkout token): file:// reads no .git file" ;;
+  esac
+  REPLY=$real
 }
 
 if is_true ignore_cert "${INPUT_IGNORE_CERT:-}"; then
@@ -179,21 +201,19 @@ work=$(mktemp -d "${RUNNER_TEMP:-${TMPDIR:-/tmp}}/envoi-action.XXXXXX")
 # The bodies written below are the workflow's text: gone with the step.
 trap 'rm -rf "$work"; write_outputs' EXIT
 
-# The path of a body given as file://PATH, or of a file holding the literal text.
+# Sets REPLY to the path of a body given as file://PATH (input $1, value $3), or of a file
+# ($2 in the step's folder) holding the literal text. Not in a $( ): a refusal must reach
+# the log and end the step.
 text_file() {
-  local path
-  if path=$(file_path "$2"); then
-    printf '%s' "$path"
-  else
-    printf '%s' "$2" >"$work/$1"
-    printf '%s' "$work/$1"
+  if ! workspace_file "$1" "$3"; then
+    printf '%s' "$3" >"$work/$2"
+    REPLY=$work/$2
   fi
 }
 
 subject=${INPUT_SUBJECT:-}
-if path=$(file_path "$subject"); then
-  [ -f "$path" ] || refuse 66 "subject: $path (from file://) is not a file"
-  subject=$(<"$path")
+if workspace_file subject "$subject"; then
+  subject=$(<"$REPLY")
 fi
 args+=("--subject=$subject")
 body=${INPUT_BODY:-}
@@ -204,11 +224,16 @@ if [ -n "$html" ]; then
   else
     args+=(--html)
   fi
-  args+=("--body-file=$(text_file html "$html")")
-  if [ -n "$body" ]; then args+=("--text-file=$(text_file text "$body")"); fi
+  text_file html_body html "$html"
+  args+=("--body-file=$REPLY")
+  if [ -n "$body" ]; then
+    text_file body text "$body"
+    args+=("--text-file=$REPLY")
+  fi
 elif [ -n "$body" ]; then
   # As in action-send-mail, convert_markdown converts html_body only.
-  args+=("--body-file=$(text_file text "$body")")
+  text_file body text "$body"
+  args+=("--body-file=$REPLY")
 else
   args+=("--body=")
 fi

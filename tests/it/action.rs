@@ -767,3 +767,82 @@ fn a_password_with_percent_escapes_is_masked_as_given() {
         assert!(!masked.contains(line), "{line} shown: {masked}");
     }
 }
+
+/// `file://` in `subject`, `body` and `html_body` reads only a file of the workspace
+/// (GITHUB_WORKSPACE), outside any `.git` folder, once symbolic links are followed:
+/// `.git/config` (which holds the checkout token), `..`, an absolute path and a link out of
+/// the workspace are each refused (64) naming the input, and nothing is sent. A workspace
+/// file is read and sent.
+#[test]
+fn file_inputs_read_only_workspace_files_outside_git() {
+    if !harness_ready() {
+        return;
+    }
+    let job = Job::new();
+    let ws = job.workspace();
+    let (server, _pki, ca) = smtps_server(job.dir.path());
+    let secret = "extraheader = AUTHORIZATION: basic c2VjcmV0LXRva2Vu";
+    std::fs::create_dir_all(ws.join(".git")).expect(".git/");
+    std::fs::write(ws.join(".git/config"), secret).expect(".git/config");
+    let outside = job.dir.path().join("outside.txt");
+    std::fs::write(&outside, secret).expect("outside.txt");
+    std::os::unix::fs::symlink(&outside, ws.join("link.txt")).expect("link.txt");
+    std::fs::create_dir_all(ws.join("notes")).expect("notes/");
+    std::fs::write(ws.join("notes/subject.txt"), "Subject from a file").expect("subject");
+    std::fs::write(ws.join("notes/body.txt"), "Body from a file\n").expect("body");
+
+    let url = format!("smtps://{USER}@127.0.0.1:{}", server.port());
+    let ca = ca.to_string_lossy().into_owned();
+    let absolute = format!("file://{}", outside.display());
+    let base = [
+        ("url", url.as_str()),
+        ("ca_file", ca.as_str()),
+        ("password", PASSWORD),
+        ("from", "ci@example.com"),
+        ("to", "ann@example.com"),
+        ("outbox_dir", "../outbox"),
+    ];
+    let refused = [
+        ("subject", "file://.git/config", ".git folder"),
+        ("body", "file://notes/../.git/config", ".git folder"),
+        ("body", "file://../outside.txt", "outside the workspace"),
+        ("html_body", absolute.as_str(), "outside the workspace"),
+        ("html_body", "file://link.txt", "outside the workspace"),
+    ];
+    for (n, (input, value, why)) in refused.into_iter().enumerate() {
+        let mut with = base.to_vec();
+        with.push((input, value));
+        if input != "subject" {
+            with.push(("subject", "s"));
+        }
+        let run = job.run(&format!("refused-{n}"), 1, &with);
+        assert_eq!(run["steps"][1]["exit_code"], 64, "{input} {value}: {run:#}");
+        let message = run["annotations"][0]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            message.starts_with(&format!("{input}: ")) && message.contains(why),
+            "{input} {value}: {message}"
+        );
+        let raw = run["raw_log"].as_str().unwrap_or_default();
+        assert!(!raw.contains("c2VjcmV0"), "{raw}");
+    }
+    assert_eq!(server.connections(), 0);
+
+    let mut with = base.to_vec();
+    with.extend([
+        ("subject", "file://notes/subject.txt"),
+        ("body", "file://notes/body.txt"),
+    ]);
+    let run = job.run("workspace-file", 1, &with);
+    assert_success(&run);
+    let got = only_message(&server);
+    let parsed = MessageParser::default()
+        .parse(&got.data)
+        .expect("a message");
+    assert_eq!(parsed.subject(), Some("Subject from a file"));
+    assert_eq!(
+        parsed.body_text(0).as_deref().map(str::trim),
+        Some("Body from a file")
+    );
+}
