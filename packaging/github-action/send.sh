@@ -255,6 +255,14 @@ if [ -n "${INPUT_ATTACHMENTS:-}" ]; then
     pattern=${pattern#"${pattern%%[![:space:]]*}"}
     pattern=${pattern%"${pattern##*[![:space:]]}"}
     if [ -z "$pattern" ]; then continue; fi
+    # An input names files: - is a file of that name, never envoi's standard input.
+    if [ "$pattern" = - ]; then pattern=./-; fi
+    # envoi's rule (docs/send.md): a value that names an existing file is that file, even
+    # with * ? [ in its name (report[1].pdf), never a pattern.
+    if [ -e "$pattern" ]; then
+      args+=("--attach=$pattern")
+      continue
+    fi
     case "$pattern" in
       *[*?[]*)
         if [ "$globstar" = 0 ] && [[ "$pattern" == *'**'* ]]; then
@@ -264,6 +272,12 @@ if [ -n "${INPUT_ATTACHMENTS:-}" ]; then
         IFS= # the glob is expanded, never split on spaces
         for f in $pattern; do
           if [ -f "$f" ]; then
+            # Each match exists, so envoi takes it as it is, not as a pattern again; a
+            # file named - is ./-, not standard input.
+            case "$f" in
+              -) f=./- ;;
+              *\;type=*) refuse 64 "attachments: $f (matched by $pattern) has ;type= in its name, which envoi reads as a content type; rename it" ;;
+            esac
             args+=("--attach=$f")
             found=$((found + 1))
           fi

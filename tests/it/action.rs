@@ -846,3 +846,120 @@ fn file_inputs_read_only_workspace_files_outside_git() {
         Some("Body from a file")
     );
 }
+
+/// An attachment whose name looks like a pattern (`report[1].pdf`) is that file, as envoi's
+/// own `--attach` takes it (docs/send.md): given by name, it is attached, not the
+/// `report1.pdf` that bash's `[1]` would match; matched by a glob, it goes to envoi as an
+/// existing file, which envoi does not expand again. Each arrives with its own bytes.
+#[test]
+fn an_attachment_named_like_a_pattern_is_that_file() {
+    if !harness_ready() {
+        return;
+    }
+    let job = Job::new();
+    let ws = job.workspace();
+    let (server, _pki, ca) = smtps_server(job.dir.path());
+    std::fs::create_dir_all(ws.join("out")).expect("out/");
+    let bracketed = b"%PDF-1.4 the bracketed one\n".to_vec();
+    let plain = b"%PDF-1.4 the plain one\n".to_vec();
+    std::fs::write(ws.join("out/report[1].pdf"), &bracketed).expect("report[1].pdf");
+    std::fs::write(ws.join("out/report1.pdf"), &plain).expect("report1.pdf");
+
+    let url = format!("smtps://{USER}@127.0.0.1:{}", server.port());
+    let ca = ca.to_string_lossy().into_owned();
+    let cases = [
+        ("out/report[1].pdf", vec![("report[1].pdf", &bracketed)]),
+        (
+            "out/*.pdf",
+            vec![("report1.pdf", &plain), ("report[1].pdf", &bracketed)],
+        ),
+    ];
+    for (n, (attachments, want)) in cases.into_iter().enumerate() {
+        let run = job.run(
+            &format!("attach-{n}"),
+            1,
+            &[
+                ("url", url.as_str()),
+                ("ca_file", ca.as_str()),
+                ("password", PASSWORD),
+                ("from", "ci@example.com"),
+                ("to", "ann@example.com"),
+                ("subject", "reports"),
+                ("attachments", attachments),
+                ("outbox_dir", "../outbox"),
+            ],
+        );
+        assert_success(&run);
+        let messages = server.messages();
+        assert_eq!(messages.len(), n + 1, "{run:#}");
+        let parsed = MessageParser::default()
+            .parse(&messages[n].data)
+            .expect("a message");
+        let attached: BTreeMap<String, String> = parsed
+            .attachments()
+            .map(|p| {
+                (
+                    p.attachment_name().unwrap_or_default().to_owned(),
+                    sha256(p.contents()),
+                )
+            })
+            .collect();
+        let want: BTreeMap<String, String> = want
+            .into_iter()
+            .map(|(name, bytes)| (name.to_owned(), sha256(bytes)))
+            .collect();
+        assert_eq!(attached, want, "{attachments}");
+    }
+
+    // A match whose name holds `;type=` would be split by envoi (path;type=MIME): refused,
+    // naming it. A file named `-` is that file, not standard input, given or matched.
+    std::fs::create_dir_all(ws.join("typed")).expect("typed/");
+    std::fs::write(ws.join("typed/a;type=text.pdf"), b"typed").expect("a;type=text.pdf");
+    let run = job.run(
+        "attach-typed",
+        1,
+        &[
+            ("url", url.as_str()),
+            ("ca_file", ca.as_str()),
+            ("password", PASSWORD),
+            ("from", "ci@example.com"),
+            ("to", "ann@example.com"),
+            ("attachments", "typed/*.pdf"),
+            ("outbox_dir", "../outbox"),
+        ],
+    );
+    assert_eq!(run["steps"][1]["exit_code"], 64, "{run:#}");
+    let message = run["annotations"][0]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("typed/a;type=text.pdf"), "{message}");
+    assert_eq!(server.messages().len(), 2);
+
+    let dash = b"a file named dash\n".to_vec();
+    std::fs::write(ws.join("-"), &dash).expect("-");
+    for (n, attachments) in ["-", "[-]"].into_iter().enumerate() {
+        let run = job.run(
+            &format!("attach-dash-{n}"),
+            1,
+            &[
+                ("url", url.as_str()),
+                ("ca_file", ca.as_str()),
+                ("password", PASSWORD),
+                ("from", "ci@example.com"),
+                ("to", "ann@example.com"),
+                ("attachments", attachments),
+                ("outbox_dir", "../outbox"),
+            ],
+        );
+        assert_success(&run);
+        let messages = server.messages();
+        let parsed = MessageParser::default()
+            .parse(&messages[messages.len() - 1].data)
+            .expect("a message");
+        let contents: Vec<Vec<u8>> = parsed
+            .attachments()
+            .map(|p| p.contents().to_vec())
+            .collect();
+        assert_eq!(contents, std::slice::from_ref(&dash), "{attachments}");
+    }
+}
