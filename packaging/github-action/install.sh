@@ -9,7 +9,12 @@ set -euo pipefail
 version=${ENVOI_VERSION:-latest}
 re='^v?[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?$'
 if [ "$version" != latest ] && ! [[ "$version" =~ $re ]]; then
-  printf '::error title=envoi::version: "%s" is not a version (1.2.3, v1.2.3 or latest)\n' "$version"
+  # Escaped as a workflow command's data (send.sh's escape_data): a newline in the input
+  # must not start a command of its own.
+  shown=${version//'%'/'%25'}
+  shown=${shown//$'\r'/'%0D'}
+  shown=${shown//$'\n'/'%0A'}
+  printf '::error title=envoi::version: "%s" is not a version (1.2.3, v1.2.3 or latest)\n' "$shown"
   exit 64
 fi
 bin="${RUNNER_TEMP:?RUNNER_TEMP is set by the runner}/envoi-${version#v}/bin"

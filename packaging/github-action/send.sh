@@ -21,19 +21,31 @@ write_outputs() {
 }
 trap write_outputs EXIT
 
+# The data of a workflow command (`::name props::DATA`), escaped as @actions/core's
+# escapeData does: the runner un-escapes %0D, %0A and %25 in it. Unescaped, a newline in an
+# input would end our line and start any command of its own (`::stop-commands::`,
+# `::add-mask::`), and a mask would register a different secret than the one given.
+escape_data() {
+  local s=${1//'%'/'%25'}
+  s=${s//$'\r'/'%0D'}
+  printf '%s' "${s//$'\n'/'%0A'}"
+}
+
 # A refused input: a GitHub error annotation (shown on the run's summary) and the exit code.
+# The message quotes inputs, so it is escaped; `title=envoi` is ours and needs no escaping.
 refuse() {
   local code=$1
   shift
-  printf '::error title=envoi::%s\n' "$*"
+  printf '::error title=envoi::%s\n' "$(escape_data "$*")"
   exit "$code"
 }
 
 # The password is masked before anything else runs, line by line (a mask is one line), so
-# that no later log line (ours, envoi's, a shell trace) can show it.
+# that no later log line (ours, envoi's, a shell trace) can show it; each line escaped, so
+# that the runner, which un-escapes it, masks the very text (a password may hold `%0A`).
 if [ -n "${INPUT_PASSWORD:-}" ]; then
   while IFS= read -r line; do
-    if [ -n "$line" ]; then printf '::add-mask::%s\n' "$line"; fi
+    if [ -n "$line" ]; then printf '::add-mask::%s\n' "$(escape_data "$line")"; fi
   done <<<"$INPUT_PASSWORD"
 fi
 
@@ -62,9 +74,31 @@ urlencode() {
 }
 
 # action-send-mail reads `body`, `html_body` and `subject` from a file when they start with
-# file:// (the rest is a path, relative to the working directory).
-file_path() {
-  case "$1" in file://*) printf '%s' "${1#file://}" ;; *) return 1 ;; esac
+# file:// (the rest is a path, relative to the working directory). Only a file of the
+# workspace, outside any .git folder: an input (a pull request's title, say) must not mail
+# out the runner's files, such as .git/config, which holds the checkout token. Sets
+# REPLY to the file's real path (symbolic links resolved, so that none leads out), which
+# is what is read: never the path as given, which could be swapped after the check.
+# Returns 1 when the value is no file:// one.
+workspace_file() {
+  local input=$1 path given root real lower
+  case "$2" in file://*) given=${2#file://} ;; *) return 1 ;; esac
+  [ -f "$given" ] || refuse 66 "$input: $given (from file://) is not a file"
+  # ./ first: realpath never reads a path as an option.
+  case "$given" in /*) path=$given ;; *) path=./$given ;; esac
+  root=${GITHUB_WORKSPACE:-$PWD}
+  real=$(realpath "$path") || refuse 66 "$input: cannot resolve file://$given"
+  root=$(realpath "$root") || refuse 66 "$input: cannot resolve the workspace $root"
+  case "$real" in
+    "${root%/}"/*) ;;
+    *) refuse 64 "$input: file://$given is outside the workspace ($root), once links are followed: file:// reads only the workspace's files" ;;
+  esac
+  # Any case: .GIT is .git on macOS's and Windows' file systems.
+  lower=$(printf '%s' "$real/" | tr '[:upper:]' '[:lower:]')
+  case "$lower" in
+    */.git/*) refuse 64 "$input: file://$given is inside a .git folder (which holds the checkout token): file:// reads no .git file" ;;
+  esac
+  REPLY=$real
 }
 
 if is_true ignore_cert "${INPUT_IGNORE_CERT:-}"; then
@@ -167,21 +201,19 @@ work=$(mktemp -d "${RUNNER_TEMP:-${TMPDIR:-/tmp}}/envoi-action.XXXXXX")
 # The bodies written below are the workflow's text: gone with the step.
 trap 'rm -rf "$work"; write_outputs' EXIT
 
-# The path of a body given as file://PATH, or of a file holding the literal text.
+# Sets REPLY to the path of a body given as file://PATH (input $1, value $3), or of a file
+# ($2 in the step's folder) holding the literal text. Not in a $( ): a refusal must reach
+# the log and end the step.
 text_file() {
-  local path
-  if path=$(file_path "$2"); then
-    printf '%s' "$path"
-  else
-    printf '%s' "$2" >"$work/$1"
-    printf '%s' "$work/$1"
+  if ! workspace_file "$1" "$3"; then
+    printf '%s' "$3" >"$work/$2"
+    REPLY=$work/$2
   fi
 }
 
 subject=${INPUT_SUBJECT:-}
-if path=$(file_path "$subject"); then
-  [ -f "$path" ] || refuse 66 "subject: $path (from file://) is not a file"
-  subject=$(<"$path")
+if workspace_file subject "$subject"; then
+  subject=$(<"$REPLY")
 fi
 args+=("--subject=$subject")
 body=${INPUT_BODY:-}
@@ -192,11 +224,16 @@ if [ -n "$html" ]; then
   else
     args+=(--html)
   fi
-  args+=("--body-file=$(text_file html "$html")")
-  if [ -n "$body" ]; then args+=("--text-file=$(text_file text "$body")"); fi
+  text_file html_body html "$html"
+  args+=("--body-file=$REPLY")
+  if [ -n "$body" ]; then
+    text_file body text "$body"
+    args+=("--text-file=$REPLY")
+  fi
 elif [ -n "$body" ]; then
   # As in action-send-mail, convert_markdown converts html_body only.
-  args+=("--body-file=$(text_file text "$body")")
+  text_file body text "$body"
+  args+=("--body-file=$REPLY")
 else
   args+=("--body=")
 fi
@@ -218,6 +255,14 @@ if [ -n "${INPUT_ATTACHMENTS:-}" ]; then
     pattern=${pattern#"${pattern%%[![:space:]]*}"}
     pattern=${pattern%"${pattern##*[![:space:]]}"}
     if [ -z "$pattern" ]; then continue; fi
+    # An input names files: - is a file of that name, never envoi's standard input.
+    if [ "$pattern" = - ]; then pattern=./-; fi
+    # envoi's rule (docs/send.md): a value that names an existing file is that file, even
+    # with * ? [ in its name (report[1].pdf), never a pattern.
+    if [ -e "$pattern" ]; then
+      args+=("--attach=$pattern")
+      continue
+    fi
     case "$pattern" in
       *[*?[]*)
         if [ "$globstar" = 0 ] && [[ "$pattern" == *'**'* ]]; then
@@ -227,6 +272,12 @@ if [ -n "${INPUT_ATTACHMENTS:-}" ]; then
         IFS= # the glob is expanded, never split on spaces
         for f in $pattern; do
           if [ -f "$f" ]; then
+            # Each match exists, so envoi takes it as it is, not as a pattern again; a
+            # file named - is ./-, not standard input.
+            case "$f" in
+              -) f=./- ;;
+              *\;type=*) refuse 64 "attachments: $f (matched by $pattern) has ;type= in its name, which envoi reads as a content type; rename it" ;;
+            esac
             args+=("--attach=$f")
             found=$((found + 1))
           fi

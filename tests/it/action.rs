@@ -652,3 +652,314 @@ fn the_documented_workflows_use_only_declared_inputs() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The workflow commands a run printed (the runner's reading of its log).
+fn commands(run: &Value) -> Vec<Value> {
+    run["commands"].as_array().cloned().unwrap_or_default()
+}
+
+/// A refused input that holds a newline and workflow-command text (`::add-mask::`,
+/// `::set-output`, `::stop-commands::`) is quoted in exactly one `::error` line, escaped as
+/// @actions/core escapes command data: the runner reads it back as the very input and runs
+/// no command of the input's. Through `from`, `server_port`, `dry_run` (send.sh's `refuse`
+/// and `is_true`) and `version` (install.sh).
+#[test]
+fn an_input_with_newlines_starts_no_workflow_command_of_its_own() {
+    if !harness_ready() {
+        return;
+    }
+    let job = Job::new();
+    let evil = "x\n::add-mask::ci-example\r\n::set-output name=status::sent\n\
+                ::stop-commands::t%0A\n::error::second";
+    let from = format!("CI Bot{evil}");
+    let port = format!("25{evil}");
+    let dry = format!("yes{evil}");
+    let version = format!("1.2.3{evil}");
+    let cases = [
+        ("from", from.as_str(), 1),
+        ("server_port", port.as_str(), 1),
+        ("dry_run", dry.as_str(), 1),
+        ("version", version.as_str(), 0),
+    ];
+    for (n, (input, value, step)) in cases.into_iter().enumerate() {
+        let mut with = vec![
+            ("username", USER),
+            ("to", "ann@example.com"),
+            ("subject", "s"),
+            ("outbox_dir", "../outbox"),
+        ];
+        if input != "from" {
+            with.push(("from", "ci@example.com"));
+        }
+        if input == "server_port" {
+            with.push(("server_address", "127.0.0.1"));
+        }
+        if input != "server_port" {
+            with.retain(|(k, _)| *k != "username");
+        }
+        with.push((input, value));
+        let run = job.run(&format!("inject-{n}"), 1, &with);
+        assert_eq!(run["steps"][step]["exit_code"], 64, "{input}: {run:#}");
+        let seen = commands(&run);
+        assert_eq!(seen.len(), 1, "{input}: {seen:#?}");
+        assert_eq!(seen[0]["command"], "error", "{input}: {seen:#?}");
+        assert_eq!(
+            seen[0]["properties"]["title"], "envoi",
+            "{input}: {seen:#?}"
+        );
+        let data = seen[0]["data"].as_str().unwrap_or_default();
+        assert!(data.contains(value), "{input}: {data:?}");
+        let raw = run["raw_log"].as_str().unwrap_or_default();
+        let lines: Vec<&str> = raw
+            .lines()
+            .filter(|l| l.trim_start().starts_with("::"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{input}: {raw}");
+        assert!(lines[0].contains("x%0A::add-mask::"), "{input}: {raw}");
+        assert!(lines[0].contains("t%250A"), "{input}: {raw}");
+        // An output the input tried to set is not set (the install step's failure skips
+        // the send step, whose outputs are then empty).
+        let status = if step == 1 { "error" } else { "" };
+        assert_eq!(run["outputs"]["status"], status, "{input}: {run:#}");
+    }
+}
+
+/// A password holding `%0A`, `%25` and two lines is masked as it is: each line is escaped
+/// before `::add-mask::`, which the runner un-escapes (unescaped, it would mask `pa⏎ss`
+/// and `50%off`, and show the real password). The dry run prints the message, whose
+/// subject and body hold the password, and the masked log shows neither line.
+#[test]
+fn a_password_with_percent_escapes_is_masked_as_given() {
+    if !harness_ready() {
+        return;
+    }
+    let job = Job::new();
+    let password = "pa%0Ass\n50%25off";
+    let run = job.run(
+        "mask",
+        1,
+        &[
+            ("url", &format!("smtps://{USER}@127.0.0.1:1")),
+            ("password", password),
+            ("from", "ci@example.com"),
+            ("to", "ann@example.com"),
+            ("subject", "pa%0Ass and 50%25off"),
+            ("body", "Lines: pa%0Ass 50%25off"),
+            ("dry_run", "true"),
+            ("outbox_dir", "../outbox"),
+        ],
+    );
+    assert_success(&run);
+    assert_eq!(run["outputs"]["status"], "dry_run", "{run:#}");
+    assert_eq!(
+        run["masks"],
+        serde_json::json!(["pa%0Ass", "50%25off"]),
+        "{run:#}"
+    );
+    let raw = run["raw_log"].as_str().unwrap_or_default();
+    assert!(
+        raw.lines()
+            .any(|l| !l.starts_with("::") && l.contains("pa%0Ass and 50%25off")),
+        "the dry run printed no subject, so this test proves nothing: {raw}"
+    );
+    let masked = run["masked_log"].as_str().unwrap_or_default();
+    for line in password.lines() {
+        assert!(!masked.contains(line), "{line} shown: {masked}");
+    }
+}
+
+/// `file://` in `subject`, `body` and `html_body` reads only a file of the workspace
+/// (GITHUB_WORKSPACE), outside any `.git` folder, once symbolic links are followed:
+/// `.git/config` (which holds the checkout token), `..`, an absolute path and a link out of
+/// the workspace are each refused (64) naming the input, and nothing is sent. A workspace
+/// file is read and sent.
+#[test]
+fn file_inputs_read_only_workspace_files_outside_git() {
+    if !harness_ready() {
+        return;
+    }
+    let job = Job::new();
+    let ws = job.workspace();
+    let (server, _pki, ca) = smtps_server(job.dir.path());
+    let secret = "extraheader = AUTHORIZATION: basic c2VjcmV0LXRva2Vu";
+    std::fs::create_dir_all(ws.join(".git")).expect(".git/");
+    std::fs::write(ws.join(".git/config"), secret).expect(".git/config");
+    let outside = job.dir.path().join("outside.txt");
+    std::fs::write(&outside, secret).expect("outside.txt");
+    std::os::unix::fs::symlink(&outside, ws.join("link.txt")).expect("link.txt");
+    std::fs::create_dir_all(ws.join("notes")).expect("notes/");
+    std::fs::write(ws.join("notes/subject.txt"), "Subject from a file").expect("subject");
+    std::fs::write(ws.join("notes/body.txt"), "Body from a file\n").expect("body");
+
+    let url = format!("smtps://{USER}@127.0.0.1:{}", server.port());
+    let ca = ca.to_string_lossy().into_owned();
+    let absolute = format!("file://{}", outside.display());
+    let base = [
+        ("url", url.as_str()),
+        ("ca_file", ca.as_str()),
+        ("password", PASSWORD),
+        ("from", "ci@example.com"),
+        ("to", "ann@example.com"),
+        ("outbox_dir", "../outbox"),
+    ];
+    let refused = [
+        ("subject", "file://.git/config", ".git folder"),
+        ("body", "file://notes/../.git/config", ".git folder"),
+        ("body", "file://../outside.txt", "outside the workspace"),
+        ("html_body", absolute.as_str(), "outside the workspace"),
+        ("html_body", "file://link.txt", "outside the workspace"),
+    ];
+    for (n, (input, value, why)) in refused.into_iter().enumerate() {
+        let mut with = base.to_vec();
+        with.push((input, value));
+        if input != "subject" {
+            with.push(("subject", "s"));
+        }
+        let run = job.run(&format!("refused-{n}"), 1, &with);
+        assert_eq!(run["steps"][1]["exit_code"], 64, "{input} {value}: {run:#}");
+        let message = run["annotations"][0]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            message.starts_with(&format!("{input}: ")) && message.contains(why),
+            "{input} {value}: {message}"
+        );
+        let raw = run["raw_log"].as_str().unwrap_or_default();
+        assert!(!raw.contains("c2VjcmV0"), "{raw}");
+    }
+    assert_eq!(server.connections(), 0);
+
+    let mut with = base.to_vec();
+    with.extend([
+        ("subject", "file://notes/subject.txt"),
+        ("body", "file://notes/body.txt"),
+    ]);
+    let run = job.run("workspace-file", 1, &with);
+    assert_success(&run);
+    let got = only_message(&server);
+    let parsed = MessageParser::default()
+        .parse(&got.data)
+        .expect("a message");
+    assert_eq!(parsed.subject(), Some("Subject from a file"));
+    assert_eq!(
+        parsed.body_text(0).as_deref().map(str::trim),
+        Some("Body from a file")
+    );
+}
+
+/// An attachment whose name looks like a pattern (`report[1].pdf`) is that file, as envoi's
+/// own `--attach` takes it (docs/send.md): given by name, it is attached, not the
+/// `report1.pdf` that bash's `[1]` would match; matched by a glob, it goes to envoi as an
+/// existing file, which envoi does not expand again. Each arrives with its own bytes.
+#[test]
+fn an_attachment_named_like_a_pattern_is_that_file() {
+    if !harness_ready() {
+        return;
+    }
+    let job = Job::new();
+    let ws = job.workspace();
+    let (server, _pki, ca) = smtps_server(job.dir.path());
+    std::fs::create_dir_all(ws.join("out")).expect("out/");
+    let bracketed = b"%PDF-1.4 the bracketed one\n".to_vec();
+    let plain = b"%PDF-1.4 the plain one\n".to_vec();
+    std::fs::write(ws.join("out/report[1].pdf"), &bracketed).expect("report[1].pdf");
+    std::fs::write(ws.join("out/report1.pdf"), &plain).expect("report1.pdf");
+
+    let url = format!("smtps://{USER}@127.0.0.1:{}", server.port());
+    let ca = ca.to_string_lossy().into_owned();
+    let cases = [
+        ("out/report[1].pdf", vec![("report[1].pdf", &bracketed)]),
+        (
+            "out/*.pdf",
+            vec![("report1.pdf", &plain), ("report[1].pdf", &bracketed)],
+        ),
+    ];
+    for (n, (attachments, want)) in cases.into_iter().enumerate() {
+        let run = job.run(
+            &format!("attach-{n}"),
+            1,
+            &[
+                ("url", url.as_str()),
+                ("ca_file", ca.as_str()),
+                ("password", PASSWORD),
+                ("from", "ci@example.com"),
+                ("to", "ann@example.com"),
+                ("subject", "reports"),
+                ("attachments", attachments),
+                ("outbox_dir", "../outbox"),
+            ],
+        );
+        assert_success(&run);
+        let messages = server.messages();
+        assert_eq!(messages.len(), n + 1, "{run:#}");
+        let parsed = MessageParser::default()
+            .parse(&messages[n].data)
+            .expect("a message");
+        let attached: BTreeMap<String, String> = parsed
+            .attachments()
+            .map(|p| {
+                (
+                    p.attachment_name().unwrap_or_default().to_owned(),
+                    sha256(p.contents()),
+                )
+            })
+            .collect();
+        let want: BTreeMap<String, String> = want
+            .into_iter()
+            .map(|(name, bytes)| (name.to_owned(), sha256(bytes)))
+            .collect();
+        assert_eq!(attached, want, "{attachments}");
+    }
+
+    // A match whose name holds `;type=` would be split by envoi (path;type=MIME): refused,
+    // naming it. A file named `-` is that file, not standard input, given or matched.
+    std::fs::create_dir_all(ws.join("typed")).expect("typed/");
+    std::fs::write(ws.join("typed/a;type=text.pdf"), b"typed").expect("a;type=text.pdf");
+    let run = job.run(
+        "attach-typed",
+        1,
+        &[
+            ("url", url.as_str()),
+            ("ca_file", ca.as_str()),
+            ("password", PASSWORD),
+            ("from", "ci@example.com"),
+            ("to", "ann@example.com"),
+            ("attachments", "typed/*.pdf"),
+            ("outbox_dir", "../outbox"),
+        ],
+    );
+    assert_eq!(run["steps"][1]["exit_code"], 64, "{run:#}");
+    let message = run["annotations"][0]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("typed/a;type=text.pdf"), "{message}");
+    assert_eq!(server.messages().len(), 2);
+
+    let dash = b"a file named dash\n".to_vec();
+    std::fs::write(ws.join("-"), &dash).expect("-");
+    for (n, attachments) in ["-", "[-]"].into_iter().enumerate() {
+        let run = job.run(
+            &format!("attach-dash-{n}"),
+            1,
+            &[
+                ("url", url.as_str()),
+                ("ca_file", ca.as_str()),
+                ("password", PASSWORD),
+                ("from", "ci@example.com"),
+                ("to", "ann@example.com"),
+                ("attachments", attachments),
+                ("outbox_dir", "../outbox"),
+            ],
+        );
+        assert_success(&run);
+        let messages = server.messages();
+        let parsed = MessageParser::default()
+            .parse(&messages[messages.len() - 1].data)
+            .expect("a message");
+        let contents: Vec<Vec<u8>> = parsed
+            .attachments()
+            .map(|p| p.contents().to_vec())
+            .collect();
+        assert_eq!(contents, std::slice::from_ref(&dash), "{attachments}");
+    }
+}

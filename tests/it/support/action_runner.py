@@ -31,12 +31,17 @@ What the runner does, and this does too:
   `steps.ID.outputs`, those of GITHUB_ENV the environment of later steps, and each line of
   GITHUB_PATH is put in front of PATH for later steps.
 - A step that exits non-zero fails the action; the steps after it are skipped.
-- Workflow commands on stdout: `::add-mask::VALUE` hides VALUE from the log that follows
-  (`masked_log`; `raw_log` keeps everything, so a test can prove a secret appeared nowhere
-  but in its mask command); `::error ...::MESSAGE` is an annotation.
+- Workflow commands (a line `::name key=value,key=value::DATA`, read as the runner's
+  ActionCommand.TryParseV2 reads it: leading spaces dropped, DATA un-escaped `%0D` `%0A`
+  `%25`, property values `%0D` `%0A` `%3A` `%2C` `%25`, in that order):
+  `::add-mask::VALUE` hides the un-escaped VALUE from the log that follows (`masked_log`;
+  `raw_log` keeps everything, so a test can prove a secret appeared nowhere but in its
+  mask command); `::error ...::MESSAGE` is an annotation. Every command seen is listed in
+  `commands`, so a test can prove an input started none of its own.
 
 Output: {"conclusion": "success"|"failure", "outputs": {...}, "steps": [{"id", "exit_code",
-"outputs"}], "annotations": [...], "raw_log", "masked_log", "path_added": [...]}.
+"outputs"}], "annotations": [{"level", "message", "properties"}], "commands": [{"command",
+"properties", "data"}], "masks": [...], "raw_log", "masked_log", "path_added": [...]}.
 """
 
 import json
@@ -58,6 +63,36 @@ FORMS = [
 ]
 STEP_KEYS = {"name", "id", "shell", "env", "run"}
 STEP_TIMEOUT = 120
+
+
+# The runner's un-escaping (actions/runner ActionCommand.cs), applied in this order.
+DATA_ESCAPES = [("%0D", "\r"), ("%0A", "\n"), ("%25", "%")]
+PROPERTY_ESCAPES = [("%0D", "\r"), ("%0A", "\n"), ("%3A", ":"), ("%2C", ","), ("%25", "%")]
+
+
+def unescape(text, table):
+    for escaped, token in table:
+        text = text.replace(escaped, token)
+    return text
+
+
+def parse_command(line):
+    """A workflow command line as {"command", "properties", "data"}, or None."""
+    text = line.lstrip(" ")
+    if not text.startswith("::"):
+        return None
+    end = text.find("::", 2)
+    if end < 0:
+        return None
+    info = text[2:end]
+    name, _, rest = info.partition(" ")
+    properties = {}
+    for pair in rest.strip().split(","):
+        key, sep, value = pair.partition("=")
+        if pair and sep and key and value:
+            properties[key] = unescape(value, PROPERTY_ESCAPES)
+    data = unescape(text[end + 2 :], DATA_ESCAPES)
+    return {"command": name, "properties": properties, "data": data}
 
 
 class Refused(Exception):
@@ -145,7 +180,7 @@ def main():
 
     job_env = dict(job["env"])
     path_added = []
-    raw_log, masked_log, masks, annotations, steps = [], [], [], [], []
+    raw_log, masked_log, masks, annotations, commands, steps = [], [], [], [], [], []
     conclusion = "success"
 
     for index, step in enumerate(runs["steps"]):
@@ -204,14 +239,21 @@ def main():
         for stream in (proc.stdout, proc.stderr):
             for line in stream.decode("utf-8", "replace").splitlines():
                 raw_log.append(line)
-                m = re.match(r"^::add-mask::(.*)$", line)
-                if m:
-                    if m.group(1):
-                        masks.append(m.group(1))
-                    continue
-                m = re.match(r"^::(error|warning|notice)(?: [^:]*)?::(.*)$", line)
-                if m:
-                    annotations.append({"level": m.group(1), "message": m.group(2)})
+                command = parse_command(line)
+                if command:
+                    commands.append(command)
+                    if command["command"] == "add-mask":
+                        if command["data"]:
+                            masks.append(command["data"])
+                        continue
+                    if command["command"] in ("error", "warning", "notice"):
+                        annotations.append(
+                            {
+                                "level": command["command"],
+                                "message": command["data"],
+                                "properties": command["properties"],
+                            }
+                        )
                 for secret in masks:
                     line = line.replace(secret, "***")
                 masked_log.append(line)
@@ -236,6 +278,8 @@ def main():
             "outputs": outputs,
             "steps": steps,
             "annotations": annotations,
+            "commands": commands,
+            "masks": masks,
             "raw_log": "\n".join(raw_log),
             "masked_log": "\n".join(masked_log),
             "path_added": path_added,
