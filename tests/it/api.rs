@@ -1082,10 +1082,12 @@ fn a_huge_error_body_is_read_only_as_far_as_the_bound() {
         let run = env.send(&["--timeout", "30"]).expect_exit(65);
         assert!(started.elapsed() < Duration::from_secs(20), "{run}");
         let seq = env.server.sends()[0].seq;
-        let written = env
-            .server
-            .huge_written(seq)
-            .expect("the server stopped writing");
+        let written = env.server.huge_written(seq).unwrap_or_else(|| {
+            panic!(
+                "{api:?}: the server never noted where it stopped writing\n{run}\n{}",
+                env.server.log()
+            )
+        });
         assert!(
             written < 32 << 20,
             "{api:?}: envoi read {written} bytes of a 1 GiB answer"
