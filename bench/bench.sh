@@ -169,9 +169,14 @@ import json, sys
 work, n = sys.argv[1], int(sys.argv[2])
 body = "x" * 70 + "\n"
 body *= 28                                        # 28 * 71 = 1988 bytes
+open(f"{work}/batch-body.txt", "w").write(body)
 with open(f"{work}/batch.jsonl", "w") as f:
     for i in range(n):
         f.write(json.dumps({"To": f"r{i}@example.test", "Subject": f"bench {i}", "Body": body}) + "\n")
+# The same records to one recipient, as smtp-source sends (scenario 5's server share).
+with open(f"{work}/batch-one-rcpt.jsonl", "w") as f:
+    for i in range(n):
+        f.write(json.dumps({"To": "r@example.test", "Subject": f"bench {i}", "Body": body}) + "\n")
 open(f"{work}/smtplib_loop.py", "w").write(f"""import smtplib, sys
 body = {body!r}.replace("\\n", "\\r\\n")
 s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]))
@@ -371,11 +376,19 @@ into_postfix=()
 if [ -n "$SMTP_SOURCE" ]; then
   many+=("$(source_cmd 1)" "$(source_cmd 4)")
   into_postfix+=("$(source_cmd 1)")
+  # The server's share of scenario 5: smtp-source sending one of envoi's own messages (its
+  # whole header set; -F wants LF line ends and adds the CRLFs) instead of its bare one.
+  if [ -n "$ENVOI_EXE" ] && clean_env "$ENVOI_EXE" send --dry-run --from s@example.test \
+    --to r0@example.test --subject "bench 0" --body-file "$WORK/batch-body.txt" 2>/dev/null |
+    tr -d '\r' >"$WORK/envoi-message.eml" && [ -s "$WORK/envoi-message.eml" ]; then
+    into_postfix+=("smtp-source -F envoi's message|$SMTP_SOURCE -d -s 1 -m $BATCH_MSGS -F $WORK/envoi-message.eml -f s@example.test -t r@example.test 127.0.0.1:@PORT@")
+  fi
 fi
 many+=("python smtplib|python3 $WORK/smtplib_loop.py @PORT@")
 if [ -n "$ENVOI" ]; then
   many+=("envoi batch|$ENVOI $(fill "$ENVOI_BATCH_ARGS")")
   into_postfix+=("envoi batch|$ENVOI $(fill "$ENVOI_BATCH_ARGS")")
+  into_postfix+=("envoi batch, one recipient|$ENVOI $(fill "$ENVOI_BATCH_ARGS" | sed "s|batch.jsonl|batch-one-rcpt.jsonl|")")
   if [ -n "$ENVOI_CONCURRENCY" ]; then
     many+=("envoi batch $ENVOI_CONCURRENCY|$ENVOI $(fill "$ENVOI_BATCH_ARGS") $ENVOI_CONCURRENCY")
     [ -n "$SMTP_SOURCE" ] && into_postfix+=("$(source_cmd 4)")
