@@ -322,13 +322,24 @@ fn escaped(value: &str, in_quotes: bool) -> String {
             c if (c as u32) < 0x80 && (c.is_control() || c.is_whitespace()) => {
                 out.push_str(&format!("\\x{:02x}", c as u32));
             }
-            c if c.is_control() || c.is_whitespace() => {
+            // Format characters too: bidi overrides and zero-width ones would let a
+            // server's reply reorder or hide text in a terminal showing the log.
+            c if c.is_control() || c.is_whitespace() || is_format(c) => {
                 out.push_str(&format!("\\u{{{:x}}}", c as u32));
             }
             c => out.push(c),
         }
     }
     out
+}
+
+/// Unicode's invisible format characters that change how text around them shows: the
+/// bidirectional controls, zero-width ones and the BOM.
+fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}'
+    )
 }
 
 /// Appends one line to the log file, in one `write` to a file opened `O_APPEND`, so

@@ -496,7 +496,7 @@ fn hostile_server(login_ok: bool, reply: Vec<u8>) -> u16 {
 #[test]
 fn a_hostile_reply_cannot_make_a_second_line() {
     let port = scripted_server(
-        b"250-2.0.0 queued\r\n250 as 1\rFAKE status=sent exitcode=0 \x1b[2J'\\\r\n",
+        b"250-2.0.0 queued\r\n250 as 1\rFAKE status=sent exitcode=0 \x1b[2J'\\ \xe2\x80\xaeevil\r\n",
     );
     let home = TempDir::new().unwrap();
     let log = home.path().join("log.txt");
@@ -514,14 +514,18 @@ fn a_hostile_reply_cannot_make_a_second_line() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(text.matches('\n').count(), 1, "{text:?}");
     assert!(!text.contains('\r') && !text.contains('\x1b'), "{text:?}");
+    assert!(
+        !text.contains('\u{202e}'),
+        "a bidi override got through: {text:?}"
+    );
     let f = fields(text.trim_end());
     assert_eq!(f["status"], "sent", "{f:?}");
     assert_eq!(f["profile"], "--smtp-url", "{f:?}");
     assert_eq!(f["host"], "127.0.0.1", "{f:?}");
     // The reply's lines joined, its control characters made `?`, the quote and the
-    // backslash escaped in the line and read back here.
+    // backslash escaped in the line and read back here; the bidi override spelled out.
     assert_eq!(
-        f["smtpmsg"], "2.0.0 queued as 1?FAKE status=sent exitcode=0 ?[2J'\\",
+        f["smtpmsg"], "2.0.0 queued as 1?FAKE status=sent exitcode=0 ?[2J'\\ \\u{202e}evil",
         "{f:?}"
     );
 }
