@@ -207,6 +207,20 @@ fn control_name(c: char) -> String {
     }
 }
 
+/// This machine's name when it is a plain host name (letters, digits, `-` and `.`):
+/// what an EHLO or a Received field may say of it.
+pub(crate) fn this_host_name() -> Option<String> {
+    hostname::get()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .filter(|name| {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -403,16 +403,7 @@ fn take(
 
 /// This machine's name for the Received field, when it is a plain host name.
 fn this_host() -> String {
-    hostname::get()
-        .ok()
-        .and_then(|name| name.into_string().ok())
-        .filter(|name| {
-            !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-        })
-        .unwrap_or_else(|| "localhost".to_owned())
+    crate::message::check::this_host_name().unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// A spool file's arguments and message.

@@ -101,16 +101,7 @@ pub(super) fn tls_config(settings: &SmtpSettings) -> Result<Option<Arc<ClientCon
 
 /// This machine's name for EHLO, else an address literal.
 pub(super) fn default_hello_name() -> String {
-    hostname::get()
-        .ok()
-        .and_then(|name| name.into_string().ok())
-        .filter(|name| {
-            !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-        })
-        .unwrap_or_else(|| "[127.0.0.1]".to_owned())
+    crate::message::check::this_host_name().unwrap_or_else(|| "[127.0.0.1]".to_owned())
 }
 
 /// Refuses settings that could inject an SMTP command, or send a password in clear.
