@@ -501,3 +501,25 @@ fn the_ledger_over_tls_is_verified() {
     assert_no_ledger_password(&unknown_ca);
     assert_eq!(server.messages().len(), 1);
 }
+
+/// A message queued in one machine's outbox (`--queue`, the server down) holds its key in
+/// the shared ledger too: another machine answers `duplicate` with its Message-ID and
+/// `first_status` `queued`, and sends nothing.
+#[test]
+fn a_message_queued_on_one_machine_is_a_duplicate_on_another() {
+    let live = TestServer::start(ServerOptions::default());
+    let queued = Machine::new()
+        .send(free_port(), "report-2026-12")
+        .args(["--queue", "--retries", "0"])
+        .expect_exit(0);
+    let first = queued.json();
+    assert_eq!(text(&first, "status"), "queued", "{queued}");
+    let other = Machine::new()
+        .send(live.port(), "report-2026-12")
+        .expect_exit(0);
+    let second = other.json();
+    assert_eq!(text(&second, "status"), "duplicate", "{other}");
+    assert_eq!(text(&second, "first_status"), "queued", "{other}");
+    assert_eq!(text(&second, "message_id"), text(&first, "message_id"));
+    assert_eq!(live.connections(), 0, "{other}");
+}
