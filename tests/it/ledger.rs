@@ -18,7 +18,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::support::certs::TestPki;
-use crate::support::envoi::{ExpectExit, Route, Run, envoi, hermetic_env};
+use crate::support::envoi::{Config, ExpectExit, Route, Run, envoi, hermetic_env};
 use crate::support::smtp_server::{ServerOptions, TestServer};
 
 /// The ledger user's password: it must never appear in anything envoi prints.
@@ -522,4 +522,26 @@ fn a_message_queued_on_one_machine_is_a_duplicate_on_another() {
     assert_eq!(text(&second, "first_status"), "queued", "{other}");
     assert_eq!(text(&second, "message_id"), text(&first, "message_id"));
     assert_eq!(live.connections(), 0, "{other}");
+}
+
+/// Sendmail mode on two hosts (cron's mail of one job run on both) with the profile's
+/// `ledger` key and `$ENVOI_IDEMPOTENCY_KEY`: the relay gets one message.
+#[test]
+fn sendmail_on_two_hosts_with_the_profiles_ledger_sends_once() {
+    let server = TestServer::start(ServerOptions::default());
+    for host in [Machine::new(), Machine::new()] {
+        let dir = host.home.path().join(".config/envoi");
+        fs::create_dir_all(&dir).unwrap();
+        Config::new(server.port(), "none")
+            .line(&format!("ledger = \"{}\"", ledger_url()))
+            .write(&dir);
+        let run = envoi(host.home.path())
+            .env("PGPASSWORD", LEDGER_PASSWORD)
+            .env("ENVOI_IDEMPOTENCY_KEY", "cron-backup-2026-12-08")
+            .args(["sendmail", "-t"])
+            .write_stdin("To: ops@example.com\nSubject: backup done\n\nok\n")
+            .expect_exit(0);
+        assert_no_ledger_password(&run);
+    }
+    assert_eq!(server.messages().len(), 1, "both hosts sent");
 }
