@@ -632,6 +632,15 @@ pub struct SendArgs {
     /// with status duplicate.
     #[arg(long, value_name = "KEY", help_heading = "Delivery")]
     pub idempotency_key: Option<String>,
+    /// Keep idempotency keys in this PostgreSQL database, shared by every machine, instead
+    /// of the outbox folder (else $ENVOI_LEDGER, the profile's ledger); the password comes
+    /// from $PGPASSWORD.
+    #[arg(
+        long,
+        value_name = "postgres://USER@HOST/DB",
+        help_heading = "Delivery"
+    )]
+    pub ledger: Option<String>,
 
     /// `-v` and `--json`.
     #[command(flatten)]
@@ -1002,6 +1011,7 @@ impl SendArgs {
         Flags {
             outbox_dir: self.outbox_dir.clone(),
             idempotency_key: self.idempotency_key.clone(),
+            ledger: self.ledger.clone(),
             log: self.log.clone(),
             ..self.route.flags()
         }

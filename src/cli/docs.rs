@@ -12,7 +12,7 @@ use envoi::error::{Error, ErrorKind, Result};
 use crate::cli::{args, sendmail};
 
 /// The variables envoi reads, and what each sets.
-const ENVIRONMENT: [(&str, &str); 16] = [
+const ENVIRONMENT: [(&str, &str); 18] = [
     ("ENVOI_CONFIG", "the config file (like --config)"),
     (
         "ENVOI_SYSTEM_CONFIG",
@@ -44,6 +44,14 @@ const ENVIRONMENT: [(&str, &str); 16] = [
     (
         "ENVOI_LOG",
         "where the delivery log goes: syslog, journal, a file or none (like --log)",
+    ),
+    (
+        "ENVOI_LEDGER",
+        "idempotency keys in a shared PostgreSQL database (like --ledger)",
+    ),
+    (
+        "PGPASSWORD",
+        "the password of the --ledger database (as for psql)",
     ),
     (
         "ALL_PROXY",

@@ -39,6 +39,8 @@ pub use observe::{Notice, Observer, Transcript};
 pub use options::{DeliveryOptions, Dsn};
 pub use outcome::{BatchSent, Delivery, Failure, RcptReply, Report, ServiceReceipt};
 pub use retry::Policy;
+/// SMTP's TLS (system roots plus a CA file, one verifier) for the PostgreSQL ledger too.
+pub(crate) use smtp::tls::client_config as tls_client_config;
 pub use smtp::{CertificateReport, ServerReport};
 
 /// Doors for the fuzz targets in `fuzz/` to the parsers of what servers send: not part

@@ -101,7 +101,7 @@ fn io_error(what: &str, path: &Path, e: io::Error) -> Error {
 }
 
 /// Checks a key: printable, without line breaks, at most 200 characters.
-fn check_key(key: &str) -> Result<()> {
+pub(crate) fn check_key(key: &str) -> Result<()> {
     check::header_text("--idempotency-key", key)?;
     if key.is_empty() || key.chars().count() > 200 {
         return Err(Error::usage("--idempotency-key: give 1 to 200 characters"));

@@ -1,5 +1,6 @@
 //! Durable state: the crash-safe queue on disk (`queue`), sending what it holds
-//! (`flush`), and the idempotency ledger beside it ([`idempotency`]); and [`submit`],
+//! (`flush`), and the idempotency ledger beside it ([`idempotency`]) or in a shared
+//! PostgreSQL database (`pg_ledger`), both behind [`ledger::Ledger`]; and [`submit`],
 //! the one way every command's message goes out, and the delivery log ([`DeliveryLog`])
 //! both write a line to for each message.
 //!
@@ -8,8 +9,10 @@
 
 mod flush;
 pub mod idempotency;
+pub mod ledger;
 mod log;
 mod outcome;
+mod pg_ledger;
 mod queue;
 #[cfg(unix)]
 pub mod spool;

@@ -21,7 +21,8 @@ use crate::deliver::{
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::dkim::Signer;
 use crate::message::{self, Email, Prepared, address};
-use crate::outbox::idempotency::{self, Claim, FirstSend, FirstStatus};
+use crate::outbox::idempotency::{FirstSend, FirstStatus};
+use crate::outbox::ledger;
 use crate::outbox::log::{Facts, Logged};
 use crate::outbox::{
     DeliveryLog, FirstAttempt, Outbox, Queued, Status, queue_deferred, send_queued,
@@ -236,7 +237,9 @@ impl LastWords {
     }
 }
 
-/// [`dispatch`] without its log line.
+/// [`dispatch`] without its log line: claims the idempotency key (if any) in its ledger
+/// before anything goes, records the outcome after, and frees the key when the send
+/// surely did not go.
 fn dispatch_unlogged(
     resolved: &Resolved,
     prepared: Prepared,
@@ -245,19 +248,74 @@ fn dispatch_unlogged(
     going_direct: &dyn Fn(Instant),
 ) -> Result<Submitted, Failure> {
     let connection = resolved.connection()?;
-    let deadline = plan.deadline();
-    let options = plan.options();
-    let key = resolved.idempotency_key.as_deref();
-    // Held until the outcome is recorded: a second run with this key waits, then sees it.
-    let _key_guard = match key {
-        Some(key) => match idempotency::claim(resolved.outbox_dir()?, key, deadline)? {
-            Claim::Duplicate(first) => return Ok(Submitted::Duplicate(first)),
-            Claim::Fresh(guard) => Some(guard),
-        },
-        None => None,
+    let Some(key) = resolved.idempotency_key.as_deref() else {
+        return send_or_queue(
+            resolved,
+            connection,
+            prepared,
+            plan,
+            None,
+            observer,
+            going_direct,
+        );
     };
+    let deadline = plan.deadline();
+    // Held until the outcome is recorded: a second run with this key waits, then sees it.
+    let mut ledger = ledger::open(resolved, deadline)?;
+    if let Some(first) = ledger.claim(key, deadline)? {
+        return Ok(Submitted::Duplicate(first));
+    }
+    let submitted = send_or_queue(
+        resolved,
+        connection,
+        prepared,
+        plan,
+        Some(key),
+        observer,
+        going_direct,
+    );
+    let first = match &submitted {
+        Ok(Submitted::Delivered(Delivery::Sent { prepared, .. })) => {
+            Some((&prepared.message_id, FirstStatus::Sent))
+        }
+        Ok(Submitted::Delivered(Delivery::Saved { prepared, .. })) => {
+            Some((&prepared.message_id, FirstStatus::Saved))
+        }
+        Ok(Submitted::Queued(queued)) => Some((&queued.prepared.message_id, FirstStatus::Queued)),
+        Ok(Submitted::Duplicate(_)) => None,
+        Err(failure) => {
+            ledger.release(key, &failure.error);
+            None
+        }
+    };
+    if let Some((message_id, status)) = first {
+        let first = FirstSend {
+            message_id: message_id.clone(),
+            status,
+        };
+        if let Err(e) = ledger.record(key, &first) {
+            observer.notice(Notice::NotRecorded(Error::new(
+                e.kind(),
+                format!("the idempotency key was not recorded: {e}"),
+            )));
+        }
+    }
+    submitted
+}
+
+/// Queues the message (`--queue`, profile `outbox = true`) or sends it directly; `key`
+/// goes with a queued entry, so its flush records it.
+fn send_or_queue(
+    resolved: &Resolved,
+    connection: &Connection,
+    prepared: Prepared,
+    plan: &Plan,
+    key: Option<&str>,
+    observer: &mut dyn Observer,
+    going_direct: &dyn Fn(Instant),
+) -> Result<Submitted, Failure> {
+    let options = plan.options();
     if !plan.is_direct(connection) {
-        // The entry carries the key; it goes to the ledger when the entry is delivered.
         let outbox = Outbox::open(resolved.outbox_dir()?)?;
         return Ok(
             match send_queued(&outbox, prepared, connection, &options, key, observer)? {
@@ -266,24 +324,13 @@ fn dispatch_unlogged(
             },
         );
     }
-    going_direct(deadline);
-    let delivery = deliver(&connection.profile, prepared, &options, observer)?;
-    if let Some(key) = key {
-        let (prepared, status) = match &delivery {
-            Delivery::Sent { prepared, .. } => (prepared, FirstStatus::Sent),
-            Delivery::Saved { prepared, .. } => (prepared, FirstStatus::Saved),
-        };
-        let recorded = resolved
-            .outbox_dir()
-            .and_then(|dir| idempotency::record(dir, key, &prepared.message_id, status));
-        if let Err(e) = recorded {
-            observer.notice(Notice::NotRecorded(Error::new(
-                e.kind(),
-                format!("the idempotency key was not recorded: {e}"),
-            )));
-        }
-    }
-    Ok(Submitted::Delivered(delivery))
+    going_direct(plan.deadline());
+    Ok(Submitted::Delivered(deliver(
+        &connection.profile,
+        prepared,
+        &options,
+        observer,
+    )?))
 }
 
 /// Where a batch record still deferred after its retries goes: the outbox, when the

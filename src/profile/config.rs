@@ -39,6 +39,8 @@ pub(crate) struct ConfigFile {
     /// The delivery log of every profile that sets none (`log`, `log_facility`).
     log: Option<String>,
     log_facility: Option<String>,
+    /// The idempotency ledger of every profile that sets none (`ledger`).
+    ledger: Option<String>,
     /// Where it was read from, for errors that must name it.
     #[serde(skip)]
     path: PathBuf,
@@ -93,6 +95,7 @@ pub(super) struct ProfileEntry {
     pub(super) dkim_key_file: Option<PathBuf>,
     pub(super) log: Option<String>,
     pub(super) log_facility: Option<String>,
+    pub(super) ledger: Option<String>,
 }
 
 /// The `transport` key.
@@ -216,6 +219,9 @@ pub struct Profile {
     pub from_url: bool,
     /// Where its delivery log goes (`log`, `log_facility`, the profile's over the file's).
     pub log: LogSettings,
+    /// The shared idempotency ledger (`ledger = "postgres://…"`, the profile's over the
+    /// file's), as written: the outbox layer reads it, and only when a key is given.
+    pub ledger: Option<String>,
 }
 
 /// The keys only sendmail mode reads, named as msmtp names those it shares.
@@ -445,6 +451,7 @@ impl Profile {
             dkim: None,
             from_url: false,
             log: LogSettings::default(),
+            ledger: None,
         }
     }
 }
@@ -588,6 +595,7 @@ impl ProfileEntry {
             dkim,
             from_url: false,
             log: LogSettings::default(),
+            ledger: None,
         };
         // The `proxy` key's choice; the environment's comes with the route.
         profile.take_proxy_env(&ProxyEnv::default())?;
@@ -980,6 +988,7 @@ impl ConfigFile {
             .map(|(name, entry)| {
                 let mut profile = entry.clone().into_profile(name)?;
                 profile.log = self.log_settings(name, entry)?;
+                profile.ledger = entry.ledger.clone().or_else(|| self.ledger.clone());
                 Ok((name.to_owned(), profile))
             })
             .transpose()
@@ -1279,6 +1288,7 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
         dkim: None,
         from_url: true,
         log: LogSettings::default(),
+        ledger: None,
     })
 }
 
@@ -1415,6 +1425,7 @@ fn api_profile_from_url(url: &url::Url, service: Service) -> Result<Profile> {
         dkim: None,
         from_url: true,
         log: LogSettings::default(),
+        ledger: None,
     };
     profile.take_proxy_env(&ProxyEnv::default())?;
     Ok(profile)

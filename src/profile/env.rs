@@ -28,6 +28,9 @@ pub struct Env {
     /// `ENVOI_LOG`: where the delivery log goes, for callers that cannot pass `--log`
     /// (cron's sendmail, PHP's mail()).
     pub log: Option<String>,
+    /// `ENVOI_LEDGER`: the shared idempotency ledger (`postgres://…`); empty counts as
+    /// unset, so a CI template may leave it blank.
+    pub ledger: Option<String>,
     /// The platform config directory's `envoi/config.toml`, when the platform has one.
     pub platform_config: Option<PathBuf>,
     /// The system-wide config file, read when the user has no file of their own:
@@ -77,6 +80,7 @@ impl Env {
             spool_dir: path("ENVOI_SPOOL_DIR").filter(|p| !p.as_os_str().is_empty()),
             idempotency_key: text("ENVOI_IDEMPOTENCY_KEY")?,
             log: text("ENVOI_LOG")?,
+            ledger: text("ENVOI_LEDGER")?.filter(|v| !v.is_empty()),
             platform_config: base
                 .as_ref()
                 .map(|b| b.config_dir().join("envoi").join("config.toml")),
@@ -128,6 +132,8 @@ pub struct Flags {
     pub idempotency_key: Option<String>,
     /// `--log`.
     pub log: Option<String>,
+    /// `--ledger`.
+    pub ledger: Option<String>,
 }
 
 /// Where an effective setting came from, as `envoi config show` tells it.

@@ -40,6 +40,9 @@ pub struct Resolved {
     /// `--log`, else `$ENVOI_LOG`: where the delivery log goes, over every profile's
     /// `log` key.
     pub log: Option<LogDest>,
+    /// `--ledger`, else `$ENVOI_LEDGER`, else the profile's (or the file's) `ledger`:
+    /// where idempotency keys are kept instead of the outbox folder, and what set it.
+    pub ledger: Option<(String, Origin)>,
     outbox_dir: Option<PathBuf>,
     config_flag: Option<PathBuf>,
     env: Env,
@@ -86,7 +89,6 @@ pub fn resolve(flags: &Flags, env: &Env) -> Result<Resolved> {
         },
     };
     Ok(Resolved {
-        connection,
         connection_origin,
         outbox_dir_origin,
         idempotency_key: flags
@@ -94,6 +96,14 @@ pub fn resolve(flags: &Flags, env: &Env) -> Result<Resolved> {
             .clone()
             .or_else(|| env.idempotency_key.clone()),
         log: log_flag(flags, env)?,
+        ledger: flag_or_variable((&flags.ledger, "--ledger"), (&env.ledger, "ENVOI_LEDGER"))
+            .or_else(|| {
+                connection
+                    .as_ref()
+                    .and_then(|c| c.profile.ledger.clone())
+                    .map(|url| (url, Origin::File))
+            }),
+        connection,
         outbox_dir,
         config_flag: flags.config.clone(),
         env: env.clone(),
@@ -134,6 +144,7 @@ pub fn resolve_outbox(flags: &Flags, env: &Env) -> Result<Resolved> {
         outbox_dir_origin,
         idempotency_key: None,
         log: log_flag(flags, env)?,
+        ledger: None,
         outbox_dir,
         config_flag: flags.config.clone(),
         env: env.clone(),

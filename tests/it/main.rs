@@ -20,6 +20,7 @@ mod guides;
 mod harness;
 mod install;
 mod interop;
+mod ledger;
 mod log;
 mod oauth;
 mod outbox;

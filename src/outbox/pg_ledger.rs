@@ -1,0 +1,535 @@
+//! The idempotency ledger in PostgreSQL (`ledger = "postgres://USER@HOST:PORT/DB"`), for
+//! senders on many machines (CI runners that start empty, a fleet of cron hosts): the
+//! same answers as the file ledger, made with the database's own primitives.
+//!
+//! - A key is claimed BEFORE the message goes, by inserting its row under the table's
+//!   primary key (`INSERT … ON CONFLICT DO NOTHING`): of two senders, exactly one
+//!   inserts. The row names the claimer (host, pid) and when its deadline ends.
+//! - The outcome (Message-ID, status) is written into that row after the send; a send
+//!   that surely did not go deletes its claim, so the key can be used again.
+//! - Another sender with the key polls the row until its own deadline: an outcome is a
+//!   `duplicate` of it; a claim whose claimer's deadline passed without an outcome is
+//!   `unknown` (75: the claimer died mid-send, the message may have gone); never a
+//!   second send.
+//! - Rows past the retention window (7 days) are deleted by each claim, not a daemon.
+//! - Every time is the database's clock (`now()`), so the machines' clocks need not agree.
+//! - The tables are made on first use, in a transaction under an advisory lock (two
+//!   first senders at once), with a schema version in `envoi_schema_version`.
+//!
+//! The URL carries no password: it shows in `ps`, shell history and CI logs. The
+//! password comes from `$PGPASSWORD`, as for libpq's own tools (`psql`), and is never
+//! printed. TLS is verified like SMTP's (system roots, or the CA of `sslrootcert=`).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use postgres::config::SslMode;
+use postgres::error::SqlState;
+use postgres::{Client, Config, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::deliver::tls_client_config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::outbox::idempotency::{FirstSend, FirstStatus, RETENTION, check_key};
+
+/// The schema this envoi writes; a database with a newer one is refused (78).
+const SCHEMA_VERSION: i32 = 1;
+
+/// The schema, made once under [`SCHEMA_LOCK`].
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS envoi_schema_version (version integer NOT NULL);
+CREATE TABLE IF NOT EXISTS envoi_idempotency (
+    key text PRIMARY KEY,
+    claimed_by text NOT NULL,
+    claimed_at timestamptz NOT NULL,
+    claim_deadline timestamptz NOT NULL,
+    message_id text,
+    status text,
+    recorded_at timestamptz
+);";
+
+/// The advisory lock two first users take to make the schema one at a time ("envoi" and
+/// the schema's purpose, as a number).
+const SCHEMA_LOCK: i64 = 0x656e_766f_6900_0001;
+
+/// How long after its claimer's deadline a claim without an outcome counts as dead: the
+/// time the claimer has to write the outcome of a send that ended at the deadline (the
+/// watchdog of a direct send ends it 2 s after, and the record is one round trip).
+const GRACE: Duration = Duration::from_secs(5);
+
+/// How often a waiting sender looks at a claim held by another.
+const POLL: Duration = Duration::from_millis(100);
+
+/// A connection to the ledger database.
+pub(super) struct PgLedger {
+    client: Client,
+    /// Who claims: this machine's name and process, written into each claim.
+    me: String,
+    /// `HOST:PORT/DB`, for messages (the URL itself is not repeated).
+    place: String,
+}
+
+impl std::fmt::Debug for PgLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgLedger")
+            .field("place", &self.place)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a ledger URL says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    host: String,
+    port: u16,
+    user: String,
+    dbname: String,
+    /// `None`: `sslmode=disable`; else verified TLS with the system roots plus this CA.
+    tls: Option<Option<PathBuf>>,
+}
+
+impl Target {
+    fn place(&self) -> String {
+        format!("{}:{}/{}", self.host, self.port, self.dbname)
+    }
+}
+
+/// Reads a ledger URL given by `what` (the flag, variable or key): 78 for anything it
+/// cannot use, naming the part at fault but never repeating the URL (it may hold a
+/// password).
+fn parse(what: &str, text: &str) -> Result<Target> {
+    let bad = |why: String| Error::config(format!("{what}: {why}"));
+    let url = url::Url::parse(text).map_err(|e| {
+        bad(format!(
+            "not a URL ({e}); give postgres://USER@HOST:PORT/DATABASE"
+        ))
+    })?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(bad(format!(
+            "the scheme is {:?}; the ledger is PostgreSQL: postgres://USER@HOST:PORT/DATABASE",
+            url.scheme()
+        )));
+    }
+    if url.password().is_some() {
+        return Err(bad(
+            "the URL holds a password, where `ps`, shell history and CI logs show it; \
+             leave it out of the URL and set $PGPASSWORD"
+                .to_owned(),
+        ));
+    }
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| bad("the URL is not UTF-8 once decoded".to_owned()))
+    };
+    let host = match url.host() {
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        Some(host) => host.to_string(),
+        None => {
+            return Err(bad(
+                "no host; give postgres://USER@HOST:PORT/DATABASE".into()
+            ));
+        }
+    };
+    let user = decode(url.username())?;
+    if user.is_empty() {
+        return Err(bad(
+            "no user name; give postgres://USER@HOST:PORT/DATABASE".into()
+        ));
+    }
+    let dbname = decode(url.path().trim_start_matches('/'))?;
+    let dbname = if dbname.is_empty() {
+        user.clone()
+    } else {
+        dbname
+    };
+    let mut sslmode = None;
+    let mut ca_file = None;
+    for (name, value) in url.query_pairs() {
+        match &*name {
+            "sslmode" => sslmode = Some(value.into_owned()),
+            "sslrootcert" => ca_file = Some(PathBuf::from(value.into_owned())),
+            other => {
+                return Err(bad(format!(
+                    "unknown parameter {other:?}; envoi reads sslmode and sslrootcert"
+                )));
+            }
+        }
+    }
+    let tls = match sslmode.as_deref().unwrap_or("require") {
+        "disable" => {
+            if ca_file.is_some() {
+                return Err(bad(
+                    "sslrootcert is given with sslmode=disable; give one".into()
+                ));
+            }
+            None
+        }
+        // The certificate is always checked, the host name included: a ledger that
+        // anyone in the path could answer would let them say "duplicate" to every send.
+        "require" | "verify-ca" | "verify-full" => Some(ca_file),
+        other => {
+            return Err(bad(format!(
+                "sslmode={other} is not one envoi takes: give sslmode=require (TLS, the \
+                 certificate verified) or sslmode=disable"
+            )));
+        }
+    };
+    Ok(Target {
+        host,
+        port: url.port().unwrap_or(5432),
+        user,
+        dbname,
+        tls,
+    })
+}
+
+/// The time left until `deadline`, or 75 when there is none.
+fn left(deadline: Instant, doing: &str) -> Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(Error::new(
+            ErrorKind::Temporary,
+            format!("the deadline (--timeout) passed while {doing}; nothing was sent"),
+        ));
+    }
+    Ok(left)
+}
+
+/// A database error in words: the server's message, else the client's with its cause.
+fn cause(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return db.message().to_owned();
+    }
+    match std::error::Error::source(e) {
+        Some(source) => format!("{e}: {source}"),
+        None => e.to_string(),
+    }
+}
+
+impl PgLedger {
+    /// Connects to the ledger `url` (named `what` in errors) within `deadline`, and makes
+    /// its tables on first use. Unreachable: 75, and nothing may be sent; a refused
+    /// login or certificate: 77; a bad URL: 78.
+    pub(super) fn connect(what: &str, url: &str, deadline: Instant) -> Result<PgLedger> {
+        let target = parse(what, url)?;
+        let place = target.place();
+        let time = left(deadline, "connecting to the idempotency ledger")?;
+        let mut config = Config::new();
+        config
+            .host(&target.host)
+            .port(target.port)
+            .user(&target.user)
+            .dbname(&target.dbname)
+            .application_name("envoi")
+            .connect_timeout(time)
+            .tcp_user_timeout(time)
+            // Each statement is bounded by the server too (a lock held by a stuck session).
+            .options(&format!("-c statement_timeout={}", time.as_millis().max(1)));
+        // The secret from where libpq's tools take it; never echoed.
+        if let Some(password) = std::env::var_os("PGPASSWORD").filter(|p| !p.is_empty()) {
+            config.password(password.as_encoded_bytes());
+        }
+        let connected = match &target.tls {
+            None => config.ssl_mode(SslMode::Disable).connect(NoTls),
+            Some(ca_file) => {
+                let tls = tls_client_config(ca_file.as_deref(), None)?;
+                config
+                    .ssl_mode(SslMode::Require)
+                    .connect(MakeRustlsConnect::new((*tls).clone()))
+            }
+        };
+        let client = connected.map_err(|e| connect_error(&e, &target, &place))?;
+        let host = hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "?".to_owned());
+        let mut ledger = PgLedger {
+            client,
+            me: format!(
+                "{host} pid {} #{:08x}",
+                std::process::id(),
+                fastrand::u32(..)
+            ),
+            place,
+        };
+        ledger.ensure_schema()?;
+        Ok(ledger)
+    }
+
+    /// A failed statement: 75 (the ledger is a service that may come back).
+    fn failed(&self, doing: &str, e: &postgres::Error) -> Error {
+        Self::failed_at(&self.place, doing, e)
+    }
+
+    /// Makes the tables when they are missing (a user without CREATE rights can use
+    /// tables an owner made), and refuses a schema newer than this envoi's.
+    fn ensure_schema(&mut self) -> Result<()> {
+        let place = self.place.clone();
+        let at = |e: postgres::Error| Self::failed_at(&place, "making its tables", &e);
+        let mut tx = self.client.transaction().map_err(at)?;
+        let exists: bool = tx
+            .query_one(
+                "SELECT to_regclass('envoi_schema_version') IS NOT NULL \
+                 AND to_regclass('envoi_idempotency') IS NOT NULL",
+                &[],
+            )
+            .and_then(|row| row.try_get(0))
+            .map_err(at)?;
+        if !exists {
+            // Two first users at once: the second waits here, then finds the tables.
+            tx.batch_execute(&format!("SELECT pg_advisory_xact_lock({SCHEMA_LOCK})"))
+                .map_err(at)?;
+            tx.batch_execute(SCHEMA).map_err(at)?;
+        }
+        let version: Option<i32> = tx
+            .query_one("SELECT max(version) FROM envoi_schema_version", &[])
+            .and_then(|row| row.try_get(0))
+            .map_err(at)?;
+        match version {
+            None => {
+                tx.execute(
+                    "INSERT INTO envoi_schema_version (version) VALUES ($1)",
+                    &[&SCHEMA_VERSION],
+                )
+                .map_err(at)?;
+            }
+            Some(found) if found > SCHEMA_VERSION => {
+                return Err(Error::config(format!(
+                    "the idempotency ledger at {place} has schema version {found}, newer than \
+                     this envoi's ({SCHEMA_VERSION}): upgrade envoi on this machine"
+                )));
+            }
+            Some(_) => {}
+        }
+        tx.commit().map_err(at)
+    }
+
+    fn failed_at(place: &str, doing: &str, e: &postgres::Error) -> Error {
+        Error::new(
+            ErrorKind::Temporary,
+            format!(
+                "the idempotency ledger at {place} failed while {doing}: {}",
+                cause(e)
+            ),
+        )
+    }
+
+    /// Takes `key` (see [`crate::outbox::ledger::Ledger::claim`]): inserts its claim, or
+    /// waits on another's until it has an outcome (a duplicate), is dead (75, unknown),
+    /// is freed (then claims it), or `deadline` comes (75).
+    pub(super) fn claim(&mut self, key: &str, deadline: Instant) -> Result<Option<FirstSend>> {
+        check_key(key)?;
+        let doing = "claiming the key";
+        // The retention window, kept by whoever claims (no daemon).
+        let window = RETENTION.as_secs_f64();
+        self.client
+            .execute(
+                "DELETE FROM envoi_idempotency \
+                 WHERE coalesce(recorded_at, claimed_at) < now() - make_interval(secs => $1)",
+                &[&window],
+            )
+            .map_err(|e| self.failed(doing, &e))?;
+        loop {
+            let time = left(deadline, "claiming the idempotency key")?;
+            let inserted = self
+                .client
+                .execute(
+                    "INSERT INTO envoi_idempotency (key, claimed_by, claimed_at, claim_deadline) \
+                     VALUES ($1, $2, now(), now() + make_interval(secs => $3)) \
+                     ON CONFLICT (key) DO NOTHING",
+                    &[&key, &self.me, &time.as_secs_f64()],
+                )
+                .map_err(|e| self.failed(doing, &e))?;
+            if inserted == 1 {
+                return Ok(None);
+            }
+            let row = self
+                .client
+                .query_opt(
+                    "SELECT message_id, status, claimed_by, \
+                     to_char(claimed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), \
+                     now() > claim_deadline + make_interval(secs => $2) \
+                     FROM envoi_idempotency WHERE key = $1",
+                    &[&key, &GRACE.as_secs_f64()],
+                )
+                .map_err(|e| self.failed(doing, &e))?;
+            // Freed between the two statements: claim it again.
+            let Some(row) = row else { continue };
+            let claim: Result<Held, postgres::Error> = (|| {
+                Ok(Held {
+                    message_id: row.try_get(0)?,
+                    status: row.try_get(1)?,
+                    by: row.try_get(2)?,
+                    at: row.try_get(3)?,
+                    dead: row.try_get(4)?,
+                })
+            })();
+            let held = claim.map_err(|e| self.failed(doing, &e))?;
+            if let (Some(message_id), Some(status)) = (held.message_id, held.status) {
+                return Ok(Some(FirstSend {
+                    message_id,
+                    status: status_of(&status)?,
+                }));
+            }
+            if held.dead {
+                return Err(Error::new(
+                    ErrorKind::OutcomeUnknown,
+                    format!(
+                        "this --idempotency-key was claimed at {} UTC by {} (ledger {}), \
+                         which ended without recording an outcome: the message may have \
+                         been sent; nothing was sent now. Check the recipients' mail; send \
+                         again with a new key if it did not arrive",
+                        held.at, held.by, self.place
+                    ),
+                ));
+            }
+            if time <= POLL {
+                return Err(Error::new(
+                    ErrorKind::Temporary,
+                    format!(
+                        "another envoi ({}, since {} UTC) is still sending with this \
+                         --idempotency-key (ledger {}); nothing was sent",
+                        held.by, held.at, self.place
+                    ),
+                ));
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Writes the outcome of the key this run claimed.
+    pub(super) fn record(&mut self, key: &str, first: &FirstSend) -> Result<()> {
+        let status = match first.status {
+            FirstStatus::Sent => "sent",
+            FirstStatus::Saved => "saved",
+            FirstStatus::Queued => "queued",
+        };
+        self.client
+            .execute(
+                "INSERT INTO envoi_idempotency \
+                 (key, claimed_by, claimed_at, claim_deadline, message_id, status, recorded_at) \
+                 VALUES ($1, $2, now(), now(), $3, $4, now()) \
+                 ON CONFLICT (key) DO UPDATE SET message_id = EXCLUDED.message_id, \
+                 status = EXCLUDED.status, recorded_at = EXCLUDED.recorded_at",
+                &[&key, &self.me, &first.message_id, &status],
+            )
+            .map(drop)
+            .map_err(|e| self.failed("recording the key", &e))
+    }
+
+    /// Deletes this run's claim of `key` (its send surely did not go). A claim that
+    /// cannot be deleted stays, and later runs answer `unknown` after its deadline: the
+    /// safe side.
+    pub(super) fn release(&mut self, key: &str) {
+        let _ = self.client.execute(
+            "DELETE FROM envoi_idempotency \
+             WHERE key = $1 AND claimed_by = $2 AND message_id IS NULL",
+            &[&key, &self.me],
+        );
+    }
+}
+
+/// A claim as another sender finds it.
+struct Held {
+    message_id: Option<String>,
+    status: Option<String>,
+    by: String,
+    at: String,
+    dead: bool,
+}
+
+/// A recorded status, as [`PgLedger::record`] writes it.
+fn status_of(text: &str) -> Result<FirstStatus> {
+    match text {
+        "sent" => Ok(FirstStatus::Sent),
+        "saved" => Ok(FirstStatus::Saved),
+        "queued" => Ok(FirstStatus::Queued),
+        other => Err(Error::config(format!(
+            "the idempotency ledger records status {other:?} for this key, which this envoi \
+             does not know: upgrade envoi"
+        ))),
+    }
+}
+
+/// A failed connection in words: a refused login is 77, a certificate 77, a missing
+/// password 78, anything else 75 (the database may come back).
+fn connect_error(e: &postgres::Error, target: &Target, place: &str) -> Error {
+    let why = cause(e);
+    let (kind, fix) = match e.code() {
+        Some(code)
+            if *code == SqlState::INVALID_PASSWORD
+                || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
+        {
+            (
+                ErrorKind::AuthRefused,
+                format!(
+                    "check the user ({}) and the password in $PGPASSWORD",
+                    target.user
+                ),
+            )
+        }
+        _ if why.contains("password missing") => (
+            ErrorKind::Config,
+            "the server asks for a password: set $PGPASSWORD".to_owned(),
+        ),
+        _ if why.starts_with("error performing TLS handshake") => (
+            ErrorKind::Certificate,
+            "give the server's CA with ?sslrootcert=PATH, or check the host name".to_owned(),
+        ),
+        _ => (
+            ErrorKind::Temporary,
+            "nothing was sent; run again once it answers".to_owned(),
+        ),
+    };
+    Error::new(
+        kind,
+        format!("the idempotency ledger at {place} cannot be used: {why}; {fix}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_read() {
+        let t = parse("--ledger", "postgres://envoi@db.example.com/mail").unwrap();
+        assert_eq!(
+            t,
+            Target {
+                host: "db.example.com".into(),
+                port: 5432,
+                user: "envoi".into(),
+                dbname: "mail".into(),
+                tls: Some(None),
+            }
+        );
+        let t = parse("--ledger", "postgresql://me@127.0.0.1:6543?sslmode=disable").unwrap();
+        assert_eq!((t.port, t.dbname.as_str(), t.tls), (6543, "me", None));
+        let t = parse(
+            "--ledger",
+            "postgres://me@db:1/x?sslmode=verify-full&sslrootcert=/etc/ca.pem",
+        )
+        .unwrap();
+        assert_eq!(t.tls, Some(Some(PathBuf::from("/etc/ca.pem"))));
+    }
+
+    #[test]
+    fn bad_urls_are_78_and_never_echo_a_password() {
+        for (url, says) in [
+            ("postgres://me:hunter2@db/x", "$PGPASSWORD"),
+            ("mysql://me@db/x", "scheme"),
+            ("postgres://db/x", "no user"),
+            ("postgres://me@db/x?sslmode=prefer", "sslmode=prefer"),
+            ("postgres://me@db/x?password=hunter2", "unknown parameter"),
+            ("db.example.com", "not a URL"),
+        ] {
+            let e = parse("$ENVOI_LEDGER", url).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Config, "{url}");
+            assert!(e.message().contains(says), "{url}: {e}");
+            assert!(e.message().starts_with("$ENVOI_LEDGER: "), "{e}");
+            assert!(!e.message().contains("hunter2"), "{e}");
+        }
+    }
+}

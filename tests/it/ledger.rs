@@ -1,0 +1,547 @@
+//! The idempotency ledger in PostgreSQL (`$ENVOI_LEDGER`, `--ledger`): "machines" are runs
+//! with different HOMEs (so no shared outbox or file ledger), against a real PostgreSQL
+//! cluster this test binary makes once with `initdb` in a temp folder on a loopback port
+//! (SCRAM password, as the postgres user when the tests run as root). The cluster stops,
+//! and its folder goes, when this test binary ends.
+
+use std::ffi::OsString;
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::support::certs::TestPki;
+use crate::support::envoi::{Config, ExpectExit, Route, Run, envoi, hermetic_env};
+use crate::support::smtp_server::{ServerOptions, TestServer};
+
+/// The ledger user's password: it must never appear in anything envoi prints.
+const LEDGER_PASSWORD: &str = "Ledger-Canary-5e1b9";
+
+/// The cluster's superuser, whom envoi logs in as.
+const LEDGER_USER: &str = "envoi";
+
+/// The private cluster, started once per test binary.
+struct Cluster {
+    port: u16,
+    /// The CA of the server's TLS certificate (for 127.0.0.1 and localhost).
+    ca: PathBuf,
+}
+
+fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(start_cluster)
+}
+
+/// The newest installed PostgreSQL's programs (Debian's `postgresql` package).
+fn pg_bin() -> PathBuf {
+    let mut found: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|bin| bin.join("initdb").is_file())
+        .collect();
+    found.sort_by_key(|p| {
+        p.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    found.pop().expect(
+        "the ledger tests need PostgreSQL's initdb and postgres: apt-get install postgresql \
+         (.ci/run does)",
+    )
+}
+
+fn is_root() -> bool {
+    let out = Command::new("id").arg("-u").output().expect("run id -u");
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+/// A user and group id by name, with `id`.
+fn id_of(flag: &str, name: &str) -> u32 {
+    let out = Command::new("id")
+        .args([flag, name])
+        .output()
+        .expect("run id");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no user {name}: {out:?}"))
+}
+
+/// A loopback port nothing listens on (bound, then let go).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `program` run as the cluster's owner: the postgres user when the tests run as root
+/// (postgres refuses to run as root), else this user.
+fn as_owner(root: bool, program: &Path) -> Command {
+    if root {
+        let mut cmd = Command::new("/usr/bin/setpriv");
+        cmd.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--clear-groups",
+            "--",
+        ])
+        .arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+fn start_cluster() -> Cluster {
+    let bin = pg_bin();
+    let root = is_root();
+    // Kept past this function: the watcher below removes it when the tests end.
+    let dir = tempfile::Builder::new()
+        .prefix("envoi-ledger-pg-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    let pwfile = dir.join("pw");
+    fs::write(&pwfile, LEDGER_PASSWORD).unwrap();
+    let pki = TestPki::new();
+    let ca = pki.write_ca(&dir);
+    let (cert, key) = pki.write_leaf(&dir);
+    // postgres refuses a key others can read.
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    if root {
+        let (uid, gid) = (id_of("-u", "postgres"), id_of("-g", "postgres"));
+        for path in [&dir, &pwfile, &cert, &key] {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+        }
+    }
+    let data = dir.join("data");
+    let out = as_owner(root, &bin.join("initdb"))
+        .arg("-D")
+        .arg(&data)
+        .args(["-U", LEDGER_USER, "--auth=scram-sha-256", "-E", "UTF8"])
+        .args(["--no-sync", "--no-instructions"])
+        .arg(format!("--pwfile={}", pwfile.display()))
+        .output()
+        .expect("run initdb");
+    assert!(
+        out.status.success(),
+        "initdb failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = free_port();
+    // The server, and a watcher that stops it and removes the folder once this test
+    // process is gone (a OnceLock is never dropped, so nothing else would).
+    let postgres = format!(
+        "{} {} -D '{}' -p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories= \
+         -c fsync=off -c max_connections=60 -c ssl=on -c ssl_cert_file='{}' \
+         -c ssl_key_file='{}'",
+        if root {
+            "/usr/bin/setpriv --reuid=postgres --regid=postgres --clear-groups --"
+        } else {
+            ""
+        },
+        bin.join("postgres").display(),
+        data.display(),
+        cert.display(),
+        key.display(),
+    );
+    let script = format!(
+        "{postgres} >'{log}' 2>&1 & pg=$!\n\
+         while [ -d /proc/{owner} ] && kill -0 $pg 2>/dev/null; do sleep 0.5; done\n\
+         kill -INT $pg 2>/dev/null; wait $pg; rm -rf '{dir}'\n",
+        log = dir.join("server.log").display(),
+        owner = std::process::id(),
+        dir = dir.display(),
+    );
+    // In the background of a shell that ends at once: the watcher is nobody's child
+    // here, so it outlives this process and leaves no zombie.
+    let started = Command::new("/bin/sh")
+        .args(["-c", &format!("( {script} ) &")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("start postgres");
+    assert!(started.success(), "the shell that starts postgres failed");
+    let ready_by = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = Command::new(bin.join("pg_isready"))
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ready {
+            return Cluster { port, ca };
+        }
+        assert!(
+            Instant::now() < ready_by,
+            "postgres did not start: {}",
+            fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The ledger URL of the test cluster (TLS off: loopback only).
+fn ledger_url() -> String {
+    format!(
+        "postgres://{LEDGER_USER}@127.0.0.1:{}/postgres?sslmode=disable",
+        cluster().port
+    )
+}
+
+/// One "machine": its own HOME, so its own outbox folder and file ledger; only the
+/// PostgreSQL ledger is shared.
+struct Machine {
+    home: TempDir,
+}
+
+impl Machine {
+    fn new() -> Machine {
+        Machine {
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// `send --json` of one message with idempotency `key`, through the SMTP server on
+    /// `port`.
+    fn send_args(port: u16, key: &str) -> Vec<OsString> {
+        let mut args = Route::Url(port).send_args();
+        args.extend(
+            [
+                "--from",
+                "ci@example.com",
+                "--to",
+                "dev@example.com",
+                "--subject",
+                "build 42 failed",
+                "--body",
+                "see the log",
+                "--json",
+                "--idempotency-key",
+                key,
+            ]
+            .map(OsString::from),
+        );
+        args
+    }
+
+    fn env(ledger: &str, password: &str) -> [(OsString, OsString); 2] {
+        [
+            ("ENVOI_LEDGER".into(), ledger.into()),
+            ("PGPASSWORD".into(), password.into()),
+        ]
+    }
+
+    fn send(&self, port: u16, key: &str) -> assert_cmd::Command {
+        self.send_to(&ledger_url(), LEDGER_PASSWORD, port, key)
+    }
+
+    /// [`Machine::send`] with the ledger at `ledger` and `$PGPASSWORD` set to `password`.
+    fn send_to(&self, ledger: &str, password: &str, port: u16, key: &str) -> assert_cmd::Command {
+        let mut cmd = envoi(self.home.path());
+        cmd.envs(Self::env(ledger, password))
+            .args(Self::send_args(port, key));
+        cmd
+    }
+
+    /// The same send in the background, output to files in this HOME.
+    fn spawn(&self, port: u16, key: &str, extra: &[&str]) -> Child {
+        let out = |name: &str| fs::File::create(self.home.path().join(name)).unwrap();
+        Command::new(assert_cmd::cargo::cargo_bin("envoi"))
+            .env_clear()
+            .envs(hermetic_env(self.home.path()))
+            .envs(Self::env(&ledger_url(), LEDGER_PASSWORD))
+            .args(Self::send_args(port, key))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(out("stdout"))
+            .stderr(out("stderr"))
+            .spawn()
+            .expect("spawn envoi")
+    }
+
+    /// What a spawned send printed, once it ended with `status`.
+    fn finished(&self, status: ExitStatus) -> Run {
+        let read = |name: &str| fs::read_to_string(self.home.path().join(name)).unwrap();
+        Run::new(
+            format!("envoi in {}", self.home.path().display()),
+            status,
+            read("stdout"),
+            read("stderr"),
+        )
+    }
+}
+
+/// Waits for `child` at most 60 s (then kills it and fails).
+fn wait_bounded(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("envoi still running after 60 s; killed");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn text<'a>(json: &'a Value, key: &str) -> &'a str {
+    json[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {key} in {json}"))
+}
+
+/// Asserts the ledger's password is nowhere in what a run printed.
+#[track_caller]
+fn assert_no_ledger_password(run: &Run) {
+    assert!(
+        !run.output().contains(LEDGER_PASSWORD),
+        "the ledger password leaked:\n{run}"
+    );
+}
+
+/// CI's re-run: the second "machine" (a new runner, an empty HOME) with the same key sends
+/// nothing and answers `duplicate` with the first Message-ID; a send that failed frees its
+/// key on every machine.
+#[test]
+fn two_machines_one_key_one_message() {
+    let server = TestServer::start(ServerOptions::default());
+    let (first_runner, rerun) = (Machine::new(), Machine::new());
+    let first = first_runner
+        .send(server.port(), "run-1001-notify")
+        .expect_exit(0);
+    let second = rerun.send(server.port(), "run-1001-notify").expect_exit(0);
+    let (a, b) = (first.json(), second.json());
+    assert_eq!(text(&a, "status"), "sent", "{first}");
+    assert_eq!(text(&b, "status"), "duplicate", "{second}");
+    assert_eq!(text(&b, "message_id"), text(&a, "message_id"), "{second}");
+    assert_eq!(text(&b, "first_status"), "sent", "{second}");
+    let delivered = server.messages();
+    assert_eq!(delivered.len(), 1, "the re-run sent again");
+    assert_no_ledger_password(&first);
+    assert_no_ledger_password(&second);
+
+    // The SMTP server down: 75, and the key stays free for the next machine.
+    let down = free_port();
+    let failed = first_runner
+        .send(down, "run-1002-notify")
+        .args(["--retries", "0"])
+        .expect_exit(75);
+    assert_eq!(text(&failed.json(), "status"), "error", "{failed}");
+    let retried = rerun.send(server.port(), "run-1002-notify").expect_exit(0);
+    assert_eq!(text(&retried.json(), "status"), "sent", "{retried}");
+    assert_eq!(server.messages().len(), 2);
+}
+
+/// Four machines at once with one key: exactly one sends, the others wait on its claim and
+/// answer `duplicate` with its Message-ID.
+#[test]
+fn machines_at_once_send_once() {
+    let server = TestServer::start(ServerOptions {
+        delay_replies: Some(Duration::from_millis(20)),
+        ..ServerOptions::default()
+    });
+    cluster();
+    let machines: Vec<Machine> = (0..4).map(|_| Machine::new()).collect();
+    let mut children: Vec<Child> = machines
+        .iter()
+        .map(|m| m.spawn(server.port(), "nightly-2026-12-08", &[]))
+        .collect();
+    let mut statuses = Vec::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for (machine, child) in machines.iter().zip(&mut children) {
+        let status = wait_bounded(child);
+        let run = machine.finished(status).expect(0);
+        assert_no_ledger_password(&run);
+        let json = run.json();
+        statuses.push(text(&json, "status").to_owned());
+        ids.insert(text(&json, "message_id").to_owned());
+    }
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        ["duplicate", "duplicate", "duplicate", "sent"],
+        "{ids:?}"
+    );
+    assert_eq!(ids.len(), 1, "duplicates name another Message-ID: {ids:?}");
+    let delivered = server.messages();
+    assert_eq!(delivered.len(), 1, "{} messages delivered", delivered.len());
+}
+
+/// A sender SIGKILLed mid-send leaves its claim: once its deadline has passed, another
+/// machine answers `outcome_unknown` (75) and sends nothing, since the first copy may
+/// have gone.
+#[test]
+fn a_killed_senders_claim_is_unknown_and_nothing_is_sent() {
+    let silent = TestServer::start(ServerOptions {
+        silent_greeting: true,
+        ..ServerOptions::default()
+    });
+    let crashed = Machine::new();
+    let mut child = crashed.spawn(silent.port(), "deploy-77", &["--timeout", "3"]);
+    // The claim is made before the connection: once the server sees one, it is there.
+    let by = Instant::now() + Duration::from_secs(30);
+    while silent.connections() == 0 {
+        assert!(Instant::now() < by, "the send never connected");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the send ended on its own"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let live = TestServer::start(ServerOptions::default());
+    let other = Machine::new();
+    let run = other
+        .send(live.port(), "deploy-77")
+        .args(["--timeout", "30"])
+        .expect_exit(75);
+    assert_no_ledger_password(&run);
+    let json = run.json();
+    assert_eq!(text(&json, "status"), "error", "{run}");
+    assert!(
+        run.output().contains("outcome_unknown") && run.output().contains("may have been sent"),
+        "{run}"
+    );
+    assert!(live.messages().is_empty(), "a second copy went out");
+    assert_eq!(live.connections(), 0, "{run}");
+}
+
+/// A ledger that cannot be reached is 75 and nothing is sent.
+#[test]
+fn an_unreachable_ledger_is_75_and_nothing_is_sent() {
+    let server = TestServer::start(ServerOptions::default());
+    let down = format!(
+        "postgres://{LEDGER_USER}@127.0.0.1:{}/postgres?sslmode=disable",
+        free_port()
+    );
+    let run = Machine::new()
+        .send_to(&down, LEDGER_PASSWORD, server.port(), "job-5")
+        .expect_exit(75);
+    assert!(
+        run.output().contains("idempotency ledger at 127.0.0.1:"),
+        "{run}"
+    );
+    assert_no_ledger_password(&run);
+    assert_eq!(server.connections(), 0, "{run}");
+}
+
+/// The password is never printed: a wrong one is 77 naming `$PGPASSWORD`, and one put in
+/// the URL is refused (78) without repeating it. Nothing is sent either way.
+#[test]
+fn the_ledger_password_never_shows() {
+    let server = TestServer::start(ServerOptions::default());
+    let machine = Machine::new();
+    let wrong = "Wrong-Canary-31c7";
+    let refused = machine
+        .send_to(&ledger_url(), wrong, server.port(), "job-6")
+        .expect_exit(77);
+    assert!(refused.output().contains("$PGPASSWORD"), "{refused}");
+    assert!(!refused.output().contains(wrong), "{refused}");
+
+    let in_url = ledger_url().replace(
+        &format!("{LEDGER_USER}@"),
+        &format!("{LEDGER_USER}:{LEDGER_PASSWORD}@"),
+    );
+    let run = machine
+        .send_to(&in_url, "", server.port(), "job-6")
+        .expect_exit(78);
+    assert!(run.output().contains("$PGPASSWORD"), "{run}");
+    assert_no_ledger_password(&run);
+    assert_eq!(server.connections(), 0);
+}
+
+/// TLS to the ledger: verified against the CA of `?sslrootcert=`; without it the test CA
+/// is unknown (the system's roots), which is 77, and nothing is sent.
+#[test]
+fn the_ledger_over_tls_is_verified() {
+    let server = TestServer::start(ServerOptions::default());
+    let cluster = cluster();
+    let base = format!(
+        "postgres://{LEDGER_USER}@127.0.0.1:{}/postgres",
+        cluster.port
+    );
+    let machine = Machine::new();
+    let trusted = format!(
+        "{base}?sslmode=verify-full&sslrootcert={}",
+        cluster.ca.display()
+    );
+    let run = machine
+        .send_to(&trusted, LEDGER_PASSWORD, server.port(), "tls-1")
+        .expect_exit(0);
+    assert_eq!(text(&run.json(), "status"), "sent", "{run}");
+    let again = Machine::new()
+        .send_to(&trusted, LEDGER_PASSWORD, server.port(), "tls-1")
+        .expect_exit(0);
+    assert_eq!(text(&again.json(), "status"), "duplicate", "{again}");
+
+    let unknown_ca = machine
+        .send_to(&base, LEDGER_PASSWORD, server.port(), "tls-2")
+        .expect_exit(77);
+    assert!(unknown_ca.output().contains("sslrootcert"), "{unknown_ca}");
+    assert_no_ledger_password(&unknown_ca);
+    assert_eq!(server.messages().len(), 1);
+}
+
+/// A message queued in one machine's outbox (`--queue`, the server down) holds its key in
+/// the shared ledger too: another machine answers `duplicate` with its Message-ID and
+/// `first_status` `queued`, and sends nothing.
+#[test]
+fn a_message_queued_on_one_machine_is_a_duplicate_on_another() {
+    let live = TestServer::start(ServerOptions::default());
+    let queued = Machine::new()
+        .send(free_port(), "report-2026-12")
+        .args(["--queue", "--retries", "0"])
+        .expect_exit(0);
+    let first = queued.json();
+    assert_eq!(text(&first, "status"), "queued", "{queued}");
+    let other = Machine::new()
+        .send(live.port(), "report-2026-12")
+        .expect_exit(0);
+    let second = other.json();
+    assert_eq!(text(&second, "status"), "duplicate", "{other}");
+    assert_eq!(text(&second, "first_status"), "queued", "{other}");
+    assert_eq!(text(&second, "message_id"), text(&first, "message_id"));
+    assert_eq!(live.connections(), 0, "{other}");
+}
+
+/// Sendmail mode on two hosts (cron's mail of one job run on both) with the profile's
+/// `ledger` key and `$ENVOI_IDEMPOTENCY_KEY`: the relay gets one message.
+#[test]
+fn sendmail_on_two_hosts_with_the_profiles_ledger_sends_once() {
+    let server = TestServer::start(ServerOptions::default());
+    for host in [Machine::new(), Machine::new()] {
+        let dir = host.home.path().join(".config/envoi");
+        fs::create_dir_all(&dir).unwrap();
+        Config::new(server.port(), "none")
+            .line(&format!("ledger = \"{}\"", ledger_url()))
+            .write(&dir);
+        let run = envoi(host.home.path())
+            .env("PGPASSWORD", LEDGER_PASSWORD)
+            .env("ENVOI_IDEMPOTENCY_KEY", "cron-backup-2026-12-08")
+            .args(["sendmail", "-t"])
+            .write_stdin("To: ops@example.com\nSubject: backup done\n\nok\n")
+            .expect_exit(0);
+        assert_no_ledger_password(&run);
+    }
+    assert_eq!(server.messages().len(), 1, "both hosts sent");
+}
