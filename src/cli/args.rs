@@ -1232,20 +1232,27 @@ impl SendArgs {
 /// `token_env`, `client_secret_env` and `refresh_token_env` of the profile in use.
 pub fn secret_vars(connection: Option<&Connection>) -> Vec<String> {
     let mut names = vec!["ENVOI_PASSWORD".to_owned(), "ENVOI_TOKEN".to_owned()];
-    let login = connection.and_then(|c| match &c.profile.transport {
-        Transport::Smtp(smtp) => smtp.login.as_ref().ok().and_then(Option::as_ref),
-        Transport::Api(api) => api.login.as_ref().ok().and_then(Option::as_ref),
-        Transport::File { .. } => None,
-    });
-    let sources: Vec<&PasswordSource> = match login {
-        Some((_, SecretSource::Given(source))) => vec![source],
-        Some((_, SecretSource::OAuth2(oauth2))) => oauth2
-            .client_secret
-            .iter()
-            .chain(&oauth2.refresh_token)
-            .collect(),
-        None => Vec::new(),
-    };
+    // Every profile of a route: any of them may send.
+    let logins = connection
+        .into_iter()
+        .flat_map(|c| c.profiles())
+        .filter_map(|(_, profile)| match &profile.transport {
+            Transport::Smtp(smtp) => smtp.login.as_ref().ok().and_then(Option::as_ref),
+            Transport::Api(api) => api.login.as_ref().ok().and_then(Option::as_ref),
+            Transport::File { .. } => None,
+        });
+    let sources: Vec<&PasswordSource> = logins
+        .flat_map(|login| -> Vec<&PasswordSource> {
+            match login {
+                (_, SecretSource::Given(source)) => vec![source],
+                (_, SecretSource::OAuth2(oauth2)) => oauth2
+                    .client_secret
+                    .iter()
+                    .chain(&oauth2.refresh_token)
+                    .collect(),
+            }
+        })
+        .collect();
     names.extend(sources.into_iter().filter_map(|source| match source {
         PasswordSource::Env(name) => Some(name.clone()),
         PasswordSource::Command(_) | PasswordSource::Inline(_) => None,

@@ -98,6 +98,12 @@ struct SendReport<'a> {
     /// The HTTPS mail API's id for the message (Graph's `request-id`, Gmail's `id`).
     #[serde(skip_serializing_if = "Option::is_none")]
     service_id: Option<&'a str>,
+    /// The profile of a route (`[routes]`) that carried the message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route: Option<&'a str>,
+    /// With rules by recipient domain: each route's recipients and outcome.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    routes: Option<Vec<PartReport<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     path: Option<&'a Path>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -122,6 +128,8 @@ impl<'a> SendReport<'a> {
             recipients: None,
             attempts: None,
             service_id: None,
+            route: None,
+            routes: None,
             path: None,
             outbox_id: None,
             reason: None,
@@ -216,6 +224,44 @@ struct ErrorReport<'a> {
     recipients: Option<Vec<RecipientReport<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     attempts: Option<u32>,
+    /// The profile of a route (`[routes]`) tried last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route: Option<&'a str>,
+    /// With rules by recipient domain: each route's recipients and outcome.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    routes: Option<Vec<PartReport<'a>>>,
+}
+
+/// One route's part of a message sent by rules of recipient domain.
+#[derive(Debug, Serialize)]
+struct PartReport<'a> {
+    route: &'a str,
+    recipients: &'a [String],
+    status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+}
+
+/// Each route's part of `report`, when it went by rules of recipient domain.
+fn parts(report: &Report) -> Option<Vec<PartReport<'_>>> {
+    (!report.parts().is_empty()).then(|| {
+        report
+            .parts()
+            .iter()
+            .map(|part| PartReport {
+                route: &part.route,
+                recipients: &part.recipients,
+                status: match &part.error {
+                    None => Status::Message(Of::Sent),
+                    Some(e) => Status::Message(Of::of_failure(e.kind(), false)),
+                },
+                kind: part.error.as_ref().map(|e| e.kind().name()),
+                message: part.error.as_ref().map(Error::message),
+            })
+            .collect()
+    })
 }
 
 fn error_report<'a>(err: &'a Error, report: &'a Report) -> ErrorReport<'a> {
@@ -229,6 +275,8 @@ fn error_report<'a>(err: &'a Error, report: &'a Report) -> ErrorReport<'a> {
         message: err.message(),
         recipients: tried.then(|| recipients(report)),
         attempts: tried.then_some(report.attempts),
+        route: report.route(),
+        routes: parts(report),
     }
 }
 
@@ -247,7 +295,9 @@ fn send_report(outcome: &Outcome) -> Result<SendReport<'_>> {
                 server: Some(ServerReply { code, message }),
                 recipients: Some(recipients(report)),
                 attempts: Some(report.attempts),
-                service_id: report.service.as_ref().and_then(|s| s.id.as_deref()),
+                service_id: report.service().and_then(|s| s.id.as_deref()),
+                route: report.route(),
+                routes: parts(report),
                 ..SendReport::of(status, prepared)
             }
         }
@@ -318,7 +368,7 @@ fn write_human(out: &mut impl Write, outcome: &Outcome) -> std::result::Result<(
                 .iter()
                 .map(|r| r.address.as_str())
                 .collect();
-            match &report.service {
+            let line = match report.service() {
                 Some(receipt) => writeln!(
                     out,
                     "sent {} to {}: accepted by {}{}",
@@ -335,12 +385,26 @@ fn write_human(out: &mut impl Write, outcome: &Outcome) -> std::result::Result<(
                     let (code, reply) = report.data_reply.clone().unwrap_or_default();
                     writeln!(
                         out,
-                        "sent {} to {} ({code} {reply})",
+                        "sent {} to {} ({code} {reply}){}",
                         prepared.message_id,
-                        to.join(", ")
+                        to.join(", "),
+                        report
+                            .route()
+                            .map(|route| format!(" through profile {route}"))
+                            .unwrap_or_default()
                     )
                 }
-            }
+            };
+            line.and_then(|()| {
+                report.parts().iter().try_for_each(|part| {
+                    writeln!(
+                        out,
+                        "  through profile {}: {}",
+                        part.route,
+                        part.recipients.join(", ")
+                    )
+                })
+            })
         }
         Outcome::Delivered(Delivery::Saved { prepared, path }) => {
             writeln!(out, "saved {} to {}", prepared.message_id, path.display())
@@ -430,6 +494,13 @@ impl Observer for Notices {
             ),
             Notice::NotRecorded(e) => warning(&format!("delivered, but could not record it: {e}")),
             Notice::Log(e) => warning(e.message()),
+            Notice::FailingOver {
+                route,
+                reason,
+                next,
+            } => warning(&format!(
+                "profile {route} did not take the message ({reason}); trying profile {next}"
+            )),
             Notice::DsnNotOffered { server } => warning(&format!(
                 "{server} does not offer DSN: sent without a request for delivery status \
                  notifications (a --delivery-receipt is then only its Return-Receipt-To header)"
@@ -936,7 +1007,8 @@ mod tests {
                 refused: vec![],
                 data_reply: Some((250, "OK".into())),
                 attempts: 1,
-                service: None,
+                payload_sent: true,
+                extras: None,
             },
         });
         assert_eq!(

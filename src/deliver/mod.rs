@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Prepared;
 use crate::profile::{
-    Auth, Fingerprint, Password, Profile, ProxyKey, SecretSource, Security, SmtpProfile,
+    Auth, Connection, Fingerprint, Password, Profile, ProxyKey, SecretSource, Security, SmtpProfile,
 };
 use deadline::cut_to_deadline;
 use oauth2::TokenOrigin;
@@ -37,7 +37,9 @@ pub use in_flight::payload_in_flight;
 pub use oauth2::{LoginStep, Stored};
 pub use observe::{Notice, Observer, Transcript};
 pub use options::{DeliveryOptions, Dsn};
-pub use outcome::{BatchSent, Delivery, Failure, RcptReply, Report, ServiceReceipt};
+pub use outcome::{
+    BatchSent, Delivery, Extras, Failure, RcptReply, Report, RoutePart, ServiceReceipt,
+};
 pub use retry::Policy;
 /// SMTP's TLS (system roots plus a CA file, one verifier) for the PostgreSQL ledger too.
 pub(crate) use smtp::tls::client_config as tls_client_config;
@@ -59,6 +61,91 @@ pub fn deliver(
     options: &DeliveryOptions,
     observer: &mut dyn Observer,
 ) -> Result<Delivery, Failure> {
+    Ok(match send_through(profile, &prepared, options, observer)? {
+        BatchSent::Sent(report) => Delivery::Sent { prepared, report },
+        BatchSent::Saved(path) => Delivery::Saved { prepared, path },
+    })
+}
+
+/// [`deliver`] along `connection`: through its profile, or a route's (`[routes]`)
+/// profiles in turn, each with its own retries, all within the one deadline, moving on
+/// only while the message certainly reached nobody ([`Failure::not_accepted`]): never
+/// after a certificate or login failure, a refused recipient, or once the message was on
+/// its way. The report names the route's profile that carried it (or was tried last).
+/// Rules by recipient domain are the outbox layer's (`submit`): a connection with some
+/// is refused here (78), so that no path sends all recipients through one of its routes.
+pub fn deliver_along(
+    connection: &Connection,
+    prepared: Prepared,
+    options: &DeliveryOptions,
+    observer: &mut dyn Observer,
+) -> Result<Delivery, Failure> {
+    if !connection.by_domain.is_empty() {
+        return Err(Error::config(format!(
+            "--profile {}: a route with rules by recipient domain sends directly (envoi send, \
+             envoi sendmail without the system spool); its rules are not followed from the \
+             outbox, so this message was not sent",
+            route_name(connection)
+        ))
+        .into());
+    }
+    let routed = !connection.fallbacks.is_empty();
+    let mut hops = connection.hops().peekable();
+    // Attempts of the profiles that did not take it.
+    let mut earlier = 0;
+    while let Some((name, profile)) = hops.next() {
+        if let (true, Some(transcript)) = (routed, options.transcript) {
+            transcript(
+                "*",
+                &format!("route {}: profile {name}", route_name(connection)),
+            );
+        }
+        match send_through(profile, &prepared, options, observer) {
+            Ok(BatchSent::Sent(mut report)) => {
+                report.attempts += earlier;
+                if routed {
+                    report.extras_mut().route = Some(name.to_owned());
+                }
+                return Ok(Delivery::Sent { prepared, report });
+            }
+            Ok(BatchSent::Saved(path)) => return Ok(Delivery::Saved { prepared, path }),
+            Err(failure) if failure.not_accepted() && hops.peek().is_some() => {
+                earlier += failure.report.attempts;
+                let next = hops.peek().map_or("", |(next, _)| *next);
+                observer.notice(Notice::FailingOver {
+                    route: name.to_owned(),
+                    reason: failure.error,
+                    next: next.to_owned(),
+                });
+            }
+            Err(mut failure) => {
+                failure.report.attempts += earlier;
+                if routed {
+                    failure.report.extras_mut().route = Some(name.to_owned());
+                }
+                return Err(failure);
+            }
+        }
+    }
+    Err(Error::new(
+        ErrorKind::Internal,
+        "a connection without a profile to send through (a bug in envoi)",
+    )
+    .into())
+}
+
+/// The name of `connection`'s route, as the config file spells it.
+fn route_name(connection: &Connection) -> &str {
+    connection.route.profile.as_deref().unwrap_or_default()
+}
+
+/// One message through one profile, under `options`' policy and deadline.
+fn send_through(
+    profile: &Profile,
+    prepared: &Prepared,
+    options: &DeliveryOptions,
+    observer: &mut dyn Observer,
+) -> Result<BatchSent, Failure> {
     let deadline = options.policy.deadline;
     let mut transport = open(
         profile,
@@ -68,12 +155,7 @@ pub fn deliver(
         deadline,
         observer,
     )?;
-    Ok(
-        match transport.send(&prepared, &options.policy, observer)? {
-            BatchSent::Sent(report) => Delivery::Sent { prepared, report },
-            BatchSent::Saved(path) => Delivery::Saved { prepared, path },
-        },
-    )
+    transport.send(prepared, &options.policy, observer)
 }
 
 /// The connector for `smtp`, its login fetched by `fetch_by` (a password command runs

@@ -39,6 +39,16 @@ pub enum Notice {
     /// The delivery log (`log`, `--log`) could not be written, or goes elsewhere than
     /// asked: the message's fate is unchanged, but the user must hear it.
     Log(Error),
+    /// A profile of a route (`[routes]`) certainly did not take the message (see
+    /// [`Failure::not_accepted`](super::Failure::not_accepted)): the next one is tried.
+    FailingOver {
+        /// The profile that did not take it.
+        route: String,
+        /// Why.
+        reason: Error,
+        /// The profile tried next.
+        next: String,
+    },
     /// Delivery status notifications were asked for and the server does not offer DSN:
     /// the message goes without them.
     DsnNotOffered {

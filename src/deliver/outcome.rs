@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use lettre::Address;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::message::Prepared;
 
 /// The server's answer to one recipient.
@@ -50,8 +50,38 @@ pub struct Report {
     pub data_reply: Option<(u16, String)>,
     /// Sessions opened (an HTTPS API: requests made).
     pub attempts: u32,
+    /// Some attempt began to send the message itself (SMTP: after the 354 to DATA, or
+    /// from DATA on without PIPELINING; an HTTPS API: once the request's body went): from
+    /// then on a failure no longer proves that nobody has it.
+    pub payload_sent: bool,
+    /// What only some deliveries have (see [`Extras`]); boxed, since a report travels in
+    /// every `Result` of a delivery.
+    pub extras: Option<Box<Extras>>,
+}
+
+/// What only some reports have.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extras {
     /// The HTTPS mail API that took the message, and its id for it; `None` over SMTP.
-    pub service: Option<Box<ServiceReceipt>>,
+    pub service: Option<ServiceReceipt>,
+    /// The profile of a route (`[routes]`) that carried the message, or was tried last;
+    /// `None` for a connection of one profile.
+    pub route: Option<String>,
+    /// With rules by recipient domain (`[routes.NAME]`), each route's recipients and how
+    /// they fared, in the order they were sent; empty otherwise.
+    pub parts: Vec<RoutePart>,
+}
+
+/// The recipients of one route of a message sent as one transaction per route (rules by
+/// recipient domain, `[routes.NAME]`), and how they fared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePart {
+    /// The profile that carried them, or was tried last.
+    pub route: String,
+    /// Their envelope addresses.
+    pub recipients: Vec<String>,
+    /// Why they did not get it; `None` when the server took it.
+    pub error: Option<Error>,
 }
 
 /// What an HTTPS mail API said when it took a message: accepted for delivery, like
@@ -66,6 +96,26 @@ pub struct ServiceReceipt {
 }
 
 impl Report {
+    /// The HTTPS mail API that took the message, and its id for it; `None` over SMTP.
+    pub fn service(&self) -> Option<&ServiceReceipt> {
+        self.extras.as_ref()?.service.as_ref()
+    }
+
+    /// The profile of a route that carried the message, or was tried last.
+    pub fn route(&self) -> Option<&str> {
+        self.extras.as_ref()?.route.as_deref()
+    }
+
+    /// Each route's part, with rules by recipient domain.
+    pub fn parts(&self) -> &[RoutePart] {
+        self.extras.as_ref().map_or(&[], |e| e.parts.as_slice())
+    }
+
+    /// The extras, made when there are none yet.
+    pub fn extras_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Box::default)
+    }
+
     /// True once `address` needs nothing more: delivered, or refused for good.
     pub fn settled(&self, address: &str) -> bool {
         self.delivered.iter().any(|d| d.address == address)
@@ -83,6 +133,20 @@ pub struct Failure {
     pub error: Error,
     /// Recipients delivered or refused before the failure.
     pub report: Report,
+}
+
+impl Failure {
+    /// Whether the message certainly reached nobody, so that another route may take it
+    /// without any risk of a second copy: a temporary failure (connection refused or
+    /// timed out, no greeting, 421, a 4xx to the envelope) before any of the message
+    /// went, with no recipient served. Never a certificate or login failure (77: a
+    /// security failure must not switch relays unseen), a permanent refusal, nor a
+    /// failure once the message was on its way (its outcome is unknown).
+    pub fn not_accepted(&self) -> bool {
+        self.error.kind() == ErrorKind::Temporary
+            && !self.report.payload_sent
+            && self.report.delivered.is_empty()
+    }
 }
 
 impl std::fmt::Display for Failure {

@@ -243,12 +243,14 @@ impl Transaction {
 /// One transaction of `prepared` to `recipients`: MAIL, one RCPT each, then DATA —
 /// unless a recipient was refused and `allow_partial` is off, or none was accepted, in
 /// which case it is abandoned (RSET) and nothing is sent. A `452` (too many recipients)
-/// stops the RCPTs; the rest come back as `deferred` for a further transaction.
+/// stops the RCPTs; the rest come back as `deferred` for a further transaction. `began`
+/// is set once the message itself starts to go (see [`Report::payload_sent`]).
 fn transaction(
     session: &mut impl Session,
     prepared: &Prepared,
     recipients: &[Address],
     allow_partial: bool,
+    began: &mut bool,
 ) -> Result<Transaction> {
     let mut t = Transaction::default();
     // The answer to a DATA already sent with the envelope.
@@ -294,8 +296,16 @@ fn transaction(
         return Ok(t);
     }
     t.data_reply = Some(match pipelined_data {
-        Some(data) => data.and_then(|()| session.message(prepared))?,
-        None => session.data(prepared)?,
+        Some(data) => {
+            data?;
+            *began = true;
+            session.message(prepared)?
+        }
+        // DATA and the message go in one call: a 4xx to DATA itself counts as begun too.
+        None => {
+            *began = true;
+            session.data(prepared)?
+        }
     });
     Ok(t)
 }
@@ -483,8 +493,14 @@ impl State {
         observer: &mut dyn Observer,
     ) -> std::result::Result<Step, Ended> {
         while !self.pending.is_empty() {
-            let t = transaction(session, prepared, &self.pending, policy.allow_partial)
-                .map_err(Ended::Failed)?;
+            let t = transaction(
+                session,
+                prepared,
+                &self.pending,
+                policy.allow_partial,
+                &mut self.report.payload_sent,
+            )
+            .map_err(Ended::Failed)?;
             let sent = t.data_reply.is_some();
             // Keep the latest answer per refused address (a retry may change it).
             for reply in &t.refused {

@@ -12,7 +12,7 @@ use lettre::Address;
 use lettre::address::Envelope;
 
 use crate::deliver::{
-    Delivery, DeliveryOptions, Failure, Notice, Observer, Policy, Report, Transcript, deliver,
+    Delivery, DeliveryOptions, Failure, Notice, Observer, Policy, Report, Transcript, deliver_along,
 };
 use crate::durable::unix_now as now;
 use crate::error::{Error, ErrorKind, Result};
@@ -21,7 +21,7 @@ use crate::outbox::idempotency::{self, FirstStatus};
 use crate::outbox::log::{Facts, Logged};
 use crate::outbox::queue::{EntryState, Folder, Locked, Outbox, Refusal, retry_delay};
 use crate::outbox::{DeliveryLog, Status};
-use crate::profile::{Connection, Profile, Resolved, Route};
+use crate::profile::{Connection, Resolved, Route};
 
 /// What became of one entry in a flush.
 #[derive(Debug)]
@@ -100,7 +100,7 @@ pub fn send_queued(
     let id = entry.id().to_owned();
     let state = entry.state()?;
     let attempt = Attempt {
-        profile: &connection.profile,
+        connection,
         transcript: options.transcript,
         deadline: options.policy.deadline,
     };
@@ -286,6 +286,10 @@ impl Flusher<'_> {
             .entry(route.clone())
             .or_insert_with(|| connections.connection_for(route));
         let log = DeliveryLog::of(connections, connection.as_ref().ok());
+        let log = match (report.and_then(Report::route), connection) {
+            (Some(carrier), Ok(connection)) => log.through(connection, carrier),
+            _ => log,
+        };
         let logged = match outcome {
             EntryOutcome::Sent => Logged::ok(Status::Sent, report),
             EntryOutcome::Deferred(e) => Logged {
@@ -348,7 +352,7 @@ impl Flusher<'_> {
         let outcome = match connection {
             Ok(connection) => {
                 let attempt = Attempt {
-                    profile: &connection.profile,
+                    connection,
                     transcript: self.options.transcript,
                     deadline: Some(Instant::now() + ENTRY_DEADLINE),
                 };
@@ -376,7 +380,7 @@ enum Attempted {
 
 /// One attempt at a locked entry with recipients pending.
 struct Attempt<'a> {
-    profile: &'a Profile,
+    connection: &'a Connection,
     transcript: Option<Transcript>,
     deadline: Option<Instant>,
 }
@@ -446,7 +450,7 @@ impl Attempt<'_> {
             state: &mut state,
             notices: observer,
         };
-        let result = deliver(self.profile, prepared, &options, &mut recorder);
+        let result = deliver_along(self.connection, prepared, &options, &mut recorder);
         match result {
             Ok(delivery) => {
                 match &delivery {

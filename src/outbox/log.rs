@@ -24,7 +24,15 @@ use crate::durable::{StateAccess, open_state_file};
 use crate::error::{Error, ErrorKind};
 use crate::message::Prepared;
 use crate::outbox::Status;
-use crate::profile::{Connection, Facility, LogDest, LogSettings, Resolved, Transport};
+use crate::profile::{Connection, Facility, LogDest, LogSettings, Profile, Resolved, Transport};
+
+/// The HTTPS API's key (`graph`, `gmail`) when `profile` speaks one.
+fn api_of(profile: &Profile) -> Option<&'static str> {
+    match &profile.transport {
+        Transport::Api(api) => Some(api.service.key()),
+        Transport::Smtp(_) | Transport::File { .. } => None,
+    }
+}
 
 /// The local syslog daemon's socket.
 #[cfg(not(target_os = "macos"))]
@@ -68,10 +76,22 @@ impl DeliveryLog {
             settings: resolved.log_for(connection.map(|c| &c.profile)),
             profile: connection.map_or_else(|| "-".to_owned(), |c| c.name.clone()),
             host: connection.map_or_else(|| "-".to_owned(), |c| host_of(&c.profile.transport)),
-            api: connection.and_then(|c| match &c.profile.transport {
-                Transport::Api(api) => Some(api.service.key()),
-                Transport::Smtp(_) | Transport::File { .. } => None,
-            }),
+            api: connection.and_then(|c| api_of(&c.profile)),
+        }
+    }
+
+    /// This log, its lines naming `carrier`, the profile of `connection`'s route that
+    /// carried the message (or was tried last), and its server; where the lines go stays
+    /// the route's.
+    pub(crate) fn through(self, connection: &Connection, carrier: &str) -> DeliveryLog {
+        match connection.hop(carrier) {
+            Some(profile) => DeliveryLog {
+                profile: carrier.to_owned(),
+                host: host_of(&profile.transport),
+                api: api_of(profile),
+                ..self
+            },
+            None => self,
         }
     }
 
@@ -142,7 +162,7 @@ impl DeliveryLog {
                 fields.push(("smtpstatus", code.to_string()));
                 fields.push(("smtpmsg", bounded(text)));
             }
-            if let Some(service) = &report.service {
+            if let Some(service) = report.service() {
                 fields.push(("api", self.api.unwrap_or(service.service).to_owned()));
                 if let Some(id) = &service.id {
                     fields.push(("request_id", bounded(id)));

@@ -12,11 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use lettre::Address;
+use lettre::address::Envelope;
 use lettre::message::Mailbox;
 
 use crate::deliver::{
-    BatchSent, Delivery, DeliveryOptions, Dsn, Failure, Notice, Observer, Policy, Transcript,
-    deliver,
+    BatchSent, Delivery, DeliveryOptions, Dsn, Failure, Notice, Observer, Policy, RcptReply,
+    Report, RoutePart, Transcript, deliver_along,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::dkim::Signer;
@@ -25,7 +27,7 @@ use crate::outbox::idempotency::{FirstSend, FirstStatus};
 use crate::outbox::ledger;
 use crate::outbox::log::{Facts, Logged};
 use crate::outbox::{
-    DeliveryLog, FirstAttempt, Outbox, Queued, Status, queue_deferred, send_queued,
+    DeliveryLog, ExitRule, FirstAttempt, Outbox, Queued, Status, queue_deferred, send_queued,
 };
 use crate::profile::{Connection, Resolved};
 
@@ -202,6 +204,16 @@ pub fn dispatch(
         Ok(Submitted::Duplicate(_)) => Logged::ok(Status::Duplicate, None),
         Err(failure) => Logged::failed(&failure.error, Some(&failure.report)),
     };
+    // A route's line names the profile that carried the message, or was tried last.
+    let carrier = match &submitted {
+        Ok(Submitted::Delivered(Delivery::Sent { report, .. })) => report.route(),
+        Err(failure) => failure.report.route(),
+        Ok(_) => None,
+    };
+    let log = match (carrier, resolved.connection.as_ref()) {
+        (Some(carrier), Some(connection)) => log.through(connection, carrier),
+        _ => log,
+    };
     let facts = match &submitted {
         // The message that went, as `--json` names it: this one was never sent.
         Ok(Submitted::Duplicate(first)) => Facts {
@@ -210,8 +222,31 @@ pub fn dispatch(
         },
         _ => facts,
     };
+    let parts = match &submitted {
+        Ok(Submitted::Delivered(Delivery::Sent { report, .. })) => report.parts(),
+        Err(failure) => failure.report.parts(),
+        Ok(_) => &[],
+    };
     if !said.swap(true, Ordering::SeqCst) {
-        log.record(&facts, &logged, observer);
+        match (parts, resolved.connection.as_ref()) {
+            // One line per route's transaction, naming its profile and recipients.
+            ([_, ..], Some(connection)) => {
+                for part in parts {
+                    let facts = Facts {
+                        recipients: part.recipients.clone(),
+                        ..facts.clone()
+                    };
+                    let logged = match &part.error {
+                        Some(error) => Logged::failed(error, None),
+                        None => Logged::ok(Status::Sent, None),
+                    };
+                    log.clone()
+                        .through(connection, &part.route)
+                        .record(&facts, &logged, observer);
+                }
+            }
+            _ => log.record(&facts, &logged, observer),
+        }
     }
     submitted
 }
@@ -248,6 +283,14 @@ fn dispatch_unlogged(
     going_direct: &dyn Fn(Instant),
 ) -> Result<Submitted, Failure> {
     let connection = resolved.connection()?;
+    if !connection.by_domain.is_empty() && !plan.is_direct(connection) {
+        return Err(Error::config(format!(
+            "--profile {}: a route with rules by recipient domain sends directly; --queue \
+             and the profile's outbox = true do not follow its rules yet",
+            connection.route.profile.as_deref().unwrap_or_default()
+        ))
+        .into());
+    }
     let Some(key) = resolved.idempotency_key.as_deref() else {
         return send_or_queue(
             resolved,
@@ -265,6 +308,8 @@ fn dispatch_unlogged(
     if let Some(first) = ledger.claim(key, deadline)? {
         return Ok(Submitted::Duplicate(first));
     }
+    // Kept for a failure that still reached some recipients (a route by domain).
+    let message_id = prepared.message_id.clone();
     let submitted = send_or_queue(
         resolved,
         connection,
@@ -283,6 +328,11 @@ fn dispatch_unlogged(
         }
         Ok(Submitted::Queued(queued)) => Some((&queued.prepared.message_id, FirstStatus::Queued)),
         Ok(Submitted::Duplicate(_)) => None,
+        // One route by domain delivered, another failed: the key stays used, or a retry
+        // would mail the first route's recipients again.
+        Err(failure) if !failure.report.delivered.is_empty() => {
+            Some((&message_id, FirstStatus::Sent))
+        }
         Err(failure) => {
             ledger.release(key, &failure.error);
             None
@@ -325,12 +375,116 @@ fn send_or_queue(
         );
     }
     going_direct(plan.deadline());
-    Ok(Submitted::Delivered(deliver(
-        &connection.profile,
-        prepared,
-        &options,
-        observer,
-    )?))
+    let delivery = if connection.by_domain.is_empty() {
+        deliver_along(connection, prepared, &options, observer)?
+    } else {
+        deliver_by_domain(connection, prepared, &options, observer)?
+    };
+    Ok(Submitted::Delivered(delivery))
+}
+
+/// `prepared` through `connection`'s rules by recipient domain: each route's recipients
+/// in a transaction of their own, one route after the other, with the same Message-ID
+/// and bytes and only their own addresses in the envelope (Bcc is in no header). The
+/// report lists each route's part; when a part failed, the failure is the gravest one
+/// (as a batch's exit code ranks them), naming its route and recipients, and the report
+/// says who has the message all the same.
+fn deliver_by_domain(
+    connection: &Connection,
+    prepared: Prepared,
+    options: &DeliveryOptions,
+    observer: &mut dyn Observer,
+) -> Result<Delivery, Failure> {
+    let mut routes: Vec<(&Connection, Vec<Address>)> = Vec::new();
+    for recipient in prepared.envelope.to() {
+        let route = connection.for_recipient(recipient);
+        match routes.iter_mut().find(|(r, _)| std::ptr::eq(*r, route)) {
+            Some((_, to)) => to.push(recipient.clone()),
+            None => routes.push((route, vec![recipient.clone()])),
+        }
+    }
+    if let [(route, _)] = routes.as_slice() {
+        // One route for all: one transaction, as without rules.
+        return deliver_along(&alone(route), prepared, options, observer);
+    }
+    let mut report = Report::default();
+    let mut rule = ExitRule::default();
+    for (route, to) in routes {
+        let envelope = Envelope::new(prepared.envelope.from().cloned(), to.clone())
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("a route's envelope: {e}")))?;
+        let part = Prepared {
+            envelope,
+            ..prepared.clone()
+        };
+        let (done, error) = match deliver_along(&alone(route), part, options, observer) {
+            Ok(Delivery::Sent { report, .. }) => (report, None),
+            Ok(Delivery::Saved { .. }) => (
+                Report {
+                    delivered: to
+                        .iter()
+                        .map(|a| RcptReply {
+                            address: a.to_string(),
+                            code: 250,
+                            message: "saved".into(),
+                        })
+                        .collect(),
+                    ..Report::default()
+                },
+                None,
+            ),
+            Err(failure) => (failure.report, Some(failure.error)),
+        };
+        rule.add(error.as_ref().map(Error::kind));
+        let carrier = done
+            .route()
+            .map_or_else(|| route.name.clone(), str::to_owned);
+        report.extras_mut().parts.push(RoutePart {
+            route: carrier,
+            recipients: to.iter().map(ToString::to_string).collect(),
+            error,
+        });
+        report.delivered.extend(done.delivered);
+        report.refused.extend(done.refused);
+        report.attempts += done.attempts;
+        report.payload_sent |= done.payload_sent;
+        report.data_reply = done.data_reply.or(report.data_reply);
+    }
+    let code = rule.exit_code();
+    let worst = report.parts().iter().find_map(|part| {
+        let error = part.error.as_ref()?;
+        (error.kind().exit_code() == code).then_some((part, error))
+    });
+    let Some((part, error)) = worst else {
+        return Ok(Delivery::Sent { prepared, report });
+    };
+    let others = if report.delivered.is_empty() {
+        String::new()
+    } else {
+        let have: Vec<&str> = report
+            .delivered
+            .iter()
+            .map(|r| r.address.as_str())
+            .collect();
+        format!("; delivered to {}", have.join(", "))
+    };
+    let error = Error::new(
+        error.kind(),
+        format!(
+            "through profile {} to {}: {}{others}",
+            part.route,
+            part.recipients.join(", "),
+            error.message()
+        ),
+    );
+    Err(Failure { error, report })
+}
+
+/// `route` without rules by domain: `"*"`'s route is the connection itself, rules and all.
+fn alone(route: &Connection) -> Connection {
+    Connection {
+        by_domain: Vec::new(),
+        ..route.clone()
+    }
 }
 
 /// Where a batch record still deferred after its retries goes: the outbox, when the

@@ -26,6 +26,46 @@ use crate::profile::password::{Password, PasswordSource};
 use crate::profile::proxy::{Proxy, ProxyKey};
 use crate::profile::suggest;
 
+/// A profile of a route, with its name.
+pub(crate) type Hop = (String, Profile);
+
+/// One entry of `[routes]`, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RouteEntry {
+    /// `name = ["a", "b"]`: profiles tried in turn.
+    List(Vec<String>),
+    /// `[routes.name]`: `"*@example.com" = "a"` (a profile, or a list's name) per domain,
+    /// and `"*" = "b"` for every other recipient.
+    Rules(BTreeMap<String, String>),
+}
+
+/// A route of `[routes]` with its profiles checked.
+#[derive(Debug)]
+pub(crate) struct Routing {
+    /// Its name.
+    pub(crate) name: String,
+    /// The profiles of every recipient no domain rule names (of all, for a list), in the
+    /// order they are tried, the first apart.
+    pub(crate) chain: (Hop, Vec<Hop>),
+    /// Each `"*@domain"` rule: the domain (lowercase) and its profiles, likewise.
+    pub(crate) domains: Vec<(String, (Hop, Vec<Hop>))>,
+}
+
+/// The domain of a rule's pattern, lowercase: `Some(None)` for `"*"`, `None` for a
+/// pattern that is neither `"*"` nor `"*@domain"`.
+fn rule_domain(pattern: &str) -> Option<Option<String>> {
+    if pattern == "*" {
+        return Some(None);
+    }
+    let domain = pattern.strip_prefix("*@")?;
+    let fits = !domain.is_empty()
+        && domain
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '.' || c == '-');
+    fits.then(|| Some(domain.to_lowercase()))
+}
+
 /// The whole config file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +76,11 @@ pub(crate) struct ConfigFile {
     /// broken profile the run does not use does not stop it.
     #[serde(default)]
     profiles: BTreeMap<String, ProfileEntry>,
+    /// Routes: a name for profiles tried in turn, each only while the ones before
+    /// certainly did not take the message (`[routes]`, `name = ["a", "b"]`), or for
+    /// rules that choose by the recipient's domain (`[routes.name]`).
+    #[serde(default)]
+    routes: BTreeMap<String, RouteEntry>,
     /// The delivery log of every profile that sets none (`log`, `log_facility`).
     log: Option<String>,
     log_facility: Option<String>,
@@ -994,6 +1039,113 @@ impl ConfigFile {
             .transpose()
     }
 
+    /// The route called `name` (else the `default` one, when it names a route), its
+    /// profiles checked; `None` when the name is not a route's. A list that is empty,
+    /// names an unknown profile, a profile twice or another list; a rule that is not
+    /// `"*@domain"` or `"*"`, rules without `"*"`, or rules naming rules; a route named
+    /// like a profile, which would hide it: each is 78 naming `routes.NAME`. Routes nest
+    /// at most once (rules may name a list), so none can loop.
+    pub(crate) fn route(&self, name: Option<&str>) -> Result<Option<Routing>> {
+        let Some((name, entry)) = name
+            .or(self.default.as_deref())
+            .and_then(|name| self.routes.get_key_value(name))
+        else {
+            return Ok(None);
+        };
+        let key = format!("routes.{name}");
+        if self.profiles.contains_key(name) {
+            return Err(Error::config(format!(
+                "{key}: there is also a [profiles.{name}]: give the route and the profile \
+                 different names"
+            )));
+        }
+        let rules = match entry {
+            RouteEntry::List(members) => {
+                return Ok(Some(Routing {
+                    name: name.clone(),
+                    chain: self.chain(&key, members)?,
+                    domains: Vec::new(),
+                }));
+            }
+            RouteEntry::Rules(rules) => rules,
+        };
+        let mut chain = None;
+        let mut domains = Vec::new();
+        for (pattern, target) in rules {
+            let key = format!("{key}.{pattern:?}");
+            let hops = match self.routes.get(target) {
+                Some(RouteEntry::List(members)) => self.chain(&key, members)?,
+                Some(RouteEntry::Rules(_)) => {
+                    return Err(Error::config(format!(
+                        "{key}: {target:?} has rules of its own: a rule names a profile or a \
+                         list of profiles"
+                    )));
+                }
+                None => self.chain(&key, std::slice::from_ref(target))?,
+            };
+            match rule_domain(pattern) {
+                Some(None) => chain = Some(hops),
+                Some(Some(domain)) => domains.push((domain, hops)),
+                None => {
+                    return Err(Error::config(format!(
+                        "{key}: not a rule: write \"*@example.com\" (the recipients of one \
+                         domain) or \"*\" (every other recipient)"
+                    )));
+                }
+            }
+        }
+        let chain = chain.ok_or_else(|| {
+            Error::config(format!(
+                "{key}: no \"*\" rule: add \"*\" = \"PROFILE\" for the recipients no other \
+                 rule names"
+            ))
+        })?;
+        Ok(Some(Routing {
+            name: name.clone(),
+            chain,
+            domains,
+        }))
+    }
+
+    /// The profiles `members` of the route key `key`, checked, first apart.
+    fn chain(&self, key: &str, members: &[String]) -> Result<(Hop, Vec<Hop>)> {
+        let bad = |what: String| Error::config(format!("{key}: {what}"));
+        let mut hops: Vec<Hop> = Vec::with_capacity(members.len());
+        for member in members {
+            if key.strip_prefix("routes.") == Some(member.as_str()) {
+                return Err(bad("a route cannot list itself".into()));
+            }
+            if self.routes.contains_key(member) {
+                return Err(bad(format!(
+                    "{member:?} is a route: a list names profiles, not other routes (list \
+                     its profiles instead)"
+                )));
+            }
+            if hops.iter().any(|(n, _)| n == member) {
+                return Err(bad(format!("{member:?} is listed twice")));
+            }
+            let Some(entry) = self.profiles.get(member) else {
+                // The unknown-profile error, with its suggestion and list.
+                return Err(match self.entry(Some(member)) {
+                    Err(e) => bad(e.message().to_owned()),
+                    Ok(_) => bad(format!("no profile {member:?}")),
+                });
+            };
+            let mut profile = entry.clone().into_profile(member)?;
+            profile.log = self.log_settings(member, entry)?;
+            hops.push((member.clone(), profile));
+        }
+        let mut hops = hops.into_iter();
+        let first = hops.next().ok_or_else(|| {
+            bad(
+                "the list is empty: name the profiles to try, in order, like \
+                 [\"primary\", \"backup\"]"
+                    .into(),
+            )
+        })?;
+        Ok((first, hops.collect()))
+    }
+
     /// Where the profile `name`'s delivery log goes: its `log` and `log_facility`, else
     /// the file's top-level ones.
     fn log_settings(&self, name: &str, entry: &ProfileEntry) -> Result<LogSettings> {
@@ -1006,9 +1158,19 @@ impl ConfigFile {
 
     /// The `outbox_dir` of the profile called `name` (else the `default` one), without
     /// checking the rest of it: the outbox commands need only that key.
+    /// A route's outbox is its first profile's (its `"*"` rule's, with rules; a list's
+    /// name there names no profile, and so no outbox_dir).
     pub(crate) fn outbox_dir_of(&self, name: Option<&str>) -> Result<Option<PathBuf>> {
+        let first = match name
+            .or(self.default.as_deref())
+            .and_then(|name| self.routes.get(name))
+        {
+            Some(RouteEntry::List(members)) => members.first(),
+            Some(RouteEntry::Rules(rules)) => rules.get("*"),
+            None => None,
+        };
         Ok(self
-            .entry(name)?
+            .entry(first.map(String::as_str).or(name))?
             .and_then(|(_, entry)| entry.outbox_dir.clone()))
     }
 
@@ -1641,6 +1803,75 @@ mod tests {
         let (_, b) = file.select(Some("b")).unwrap().unwrap();
         let err = smtp(b).login.unwrap_err();
         assert!(err.message().contains("is for auth"), "{err}");
+    }
+
+    #[test]
+    fn a_route_lists_profiles_in_order_and_is_checked_when_used() {
+        let base = "[profiles.a]\nhost = \"a.example\"\n[profiles.b]\nhost = \"b.example\"\n";
+        let file = parse(&format!(
+            "default = \"ab\"\n{base}[routes]\nab = [\"b\", \"a\"]\n"
+        ));
+        let routing = file.route(None).unwrap().unwrap();
+        let ((first, _), rest) = &routing.chain;
+        assert_eq!((routing.name.as_str(), first.as_str()), ("ab", "b"));
+        let rest: Vec<&str> = rest.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(rest, ["a"]);
+        assert!(routing.domains.is_empty());
+        assert!(
+            file.route(Some("a")).unwrap().is_none(),
+            "a profile, not a route"
+        );
+        for (routes, says) in [
+            ("x = []", "routes.x: the list is empty"),
+            ("x = [\"a\", \"c\"]", "routes.x: no profile \"c\""),
+            ("x = [\"a\", \"a\"]", "routes.x: \"a\" is listed twice"),
+            (
+                "x = [\"a\", \"y\"]\ny = [\"b\"]",
+                "routes.x: \"y\" is a route",
+            ),
+            ("x = [\"x\"]", "routes.x: a route cannot list itself"),
+            ("a = [\"b\"]", "routes.a: there is also a [profiles.a]"),
+            ("x = { \"*@c.example\" = \"a\" }", "routes.x: no \"*\" rule"),
+            (
+                "x = { \"c.example\" = \"a\", \"*\" = \"b\" }",
+                "routes.x.\"c.example\": not a rule",
+            ),
+            (
+                "x = { \"*\" = \"nope\" }",
+                "routes.x.\"*\": no profile \"nope\"",
+            ),
+            (
+                "x = { \"*\" = \"y\" }\ny = { \"*\" = \"a\" }",
+                "\"y\" has rules of its own",
+            ),
+        ] {
+            let file = parse(&format!("{base}[routes]\n{routes}\n"));
+            let name = &routes[..1];
+            let err = file.route(Some(name)).unwrap_err();
+            assert_eq!(err.kind(), crate::error::ErrorKind::Config);
+            assert!(err.message().contains(says), "{routes}: {err}");
+        }
+    }
+
+    #[test]
+    fn rules_choose_a_profile_or_a_list_by_recipient_domain() {
+        let file = parse(
+            "[profiles.a]\nhost = \"a.example\"\n[profiles.b]\nhost = \"b.example\"\n\
+             [profiles.c]\nhost = \"c.example\"\n[routes]\nbc = [\"b\", \"c\"]\n\
+             [routes.mail]\n\"*@Contoso.com\" = \"a\"\n\"*\" = \"bc\"\n",
+        );
+        let routing = file.route(Some("mail")).unwrap().unwrap();
+        let ((first, _), rest) = &routing.chain;
+        assert_eq!(
+            (first.as_str(), rest.len()),
+            ("b", 1),
+            "\"*\" names the list bc"
+        );
+        let [(domain, ((profile, _), others))] = routing.domains.as_slice() else {
+            panic!("one domain rule");
+        };
+        assert_eq!((domain.as_str(), profile.as_str()), ("contoso.com", "a"));
+        assert!(others.is_empty());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::profile::config::{self, Profile, Transport, profile_from_url};
+use crate::profile::config::{self, Hop, Profile, Transport, profile_from_url};
 use crate::profile::env::Env;
 
 /// How a message reaches its server: a profile of a config file, or a URL. Stored in
@@ -29,8 +29,53 @@ pub struct Connection {
     pub name: String,
     /// The checked profile.
     pub profile: Profile,
-    /// The file and profile actually used (absolute path), or the URL.
+    /// The file and profile actually used (absolute path), or the URL; the route's
+    /// name when the connection is a route of `[routes]`.
     pub route: Route,
+    /// The other profiles of a route (`[routes]`), in the order they are tried when the
+    /// ones before certainly did not take a message; empty for a single profile.
+    pub fallbacks: Vec<(String, Profile)>,
+    /// A route's rules by recipient domain: the domain (lowercase) and the connection
+    /// of its recipients; the others go through this one.
+    pub by_domain: Vec<(String, Connection)>,
+}
+
+impl Connection {
+    /// Its profiles with their names, in the order a message tries them: its own first.
+    pub fn hops(&self) -> impl Iterator<Item = (&str, &Profile)> {
+        std::iter::once((self.name.as_str(), &self.profile)).chain(
+            self.fallbacks
+                .iter()
+                .map(|(name, profile)| (name.as_str(), profile)),
+        )
+    }
+
+    /// Every profile a message may go through: [`Connection::hops`], then those of its
+    /// domain rules.
+    pub fn profiles(&self) -> Vec<(&str, &Profile)> {
+        let mut all: Vec<(&str, &Profile)> = self.hops().collect();
+        for (_, rule) in &self.by_domain {
+            all.extend(rule.hops());
+        }
+        all
+    }
+
+    /// The profile called `name` among [`Connection::profiles`].
+    pub fn hop(&self, name: &str) -> Option<&Profile> {
+        self.profiles()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, p)| p)
+    }
+
+    /// The connection of `recipient`'s domain rule, else this one.
+    pub fn for_recipient(&self, recipient: &lettre::Address) -> &Connection {
+        let domain = recipient.domain().to_lowercase();
+        self.by_domain
+            .iter()
+            .find(|(d, _)| *d == domain)
+            .map_or(self, |(_, rule)| rule)
+    }
 }
 
 impl Route {
@@ -43,6 +88,8 @@ impl Route {
                 name: "--smtp-url".into(),
                 profile: with_proxy_env(profile_from_url(url)?, env)?,
                 route: self.clone(),
+                fallbacks: Vec::new(),
+                by_domain: Vec::new(),
             }));
         }
         let Some((path, source)) = config::locate(self.config.as_deref(), env) else {
@@ -50,17 +97,49 @@ impl Route {
         };
         let file = config::load_located(&path, source, env)?;
         let path = std::path::absolute(&path).unwrap_or(path);
+        let ready = |(name, profile): (String, Profile)| -> Result<(String, Profile)> {
+            let profile = with_proxy_env(unless_starter(profile, &name, &path), env)?;
+            Ok((name, profile))
+        };
+        if let Some(routing) = file.route(self.profile.as_deref())? {
+            let route = Route {
+                config: Some(path.clone()),
+                profile: Some(routing.name),
+                smtp_url: None,
+            };
+            let connect = |(first, rest): (Hop, Vec<Hop>)| -> Result<Connection> {
+                let (name, profile) = ready(first)?;
+                Ok(Connection {
+                    name,
+                    profile,
+                    route: route.clone(),
+                    fallbacks: rest.into_iter().map(ready).collect::<Result<_>>()?,
+                    by_domain: Vec::new(),
+                })
+            };
+            let by_domain = routing
+                .domains
+                .into_iter()
+                .map(|(domain, chain)| Ok((domain, connect(chain)?)))
+                .collect::<Result<_>>()?;
+            return Ok(Some(Connection {
+                by_domain,
+                ..connect(routing.chain)?
+            }));
+        }
         file.select(self.profile.as_deref())?
             .map(|(name, profile)| {
-                let profile = with_proxy_env(unless_starter(profile, &name, &path), env)?;
+                let (name, profile) = ready((name, profile))?;
                 Ok(Connection {
                     route: Route {
-                        config: Some(path),
+                        config: Some(path.clone()),
                         profile: Some(name.clone()),
                         smtp_url: None,
                     },
                     name,
                     profile,
+                    fallbacks: Vec::new(),
+                    by_domain: Vec::new(),
                 })
             })
             .transpose()

@@ -53,10 +53,12 @@ pub fn show(flags: &Flags, env: &Env) -> Result<Shown> {
     let connection = match &resolved.connection {
         None => None,
         Some(connection) => {
+            // A route's first profile: the one whose keys (from, dkim, outbox) apply.
             let entry = match (&connection.route.config, &connection.route.profile) {
-                (Some(path), Some(name)) => {
+                (Some(path), Some(_)) => {
                     let file = config::load(path, true)?;
-                    file.entry(Some(name))?.map(|(_, entry)| entry.clone())
+                    file.entry(Some(&connection.name))?
+                        .map(|(_, entry)| entry.clone())
                 }
                 _ => None,
             };

@@ -27,6 +27,7 @@ mod outbox;
 mod reach;
 mod reference;
 mod reliability;
+mod routes;
 mod send;
 mod sendmail;
 mod spam;

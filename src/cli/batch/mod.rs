@@ -58,6 +58,16 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
     let started = Instant::now();
     let resolved = resolve(&args.flags(), &Env::from_process()?)?;
     let connection = resolved.connection()?;
+    if !connection.fallbacks.is_empty() || !connection.by_domain.is_empty() {
+        // Its sessions are kept open per profile: a route would need one set per profile,
+        // and a record must not silently take the first profile alone.
+        return Err(Error::config(format!(
+            "--profile {}: a route ([routes]) is for send and sendmail; batch sends through \
+             one profile: give --profile {} (or another of the route's) instead",
+            connection.route.profile.as_deref().unwrap_or_default(),
+            connection.name,
+        )));
+    }
     if let Some(Rate {
         most_sessions: Some((provider, most)),
         ..

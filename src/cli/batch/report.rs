@@ -799,7 +799,7 @@ pub(super) fn result_line(
         message_id: Some(message_id),
         recipients,
         data_reply,
-        service_id: report.service.as_ref().and_then(|s| s.id.clone()),
+        service_id: report.service().and_then(|s| s.id.clone()),
         exit_code,
         error: error.map(|e| e.message().to_owned()),
         subject: None,

@@ -28,7 +28,7 @@ use crate::deliver::deadline::{cut_to_deadline, deadline_passed};
 use crate::deliver::http::{Answer, Client, NoAnswer, printable};
 use crate::deliver::oauth2;
 use crate::deliver::observe::{Notice, Observer, Transcript};
-use crate::deliver::outcome::{BatchSent, Failure, RcptReply, Report, ServiceReceipt};
+use crate::deliver::outcome::{BatchSent, Extras, Failure, RcptReply, Report, ServiceReceipt};
 use crate::deliver::retry::{Policy, next_attempt};
 use crate::deliver::transport::Transport;
 use crate::error::{Error, ErrorKind, Result};
@@ -356,9 +356,13 @@ impl ApiTransport {
             refused: Vec::new(),
             data_reply: Some((status, words)),
             attempts,
-            service: Some(Box::new(ServiceReceipt {
-                service: self.api.service.name(),
-                id,
+            payload_sent: true,
+            extras: Some(Box::new(Extras {
+                service: Some(ServiceReceipt {
+                    service: self.api.service.name(),
+                    id,
+                }),
+                ..Extras::default()
             })),
         }
     }
@@ -378,29 +382,27 @@ impl Transport for ApiTransport {
         let mut attempts = 0;
         let mut refreshed = false;
         let mut fresh = false;
+        // Some request's body went out: a later failure no longer proves nobody has it.
+        let mut body_went = false;
         loop {
-            if policy.deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(Failure {
-                    error: deadline_passed(),
-                    report: Report {
-                        attempts,
-                        ..Report::default()
-                    },
-                });
-            }
-            let timeout = cut_to_deadline(self.api.timeout, policy.deadline);
-            let failed = |error: Error, attempts: u32| Failure {
+            let failed = |error: Error, attempts: u32, body_went: bool| Failure {
                 error,
                 report: Report {
                     attempts,
+                    payload_sent: body_went,
                     ..Report::default()
                 },
             };
+            if policy.deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(failed(deadline_passed(), attempts, body_went));
+            }
+            let timeout = cut_to_deadline(self.api.timeout, policy.deadline);
             self.take_token(std::mem::take(&mut fresh), timeout)
-                .map_err(|e| failed(e, attempts))?;
+                .map_err(|e| failed(e, attempts, body_went))?;
             attempts += 1;
             let exchanged = self.exchange(&request, policy.deadline);
             self.unreachable = exchanged.as_ref().is_err_and(|r| r.unreached);
+            body_went |= exchanged.as_ref().is_err_and(|r| !r.unreached);
             let refusal = match exchanged {
                 Ok((status, id)) => {
                     let report = self.accepted_report(prepared, status, id, attempts);
@@ -421,7 +423,7 @@ impl Transport for ApiTransport {
             }
             let Some(wait) = next_attempt(&refusal.error, attempts, policy, refusal.retry_after)
             else {
-                return Err(failed(refusal.error, attempts));
+                return Err(failed(refusal.error, attempts, body_went));
             };
             observer.notice(Notice::Retrying {
                 reason: refusal.error,
