@@ -42,7 +42,7 @@ fn exit_codes_help() -> String {
 /// Flags left out of `-h` (still in `--help` and the man pages): the rarely needed ones,
 /// so that `envoi send -h` fits on a screen. Listed here, by clap id, rather than on each
 /// flag, so that one place says what the short help keeps.
-const LONG_HELP_ONLY: [&str; 18] = [
+const LONG_HELP_ONLY: [&str; 19] = [
     "read_receipt",
     "delivery_receipt",
     "allow_empty",
@@ -60,6 +60,7 @@ const LONG_HELP_ONLY: [&str; 18] = [
     "retry_max_secs",
     "allow_partial",
     "outbox_dir",
+    "ledger",
     "quiet",
 ];
 
