@@ -41,7 +41,12 @@ pub fn open(resolved: &Resolved, deadline: Instant) -> Result<Box<dyn Ledger>> {
                 Origin::Variable(name) => format!("${name}"),
                 Origin::File | Origin::Default => "the profile's `ledger`".to_owned(),
             };
-            Ok(Box::new(PgLedger::connect(&what, url, deadline)?))
+            Ok(Box::new(PgLedger::connect(
+                &what,
+                url,
+                resolved.ledger_password.as_ref(),
+                deadline,
+            )?))
         }
         None => Ok(Box::new(FileLedger {
             dir: resolved.outbox_dir()?.to_path_buf(),

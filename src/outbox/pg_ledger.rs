@@ -31,6 +31,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use crate::deliver::tls_client_config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::outbox::idempotency::{FirstSend, FirstStatus, RETENTION, check_key};
+use crate::profile::PasswordSource;
 
 /// The schema this envoi writes; a database with a newer one is refused (78).
 const SCHEMA_VERSION: i32 = 1;
@@ -210,9 +211,16 @@ fn cause(e: &postgres::Error) -> String {
 
 impl PgLedger {
     /// Connects to the ledger `url` (named `what` in errors) within `deadline`, and makes
-    /// its tables on first use. Unreachable: 75, and nothing may be sent; a refused
-    /// login or certificate: 77; a bad URL: 78.
-    pub(super) fn connect(what: &str, url: &str, deadline: Instant) -> Result<PgLedger> {
+    /// its tables on first use. The password comes from `password` (the config file's
+    /// `ledger_password_env` or `ledger_password_command`), else `$PGPASSWORD`.
+    /// Unreachable: 75, and nothing may be sent; a refused login or certificate: 77; a
+    /// bad URL, or a password source that gives nothing: 78.
+    pub(super) fn connect(
+        what: &str,
+        url: &str,
+        password: Option<&PasswordSource>,
+        deadline: Instant,
+    ) -> Result<PgLedger> {
         let target = parse(what, url)?;
         let place = target.place();
         let time = left(deadline, "connecting to the idempotency ledger")?;
@@ -227,9 +235,18 @@ impl PgLedger {
             .tcp_user_timeout(time)
             // Each statement is bounded by the server too (a lock held by a stuck session).
             .options(&format!("-c statement_timeout={}", time.as_millis().max(1)));
-        // The secret from where libpq's tools take it; never echoed.
-        if let Some(password) = std::env::var_os("PGPASSWORD").filter(|p| !p.is_empty()) {
-            config.password(password.as_encoded_bytes());
+        // The secret from the source beside the URL, else from where libpq's tools take
+        // it; never echoed.
+        match password {
+            Some(source) => {
+                let password = source.fetch_as("ledger_password", time)?;
+                config.password(password.expose());
+            }
+            None => {
+                if let Some(password) = std::env::var_os("PGPASSWORD").filter(|p| !p.is_empty()) {
+                    config.password(password.as_encoded_bytes());
+                }
+            }
         }
         let connected = match &target.tls {
             None => config.ssl_mode(SslMode::Disable).connect(NoTls),
@@ -240,7 +257,7 @@ impl PgLedger {
                     .connect(MakeRustlsConnect::new((*tls).clone()))
             }
         };
-        let client = connected.map_err(|e| connect_error(&e, &target, &place))?;
+        let client = connected.map_err(|e| connect_error(&e, &target, &place, password))?;
         let host = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "?".to_owned());
@@ -454,8 +471,19 @@ fn status_of(text: &str) -> Result<FirstStatus> {
 
 /// A failed connection in words: a refused login is 77, a certificate 77, a missing
 /// password 78, anything else 75 (the database may come back).
-fn connect_error(e: &postgres::Error, target: &Target, place: &str) -> Error {
+fn connect_error(
+    e: &postgres::Error,
+    target: &Target,
+    place: &str,
+    password: Option<&PasswordSource>,
+) -> Error {
     let why = cause(e);
+    let source = match password {
+        Some(PasswordSource::Env(_)) => "the variable ledger_password_env names",
+        Some(PasswordSource::Command(_)) => "what ledger_password_command prints",
+        // The config file has no inline ledger password; only the two keys above.
+        Some(PasswordSource::Inline(_)) | None => "$PGPASSWORD",
+    };
     let (kind, fix) = match e.code() {
         Some(code)
             if *code == SqlState::INVALID_PASSWORD
@@ -464,14 +492,14 @@ fn connect_error(e: &postgres::Error, target: &Target, place: &str) -> Error {
             (
                 ErrorKind::AuthRefused,
                 format!(
-                    "check the user ({}) and the password in $PGPASSWORD",
+                    "check the user ({}) and the password in {source}",
                     target.user
                 ),
             )
         }
         _ if why.contains("password missing") => (
             ErrorKind::Config,
-            "the server asks for a password: set $PGPASSWORD".to_owned(),
+            format!("the server asks for a password: set {source}"),
         ),
         _ if why.starts_with("error performing TLS handshake") => (
             ErrorKind::Certificate,

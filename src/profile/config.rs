@@ -84,8 +84,11 @@ pub(crate) struct ConfigFile {
     /// The delivery log of every profile that sets none (`log`, `log_facility`).
     log: Option<String>,
     log_facility: Option<String>,
-    /// The idempotency ledger of every profile that sets none (`ledger`).
+    /// The idempotency ledger of every profile that sets none (`ledger`), and where its
+    /// database password comes from (`ledger_password_env`, `ledger_password_command`).
     ledger: Option<String>,
+    ledger_password_env: Option<String>,
+    ledger_password_command: Option<String>,
     /// Where it was read from, for errors that must name it.
     #[serde(skip)]
     path: PathBuf,
@@ -141,6 +144,8 @@ pub(super) struct ProfileEntry {
     pub(super) log: Option<String>,
     pub(super) log_facility: Option<String>,
     pub(super) ledger: Option<String>,
+    pub(super) ledger_password_env: Option<String>,
+    pub(super) ledger_password_command: Option<String>,
 }
 
 /// The `transport` key.
@@ -264,9 +269,52 @@ pub struct Profile {
     pub from_url: bool,
     /// Where its delivery log goes (`log`, `log_facility`, the profile's over the file's).
     pub log: LogSettings,
-    /// The shared idempotency ledger (`ledger = "postgres://…"`, the profile's over the
+    /// The shared idempotency ledger (`ledger = "postgres://…"` with the source of its
+    /// password, when one is given beside it; the profile's over the
     /// file's), as written: the outbox layer reads it, and only when a key is given.
-    pub ledger: Option<String>,
+    pub ledger: Option<LedgerKeys>,
+}
+
+/// A config file's `ledger` key and the password source written beside it (the
+/// profile's, or the file's top level: a password always goes to the URL it was given
+/// with, never to one a flag or variable chose).
+#[derive(Debug, Clone)]
+pub struct LedgerKeys {
+    /// `postgres://USER@HOST:PORT/DB`, as written.
+    pub url: String,
+    /// `ledger_password_env` or `ledger_password_command`; `None`: `$PGPASSWORD`.
+    pub password: Option<PasswordSource>,
+}
+
+/// The ledger keys of one level of the file (a profile, or the top): 78 when both
+/// password keys are given, or one without `ledger` beside it.
+fn ledger_keys(
+    level: &str,
+    url: Option<&String>,
+    env: Option<&String>,
+    command: Option<&String>,
+) -> Result<Option<LedgerKeys>> {
+    let password = match (env, command) {
+        (Some(_), Some(_)) => {
+            return Err(Error::config(format!(
+                "{level}: give only one of ledger_password_env and ledger_password_command"
+            )));
+        }
+        (Some(var), None) => Some(PasswordSource::Env(var.clone())),
+        (None, Some(command)) => Some(PasswordSource::Command(command.clone())),
+        (None, None) => None,
+    };
+    match url {
+        Some(url) => Ok(Some(LedgerKeys {
+            url: url.clone(),
+            password,
+        })),
+        None if password.is_some() => Err(Error::config(format!(
+            "{level}: a ledger password key is set but ledger is not; set ledger = \
+             \"postgres://USER@HOST:PORT/DB\" beside it"
+        ))),
+        None => Ok(None),
+    }
 }
 
 /// The keys only sendmail mode reads, named as msmtp names those it shares.
@@ -996,29 +1044,36 @@ fn check_file(path: &Path, file: &ConfigFile) -> Result<()> {
             Owner::MeOrRoot,
         )?;
     }
-    if any(|p| {
-        p.password_command.is_some()
-            || p.token_command.is_some()
-            || p.oauth2.as_ref().is_some_and(OAuth2Entry::runs_a_command)
-    }) {
+    if file.ledger_password_command.is_some()
+        || any(|p| {
+            p.password_command.is_some()
+                || p.token_command.is_some()
+                || p.ledger_password_command.is_some()
+                || p.oauth2.as_ref().is_some_and(OAuth2Entry::runs_a_command)
+        })
+    {
         ownership::check_trusted_file(
             path,
             WHAT,
-            "runs a command (password_command, token_command or an oauth2 *_command)",
+            "runs a command (password_command, token_command, ledger_password_command or an \
+             oauth2 *_command)",
             Owner::MeOrRoot,
         )?;
     }
-    if any(|p| {
-        p.password_env.is_some()
-            || p.token_env.is_some()
-            || p.oauth2.is_some()
-            || p.proxy_password_env.is_some()
-    }) {
+    if file.ledger_password_env.is_some()
+        || any(|p| {
+            p.password_env.is_some()
+                || p.token_env.is_some()
+                || p.oauth2.is_some()
+                || p.proxy_password_env.is_some()
+                || p.ledger_password_env.is_some()
+        })
+    {
         ownership::check_trusted_file(
             path,
             WHAT,
-            "says where a secret goes (password_env, token_env, proxy_password_env or an \
-             oauth2 table)",
+            "says where a secret goes (password_env, token_env, proxy_password_env, \
+             ledger_password_env or an oauth2 table)",
             Owner::MeOrRoot,
         )?;
     }
@@ -1033,7 +1088,19 @@ impl ConfigFile {
             .map(|(name, entry)| {
                 let mut profile = entry.clone().into_profile(name)?;
                 profile.log = self.log_settings(name, entry)?;
-                profile.ledger = entry.ledger.clone().or_else(|| self.ledger.clone());
+                let own = ledger_keys(
+                    &format!("profile {name:?}"),
+                    entry.ledger.as_ref(),
+                    entry.ledger_password_env.as_ref(),
+                    entry.ledger_password_command.as_ref(),
+                )?;
+                let top = ledger_keys(
+                    &format!("{} (top level)", self.path.display()),
+                    self.ledger.as_ref(),
+                    self.ledger_password_env.as_ref(),
+                    self.ledger_password_command.as_ref(),
+                )?;
+                profile.ledger = own.or(top);
                 Ok((name.to_owned(), profile))
             })
             .transpose()

@@ -23,8 +23,8 @@ mod show;
 mod suggest;
 
 pub use config::{
-    ApiProfile, Auth, ConfigSource, Profile, ProfileSummary, SecretSource, Security, SendmailKeys,
-    Service, SmtpProfile, Transport, profile_from_url,
+    ApiProfile, Auth, ConfigSource, LedgerKeys, Profile, ProfileSummary, SecretSource, Security,
+    SendmailKeys, Service, SmtpProfile, Transport, profile_from_url,
 };
 pub use dkim::Dkim;
 #[cfg(unix)]

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::profile::config;
 use crate::profile::env::{Env, Flags, Origin};
 use crate::profile::log::{LogDest, LogSettings};
+use crate::profile::password::PasswordSource;
 use crate::profile::route::{Connection, Route};
 
 /// The flag's value, else the variable's, with where it came from.
@@ -43,6 +44,9 @@ pub struct Resolved {
     /// `--ledger`, else `$ENVOI_LEDGER`, else the profile's (or the file's) `ledger`:
     /// where idempotency keys are kept instead of the outbox folder, and what set it.
     pub ledger: Option<(String, Origin)>,
+    /// Where the ledger's password comes from when the file's `ledger` is the one used
+    /// and names a source beside it; else `$PGPASSWORD`.
+    pub ledger_password: Option<PasswordSource>,
     outbox_dir: Option<PathBuf>,
     config_flag: Option<PathBuf>,
     env: Env,
@@ -88,6 +92,15 @@ pub fn resolve(flags: &Flags, env: &Env) -> Result<Resolved> {
             None => (env.platform_outbox.clone(), Origin::Default),
         },
     };
+    let file_ledger = connection.as_ref().and_then(|c| c.profile.ledger.clone());
+    let (ledger, ledger_password) =
+        match flag_or_variable((&flags.ledger, "--ledger"), (&env.ledger, "ENVOI_LEDGER")) {
+            Some(given) => (Some(given), None),
+            None => match file_ledger {
+                Some(keys) => (Some((keys.url, Origin::File)), keys.password),
+                None => (None, None),
+            },
+        };
     Ok(Resolved {
         connection_origin,
         outbox_dir_origin,
@@ -96,13 +109,8 @@ pub fn resolve(flags: &Flags, env: &Env) -> Result<Resolved> {
             .clone()
             .or_else(|| env.idempotency_key.clone()),
         log: log_flag(flags, env)?,
-        ledger: flag_or_variable((&flags.ledger, "--ledger"), (&env.ledger, "ENVOI_LEDGER"))
-            .or_else(|| {
-                connection
-                    .as_ref()
-                    .and_then(|c| c.profile.ledger.clone())
-                    .map(|url| (url, Origin::File))
-            }),
+        ledger,
+        ledger_password,
         connection,
         outbox_dir,
         config_flag: flags.config.clone(),
@@ -145,6 +153,7 @@ pub fn resolve_outbox(flags: &Flags, env: &Env) -> Result<Resolved> {
         idempotency_key: None,
         log: log_flag(flags, env)?,
         ledger: None,
+        ledger_password: None,
         outbox_dir,
         config_flag: flags.config.clone(),
         env: env.clone(),

@@ -545,3 +545,70 @@ fn sendmail_on_two_hosts_with_the_profiles_ledger_sends_once() {
     }
     assert_eq!(server.messages().len(), 1, "both hosts sent");
 }
+
+/// The ledger's password from the config file's own secret sources, beside the `ledger`
+/// key: `ledger_password_command` on one host, `ledger_password_env` on another, no
+/// `$PGPASSWORD` anywhere; one message. A wrong one is 77 naming the key, never the
+/// password; a password key without `ledger` beside it is 78 before anything is sent.
+#[test]
+fn the_ledger_password_comes_from_the_profiles_own_sources() {
+    let server = TestServer::start(ServerOptions::default());
+    let profile_with = |host: &Machine, line: &str| {
+        let dir = host.home.path().join(".config/envoi");
+        fs::create_dir_all(&dir).unwrap();
+        Config::new(server.port(), "none")
+            .line(&format!("ledger = \"{}\"", ledger_url()))
+            .line(line)
+            .write(&dir);
+    };
+    let send = |host: &Machine| {
+        let mut cmd = envoi(host.home.path());
+        cmd.env("ENVOI_IDEMPOTENCY_KEY", "nightly-report-2026-12-08")
+            .env("LEDGER_SECRET", LEDGER_PASSWORD)
+            .args([
+                "send",
+                "--from",
+                "ci@example.com",
+                "--to",
+                "ops@example.com",
+            ])
+            .args(["--subject", "nightly"])
+            .args(["--body", "ok", "--json"]);
+        cmd
+    };
+    let by_command = Machine::new();
+    profile_with(
+        &by_command,
+        &format!("ledger_password_command = \"printf %s '{LEDGER_PASSWORD}'\""),
+    );
+    let first = send(&by_command).expect_exit(0);
+    let by_env = Machine::new();
+    profile_with(&by_env, "ledger_password_env = \"LEDGER_SECRET\"");
+    let second = send(&by_env).expect_exit(0);
+    let (first, second) = (first.json(), second.json());
+    assert_eq!(text(&second, "status"), "duplicate", "{second}");
+    assert_eq!(text(&second, "message_id"), text(&first, "message_id"));
+    assert_eq!(server.messages().len(), 1);
+
+    let wrong = Machine::new();
+    profile_with(&wrong, "ledger_password_env = \"WRONG_SECRET\"");
+    let refused = send(&wrong)
+        .env("WRONG_SECRET", "Wrong-Canary-8d2e")
+        .expect_exit(77);
+    assert!(
+        refused.output().contains("ledger_password_env"),
+        "{refused}"
+    );
+    assert!(!refused.output().contains("Wrong-Canary-8d2e"), "{refused}");
+    assert_no_ledger_password(&refused);
+
+    let orphan = Machine::new();
+    let dir = orphan.home.path().join(".config/envoi");
+    fs::create_dir_all(&dir).unwrap();
+    Config::new(server.port(), "none")
+        .line("ledger_password_env = \"LEDGER_SECRET\"")
+        .write(&dir);
+    let run = send(&orphan).expect_exit(78);
+    assert!(run.output().contains("ledger is not"), "{run}");
+    assert_eq!(server.messages().len(), 1, "a refused run sent");
+}
