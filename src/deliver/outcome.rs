@@ -146,6 +146,9 @@ impl Failure {
         self.error.kind() == ErrorKind::Temporary
             && !self.report.payload_sent
             && self.report.delivered.is_empty()
+            // A 550 beside a 450 makes the whole a temporary failure; the 550 still
+            // stands, and another relay must not deliver what this one refused for good.
+            && !self.report.refused.iter().any(RcptReply::is_permanent)
     }
 }
 

@@ -344,3 +344,29 @@ fn one_route_failing_is_the_exit_code_and_the_other_route_keeps_its_copy() {
     assert_eq!(second.messages().len(), 1);
     assert_eq!(second.messages()[0].rcpt_to, ["bob@example.org"]);
 }
+
+/// A 550 for one recipient beside a 450 for another makes the send temporary (75), but the
+/// 550 stands: the second relay must not deliver what the first refused for good, so the
+/// route does not fall over at all.
+#[test]
+fn a_recipient_refused_for_good_is_never_sent_through_the_next_profile() {
+    let first = TestServer::start(ServerOptions {
+        refuse_rcpt: vec![
+            ("gone@example.com".to_owned(), 550),
+            ("busy@example.com".to_owned(), 450),
+        ],
+        ..ServerOptions::default()
+    });
+    let r = Relays::plain(first.port());
+    let run = send(r.home.path(), Route::Config(&r.config))
+        .args(["--to", "gone@example.com;busy@example.com"])
+        .args(["--subject", "routes", "--retries", "0", "--json"])
+        .expect_exit(75);
+    assert!(
+        !run.stderr.contains("trying profile second"),
+        "it fell over: {}",
+        run.stderr
+    );
+    assert_eq!(r.second.connections(), 0, "{run}");
+    assert!(first.messages().is_empty());
+}
