@@ -334,7 +334,15 @@ fn dispatch_unlogged(
             Some((&message_id, FirstStatus::Sent))
         }
         Err(failure) => {
-            ledger.release(key, &failure.error);
+            // With rules by domain, a route whose outcome is unknown keeps the key even
+            // when another route's error is the one reported: a copy may have gone.
+            let unknown = failure
+                .report
+                .parts()
+                .iter()
+                .filter_map(|part| part.error.as_ref())
+                .find(|e| e.kind() == ErrorKind::OutcomeUnknown);
+            ledger.release(key, unknown.unwrap_or(&failure.error));
             None
         }
     };
@@ -450,23 +458,40 @@ fn deliver_by_domain(
         report.data_reply = done.data_reply.or(report.data_reply);
     }
     let code = rule.exit_code();
-    let worst = report.parts().iter().find_map(|part| {
-        let error = part.error.as_ref()?;
-        (error.kind().exit_code() == code).then_some((part, error))
-    });
+    let failed = || {
+        report
+            .parts()
+            .iter()
+            .filter_map(|p| Some((p, p.error.as_ref()?)))
+    };
+    // Of the parts that make the exit code, one whose outcome is unknown is told first: a
+    // refused connection is also 75, and must not hide that a copy may have gone.
+    // (Reversed, as max_by_key keeps the last of equals: the first such part is told.)
+    let worst = failed()
+        .rev()
+        .filter(|(_, e)| e.kind().exit_code() == code)
+        .max_by_key(|(_, e)| e.kind() == ErrorKind::OutcomeUnknown);
     let Some((part, error)) = worst else {
         return Ok(Delivery::Sent { prepared, report });
     };
-    let others = if report.delivered.is_empty() {
-        String::new()
-    } else {
+    let mut others = String::new();
+    if !report.delivered.is_empty() {
         let have: Vec<&str> = report
             .delivered
             .iter()
             .map(|r| r.address.as_str())
             .collect();
-        format!("; delivered to {}", have.join(", "))
-    };
+        others.push_str(&format!("; delivered to {}", have.join(", ")));
+    }
+    for (unknown, _) in
+        failed().filter(|(p, e)| e.kind() == ErrorKind::OutcomeUnknown && !std::ptr::eq(*p, part))
+    {
+        others.push_str(&format!(
+            "; the outcome is unknown for {} (through profile {})",
+            unknown.recipients.join(", "),
+            unknown.route
+        ));
+    }
     let error = Error::new(
         error.kind(),
         format!(

@@ -1085,24 +1085,7 @@ impl ConfigFile {
     /// and no name was asked for.
     pub(crate) fn select(&self, name: Option<&str>) -> Result<Option<(String, Profile)>> {
         self.entry(name)?
-            .map(|(name, entry)| {
-                let mut profile = entry.clone().into_profile(name)?;
-                profile.log = self.log_settings(name, entry)?;
-                let own = ledger_keys(
-                    &format!("profile {name:?}"),
-                    entry.ledger.as_ref(),
-                    entry.ledger_password_env.as_ref(),
-                    entry.ledger_password_command.as_ref(),
-                )?;
-                let top = ledger_keys(
-                    &format!("{} (top level)", self.path.display()),
-                    self.ledger.as_ref(),
-                    self.ledger_password_env.as_ref(),
-                    self.ledger_password_command.as_ref(),
-                )?;
-                profile.ledger = own.or(top);
-                Ok((name.to_owned(), profile))
-            })
+            .map(|(name, entry)| Ok((name.to_owned(), self.profile_of(name, entry)?)))
             .transpose()
     }
 
@@ -1198,9 +1181,7 @@ impl ConfigFile {
                     Ok(_) => bad(format!("no profile {member:?}")),
                 });
             };
-            let mut profile = entry.clone().into_profile(member)?;
-            profile.log = self.log_settings(member, entry)?;
-            hops.push((member.clone(), profile));
+            hops.push((member.clone(), self.profile_of(member, entry)?));
         }
         let mut hops = hops.into_iter();
         let first = hops.next().ok_or_else(|| {
@@ -1211,6 +1192,28 @@ impl ConfigFile {
             )
         })?;
         Ok((first, hops.collect()))
+    }
+
+    /// The profile `name` of `entry` with what it takes from the file's top level (the
+    /// delivery log, the ledger): one way for a profile named alone and for each of a
+    /// route's, so a route keeps every key its profiles would have.
+    fn profile_of(&self, name: &str, entry: &ProfileEntry) -> Result<Profile> {
+        let mut profile = entry.clone().into_profile(name)?;
+        profile.log = self.log_settings(name, entry)?;
+        let own = ledger_keys(
+            &format!("profile {name:?}"),
+            entry.ledger.as_ref(),
+            entry.ledger_password_env.as_ref(),
+            entry.ledger_password_command.as_ref(),
+        )?;
+        let top = ledger_keys(
+            &format!("{} (top level)", self.path.display()),
+            self.ledger.as_ref(),
+            self.ledger_password_env.as_ref(),
+            self.ledger_password_command.as_ref(),
+        )?;
+        profile.ledger = own.or(top);
+        Ok(profile)
     }
 
     /// Where the profile `name`'s delivery log goes: its `log` and `log_facility`, else

@@ -612,3 +612,92 @@ fn the_ledger_password_comes_from_the_profiles_own_sources() {
     assert!(run.output().contains("ledger is not"), "{run}");
     assert_eq!(server.messages().len(), 1, "a refused run sent");
 }
+
+/// A config on `machine` with the top-level `ledger`, the profiles `first` (on
+/// `first_port`, 1 s per command) and `second` (on `second_port`), and `routes` as given.
+fn with_route(machine: &Machine, first_port: u16, second_port: u16, routes: &str) {
+    let dir = machine.home.path().join(".config/envoi");
+    fs::create_dir_all(&dir).unwrap();
+    let profile = |name: &str, port: u16| {
+        format!(
+            "[profiles.{name}]\nhost = \"127.0.0.1\"\nport = {port}\nsecurity = \"none\"\n\
+             from = \"ci@example.com\"\ntimeout_secs = 1\n"
+        )
+    };
+    let text = format!(
+        "default = \"mail\"\nledger = \"{}\"\n\n{}\n{}\n{routes}\n",
+        ledger_url(),
+        profile("first", first_port),
+        profile("second", second_port),
+    );
+    let path = dir.join("config.toml");
+    fs::write(&path, text).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// A send through a route (`default` names it) keeps its key in the file's `ledger` as
+/// a profile named alone does: the first relay down, the second gets the message once,
+/// and another machine with the key is a duplicate.
+#[test]
+fn a_route_keeps_its_key_in_the_files_ledger() {
+    let second = TestServer::start(ServerOptions::default());
+    let closed = free_port();
+    let send = |machine: &Machine| {
+        with_route(
+            machine,
+            closed,
+            second.port(),
+            "[routes]\nmail = [\"first\", \"second\"]",
+        );
+        envoi(machine.home.path())
+            .env("PGPASSWORD", LEDGER_PASSWORD)
+            .args(["send", "--to", "ops@example.com", "--subject", "routed"])
+            .args(["--body", "ok", "--retries", "0", "--json"])
+            .args(["--idempotency-key", "routed-key-1"])
+            .expect_exit(0)
+            .json()
+    };
+    let first = send(&Machine::new());
+    let again = send(&Machine::new());
+    assert_eq!(text(&first, "status"), "sent", "{first}");
+    assert_eq!(text(&again, "status"), "duplicate", "{again}");
+    assert_eq!(second.messages().len(), 1);
+}
+
+/// Rules by domain: contoso.com's route is refused (75, temporary) while the other
+/// route's server takes the message and never answers after the final dot (unknown).
+/// Both are 75; the unknown one is the one told, and the key stays claimed: a second
+/// machine sends nothing.
+#[test]
+fn an_unknown_route_keeps_the_key_whatever_error_is_reported() {
+    let second = TestServer::start(ServerOptions {
+        hang_after_data: true,
+        ..ServerOptions::default()
+    });
+    let closed = free_port();
+    let send = |machine: &Machine| {
+        with_route(
+            machine,
+            closed,
+            second.port(),
+            "[routes.mail]\n\"*@contoso.com\" = \"first\"\n\"*\" = \"second\"",
+        );
+        envoi(machine.home.path())
+            .env("PGPASSWORD", LEDGER_PASSWORD)
+            .args(["send", "--to", "ann@contoso.com;bob@example.org"])
+            .args(["--subject", "split", "--body", "ok", "--retries", "0"])
+            .args(["--timeout", "4", "--json"])
+            .args(["--idempotency-key", "split-key-1"])
+            .expect_exit(75)
+    };
+    let first = send(&Machine::new());
+    let j = first.json();
+    assert_eq!(text(&j, "kind"), "outcome_unknown", "{j}");
+    assert!(
+        text(&j, "message").contains("through profile second to bob@example.org"),
+        "{j}"
+    );
+    assert_eq!(second.unacknowledged().len(), 1);
+    let again = send(&Machine::new());
+    assert_eq!(second.connections(), 1, "a second copy went: {again}");
+}
