@@ -21,6 +21,8 @@
 //! printed. TLS is verified like SMTP's (system roots, or the CA of `sslrootcert=`).
 
 use std::path::PathBuf;
+use std::sync::mpsc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use postgres::config::SslMode;
@@ -223,6 +225,7 @@ impl PgLedger {
     ) -> Result<PgLedger> {
         let target = parse(what, url)?;
         let place = target.place();
+        let shown = place.clone();
         let time = left(deadline, "connecting to the idempotency ledger")?;
         let mut config = Config::new();
         config
@@ -248,16 +251,53 @@ impl PgLedger {
                 }
             }
         }
-        let connected = match &target.tls {
-            None => config.ssl_mode(SslMode::Disable).connect(NoTls),
-            Some(ca_file) => {
-                let tls = tls_client_config(ca_file.as_deref(), None)?;
-                config
-                    .ssl_mode(SslMode::Require)
-                    .connect(MakeRustlsConnect::new((*tls).clone()))
-            }
+        let tls = match &target.tls {
+            None => None,
+            Some(ca_file) => Some(tls_client_config(ca_file.as_deref(), None)?),
         };
-        let client = connected.map_err(|e| connect_error(&e, &target, &place, password))?;
+        // The client bounds only the TCP connect by `connect_timeout`: a server (or a
+        // proxy) that accepts and then never answers would hold the name lookup, the TLS
+        // handshake, the login or the schema statements past any deadline. So they run on
+        // a thread of their own, waited for until the deadline; one still stuck then is
+        // left behind, and this run ends with 75 having sent nothing.
+        let (done, outcome) = mpsc::channel();
+        let source = password.cloned();
+        let worker = thread::Builder::new()
+            .name("envoi-ledger-connect".into())
+            .spawn(move || {
+                let connected = match tls {
+                    None => config.ssl_mode(SslMode::Disable).connect(NoTls),
+                    Some(tls) => config
+                        .ssl_mode(SslMode::Require)
+                        .connect(MakeRustlsConnect::new((*tls).clone())),
+                };
+                let ledger = connected
+                    .map_err(|e| connect_error(&e, &target, &place, source.as_ref()))
+                    .and_then(|client| PgLedger::ready(client, place));
+                // The receiver may have given up at the deadline: nothing to tell then.
+                let _ = done.send(ledger);
+            });
+        if let Err(e) = worker {
+            return Err(Error::new(
+                ErrorKind::Temporary,
+                format!("cannot start a thread to reach the idempotency ledger: {e}"),
+            ));
+        }
+        outcome
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| {
+                Err(Error::new(
+                    ErrorKind::Temporary,
+                    format!(
+                        "the idempotency ledger at {shown} did not answer before the deadline \
+                         (--timeout); nothing was sent; run again once it answers"
+                    ),
+                ))
+            })
+    }
+
+    /// A ledger on `client`, its tables made when missing.
+    fn ready(client: Client, place: String) -> Result<PgLedger> {
         let host = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "?".to_owned());
@@ -497,6 +537,20 @@ fn connect_error(
                 ),
             )
         }
+        Some(code) if *code == SqlState::INVALID_CATALOG_NAME => (
+            ErrorKind::Config,
+            format!(
+                "the database {:?} does not exist there: name one that does in the URL's \
+                 path (postgres://USER@HOST:PORT/DATABASE), or create it",
+                target.dbname
+            ),
+        ),
+        _ if why.contains("server does not support TLS") => (
+            ErrorKind::Certificate,
+            "the server offers no TLS: turn on ssl in its postgresql.conf, or give \
+             ?sslmode=disable for a database on this machine's loopback"
+                .to_owned(),
+        ),
         _ if why.contains("password missing") => (
             ErrorKind::Config,
             format!("the server asks for a password: set {source}"),

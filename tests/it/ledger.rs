@@ -701,3 +701,42 @@ fn an_unknown_route_keeps_the_key_whatever_error_is_reported() {
     let again = send(&Machine::new());
     assert_eq!(second.connections(), 1, "a second copy went: {again}");
 }
+
+/// A ledger that takes the connection and never answers (a wedged server, a proxy in
+/// front of a dead one) is held to the send's deadline: 75 soon after `--timeout`, and
+/// nothing sent. The client's own connect timeout covers only the TCP connect.
+#[test]
+fn a_ledger_that_never_answers_is_75_at_the_deadline() {
+    let server = TestServer::start(ServerOptions::default());
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "postgres://{LEDGER_USER}@127.0.0.1:{}/postgres?sslmode=disable",
+        silent.local_addr().unwrap().port()
+    );
+    let started = Instant::now();
+    let run = Machine::new()
+        .send_to(&url, LEDGER_PASSWORD, server.port(), "wedged-1")
+        .args(["--timeout", "3"])
+        .timeout(Duration::from_secs(30))
+        .expect_exit(75);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "took {took:?}: {run}");
+    assert!(run.output().contains("did not answer"), "{run}");
+    assert_eq!(server.connections(), 0);
+}
+
+/// A database name that does not exist is the URL's fault, not the server's: 78 naming
+/// it, not 75 "run again once it answers", and nothing sent.
+#[test]
+fn a_ledger_database_that_does_not_exist_is_78() {
+    let server = TestServer::start(ServerOptions::default());
+    let url = ledger_url().replace("/postgres?", "/no_such_db?");
+    let run = Machine::new()
+        .send_to(&url, LEDGER_PASSWORD, server.port(), "no-db-1")
+        .expect_exit(78);
+    assert!(
+        run.output().contains("\"no_such_db\" does not exist"),
+        "{run}"
+    );
+    assert_eq!(server.connections(), 0);
+}
