@@ -1229,35 +1229,43 @@ impl SendArgs {
 }
 
 /// The environment variables envoi reads a secret from, which no template may see
-/// (`--var-env`): `ENVOI_PASSWORD` and `ENVOI_TOKEN` always, and the `password_env`,
-/// `token_env`, `client_secret_env` and `refresh_token_env` of the profile in use.
+/// (`--var-env`): `ENVOI_PASSWORD`, `ENVOI_TOKEN` and `PGPASSWORD` (the ledger's) always,
+/// and, of every profile the connection may send through, the variables its keys name:
+/// `password_env`, `token_env`, `client_secret_env`, `refresh_token_env`,
+/// `proxy_password_env` and `ledger_password_env`.
 pub fn secret_vars(connection: Option<&Connection>) -> Vec<String> {
-    let mut names = vec!["ENVOI_PASSWORD".to_owned(), "ENVOI_TOKEN".to_owned()];
+    let mut names: Vec<String> = ["ENVOI_PASSWORD", "ENVOI_TOKEN", "PGPASSWORD"]
+        .map(str::to_owned)
+        .into();
     // Every profile of a route: any of them may send.
-    let logins = connection
-        .into_iter()
-        .flat_map(|c| c.profiles())
-        .filter_map(|(_, profile)| match &profile.transport {
-            Transport::Smtp(smtp) => smtp.login.as_ref().ok().and_then(Option::as_ref),
-            Transport::Api(api) => api.login.as_ref().ok().and_then(Option::as_ref),
-            Transport::File { .. } => None,
-        });
-    let sources: Vec<&PasswordSource> = logins
-        .flat_map(|login| -> Vec<&PasswordSource> {
-            match login {
-                (_, SecretSource::Given(source)) => vec![source],
-                (_, SecretSource::OAuth2(oauth2)) => oauth2
-                    .client_secret
-                    .iter()
-                    .chain(&oauth2.refresh_token)
-                    .collect(),
-            }
-        })
-        .collect();
-    names.extend(sources.into_iter().filter_map(|source| match source {
-        PasswordSource::Env(name) => Some(name.clone()),
-        PasswordSource::Command(_) | PasswordSource::Inline(_) => None,
-    }));
+    for (_, profile) in connection.into_iter().flat_map(|c| c.profiles()) {
+        let (login, proxy) = match &profile.transport {
+            Transport::Smtp(smtp) => (
+                smtp.login.as_ref().ok().and_then(Option::as_ref),
+                smtp.proxy.as_ref(),
+            ),
+            Transport::Api(api) => (
+                api.login.as_ref().ok().and_then(Option::as_ref),
+                api.proxy.as_ref(),
+            ),
+            Transport::File { .. } => (None, None),
+        };
+        let mut sources: Vec<&PasswordSource> = match login {
+            Some((_, SecretSource::Given(source))) => vec![source],
+            Some((_, SecretSource::OAuth2(oauth2))) => oauth2
+                .client_secret
+                .iter()
+                .chain(&oauth2.refresh_token)
+                .collect(),
+            None => Vec::new(),
+        };
+        sources.extend(proxy.and_then(|(proxy, _)| proxy.login.as_ref().map(|(_, s)| s)));
+        sources.extend(profile.ledger.as_ref().and_then(|l| l.password.as_ref()));
+        names.extend(sources.into_iter().filter_map(|source| match source {
+            PasswordSource::Env(name) => Some(name.clone()),
+            PasswordSource::Command(_) | PasswordSource::Inline(_) => None,
+        }));
+    }
     names
 }
 

@@ -461,3 +461,41 @@ fn stdin_body_a_piped_body_is_sent() {
     assert_eq!(messages.len(), 4);
     assert_eq!(messages[3].rcpt_to, ["d@example.com"]);
 }
+
+/// The other secrets envoi reads from the environment are refused to `--var-env` too:
+/// `$PGPASSWORD` (the shared ledger's), and the variables a profile's
+/// `proxy_password_env` and `ledger_password_env` name. Refused before anything is read
+/// or sent (64), the value never printed.
+#[test]
+fn md03_proxy_and_ledger_secrets_are_refused_to_templates() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join(".config/envoi");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        "default = \"relay\"\n[profiles.relay]\nhost = \"127.0.0.1\"\nport = 2525\n\
+         security = \"none\"\nfrom = \"ci@example.com\"\n\
+         proxy = \"http://bot@127.0.0.1:3128\"\nproxy_password_env = \"PROXY_SECRET\"\n\
+         ledger = \"postgres://envoi@db.example.com/mail\"\n\
+         ledger_password_env = \"LEDGER_SECRET\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    for name in ["PGPASSWORD", "PROXY_SECRET", "LEDGER_SECRET"] {
+        let run = envoi(home.path())
+            .env(name, "Canary-Secret-5e1f")
+            .args([
+                "send",
+                "--to",
+                "a@example.com",
+                "--template",
+                "--var-env",
+                name,
+            ])
+            .args(["--subject", "s", "--body", "{{ env }}", "--dry-run"])
+            .expect_exit(64);
+        assert!(run.stderr.contains(&format!("--var-env {name}")), "{run}");
+        assert!(!run.output().contains("Canary-Secret-5e1f"), "{run}");
+    }
+}
