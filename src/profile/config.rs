@@ -1135,7 +1135,17 @@ impl ConfigFile {
             };
             match rule_domain(pattern) {
                 Some(None) => chain = Some(hops),
-                Some(Some(domain)) => domains.push((domain, hops)),
+                Some(Some(domain)) => {
+                    // Domains are matched without regard to case: two rules for one
+                    // domain would leave it to the order of the file which one wins.
+                    if domains.iter().any(|(d, _)| *d == domain) {
+                        return Err(Error::config(format!(
+                            "{key}: another rule already names the domain {domain} (domains \
+                             are compared without regard to case): keep one"
+                        )));
+                    }
+                    domains.push((domain, hops));
+                }
                 None => {
                     return Err(Error::config(format!(
                         "{key}: not a rule: write \"*@example.com\" (the recipients of one \
@@ -1236,7 +1246,14 @@ impl ConfigFile {
             .and_then(|name| self.routes.get(name))
         {
             Some(RouteEntry::List(members)) => members.first(),
-            Some(RouteEntry::Rules(rules)) => rules.get("*"),
+            // "*" may name a list: its first profile, as for a list named alone.
+            Some(RouteEntry::Rules(rules)) => match rules.get("*") {
+                Some(target) => match self.routes.get(target) {
+                    Some(RouteEntry::List(members)) => members.first(),
+                    _ => Some(target),
+                },
+                None => None,
+            },
             None => None,
         };
         Ok(self

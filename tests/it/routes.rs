@@ -370,3 +370,35 @@ fn a_recipient_refused_for_good_is_never_sent_through_the_next_profile() {
     assert_eq!(r.second.connections(), 0, "{run}");
     assert!(first.messages().is_empty());
 }
+
+/// Two rules for one domain, differing in case only, are 78: which one won would depend
+/// on the file's order.
+#[test]
+fn two_rules_for_one_domain_are_78() {
+    let (home, config, _first, second) = by_domain();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "\"*@contoso.com\" = \"first\"\n",
+        "\"*@contoso.com\" = \"first\"\n\"*@Contoso.COM\" = \"second\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let run = send(home.path(), Route::Config(&config))
+        .args(["--to", "ann@contoso.com", "--subject", "s"])
+        .expect_exit(78);
+    assert!(run.stderr.contains("contoso.com"), "{}", run.stderr);
+    assert_eq!(second.connections(), 0);
+}
+
+/// The outbox commands read a route's outbox folder from its first profile; with rules
+/// whose "*" names a list, that is the list's first profile (it was 78 "no profile").
+#[test]
+fn outbox_commands_work_when_the_catch_all_rule_names_a_list() {
+    let (home, config, _first, _second) = by_domain();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("\"*\" = \"second\"", "\"*\" = \"relays\"");
+    std::fs::write(&config, text).unwrap();
+    envoi(home.path())
+        .args(["outbox", "list", "--config"])
+        .arg(&config)
+        .expect_exit(0);
+}
