@@ -82,7 +82,7 @@ pub fn deliver_along(
 ) -> Result<Delivery, Failure> {
     if !connection.by_domain.is_empty() {
         return Err(Error::config(format!(
-            "--profile {}: a route with rules by recipient domain sends directly (envoi send, \
+            "route {}: rules by recipient domain send directly (envoi send, \
              envoi sendmail without the system spool); its rules are not followed from the \
              outbox, so this message was not sent",
             route_name(connection)

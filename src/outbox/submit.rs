@@ -285,8 +285,9 @@ fn dispatch_unlogged(
     let connection = resolved.connection()?;
     if !connection.by_domain.is_empty() && !plan.is_direct(connection) {
         return Err(Error::config(format!(
-            "--profile {}: a route with rules by recipient domain sends directly; --queue \
-             and the profile's outbox = true do not follow its rules yet",
+            "route {}: rules by recipient domain send directly; --queue and outbox = true \
+             do not follow them yet: drop --queue, or set outbox = false on the route's \
+             profiles",
             connection.route.profile.as_deref().unwrap_or_default()
         ))
         .into());
