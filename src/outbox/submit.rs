@@ -309,8 +309,6 @@ fn dispatch_unlogged(
     if let Some(first) = ledger.claim(key, deadline)? {
         return Ok(Submitted::Duplicate(first));
     }
-    // Kept for a failure that still reached some recipients (a route by domain).
-    let message_id = prepared.message_id.clone();
     let submitted = send_or_queue(
         resolved,
         connection,
@@ -329,11 +327,6 @@ fn dispatch_unlogged(
         }
         Ok(Submitted::Queued(queued)) => Some((&queued.prepared.message_id, FirstStatus::Queued)),
         Ok(Submitted::Duplicate(_)) => None,
-        // One route by domain delivered, another failed: the key stays used, or a retry
-        // would mail the first route's recipients again.
-        Err(failure) if !failure.report.delivered.is_empty() => {
-            Some((&message_id, FirstStatus::Sent))
-        }
         Err(failure) => {
             // With rules by domain, a route whose outcome is unknown keeps the key even
             // when another route's error is the one reported: a copy may have gone.
