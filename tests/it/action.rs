@@ -228,6 +228,19 @@ fn sha256(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// Each attachment of `parsed` by its file name: the SHA-256 of its decoded contents.
+fn attachment_hashes(parsed: &mail_parser::Message) -> BTreeMap<String, String> {
+    parsed
+        .attachments()
+        .map(|p| {
+            (
+                p.attachment_name().unwrap_or_default().to_owned(),
+                sha256(p.contents()),
+            )
+        })
+        .collect()
+}
+
 #[track_caller]
 fn assert_success(run: &Value) {
     assert_eq!(run["conclusion"], "success", "{run:#}");
@@ -363,15 +376,7 @@ fn the_action_installs_envoi_and_sends_what_its_inputs_say() {
         html.contains("<h1>Nightly</h1>") && html.contains("<table>"),
         "{html}"
     );
-    let attached: BTreeMap<String, String> = parsed
-        .attachments()
-        .map(|p| {
-            (
-                p.attachment_name().unwrap_or_default().to_owned(),
-                sha256(p.contents()),
-            )
-        })
-        .collect();
+    let attached = attachment_hashes(&parsed);
     let expected: BTreeMap<String, String> = files
         .iter()
         .map(|(name, bytes)| {
@@ -900,15 +905,7 @@ fn an_attachment_named_like_a_pattern_is_that_file() {
         let parsed = MessageParser::default()
             .parse(&messages[n].data)
             .expect("a message");
-        let attached: BTreeMap<String, String> = parsed
-            .attachments()
-            .map(|p| {
-                (
-                    p.attachment_name().unwrap_or_default().to_owned(),
-                    sha256(p.contents()),
-                )
-            })
-            .collect();
+        let attached = attachment_hashes(&parsed);
         let want: BTreeMap<String, String> = want
             .into_iter()
             .map(|(name, bytes)| (name.to_owned(), sha256(bytes)))
