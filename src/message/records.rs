@@ -31,6 +31,10 @@ pub struct Record {
     /// What the record holds, hashed ([`record_hash`]): `batch --resume` knows a record
     /// by this, not by its line, which moves when the input is edited.
     pub hash: u64,
+    /// The whole SHA-256 of the same content ([`record_digest`]): a batch split across
+    /// workers (`--campaign`) knows a record by this in the shared ledger, where a
+    /// collision would silently skip a record. `None` for a record too long to be read.
+    pub digest: Option<[u8; 32]>,
     /// The message, not yet checked beyond what reading it needed.
     pub draft: Result<Draft>,
     /// The recipients as the record gives them (a JSON Lines `To`, the CSV recipient
@@ -90,6 +94,18 @@ impl<R: BufRead> Iterator for Records<R> {
 /// one in 10^7); a collision an author of the data crafts costs 2^32 work and only makes
 /// one of their own records count as sent.
 pub fn record_hash(parts: &[&[u8]]) -> u64 {
+    short_hash(&record_digest(parts))
+}
+
+/// The first 64 bits of a [`record_digest`]: its [`record_hash`].
+pub fn short_hash(digest: &[u8; 32]) -> u64 {
+    let mut first = [0; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// The SHA-256 of a record's content, each part preceded by its length.
+pub fn record_digest(parts: &[&[u8]]) -> [u8; 32] {
     let mut context = ring::digest::Context::new(&ring::digest::SHA256);
     for part in parts {
         // Each part's length first, so ("ab", "c") and ("a", "bc") differ.
@@ -97,9 +113,9 @@ pub fn record_hash(parts: &[&[u8]]) -> u64 {
         context.update(part);
     }
     let digest = context.finish();
-    let mut first = [0; 8];
-    first.copy_from_slice(&digest.as_ref()[..8]);
-    u64::from_be_bytes(first)
+    let mut all = [0; 32];
+    all.copy_from_slice(digest.as_ref());
+    all
 }
 
 /// What [`read_line_capped`] read.
@@ -226,6 +242,7 @@ impl<R: BufRead> JsonLines<R> {
                 return Some(Ok(Record {
                     line: self.line,
                     hash: 0,
+                    digest: None,
                     draft: Err(e),
                     to: Vec::new(),
                 }));
@@ -253,9 +270,11 @@ impl<R: BufRead> JsonLines<R> {
                     .ok()
                     .and_then(|v| v.get("To")?.as_str().map(|to| vec![to.to_owned()])),
             };
+            let digest = record_digest(&[&self.buf[..end]]);
             return Some(Ok(Record {
                 line: self.line,
-                hash: record_hash(&[&self.buf[..end]]),
+                hash: short_hash(&digest),
+                digest: Some(digest),
                 draft,
                 to: to.unwrap_or_default(),
             }));
@@ -534,12 +553,16 @@ impl<R: BufRead> CsvMerge<R> {
         let line = reader.get_mut().line();
         match read {
             Ok(false) => None,
-            Ok(true) => Some(Ok(Record {
-                line,
-                hash: self.hash(),
-                draft: self.draft(line),
-                to: self.to(),
-            })),
+            Ok(true) => {
+                let digest = self.digest();
+                Some(Ok(Record {
+                    line,
+                    hash: short_hash(&digest),
+                    digest: Some(digest),
+                    draft: self.draft(line),
+                    to: self.to(),
+                }))
+            }
             Err(_) if reader.get_ref().over => Some(self.skip_too_long(line)),
             Err(e) if e.is_io_error() => Some(Err(Error::new(
                 ErrorKind::NoInput,
@@ -548,6 +571,7 @@ impl<R: BufRead> CsvMerge<R> {
             Err(e) => Some(Ok(Record {
                 line,
                 hash: self.hash(),
+                digest: Some(self.digest()),
                 draft: Err(Error::invalid(format!("not a CSV record: {e}"))),
                 to: self.to(),
             })),
@@ -574,6 +598,7 @@ impl<R: BufRead> CsvMerge<R> {
         Ok(Record {
             line,
             hash: 0,
+            digest: None,
             draft: Err(too_long_at(&format!("line {line}"), self.cap)),
             to: Vec::new(),
         })
@@ -588,10 +613,15 @@ impl<R: BufRead> CsvMerge<R> {
             .unwrap_or_default()
     }
 
-    /// The row's hash: its non-empty cells with their column names, in column-name
+    /// The row's short hash ([`CsvMerge::digest`]).
+    fn hash(&self) -> u64 {
+        short_hash(&self.digest())
+    }
+
+    /// The row's SHA-256: its non-empty cells with their column names, in column-name
     /// order. That is what the templates see, so a re-exported CSV with its columns in
     /// another order, or an empty column added, holds the same records.
-    fn hash(&self) -> u64 {
+    fn digest(&self) -> [u8; 32] {
         let mut cells: Vec<(&[u8], &[u8])> = self
             .columns
             .iter()
@@ -605,7 +635,7 @@ impl<R: BufRead> CsvMerge<R> {
             .iter()
             .flat_map(|&(name, cell)| [name, cell])
             .collect();
-        record_hash(&parts)
+        record_digest(&parts)
     }
 
     /// The row's message: recipients from the recipient column, subject and body from
