@@ -7,6 +7,7 @@ pub mod envoi;
 pub mod external;
 pub mod mail_api;
 pub mod namespaces;
+pub mod postgres;
 pub mod proxies;
 pub mod smtp_server;
 
