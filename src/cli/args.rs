@@ -5,7 +5,7 @@
 //! are read by [`envoi::profile::resolve`], not by clap, so that precedence has one home.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{ArgMatches, Args, CommandFactory, Parser, Subcommand};
@@ -760,9 +760,9 @@ fn batch_help() -> String {
 )]
 pub struct BatchArgs {
     /// The records: a .jsonl/.ndjson or .csv file, or '-' for standard input (then give
-    /// --format).
-    #[arg(value_name = "FILE")]
-    pub file: PathBuf,
+    /// --format). Optional with --status.
+    #[arg(value_name = "FILE", required_unless_present = "status")]
+    pub file: Option<PathBuf>,
     /// The records' format, when the file name does not tell it.
     #[arg(long, value_name = "FORMAT", help_heading = "Records")]
     pub format: Option<BatchFormat>,
@@ -846,6 +846,24 @@ pub struct BatchArgs {
     #[arg(long, value_name = "N/s|N/m|N/h|PRESET", value_parser = parse_rate,
           help_heading = "Delivery")]
     pub rate: Option<Rate>,
+    /// Split the batch across workers: every run with the same NAME and --ledger (on any
+    /// machine, over the same input) sends each record once. Records are known by their
+    /// content; see docs/batch.md.
+    #[arg(long, value_name = "NAME", help_heading = "Workers")]
+    pub campaign: Option<String>,
+    /// The PostgreSQL database the workers of a --campaign share (else $ENVOI_LEDGER, the
+    /// profile's ledger); the password comes from $PGPASSWORD.
+    #[arg(long, value_name = "postgres://USER@HOST/DB", help_heading = "Workers")]
+    pub ledger: Option<String>,
+    /// Send again the campaign's records of unknown outcome (a worker died while sending
+    /// them, or the connection broke after the message went): they may have been
+    /// delivered already.
+    #[arg(long, requires = "campaign", help_heading = "Workers")]
+    pub resend_unknown: bool,
+    /// Print the campaign's counts (sent, failed, unknown, in flight; pending when FILE is
+    /// given) and exit, sending nothing.
+    #[arg(long, requires = "campaign", help_heading = "Workers")]
+    pub status: bool,
     /// Skip the records an earlier report lists as sent, saved, partial, unknown (anything
     /// that may have reached someone) or queued, and those its run was killed while sending
     /// (listed now as unknown), so a re-run sends nothing twice.
@@ -939,8 +957,15 @@ impl BatchArgs {
     pub fn flags(&self) -> Flags {
         Flags {
             log: self.log.clone(),
+            ledger: self.ledger.clone(),
             ..self.route.flags()
         }
+    }
+
+    /// The records' file (`-`: standard input). Only `--status` goes without one (clap
+    /// requires FILE otherwise), and it reads none unless given.
+    pub fn input(&self) -> &Path {
+        self.file.as_deref().unwrap_or(Path::new("-"))
     }
 }
 

@@ -1,12 +1,14 @@
 //! Durable state: the crash-safe queue on disk (`queue`), sending what it holds
 //! (`flush`), and the idempotency ledger beside it ([`idempotency`]) or in a shared
-//! PostgreSQL database (`pg_ledger`), both behind [`ledger::Ledger`]; and [`submit`],
+//! PostgreSQL database (`pg_ledger`), both behind [`ledger::Ledger`]; a batch's records
+//! claimed by many workers in that database ([`fleet`]); and [`submit`],
 //! the one way every command's message goes out, and the delivery log ([`DeliveryLog`])
 //! both write a line to for each message.
 //!
 //! Everything here survives a crash: it is written with [`crate::durable`] before it is
 //! relied upon, and every entry is sent with the delivery layer below.
 
+pub mod fleet;
 mod flush;
 pub mod idempotency;
 pub mod ledger;

@@ -36,10 +36,19 @@ use crate::outbox::idempotency::{FirstSend, FirstStatus, RETENTION, check_key};
 use crate::profile::PasswordSource;
 
 /// The schema this envoi writes; a database with a newer one is refused (78).
-const SCHEMA_VERSION: i32 = 1;
+///
+/// 1. The idempotency keys (`envoi_idempotency`).
+/// 2. A batch split across workers (`batch --campaign`): one row per record claimed
+///    (`envoi_batch_records`) and a token bucket per campaign (`envoi_batch_rate`).
+///    A version 1 database gets them on first use by this envoi; an envoi that knows
+///    only version 1 then refuses it (upgrade every machine that shares the ledger).
+const SCHEMA_VERSION: i32 = 2;
 
-/// The schema, made once under [`SCHEMA_LOCK`].
-const SCHEMA: &str = "
+/// The schema of each version, in order: a database at version N gets the steps after
+/// N, in one transaction under [`SCHEMA_LOCK`]. Each step only adds (`IF NOT EXISTS`),
+/// so a step run twice changes nothing.
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
+    "
 CREATE TABLE IF NOT EXISTS envoi_schema_version (version integer NOT NULL);
 CREATE TABLE IF NOT EXISTS envoi_idempotency (
     key text PRIMARY KEY,
@@ -49,7 +58,26 @@ CREATE TABLE IF NOT EXISTS envoi_idempotency (
     message_id text,
     status text,
     recorded_at timestamptz
-);";
+);",
+    "
+CREATE TABLE IF NOT EXISTS envoi_batch_records (
+    campaign text NOT NULL,
+    record_hash bytea NOT NULL,
+    line bigint NOT NULL,
+    claimed_by text NOT NULL,
+    claimed_at timestamptz NOT NULL,
+    lease_until timestamptz NOT NULL,
+    outcome text,
+    message_id text,
+    finished_at timestamptz,
+    PRIMARY KEY (campaign, record_hash)
+);
+CREATE TABLE IF NOT EXISTS envoi_batch_rate (
+    campaign text PRIMARY KEY,
+    tokens double precision NOT NULL,
+    updated_at timestamptz NOT NULL
+);",
+];
 
 /// The advisory lock two first users take to make the schema one at a time ("envoi" and
 /// the schema's purpose, as a number).
@@ -314,55 +342,61 @@ impl PgLedger {
         Ok(ledger)
     }
 
+    /// The connection, for the batch's statements (`fleet`).
+    pub(super) fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    /// Who claims: this machine's name, process and connection.
+    pub(super) fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// `HOST:PORT/DB`, for messages.
+    pub(super) fn place(&self) -> &str {
+        &self.place
+    }
+
     /// A failed statement: 75 (the ledger is a service that may come back).
-    fn failed(&self, doing: &str, e: &postgres::Error) -> Error {
+    pub(super) fn failed(&self, doing: &str, e: &postgres::Error) -> Error {
         Self::failed_at(&self.place, doing, e)
     }
 
     /// Makes the tables when they are missing (a user without CREATE rights can use
-    /// tables an owner made), and refuses a schema newer than this envoi's.
+    /// tables an owner made), brings an older schema up to this envoi's, and refuses a
+    /// schema newer than this envoi's.
     fn ensure_schema(&mut self) -> Result<()> {
         let place = self.place.clone();
         let at = |e: postgres::Error| Self::failed_at(&place, "making its tables", &e);
         let mut tx = self.client.transaction().map_err(at)?;
-        let exists: bool = tx
-            .query_one(
-                "SELECT to_regclass('envoi_schema_version') IS NOT NULL \
-                 AND to_regclass('envoi_idempotency') IS NOT NULL",
-                &[],
-            )
-            .and_then(|row| row.try_get(0))
-            .map_err(at)?;
-        if !exists {
+        let mut version = schema_version(&mut tx).map_err(at)?;
+        if version.is_none_or(|v| v < SCHEMA_VERSION) {
             // Two first users at once: the second waits here, then finds the tables.
             tx.batch_execute(&format!("SELECT pg_advisory_xact_lock({SCHEMA_LOCK})"))
                 .map_err(at)?;
-            tx.batch_execute(SCHEMA).map_err(at)?;
-        }
-        let version: Option<i32> = tx
-            .query_one("SELECT max(version) FROM envoi_schema_version", &[])
-            .and_then(|row| row.try_get(0))
-            .map_err(at)?;
-        match version {
-            None => {
+            version = schema_version(&mut tx).map_err(at)?;
+            let from = version.unwrap_or(0).max(0);
+            if from < SCHEMA_VERSION {
+                for step in MIGRATIONS.iter().skip(usize::try_from(from).unwrap_or(0)) {
+                    tx.batch_execute(step).map_err(at)?;
+                }
                 tx.execute(
                     "INSERT INTO envoi_schema_version (version) VALUES ($1)",
                     &[&SCHEMA_VERSION],
                 )
                 .map_err(at)?;
             }
-            Some(found) if found > SCHEMA_VERSION => {
-                return Err(Error::config(format!(
-                    "the idempotency ledger at {place} has schema version {found}, newer than \
-                     this envoi's ({SCHEMA_VERSION}): upgrade envoi on this machine"
-                )));
-            }
-            Some(_) => {}
+        }
+        if let Some(found) = version.filter(|found| *found > SCHEMA_VERSION) {
+            return Err(Error::config(format!(
+                "the idempotency ledger at {place} has schema version {found}, newer than \
+                 this envoi's ({SCHEMA_VERSION}): upgrade envoi on this machine"
+            )));
         }
         tx.commit().map_err(at)
     }
 
-    fn failed_at(place: &str, doing: &str, e: &postgres::Error) -> Error {
+    pub(super) fn failed_at(place: &str, doing: &str, e: &postgres::Error) -> Error {
         Error::new(
             ErrorKind::Temporary,
             format!(
@@ -485,6 +519,21 @@ impl PgLedger {
             &[&key, &self.me],
         );
     }
+}
+
+/// The schema version of the database, `None` when it has no envoi tables yet.
+fn schema_version(tx: &mut postgres::Transaction) -> Result<Option<i32>, postgres::Error> {
+    let exists: bool = tx
+        .query_one(
+            "SELECT to_regclass('envoi_schema_version') IS NOT NULL",
+            &[],
+        )
+        .and_then(|row| row.try_get(0))?;
+    if !exists {
+        return Ok(None);
+    }
+    tx.query_one("SELECT max(version) FROM envoi_schema_version", &[])
+        .and_then(|row| row.try_get(0))
 }
 
 /// A claim as another sender finds it.

@@ -5,30 +5,31 @@
 //! with the input), sends it, and writes its result line (flushed at once). A batch
 //! killed half-way leaves a report, and in-flight marks, that `--resume` trusts.
 
+mod input;
 mod pace;
 mod report;
+mod status;
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use envoi::deliver::{Batch, DeliveryOptions, Policy, Transcript};
-use envoi::draft::Images;
 use envoi::error::{Error, ErrorKind, Result};
-use envoi::message::input::{folder_of, is_stdin, read_bytes};
-use envoi::message::records::{CsvMerge, JsonLines, Merge, Record, Records};
+use envoi::message::input::is_stdin;
+use envoi::message::records::Record;
 use envoi::message::{self, address};
+use envoi::outbox::fleet::{self, Claim, Fleet, Held, Taken};
 use envoi::outbox::submit::{DefaultSender, Deferrals, Signing, prepare, settle_record};
 use envoi::outbox::{DeliveryLog, Outbox, Status};
-use envoi::ownership::{ReadError, open_regular};
 use envoi::profile::{Env, resolve};
 
-use crate::cli::args::{BatchArgs, BatchFormat, Rate};
+use crate::cli::args::{BatchArgs, Rate};
 use crate::cli::progress::Progress;
 use crate::cli::render::{Notices, transcript, warning};
+use input::{format, open_input, records, same_file};
 use pace::{Pacer, pace, send_slowing};
 use report::{
     Line, Marks, Output, Resume, Tally, dry_run_record, earlier_report, failed_record, hash_text,
@@ -47,7 +48,30 @@ struct Shared<'a> {
     pacer: &'a Mutex<Pacer>,
     /// Where each record's outcome is logged (`--log`, the profile's `log`).
     log: &'a DeliveryLog,
+    /// `--campaign`: how its records are claimed (each sender has its own connection).
+    campaign: Campaign,
 }
+
+/// How a worker of a `--campaign` claims its records.
+#[derive(Debug, Clone, Copy)]
+struct Campaign {
+    /// A claim's lease: the record's deadline (`--timeout`) and a grace to record the
+    /// outcome. Past it, a claim without an outcome is `unknown`.
+    lease: Duration,
+    /// `--resend-unknown`.
+    resend_unknown: bool,
+    /// `--rate` for the whole fleet, in messages a second: taken from the campaign's
+    /// bucket in the database.
+    rate: Option<f64>,
+}
+
+/// The time a worker has, past the record's deadline, to write its outcome before its
+/// claim counts as dead.
+const LEASE_GRACE: Duration = Duration::from_secs(5);
+
+/// A wait for a turn (`--rate`) longer than this renews the claim's lease before the
+/// send.
+const RENEW_AFTER: Duration = Duration::from_millis(500);
 
 /// What a sender hands back for one record: its result line, or the error that stops
 /// the batch before the record was tried.
@@ -57,6 +81,10 @@ type Outcome = Result<Line>;
 pub fn run(args: &BatchArgs) -> Result<u8> {
     let started = Instant::now();
     let resolved = resolve(&args.flags(), &Env::from_process()?)?;
+    check_campaign_flags(args, &resolved)?;
+    if args.status {
+        return status::run(args, &resolved);
+    }
     let connection = resolved.connection()?;
     if !connection.fallbacks.is_empty() || !connection.by_domain.is_empty() {
         // Its sessions are kept open per profile: a route would need one set per profile,
@@ -97,6 +125,18 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         .transpose()?;
     let sender = DefaultSender::new(flag, Some(connection))?;
     let signing = Signing::of(Some(connection))?;
+    // Before anything is written or sent: a ledger that cannot be reached is 75, and
+    // nothing may go (no other worker could tell this one sent it).
+    let mut fleets = match (&args.campaign, args.dry_run) {
+        (Some(name), false) => {
+            let deadline = Instant::now() + Duration::from_secs(args.delivery.timeout);
+            (0..senders)
+                .map(|_| fleet::connect(&resolved, name, deadline).map(Some))
+                .collect::<Result<Vec<_>>>()?
+        }
+        _ => Vec::new(),
+    };
+    fleets.resize_with(senders, || None);
     // Locked first, so the report is read and written by this run alone (BA10).
     let report = args.report.as_deref().map(open_report).transpose()?;
     let (resume, interrupted) = match (&args.resume, &report) {
@@ -164,9 +204,20 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
     // Created once the batch can start, so a failure before leaves nothing behind.
     let log = DeliveryLog::of(&resolved, Some(connection));
     let marks = Marks::create(args.report.as_deref().zip(output.report.as_ref()), senders)?;
-    let pacer = Mutex::new(Pacer::new(
-        args.rate.map_or(Duration::ZERO, |rate| rate.interval),
-    ));
+    let campaign = Campaign {
+        lease: Duration::from_secs(args.delivery.timeout) + LEASE_GRACE,
+        resend_unknown: args.resend_unknown,
+        rate: args
+            .rate
+            .filter(|_| args.campaign.is_some())
+            .map(|rate| 1.0 / rate.interval.as_secs_f64().max(1e-9)),
+    };
+    // A campaign's --rate is the fleet's bucket; this worker's own pacer only slows
+    // down for a server that throttles.
+    let pacer = Mutex::new(Pacer::new(match args.rate {
+        Some(rate) if campaign.rate.is_none() => rate.interval,
+        _ => Duration::ZERO,
+    }));
     let shared = Shared {
         sender: &sender,
         signing: &signing,
@@ -178,6 +229,7 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         marks: &marks,
         pacer: &pacer,
         log: &log,
+        campaign,
     };
     let books = Mutex::new(Books {
         records,
@@ -186,7 +238,7 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         output,
         output_broken: false,
         tally,
-        progress: Progress::start(&args.file, format),
+        progress: Progress::start(args.input(), format),
         breaker: Breaker {
             limit: args.max_connect_failures,
             ..Breaker::default()
@@ -196,11 +248,12 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
     let sessions = thread::scope(|scope| {
         let workers: Vec<_> = batches
             .into_iter()
+            .zip(fleets)
             .enumerate()
-            .map(|(sender, mut batch)| {
+            .map(|(sender, (mut batch, mut fleet))| {
                 let (shared, books) = (&shared, &books);
                 scope.spawn(move || {
-                    serve(shared, books, batch.as_mut(), sender);
+                    serve(shared, books, batch.as_mut(), fleet.as_mut(), sender);
                     batch.map_or(0, |batch| {
                         let opened = batch.sessions_opened();
                         batch.finish();
@@ -227,7 +280,7 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
     progress.finish();
     if let Some(why) = &breaker.tripped {
         // Counted, not sent: what `--resume` would skip is not "not tried".
-        let not_tried = (!ended && !is_stdin(&args.file)).then(|| {
+        let not_tried = (!ended && !is_stdin(args.input())).then(|| {
             let mut count = 0_u64;
             for record in records.by_ref() {
                 match record {
@@ -337,6 +390,7 @@ fn serve<R: Iterator<Item = Result<Record>>>(
     shared: &Shared,
     books: &Mutex<Books<R>>,
     mut batch: Option<&mut Batch>,
+    mut fleet: Option<&mut Fleet>,
     sender: usize,
 ) {
     // The books stay whole if a sender panicked holding them: every change to them is
@@ -353,7 +407,14 @@ fn serve<R: Iterator<Item = Result<Record>>>(
             batch.hurry(hurried);
         }
         let hash = hash_text(record.hash);
-        let outcome = send_guarded(shared, batch.as_deref_mut(), sender, record).map(|mut line| {
+        let outcome = send_guarded(
+            shared,
+            batch.as_deref_mut(),
+            fleet.as_deref_mut(),
+            sender,
+            record,
+        )
+        .map(|mut line| {
             line.hash = Some(hash);
             line
         });
@@ -408,6 +469,10 @@ impl<R: Iterator<Item = Result<Record>>> Books<R> {
             self.output_broken = true;
             self.stop(e);
         }
+        if let Some(e) = line.ledger_failed {
+            self.stop(e);
+            return;
+        }
         if let Some(kind) = line.fatal {
             // Every later record would fail the same way at the same step.
             let why = line.error.unwrap_or_default();
@@ -456,13 +521,17 @@ impl<R: Iterator<Item = Result<Record>>> Books<R> {
 fn send_guarded(
     shared: &Shared,
     batch: Option<&mut Batch>,
+    fleet: Option<&mut Fleet>,
     sender: usize,
     record: Record,
 ) -> Outcome {
     let line = record.line;
     let to = record.to.clone();
-    let sent = panic::catch_unwind(AssertUnwindSafe(|| {
-        send_record(shared, batch, sender, record)
+    // A campaign's claim stays after a panic: the record is `unknown` to the other
+    // workers once its lease passes, never sent twice.
+    let sent = panic::catch_unwind(AssertUnwindSafe(|| match fleet {
+        Some(fleet) => send_claimed(shared, batch, fleet, sender, record),
+        None => send_record(shared, batch, sender, record, &mut |_| Ok(())),
     }));
     sent.unwrap_or_else(|_| {
         Ok(Line {
@@ -488,6 +557,7 @@ fn send_record(
     batch: Option<&mut Batch>,
     sender: usize,
     record: Record,
+    before_send: &mut dyn FnMut(bool) -> Result<()>,
 ) -> Outcome {
     let prepared = record
         .draft
@@ -509,9 +579,12 @@ fn send_record(
     let Some(batch) = batch else {
         return Ok(Line::dry_run(record.line, message_id, &envelope, subject));
     };
+    before_send(true)?;
     pace(shared.pacer);
     shared.marks.mark(sender, record.line, record.hash)?;
-    let sent = send_slowing(batch, &prepared, shared.pacer);
+    let sent = send_slowing(batch, &prepared, shared.pacer, &mut || {
+        let _ = before_send(false);
+    });
     // Nothing got anywhere, and the last try to open a session failed.
     let unreachable = matches!(&sent, Err(failure) if failure.error.kind() == ErrorKind::Temporary
         && failure.report.delivered.is_empty()
@@ -538,153 +611,112 @@ fn send_record(
     Ok(line)
 }
 
-/// The records' format: `--format`, else the file's extension.
-fn format(args: &BatchArgs) -> Result<BatchFormat> {
-    if let Some(format) = args.format {
-        return Ok(format);
+/// [`send_record`] for a worker of a `--campaign`: the record is claimed in the shared
+/// ledger first (skipped when another worker has it), its outcome written there after.
+/// A ledger that fails before the send stops the batch with the record unsent.
+fn send_claimed(
+    shared: &Shared,
+    batch: Option<&mut Batch>,
+    fleet: &mut Fleet,
+    sender: usize,
+    record: Record,
+) -> Outcome {
+    let Some(digest) = record.digest else {
+        // Too long to be read: invalid on every worker, nothing to claim.
+        return send_record(shared, batch, sender, record, &mut |_| Ok(()));
+    };
+    let campaign = shared.campaign;
+    match fleet.claim(
+        &digest,
+        record.line,
+        campaign.lease,
+        campaign.resend_unknown,
+    )? {
+        Claim::Taken(taken) => return Ok(skipped(record.line, &taken).to(&record.to)),
+        Claim::Mine => {}
     }
-    let extension = args
-        .file
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
-    match extension.as_deref() {
-        Some("jsonl" | "ndjson") => Ok(BatchFormat::Jsonl),
-        Some("csv") => Ok(BatchFormat::Csv),
-        _ if is_stdin(&args.file) => Err(Error::usage(
-            "reading records from standard input: give --format jsonl or --format csv",
+    let line = record.line;
+    // Before the send (`first`) this worker waits for its turn in the fleet's --rate;
+    // before each send the lease is renewed when waiting took a while.
+    let mut before_send = |first: bool| -> Result<()> {
+        let started = Instant::now();
+        if first && let Some(rate) = campaign.rate {
+            let wait = fleet.take_token(rate)?;
+            thread::sleep(wait);
+        }
+        if !first || started.elapsed() > RENEW_AFTER {
+            fleet.renew(&digest, campaign.lease)?;
+        }
+        Ok(())
+    };
+    let sent = send_record(shared, batch, sender, record, &mut before_send);
+    let mut line = match sent {
+        Ok(line) => line,
+        Err(e) => {
+            // Nothing went: the claim is freed for a later run.
+            let _ = fleet.finish(&digest, Status::Deferred, None);
+            return Err(Error::new(
+                e.kind(),
+                format!("line {line}: {}", e.message()),
+            ));
+        }
+    };
+    match fleet.finish(&digest, line.status, line.message_id.as_deref()) {
+        Ok(true) => {}
+        Ok(false) => warning(&format!(
+            "line {}: this worker's claim of the record passed its lease before its \
+             outcome ({}) could be written, and another run took it over \
+             (--resend-unknown): it may go twice",
+            line.line, line.status
         )),
-        _ => Err(Error::usage(format!(
-            "{:?}: cannot tell the format from the file name (.jsonl, .ndjson or .csv): give \
-             --format jsonl or --format csv",
-            args.file
+        Err(e) => {
+            line.ledger_failed = Some(Error::new(
+                e.kind(),
+                format!(
+                    "line {} was {}, but its outcome could not be written to the campaign's \
+                     ledger ({e}); the other workers will count it unknown once its lease \
+                     passes; the records after it were not tried",
+                    line.line, line.status
+                ),
+            ));
+        }
+    }
+    Ok(line)
+}
+
+/// The result line of a record another worker of the campaign has: `duplicate` (exit 0)
+/// when it sent it, failed it for good, or is sending it; `unknown` (75) when its
+/// outcome is unknown.
+fn skipped(line: u64, taken: &Taken) -> Line {
+    let status = taken.status();
+    let mut skipped = Line::unsent(line, status, ErrorKind::OutcomeUnknown, taken.describe());
+    if status == Status::Duplicate {
+        skipped.exit_code = 0;
+        skipped.note = skipped.error.take();
+        if let Held::Done { message_id, .. } = &taken.held {
+            skipped.message_id.clone_from(message_id);
+        }
+    }
+    skipped
+}
+
+/// `--campaign`, `--ledger` and `--resend-unknown` together: a campaign needs a
+/// PostgreSQL ledger (64 naming both flags); `--ledger` given to batch needs a campaign
+/// (the ledger is where the campaign's records are claimed, and a name made up from the
+/// input file would join unrelated batches that share a file name).
+fn check_campaign_flags(args: &BatchArgs, resolved: &envoi::profile::Resolved) -> Result<()> {
+    match (&args.campaign, &resolved.ledger, &args.ledger) {
+        (Some(name), None, _) => Err(Error::usage(format!(
+            "--campaign {name}: a campaign's records are claimed in a shared PostgreSQL \
+             ledger: give --ledger postgres://USER@HOST/DB too (or set $ENVOI_LEDGER or the \
+             profile's `ledger`)"
         ))),
-    }
-}
-
-/// The input. Whichever sender takes the
-/// next record reads it, so the reader moves between threads: standard input goes
-/// through its handle, not a lock held by one thread. FILE must be a regular file
-/// (BA14): a device (`/dev/zero`) never ends and a FIFO can hang the batch; `-` reads
-/// standard input, whatever it is. Neither `--report` nor `--resume` may be the input
-/// itself (BA13): the batch would read its own result lines as records, without end.
-fn open_input(args: &BatchArgs) -> Result<Input> {
-    if is_stdin(&args.file) {
-        return Ok(Box::new(BufReader::with_capacity(64 << 10, io::stdin())));
-    }
-    // Looked at before it is opened (opening a FIFO waits for a writer) and after.
-    let (file, meta) = open_regular(&args.file).map_err(|e| match e {
-        ReadError::NotRegular(what) => Error::new(
-            ErrorKind::NoInput,
-            format!(
-                "FILE {:?}: it is {what}; give a file of records, or - to read them from \
-                 standard input",
-                args.file
-            ),
-        ),
-        e => Error::new(
-            ErrorKind::NoInput,
-            format!("FILE: cannot read {:?}: {e}", args.file),
-        ),
-    })?;
-    let id = file_id(&meta);
-    for (flag, path) in [("--report", &args.report), ("--resume", &args.resume)] {
-        let Some(path) = path else { continue };
-        if let Ok(other) = std::fs::metadata(path)
-            && file_id(&other) == id
-        {
-            return Err(Error::usage(format!(
-                "{flag} {path:?} is the input FILE itself: the batch would read its own result \
-                 lines as records; give the report another name"
-            )));
-        }
-    }
-    Ok(Box::new(BufReader::with_capacity(64 << 10, file)))
-}
-
-/// A file's device and inode: two paths name the same file when these match.
-#[cfg(unix)]
-fn file_id(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    Some((meta.dev(), meta.ino()))
-}
-
-#[cfg(not(unix))]
-fn file_id(_: &std::fs::Metadata) -> Option<(u64, u64)> {
-    None
-}
-
-/// Whether `path` names the open `file`.
-fn same_file(path: &std::path::Path, file: &File) -> bool {
-    match (std::fs::metadata(path), file.metadata()) {
-        (Ok(a), Ok(b)) => file_id(&a).is_some() && file_id(&a) == file_id(&b),
-        _ => false,
-    }
-}
-
-/// What the records are read from.
-type Input = Box<dyn BufRead + Send>;
-
-/// The record reader for the input.
-fn records(args: &BatchArgs, format: BatchFormat, input: Input) -> Result<Records<Input>> {
-    match format {
-        BatchFormat::Jsonl => {
-            for (given, flag) in [
-                (args.subject.is_some(), "--subject"),
-                (args.body.is_some() || args.body_file.is_some(), "--body"),
-                (args.html, "--html"),
-                (!args.attach.is_empty(), "--attach"),
-            ] {
-                if given {
-                    return Err(Error::usage(format!(
-                        "{flag} is for CSV records; a JSON Lines record carries its own \
-                         Subject, Body, IsHtml and Attachments"
-                    )));
-                }
-            }
-            Ok(Records::Jsonl(
-                JsonLines::new(input).images(images(args), folder_of(&args.file)),
-            ))
-        }
-        BatchFormat::Csv => {
-            let body = match &args.body_file {
-                Some(path) => {
-                    if is_stdin(path) && is_stdin(&args.file) {
-                        return Err(Error::usage(
-                            "--body-file - and FILE - would both read standard input",
-                        ));
-                    }
-                    let bytes = read_bytes("--body-file", path)?;
-                    Some(String::from_utf8(bytes).map_err(|_| {
-                        Error::invalid(format!("--body-file {path:?}: not UTF-8 text"))
-                    })?)
-                }
-                None => args.body.clone(),
-            };
-            let merge = Merge {
-                subject: args.subject.clone(),
-                body,
-                html: args.html,
-                to_column: args.to_column.clone(),
-                attach: args.attach.clone(),
-                input_folder: (!is_stdin(&args.file)).then(|| folder_of(&args.file)),
-                images: images(args),
-                body_folder: args
-                    .body_file
-                    .as_deref()
-                    .map_or_else(|| ".".into(), folder_of),
-            };
-            Ok(Records::Csv(Box::new(CsvMerge::new(input, merge)?)))
-        }
-    }
-}
-
-/// `--embed-images` and `--image-root`: which local images of the records' HTML bodies
-/// are embedded.
-fn images(args: &BatchArgs) -> Images {
-    Images {
-        embed_data: args.embed_images,
-        roots: args.image_root.clone(),
+        (None, _, Some(_)) => Err(Error::usage(
+            "--ledger: with batch, the ledger is where a --campaign's records are claimed: \
+             give --campaign NAME too, the same on every worker (e.g. --campaign \
+             invoices-2026-12)",
+        )),
+        _ => Ok(()),
     }
 }
 

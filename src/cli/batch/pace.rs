@@ -14,11 +14,13 @@ use crate::cli::render::Notices;
 /// "too many messages", "slow down"…) slows the batch down: the spacing between messages
 /// doubles (from 1 s, at most 60 s) for the rest of the batch, across every sender, and
 /// a record it deferred is sent again after that wait, up to [`THROTTLE_ROUNDS`] times,
-/// instead of failing.
+/// instead of failing; `again` is called before each such send (a campaign renews its
+/// claim's lease there).
 pub(super) fn send_slowing(
     batch: &mut Batch,
     prepared: &envoi::message::Prepared,
     pacer: &Mutex<Pacer>,
+    again: &mut dyn FnMut(),
 ) -> std::result::Result<BatchSent, Failure> {
     let mut round = 0;
     loop {
@@ -44,6 +46,7 @@ pub(super) fn send_slowing(
         }
         round += 1;
         pace(pacer);
+        again();
     }
 }
 

@@ -25,7 +25,8 @@ pub(super) struct Line {
     /// digits): what `--resume` knows the record by.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) hash: Option<String>,
-    /// sent, saved, partial, refused, invalid, deferred, queued, unknown or failed.
+    /// sent, saved, partial, refused, invalid, deferred, queued, unknown, failed, or
+    /// duplicate (`--campaign`: another worker's record).
     pub(super) status: Status,
     pub(super) message_id: Option<String>,
     pub(super) recipients: Vec<Recipient>,
@@ -43,6 +44,14 @@ pub(super) struct Line {
     /// `--dry-run`: the subject the record's message would have.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) subject: Option<String>,
+    /// `--campaign`: the record another worker sent, failed for good, or is sending, and
+    /// which worker (its line is `duplicate`, this run sent nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) note: Option<String>,
+    /// `--campaign`: the shared ledger failed after the record was tried; the batch
+    /// stops once its line is written.
+    #[serde(skip)]
+    pub(super) ledger_failed: Option<Error>,
     /// A failure every later record would meet too (login, certificate, configuration).
     #[serde(skip)]
     pub(super) fatal: Option<ErrorKind>,
@@ -68,6 +77,8 @@ impl Line {
             error: Some(why),
             outbox_id: None,
             subject: None,
+            note: None,
+            ledger_failed: None,
             fatal: None,
             unreachable: false,
         }
@@ -92,6 +103,8 @@ impl Line {
             error: None,
             outbox_id: None,
             subject: Some(subject),
+            note: None,
+            ledger_failed: None,
             fatal: None,
             unreachable: false,
         }
@@ -763,6 +776,8 @@ pub(super) fn result_line(
                 exit_code: 0,
                 error: None,
                 subject: None,
+                note: None,
+                ledger_failed: None,
                 fatal: None,
                 outbox_id: None,
                 unreachable: false,
@@ -803,6 +818,8 @@ pub(super) fn result_line(
         exit_code,
         error: error.map(|e| e.message().to_owned()),
         subject: None,
+        note: None,
+        ledger_failed: None,
         fatal,
         outbox_id: None,
         unreachable: false,
@@ -883,6 +900,7 @@ pub(super) fn summary(tally: &Tally, sessions: u32, elapsed: Duration) {
         (tally.of(Status::Partial), "partial"),
         (tally.of(Status::Deferred), "deferred"),
         (tally.of(Status::Queued), "queued (outbox)"),
+        (tally.of(Status::Duplicate), "another worker's (--campaign)"),
         (tally.of(Status::Unknown), "unknown"),
         (tally.of(Status::Failed), "failed"),
         (tally.of(Status::DryRun), "would send (--dry-run)"),

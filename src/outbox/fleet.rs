@@ -1,0 +1,495 @@
+//! One batch split across many workers (`envoi batch --ledger postgres://… --campaign
+//! NAME`, run at once on several machines over the same input): the shared PostgreSQL
+//! ledger says which worker sends each record, so every record goes exactly once.
+//!
+//! - A record is known by its campaign and the SHA-256 of its content (its fields, not
+//!   its line number, nor the rendered message with its fresh Message-ID and Date).
+//! - Before a worker sends a record it claims it: `INSERT … ON CONFLICT DO NOTHING` on
+//!   (campaign, record hash), with the worker's name and a lease (now + the record's
+//!   deadline + a grace, on the database's clock). Of two workers exactly one inserts;
+//!   the other skips the record.
+//! - After the send the row gets its outcome: sent (with the Message-ID), failed for
+//!   good (refused, invalid: no worker tries it again), or unknown (the connection broke
+//!   after the message went); a temporary failure deletes the row, so a later run tries
+//!   the record again.
+//! - A worker that dies holding a claim leaves a row without outcome: once its lease has
+//!   passed the record is `unknown`, and it is never sent again unless a run asks for it
+//!   by name (`--resend-unknown`).
+//! - `--rate` holds for the whole fleet: one token bucket row per campaign, taken under
+//!   `SELECT … FOR UPDATE` and refilled by the database's elapsed time.
+//!
+//! Rows stay until someone deletes them: a campaign is a name the user chose, and
+//! running it again months later must still send nothing twice.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::outbox::Status;
+use crate::outbox::pg_ledger::PgLedger;
+use crate::profile::{Origin, Resolved};
+
+/// What a campaign name may be: what `--idempotency-key` may be (printable, one line,
+/// 1 to 200 characters).
+fn check_campaign(name: &str) -> Result<()> {
+    let bad = name.is_empty()
+        || name.chars().count() > 200
+        || name.chars().any(|c| c.is_control() || c == '\u{7f}');
+    if bad {
+        return Err(Error::usage(format!(
+            "--campaign {name:?}: give 1 to 200 printable characters on one line, e.g. \
+             --campaign invoices-2026-12"
+        )));
+    }
+    Ok(())
+}
+
+/// One worker's connection to the campaign's rows. A batch with several senders
+/// (`--concurrency`) opens one per sender: a connection runs one statement at a time.
+pub struct Fleet {
+    ledger: PgLedger,
+    campaign: String,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("campaign", &self.campaign)
+            .field("ledger", &self.ledger)
+            .finish()
+    }
+}
+
+/// Whether this worker may send a record.
+#[derive(Debug)]
+pub enum Claim {
+    /// The record is this worker's: send it, then [`Fleet::finish`] (which frees it when
+    /// nothing went).
+    Mine,
+    /// Another worker has it (or had it): skip it.
+    Taken(Taken),
+}
+
+/// A record another worker claimed.
+#[derive(Debug, Clone)]
+pub struct Taken {
+    /// The claimer: machine, process and connection.
+    pub by: String,
+    /// When it claimed the record (UTC, `YYYY-MM-DD HH:MM:SS`).
+    pub at: String,
+    /// What became of the record.
+    pub held: Held,
+}
+
+/// What became of a record another worker claimed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Held {
+    /// It has an outcome: sent (or queued, saved, partial) or failed for good.
+    Done {
+        /// sent, partial, saved, queued, refused or invalid.
+        outcome: Status,
+        /// The message's Message-ID, when one was made.
+        message_id: Option<String>,
+    },
+    /// The claimer is sending it, its lease still running.
+    InFlight,
+    /// Its outcome is unknown: the claimer's lease passed without one (it died
+    /// mid-send), or the connection broke after the message went. It may have been
+    /// delivered: only `--resend-unknown` sends it again.
+    Unknown,
+}
+
+impl Taken {
+    /// The record's line in this worker's result: `duplicate` (another worker sent it,
+    /// failed it for good, or is sending it) or `unknown`; and what happened, in words.
+    pub fn status(&self) -> Status {
+        match self.held {
+            Held::Unknown => Status::Unknown,
+            _ => Status::Duplicate,
+        }
+    }
+
+    /// Who has the record and what became of it, in words.
+    pub fn describe(&self) -> String {
+        let who = format!("{} (claimed at {} UTC)", self.by, self.at);
+        match &self.held {
+            Held::Done { outcome, .. } => {
+                format!("campaign record already {outcome} by another worker: {who}")
+            }
+            Held::InFlight => format!("campaign record being sent by another worker: {who}"),
+            Held::Unknown => format!(
+                "campaign record claimed by another worker, {who}, which ended without an \
+                 outcome: it may have been delivered, so it was not sent again; check, then \
+                 give --resend-unknown to send the unknown records again"
+            ),
+        }
+    }
+}
+
+/// A campaign's records in the ledger, as `envoi batch --status` counts them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// The campaign's name.
+    pub campaign: String,
+    /// Sent (partial, saved and queued included: no worker sends them again).
+    pub sent: u64,
+    /// Failed for good: refused or invalid.
+    pub failed: u64,
+    /// Of unknown outcome: a dead worker's claim, or a broken connection after the
+    /// message went.
+    pub unknown: u64,
+    /// Claimed by a worker whose lease still runs.
+    pub in_flight: u64,
+    /// Records of the input with no row yet (`None` without the input).
+    pub pending: Option<u64>,
+}
+
+/// Connects a worker to the campaign `name` in the ledger `resolved` names (`--ledger`,
+/// `$ENVOI_LEDGER`, the profile's `ledger`; its password from the file's
+/// `ledger_password_env`/`ledger_password_command`, else `$PGPASSWORD`): 75 when the database cannot be reached (then
+/// nothing may be sent), 77 for a refused login or certificate, 78 for a bad URL; 64
+/// without a PostgreSQL ledger.
+pub fn connect(resolved: &Resolved, name: &str, deadline: Instant) -> Result<Fleet> {
+    check_campaign(name)?;
+    let Some((url, origin)) = &resolved.ledger else {
+        return Err(Error::usage(format!(
+            "--campaign {name}: a campaign's records are claimed in a shared PostgreSQL \
+             ledger: give --ledger postgres://USER@HOST/DB too (or set $ENVOI_LEDGER, or \
+             the profile's `ledger`)"
+        )));
+    };
+    let what = match origin {
+        Origin::Flag(flag) => (*flag).to_owned(),
+        Origin::Variable(name) => format!("${name}"),
+        Origin::File | Origin::Default => "the profile's `ledger`".to_owned(),
+    };
+    Ok(Fleet {
+        ledger: PgLedger::connect(&what, url, resolved.ledger_password.as_ref(), deadline)?,
+        campaign: name.to_owned(),
+    })
+}
+
+/// The outcome word a row keeps for a record's status; `None` for a status that frees
+/// the claim (nobody has the message: a later run may send it).
+fn outcome_word(status: Status) -> Option<&'static str> {
+    match status {
+        Status::Sent
+        | Status::Saved
+        | Status::Queued
+        | Status::Partial
+        | Status::Refused
+        | Status::Invalid
+        | Status::Unknown
+        | Status::Duplicate => Some(status.as_str()),
+        Status::Deferred | Status::Failed | Status::DryRun => None,
+    }
+}
+
+impl Fleet {
+    /// This worker's name in the rows it claims.
+    pub fn me(&self) -> &str {
+        self.ledger.me()
+    }
+
+    /// The ledger's `HOST:PORT/DB`.
+    pub fn place(&self) -> &str {
+        self.ledger.place()
+    }
+
+    fn failed(&self, doing: &str, e: &postgres::Error) -> Error {
+        self.ledger.failed(doing, e)
+    }
+
+    /// Claims the record `digest` (at `line` of this worker's input) for `lease`; a
+    /// claim whose outcome is unknown is taken over when `resend_unknown`. 75 when the
+    /// ledger fails: the record must not be sent then.
+    pub fn claim(
+        &mut self,
+        digest: &[u8; 32],
+        line: u64,
+        lease: Duration,
+        resend_unknown: bool,
+    ) -> Result<Claim> {
+        let doing = "claiming a campaign record";
+        let hash: &[u8] = digest;
+        let line = i64::try_from(line).unwrap_or(i64::MAX);
+        let lease = lease.as_secs_f64();
+        // Freed between the two statements (a temporary failure elsewhere): claim again.
+        // A record freed over and over by others is left for a later run.
+        for _ in 0..5 {
+            let (campaign, me) = (&self.campaign, self.ledger.me().to_owned());
+            let inserted = self
+                .ledger
+                .client()
+                .execute(
+                    "INSERT INTO envoi_batch_records \
+                     (campaign, record_hash, line, claimed_by, claimed_at, lease_until) \
+                     VALUES ($1, $2, $3, $4, now(), now() + make_interval(secs => $5)) \
+                     ON CONFLICT (campaign, record_hash) DO NOTHING",
+                    &[campaign, &hash, &line, &me, &lease],
+                )
+                .map_err(|e| self.failed(doing, &e))?;
+            if inserted == 1 {
+                return Ok(Claim::Mine);
+            }
+            let Some(taken) = self.held(digest)? else {
+                continue;
+            };
+            if taken.held != Held::Unknown || !resend_unknown {
+                return Ok(Claim::Taken(taken));
+            }
+            // Taken over only while it is still unknown: of two runs with
+            // --resend-unknown, one updates it, the other then finds a live lease.
+            let (campaign, me) = (&self.campaign, self.ledger.me().to_owned());
+            let updated = self
+                .ledger
+                .client()
+                .execute(
+                    "UPDATE envoi_batch_records SET claimed_by = $3, claimed_at = now(), \
+                     lease_until = now() + make_interval(secs => $4), line = $5, \
+                     outcome = NULL, message_id = NULL, finished_at = NULL \
+                     WHERE campaign = $1 AND record_hash = $2 AND (outcome = 'unknown' \
+                     OR (outcome IS NULL AND lease_until < now()))",
+                    &[campaign, &hash, &me, &lease, &line],
+                )
+                .map_err(|e| self.failed(doing, &e))?;
+            if updated == 1 {
+                return Ok(Claim::Mine);
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Temporary,
+            format!(
+                "line {line}: the campaign record was claimed and freed again by other \
+                 workers five times in a row (ledger {}); it was not sent: run the batch \
+                 again later",
+                self.place()
+            ),
+        ))
+    }
+
+    /// The row of the record `digest`, as another worker's claim; `None` when there is
+    /// none.
+    fn held(&mut self, digest: &[u8; 32]) -> Result<Option<Taken>> {
+        let doing = "reading a campaign record";
+        let hash: &[u8] = digest;
+        let campaign = &self.campaign;
+        let row = self
+            .ledger
+            .client()
+            .query_opt(
+                "SELECT outcome, message_id, claimed_by, \
+                 to_char(claimed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), \
+                 now() > lease_until \
+                 FROM envoi_batch_records WHERE campaign = $1 AND record_hash = $2",
+                &[campaign, &hash],
+            )
+            .map_err(|e| self.failed(doing, &e))?;
+        let Some(row) = row else { return Ok(None) };
+        let read: Result<_, postgres::Error> = (|| {
+            Ok((
+                row.try_get::<_, Option<String>>(0)?,
+                row.try_get::<_, Option<String>>(1)?,
+                row.try_get::<_, String>(2)?,
+                row.try_get::<_, String>(3)?,
+                row.try_get::<_, bool>(4)?,
+            ))
+        })();
+        let (outcome, message_id, by, at, expired) = read.map_err(|e| self.failed(doing, &e))?;
+        let held = match outcome.as_deref().map(Status::named) {
+            Some(Some(Status::Unknown)) => Held::Unknown,
+            Some(Some(outcome)) => Held::Done {
+                outcome,
+                message_id,
+            },
+            Some(None) => {
+                return Err(Error::config(format!(
+                    "the ledger at {} records outcome {:?} for a record of campaign {}, \
+                     which this envoi does not know: upgrade envoi",
+                    self.place(),
+                    outcome.unwrap_or_default(),
+                    self.campaign
+                )));
+            }
+            None if expired => Held::Unknown,
+            None => Held::InFlight,
+        };
+        Ok(Some(Taken { by, at, held }))
+    }
+
+    /// Moves this worker's lease on the record `digest` to `lease` from now (before a
+    /// send that had to wait for its turn, so the wait does not eat the lease).
+    pub fn renew(&mut self, digest: &[u8; 32], lease: Duration) -> Result<()> {
+        let hash: &[u8] = digest;
+        let (campaign, me) = (&self.campaign, self.ledger.me().to_owned());
+        self.ledger
+            .client()
+            .execute(
+                "UPDATE envoi_batch_records SET lease_until = now() + make_interval(secs => $4) \
+                 WHERE campaign = $1 AND record_hash = $2 AND claimed_by = $3 \
+                 AND outcome IS NULL",
+                &[campaign, &hash, &me, &lease.as_secs_f64()],
+            )
+            .map(drop)
+            .map_err(|e| self.failed("renewing a campaign record's lease", &e))
+    }
+
+    /// Writes the outcome of this worker's record `digest` (`status`, with its
+    /// Message-ID), or frees the claim when nobody has the message (deferred, failed on
+    /// login or configuration): a later run sends it. `Ok(false)`: the claim was no
+    /// longer this worker's (its lease passed and a run with `--resend-unknown` took it).
+    pub fn finish(
+        &mut self,
+        digest: &[u8; 32],
+        status: Status,
+        message_id: Option<&str>,
+    ) -> Result<bool> {
+        let hash: &[u8] = digest;
+        let (campaign, me) = (&self.campaign, self.ledger.me().to_owned());
+        let done = match outcome_word(status) {
+            Some(word) => self.ledger.client().execute(
+                "UPDATE envoi_batch_records SET outcome = $4, message_id = $5, \
+                 finished_at = now() \
+                 WHERE campaign = $1 AND record_hash = $2 AND claimed_by = $3",
+                &[campaign, &hash, &me, &word, &message_id],
+            ),
+            None => self.ledger.client().execute(
+                "DELETE FROM envoi_batch_records \
+                 WHERE campaign = $1 AND record_hash = $2 AND claimed_by = $3 \
+                 AND outcome IS NULL",
+                &[campaign, &hash, &me],
+            ),
+        };
+        done.map(|rows| rows == 1)
+            .map_err(|e| self.failed("recording a campaign record's outcome", &e))
+    }
+
+    /// The campaign's counts; `pending` is left to the caller, who has the input.
+    pub fn counts(&mut self) -> Result<Counts> {
+        let campaign = &self.campaign;
+        let row = self
+            .ledger
+            .client()
+            .query_one(
+                "SELECT \
+                 count(*) FILTER (WHERE outcome IN ('sent', 'partial', 'saved', 'queued', \
+                 'duplicate')), \
+                 count(*) FILTER (WHERE outcome IN ('refused', 'invalid')), \
+                 count(*) FILTER (WHERE outcome = 'unknown' \
+                 OR (outcome IS NULL AND now() > lease_until)), \
+                 count(*) FILTER (WHERE outcome IS NULL AND now() <= lease_until) \
+                 FROM envoi_batch_records WHERE campaign = $1",
+                &[campaign],
+            )
+            .map_err(|e| self.failed("counting a campaign's records", &e))?;
+        let count = |i: usize| -> Result<u64> {
+            let n: i64 = row
+                .try_get(i)
+                .map_err(|e| self.failed("counting a campaign's records", &e))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
+        Ok(Counts {
+            campaign: self.campaign.clone(),
+            sent: count(0)?,
+            failed: count(1)?,
+            unknown: count(2)?,
+            in_flight: count(3)?,
+            pending: None,
+        })
+    }
+
+    /// The hashes of every record the campaign has a row for.
+    pub fn digests(&mut self) -> Result<HashSet<[u8; 32]>> {
+        let campaign = &self.campaign;
+        let rows = self
+            .ledger
+            .client()
+            .query(
+                "SELECT record_hash FROM envoi_batch_records WHERE campaign = $1",
+                &[campaign],
+            )
+            .map_err(|e| self.failed("reading a campaign's records", &e))?;
+        let mut all = HashSet::with_capacity(rows.len());
+        for row in rows {
+            let hash: &[u8] = row
+                .try_get(0)
+                .map_err(|e| self.failed("reading a campaign's records", &e))?;
+            if let Ok(digest) = <[u8; 32]>::try_from(hash) {
+                all.insert(digest);
+            }
+        }
+        Ok(all)
+    }
+
+    /// `--rate` for the whole fleet: takes one token from the campaign's bucket (`per_second`
+    /// tokens a second, at most one saved up, so messages are evenly spaced as with one
+    /// worker) and answers how long to wait before sending. The token is taken at once,
+    /// the bucket going below zero, so waiting workers queue in the order they asked.
+    pub fn take_token(&mut self, per_second: f64) -> Result<Duration> {
+        let doing = "taking a --rate token from the campaign's bucket";
+        let place = self.place().to_owned();
+        let at = |e: postgres::Error| PgLedger::failed_at(&place, doing, &e);
+        let campaign = self.campaign.clone();
+        let mut tx = self.ledger.client().transaction().map_err(at)?;
+        tx.execute(
+            "INSERT INTO envoi_batch_rate (campaign, tokens, updated_at) \
+             VALUES ($1, 1, clock_timestamp()) ON CONFLICT (campaign) DO NOTHING",
+            &[&campaign],
+        )
+        .map_err(at)?;
+        // The row's lock orders the workers; clock_timestamp(), not now(): the time after
+        // the lock was granted, not when the transaction began.
+        let row = tx
+            .query_one(
+                "SELECT tokens, extract(epoch FROM clock_timestamp() - updated_at)::float8 \
+                 FROM envoi_batch_rate WHERE campaign = $1 FOR UPDATE",
+                &[&campaign],
+            )
+            .map_err(at)?;
+        let (tokens, elapsed): (f64, f64) =
+            (row.try_get(0).map_err(at)?, row.try_get(1).map_err(at)?);
+        let tokens = (tokens + elapsed.max(0.0) * per_second).min(1.0) - 1.0;
+        tx.execute(
+            "UPDATE envoi_batch_rate SET tokens = $2, updated_at = clock_timestamp() \
+             WHERE campaign = $1",
+            &[&campaign, &tokens],
+        )
+        .map_err(at)?;
+        tx.commit().map_err(at)?;
+        let wait = if tokens < 0.0 && per_second > 0.0 {
+            -tokens / per_second
+        } else {
+            0.0
+        };
+        Ok(Duration::try_from_secs_f64(wait).unwrap_or(Duration::ZERO))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn campaign_names() {
+        assert!(check_campaign("invoices-2026-12").is_ok());
+        for bad in ["", "a\nb", &"x".repeat(201)] {
+            let e = check_campaign(bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Usage);
+            assert!(e.message().starts_with("--campaign"), "{e}");
+        }
+    }
+
+    #[test]
+    fn what_frees_a_claim() {
+        for status in Status::ALL {
+            let frees = outcome_word(status).is_none();
+            assert_eq!(
+                frees,
+                matches!(status, Status::Deferred | Status::Failed | Status::DryRun),
+                "{status}"
+            );
+        }
+    }
+}
