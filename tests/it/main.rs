@@ -35,3 +35,4 @@ mod spine;
 mod spool;
 mod trust;
 mod wire;
+mod workers;

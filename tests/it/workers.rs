@@ -1,0 +1,522 @@
+//! One batch split across many workers (`envoi batch --ledger postgres://… --campaign`):
+//! several envoi processes at once over the same input, against the private PostgreSQL
+//! cluster of `support::postgres` and the in-process SMTP server, which tells each
+//! message's recipient, so "every record delivered exactly once" is counted, not assumed.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::path::PathBuf;
+use std::process::{Child, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::support::envoi::{ExpectExit, Run, envoi, hermetic_env};
+use crate::support::postgres::{LEDGER_PASSWORD, LEDGER_USER, cluster, free_port, ledger_url};
+use crate::support::smtp_server::{Received, ServerOptions, TestServer};
+
+/// A folder with the input, and each worker's report and output.
+struct Fleet {
+    dir: TempDir,
+    input: PathBuf,
+}
+
+impl Fleet {
+    /// `mail.jsonl` with `n` records, record i to `r{i}@example.com`.
+    fn new(n: u32) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("mail.jsonl");
+        let mut text = String::with_capacity(n as usize * 90);
+        for i in 1..=n {
+            text.push_str(&format!(
+                "{{\"To\":\"r{i}@example.com\",\"Subject\":\"m{i}\",\"Body\":\"record {i}\"}}\n"
+            ));
+        }
+        fs::write(&input, text).unwrap();
+        Fleet { dir, input }
+    }
+
+    /// `envoi batch` as worker `name` of `campaign` into the server on `port`, with its own
+    /// HOME (its own machine) and report.
+    fn args(&self, name: &str, port: u16, campaign: &str, extra: &[&str]) -> Vec<OsString> {
+        let home = self.home(name);
+        let mut args: Vec<OsString> = vec![
+            "batch".into(),
+            self.input.clone().into(),
+            "--smtp-url".into(),
+            format!("smtp://127.0.0.1:{port}?security=none").into(),
+            "--from".into(),
+            "fleet@example.com".into(),
+            "--ledger".into(),
+            ledger_url().into(),
+            "--campaign".into(),
+            campaign.into(),
+            "--report".into(),
+            home.join("report.jsonl").into(),
+            "--timeout".into(),
+            "2".into(),
+        ];
+        args.extend(extra.iter().map(OsString::from));
+        args
+    }
+
+    fn home(&self, name: &str) -> PathBuf {
+        let home = self.dir.path().join(name);
+        fs::create_dir_all(&home).unwrap();
+        home
+    }
+
+    /// Starts worker `name` in the background.
+    fn spawn(&self, name: &str, port: u16, campaign: &str, extra: &[&str]) -> Child {
+        let home = self.home(name);
+        let out = |file: &str| File::create(home.join(file)).unwrap();
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("envoi"))
+            .env_clear()
+            .envs(hermetic_env(&home))
+            .env("PGPASSWORD", LEDGER_PASSWORD)
+            .args(self.args(name, port, campaign, extra))
+            .stdin(Stdio::null())
+            .stdout(out("stdout"))
+            .stderr(out("stderr"))
+            .spawn()
+            .expect("spawn envoi")
+    }
+
+    /// Runs worker `name` to its end.
+    fn run(&self, name: &str, port: u16, campaign: &str, extra: &[&str]) -> Run {
+        let mut child = self.spawn(name, port, campaign, extra);
+        let status = wait_bounded(&mut child, 60);
+        self.finished(name, status)
+    }
+
+    fn finished(&self, name: &str, status: ExitStatus) -> Run {
+        let home = self.home(name);
+        let read = |file: &str| fs::read_to_string(home.join(file)).unwrap_or_default();
+        Run::new(
+            format!("worker {name}"),
+            status,
+            read("stdout"),
+            read("stderr"),
+        )
+    }
+
+    /// Worker `name`'s result lines.
+    fn report(&self, name: &str) -> Vec<Value> {
+        fs::read_to_string(self.home(name).join("report.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    /// `envoi batch --status --json` of `campaign`, with the input.
+    fn status(&self, campaign: &str) -> Value {
+        let home = self.home("status");
+        let run = envoi(&home)
+            .env("PGPASSWORD", LEDGER_PASSWORD)
+            .args(["batch", "--status", "--json", "--campaign", campaign])
+            .arg("--ledger")
+            .arg(ledger_url())
+            .arg(&self.input)
+            .expect_exit(0);
+        serde_json::from_str(run.stdout.trim()).unwrap_or_else(|_| panic!("{run}"))
+    }
+}
+
+/// Waits for `child` at most `secs` (then kills it and fails).
+fn wait_bounded(child: &mut Child, secs: u64) -> ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("envoi still running after {secs} s; killed");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// How many messages each recipient got, over all `servers`.
+fn deliveries(servers: &[&TestServer]) -> HashMap<String, u32> {
+    let mut seen = HashMap::new();
+    for server in servers {
+        for m in server.messages() {
+            let Received { rcpt_to, .. } = m;
+            for to in rcpt_to {
+                *seen.entry(to).or_insert(0) += 1;
+            }
+        }
+    }
+    seen
+}
+
+/// The count of `status` in result lines.
+fn count(lines: &[Value], status: &str) -> usize {
+    lines.iter().filter(|l| l["status"] == status).count()
+}
+
+/// Every recipient of records `1..=n` has exactly one message, but those in `except`.
+#[track_caller]
+fn exactly_once(seen: &HashMap<String, u32>, n: u32, except: &[String]) {
+    let wrong: Vec<String> = (1..=n)
+        .map(|i| format!("r{i}@example.com"))
+        .filter(|to| !except.contains(to))
+        .filter(|to| seen.get(to).copied().unwrap_or(0) != 1)
+        .map(|to| format!("{to}: {}", seen.get(&to).copied().unwrap_or(0)))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} record(s) not delivered exactly once, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+}
+
+/// The issue's fleet: three workers started at once on the same 10,000 records, each
+/// with two SMTP sessions, deliver every record exactly once; the status counts them all
+/// sent and none pending.
+#[test]
+fn three_workers_deliver_every_record_once() {
+    const N: u32 = 10_000;
+    cluster();
+    let server = TestServer::start(ServerOptions::default());
+    let fleet = Fleet::new(N);
+    let started = Instant::now();
+    let mut workers: Vec<(String, Child)> = ["a", "b", "c"]
+        .iter()
+        .map(|name| {
+            let child = fleet.spawn(name, server.port(), "ten-thousand", &["--concurrency", "2"]);
+            (name.to_string(), child)
+        })
+        .collect();
+    let mut sent = 0;
+    for (name, child) in &mut workers {
+        let status = wait_bounded(child, 120);
+        let run = fleet.finished(name, status).expect(0);
+        let lines = fleet.report(name);
+        assert_eq!(lines.len(), N as usize, "worker {name} lists every record");
+        assert_eq!(
+            count(&lines, "sent") + count(&lines, "duplicate"),
+            N as usize,
+            "worker {name}: {run}"
+        );
+        assert!(count(&lines, "sent") > 0, "worker {name} sent nothing");
+        sent += count(&lines, "sent");
+    }
+    let elapsed = started.elapsed();
+    eprintln!(
+        "three workers, {N} records: {:.1} s, {:.0} records/s",
+        elapsed.as_secs_f64(),
+        f64::from(N) / elapsed.as_secs_f64()
+    );
+    assert_eq!(
+        sent, N as usize,
+        "the workers' sent lines add up to the input"
+    );
+    exactly_once(&deliveries(&[&server]), N, &[]);
+    assert_eq!(server.messages().len(), N as usize);
+    let status = fleet.status("ten-thousand");
+    assert_eq!(status["sent"], N, "{status}");
+    assert_eq!(status["pending"], 0, "{status}");
+    assert_eq!(status["unknown"], 0, "{status}");
+    assert_eq!(status["in_flight"], 0, "{status}");
+    // A fourth worker later sends nothing: every record is the campaign's already.
+    let late = fleet.run("d", server.port(), "ten-thousand", &[]).expect(0);
+    assert_eq!(server.messages().len(), N as usize, "{late}");
+}
+
+/// A worker SIGKILLed mid-run: the records it was sending are `unknown` once its lease
+/// passes (never sent again by the others, nor by a re-run), every other record goes
+/// exactly once; `--resend-unknown` then sends the unknown ones.
+#[test]
+fn a_killed_workers_records_are_unknown_until_resent_by_name() {
+    const N: u32 = 1_500;
+    cluster();
+    // The victim sends into a slow server, so it is mid-send when it is killed.
+    let slow = TestServer::start(ServerOptions {
+        delay_replies: Some(Duration::from_millis(40)),
+        ..ServerOptions::default()
+    });
+    let server = TestServer::start(ServerOptions::default());
+    let fleet = Fleet::new(N);
+    let campaign = "killed-worker";
+    let mut victim = fleet.spawn("victim", slow.port(), campaign, &["--concurrency", "2"]);
+    let until = Instant::now() + Duration::from_secs(20);
+    while slow.messages().len() < 4 {
+        assert!(Instant::now() < until, "the victim sent nothing");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let mut survivors: Vec<(&str, Child)> = ["s1", "s2"]
+        .into_iter()
+        .map(|name| (name, fleet.spawn(name, server.port(), campaign, &[])))
+        .collect();
+    thread::sleep(Duration::from_millis(100));
+    // SIGKILL: no handler runs, the claims it holds stay in the ledger.
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    for (name, child) in &mut survivors {
+        let status = wait_bounded(child, 60);
+        let run = fleet.finished(name, status);
+        // 0, or 75 when it met the victim's claims after their lease.
+        assert!(
+            matches!(status.code(), Some(0 | 75)),
+            "survivor {name}: {run}"
+        );
+    }
+    // Past the victim's lease (--timeout 2 + 5 s of grace) nothing is in flight.
+    let until = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let status = fleet.status(campaign);
+        if status["in_flight"] == 0 {
+            break status;
+        }
+        assert!(Instant::now() < until, "still in flight: {status}");
+        thread::sleep(Duration::from_millis(500));
+    };
+    let unknown = status["unknown"].as_u64().unwrap();
+    assert!((1..=2).contains(&unknown), "{status}");
+    assert_eq!(status["pending"], 0, "{status}");
+    assert_eq!(
+        status["sent"].as_u64().unwrap() + unknown,
+        u64::from(N),
+        "{status}"
+    );
+    // A re-run sends nothing and names the unknown records, with their recipients.
+    let rerun = fleet.run("rerun", server.port(), campaign, &[]).expect(75);
+    let lines = fleet.report("rerun");
+    assert_eq!(count(&lines, "sent"), 0, "{rerun}");
+    let unknown_to: Vec<String> = lines
+        .iter()
+        .filter(|l| l["status"] == "unknown")
+        .map(|l| l["recipients"][0]["address"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(unknown_to.len() as u64, unknown, "{rerun}");
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l["status"] == "unknown")
+            .all(|l| l["error"].as_str().unwrap().contains("--resend-unknown")),
+        "{lines:?}"
+    );
+    let before = deliveries(&[&slow, &server]);
+    exactly_once(&before, N, &unknown_to);
+    for to in &unknown_to {
+        assert!(before.get(to).copied().unwrap_or(0) <= 1, "{to}");
+    }
+    // Asked for by name, they go (again, if the victim got them out).
+    let fast_before = server.messages().len();
+    let resend = fleet
+        .run("resend", server.port(), campaign, &["--resend-unknown"])
+        .expect(0);
+    assert_eq!(
+        count(&fleet.report("resend"), "sent") as u64,
+        unknown,
+        "{resend}"
+    );
+    let fresh: Vec<String> = server.messages()[fast_before..]
+        .iter()
+        .flat_map(|m| m.rcpt_to.clone())
+        .collect();
+    let mut expected = unknown_to.clone();
+    expected.sort();
+    let mut got = fresh.clone();
+    got.sort();
+    assert_eq!(
+        got, expected,
+        "--resend-unknown sends exactly the unknown records"
+    );
+    let status = fleet.status(campaign);
+    assert_eq!(status["sent"], N, "{status}");
+    assert_eq!(status["unknown"], 0, "{status}");
+}
+
+/// The flags' rules: a campaign needs a ledger, batch's --ledger needs a campaign (both
+/// 64 naming both flags); an unreachable ledger is 75 with nothing sent, for a batch and
+/// for --status. (clap's usage errors are 64 too.)
+#[test]
+fn campaign_flags_and_an_unreachable_ledger() {
+    let server = TestServer::start(ServerOptions::default());
+    let fleet = Fleet::new(3);
+    let home = fleet.home("flags");
+    let smtp = format!("smtp://127.0.0.1:{}?security=none", server.port());
+    let base = |cmd: &mut assert_cmd::Command| {
+        cmd.arg("batch").arg(&fleet.input).args([
+            "--smtp-url",
+            &smtp,
+            "--from",
+            "fleet@example.com",
+        ]);
+    };
+    let mut cmd = envoi(&home);
+    base(&mut cmd);
+    let run = cmd.args(["--campaign", "x"]).expect_exit(64);
+    assert!(
+        run.stderr.contains("--campaign") && run.stderr.contains("--ledger"),
+        "{run}"
+    );
+    let mut cmd = envoi(&home);
+    base(&mut cmd);
+    let run = cmd.args(["--ledger", &ledger_url()]).expect_exit(64);
+    assert!(run.stderr.contains("--campaign"), "{run}");
+    let mut cmd = envoi(&home);
+    base(&mut cmd);
+    let run = cmd.args(["--resend-unknown"]).expect_exit(64);
+    assert!(run.stderr.contains("--campaign"), "{run}");
+    let down = format!(
+        "postgres://{LEDGER_USER}@127.0.0.1:{}/postgres?sslmode=disable",
+        free_port()
+    );
+    let mut cmd = envoi(&home);
+    base(&mut cmd);
+    let run = cmd
+        .env("PGPASSWORD", LEDGER_PASSWORD)
+        .args(["--campaign", "x", "--ledger", &down])
+        .expect_exit(75);
+    assert!(run.stderr.contains("nothing was sent"), "{run}");
+    assert!(server.messages().is_empty());
+    let run = envoi(&home)
+        .env("PGPASSWORD", LEDGER_PASSWORD)
+        .args(["batch", "--status", "--campaign", "x", "--ledger", &down])
+        .expect_exit(75);
+    assert!(!run.output().contains(LEDGER_PASSWORD), "{run}");
+    // A dry run connects to no ledger.
+    let mut cmd = envoi(&home);
+    base(&mut cmd);
+    cmd.args(["--campaign", "x", "--ledger", &down, "--dry-run"])
+        .expect_exit(0);
+}
+
+/// A ledger made by an envoi of schema version 1 (idempotency keys only) is brought to
+/// version 2 on first use, its keys kept.
+#[test]
+fn a_version_1_ledger_is_upgraded_and_keeps_its_keys() {
+    let port = cluster().port;
+    let connect = |db: &str| {
+        postgres::Client::connect(
+            &format!(
+                "host=127.0.0.1 port={port} user={LEDGER_USER} password={LEDGER_PASSWORD} \
+                 dbname={db}"
+            ),
+            postgres::NoTls,
+        )
+        .unwrap()
+    };
+    let mut admin = connect("postgres");
+    admin
+        .batch_execute("DROP DATABASE IF EXISTS envoi_v1")
+        .unwrap();
+    admin.batch_execute("CREATE DATABASE envoi_v1").unwrap();
+    let mut v1 = connect("envoi_v1");
+    v1.batch_execute(
+        "CREATE TABLE envoi_schema_version (version integer NOT NULL);
+         INSERT INTO envoi_schema_version VALUES (1);
+         CREATE TABLE envoi_idempotency (key text PRIMARY KEY, claimed_by text NOT NULL,
+             claimed_at timestamptz NOT NULL, claim_deadline timestamptz NOT NULL,
+             message_id text, status text, recorded_at timestamptz);
+         INSERT INTO envoi_idempotency VALUES ('old-key', 'old host', now(), now(),
+             '<old@example.com>', 'sent', now());",
+    )
+    .unwrap();
+    let server = TestServer::start(ServerOptions::default());
+    let fleet = Fleet::new(5);
+    let url = format!("postgres://{LEDGER_USER}@127.0.0.1:{port}/envoi_v1?sslmode=disable");
+    let home = fleet.home("v1");
+    let run = envoi(&home)
+        .env("PGPASSWORD", LEDGER_PASSWORD)
+        .arg("batch")
+        .arg(&fleet.input)
+        .args([
+            "--smtp-url",
+            &format!("smtp://127.0.0.1:{}?security=none", server.port()),
+            "--from",
+            "fleet@example.com",
+            "--campaign",
+            "upgraded",
+            "--ledger",
+            &url,
+        ])
+        .expect_exit(0);
+    assert_eq!(server.messages().len(), 5, "{run}");
+    let version: i32 = v1
+        .query_one("SELECT max(version) FROM envoi_schema_version", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 2);
+    // The version 1 key still answers: a send with it is a duplicate.
+    let run = envoi(&home)
+        .env("PGPASSWORD", LEDGER_PASSWORD)
+        .env("ENVOI_LEDGER", &url)
+        .args([
+            "send",
+            "--smtp-url",
+            &format!("smtp://127.0.0.1:{}?security=none", server.port()),
+            "--from",
+            "ci@example.com",
+            "--to",
+            "dev@example.com",
+            "--subject",
+            "s",
+            "--body",
+            "b",
+            "--json",
+            "--idempotency-key",
+            "old-key",
+        ])
+        .expect_exit(0);
+    assert!(run.stdout.contains("duplicate"), "{run}");
+    assert_eq!(server.messages().len(), 5);
+}
+
+/// `--rate` holds for the whole fleet: three workers, each given `--rate 20/s`, deliver
+/// at 20 messages a second in all (measured at the server: no second holds more than 20
+/// and a little jitter, and the whole run is not much slower than 20/s either).
+#[test]
+fn the_rate_holds_across_three_workers() {
+    const N: u32 = 90;
+    const RATE: f64 = 20.0;
+    cluster();
+    let server = TestServer::start(ServerOptions::default());
+    let fleet = Fleet::new(N);
+    let mut workers: Vec<(&str, Child)> = ["a", "b", "c"]
+        .into_iter()
+        .map(|name| {
+            let child = fleet.spawn(name, server.port(), "paced", &["--rate", "20/s"]);
+            (name, child)
+        })
+        .collect();
+    for (name, child) in &mut workers {
+        let status = wait_bounded(child, 60);
+        let run = fleet.finished(name, status).expect(0);
+        assert!(count(&fleet.report(name), "sent") > 0, "{run}");
+    }
+    let mut at: Vec<Instant> = server.messages().iter().map(|m| m.at).collect();
+    assert_eq!(at.len(), N as usize);
+    exactly_once(&deliveries(&[&server]), N, &[]);
+    at.sort();
+    let span = (at[at.len() - 1] - at[0]).as_secs_f64();
+    let measured = f64::from(N - 1) / span;
+    eprintln!("three workers at --rate 20/s: {measured:.1} messages/s at the server");
+    // Three workers each at 20/s would be 60/s.
+    assert!(
+        measured <= RATE * 1.1,
+        "{measured:.1}/s over the fleet's 20/s"
+    );
+    assert!(measured >= RATE * 0.7, "{measured:.1}/s: far under 20/s");
+    // No one-second window holds much more than 20 (a message's own transit jitters).
+    let most = (0..at.len())
+        .map(|i| {
+            at[i..]
+                .iter()
+                .take_while(|t| **t - at[i] < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(most <= 23, "{most} messages within one second");
+}
