@@ -21,9 +21,10 @@
 //! Rows stay until someone deletes them: a campaign is a name the user chose, and
 //! running it again months later must still send nothing twice.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use postgres::Statement;
 use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -51,7 +52,46 @@ fn check_campaign(name: &str) -> Result<()> {
 pub struct Fleet {
     ledger: PgLedger,
     campaign: String,
+    /// The statements this worker runs for every record, prepared once on its connection
+    /// (an unprepared statement costs a second round trip each time).
+    prepared: HashMap<&'static str, Statement>,
 }
+
+/// A record's claim: inserted, or else the row another worker holds, in one round trip.
+/// The row is read in the statement's snapshot: a claim committed by another worker
+/// after it began (the insert waited for it) is not seen, and the claim is tried again.
+const CLAIM: &str = "WITH claimed AS (\
+     INSERT INTO envoi_batch_records \
+     (campaign, record_hash, line, claimed_by, claimed_at, lease_until) \
+     VALUES ($1, $2, $3, $4, now(), now() + make_interval(secs => $5)) \
+     ON CONFLICT (campaign, record_hash) DO NOTHING RETURNING 1) \
+     SELECT EXISTS (SELECT 1 FROM claimed), r.outcome, r.message_id, r.claimed_by, \
+     to_char(r.claimed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), \
+     now() > r.lease_until \
+     FROM (SELECT 1) AS one LEFT JOIN envoi_batch_records r \
+     ON r.campaign = $1 AND r.record_hash = $2";
+
+/// A claim of unknown outcome taken over (`--resend-unknown`): only while it is still
+/// unknown, so of two runs that try at once, one updates it and the other then finds a
+/// live lease.
+const TAKE_OVER: &str = "UPDATE envoi_batch_records SET claimed_by = $3, claimed_at = now(), \
+     lease_until = now() + make_interval(secs => $4), line = $5, \
+     outcome = NULL, message_id = NULL, finished_at = NULL \
+     WHERE campaign = $1 AND record_hash = $2 AND (outcome = 'unknown' \
+     OR (outcome IS NULL AND lease_until < now()))";
+
+/// This worker's lease moved on.
+const RENEW: &str = "UPDATE envoi_batch_records SET lease_until = now() + make_interval(secs => $4) \
+     WHERE campaign = $1 AND record_hash = $2 AND claimed_by = $3 AND outcome IS NULL";
+
+/// A record's outcome written.
+const FINISH: &str = "UPDATE envoi_batch_records SET outcome = $4, message_id = $5, \
+     finished_at = now() \
+     WHERE campaign = $1 AND record_hash = $2 AND claimed_by = $3";
+
+/// A claim freed: nothing went.
+const FREE: &str = "DELETE FROM envoi_batch_records \
+     WHERE campaign = $1 AND record_hash = $2 AND claimed_by = $3 AND outcome IS NULL";
 
 impl std::fmt::Debug for Fleet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -113,16 +153,18 @@ impl Taken {
 
     /// Who has the record and what became of it, in words.
     pub fn describe(&self) -> String {
-        let who = format!("{} (claimed at {} UTC)", self.by, self.at);
+        // "Worker", not "another worker": an input may hold the same record twice, and
+        // then the claim is this run's own.
+        let who = format!("worker {} (claimed at {} UTC)", self.by, self.at);
         match &self.held {
             Held::Done { outcome, .. } => {
-                format!("campaign record already {outcome} by another worker: {who}")
+                format!("campaign record already {outcome} by {who}")
             }
-            Held::InFlight => format!("campaign record being sent by another worker: {who}"),
+            Held::InFlight => format!("campaign record being sent by {who}"),
             Held::Unknown => format!(
-                "campaign record claimed by another worker, {who}, which ended without an \
-                 outcome: it may have been delivered, so it was not sent again; check, then \
-                 give --resend-unknown to send the unknown records again"
+                "campaign record claimed by {who}, which ended without an outcome: it may \
+                 have been delivered, so it was not sent again; check, then give \
+                 --resend-unknown to send the unknown records again"
             ),
         }
     }
@@ -168,6 +210,7 @@ pub fn connect(resolved: &Resolved, name: &str, deadline: Instant) -> Result<Fle
     Ok(Fleet {
         ledger: PgLedger::connect(&what, url, resolved.ledger_password.as_ref(), deadline)?,
         campaign: name.to_owned(),
+        prepared: HashMap::new(),
     })
 }
 
@@ -216,44 +259,46 @@ impl Fleet {
         let hash: &[u8] = digest;
         let line = i64::try_from(line).unwrap_or(i64::MAX);
         let lease = lease.as_secs_f64();
-        // Freed between the two statements (a temporary failure elsewhere): claim again.
-        // A record freed over and over by others is left for a later run.
+        // Freed between the insert and the read (a temporary failure elsewhere), or
+        // claimed after this statement began: claim again. A record freed over and over
+        // by others is left for a later run.
         for _ in 0..5 {
-            let (campaign, me) = (&self.campaign, self.ledger.me().to_owned());
-            let inserted = self
+            let me = self.ledger.me().to_owned();
+            let claim = self.statement(CLAIM, doing)?;
+            let campaign = &self.campaign;
+            let row = self
                 .ledger
                 .client()
-                .execute(
-                    "INSERT INTO envoi_batch_records \
-                     (campaign, record_hash, line, claimed_by, claimed_at, lease_until) \
-                     VALUES ($1, $2, $3, $4, now(), now() + make_interval(secs => $5)) \
-                     ON CONFLICT (campaign, record_hash) DO NOTHING",
-                    &[campaign, &hash, &line, &me, &lease],
-                )
+                .query_one(&claim, &[campaign, &hash, &line, &me, &lease])
                 .map_err(|e| self.failed(doing, &e))?;
-            if inserted == 1 {
+            let read: Result<_, postgres::Error> = (|| {
+                Ok((
+                    row.try_get::<_, bool>(0)?,
+                    row.try_get::<_, Option<String>>(1)?,
+                    row.try_get::<_, Option<String>>(2)?,
+                    row.try_get::<_, Option<String>>(3)?,
+                    row.try_get::<_, Option<String>>(4)?,
+                    row.try_get::<_, Option<bool>>(5)?,
+                ))
+            })();
+            let (inserted, outcome, message_id, by, at, expired) =
+                read.map_err(|e| self.failed(doing, &e))?;
+            if inserted {
                 return Ok(Claim::Mine);
             }
-            let Some(taken) = self.held(digest)? else {
+            let (Some(by), Some(at), Some(expired)) = (by, at, expired) else {
                 continue;
             };
+            let taken = self.taken(outcome, message_id, by, at, expired)?;
             if taken.held != Held::Unknown || !resend_unknown {
                 return Ok(Claim::Taken(taken));
             }
-            // Taken over only while it is still unknown: of two runs with
-            // --resend-unknown, one updates it, the other then finds a live lease.
-            let (campaign, me) = (&self.campaign, self.ledger.me().to_owned());
+            let take_over = self.statement(TAKE_OVER, doing)?;
+            let campaign = &self.campaign;
             let updated = self
                 .ledger
                 .client()
-                .execute(
-                    "UPDATE envoi_batch_records SET claimed_by = $3, claimed_at = now(), \
-                     lease_until = now() + make_interval(secs => $4), line = $5, \
-                     outcome = NULL, message_id = NULL, finished_at = NULL \
-                     WHERE campaign = $1 AND record_hash = $2 AND (outcome = 'unknown' \
-                     OR (outcome IS NULL AND lease_until < now()))",
-                    &[campaign, &hash, &me, &lease, &line],
-                )
+                .execute(&take_over, &[campaign, &hash, &me, &lease, &line])
                 .map_err(|e| self.failed(doing, &e))?;
             if updated == 1 {
                 return Ok(Claim::Mine);
@@ -270,34 +315,29 @@ impl Fleet {
         ))
     }
 
-    /// The row of the record `digest`, as another worker's claim; `None` when there is
-    /// none.
-    fn held(&mut self, digest: &[u8; 32]) -> Result<Option<Taken>> {
-        let doing = "reading a campaign record";
-        let hash: &[u8] = digest;
-        let campaign = &self.campaign;
-        let row = self
+    /// `sql` prepared on this connection, once.
+    fn statement(&mut self, sql: &'static str, doing: &str) -> Result<Statement> {
+        if let Some(statement) = self.prepared.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self
             .ledger
             .client()
-            .query_opt(
-                "SELECT outcome, message_id, claimed_by, \
-                 to_char(claimed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), \
-                 now() > lease_until \
-                 FROM envoi_batch_records WHERE campaign = $1 AND record_hash = $2",
-                &[campaign, &hash],
-            )
+            .prepare(sql)
             .map_err(|e| self.failed(doing, &e))?;
-        let Some(row) = row else { return Ok(None) };
-        let read: Result<_, postgres::Error> = (|| {
-            Ok((
-                row.try_get::<_, Option<String>>(0)?,
-                row.try_get::<_, Option<String>>(1)?,
-                row.try_get::<_, String>(2)?,
-                row.try_get::<_, String>(3)?,
-                row.try_get::<_, bool>(4)?,
-            ))
-        })();
-        let (outcome, message_id, by, at, expired) = read.map_err(|e| self.failed(doing, &e))?;
+        self.prepared.insert(sql, statement.clone());
+        Ok(statement)
+    }
+
+    /// Another worker's claim, as its row says.
+    fn taken(
+        &self,
+        outcome: Option<String>,
+        message_id: Option<String>,
+        by: String,
+        at: String,
+        expired: bool,
+    ) -> Result<Taken> {
         let held = match outcome.as_deref().map(Status::named) {
             Some(Some(Status::Unknown)) => Held::Unknown,
             Some(Some(outcome)) => Held::Done {
@@ -316,24 +356,22 @@ impl Fleet {
             None if expired => Held::Unknown,
             None => Held::InFlight,
         };
-        Ok(Some(Taken { by, at, held }))
+        Ok(Taken { by, at, held })
     }
 
     /// Moves this worker's lease on the record `digest` to `lease` from now (before a
     /// send that had to wait for its turn, so the wait does not eat the lease).
     pub fn renew(&mut self, digest: &[u8; 32], lease: Duration) -> Result<()> {
+        let doing = "renewing a campaign record's lease";
         let hash: &[u8] = digest;
-        let (campaign, me) = (&self.campaign, self.ledger.me().to_owned());
+        let me = self.ledger.me().to_owned();
+        let renew = self.statement(RENEW, doing)?;
+        let campaign = &self.campaign;
         self.ledger
             .client()
-            .execute(
-                "UPDATE envoi_batch_records SET lease_until = now() + make_interval(secs => $4) \
-                 WHERE campaign = $1 AND record_hash = $2 AND claimed_by = $3 \
-                 AND outcome IS NULL",
-                &[campaign, &hash, &me, &lease.as_secs_f64()],
-            )
+            .execute(&renew, &[campaign, &hash, &me, &lease.as_secs_f64()])
             .map(drop)
-            .map_err(|e| self.failed("renewing a campaign record's lease", &e))
+            .map_err(|e| self.failed(doing, &e))
     }
 
     /// Writes the outcome of this worker's record `digest` (`status`, with its
@@ -346,24 +384,25 @@ impl Fleet {
         status: Status,
         message_id: Option<&str>,
     ) -> Result<bool> {
+        let doing = "recording a campaign record's outcome";
         let hash: &[u8] = digest;
-        let (campaign, me) = (&self.campaign, self.ledger.me().to_owned());
+        let me = self.ledger.me().to_owned();
         let done = match outcome_word(status) {
-            Some(word) => self.ledger.client().execute(
-                "UPDATE envoi_batch_records SET outcome = $4, message_id = $5, \
-                 finished_at = now() \
-                 WHERE campaign = $1 AND record_hash = $2 AND claimed_by = $3",
-                &[campaign, &hash, &me, &word, &message_id],
-            ),
-            None => self.ledger.client().execute(
-                "DELETE FROM envoi_batch_records \
-                 WHERE campaign = $1 AND record_hash = $2 AND claimed_by = $3 \
-                 AND outcome IS NULL",
-                &[campaign, &hash, &me],
-            ),
+            Some(word) => {
+                let finish = self.statement(FINISH, doing)?;
+                let campaign = &self.campaign;
+                self.ledger
+                    .client()
+                    .execute(&finish, &[campaign, &hash, &me, &word, &message_id])
+            }
+            None => {
+                let free = self.statement(FREE, doing)?;
+                let campaign = &self.campaign;
+                self.ledger.client().execute(&free, &[campaign, &hash, &me])
+            }
         };
         done.map(|rows| rows == 1)
-            .map_err(|e| self.failed("recording a campaign record's outcome", &e))
+            .map_err(|e| self.failed(doing, &e))
     }
 
     /// The campaign's counts; `pending` is left to the caller, who has the input.
