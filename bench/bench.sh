@@ -24,6 +24,10 @@
 # 7: one ~1 KB message over HTTPS to a loopback Microsoft Graph sendMail endpoint (the tests'
 #    tests/it/support/mail_api.py, which follows Graph's MIME contract): `envoi send` through a
 #    `transport = "graph"` profile vs curl POSTing the same kind of body (base64 MIME).
+# 8: one batch split across workers through a private PostgreSQL (initdb on loopback): FLEET_MSGS
+#    records of ~2 KB to smtp-sink by 1 worker vs 3 at once (`--campaign`, FLEET_SESSIONS
+#    sessions each), records/s; the ledger's cost per record (1 worker with `--campaign` vs a
+#    plain batch) and per message (`send --idempotency-key`, PostgreSQL vs the file ledger).
 set -euo pipefail
 
 # --- envoi's command line: the only place to change when its flags change -------------------
@@ -55,7 +59,14 @@ FLAT_SMALL=${FLAT_SMALL:-1000}
 FLAT_BIG=${FLAT_BIG:-1000000}
 # Scenario 7: the loopback Graph endpoint is a Python server: fewer runs than scenario 1.
 GRAPH_RUNS=${GRAPH_RUNS:-100}
-BENCH_SCENARIOS=${BENCH_SCENARIOS:-1234567}
+# Scenario 8: records per run, sessions per worker, runs per variant (median), sends per ledger.
+FLEET_MSGS=${FLEET_MSGS:-10000}
+FLEET_SESSIONS=${FLEET_SESSIONS:-2}
+FLEET_RUNS=${FLEET_RUNS:-3}
+LEDGER_SENDS=${LEDGER_SENDS:-200}
+# Scenario 8's PostgreSQL: fsync on (what a real ledger pays); off shows the protocol's own cost.
+FLEET_PG_FSYNC=${FLEET_PG_FSYNC:-on}
+BENCH_SCENARIOS=${BENCH_SCENARIOS:-12345678}
 # Set BENCH_INSTALL=0 to never call apt-get (then missing tools are skipped or fatal).
 BENCH_INSTALL=${BENCH_INSTALL:-1}
 # Set BENCH_SKIP_ENVOI=1 to bench the peers only (e.g. while `envoi send` does not work yet).
@@ -93,6 +104,11 @@ if [ -z "$(find_smtp_sink)" ]; then
   apt_install postfix || { echo "smtp-sink (package postfix) is required" >&2; exit 1; }
   # The package must not leave an MTA running.
   if /usr/sbin/postfix status >/dev/null 2>&1; then /usr/sbin/postfix stop >/dev/null 2>&1 || true; fi
+fi
+# Scenario 8 runs a private PostgreSQL cluster (Debian's postgresql: initdb and postgres).
+pg_bin() { find /usr/lib/postgresql -maxdepth 3 -name initdb -path '*/bin/*' 2>/dev/null | sort -V | tail -n 1 | xargs -r dirname; }
+if want 8 && [ -z "$(pg_bin)" ]; then
+  apt_install postgresql || echo "PostgreSQL (initdb) not available: scenario 8 skipped"
 fi
 # Scenarios 2 and 5 run a private Postfix (and, for SASL, a private Dovecot): root only.
 PF_OK=0
@@ -706,6 +722,110 @@ elif want 7; then
   S7="  skipped: no envoi to bench"
 fi
 
+# Scenario 8: a private PostgreSQL cluster (trust auth, loopback only, in $WORK/pg), the
+# workers of one campaign at once, timed from the first start to the last exit.
+S8=""
+# pg_start: starts the cluster; sets PG_URL. Root runs it as the postgres user.
+pg_start() {
+  local bin as=() ready=0
+  bin=$(pg_bin)
+  [ -n "$bin" ] || return 1
+  mkdir -p "$WORK/pg"
+  if [ "$(id -u)" = 0 ]; then
+    chown postgres: "$WORK/pg"
+    as=(setpriv --reuid=postgres --regid=postgres --clear-groups --)
+  fi
+  "${as[@]}" "$bin/initdb" -D "$WORK/pg/data" -U envoi --auth=trust -E UTF8 --no-sync >"$WORK/pg-init.log" 2>&1 ||
+    { tail -n 5 "$WORK/pg-init.log" >&2; return 1; }
+  PG_PORT=$(free_port)
+  "${as[@]}" "$bin/postgres" -D "$WORK/pg/data" -p "$PG_PORT" -c listen_addresses=127.0.0.1 \
+    -c unix_socket_directories= -c max_connections=100 -c fsync="$FLEET_PG_FSYNC" >"$WORK/pg.log" 2>&1 &
+  SINK_PIDS+=("$!")
+  for _ in $(seq 300); do # up to 30 s
+    if "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; then ready=1; break; fi
+    sleep 0.1
+  done
+  [ "$ready" = 1 ] || { tail -n 5 "$WORK/pg.log" >&2; return 1; }
+  PG_URL="postgres://envoi@127.0.0.1:$PG_PORT/postgres?sslmode=disable"
+}
+# fleet_run WORKERS ARGS...: WORKERS `envoi batch` at once over fleet.jsonl to the timed sink,
+# each with ARGS and its own report; prints the seconds, and checks that the reports' `sent`
+# lines add up to FLEET_MSGS (every record once).
+fleet_run() {
+  local workers=$1 i start end sent=0 failed=0 pids=()
+  shift
+  rm -f "$WORK"/fleet-*.report.jsonl
+  start=$(date +%s.%N)
+  for i in $(seq "$workers"); do
+    # shellcheck disable=SC2086 # $ENVOI is a command line
+    clean_env timeout 3600 $ENVOI batch --smtp-url "smtp://127.0.0.1:$PORT?security=none" \
+      --from s@example.test --concurrency "$FLEET_SESSIONS" --per-session 100 \
+      --report "$WORK/fleet-$i.report.jsonl" "$@" "$WORK/fleet.jsonl" >/dev/null 2>"$WORK/fleet-$i.err" &
+    pids+=("$!")
+  done
+  for i in "${!pids[@]}"; do
+    wait "${pids[$i]}" || { failed=1; tail -n 3 "$WORK/fleet-$((i + 1)).err" >&2; }
+  done
+  end=$(date +%s.%N)
+  for i in $(seq "$workers"); do
+    sent=$((sent + $(grep -c '"status":"sent"' "$WORK/fleet-$i.report.jsonl" || true)))
+  done
+  [ "$failed" = 0 ] && [ "$sent" -eq "$FLEET_MSGS" ] || { echo "WARNING: $workers worker(s): $sent of $FLEET_MSGS sent" >&2; return 1; }
+  awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", b - a }'
+}
+# median_of COMMAND...: the median of FLEET_RUNS runs' seconds.
+median_of() {
+  local runs=() t
+  for _ in $(seq "$FLEET_RUNS"); do
+    t=$("$@") || return 1
+    runs+=("$t")
+  done
+  printf '%s\n' "${runs[@]}" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+}
+# sends_time LEDGER_ARGS...: seconds for LEDGER_SENDS `envoi send` in a row, each with its own key
+# (none when LEDGER_ARGS is "none").
+sends_time() {
+  local i start end key_args=()
+  start=$(date +%s.%N)
+  for i in $(seq "$LEDGER_SENDS"); do
+    [ "$1" = none ] || key_args=(--idempotency-key "bench-$RANDOM-$i-$start" "$@")
+    # shellcheck disable=SC2086,SC2046 # command lines, split as hyperfine -N would
+    clean_env $ENVOI $(with_port "$PORT" "$(fill "$ENVOI_SEND_ARGS")" | tr -d "'") "${key_args[@]}" >/dev/null 2>>"$WORK/sends.err" ||
+      { echo "WARNING: a send failed: $(tail -n 1 "$WORK/sends.err")" >&2; return 1; }
+  done
+  end=$(date +%s.%N)
+  awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", b - a }'
+}
+if want 8 && [ -n "$ENVOI" ]; then
+  say "scenario 8: $FLEET_MSGS records, 1 worker vs 3 through a PostgreSQL ledger (fsync=$FLEET_PG_FSYNC; $FLEET_RUNS runs each, median)"
+  if ! pg_start; then
+    S8="  skipped: PostgreSQL did not start (or is not installed)"
+  else
+    python3 "$WORK/gen_records.py" "$FLEET_MSGS" >"$WORK/fleet.jsonl"
+    # A fresh campaign each run: a campaign already sent sends nothing.
+    campaign() { fleet_run "$1" --ledger "$PG_URL" --campaign "bench-$1-$RANDOM$RANDOM"; }
+    if plain=$(median_of fleet_run 1) && one=$(median_of campaign 1) && three=$(median_of campaign 3); then
+      echo "plain batch ${plain}s, --campaign 1 worker ${one}s, 3 workers ${three}s"
+      S8=$(awk -v n="$FLEET_MSGS" -v p="$plain" -v o="$one" -v t="$three" -v s="$FLEET_SESSIONS" 'BEGIN {
+        printf "  plain batch, 1 worker x %d sessions: %.0f records/s\n", s, n / p
+        printf "  --campaign, 1 worker x %d sessions: %.0f records/s (the ledger: +%.2f ms per record, %.2fx the plain batch'"'"'s time)\n", s, n / o, (o - p) * 1000 / n, o / p
+        printf "  --campaign, 3 workers x %d sessions: %.0f records/s, %.2fx 1 worker; every record sent once", s, n / t, o / t }')
+    else
+      S8="  failed (see above)"
+    fi
+    mkdir -p "$WORK/outbox"
+    if none=$(sends_time none) && file=$(sends_time --outbox-dir "$WORK/outbox") && pg=$(sends_time --ledger "$PG_URL"); then
+      echo "$LEDGER_SENDS sends: no key ${none}s, file ledger ${file}s, PostgreSQL ledger ${pg}s"
+      S8+=$'\n'$(awk -v n="$LEDGER_SENDS" -v a="$none" -v f="$file" -v g="$pg" 'BEGIN {
+        printf "  send --idempotency-key, %d sends in a row: %.2f ms each without a key; the file ledger +%.2f ms, PostgreSQL +%.2f ms (%.1fx the file ledger'"'"'s cost)", n, a * 1000 / n, (f - a) * 1000 / n, (g - a) * 1000 / n, (g - a) / ((f - a) > 0 ? (f - a) : 1e-9) }')
+    else
+      S8+=$'\n'"  send --idempotency-key: failed (see above)"
+    fi
+  fi
+elif want 8; then
+  S8="  skipped: no envoi to bench"
+fi
+
 say "summary (loopback; JSON in ${OUT_DIR#"$ROOT"/}; $(date -u '+%Y-%m-%d %H:%M UTC'), nproc $(nproc), load $(cut -d' ' -f1-3 /proc/loadavg))"
 if [ -n "$S1" ]; then echo "1. one ~1 KB message (smtp-sink, runs $RUNS):"; echo "$S1"; fi
 if [ -n "$S2" ]; then echo "2. one ~1 KB message, STARTTLS + AUTH (private Postfix, runs $RUNS):"; echo "$S2"; fi
@@ -714,3 +834,4 @@ if [ -n "$S4" ]; then echo "4. $BATCH_MSGS messages of ~2 KB (smtp-sink, runs $B
 if [ -n "$S5" ]; then echo "5. $BATCH_MSGS messages of ~2 KB into Postfix's disk queue (runs $POSTFIX_RUNS):"; echo "$S5"; fi
 if [ -n "$S6" ]; then echo "6. peak RSS of envoi batch, $FLAT_SMALL vs $FLAT_BIG records of ~2 KB (smtp-sink, 1 run each):"; echo "$S6"; fi
 if [ -n "$S7" ]; then echo "7. one ~1 KB message over HTTPS to a loopback Graph sendMail endpoint (runs $GRAPH_RUNS):"; echo "$S7"; fi
+if [ -n "$S8" ]; then echo "8. $FLEET_MSGS records of ~2 KB, workers of one --campaign through PostgreSQL (fsync=$FLEET_PG_FSYNC; smtp-sink, median of $FLEET_RUNS):"; echo "$S8"; fi
