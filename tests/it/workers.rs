@@ -520,3 +520,52 @@ fn the_rate_holds_across_three_workers() {
         .unwrap_or(0);
     assert!(most <= 23, "{most} messages within one second");
 }
+
+/// A record deferred after its retries frees its claim, so the next run of the campaign
+/// sends it; one refused for good is failed and no run sends it again. The re-run here
+/// also gives `--resume` over its own report: the two skip lists agree.
+#[test]
+fn a_deferred_record_is_retried_by_the_next_run_a_refused_one_never() {
+    cluster();
+    let server = TestServer::start(ServerOptions {
+        tempfail_transactions: 1,
+        refuse_rcpt: vec![("r3@example.com".into(), 550)],
+        ..ServerOptions::default()
+    });
+    let fleet = Fleet::new(5);
+    let campaign = "deferred-and-refused";
+    let first = fleet
+        .run("w", server.port(), campaign, &["--retries", "0"])
+        .expect(75);
+    let lines = fleet.report("w");
+    assert_eq!(count(&lines, "deferred"), 1, "{first}");
+    assert_eq!(count(&lines, "refused"), 1, "{first}");
+    let status = fleet.status(campaign);
+    assert_eq!(status["sent"], 3, "{status}");
+    assert_eq!(status["failed"], 1, "{status}");
+    assert_eq!(status["pending"], 1, "{status}");
+    assert_eq!(status["unknown"], 0, "{status}");
+    let report = fleet.home("w").join("report.jsonl");
+    let again = fleet
+        .run(
+            "w",
+            server.port(),
+            campaign,
+            &["--resume", report.to_str().unwrap()],
+        )
+        .expect(0);
+    let got: Vec<String> = server
+        .messages()
+        .iter()
+        .flat_map(|m| m.rcpt_to.clone())
+        .collect();
+    assert_eq!(got.len(), 4, "{again}");
+    assert_eq!(
+        got[3], "r1@example.com",
+        "only the deferred record went again"
+    );
+    let status = fleet.status(campaign);
+    assert_eq!(status["sent"], 4, "{status}");
+    assert_eq!(status["failed"], 1, "{status}");
+    assert_eq!(status["pending"], 0, "{status}");
+}
