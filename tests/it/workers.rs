@@ -568,4 +568,32 @@ fn a_deferred_record_is_retried_by_the_next_run_a_refused_one_never() {
     assert_eq!(status["sent"], 4, "{status}");
     assert_eq!(status["failed"], 1, "{status}");
     assert_eq!(status["pending"], 0, "{status}");
+    // Without --json, one line; without FILE, no pending count (`null` in JSON).
+    let home = fleet.home("status");
+    let text = envoi(&home)
+        .env("PGPASSWORD", LEDGER_PASSWORD)
+        .args(["batch", "--status", "--campaign", campaign, "--ledger"])
+        .arg(ledger_url())
+        .expect_exit(0);
+    assert!(
+        text.stdout
+            .starts_with(&format!("campaign {campaign} (ledger 127.0.0.1:"))
+            && text
+                .stdout
+                .contains("4 sent, 1 failed, 0 unknown, 0 in flight\n"),
+        "{text}"
+    );
+    let json = envoi(&home)
+        .env("PGPASSWORD", LEDGER_PASSWORD)
+        .args([
+            "batch",
+            "--status",
+            "--json",
+            "--campaign",
+            campaign,
+            "--ledger",
+        ])
+        .arg(ledger_url())
+        .expect_exit(0);
+    assert!(json.stdout.contains("\"pending\":null"), "{json}");
 }
