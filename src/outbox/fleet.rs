@@ -47,14 +47,27 @@ fn check_campaign(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// One worker's connection to the campaign's rows. A batch with several senders
-/// (`--concurrency`) opens one per sender: a connection runs one statement at a time.
+/// One worker's connections to the campaign's rows. A batch with several senders
+/// (`--concurrency`) opens them per sender: a connection runs one statement at a time.
 pub struct Fleet {
+    /// Claims: each committed durably before the record is sent.
     ledger: PgLedger,
+    /// A sender's second connection, with `synchronous_commit` off: outcomes, freed
+    /// claims, lease renewals and the rate bucket. Their commits do not wait for the disk
+    /// (half of a record's two flushes): if the database crashes and loses one, the
+    /// claim is left without an outcome, which is `unknown` — never a second send.
+    outcomes: Option<PgLedger>,
     campaign: String,
-    /// The statements this worker runs for every record, prepared once on its connection
-    /// (an unprepared statement costs a second round trip each time).
-    prepared: HashMap<&'static str, Statement>,
+    /// The statements this worker runs for every record, prepared once on each
+    /// connection (an unprepared statement costs a second round trip each time).
+    prepared: HashMap<(Conn, &'static str), Statement>,
+}
+
+/// Which of a worker's connections runs a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Conn {
+    Claims,
+    Outcomes,
 }
 
 /// A record's claim: inserted, or else the row another worker holds, in one round trip.
@@ -188,13 +201,23 @@ pub struct Counts {
     pub pending: Option<u64>,
 }
 
-/// Connects a worker to the campaign `name` in the ledger `resolved` names (`--ledger`,
-/// `$ENVOI_LEDGER`, the profile's `ledger`; its password from the file's
-/// `ledger_password_env`/`ledger_password_command`, else `$PGPASSWORD`): 75 when the database cannot be reached (then
-/// nothing may be sent), 77 for a refused login or certificate, 78 for a bad URL; 64
-/// without a PostgreSQL ledger.
-pub fn connect(resolved: &Resolved, name: &str, deadline: Instant) -> Result<Fleet> {
-    check_campaign(name)?;
+/// Connects a sender of a worker to the campaign `name` ([`connect`]), with a second
+/// connection whose commits do not wait for the disk, for what may be lost in a crash
+/// without a second send (the outcomes: see [`Fleet`]).
+pub fn connect_sender(resolved: &Resolved, name: &str, deadline: Instant) -> Result<Fleet> {
+    let mut fleet = connect(resolved, name, deadline)?;
+    let (what, url) = ledger_of(resolved, name)?;
+    let mut outcomes = PgLedger::connect(&what, url, resolved.ledger_password.as_ref(), deadline)?;
+    outcomes
+        .client()
+        .batch_execute("SET synchronous_commit = off")
+        .map_err(|e| outcomes.failed("connecting a second time", &e))?;
+    fleet.outcomes = Some(outcomes);
+    Ok(fleet)
+}
+
+/// The ledger's URL, and how to name where it came from; 64 without one.
+fn ledger_of<'a>(resolved: &'a Resolved, name: &str) -> Result<(String, &'a str)> {
     let Some((url, origin)) = &resolved.ledger else {
         return Err(Error::usage(format!(
             "--campaign {name}: a campaign's records are claimed in a shared PostgreSQL \
@@ -207,8 +230,20 @@ pub fn connect(resolved: &Resolved, name: &str, deadline: Instant) -> Result<Fle
         Origin::Variable(name) => format!("${name}"),
         Origin::File | Origin::Default => "the profile's `ledger`".to_owned(),
     };
+    Ok((what, url.as_str()))
+}
+
+/// Connects a worker to the campaign `name` in the ledger `resolved` names (`--ledger`,
+/// `$ENVOI_LEDGER`, the profile's `ledger`; its password from the file's
+/// `ledger_password_env`/`ledger_password_command`, else `$PGPASSWORD`): 75 when the database cannot be reached (then
+/// nothing may be sent), 77 for a refused login or certificate, 78 for a bad URL; 64
+/// without a PostgreSQL ledger.
+pub fn connect(resolved: &Resolved, name: &str, deadline: Instant) -> Result<Fleet> {
+    check_campaign(name)?;
+    let (what, url) = ledger_of(resolved, name)?;
     Ok(Fleet {
         ledger: PgLedger::connect(&what, url, resolved.ledger_password.as_ref(), deadline)?,
+        outcomes: None,
         campaign: name.to_owned(),
         prepared: HashMap::new(),
     })
@@ -264,7 +299,7 @@ impl Fleet {
         // by others is left for a later run.
         for _ in 0..5 {
             let me = self.ledger.me().to_owned();
-            let claim = self.statement(CLAIM, doing)?;
+            let claim = self.statement(Conn::Claims, CLAIM, doing)?;
             let campaign = &self.campaign;
             let row = self
                 .ledger
@@ -293,7 +328,7 @@ impl Fleet {
             if taken.held != Held::Unknown || !resend_unknown {
                 return Ok(Claim::Taken(taken));
             }
-            let take_over = self.statement(TAKE_OVER, doing)?;
+            let take_over = self.statement(Conn::Claims, TAKE_OVER, doing)?;
             let campaign = &self.campaign;
             let updated = self
                 .ledger
@@ -315,17 +350,25 @@ impl Fleet {
         ))
     }
 
-    /// `sql` prepared on this connection, once.
-    fn statement(&mut self, sql: &'static str, doing: &str) -> Result<Statement> {
-        if let Some(statement) = self.prepared.get(sql) {
+    /// The connection `which` (the claims' one when there is no second).
+    fn conn(&mut self, which: Conn) -> &mut PgLedger {
+        match (which, self.outcomes.as_mut()) {
+            (Conn::Outcomes, Some(outcomes)) => outcomes,
+            _ => &mut self.ledger,
+        }
+    }
+
+    /// `sql` prepared on the connection `which`, once.
+    fn statement(&mut self, which: Conn, sql: &'static str, doing: &str) -> Result<Statement> {
+        if let Some(statement) = self.prepared.get(&(which, sql)) {
             return Ok(statement.clone());
         }
         let statement = self
-            .ledger
+            .conn(which)
             .client()
             .prepare(sql)
             .map_err(|e| self.failed(doing, &e))?;
-        self.prepared.insert(sql, statement.clone());
+        self.prepared.insert((which, sql), statement.clone());
         Ok(statement)
     }
 
@@ -365,11 +408,11 @@ impl Fleet {
         let doing = "renewing a campaign record's lease";
         let hash: &[u8] = digest;
         let me = self.ledger.me().to_owned();
-        let renew = self.statement(RENEW, doing)?;
-        let campaign = &self.campaign;
-        self.ledger
+        let renew = self.statement(Conn::Outcomes, RENEW, doing)?;
+        let campaign = self.campaign.clone();
+        self.conn(Conn::Outcomes)
             .client()
-            .execute(&renew, &[campaign, &hash, &me, &lease.as_secs_f64()])
+            .execute(&renew, &[&campaign, &hash, &me, &lease.as_secs_f64()])
             .map(drop)
             .map_err(|e| self.failed(doing, &e))
     }
@@ -389,16 +432,18 @@ impl Fleet {
         let me = self.ledger.me().to_owned();
         let done = match outcome_word(status) {
             Some(word) => {
-                let finish = self.statement(FINISH, doing)?;
-                let campaign = &self.campaign;
-                self.ledger
+                let finish = self.statement(Conn::Outcomes, FINISH, doing)?;
+                let campaign = self.campaign.clone();
+                self.conn(Conn::Outcomes)
                     .client()
-                    .execute(&finish, &[campaign, &hash, &me, &word, &message_id])
+                    .execute(&finish, &[&campaign, &hash, &me, &word, &message_id])
             }
             None => {
-                let free = self.statement(FREE, doing)?;
-                let campaign = &self.campaign;
-                self.ledger.client().execute(&free, &[campaign, &hash, &me])
+                let free = self.statement(Conn::Outcomes, FREE, doing)?;
+                let campaign = self.campaign.clone();
+                self.conn(Conn::Outcomes)
+                    .client()
+                    .execute(&free, &[&campaign, &hash, &me])
             }
         };
         done.map(|rows| rows == 1)
@@ -471,7 +516,11 @@ impl Fleet {
         let place = self.place().to_owned();
         let at = |e: postgres::Error| PgLedger::failed_at(&place, doing, &e);
         let campaign = self.campaign.clone();
-        let mut tx = self.ledger.client().transaction().map_err(at)?;
+        let mut tx = self
+            .conn(Conn::Outcomes)
+            .client()
+            .transaction()
+            .map_err(at)?;
         tx.execute(
             "INSERT INTO envoi_batch_rate (campaign, tokens, updated_at) \
              VALUES ($1, 1, clock_timestamp()) ON CONFLICT (campaign) DO NOTHING",

@@ -131,7 +131,7 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         (Some(name), false) => {
             let deadline = Instant::now() + Duration::from_secs(args.delivery.timeout);
             (0..senders)
-                .map(|_| fleet::connect(&resolved, name, deadline).map(Some))
+                .map(|_| fleet::connect_sender(&resolved, name, deadline).map(Some))
                 .collect::<Result<Vec<_>>>()?
         }
         _ => Vec::new(),
