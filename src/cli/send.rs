@@ -46,7 +46,7 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
     .collect();
     let now = SystemTime::now();
     let signing = Signing::of(resolved.connection.as_ref())?;
-    let prepared = prepare(email, &from, &signing, now)?;
+    let prepared = prepare(email, &from, &signing, &resolved.policy, now)?;
     if args.lint {
         return Ok(Outcome::Linted { prepared, findings });
     }

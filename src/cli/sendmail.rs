@@ -17,7 +17,7 @@ use envoi::message::given::{self, Submission};
 use envoi::message::input::read_bytes;
 use envoi::profile::{Env, Flags, resolve};
 
-use envoi::outbox::submit::{Plan, Signing};
+use envoi::outbox::submit::{Plan, Signing, prepare_given};
 
 use crate::cli::args::{DEFAULT_RETRIES, DEFAULT_RETRY_MAX_SECS, DEFAULT_TIMEOUT_SECS};
 use crate::cli::render::transcript;
@@ -266,8 +266,10 @@ pub fn run(args: &[OsString]) -> Result<(), Failure> {
         now: SystemTime::now(),
     };
     let prepared = given::parse(&input)?.prepare(&submission)?;
-    // Signed as it will be sent: Date and Message-ID added, Bcc removed.
-    let prepared = Signing::of(Some(connection))?.sign(prepared, submission.now)?;
+    // Signed as it will be sent: Date and Message-ID added, Bcc removed, under the
+    // recipient policy.
+    let signing = Signing::of(Some(connection))?;
+    let prepared = prepare_given(prepared, &signing, &resolved.policy, submission.now)?;
     let plan = Plan {
         started,
         timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),

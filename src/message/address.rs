@@ -43,7 +43,7 @@ pub fn parse_single(what: &str, value: &str) -> Result<Mailbox> {
 
 /// Splits on `;` and `,` that are outside a quoted string and outside `<…>`.
 /// Empty items (a trailing `;`, say) are dropped.
-fn split_list(list: &str) -> Vec<&str> {
+pub(crate) fn split_list(list: &str) -> Vec<&str> {
     let mut items = Vec::new();
     let (mut in_quotes, mut in_angle, mut escaped) = (false, false, false);
     let mut start = 0;

@@ -651,6 +651,55 @@ impl Given {
         });
     }
 
+    /// The unfolded values of every field called `name`.
+    pub(crate) fn field_values(&self, name: &str) -> Vec<String> {
+        self.fields
+            .iter()
+            .filter(|f| f.is(name))
+            .map(Field::value)
+            .collect()
+    }
+
+    /// Drops every field with one of `names`.
+    pub(crate) fn remove_fields(&mut self, names: &[&str]) {
+        self.fields.retain(|f| !names.iter().any(|n| f.is(n)));
+    }
+
+    /// Adds the field `name: value`, a list folded after each comma.
+    pub(crate) fn add_field(&mut self, name: &str, value: &str) {
+        self.append(name, &value.replace(", ", ",\r\n "));
+    }
+
+    /// Whether the body is one part of plain text that a line of ASCII can start: no
+    /// Content-Type or `text/plain`, and no transfer encoding but 7bit or 8bit.
+    pub(crate) fn is_single_plain_text(&self) -> bool {
+        let plain = self.field("Content-Type").is_none_or(|f| {
+            f.value()
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/plain")
+        });
+        let encoding = self.field("Content-Transfer-Encoding").is_none_or(|f| {
+            matches!(
+                f.value().trim().to_ascii_lowercase().as_str(),
+                "7bit" | "8bit"
+            )
+        });
+        plain && encoding
+    }
+
+    /// Puts `line` and an empty line before the body.
+    pub(crate) fn prepend_body_line(&mut self, line: &str) {
+        let mut body = format!("{line}\r\n\r\n").into_bytes();
+        body.extend_from_slice(&self.body);
+        self.body = body;
+    }
+
+    /// The whole message with CRLF after every line.
+    pub(crate) fn into_message_bytes(self) -> Vec<u8> {
+        self.into_bytes()
+    }
+
     /// The whole message with CRLF after every line.
     fn into_bytes(self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.body.len() + 1024);

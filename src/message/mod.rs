@@ -26,6 +26,7 @@ pub mod lint;
 mod markdown;
 pub mod payload;
 pub mod records;
+pub mod redirect;
 pub mod template;
 pub(crate) mod wire;
 

@@ -15,6 +15,7 @@ pub mod ledger;
 mod log;
 mod outcome;
 mod pg_ledger;
+mod policy;
 mod queue;
 #[cfg(unix)]
 pub mod spool;

@@ -33,9 +33,10 @@ use crate::message::{address, date_value};
 use crate::outbox::flush::enqueue_spooled;
 use crate::outbox::idempotency;
 use crate::outbox::queue::Outbox;
-use crate::outbox::submit::Signing;
+use crate::outbox::submit::{Signing, prepare_given};
 use crate::ownership::{self, Owner};
 use crate::profile::Connection;
+use crate::profile::RecipientPolicy;
 
 /// The spool envoi-mta's maintainer scripts make, and sendmail mode drops into when
 /// `$ENVOI_SPOOL_DIR` names no other.
@@ -278,6 +279,14 @@ pub fn ingest(
         .collect();
     names.sort();
     let signing = Signing::of(Some(connection))?;
+    // The recipient policy of the flush service's profiles (their file's `[policy]`
+    // included: the system file, as a rule), as sendmail mode would apply it.
+    let recipients = connection
+        .profiles()
+        .into_iter()
+        .fold(RecipientPolicy::default(), |policy, (_, profile)| {
+            policy.within(profile.policy.clone())
+        });
     for os_name in names {
         let path = dir.join(&os_name);
         let name = os_name.to_string_lossy().into_owned();
@@ -292,7 +301,7 @@ pub fn ingest(
             }
             continue;
         }
-        match take(&path, &name, outbox, connection, &signing) {
+        match take(&path, &name, outbox, connection, &signing, &recipients) {
             Ok(id) => {
                 // The entry is durable; a file left here is found by its key next time.
                 if let Err(e) = fs::remove_file(&path) {
@@ -336,6 +345,7 @@ fn take(
     outbox: &Outbox,
     connection: &Connection,
     signing: &Signing,
+    recipients: &RecipientPolicy,
 ) -> std::result::Result<String, Taken> {
     let refused = |what: String| Taken::Refused(Error::invalid(what));
     if name.len() != 32 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -395,9 +405,17 @@ fn take(
             format!("from {login} (uid {uid}): {e}"),
         ))
     })?;
-    let prepared = signing
-        .sign(prepared, SystemTime::now())
-        .map_err(Taken::Stop)?;
+    let prepared =
+        prepare_given(prepared, signing, recipients, SystemTime::now()).map_err(|e| {
+            if e.kind() == ErrorKind::InvalidData {
+                Taken::Refused(Error::new(
+                    e.kind(),
+                    format!("from {login} (uid {uid}): {e}"),
+                ))
+            } else {
+                Taken::Stop(e)
+            }
+        })?;
     enqueue_spooled(outbox, &prepared, connection.route.clone(), &key).map_err(Taken::Stop)
 }
 

@@ -26,10 +26,11 @@ use crate::message::{self, Email, Prepared, address};
 use crate::outbox::idempotency::{FirstSend, FirstStatus};
 use crate::outbox::ledger;
 use crate::outbox::log::{Facts, Logged};
+use crate::outbox::policy;
 use crate::outbox::{
     DeliveryLog, ExitRule, FirstAttempt, Outbox, Queued, Status, queue_deferred, send_queued,
 };
-use crate::profile::{Connection, Resolved};
+use crate::profile::{Connection, RecipientPolicy, Resolved};
 
 /// The sender of a message that names none itself: the flag (`--from`), else the
 /// profile's `from`. Parsed once, so a batch checks it before its first record.
@@ -88,15 +89,43 @@ impl Signing {
     }
 }
 
-/// `email` from `from` as the bytes that go out: built (Date `now`, Message-ID, Bcc
-/// taken out) and signed.
+/// `email` from `from` as the bytes that go out: under the recipient `policy` (sent to
+/// its redirect address, its envelope checked: 65 before anything is shown or sent),
+/// built (Date `now`, Message-ID, Bcc taken out) and signed.
 pub fn prepare(
-    email: Email,
+    mut email: Email,
     from: &Mailbox,
     signing: &Signing,
+    policy: &RecipientPolicy,
     now: SystemTime,
 ) -> Result<Prepared> {
-    signing.sign(message::build(email, from, now)?, now)
+    policy::apply_to_email(policy, &mut email)?;
+    let built = message::build(email, from, now)?;
+    policy::check_envelope(policy, &built.envelope)?;
+    signing.sign(built, now)
+}
+
+/// A message given whole (sendmail mode, the spool), prepared by its own rules, under
+/// the recipient `policy` (redirected, its envelope checked: 65) and signed at `now`.
+pub fn prepare_given(
+    prepared: Prepared,
+    signing: &Signing,
+    policy: &RecipientPolicy,
+    now: SystemTime,
+) -> Result<Prepared> {
+    signing.sign(policy::apply_to_given(policy, prepared)?, now)
+}
+
+/// The recipient policy's rules that are not about one message: a batch under
+/// `require_idempotency_key` must keep a report (`--report`), which `--resume` reads so
+/// a second run sends no record twice (65 otherwise).
+pub fn check_batch(policy: &RecipientPolicy, report: bool) -> Result<()> {
+    match (&policy.require_idempotency_key, report) {
+        (Some(origin), false) => Err(Error::invalid(format!(
+            "policy.require_idempotency_key ({origin}): nothing was sent; a batch keeps its              own record of what went: give --report FILE (and --resume FILE on a second              run), so no record is sent twice"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// How one message is to be delivered: what `send`'s flags (or sendmail mode's
@@ -283,6 +312,7 @@ fn dispatch_unlogged(
     going_direct: &dyn Fn(Instant),
 ) -> Result<Submitted, Failure> {
     let connection = resolved.connection()?;
+    policy::check_key(&resolved.policy, resolved.idempotency_key.as_deref())?;
     if !connection.by_domain.is_empty() && !plan.is_direct(connection) {
         return Err(Error::config(format!(
             "route {}: rules by recipient domain send directly; --queue and outbox = true \

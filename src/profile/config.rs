@@ -23,6 +23,7 @@ use crate::profile::fingerprint::{Fingerprint, profile_pin};
 use crate::profile::log::LogSettings;
 use crate::profile::oauth2::{OAuth2, OAuth2Entry};
 use crate::profile::password::{Password, PasswordSource};
+use crate::profile::policy::{PolicyEntry, RecipientPolicy, RuleOrigin};
 use crate::profile::proxy::{Proxy, ProxyKey};
 use crate::profile::suggest;
 
@@ -89,6 +90,9 @@ pub(crate) struct ConfigFile {
     ledger: Option<String>,
     ledger_password_env: Option<String>,
     ledger_password_command: Option<String>,
+    /// The recipient policy of every profile of the file (`[policy]`), which a
+    /// profile's own `[profiles.NAME.policy]` adds to and cannot loosen.
+    policy: Option<PolicyEntry>,
     /// Where it was read from, for errors that must name it.
     #[serde(skip)]
     path: PathBuf,
@@ -146,6 +150,7 @@ pub(super) struct ProfileEntry {
     pub(super) ledger: Option<String>,
     pub(super) ledger_password_env: Option<String>,
     pub(super) ledger_password_command: Option<String>,
+    pub(super) policy: Option<PolicyEntry>,
 }
 
 /// The `transport` key.
@@ -273,6 +278,9 @@ pub struct Profile {
     /// password, when one is given beside it; the profile's over the
     /// file's), as written: the outbox layer reads it, and only when a key is given.
     pub ledger: Option<LedgerKeys>,
+    /// Its recipient policy: the file's top-level `[policy]` with the profile's own
+    /// `[profiles.NAME.policy]` (the system file's is added by `resolve`).
+    pub policy: RecipientPolicy,
 }
 
 /// A config file's `ledger` key and the password source written beside it (the
@@ -545,6 +553,7 @@ impl Profile {
             from_url: false,
             log: LogSettings::default(),
             ledger: None,
+            policy: RecipientPolicy::default(),
         }
     }
 }
@@ -689,6 +698,7 @@ impl ProfileEntry {
             from_url: false,
             log: LogSettings::default(),
             ledger: None,
+            policy: RecipientPolicy::default(),
         };
         // The `proxy` key's choice; the environment's comes with the route.
         profile.take_proxy_env(&ProxyEnv::default())?;
@@ -1223,7 +1233,29 @@ impl ConfigFile {
             self.ledger_password_command.as_ref(),
         )?;
         profile.ledger = own.or(top);
+        profile.policy = self.top_policy()?;
+        if let Some(entry) = &entry.policy {
+            let own = RecipientPolicy::from_entry(entry, &RuleOrigin::profile(name, &self.path))?;
+            profile.policy = std::mem::take(&mut profile.policy).within(own);
+        }
         Ok(profile)
+    }
+
+    /// The file's top-level `[policy]`, checked (78 naming the key); empty without one.
+    pub(crate) fn top_policy(&self) -> Result<RecipientPolicy> {
+        self.policy_as(RuleOrigin::top(&self.path))
+    }
+
+    /// The top-level `[policy]` of the system file, read beside the user's own file.
+    pub(crate) fn system_policy(&self) -> Result<RecipientPolicy> {
+        self.policy_as(RuleOrigin::system(&self.path))
+    }
+
+    fn policy_as(&self, origin: RuleOrigin) -> Result<RecipientPolicy> {
+        match &self.policy {
+            Some(entry) => RecipientPolicy::from_entry(entry, &origin),
+            None => Ok(RecipientPolicy::default()),
+        }
     }
 
     /// Where the profile `name`'s delivery log goes: its `log` and `log_facility`, else
@@ -1538,6 +1570,7 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
         from_url: true,
         log: LogSettings::default(),
         ledger: None,
+        policy: RecipientPolicy::default(),
     })
 }
 
@@ -1675,6 +1708,7 @@ fn api_profile_from_url(url: &url::Url, service: Service) -> Result<Profile> {
         from_url: true,
         log: LogSettings::default(),
         ledger: None,
+        policy: RecipientPolicy::default(),
     };
     profile.take_proxy_env(&ProxyEnv::default())?;
     Ok(profile)

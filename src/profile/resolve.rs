@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::profile::config;
+use crate::profile::config::ConfigSource;
 use crate::profile::env::{Env, Flags, Origin};
 use crate::profile::log::{LogDest, LogSettings};
 use crate::profile::password::PasswordSource;
+use crate::profile::policy::RecipientPolicy;
 use crate::profile::route::{Connection, Route};
 
 /// The flag's value, else the variable's, with where it came from.
@@ -47,6 +49,9 @@ pub struct Resolved {
     /// Where the ledger's password comes from when the file's `ledger` is the one used
     /// and names a source beside it; else `$PGPASSWORD`.
     pub ledger_password: Option<PasswordSource>,
+    /// The recipient policy every message through the connection is under: the system
+    /// file's `[policy]` with that of every profile the message may go through.
+    pub policy: RecipientPolicy,
     outbox_dir: Option<PathBuf>,
     config_flag: Option<PathBuf>,
     env: Env,
@@ -101,7 +106,12 @@ pub fn resolve(flags: &Flags, env: &Env) -> Result<Resolved> {
                 None => (None, None),
             },
         };
+    let mut policy = system_policy(flags, env)?;
+    for (_, profile) in connection.iter().flat_map(Connection::profiles) {
+        policy = policy.within(profile.policy.clone());
+    }
     Ok(Resolved {
+        policy,
         connection_origin,
         outbox_dir_origin,
         idempotency_key: flags
@@ -154,10 +164,50 @@ pub fn resolve_outbox(flags: &Flags, env: &Env) -> Result<Resolved> {
         log: log_flag(flags, env)?,
         ledger: None,
         ledger_password: None,
+        policy: RecipientPolicy::default(),
         outbox_dir,
         config_flag: flags.config.clone(),
         env: env.clone(),
     })
+}
+
+/// The system file's top-level `[policy]`, which applies whichever file (or URL) the
+/// run uses: envoi reads one config file, so a user's own would otherwise never meet
+/// it. Nothing when the system file is the one in use (its `[policy]` is already every
+/// profile's), is missing, or is closed to this user (it holds the relay's secret; the
+/// spool's flush service applies it then). A system file that is there but broken is 78:
+/// a policy must not be skipped because it could not be read.
+fn system_policy(flags: &Flags, env: &Env) -> Result<RecipientPolicy> {
+    let Some(system) = env.system_config.as_deref() else {
+        return Ok(RecipientPolicy::default());
+    };
+    let same = |path: &Path| match (std::fs::canonicalize(path), std::fs::canonicalize(system)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => path == system,
+    };
+    match config::locate(flags.config.as_deref(), env) {
+        Some((_, ConfigSource::System)) => return Ok(RecipientPolicy::default()),
+        Some((path, _)) if same(&path) => return Ok(RecipientPolicy::default()),
+        _ => {}
+    }
+    match std::fs::File::open(system) {
+        Ok(_) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            return Ok(RecipientPolicy::default());
+        }
+        Err(e) => {
+            return Err(Error::config(format!(
+                "cannot read the system config file {} for its [policy]: {e}",
+                system.display()
+            )));
+        }
+    }
+    config::load(system, false)?.system_policy()
 }
 
 /// `--log`, else `$ENVOI_LOG`, checked (64 naming which).

@@ -22,7 +22,9 @@ use envoi::message::input::is_stdin;
 use envoi::message::records::Record;
 use envoi::message::{self, address};
 use envoi::outbox::fleet::{self, Claim, Fleet, Held, Taken};
-use envoi::outbox::submit::{DefaultSender, Deferrals, Signing, prepare, settle_record};
+use envoi::outbox::submit::{
+    DefaultSender, Deferrals, Signing, check_batch, prepare, settle_record,
+};
 use envoi::outbox::{DeliveryLog, Outbox, Status};
 use envoi::profile::{Env, resolve};
 
@@ -38,6 +40,8 @@ use report::{
 
 /// What every sender shares. Only the pacer changes, under its lock.
 struct Shared<'a> {
+    /// The recipient policy: a record that breaks it is `invalid`.
+    policy: &'a envoi::profile::RecipientPolicy,
     /// `--from`, else the profile's `from`: for records without From.
     sender: &'a DefaultSender,
     /// The profile's DKIM key, read once for the whole batch.
@@ -125,6 +129,14 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         .transpose()?;
     let sender = DefaultSender::new(flag, Some(connection))?;
     let signing = Signing::of(Some(connection))?;
+    if !args.dry_run {
+        // A campaign's records are claimed once each in the shared ledger: its own
+        // guard against a second copy, as --report and --resume are a batch's.
+        check_batch(
+            &resolved.policy,
+            args.report.is_some() || args.campaign.is_some(),
+        )?;
+    }
     // Before anything is written or sent: a ledger that cannot be reached is 75, and
     // nothing may go (no other worker could tell this one sent it).
     let mut fleets = match (&args.campaign, args.dry_run) {
@@ -219,6 +231,7 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         _ => Duration::ZERO,
     }));
     let shared = Shared {
+        policy: &resolved.policy,
         sender: &sender,
         signing: &signing,
         deferrals: outbox.as_ref().map(|outbox| Deferrals {
@@ -737,6 +750,13 @@ fn prepare_record(
     let email = draft.into_email().map_err(at_line)?;
     let from = shared.sender.pick(email.from.as_ref()).map_err(at_line)?;
     let subject = email.subject.clone();
-    let prepared = prepare(email, &from, shared.signing, SystemTime::now()).map_err(at_line)?;
+    let prepared = prepare(
+        email,
+        &from,
+        shared.signing,
+        shared.policy,
+        SystemTime::now(),
+    )
+    .map_err(at_line)?;
     Ok((prepared, subject))
 }
