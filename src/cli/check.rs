@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use envoi::deliver::{ApiCheck, Probe, ServerReport, advice_for, check, check_api, probe};
 use envoi::error::{Error, ErrorKind, Result};
-use envoi::profile::{Env, Fingerprint, Security, Transport, resolve};
+use envoi::profile::{Env, Fingerprint, RecipientPolicy, Security, Transport, resolve};
 
 use crate::cli::args::CheckArgs;
 
@@ -20,8 +20,9 @@ pub enum Checked {
     Api(ApiCheck),
 }
 
-/// Runs the check.
-pub fn run(args: &CheckArgs) -> Result<Checked> {
+/// Runs the check; with the recipient policy of the connection checked (empty for a
+/// probe, which reads no profile).
+pub fn run(args: &CheckArgs) -> Result<(Checked, RecipientPolicy)> {
     if let Some(target) = &args.probe {
         let (host, ports) = probe_target(target)?;
         let timeout = Duration::from_secs(args.timeout);
@@ -33,17 +34,21 @@ pub fn run(args: &CheckArgs) -> Result<Checked> {
             None => None,
         };
         let trust = (args.ca_file.as_deref(), pin.as_ref());
-        return Ok(Checked::Probes(probe(&host, &ports, trust, timeout)));
+        return Ok((
+            Checked::Probes(probe(&host, &ports, trust, timeout)),
+            RecipientPolicy::default(),
+        ));
     }
     let resolved = resolve(&args.flags(), &Env::from_process()?)?;
     let profile = &resolved.connection()?.profile;
     let timeout = Duration::from_secs(args.timeout);
+    let policy = resolved.policy.clone();
     if let Transport::Api(api) = &profile.transport {
         return check_api(api, timeout)
-            .map(Checked::Api)
+            .map(|r| (Checked::Api(r), policy))
             .map_err(|e| advice_for(profile, e));
     }
-    check(profile, timeout).map(|r| Checked::Server(Box::new(r)))
+    check(profile, timeout).map(|r| (Checked::Server(Box::new(r)), policy))
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port`; without a port, the three submission

@@ -249,6 +249,12 @@ fn write_show_text(out: &mut impl Write, shown: &Shown) -> io::Result<()> {
             origin_words(setting.origin)
         )?;
     }
+    if !shown.policy.is_empty() {
+        writeln!(out, "\nrecipient policy (and where each rule is written):")?;
+        for (key, value, origin) in &shown.policy {
+            writeln!(out, "{key:<34} {value}  ({origin})")?;
+        }
+    }
     for problem in &shown.problems {
         writeln!(out, "\nproblem: {problem}")?;
     }
@@ -276,10 +282,17 @@ fn write_show_json(out: &mut impl Write, shown: &Shown) -> io::Result<()> {
         origin: OriginReport,
     }
     #[derive(Serialize)]
+    struct RuleReport<'a> {
+        key: &'a str,
+        value: &'a str,
+        from: &'a str,
+    }
+    #[derive(Serialize)]
     struct ShowReport<'a> {
         config: Option<ConfigReport<'a>>,
         connection: Option<ConnectionReport<'a>>,
         settings: Vec<SettingReport<'a>>,
+        policy: Vec<RuleReport<'a>>,
         problems: &'a [String],
     }
     let report = ShowReport {
@@ -303,6 +316,11 @@ fn write_show_json(out: &mut impl Write, shown: &Shown) -> io::Result<()> {
                 value: s.value.as_deref(),
                 origin: s.origin.into(),
             })
+            .collect(),
+        policy: shown
+            .policy
+            .iter()
+            .map(|(key, value, from)| RuleReport { key, value, from })
             .collect(),
         problems: &shown.problems,
     };

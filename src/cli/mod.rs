@@ -52,6 +52,17 @@ fn sendmail_args(args: &[OsString]) -> Option<&[OsString]> {
 }
 
 /// The exit of a command that reports its own output: 0, or the error's code.
+/// After a check's report, the recipient policy its sends are under, one rule a line
+/// (with `--json`, `envoi config show --json` lists it: the check prints one object).
+fn print_policy(policy: &envoi::profile::RecipientPolicy, json: bool) {
+    if json {
+        return;
+    }
+    for line in render::policy_lines(policy) {
+        println!("policy       {line}");
+    }
+}
+
 fn done(result: envoi::error::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -116,15 +127,17 @@ fn run(args: Vec<OsString>) -> ExitCode {
             names,
         } => done(config::profiles(config, json, names)),
         Command::Check(args) => match check::run(&args) {
-            Ok(check::Checked::Server(report)) => {
+            Ok((check::Checked::Server(report), policy)) => {
                 render::print_check(&report, args.json);
+                print_policy(&policy, args.json);
                 ExitCode::SUCCESS
             }
-            Ok(check::Checked::Api(report)) => {
+            Ok((check::Checked::Api(report), policy)) => {
                 render::print_api_check(&report, args.json);
+                print_policy(&policy, args.json);
                 ExitCode::SUCCESS
             }
-            Ok(check::Checked::Probes(probes)) => {
+            Ok((check::Checked::Probes(probes), _)) => {
                 let best = check::best(&probes);
                 render::print_probes(&probes, best, args.json);
                 match best {

@@ -467,6 +467,16 @@ pub fn print_error(err: &Error, report: &Report, as_json: bool) {
     }
 }
 
+/// The effective recipient policy, one rule a line: its key, value and where it is
+/// written (`--lint`, `envoi check`).
+pub fn policy_lines(policy: &envoi::profile::RecipientPolicy) -> Vec<String> {
+    policy
+        .rules()
+        .into_iter()
+        .map(|(key, value, origin)| format!("{key} {value} ({origin})"))
+        .collect()
+}
+
 /// A warning on standard error.
 pub fn warning(text: &str) {
     eprintln!("envoi: warning: {text}");

@@ -16,7 +16,7 @@ use envoi::outbox::submit::{DefaultSender, LastWords, Plan, Signing, dispatch, p
 use envoi::profile::{Env, Profile, Resolved, resolve};
 
 use crate::cli::args::{SendArgs, secret_vars};
-use crate::cli::render::{Notices, Outcome, print_error, transcript, warning};
+use crate::cli::render::{Notices, Outcome, policy_lines, print_error, transcript, warning};
 
 /// Runs `envoi send` with its parsed flags and their matches.
 pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
@@ -48,6 +48,9 @@ pub fn run(args: &SendArgs, matches: &ArgMatches) -> Result<Outcome, Failure> {
     let signing = Signing::of(resolved.connection.as_ref())?;
     let prepared = prepare(email, &from, &signing, &resolved.policy, now)?;
     if args.lint {
+        for line in policy_lines(&resolved.policy) {
+            eprintln!("envoi: policy: {line}");
+        }
         return Ok(Outcome::Linted { prepared, findings });
     }
     if !args.quiet {

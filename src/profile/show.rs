@@ -42,6 +42,9 @@ pub struct Shown {
     pub settings: Vec<Setting>,
     /// What would stop a send (78), in plain words; empty when none.
     pub problems: Vec<String>,
+    /// The effective recipient policy: each rule's key, value and where it was written
+    /// (a profile, a file's top level, the system file).
+    pub policy: Vec<(String, String, String)>,
 }
 
 /// Resolves exactly as `send` does and explains the answer. A profile that cannot be
@@ -85,6 +88,12 @@ pub fn show(flags: &Flags, env: &Env) -> Result<Shown> {
         connection,
         settings,
         problems,
+        policy: resolved
+            .policy
+            .rules()
+            .into_iter()
+            .map(|(key, value, origin)| (key, value, origin.to_string()))
+            .collect(),
     })
 }
 

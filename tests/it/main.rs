@@ -24,6 +24,7 @@ mod ledger;
 mod log;
 mod oauth;
 mod outbox;
+mod policy;
 mod reach;
 mod reference;
 mod reliability;
