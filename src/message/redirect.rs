@@ -162,7 +162,8 @@ pub fn redirect_given(prepared: Prepared, to: &Address) -> Result<Prepared> {
     }
     let line = originals.line();
     if line.is_ascii() && message.is_single_plain_text() {
-        message.prepend_body_line(&line);
+        // Wrapped: a body line may not pass 998 octets, and this one grows with the list.
+        message.prepend_body_line(&wrap(&line, 76).join("\r\n"));
     }
     let envelope = Envelope::new(prepared.envelope.from().cloned(), vec![to.clone()])
         .map_err(|e| Error::new(ErrorKind::Internal, format!("the redirect's envelope: {e}")))?;
@@ -173,6 +174,24 @@ pub fn redirect_given(prepared: Prepared, to: &Address) -> Result<Prepared> {
         envelope,
         bytes: bytes.into(),
     })
+}
+
+/// `text` in lines of at most `width` characters where its spaces allow (a longer word
+/// stays whole on its own line).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        if !line.is_empty() && line.len() + 1 + word.len() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    lines.push(line);
+    lines
 }
 
 #[cfg(test)]
@@ -188,5 +207,51 @@ mod tests {
             "<html><BODY class=\"x\"><p>for &lt;a&amp;b@x.org&gt;</p>\n<p>Hi</p></body></html>"
         );
         assert!(with_html_line("<p>Hi</p>", "x").starts_with("<p>x</p>\n<p>Hi"));
+    }
+
+    fn given(text: &str, to: &[&str]) -> Prepared {
+        let bytes = text.replace('\n', "\r\n").into_bytes();
+        let to = to.iter().map(|a| a.parse().unwrap()).collect();
+        Prepared {
+            message_id: "<m@x>".into(),
+            envelope: Envelope::new(Some("s@example.com".parse().unwrap()), to).unwrap(),
+            bytes: bytes.into(),
+        }
+    }
+
+    #[test]
+    fn a_given_mime_tree_keeps_its_body_and_loses_its_recipient_fields() {
+        let text = "To: a@x.org\nCc: B <b@x.org>\nX-Envoi-Original-To: forged@x.org\n\
+                    Content-Type: multipart/mixed; boundary=\"q\"\nSubject: s\n\n\
+                    --q\nContent-Type: text/plain\n\nhi\n--q--\n";
+        let qa = "qa@example.com".parse().unwrap();
+        let out = redirect_given(given(text, &["a@x.org", "b@x.org", "c@x.org"]), &qa).unwrap();
+        let bytes = String::from_utf8(out.bytes.to_vec().unwrap()).unwrap();
+        let (head, body) = bytes.split_once("\r\n\r\n").unwrap();
+        assert_eq!(
+            body,
+            "--q\r\nContent-Type: text/plain\r\n\r\nhi\r\n--q--\r\n"
+        );
+        assert!(!head.contains("forged"), "{head}");
+        assert!(!head.contains("\r\nCc:"), "{head}");
+        assert!(head.contains("\r\nTo: qa@example.com\r\n"), "{head}");
+        assert!(head.contains("X-Envoi-Original-To: a@x.org\r\n"), "{head}");
+        assert!(head.contains("X-Envoi-Original-Cc: b@x.org\r\n"), "{head}");
+        assert!(head.contains("X-Envoi-Original-Bcc: c@x.org"), "{head}");
+        let rcpt: Vec<String> = out.envelope.to().iter().map(ToString::to_string).collect();
+        assert_eq!(rcpt, ["qa@example.com"]);
+    }
+
+    #[test]
+    fn a_long_list_of_originals_is_folded() {
+        let to: Vec<String> = (0..60)
+            .map(|i| format!("user{i}@customer.example"))
+            .collect();
+        let refs: Vec<&str> = to.iter().map(String::as_str).collect();
+        let qa = "qa@example.com".parse().unwrap();
+        let out = redirect_given(given("Subject: s\n\nbody\n", &refs), &qa).unwrap();
+        let bytes = out.bytes.to_vec().unwrap();
+        crate::message::check::header_block(&bytes).unwrap();
+        assert!(bytes.split(|b| *b == b'\n').all(|line| line.len() <= 998));
     }
 }

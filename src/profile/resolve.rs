@@ -106,7 +106,10 @@ pub fn resolve(flags: &Flags, env: &Env) -> Result<Resolved> {
                 None => (None, None),
             },
         };
-    let mut policy = system_policy(flags, env)?;
+    let by_url = connection
+        .as_ref()
+        .is_some_and(|c| c.route.smtp_url.is_some());
+    let mut policy = system_policy(flags, env, by_url)?;
     for (_, profile) in connection.iter().flat_map(Connection::profiles) {
         policy = policy.within(profile.policy.clone());
     }
@@ -171,13 +174,13 @@ pub fn resolve_outbox(flags: &Flags, env: &Env) -> Result<Resolved> {
     })
 }
 
-/// The system file's top-level `[policy]`, which applies whichever file (or URL) the
-/// run uses: envoi reads one config file, so a user's own would otherwise never meet
-/// it. Nothing when the system file is the one in use (its `[policy]` is already every
+/// The system file's top-level `[policy]`, which applies whichever file (or URL:
+/// `by_url`) the run uses: envoi reads one config file, so a user's own would otherwise
+/// never meet it. Nothing when the system file is the one in use (its `[policy]` is already every
 /// profile's), is missing, or is closed to this user (it holds the relay's secret; the
 /// spool's flush service applies it then). A system file that is there but broken is 78:
 /// a policy must not be skipped because it could not be read.
-fn system_policy(flags: &Flags, env: &Env) -> Result<RecipientPolicy> {
+fn system_policy(flags: &Flags, env: &Env, by_url: bool) -> Result<RecipientPolicy> {
     let Some(system) = env.system_config.as_deref() else {
         return Ok(RecipientPolicy::default());
     };
@@ -185,7 +188,9 @@ fn system_policy(flags: &Flags, env: &Env) -> Result<RecipientPolicy> {
         (Ok(a), Ok(b)) => a == b,
         _ => path == system,
     };
+    // A URL reads no file at all: the system's policy is then the only one.
     match config::locate(flags.config.as_deref(), env) {
+        _ if by_url => {}
         Some((_, ConfigSource::System)) => return Ok(RecipientPolicy::default()),
         Some((path, _)) if same(&path) => return Ok(RecipientPolicy::default()),
         _ => {}

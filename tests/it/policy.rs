@@ -234,7 +234,12 @@ fn sendmail_is_redirected_too_and_its_blind_copies_stay_out_of_the_header() {
         Some("extra@customer.com, hidden@customer.com")
     );
     let data = String::from_utf8_lossy(&m.data);
-    let body = data.split("\r\n\r\n").nth(1).unwrap_or_default();
+    // Wrapped at spaces: a body line must stay under 998 octets however long the list.
+    let body = data
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .replace("\r\n", " ");
     assert!(
         body.starts_with("[envoi policy.redirect_all; the original recipients: To: bob@customer.com; Cc: carl@customer.com; Bcc: extra@customer.com, hidden@customer.com]"),
         "{body}"
@@ -385,4 +390,50 @@ fn config_show_and_check_name_where_each_rule_came_from() {
             assert!(line.contains(&from), "{line}");
         }
     }
+}
+
+#[test]
+fn the_system_policy_holds_for_a_url_and_lint_shows_it() {
+    let server = TestServer::start(ServerOptions::default());
+    let home = tempfile::TempDir::new().expect("temp dir");
+    let system = write_system(home.path(), "[policy]\nallow = [\"*@example.com\"]\n");
+    let url = format!("smtp://127.0.0.1:{}?security=none", server.port());
+    let send = |to: &str, extra: &[&str]| {
+        let mut cmd = envoi(home.path());
+        cmd.args(["send", "--smtp-url", &url, "--from", "bot@example.com"])
+            .args([
+                "--to",
+                to,
+                "--subject",
+                "s",
+                "--body",
+                "b",
+                "--retries",
+                "0",
+            ])
+            .args(extra);
+        cmd
+    };
+    let run = send("bob@customer.com", &[]).expect_exit(65);
+    assert!(
+        run.stderr.contains(&format!(
+            "policy.allow [\"*@example.com\"] does not list bob@customer.com (system policy, {})",
+            system.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(server.connections(), 0);
+    let run = send("ann@example.com", &["--lint"]).expect_exit(0);
+    assert!(
+        run.stderr.contains(&format!(
+            "envoi: policy: policy.allow [\"*@example.com\"] (system policy, {})",
+            system.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    send("ann@example.com", &[]).expect_exit(0);
+    let rcpts: Vec<Vec<String>> = server.messages().into_iter().map(|m| m.rcpt_to).collect();
+    assert_eq!(rcpts, [["ann@example.com"]]);
 }
