@@ -17,6 +17,7 @@ mod outcome;
 mod pg_ledger;
 mod policy;
 mod queue;
+mod send_counts;
 #[cfg(unix)]
 pub mod spool;
 pub mod submit;

@@ -469,7 +469,7 @@ fn recreate_lock(path: &Path) -> Result<()> {
 }
 
 /// How errors about the outbox's owner say to use another one.
-pub(super) const INSTEAD: &str = "set another outbox_dir (or ENVOI_OUTBOX_DIR)";
+pub(crate) const INSTEAD: &str = "set another outbox_dir (or ENVOI_OUTBOX_DIR)";
 
 /// A damaged entry (65): it goes to `failed/` with `why`, never to the server.
 fn damaged(id: &str, why: &str) -> Error {

@@ -20,16 +20,17 @@ use crate::deliver::{
     BatchSent, Delivery, DeliveryOptions, Dsn, Failure, Notice, Observer, Policy, RcptReply,
     Report, RoutePart, Transcript, deliver_along,
 };
+use crate::durable;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::dkim::Signer;
 use crate::message::{self, Email, Prepared, address};
 use crate::outbox::idempotency::{FirstSend, FirstStatus};
 use crate::outbox::ledger;
 use crate::outbox::log::{Facts, Logged};
-use crate::outbox::policy;
 use crate::outbox::{
     DeliveryLog, ExitRule, FirstAttempt, Outbox, Queued, Status, queue_deferred, send_queued,
 };
+use crate::outbox::{policy, send_counts};
 use crate::profile::{Connection, RecipientPolicy, Resolved};
 
 /// The sender of a message that names none itself: the flag (`--from`), else the
@@ -114,6 +115,13 @@ pub fn prepare_given(
     now: SystemTime,
 ) -> Result<Prepared> {
     signing.sign(policy::apply_to_given(policy, prepared)?, now)
+}
+
+/// A batch record's slot under `policy.max_messages_per_hour` and `_per_day`, counted in
+/// the outbox folder `dir` as `send`'s are: 75 when a cap is reached (the batch stops;
+/// `--resume` goes on later).
+pub fn take_batch_slot(policy: &RecipientPolicy, dir: &std::path::Path) -> Result<()> {
+    send_counts::take(dir, policy, durable::unix_now())
 }
 
 /// The recipient policy's rules that are not about one message: a batch under
@@ -396,6 +404,14 @@ fn send_or_queue(
     observer: &mut dyn Observer,
     going_direct: &dyn Fn(Instant),
 ) -> Result<Submitted, Failure> {
+    // After the key's claim (a duplicate takes no slot), before anything goes.
+    if resolved.policy.max_per_hour.is_some() || resolved.policy.max_per_day.is_some() {
+        send_counts::take(
+            resolved.outbox_dir()?,
+            &resolved.policy,
+            durable::unix_now(),
+        )?;
+    }
     let options = plan.options();
     if !plan.is_direct(connection) {
         let outbox = Outbox::open(resolved.outbox_dir()?)?;

@@ -25,6 +25,8 @@ pub(crate) struct PolicyEntry {
     deny: Option<Vec<String>>,
     redirect_all: Option<String>,
     max_recipients_per_message: Option<u32>,
+    max_messages_per_hour: Option<u32>,
+    max_messages_per_day: Option<u32>,
     require_idempotency_key: Option<bool>,
 }
 
@@ -171,6 +173,10 @@ pub struct RecipientPolicy {
     pub redirect_all: Option<Rule<Mailbox>>,
     /// `max_recipients_per_message`: the smallest.
     pub max_recipients: Option<Rule<u32>>,
+    /// `max_messages_per_hour`: the smallest.
+    pub max_per_hour: Option<Rule<u32>>,
+    /// `max_messages_per_day`: the smallest.
+    pub max_per_day: Option<Rule<u32>>,
     /// `require_idempotency_key = true`, where it was set.
     pub require_idempotency_key: Option<RuleOrigin>,
 }
@@ -214,20 +220,34 @@ impl RecipientPolicy {
                 })
             })
             .transpose()?;
-        if entry.max_recipients_per_message == Some(0) {
-            return Err(Error::config(format!(
-                "{}: 0 would refuse every message: give 1 or more, or remove the key",
-                key("max_recipients_per_message")
-            )));
+        for (name, value) in [
+            (
+                "max_recipients_per_message",
+                entry.max_recipients_per_message,
+            ),
+            ("max_messages_per_hour", entry.max_messages_per_hour),
+            ("max_messages_per_day", entry.max_messages_per_day),
+        ] {
+            if value == Some(0) {
+                return Err(Error::config(format!(
+                    "{}: 0 would refuse every message: give 1 or more, or remove the key",
+                    key(name)
+                )));
+            }
         }
+        let cap = |value: Option<u32>| {
+            value.map(|n| Rule {
+                value: n,
+                origin: origin.clone(),
+            })
+        };
         Ok(RecipientPolicy {
             allow,
             deny,
             redirect_all,
-            max_recipients: entry.max_recipients_per_message.map(|n| Rule {
-                value: n,
-                origin: origin.clone(),
-            }),
+            max_recipients: cap(entry.max_recipients_per_message),
+            max_per_hour: cap(entry.max_messages_per_hour),
+            max_per_day: cap(entry.max_messages_per_day),
             require_idempotency_key: (entry.require_idempotency_key == Some(true))
                 .then(|| origin.clone()),
         })
@@ -255,10 +275,9 @@ impl RecipientPolicy {
         if self.redirect_all.is_none() {
             self.redirect_all = inner.redirect_all;
         }
-        self.max_recipients = match (self.max_recipients, inner.max_recipients) {
-            (Some(a), Some(b)) => Some(if b.value < a.value { b } else { a }),
-            (a, b) => a.or(b),
-        };
+        self.max_recipients = smaller(self.max_recipients, inner.max_recipients);
+        self.max_per_hour = smaller(self.max_per_hour, inner.max_per_hour);
+        self.max_per_day = smaller(self.max_per_day, inner.max_per_day);
         if self.require_idempotency_key.is_none() {
             self.require_idempotency_key = inner.require_idempotency_key;
         }
@@ -288,12 +307,14 @@ impl RecipientPolicy {
                 &r.origin,
             ));
         }
-        if let Some(r) = &self.max_recipients {
-            rules.push((
-                "policy.max_recipients_per_message".into(),
-                r.value.to_string(),
-                &r.origin,
-            ));
+        for (key, cap) in [
+            ("policy.max_recipients_per_message", &self.max_recipients),
+            ("policy.max_messages_per_hour", &self.max_per_hour),
+            ("policy.max_messages_per_day", &self.max_per_day),
+        ] {
+            if let Some(r) = cap {
+                rules.push((key.into(), r.value.to_string(), &r.origin));
+            }
         }
         if let Some(origin) = &self.require_idempotency_key {
             rules.push((
@@ -303,6 +324,14 @@ impl RecipientPolicy {
             ));
         }
         rules
+    }
+}
+
+/// The smaller of two caps (the first of equals: the outer one).
+fn smaller(a: Option<Rule<u32>>, b: Option<Rule<u32>>) -> Option<Rule<u32>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.value < a.value { b } else { a }),
+        (a, b) => a.or(b),
     }
 }
 
@@ -361,6 +390,8 @@ mod tests {
                 deny: Some(vec!["ceo@example.com".into()]),
                 redirect_all: Some("qa@example.com".into()),
                 max_recipients_per_message: Some(10),
+                max_messages_per_hour: None,
+                max_messages_per_day: Some(100),
                 require_idempotency_key: None,
             },
             &origin("system policy"),
@@ -372,6 +403,8 @@ mod tests {
                 deny: Some(Vec::new()),
                 redirect_all: Some("me@example.org".into()),
                 max_recipients_per_message: Some(50),
+                max_messages_per_hour: Some(5),
+                max_messages_per_day: Some(1000),
                 require_idempotency_key: Some(true),
             },
             &origin("profile"),
@@ -383,6 +416,8 @@ mod tests {
         let redirect = both.redirect_all.as_ref().unwrap();
         assert_eq!(redirect.value.email.to_string(), "qa@example.com");
         assert_eq!(both.max_recipients.as_ref().unwrap().value, 10);
+        assert_eq!(both.max_per_hour.as_ref().unwrap().value, 5);
+        assert_eq!(both.max_per_day.as_ref().unwrap().value, 100);
         assert_eq!(both.require_idempotency_key.unwrap().level, "profile");
     }
 }

@@ -437,3 +437,64 @@ fn the_system_policy_holds_for_a_url_and_lint_shows_it() {
     let rcpts: Vec<Vec<String>> = server.messages().into_iter().map(|m| m.rcpt_to).collect();
     assert_eq!(rcpts, [["ann@example.com"]]);
 }
+
+#[test]
+fn a_cap_per_hour_holds_across_runs_and_stops_a_batch() {
+    let s = with_policy("max_messages_per_hour = 3");
+    for n in 1..=2 {
+        send(&s, &["--to", &format!("r{n}@example.com")]).expect_exit(0);
+    }
+    // A duplicate sends nothing and takes no slot.
+    send(&s, &["--to", "r3@example.com", "--idempotency-key", "k"]).expect_exit(0);
+    send(&s, &["--to", "r3@example.com", "--idempotency-key", "k"]).expect_exit(0);
+    let run = send(&s, &["--to", "r4@example.com"]).expect_exit(75);
+    assert!(
+        run.stderr
+            .contains("policy.max_messages_per_hour 3 reached (profile \"test\""),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(s.server.messages().len(), 3, "the fourth never went");
+    assert_eq!(s.server.connections(), 3);
+
+    // A batch in the next run stops at its first record, which --resume sends later.
+    let file = s.home().join("mail.jsonl");
+    std::fs::write(
+        &file,
+        r#"{"To":"b1@example.com","Subject":"one","Body":"1"}"#,
+    )
+    .unwrap();
+    let run = envoi(s.home())
+        .args(["batch", "--config"])
+        .arg(&s.config)
+        .arg("--report")
+        .arg(s.home().join("report.jsonl"))
+        .arg(&file)
+        .expect_exit(75);
+    assert!(
+        run.stderr.contains("the batch stopped at line 1")
+            && run.stderr.contains("max_messages_per_hour 3 reached"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(s.server.messages().len(), 3);
+}
+
+#[test]
+fn a_cap_per_day_lets_a_batch_send_up_to_it() {
+    let s = with_policy("max_messages_per_day = 2");
+    let records: Vec<String> = (1..=3)
+        .map(|i| format!(r#"{{"To":"b{i}@example.com","Subject":"m{i}","Body":"x"}}"#))
+        .collect();
+    let file = s.home().join("mail.jsonl");
+    std::fs::write(&file, records.join("\n")).unwrap();
+    envoi(s.home())
+        .args(["batch", "--config"])
+        .arg(&s.config)
+        .arg("--report")
+        .arg(s.home().join("report.jsonl"))
+        .arg(&file)
+        .expect_exit(75);
+    let rcpts: Vec<Vec<String>> = s.server.messages().into_iter().map(|m| m.rcpt_to).collect();
+    assert_eq!(rcpts, [["b1@example.com"], ["b2@example.com"]]);
+}

@@ -23,7 +23,7 @@ use envoi::message::records::Record;
 use envoi::message::{self, address};
 use envoi::outbox::fleet::{self, Claim, Fleet, Held, Taken};
 use envoi::outbox::submit::{
-    DefaultSender, Deferrals, Signing, check_batch, prepare, settle_record,
+    DefaultSender, Deferrals, Signing, check_batch, prepare, settle_record, take_batch_slot,
 };
 use envoi::outbox::{DeliveryLog, Outbox, Status};
 use envoi::profile::{Env, resolve};
@@ -42,6 +42,8 @@ use report::{
 struct Shared<'a> {
     /// The recipient policy: a record that breaks it is `invalid`.
     policy: &'a envoi::profile::RecipientPolicy,
+    /// Where the policy's messages per hour and day are counted, when it caps them.
+    counts: Option<&'a std::path::Path>,
     /// `--from`, else the profile's `from`: for records without From.
     sender: &'a DefaultSender,
     /// The profile's DKIM key, read once for the whole batch.
@@ -230,8 +232,15 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         Some(rate) if campaign.rate.is_none() => rate.interval,
         _ => Duration::ZERO,
     }));
+    let capped = resolved.policy.max_per_hour.is_some() || resolved.policy.max_per_day.is_some();
+    let counts = if capped && !args.dry_run {
+        Some(resolved.outbox_dir()?)
+    } else {
+        None
+    };
     let shared = Shared {
         policy: &resolved.policy,
+        counts,
         sender: &sender,
         signing: &signing,
         deferrals: outbox.as_ref().map(|outbox| Deferrals {
@@ -592,6 +601,18 @@ fn send_record(
     let Some(batch) = batch else {
         return Ok(Line::dry_run(record.line, message_id, &envelope, subject));
     };
+    if let Some(dir) = shared.counts {
+        take_batch_slot(shared.policy, dir).map_err(|e| {
+            Error::new(
+                e.kind(),
+                format!(
+                    "the batch stopped at line {}: {e}; that record and those after it were \
+                     not tried: run the batch again later with --resume",
+                    record.line
+                ),
+            )
+        })?;
+    }
     before_send(true)?;
     pace(shared.pacer);
     shared.marks.mark(sender, record.line, record.hash)?;

@@ -1,0 +1,141 @@
+//! `policy.max_messages_per_hour` and `max_messages_per_day`: how many messages this
+//! outbox folder's sends took in the last hour and day, so a loop or a runaway batch
+//! stops across runs. `send-counts` in the outbox folder holds one line per message (the
+//! second it was let through), read and replaced under `send-counts.lock`; lines older
+//! than a day are dropped as it is written. A message takes its slot before it goes
+//! (a failed send still counts: the cap is on attempts, which is what a loop makes).
+//!
+//! A cap reached is 75, not 65: the same message goes later, and a caller that retries
+//! on 75 (cron, CI, the outbox) waits as it should. Counted per outbox folder (one user
+//! or machine); a PostgreSQL ledger does not count them yet.
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use crate::durable::{self, StateAccess, open_state_file};
+use crate::error::{Error, ErrorKind, Result};
+use crate::ownership;
+use crate::profile::{RecipientPolicy, Rule};
+
+const HOUR: u64 = 3600;
+const DAY: u64 = 24 * HOUR;
+
+/// Takes one message's slot at `now` (seconds since the epoch) in the counts of `dir`:
+/// 75 naming the cap, and when the next slot frees, when one is reached. Nothing is read
+/// or written when the policy sets no cap.
+pub(crate) fn take(dir: &Path, policy: &RecipientPolicy, now: u64) -> Result<()> {
+    if policy.max_per_hour.is_none() && policy.max_per_day.is_none() {
+        return Ok(());
+    }
+    let io = |what: &str, path: &Path, e: std::io::Error| {
+        Error::config(format!("cannot {what} {}: {e}", path.display()))
+    };
+    durable::create_private_dir(dir, true).map_err(|e| io("create", dir, e))?;
+    ownership::check_owned_dir(dir, "the outbox folder", crate::outbox::queue::INSTEAD)?;
+    let lock_path = dir.join("send-counts.lock");
+    let lock = open_state_file("the send counts' lock", &lock_path, StateAccess::Write)?.file;
+    lock.lock().map_err(|e| io("lock", &lock_path, e))?;
+    let path = dir.join("send-counts");
+    let mut times: Vec<u64> = match fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        _ => {
+            let mut file = open_state_file("the send counts", &path, StateAccess::Read)?.file;
+            let mut text = String::new();
+            file.seek(SeekFrom::Start(0))
+                .and_then(|_| file.read_to_string(&mut text))
+                .map_err(|e| io("read", &path, e))?;
+            // A line that is not a time is dropped: the counts only ever err upwards
+            // once the file is rewritten, never by letting a damaged file stop sends.
+            text.lines().filter_map(|l| l.trim().parse().ok()).collect()
+        }
+    };
+    times.retain(|t| now.saturating_sub(*t) < DAY && *t <= now + HOUR);
+    times.sort_unstable();
+    for (cap, window, key) in [
+        (&policy.max_per_hour, HOUR, "max_messages_per_hour"),
+        (&policy.max_per_day, DAY, "max_messages_per_day"),
+    ] {
+        if let Some(Rule { value, origin }) = cap {
+            let within: Vec<u64> = times
+                .iter()
+                .copied()
+                .filter(|t| now.saturating_sub(*t) < window)
+                .collect();
+            let cap = usize::try_from(*value).unwrap_or(usize::MAX);
+            if within.len() >= cap {
+                // The oldest of the last `cap` sends leaves the window first.
+                let frees = within
+                    .get(within.len() - cap)
+                    .map_or(now, |t| t + window)
+                    .saturating_sub(now)
+                    .max(1);
+                return Err(Error::new(
+                    ErrorKind::Temporary,
+                    format!(
+                        "policy.{key} {value} reached ({origin}): {} messages went from this \
+                         outbox folder in the last {}; nothing was sent; the next may go in \
+                         {frees} s",
+                        within.len(),
+                        if window == HOUR { "hour" } else { "day" }
+                    ),
+                ));
+            }
+        }
+    }
+    times.push(now);
+    let text: String = times.iter().map(|t| format!("{t}\n")).collect();
+    durable::replace_file(&path, &path.with_extension("tmp"), text.as_bytes())
+        .map_err(|e| io("write", &path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::RuleOrigin;
+
+    fn policy(hour: Option<u32>, day: Option<u32>) -> RecipientPolicy {
+        let origin = RuleOrigin {
+            level: "profile \"p\"".into(),
+            file: "/f".into(),
+        };
+        let rule = |value| Rule {
+            value,
+            origin: origin.clone(),
+        };
+        RecipientPolicy {
+            max_per_hour: hour.map(rule),
+            max_per_day: day.map(rule),
+            ..RecipientPolicy::default()
+        }
+    }
+
+    #[test]
+    fn a_cap_stops_the_next_message_until_a_slot_frees() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = policy(Some(2), Some(3));
+        let t = 1_000_000;
+        take(dir.path(), &p, t).unwrap();
+        take(dir.path(), &p, t + 10).unwrap();
+        let err = take(dir.path(), &p, t + 20).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Temporary);
+        assert!(
+            err.message()
+                .contains("policy.max_messages_per_hour 2 reached")
+                && err.message().contains("in 3580 s"),
+            "{err}"
+        );
+        // An hour after the first, one slot is free; the day's cap then holds.
+        take(dir.path(), &p, t + HOUR).unwrap();
+        let err = take(dir.path(), &p, t + 2 * HOUR).unwrap_err();
+        assert!(err.message().contains("max_messages_per_day 3"), "{err}");
+        take(dir.path(), &p, t + DAY).unwrap();
+    }
+
+    #[test]
+    fn no_cap_touches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        take(&dir.path().join("outbox"), &policy(None, None), 1).unwrap();
+        assert!(!dir.path().join("outbox").exists());
+    }
+}
