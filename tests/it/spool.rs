@@ -633,3 +633,28 @@ fn the_system_config_is_read_when_the_user_has_none() {
         "saved by the system profile"
     );
 }
+
+/// The recipient policy of the flush service's profile holds for what users hand over:
+/// a message to a denied recipient is set aside, naming the rule; the others go.
+#[test]
+fn the_recipient_policy_holds_for_the_spool() {
+    if !can_make_users() {
+        return;
+    }
+    let machine = Machine::new("[profiles.relay.policy]\ndeny = [\"*@customer.com\"]");
+    let ann = &machine.ann;
+    let denied = b"To: bob@customer.com\nSubject: denied\n\nhi\n";
+    let allowed = b"To: rcpt@example.net\nSubject: allowed\n\nhi\n";
+    ok(&machine.sendmail(ann, &["-t"], denied), "the denied one");
+    ok(&machine.sendmail(ann, &["-t"], allowed), "the allowed one");
+    let stderr = ok(&machine.flush(), "flush");
+    let messages = machine.server.messages();
+    assert_eq!(messages.len(), 1, "{stderr}");
+    assert_eq!(header(&messages[0].data, "Subject"), "allowed");
+    assert_eq!(machine.set_aside().len(), 1);
+    assert!(
+        stderr
+            .contains("policy.deny \"*@customer.com\" refuses bob@customer.com (profile \"relay\""),
+        "{stderr}"
+    );
+}
