@@ -125,12 +125,14 @@ pub fn take_batch_slot(policy: &RecipientPolicy, dir: &std::path::Path) -> Resul
 }
 
 /// The recipient policy's rules that are not about one message: a batch under
-/// `require_idempotency_key` must keep a report (`--report`), which `--resume` reads so
-/// a second run sends no record twice (65 otherwise).
+/// `require_idempotency_key` must keep a report (`--report`, which `--resume` reads so a
+/// second run sends no record twice) or be a `--campaign` (65 otherwise).
 pub fn check_batch(policy: &RecipientPolicy, report: bool) -> Result<()> {
     match (&policy.require_idempotency_key, report) {
         (Some(origin), false) => Err(Error::invalid(format!(
-            "policy.require_idempotency_key ({origin}): nothing was sent; a batch keeps its              own record of what went: give --report FILE (and --resume FILE on a second              run), so no record is sent twice"
+            "policy.require_idempotency_key ({origin}): nothing was sent; a batch keeps its \
+             own record of what went: give --report FILE (and --resume FILE on a second \
+             run), or --campaign NAME (its shared ledger), so no record is sent twice"
         ))),
         _ => Ok(()),
     }
