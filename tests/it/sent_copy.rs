@@ -1,0 +1,211 @@
+//! A copy in the Sent folder (issue 21, `sent_copy`): envoi sends to the in-process SMTP
+//! server, then APPENDs the message to a real Dovecot on loopback
+//! (`tests/it/support/dovecot.rs`). Assertions are on Dovecot's maildir files: the stored
+//! bytes against those the SMTP server received, the `\Seen` flag in the file name (`:2,S`),
+//! the folder it went to.
+
+use std::sync::Arc;
+
+use crate::dkim::{KeyKind, dkim_lines, make_key};
+use crate::support::certs::TestPki;
+use crate::support::dovecot::{Dovecot, DovecotOptions};
+use crate::support::envoi::{Config, ExpectExit, Route, assert_no_secret, send};
+use crate::support::smtp_server::{Security, ServerOptions, TestServer};
+use crate::support::{PASSWORD, USER};
+use tempfile::TempDir;
+
+/// An SMTP server wanting the canary login over STARTTLS, a Dovecot with `folders` whose
+/// passwd-file holds `imap_password` for the canary user, both serving one PKI's leaf, and a
+/// temp HOME with that PKI's CA.
+struct Servers {
+    dir: TempDir,
+    smtp: TestServer,
+    dovecot: Dovecot,
+    ca: std::path::PathBuf,
+}
+
+impl Servers {
+    fn start(imap_password: &str, folders: Vec<(&str, Option<&str>)>) -> Option<Servers> {
+        let pki = Arc::new(TestPki::new());
+        let dovecot = Dovecot::start(
+            &pki,
+            DovecotOptions {
+                login: (USER, imap_password),
+                folders,
+            },
+        )?;
+        let dir = TempDir::new().expect("temp dir");
+        let ca = pki.write_ca(dir.path());
+        let smtp = TestServer::start(ServerOptions {
+            security: Security::StartTls,
+            auth: Some((USER.into(), PASSWORD.into())),
+            pki: Some(pki),
+            ..ServerOptions::default()
+        });
+        Some(Servers {
+            dir,
+            smtp,
+            dovecot,
+            ca,
+        })
+    }
+
+    /// The config: the SMTP profile, logging in, trusting the CA, with `extra` lines.
+    fn config(&self, extra: &str) -> std::path::PathBuf {
+        Config::new(self.smtp.port(), "starttls")
+            .login()
+            .trust(&self.ca)
+            .line(extra)
+            .write(self.dir.path())
+    }
+
+    /// The one message the SMTP server received: its bytes.
+    fn received(&self) -> Vec<u8> {
+        let messages = self.smtp.messages();
+        assert_eq!(messages.len(), 1, "expected one message at the SMTP server");
+        messages[0].data.clone()
+    }
+}
+
+#[test]
+fn a_sent_message_is_filed_in_the_named_folder_byte_identical_and_seen() {
+    let Some(s) = Servers::start(PASSWORD, vec![("Sent", None)]) else {
+        return;
+    };
+    // Signed, so the copy must be the signed bytes, not the message as built.
+    let (key, _) = make_key(s.dir.path(), KeyKind::Ed25519);
+    let config = s.config(&format!(
+        "{}\nsent_copy = {{ imap = \"imaps://localhost:{}\", folder = \"Sent\" }}",
+        dkim_lines(&key),
+        s.dovecot.imaps_port()
+    ));
+    let run = send(s.dir.path(), Route::Config(&config))
+        .args([
+            "--to",
+            "ann@example.net",
+            "--subject",
+            "Filed",
+            "--body",
+            "A line.\nAnd one more.",
+        ])
+        .arg("--json")
+        .expect_exit(0);
+    let json = run.json();
+    assert_eq!(json["sent_copy"]["status"], "filed", "{run}");
+    assert_eq!(json["sent_copy"]["folder"], "Sent", "{run}");
+    assert!(json.get("warnings").is_none(), "{run}");
+    let sent = s.received();
+    assert!(sent.starts_with(b"DKIM-Signature: "), "not signed");
+    let stored = s.dovecot.messages("Sent");
+    assert_eq!(stored.len(), 1, "{stored:?}\n{}", s.dovecot.log());
+    let (name, bytes) = &stored[0];
+    assert_eq!(
+        bytes,
+        &sent,
+        "the copy differs from what the SMTP server received:\n{}\n---\n{}",
+        String::from_utf8_lossy(bytes),
+        String::from_utf8_lossy(&sent)
+    );
+    assert!(name.ends_with(":2,S"), "not flagged \\Seen: {name}");
+    assert!(s.dovecot.messages("INBOX").is_empty());
+    assert_no_secret(&run.output());
+}
+
+#[test]
+fn without_a_folder_the_one_marked_sent_is_found_over_starttls() {
+    // "Sent" exists too, unmarked: the \Sent mark wins over the name.
+    let Some(s) = Servers::start(PASSWORD, vec![("Gesendet", Some("\\Sent")), ("Sent", None)])
+    else {
+        return;
+    };
+    let config = s.config(&format!(
+        "sent_copy = {{ imap = \"imap://localhost:{}\" }}",
+        s.dovecot.imap_port()
+    ));
+    let run = send(s.dir.path(), Route::Config(&config))
+        .args([
+            "--to",
+            "ann@example.net",
+            "--subject",
+            "Marked",
+            "--body",
+            "x",
+        ])
+        .arg("-v")
+        .expect_exit(0);
+    assert!(run.stderr.contains("C: imap: e2 STARTTLS"), "{run}");
+    assert!(
+        run.stderr.contains("AUTHENTICATE PLAIN [redacted]"),
+        "{run}"
+    );
+    assert!(
+        run.stderr.contains("sent_copy: filed in \"Gesendet\""),
+        "{run}"
+    );
+    let stored = s.dovecot.messages("Gesendet");
+    assert_eq!(stored.len(), 1, "{run}\n{}", s.dovecot.log());
+    assert_eq!(stored[0].1, s.received());
+    assert!(s.dovecot.messages("Sent").is_empty());
+    assert_no_secret(&run.output());
+}
+
+#[test]
+fn a_refused_imap_login_is_a_warning_and_the_send_stands() {
+    let Some(s) = Servers::start("another-Passw0rd", vec![("Sent", Some("\\Sent"))]) else {
+        return;
+    };
+    let config = s.config(&format!(
+        "sent_copy = {{ imap = \"imaps://localhost:{}\" }}",
+        s.dovecot.imaps_port()
+    ));
+    let run = send(s.dir.path(), Route::Config(&config))
+        .args([
+            "--to",
+            "ann@example.net",
+            "--subject",
+            "Refused",
+            "--body",
+            "x",
+        ])
+        .args(["--json", "-v"])
+        .expect_exit(0);
+    let json = run.json();
+    assert_eq!(json["status"], "sent", "{run}");
+    assert_eq!(json["sent_copy"]["status"], "failed", "{run}");
+    let warning = json["warnings"][0].as_str().unwrap_or_default();
+    assert!(warning.contains("refused the login"), "{run}");
+    assert!(
+        run.stderr
+            .contains("envoi: warning: the message was sent, but its copy in the Sent folder"),
+        "{run}"
+    );
+    assert_eq!(s.smtp.messages().len(), 1, "the message was not delivered");
+    assert!(s.dovecot.messages("Sent").is_empty());
+    assert_no_secret(&run.output());
+}
+
+#[test]
+fn the_delivery_log_says_where_the_copy_went() {
+    let Some(s) = Servers::start(PASSWORD, vec![("Sent", Some("\\Sent"))]) else {
+        return;
+    };
+    let log = s.dir.path().join("envoi.log");
+    let config = s.config(&format!(
+        "log = \"{}\"\nsent_copy = {{ imap = \"imaps://localhost:{}\" }}",
+        log.display(),
+        s.dovecot.imaps_port()
+    ));
+    send(s.dir.path(), Route::Config(&config))
+        .args([
+            "--to",
+            "ann@example.net",
+            "--subject",
+            "Logged",
+            "--body",
+            "x",
+        ])
+        .expect_exit(0);
+    let line = std::fs::read_to_string(&log).expect("the delivery log");
+    assert!(line.contains(" status=sent "), "{line}");
+    assert!(line.contains(" sent_copy=Sent "), "{line}");
+}
