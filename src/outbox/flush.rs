@@ -466,9 +466,17 @@ impl Attempt<'_> {
             state: &mut state,
             notices: observer,
         };
+        // The copy in Sent is made after the entry, and its message file, are gone: the
+        // bytes are kept in memory for it when one is wanted.
+        let kept = sent_copy::wanted(self.connection, &prepared)
+            .then(|| prepared.bytes.to_vec().ok())
+            .flatten();
         let result = deliver_along(self.connection, prepared, &options, &mut recorder);
         match result {
-            Ok(delivery) => {
+            Ok(mut delivery) => {
+                if let (Delivery::Sent { prepared, .. }, Some(kept)) = (&mut delivery, kept) {
+                    prepared.bytes = kept.into();
+                }
                 match &delivery {
                     Delivery::Sent { report, .. } => record_progress(&mut state, report),
                     // The file transport wrote it for everyone.

@@ -10,27 +10,20 @@ use std::time::Instant;
 
 use crate::deliver::{self, Delivery, Notice, Observer, SentCopied, Transcript};
 use crate::error::{Error, ErrorKind};
-use crate::profile::{Connection, Profile, Service, Transport};
+use crate::message::Prepared;
+use crate::profile::Connection;
 
-/// Why `profile`'s provider needs no copy from envoi, when it files every message it
-/// sends in Sent itself (a second copy would be a duplicate).
-pub fn filed_by_provider(profile: &Profile) -> Option<&'static str> {
-    match &profile.transport {
-        Transport::Api(api) => Some(match api.service {
-            Service::Graph => "Microsoft Graph saves what it sends in Sent Items itself",
-            Service::Gmail => "the Gmail API files what it sends in Sent itself",
-        }),
-        Transport::Smtp(smtp) => match smtp.host.to_ascii_lowercase().trim_end_matches('.') {
-            "smtp.gmail.com" | "smtp.googlemail.com" => {
-                Some("Gmail files what smtp.gmail.com sends in Sent itself")
-            }
-            "smtp.office365.com" | "smtp-mail.outlook.com" => {
-                Some("Microsoft 365 files what smtp.office365.com sends in Sent Items itself")
-            }
-            _ => None,
-        },
-        Transport::File { .. } => None,
-    }
+/// Whether a message sent through `connection` gets a copy in Sent (some profile of it
+/// asks for one the provider does not make itself), and `prepared` is small enough for
+/// one.
+pub(crate) fn wanted(connection: &Connection, prepared: &Prepared) -> bool {
+    prepared.bytes.len() <= deliver::MAX_COPY
+        && connection.hops().any(|(_, profile)| {
+            profile
+                .sent_copy
+                .as_ref()
+                .is_some_and(|copy| copy.force || profile.files_sent_itself().is_none())
+        })
 }
 
 /// After `delivery` went through `connection`: files the copy its carrying profile asks
@@ -54,7 +47,7 @@ pub(crate) fn after_delivery(
     let Some(copy) = &profile.sent_copy else {
         return;
     };
-    if let (Some(why), false) = (filed_by_provider(profile), copy.force) {
+    if let (Some(why), false) = (profile.files_sent_itself(), copy.force) {
         if let Some(transcript) = transcript {
             transcript(
                 "*",

@@ -537,6 +537,28 @@ impl Profile {
         }
     }
 
+    /// Why this profile's provider needs no copy in Sent from envoi (`sent_copy`), when
+    /// it files every message it sends there itself (Gmail, Microsoft 365, their HTTPS
+    /// APIs): a second copy would be a duplicate.
+    pub fn files_sent_itself(&self) -> Option<&'static str> {
+        match &self.transport {
+            Transport::Api(api) => Some(match api.service {
+                Service::Graph => "Microsoft Graph saves what it sends in Sent Items itself",
+                Service::Gmail => "the Gmail API files what it sends in Sent itself",
+            }),
+            Transport::Smtp(smtp) => match smtp.host.to_ascii_lowercase().trim_end_matches('.') {
+                "smtp.gmail.com" | "smtp.googlemail.com" => {
+                    Some("Gmail files what smtp.gmail.com sends in Sent itself")
+                }
+                "smtp.office365.com" | "smtp-mail.outlook.com" => {
+                    Some("Microsoft 365 files what smtp.office365.com sends in Sent Items itself")
+                }
+                _ => None,
+            },
+            Transport::File { .. } => None,
+        }
+    }
+
     /// A profile that writes `.eml` files into `dir`.
     pub fn file(dir: impl Into<PathBuf>) -> Profile {
         Profile {

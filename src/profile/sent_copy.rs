@@ -44,6 +44,18 @@ pub struct SentCopy {
     pub tls_fingerprint: Option<Fingerprint>,
 }
 
+impl SentCopy {
+    /// The server as a URL, as `config show` says it.
+    pub fn url(&self) -> String {
+        let scheme = if self.implicit_tls { "imaps" } else { "imap" };
+        if self.host.contains(':') {
+            format!("{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            format!("{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
 impl SentCopyEntry {
     /// Checks the table of profile `name`; `profile_ca` is the profile's `ca_file`.
     pub(super) fn check(self, name: &str, profile_ca: Option<&PathBuf>) -> Result<SentCopy> {
@@ -215,5 +227,20 @@ mod tests {
         .unwrap();
         assert_eq!(pinned.ca_file, None);
         assert!(pinned.tls_fingerprint.is_some());
+    }
+
+    #[test]
+    fn gmail_and_microsoft_365_hosts_file_their_own_copy() {
+        use crate::profile::config::profile_from_url;
+        for (url, files) in [
+            ("smtp://smtp.gmail.com:587", true),
+            ("smtps://SMTP.Office365.com.", true),
+            ("smtp://smtp-mail.outlook.com", true),
+            ("smtp://mail.example.net", false),
+            ("smtp://gmail.com.example.net", false),
+        ] {
+            let profile = profile_from_url(url).unwrap();
+            assert_eq!(profile.files_sent_itself().is_some(), files, "{url}");
+        }
     }
 }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use crate::dkim::{KeyKind, dkim_lines, make_key};
 use crate::support::certs::TestPki;
 use crate::support::dovecot::{Dovecot, DovecotOptions};
-use crate::support::envoi::{Config, ExpectExit, Route, assert_no_secret, send};
+use crate::support::envoi::{Config, ExpectExit, Route, assert_no_secret, envoi, send};
+use crate::support::mail_api::{GMAIL, MailApi, MailApiOptions};
 use crate::support::smtp_server::{Security, ServerOptions, TestServer};
 use crate::support::{PASSWORD, USER};
 use tempfile::TempDir;
@@ -26,6 +27,15 @@ struct Servers {
 
 impl Servers {
     fn start(imap_password: &str, folders: Vec<(&str, Option<&str>)>) -> Option<Servers> {
+        Servers::with(imap_password, folders, ServerOptions::default())
+    }
+
+    /// [`Servers::start`], the SMTP server with `opts` too.
+    fn with(
+        imap_password: &str,
+        folders: Vec<(&str, Option<&str>)>,
+        opts: ServerOptions,
+    ) -> Option<Servers> {
         let pki = Arc::new(TestPki::new());
         let dovecot = Dovecot::start(
             &pki,
@@ -40,7 +50,7 @@ impl Servers {
             security: Security::StartTls,
             auth: Some((USER.into(), PASSWORD.into())),
             pki: Some(pki),
-            ..ServerOptions::default()
+            ..opts
         });
         Some(Servers {
             dir,
@@ -208,4 +218,146 @@ fn the_delivery_log_says_where_the_copy_went() {
     let line = std::fs::read_to_string(&log).expect("the delivery log");
     assert!(line.contains(" status=sent "), "{line}");
     assert!(line.contains(" sent_copy=Sent "), "{line}");
+}
+
+/// The bearer token the loopback Gmail API server accepts.
+const TOKEN: &str = "canary-api-token-5e92";
+
+/// A Gmail API profile (the loopback server of `support/mail_api.py`) whose `sent_copy`
+/// points at a Dovecot: `extra` goes into the table.
+fn gmail_send(extra: &str) -> Option<(Dovecot, MailApi, crate::support::envoi::Run)> {
+    let pki = TestPki::new();
+    let dovecot = Dovecot::start(
+        &pki,
+        DovecotOptions {
+            login: (GMAIL, TOKEN),
+            folders: vec![("Sent", Some("\\Sent"))],
+        },
+    )?;
+    let dir = TempDir::new().expect("temp dir");
+    let ca = pki.write_ca(dir.path());
+    let api = MailApi::start(MailApiOptions::new(pki.write_leaf(dir.path()), TOKEN))?;
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "default = \"api\"\n[profiles.api]\ntransport = \"gmail\"\nfrom = \"{GMAIL}\"\n\
+             api_url = \"{}\"\nca_file = \"{}\"\ntimeout_secs = 10\ntoken_env = \"API_TOKEN\"\n\
+             sent_copy = {{ imap = \"imaps://localhost:{}\"{extra} }}\n",
+            api.gmail_url(),
+            ca.display(),
+            dovecot.imaps_port()
+        ),
+    )
+    .expect("write the config");
+    let run = envoi(dir.path())
+        .env("API_TOKEN", TOKEN)
+        .args(["send", "--config"])
+        .arg(&config)
+        .args([
+            "--to",
+            "ann@example.net",
+            "--subject",
+            "Via Gmail",
+            "--body",
+            "x",
+            "-v",
+        ])
+        .expect_exit(0);
+    assert_eq!(api.sends().len(), 1, "{run}");
+    Some((dovecot, api, run))
+}
+
+#[test]
+fn gmail_files_its_own_copy_so_none_is_made_unless_forced() {
+    let Some((dovecot, _api, run)) = gmail_send("") else {
+        return;
+    };
+    assert!(
+        run.stderr
+            .contains("sent_copy: not made: the Gmail API files what it sends in Sent itself"),
+        "{run}"
+    );
+    assert!(
+        !run.stderr.contains("imap:"),
+        "an IMAP connection was made: {run}"
+    );
+    assert!(dovecot.messages("Sent").is_empty());
+
+    // Forced: the copy is tried, with the profile's token (XOAUTH2), which this Dovecot
+    // does not take: a warning, and the send stands.
+    let Some((dovecot, _api, run)) = gmail_send(", force = true") else {
+        return;
+    };
+    assert!(run.stderr.contains("C: imap: e1 CAPABILITY"), "{run}");
+    assert!(
+        run.stderr.contains("does not offer AUTHENTICATE XOAUTH2"),
+        "{run}"
+    );
+    assert!(
+        run.stderr.contains("envoi: warning: the message was sent"),
+        "{run}"
+    );
+    assert!(dovecot.messages("Sent").is_empty());
+    assert!(!run.output().contains(TOKEN), "the token leaked: {run}");
+}
+
+#[test]
+fn an_outbox_entry_is_copied_when_a_flush_delivers_it_and_not_before() {
+    let Some(s) = Servers::with(
+        PASSWORD,
+        vec![("Sent", Some("\\Sent"))],
+        ServerOptions {
+            tempfail_transactions: 1,
+            ..ServerOptions::default()
+        },
+    ) else {
+        return;
+    };
+    let outbox = s.dir.path().join("outbox");
+    let config = s.config(&format!(
+        "outbox_dir = \"{}\"\nsent_copy = {{ imap = \"imaps://localhost:{}\" }}",
+        outbox.display(),
+        s.dovecot.imaps_port()
+    ));
+    let run = send(s.dir.path(), Route::Config(&config))
+        .args([
+            "--to",
+            "ann@example.net",
+            "--subject",
+            "Queued",
+            "--body",
+            "x",
+        ])
+        .args(["--queue", "--json"])
+        .expect_exit(0);
+    assert_eq!(run.json()["status"], "queued", "{run}");
+    assert!(run.json().get("sent_copy").is_none(), "{run}");
+    assert!(
+        s.dovecot.messages("Sent").is_empty(),
+        "copied before it was sent"
+    );
+
+    let flush = send_flush(&s, &config);
+    assert!(
+        flush.stderr.contains("sent_copy: filed in \"Sent\""),
+        "{flush}"
+    );
+    let stored = s.dovecot.messages("Sent");
+    assert_eq!(stored.len(), 1, "{flush}\n{}", s.dovecot.log());
+    assert_eq!(
+        stored[0].1,
+        s.received(),
+        "the copy differs from what was sent"
+    );
+    assert_no_secret(&flush.output());
+}
+
+/// `envoi outbox flush --all -v` with the canary password, as `send` has it.
+fn send_flush(s: &Servers, config: &std::path::Path) -> crate::support::envoi::Run {
+    envoi(s.dir.path())
+        .env("ENVOI_TEST_PASSWORD", PASSWORD)
+        .args(["outbox", "flush", "--all", "-v", "--config"])
+        .arg(config)
+        .expect_exit(0)
 }
