@@ -361,3 +361,88 @@ fn send_flush(s: &Servers, config: &std::path::Path) -> crate::support::envoi::R
         .arg(config)
         .expect_exit(0)
 }
+
+/// A hostile IMAP server on loopback: it greets with `greeting` (plain text, as on an
+/// `imap://` port), then holds the connection open, saying nothing more, for 30 s. Its port.
+fn hostile_imap(greeting: &'static [u8]) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let port = listener.local_addr().expect("local address").port();
+    std::thread::spawn(move || {
+        if let Ok((mut peer, _)) = listener.accept() {
+            let _ = std::io::Write::write_all(&mut peer, greeting);
+            std::thread::sleep(std::time::Duration::from_secs(30));
+        }
+    });
+    port
+}
+
+/// An SMTP server that takes the message, and a config whose copy goes to `imap_port`.
+fn with_hostile_imap(imap_port: u16) -> (TempDir, TestServer, std::path::PathBuf) {
+    let dir = TempDir::new().expect("temp dir");
+    // Plain SMTP with a login (allowed for the test): the copy needs the profile's login.
+    let smtp = TestServer::start(ServerOptions {
+        auth: Some((USER.into(), PASSWORD.into())),
+        ..ServerOptions::default()
+    });
+    let config = Config::new(smtp.port(), "none")
+        .line(&format!(
+            "username = \"{USER}\"\npassword_env = \"ENVOI_TEST_PASSWORD\"\n\
+             allow_plaintext_auth = true\n\
+             sent_copy = {{ imap = \"imap://127.0.0.1:{imap_port}\", folder = \"Sent\" }}"
+        ))
+        .write(dir.path());
+    (dir, smtp, config)
+}
+
+#[test]
+fn a_silent_imap_server_cannot_stretch_the_send_past_its_deadline() {
+    // A greeting, then silence: CAPABILITY is never answered, and the profile's per-command
+    // timeout (10 s) is far away; --timeout 3 bounds the whole send, copy included.
+    let (dir, smtp, config) = with_hostile_imap(hostile_imap(b"* OK ready\r\n"));
+    let started = std::time::Instant::now();
+    let run = send(dir.path(), Route::Config(&config))
+        .args([
+            "--to",
+            "ann@example.net",
+            "--subject",
+            "Deadline",
+            "--body",
+            "x",
+        ])
+        .args(["--timeout", "3", "--json"])
+        .expect_exit(0);
+    let took = started.elapsed();
+    assert_eq!(smtp.messages().len(), 1, "{run}");
+    assert_eq!(run.json()["sent_copy"]["status"], "failed", "{run}");
+    assert!(run.stderr.contains("deadline"), "{run}");
+    assert!(
+        took < std::time::Duration::from_millis(4500),
+        "the copy held the send for {took:?}: {run}"
+    );
+}
+
+#[test]
+fn a_literal_too_large_for_a_response_is_refused_unread() {
+    // A greeting that announces a literal of 100 MB: envoi must not try to hold it.
+    let (dir, smtp, config) = with_hostile_imap(hostile_imap(b"* OK hello {100000000}\r\n"));
+    let run = send(dir.path(), Route::Config(&config))
+        .args([
+            "--to",
+            "ann@example.net",
+            "--subject",
+            "Literal",
+            "--body",
+            "x",
+        ])
+        .args(["--timeout", "20", "--json"])
+        .expect_exit(0);
+    assert_eq!(smtp.messages().len(), 1, "{run}");
+    let message = run.json()["sent_copy"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.contains("a literal of 100000000 octets, more than a response may hold"),
+        "{run}"
+    );
+}
