@@ -27,13 +27,14 @@ struct Servers {
 
 impl Servers {
     fn start(imap_password: &str, folders: Vec<(&str, Option<&str>)>) -> Option<Servers> {
-        Servers::with(imap_password, folders, ServerOptions::default())
+        Servers::with(imap_password, folders, "", ServerOptions::default())
     }
 
     /// [`Servers::start`], the SMTP server with `opts` too.
     fn with(
         imap_password: &str,
         folders: Vec<(&str, Option<&str>)>,
+        extra: &str,
         opts: ServerOptions,
     ) -> Option<Servers> {
         let pki = Arc::new(TestPki::new());
@@ -42,6 +43,7 @@ impl Servers {
             DovecotOptions {
                 login: (USER, imap_password),
                 folders,
+                extra,
             },
         )?;
         let dir = TempDir::new().expect("temp dir");
@@ -232,6 +234,7 @@ fn gmail_send(extra: &str) -> Option<(Dovecot, MailApi, crate::support::envoi::R
         DovecotOptions {
             login: (GMAIL, TOKEN),
             folders: vec![("Sent", Some("\\Sent"))],
+            extra: "",
         },
     )?;
     let dir = TempDir::new().expect("temp dir");
@@ -307,6 +310,7 @@ fn an_outbox_entry_is_copied_when_a_flush_delivers_it_and_not_before() {
     let Some(s) = Servers::with(
         PASSWORD,
         vec![("Sent", Some("\\Sent"))],
+        "",
         ServerOptions {
             tempfail_transactions: 1,
             ..ServerOptions::default()
@@ -445,4 +449,49 @@ fn a_literal_too_large_for_a_response_is_refused_unread() {
         message.contains("a literal of 100000000 octets, more than a response may hold"),
         "{run}"
     );
+}
+
+#[test]
+fn a_named_folder_that_is_missing_is_created_and_a_synchronizing_literal_waits_for_its_go() {
+    // No LITERAL+ after login: the message waits for the server's `+`. No folder either:
+    // the APPEND's [TRYCREATE] makes envoi create "Sent Items" (a name with a space).
+    let Some(s) = Servers::with(
+        PASSWORD,
+        Vec::new(),
+        "imap_capability = IMAP4rev1 SASL-IR SPECIAL-USE",
+        ServerOptions::default(),
+    ) else {
+        return;
+    };
+    let config = s.config(&format!(
+        "sent_copy = {{ imap = \"imaps://localhost:{}\", folder = \"Sent Items\" }}",
+        s.dovecot.imaps_port()
+    ));
+    let run = send(s.dir.path(), Route::Config(&config))
+        .args([
+            "--to",
+            "ann@example.net",
+            "--subject",
+            "Created",
+            "--body",
+            "x",
+        ])
+        .args(["-v", "--json"])
+        .expect_exit(0);
+    assert_eq!(run.json()["sent_copy"]["folder"], "Sent Items", "{run}");
+    let size = s.received().len();
+    let append = format!(" APPEND \"Sent Items\" (\\Seen) {{{size}}}\n");
+    assert!(
+        run.stderr.contains(&append),
+        "no synchronizing APPEND: {run}"
+    );
+    assert!(run.stderr.contains(" NO [TRYCREATE] "), "{run}");
+    assert!(run.stderr.contains(" CREATE \"Sent Items\"\n"), "{run}");
+    assert!(
+        run.stderr.contains("S: imap: + OK"),
+        "no continuation: {run}"
+    );
+    let stored = s.dovecot.messages("Sent Items");
+    assert_eq!(stored.len(), 1, "{run}\n{}", s.dovecot.log());
+    assert_eq!(stored[0].1, s.received());
 }

@@ -27,6 +27,8 @@ pub struct DovecotOptions<'a> {
     pub login: (&'a str, &'a str),
     /// Folders created for the user, each with its special-use mark (`"\\Sent"`) or none.
     pub folders: Vec<(&'a str, Option<&'a str>)>,
+    /// More lines of dovecot.conf (`imap_capability = …`).
+    pub extra: &'a str,
 }
 
 /// A running Dovecot.
@@ -116,7 +118,8 @@ impl Dovecot {
              service imap-login {{\n  chroot =\n  inet_listener imap {{\n    port = {imap_port}\n  }}\n\
              \x20 inet_listener imaps {{\n    port = {imaps_port}\n    ssl = yes\n  }}\n}}\n\
              service anvil {{\n  chroot =\n}}\n\
-             namespace inbox {{\n  inbox = yes\n  separator = .\n{folders}}}\n",
+             namespace inbox {{\n  inbox = yes\n  separator = .\n{folders}}}\n{extra}\n",
+            extra = opts.extra,
             cert = cert.display(),
             key = key.display(),
         );
