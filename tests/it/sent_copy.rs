@@ -495,3 +495,30 @@ fn a_named_folder_that_is_missing_is_created_and_a_synchronizing_literal_waits_f
     assert_eq!(stored.len(), 1, "{run}\n{}", s.dovecot.log());
     assert_eq!(stored[0].1, s.received());
 }
+
+#[test]
+fn a_batch_makes_no_copy() {
+    let Some(s) = Servers::start(PASSWORD, vec![("Sent", Some("\\Sent"))]) else {
+        return;
+    };
+    let config = s.config(&format!(
+        "sent_copy = {{ imap = \"imaps://localhost:{}\" }}",
+        s.dovecot.imaps_port()
+    ));
+    let records = s.dir.path().join("mail.jsonl");
+    std::fs::write(
+        &records,
+        "{\"To\":\"a@example.com\",\"Subject\":\"one\",\"Body\":\"x\"}\n\
+         {\"To\":\"b@example.com\",\"Subject\":\"two\",\"Body\":\"y\"}\n",
+    )
+    .expect("write the records");
+    let run = envoi(s.dir.path())
+        .env("ENVOI_TEST_PASSWORD", PASSWORD)
+        .args(["batch", "-v", "--config"])
+        .arg(&config)
+        .arg(&records)
+        .expect_exit(0);
+    assert_eq!(s.smtp.messages().len(), 2, "{run}");
+    assert!(!run.stderr.contains("imap:"), "a batch opened IMAP: {run}");
+    assert!(s.dovecot.messages("Sent").is_empty());
+}
