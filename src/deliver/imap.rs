@@ -251,8 +251,8 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// Logs in: AUTHENTICATE PLAIN (else LOGIN) with a password, XOAUTH2 or OAUTHBEARER
-    /// with a token.
+    /// Logs in: AUTHENTICATE PLAIN, else AUTHENTICATE LOGIN, else the LOGIN command with a
+    /// password; AUTHENTICATE XOAUTH2 or OAUTHBEARER with a token.
     fn log_in(&mut self, auth: Auth, user: &str, secret: &Password) -> Result<()> {
         let (mechanism, response, after_challenge) = match auth {
             Auth::Password => (
@@ -283,7 +283,21 @@ impl<'a> Session<'a> {
             Password::new(encoded.clone()),
         ]);
         let done = if self.offers(&format!("AUTH={mechanism}")) {
-            self.authenticate(mechanism, &encoded, &after_challenge)?
+            self.authenticate(
+                mechanism,
+                (&encoded, "[redacted]"),
+                true,
+                &[(&after_challenge, &after_challenge)],
+            )?
+        } else if auth == Auth::Password && self.offers("AUTH=LOGIN") {
+            // SASL LOGIN: the user name, then the password, each after a `+`.
+            let (user_b64, secret_b64) = (BASE64.encode(user), BASE64.encode(secret.expose()));
+            self.authenticate(
+                "LOGIN",
+                (&user_b64, "[redacted: user name]"),
+                false,
+                &[(&secret_b64, "[redacted]")],
+            )?
         } else if auth == Auth::Password && !self.offers("LOGINDISABLED") {
             let (Some(user_q), Some(secret_q)) = (quoted(user), quoted(secret.expose())) else {
                 return Err(Error::new(
@@ -295,6 +309,8 @@ impl<'a> Session<'a> {
                     ),
                 ));
             };
+            // The password as the command spells it, escapes and all, is hidden too.
+            self.hidden.push(Password::new(secret_q.clone()));
             self.command(
                 &format!("LOGIN {user_q} {secret_q}"),
                 "LOGIN [redacted]",
@@ -326,42 +342,39 @@ impl<'a> Session<'a> {
         self.capability()
     }
 
-    /// AUTHENTICATE `mechanism` with the initial response `encoded` (SASL-IR, RFC 4959,
-    /// when offered; else after the server's `+`); a challenge after it (a refused token's
-    /// reason) is answered with `after_challenge`.
+    /// AUTHENTICATE `mechanism`: `first` is the initial response, sent in the command
+    /// when the server offers SASL-IR (RFC 4959) and `in_command` allows it, else after
+    /// its `+`; each later `+` is answered with the next of `then` (a refused token's
+    /// reason waits for one before the NO), and past them with `*`, which cancels.
+    /// Each answer comes with how the transcript shows it.
     fn authenticate(
         &mut self,
         mechanism: &str,
-        encoded: &str,
-        after_challenge: &str,
+        first: (&str, &str),
+        in_command: bool,
+        then: &[(&str, &str)],
     ) -> Result<Done> {
         let tag = self.next_tag();
-        // What each `+` of the server is answered with, in turn, and how the transcript
-        // shows it; past these, `*` cancels the exchange.
         let mut answers = std::collections::VecDeque::new();
-        if self.offers("SASL-IR") {
+        if in_command && self.offers("SASL-IR") {
             self.send_line(
-                &format!("{tag} AUTHENTICATE {mechanism} {encoded}"),
-                &format!("{tag} AUTHENTICATE {mechanism} [redacted]"),
+                &format!("{tag} AUTHENTICATE {mechanism} {}", first.0),
+                &format!("{tag} AUTHENTICATE {mechanism} {}", first.1),
             )?;
         } else {
             self.send_line(
                 &format!("{tag} AUTHENTICATE {mechanism}"),
                 &format!("{tag} AUTHENTICATE {mechanism}"),
             )?;
-            answers.push_back((encoded.to_owned(), "[redacted]".to_owned()));
+            answers.push_back(first);
         }
-        // A `+` after the response carries a refusal's reason, and the server waits for
-        // an answer before its NO.
-        answers.push_back((after_challenge.to_owned(), after_challenge.to_owned()));
+        answers.extend(then.iter().copied());
         for _ in 0..MAX_RESPONSES {
             let line = self.line("the answer to AUTHENTICATE")?;
             self.trace("S", &line);
             if line.starts_with('+') {
-                let (answer, shown) = answers
-                    .pop_front()
-                    .unwrap_or_else(|| ("*".to_owned(), "*".to_owned()));
-                self.send_line(&answer, &shown)?;
+                let (answer, shown) = answers.pop_front().unwrap_or(("*", "*"));
+                self.send_line(answer, shown)?;
                 continue;
             }
             if let Some(done) = tagged(&line, &tag) {

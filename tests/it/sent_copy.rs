@@ -522,3 +522,45 @@ fn a_batch_makes_no_copy() {
     assert!(!run.stderr.contains("imap:"), "a batch opened IMAP: {run}");
     assert!(s.dovecot.messages("Sent").is_empty());
 }
+
+#[test]
+fn without_authenticate_plain_sasl_login_is_used_and_redacted() {
+    // Only AUTH=LOGIN offered (and LOGINDISABLED, as Dovecot says then): the user name and
+    // the password go one after the other, each after a `+`, and -v shows neither.
+    let Some(s) = Servers::with(
+        PASSWORD,
+        vec![("Sent", Some("\\Sent"))],
+        "auth_mechanisms = login",
+        ServerOptions::default(),
+    ) else {
+        return;
+    };
+    let config = s.config(&format!(
+        "sent_copy = {{ imap = \"imaps://localhost:{}\" }}",
+        s.dovecot.imaps_port()
+    ));
+    let run = send(s.dir.path(), Route::Config(&config))
+        .args([
+            "--to",
+            "ann@example.net",
+            "--subject",
+            "Login",
+            "--body",
+            "x",
+            "-v",
+        ])
+        .expect_exit(0);
+    assert!(run.stderr.contains(" AUTHENTICATE LOGIN\n"), "{run}");
+    assert!(
+        run.stderr.contains("C: imap: [redacted: user name]\n"),
+        "{run}"
+    );
+    assert!(run.stderr.contains("C: imap: [redacted]\n"), "{run}");
+    assert_eq!(
+        s.dovecot.messages("Sent").len(),
+        1,
+        "{run}\n{}",
+        s.dovecot.log()
+    );
+    assert_no_secret(&run.output());
+}
