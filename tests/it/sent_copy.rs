@@ -225,19 +225,92 @@ fn the_delivery_log_says_where_the_copy_went() {
 /// The bearer token the loopback Gmail API server accepts.
 const TOKEN: &str = "canary-api-token-5e92";
 
+/// An OAuth2 introspection endpoint on loopback, plain HTTP, for Dovecot's `oauth2` passdb
+/// (`introspection_mode = auth`): a GET with `Authorization: Bearer <token>` is answered
+/// 200 `{"username": user}` for `token`, else 401. Its port, and the Authorization
+/// headers it got.
+fn introspection(
+    token: &'static str,
+    user: &'static str,
+) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let port = listener.local_addr().expect("local address").port();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for peer in listener.incoming().flatten() {
+            let mut reader = BufReader::new(&peer);
+            let mut authorization = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(value) = line.strip_prefix("Authorization: ") {
+                    authorization = value.trim().to_owned();
+                }
+            }
+            let ok = authorization == format!("Bearer {token}");
+            log.lock().expect("log").push(authorization);
+            let (status, body) = if ok {
+                ("200 OK", format!("{{\"username\":\"{user}\"}}"))
+            } else {
+                (
+                    "401 Unauthorized",
+                    "{\"error\":\"invalid_token\"}".to_owned(),
+                )
+            };
+            let _ = (&peer).write_all(
+                format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    (port, seen)
+}
+
 /// A Gmail API profile (the loopback server of `support/mail_api.py`) whose `sent_copy`
-/// points at a Dovecot: `extra` goes into the table.
-fn gmail_send(extra: &str) -> Option<(Dovecot, MailApi, crate::support::envoi::Run)> {
+/// points at a Dovecot that takes XOAUTH2 tokens (checked by [`introspection`]): `extra`
+/// goes into the table. The copy's folder, the API's message, the run, and the tokens
+/// the introspection endpoint was shown.
+struct GmailRun {
+    dovecot: Dovecot,
+    api: MailApi,
+    run: crate::support::envoi::Run,
+    introspected: Vec<String>,
+}
+
+fn gmail_send(extra: &str) -> Option<GmailRun> {
     let pki = TestPki::new();
+    let (port, seen) = introspection(TOKEN, GMAIL);
+    let dir = TempDir::new().expect("temp dir");
+    let oauth2_conf = dir.path().join("dovecot-oauth2.conf.ext");
+    std::fs::write(
+        &oauth2_conf,
+        format!(
+            "introspection_mode = auth\nintrospection_url = http://127.0.0.1:{port}/me\n\
+             username_attribute = username\n"
+        ),
+    )
+    .expect("write the oauth2 passdb config");
+    let dovecot_extra = format!(
+        "auth_mechanisms = plain xoauth2 oauthbearer\n\
+         passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {}\n}}\n",
+        oauth2_conf.display()
+    );
     let dovecot = Dovecot::start(
         &pki,
         DovecotOptions {
-            login: (GMAIL, TOKEN),
+            login: (GMAIL, "not-the-token-0"),
             folders: vec![("Sent", Some("\\Sent"))],
-            extra: "",
+            extra: &dovecot_extra,
         },
     )?;
-    let dir = TempDir::new().expect("temp dir");
     let ca = pki.write_ca(dir.path());
     let api = MailApi::start(MailApiOptions::new(pki.write_leaf(dir.path()), TOKEN))?;
     let config = dir.path().join("config.toml");
@@ -257,23 +330,28 @@ fn gmail_send(extra: &str) -> Option<(Dovecot, MailApi, crate::support::envoi::R
         .env("API_TOKEN", TOKEN)
         .args(["send", "--config"])
         .arg(&config)
-        .args([
-            "--to",
-            "ann@example.net",
-            "--subject",
-            "Via Gmail",
-            "--body",
-            "x",
-            "-v",
-        ])
+        .args(["--to", "ann@example.net", "--subject", "Via Gmail"])
+        .args(["--body", "x", "-v"])
         .expect_exit(0);
     assert_eq!(api.sends().len(), 1, "{run}");
-    Some((dovecot, api, run))
+    let introspected = seen.lock().expect("log").clone();
+    Some(GmailRun {
+        dovecot,
+        api,
+        run,
+        introspected,
+    })
 }
 
 #[test]
-fn gmail_files_its_own_copy_so_none_is_made_unless_forced() {
-    let Some((dovecot, _api, run)) = gmail_send("") else {
+fn gmail_files_its_own_copy_so_none_is_made_unless_forced_then_xoauth2_logs_in() {
+    let Some(GmailRun {
+        dovecot,
+        run,
+        introspected,
+        ..
+    }) = gmail_send("")
+    else {
         return;
     };
     assert!(
@@ -285,24 +363,36 @@ fn gmail_files_its_own_copy_so_none_is_made_unless_forced() {
         !run.stderr.contains("imap:"),
         "an IMAP connection was made: {run}"
     );
+    assert!(introspected.is_empty(), "{introspected:?}");
     assert!(dovecot.messages("Sent").is_empty());
 
-    // Forced: the copy is tried, with the profile's token (XOAUTH2), which this Dovecot
-    // does not take: a warning, and the send stands.
-    let Some((dovecot, _api, run)) = gmail_send(", force = true") else {
+    // Forced: the copy logs in with the profile's own token (XOAUTH2), which Dovecot
+    // checks at the introspection endpoint, and files the bytes the API took.
+    let Some(GmailRun {
+        dovecot,
+        api,
+        run,
+        introspected,
+    }) = gmail_send(", force = true")
+    else {
         return;
     };
-    assert!(run.stderr.contains("C: imap: e1 CAPABILITY"), "{run}");
     assert!(
-        run.stderr.contains("does not offer AUTHENTICATE XOAUTH2"),
+        run.stderr.contains(" AUTHENTICATE XOAUTH2 [redacted]"),
         "{run}"
     );
-    assert!(
-        run.stderr.contains("envoi: warning: the message was sent"),
-        "{run}"
+    assert_eq!(introspected, [format!("Bearer {TOKEN}")], "{run}");
+    let stored = dovecot.messages("Sent");
+    assert_eq!(stored.len(), 1, "{run}\n{}", dovecot.log());
+    let (_, sent) = api.only_accepted();
+    assert_eq!(stored[0].1, sent, "the copy differs from what the API took");
+    let xoauth2 = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("user={GMAIL}\x01auth=Bearer {TOKEN}\x01\x01"),
     );
-    assert!(dovecot.messages("Sent").is_empty());
-    assert!(!run.output().contains(TOKEN), "the token leaked: {run}");
+    for secret in [TOKEN, xoauth2.as_str()] {
+        assert!(!run.output().contains(secret), "the token leaked: {run}");
+    }
 }
 
 #[test]
