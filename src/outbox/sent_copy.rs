@@ -60,21 +60,27 @@ pub(crate) fn after_delivery(
     // copy is bounded by it, but looking up the server's name is not, and a copy must
     // never hold a sent message past its deadline (where the watchdog would end it as
     // failed).
-    let (done, result) = mpsc::channel();
-    let (profile, copy, bytes) = (profile.clone(), copy.clone(), prepared.bytes.clone());
-    std::thread::spawn(move || {
-        let filed = deliver::file_copy(&profile, &copy, &bytes, Some(deadline), transcript);
-        let _ = done.send(filed);
-    });
-    let filed = result
-        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        .unwrap_or_else(|_| {
-            Err(Error::new(
-                ErrorKind::Temporary,
-                "the deadline (--timeout, or 120 s for an outbox entry) passed before the copy \
-                 was made",
-            ))
+    let out_of_time = || {
+        Err(Error::new(
+            ErrorKind::Temporary,
+            "the deadline (--timeout, or 120 s for an outbox entry) passed before the copy \
+             was made",
+        ))
+    };
+    let filed = if Instant::now() >= deadline {
+        // Nothing started: not even a password command runs for a copy with no time.
+        out_of_time()
+    } else {
+        let (done, result) = mpsc::channel();
+        let (profile, copy, bytes) = (profile.clone(), copy.clone(), prepared.bytes.clone());
+        std::thread::spawn(move || {
+            let filed = deliver::file_copy(&profile, &copy, &bytes, Some(deadline), transcript);
+            let _ = done.send(filed);
         });
+        result
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| out_of_time())
+    };
     let copied = match filed {
         Ok(folder) => {
             if let Some(transcript) = transcript {
