@@ -16,6 +16,7 @@ mod log;
 mod outcome;
 mod pg_ledger;
 mod queue;
+pub mod sent_copy;
 #[cfg(unix)]
 pub mod spool;
 pub mod submit;

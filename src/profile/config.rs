@@ -24,6 +24,7 @@ use crate::profile::log::LogSettings;
 use crate::profile::oauth2::{OAuth2, OAuth2Entry};
 use crate::profile::password::{Password, PasswordSource};
 use crate::profile::proxy::{Proxy, ProxyKey};
+use crate::profile::sent_copy::{SentCopy, SentCopyEntry};
 use crate::profile::suggest;
 
 /// A profile of a route, with its name.
@@ -146,6 +147,7 @@ pub(super) struct ProfileEntry {
     pub(super) ledger: Option<String>,
     pub(super) ledger_password_env: Option<String>,
     pub(super) ledger_password_command: Option<String>,
+    pub(super) sent_copy: Option<SentCopyEntry>,
 }
 
 /// The `transport` key.
@@ -273,6 +275,8 @@ pub struct Profile {
     /// password, when one is given beside it; the profile's over the
     /// file's), as written: the outbox layer reads it, and only when a key is given.
     pub ledger: Option<LedgerKeys>,
+    /// Where a copy of each message sent goes (`sent_copy = { imap = "imaps://…" }`).
+    pub sent_copy: Option<SentCopy>,
 }
 
 /// A config file's `ledger` key and the password source written beside it (the
@@ -533,6 +537,28 @@ impl Profile {
         }
     }
 
+    /// Why this profile's provider needs no copy in Sent from envoi (`sent_copy`), when
+    /// it files every message it sends there itself (Gmail, Microsoft 365, their HTTPS
+    /// APIs): a second copy would be a duplicate.
+    pub fn files_sent_itself(&self) -> Option<&'static str> {
+        match &self.transport {
+            Transport::Api(api) => Some(match api.service {
+                Service::Graph => "Microsoft Graph saves what it sends in Sent Items itself",
+                Service::Gmail => "the Gmail API files what it sends in Sent itself",
+            }),
+            Transport::Smtp(smtp) => match smtp.host.to_ascii_lowercase().trim_end_matches('.') {
+                "smtp.gmail.com" | "smtp.googlemail.com" => {
+                    Some("Gmail files what smtp.gmail.com sends in Sent itself")
+                }
+                "smtp.office365.com" | "smtp-mail.outlook.com" => {
+                    Some("Microsoft 365 files what smtp.office365.com sends in Sent Items itself")
+                }
+                _ => None,
+            },
+            Transport::File { .. } => None,
+        }
+    }
+
     /// A profile that writes `.eml` files into `dir`.
     pub fn file(dir: impl Into<PathBuf>) -> Profile {
         Profile {
@@ -545,6 +571,7 @@ impl Profile {
             from_url: false,
             log: LogSettings::default(),
             ledger: None,
+            sent_copy: None,
         }
     }
 }
@@ -644,7 +671,7 @@ impl ProfileEntry {
                         .timeout_secs
                         .map(Duration::from_secs)
                         .unwrap_or(DEFAULT_TIMEOUT),
-                    ca_file: self.ca_file,
+                    ca_file: self.ca_file.clone(),
                     tls_fingerprint,
                     hello_name: self.hello_name,
                     allow_plaintext_auth: self.allow_plaintext_auth.unwrap_or(false),
@@ -679,6 +706,17 @@ impl ProfileEntry {
                  but from is not set: set from = \"you@example.com\", or remove {key}"
             )));
         }
+        let sent_copy = match self.sent_copy {
+            Some(_) if transport_key == TransportKey::File => {
+                return Err(bad(
+                    "sent_copy is for profiles that send (smtp, graph, gmail): transport = \
+                     \"file\" only writes files; remove sent_copy"
+                        .into(),
+                ));
+            }
+            Some(entry) => Some(entry.check(name, self.ca_file.as_ref())?),
+            None => None,
+        };
         let mut profile = Profile {
             transport,
             from: self.from,
@@ -689,6 +727,7 @@ impl ProfileEntry {
             from_url: false,
             log: LogSettings::default(),
             ledger: None,
+            sent_copy,
         };
         // The `proxy` key's choice; the environment's comes with the route.
         profile.take_proxy_env(&ProxyEnv::default())?;
@@ -1538,6 +1577,7 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
         from_url: true,
         log: LogSettings::default(),
         ledger: None,
+        sent_copy: None,
     })
 }
 
@@ -1675,6 +1715,7 @@ fn api_profile_from_url(url: &url::Url, service: Service) -> Result<Profile> {
         from_url: true,
         log: LogSettings::default(),
         ledger: None,
+        sent_copy: None,
     };
     profile.take_proxy_env(&ProxyEnv::default())?;
     Ok(profile)

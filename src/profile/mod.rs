@@ -19,6 +19,7 @@ mod password;
 mod proxy;
 mod resolve;
 mod route;
+mod sent_copy;
 mod show;
 mod suggest;
 
@@ -38,4 +39,5 @@ pub use password::{Password, PasswordSource};
 pub use proxy::{Proxy, ProxyKey, ProxyKind};
 pub use resolve::{Resolved, resolve, resolve_outbox};
 pub use route::{Connection, Route};
+pub use sent_copy::SentCopy;
 pub use show::{Setting, Shown, show};
