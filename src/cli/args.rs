@@ -42,7 +42,7 @@ fn exit_codes_help() -> String {
 /// Flags left out of `-h` (still in `--help` and the man pages): the rarely needed ones,
 /// so that `envoi send -h` fits on a screen. Listed here, by clap id, rather than on each
 /// flag, so that one place says what the short help keeps.
-const LONG_HELP_ONLY: [&str; 19] = [
+const LONG_HELP_ONLY: [&str; 22] = [
     "read_receipt",
     "delivery_receipt",
     "allow_empty",
@@ -61,6 +61,10 @@ const LONG_HELP_ONLY: [&str; 19] = [
     "allow_partial",
     "outbox_dir",
     "ledger",
+    // A fleet's flags (batch): set up once in a script, rarely typed.
+    "campaign",
+    "resend_unknown",
+    "status",
     "quiet",
 ];
 

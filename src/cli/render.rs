@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use envoi::deliver::{
-    ApiCheck, Delivery, Notice, Observer, Probe, RcptReply, Report, ServerReport,
+    ApiCheck, Delivery, Notice, Observer, Probe, RcptReply, Report, SentCopied, ServerReport,
 };
 use envoi::error::{Error, Result};
 use envoi::message::{Prepared, StreamError};
@@ -116,6 +116,40 @@ struct SendReport<'a> {
     message: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     findings: Option<&'a [String]>,
+    /// The copy in the Sent folder (`sent_copy`), when one was made or tried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sent_copy: Option<SentCopyReport<'a>>,
+    /// What went wrong without failing the send (as stderr's warnings say it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warnings: Option<Vec<String>>,
+}
+
+/// The copy of a sent message in the Sent folder: `filed` with its folder, or `failed`
+/// with why.
+#[derive(Debug, Serialize)]
+struct SentCopyReport<'a> {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    folder: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+}
+
+impl<'a> SentCopyReport<'a> {
+    fn of(copied: &'a SentCopied) -> SentCopyReport<'a> {
+        match copied {
+            SentCopied::Filed(folder) => SentCopyReport {
+                status: "filed",
+                folder: Some(folder),
+                message: None,
+            },
+            SentCopied::Failed(e) => SentCopyReport {
+                status: "failed",
+                folder: None,
+                message: Some(e.message()),
+            },
+        }
+    }
 }
 
 impl<'a> SendReport<'a> {
@@ -136,6 +170,8 @@ impl<'a> SendReport<'a> {
             first_status: None,
             message: None,
             findings: None,
+            sent_copy: None,
+            warnings: None,
         }
     }
 
@@ -298,6 +334,11 @@ fn send_report(outcome: &Outcome) -> Result<SendReport<'_>> {
                 service_id: report.service().and_then(|s| s.id.as_deref()),
                 route: report.route(),
                 routes: parts(report),
+                sent_copy: report.sent_copy().map(SentCopyReport::of),
+                warnings: match report.sent_copy() {
+                    Some(SentCopied::Failed(e)) => Some(vec![sent_copy_warning(e)]),
+                    _ => None,
+                },
                 ..SendReport::of(status, prepared)
             }
         }
@@ -477,6 +518,12 @@ pub fn policy_lines(policy: &envoi::profile::RecipientPolicy) -> Vec<String> {
         .collect()
 }
 
+/// The warning of a copy in Sent that was not made: on stderr and in `--json`'s
+/// `warnings`.
+pub fn sent_copy_warning(error: &Error) -> String {
+    format!("the message was sent, but its copy in the Sent folder was not made: {error}")
+}
+
 /// A warning on standard error.
 pub fn warning(text: &str) {
     eprintln!("envoi: warning: {text}");
@@ -515,6 +562,7 @@ impl Observer for Notices {
                 "{server} does not offer DSN: sent without a request for delivery status \
                  notifications (a --delivery-receipt is then only its Return-Receipt-To header)"
             )),
+            Notice::SentCopyFailed(e) => warning(&sent_copy_warning(&e)),
             Notice::PasswordWithoutTls { server } => warning(&format!(
                 "the password goes to {server} without TLS (allow_plaintext_auth = true)"
             )),

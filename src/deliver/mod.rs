@@ -8,6 +8,7 @@ mod deadline;
 mod file;
 mod http;
 mod http_reach;
+mod imap;
 mod in_flight;
 mod net;
 mod oauth2;
@@ -33,12 +34,13 @@ use oauth2::TokenOrigin;
 use transport::{Sessions, Transport};
 
 pub use api::ApiCheck;
+pub use imap::{MAX_COPY, file_copy};
 pub use in_flight::payload_in_flight;
 pub use oauth2::{LoginStep, Stored};
 pub use observe::{Notice, Observer, Transcript};
 pub use options::{DeliveryOptions, Dsn};
 pub use outcome::{
-    BatchSent, Delivery, Extras, Failure, RcptReply, Report, RoutePart, ServiceReceipt,
+    BatchSent, Delivery, Extras, Failure, RcptReply, Report, RoutePart, SentCopied, ServiceReceipt,
 };
 pub use retry::Policy;
 /// SMTP's TLS (system roots plus a CA file, one verifier) for the PostgreSQL ledger too.

@@ -55,6 +55,8 @@ pub enum Notice {
         /// `host:port`.
         server: String,
     },
+    /// The message was sent, but its copy in the Sent folder (`sent_copy`) was not made.
+    SentCopyFailed(Error),
 }
 
 /// Told what happens during a delivery.

@@ -70,6 +70,19 @@ pub struct Extras {
     /// With rules by recipient domain (`[routes.NAME]`), each route's recipients and how
     /// they fared, in the order they were sent; empty otherwise.
     pub parts: Vec<RoutePart>,
+    /// What became of the copy in the Sent folder (`sent_copy`); `None` when none was
+    /// asked for, or it was skipped.
+    pub sent_copy: Option<SentCopied>,
+}
+
+/// What became of the copy of a sent message in the Sent folder (`sent_copy`). Either
+/// way the message was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SentCopied {
+    /// Appended to this folder.
+    Filed(String),
+    /// Not made, and why.
+    Failed(Error),
 }
 
 /// The recipients of one route of a message sent as one transaction per route (rules by
@@ -109,6 +122,11 @@ impl Report {
     /// Each route's part, with rules by recipient domain.
     pub fn parts(&self) -> &[RoutePart] {
         self.extras.as_ref().map_or(&[], |e| e.parts.as_slice())
+    }
+
+    /// What became of the copy in the Sent folder, when one was made or tried.
+    pub fn sent_copy(&self) -> Option<&SentCopied> {
+        self.extras.as_ref()?.sent_copy.as_ref()
     }
 
     /// The extras, made when there are none yet.

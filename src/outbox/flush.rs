@@ -20,6 +20,7 @@ use crate::message::Prepared;
 use crate::outbox::idempotency::{self, FirstStatus};
 use crate::outbox::log::{Facts, Logged};
 use crate::outbox::queue::{EntryState, Folder, Locked, Outbox, Refusal, retry_delay};
+use crate::outbox::sent_copy;
 use crate::outbox::{DeliveryLog, Status};
 use crate::profile::{Connection, Resolved, Route};
 
@@ -349,20 +350,35 @@ impl Flusher<'_> {
             .routes
             .entry(state.route.clone())
             .or_insert_with(|| connections.connection_for(&state.route));
+        let deadline = Instant::now() + ENTRY_DEADLINE;
         let outcome = match connection {
             Ok(connection) => {
                 let attempt = Attempt {
                     connection,
                     transcript: self.options.transcript,
-                    deadline: Some(Instant::now() + ENTRY_DEADLINE),
+                    deadline: Some(deadline),
                 };
                 attempt.run(self.outbox, entry, state, observer)
             }
             Err(error) => defer(entry, state, error.clone()),
         };
         Some(match outcome {
-            Ok(Attempted::Delivered(Delivery::Sent { report, .. })) => {
-                (EntryOutcome::Sent, Some(report))
+            Ok(Attempted::Delivered(mut delivery @ Delivery::Sent { .. })) => {
+                // The copy in Sent, now that everyone has it and the entry is gone.
+                if let Ok(connection) = connection {
+                    sent_copy::after_delivery(
+                        connection,
+                        &mut delivery,
+                        deadline,
+                        self.options.transcript,
+                        observer,
+                    );
+                }
+                let report = match delivery {
+                    Delivery::Sent { report, .. } => Some(report),
+                    Delivery::Saved { .. } => None,
+                };
+                (EntryOutcome::Sent, report)
             }
             Ok(Attempted::Delivered(Delivery::Saved { .. })) => (EntryOutcome::Sent, None),
             Ok(Attempted::Deferred(e)) | Err(e) => (EntryOutcome::Deferred(e), None),
@@ -450,9 +466,17 @@ impl Attempt<'_> {
             state: &mut state,
             notices: observer,
         };
+        // The copy in Sent is made after the entry, and its message file, are gone: the
+        // bytes are kept in memory for it when one is wanted.
+        let kept = sent_copy::wanted(self.connection, &prepared)
+            .then(|| prepared.bytes.to_vec().ok())
+            .flatten();
         let result = deliver_along(self.connection, prepared, &options, &mut recorder);
         match result {
-            Ok(delivery) => {
+            Ok(mut delivery) => {
+                if let (Delivery::Sent { prepared, .. }, Some(kept)) = (&mut delivery, kept) {
+                    prepared.bytes = kept.into();
+                }
                 match &delivery {
                     Delivery::Sent { report, .. } => record_progress(&mut state, report),
                     // The file transport wrote it for everyone.

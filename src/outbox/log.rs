@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::deliver::{Notice, Observer, Report};
+use crate::deliver::{Notice, Observer, Report, SentCopied};
 use crate::durable::{StateAccess, open_state_file};
 use crate::error::{Error, ErrorKind};
 use crate::message::Prepared;
@@ -167,6 +167,13 @@ impl DeliveryLog {
                 if let Some(id) = &service.id {
                     fields.push(("request_id", bounded(id)));
                 }
+            }
+            match report.sent_copy() {
+                Some(SentCopied::Filed(folder)) => fields.push(("sent_copy", bounded(folder))),
+                Some(SentCopied::Failed(e)) => {
+                    fields.push(("sent_copy_error", bounded(e.message())));
+                }
+                None => {}
             }
         }
         if let Some(path) = outcome.saved {

@@ -18,6 +18,7 @@ mod pg_ledger;
 mod policy;
 mod queue;
 mod send_counts;
+pub mod sent_copy;
 #[cfg(unix)]
 pub mod spool;
 pub mod submit;

@@ -27,6 +27,7 @@ use crate::message::{self, Email, Prepared, address};
 use crate::outbox::idempotency::{FirstSend, FirstStatus};
 use crate::outbox::ledger;
 use crate::outbox::log::{Facts, Logged};
+use crate::outbox::sent_copy;
 use crate::outbox::{
     DeliveryLog, ExitRule, FirstAttempt, Outbox, Queued, Status, queue_deferred, send_queued,
 };
@@ -222,9 +223,22 @@ pub fn dispatch(
         facts: facts.clone(),
         said: Arc::clone(&said),
     };
-    let submitted = dispatch_unlogged(resolved, prepared, plan, observer, &|deadline| {
+    let mut submitted = dispatch_unlogged(resolved, prepared, plan, observer, &|deadline| {
         going_direct(deadline, last_words());
     });
+    // The copy in Sent (`sent_copy`) once the server took it, before the log line, which
+    // says what became of it.
+    if let (Ok(Submitted::Delivered(delivery)), Some(connection)) =
+        (&mut submitted, resolved.connection.as_ref())
+    {
+        sent_copy::after_delivery(
+            connection,
+            delivery,
+            plan.deadline(),
+            plan.transcript,
+            observer,
+        );
+    }
     let logged = match &submitted {
         Ok(Submitted::Delivered(delivery)) => match delivery {
             Delivery::Sent { report, .. } => {

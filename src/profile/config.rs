@@ -25,6 +25,7 @@ use crate::profile::oauth2::{OAuth2, OAuth2Entry};
 use crate::profile::password::{Password, PasswordSource};
 use crate::profile::policy::{PolicyEntry, RecipientPolicy, RuleOrigin};
 use crate::profile::proxy::{Proxy, ProxyKey};
+use crate::profile::sent_copy::{SentCopy, SentCopyEntry};
 use crate::profile::suggest;
 
 /// A profile of a route, with its name.
@@ -151,6 +152,7 @@ pub(super) struct ProfileEntry {
     pub(super) ledger_password_env: Option<String>,
     pub(super) ledger_password_command: Option<String>,
     pub(super) policy: Option<PolicyEntry>,
+    pub(super) sent_copy: Option<SentCopyEntry>,
 }
 
 /// The `transport` key.
@@ -281,6 +283,8 @@ pub struct Profile {
     /// Its recipient policy: the file's top-level `[policy]` with the profile's own
     /// `[profiles.NAME.policy]` (the system file's is added by `resolve`).
     pub policy: RecipientPolicy,
+    /// Where a copy of each message sent goes (`sent_copy = { imap = "imaps://…" }`).
+    pub sent_copy: Option<SentCopy>,
 }
 
 /// A config file's `ledger` key and the password source written beside it (the
@@ -541,6 +545,28 @@ impl Profile {
         }
     }
 
+    /// Why this profile's provider needs no copy in Sent from envoi (`sent_copy`), when
+    /// it files every message it sends there itself (Gmail, Microsoft 365, their HTTPS
+    /// APIs): a second copy would be a duplicate.
+    pub fn files_sent_itself(&self) -> Option<&'static str> {
+        match &self.transport {
+            Transport::Api(api) => Some(match api.service {
+                Service::Graph => "Microsoft Graph saves what it sends in Sent Items itself",
+                Service::Gmail => "the Gmail API files what it sends in Sent itself",
+            }),
+            Transport::Smtp(smtp) => match smtp.host.to_ascii_lowercase().trim_end_matches('.') {
+                "smtp.gmail.com" | "smtp.googlemail.com" => {
+                    Some("Gmail files what smtp.gmail.com sends in Sent itself")
+                }
+                "smtp.office365.com" | "smtp-mail.outlook.com" => {
+                    Some("Microsoft 365 files what smtp.office365.com sends in Sent Items itself")
+                }
+                _ => None,
+            },
+            Transport::File { .. } => None,
+        }
+    }
+
     /// A profile that writes `.eml` files into `dir`.
     pub fn file(dir: impl Into<PathBuf>) -> Profile {
         Profile {
@@ -554,6 +580,7 @@ impl Profile {
             log: LogSettings::default(),
             ledger: None,
             policy: RecipientPolicy::default(),
+            sent_copy: None,
         }
     }
 }
@@ -653,7 +680,7 @@ impl ProfileEntry {
                         .timeout_secs
                         .map(Duration::from_secs)
                         .unwrap_or(DEFAULT_TIMEOUT),
-                    ca_file: self.ca_file,
+                    ca_file: self.ca_file.clone(),
                     tls_fingerprint,
                     hello_name: self.hello_name,
                     allow_plaintext_auth: self.allow_plaintext_auth.unwrap_or(false),
@@ -688,6 +715,17 @@ impl ProfileEntry {
                  but from is not set: set from = \"you@example.com\", or remove {key}"
             )));
         }
+        let sent_copy = match self.sent_copy {
+            Some(_) if transport_key == TransportKey::File => {
+                return Err(bad(
+                    "sent_copy is for profiles that send (smtp, graph, gmail): transport = \
+                     \"file\" only writes files; remove sent_copy"
+                        .into(),
+                ));
+            }
+            Some(entry) => Some(entry.check(name, self.ca_file.as_ref())?),
+            None => None,
+        };
         let mut profile = Profile {
             transport,
             from: self.from,
@@ -699,6 +737,7 @@ impl ProfileEntry {
             log: LogSettings::default(),
             ledger: None,
             policy: RecipientPolicy::default(),
+            sent_copy,
         };
         // The `proxy` key's choice; the environment's comes with the route.
         profile.take_proxy_env(&ProxyEnv::default())?;
@@ -1571,6 +1610,7 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
         log: LogSettings::default(),
         ledger: None,
         policy: RecipientPolicy::default(),
+        sent_copy: None,
     })
 }
 
@@ -1709,6 +1749,7 @@ fn api_profile_from_url(url: &url::Url, service: Service) -> Result<Profile> {
         log: LogSettings::default(),
         ledger: None,
         policy: RecipientPolicy::default(),
+        sent_copy: None,
     };
     profile.take_proxy_env(&ProxyEnv::default())?;
     Ok(profile)

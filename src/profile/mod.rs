@@ -20,6 +20,7 @@ mod policy;
 mod proxy;
 mod resolve;
 mod route;
+mod sent_copy;
 mod show;
 mod suggest;
 
@@ -40,4 +41,5 @@ pub use policy::{Pattern, RecipientPolicy, Rule, RuleOrigin};
 pub use proxy::{Proxy, ProxyKey, ProxyKind};
 pub use resolve::{Resolved, resolve, resolve_outbox};
 pub use route::{Connection, Route};
+pub use sent_copy::SentCopy;
 pub use show::{Setting, Shown, show};

@@ -17,6 +17,7 @@ use crate::profile::oauth2::Consent;
 use crate::profile::password::PasswordSource;
 use crate::profile::proxy::{Proxy, ProxyKey};
 use crate::profile::resolve::{Resolved, resolve};
+use crate::profile::sent_copy::SentCopy;
 
 /// One effective setting.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +71,9 @@ pub fn show(flags: &Flags, env: &Env) -> Result<Shown> {
                 url: (connection.route.smtp_url.is_some()).then_some(resolved.connection_origin),
             };
             explain(&connection.profile, &origin, &mut settings, &mut problems);
+            if let Some(copy) = &connection.profile.sent_copy {
+                settings.push(explain_sent_copy(&connection.profile, copy));
+            }
             Some((connection.name.clone(), resolved.connection_origin))
         }
     };
@@ -119,6 +123,29 @@ fn explain_log(resolved: &Resolved) -> Setting {
         key: "log",
         value,
         origin,
+    }
+}
+
+/// Where the copy of a sent message goes (`sent_copy`), and whether it is made at all.
+fn explain_sent_copy(profile: &config::Profile, copy: &SentCopy) -> Setting {
+    let folder = copy
+        .folder
+        .as_deref()
+        .map_or("the folder marked \\Sent, else \"Sent\"".to_owned(), |f| {
+            format!("{f:?}")
+        });
+    let mut value = format!("{}, {folder}", copy.url());
+    match (profile.files_sent_itself(), copy.force) {
+        (Some(why), false) => value.push_str(&format!(
+            " (not made: {why}; sent_copy.force = true makes one anyway)"
+        )),
+        (Some(_), true) => value.push_str(" (force = true: made though the provider files one)"),
+        (None, _) => {}
+    }
+    Setting {
+        key: "sent_copy",
+        value: Some(value),
+        origin: Origin::File,
     }
 }
 

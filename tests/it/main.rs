@@ -31,6 +31,7 @@ mod reliability;
 mod routes;
 mod send;
 mod sendmail;
+mod sent_copy;
 mod spam;
 mod spine;
 mod spool;

@@ -461,6 +461,68 @@ impl Conn {
         }
     }
 
+    /// Reads one line up to its LF (taken off, with a CR before it), never holding more
+    /// than `max` octets of it, within one command timeout and before the deadline: an
+    /// IMAP response line (`deliver::imap`).
+    pub(crate) fn read_line(&mut self, max: usize) -> Result<Vec<u8>, WireError> {
+        self.bounded_step(|conn| {
+            loop {
+                if let Some(end) = conn.unread.iter().position(|b| *b == b'\n') {
+                    if end + 1 > max {
+                        return Err(line_too_long(max));
+                    }
+                    let mut line: Vec<u8> = conn.unread.drain(..=end).collect();
+                    line.pop();
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    return Ok(line);
+                }
+                if conn.unread.len() >= max {
+                    return Err(line_too_long(max));
+                }
+                conn.fill()?;
+            }
+        })
+    }
+
+    /// Reads exactly `n` octets (an IMAP literal whose size the caller has bounded),
+    /// within one command timeout and before the deadline.
+    pub(crate) fn read_octets(&mut self, n: usize) -> Result<Vec<u8>, WireError> {
+        self.bounded_step(|conn| {
+            while conn.unread.len() < n {
+                conn.fill()?;
+            }
+            Ok(conn.unread.drain(..n).collect())
+        })
+    }
+
+    /// `step` within one command timeout.
+    fn bounded_step<T>(
+        &mut self,
+        step: impl FnOnce(&mut Conn) -> Result<T, WireError>,
+    ) -> Result<T, WireError> {
+        let bounds = &mut self.socket_mut().bounds;
+        bounds.step_ends = Some(Instant::now() + bounds.timeout);
+        let done = step(self);
+        self.socket_mut().bounds.step_ends = None;
+        done
+    }
+
+    /// Reads what the server sent next into the buffer; the end of the stream is an error.
+    fn fill(&mut self) -> Result<(), WireError> {
+        let mut chunk = [0u8; 4096];
+        let n = self.stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(WireError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection",
+            )));
+        }
+        self.unread.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
     /// Ends the connection at once, without a word: after a timeout or an error, a QUIT
     /// would only wait again.
     pub(crate) fn shutdown(&self) {
@@ -525,6 +587,10 @@ impl Write for FirstBytes<'_> {
 /// with a control character.
 fn opens_tls_record(bytes: &[u8]) -> bool {
     matches!(bytes, [0x14..=0x17, 0x03, ..])
+}
+
+fn line_too_long(max: usize) -> WireError {
+    WireError::Protocol(format!("a response line longer than {max} octets"))
 }
 
 fn too_long() -> WireError {

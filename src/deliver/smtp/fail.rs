@@ -150,7 +150,7 @@ pub(super) fn implicit_tls_port(server: &str, security: Security) -> Error {
 }
 
 /// An I/O failure during `what`: a certificate problem (77), else temporary (75).
-pub(super) fn io_failure(what: &str, e: &io::Error) -> Error {
+pub(crate) fn io_failure(what: &str, e: &io::Error) -> Error {
     if let Some(tls) = e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
@@ -172,7 +172,7 @@ pub(super) fn io_failure(what: &str, e: &io::Error) -> Error {
 /// A failure to reach the server during `what`: directly as [`io_failure`] says; through
 /// a proxy in the proxy's words, with its kind (75 unreachable or failing, 69 refusing
 /// the destination, 77 refusing envoi's login).
-pub(super) fn reach_failure(what: &str, e: ReachError) -> Error {
+pub(crate) fn reach_failure(what: &str, e: ReachError) -> Error {
     match e {
         ReachError::Direct(io) => io_failure(what, &io),
         ReachError::Proxy(proxy) => {

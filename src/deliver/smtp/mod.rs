@@ -16,11 +16,11 @@
 //! check`).
 
 mod auth;
-mod conn;
+pub(super) mod conn;
 mod connector;
-mod fail;
+pub(super) mod fail;
 pub(super) mod fuzzing;
-mod reply;
+pub(super) mod reply;
 mod report;
 mod session;
 mod settings;

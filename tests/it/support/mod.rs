@@ -3,6 +3,7 @@
 //! module of the single integration test crate `tests/it`.
 
 pub mod certs;
+pub mod dovecot;
 pub mod envoi;
 pub mod external;
 pub mod mail_api;
