@@ -184,7 +184,13 @@ pub struct RecipientPolicy {
 impl RecipientPolicy {
     /// The table `entry`, written at `origin`, checked (78 naming the key).
     pub(crate) fn from_entry(entry: &PolicyEntry, origin: &RuleOrigin) -> Result<RecipientPolicy> {
-        let key = |name: &str| format!("{}: policy.{name}", origin.level);
+        let key = |name: &str| {
+            format!(
+                "{} in {}: policy.{name}",
+                origin.level,
+                origin.file.display()
+            )
+        };
         let rule = |value| Rule {
             value,
             origin: origin.clone(),

@@ -498,3 +498,29 @@ fn a_cap_per_day_lets_a_batch_send_up_to_it() {
     let rcpts: Vec<Vec<String>> = s.server.messages().into_iter().map(|m| m.rcpt_to).collect();
     assert_eq!(rcpts, [["b1@example.com"], ["b2@example.com"]]);
 }
+
+#[test]
+fn a_broken_policy_is_78_naming_the_key_and_the_file() {
+    let s = with_policy("deny = [\"customer.com\"]");
+    let run = send(&s, &["--to", "a@example.com"]).expect_exit(78);
+    assert!(
+        run.stderr.contains(&format!(
+            "profile \"test\" in {}: policy.deny: \"customer.com\" is not a recipient pattern",
+            s.config.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    let ok = with_policy("deny = [\"*@customer.com\"]");
+    let system = write_system(ok.home(), "[policy]\nmax_messages_per_day = 0\n");
+    let run = send(&ok, &["--to", "a@example.com"]).expect_exit(78);
+    assert!(
+        run.stderr.contains(&format!(
+            "system policy in {}: policy.max_messages_per_day: 0 would refuse every message",
+            system.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(ok.server.connections(), 0);
+}
