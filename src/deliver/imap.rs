@@ -38,6 +38,9 @@ const MAX_LINE: usize = 64 * 1024;
 /// mailbox with many folders has one per folder).
 const MAX_RESPONSES: usize = 100_000;
 
+/// The most capability words kept (servers offer a few dozen).
+const MAX_CAPABILITIES: usize = 512;
+
 /// The largest message copied: a copy is not worth holding a send's deadline for longer,
 /// and servers refuse larger APPENDs anyway (Gmail: 35 MB; Dovecot's default has no cap).
 pub const MAX_COPY: u64 = 64 * 1024 * 1024;
@@ -239,8 +242,14 @@ impl<'a> Session<'a> {
     fn capability(&mut self) -> Result<()> {
         let mut caps = Vec::new();
         let done = self.command("CAPABILITY", "CAPABILITY", |line| {
+            // The last such line counts, and only so many words of it: a server that
+            // repeats CAPABILITY cannot make the list grow (each word is a heap string).
             if let Some(rest) = strip_word(line, "* CAPABILITY") {
-                caps.extend(rest.split_whitespace().map(str::to_ascii_uppercase));
+                caps = rest
+                    .split_whitespace()
+                    .take(MAX_CAPABILITIES)
+                    .map(str::to_ascii_uppercase)
+                    .collect();
             }
             Ok(())
         })?;
@@ -439,15 +448,20 @@ impl<'a> Session<'a> {
         if plus.is_empty() {
             // A synchronizing literal: the server says `+` before the message goes, or
             // refuses it at once.
-            loop {
+            let mut go = false;
+            for _ in 0..MAX_RESPONSES {
                 let line = self.line("the answer to APPEND")?;
                 self.trace("S", &line);
                 if line.starts_with('+') {
+                    go = true;
                     break;
                 }
                 if let Some(done) = tagged(&line, &tag) {
                     return Ok(done);
                 }
+            }
+            if !go {
+                return Err(self.flooded("APPEND"));
             }
         }
         self.trace("C", &format!("[the message: {size} octets]"));
@@ -575,7 +589,9 @@ impl<'a> Session<'a> {
             .read_line(MAX_LINE)
             .map_err(|e| self.wire(&what, e))?;
         while let Some(size) = literal_at_end(&line) {
-            if size.saturating_add(line.len()) > MAX_LINE {
+            // The CRLF after the literal counts too: `line` must stay within MAX_LINE,
+            // or the read below would be given a bound that wrapped below zero.
+            if size.saturating_add(line.len()).saturating_add(2) >= MAX_LINE {
                 return Err(self.wire(
                     &what,
                     WireError::Protocol(format!(
@@ -589,9 +605,10 @@ impl<'a> Session<'a> {
                 .map_err(|e| self.wire(&what, e))?;
             line.extend_from_slice(b"\r\n");
             line.extend_from_slice(&octets);
+            // Within MAX_LINE by the check above: at least one octet is left to read.
             let rest = self
                 .conn
-                .read_line(MAX_LINE - line.len())
+                .read_line(MAX_LINE.saturating_sub(line.len()))
                 .map_err(|e| self.wire(&what, e))?;
             line.extend_from_slice(&rest);
         }

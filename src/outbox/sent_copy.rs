@@ -6,12 +6,15 @@
 //! deadline; a copy that fails is a warning, never a failed send.
 
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::deliver::{self, Delivery, Notice, Observer, SentCopied, Transcript};
 use crate::error::{Error, ErrorKind};
 use crate::message::Prepared;
 use crate::profile::Connection;
+
+/// The time kept after a copy, before the send's deadline.
+const AFTER_THE_COPY: Duration = Duration::from_secs(1);
 
 /// Whether a message sent through `connection` gets a copy in Sent (some profile of it
 /// asks for one the provider does not make itself), and `prepared` is small enough for
@@ -39,6 +42,10 @@ pub(crate) fn after_delivery(
     let Delivery::Sent { prepared, report } = delivery else {
         return;
     };
+    // What the command still has to do once the copy ends (the delivery log's line, the
+    // result) gets this much before the send's own deadline: a copy that took all of it
+    // could leave a sent message to the watchdog, which would call it failed.
+    let deadline = deadline.checked_sub(AFTER_THE_COPY).unwrap_or(deadline);
     // The profile of a route that carried it, else the connection's own.
     let profile = report
         .route()
@@ -77,9 +84,14 @@ pub(crate) fn after_delivery(
             let filed = deliver::file_copy(&profile, &copy, &bytes, Some(deadline), transcript);
             let _ = done.send(filed);
         });
-        result
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| out_of_time())
+        match result.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(filed) => filed,
+            Err(mpsc::RecvTimeoutError::Timeout) => out_of_time(),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(Error::new(
+                ErrorKind::Internal,
+                "the copy stopped before it ended (a bug in envoi; please report it)",
+            )),
+        }
     };
     let copied = match filed {
         Ok(folder) => {

@@ -459,11 +459,16 @@ fn send_flush(s: &Servers, config: &std::path::Path) -> crate::support::envoi::R
 /// A hostile IMAP server on loopback: it greets with `greeting` (plain text, as on an
 /// `imap://` port), then holds the connection open, saying nothing more, for 30 s. Its port.
 fn hostile_imap(greeting: &'static [u8]) -> u16 {
+    hostile_imap_sending(greeting.to_vec())
+}
+
+/// [`hostile_imap`] with a greeting made at run time.
+fn hostile_imap_sending(greeting: Vec<u8>) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     let port = listener.local_addr().expect("local address").port();
     std::thread::spawn(move || {
         if let Ok((mut peer, _)) = listener.accept() {
-            let _ = std::io::Write::write_all(&mut peer, greeting);
+            let _ = std::io::Write::write_all(&mut peer, &greeting);
             std::thread::sleep(std::time::Duration::from_secs(30));
         }
     });
@@ -653,4 +658,35 @@ fn without_authenticate_plain_sasl_login_is_used_and_redacted() {
         s.dovecot.log()
     );
     assert_no_secret(&run.output());
+}
+
+/// A response whose literal fills the line to the last octets, then more without a line
+/// end: the line bound must hold with the literal's CRLF counted (it once wrapped below
+/// zero: a panic in a debug build, no bound at all in a release one).
+#[test]
+fn a_literal_that_fills_the_line_to_its_end_is_refused() {
+    let prefix = b"* OK hello ";
+    // The line before the literal ("* OK hello {N}") plus N is exactly 64 KiB.
+    let size = 64 * 1024 - prefix.len() - "{65518}".len();
+    let mut greeting = format!("* OK hello {{{size}}}\r\n").into_bytes();
+    greeting.extend(std::iter::repeat_n(b'a', size));
+    greeting.extend(std::iter::repeat_n(b'b', 1 << 20));
+    let (dir, smtp, config) = with_hostile_imap(hostile_imap_sending(greeting));
+    let run = send(dir.path(), Route::Config(&config))
+        .args([
+            "--to",
+            "ann@example.net",
+            "--subject",
+            "Edge",
+            "--body",
+            "x",
+        ])
+        .args(["--timeout", "20", "--json"])
+        .expect_exit(0);
+    assert_eq!(smtp.messages().len(), 1, "{run}");
+    let message = run.json()["sent_copy"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(message.contains("more than a response may hold"), "{run}");
 }
