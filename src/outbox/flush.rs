@@ -20,9 +20,9 @@ use crate::message::Prepared;
 use crate::outbox::idempotency::{self, FirstStatus};
 use crate::outbox::log::{Facts, Logged};
 use crate::outbox::queue::{EntryState, Folder, Locked, Outbox, Refusal, retry_delay};
-use crate::outbox::sent_copy;
 use crate::outbox::{DeliveryLog, Status};
-use crate::profile::{Connection, Resolved, Route};
+use crate::outbox::{policy, sent_copy};
+use crate::profile::{Connection, RecipientPolicy, Resolved, Route};
 
 /// What became of one entry in a flush.
 #[derive(Debug)]
@@ -104,6 +104,7 @@ pub fn send_queued(
         connection,
         transcript: options.transcript,
         deadline: options.policy.deadline,
+        recheck: None,
     };
     match attempt.run(outbox, entry, state, observer)? {
         Attempted::Delivered(delivery) => Ok(FirstAttempt::Delivered(delivery)),
@@ -357,6 +358,7 @@ impl Flusher<'_> {
                     connection,
                     transcript: self.options.transcript,
                     deadline: Some(deadline),
+                    recheck: Some(&self.connections.policy),
                 };
                 attempt.run(self.outbox, entry, state, observer)
             }
@@ -399,6 +401,11 @@ struct Attempt<'a> {
     connection: &'a Connection,
     transcript: Option<Transcript>,
     deadline: Option<Instant>,
+    /// For a flush: the system's recipient policy, under which (with the route's
+    /// profiles' own) the entry is checked again before it goes, as it may have been
+    /// queued before a rule was written. `None` for a first attempt, checked as it was
+    /// built.
+    recheck: Option<&'a RecipientPolicy>,
 }
 
 /// Records each accepted transaction in the entry before QUIT, and passes notices on.
@@ -449,6 +456,18 @@ impl Attempt<'_> {
             envelope: stored_envelope(&state)?,
             bytes,
         };
+        if let Some(system) = self.recheck {
+            let policy = self
+                .connection
+                .profiles()
+                .into_iter()
+                .fold(system.clone(), |policy, (_, profile)| {
+                    policy.within(profile.policy.clone())
+                });
+            if let Err(e) = policy::check_queued(&policy, &prepared.envelope) {
+                return settle_failure(outbox, entry, state, e);
+            }
+        }
         state.attempts += 1;
         let options = DeliveryOptions {
             policy: Policy {

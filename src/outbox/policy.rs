@@ -109,3 +109,23 @@ pub(crate) fn check_key(policy: &RecipientPolicy, key: Option<&str>) -> Result<(
         _ => Ok(()),
     }
 }
+
+/// A queued entry's `envelope` under the policy in force when a flush sends it: one
+/// written before a rule was added must not slip past it. Its recipients against the
+/// deny and allow lists and the recipient cap, and under `redirect_all` nothing but the
+/// redirect address (the entry's bytes and envelope were made before the rule: 65, sent
+/// again, it is redirected).
+pub(crate) fn check_queued(policy: &RecipientPolicy, envelope: &Envelope) -> Result<()> {
+    check_envelope(policy, envelope)?;
+    check_count(policy, envelope.to().len())?;
+    match &policy.redirect_all {
+        Some(redirect) if envelope.to().iter().any(|to| *to != redirect.value.email) => {
+            Err(Error::invalid(format!(
+                "policy.redirect_all {} ({}): this message was queued before the rule and \
+                 is addressed to others; it was not sent: send it again to have it redirected",
+                redirect.value.email, redirect.origin
+            )))
+        }
+        _ => Ok(()),
+    }
+}

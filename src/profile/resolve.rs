@@ -167,7 +167,9 @@ pub fn resolve_outbox(flags: &Flags, env: &Env) -> Result<Resolved> {
         log: log_flag(flags, env)?,
         ledger: None,
         ledger_password: None,
-        policy: RecipientPolicy::default(),
+        // A flush sends entries through their own routes, each checked again under its
+        // profiles' policies and this one (an entry may predate a rule).
+        policy: system_policy(flags, env, false)?,
         outbox_dir,
         config_flag: flags.config.clone(),
         env: env.clone(),

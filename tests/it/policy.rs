@@ -524,3 +524,55 @@ fn a_broken_policy_is_78_naming_the_key_and_the_file() {
     );
     assert_eq!(ok.server.connections(), 0);
 }
+
+/// A message queued before a deny rule was written is checked again by the flush that
+/// would send it: it goes to failed/ with the rule named, and the server gets nothing.
+#[test]
+fn a_message_queued_before_a_deny_rule_is_not_sent_by_the_flush() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let config = Config::new(closed, "none")
+        .line("outbox = true")
+        .write(dir.path());
+    let queued = envoi(dir.path())
+        .args(["send", "--config"])
+        .arg(&config)
+        .args(["--from", "ci@example.com", "--to", "ceo@customer.example"])
+        .args([
+            "--subject",
+            "queued",
+            "--body",
+            "x",
+            "--retries",
+            "0",
+            "--json",
+        ])
+        .expect_exit(0);
+    assert_eq!(queued.json()["status"], "queued", "{queued}");
+
+    let server = TestServer::start(ServerOptions::default());
+    Config::new(server.port(), "none")
+        .line("outbox = true")
+        .line("[profiles.test.policy]\ndeny = [\"*@customer.example\"]")
+        .write(dir.path());
+    let flush = envoi(dir.path())
+        .args(["outbox", "flush", "--all", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run envoi outbox flush");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&flush.stdout),
+        String::from_utf8_lossy(&flush.stderr)
+    );
+    assert!(said.contains("policy.deny"), "{said}");
+    assert_eq!(server.connections(), 0, "{said}");
+    let list = envoi(dir.path())
+        .args(["outbox", "list", "--failed", "--config"])
+        .arg(&config)
+        .expect_exit(0);
+    assert!(list.stdout.contains("ceo@customer.example"), "{list}");
+}
