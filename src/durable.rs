@@ -48,8 +48,13 @@ pub fn write_file_with<E: From<io::Error>>(
 fn create_private_file(path: &Path) -> io::Result<File> {
     let mut options = OpenOptions::new();
     options.write(true).create(true).truncate(true);
+    // A link planted where a temporary state file goes is not followed (the write would
+    // land in its target, and the rename leave a link in the state file's place).
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    {
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+    }
     options.open(path)
 }
 
@@ -278,5 +283,18 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "KEEP\n");
         let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o644, "not tightened through the other name");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_planted_at_the_temporary_file_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let temp = dir.path().join("state.tmp");
+        std::os::unix::fs::symlink(&victim, &temp).unwrap();
+        assert!(replace_file(&dir.path().join("state"), &temp, b"new").is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert!(!dir.path().join("state").exists());
     }
 }

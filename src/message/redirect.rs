@@ -76,9 +76,14 @@ pub fn redirect_email(email: &mut Email, to: &Mailbox) {
         cc: addresses(&email.cc),
         bcc: addresses(&email.bcc),
     };
-    email
-        .headers
-        .retain(|(name, _)| !ORIGINAL_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name)));
+    // Resent-To and Resent-Cc (which --header may set) would name recipients too, in a
+    // visible field, as redirect_given already drops them.
+    email.headers.retain(|(name, _)| {
+        !ORIGINAL_FIELDS
+            .iter()
+            .chain(&["Resent-To", "Resent-Cc"])
+            .any(|f| f.eq_ignore_ascii_case(name))
+    });
     for (name, value) in originals.fields() {
         email.headers.push((name.to_owned(), value));
     }

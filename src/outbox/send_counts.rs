@@ -12,6 +12,7 @@
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::durable::{self, StateAccess, open_state_file};
 use crate::error::{Error, ErrorKind, Result};
@@ -24,27 +25,57 @@ const DAY: u64 = 24 * HOUR;
 /// Takes one message's slot at `now` (seconds since the epoch) in the counts of `dir`:
 /// 75 naming the cap, and when the next slot frees, when one is reached. Nothing is read
 /// or written when the policy sets no cap.
-pub(crate) fn take(dir: &Path, policy: &RecipientPolicy, now: u64) -> Result<()> {
+/// Another envoi holding the counts is waited for until `deadline` (it holds them for
+/// one read and write; a stopped one must not hold this send past its deadline): then 75.
+pub(crate) fn take(
+    dir: &Path,
+    policy: &RecipientPolicy,
+    now: u64,
+    deadline: Instant,
+) -> Result<()> {
     if policy.max_per_hour.is_none() && policy.max_per_day.is_none() {
         return Ok(());
     }
+    // A file that cannot be read or written is a passing trouble of the disk (full, an
+    // NFS mount away): 75. What is wrong with the folder itself is found by the checks.
     let io = |what: &str, path: &Path, e: std::io::Error| {
-        Error::config(format!("cannot {what} {}: {e}", path.display()))
+        Error::new(
+            ErrorKind::Temporary,
+            format!("cannot {what} {}: {e}", path.display()),
+        )
     };
     durable::create_private_dir(dir, true).map_err(|e| io("create", dir, e))?;
     ownership::check_owned_dir(dir, "the outbox folder", crate::outbox::queue::INSTEAD)?;
     let lock_path = dir.join("send-counts.lock");
     let lock = open_state_file("the send counts' lock", &lock_path, StateAccess::Write)?.file;
-    lock.lock().map_err(|e| io("lock", &lock_path, e))?;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => break,
+            Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(Error::new(
+                    ErrorKind::Temporary,
+                    format!(
+                        "another envoi held {} until the deadline; nothing was sent",
+                        lock_path.display()
+                    ),
+                ));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io("lock", &lock_path, e)),
+        }
+    }
     let path = dir.join("send-counts");
     let mut times: Vec<u64> = match fs::symlink_metadata(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         _ => {
             let mut file = open_state_file("the send counts", &path, StateAccess::Read)?.file;
-            let mut text = String::new();
+            let mut bytes = Vec::new();
             file.seek(SeekFrom::Start(0))
-                .and_then(|_| file.read_to_string(&mut text))
+                .and_then(|_| file.read_to_end(&mut bytes))
                 .map_err(|e| io("read", &path, e))?;
+            let text = String::from_utf8_lossy(&bytes);
             // A line that is not a time is dropped: the counts only ever err upwards
             // once the file is rewritten, never by letting a damaged file stop sends.
             text.lines().filter_map(|l| l.trim().parse().ok()).collect()
@@ -94,6 +125,10 @@ mod tests {
     use super::*;
     use crate::profile::RuleOrigin;
 
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
     fn policy(hour: Option<u32>, day: Option<u32>) -> RecipientPolicy {
         let origin = RuleOrigin {
             level: "profile \"p\"".into(),
@@ -115,9 +150,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = policy(Some(2), Some(3));
         let t = 1_000_000;
-        take(dir.path(), &p, t).unwrap();
-        take(dir.path(), &p, t + 10).unwrap();
-        let err = take(dir.path(), &p, t + 20).unwrap_err();
+        take(dir.path(), &p, t, far()).unwrap();
+        take(dir.path(), &p, t + 10, far()).unwrap();
+        let err = take(dir.path(), &p, t + 20, far()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Temporary);
         assert!(
             err.message()
@@ -126,16 +161,42 @@ mod tests {
             "{err}"
         );
         // An hour after the first, one slot is free; the day's cap then holds.
-        take(dir.path(), &p, t + HOUR).unwrap();
-        let err = take(dir.path(), &p, t + 2 * HOUR).unwrap_err();
+        take(dir.path(), &p, t + HOUR, far()).unwrap();
+        let err = take(dir.path(), &p, t + 2 * HOUR, far()).unwrap_err();
         assert!(err.message().contains("max_messages_per_day 3"), "{err}");
-        take(dir.path(), &p, t + DAY).unwrap();
+        take(dir.path(), &p, t + DAY, far()).unwrap();
     }
 
     #[test]
     fn no_cap_touches_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        take(&dir.path().join("outbox"), &policy(None, None), 1).unwrap();
+        take(&dir.path().join("outbox"), &policy(None, None), 1, far()).unwrap();
         assert!(!dir.path().join("outbox").exists());
+    }
+
+    #[test]
+    fn a_held_lock_is_waited_for_until_the_deadline_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = policy(Some(5), None);
+        take(dir.path(), &p, 1_000_000, far()).unwrap();
+        let held = fs::File::open(dir.path().join("send-counts.lock")).unwrap();
+        held.lock().unwrap();
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(300);
+        let err = take(dir.path(), &p, 1_000_010, deadline).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Temporary, "{err}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{err}");
+    }
+
+    #[test]
+    fn a_damaged_counts_file_does_not_stop_sends() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = policy(Some(5), None);
+        take(dir.path(), &p, 1_000_000, far()).unwrap();
+        let path = dir.path().join("send-counts");
+        let mut bytes = fs::read(&path).unwrap();
+        bytes.extend_from_slice(b"\xff\xfe not a time\n");
+        fs::write(&path, bytes).unwrap();
+        take(dir.path(), &p, 1_000_010, far()).unwrap();
     }
 }

@@ -122,7 +122,10 @@ pub fn prepare_given(
 /// the outbox folder `dir` as `send`'s are: 75 when a cap is reached (the batch stops;
 /// `--resume` goes on later).
 pub fn take_batch_slot(policy: &RecipientPolicy, dir: &std::path::Path) -> Result<()> {
-    send_counts::take(dir, policy, durable::unix_now())
+    // Another envoi holds the counts for one read and write: a record waits for it as
+    // long as a send could at most.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    send_counts::take(dir, policy, durable::unix_now(), deadline)
 }
 
 /// The recipient policy's rules that are not about one message: a batch under
@@ -426,6 +429,7 @@ fn send_or_queue(
             resolved.outbox_dir()?,
             &resolved.policy,
             durable::unix_now(),
+            plan.deadline(),
         )?;
     }
     let options = plan.options();

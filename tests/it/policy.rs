@@ -159,6 +159,8 @@ fn redirect_all_sends_only_to_the_redirect_address_and_keeps_the_originals() {
             "carl@customer.com",
             "--bcc",
             "o'brien&co@customer.com",
+            "--header",
+            "Resent-To: dave@customer.com",
             "--html",
             "--body",
             "<html><body><p>Hello</p></body></html>",
@@ -172,6 +174,11 @@ fn redirect_all_sends_only_to_the_redirect_address_and_keeps_the_originals() {
         "the server sees the redirect alone"
     );
     assert_eq!(field(&m, "To").as_deref(), Some("qa@example.com"));
+    assert_eq!(
+        field(&m, "Resent-To"),
+        None,
+        "a visible field names no original"
+    );
     assert_eq!(
         field(&m, "Cc"),
         None,
