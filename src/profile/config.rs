@@ -90,6 +90,8 @@ pub(crate) struct ConfigFile {
     ledger: Option<String>,
     ledger_password_env: Option<String>,
     ledger_password_command: Option<String>,
+    /// The suppression list of every profile that sets none (`suppress`).
+    suppress: Option<PathBuf>,
     /// Where it was read from, for errors that must name it.
     #[serde(skip)]
     path: PathBuf,
@@ -148,6 +150,7 @@ pub(super) struct ProfileEntry {
     pub(super) ledger_password_env: Option<String>,
     pub(super) ledger_password_command: Option<String>,
     pub(super) sent_copy: Option<SentCopyEntry>,
+    pub(super) suppress: Option<PathBuf>,
 }
 
 /// The `transport` key.
@@ -277,6 +280,9 @@ pub struct Profile {
     pub ledger: Option<LedgerKeys>,
     /// Where a copy of each message sent goes (`sent_copy = { imap = "imaps://…" }`).
     pub sent_copy: Option<SentCopy>,
+    /// The suppression list `batch` skips and fills (`suppress = "/abs/path"`, the
+    /// profile's over the file's): an absolute path, checked when it is read.
+    pub suppress: Option<PathBuf>,
 }
 
 /// A config file's `ledger` key and the password source written beside it (the
@@ -288,6 +294,20 @@ pub struct LedgerKeys {
     pub url: String,
     /// `ledger_password_env` or `ledger_password_command`; `None`: `$PGPASSWORD`.
     pub password: Option<PasswordSource>,
+}
+
+/// A `suppress` key: an absolute path (78 else). A relative one would name another file
+/// in each working directory, and a cron job's batch would miss the list.
+fn suppress_path(level: &str, path: &Path) -> Result<PathBuf> {
+    if path.is_absolute() {
+        Ok(path.to_owned())
+    } else {
+        Err(Error::config(format!(
+            "{level}: suppress = {path:?} is not an absolute path; a relative one would \
+             depend on the directory envoi runs in: write the whole path, like \
+             \"/home/me/.local/state/envoi/suppress.tsv\""
+        )))
+    }
 }
 
 /// The ledger keys of one level of the file (a profile, or the top): 78 when both
@@ -572,6 +592,7 @@ impl Profile {
             log: LogSettings::default(),
             ledger: None,
             sent_copy: None,
+            suppress: None,
         }
     }
 }
@@ -728,6 +749,7 @@ impl ProfileEntry {
             log: LogSettings::default(),
             ledger: None,
             sent_copy,
+            suppress: None,
         };
         // The `proxy` key's choice; the environment's comes with the route.
         profile.take_proxy_env(&ProxyEnv::default())?;
@@ -1262,6 +1284,14 @@ impl ConfigFile {
             self.ledger_password_command.as_ref(),
         )?;
         profile.ledger = own.or(top);
+        profile.suppress = match (&entry.suppress, &self.suppress) {
+            (Some(path), _) => Some(suppress_path(&format!("profile {name:?}"), path)?),
+            (None, Some(path)) => Some(suppress_path(
+                &format!("{} (top level)", self.path.display()),
+                path,
+            )?),
+            (None, None) => None,
+        };
         Ok(profile)
     }
 
@@ -1578,6 +1608,7 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
         log: LogSettings::default(),
         ledger: None,
         sent_copy: None,
+        suppress: None,
     })
 }
 
@@ -1716,6 +1747,7 @@ fn api_profile_from_url(url: &url::Url, service: Service) -> Result<Profile> {
         log: LogSettings::default(),
         ledger: None,
         sent_copy: None,
+        suppress: None,
     };
     profile.take_proxy_env(&ProxyEnv::default())?;
     Ok(profile)

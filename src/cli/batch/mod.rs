@@ -5,6 +5,7 @@
 //! with the input), sends it, and writes its result line (flushed at once). A batch
 //! killed half-way leaves a report, and in-flight marks, that `--resume` trusts.
 
+mod bulk;
 mod input;
 mod pace;
 mod report;
@@ -29,6 +30,7 @@ use envoi::profile::{Env, resolve};
 use crate::cli::args::{BatchArgs, Rate};
 use crate::cli::progress::Progress;
 use crate::cli::render::{Notices, transcript, warning};
+use bulk::Bulk;
 use input::{format, open_input, records, same_file};
 use pace::{Pacer, pace, send_slowing};
 use report::{
@@ -50,6 +52,8 @@ struct Shared<'a> {
     log: &'a DeliveryLog,
     /// `--campaign`: how its records are claimed (each sender has its own connection).
     campaign: Campaign,
+    /// The list headers and the suppression list (docs/batch.md, "Bulk mail").
+    bulk: &'a Bulk,
 }
 
 /// How a worker of a `--campaign` claims its records.
@@ -125,6 +129,7 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         .transpose()?;
     let sender = DefaultSender::new(flag, Some(connection))?;
     let signing = Signing::of(Some(connection))?;
+    let bulk = Bulk::of(args, connection)?;
     // Before anything is written or sent: a ledger that cannot be reached is 75, and
     // nothing may go (no other worker could tell this one sent it).
     let mut fleets = match (&args.campaign, args.dry_run) {
@@ -230,6 +235,7 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         pacer: &pacer,
         log: &log,
         campaign,
+        bulk: &bulk,
     };
     let books = Mutex::new(Books {
         records,
@@ -561,6 +567,7 @@ fn send_record(
 ) -> Outcome {
     let prepared = record
         .draft
+        .and_then(|draft| shared.bulk.headers(draft, &record.vars, record.line))
         .and_then(|draft| prepare_record(draft, shared, record.line));
     let (prepared, subject) = match prepared {
         Ok(prepared) => prepared,
@@ -576,6 +583,9 @@ fn send_record(
         .iter()
         .map(ToString::to_string)
         .collect();
+    if let Some(line) = shared.bulk.suppressed(record.line, &envelope) {
+        return Ok(line);
+    }
     let Some(batch) = batch else {
         return Ok(Line::dry_run(record.line, message_id, &envelope, subject));
     };
@@ -592,6 +602,7 @@ fn send_record(
         && failure.report.data_reply.is_none())
         && batch.unreachable();
     let settled = settle_record(&prepared, sent, shared.deferrals, shared.log, &mut Notices);
+    shared.bulk.bounced(&settled.sent);
     let mut line = result_line(record.line, message_id, &envelope, settled.sent);
     line.unreachable = unreachable;
     match settled.queued {
