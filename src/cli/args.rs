@@ -42,7 +42,7 @@ fn exit_codes_help() -> String {
 /// Flags left out of `-h` (still in `--help` and the man pages): the rarely needed ones,
 /// so that `envoi send -h` fits on a screen. Listed here, by clap id, rather than on each
 /// flag, so that one place says what the short help keeps.
-const LONG_HELP_ONLY: [&str; 22] = [
+const LONG_HELP_ONLY: [&str; 25] = [
     "read_receipt",
     "delivery_receipt",
     "allow_empty",
@@ -65,6 +65,10 @@ const LONG_HELP_ONLY: [&str; 22] = [
     "campaign",
     "resend_unknown",
     "status",
+    // Bulk mail's (batch): written once into a newsletter's script.
+    "unsubscribe_url",
+    "unsubscribe_mailto",
+    "list_id",
     "quiet",
 ];
 
