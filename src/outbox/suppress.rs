@@ -75,6 +75,12 @@ impl SuppressList {
         self.entries.values()
     }
 
+    /// Puts `entry` on the list as this run knows it (an entry [`add`] wrote), unless its
+    /// address is there already.
+    pub fn insert(&mut self, entry: Entry) {
+        self.entries.entry(entry.address.clone()).or_insert(entry);
+    }
+
     /// How many addresses are on the list.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -169,6 +175,21 @@ pub fn remove(path: &Path, address: &str) -> Result<bool> {
 
 /// Holds `PATH.lock` exclusively until dropped: one writer at a time.
 fn lock(path: &Path) -> Result<File> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+        && !dir.is_dir()
+    {
+        return Err(Error::new(
+            ErrorKind::NoInput,
+            format!(
+                "{LABEL} {}: the folder {} does not exist: create it (mkdir -p {}), or set \
+                 suppress to a file in a folder that does",
+                path.display(),
+                dir.display(),
+                dir.display()
+            ),
+        ));
+    }
     let lock_path = with_suffix(path, ".lock");
     let opened = open_state_file(
         "the suppression list's lock (suppress)",

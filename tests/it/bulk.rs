@@ -245,7 +245,8 @@ fn an_invalid_rendered_url_makes_only_its_record_invalid() {
     assert_eq!(s.server.messages().len(), 2);
 }
 
-/// A 550 to RCPT adds the address to the list (with the server's reply); the next run —
+/// A 550 to RCPT adds the address to the list (with the server's reply), and a later
+/// record of the same run to it is skipped already; the next run —
 /// a new process, a new server — skips it as `suppressed` (exit 0) and the server gets
 /// nothing for it, while the other record goes; the run after that still skips it.
 #[test]
@@ -264,9 +265,12 @@ fn a_hard_bounce_is_suppressed_by_every_later_run() {
         },
         &suppress_line(&list),
     );
-    let file = first.write("news.jsonl", &records);
+    let again = r#"{"To":"gone@example.net","Subject":"three","Body":"b"}"#;
+    let file = first.write("news.jsonl", &format!("{records}\n{again}"));
     first.batch(&[&file]).expect_exit(67);
     assert_eq!(rcpts(&first.server), ["ann@example.net"]);
+    let statuses: Vec<Value> = first.lines().iter().map(|l| l["status"].clone()).collect();
+    assert_eq!(statuses, ["sent", "refused", "suppressed"]);
     let text = std::fs::read_to_string(&list).expect("the list was made");
     let entry = text
         .lines()

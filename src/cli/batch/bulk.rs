@@ -204,15 +204,13 @@ impl Bulk {
         }
         match suppress::add(&suppression.path, &hard, SystemTime::now()) {
             Ok(added) => {
+                // Later records of this run skip it too.
                 let mut list = suppression
                     .list
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
-                if !added.is_empty() {
-                    // Later records of this run skip it too.
-                    if let Ok(fresh) = SuppressList::load(&suppression.path) {
-                        *list = fresh;
-                    }
+                for entry in added {
+                    list.insert(entry);
                 }
             }
             Err(e) => warning(&format!(
