@@ -32,6 +32,10 @@ use crate::cli::render::warning;
 /// POST needs (the token identifies the recipient).
 pub(super) const MAX_URL: usize = 800;
 
+/// Where an undefined variable of an unsubscribe template should have come from.
+const RECORD_HINT: &str = "a CSV row gives it in a column of that name (missing or empty in \
+     this row), a JSON Lines record as a field (To, Subject…)";
+
 /// What a batch does for bulk mail: the list headers and the suppression list.
 #[derive(Default)]
 pub(super) struct Bulk {
@@ -98,7 +102,7 @@ impl Bulk {
                 let label = at("--unsubscribe-url");
                 Some(https_url(
                     &label,
-                    &template::render(&label, source, vars, false)?,
+                    &template::render_record(&label, source, vars, RECORD_HINT)?,
                 )?)
             }
             None => None,
@@ -108,7 +112,7 @@ impl Bulk {
                 let label = at("--unsubscribe-mailto");
                 Some(mailto_uri(
                     &label,
-                    &template::render(&label, source, vars, false)?,
+                    &template::render_record(&label, source, vars, RECORD_HINT)?,
                 )?)
             }
             None => None,
@@ -384,6 +388,34 @@ mod tests {
         }
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL));
         assert!(ok(&long).unwrap_err().message().contains("over 800"));
+    }
+
+    #[test]
+    fn headers_are_rendered_per_record_and_an_empty_value_names_the_column() {
+        let bulk = Bulk {
+            url: Some("https://example.com/u?t={{ token }}".into()),
+            list_id: Some("<news.example.com>".into()),
+            ..Bulk::default()
+        };
+        let vars: Vars = [("token".to_owned(), serde_json::json!("abc"))].into();
+        let draft = bulk.headers(Draft::default(), &vars, 2).unwrap();
+        assert_eq!(
+            draft.headers.unwrap().value,
+            [
+                "List-Unsubscribe: <https://example.com/u?t=abc>",
+                "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+                "List-Id: <news.example.com>",
+            ]
+        );
+        let e = bulk.headers(Draft::default(), &Vars::new(), 3).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidData);
+        assert!(
+            e.message().starts_with("line 3: --unsubscribe-url")
+                && e.message().contains("token")
+                && e.message().contains("column")
+                && !e.message().contains("--var"),
+            "{e}"
+        );
     }
 
     #[test]
