@@ -42,7 +42,7 @@ fn exit_codes_help() -> String {
 /// Flags left out of `-h` (still in `--help` and the man pages): the rarely needed ones,
 /// so that `envoi send -h` fits on a screen. Listed here, by clap id, rather than on each
 /// flag, so that one place says what the short help keeps.
-const LONG_HELP_ONLY: [&str; 22] = [
+const LONG_HELP_ONLY: [&str; 25] = [
     "read_receipt",
     "delivery_receipt",
     "allow_empty",
@@ -65,6 +65,10 @@ const LONG_HELP_ONLY: [&str; 22] = [
     "campaign",
     "resend_unknown",
     "status",
+    // Bulk mail's (batch): written once into a newsletter's script.
+    "unsubscribe_url",
+    "unsubscribe_mailto",
+    "list_id",
     "quiet",
 ];
 
@@ -152,6 +156,10 @@ pub enum Command {
     /// Look after the outbox of `send --queue`: list, flush, drop.
     #[command(subcommand)]
     Outbox(OutboxCommand),
+    /// The suppression list every batch skips (suppress = "/path" in the config): hard
+    /// bounces, unsubscribes, addresses added by hand.
+    #[command(subcommand)]
+    Suppress(SuppressCommand),
     /// Read a message on standard input and send it, like sendmail (cron, git send-email,
     /// mail): flags -t, -i, -f ADDR, -F NAME, -o…, -B…, --profile, --config, --queue, -v.
     /// Also what envoi does when run under the name `sendmail`.
@@ -245,6 +253,52 @@ pub enum OutboxCommand {
         /// The outbox and the output format.
         #[command(flatten)]
         common: OutboxArgs,
+    },
+}
+
+/// `envoi suppress …`: the suppression list of the profile (`suppress = "/path"`).
+#[derive(Debug, Subcommand)]
+pub enum SuppressCommand {
+    /// Add an address: no later batch sends to it (a batch adds hard bounces itself).
+    Add {
+        /// The address (a display name is dropped).
+        address: String,
+        /// Why, kept beside it.
+        #[arg(long, value_name = "TEXT", default_value = "added by hand")]
+        reason: String,
+        /// The profile whose list is meant.
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Remove an address: later batches send to it again.
+    Remove {
+        /// The address.
+        address: String,
+        /// The profile whose list is meant.
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Print the list: address, date added (UTC) and reason, tab-separated.
+    List {
+        /// Print a JSON array of {address, added, reason} instead.
+        #[arg(long)]
+        json: bool,
+        /// The profile whose list is meant.
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Add every address of FILE (one a line; blank and # lines skipped; - reads standard
+    /// input): how unsubscribes are fed in. A bad line adds nothing (65).
+    Import {
+        /// The file of addresses.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Why, kept beside each new address.
+        #[arg(long, value_name = "TEXT", default_value = "unsubscribed")]
+        reason: String,
+        /// The profile whose list is meant.
+        #[command(flatten)]
+        connection: ConnectionArgs,
     },
 }
 
@@ -815,6 +869,18 @@ pub struct BatchArgs {
     /// Sender of records that name none; defaults to the profile's `from`.
     #[arg(long, value_name = "ADDRESS", help_heading = "Records")]
     pub from: Option<String>,
+    /// One-click unsubscribe (RFC 8058) for each record: an https URL, a template over the
+    /// record ('https://example.com/u?id={{ token }}'); writes List-Unsubscribe and
+    /// List-Unsubscribe-Post, DKIM-signed. A record whose URL is not plain https is invalid.
+    #[arg(long, value_name = "TEMPLATE", help_heading = "Bulk")]
+    pub unsubscribe_url: Option<String>,
+    /// Also a mailto: link in List-Unsubscribe: an address or a mailto: URI, a template
+    /// over the record ('unsubscribe+{{ token }}@example.com').
+    #[arg(long, value_name = "TEMPLATE", help_heading = "Bulk")]
+    pub unsubscribe_mailto: Option<String>,
+    /// The List-Id header (RFC 2919): 'Newsletter <news.example.com>'.
+    #[arg(long, value_name = "'NAME <ID>'", help_heading = "Bulk")]
+    pub list_id: Option<String>,
 
     /// Where to send.
     #[command(flatten)]

@@ -16,6 +16,7 @@ mod progress;
 mod render;
 mod send;
 mod sendmail;
+mod suppress;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -193,6 +194,16 @@ fn run(args: Vec<OsString>) -> ExitCode {
                 ExitCode::from(e.kind().exit_code())
             }
         },
+        Command::Suppress(command) => {
+            let json = matches!(&command, args::SuppressCommand::List { json: true, .. });
+            match suppress::run(command) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    print_error(&e, &Report::default(), json);
+                    ExitCode::from(e.kind().exit_code())
+                }
+            }
+        }
         Command::Outbox(command) => {
             let json = match &command {
                 OutboxCommand::List { common, .. }

@@ -20,7 +20,10 @@ use crate::message::attached_file::StreamError;
 use crate::message::bytes::MessageBytes;
 
 /// The header fields signed when the message has them, in this order.
-pub const SIGNED_FIELDS: [&str; 11] = [
+/// The list headers of a bulk message (`batch --unsubscribe-url`, `--list-id`) are among
+/// them: RFC 8058 §4 requires List-Unsubscribe and List-Unsubscribe-Post to be covered by
+/// a valid signature, and Gmail ignores a one-click link that is not.
+pub const SIGNED_FIELDS: [&str; 14] = [
     "From",
     "To",
     "Cc",
@@ -32,6 +35,9 @@ pub const SIGNED_FIELDS: [&str; 11] = [
     "Reply-To",
     "In-Reply-To",
     "References",
+    "List-Id",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
 ];
 
 /// Longest line of the DKIM-Signature header written here (RFC 5322's recommended 78).

@@ -16,6 +16,7 @@ use minijinja::{Environment, Value};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::draft::{AttachmentDraft, AttachmentSource, Draft, Images, Sourced, Text};
 use crate::message::input::Confine;
+use crate::message::template::Vars;
 use crate::message::{payload, template};
 
 /// The most one record (a JSON Lines line, a CSV record) may hold: 64 MiB, as much as
@@ -41,6 +42,11 @@ pub struct Record {
     /// cell), unchecked, when they can be read: a result line names them even for a
     /// record that is invalid, so it can be found without its line number.
     pub to: Vec<String>,
+    /// What the record's own templates see (`batch --unsubscribe-url`): a CSV row's
+    /// non-empty UTF-8 cells by column, a JSON Lines record's top-level fields by name
+    /// (`To`, `Subject`…). Empty unless the reader was asked to keep them
+    /// ([`JsonLines::keep_vars`], [`CsvMerge::keep_vars`]), or the record is unreadable.
+    pub vars: template::Vars,
 }
 
 /// The templates of a CSV mail merge and where the recipient is.
@@ -190,6 +196,7 @@ pub struct JsonLines<R> {
     cap: usize,
     images: Images,
     folder: PathBuf,
+    keep_vars: bool,
 }
 
 impl<R: BufRead> JsonLines<R> {
@@ -208,6 +215,16 @@ impl<R: BufRead> JsonLines<R> {
             cap,
             images: Images::default(),
             folder: PathBuf::from("."),
+            keep_vars: false,
+        }
+    }
+
+    /// Keeps each record's top-level fields in [`Record::vars`] (read a second time, so
+    /// only when a template needs them).
+    pub fn keep_vars(self, keep: bool) -> JsonLines<R> {
+        JsonLines {
+            keep_vars: keep,
+            ..self
         }
     }
 
@@ -245,6 +262,7 @@ impl<R: BufRead> JsonLines<R> {
                     digest: None,
                     draft: Err(e),
                     to: Vec::new(),
+                    vars: Vars::new(),
                 }));
             }
             if self.buf.iter().all(u8::is_ascii_whitespace) {
@@ -271,12 +289,18 @@ impl<R: BufRead> JsonLines<R> {
                     .and_then(|v| v.get("To")?.as_str().map(|to| vec![to.to_owned()])),
             };
             let digest = record_digest(&[&self.buf[..end]]);
+            let vars = if self.keep_vars {
+                serde_json::from_slice::<Vars>(&self.buf).unwrap_or_default()
+            } else {
+                Vars::new()
+            };
             return Some(Ok(Record {
                 line: self.line,
                 hash: short_hash(&digest),
                 digest: Some(digest),
                 draft,
                 to: to.unwrap_or_default(),
+                vars,
             }));
         }
     }
@@ -449,6 +473,7 @@ pub struct CsvMerge<R> {
     images: Images,
     body_folder: PathBuf,
     record: csv::ByteRecord,
+    keep_vars: bool,
 }
 
 /// The templates' names in the environment, as errors show them.
@@ -540,7 +565,33 @@ impl<R: BufRead> CsvMerge<R> {
             images: merge.images,
             body_folder: merge.body_folder,
             record: csv::ByteRecord::new(),
+            keep_vars: false,
         })
+    }
+
+    /// Keeps each row's cells in [`Record::vars`], as the templates see them.
+    pub fn keep_vars(self, keep: bool) -> CsvMerge<R> {
+        CsvMerge {
+            keep_vars: keep,
+            ..self
+        }
+    }
+
+    /// The row's non-empty UTF-8 cells by column (a cell that is not UTF-8 fails the
+    /// row's draft, which says so).
+    fn vars(&self) -> Vars {
+        if !self.keep_vars {
+            return Vars::new();
+        }
+        self.columns
+            .iter()
+            .zip(self.record.iter())
+            .filter(|(_, cell)| !cell.is_empty())
+            .filter_map(|(name, cell)| {
+                let text = std::str::from_utf8(cell).ok()?;
+                Some((name.clone(), serde_json::Value::String(text.to_owned())))
+            })
+            .collect()
     }
 
     fn next(&mut self) -> Option<Result<Record>> {
@@ -561,6 +612,7 @@ impl<R: BufRead> CsvMerge<R> {
                     digest: Some(digest),
                     draft: self.draft(line),
                     to: self.to(),
+                    vars: self.vars(),
                 }))
             }
             Err(_) if reader.get_ref().over => Some(self.skip_too_long(line)),
@@ -574,6 +626,7 @@ impl<R: BufRead> CsvMerge<R> {
                 digest: Some(self.digest()),
                 draft: Err(Error::invalid(format!("not a CSV record: {e}"))),
                 to: self.to(),
+                vars: Vars::new(),
             })),
         }
     }
@@ -601,6 +654,7 @@ impl<R: BufRead> CsvMerge<R> {
             digest: None,
             draft: Err(too_long_at(&format!("line {line}"), self.cap)),
             to: Vec::new(),
+            vars: Vars::new(),
         })
     }
 

@@ -25,6 +25,23 @@ pub type Vars = BTreeMap<String, serde_json::Value>;
 /// values when `html` (the body of an HTML message), so a variable holding `<` cannot
 /// change the page.
 pub fn render(label: &str, source: &str, vars: &Vars, html: bool) -> Result<String> {
+    render_hinted(label, source, vars, html, None)
+}
+
+/// [`render`] for a template over a record's own values (`batch --unsubscribe-url`):
+/// an undefined variable's error ends with `hint` (where the value should have been),
+/// not with the `--var` flags of `send`.
+pub fn render_record(label: &str, source: &str, vars: &Vars, hint: &str) -> Result<String> {
+    render_hinted(label, source, vars, false, Some(hint))
+}
+
+fn render_hinted(
+    label: &str,
+    source: &str,
+    vars: &Vars,
+    html: bool,
+    record_hint: Option<&str>,
+) -> Result<String> {
     let mut env = strict_env();
     env.set_auto_escape_callback(move |_| {
         if html {
@@ -52,7 +69,9 @@ pub fn render(label: &str, source: &str, vars: &Vars, html: bool) -> Result<Stri
         if e.kind() == minijinja::ErrorKind::UndefinedError && !missing.is_empty() {
             let mut missing = missing;
             missing.sort();
-            let hint = if missing.iter().all(|name| name.starts_with("env.")) {
+            let hint = if let Some(hint) = record_hint {
+                hint
+            } else if missing.iter().all(|name| name.starts_with("env.")) {
                 "name an environment variable with --var-env NAME (and set it)"
             } else {
                 "give it with --var NAME=VALUE or in --vars-file (an environment variable \

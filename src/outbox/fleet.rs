@@ -261,7 +261,8 @@ fn outcome_word(status: Status) -> Option<&'static str> {
         | Status::Invalid
         | Status::Unknown
         | Status::Duplicate => Some(status.as_str()),
-        Status::Deferred | Status::Failed | Status::DryRun => None,
+        // Suppressed: nobody has it, and a later run sends it once it is off the list.
+        Status::Deferred | Status::Failed | Status::Suppressed | Status::DryRun => None,
     }
 }
 
@@ -575,7 +576,10 @@ mod tests {
             let frees = outcome_word(status).is_none();
             assert_eq!(
                 frees,
-                matches!(status, Status::Deferred | Status::Failed | Status::DryRun),
+                matches!(
+                    status,
+                    Status::Deferred | Status::Failed | Status::Suppressed | Status::DryRun
+                ),
                 "{status}"
             );
         }

@@ -411,7 +411,12 @@ fn write_file(path: &Path, fields: &[(&'static str, String)]) -> Result<(), Erro
 #[cfg(unix)]
 fn severity(status: Status) -> u8 {
     match status {
-        Status::Sent | Status::Saved | Status::Queued | Status::Duplicate | Status::DryRun => 6,
+        Status::Sent
+        | Status::Saved
+        | Status::Queued
+        | Status::Duplicate
+        | Status::Suppressed
+        | Status::DryRun => 6,
         Status::Partial | Status::Deferred | Status::Unknown => 4,
         Status::Refused | Status::Invalid | Status::Failed => 3,
     }
@@ -522,7 +527,7 @@ fn socket_absent(e: &std::io::Error) -> bool {
 }
 
 /// `time` as RFC 3339 in UTC, to the second: `2026-12-07T23:31:15Z`.
-fn rfc3339(time: SystemTime) -> String {
+pub(crate) fn rfc3339(time: SystemTime) -> String {
     let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rest) = (secs / 86_400, secs % 86_400);
     // Howard Hinnant's civil_from_days, for days since 1970-01-01 (never negative here).

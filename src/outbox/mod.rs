@@ -3,7 +3,7 @@
 //! PostgreSQL database (`pg_ledger`), both behind [`ledger::Ledger`]; a batch's records
 //! claimed by many workers in that database ([`fleet`]); and [`submit`],
 //! the one way every command's message goes out, and the delivery log ([`DeliveryLog`])
-//! both write a line to for each message.
+//! both write a line to for each message; the suppression list of `batch` ([`suppress`]).
 //!
 //! Everything here survives a crash: it is written with [`crate::durable`] before it is
 //! relied upon, and every entry is sent with the delivery layer below.
@@ -22,6 +22,7 @@ pub mod sent_copy;
 #[cfg(unix)]
 pub mod spool;
 pub mod submit;
+pub mod suppress;
 
 pub use flush::{
     EntryOutcome, FirstAttempt, FlushOptions, FlushSummary, Queued, drop_entry, flush,

@@ -32,6 +32,10 @@ pub enum Status {
     Invalid,
     /// Login, certificate or configuration: every later message would fail alike.
     Failed,
+    /// On the suppression list (`suppress = "path"`: a hard bounce, an unsubscribe, or
+    /// added by hand): `batch` skipped it and sent nothing. Not a failure (exit 0): the
+    /// list did what it is for.
+    Suppressed,
     /// Built and checked, not sent (`batch --dry-run`; `send --dry-run` prints the same
     /// word): nothing reached anyone, so `--resume` sends it.
     DryRun,
@@ -39,7 +43,7 @@ pub enum Status {
 
 impl Status {
     /// Every status, in the order the README lists them.
-    pub const ALL: [Status; 11] = [
+    pub const ALL: [Status; 12] = [
         Status::Sent,
         Status::Saved,
         Status::Queued,
@@ -50,6 +54,7 @@ impl Status {
         Status::Refused,
         Status::Invalid,
         Status::Failed,
+        Status::Suppressed,
         Status::DryRun,
     ];
 
@@ -66,6 +71,7 @@ impl Status {
             Status::Refused => "refused",
             Status::Invalid => "invalid",
             Status::Failed => "failed",
+            Status::Suppressed => "suppressed",
             Status::DryRun => "dry_run",
         }
     }

@@ -94,6 +94,8 @@ pub(crate) struct ConfigFile {
     /// The recipient policy of every profile of the file (`[policy]`), which a
     /// profile's own `[profiles.NAME.policy]` adds to and cannot loosen.
     policy: Option<PolicyEntry>,
+    /// The suppression list of every profile that sets none (`suppress`).
+    suppress: Option<PathBuf>,
     /// Where it was read from, for errors that must name it.
     #[serde(skip)]
     path: PathBuf,
@@ -153,6 +155,7 @@ pub(super) struct ProfileEntry {
     pub(super) ledger_password_command: Option<String>,
     pub(super) policy: Option<PolicyEntry>,
     pub(super) sent_copy: Option<SentCopyEntry>,
+    pub(super) suppress: Option<PathBuf>,
 }
 
 /// The `transport` key.
@@ -285,6 +288,9 @@ pub struct Profile {
     pub policy: RecipientPolicy,
     /// Where a copy of each message sent goes (`sent_copy = { imap = "imaps://…" }`).
     pub sent_copy: Option<SentCopy>,
+    /// The suppression list `batch` skips and fills (`suppress = "/abs/path"`, the
+    /// profile's over the file's): an absolute path, checked when it is read.
+    pub suppress: Option<PathBuf>,
 }
 
 /// A config file's `ledger` key and the password source written beside it (the
@@ -296,6 +302,20 @@ pub struct LedgerKeys {
     pub url: String,
     /// `ledger_password_env` or `ledger_password_command`; `None`: `$PGPASSWORD`.
     pub password: Option<PasswordSource>,
+}
+
+/// A `suppress` key: an absolute path (78 else). A relative one would name another file
+/// in each working directory, and a cron job's batch would miss the list.
+fn suppress_path(level: &str, path: &Path) -> Result<PathBuf> {
+    if path.is_absolute() {
+        Ok(path.to_owned())
+    } else {
+        Err(Error::config(format!(
+            "{level}: suppress = {path:?} is not an absolute path; a relative one would \
+             depend on the directory envoi runs in: write the whole path, like \
+             \"/home/me/.local/state/envoi/suppress.tsv\""
+        )))
+    }
 }
 
 /// The ledger keys of one level of the file (a profile, or the top): 78 when both
@@ -581,6 +601,7 @@ impl Profile {
             ledger: None,
             policy: RecipientPolicy::default(),
             sent_copy: None,
+            suppress: None,
         }
     }
 }
@@ -738,6 +759,7 @@ impl ProfileEntry {
             ledger: None,
             policy: RecipientPolicy::default(),
             sent_copy,
+            suppress: None,
         };
         // The `proxy` key's choice; the environment's comes with the route.
         profile.take_proxy_env(&ProxyEnv::default())?;
@@ -1277,6 +1299,14 @@ impl ConfigFile {
             let own = RecipientPolicy::from_entry(entry, &RuleOrigin::profile(name, &self.path))?;
             profile.policy = std::mem::take(&mut profile.policy).within(own);
         }
+        profile.suppress = match (&entry.suppress, &self.suppress) {
+            (Some(path), _) => Some(suppress_path(&format!("profile {name:?}"), path)?),
+            (None, Some(path)) => Some(suppress_path(
+                &format!("{} (top level)", self.path.display()),
+                path,
+            )?),
+            (None, None) => None,
+        };
         Ok(profile)
     }
 
@@ -1611,6 +1641,7 @@ pub fn profile_from_url(raw: &str) -> Result<Profile> {
         ledger: None,
         policy: RecipientPolicy::default(),
         sent_copy: None,
+        suppress: None,
     })
 }
 
@@ -1750,6 +1781,7 @@ fn api_profile_from_url(url: &url::Url, service: Service) -> Result<Profile> {
         ledger: None,
         policy: RecipientPolicy::default(),
         sent_copy: None,
+        suppress: None,
     };
     profile.take_proxy_env(&ProxyEnv::default())?;
     Ok(profile)

@@ -74,6 +74,13 @@ pub fn show(flags: &Flags, env: &Env) -> Result<Shown> {
             if let Some(copy) = &connection.profile.sent_copy {
                 settings.push(explain_sent_copy(&connection.profile, copy));
             }
+            if let Some(path) = &connection.profile.suppress {
+                settings.push(Setting {
+                    key: "suppress",
+                    value: Some(path.display().to_string()),
+                    origin: Origin::File,
+                });
+            }
             Some((connection.name.clone(), resolved.connection_origin))
         }
     };

@@ -10,6 +10,7 @@ mod api;
 mod api_reach;
 mod attachments;
 mod batch;
+mod bulk;
 mod check;
 mod config;
 mod data;

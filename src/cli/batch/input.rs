@@ -120,7 +120,9 @@ pub(super) fn records(
                 }
             }
             Ok(Records::Jsonl(
-                JsonLines::new(input).images(images(args), folder_of(args.input())),
+                JsonLines::new(input)
+                    .images(images(args), folder_of(args.input()))
+                    .keep_vars(super::bulk::Bulk::needs_vars(args)),
             ))
         }
         BatchFormat::Csv => {
@@ -151,7 +153,9 @@ pub(super) fn records(
                     .as_deref()
                     .map_or_else(|| ".".into(), folder_of),
             };
-            Ok(Records::Csv(Box::new(CsvMerge::new(input, merge)?)))
+            Ok(Records::Csv(Box::new(
+                CsvMerge::new(input, merge)?.keep_vars(super::bulk::Bulk::needs_vars(args)),
+            )))
         }
     }
 }

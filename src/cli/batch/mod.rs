@@ -5,6 +5,7 @@
 //! with the input), sends it, and writes its result line (flushed at once). A batch
 //! killed half-way leaves a report, and in-flight marks, that `--resume` trusts.
 
+mod bulk;
 mod input;
 mod pace;
 mod report;
@@ -31,6 +32,7 @@ use envoi::profile::{Env, resolve};
 use crate::cli::args::{BatchArgs, Rate};
 use crate::cli::progress::Progress;
 use crate::cli::render::{Notices, transcript, warning};
+use bulk::Bulk;
 use input::{format, open_input, records, same_file};
 use pace::{Pacer, pace, send_slowing};
 use report::{
@@ -56,6 +58,8 @@ struct Shared<'a> {
     log: &'a DeliveryLog,
     /// `--campaign`: how its records are claimed (each sender has its own connection).
     campaign: Campaign,
+    /// The list headers and the suppression list (docs/batch.md, "Bulk mail").
+    bulk: &'a Bulk,
 }
 
 /// How a worker of a `--campaign` claims its records.
@@ -139,6 +143,7 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
             args.report.is_some() || args.campaign.is_some(),
         )?;
     }
+    let bulk = Bulk::of(args, connection)?;
     // Before anything is written or sent: a ledger that cannot be reached is 75, and
     // nothing may go (no other worker could tell this one sent it).
     let mut fleets = match (&args.campaign, args.dry_run) {
@@ -252,6 +257,7 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         pacer: &pacer,
         log: &log,
         campaign,
+        bulk: &bulk,
     };
     let books = Mutex::new(Books {
         records,
@@ -583,6 +589,7 @@ fn send_record(
 ) -> Outcome {
     let prepared = record
         .draft
+        .and_then(|draft| shared.bulk.headers(draft, &record.vars, record.line))
         .and_then(|draft| prepare_record(draft, shared, record.line));
     let (prepared, subject) = match prepared {
         Ok(prepared) => prepared,
@@ -598,6 +605,9 @@ fn send_record(
         .iter()
         .map(ToString::to_string)
         .collect();
+    if let Some(line) = shared.bulk.suppressed(record.line, &envelope) {
+        return Ok(line);
+    }
     let Some(batch) = batch else {
         return Ok(Line::dry_run(record.line, message_id, &envelope, subject));
     };
@@ -626,6 +636,7 @@ fn send_record(
         && failure.report.data_reply.is_none())
         && batch.unreachable();
     let settled = settle_record(&prepared, sent, shared.deferrals, shared.log, &mut Notices);
+    shared.bulk.bounced(&settled.sent);
     let mut line = result_line(record.line, message_id, &envelope, settled.sent);
     line.unreachable = unreachable;
     match settled.queued {

@@ -25,8 +25,8 @@ pub(super) struct Line {
     /// digits): what `--resume` knows the record by.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) hash: Option<String>,
-    /// sent, saved, partial, refused, invalid, deferred, queued, unknown, failed, or
-    /// duplicate (`--campaign`: another worker's record).
+    /// sent, saved, partial, refused, invalid, deferred, queued, unknown, failed,
+    /// duplicate (`--campaign`: another worker's record), or suppressed.
     pub(super) status: Status,
     pub(super) message_id: Option<String>,
     pub(super) recipients: Vec<Recipient>,
@@ -903,6 +903,7 @@ pub(super) fn summary(tally: &Tally, sessions: u32, elapsed: Duration) {
         (tally.of(Status::Duplicate), "another worker's (--campaign)"),
         (tally.of(Status::Unknown), "unknown"),
         (tally.of(Status::Failed), "failed"),
+        (tally.of(Status::Suppressed), "suppressed"),
         (tally.of(Status::DryRun), "would send (--dry-run)"),
         (tally.skipped, "skipped (--resume)"),
         (tally.not_tried.unwrap_or(0), "not tried"),
