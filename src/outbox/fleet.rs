@@ -93,9 +93,15 @@ const TAKE_OVER: &str = "UPDATE envoi_batch_records SET claimed_by = $3, claimed
      WHERE campaign = $1 AND record_hash = $2 AND (outcome = 'unknown' \
      OR (outcome IS NULL AND lease_until < now()))";
 
-/// This worker's lease moved on.
-const RENEW: &str = "UPDATE envoi_batch_records SET lease_until = now() + make_interval(secs => $4) \
-     WHERE campaign = $1 AND record_hash = $2 AND claimed_by = $3 AND outcome IS NULL";
+/// This worker's lease moved on, fenced by its name: whether the claim was still this
+/// worker's, and who holds the row otherwise (read in the statement's snapshot, before
+/// the update).
+const RENEW: &str = "WITH renewed AS (\
+     UPDATE envoi_batch_records SET lease_until = now() + make_interval(secs => $4) \
+     WHERE campaign = $1 AND record_hash = $2 AND claimed_by = $3 AND outcome IS NULL \
+     RETURNING 1) \
+     SELECT (SELECT count(*) FROM renewed), \
+     (SELECT claimed_by FROM envoi_batch_records WHERE campaign = $1 AND record_hash = $2)";
 
 /// A record's outcome written.
 const FINISH: &str = "UPDATE envoi_batch_records SET outcome = $4, message_id = $5, \
@@ -123,6 +129,19 @@ pub enum Claim {
     Mine,
     /// Another worker has it (or had it): skip it.
     Taken(Taken),
+}
+
+/// Whether a renewed claim is still this worker's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lease {
+    /// It is: the lease runs from now.
+    Held,
+    /// It is not: another worker took it over (`by`, its name), or its row is gone
+    /// (`None`). The record must not be sent.
+    Lost {
+        /// Who holds the record now.
+        by: Option<String>,
+    },
 }
 
 /// A record another worker claimed.
@@ -403,18 +422,29 @@ impl Fleet {
     }
 
     /// Moves this worker's lease on the record `digest` to `lease` from now (before a
-    /// send that had to wait for its turn, so the wait does not eat the lease).
-    pub fn renew(&mut self, digest: &[u8; 32], lease: Duration) -> Result<()> {
+    /// wait for its turn, so the wait does not eat the lease, and as a fence just before
+    /// the send): [`Lease::Lost`] when the claim is no longer this worker's (its lease
+    /// passed and a run with `--resend-unknown` took it over): the record must not be
+    /// sent then.
+    pub fn renew(&mut self, digest: &[u8; 32], lease: Duration) -> Result<Lease> {
         let doing = "renewing a campaign record's lease";
         let hash: &[u8] = digest;
         let me = self.ledger.me().to_owned();
         let renew = self.statement(Conn::Outcomes, RENEW, doing)?;
         let campaign = self.campaign.clone();
-        self.conn(Conn::Outcomes)
+        let row = self
+            .conn(Conn::Outcomes)
             .client()
-            .execute(&renew, &[&campaign, &hash, &me, &lease.as_secs_f64()])
-            .map(drop)
-            .map_err(|e| self.failed(doing, &e))
+            .query_one(&renew, &[&campaign, &hash, &me, &lease.as_secs_f64()])
+            .map_err(|e| self.failed(doing, &e))?;
+        let read: Result<(i64, Option<String>), postgres::Error> =
+            (|| Ok((row.try_get(0)?, row.try_get(1)?)))();
+        let (renewed, holder) = read.map_err(|e| self.failed(doing, &e))?;
+        Ok(if renewed == 1 {
+            Lease::Held
+        } else {
+            Lease::Lost { by: holder }
+        })
     }
 
     /// Writes the outcome of this worker's record `digest` (`status`, with its

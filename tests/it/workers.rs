@@ -597,3 +597,127 @@ fn a_deferred_record_is_retried_by_the_next_run_a_refused_one_never() {
         .expect_exit(0);
     assert!(json.stdout.contains("\"pending\":null"), "{json}");
 }
+
+/// A connection to the test cluster's `postgres` database, as its owner.
+fn admin() -> postgres::Client {
+    let port = cluster().port;
+    postgres::Client::connect(
+        &format!(
+            "host=127.0.0.1 port={port} user={LEDGER_USER} password={LEDGER_PASSWORD} \
+             dbname=postgres"
+        ),
+        postgres::NoTls,
+    )
+    .unwrap()
+}
+
+/// Waits (at most 30 s) until `campaign` has a claim without outcome that was taken at
+/// least `age` ago (the database's clock); its line.
+fn claim_waiting(db: &mut postgres::Client, campaign: &str, age: f64) -> i64 {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let row = db
+            .query_opt(
+                "SELECT line FROM envoi_batch_records WHERE campaign = $1 \
+                 AND outcome IS NULL AND now() - claimed_at >= make_interval(secs => $2)",
+                &[&campaign, &age],
+            )
+            // No table yet: the workers are still starting.
+            .unwrap_or_default();
+        if let Some(row) = row {
+            return row.get(0);
+        }
+        assert!(
+            Instant::now() < until,
+            "no claim of {campaign} waited {age} s"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A worker waiting for its turn in a slow fleet `--rate` keeps its claim: the lease
+/// (--timeout 2 + 5 s) is extended over the wait (12 s at 5/m) before it sleeps, so a
+/// third worker started with --resend-unknown once the plain lease would have passed
+/// finds the record in flight, and every record goes exactly once. (Before the fix the
+/// claim passed during the sleep, the third worker took it over, and both sent it.)
+#[test]
+fn a_claim_outlives_its_wait_for_the_fleets_rate() {
+    let mut db = admin();
+    let server = TestServer::start(ServerOptions::default());
+    let fleet = Fleet::new(2);
+    let campaign = "slow-rate-lease";
+    let mut workers: Vec<(&str, Child)> = ["a", "b"]
+        .into_iter()
+        .map(|name| {
+            (
+                name,
+                fleet.spawn(name, server.port(), campaign, &["--rate", "5/m"]),
+            )
+        })
+        .collect();
+    // Past the plain lease (7 s) of the claim that waits for the second token.
+    claim_waiting(&mut db, campaign, 8.0);
+    let third = fleet.run(
+        "c",
+        server.port(),
+        campaign,
+        &["--rate", "5/m", "--resend-unknown"],
+    );
+    for (name, child) in &mut workers {
+        let status = wait_bounded(child, 60);
+        fleet.finished(name, status).expect(0);
+    }
+    let seen = deliveries(&[&server]);
+    exactly_once(&seen, 2, &[]);
+    assert_eq!(server.messages().len(), 2, "{third}");
+    let status = fleet.status(campaign);
+    assert_eq!(status["sent"], 2, "{status}");
+    assert_eq!(status["unknown"], 0, "{status}");
+}
+
+/// A claim that is no longer this worker's when its wait for the fleet's `--rate` ends
+/// (its row taken over, here by hand) is not sent: the renewal just before the send is
+/// a fence, and the record's line says who has it.
+#[test]
+fn a_claim_lost_during_the_wait_is_not_sent() {
+    let mut db = admin();
+    let server = TestServer::start(ServerOptions::default());
+    let fleet = Fleet::new(2);
+    let campaign = "lost-claim";
+    let mut child = fleet.spawn("w", server.port(), campaign, &["--rate", "5/m"]);
+    let line = claim_waiting(&mut db, campaign, 0.5);
+    let taken = db
+        .execute(
+            "UPDATE envoi_batch_records SET claimed_by = 'intruder pid 1', \
+             lease_until = now() + interval '1 minute' \
+             WHERE campaign = $1 AND line = $2",
+            &[&campaign, &line],
+        )
+        .unwrap();
+    assert_eq!(taken, 1);
+    let status = wait_bounded(&mut child, 60);
+    let run = fleet.finished("w", status).expect(0);
+    let lines = fleet.report("w");
+    let lost = lines
+        .iter()
+        .find(|l| l["line"] == line)
+        .unwrap_or_else(|| panic!("{run}"));
+    assert_eq!(lost["status"], "duplicate", "{lost}");
+    assert!(
+        lost["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("claim lost to worker intruder pid 1; not sent"),
+        "{lost}"
+    );
+    assert_eq!(server.messages().len(), 1, "{run}");
+    let row = db
+        .query_one(
+            "SELECT claimed_by, outcome FROM envoi_batch_records \
+             WHERE campaign = $1 AND line = $2",
+            &[&campaign, &line],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "intruder pid 1");
+    assert_eq!(row.get::<_, Option<String>>(1), None);
+}
