@@ -6,8 +6,12 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,6 +26,8 @@ use crate::support::smtp_server::{Received, ServerOptions, TestServer};
 struct Fleet {
     dir: TempDir,
     input: PathBuf,
+    /// The workers' `--ledger`: the test cluster's, unless a test puts a proxy before it.
+    ledger: String,
 }
 
 impl Fleet {
@@ -36,7 +42,11 @@ impl Fleet {
             ));
         }
         fs::write(&input, text).unwrap();
-        Fleet { dir, input }
+        Fleet {
+            dir,
+            input,
+            ledger: ledger_url(),
+        }
     }
 
     /// `envoi batch` as worker `name` of `campaign` into the server on `port`, with its own
@@ -51,7 +61,7 @@ impl Fleet {
             "--from".into(),
             "fleet@example.com".into(),
             "--ledger".into(),
-            ledger_url().into(),
+            self.ledger.clone().into(),
             "--campaign".into(),
             campaign.into(),
             "--report".into(),
@@ -720,4 +730,82 @@ fn a_claim_lost_during_the_wait_is_not_sent() {
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "intruder pid 1");
     assert_eq!(row.get::<_, Option<String>>(1), None);
+}
+
+/// A TCP proxy before the test cluster, as a pooler or a proxy would be: it forwards
+/// both ways until `stall` is set, then reads on and drops everything, so the client's
+/// bytes are still acknowledged (no `tcp_user_timeout` fires) while the server never
+/// sees them (no `statement_timeout` either). Its port.
+fn stalling_proxy(stall: Arc<AtomicBool>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = cluster().port;
+    thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let Ok(upstream) = TcpStream::connect(("127.0.0.1", server)) else {
+                continue;
+            };
+            for (from, to) in [
+                (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                (upstream, client),
+            ] {
+                let stall = stall.clone();
+                thread::spawn(move || pump(from, to, &stall));
+            }
+        }
+    });
+    port
+}
+
+/// Copies `from` to `to` until either ends (then both are shut), dropping what it reads
+/// once `stall` is set.
+fn pump(mut from: TcpStream, mut to: TcpStream, stall: &AtomicBool) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if !stall.load(Ordering::SeqCst) && to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
+    let _ = from.shutdown(Shutdown::Both);
+}
+
+/// A ledger that stops answering mid-run (after the connection was made, so only the
+/// client can tell) stops the worker with 75 within about its --timeout, naming the
+/// ledger and what it was doing, instead of hanging for ever.
+#[test]
+fn a_ledger_that_stalls_mid_run_stops_the_batch_with_75() {
+    cluster();
+    let stall = Arc::new(AtomicBool::new(false));
+    let port = stalling_proxy(stall.clone());
+    let server = TestServer::start(ServerOptions::default());
+    let mut fleet = Fleet::new(3_000);
+    fleet.ledger = format!("postgres://{LEDGER_USER}@127.0.0.1:{port}/postgres?sslmode=disable");
+    let mut child = fleet.spawn("w", server.port(), "stalled-ledger", &[]);
+    let until = Instant::now() + Duration::from_secs(30);
+    while server.messages().len() < 20 {
+        assert!(Instant::now() < until, "the worker sent nothing");
+        thread::sleep(Duration::from_millis(5));
+    }
+    stall.store(true, Ordering::SeqCst);
+    let stalled = Instant::now();
+    // --timeout 2: a claim waits 2 s, an outcome 5 s.
+    let status = wait_bounded(&mut child, 20);
+    let took = stalled.elapsed();
+    let run = fleet.finished("w", status).expect(75);
+    assert!(took < Duration::from_secs(12), "{took:?}: {run}");
+    assert!(
+        run.stderr.contains(&format!(
+            "the ledger at 127.0.0.1:{port}/postgres did not answer within"
+        )),
+        "{run}"
+    );
+    assert!(run.stderr.contains("nothing more was sent"), "{run}");
+    assert!(server.messages().len() < 3_000, "{run}");
+    assert!(!run.output().contains(LEDGER_PASSWORD), "{run}");
 }
