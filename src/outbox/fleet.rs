@@ -116,6 +116,16 @@ impl Session {
     fn failed(&self, doing: &str, e: &postgres::Error) -> Error {
         self.ledger.failed(doing, e)
     }
+
+    /// Whether the batch's tables are there (`--status` makes none: without them no
+    /// campaign has a record yet).
+    fn batch_tables(&mut self, doing: &str) -> Result<bool> {
+        self.ledger
+            .client()
+            .query_one("SELECT to_regclass('envoi_batch_records') IS NOT NULL", &[])
+            .and_then(|row| row.try_get(0))
+            .map_err(|e| self.ledger.failed(doing, &e))
+    }
 }
 
 impl Remote {
@@ -311,6 +321,11 @@ pub fn connect_sender(resolved: &Resolved, name: &str, deadline: Instant) -> Res
     let mut fleet = connect(resolved, name, deadline)?;
     let (what, url) = ledger_of(resolved, name)?;
     let outcomes = PgLedger::connect(&what, url, resolved.ledger_password.as_ref(), deadline)?;
+    // The batch's tables, made on first use (`--status` and `send` never make them).
+    let doing = "making the batch's tables";
+    fleet.run(Conn::Claims, fleet.bound, doing, |session| {
+        session.ledger.ensure_batch_tables()
+    })?;
     fleet.outcomes = Some(Remote::start(outcomes)?);
     let doing = "connecting a second time";
     fleet.run(Conn::Outcomes, fleet.bound, doing, move |session| {
@@ -607,6 +622,9 @@ impl Fleet {
         let doing = "counting a campaign's records";
         let campaign = self.campaign.clone();
         let counts = self.run(Conn::Claims, self.bound, doing, move |session| {
+            if !session.batch_tables(doing)? {
+                return Ok([0; 4]);
+            }
             let row = session
                 .ledger
                 .client()
@@ -644,6 +662,9 @@ impl Fleet {
         let doing = "reading a campaign's records";
         let campaign = self.campaign.clone();
         self.run(Conn::Claims, self.bound, doing, move |session| {
+            if !session.batch_tables(doing)? {
+                return Ok(HashSet::new());
+            }
             let rows = session
                 .ledger
                 .client()
@@ -672,7 +693,8 @@ impl Fleet {
         let campaign = self.campaign.clone();
         let tokens = self.run(Conn::Outcomes, self.bound, doing, move |session| {
             let place = session.ledger.place().to_owned();
-            let at = |e: postgres::Error| PgLedger::failed_at(&place, doing, &e);
+            let user = session.ledger.user().to_owned();
+            let at = |e: postgres::Error| PgLedger::failed_at(&place, &user, doing, &e);
             let mut tx = session.ledger.client().transaction().map_err(at)?;
             tx.execute(
                 "INSERT INTO envoi_batch_rate (campaign, tokens, updated_at) \

@@ -402,8 +402,9 @@ fn campaign_flags_and_an_unreachable_ledger() {
         .expect_exit(0);
 }
 
-/// A ledger made by an envoi of schema version 1 (idempotency keys only) is brought to
-/// version 2 on first use, its keys kept.
+/// A ledger made by an envoi of schema version 1 (idempotency keys only) gets the batch's
+/// tables on first use by `batch --campaign`, as a part of their own: its version stays 1
+/// (so an envoi that knows only version 1 keeps using it), its keys kept.
 #[test]
 fn a_version_1_ledger_is_upgraded_and_keeps_its_keys() {
     let port = cluster().port;
@@ -457,7 +458,18 @@ fn a_version_1_ledger_is_upgraded_and_keeps_its_keys() {
         .query_one("SELECT max(version) FROM envoi_schema_version", &[])
         .unwrap()
         .get(0);
-    assert_eq!(version, 2);
+    assert_eq!(
+        version, 1,
+        "a version 1 envoi reads this and must not refuse it"
+    );
+    let part: i32 = v1
+        .query_one(
+            "SELECT version FROM envoi_schema_parts WHERE part = 'batch'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(part, 1);
     // The version 1 key still answers: a send with it is a duplicate.
     let run = envoi(&home)
         .env("PGPASSWORD", LEDGER_PASSWORD)
@@ -808,4 +820,135 @@ fn a_ledger_that_stalls_mid_run_stops_the_batch_with_75() {
     assert!(run.stderr.contains("nothing more was sent"), "{run}");
     assert!(server.messages().len() < 3_000, "{run}");
     assert!(!run.output().contains(LEDGER_PASSWORD), "{run}");
+}
+
+/// Sends one message with `--idempotency-key key` through the ledger `url` as the user
+/// whose password is `password`.
+fn send_with_key(
+    home: &std::path::Path,
+    url: &str,
+    password: &str,
+    port: u16,
+    key: &str,
+) -> assert_cmd::Command {
+    let mut cmd = envoi(home);
+    cmd.env("PGPASSWORD", password)
+        .env("ENVOI_LEDGER", url)
+        .args([
+            "send",
+            "--smtp-url",
+            &format!("smtp://127.0.0.1:{port}?security=none"),
+            "--from",
+            "ci@example.com",
+            "--to",
+            "dev@example.com",
+            "--subject",
+            "s",
+            "--body",
+            "b",
+            "--idempotency-key",
+            key,
+        ]);
+    cmd
+}
+
+/// A user with rights on the tables but no CREATE right (PostgreSQL 15's default on
+/// `public`): `send` uses the idempotency tables the owner made and never makes or
+/// changes anything else (the database stays version 1, without the batch's tables); a
+/// missing right is 78 with the grant to give, never the password; `batch --campaign`
+/// works once the owner has made the batch's tables.
+#[test]
+fn a_user_without_create_rights_sends_through_the_owners_tables() {
+    const CLERK_PASSWORD: &str = "Clerk-Canary-71c0";
+    let port = cluster().port;
+    let connect = |db: &str| {
+        postgres::Client::connect(
+            &format!(
+                "host=127.0.0.1 port={port} user={LEDGER_USER} password={LEDGER_PASSWORD} \
+                 dbname={db}"
+            ),
+            postgres::NoTls,
+        )
+        .unwrap()
+    };
+    let mut admin = connect("postgres");
+    admin
+        .batch_execute("DROP DATABASE IF EXISTS envoi_dml")
+        .unwrap();
+    admin.batch_execute("CREATE DATABASE envoi_dml").unwrap();
+    admin
+        .batch_execute(&format!(
+            "DO $$ BEGIN
+                 IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'clerk') THEN
+                     CREATE ROLE clerk LOGIN PASSWORD '{CLERK_PASSWORD}';
+                 END IF;
+             END $$;"
+        ))
+        .unwrap();
+    let mut db = connect("envoi_dml");
+    db.batch_execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        .unwrap();
+    let grant = "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO clerk";
+    let server = TestServer::start(ServerOptions::default());
+    let fleet = Fleet::new(3);
+    let home = fleet.home("clerk");
+    let owner = format!("postgres://{LEDGER_USER}@127.0.0.1:{port}/envoi_dml?sslmode=disable");
+    let clerk = format!("postgres://clerk@127.0.0.1:{port}/envoi_dml?sslmode=disable");
+    // No tables yet, and no right to make them: 78, saying what to grant.
+    let run = send_with_key(&home, &clerk, CLERK_PASSWORD, server.port(), "k1").expect_exit(78);
+    assert!(
+        run.stderr.contains("GRANT SELECT, INSERT, UPDATE, DELETE"),
+        "{run}"
+    );
+    assert!(!run.output().contains(CLERK_PASSWORD), "{run}");
+    assert!(server.messages().is_empty());
+    // The owner's first send makes the idempotency tables, and nothing of the batch.
+    send_with_key(&home, &owner, LEDGER_PASSWORD, server.port(), "k0").expect_exit(0);
+    let row = db
+        .query_one(
+            "SELECT (SELECT max(version) FROM envoi_schema_version), \
+             to_regclass('envoi_batch_records') IS NULL, \
+             to_regclass('envoi_schema_parts') IS NULL",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 1);
+    assert!(row.get::<_, bool>(1) && row.get::<_, bool>(2));
+    db.batch_execute(grant).unwrap();
+    // With rights on the tables, the clerk sends, once.
+    let run = send_with_key(&home, &clerk, CLERK_PASSWORD, server.port(), "k1").expect_exit(0);
+    assert_eq!(server.messages().len(), 2, "{run}");
+    let run = send_with_key(&home, &clerk, CLERK_PASSWORD, server.port(), "k1").expect_exit(0);
+    assert_eq!(server.messages().len(), 2, "{run}");
+    let version: i32 = db
+        .query_one("SELECT max(version) FROM envoi_schema_version", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 1);
+    // A campaign needs the batch's tables, which the clerk cannot make: 78 again.
+    let batch = |url: &str, password: &str, campaign: &str| {
+        let mut cmd = envoi(&home);
+        cmd.env("PGPASSWORD", password)
+            .arg("batch")
+            .arg(&fleet.input)
+            .args([
+                "--smtp-url",
+                &format!("smtp://127.0.0.1:{}?security=none", server.port()),
+                "--from",
+                "fleet@example.com",
+                "--campaign",
+                campaign,
+                "--ledger",
+                url,
+            ]);
+        cmd
+    };
+    let run = batch(&clerk, CLERK_PASSWORD, "clerks").expect_exit(78);
+    assert!(run.stderr.contains("--campaign"), "{run}");
+    assert_eq!(server.messages().len(), 2, "{run}");
+    // Once the owner's run has made them (and granted them), the clerk's campaign goes.
+    batch(&owner, LEDGER_PASSWORD, "owners").expect_exit(0);
+    db.batch_execute(grant).unwrap();
+    let run = batch(&clerk, CLERK_PASSWORD, "clerks").expect_exit(0);
+    assert_eq!(server.messages().len(), 8, "{run}");
 }
