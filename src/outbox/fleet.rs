@@ -321,10 +321,17 @@ pub fn connect_sender(resolved: &Resolved, name: &str, deadline: Instant) -> Res
     let mut fleet = connect(resolved, name, deadline)?;
     let (what, url) = ledger_of(resolved, name)?;
     let outcomes = PgLedger::connect(&what, url, resolved.ledger_password.as_ref(), deadline)?;
-    // The batch's tables, made on first use (`--status` and `send` never make them).
+    // The batch's tables, made on first use (`--status` and `send` never make them);
+    // and claims durable whatever the role's or database's default: a claim lost in a
+    // crash after its commit could let a second worker send the record.
     let doing = "making the batch's tables";
     fleet.run(Conn::Claims, fleet.bound, doing, |session| {
-        session.ledger.ensure_batch_tables()
+        session.ledger.ensure_batch_tables()?;
+        session
+            .ledger
+            .client()
+            .batch_execute("SET synchronous_commit = on")
+            .map_err(|e| session.failed(doing, &e))
     })?;
     fleet.outcomes = Some(Remote::start(outcomes)?);
     let doing = "connecting a second time";
