@@ -53,7 +53,7 @@ fn check_campaign(name: &str) -> Result<()> {
 /// (`--concurrency`) opens them per sender: a connection runs one statement at a time.
 ///
 /// Each connection lives on a thread of its own, fed one statement at a time and waited
-/// for with a limit ([`Fleet::run`]): a ledger that accepts the bytes and then never
+/// for with a limit (`Fleet::run`): a ledger that accepts the bytes and then never
 /// answers (a pooler or proxy that stalls) would hold a statement past any server-side
 /// `statement_timeout` or `tcp_user_timeout`. Past the limit the fleet is dead: every
 /// later statement fails at once, and the batch stops with 75.
