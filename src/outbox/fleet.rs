@@ -223,6 +223,9 @@ pub enum Claim {
     Mine,
     /// Another worker has it (or had it): skip it.
     Taken(Taken),
+    /// Claimed and freed again by other workers five times in a row: not sent now,
+    /// `deferred` (why, in words), for a later run; the batch goes on.
+    Contended(String),
 }
 
 /// Whether a renewed claim is still this worker's.
@@ -520,15 +523,11 @@ impl Fleet {
                 return Ok(Claim::Mine);
             }
         }
-        Err(Error::new(
-            ErrorKind::Temporary,
-            format!(
-                "line {line}: the campaign record was claimed and freed again by other \
-                 workers five times in a row (ledger {}); it was not sent: run the batch \
-                 again later",
-                self.place()
-            ),
-        ))
+        Ok(Claim::Contended(format!(
+            "the campaign record was claimed and freed again by other workers five times \
+             in a row (ledger {}); it was not sent: run the batch again later",
+            self.place()
+        )))
     }
 
     /// Another worker's claim, as its row says.
@@ -602,7 +601,7 @@ impl Fleet {
         let (me, campaign, hash) = (self.me.clone(), self.campaign.clone(), digest.to_vec());
         let message_id = message_id.map(str::to_owned);
         let word = outcome_word(status);
-        self.run(Conn::Outcomes, FINISH_BOUND, doing, move |session| {
+        let job = move |session: &mut Session| {
             let done = match word {
                 Some(word) => {
                     let finish = session.statement(FINISH, doing)?;
@@ -621,7 +620,16 @@ impl Fleet {
             };
             done.map(|rows| rows == 1)
                 .map_err(|e| session.failed(doing, &e))
-        })
+        };
+        // The second connection failed (not a ledger that stopped answering): the claims
+        // one tries too, so a record that went is not left `unknown`, nor one that did not
+        // go left unsendable. Both statements are idempotent.
+        match self.run(Conn::Outcomes, FINISH_BOUND, doing, job.clone()) {
+            Err(e) if self.dead.is_none() && self.outcomes.is_some() => self
+                .run(Conn::Claims, FINISH_BOUND, doing, job)
+                .map_err(|_| e),
+            done => done,
+        }
     }
 
     /// The campaign's counts; `pending` is left to the caller, who has the input.

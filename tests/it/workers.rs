@@ -952,3 +952,112 @@ fn a_user_without_create_rights_sends_through_the_owners_tables() {
     let run = batch(&clerk, CLERK_PASSWORD, "clerks").expect_exit(0);
     assert_eq!(server.messages().len(), 8, "{run}");
 }
+
+/// A worker whose second connection (outcomes) breaks while it sends writes the
+/// record's outcome over its claims connection instead: the record is `sent` in the
+/// ledger, not left `unknown` for every later run, and the worker exits 0.
+#[test]
+fn an_outcome_is_written_over_the_claims_connection_when_the_other_breaks() {
+    // A database of its own: no other test's connections are cut.
+    let mut admin = admin();
+    admin
+        .batch_execute("DROP DATABASE IF EXISTS envoi_outcome")
+        .unwrap();
+    admin
+        .batch_execute("CREATE DATABASE envoi_outcome")
+        .unwrap();
+    let port = cluster().port;
+    let mut db = postgres::Client::connect(
+        &format!(
+            "host=127.0.0.1 port={port} user={LEDGER_USER} password={LEDGER_PASSWORD} \
+             dbname=envoi_outcome"
+        ),
+        postgres::NoTls,
+    )
+    .unwrap();
+    // The session opens at the record's send: the greeting's delay is the window in
+    // which the outcomes connection is cut.
+    let server = TestServer::start(ServerOptions {
+        delay_greeting: Some(Duration::from_millis(1500)),
+        ..ServerOptions::default()
+    });
+    let mut fleet = Fleet::new(1);
+    fleet.ledger =
+        format!("postgres://{LEDGER_USER}@127.0.0.1:{port}/envoi_outcome?sslmode=disable");
+    let campaign = "outcome-retried";
+    let mut child = fleet.spawn("w", server.port(), campaign, &[]);
+    claim_waiting(&mut db, campaign, 0.0);
+    // The outcomes connection has run nothing but its SET since it connected.
+    let cut = db
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = 'envoi_outcome' AND application_name = 'envoi' \
+             AND query = 'SET synchronous_commit = off'",
+            &[],
+        )
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(cut, 1);
+    let status = wait_bounded(&mut child, 30);
+    let run = fleet.finished("w", status).expect(0);
+    assert_eq!(server.messages().len(), 1, "{run}");
+    let row = db
+        .query_one(
+            "SELECT outcome FROM envoi_batch_records WHERE campaign = $1",
+            &[&campaign],
+        )
+        .unwrap();
+    assert_eq!(
+        row.get::<_, Option<String>>(0).as_deref(),
+        Some("sent"),
+        "{run}"
+    );
+}
+
+/// A record whose claim keeps slipping (claimed and freed by others five times in a row;
+/// here a trigger drops every insert, which looks the same to the claimer) is listed
+/// `deferred` and not sent, and the worker goes on with the next records instead of
+/// stopping.
+#[test]
+fn a_record_whose_claim_keeps_slipping_is_deferred_and_the_batch_goes_on() {
+    let mut admin = admin();
+    admin
+        .batch_execute("DROP DATABASE IF EXISTS envoi_slipping")
+        .unwrap();
+    admin
+        .batch_execute("CREATE DATABASE envoi_slipping")
+        .unwrap();
+    let port = cluster().port;
+    let server = TestServer::start(ServerOptions::default());
+    let mut fleet = Fleet::new(3);
+    fleet.ledger =
+        format!("postgres://{LEDGER_USER}@127.0.0.1:{port}/envoi_slipping?sslmode=disable");
+    // A first run makes the tables.
+    fleet.run("first", server.port(), "warm-up", &[]).expect(0);
+    let mut db = postgres::Client::connect(
+        &format!(
+            "host=127.0.0.1 port={port} user={LEDGER_USER} password={LEDGER_PASSWORD} \
+             dbname=envoi_slipping"
+        ),
+        postgres::NoTls,
+    )
+    .unwrap();
+    db.batch_execute(
+        "CREATE FUNCTION envoi_test_drop() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RETURN NULL; END $$;
+         CREATE TRIGGER envoi_test_drop BEFORE INSERT ON envoi_batch_records
+             FOR EACH ROW EXECUTE FUNCTION envoi_test_drop();",
+    )
+    .unwrap();
+    let run = fleet.run("w", server.port(), "slipping", &[]).expect(75);
+    let lines = fleet.report("w");
+    assert_eq!(count(&lines, "deferred"), 3, "{run}");
+    assert!(
+        lines.iter().all(|l| l["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("five times in a row")),
+        "{lines:?}"
+    );
+    assert_eq!(server.messages().len(), 3, "only the warm-up's: {run}");
+}

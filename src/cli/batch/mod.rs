@@ -676,6 +676,10 @@ fn send_claimed(
         campaign.resend_unknown,
     )? {
         Claim::Taken(taken) => return Ok(skipped(record.line, &taken).to(&record.to)),
+        Claim::Contended(why) => {
+            let line = Line::unsent(record.line, Status::Deferred, ErrorKind::Temporary, why);
+            return Ok(line.to(&record.to));
+        }
         Claim::Mine => {}
     }
     let line = record.line;
