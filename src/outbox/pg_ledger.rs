@@ -35,20 +35,25 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::outbox::idempotency::{FirstSend, FirstStatus, RETENTION, check_key};
 use crate::profile::PasswordSource;
 
-/// The schema this envoi writes; a database with a newer one is refused (78).
+/// The idempotency keys' schema this envoi writes (`envoi_schema_version`); a database
+/// with a newer one is refused (78).
 ///
 /// 1. The idempotency keys (`envoi_idempotency`).
-/// 2. A batch split across workers (`batch --campaign`): one row per record claimed
-///    (`envoi_batch_records`) and a token bucket per campaign (`envoi_batch_rate`).
-///    A version 1 database gets them on first use by this envoi; an envoi that knows
-///    only version 1 then refuses it (upgrade every machine that shares the ledger).
-const SCHEMA_VERSION: i32 = 2;
+///
+/// A batch split across workers (`batch --campaign`) has tables of its own, which a
+/// version 1 envoi never reads: they are a separate part ([`BATCH_PART`]), so adding them
+/// leaves this version as it is and every envoi that knows version 1 keeps working.
+const SCHEMA_VERSION: i32 = 1;
+
+/// The newest `envoi_schema_version` this envoi reads: pre-release builds wrote 2 when
+/// they added the batch tables, which changed nothing of version 1. A later change to
+/// the idempotency keys' schema must be 3.
+const SCHEMA_READ: i32 = 2;
 
 /// The schema of each version, in order: a database at version N gets the steps after
 /// N, in one transaction under [`SCHEMA_LOCK`]. Each step only adds (`IF NOT EXISTS`),
 /// so a step run twice changes nothing.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
-    "
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = ["
 CREATE TABLE IF NOT EXISTS envoi_schema_version (version integer NOT NULL);
 CREATE TABLE IF NOT EXISTS envoi_idempotency (
     key text PRIMARY KEY,
@@ -58,8 +63,20 @@ CREATE TABLE IF NOT EXISTS envoi_idempotency (
     message_id text,
     status text,
     recorded_at timestamptz
-);",
-    "
+);"];
+
+/// The batch's part of the schema (`envoi_schema_parts`, a table no version 1 envoi
+/// reads): its name and version, and its tables. Made only by `batch --campaign`, under
+/// [`SCHEMA_LOCK`]; `send` and `batch --status` never make it.
+const BATCH_PART: (&str, i32) = ("batch", 1);
+
+/// Version 1 of [`BATCH_PART`]: one row per record claimed (`envoi_batch_records`) and a
+/// token bucket per campaign (`envoi_batch_rate`).
+const BATCH_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS envoi_schema_parts (
+    part text PRIMARY KEY,
+    version integer NOT NULL
+);
 CREATE TABLE IF NOT EXISTS envoi_batch_records (
     campaign text NOT NULL,
     record_hash bytea NOT NULL,
@@ -76,8 +93,7 @@ CREATE TABLE IF NOT EXISTS envoi_batch_rate (
     campaign text PRIMARY KEY,
     tokens double precision NOT NULL,
     updated_at timestamptz NOT NULL
-);",
-];
+);";
 
 /// The advisory lock two first users take to make the schema one at a time ("envoi" and
 /// the schema's purpose, as a number).
@@ -94,6 +110,8 @@ const POLL: Duration = Duration::from_millis(100);
 /// A connection to the ledger database.
 pub(super) struct PgLedger {
     client: Client,
+    /// The URL's user, for the grant a missing right needs.
+    user: String,
     /// Who claims: this machine's name and process, written into each claim.
     me: String,
     /// `HOST:PORT/DB`, for messages (the URL itself is not repeated).
@@ -254,6 +272,7 @@ impl PgLedger {
         let target = parse(what, url)?;
         let place = target.place();
         let shown = place.clone();
+        let user = target.user.clone();
         let time = left(deadline, "connecting to the idempotency ledger")?;
         let mut config = Config::new();
         config
@@ -301,7 +320,7 @@ impl PgLedger {
                 };
                 let ledger = connected
                     .map_err(|e| connect_error(&e, &target, &place, source.as_ref()))
-                    .and_then(|client| PgLedger::ready(client, place));
+                    .and_then(|client| PgLedger::ready(client, place, user));
                 // The receiver may have given up at the deadline: nothing to tell then.
                 let _ = done.send(ledger);
             });
@@ -325,12 +344,13 @@ impl PgLedger {
     }
 
     /// A ledger on `client`, its tables made when missing.
-    fn ready(client: Client, place: String) -> Result<PgLedger> {
+    fn ready(client: Client, place: String, user: String) -> Result<PgLedger> {
         let host = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "?".to_owned());
         let mut ledger = PgLedger {
             client,
+            user,
             me: format!(
                 "{host} pid {} #{:08x}",
                 std::process::id(),
@@ -357,17 +377,24 @@ impl PgLedger {
         &self.place
     }
 
-    /// A failed statement: 75 (the ledger is a service that may come back).
-    pub(super) fn failed(&self, doing: &str, e: &postgres::Error) -> Error {
-        Self::failed_at(&self.place, doing, e)
+    /// The URL's user.
+    pub(super) fn user(&self) -> &str {
+        &self.user
     }
 
-    /// Makes the tables when they are missing (a user without CREATE rights can use
-    /// tables an owner made), brings an older schema up to this envoi's, and refuses a
-    /// schema newer than this envoi's.
+    /// A failed statement: 75 (the ledger is a service that may come back); 78 for a
+    /// right the user lacks.
+    pub(super) fn failed(&self, doing: &str, e: &postgres::Error) -> Error {
+        Self::failed_at(&self.place, &self.user, doing, e)
+    }
+
+    /// Makes the idempotency tables when they are missing (a user without CREATE rights
+    /// can use tables an owner made), brings an older schema up to this envoi's, and
+    /// refuses a schema newer than this envoi's. The batch's tables are not touched
+    /// ([`PgLedger::ensure_batch_tables`]).
     fn ensure_schema(&mut self) -> Result<()> {
-        let place = self.place.clone();
-        let at = |e: postgres::Error| Self::failed_at(&place, "making its tables", &e);
+        let (place, user) = (self.place.clone(), self.user.clone());
+        let at = |e: postgres::Error| Self::failed_at(&place, &user, "making its tables", &e);
         let mut tx = self.client.transaction().map_err(at)?;
         let mut version = schema_version(&mut tx).map_err(at)?;
         if version.is_none_or(|v| v < SCHEMA_VERSION) {
@@ -387,7 +414,7 @@ impl PgLedger {
                 .map_err(at)?;
             }
         }
-        if let Some(found) = version.filter(|found| *found > SCHEMA_VERSION) {
+        if let Some(found) = version.filter(|found| *found > SCHEMA_READ) {
             return Err(Error::config(format!(
                 "the idempotency ledger at {place} has schema version {found}, newer than \
                  this envoi's ({SCHEMA_VERSION}): upgrade envoi on this machine"
@@ -396,7 +423,50 @@ impl PgLedger {
         tx.commit().map_err(at)
     }
 
-    pub(super) fn failed_at(place: &str, doing: &str, e: &postgres::Error) -> Error {
+    /// Makes the batch's tables when they are missing ([`BATCH_PART`]), under the same
+    /// advisory lock, and refuses a batch part newer than this envoi's. For
+    /// `batch --campaign` alone: a user with rights on tables an owner made needs no
+    /// CREATE right.
+    pub(super) fn ensure_batch_tables(&mut self) -> Result<()> {
+        let (place, user) = (self.place.clone(), self.user.clone());
+        let doing = "making the batch's tables";
+        let at = |e: postgres::Error| Self::failed_at(&place, &user, doing, &e);
+        let (part, known) = BATCH_PART;
+        let mut tx = self.client.transaction().map_err(at)?;
+        let mut version = part_version(&mut tx, part).map_err(at)?;
+        if version.is_none() {
+            tx.batch_execute(&format!("SELECT pg_advisory_xact_lock({SCHEMA_LOCK})"))
+                .map_err(at)?;
+            version = part_version(&mut tx, part).map_err(at)?;
+            if version.is_none() {
+                tx.batch_execute(BATCH_TABLES).map_err(at)?;
+                tx.execute(
+                    "INSERT INTO envoi_schema_parts (part, version) VALUES ($1, $2) \
+                     ON CONFLICT (part) DO NOTHING",
+                    &[&part, &known],
+                )
+                .map_err(at)?;
+            }
+        }
+        if let Some(found) = version.filter(|found| *found > known) {
+            return Err(Error::config(format!(
+                "the ledger at {place} has the batch's tables at version {found}, newer \
+                 than this envoi's ({known}): upgrade envoi on this machine"
+            )));
+        }
+        tx.commit().map_err(at)
+    }
+
+    pub(super) fn failed_at(place: &str, user: &str, doing: &str, e: &postgres::Error) -> Error {
+        if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
+            return Error::config(format!(
+                "the idempotency ledger at {place} refused user {user} while {doing}: {}; \
+                 have the owner of the envoi_* tables run `GRANT SELECT, INSERT, UPDATE, \
+                 DELETE ON ALL TABLES IN SCHEMA public TO {user}`, or run `envoi batch \
+                 --campaign …` once as the owner (it makes every envoi table)",
+                cause(e)
+            ));
+        }
         Error::new(
             ErrorKind::Temporary,
             format!(
@@ -534,6 +604,30 @@ fn schema_version(tx: &mut postgres::Transaction) -> Result<Option<i32>, postgre
     }
     tx.query_one("SELECT max(version) FROM envoi_schema_version", &[])
         .and_then(|row| row.try_get(0))
+}
+
+/// The version of the schema part `part` in the database, `None` when it is not there
+/// yet. Tables made by a pre-release build (without `envoi_schema_parts`, marked by
+/// `envoi_schema_version` 2) count as version 1.
+fn part_version(
+    tx: &mut postgres::Transaction,
+    part: &str,
+) -> Result<Option<i32>, postgres::Error> {
+    let row = tx.query_one(
+        "SELECT to_regclass('envoi_schema_parts') IS NOT NULL, \
+         to_regclass('envoi_batch_records') IS NOT NULL \
+         AND to_regclass('envoi_batch_rate') IS NOT NULL",
+        &[],
+    )?;
+    let (parts, tables): (bool, bool) = (row.try_get(0)?, row.try_get(1)?);
+    if !parts {
+        return Ok(tables.then_some(1));
+    }
+    let row = tx.query_opt(
+        "SELECT version FROM envoi_schema_parts WHERE part = $1",
+        &[&part],
+    )?;
+    row.map(|row| row.try_get(0)).transpose()
 }
 
 /// A claim as another sender finds it.

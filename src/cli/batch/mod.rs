@@ -22,7 +22,7 @@ use envoi::error::{Error, ErrorKind, Result};
 use envoi::message::input::is_stdin;
 use envoi::message::records::Record;
 use envoi::message::{self, address};
-use envoi::outbox::fleet::{self, Claim, Fleet, Held, Taken};
+use envoi::outbox::fleet::{self, Claim, Fleet, Held, Lease, Taken};
 use envoi::outbox::submit::{
     DefaultSender, Deferrals, Signing, check_batch, prepare, settle_record, take_batch_slot,
 };
@@ -79,8 +79,9 @@ struct Campaign {
 /// claim counts as dead.
 const LEASE_GRACE: Duration = Duration::from_secs(5);
 
-/// A wait for a turn (`--rate`) longer than this renews the claim's lease before the
-/// send.
+/// A claim's lease set longer ago than this is renewed before the send, which also
+/// proves the claim still this worker's (a fence): one set more recently cannot have
+/// passed.
 const RENEW_AFTER: Duration = Duration::from_millis(500);
 
 /// What a sender hands back for one record: its result line, or the error that stops
@@ -559,7 +560,7 @@ fn send_guarded(
     // workers once its lease passes, never sent twice.
     let sent = panic::catch_unwind(AssertUnwindSafe(|| match fleet {
         Some(fleet) => send_claimed(shared, batch, fleet, sender, record),
-        None => send_record(shared, batch, sender, record, &mut |_| Ok(())),
+        None => send_record(shared, batch, sender, record, &mut |_| Ok(Go::Send)),
     }));
     sent.unwrap_or_else(|_| {
         Ok(Line {
@@ -577,6 +578,26 @@ fn send_guarded(
     })
 }
 
+/// Whether a record may go now ([`send_record`]'s `before_send`): a campaign's claim
+/// lost to another worker while this one waited for its turn is not sent.
+enum Go {
+    Send,
+    /// This record's line instead (without its recipients): not sent.
+    Lost(Box<Line>),
+}
+
+/// When `before_send` is called: before the first send, after this sender's own pace
+/// (the last thing before it), or before a throttled record is sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    /// Before the pace: a fleet's `--rate` wait.
+    Wait,
+    /// The last thing before the first send.
+    Fence,
+    /// Before a throttled record is sent again.
+    Again,
+}
+
 /// Builds, paces, marks and sends one record on `sender`'s sessions; queues it in the
 /// outbox when it is still deferred and the profile says so. Without sessions (a dry
 /// run), the record is built and checked, and listed as what would go.
@@ -585,7 +606,7 @@ fn send_record(
     batch: Option<&mut Batch>,
     sender: usize,
     record: Record,
-    before_send: &mut dyn FnMut(bool) -> Result<()>,
+    before_send: &mut dyn FnMut(Turn) -> Result<Go>,
 ) -> Outcome {
     let prepared = record
         .draft
@@ -623,12 +644,33 @@ fn send_record(
             )
         })?;
     }
-    before_send(true)?;
+    if let Go::Lost(line) = before_send(Turn::Wait)? {
+        return Ok((*line).to(&record.to));
+    }
     pace(shared.pacer);
+    if let Go::Lost(line) = before_send(Turn::Fence)? {
+        return Ok((*line).to(&record.to));
+    }
     shared.marks.mark(sender, record.line, record.hash)?;
-    let sent = send_slowing(batch, &prepared, shared.pacer, &mut || {
-        let _ = before_send(false);
-    });
+    let mut lost = None;
+    // A throttled record is sent again only while its claim is surely this worker's (a
+    // ledger that fails then stops the re-sends too: the record ends deferred).
+    let sent = send_slowing(
+        batch,
+        &prepared,
+        shared.pacer,
+        &mut || match before_send(Turn::Again) {
+            Ok(Go::Send) => true,
+            Ok(Go::Lost(line)) => {
+                lost = Some(*line);
+                false
+            }
+            Err(_) => false,
+        },
+    );
+    if let Some(line) = lost {
+        return Ok(line.to(&record.to));
+    }
     // Nothing got anywhere, and the last try to open a session failed.
     let unreachable = matches!(&sent, Err(failure) if failure.error.kind() == ErrorKind::Temporary
         && failure.report.delivered.is_empty()
@@ -668,9 +710,10 @@ fn send_claimed(
 ) -> Outcome {
     let Some(digest) = record.digest else {
         // Too long to be read: invalid on every worker, nothing to claim.
-        return send_record(shared, batch, sender, record, &mut |_| Ok(()));
+        return send_record(shared, batch, sender, record, &mut |_| Ok(Go::Send));
     };
     let campaign = shared.campaign;
+    let claimed_at = Instant::now();
     match fleet.claim(
         &digest,
         record.line,
@@ -678,23 +721,59 @@ fn send_claimed(
         campaign.resend_unknown,
     )? {
         Claim::Taken(taken) => return Ok(skipped(record.line, &taken).to(&record.to)),
+        Claim::Contended(why) => {
+            let line = Line::unsent(record.line, Status::Deferred, ErrorKind::Temporary, why);
+            return Ok(line.to(&record.to));
+        }
         Claim::Mine => {}
     }
     let line = record.line;
-    // Before the send (`first`) this worker waits for its turn in the fleet's --rate;
-    // before each send the lease is renewed when waiting took a while.
-    let mut before_send = |first: bool| -> Result<()> {
-        let started = Instant::now();
-        if first && let Some(rate) = campaign.rate {
-            let wait = fleet.take_token(rate)?;
-            thread::sleep(wait);
+    // When the claim's lease was last set (measured from before the statement, so on
+    // the safe side of the database's clock): a lease set less than RENEW_AFTER ago
+    // cannot have passed, so it needs no fence.
+    let mut leased_at = claimed_at;
+    let mut lost = false;
+    let mut before_send = |turn: Turn| -> Result<Go> {
+        let mut renew = |fleet: &mut Fleet, lease: Duration, leased_at: &mut Instant| {
+            let at = Instant::now();
+            match fleet.renew(&digest, lease)? {
+                Lease::Held => {
+                    *leased_at = at;
+                    Ok(Go::Send)
+                }
+                Lease::Lost { by } => {
+                    lost = true;
+                    Ok(Go::Lost(Box::new(claim_lost(line, by))))
+                }
+            }
+        };
+        match turn {
+            // The fleet's --rate: the token is taken at once, and the lease extended
+            // to cover the wait BEFORE sleeping, so the claim cannot pass meanwhile.
+            Turn::Wait => {
+                let Some(rate) = campaign.rate else {
+                    return Ok(Go::Send);
+                };
+                let wait = fleet.take_token(rate)?;
+                if leased_at.elapsed() + wait > RENEW_AFTER
+                    && let Go::Lost(line) = renew(fleet, campaign.lease + wait, &mut leased_at)?
+                {
+                    return Ok(Go::Lost(line));
+                }
+                thread::sleep(wait);
+                Ok(Go::Send)
+            }
+            // The last thing before the send: the claim is renewed, and proved still
+            // this worker's, once waiting took a while.
+            Turn::Fence if leased_at.elapsed() <= RENEW_AFTER => Ok(Go::Send),
+            Turn::Fence | Turn::Again => renew(fleet, campaign.lease, &mut leased_at),
         }
-        if !first || started.elapsed() > RENEW_AFTER {
-            fleet.renew(&digest, campaign.lease)?;
-        }
-        Ok(())
     };
     let sent = send_record(shared, batch, sender, record, &mut before_send);
+    if lost {
+        // Another worker has the record now, and writes its outcome: nothing to write.
+        return sent;
+    }
     let mut line = match sent {
         Ok(line) => line,
         Err(e) => {
@@ -727,6 +806,39 @@ fn send_claimed(
         }
     }
     Ok(line)
+}
+
+/// The result line of a record whose claim another worker took over while this one
+/// waited for its turn (its lease passed, and a run with `--resend-unknown` took it):
+/// not sent by this worker. `duplicate` (exit 0), as any record another worker is
+/// sending: that worker sends it and writes its outcome, and this one surely sent
+/// nothing, so `unknown` (which says "it may have gone") would be wrong. A row gone
+/// from the ledger (deleted by hand) is `deferred`: nobody has it, a later run sends it.
+fn claim_lost(line: u64, by: Option<String>) -> Line {
+    match by {
+        Some(by) => {
+            let mut lost = Line::unsent(
+                line,
+                Status::Duplicate,
+                ErrorKind::OutcomeUnknown,
+                format!(
+                    "claim lost to worker {by}; not sent: its lease passed while this \
+                     worker waited for its turn, and that worker took the record over"
+                ),
+            );
+            lost.exit_code = 0;
+            lost.note = lost.error.take();
+            lost
+        }
+        None => Line::unsent(
+            line,
+            Status::Deferred,
+            ErrorKind::Temporary,
+            "claim lost: the campaign record's row is gone from the ledger; not sent: run \
+             the batch again"
+                .to_owned(),
+        ),
+    }
 }
 
 /// The result line of a record another worker of the campaign has: `duplicate` (exit 0)

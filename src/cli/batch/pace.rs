@@ -15,12 +15,12 @@ use crate::cli::render::Notices;
 /// doubles (from 1 s, at most 60 s) for the rest of the batch, across every sender, and
 /// a record it deferred is sent again after that wait, up to [`THROTTLE_ROUNDS`] times,
 /// instead of failing; `again` is called before each such send (a campaign renews its
-/// claim's lease there).
+/// claim's lease there), and `false` from it ends the re-sends (the claim was lost).
 pub(super) fn send_slowing(
     batch: &mut Batch,
     prepared: &envoi::message::Prepared,
     pacer: &Mutex<Pacer>,
-    again: &mut dyn FnMut(),
+    again: &mut dyn FnMut() -> bool,
 ) -> std::result::Result<BatchSent, Failure> {
     let mut round = 0;
     loop {
@@ -46,7 +46,9 @@ pub(super) fn send_slowing(
         }
         round += 1;
         pace(pacer);
-        again();
+        if !again() {
+            return sent;
+        }
     }
 }
 
