@@ -39,7 +39,9 @@ pub fn run(command: SuppressCommand) -> Result<()> {
             connection,
         } => {
             let path = list_path(&connection)?;
-            let address = suppress::normalize(&address);
+            // Read as `add` reads it (display name dropped, the domain as the list keeps
+            // it), so what was added can be removed the same way; 65 for no address.
+            let address = suppress::parse_address("ADDRESS", &address)?;
             if suppress::remove(&path, &address)? {
                 eprintln!("envoi: removed {address} from {}", path.display());
             } else {

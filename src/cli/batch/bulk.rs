@@ -10,10 +10,11 @@
 //!   `suppressed` (exit 0, nothing sent), and a recipient refused with a 5xx to RCPT TO (a
 //!   hard bounce) is added to it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
-use envoi::deliver::{BatchSent, Failure};
+use envoi::deliver::{BatchSent, Failure, RcptReply};
 use envoi::draft::Draft;
 use envoi::error::{Error, ErrorKind, Result};
 use envoi::message::address;
@@ -54,6 +55,8 @@ struct Suppression {
     path: std::path::PathBuf,
     /// What this run knows: the file as read, and the hard bounces since.
     list: Mutex<SuppressList>,
+    /// Whether a failed write of the list was said already (once a run is enough).
+    warned: AtomicBool,
 }
 
 impl Bulk {
@@ -77,9 +80,19 @@ impl Bulk {
             Some(path) => Some(Suppression {
                 list: Mutex::new(SuppressList::load(path)?),
                 path: path.clone(),
+                warned: AtomicBool::new(false),
             }),
             None => None,
         };
+        if suppression.is_none() && (args.unsubscribe_url.is_some() || args.list_id.is_some()) {
+            // Bulk mail without a list mails again those who bounced or unsubscribed: say
+            // so, as a URL connection reads no config file (so no `suppress` key either).
+            warning(
+                "this batch has no suppression list (the profile's `suppress` key; a \
+                 --smtp-url connection reads no config file): hard bounces are not remembered \
+                 and no recipient is skipped",
+            );
+        }
         Ok(Bulk {
             url: args.unsubscribe_url.clone(),
             mailto: args.unsubscribe_mailto.clone(),
@@ -200,31 +213,67 @@ impl Bulk {
         let hard: Vec<(String, String)> = report
             .refused
             .iter()
-            .filter(|r| (500..600).contains(&r.code))
+            .filter(|r| hard_bounce(r))
             .map(|r| (r.address.clone(), format!("{} {}", r.code, r.message)))
             .collect();
         if hard.is_empty() {
             return;
         }
-        match suppress::add(&suppression.path, &hard, SystemTime::now()) {
+        let written = suppress::add(&suppression.path, &hard, SystemTime::now());
+        let mut list = suppression
+            .list
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match written {
             Ok(added) => {
                 // Later records of this run skip it too.
-                let mut list = suppression
-                    .list
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
                 for entry in added {
                     list.insert(entry);
                 }
             }
-            Err(e) => warning(&format!(
-                "a hard bounce ({}) could not be added to the suppression list: {e}",
-                hard.iter()
-                    .map(|(a, _)| a.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
+            Err(e) => {
+                // Not written, but this run still skips the address, and says so once.
+                for (address, reason) in &hard {
+                    list.insert(suppress::Entry {
+                        address: suppress::normalize(address),
+                        added: String::new(),
+                        reason: reason.clone(),
+                    });
+                }
+                if !suppression.warned.swap(true, Ordering::Relaxed) {
+                    warning(&format!(
+                        "a hard bounce ({}) could not be added to the suppression list: {e}; \
+                         this run skips it, the next one will not",
+                        hard.iter()
+                            .map(|(a, _)| a.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
         }
+    }
+}
+
+/// Whether a refused recipient bounced hard: the reply says the address itself is bad
+/// (RFC 3463: 5.1.1 no such mailbox, 5.1.2 no such domain, 5.1.3 bad syntax, 5.1.6 moved,
+/// 5.1.10 null MX, 5.2.1 disabled), not the sender, the relay, a policy or a full mailbox
+/// (5.7.x "relay access denied" or a blocklisted sending address, 5.2.2, 5.3.x, 5.4.x, 5.5.x),
+/// which would put the whole list on it. Without an enhanced code: 550, 551 and 553 only.
+fn hard_bounce(reply: &RcptReply) -> bool {
+    let code = reply.message.split_whitespace().next().unwrap_or_default();
+    let parts: Vec<&str> = code.split('.').collect();
+    let enhanced = parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    if enhanced {
+        matches!(
+            parts[..],
+            ["5", "1", "1" | "2" | "3" | "6" | "10"] | ["5", "2", "1"]
+        )
+    } else {
+        matches!(reply.code, 550 | 551 | 553)
     }
 }
 
@@ -452,5 +501,31 @@ mod tests {
         ] {
             assert_eq!(list_id(bad).unwrap_err().kind(), ErrorKind::Usage, "{bad}");
         }
+    }
+
+    #[test]
+    fn only_a_bad_address_is_a_hard_bounce_not_the_relay_nor_a_full_mailbox() {
+        let reply = |code: u16, message: &str| RcptReply {
+            address: "a@example.net".into(),
+            code,
+            message: message.into(),
+        };
+        assert!(hard_bounce(&reply(
+            550,
+            "5.1.1 <a@example.net>: user unknown"
+        )));
+        assert!(hard_bounce(&reply(550, "5.1.10 null MX")));
+        assert!(hard_bounce(&reply(550, "no such user here")));
+        assert!(!hard_bounce(&reply(
+            554,
+            "5.7.1 <a@example.net>: Relay access denied"
+        )));
+        assert!(!hard_bounce(&reply(
+            550,
+            "5.7.1 blocked using zen.spamhaus.org"
+        )));
+        assert!(!hard_bounce(&reply(552, "5.2.2 mailbox full")));
+        assert!(!hard_bounce(&reply(554, "Relay access denied")));
+        assert!(!hard_bounce(&reply(450, "4.1.1 try later")));
     }
 }

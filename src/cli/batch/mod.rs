@@ -598,6 +598,21 @@ enum Turn {
     Again,
 }
 
+/// The addresses of a record's recipient text as it was given (`Ann <ann@x>; bob@y`),
+/// for the suppression list: each bare address, unchecked.
+fn bare_addresses(text: &str) -> Vec<String> {
+    text.split([';', ','])
+        .map(|part| {
+            let part = part.trim();
+            match (part.rfind('<'), part.ends_with('>')) {
+                (Some(open), true) => part[open + 1..part.len() - 1].trim().to_owned(),
+                _ => part.to_owned(),
+            }
+        })
+        .filter(|address| !address.is_empty())
+        .collect()
+}
+
 /// Builds, paces, marks and sends one record on `sender`'s sessions; queues it in the
 /// outbox when it is still deferred and the profile says so. Without sessions (a dry
 /// run), the record is built and checked, and listed as what would go.
@@ -626,7 +641,14 @@ fn send_record(
         .iter()
         .map(ToString::to_string)
         .collect();
-    if let Some(line) = shared.bulk.suppressed(record.line, &envelope) {
+    // Under policy.redirect_all the envelope is the redirect address alone: the list is
+    // about the record's own recipients.
+    let listed = if shared.policy.redirect_all.is_some() {
+        record.to.iter().flat_map(|to| bare_addresses(to)).collect()
+    } else {
+        envelope.clone()
+    };
+    if let Some(line) = shared.bulk.suppressed(record.line, &listed) {
         return Ok(line);
     }
     let Some(batch) = batch else {
@@ -678,7 +700,11 @@ fn send_record(
         && failure.report.data_reply.is_none())
         && batch.unreachable();
     let settled = settle_record(&prepared, sent, shared.deferrals, shared.log, &mut Notices);
-    shared.bulk.bounced(&settled.sent);
+    // Redirected (policy.redirect_all), the refusal is the redirect address's, not the
+    // record's recipients': it must not put the QA mailbox on the list.
+    if shared.policy.redirect_all.is_none() {
+        shared.bulk.bounced(&settled.sent);
+    }
     let mut line = result_line(record.line, message_id, &envelope, settled.sent);
     line.unreachable = unreachable;
     match settled.queued {
