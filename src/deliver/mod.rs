@@ -16,6 +16,7 @@ mod observe;
 mod options;
 mod outcome;
 mod pinned_tls;
+mod redact;
 mod renew;
 mod retry;
 mod smtp;

@@ -449,15 +449,7 @@ impl Conn {
             if self.unread.len() >= MAX_LINE {
                 return Err(too_long());
             }
-            let mut chunk = [0u8; 4096];
-            let n = self.stream.read(&mut chunk)?;
-            if n == 0 {
-                return Err(WireError::Io(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the server closed the connection",
-                )));
-            }
-            self.unread.extend_from_slice(&chunk[..n]);
+            self.fill()?;
         }
     }
 

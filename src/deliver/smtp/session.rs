@@ -462,21 +462,10 @@ impl SmtpSession {
         }
     }
 
-    /// `text` with every secret this session sent at login replaced by `[redacted]`. A
-    /// secret of under 8 characters may be part of any word, and where `[redacted]`
-    /// stood would spell it: text that holds one is withheld whole.
+    /// `text` with every secret this session sent at login taken out
+    /// ([`crate::deliver::redact::redact`]).
     pub(super) fn redact(&self, text: &str) -> String {
-        let mut text = text.to_owned();
-        for secret in self.hidden.iter().map(Password::expose) {
-            if secret.is_empty() || !text.contains(secret) {
-                continue;
-            }
-            if secret.chars().count() < 8 {
-                return "[withheld: it holds the login's secret]".to_owned();
-            }
-            text = text.replace(secret, "[redacted]");
-        }
-        text
+        crate::deliver::redact::redact(&self.hidden, text)
     }
 
     /// `reply` if its code is one `ok` accepts, else the error for it.
