@@ -268,8 +268,14 @@ impl Signer {
                 "the message has no From header, so it cannot be DKIM-signed",
             ));
         }
-        // Oversigning: one From more than there are, so none can be added.
-        names.push("from".into());
+        // Oversigning: one more From than there are, so none can be added; the same for
+        // the one-click unsubscribe fields when present (RFC 8058 §4), so a forwarder
+        // cannot put a link of its own above the signed one.
+        for field in ["from", "list-unsubscribe", "list-unsubscribe-post"] {
+            if names.iter().any(|n| n == field) {
+                names.push(field.into());
+            }
+        }
 
         let b64 = &base64::engine::general_purpose::STANDARD;
         let t = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();

@@ -80,6 +80,11 @@ impl Signing {
         Ok(Signing(dkim.map(|d| d.signer()).transpose()?))
     }
 
+    /// Whether messages are signed (the profile has a DKIM key).
+    pub fn signs(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// `prepared` with its DKIM-Signature made at `now` (the time of its Date header),
     /// or unchanged without a key. Done once, before the message is shown, queued or
     /// sent, so what the outbox keeps is what goes out.

@@ -172,6 +172,11 @@ fn the_unsubscribe_headers_are_per_record_and_signed() {
         for wanted in ["list-unsubscribe", "list-unsubscribe-post", "list-id"] {
             assert!(names.iter().any(|n| n == wanted), "{wanted} in {names:?}");
         }
+        // Oversigned (one more than the message has), so none can be added on top.
+        for oversigned in ["list-unsubscribe", "list-unsubscribe-post"] {
+            let count = names.iter().filter(|n| *n == oversigned).count();
+            assert_eq!(count, 2, "{oversigned} twice in {names:?}");
+        }
         dkimpy_verify(keys.path(), &m.data, &record).expect("dkimpy verifies");
         let forged = String::from_utf8(m.data.clone())
             .unwrap()
@@ -237,6 +242,9 @@ fn an_invalid_rendered_url_makes_only_its_record_invalid() {
         "<https://example.com/u?t=t3>"
     );
     assert!(run.stderr.contains("invalid 1"), "{}", run.stderr);
+    // This profile has no DKIM key: receivers would ignore the one-click link, and the
+    // batch says so.
+    assert!(run.stderr.contains("without a DKIM key"), "{}", run.stderr);
     // A malformed --list-id is a usage error before anything is sent.
     s.batch(&[&csv])
         .args(MERGE)

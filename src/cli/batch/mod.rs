@@ -145,6 +145,14 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         )?;
     }
     let bulk = Bulk::of(args, connection)?;
+    if args.unsubscribe_url.is_some() && !signing.signs() && !args.dry_run {
+        // RFC 8058 §4: receivers act on a one-click link only when a DKIM signature
+        // covers it.
+        warning(
+            "--unsubscribe-url without a DKIM key (the profile's dkim_*): receivers ignore \
+             an unsigned one-click link; see docs/dkim.md",
+        );
+    }
     // Before anything is written or sent: a ledger that cannot be reached is 75, and
     // nothing may go (no other worker could tell this one sent it).
     let mut fleets = match (&args.campaign, args.dry_run) {
