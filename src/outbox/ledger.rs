@@ -11,7 +11,8 @@ use std::time::Instant;
 use crate::error::{Error, ErrorKind, Result};
 use crate::outbox::idempotency::{self, Claim, FirstSend, FirstStatus, KeyGuard};
 use crate::outbox::pg_ledger::PgLedger;
-use crate::profile::{Origin, Resolved};
+use crate::outbox::send_counts;
+use crate::profile::{Origin, RecipientPolicy, Resolved};
 
 /// An idempotency ledger: a key is claimed before the message goes, its outcome recorded
 /// after, and a send that surely did not go frees it again.
@@ -28,12 +29,18 @@ pub trait Ledger {
     /// The claimed key's send failed with `error`: the key is free again unless the
     /// outcome is unknown (the message may have gone).
     fn release(&mut self, key: &str, error: &Error);
+
+    /// Takes one message's slot under `policy`'s caps per hour and day: the outbox
+    /// folder's counts, or the database's for `scope` (every machine sharing it counts
+    /// against one cap). 75 naming the cap when it is reached; nothing when no cap is set.
+    fn take_slot(&mut self, scope: &str, policy: &RecipientPolicy, deadline: Instant)
+    -> Result<()>;
 }
 
 /// The ledger `resolved` names: the PostgreSQL one of `--ledger` (`$ENVOI_LEDGER`, the
 /// profile's `ledger`), else the outbox folder's file. A database that cannot be reached
 /// is 75: then nothing may be sent, since no one could tell a second sender.
-pub fn open(resolved: &Resolved, deadline: Instant) -> Result<Box<dyn Ledger>> {
+pub fn open(resolved: &Resolved, deadline: Instant) -> Result<Box<dyn Ledger + Send>> {
     match &resolved.ledger {
         Some((url, origin)) => {
             let what = match origin {
@@ -85,6 +92,15 @@ impl Ledger for FileLedger {
         recorded
     }
 
+    fn take_slot(
+        &mut self,
+        _scope: &str,
+        policy: &RecipientPolicy,
+        deadline: Instant,
+    ) -> Result<()> {
+        send_counts::take(&self.dir, policy, crate::durable::unix_now(), deadline)
+    }
+
     fn release(&mut self, _key: &str, _error: &Error) {
         // Nothing was recorded: letting go of the key's lock frees it (an unknown
         // outcome included, as this ledger has always done: the message is not known
@@ -102,6 +118,16 @@ impl Ledger for PgLedger {
 
     fn record(&mut self, key: &str, first: &FirstSend) -> Result<()> {
         PgLedger::record(self, key, first)
+    }
+
+    fn take_slot(
+        &mut self,
+        scope: &str,
+        policy: &RecipientPolicy,
+        _deadline: Instant,
+    ) -> Result<()> {
+        // Each statement is bounded by the server's statement_timeout (the deadline's).
+        PgLedger::take_slot(self, scope, policy)
     }
 
     fn release(&mut self, key: &str, error: &Error) {

@@ -33,7 +33,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use crate::deliver::tls_client_config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::outbox::idempotency::{FirstSend, FirstStatus, RETENTION, check_key};
-use crate::profile::PasswordSource;
+use crate::profile::{PasswordSource, RecipientPolicy, Rule};
 
 /// The idempotency keys' schema this envoi writes (`envoi_schema_version`); a database
 /// with a newer one is refused (78).
@@ -94,6 +94,24 @@ CREATE TABLE IF NOT EXISTS envoi_batch_rate (
     tokens double precision NOT NULL,
     updated_at timestamptz NOT NULL
 );";
+
+/// The send counts' part of the schema: one row per message a capped policy let through
+/// (`policy.max_messages_per_hour` / `_per_day`), by scope, so every machine sharing the
+/// ledger counts against one cap. Made on first use by a capped send, or by `batch
+/// --campaign`.
+const COUNTS_PART: (&str, i32) = ("counts", 1);
+
+/// Version 1 of [`COUNTS_PART`].
+const COUNTS_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS envoi_schema_parts (
+    part text PRIMARY KEY,
+    version integer NOT NULL
+);
+CREATE TABLE IF NOT EXISTS envoi_send_counts (
+    scope text NOT NULL,
+    sent_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS envoi_send_counts_scope_at ON envoi_send_counts (scope, sent_at);";
 
 /// The advisory lock two first users take to make the schema one at a time ("envoi" and
 /// the schema's purpose, as a number).
@@ -423,15 +441,21 @@ impl PgLedger {
         tx.commit().map_err(at)
     }
 
-    /// Makes the batch's tables when they are missing ([`BATCH_PART`]), under the same
-    /// advisory lock, and refuses a batch part newer than this envoi's. For
-    /// `batch --campaign` alone: a user with rights on tables an owner made needs no
-    /// CREATE right.
+    /// Makes the batch's tables when they are missing ([`BATCH_PART`]), and the send
+    /// counts' ([`COUNTS_PART`]), under the same advisory lock. For `batch --campaign`:
+    /// run once by the tables' owner, it makes every envoi table, so a user with rights
+    /// on them needs no CREATE right.
     pub(super) fn ensure_batch_tables(&mut self) -> Result<()> {
+        self.ensure_part(BATCH_PART, BATCH_TABLES, "making the batch's tables")?;
+        self.ensure_part(COUNTS_PART, COUNTS_TABLES, "making the send counts' table")
+    }
+
+    /// Makes the tables of `part` (`tables`) when its row in `envoi_schema_parts` is
+    /// missing, under the schema's advisory lock, and refuses a part newer than this
+    /// envoi's.
+    fn ensure_part(&mut self, (part, known): (&str, i32), tables: &str, doing: &str) -> Result<()> {
         let (place, user) = (self.place.clone(), self.user.clone());
-        let doing = "making the batch's tables";
         let at = |e: postgres::Error| Self::failed_at(&place, &user, doing, &e);
-        let (part, known) = BATCH_PART;
         let mut tx = self.client.transaction().map_err(at)?;
         let mut version = part_version(&mut tx, part).map_err(at)?;
         if version.is_none() {
@@ -439,7 +463,7 @@ impl PgLedger {
                 .map_err(at)?;
             version = part_version(&mut tx, part).map_err(at)?;
             if version.is_none() {
-                tx.batch_execute(BATCH_TABLES).map_err(at)?;
+                tx.batch_execute(tables).map_err(at)?;
                 tx.execute(
                     "INSERT INTO envoi_schema_parts (part, version) VALUES ($1, $2) \
                      ON CONFLICT (part) DO NOTHING",
@@ -450,10 +474,78 @@ impl PgLedger {
         }
         if let Some(found) = version.filter(|found| *found > known) {
             return Err(Error::config(format!(
-                "the ledger at {place} has the batch's tables at version {found}, newer \
+                "the ledger at {place} has the {part} tables at version {found}, newer \
                  than this envoi's ({known}): upgrade envoi on this machine"
             )));
         }
+        tx.commit().map_err(at)
+    }
+
+    /// Takes one message's slot under `policy`'s caps per hour and day in the counts of
+    /// `scope`, shared by every machine on this ledger: 75 naming the cap when one is
+    /// reached. One transaction under an advisory lock of the scope, so two senders at
+    /// once cannot both take the last slot; every time is the database's clock.
+    pub(super) fn take_slot(&mut self, scope: &str, policy: &RecipientPolicy) -> Result<()> {
+        if policy.max_per_hour.is_none() && policy.max_per_day.is_none() {
+            return Ok(());
+        }
+        self.ensure_part(COUNTS_PART, COUNTS_TABLES, "making the send counts' table")?;
+        let (place, user) = (self.place.clone(), self.user.clone());
+        let doing = "counting the messages sent";
+        let at = |e: postgres::Error| Self::failed_at(&place, &user, doing, &e);
+        let mut tx = self.client.transaction().map_err(at)?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('envoi_send_counts:' || $1, 0))",
+            &[&scope],
+        )
+        .map_err(at)?;
+        tx.execute(
+            "DELETE FROM envoi_send_counts WHERE scope = $1 AND sent_at < now() - interval '1 day'",
+            &[&scope],
+        )
+        .map_err(at)?;
+        for (cap, window, key) in [
+            (&policy.max_per_hour, "1 hour", "max_messages_per_hour"),
+            (&policy.max_per_day, "1 day", "max_messages_per_day"),
+        ] {
+            let Some(Rule { value, origin }) = cap else {
+                continue;
+            };
+            // The count in the window, and when its oldest slot that must free first
+            // leaves it (the cap-th newest).
+            let row = tx
+                .query_one(
+                    &format!(
+                        "SELECT count(*), \
+                         (SELECT ceil(extract(epoch FROM sent_at + interval '{window}' - now()))::bigint \
+                          FROM envoi_send_counts WHERE scope = $1 \
+                          AND sent_at >= now() - interval '{window}' \
+                          ORDER BY sent_at DESC OFFSET $2::bigint - 1 LIMIT 1) \
+                         FROM envoi_send_counts WHERE scope = $1 \
+                         AND sent_at >= now() - interval '{window}'"
+                    ),
+                    &[&scope, &i64::from(*value)],
+                )
+                .map_err(at)?;
+            let (count, frees): (i64, Option<i64>) = (row.get(0), row.get(1));
+            if count >= i64::from(*value) {
+                return Err(Error::new(
+                    ErrorKind::Temporary,
+                    format!(
+                        "policy.{key} {value} reached ({origin}): {count} messages of {scope} \
+                         went in the last {} by the ledger at {place}; nothing was sent; the \
+                         next may go in {} s",
+                        window.trim_start_matches("1 "),
+                        frees.unwrap_or(1).max(1)
+                    ),
+                ));
+            }
+        }
+        tx.execute(
+            "INSERT INTO envoi_send_counts (scope, sent_at) VALUES ($1, now())",
+            &[&scope],
+        )
+        .map_err(at)?;
         tx.commit().map_err(at)
     }
 

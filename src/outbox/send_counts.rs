@@ -7,7 +7,8 @@
 //!
 //! A cap reached is 75, not 65: the same message goes later, and a caller that retries
 //! on 75 (cron, CI, the outbox) waits as it should. Counted per outbox folder (one user
-//! or machine); a PostgreSQL ledger does not count them yet.
+//! or machine). With a shared PostgreSQL ledger the database counts them instead
+//! (`pg_ledger`'s `take_slot`), and this file is not used.
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};

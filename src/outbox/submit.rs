@@ -9,6 +9,7 @@
 //! idempotency claim, queue or deliver, the ledger) is this layer's own state.
 
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,18 +21,18 @@ use crate::deliver::{
     BatchSent, Delivery, DeliveryOptions, Dsn, Failure, Notice, Observer, Policy, RcptReply,
     Report, RoutePart, Transcript, deliver_along,
 };
-use crate::durable;
+
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::dkim::Signer;
 use crate::message::{self, Email, Prepared, address};
 use crate::outbox::idempotency::{FirstSend, FirstStatus};
-use crate::outbox::ledger;
+use crate::outbox::ledger::{self, Ledger};
 use crate::outbox::log::{Facts, Logged};
+use crate::outbox::policy;
 use crate::outbox::sent_copy;
 use crate::outbox::{
     DeliveryLog, ExitRule, FirstAttempt, Outbox, Queued, Status, queue_deferred, send_queued,
 };
-use crate::outbox::{policy, send_counts};
 use crate::profile::{Connection, RecipientPolicy, Resolved};
 
 /// The sender of a message that names none itself: the flag (`--from`), else the
@@ -123,14 +124,52 @@ pub fn prepare_given(
     signing.sign(policy::apply_to_given(policy, prepared)?, now)
 }
 
-/// A batch record's slot under `policy.max_messages_per_hour` and `_per_day`, counted in
-/// the outbox folder `dir` as `send`'s are: 75 when a cap is reached (the batch stops;
-/// `--resume` goes on later).
-pub fn take_batch_slot(policy: &RecipientPolicy, dir: &std::path::Path) -> Result<()> {
-    // Another envoi holds the counts for one read and write: a record waits for it as
-    // long as a send could at most.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    send_counts::take(dir, policy, durable::unix_now(), deadline)
+/// The slots of `policy.max_messages_per_hour` and `_per_day` for a batch: counted where
+/// `send` counts them (the outbox folder, or the shared ledger's database for the
+/// profile), one ledger connection for the whole batch, shared by its senders.
+pub struct BatchSlots {
+    ledger: Mutex<Box<dyn Ledger + Send>>,
+    scope: String,
+}
+
+impl BatchSlots {
+    /// The batch's slots, when `resolved`'s policy caps its messages: the ledger is
+    /// opened now (75 when it cannot be reached, before any record).
+    pub fn open(resolved: &Resolved) -> Result<Option<BatchSlots>> {
+        let policy = &resolved.policy;
+        if policy.max_per_hour.is_none() && policy.max_per_day.is_none() {
+            return Ok(None);
+        }
+        let deadline = Instant::now() + SLOT_WAIT;
+        Ok(Some(BatchSlots {
+            ledger: Mutex::new(ledger::open(resolved, deadline)?),
+            scope: slot_scope(resolved),
+        }))
+    }
+
+    /// A record's slot: 75 when a cap is reached (the batch stops; `--resume` goes on
+    /// later).
+    pub fn take(&self, policy: &RecipientPolicy) -> Result<()> {
+        // Another envoi holds the counts for one read and write: a record waits for it
+        // as long as a send could at most.
+        let deadline = Instant::now() + SLOT_WAIT;
+        self.ledger
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take_slot(&self.scope, policy, deadline)
+    }
+}
+
+/// How long a batch record waits for another envoi holding the send counts.
+const SLOT_WAIT: Duration = Duration::from_secs(120);
+
+/// What the shared ledger counts a capped message against: its profile (or route), so
+/// every machine sending through it meets one cap.
+fn slot_scope(resolved: &Resolved) -> String {
+    match &resolved.connection {
+        Some(connection) => format!("profile {}", connection.name),
+        None => "no profile".to_owned(),
+    }
 }
 
 /// The recipient policy's rules that are not about one message: a batch under
@@ -430,10 +469,9 @@ fn send_or_queue(
 ) -> Result<Submitted, Failure> {
     // After the key's claim (a duplicate takes no slot), before anything goes.
     if resolved.policy.max_per_hour.is_some() || resolved.policy.max_per_day.is_some() {
-        send_counts::take(
-            resolved.outbox_dir()?,
+        ledger::open(resolved, plan.deadline())?.take_slot(
+            &slot_scope(resolved),
             &resolved.policy,
-            durable::unix_now(),
             plan.deadline(),
         )?;
     }

@@ -554,3 +554,72 @@ fn a_ledger_database_that_does_not_exist_is_78() {
     );
     assert_eq!(server.connections(), 0);
 }
+
+/// `policy.max_messages_per_hour` with a shared ledger is counted in the database, so two
+/// machines (two outbox folders) meet one cap: of three sends, two go, the third is 75
+/// naming the cap and the ledger; a batch on a third machine sends nothing more.
+#[test]
+fn a_cap_per_hour_is_counted_once_for_every_machine_on_the_ledger() {
+    let server = TestServer::start(ServerOptions::default());
+    // The profile's name is the scope: unique to this test, as the cluster is shared.
+    let profile = format!("capped{}", std::process::id());
+    let configure = |host: &Machine| {
+        let dir = host.home.path().join(".config/envoi");
+        fs::create_dir_all(&dir).unwrap();
+        let path = Config::new(server.port(), "none")
+            .line(&format!("ledger = \"{}\"", ledger_url()))
+            .line("[profiles.test.policy]\nmax_messages_per_hour = 2")
+            .write(&dir);
+        let text = fs::read_to_string(&path)
+            .unwrap()
+            .replace("profiles.test", &format!("profiles.{profile}"))
+            .replace("default = \"test\"", &format!("default = \"{profile}\""));
+        fs::write(&path, text).unwrap();
+    };
+    let send = |host: &Machine, n: u32| {
+        let mut cmd = envoi(host.home.path());
+        cmd.env("PGPASSWORD", LEDGER_PASSWORD)
+            .args([
+                "send",
+                "--from",
+                "ci@example.com",
+                "--to",
+                "ops@example.com",
+            ])
+            .args([
+                "--subject",
+                &format!("run {n}"),
+                "--body",
+                "ok",
+                "--retries",
+                "0",
+            ]);
+        cmd
+    };
+    let (a, b, c) = (Machine::new(), Machine::new(), Machine::new());
+    for host in [&a, &b, &c] {
+        configure(host);
+    }
+    send(&a, 1).expect_exit(0);
+    send(&b, 2).expect_exit(0);
+    let third = send(&a, 3).expect_exit(75);
+    assert!(
+        third.output().contains("max_messages_per_hour 2 reached")
+            && third.output().contains("by the ledger at"),
+        "{third}"
+    );
+    assert_no_ledger_password(&third);
+    let records = c.home.path().join("records.jsonl");
+    fs::write(
+        &records,
+        "{\"To\":\"x@example.com\",\"Subject\":\"s\",\"Body\":\"b\"}\n",
+    )
+    .unwrap();
+    let batch = envoi(c.home.path())
+        .env("PGPASSWORD", LEDGER_PASSWORD)
+        .args(["batch", "--from", "ci@example.com", "--retries", "0"])
+        .arg(&records)
+        .expect_exit(75);
+    assert!(batch.output().contains("reached"), "{batch}");
+    assert_eq!(server.messages().len(), 2, "{batch}");
+}

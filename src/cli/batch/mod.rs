@@ -24,7 +24,7 @@ use envoi::message::records::Record;
 use envoi::message::{self, address};
 use envoi::outbox::fleet::{self, Claim, Fleet, Held, Lease, Taken};
 use envoi::outbox::submit::{
-    DefaultSender, Deferrals, Signing, check_batch, prepare, settle_record, take_batch_slot,
+    BatchSlots, DefaultSender, Deferrals, Signing, check_batch, prepare, settle_record,
 };
 use envoi::outbox::{DeliveryLog, Outbox, Status};
 use envoi::profile::{Env, resolve};
@@ -44,8 +44,9 @@ use report::{
 struct Shared<'a> {
     /// The recipient policy: a record that breaks it is `invalid`.
     policy: &'a envoi::profile::RecipientPolicy,
-    /// Where the policy's messages per hour and day are counted, when it caps them.
-    counts: Option<&'a std::path::Path>,
+    /// The policy's messages per hour and day, when it caps them: counted in the
+    /// outbox folder or the shared ledger, as `send`'s are.
+    counts: Option<&'a BatchSlots>,
     /// `--from`, else the profile's `from`: for records without From.
     sender: &'a DefaultSender,
     /// The profile's DKIM key, read once for the whole batch.
@@ -247,14 +248,14 @@ pub fn run(args: &BatchArgs) -> Result<u8> {
         _ => Duration::ZERO,
     }));
     let capped = resolved.policy.max_per_hour.is_some() || resolved.policy.max_per_day.is_some();
-    let counts = if capped && !args.dry_run {
-        Some(resolved.outbox_dir()?)
+    let slots = if capped && !args.dry_run {
+        BatchSlots::open(&resolved)?
     } else {
         None
     };
     let shared = Shared {
         policy: &resolved.policy,
-        counts,
+        counts: slots.as_ref(),
         sender: &sender,
         signing: &signing,
         deferrals: outbox.as_ref().map(|outbox| Deferrals {
@@ -662,8 +663,8 @@ fn send_record(
     let Some(batch) = batch else {
         return Ok(Line::dry_run(record.line, message_id, &envelope, subject));
     };
-    if let Some(dir) = shared.counts {
-        take_batch_slot(shared.policy, dir).map_err(|e| {
+    if let Some(slots) = shared.counts {
+        slots.take(shared.policy).map_err(|e| {
             Error::new(
                 e.kind(),
                 format!(
