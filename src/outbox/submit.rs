@@ -415,7 +415,7 @@ fn dispatch_unlogged(
         connection,
         prepared,
         plan,
-        Some(key),
+        Some((key, ledger.as_mut())),
         observer,
         going_direct,
     );
@@ -456,24 +456,33 @@ fn dispatch_unlogged(
     submitted
 }
 
-/// Queues the message (`--queue`, profile `outbox = true`) or sends it directly; `key`
-/// goes with a queued entry, so its flush records it.
+/// Queues the message (`--queue`, profile `outbox = true`) or sends it directly. `claimed`:
+/// the idempotency key and the ledger that holds its claim; the key goes with a queued
+/// entry, so its flush records it, and the policy's caps are counted in that ledger (no
+/// second connection to it).
 fn send_or_queue(
     resolved: &Resolved,
     connection: &Connection,
     prepared: Prepared,
     plan: &Plan,
-    key: Option<&str>,
+    claimed: Option<(&str, &mut (dyn Ledger + Send))>,
     observer: &mut dyn Observer,
     going_direct: &dyn Fn(Instant),
 ) -> Result<Submitted, Failure> {
+    let (key, held) = match claimed {
+        Some((key, ledger)) => (Some(key), Some(ledger)),
+        None => (None, None),
+    };
     // After the key's claim (a duplicate takes no slot), before anything goes.
     if resolved.policy.max_per_hour.is_some() || resolved.policy.max_per_day.is_some() {
-        ledger::open(resolved, plan.deadline())?.take_slot(
-            &slot_scope(resolved),
-            &resolved.policy,
-            plan.deadline(),
-        )?;
+        let scope = slot_scope(resolved);
+        let deadline = plan.deadline();
+        match held {
+            Some(ledger) => ledger.take_slot(&scope, &resolved.policy, deadline)?,
+            None => {
+                ledger::open(resolved, deadline)?.take_slot(&scope, &resolved.policy, deadline)?
+            }
+        }
     }
     let options = plan.options();
     if !plan.is_direct(connection) {
