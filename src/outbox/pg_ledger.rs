@@ -73,10 +73,6 @@ const BATCH_PART: (&str, i32) = ("batch", 1);
 /// Version 1 of [`BATCH_PART`]: one row per record claimed (`envoi_batch_records`) and a
 /// token bucket per campaign (`envoi_batch_rate`).
 const BATCH_TABLES: &str = "
-CREATE TABLE IF NOT EXISTS envoi_schema_parts (
-    part text PRIMARY KEY,
-    version integer NOT NULL
-);
 CREATE TABLE IF NOT EXISTS envoi_batch_records (
     campaign text NOT NULL,
     record_hash bytea NOT NULL,
@@ -103,15 +99,19 @@ const COUNTS_PART: (&str, i32) = ("counts", 1);
 
 /// Version 1 of [`COUNTS_PART`].
 const COUNTS_TABLES: &str = "
-CREATE TABLE IF NOT EXISTS envoi_schema_parts (
-    part text PRIMARY KEY,
-    version integer NOT NULL
-);
 CREATE TABLE IF NOT EXISTS envoi_send_counts (
     scope text NOT NULL,
     sent_at timestamptz NOT NULL
 );
 CREATE INDEX IF NOT EXISTS envoi_send_counts_scope_at ON envoi_send_counts (scope, sent_at);";
+
+/// The table that names each part of the schema made and its version (no version 1
+/// envoi reads it), made with the first part.
+const PARTS_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS envoi_schema_parts (
+    part text PRIMARY KEY,
+    version integer NOT NULL
+);";
 
 /// The advisory lock two first users take to make the schema one at a time ("envoi" and
 /// the schema's purpose, as a number).
@@ -463,6 +463,7 @@ impl PgLedger {
                 .map_err(at)?;
             version = part_version(&mut tx, part).map_err(at)?;
             if version.is_none() {
+                tx.batch_execute(PARTS_TABLE).map_err(at)?;
                 tx.batch_execute(tables).map_err(at)?;
                 tx.execute(
                     "INSERT INTO envoi_schema_parts (part, version) VALUES ($1, $2) \
