@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::support::envoi::{Config, ExpectExit, Route, Run, envoi, hermetic_env};
+use crate::support::envoi::{Config, ExpectExit, Route, Run, envoi, hermetic_env, wait_bounded};
 use crate::support::postgres::{LEDGER_PASSWORD, LEDGER_USER, cluster, free_port, ledger_url};
 use crate::support::smtp_server::{ServerOptions, TestServer};
 
@@ -100,22 +100,6 @@ impl Machine {
     }
 }
 
-/// Waits for `child` at most 60 s (then kills it and fails).
-fn wait_bounded(child: &mut Child) -> ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("envoi still running after 60 s; killed");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn text<'a>(json: &'a Value, key: &str) -> &'a str {
     json[key]
         .as_str()
@@ -181,7 +165,7 @@ fn machines_at_once_send_once() {
     let mut statuses = Vec::new();
     let mut ids = std::collections::BTreeSet::new();
     for (machine, child) in machines.iter().zip(&mut children) {
-        let status = wait_bounded(child);
+        let status = wait_bounded(child, 60);
         let run = machine.finished(status).expect(0);
         assert_no_ledger_password(&run);
         let json = run.json();

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::support::envoi::{ExpectExit, Run, envoi, hermetic_env};
+use crate::support::envoi::{ExpectExit, Run, envoi, hermetic_env, wait_bounded};
 use crate::support::postgres::{LEDGER_PASSWORD, LEDGER_USER, cluster, free_port, ledger_url};
 use crate::support::smtp_server::{Received, ServerOptions, TestServer};
 
@@ -133,22 +133,6 @@ impl Fleet {
             .arg(&self.input)
             .expect_exit(0);
         serde_json::from_str(run.stdout.trim()).unwrap_or_else(|_| panic!("{run}"))
-    }
-}
-
-/// Waits for `child` at most `secs` (then kills it and fails).
-fn wait_bounded(child: &mut Child, secs: u64) -> ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("envoi still running after {secs} s; killed");
-        }
-        thread::sleep(Duration::from_millis(20));
     }
 }
 

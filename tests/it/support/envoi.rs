@@ -354,3 +354,19 @@ impl ExpectExit for Command {
         .expect(code)
     }
 }
+
+/// Waits for `child` at most `secs` (then kills it and fails).
+pub fn wait_bounded(child: &mut Child, secs: u64) -> ExitStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("envoi still running after {secs} s; killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
