@@ -406,3 +406,36 @@ fn a_missing_relative_or_linked_list_is_a_config_error() {
     linked.suppress(&["add", "x@example.net"]).expect_exit(78);
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "");
 }
+
+/// Under `policy.redirect_all` (staging) the list is about the records' own recipients,
+/// not the QA address every message goes to: a listed recipient's record is still
+/// skipped, and a refusal of the QA address puts nobody on the list.
+#[test]
+fn a_redirected_batch_skips_listed_recipients_and_lists_no_qa_bounce() {
+    let lists = TempDir::new().unwrap();
+    let list = lists.path().join("suppress.tsv");
+    let s = Bulk::new(
+        ServerOptions {
+            refuse_rcpt: vec![("qa@example.com".into(), 550)],
+            ..ServerOptions::default()
+        },
+        &format!(
+            "{}\n[profiles.test.policy]\nredirect_all = \"qa@example.com\"",
+            suppress_line(&list)
+        ),
+    );
+    s.suppress(&["add", "Ann <Ann@Example.net>"]).expect_exit(0);
+    let file = s.write(
+        "news.jsonl",
+        &[
+            r#"{"To":"Ann Lee <ann@example.net>","Subject":"one","Body":"b"}"#,
+            r#"{"To":"bob@example.net","Subject":"two","Body":"b"}"#,
+        ]
+        .join("\n"),
+    );
+    s.batch(&[&file]).expect_exit(67);
+    let statuses: Vec<Value> = s.lines().iter().map(|l| l["status"].clone()).collect();
+    assert_eq!(statuses, ["suppressed", "refused"]);
+    let text = std::fs::read_to_string(&list).unwrap();
+    assert!(!text.contains("qa@example.com"), "{text}");
+}

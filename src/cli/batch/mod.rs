@@ -607,21 +607,6 @@ enum Turn {
     Again,
 }
 
-/// The addresses of a record's recipient text as it was given (`Ann <ann@x>; bob@y`),
-/// for the suppression list: each bare address, unchecked.
-fn bare_addresses(text: &str) -> Vec<String> {
-    text.split([';', ','])
-        .map(|part| {
-            let part = part.trim();
-            match (part.rfind('<'), part.ends_with('>')) {
-                (Some(open), true) => part[open + 1..part.len() - 1].trim().to_owned(),
-                _ => part.to_owned(),
-            }
-        })
-        .filter(|address| !address.is_empty())
-        .collect()
-}
-
 /// Builds, paces, marks and sends one record on `sender`'s sessions; queues it in the
 /// outbox when it is still deferred and the profile says so. Without sessions (a dry
 /// run), the record is built and checked, and listed as what would go.
@@ -653,7 +638,10 @@ fn send_record(
     // Under policy.redirect_all the envelope is the redirect address alone: the list is
     // about the record's own recipients.
     let listed = if shared.policy.redirect_all.is_some() {
-        record.to.iter().flat_map(|to| bare_addresses(to)).collect()
+        // Read as the record's draft read them (it was built, so they parse).
+        address::parse_lists("To", &record.to)
+            .map(|all| all.iter().map(|m| m.email.to_string()).collect())
+            .unwrap_or_default()
     } else {
         envelope.clone()
     };
